@@ -1,0 +1,1 @@
+"""Telephony side: AudioSocket codec and server, paced playout, TelephonyGateway, ARI and AMI."""

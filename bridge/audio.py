@@ -1,0 +1,50 @@
+"""Audio constants and the stateful resampler (audioop `ratecv` with its state carried across chunks)."""
+
+from __future__ import annotations
+
+import warnings
+
+with warnings.catch_warnings():
+    # Python 3.11/3.12 warn that stdlib audioop goes away in 3.13; there `audioop-lts` provides it.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+SAMPLE_RATE = 8000
+SAMPLE_WIDTH = 2  # signed 16-bit little-endian
+FRAME_MS = 20
+FRAME_S = FRAME_MS / 1000
+FRAME_BYTES = 320  # 8000 Hz x 20 ms x 2 B
+SILENCE_FRAME = bytes(FRAME_BYTES)
+
+
+class Resampler:
+    """Converts one stream of s16le mono audio to 8 kHz, keeping filter state between chunks.
+
+    Chunked output equals whole-buffer output, so a stream split anywhere plays without clicks.
+    """
+
+    __slots__ = ("_rate", "_state")
+
+    def __init__(self) -> None:
+        self._rate = SAMPLE_RATE
+        self._state: object = None
+
+    def convert(self, pcm: bytes, rate: int) -> bytes:
+        """Return `pcm` (at `rate` Hz) as 8 kHz; a change of rate starts a new stream."""
+        if rate == SAMPLE_RATE:
+            return pcm
+        if rate != self._rate:
+            self._rate, self._state = rate, None
+        if len(pcm) % SAMPLE_WIDTH:
+            raise ValueError(f"odd number of bytes ({len(pcm)}) in 16-bit audio")
+        out, self._state = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, rate, SAMPLE_RATE, self._state)
+        return bytes(out)
+
+    def reset(self) -> None:
+        """Forget the filter state (end of an utterance)."""
+        self._rate, self._state = SAMPLE_RATE, None
+
+
+def rms(pcm: bytes) -> int:
+    """Root-mean-square level of s16le audio."""
+    return int(audioop.rms(pcm, SAMPLE_WIDTH))

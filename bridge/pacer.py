@@ -1,0 +1,102 @@
+"""One shared 20 ms deadline tick that sends every call's next outbound frame.
+
+A timer or sleeping task per call does not scale to hundreds of calls; one `loop.call_at` chain
+does. Deadlines are absolute (`t0 + n * 20 ms`), so scheduling jitter never accumulates. When the
+loop was stalled, up to `max_catchup` missed frames are sent at once to keep real time; a longer
+stall is skipped (counted in `resyncs`) rather than burst out, because a burst overruns the
+phone's jitter buffer and is heard as garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from bridge.audio import FRAME_S
+
+log = logging.getLogger(__name__)
+
+
+class Tickable(Protocol):
+    """Anything that sends one frame per tick (a call's `Playout`)."""
+
+    def tick(self) -> None:
+        """Send one frame."""
+        ...
+
+
+class Pacer:
+    """Drives `tick()` of every registered member once per frame period."""
+
+    def __init__(self, *, frame_s: float = FRAME_S, max_catchup: int = 3) -> None:
+        self._frame_s = frame_s
+        self._max_catchup = max_catchup
+        self._members: dict[Tickable, None] = {}  # insertion-ordered set
+        self._snapshot: tuple[Tickable, ...] = ()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._t0 = 0.0
+        self._n = 0
+        self.ticks = 0
+        self.resyncs = 0
+        self.max_lateness_s = 0.0
+
+    def add(self, member: Tickable) -> None:
+        """Start ticking `member` from the next frame on."""
+        self._members[member] = None
+        self._snapshot = tuple(self._members)
+
+    def remove(self, member: Tickable) -> None:
+        """Stop ticking `member`. Safe to call from inside a tick."""
+        if self._members.pop(member, 0) is None:
+            self._snapshot = tuple(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def start(self) -> None:
+        """Begin ticking on the running loop."""
+        if self._handle is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+        self._n = 0
+        self._handle = self._loop.call_at(self._t0 + self._frame_s, self._on_tick)
+
+    def stop(self) -> None:
+        """Stop ticking. Members stay registered."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the tick is scheduled."""
+        return self._handle is not None
+
+    def _on_tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        due = int((now - self._t0) / self._frame_s)  # frames whose deadline has passed
+        behind = due - self._n
+        lateness = now - (self._t0 + (self._n + 1) * self._frame_s)
+        if lateness > self.max_lateness_s:
+            self.max_lateness_s = lateness
+        if behind > self._max_catchup:
+            # Stalled for too long: skip the lost frames instead of bursting them.
+            self.resyncs += 1
+            self._n = due - 1
+            behind = 1
+        for _ in range(max(behind, 1)):
+            self._n += 1
+            self.ticks += 1
+            for member in self._snapshot:
+                try:
+                    member.tick()
+                except Exception:
+                    # One broken call must not silence the others.
+                    log.exception("playout tick failed; member removed")
+                    self.remove(member)
+        self._handle = loop.call_at(self._t0 + (self._n + 1) * self._frame_s, self._on_tick)

@@ -1,0 +1,1 @@
+"""Per-call dialogue orchestration: the Orchestrator, its dialogue maps, providers and metrics."""

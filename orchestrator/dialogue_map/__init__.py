@@ -1,0 +1,1 @@
+"""Dialogue maps: JSON scripts of states, playlists, intents, entities and FAQ entries."""

@@ -1,0 +1,175 @@
+"""Pydantic models of a dialogue map (the JSON edge; runtime types are plain dataclasses).
+
+A map is a set of states. Each state says what the bot plays on entering it
+(`system_response.playlist`), which fillers cover slow work there (`fillers`), where each intent
+leads (`transitions`), and whether the call ends after its playlist (`action: END_CALL`).
+Intents carry example phrases for the classifier and may require entities, with a clarifying
+playlist to ask for a missing one. FAQ entries answer known off-script questions from the script
+before the LLM is tried. `settings` holds the call-wide knobs (neutral fillers, emergency filler,
+non-secure response, global operation timeout, LLM retry bound, thresholds).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_KEY = r"^[a-z_]+:[A-Za-z0-9_.:-]+$"  # e.g. static:greeting, filler:hmm
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CacheItem(_Strict):
+    """Pre-synthesized audio from the audio cache; always played to its end (unless barge-in)."""
+
+    type: Literal["cache"]
+    key: Annotated[str, Field(pattern=_KEY)]
+
+
+class FillerItem(_Strict):
+    """Cached audio that only covers a wait: skipped when the next item is ready, cut when it becomes ready."""
+
+    type: Literal["filler"]
+    key: Annotated[str, Field(pattern=_KEY)]
+
+
+class TtsItem(_Strict):
+    """Text synthesized per call; `{{ session.variables.x }}` placeholders are filled from the session."""
+
+    type: Literal["tts"]
+    text_template: Annotated[str, Field(min_length=1, max_length=250)]
+
+
+PlaylistItem = Annotated[CacheItem | FillerItem | TtsItem, Field(discriminator="type")]
+Playlist = list[PlaylistItem]
+
+
+class SystemResponse(_Strict):
+    """What the bot says on entering a state."""
+
+    playlist: Playlist
+
+
+class NumberEntity(_Strict):
+    """A number said in words or digits ("сорок пять", "45", "45,5")."""
+
+    type: Literal["number"]
+    min: float | None = None
+    max: float | None = None
+
+
+class ChoiceEntity(_Strict):
+    """One of fixed values, each recognised by its synonyms (lower-case word stems)."""
+
+    type: Literal["choice"]
+    values: dict[str, list[str]]
+
+
+class RegexEntity(_Strict):
+    """The first match of a regular expression (group 1 if it has groups)."""
+
+    type: Literal["regex"]
+    pattern: str
+
+
+EntitySpec = Annotated[NumberEntity | ChoiceEntity | RegexEntity, Field(discriminator="type")]
+
+
+class Intent(_Strict):
+    """Something the caller may mean, learnt from example phrases."""
+
+    examples: Annotated[list[str], Field(min_length=1)]
+    # Entities this intent may carry; extracted from the caller's words into session variables.
+    entities: list[str] = []
+    # Entities that must be known (said now or earlier in the call) before the intent is acted on.
+    required_entities: list[str] = []
+    # Played when a required entity is missing; the state does not change.
+    clarify_playlist: Playlist = []
+
+
+class State(_Strict):
+    """One step of the script."""
+
+    system_response: SystemResponse
+    # Cache keys played, in order, while slow work (TTS, LLM) for this state runs.
+    fillers: list[Annotated[str, Field(pattern=_KEY)]] = []
+    # intent id -> next state id.
+    transitions: dict[str, str] = {}
+    # Variables computed on entering the state: name -> arithmetic over variables ("area * 1500").
+    set_variables: dict[str, str] = {}
+    action: Literal["END_CALL"] | None = None
+    # Whether the caller may cut this state's playlist short; END_CALL states default to no.
+    interruptible: bool | None = None
+    # Replaces the map's error playlist in this state.
+    error_playlist: Playlist | None = None
+
+
+class FaqEntry(_Strict):
+    """A known question with its scripted answer."""
+
+    questions: Annotated[list[str], Field(min_length=1)]
+    answer: Playlist
+
+
+class LLMSettings(_Strict):
+    """How the off-script LLM fallback is prompted."""
+
+    system_prompt: str = ""
+    max_tokens: int = 200
+    temperature: float = 0.3
+
+
+class Settings(_Strict):
+    """Call-wide settings of a map."""
+
+    # Looped while slow work outlasts the state's fillers.
+    neutral_filler_keys: Annotated[list[Annotated[str, Field(pattern=_KEY)]], Field(min_length=1)]
+    # Played when a provider (STT, TTS, LLM) fails.
+    emergency_filler_key: Annotated[str, Field(pattern=_KEY)]
+    # Played when the LLM's answer is judged unsafe, or streaming TTS cannot be opened.
+    non_secure_response_key: Annotated[str, Field(pattern=_KEY)]
+    # Played when the FlowEngine fails in a state without its own error playlist.
+    error_playlist: Playlist
+    # Longest wait for slow work (TTS/LLM) before giving up with the emergency filler.
+    operation_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # How many times an unsafe LLM answer is retried.
+    llm_max_retries: Annotated[int, Field(ge=0, le=5)] = 1
+    # Cosine-similarity thresholds for the intent classifier and FAQ lookup.
+    intent_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    faq_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # Partials shorter than this are not classified.
+    partial_min_chars: Annotated[int, Field(ge=0)] = 3
+    llm: LLMSettings = LLMSettings()
+
+
+class DialogueMap(_Strict):
+    """A whole call script."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="voicebridge dialogue map")
+
+    version: Literal[1] = 1
+    name: str
+    language: str = "ru-RU"
+    initial_state: Annotated[str, Field(pattern=_ID)]
+    settings: Settings
+    intents: dict[str, Intent]
+    entities: dict[str, EntitySpec] = {}
+    states: dict[str, State]
+    faq: dict[str, FaqEntry] = {}
+    # intent id -> state id, valid from every state (e.g. "operator", "stop calling").
+    global_transitions: dict[str, str] = {}
+
+    def state(self, state_id: str) -> State:
+        """The state `state_id` (KeyError if the map has none)."""
+        return self.states[state_id]
+
+    def is_interruptible(self, state_id: str) -> bool:
+        """Whether barge-in may cut this state's playlist."""
+        st = self.states[state_id]
+        if st.interruptible is not None:
+            return st.interruptible
+        return st.action != "END_CALL"

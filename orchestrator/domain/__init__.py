@@ -1,0 +1,1 @@
+"""Domain types shared by every layer (plain dataclasses, no I/O)."""

@@ -1,0 +1,139 @@
+"""Domain data model of the Orchestrator specification (section 3), plus the streaming types.
+
+The first five types are the spec's own (`IntentResult`, `FlowResult`, `FlowStatus`,
+`SessionState`, `MetricsLog`). One deliberate change: `MetricsLog.start_turn` takes the time from
+the caller's injected clock instead of reading `time.monotonic()` itself, so turn timing is
+testable on virtual time (style-anchors practice 12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --- Status types ---
+FlowStatus = Literal["SUCCESS", "EXECUTION_ERROR", "MISSING_ENTITY"]
+TurnState = Literal["BOT_TURN", "USER_TURN"]
+
+
+# --- IntentClassifier ---
+@dataclass(slots=True)
+class IntentResult:
+    """A successful classification of the caller's words into one of the map's intents."""
+
+    intent_id: str
+    score: float
+    entities: dict[str, Any] | None
+    current_leader: str  # id of the leading intent at this step (stability check)
+
+
+@dataclass(slots=True, frozen=True)
+class FaqAnswer:
+    """A knowledge-base hit: which FAQ entry of the map answers the caller, and how sure we are."""
+
+    faq_id: str
+    score: float
+
+
+# --- FlowEngine ---
+@dataclass(slots=True)
+class FlowResult:
+    """What the FlowEngine made of one event."""
+
+    status: FlowStatus
+    updated_session: dict[str, Any] | None = None  # only with status SUCCESS
+    detail: str | None = None  # why, when status is not SUCCESS (for logs and metrics)
+
+
+# --- Orchestrator ---
+@dataclass(slots=True, frozen=True)
+class TranscriptEntry:
+    """One line of the call's conversation, kept for the LLM's context."""
+
+    role: Literal["user", "bot"]
+    text: str
+
+
+@dataclass
+class SessionState:
+    """The whole state of one call: the Orchestrator's single source of truth."""
+
+    call_id: str
+    current_state_id: str = "start"
+    variables: dict[str, Any] = field(default_factory=dict)
+    state_history: list[str] = field(default_factory=list)  # for "go back" logic
+    previous_intent_leader: str | None = None
+    turn_state: TurnState = "BOT_TURN"
+    # Not in the spec's table: the conversation so far, which the LLM fallback needs as history.
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+
+
+@dataclass
+class MetricsLog:
+    """Per-turn latency timestamps t1..t6 (seconds on the injected monotonic clock)."""
+
+    trace_id: str
+    turn_index: int = 0
+    # t1: first user audio of the turn (speech onset)
+    t1_first_user_audio: float | None = None
+    # t2: final text from STT
+    t2_stt_final: float | None = None
+    # t3: request sent to the IntentClassifier/FlowEngine
+    t3_logic_start: float | None = None
+    # t4: request sent to the LLM (if any)
+    t4_llm_request: float | None = None
+    # t5: first audio chunk received from TTS
+    t5_tts_first_chunk: float | None = None
+    # t6: first audio chunk sent to the caller
+    t6_first_bot_audio: float | None = None
+
+    def start_turn(self, now: float) -> None:
+        """Open the next turn at `now` (t1) and clear the other timers."""
+        self.turn_index += 1
+        self.t1_first_user_audio = now
+        self.t2_stt_final = self.t3_logic_start = self.t4_llm_request = None
+        self.t5_tts_first_chunk = self.t6_first_bot_audio = None
+
+
+# --- Streaming types ---
+SttKind = Literal["partial", "final", "final_refinement"]
+
+
+@dataclass(slots=True, frozen=True)
+class SttResult:
+    """One recognition update from the STT stream."""
+
+    text: str
+    is_final: bool
+    confidence: float = 0.0
+    kind: SttKind = "partial"
+    # Position in the recognised audio (ms from the start of the stream), when the provider says.
+    audio_start_ms: int | None = None
+    audio_end_ms: int | None = None
+    # When the result reached us, on the injected clock.
+    received_at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class LLMStreamChunk:
+    """One piece of a streamed LLM answer with its safety verdict."""
+
+    text_chunk: str
+    is_safe: bool = True
+    is_final: bool = False
+    finish_reason: str | None = None
+    model: str | None = None
+    safety_reason: str | None = None  # why it was judged unsafe
+
+
+@dataclass(slots=True, frozen=True)
+class AudioChunk:
+    """Mono signed 16-bit little-endian PCM at `sample_rate` Hz."""
+
+    pcm: bytes
+    sample_rate: int = 8000
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the audio in seconds."""
+        return len(self.pcm) / (2 * self.sample_rate)
