@@ -1,0 +1,1 @@
+"""Audio caches: in-memory (default) and Redis."""
