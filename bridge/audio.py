@@ -1,4 +1,4 @@
-"""Audio constants and the stateful resampler (audioop `ratecv` with its state carried across chunks)."""
+"""Audio constants and the stateful resampler (audioop `ratecv`, state carried across chunks)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ FRAME_S = FRAME_MS / 1000
 FRAME_BYTES = 320  # 8000 Hz x 20 ms x 2 B
 SILENCE_FRAME = bytes(FRAME_BYTES)
 
+_RatecvState = tuple[int, tuple[tuple[int, int], ...]]
+
 
 class Resampler:
     """Converts one stream of s16le mono audio to 8 kHz, keeping filter state between chunks.
@@ -27,16 +29,22 @@ class Resampler:
 
     def __init__(self) -> None:
         self._rate = SAMPLE_RATE
-        self._state: object = None
+        self._state: _RatecvState | None = None
 
     def convert(self, pcm: bytes, rate: int) -> bytes:
-        """Return `pcm` (at `rate` Hz) as 8 kHz; a change of rate starts a new stream."""
-        if rate == SAMPLE_RATE:
-            return pcm
-        if rate != self._rate:
-            self._rate, self._state = rate, None
+        """Return `pcm` (at `rate` Hz) as 8 kHz; a change of rate starts a new stream.
+
+        Raises ValueError for an odd byte count (checked at 8 kHz too: a stray byte would shift
+        every later sample and turn the rest of the call into noise) or a non-positive rate.
+        """
         if len(pcm) % SAMPLE_WIDTH:
             raise ValueError(f"odd number of bytes ({len(pcm)}) in 16-bit audio")
+        if rate == SAMPLE_RATE:
+            return pcm
+        if rate <= 0:
+            raise ValueError(f"sample rate {rate} Hz: must be positive")
+        if rate != self._rate:
+            self._rate, self._state = rate, None
         out, self._state = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, rate, SAMPLE_RATE, self._state)
         return bytes(out)
 

@@ -1,0 +1,1 @@
+"""AudioSocket: the sans-I/O codec (`protocol`) and the asyncio TCP server (`server`)."""
