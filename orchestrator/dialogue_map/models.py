@@ -149,8 +149,12 @@ class Settings(_Strict):
 class DialogueMap(_Strict):
     """A whole call script."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="voicebridge dialogue map")
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, title="voicebridge dialogue map", populate_by_name=True
+    )
 
+    # Lets editors find the JSON Schema ("$schema": "./schema.json"); ignored at run time.
+    json_schema_ref: str | None = Field(default=None, alias="$schema")
     version: Literal[1] = 1
     name: str
     language: str = "ru-RU"
@@ -162,6 +166,9 @@ class DialogueMap(_Strict):
     faq: dict[str, FaqEntry] = {}
     # intent id -> state id, valid from every state (e.g. "operator", "stop calling").
     global_transitions: dict[str, str] = {}
+    # Cache key -> the text to synthesize for it, so every key a playlist uses can be produced
+    # (`voicebridge cache warm`). A key used by the map but absent here is a lint error.
+    audio: dict[Annotated[str, Field(pattern=_KEY)], Annotated[str, Field(min_length=1)]] = {}
 
     def state(self, state_id: str) -> State:
         """The state `state_id` (KeyError if the map has none)."""
@@ -173,3 +180,14 @@ class DialogueMap(_Strict):
         if st.interruptible is not None:
             return st.interruptible
         return st.action != "END_CALL"
+
+    def intent(self, intent_id: str) -> Intent | None:
+        """The intent `intent_id`, or None if the map has none."""
+        return self.intents.get(intent_id)
+
+    def next_state_id(self, state_id: str, intent_id: str) -> str | None:
+        """Where `intent_id` leads from `state_id`: the state's own transition, else a global one."""
+        st = self.states.get(state_id)
+        if st is not None and intent_id in st.transitions:
+            return st.transitions[intent_id]
+        return self.global_transitions.get(intent_id)

@@ -1,0 +1,118 @@
+"""`{{ session.variables.x }}` placeholders of `tts` playlist items, filled without running code.
+
+Grammar (whitespace inside the braces is free): `{{ session.variables.NAME }}` or
+`{{ session.call_id }}`. Anything else between `{{` and `}}`, or a stray `{{`/`}}`, is a
+`TemplateError`: the text is matched with one regular expression and looked up in a dict, never
+evaluated (no eval, no Jinja), so `{{ __import__('os') }}` is just an unsupported placeholder.
+
+Values render for Russian speech synthesis:
+- int: digits, no grouping ("67500"; SpeechKit reads it as a number);
+- float: integral values as ints ("68250.0" -> "68250"), else rounded to 2 decimals with trailing
+  zeros dropped and a decimal comma ("45.5" -> "45,5"), the Russian way, which SpeechKit reads as
+  "сорок пять целых пять десятых" (a dot may be read as a date or a version number);
+- bool: "да" / "нет"; str: as is.
+A missing variable, a None value or a non-scalar value (list, dict) raises `TemplateError` naming
+the variable; the Orchestrator treats it as an EXECUTION_ERROR of the turn.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from orchestrator.domain.errors import VoicebridgeError
+from orchestrator.domain.models import SessionState
+
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_VARIABLE = re.compile(r"^session\.variables\.([A-Za-z_][A-Za-z0-9_]*)$")
+_CALL_ID = "session.call_id"
+
+
+class TemplateError(VoicebridgeError):
+    """A template is malformed or names a variable the session does not have."""
+
+    def __init__(self, message: str, *, template: str, variable: str | None = None) -> None:
+        super().__init__(message)
+        self.template = template
+        self.variable = variable
+
+
+def _placeholders(template: str) -> list[tuple[re.Match[str], str | None]]:
+    """Each placeholder with its variable name (None for call_id); raises on anything else."""
+    found: list[tuple[re.Match[str], str | None]] = []
+    for m in _PLACEHOLDER.finditer(template):
+        inner = m.group(1).strip()
+        if inner == _CALL_ID:
+            found.append((m, None))
+            continue
+        vm = _VARIABLE.match(inner)
+        if vm is None:
+            raise TemplateError(
+                f"unsupported placeholder {m.group(0)!r}: only "
+                "{{ session.variables.NAME }} and {{ session.call_id }} are allowed",
+                template=template,
+            )
+        found.append((m, vm.group(1)))
+    rest = _PLACEHOLDER.sub("", template)
+    if "{{" in rest or "}}" in rest:
+        raise TemplateError(f"unbalanced '{{{{' or '}}}}' in {template!r}", template=template)
+    return found
+
+
+def validate_template(template: str) -> None:
+    """Raise `TemplateError` if `template` has a malformed or unsupported placeholder."""
+    _placeholders(template)
+
+
+def template_variables(template: str) -> set[str]:
+    """Names of the session variables `template` uses (raises `TemplateError` if malformed)."""
+    return {name for _, name in _placeholders(template) if name is not None}
+
+
+def format_value(value: Any, *, name: str = "?", template: str = "") -> str:
+    """Render one variable's value for Russian speech (see the module docstring)."""
+    if isinstance(value, bool):
+        return "да" if value else "нет"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TemplateError(
+                f"variable {name!r} is not a finite number: {value!r}",
+                template=template,
+                variable=name,
+            )
+        rounded = round(value, 2)
+        if rounded.is_integer():
+            return str(int(rounded))
+        return f"{rounded:.2f}".rstrip("0").replace(".", ",")
+    if isinstance(value, str):
+        return value
+    raise TemplateError(
+        f"variable {name!r} has a value of type {type(value).__name__} that cannot be spoken",
+        template=template,
+        variable=name,
+    )
+
+
+def render_template(template: str, session: SessionState) -> str:
+    """Fill the placeholders of `template` from `session`; raises `TemplateError`."""
+    parts: list[str] = []
+    pos = 0
+    for m, name in _placeholders(template):
+        parts.append(template[pos : m.start()])
+        if name is None:
+            parts.append(session.call_id)
+        else:
+            value = session.variables.get(name)
+            if value is None:
+                raise TemplateError(
+                    f"template {template!r} needs session variable {name!r}, which is not set",
+                    template=template,
+                    variable=name,
+                )
+            parts.append(format_value(value, name=name, template=template))
+        pos = m.end()
+    parts.append(template[pos:])
+    return "".join(parts)

@@ -1,0 +1,96 @@
+"""The FlowEngine: executes a dialogue map, one intent at a time, without I/O.
+
+Rules of one step (`process_event`), in order:
+1. The next state is the current state's transition for the intent, else the map's global
+   transition for it; neither -> EXECUTION_ERROR "no transition".
+2. The intent's entities (non-None values) are merged over the session's variables: a caller
+   who corrects the area replaces the old value.
+3. Every required entity of the intent must be in the merged variables -> else MISSING_ENTITY
+   (the Orchestrator plays the intent's clarify playlist and stays in the state).
+4. The next state's `set_variables` are evaluated in the map's order, each seeing the ones
+   before it; a failure (missing or non-numeric variable, division by zero) -> EXECUTION_ERROR.
+5. SUCCESS carries the new `current_state_id`, `variables` and `state_history` (the old state
+   appended). The session passed in is never mutated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.dialogue_map.expressions import ExpressionError, evaluate
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.domain.models import FlowResult, IntentResult, SessionState
+
+
+def missing_entities(
+    dialogue_map: DialogueMap,
+    intent_id: str,
+    variables: Mapping[str, Any],
+    entities: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Required entities of `intent_id` known neither from `entities` nor `variables`, in order."""
+    intent = dialogue_map.intents.get(intent_id)
+    if intent is None:
+        return []
+    fresh = entities or {}
+    return [
+        name for name in intent.required_entities if fresh.get(name) is None and variables.get(name) is None
+    ]
+
+
+class MapFlowEngine:
+    """`FlowEngine` over one validated `DialogueMap` (share it between calls: it keeps no state)."""
+
+    def __init__(self, dialogue_map: DialogueMap) -> None:
+        self._map = dialogue_map
+
+    @property
+    def dialogue_map(self) -> DialogueMap:
+        """The map this engine executes."""
+        return self._map
+
+    def has_transition(self, state_id: str, intent_id: str) -> bool:
+        """Whether `intent_id` leads anywhere from `state_id` (own or global transition)."""
+        return self._map.next_state_id(state_id, intent_id) is not None
+
+    def process_event(self, session: SessionState, intent: IntentResult) -> FlowResult:
+        """Apply `intent` to `session` (not mutated); see the module docstring for the rules."""
+        current = session.current_state_id
+        if current not in self._map.states:
+            return FlowResult("EXECUTION_ERROR", detail=f"unknown current state {current!r}")
+        target = self._map.next_state_id(current, intent.intent_id)
+        if target is None:
+            return FlowResult(
+                "EXECUTION_ERROR",
+                detail=f"no transition for intent {intent.intent_id!r} from state {current!r}",
+            )
+        variables = dict(session.variables)
+        for name, value in (intent.entities or {}).items():
+            if value is not None:
+                variables[name] = value
+        missing = missing_entities(self._map, intent.intent_id, variables)
+        if missing:
+            return FlowResult(
+                "MISSING_ENTITY",
+                detail=f"intent {intent.intent_id!r} needs {', '.join(missing)}",
+            )
+        state = self._map.states.get(target)
+        if state is None:  # the loader rejects such maps; guard maps built in code
+            return FlowResult("EXECUTION_ERROR", detail=f"unknown target state {target!r}")
+        for name, expr in state.set_variables.items():
+            try:
+                variables[name] = evaluate(expr, variables)
+            except ExpressionError as exc:
+                return FlowResult(
+                    "EXECUTION_ERROR",
+                    detail=f"state {target!r}: set_variables.{name}: {exc}",
+                )
+        return FlowResult(
+            "SUCCESS",
+            updated_session={
+                "current_state_id": target,
+                "variables": variables,
+                "state_history": [*session.state_history, current],
+            },
+        )
