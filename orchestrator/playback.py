@@ -1,0 +1,266 @@
+"""The playlist player: cached clips, background synthesis, fillers that cover waits and are cut.
+
+Rules (spec 2.3 and 4.5, as settled in SPEC.md):
+- Every `tts` item of a playlist starts synthesizing in the background the moment the playlist
+  starts, so slow work overlaps whatever plays before it.
+- `cache` items always play to their end. `filler` items only cover a wait: skipped when the next
+  `tts` item is already ready, cut when it becomes ready.
+- When a `tts` item (or the LLM answer) is not ready when its turn comes, the state's fillers play
+  one after another, then the map's neutral fillers loop, until the work is ready or the global
+  operation timeout passes (`OperationTimeout`).
+- A filler is cut the moment the work is ready: its task is cancelled and the outbound buffer is
+  cleared, so the very next 20 ms frame is the answer's (or silence), never more filler.
+- Every task this module starts is cancelled and awaited before the coroutine that started it
+  returns, also when that coroutine is itself cancelled (barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from orchestrator.domain.errors import CacheError, ProviderError, TTSError
+from orchestrator.domain.models import AudioChunk
+from orchestrator.interfaces import AudioCache, Clock, OutboundAudio, TTSManager
+
+log = logging.getLogger(__name__)
+
+AudioRole = Literal["filler", "answer"]
+
+
+class OperationTimeout(ProviderError):
+    """Slow work (TTS, LLM) outlasted the map's global operation timeout."""
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(f"no answer after {waited_s:.1f} s", provider="orchestrator", retryable=True)
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedItem:
+    """A playlist item with its template already rendered."""
+
+    kind: Literal["cache", "filler", "tts"]
+    key: str = ""
+    text: str = ""
+
+
+class FillerSequence:
+    """The state's fillers once, in order, then the neutral fillers in a loop."""
+
+    def __init__(self, state_fillers: Sequence[str], neutral: Sequence[str]) -> None:
+        self._it: Iterator[str] = itertools.chain(state_fillers, itertools.cycle(neutral or ()))
+
+    def next(self) -> str | None:
+        """The next filler key, or None when there is none at all."""
+        return next(self._it, None)
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel `tasks` and wait until they are done, without swallowing our own cancellation."""
+    pending = [t for t in tasks if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for t in tasks:
+        # Retrieve outcomes so no "exception was never retrieved" noise reaches the logs.
+        if t.done() and not t.cancelled():
+            t.exception()
+
+
+class SynthJob:
+    """Synthesis of one text in the background; chunks queue up as the service produces them."""
+
+    def __init__(self, tts: TTSManager, text: str, *, name: str, on_first: Callable[[], None]):
+        self.text = text
+        self.queue: asyncio.Queue[AudioChunk | ProviderError | None] = asyncio.Queue()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tts = tts
+        self._on_first = on_first
+        self.task = asyncio.create_task(self._run(), name=name)
+
+    async def _run(self) -> None:
+        try:
+            async for chunk in self._tts.synthesize(self.text):
+                if not self.ready.done():
+                    self._on_first()
+                    self.ready.set_result(None)
+                self.queue.put_nowait(chunk)
+            self.queue.put_nowait(None)
+        except ProviderError as exc:
+            self.queue.put_nowait(exc)
+        except Exception as exc:  # an adapter bug must still end as a provider failure
+            self.queue.put_nowait(TTSError(repr(exc), provider="tts"))
+        finally:
+            if not self.ready.done():
+                self.ready.set_result(None)
+
+
+class PlaylistPlayer:
+    """Plays one call's playlists onto its `OutboundAudio`."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        cache: AudioCache,
+        tts: TTSManager,
+        clock: Clock,
+        neutral_filler_keys: Sequence[str],
+        operation_timeout_s: float,
+        on_audio: Callable[[AudioRole], None],
+        on_tts_first_chunk: Callable[[], None],
+        observe: Callable[..., None],
+        cache_timeout_s: float = 2.0,
+    ) -> None:
+        self.call_id = call_id
+        self.cache = cache
+        self.tts = tts
+        self.clock = clock
+        self.neutral_filler_keys = list(neutral_filler_keys)
+        self.operation_timeout_s = operation_timeout_s
+        self.outbound: OutboundAudio | None = None
+        self._on_audio = on_audio
+        self._on_tts_first_chunk = on_tts_first_chunk
+        self._observe = observe
+        self._cache_timeout_s = cache_timeout_s
+        self._clips: dict[str, AudioChunk] = {}
+
+    # --- building blocks ---
+    async def fetch(self, key: str) -> AudioChunk | None:
+        """Cached audio for `key` (memoised per call: fillers repeat), None when absent."""
+        clip = self._clips.get(key)
+        if clip is None:
+            try:
+                async with asyncio.timeout(self._cache_timeout_s):
+                    clip = await self.cache.get(key)
+            except TimeoutError as exc:
+                raise CacheError(f"get {key!r} timed out", provider="cache", retryable=True) from exc
+            if clip is None:
+                log.error("call %s: audio %r is not in the cache", self.call_id, key)
+                return None
+            self._clips[key] = clip
+        return clip
+
+    async def write(self, chunk: AudioChunk, role: AudioRole) -> None:
+        """Send audio to the caller, noting the first bot audio of the turn."""
+        assert self.outbound is not None, "run() sets the outbound stream"
+        self._on_audio(role)
+        await self.outbound.write(chunk)
+
+    async def play_clip(self, key: str, role: AudioRole = "answer") -> bool:
+        """Play cached audio to its end; False when the key is missing."""
+        clip = await self.fetch(key)
+        if clip is None:
+            self._observe("missing_audio", key=key)
+            return False
+        self._observe("play", kind=role, key=key)
+        await self.write(clip, role)
+        assert self.outbound is not None
+        self.outbound.end_segment()
+        return True
+
+    async def play_cuttable(self, key: str, ready: asyncio.Future[Any], timeout: float) -> None:
+        """Play filler `key` until it ends, `ready` resolves (cut now) or `timeout` passes."""
+        clip = asyncio.create_task(self.play_clip(key, "filler"), name=f"{self.call_id}:filler")
+        try:
+            done, _ = await asyncio.wait({clip, ready}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if clip in done:
+                if not clip.result():
+                    # Missing filler audio: wait in silence rather than spin.
+                    await asyncio.wait({ready}, timeout=timeout)
+                return
+        finally:
+            if not clip.done():
+                await cancel_and_wait(clip)
+                assert self.outbound is not None
+                self.outbound.clear()  # the next frame is the answer's, not the filler's
+                self._observe("filler_cut", key=key)
+
+    async def cover_wait(self, ready: asyncio.Future[Any], fillers: FillerSequence, deadline: float) -> None:
+        """Play fillers until `ready` resolves; raise `OperationTimeout` at `deadline`."""
+        while not ready.done():
+            remaining = deadline - self.clock.now()
+            if remaining <= 0:
+                raise OperationTimeout(self.operation_timeout_s)
+            key = fillers.next()
+            if key is None:
+                await asyncio.wait({ready}, timeout=remaining)
+            else:
+                await self.play_cuttable(key, ready, remaining)
+
+    async def stream(
+        self, get: Callable[[], Awaitable[AudioChunk | ProviderError | None]], role: AudioRole
+    ) -> None:
+        """Write chunks from `get()` until None; an in-band ProviderError is raised."""
+        while True:
+            item = await get()
+            if item is None:
+                break
+            if isinstance(item, ProviderError):
+                raise item
+            await self.write(item, role)
+        assert self.outbound is not None
+        self.outbound.end_segment()
+
+    # --- a whole playlist ---
+    async def play_playlist(self, items: Sequence[PreparedItem], state_fillers: Sequence[str]) -> None:
+        """Play `items` in order with background synthesis and filler cover; drain at the end."""
+        jobs: dict[int, SynthJob] = {}
+        for i, item in enumerate(items):
+            if item.kind == "tts":
+                jobs[i] = SynthJob(
+                    self.tts, item.text, name=f"{self.call_id}:tts", on_first=self._on_tts_first_chunk
+                )
+        deadline = self.clock.now() + self.operation_timeout_s
+        fillers = FillerSequence(state_fillers, self.neutral_filler_keys)
+        try:
+            for i, item in enumerate(items):
+                if item.kind == "cache":
+                    await self.play_clip(item.key)
+                elif item.kind == "filler":
+                    upcoming = next((jobs[j] for j in sorted(jobs) if j > i), None)
+                    if upcoming is not None and not upcoming.ready.done():
+                        remaining = max(deadline - self.clock.now(), 0.0)
+                        await self.play_cuttable(item.key, upcoming.ready, remaining)
+                    else:
+                        self._observe("filler_skipped", key=item.key)
+                else:
+                    job = jobs[i]
+                    if not job.ready.done():
+                        await self.cover_wait(job.ready, fillers, deadline)
+                    self._observe("play", kind="tts", text=job.text)
+                    await self.stream(job.queue.get, "answer")
+            assert self.outbound is not None
+            await self.outbound.drain()
+        finally:
+            await cancel_and_wait(*(job.task for job in jobs.values()))
+
+
+def prepare(items: Sequence[Any], render: Callable[[str], str]) -> list[PreparedItem]:
+    """Render the `tts` templates of map playlist items (raises the renderer's error)."""
+    out: list[PreparedItem] = []
+    for item in items:
+        if item.type == "tts":
+            out.append(PreparedItem("tts", text=render(item.text_template)))
+        else:
+            out.append(PreparedItem(item.type, key=item.key))
+    return out
+
+
+@contextlib.contextmanager
+def suppress_cancel_of(task: asyncio.Task[Any]) -> Iterator[None]:
+    """Swallow CancelledError only when it is `task` that was cancelled, not the caller."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        if not task.cancelled():
+            raise
