@@ -1,0 +1,1 @@
+"""Local intent classification: embedders, a character n-gram embedder, entity extraction."""
