@@ -1,0 +1,1 @@
+"""LLM adapters and the safety gate on their output."""

@@ -1,0 +1,59 @@
+"""Sentence splitting for synthesis and for the LLM safety gate (Russian punctuation included)."""
+
+from __future__ import annotations
+
+import re
+
+# A sentence ends at . ! ? … (possibly repeated, possibly followed by a closing quote or bracket)
+# followed by whitespace.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"»)\]]*\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split `text` into sentences, keeping their punctuation; blank pieces are dropped."""
+    out: list[str] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    out.append(text[start:].strip())
+    return [p for p in out if p]
+
+
+def take_complete_sentences(buffer: str) -> tuple[list[str], str]:
+    """Split off the complete sentences at the start of `buffer`; returns (sentences, remainder).
+
+    A sentence is complete once whitespace follows its final punctuation, so "т. е." mid-stream
+    is not cut before more text shows whether the sentence goes on.
+    """
+    last = None
+    for m in _SENTENCE_END.finditer(buffer):
+        last = m
+    if last is None:
+        return [], buffer
+    return split_sentences(buffer[: last.end()]), buffer[last.end() :]
+
+
+def chunk_text(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at sentence ends, else at spaces, else hard."""
+    pieces: list[str] = []
+    current = ""
+    for sentence in split_sentences(text) or [text.strip()]:
+        while len(sentence) > limit:
+            cut = sentence.rfind(" ", 0, limit + 1)
+            cut = cut if cut > 0 else limit
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if not sentence:
+            continue
+        if current and len(current) + 1 + len(sentence) > limit:
+            pieces.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}" if current else sentence
+    if current:
+        pieces.append(current)
+    return [p for p in pieces if p]

@@ -1,0 +1,195 @@
+"""Local speech synthesis with espeak-ng: for offline runs, the demo, cache warming and the stand-ins.
+
+espeak-ng writes a 22050 Hz mono s16le WAV to stdout; we resample it (audioop `ratecv`) to the rate
+asked for, 8 kHz for the phone. Text goes in on stdin, so a text starting with "-" is not an option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import struct
+import warnings
+from collections.abc import AsyncIterator
+
+from orchestrator.adapters.text import take_complete_sentences
+from orchestrator.domain.errors import TTSConnectionError, TTSError
+from orchestrator.domain.models import AudioChunk
+from orchestrator.interfaces import TtsStreamItem
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+PROVIDER = "espeak-ng"
+CHUNK_MS = 200  # audio is handed out in pieces this long
+
+
+def parse_wav(data: bytes) -> tuple[bytes, int]:
+    """PCM and sample rate of a mono s16le WAV (the data size in the header may be bogus on a pipe)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise TTSError("espeak-ng output is not a WAV file", provider=PROVIDER)
+    pos, rate = 12, 0
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = pos + 8
+        if cid == b"fmt ":
+            fmt, channels, rate = struct.unpack_from("<HHI", data, body)
+            bits = struct.unpack_from("<H", data, body + 14)[0]
+            if fmt != 1 or channels != 1 or bits != 16:
+                raise TTSError(
+                    f"espeak-ng WAV is format {fmt}, {channels} ch, {bits} bit; want PCM mono 16",
+                    provider=PROVIDER,
+                )
+        elif cid == b"data":
+            if not rate:
+                raise TTSError("espeak-ng WAV has data before fmt", provider=PROVIDER)
+            pcm = data[body:]
+            return pcm[: len(pcm) - len(pcm) % 2], rate
+        pos = body + size + (size & 1)
+    raise TTSError("espeak-ng WAV has no data chunk", provider=PROVIDER)
+
+
+def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """Whole-buffer s16le mono resampling."""
+    if src_rate == dst_rate or not pcm:
+        return pcm
+    out, _ = audioop.ratecv(pcm, 2, 1, src_rate, dst_rate, None)
+    return bytes(out)
+
+
+async def espeak_pcm(
+    text: str,
+    *,
+    voice: str = "ru",
+    rate: int = 8000,
+    speed_wpm: int | None = None,
+    timeout_s: float = 15.0,
+    binary: str = "espeak-ng",
+) -> bytes:
+    """Synthesize `text` with espeak-ng; s16le mono PCM at `rate` Hz."""
+    args = [binary, "-v", voice, "--stdout", "--stdin"]
+    if speed_wpm:
+        args += ["-s", str(speed_wpm)]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise TTSConnectionError(f"cannot run {binary}: {exc}", provider=PROVIDER) from exc
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate(text.encode())
+    except TimeoutError:
+        raise TTSError(
+            f"espeak-ng took over {timeout_s}s for {len(text)} chars", provider=PROVIDER, retryable=True
+        ) from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise TTSError(
+            f"espeak-ng exited {proc.returncode}: {err.decode(errors='replace').strip()}",
+            provider=PROVIDER,
+        )
+    pcm, src_rate = parse_wav(out)
+    return resample(pcm, src_rate, rate)
+
+
+class EspeakTTS:
+    """`TTSManager` on espeak-ng (Russian voice `ru` by default), 8 kHz output."""
+
+    def __init__(
+        self,
+        *,
+        voice: str = "ru",
+        speed_wpm: int | None = None,
+        rate: int = 8000,
+        timeout_s: float = 15.0,
+        binary: str = "espeak-ng",
+    ) -> None:
+        self._voice = voice
+        self._speed = speed_wpm
+        self._rate = rate
+        self._timeout = timeout_s
+        self._binary = binary
+        self._stream_task: asyncio.Task[None] | None = None
+        self._stream_out: asyncio.Queue[TtsStreamItem] | None = None
+
+    async def connect(self) -> None:
+        """Check that the espeak-ng binary is there."""
+        if shutil.which(self._binary) is None:
+            raise TTSConnectionError(f"{self._binary} not found on PATH", provider=PROVIDER)
+
+    async def _pcm(self, text: str) -> bytes:
+        return await espeak_pcm(
+            text,
+            voice=self._voice,
+            rate=self._rate,
+            speed_wpm=self._speed,
+            timeout_s=self._timeout,
+            binary=self._binary,
+        )
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        """Synthesize `text`; the audio comes in 200 ms pieces."""
+        if not text.strip():
+            raise TTSError("nothing to synthesize: empty text", provider=PROVIDER)
+        pcm = await self._pcm(text)
+        step = self._rate * 2 * CHUNK_MS // 1000
+        for i in range(0, len(pcm), step):
+            yield AudioChunk(pcm[i : i + step], self._rate)
+
+    async def start_llm_stream(
+        self,
+    ) -> tuple[asyncio.Queue[str | None], asyncio.Queue[TtsStreamItem]]:
+        """Text pieces in; each sentence is synthesized as soon as it is complete."""
+        await self.abort_llm_stream()
+        text_in: asyncio.Queue[str | None] = asyncio.Queue()
+        audio_out: asyncio.Queue[TtsStreamItem] = asyncio.Queue()
+        self._stream_out = audio_out
+        self._stream_task = asyncio.get_running_loop().create_task(
+            self._run_stream(text_in, audio_out), name="espeak-stream"
+        )
+        return text_in, audio_out
+
+    async def _run_stream(
+        self, text_in: asyncio.Queue[str | None], audio_out: asyncio.Queue[TtsStreamItem]
+    ) -> None:
+        buffer = ""
+        try:
+            while True:
+                piece = await text_in.get()
+                if piece is None:
+                    sentences, rest = take_complete_sentences(buffer + " ")
+                    sentences += [rest.strip()] if rest.strip() else []
+                else:
+                    buffer += piece
+                    sentences, buffer = take_complete_sentences(buffer)
+                for sentence in sentences:
+                    async for chunk in self.synthesize(sentence):
+                        audio_out.put_nowait(chunk)
+                if piece is None:
+                    break
+        except TTSError as exc:
+            audio_out.put_nowait(exc)
+        audio_out.put_nowait(None)
+
+    async def abort_llm_stream(self) -> None:
+        """Stop the streaming synthesis; a consumer still waiting gets the end marker."""
+        task, out = self._stream_task, self._stream_out
+        self._stream_task = self._stream_out = None
+        if task is None or out is None:
+            return
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # our caller's own cancellation still propagates
+            out.put_nowait(None)
+
+    async def aclose(self) -> None:
+        """Stop any streaming synthesis. Idempotent."""
+        await self.abort_llm_stream()
