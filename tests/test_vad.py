@@ -1,0 +1,147 @@
+"""VAD on real speech (espeak-ng Russian, resampled to 8 kHz by sox) and on clicks and noise."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import struct
+import subprocess
+import wave
+from pathlib import Path
+
+import pytest
+
+from bridge.audio import FRAME_BYTES, rms
+from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
+
+PHRASE = "Здравствуйте, я хотел бы узнать баланс моего счёта"
+
+
+def make_russian_speech(directory: Path, text: str = PHRASE) -> bytes:
+    """8 kHz mono s16 PCM of `text` spoken by espeak-ng (skips the test if the tools are missing)."""
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("espeak-ng and sox are needed (make system-deps)")
+    raw, wav = directory / "espeak.wav", directory / "speech8k.wav"
+    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(raw), text], check=True)
+    subprocess.run(
+        ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(wav)],
+        check=True,
+    )
+    with wave.open(str(wav), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+        pcm = w.readframes(w.getnframes())
+    return pcm[: len(pcm) // FRAME_BYTES * FRAME_BYTES]
+
+
+def noise(ms: int, amplitude: int = 8000, seed: int = 1) -> bytes:
+    rnd = random.Random(seed)
+    n = ms * 8
+    return struct.pack(f"<{n}h", *(rnd.randint(-amplitude, amplitude) for _ in range(n)))
+
+
+def click(amplitude: int = 30000) -> bytes:
+    """A 20 ms frame with a sharp transient (a line click or a knock on the handset)."""
+    samples = [0] * 160
+    for i in range(8):
+        samples[40 + i] = amplitude if i % 2 == 0 else -amplitude
+    return struct.pack("<160h", *samples)
+
+
+def silence(ms: int) -> bytes:
+    return bytes(ms * 16)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_russian_speech(tmp_path_factory.mktemp("speech"))
+
+
+def run(vad: VoiceActivityDetector, pcm: bytes, t0: float = 0.0) -> list[VadEvent]:
+    events = []
+    for i in range(0, len(pcm), FRAME_BYTES):
+        ev = vad.process(pcm[i : i + FRAME_BYTES], t0 + i // FRAME_BYTES * 0.02)
+        if ev is not None:
+            events.append(ev)
+    return events
+
+
+def test_speech_starts_after_min_duration_and_ends_after_hangover(speech: bytes) -> None:
+    vad = VoiceActivityDetector()
+    events = run(vad, silence(500) + speech + silence(1000))
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
+    start, end = events
+    assert start.at == pytest.approx(0.5, abs=0.1)  # onset: where the speech begins
+    assert start.detected_at - start.at >= 0.2 - 0.02 - 1e-9  # min speech duration
+    speech_end = 0.5 + len(speech) / 16000
+    assert end.at <= speech_end
+    assert end.detected_at - end.at >= 0.4 - 1e-9  # hangover
+    assert not vad.speaking
+
+
+def trim(pcm: bytes) -> bytes:
+    """Drop leading and trailing quiet frames (espeak pads its output with silence)."""
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+    loud = [i for i, f in enumerate(frames) if rms(f) >= 100]
+    return b"".join(frames[loud[0] : loud[-1] + 1])
+
+
+def test_pauses_between_words_do_not_end_speech(speech: bytes) -> None:
+    vad = VoiceActivityDetector()
+    words = trim(speech)
+    events = run(vad, words + silence(300) + words + silence(1000))
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
+
+
+@pytest.mark.parametrize(
+    "burst",
+    [
+        pytest.param(click() + silence(300), id="one click"),
+        pytest.param((click() + silence(60)) * 3 + silence(300), id="click train"),
+        pytest.param(noise(120) + silence(300), id="120 ms noise burst"),
+        pytest.param(silence(2000), id="silence"),
+        pytest.param(noise(2000, amplitude=40), id="quiet line hiss"),
+    ],
+)
+def test_clicks_coughs_and_line_noise_do_not_start_speech(burst: bytes) -> None:
+    assert run(VoiceActivityDetector(), burst) == []
+
+
+def test_energy_gate_skips_webrtcvad_on_quiet_frames(speech: bytes) -> None:
+    gated = VoiceActivityDetector()
+    run(gated, silence(1000) + speech)
+    assert gated.frames_gated >= 50  # all of the leading second of silence, at least
+    ungated = VoiceActivityDetector(VadSettings(energy_gate_rms=0))
+    run(ungated, silence(1000) + speech)
+    assert ungated.frames_gated == 0
+    assert ungated.frames_checked == gated.frames_checked + gated.frames_gated
+
+
+def test_longer_min_speech_ignores_a_short_utterance(speech: bytes) -> None:
+    vad = VoiceActivityDetector(VadSettings(min_speech_ms=5000))
+    assert run(vad, speech + silence(500)) == []
+
+
+def test_bad_frames_and_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="VAD frame of 319 bytes"):
+        VoiceActivityDetector().process(bytes(319), 0.0)
+    with pytest.raises(ValueError, match="aggressiveness=4"):
+        VadSettings(aggressiveness=4)
+    with pytest.raises(ValueError, match="hangover_ms=-1"):
+        VadSettings(hangover_ms=-1)
+
+
+def test_reset_forgets_speaking(speech: bytes) -> None:
+    vad = VoiceActivityDetector()
+    run(vad, speech[: 16 * 600])
+    assert vad.speaking
+    vad.reset()
+    assert not vad.speaking
+    assert run(vad, silence(1000)) == []
+
+
+def test_without_the_gate_webrtcvad_hangover_turns_clicks_into_speech() -> None:
+    # webrtcvad keeps saying "speech" for a while after a transient; the gate cuts that tail off
+    # (silent frames never reach it), which is what keeps the click train above from barging in.
+    train = (click() + silence(60)) * 3 + silence(300)
+    ungated = VoiceActivityDetector(VadSettings(energy_gate_rms=0))
+    assert [e.kind for e in run(ungated, train)] == [VadEventKind.SPEECH_START]
