@@ -36,6 +36,7 @@ from orchestrator.domain.models import (
     SttResult,
     TranscriptEntry,
 )
+from orchestrator.flow_engine import missing_entities
 from orchestrator.interfaces import (
     AudioCache,
     Clock,
@@ -52,6 +53,7 @@ from orchestrator.interfaces import (
 from orchestrator.metrics import MetricsLogger, MetricsSink
 from orchestrator.playback import (
     AudioRole,
+    Cover,
     FillerSequence,
     PlaylistPlayer,
     PreparedItem,
@@ -355,13 +357,9 @@ class Orchestrator:
         """Scripted path, FAQ, or the LLM; plays the bot's answer. Returns the route taken."""
         dmap = self.dialogue_map
         state_id = self.session_state.current_state_id
-        if intent is not None and (
-            intent.intent_id in dmap.state(state_id).transitions
-            or intent.intent_id in dmap.global_transitions
-        ):
+        if intent is not None and self.flow_engine.has_transition(state_id, intent.intent_id):
             definition = dmap.intents[intent.intent_id]
-            known = {**self.session_state.variables, **(intent.entities or {})}
-            missing = [e for e in definition.required_entities if e not in known]
+            missing = missing_entities(dmap, intent.intent_id, self.session_state.variables, intent.entities)
             if missing:
                 self.metrics_logger.set(missing_entities=missing)
                 await self._bot_turn(lambda: self._play_state_playlist(definition.clarify_playlist))
@@ -510,38 +508,44 @@ class Orchestrator:
                 llm_text_stream = self.llm_manager.process_user_turn(
                     text, self.session_state, attempt=attempt
                 )
-                first = await self._first_llm_chunk(llm_text_stream, fillers, deadline)
-                if first is None:
-                    break  # empty answer
-                if not first.is_safe:
-                    metrics.set(unsafe_reason=first.safety_reason)
-                    self._observe("llm_unsafe", reason=first.safety_reason, attempt=attempt)
-                    await self.llm_manager.abort_generation()
-                    await llm_text_stream.aclose()  # type: ignore[attr-defined]
-                    self._outbound.clear()
-                    await self._player.play_clip(self.non_secure_response)
-                    continue
-                text_input_queue.put_nowait(first.text_chunk)
-                await self._speak_llm_answer(
-                    first, llm_text_stream, text_input_queue, audio_output_queue, fillers, deadline
-                )
-                completed = True
-                break
+                # One cover from the request to the first audio: the filler is not restarted
+                # when the first LLM chunk arrives, only cut when there is audio to play.
+                cover = await self._player.start_cover(fillers)
+                try:
+                    first = await self._first_llm_chunk(llm_text_stream, deadline)
+                    if first is None:
+                        break  # empty answer
+                    if not first.is_safe:
+                        metrics.set(unsafe_reason=first.safety_reason)
+                        self._observe("llm_unsafe", reason=first.safety_reason, attempt=attempt)
+                        await self.llm_manager.abort_generation()
+                        aclose = getattr(llm_text_stream, "aclose", None)
+                        if aclose is not None:
+                            await aclose()  # async generators: finalise now, not at GC
+                        await cover.stop()
+                        await self._player.play_clip(self.non_secure_response)
+                        continue
+                    text_input_queue.put_nowait(first.text_chunk)
+                    await self._speak_llm_answer(
+                        first, llm_text_stream, text_input_queue, audio_output_queue, cover, deadline
+                    )
+                    completed = True
+                    break
+                finally:
+                    await cover.stop()
             await self._outbound.drain()
         finally:
             if not completed:
                 await self.tts_manager.abort_llm_stream()
             await self.llm_manager.abort_generation()
 
-    async def _first_llm_chunk(
-        self, stream: Any, fillers: FillerSequence, deadline: float
-    ) -> LLMStreamChunk | None:
-        """Await the first LLM chunk while fillers cover the wait."""
+    async def _first_llm_chunk(self, stream: Any, deadline: float) -> LLMStreamChunk | None:
+        """Await the first LLM chunk (the safety gate reads it before any audio starts)."""
         first: asyncio.Task[LLMStreamChunk] = asyncio.create_task(
             anext(stream), name=f"{self.call_id}:llm_first"
         )
         try:
-            await self._player.cover_wait(first, fillers, deadline)
+            await self._player.wait_ready(first, deadline)
         finally:
             if not first.done():
                 await cancel_and_wait(first)
@@ -560,7 +564,7 @@ class Orchestrator:
         llm_text_stream: Any,
         text_input_queue: asyncio.Queue[str | None],
         audio_output_queue: asyncio.Queue[TtsStreamItem],
-        fillers: FillerSequence,
+        cover: Cover,
         deadline: float,
     ) -> None:
         answer: list[str] = [first.text_chunk]
@@ -569,7 +573,7 @@ class Orchestrator:
             name=f"{self.call_id}:llm_pipe",
         )
         playback = asyncio.create_task(
-            self._stream_audio_from_queue(audio_output_queue, fillers, deadline),
+            self._stream_audio_from_queue(audio_output_queue, cover, deadline),
             name=f"{self.call_id}:llm_playback",
         )
         try:
@@ -604,17 +608,18 @@ class Orchestrator:
             self.metrics_logger.set(llm_done_at=self.clock.now())
 
     async def _stream_audio_from_queue(
-        self, audio_output_queue: asyncio.Queue[TtsStreamItem], fillers: FillerSequence, deadline: float
+        self, audio_output_queue: asyncio.Queue[TtsStreamItem], cover: Cover, deadline: float
     ) -> None:
-        """Task 2 (Playback): TTS audio to the caller; fillers cover the wait for the first chunk."""
+        """Task 2 (Playback): TTS audio to the caller; the filler is cut when the first chunk is here."""
         first: asyncio.Task[TtsStreamItem] = asyncio.create_task(
             audio_output_queue.get(), name=f"{self.call_id}:tts_first"
         )
         try:
-            await self._player.cover_wait(first, fillers, deadline)
+            await self._player.wait_ready(first, deadline)
         finally:
             if not first.done():
                 await cancel_and_wait(first)
+        await cover.stop()
         item = first.result()
         if item is None:
             return

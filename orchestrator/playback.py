@@ -17,7 +17,6 @@ Rules (spec 2.3 and 4.5, as settled in SPEC.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -101,6 +100,31 @@ class SynthJob:
                 self.ready.set_result(None)
 
 
+class Cover:
+    """Fillers playing in the background; `stop()` cuts them at the next frame."""
+
+    def __init__(self, player: PlaylistPlayer, fillers: FillerSequence) -> None:
+        self._player = player
+        self.task = asyncio.create_task(self._run(fillers), name=f"{player.call_id}:fillers")
+
+    async def _run(self, fillers: FillerSequence) -> None:
+        while (key := fillers.next()) is not None:
+            if not await self._player.play_clip(key, "filler"):
+                return  # missing filler audio: silence rather than a busy loop
+        # no fillers at all: nothing to play
+
+    async def stop(self) -> None:
+        """Cut the filler now (idempotent). A filler failure is logged, never raised."""
+        if not self.task.done():
+            await cancel_and_wait(self.task)
+            outbound = self._player.outbound
+            assert outbound is not None
+            outbound.clear()  # only filler audio is queued: start_cover drained the rest
+            self._player._observe("filler_cut")
+        elif not self.task.cancelled() and self.task.exception() is not None:
+            log.warning("call %s: filler failed: %r", self._player.call_id, self.task.exception())
+
+
 class PlaylistPlayer:
     """Plays one call's playlists onto its `OutboundAudio`."""
 
@@ -165,34 +189,33 @@ class PlaylistPlayer:
         self.outbound.end_segment()
         return True
 
-    async def play_cuttable(self, key: str, ready: asyncio.Future[Any], timeout: float) -> None:
-        """Play filler `key` until it ends, `ready` resolves (cut now) or `timeout` passes."""
-        clip = asyncio.create_task(self.play_clip(key, "filler"), name=f"{self.call_id}:filler")
-        try:
-            done, _ = await asyncio.wait({clip, ready}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if clip in done:
-                if not clip.result():
-                    # Missing filler audio: wait in silence rather than spin.
-                    await asyncio.wait({ready}, timeout=timeout)
-                return
-        finally:
-            if not clip.done():
-                await cancel_and_wait(clip)
-                assert self.outbound is not None
-                self.outbound.clear()  # the next frame is the answer's, not the filler's
-                self._observe("filler_cut", key=key)
+    async def start_cover(self, fillers: FillerSequence) -> Cover:
+        """Start playing `fillers` in the background until `Cover.stop()` cuts them.
+
+        What was queued before (content) is drained first, so a cut drops filler audio only.
+        """
+        assert self.outbound is not None
+        await self.outbound.drain()
+        return Cover(self, fillers)
+
+    async def wait_ready(self, ready: asyncio.Future[Any], deadline: float) -> None:
+        """Wait for `ready`; raise `OperationTimeout` at `deadline`."""
+        remaining = deadline - self.clock.now()
+        if not ready.done():
+            if remaining > 0:
+                await asyncio.wait({ready}, timeout=remaining)
+            if not ready.done():
+                raise OperationTimeout(self.operation_timeout_s)
 
     async def cover_wait(self, ready: asyncio.Future[Any], fillers: FillerSequence, deadline: float) -> None:
-        """Play fillers until `ready` resolves; raise `OperationTimeout` at `deadline`."""
-        while not ready.done():
-            remaining = deadline - self.clock.now()
-            if remaining <= 0:
-                raise OperationTimeout(self.operation_timeout_s)
-            key = fillers.next()
-            if key is None:
-                await asyncio.wait({ready}, timeout=remaining)
-            else:
-                await self.play_cuttable(key, ready, remaining)
+        """Play fillers until `ready` resolves (then cut them); `OperationTimeout` at `deadline`."""
+        if ready.done():
+            return
+        cover = await self.start_cover(fillers)
+        try:
+            await self.wait_ready(ready, deadline)
+        finally:
+            await cover.stop()
 
     async def stream(
         self, get: Callable[[], Awaitable[AudioChunk | ProviderError | None]], role: AudioRole
@@ -226,8 +249,14 @@ class PlaylistPlayer:
                 elif item.kind == "filler":
                     upcoming = next((jobs[j] for j in sorted(jobs) if j > i), None)
                     if upcoming is not None and not upcoming.ready.done():
-                        remaining = max(deadline - self.clock.now(), 0.0)
-                        await self.play_cuttable(item.key, upcoming.ready, remaining)
+                        # Covers the wait only: ends early when the answer is ready, never loops.
+                        cover = await self.start_cover(FillerSequence([item.key], []))
+                        try:
+                            await asyncio.wait(
+                                {upcoming.ready, cover.task}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            await cover.stop()
                     else:
                         self._observe("filler_skipped", key=item.key)
                 else:
@@ -251,16 +280,3 @@ def prepare(items: Sequence[Any], render: Callable[[str], str]) -> list[Prepared
         else:
             out.append(PreparedItem(item.type, key=item.key))
     return out
-
-
-@contextlib.contextmanager
-def suppress_cancel_of(task: asyncio.Task[Any]) -> Iterator[None]:
-    """Swallow CancelledError only when it is `task` that was cancelled, not the caller."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
-        if not task.cancelled():
-            raise

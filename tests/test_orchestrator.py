@@ -1,0 +1,484 @@
+"""Orchestrator timelines on virtual time: what the caller hears, frame by frame, and in what order.
+
+Every clip is labelled audio (see orchestrator_fakes), so the outbound frame log shows exactly which
+clip played when, where a filler was cut and whether anything leaked past a barge-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from orchestrator.cache.memory import InMemoryAudioCache
+from orchestrator.clock import LoopClock
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.dialogue_map.templates import render_template
+from orchestrator.domain.errors import CallSetupError, STTError
+from orchestrator.domain.models import LLMStreamChunk
+from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.orchestrator import (
+    CallEvent,
+    CallOutcome,
+    CallServices,
+    Orchestrator,
+    create_orchestrator_instance,
+)
+from tests.orchestrator_fakes import (
+    FakeInbound,
+    FakeLLM,
+    FakeSTT,
+    FakeTTS,
+    KeywordClassifier,
+    LLMAttempt,
+    RecordingSink,
+    Say,
+    SttFailure,
+    clip,
+    make_playout,
+)
+from tests.virtual_time import run_virtual
+
+CLIPS = {
+    "static:greeting": (101, 1.0),
+    "static:intro": (102, 0.6),
+    "filler:hmm": (103, 0.4),
+    "static:rub": (104, 0.3),
+    "static:bye": (105, 1.0),
+    "static:ask_area": (106, 0.8),
+    "static:faq_expensive": (107, 1.0),
+    "filler:still_working": (108, 0.8),
+    "filler:emergency": (109, 0.6),
+    "static:non_secure": (110, 0.8),
+    "static:error": (111, 0.6),
+    "filler:state": (112, 0.4),
+    "static:bye_ok": (113, 0.6),
+}
+PRICE_LABEL = 200
+LLM_LABEL = 900
+
+
+def make_map(**settings: Any) -> DialogueMap:
+    data: dict[str, Any] = {
+        "name": "test",
+        "initial_state": "start",
+        "settings": {
+            "neutral_filler_keys": ["filler:still_working"],
+            "emergency_filler_key": "filler:emergency",
+            "non_secure_response_key": "static:non_secure",
+            "error_playlist": [{"type": "cache", "key": "static:error"}],
+            "operation_timeout_s": 5.0,
+            "llm_max_retries": 1,
+            **settings,
+        },
+        "intents": {
+            "give_area": {
+                "examples": ["площадь 45 метров"],
+                "entities": ["area"],
+                "required_entities": ["area"],
+                "clarify_playlist": [{"type": "cache", "key": "static:ask_area"}],
+            },
+            "refuse": {"examples": ["нет"]},
+            "agree": {"examples": ["да"]},
+        },
+        "entities": {"area": {"type": "number", "min": 1, "max": 1000}},
+        "states": {
+            "start": {
+                "system_response": {"playlist": [{"type": "cache", "key": "static:greeting"}]},
+                "transitions": {"give_area": "quote", "refuse": "goodbye"},
+            },
+            "quote": {
+                "system_response": {
+                    "playlist": [
+                        {"type": "cache", "key": "static:intro"},
+                        {"type": "filler", "key": "filler:hmm"},
+                        {"type": "tts", "text_template": "{{ session.variables.price }}"},
+                        {"type": "cache", "key": "static:rub"},
+                    ]
+                },
+                "fillers": ["filler:state"],
+                "set_variables": {"price": "area * 100"},
+                "transitions": {"agree": "goodbye_ok", "refuse": "goodbye"},
+            },
+            "goodbye": {
+                "system_response": {"playlist": [{"type": "cache", "key": "static:bye"}]},
+                "action": "END_CALL",
+            },
+            "goodbye_ok": {
+                "system_response": {"playlist": [{"type": "cache", "key": "static:bye_ok"}]},
+                "action": "END_CALL",
+            },
+        },
+        "faq": {
+            "expensive": {
+                "questions": ["это дорого"],
+                "answer": [{"type": "cache", "key": "static:faq_expensive"}],
+            }
+        },
+        "audio": {key: key for key in CLIPS},
+    }
+    return DialogueMap.model_validate(data)
+
+
+def label(key: str) -> int:
+    return CLIPS[key][0]
+
+
+@dataclass
+class CallRun:
+    outcome: CallOutcome
+    orchestrator: Orchestrator
+    sink: RecordingSink
+    events: list[CallEvent]
+    records: list[dict[str, Any]]
+    stt: FakeSTT
+    tts: FakeTTS
+    llm: FakeLLM
+    kinds: list[str] = field(default_factory=list)
+
+    def turns(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["event"] == "turn"]
+
+    def event_times(self, kind: str) -> list[float]:
+        return [e.at for e in self.events if e.kind == kind]
+
+
+async def run_call(
+    script: list[Say | SttFailure],
+    *,
+    tts: FakeTTS | None = None,
+    llm: FakeLLM | None = None,
+    dmap: DialogueMap | None = None,
+    hangup_at: float | None = 30.0,
+) -> CallRun:
+    dmap = dmap or make_map()
+    tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
+    llm = llm or FakeLLM([LLMAttempt([(0.3, LLMStreamChunk("Да, работаем."))])])
+    pacer, playout, sink = make_playout()
+    pacer.start()
+    inbound = FakeInbound()
+    stt = FakeSTT(script, inbound)
+    events: list[CallEvent] = []
+    records: list[dict[str, Any]] = []
+    services = CallServices(
+        dialogue_map=dmap,
+        flow_engine=MapFlowEngine(dmap),
+        intent_classifier=KeywordClassifier(
+            {
+                "give_area": ["площад", "цен"],
+                "refuse": ["нет", "не интересно"],
+                "agree": ["давайте", "согласен"],
+            },
+            {"expensive": ["дорог"]},
+        ),
+        audio_cache=InMemoryAudioCache({k: clip(lab, s) for k, (lab, s) in CLIPS.items()}),
+        clock=LoopClock(),
+        render=render_template,
+        stt_factory=lambda cid: stt,
+        tts_factory=lambda cid: tts,
+        llm_factory=lambda cid: llm,
+        metrics_sink=records.append,
+    )
+    orch = await create_orchestrator_instance("call-1", services, observer=events.append)
+    loop = asyncio.get_running_loop()
+    hangup = loop.call_at(hangup_at, inbound.hang_up) if hangup_at is not None else None
+    try:
+        outcome = await asyncio.wait_for(orch.run(inbound, playout), 300)
+    finally:
+        if hangup is not None:
+            hangup.cancel()
+        pacer.stop()
+        playout.close()
+    return CallRun(outcome, orch, sink, events, records, stt, tts, llm)
+
+
+def call(script: list[Say | SttFailure], **kw: Any) -> CallRun:
+    return run_virtual(lambda: run_call(script, **kw))
+
+
+# --- greeting and pacing -------------------------------------------------------------------
+
+
+def test_greeting_is_played_whole_and_paced() -> None:
+    run = call([], hangup_at=3.0)
+    assert run.sink.segments() == [(label("static:greeting"), 50)]
+    times = [t for t, _ in run.sink.frames]
+    gaps = {round(b - a, 6) for a, b in zip(times, times[1:], strict=False)}
+    assert gaps == {0.02}  # one frame every 20 ms, silence included: never a burst, never a gap
+    assert run.outcome.reason == "caller_hangup"
+    assert not run.outcome.hang_up
+    greeting = run.turns()[0]
+    assert greeting["route"] == "greeting" and greeting["t6_first_bot_audio"] is not None
+
+
+# --- scripted turns ----------------------------------------------------------------------
+
+
+def test_scripted_turn_quotes_the_price_from_the_template() -> None:
+    run = call([Say(2.0, "площадь 45 метров")], hangup_at=8.0)
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("static:intro"),
+        PRICE_LABEL,
+        label("static:rub"),
+    ]
+    assert "filler:hmm" not in {e.data.get("key") for e in run.events if e.kind == "play"}  # answer was ready
+    assert run.tts.synthesized == ["4500"]
+    state = run.orchestrator.session_state
+    assert state.current_state_id == "quote" and state.variables["price"] == 4500
+    assert state.state_history == ["start"]
+    turn = run.turns()[1]
+    assert turn["route"] == "scripted" and turn["intent"] == "give_area"
+    assert turn["t1_first_user_audio"] == pytest.approx(2.0)  # VAD onset, not the STT final
+    assert turn["t2_stt_final"] == pytest.approx(3.3)
+    assert (
+        turn["t1_first_user_audio"]
+        <= turn["t2_stt_final"]
+        <= turn["t3_logic_start"]
+        <= turn["t5_tts_first_chunk"]
+    )
+    assert turn["t6_first_bot_audio"] >= turn["t3_logic_start"]
+    assert turn["t4_llm_request"] is None
+    assert turn["leader_matches_partial"] is True
+
+
+def test_missing_entity_plays_the_clarifying_question_and_keeps_the_state() -> None:
+    run = call([Say(2.0, "сколько стоит цена уборки")], hangup_at=6.0)
+    assert run.sink.labels() == [label("static:greeting"), label("static:ask_area")]
+    assert run.orchestrator.session_state.current_state_id == "start"
+    assert run.turns()[1]["route"] == "clarify" and run.turns()[1]["missing_entities"] == ["area"]
+
+
+def test_faq_answers_before_the_llm() -> None:
+    run = call([Say(2.0, "это очень дорого")], hangup_at=6.0)
+    assert run.sink.labels() == [label("static:greeting"), label("static:faq_expensive")]
+    assert run.llm.calls == []
+    assert run.turns()[1]["route"] == "faq"
+
+
+def test_end_call_plays_the_whole_goodbye_then_ends() -> None:
+    # The caller tries to talk over the goodbye: END_CALL states are not interruptible.
+    run = call([Say(2.0, "нет не интересно"), Say(3.6, "подождите", vad=True)], hangup_at=None)
+    assert run.outcome.reason == "end_call" and run.outcome.hang_up
+    assert run.sink.segments()[-1] == (label("static:bye"), 50)
+    last_audio = max(t for t, lab in run.sink.frames if lab)
+    assert run.sink.frames[-1][0] >= last_audio  # the call ended after the last goodbye frame
+    assert run.event_times("barge_in") == []
+    final = run.records[-1]
+    assert final["event"] == "call_end" and final["reason"] == "end_call"
+
+
+# --- LLM fallback --------------------------------------------------------------------------
+
+
+def test_llm_fallback_streams_the_answer_through_tts() -> None:
+    llm = FakeLLM(
+        [LLMAttempt([(0.3, LLMStreamChunk("Да, работаем.")), (0.1, LLMStreamChunk(" Без выходных."))])]
+    )
+    run = call([Say(2.0, "а вы работаете в субботу")], llm=llm, hangup_at=8.0)
+    # The neutral filler covers the LLM + TTS wait and is cut when the first audio is ready.
+    assert run.sink.labels() == [label("static:greeting"), label("filler:still_working"), LLM_LABEL]
+    ready = run.turns()[1]["t5_tts_first_chunk"]
+    assert max(t for t, lab in run.sink.frames if lab == label("filler:still_working")) <= ready
+    assert run.llm.calls == [("а вы работаете в субботу", 0)]
+    assert run.tts.stream_text == ["Да, работаем.", " Без выходных."]
+    turn = run.turns()[1]
+    assert turn["route"] == "llm" and turn["model_name"] == "fake-llm"
+    assert turn["t3_logic_start"] <= turn["t4_llm_request"] <= turn["t5_tts_first_chunk"] <= turn["answer_audio_at"]
+    assert turn["t6_first_bot_audio"] == turn["t3_logic_start"]  # the filler started at once
+    assert run.orchestrator.session_state.transcript[-1].text == "Да, работаем. Без выходных."
+
+
+def test_unsafe_first_chunk_aborts_plays_non_secure_response_and_retries() -> None:
+    llm = FakeLLM(
+        [
+            LLMAttempt([(0.2, LLMStreamChunk("плохой ответ", is_safe=False, safety_reason="deny"))]),
+            LLMAttempt([(0.2, LLMStreamChunk("Хороший ответ."))]),
+        ]
+    )
+    run = call([Say(2.0, "расскажи что-нибудь")], llm=llm, hangup_at=8.0)
+    assert [a for _, a in run.llm.calls] == [0, 1]
+    assert run.llm.aborts >= 1
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("filler:still_working"),
+        label("static:non_secure"),
+        label("filler:still_working"),
+        LLM_LABEL,
+    ]
+    assert "плохой ответ" not in run.tts.stream_text  # nothing unsafe reached the TTS
+
+
+def test_unsafe_answers_beyond_the_retry_bound_end_with_the_non_secure_response() -> None:
+    bad = LLMAttempt([(0.2, LLMStreamChunk("плохо", is_safe=False))])
+    run = call([Say(2.0, "расскажи")], llm=FakeLLM([bad, bad]), hangup_at=8.0)
+    assert [a for _, a in run.llm.calls] == [0, 1]
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("filler:still_working"),
+        label("static:non_secure"),
+        label("filler:still_working"),
+        label("static:non_secure"),
+    ]
+    assert run.tts.aborted == 1
+
+
+def test_streaming_tts_unavailable_plays_the_non_secure_response() -> None:
+    tts = FakeTTS({"4500": PRICE_LABEL}, fail_stream_open=True)
+    run = call([Say(2.0, "расскажи")], tts=tts, hangup_at=6.0)
+    assert run.sink.labels() == [label("static:greeting"), label("static:non_secure")]
+    assert run.llm.calls == []
+
+
+# --- fillers -------------------------------------------------------------------------------
+
+
+def test_fillers_cover_slow_tts_then_the_answer_cuts_the_neutral_filler() -> None:
+    # Final at 3.3; intro 3.3-3.9; playlist filler 0.4 s; state filler 0.4 s; neutral filler
+    # starts around 4.6 and the price is ready at 3.3 + 1.5 = 4.8: the neutral filler is cut.
+    tts = FakeTTS({"4500": PRICE_LABEL}, latency=1.5)
+    run = call([Say(2.0, "площадь 45 метров")], tts=tts, hangup_at=9.0)
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("static:intro"),
+        label("filler:hmm"),
+        label("filler:state"),
+        label("filler:still_working"),
+        PRICE_LABEL,
+        label("static:rub"),
+    ]
+    ready = run.turns()[1]["t5_tts_first_chunk"]
+    assert ready == pytest.approx(4.8)
+    neutral = [t for t, lab in run.sink.frames if lab == label("filler:still_working")]
+    assert max(neutral) <= ready  # no filler frame after the answer was ready
+    assert len(neutral) < 40  # cut, not played to its end
+    first_answer = min(t for t, lab in run.sink.frames if lab == PRICE_LABEL)
+    assert first_answer - ready <= 0.02 + 1e-9  # the answer starts at the very next frame
+    assert "filler_cut" in [e.kind for e in run.events]
+
+
+def test_global_timeout_loops_neutral_fillers_then_plays_the_emergency_filler() -> None:
+    tts = FakeTTS({"4500": PRICE_LABEL}, latency=60.0)
+    run = call([Say(2.0, "площадь 45 метров"), Say(10.0, "это дорого")], tts=tts, hangup_at=14.0)
+    labels = run.sink.labels()
+    assert labels[:4] == [
+        label("static:greeting"),
+        label("static:intro"),
+        label("filler:hmm"),
+        label("filler:state"),
+    ]
+    emergency_at = min(t for t, lab in run.sink.frames if lab == label("filler:emergency"))
+    assert emergency_at == pytest.approx(3.3 + 5.0, abs=0.05)  # the map's operation_timeout_s
+    neutral = [t for t, lab in run.sink.frames if lab == label("filler:still_working")]
+    assert len(neutral) > 2 * 40  # the 0.8 s neutral filler looped
+    assert PRICE_LABEL not in labels and label("static:rub") not in labels
+    assert labels[-1] == label("static:faq_expensive")  # and the call goes on
+
+
+# --- barge-in ------------------------------------------------------------------------------
+
+
+def test_barge_in_stops_the_bot_within_one_frame_and_the_turn_is_heard() -> None:
+    run = call([Say(0.5, "площадь 45 метров")], hangup_at=6.0)
+    barge = run.event_times("barge_in")
+    assert barge == [pytest.approx(0.5)]
+    greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
+    assert max(greeting) <= 0.5  # no greeting frame after the cancellation instant
+    assert len(greeting) == 25
+    assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
+    assert run.turns()[0]["interrupted"] is True
+
+
+def test_speech_over_an_uninterrupted_bot_turn_is_not_taken_as_a_turn() -> None:
+    # No VAD report (too short to count), so no barge-in: the STT result is dropped as a backchannel.
+    run = call([Say(0.2, "ага", duration=0.3, vad=False)], hangup_at=4.0)
+    assert run.sink.labels() == [label("static:greeting")]
+    assert [e.data["text"] for e in run.events if e.kind == "stt_dropped"] == ["ага"]
+    assert run.orchestrator.session_state.transcript == []
+
+
+# --- provider failures -------------------------------------------------------------------
+
+
+def test_stt_failure_plays_the_emergency_filler_and_the_call_goes_on() -> None:
+    err = STTError("stream reset", provider="fake-stt", retryable=True)
+    run = call([SttFailure(2.0, err), Say(4.0, "это дорого")], hangup_at=8.0)
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("filler:emergency"),
+        label("static:faq_expensive"),
+    ]
+
+
+def test_fatal_stt_failure_ends_the_call_cleanly() -> None:
+    err = STTError("bad credentials", provider="fake-stt", retryable=False)
+    run = call([SttFailure(2.0, err)], hangup_at=None)
+    assert run.outcome.reason == "stt_failed" and run.outcome.hang_up
+    assert run.sink.labels() == [label("static:greeting"), label("filler:emergency")]
+
+
+def test_tts_failure_plays_the_emergency_filler() -> None:
+    tts = FakeTTS({"4500": PRICE_LABEL}, fail_synth=True)
+    run = call([Say(2.0, "площадь 45 метров"), Say(6.0, "это дорого")], tts=tts, hangup_at=10.0)
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("static:intro"),
+        label("filler:emergency"),
+        label("static:faq_expensive"),
+    ]
+
+
+def test_llm_failure_plays_the_emergency_filler() -> None:
+    llm = FakeLLM([LLMAttempt(error_after=0.5)])
+    run = call([Say(2.0, "расскажи анекдот"), Say(6.0, "это дорого")], llm=llm, hangup_at=10.0)
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("filler:still_working"),
+        label("filler:emergency"),
+        label("static:faq_expensive"),
+    ]
+
+
+def test_setup_failure_ends_the_call_cleanly() -> None:
+    async def main() -> None:
+        dmap = make_map()
+        tts = FakeTTS({}, fail_connect=True)
+        llm = FakeLLM([])
+        services = CallServices(
+            dialogue_map=dmap,
+            flow_engine=MapFlowEngine(dmap),
+            intent_classifier=KeywordClassifier({}, {}),
+            audio_cache=InMemoryAudioCache(),
+            clock=LoopClock(),
+            render=render_template,
+            stt_factory=lambda cid: FakeSTT([], FakeInbound()),
+            tts_factory=lambda cid: tts,
+            llm_factory=lambda cid: llm,
+        )
+        with pytest.raises(CallSetupError, match="setup failed"):
+            await create_orchestrator_instance("call-x", services)
+        assert tts.closed and llm.shut
+
+    run_virtual(main)
+
+
+# --- isolation -----------------------------------------------------------------------------
+
+
+def test_calls_leave_no_tasks_and_share_no_state() -> None:
+    async def main() -> None:
+        first = await run_call([Say(2.0, "площадь 45 метров")], hangup_at=8.0)
+        ref = weakref.ref(first.orchestrator)
+        assert first.stt.stopped and first.llm.shut and first.tts.closed
+        del first
+        gc.collect()
+        assert ref() is None  # nothing holds the finished call
+        second = await run_call([], hangup_at=2.0)
+        assert second.orchestrator.session_state.variables == {}
+        assert second.orchestrator.session_state.current_state_id == "start"
+
+    run_virtual(main)  # run_virtual also fails on any task left pending
