@@ -6,6 +6,12 @@ between the caller's text and any of its examples (max, not a top-k mean: on the
 paraphrases of the example map max was as accurate or better, and a top-k mean punishes intents
 whose examples are deliberately varied, which is how examples should be written).
 
+Entity evidence: an intent that declares entities gets `ENTITY_BONUS` added when one of them is
+found in the text ("давайте на субботу" names a day, so it is `choose_day`, not `agree`, although
+"давайте" is an `agree` example; "55 кв м" carries a number for `give_area`). On the example
+map's held-out set it took intents from 40/44 to 43/44 at the cost of one off-script question
+("а какая завтра погода") now read as `choose_day`.
+
 Stability: `previous_leader` (the leader of the previous partial or turn) stays the leader when
 its score is within `STICKY_MARGIN` of the best, so two near-tied intents do not flip-flop between
 partials. The result is returned only when the leader's score reaches
@@ -25,6 +31,7 @@ from orchestrator.intents.entities import extract_entities
 from orchestrator.intents.ngram import normalize, sparse_dot
 
 STICKY_MARGIN = 0.03
+ENTITY_BONUS = 0.15
 
 _Vector = SparseVector | list[float]
 
@@ -45,9 +52,12 @@ def _dot(a: _Vector, b: _Vector) -> float:
 class VectorIntentClassifier:
     """Intent and FAQ lookup over one map's examples (see the module docstring)."""
 
-    def __init__(self, dialogue_map: DialogueMap, embedder: Embedder) -> None:
+    def __init__(
+        self, dialogue_map: DialogueMap, embedder: Embedder, *, entity_bonus: float = ENTITY_BONUS
+    ) -> None:
         self._map = dialogue_map
         self._embedder = embedder
+        self._entity_bonus = entity_bonus
         self._intent_vectors: dict[str, list[_Vector]] = {}
         self._faq_vectors: dict[str, list[_Vector]] = {}
         self._ready = False
@@ -91,7 +101,16 @@ class VectorIntentClassifier:
         if not normalize(text):
             return {}
         (vec,) = await self._embed([text])
-        return self._best(vec, self._intent_vectors)
+        scores = self._best(vec, self._intent_vectors)
+        if self._entity_bonus:
+            for iid, intent in self._map.intents.items():
+                if (
+                    intent.entities
+                    and iid in scores
+                    and extract_entities(text, intent.entities, self._map.entities)
+                ):
+                    scores[iid] = min(1.0, scores[iid] + self._entity_bonus)
+        return scores
 
     async def classify_intent(
         self, text: str, *, previous_leader: str | None = None

@@ -81,6 +81,8 @@ _MULTIPLIERS: dict[str, int] = {
     **dict.fromkeys(("миллион", "миллиона", "миллионов", "млн"), 1_000_000),
 }
 _HALF = ("полтора", "полторы", "полутора")
+# Every word that can be part of a number (for the embedder's number folding).
+NUMBER_WORDS: frozenset[str] = frozenset({*_SMALL, *_MULTIPLIERS, *_HALF})
 _TOKEN = re.compile(r"\d+(?: \d{3})*(?:[.,]\d+)?|[a-zа-я]+")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from orchestrator.intents.embedder import SparseVector
+from orchestrator.intents.entities import NUMBER_WORDS
 
 _NON_WORD = re.compile(r"[^\w\s]|_", re.UNICODE)
 _SPACES = re.compile(r"\s+")
@@ -38,20 +39,37 @@ def _bucket(gram: str, dim: int) -> int:
 class CharNgramEmbedder:
     """`Embedder` and `SparseEmbedder` over hashed character n-grams (see the module docstring)."""
 
-    def __init__(self, *, dim: int = 8192, min_n: int = 2, max_n: int = 4) -> None:
+    def __init__(self, *, dim: int = 8192, min_n: int = 2, max_n: int = 4, fold_numbers: bool = True) -> None:
         if dim < 16 or not 1 <= min_n <= max_n:
             raise ValueError("need dim >= 16 and 1 <= min_n <= max_n")
         self.dim = dim
         self.min_n = min_n
         self.max_n = max_n
-        self.name = f"char-ngram-{min_n}-{max_n}-d{dim}"
+        self.fold_numbers = fold_numbers
+        self.name = f"char-ngram-{min_n}-{max_n}-d{dim}" + ("-fold" if fold_numbers else "")
+
+    def words(self, text: str) -> list[str]:
+        """The normalised words of `text`; with `fold_numbers`, each run of number words is "0".
+
+        Folding makes "55 кв м" and "метров тридцать восемь" share a feature: which number an
+        example happens to use says nothing about the intent.
+        """
+        words = [w for w in normalize(text).split(" ") if w]
+        if not self.fold_numbers:
+            return words
+        out: list[str] = []
+        for w in words:
+            if w.isdigit() or w in NUMBER_WORDS:
+                if not out or out[-1] != "0":
+                    out.append("0")
+            else:
+                out.append(w)
+        return out
 
     def features(self, text: str) -> dict[str, int]:
         """The n-grams of `text` with their counts (for inspection and tests)."""
         counts: dict[str, int] = {}
-        for word in normalize(text).split(" "):
-            if not word:
-                continue
+        for word in self.words(text):
             padded = f" {word} "
             for n in range(self.min_n, self.max_n + 1):
                 for i in range(len(padded) - n + 1):
