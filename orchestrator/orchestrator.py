@@ -288,6 +288,7 @@ class Orchestrator:
         leader: str | None = None
         while not self.call_ended:
             self.session_state.turn_state = "USER_TURN"
+            self._observe("listening", state=self.session_state.current_state_id)
             if not self._barged_in:
                 # Speech that began during an uninterrupted bot turn belonged to that turn.
                 self._speech_at = None
