@@ -288,7 +288,7 @@ class FakeCallerPool:
     def __init__(self, host: str, port: int, *, pacer: Pacer | None = None) -> None:
         self.host = host
         self.port = port
-        self.pacer = pacer or Pacer()
+        self.pacer = pacer if pacer is not None else Pacer()  # an empty Pacer is falsy
         self.callers: list[FakeAsterisk] = []
 
     async def connect(
