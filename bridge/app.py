@@ -1,0 +1,314 @@
+"""`voicebridge serve`: the ARI controller, the AudioSocket server, the shared pacer and one fresh
+Orchestrator per call, wired from `Settings`.
+
+Process-wide (built once): the dialogue map, FlowEngine, intent classifier, audio cache, gRPC
+channels and the OpenAI client. Per call (built by the factories, torn down by the call): the STT
+stream, the TTS manager, the LLM manager, the TelephonyGateway and the Orchestrator itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.ari_controller import AriCall, AriController, AriSettings
+from bridge.audiosocket.server import AudioSocketServer
+from bridge.gateway import TelephonyGateway
+from bridge.pacer import Pacer
+from bridge.settings import Settings
+from bridge.vad import VadSettings
+from orchestrator.cache.memory import InMemoryAudioCache
+from orchestrator.clock import LoopClock
+from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.dialogue_map.templates import render_template
+from orchestrator.domain.errors import CallSetupError, ConfigError
+from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.intents.classifier import VectorIntentClassifier
+from orchestrator.intents.ngram import CharNgramEmbedder
+from orchestrator.interfaces import AudioCache, LLMManager, STTStreamer, TTSManager
+from orchestrator.metrics import MetricsSink, log_sink
+from orchestrator.orchestrator import CallEvent, CallServices, create_orchestrator_instance
+
+log = logging.getLogger(__name__)
+
+
+def yandex_settings(s: Settings) -> Any:
+    """The SpeechKit adapters' settings from ours."""
+    from orchestrator.adapters.speechkit import YandexSettings
+
+    y = s.yandex
+    return YandexSettings(
+        api_key=y.api_key,
+        iam_token=y.iam_token,
+        folder_id=y.folder_id,
+        stt_endpoint=y.stt_endpoint,
+        tts_endpoint=y.tts_endpoint,
+        tls=y.tls,
+        stt_model=y.stt_model,
+        voice=y.voice,
+        role=y.role,
+        speed=y.speed,
+    )
+
+
+def build_audio_cache(s: Settings) -> AudioCache:
+    """Redis when `redis_url` is set, else the in-memory cache."""
+    if s.redis_url:
+        from orchestrator.cache.redis_cache import RedisAudioCache
+
+        return RedisAudioCache(s.redis_url)
+    return InMemoryAudioCache()
+
+
+def build_tts_for_warming(s: Settings) -> TTSManager:
+    """The TTS the cache is warmed with: the configured one."""
+    if s.providers.tts == "espeak":
+        from orchestrator.adapters.tts.espeak import EspeakTTS
+
+        return EspeakTTS()
+    from orchestrator.adapters.speechkit import speechkit_channel
+    from orchestrator.adapters.tts.yandex import YandexTTSManager
+
+    ys = yandex_settings(s)
+    return YandexTTSManager(speechkit_channel(ys.tts_endpoint, tls=ys.tls), ys)
+
+
+def file_metrics_sink(path: str) -> MetricsSink:
+    """Append each metrics record as one JSON line to `path` (and log it)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def sink(record: dict[str, Any]) -> None:
+        log_sink(record)
+        with target.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    return sink
+
+
+class VoicebridgeApp:
+    """The running service."""
+
+    def __init__(
+        self, settings: Settings, *, observer: Callable[[str, CallEvent], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.pacer = Pacer()
+        self.clock = LoopClock()
+        self.services: CallServices | None = None
+        self.audiosocket: AudioSocketServer | None = None
+        self.ari: AriController | None = None
+        self.calls_total = 0
+        self.calls_active = 0
+        self.outcomes: list[tuple[str, str]] = []  # (call id, end reason), for tests and logs
+        self._observer = observer
+        self._ari_task: asyncio.Task[None] | None = None
+        self._closers: list[Callable[[], Any]] = []
+
+    async def start(self) -> None:
+        """Load the map, build the providers, warm the cache, start listening for calls."""
+        s = self.settings
+        dmap = load_dialogue_map(s.dialogue_map)
+        self.services = await self._build_services(dmap)
+        self.pacer.start()
+        self.audiosocket = AudioSocketServer(
+            s.audiosocket.bind_host, s.audiosocket.bind_port, pacer=self.pacer
+        )
+        await self.audiosocket.start()
+        a = s.ari
+        self.ari = AriController(
+            AriSettings(
+                url=a.url,
+                username=a.username,
+                password=a.password,
+                app=a.app,
+                audiosocket_host=a.audiosocket_host,
+            ),
+            self.audiosocket,
+            self._on_call,
+        )
+        self._ari_task = asyncio.create_task(self.ari.run(), name="ari-controller")
+        log.info(
+            "voicebridge started: map %s, AudioSocket on %s:%d, ARI %s app %s",
+            s.dialogue_map,
+            s.audiosocket.bind_host,
+            self.audiosocket.port,
+            a.url,
+            a.app,
+        )
+
+    async def _build_services(self, dmap: DialogueMap) -> CallServices:
+        s = self.settings
+        ys = yandex_settings(s)
+        openai_client = None
+        if s.providers.llm == "openai" or s.providers.intents == "openai":
+            import openai
+
+            openai_client = openai.AsyncOpenAI(
+                base_url=s.openai.base_url,
+                api_key=s.openai.api_key or "not-set",
+                timeout=s.openai.timeout_s,
+                max_retries=0,
+            )
+            self._closers.append(openai_client.close)
+        if s.providers.intents == "openai":
+            from orchestrator.adapters.embeddings.openai_compat import OpenAICompatEmbedder
+
+            assert openai_client is not None
+            classifier = VectorIntentClassifier(
+                dmap, OpenAICompatEmbedder(openai_client, s.openai.embeddings_model)
+            )
+        else:
+            classifier = VectorIntentClassifier(dmap, CharNgramEmbedder())
+        await classifier.setup()
+
+        cache = build_audio_cache(s)
+        await self._warm(dmap, cache)
+
+        from orchestrator.adapters.speechkit import speechkit_channel
+        from orchestrator.adapters.stt.yandex import YandexSttStreamer
+
+        stt_channel = speechkit_channel(ys.stt_endpoint, tls=ys.tls)
+        self._closers.append(stt_channel.close)
+        clock = self.clock
+
+        def stt_factory(call_id: str) -> STTStreamer:
+            return YandexSttStreamer(stt_channel, ys, clock=clock, request_id=call_id)
+
+        if s.providers.tts == "espeak":
+            from orchestrator.adapters.tts.espeak import EspeakTTS
+
+            def tts_factory(call_id: str) -> TTSManager:
+                return EspeakTTS()
+        else:
+            from orchestrator.adapters.tts.yandex import YandexTTSManager
+
+            tts_channel = speechkit_channel(ys.tts_endpoint, tls=ys.tls)
+            self._closers.append(tts_channel.close)
+
+            def tts_factory(call_id: str) -> TTSManager:
+                return YandexTTSManager(tts_channel, ys, request_id=call_id)
+
+        from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
+        from orchestrator.adapters.llm.safety import (
+            CombinedSafety,
+            LocalRulesSafety,
+            ModerationSafety,
+            SafetyCheck,
+        )
+
+        assert openai_client is not None
+        checks: list[SafetyCheck] = [LocalRulesSafety()]
+        if s.openai.moderation:
+            checks.append(ModerationSafety(openai_client))
+        safety = CombinedSafety(checks)
+        llm_settings = dmap.settings.llm
+
+        def llm_factory(call_id: str) -> LLMManager:
+            return OpenAICompatLLMManager(
+                openai_client,
+                model=s.openai.model,
+                system_prompt=llm_settings.system_prompt,
+                safety=safety,
+                max_tokens=llm_settings.max_tokens,
+                temperature=llm_settings.temperature,
+                timeout_s=s.openai.timeout_s,
+            )
+
+        return CallServices(
+            dialogue_map=dmap,
+            flow_engine=MapFlowEngine(dmap),
+            intent_classifier=classifier,
+            audio_cache=cache,
+            clock=clock,
+            render=render_template,
+            stt_factory=stt_factory,
+            tts_factory=tts_factory,
+            llm_factory=llm_factory,
+            metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
+        )
+
+    async def _warm(self, dmap: DialogueMap, cache: AudioCache) -> None:
+        """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""
+        from orchestrator.cache.warm import warm_cache
+
+        tts = build_tts_for_warming(self.settings)
+        await tts.connect()
+        try:
+            report = await warm_cache(dmap, tts, cache, progress=False)
+        finally:
+            await tts.aclose()
+        if getattr(report, "failed", None):
+            raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report}")
+        log.info("audio cache ready: %s", report)
+
+    async def _on_call(self, call: AriCall) -> None:
+        """One call: gateway + fresh Orchestrator; returning hangs the caller up."""
+        assert self.services is not None
+        self.calls_total += 1
+        self.calls_active += 1
+        v = self.settings.vad
+        gateway = TelephonyGateway(
+            call.conn,
+            self.pacer,
+            clock=self.clock,
+            vad_settings=VadSettings(
+                aggressiveness=v.aggressiveness, min_speech_ms=v.min_speech_ms, hangover_ms=v.hangover_ms
+            ),
+        )
+        reason = "error"
+        try:
+            observer = None
+            if self._observer is not None:
+                obs = self._observer
+                cid = call.call_id
+
+                def observer(event: CallEvent) -> None:
+                    obs(cid, event)
+
+            orchestrator = await create_orchestrator_instance(call.call_id, self.services, observer=observer)
+            outcome = await orchestrator.run(gateway, gateway.outbound)
+            reason = outcome.reason
+        except CallSetupError as exc:
+            log.error("call %s: %s", call.call_id, exc)
+            reason = "setup_failed"
+        finally:
+            await gateway.close()
+            self.calls_active -= 1
+            self.outcomes.append((call.call_id, reason))
+            log.info("call %s ended: %s", call.call_id, reason)
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set or the ARI controller gives up."""
+        assert self._ari_task is not None
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            await asyncio.wait({stopper, self._ari_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            await asyncio.wait({stopper})
+
+    async def close(self) -> None:
+        """Hang up every call, stop listening, release the providers."""
+        if self.ari is not None:
+            await self.ari.close()
+        if self._ari_task is not None:
+            if not self._ari_task.done():
+                self._ari_task.cancel()
+            await asyncio.wait({self._ari_task})
+        if self.audiosocket is not None:
+            await self.audiosocket.close()
+        self.pacer.stop()
+        for close in reversed(self._closers):
+            try:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("closing a provider failed")
+        self._closers.clear()

@@ -1,0 +1,151 @@
+"""The `voicebridge` command line.
+
+voicebridge serve [--config FILE]          run the bridge: ARI + AudioSocket + one Orchestrator per call
+voicebridge dial NUMBER [--config FILE]    originate an outbound call into the Stasis app (AMI)
+voicebridge map lint MAP...                check dialogue maps; exit 1 on errors
+voicebridge map schema [--write]           print (or write) dialogue_maps/schema.json
+voicebridge cache warm MAP [--config FILE] synthesize every phrase the map needs into the cache
+voicebridge demo [--text]                  a real call end to end through Asterisk (or text mode)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from orchestrator.domain.errors import ConfigError, VoicebridgeError
+
+log = logging.getLogger("voicebridge")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voicebridge", description="Voice bot bridge for Asterisk (ARI + AudioSocket)."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bridge until SIGINT/SIGTERM")
+    serve.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
+
+    dial = sub.add_parser("dial", help="originate an outbound call into the Stasis app (AMI)")
+    dial.add_argument("number")
+    dial.add_argument("--config")
+    dial.add_argument("--timeout", type=float, default=30.0)
+
+    mp = sub.add_parser("map", help="dialogue map tools")
+    msub = mp.add_subparsers(dest="map_command", required=True)
+    lint = msub.add_parser("lint", help="check dialogue maps")
+    lint.add_argument("paths", nargs="+")
+    schema = msub.add_parser("schema", help="the JSON Schema of dialogue maps")
+    schema.add_argument("--write", action="store_true", help="write dialogue_maps/schema.json")
+
+    cache = sub.add_parser("cache", help="audio cache tools")
+    csub = cache.add_subparsers(dest="cache_command", required=True)
+    warm = csub.add_parser("warm", help="synthesize every phrase a map needs")
+    warm.add_argument("map")
+    warm.add_argument("--config")
+    warm.add_argument("--force", action="store_true", help="re-synthesize keys already cached")
+
+    demo = sub.add_parser("demo", help="a real call end to end (Asterisk + sipp), or --text")
+    demo.add_argument("--text", action="store_true", help="type the caller's words instead of a phone call")
+    demo.add_argument("--map", default="dialogue_maps/cleaning_quote.ru.json")
+    return p
+
+
+async def _serve(config: str | None) -> int:
+    from bridge.app import VoicebridgeApp
+    from bridge.settings import load_settings
+
+    app = VoicebridgeApp(load_settings(config))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    log.info("voicebridge serving; Ctrl-C to stop")
+    try:
+        await app.run_until(stop)
+    finally:
+        await app.close()
+    return 0
+
+
+async def _dial(number: str, config: str | None, timeout: float) -> int:
+    from bridge.ami import AmiSettings, originate
+    from bridge.settings import load_settings
+
+    s = load_settings(config)
+    ami = AmiSettings(host=s.ami.host, port=s.ami.port, username=s.ami.username, secret=s.ami.secret)
+    result = await originate(ami, number, app=s.ari.app, timeout_s=timeout)
+    print(f"originated {number}: {result}")
+    return 0
+
+
+async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
+    from orchestrator.cache.warm import warm_cache
+
+    from bridge.app import build_audio_cache, build_tts_for_warming
+    from bridge.settings import load_settings
+    from orchestrator.dialogue_map.loader import load_dialogue_map
+
+    s = load_settings(config)
+    dmap = load_dialogue_map(map_path)
+    cache = build_audio_cache(s)
+    tts = build_tts_for_warming(s)
+    await tts.connect()
+    try:
+        report = await warm_cache(dmap, tts, cache, force=force)
+    finally:
+        await tts.aclose()
+    print(report.summary() if hasattr(report, "summary") else report)
+    return 0 if getattr(report, "ok", True) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `voicebridge` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "map":
+            if args.map_command == "lint":
+                from orchestrator.dialogue_map.lint import run_map_lint
+
+                return max(run_map_lint(p) for p in args.paths)
+            from orchestrator.dialogue_map.schema import schema_text, write_schema
+
+            if args.write:
+                print(f"wrote {write_schema()}")
+            else:
+                sys.stdout.write(schema_text())
+            return 0
+        if args.command == "serve":
+            return asyncio.run(_serve(args.config))
+        if args.command == "dial":
+            return asyncio.run(_dial(args.number, args.config, args.timeout))
+        if args.command == "cache":
+            return asyncio.run(_cache_warm(args.map, args.config, args.force))
+        if args.command == "demo":
+            from bridge.demo import run_demo
+
+            return asyncio.run(run_demo(text=args.text, map_path=args.map))
+    except ConfigError as exc:
+        print(f"voicebridge: {exc}", file=sys.stderr)
+        return 2
+    except VoicebridgeError as exc:
+        print(f"voicebridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
