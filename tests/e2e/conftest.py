@@ -1,0 +1,142 @@
+"""Fixtures for the end-to-end tests against the real Asterisk (asterisk_conf/asterisk.sh).
+
+Nothing is skipped silently: if Asterisk cannot be brought up, or a tool the harness needs
+(sipp, tcpdump, espeak-ng, root for play_pcap_audio) is missing, the test fails and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bridge.ari_controller import AriCall, AriController, AriSettings
+from bridge.audiosocket.server import AudioSocketServer
+from bridge.pacer import Pacer
+from tests.e2e.sip import espeak_pcm
+
+REPO = Path(__file__).resolve().parents[2]
+ASTERISK_SH = REPO / "asterisk_conf" / "asterisk.sh"
+ARI = AriSettings()
+CALLER_PHRASE = "Здравствуйте! Я хочу узнать, когда приедет мой заказ номер сорок два."
+
+
+def ari_get(path: str, *, timeout_s: float = 2.0) -> object:
+    """GET an ARI resource with the test credentials; raises on failure."""
+    req = urllib.request.Request(ARI.url.rstrip("/") + "/ari/" + path.lstrip("/"))
+    token = base64.b64encode(f"{ARI.username}:{ARI.password}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def ari_version() -> str | None:
+    """The Asterisk version if ARI answers, else None."""
+    try:
+        info = ari_get("asterisk/info")
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    assert isinstance(info, dict)
+    return str(info["system"]["version"])
+
+
+def asterisk_sh(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ASTERISK_SH), *args], capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+@pytest.fixture(scope="session")
+def asterisk() -> str:
+    """Make sure the real Asterisk answers on ARI; start it if needed. Returns its version."""
+    for tool in ("sipp", "tcpdump", "espeak-ng"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run `make system-deps`")
+    if os.geteuid() != 0:
+        pytest.fail("the e2e tests need root (sipp play_pcap_audio, tcpdump, the Asterisk chroot)")
+    version = ari_version()
+    if version is None:
+        proc = asterisk_sh("up")
+        version = ari_version()
+        if proc.returncode != 0 or version is None:
+            logs = asterisk_sh("logs", timeout_s=30)
+            pytest.fail(
+                f"Asterisk did not come up (asterisk.sh up exit {proc.returncode}):\n"
+                f"{proc.stdout}\n{proc.stderr}\n--- log tail ---\n{logs.stdout}{logs.stderr}"
+            )
+    return version
+
+
+@pytest.fixture(scope="session")
+def caller_pcm() -> bytes:
+    """A Russian caller phrase, 8 kHz s16le (espeak-ng)."""
+    return espeak_pcm(CALLER_PHRASE)
+
+
+Handler = Callable[[AriCall], Awaitable[None]]
+
+
+class Stack:
+    """The bridge side of a call: shared pacer, AudioSocket server, ARI controller."""
+
+    def __init__(self) -> None:
+        self.pacer = Pacer()
+        self.server = AudioSocketServer("127.0.0.1", 0, pacer=self.pacer)
+        self.handler: Handler | None = None
+        self.controller: AriController | None = None
+        self.run_task: asyncio.Task[None] | None = None
+
+    async def _on_call(self, call: AriCall) -> None:
+        assert self.handler is not None, "test did not set stack.handler"
+        await self.handler(call)
+
+    async def start(self) -> None:
+        await self.server.start()
+        settings = AriSettings(audiosocket_host=f"127.0.0.1:{self.server.port}")
+        self.controller = AriController(settings, self.server, self._on_call)
+        self.run_task = asyncio.create_task(self.controller.run(), name="ari-controller-run")
+        async with asyncio.timeout(15):
+            await self.controller.connected.wait()
+
+    async def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Wait until the controller has cleaned up every call."""
+        assert self.controller is not None
+        async with asyncio.timeout(timeout_s):
+            while self.controller.active_calls:
+                await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        if self.controller is not None:
+            await self.controller.close()
+        if self.run_task is not None:
+            async with asyncio.timeout(10):
+                await self.run_task
+        await self.server.close()
+
+
+@pytest.fixture
+async def stack(asterisk: str) -> AsyncIterator[Stack]:
+    s = Stack()
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def call_tasks() -> list[asyncio.Task[object]]:
+    """Tasks the controller runs per call that have not finished."""
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if t.get_name().startswith(("ari-call-", "call-handler-")) and not t.done()
+    ]

@@ -1,0 +1,206 @@
+"""The ARI controller against the real Asterisk 22, with sipp as the caller.
+
+What the caller hears is captured on `lo` (RTP to the sipp media port) and analysed: the bot's
+audio must arrive paced at real time (50 packets/s, no burst), be audible, and be followed by a
+BYE from Asterisk when the handler returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from bridge.ari_controller import AriCall
+from bridge.playout import Playout
+from orchestrator.domain.models import AudioChunk
+from tests.e2e.conftest import Stack, asterisk_sh, call_tasks
+from tests.e2e.sip import (
+    UAC_MEDIA_PORT,
+    UAC_SIP_PORT,
+    Capture,
+    analyse,
+    render_scenario,
+    run_sipp,
+    tone_pcm,
+    write_rtp_pcap,
+)
+
+pytestmark = pytest.mark.asterisk
+log = logging.getLogger(__name__)
+
+BOT_AUDIO_S = 2.5
+
+
+class Receiver:
+    """Counts what the caller sent and notices the AudioSocket EOF."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.voiced = 0
+        self.dtmf: list[str] = []
+        self.hangup = asyncio.Event()
+
+    def on_audio(self, pcm: bytes, sample_rate: int) -> None:
+        self.frames += 1
+
+    def on_dtmf(self, digit: str) -> None:
+        self.dtmf.append(digit)
+
+    def on_hangup(self) -> None:
+        self.hangup.set()
+
+
+def caller_scenario(tmp_path: Path, caller_pcm: bytes, name: str, **values: int) -> Path:
+    pcap = tmp_path / "caller.pcap"
+    write_rtp_pcap(pcap, caller_pcm, total_s=30)
+    return render_scenario(name, tmp_path, exten="100", caller="79990001122", pcap=pcap, **values)
+
+
+async def test_bot_audio_is_paced_and_bot_hangs_up(
+    stack: Stack, tmp_path: Path, caller_pcm: bytes
+) -> None:
+    calls: list[AriCall] = []
+    receivers: list[Receiver] = []
+    returned = asyncio.Event()
+
+    async def handler(call: AriCall) -> None:
+        calls.append(call)
+        rx = Receiver()
+        receivers.append(rx)
+        call.conn.set_receiver(rx)
+        playout = Playout(call.conn)
+        stack.pacer.add(playout)
+        try:
+            await asyncio.sleep(0.3)  # let the caller's first audio arrive
+            await playout.write(AudioChunk(tone_pcm(BOT_AUDIO_S, hz=440)))
+            await playout.drain()
+        finally:
+            stack.pacer.remove(playout)
+            returned.set()
+        # Returning hangs up the call (the controller DELETEs the caller channel).
+
+    stack.handler = handler
+    scenario = caller_scenario(tmp_path, caller_pcm, "uac_wait_bye", bye_timeout_ms=20000)
+    capture = tmp_path / "capture.pcap"
+    bpf = f"udp and (dst port {UAC_MEDIA_PORT} or dst port {UAC_SIP_PORT})"
+    async with Capture(capture, bpf):
+        result = await run_sipp(
+            scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path
+        )
+    assert result.ok, result.describe()
+    assert returned.is_set()
+    assert len(calls) == 1
+    call = calls[0]
+    assert call.exten == "100"
+    assert call.caller_number == "79990001122"
+
+    a = analyse(capture, media_port=UAC_MEDIA_PORT, sip_port=UAC_SIP_PORT)
+    assert a.bye_seen, f"no BYE from Asterisk; SIP seen: {a.sip_methods}"
+    voiced = a.voiced
+    # All of the bot's audio arrived (50 packets/s of 20 ms), and it is not silence.
+    expected = int(BOT_AUDIO_S / 0.02)
+    assert expected - 3 <= len(voiced) <= expected + 3, (len(voiced), expected)
+    pacing = a.pacing()
+    log.info(
+        "setup %.0f ms; pacing %s; caller frames received by the bridge %d",
+        call.setup_s * 1000,
+        pacing,
+        receivers[0].frames,
+    )
+    # Real-time pacing, not a burst: the voiced span lasts as long as the audio does.
+    assert pacing.span_s >= BOT_AUDIO_S - 0.1, pacing
+    assert 45 <= pacing.packets_per_s <= 55, pacing
+    assert pacing.burst_packets <= expected // 10, pacing
+    assert pacing.max_gap_s < 0.1, pacing
+    # The BYE came after the audio ended.
+    assert a.bye_times[0] >= voiced[-1].t
+    # The bridge received the caller's audio too.
+    assert receivers[0].frames > 50
+
+    await stack.wait_idle()
+    assert stack.controller is not None and stack.controller.active_calls == 0
+    assert call.conn.closed
+    async with asyncio.timeout(5):
+        await call.conn.wait_closed()
+    assert call_tasks() == []
+
+
+async def test_caller_hangs_up_first(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
+    seen: dict[str, object] = {}
+    done = asyncio.Event()
+
+    async def handler(call: AriCall) -> None:
+        rx = Receiver()
+        call.conn.set_receiver(rx)
+        playout = Playout(call.conn)
+        stack.pacer.add(playout)
+        try:
+            # The bot talks for much longer than the caller stays on the line.
+            writer = asyncio.create_task(
+                playout.write(AudioChunk(tone_pcm(20.0))), name="test-bot-writer"
+            )
+            async with asyncio.timeout(15):
+                await rx.hangup.wait()  # the AudioSocket EOF after the caller's BYE
+            seen["caller_gone"] = call.caller_gone.is_set()
+            seen["conn_closed"] = call.conn.closed
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        finally:
+            stack.pacer.remove(playout)
+            playout.close()
+            done.set()
+
+    stack.handler = handler
+    scenario = caller_scenario(tmp_path, caller_pcm, "uac_hangup", hangup_ms=2000)
+    result = await run_sipp(
+        scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path
+    )
+    assert result.ok, result.describe()
+    async with asyncio.timeout(10):
+        await done.wait()
+    assert seen == {"caller_gone": True, "conn_closed": True}
+    await stack.wait_idle()
+    assert call_tasks() == []
+
+
+async def test_controller_survives_asterisk_restart(
+    stack: Stack, tmp_path: Path, caller_pcm: bytes
+) -> None:
+    controller = stack.controller
+    assert controller is not None
+    connects = controller.connects
+    down = await asyncio.to_thread(asterisk_sh, "down", timeout_s=60)
+    assert down.returncode == 0, down.stderr
+    async with asyncio.timeout(10):
+        while controller.connected.is_set():
+            await asyncio.sleep(0.05)
+    up = await asyncio.to_thread(asterisk_sh, "up", timeout_s=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    async with asyncio.timeout(30):
+        await controller.connected.wait()
+    assert controller.connects == connects + 1
+
+    # And calls work on the new connection.
+    answered = asyncio.Event()
+
+    async def handler(call: AriCall) -> None:
+        answered.set()
+        playout = Playout(call.conn)
+        stack.pacer.add(playout)
+        try:
+            await playout.write(AudioChunk(tone_pcm(0.5)))
+            await playout.drain()
+        finally:
+            stack.pacer.remove(playout)
+
+    stack.handler = handler
+    scenario = caller_scenario(tmp_path, caller_pcm, "uac_wait_bye", bye_timeout_ms=10000)
+    result = await run_sipp(
+        scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path
+    )
+    assert result.ok, result.describe()
+    assert answered.is_set()
+    await stack.wait_idle()
