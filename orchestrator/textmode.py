@@ -30,15 +30,17 @@ from orchestrator.orchestrator import CallEvent, CallOutcome, CallServices, crea
 SECONDS_PER_CHAR = 0.06  # about how long Russian speech takes per written character
 
 
-def silence_for(text: str) -> AudioChunk:
+def silence_for(text: str, seconds_per_char: float = SECONDS_PER_CHAR) -> AudioChunk:
     """Silent 8 kHz audio as long as `text` would take to say (whole 20 ms frames)."""
-    frames = max(1, round(len(text) * SECONDS_PER_CHAR / 0.02))
+    frames = max(1, round(len(text) * seconds_per_char / 0.02))
     return AudioChunk(bytes(320 * frames))
 
 
-def silent_cache(dialogue_map: DialogueMap) -> InMemoryAudioCache:
+def silent_cache(dialogue_map: DialogueMap, seconds_per_char: float = SECONDS_PER_CHAR) -> InMemoryAudioCache:
     """Every key of the map's `audio` section as silence of the right length."""
-    return InMemoryAudioCache({key: silence_for(text) for key, text in dialogue_map.audio.items()})
+    return InMemoryAudioCache(
+        {key: silence_for(text, seconds_per_char) for key, text in dialogue_map.audio.items()}
+    )
 
 
 class TextSTT:
@@ -75,8 +77,9 @@ class TextSTT:
 class TextTTS:
     """TTS stand-in: silence as long as the text; records what would have been said."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds_per_char: float = SECONDS_PER_CHAR) -> None:
         self.said: list[str] = []
+        self._spc = seconds_per_char
         self._stream: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -84,7 +87,7 @@ class TextTTS:
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         self.said.append(text)
-        yield silence_for(text)
+        yield silence_for(text, self._spc)
 
     async def start_llm_stream(self) -> tuple[asyncio.Queue[str | None], asyncio.Queue[TtsStreamItem]]:
         text_q: asyncio.Queue[str | None] = asyncio.Queue()
@@ -94,7 +97,7 @@ class TextTTS:
 
     async def _pump(self, text_q: asyncio.Queue[str | None], audio_q: asyncio.Queue[TtsStreamItem]) -> None:
         while (piece := await text_q.get()) is not None:
-            audio_q.put_nowait(silence_for(piece))
+            audio_q.put_nowait(silence_for(piece, self._spc))
         audio_q.put_nowait(None)
 
     async def abort_llm_stream(self) -> None:
@@ -166,13 +169,14 @@ async def run_text_call(
     metrics_sink: MetricsSink | None = None,
     sink: FrameSink | None = None,
     call_id: str = "text-call",
+    seconds_per_char: float = SECONDS_PER_CHAR,
 ) -> TextCall:
     """Run one call: `next_utterance()` is awaited each time the bot listens (None hangs up)."""
     classifier = VectorIntentClassifier(dialogue_map, CharNgramEmbedder())
     await classifier.setup()
     listening = asyncio.Event()
     stt = TextSTT(next_utterance, listening)
-    tts = TextTTS()
+    tts = TextTTS(seconds_per_char)
     result = TextCall(outcome=CallOutcome("error", 0))
 
     def observe(event: CallEvent) -> None:
@@ -191,7 +195,7 @@ async def run_text_call(
         dialogue_map=dialogue_map,
         flow_engine=MapFlowEngine(dialogue_map),
         intent_classifier=classifier,
-        audio_cache=silent_cache(dialogue_map),
+        audio_cache=silent_cache(dialogue_map, seconds_per_char),
         clock=LoopClock(),
         render=render_template,
         stt_factory=lambda _cid: stt,
