@@ -79,7 +79,9 @@ class Pacer:
         loop = self._loop
         assert loop is not None
         now = loop.time()
-        due = int((now - self._t0) / self._frame_s)  # frames whose deadline has passed
+        # Frames whose deadline has passed; the epsilon keeps a tick that runs exactly on its
+        # deadline from flooring to the previous frame through float rounding.
+        due = int((now - self._t0) / self._frame_s + 1e-6)
         behind = due - self._n
         lateness = now - (self._t0 + (self._n + 1) * self._frame_s)
         if lateness > self.max_lateness_s:

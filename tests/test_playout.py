@@ -1,0 +1,175 @@
+"""Paced playout on the virtual-time loop: frame timing, silence, clear, backpressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+
+import pytest
+
+from bridge.audio import FRAME_BYTES, Resampler
+from bridge.pacer import Pacer
+from bridge.playout import Playout, PlayoutClosed
+from orchestrator.domain.models import AudioChunk
+from tests.virtual_time import run_virtual
+
+
+class RecordingSink:
+    """A FrameSink that records (loop time, frame) for every frame; b"" marks silence."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, bytes]] = []
+
+    def send_audio(self, frame: bytearray) -> None:
+        assert len(frame) == FRAME_BYTES
+        self.frames.append((asyncio.get_running_loop().time(), bytes(frame)))
+
+    def send_silence(self) -> None:
+        self.frames.append((asyncio.get_running_loop().time(), b""))
+
+    def audio(self) -> list[bytes]:
+        return [f for _, f in self.frames if f]
+
+    def silence_after(self, t: float) -> bool:
+        return all(not f for at, f in self.frames if at > t)
+
+
+def frames(n: int, start: int = 1) -> bytes:
+    return b"".join(struct.pack("<160h", *([i] * 160)) for i in range(start, start + n))
+
+
+def setup() -> tuple[Pacer, RecordingSink, Playout]:
+    pacer, sink = Pacer(), RecordingSink()
+    playout = Playout(sink)
+    pacer.add(playout)
+    pacer.start()
+    return pacer, sink, playout
+
+
+def test_one_frame_every_20_ms_and_silence_when_idle() -> None:
+    async def main() -> RecordingSink:
+        pacer, sink, _ = setup()
+        await asyncio.sleep(1.001)
+        pacer.stop()
+        return sink
+
+    sink = run_virtual(main)
+    assert len(sink.frames) == 50
+    assert sink.audio() == []
+    times = [t for t, _ in sink.frames]
+    assert times == pytest.approx([0.02 * (k + 1) for k in range(50)])
+
+
+def test_audio_goes_out_in_order_then_silence() -> None:
+    async def main() -> tuple[RecordingSink, Playout]:
+        pacer, sink, playout = setup()
+        await playout.write(AudioChunk(frames(5)))
+        await playout.drain()
+        await asyncio.sleep(0.1)
+        pacer.stop()
+        return sink, playout
+
+    sink, playout = run_virtual(main)
+    assert sink.audio() == [frames(1, i) for i in range(1, 6)]
+    assert playout.frames_sent == 5
+    assert sink.frames[-1][1] == b""  # back to silence
+    times = [t for t, f in sink.frames if f]
+    assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == [0.02] * 4
+
+
+def test_write_returns_at_the_high_water_mark() -> None:
+    async def main() -> tuple[float, int]:
+        pacer, _, playout = setup()
+        await playout.write(AudioChunk(frames(50)))  # 1 s of audio
+        returned_at, queued = asyncio.get_running_loop().time(), playout.queued_ms
+        playout.clear()
+        pacer.stop()
+        return returned_at, queued
+
+    returned_at, queued = run_virtual(main)
+    assert queued <= 60
+    assert returned_at == pytest.approx(0.94 + 0.02 * 0, abs=0.021)  # 1 s minus 60 ms queued
+
+
+def test_clear_leaves_no_stale_frame_after_that_instant() -> None:
+    async def main() -> tuple[RecordingSink, float]:
+        pacer, sink, playout = setup()
+        loop = asyncio.get_running_loop()
+        cut = 0.31  # between two ticks
+        loop.call_at(cut, playout.clear)
+        await playout.write(AudioChunk(frames(50)))  # cleared mid-write: returns early
+        assert loop.time() == pytest.approx(cut)
+        assert not playout.speaking
+        await asyncio.sleep(0.2)
+        pacer.stop()
+        return sink, cut
+
+    sink, cut = run_virtual(main)
+    assert len(sink.audio()) == 15  # 0.02 .. 0.30
+    assert sink.silence_after(cut)
+
+
+def test_drain_pads_the_tail_and_waits_for_the_last_frame() -> None:
+    async def main() -> tuple[RecordingSink, float]:
+        pacer, sink, playout = setup()
+        await playout.write(AudioChunk(frames(1) + b"\x01\x00" * 5))  # 1 frame + 10 bytes
+        await playout.drain()
+        done_at = asyncio.get_running_loop().time()
+        pacer.stop()
+        return sink, done_at
+
+    sink, done_at = run_virtual(main)
+    assert sink.audio() == [frames(1), b"\x01\x00" * 5 + bytes(FRAME_BYTES - 10)]
+    assert done_at == pytest.approx(0.04)
+
+
+def test_close_fails_pending_and_later_writes() -> None:
+    async def main() -> None:
+        pacer, _, playout = setup()
+        writer = asyncio.create_task(playout.write(AudioChunk(frames(50))), name="writer")
+        await asyncio.sleep(0.1)
+        playout.close()
+        with pytest.raises(PlayoutClosed):
+            await writer
+        with pytest.raises(PlayoutClosed):
+            await playout.write(AudioChunk(frames(1)))
+        with pytest.raises(PlayoutClosed):
+            await playout.drain()
+        pacer.stop()
+
+    run_virtual(main)
+
+
+def test_odd_length_audio_is_refused() -> None:
+    async def main() -> None:
+        _, _, playout = setup()
+        with pytest.raises(ValueError, match="odd number of bytes"):
+            await playout.write(AudioChunk(b"\x00" * 321))
+
+    run_virtual(main)
+
+
+def test_resampling_16k_chunked_equals_whole() -> None:
+    rnd = random.Random(7)
+    pcm16 = struct.pack("<16000h", *(rnd.randint(-20000, 20000) for _ in range(16000)))  # 1 s
+
+    def play(chunks: list[bytes]) -> list[bytes]:
+        async def main() -> list[bytes]:
+            pacer, sink, playout = setup()
+            for c in chunks:
+                await playout.write(AudioChunk(c, sample_rate=16000))
+            await playout.drain()
+            pacer.stop()
+            return sink.audio()
+
+        return run_virtual(main)
+
+    whole = play([pcm16])
+    cuts = sorted(rnd.randrange(0, len(pcm16) // 2) * 2 for _ in range(30))
+    chunked = play([pcm16[a:b] for a, b in zip([0, *cuts], [*cuts, len(pcm16)], strict=True)])
+    assert chunked == whole
+    assert len(whole) == 50
+    # And it is really 8 kHz: the same as converting the whole buffer at once.
+    direct = Resampler().convert(pcm16, 16000)
+    assert b"".join(whole)[: len(direct)] == direct
