@@ -300,6 +300,8 @@ class Orchestrator:
                     self.end_reason = "stt_failed"
                     self.call_ended = True
                 continue
+            if not event.text.strip():
+                continue  # noise the recogniser turned into nothing: not a turn
             if not self.metrics_logger.turn_open:
                 self.metrics_logger.start_turn(self._speech_at or event.received_at)
             if not event.is_final:
