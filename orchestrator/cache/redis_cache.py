@@ -1,0 +1,93 @@
+"""`AudioCache` on Redis: values are `audio_format` blobs (header + PCM) under `prefix + key`.
+
+Every command has a socket timeout; any Redis failure or a malformed value becomes `CacheError`
+(a timeout or a lost connection is retryable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestrator.cache.audio_format import pack_audio, unpack_audio
+from orchestrator.domain.errors import CacheError
+from orchestrator.domain.models import AudioChunk
+
+PROVIDER = "redis"
+
+
+class RedisAudioCache:
+    """Audio by key in Redis, shared by every call (and every process) using the same prefix."""
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis,
+        *,
+        prefix: str = "",
+        timeout_s: float = 2.0,
+    ) -> None:
+        if isinstance(redis, str):
+            self._redis = aioredis.Redis.from_url(
+                redis,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry_on_timeout=False,
+            )
+            self._owns = True
+        else:
+            self._redis, self._owns = redis, False
+        self._prefix = prefix
+        self._timeout = timeout_s
+
+    def _err(self, exc: BaseException, what: str, key: str) -> CacheError:
+        retry = isinstance(exc, RedisConnectionError | RedisTimeoutError | TimeoutError)
+        return CacheError(f"{what} {key!r}: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=retry)
+
+    async def get(self, key: str) -> AudioChunk | None:
+        """The audio under `key`, or None when absent."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                data = await self._redis.get(self._prefix + key)
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise self._err(exc, "get", key) from exc
+        if data is None:
+            return None
+        if isinstance(data, str):
+            # A client made with decode_responses=True cannot carry audio.
+            raise CacheError(f"get {key!r}: Redis client decodes responses; audio needs bytes")
+        return unpack_audio(bytes(data), key=key)
+
+    async def put(self, key: str, audio: AudioChunk) -> None:
+        """Store `audio` under `key` (no expiry: cached prompts live until replaced)."""
+        blob = pack_audio(audio)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.set(self._prefix + key, blob)
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise self._err(exc, "put", key) from exc
+
+    async def exists(self, key: str) -> bool:
+        """Whether `key` holds a value (without fetching the audio)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return bool(await self._redis.exists(self._prefix + key))
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise self._err(exc, "exists", key) from exc
+
+    async def ping(self) -> None:
+        """Raise `CacheError` unless Redis answers."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.ping()
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise self._err(exc, "ping", "") from exc
+
+    async def aclose(self) -> None:
+        """Close the connection pool when this cache created it."""
+        if self._owns:
+            self._owns = False
+            await self._redis.aclose()

@@ -1,0 +1,104 @@
+"""Cache warming: synthesize every phrase a dialogue map plays into the audio cache.
+
+The map's `audio` section says which text each cache key stands for. Warming is idempotent:
+keys already cached are skipped unless `force`. The report lists what could not be produced:
+keys the map plays that have no text in `audio`, and keys whose synthesis or storage failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.audio import SAMPLE_RATE, Resampler
+from orchestrator.domain.errors import ProviderError
+from orchestrator.domain.models import AudioChunk
+from orchestrator.interfaces import AudioCache, TTSManager
+
+# progress(done, total, key): called before each key and once at the end (key "").
+ProgressFn = Callable[[int, int, str], None]
+
+
+def stderr_progress(done: int, total: int, key: str) -> None:
+    """A one-line progress bar on stderr, no dependency."""
+    width = 30
+    filled = width * done // total if total else width
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\n" if done >= total else ""
+    sys.stderr.write(f"\r[{bar}] {done}/{total} {key[:40]:<40}{end}")
+    sys.stderr.flush()
+
+
+@dataclass
+class WarmReport:
+    """What a warming run did."""
+
+    synthesized: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already cached
+    missing_text: list[str] = field(default_factory=list)  # played by the map, absent from `audio`
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why
+
+    @property
+    def ok(self) -> bool:
+        """Whether every key the map plays is now in the cache."""
+        return not self.missing_text and not self.failed
+
+    def summary(self) -> str:
+        """Human-readable summary, one problem per line."""
+        lines = [
+            f"cache warm: {len(self.synthesized)} synthesized, {len(self.skipped)} already cached, "
+            f"{len(self.missing_text)} without text, {len(self.failed)} failed"
+        ]
+        lines += [f"  missing text in $.audio: {k}" for k in self.missing_text]
+        lines += [f"  failed: {k}: {why}" for k, why in self.failed.items()]
+        return "\n".join(lines)
+
+
+def _used_keys(dialogue_map: Any) -> list[str]:
+    try:
+        from orchestrator.dialogue_map.loader import audio_key_uses
+    except ImportError:  # pragma: no cover - the loader ships with the map models
+        return []
+    return list(dict.fromkeys(key for _path, key in audio_key_uses(dialogue_map)))
+
+
+async def _synthesize(tts: TTSManager, text: str) -> AudioChunk:
+    resampler = Resampler()
+    parts: list[bytes] = []
+    async for chunk in tts.synthesize(text):
+        parts.append(resampler.convert(chunk.pcm, chunk.sample_rate))
+    pcm = b"".join(parts)
+    if not pcm:
+        raise ValueError("synthesis produced no audio")
+    return AudioChunk(pcm, SAMPLE_RATE)
+
+
+async def warm_cache(
+    dialogue_map: Any,
+    tts: TTSManager,
+    cache: AudioCache,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = stderr_progress,
+) -> WarmReport:
+    """Synthesize every key of the map's `audio` section into `cache` (8 kHz slin)."""
+    audio: dict[str, str] = dict(getattr(dialogue_map, "audio", {}) or {})
+    report = WarmReport()
+    report.missing_text = [k for k in _used_keys(dialogue_map) if k not in audio]
+    keys = list(audio)
+    for i, key in enumerate(keys):
+        if progress is not None:
+            progress(i, len(keys), key)
+        try:
+            if not force and await cache.get(key) is not None:
+                report.skipped.append(key)
+                continue
+            await cache.put(key, await _synthesize(tts, audio[key]))
+            report.synthesized.append(key)
+        except (ProviderError, ValueError) as exc:
+            report.failed[key] = f"{type(exc).__name__}: {exc}"
+    if progress is not None:
+        progress(len(keys), len(keys), "")
+    return report
