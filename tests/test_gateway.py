@@ -19,6 +19,7 @@ from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
+from orchestrator.interfaces import InboundAudio
 from tests.test_vad import click, make_russian_speech, silence
 
 T = 10.0  # upper bound for any single wait, never expected to be reached
@@ -234,3 +235,29 @@ async def test_close_hangs_up_the_audiosocket_leg(env: Env) -> None:
     assert call.caller.hangup_received
     assert await call.gateway.read_frame() is None
     assert len(server.pacer) == 0
+
+
+class Raising:
+    def on_speech_start(self, at: float) -> None:
+        raise RuntimeError("listener bug")
+
+    def on_speech_end(self, at: float) -> None:
+        raise RuntimeError("listener bug")
+
+    def on_dtmf(self, digit: str, at: float) -> None:
+        raise RuntimeError("listener bug")
+
+
+async def test_a_broken_listener_does_not_kill_the_call(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    call = await open_call(env)
+    gw = call.gateway
+    inbound: InboundAudio = gw  # the Orchestrator's view: checked by mypy
+    gw.set_voice_listener(Raising())
+    env[1].pacer.remove(call.caller)
+    call.caller.send_dtmf("3")
+    call.caller.send_raw(encode_audio(ramp_frames(1)[0]))
+    async with asyncio.timeout(T):
+        assert await inbound.read_frame() == ramp_frames(1)[0]
+    assert "voice listener failed on DTMF '3'" in caplog.text
+    assert not gw.hung_up
+    await gw.close()
