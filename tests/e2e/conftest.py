@@ -110,9 +110,11 @@ class Stack:
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until the controller has cleaned up every call."""
         assert self.controller is not None
-        async with asyncio.timeout(timeout_s):
-            while self.controller.active_calls:
-                await asyncio.sleep(0.02)
+        tasks = call_tasks()
+        if tasks:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait(tasks)
+        assert self.controller.active_calls == 0
 
     async def close(self) -> None:
         if self.controller is not None:

@@ -21,12 +21,17 @@ import shutil
 import signal
 import struct
 import subprocess
+import warnings
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Resampler, audioop
+from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # stdlib audioop on 3.11/3.12
+    import audioop
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 ASTERISK_SIP = ("127.0.0.1", 5060)
@@ -65,9 +70,7 @@ def wav_bytes_to_pcm8k(data: bytes) -> bytes:
 
     with wave.open(io.BytesIO(data)) as w:
         if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise ValueError(
-                f"WAV must be mono 16-bit, got {w.getnchannels()} ch x {w.getsampwidth()} B"
-            )
+            raise ValueError(f"WAV must be mono 16-bit, got {w.getnchannels()} ch x {w.getsampwidth()} B")
         rate = w.getframerate()
         pcm = w.readframes(w.getnframes())
     return Resampler().convert(pcm, rate) if rate != SAMPLE_RATE else pcm
@@ -79,8 +82,7 @@ def tone_pcm(seconds: float, *, hz: float = 440.0, amplitude: int = 8000) -> byt
 
     n = int(seconds * SAMPLE_RATE)
     return b"".join(
-        struct.pack("<h", int(amplitude * math.sin(2 * math.pi * hz * i / SAMPLE_RATE)))
-        for i in range(n)
+        struct.pack("<h", int(amplitude * math.sin(2 * math.pi * hz * i / SAMPLE_RATE))) for i in range(n)
     )
 
 
@@ -141,7 +143,9 @@ def write_rtp_pcap(
             ts += (count + 3) * 160
             continue
         lin = frames[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
-        out += _packet(i, seq, ts, RTP_PT_PCMU, i == 0, ssrc, audioop.lin2ulaw(bytes(lin), 2), src_port, dst_port)
+        out += _packet(
+            i, seq, ts, RTP_PT_PCMU, i == 0, ssrc, audioop.lin2ulaw(bytes(lin), 2), src_port, dst_port
+        )
         seq += 1
         ts += 160
         i += 1
@@ -152,7 +156,10 @@ def write_rtp_pcap(
 def _packet(
     index: int, seq: int, ts: int, pt: int, marker: bool, ssrc: int, payload: bytes, sport: int, dport: int
 ) -> bytes:
-    rtp = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+    rtp = (
+        struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+        + payload
+    )
     udp = struct.pack("!HHHH", sport, dport, 8 + len(rtp), 0) + rtp
     ip_hdr = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index & 0xFFFF, 0, 64, 17, 0,
@@ -168,7 +175,7 @@ def _ip_checksum(header: bytes) -> int:
     total = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return int(~total & 0xFFFF)
 
 
 # --- sipp ---
@@ -186,7 +193,7 @@ class SippResult:
         return f"sipp exit {self.returncode}\n--- errors ---\n{self.errors[-3000:]}\n--- output ---\n{self.output[-2000:]}"
 
 
-def render_scenario(name: str, dest_dir: Path, **values: str | int | float) -> Path:
+def render_scenario(name: str, dest_dir: Path, **values: str | int | float | Path) -> Path:
     """Copy scenarios/<name>.xml to `dest_dir` with every `@KEY@` replaced by values[key]."""
     text = (SCENARIOS / f"{name}.xml").read_text()
     for key, value in values.items():
