@@ -49,9 +49,19 @@ def ari_version() -> str | None:
     return str(info["system"]["version"])
 
 
-def asterisk_sh(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+def asterisk_sh(
+    *args: str, timeout_s: float = 900, env_lines: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run asterisk_conf/asterisk.sh (bounded); `env_lines` sets LINES for `logs`."""
+    env = dict(os.environ)
+    if env_lines is not None:
+        env["LINES"] = str(env_lines)
     return subprocess.run(
-        ["bash", str(ASTERISK_SH), *args], capture_output=True, text=True, timeout=timeout_s
+        ["bash", str(ASTERISK_SH), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
     )
 
 
