@@ -331,22 +331,31 @@ class FakeCallerPool:
 
 async def _main(args: argparse.Namespace) -> None:
     pcm = read_wav_8k(args.wav) if args.wav else b""
+    base = uuid.UUID(args.uuid)
     pool = FakeCallerPool(args.host, args.port)
-    caller = await pool.connect(uuid.UUID(args.uuid), audio=pcm)
+    callers = [
+        await pool.connect(uuid.UUID(int=(base.int + i) % 2**128), audio=pcm, keep_messages=False)
+        for i in range(args.count)
+    ]
     try:
         async with asyncio.timeout(len(pcm) / 16000 + args.linger):
-            await caller.wait_closed()
+            for caller in callers:
+                await caller.wait_closed()
     except TimeoutError:
         pass
     finally:
         await pool.close()
-    stats = caller.inter_arrival()
-    print(
-        f"sent {caller.frames_sent} frames; received {caller.audio_count} audio "
-        f"({caller.voice_count} non-silent), hangup={caller.hangup_received}, "
-        f"inter-arrival mean {stats.mean * 1000:.2f} ms sd {stats.sd * 1000:.2f} ms "
-        f"max {stats.max * 1000:.2f} ms"
-    )
+    for caller in callers[:5]:
+        stats = caller.inter_arrival()
+        print(
+            f"{caller.uuid}: sent {caller.frames_sent} frames; received {caller.audio_count} "
+            f"audio ({caller.voice_count} non-silent), hangup={caller.hangup_received}, "
+            f"inter-arrival mean {stats.mean * 1000:.2f} ms sd {stats.sd * 1000:.2f} ms "
+            f"max {stats.max * 1000:.2f} ms"
+        )
+    if len(callers) > 5:
+        worst = max(c.inter_arrival().max for c in callers)
+        print(f"... {len(callers)} callers; worst inter-arrival gap {worst * 1000:.2f} ms")
 
 
 def main() -> None:
@@ -354,7 +363,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Fake Asterisk AudioSocket caller (testing)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9092)
-    parser.add_argument("--uuid", required=True)
+    parser.add_argument("--uuid", required=True, help="the call UUID (the first, with --count)")
+    parser.add_argument("--count", type=int, default=1, help="callers; UUIDs --uuid + 0, 1, ...")
     parser.add_argument("--wav", help="8 kHz mono s16 WAV to play as the caller")
     parser.add_argument("--linger", type=float, default=5.0, help="seconds to stay after the WAV")
     asyncio.run(_main(parser.parse_args()))

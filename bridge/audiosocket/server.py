@@ -107,11 +107,6 @@ class AudioSocketConnection:
             return
         self._transport.write(_SILENCE_MESSAGE)
 
-    def send_raw(self, data: bytes) -> None:
-        """Write already-encoded message bytes (one or more whole messages)."""
-        if not self._ended:
-            self._transport.write(data)
-
     # --- inbound ---
     def set_receiver(self, receiver: AudioReceiver) -> None:
         """Route inbound audio, DTMF and hangup to `receiver`; flushes what was buffered."""
@@ -165,7 +160,11 @@ class AudioSocketConnection:
             return
         self._ended = True
         log.debug("AudioSocket %s from %s ended: %s", self.uuid, self.peer, reason)
-        self._transport.close()  # flushes anything still buffered, then closes
+        if self._paused:
+            # The peer stopped reading: a graceful close would wait on it forever.
+            self._transport.abort()
+        else:
+            self._transport.close()  # flushes anything still buffered, then closes
         if self._receiver is not None:
             self._receiver.on_hangup()
         else:
