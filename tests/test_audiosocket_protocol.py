@@ -194,9 +194,7 @@ def test_any_bytes_parse_or_raise_the_protocol_error(data: bytes, cuts: list[int
             st.builds(
                 Audio,
                 st.sampled_from(list(SAMPLE_RATES)),
-                st.binary(min_size=1, max_size=700).map(
-                    lambda b: b if len(b) % 2 == 0 else b + b"\0"
-                ),
+                st.binary(min_size=1, max_size=700).map(lambda b: b if len(b) % 2 == 0 else b + b"\0"),
             ),
             st.builds(Error, st.none() | st.integers(0, 255)),
         ),

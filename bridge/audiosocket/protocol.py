@@ -170,9 +170,7 @@ def _decode_payload(kind_byte: int, payload: bytes, where: int) -> Message:
         return Audio(kind, payload)
     if kind is Kind.UUID:
         if n != 16:
-            raise AudioSocketProtocolError(
-                f"UUID payload of {n} bytes at stream offset {where}: must be 16"
-            )
+            raise AudioSocketProtocolError(f"UUID payload of {n} bytes at stream offset {where}: must be 16")
         return Uuid(uuid_mod.UUID(bytes=payload))
     if kind is Kind.DTMF:
         digit = payload.decode("latin-1")
@@ -189,9 +187,7 @@ def _decode_payload(kind_byte: int, payload: bytes, where: int) -> Message:
         return _HANGUP
     # Kind.ERROR
     if n > 1:
-        raise AudioSocketProtocolError(
-            f"ERROR payload of {n} bytes at stream offset {where}: must be 0 or 1"
-        )
+        raise AudioSocketProtocolError(f"ERROR payload of {n} bytes at stream offset {where}: must be 0 or 1")
     return Error(payload[0] if n else None)
 
 
@@ -225,11 +221,7 @@ class Decoder:
                 kind_byte, n = HEADER.unpack_from(buf, pos)
                 if end - pos - 3 < n:
                     break
-                out.append(
-                    _decode_payload(
-                        kind_byte, bytes(buf[pos + 3 : pos + 3 + n]), self._offset + pos
-                    )
-                )
+                out.append(_decode_payload(kind_byte, bytes(buf[pos + 3 : pos + 3 + n]), self._offset + pos))
                 pos += 3 + n
         except AudioSocketProtocolError as exc:
             self._failed = str(exc)
@@ -248,13 +240,10 @@ class Decoder:
             raise AudioSocketProtocolError(f"decoder already failed: {self._failed}")
         if self._buf:
             pending = len(self._buf)
-            self._failed = (
-                f"EOF inside a message ({pending} bytes pending at offset {self._offset})"
-            )
+            self._failed = f"EOF inside a message ({pending} bytes pending at offset {self._offset})"
             self._buf = bytearray()
             raise AudioSocketProtocolError(
-                f"stream ended inside a message: {pending} bytes pending at stream offset "
-                f"{self._offset}"
+                f"stream ended inside a message: {pending} bytes pending at stream offset {self._offset}"
             )
 
     @property
