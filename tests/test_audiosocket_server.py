@@ -282,3 +282,32 @@ async def test_a_stalled_peer_drops_frames_instead_of_buffering(
     assert conn.frames_dropped > 0
     writer.close()
     await writer.wait_closed()
+
+
+class WriteLog(asyncio.Transport):
+    """Records each transport.write call (to check message framing per write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(data)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+async def test_each_frame_is_one_whole_message_in_one_write() -> None:
+    transport = WriteLog()
+    conn = AudioSocketConnection(uuid.uuid4(), transport, "test")
+    frame = bytearray(TONE)
+    conn.send_audio(frame)
+    frame[:2] = b"\x00\x00"  # the playout reuses nothing, but the sink must not depend on it
+    conn.send_silence()
+    conn.send_silence()
+    assert [len(w) for w in transport.writes] == [323, 323, 323]
+    assert transport.writes[0] == encode_audio(TONE)
+    assert transport.writes[1] is transport.writes[2]  # preframed constant: no allocation
+    conn.hangup()
+    assert transport.writes[-1] == b"\x00\x00\x00"
