@@ -92,12 +92,13 @@ def speechkit_channel(endpoint: str, *, tls: bool) -> grpc.aio.Channel:
 
 
 def is_retryable(err: grpc.aio.AioRpcError) -> bool:
-    """Whether a failed call may succeed if made again (a reset HTTP/2 stream counts)."""
-    code = err.code()
-    if code in RETRYABLE_CODES:
-        return True
-    details = (err.details() or "").lower()
-    return code == grpc.StatusCode.INTERNAL and ("rst_stream" in details or "reset" in details)
+    """Whether a failed call may succeed if made again (a reset stream counts).
+
+    INTERNAL counts too: when the server ends a stream while we are sending, gRPC Python replaces
+    the server's status with INTERNAL "Internal error from Core" (`set_internal_error` in
+    grpc/aio/_call.py), and a reset HTTP/2 stream (RST_STREAM) also surfaces as INTERNAL.
+    """
+    return err.code() in RETRYABLE_CODES or err.code() == grpc.StatusCode.INTERNAL
 
 
 def map_rpc_error(

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +225,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
         rid = md.get("x-client-request-id") or f"anon-{uuid.uuid4()}"
         rec = SttSessionRecord(request_id=rid)
         srv.stt_sessions.append(rec)
+        srv._notify()
         srv.last_metadata = md
         requests: asyncio.Queue[object] = asyncio.Queue()
 
@@ -255,6 +256,9 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                 rec.ended = "invalid"
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             rec.options = first.session_options
+            if fault is not None and fault.after_ms <= 0:
+                rec.ended = "fault"
+                await context.abort(fault.code, "stand-in fault injected")
             yield seg._resp(status_code=stt_pb2.StatusCode(code_type=stt_pb2.WORKING, message=""))
             while True:
                 req = await self._next(requests, context, rec)
@@ -275,6 +279,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                 else:
                     rec.ended = "invalid"
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind}")
+                srv._notify()
                 for resp in out:
                     yield resp
                 if fault is not None and rec.audio_ms >= fault.after_ms:
@@ -289,6 +294,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
             puller.cancel()
             await asyncio.wait({puller})
             rec.done.set()
+            srv._notify()
 
     async def _next(self, requests: asyncio.Queue[object], context: Any, rec: SttSessionRecord) -> object:
         try:
@@ -424,6 +430,7 @@ class SpeechKitStandin:
         self.tts_streams = 0
         self.last_metadata: dict[str, str] = {}
         self._faults: dict[str, _Fault] = {}
+        self._tick = asyncio.Event()
         self._port = port
         self._server: grpc.aio.Server | None = None
 
@@ -436,6 +443,17 @@ class SpeechKitStandin:
     def fail_next_tts(self, n: int = 1, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         """Fail the next `n` synthesis calls with `code`."""
         self._faults["tts"] = _Fault(n, code)
+
+    def _notify(self) -> None:
+        """Wake `wait_for` callers: something was received or a stream ended."""
+        self._tick.set()
+        self._tick = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until `predicate()` holds, re-checking whenever a stream makes progress."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await self._tick.wait()
 
     def _take_fault(self, kind: str) -> _Fault | None:
         fault = self._faults.get(kind)

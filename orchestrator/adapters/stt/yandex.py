@@ -359,15 +359,20 @@ class YandexSttStreamer:
         # The stream lives at most until renewal plus grace, then drains for drain_timeout_s.
         limit = s.renew_after_s + s.renew_grace_s + s.drain_timeout_s + s.keepalive_s
         err: STTError | None = None
+        active = True
         try:
             async with asyncio.timeout(loop.time() + limit) as cm:
 
                 def _drain_deadline(_f: object) -> None:
-                    cm.reschedule(min(cm.when() or math.inf, loop.time() + s.drain_timeout_s))
+                    if active:  # the callback may run after the timeout block has ended
+                        cm.reschedule(min(cm.when() or math.inf, loop.time() + s.drain_timeout_s))
 
                 stream.ended.add_done_callback(_drain_deadline)
-                async for resp in call:
-                    stream.handle(resp)
+                try:
+                    async for resp in call:
+                        stream.handle(resp)
+                finally:
+                    active = False
         except grpc.aio.AioRpcError as exc:
             err = cast(STTError, map_rpc_error(exc, STTError, "RecognizeStreaming", PROVIDER))
         except TimeoutError:

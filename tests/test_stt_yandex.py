@@ -1,0 +1,256 @@
+"""YandexSttStreamer against the SpeechKit stand-in on a real socket, fed real (espeak-ng) speech."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
+from orchestrator.adapters.stt.yandex import YandexSttStreamer
+from orchestrator.clock import LoopClock
+from orchestrator.domain.errors import STTError
+from orchestrator.domain.models import SttResult
+from orchestrator.interfaces import SttEvent
+from orchestrator.standins.script import SttScript
+from orchestrator.standins.speechkit_server import SpeechKitStandin
+
+FRAME = 320
+SETTINGS = YandexSettings(
+    api_key="test-key", folder_id="folder-1", tls=False, reconnect_backoff_s=0.01, keepalive_s=0.5
+)
+UTTERANCES = ["Сколько стоит доставка в Москву?", "Да, оформляйте заказ."]
+
+
+def silence(ms: int) -> bytes:
+    return bytes(16 * ms)
+
+
+def feed(q: asyncio.Queue[bytes | None], pcm: bytes, *, end: bool = False) -> int:
+    """Queue `pcm` as 20 ms frames (the last one may be short); returns the frames queued."""
+    n = 0
+    for i in range(0, len(pcm), FRAME):
+        q.put_nowait(pcm[i : i + FRAME])
+        n += 1
+    if end:
+        q.put_nowait(None)
+    return n
+
+
+async def collect(
+    q: asyncio.Queue[SttEvent], done: Callable[[list[SttEvent]], bool], timeout: float = 10.0
+) -> list[SttEvent]:
+    events: list[SttEvent] = []
+    async with asyncio.timeout(timeout):
+        while not done(events):
+            events.append(await q.get())
+    return events
+
+
+def finals(events: list[SttEvent]) -> list[SttResult]:
+    return [e for e in events if isinstance(e, SttResult) and e.is_final]
+
+
+async def test_partials_then_one_normalized_final_per_utterance(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+) -> None:
+    speechkit_standin.script = SttScript(default=list(UTTERANCES))
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-a")
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    for text in UTTERANCES:
+        feed(audio, silence(600) + make_speech(text))
+    feed(audio, silence(1000), end=True)
+    events = await collect(results, lambda ev: len(finals(ev)) == 2)
+    await stt.stop_recognition()
+
+    assert not [e for e in events if isinstance(e, STTError)]
+    # One final per utterance, with the normalized (refined) text.
+    assert [f.text for f in finals(events)] == UTTERANCES
+    assert all(f.kind == "final" for f in finals(events))
+    # Partials come before their final and grow word by word.
+    first_final = events.index(finals(events)[0])
+    partials = [e for e in events[:first_final] if isinstance(e, SttResult) and not e.is_final]
+    assert partials and all(p.kind == "partial" for p in partials)
+    texts = [p.text for p in partials]
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert "сколько стоит доставка в москву".startswith(texts[-1])
+    # Times are positions in the call's audio, and received_at comes from the clock.
+    f1, f2 = finals(events)
+    assert f1.audio_start_ms is not None and f2.audio_start_ms is not None
+    assert 400 <= f1.audio_start_ms < f2.audio_start_ms
+    assert 0 < f1.received_at <= f2.received_at
+    # What the service saw: the session options and auth metadata the brief asks for.
+    rec = speechkit_standin.stt_sessions[0]
+    assert rec.options is not None
+    model = rec.options.recognition_model
+    assert model.model == "general"
+    assert model.audio_format.raw_audio.sample_rate_hertz == 8000
+    assert list(model.language_restriction.language_code) == ["ru-RU"]
+    assert model.text_normalization.text_normalization == 1  # TEXT_NORMALIZATION_ENABLED
+    assert model.audio_processing_type == 1  # REAL_TIME
+    assert rec.options.eou_classifier.WhichOneof("Classifier") == "default_classifier"
+    md = speechkit_standin.last_metadata
+    assert md["authorization"] == "Api-Key test-key"
+    assert md["x-folder-id"] == "folder-1"
+    assert md["x-client-request-id"] == "call-a"
+    # Frames were batched into ~100 ms chunks.
+    assert rec.chunks <= rec.audio_bytes // 1600 + 2
+
+
+async def test_renewal_loses_no_audio(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+) -> None:
+    settings = replace(SETTINGS, renew_after_bytes=8000, renew_grace_s=0.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-r")
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stt.start_recognition(audio)
+    pcm = silence(500) + make_speech(UTTERANCES[0]) + silence(800)
+    feed(audio, pcm, end=True)
+    await speechkit_standin.wait_for(lambda: stt.audio_bytes_sent == len(pcm))
+    await speechkit_standin.wait_for(
+        lambda: (
+            len(speechkit_standin.stt_sessions) == stt.streams_opened
+            and all(r.done.is_set() for r in speechkit_standin.stt_sessions)
+        )
+    )
+    await stt.stop_recognition()
+    sessions = speechkit_standin.stt_sessions
+    assert len(sessions) >= len(pcm) // 8000  # renewed every ~0.5 s of audio
+    assert sum(r.audio_bytes for r in sessions) == len(pcm)  # every byte reached the service
+    assert all(r.ended == "eof" for r in sessions)  # each stream was half-closed cleanly
+
+
+async def test_keepalive_holds_an_idle_stream_open(make_speech: Callable[[str], bytes]) -> None:
+    server = SpeechKitStandin(SttScript(default=UTTERANCES[:1]), idle_timeout_s=0.6)
+    await server.start()
+    channel = speechkit_channel(server.endpoint, tls=False)
+    stt = YandexSttStreamer(
+        channel, replace(SETTINGS, keepalive_s=0.2), clock=LoopClock(), request_id="call-k"
+    )
+    try:
+        audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+        results = stt.start_recognition(audio)
+        feed(audio, silence(300) + make_speech(UTTERANCES[0]) + silence(700))
+        events = await collect(results, lambda ev: len(finals(ev)) == 1)
+        # The caller is silent now (the bot speaks): nothing comes on the audio queue.
+        await server.wait_for(lambda: server.stt_sessions[0].silence_ms >= 1500)
+        assert not server.stt_sessions[0].done.is_set()
+        assert stt.streams_opened == 1
+        assert results.empty() and not [e for e in events if isinstance(e, STTError)]
+    finally:
+        await stt.stop_recognition()
+        await channel.close()
+        await server.close()
+
+
+async def test_without_keepalive_the_idle_cutoff_fires_and_the_stream_reconnects() -> None:
+    server = SpeechKitStandin(idle_timeout_s=0.3)
+    await server.start()
+    channel = speechkit_channel(server.endpoint, tls=False)
+    stt = YandexSttStreamer(channel, replace(SETTINGS, keepalive_s=5.0), clock=LoopClock())
+    try:
+        audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+        results = stt.start_recognition(audio)
+        feed(audio, silence(200))
+        [err] = await collect(results, lambda ev: len(ev) == 1)
+        assert isinstance(err, STTError) and err.retryable
+        assert "DEADLINE_EXCEEDED" in str(err)
+        assert server.stt_sessions[0].ended == "idle"
+        await server.wait_for(lambda: stt.streams_opened == 2)
+    finally:
+        await stt.stop_recognition()
+        await channel.close()
+        await server.close()
+
+
+async def test_retryable_failure_reconnects_and_recognition_goes_on(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+) -> None:
+    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    speechkit_standin.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=100)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-f")
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    feed(audio, silence(1000) + make_speech(UTTERANCES[0]) + silence(800), end=True)
+    events = await collect(results, lambda ev: len(finals(ev)) == 1)
+    await stt.stop_recognition()
+    errors = [e for e in events if isinstance(e, STTError)]
+    assert len(errors) == 1 and errors[0].retryable
+    # gRPC Python may report a server abort that races our write as INTERNAL (see speechkit.py).
+    assert "UNAVAILABLE" in str(errors[0]) or "INTERNAL" in str(errors[0])
+    assert events.index(errors[0]) < events.index(finals(events)[0])
+    assert finals(events)[0].text == UTTERANCES[0]
+    assert stt.streams_opened == 2
+    assert speechkit_standin.stt_sessions[0].ended == "fault"
+
+
+async def test_non_retryable_failure_ends_recognition(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    speechkit_standin.fail_next_streams(1, grpc.StatusCode.PERMISSION_DENIED)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    # No audio: the abort comes right after the session options, with no write to race it.
+    results = stt.start_recognition(audio)
+    [err] = await collect(results, lambda ev: len(ev) == 1)
+    assert isinstance(err, STTError)
+    assert not err.retryable and "PERMISSION_DENIED" in str(err)
+    await stt.stop_recognition()
+    assert stt.streams_opened == 1
+
+
+async def test_gives_up_after_bounded_reconnects(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    speechkit_standin.fail_next_streams(10, grpc.StatusCode.UNAVAILABLE)
+    settings = replace(SETTINGS, reconnect_attempts=2)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    events = await collect(results, lambda ev: bool(ev) and not ev[-1].retryable)  # type: ignore[union-attr]
+    await stt.stop_recognition()
+    assert [isinstance(e, STTError) and e.retryable for e in events] == [True, True, False]
+    assert "giving up" in str(events[-1])
+    assert stt.streams_opened == 3
+
+
+async def test_unreachable_service_is_a_retryable_error() -> None:
+    channel = speechkit_channel("127.0.0.1:1", tls=False)
+    stt = YandexSttStreamer(
+        channel,
+        replace(SETTINGS, connect_timeout_s=0.2, reconnect_attempts=1),
+        clock=LoopClock(),
+    )
+    results = stt.start_recognition(asyncio.Queue())
+    events = await collect(results, lambda ev: len(ev) == 2)
+    await stt.stop_recognition()
+    await channel.close()
+    assert isinstance(events[0], STTError) and events[0].retryable
+    assert "not reachable" in str(events[0])
+    assert isinstance(events[1], STTError) and not events[1].retryable
+
+
+async def test_stop_is_idempotent_and_leaves_no_tasks(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stt.start_recognition(audio)
+    feed(audio, silence(300))
+    await speechkit_standin.wait_for(lambda: bool(speechkit_standin.stt_sessions))
+    await stt.stop_recognition()
+    await stt.stop_recognition()
+    left = [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith("stt-")]
+    assert left == []
+    with pytest.raises(RuntimeError):
+        stt.start_recognition(audio)
