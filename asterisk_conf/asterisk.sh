@@ -6,7 +6,7 @@
 #   asterisk.sh status   print whether it runs (exit 0) or not (exit 3)
 #   asterisk.sh logs     tail its log (LINES=N to choose how much; "logs -f" to follow)
 #
-# With a working Docker engine (`docker info` succeeds) it uses docker compose (service
+# With a working Docker engine and compose plugin it uses docker compose (service
 # "asterisk" of docker-compose.yml). Otherwise (CI, these machines) it runs Debian sid's
 # asterisk package in a debootstrap chroot cached outside the repo in $VOICEBRIDGE_CACHE
 # (default /var/cache/voicebridge), rebuilt only when its completion marker is missing.
@@ -37,7 +37,8 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 use_docker() {
     [[ ${VOICEBRIDGE_NO_DOCKER:-} == 1 ]] && return 1
-    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
+    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 &&
+        docker compose version >/dev/null 2>&1
 }
 
 compose() { (cd "$REPO" && docker compose "$@"); }
@@ -237,7 +238,7 @@ cmd_status() {
 
 cmd_logs() {
     if use_docker; then
-        compose logs --tail "${LINES:-100}" "$@" asterisk
+        compose exec -T asterisk tail -n "${LINES:-100}" "$@" /var/log/asterisk/messages.log
         return
     fi
     [[ -f $LOGFILE ]] || die "no log yet at $LOGFILE"
