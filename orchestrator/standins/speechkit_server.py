@@ -342,6 +342,7 @@ class _Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
     async def UtteranceSynthesis(  # noqa: N802
         self, request: tts_pb2.UtteranceSynthesisRequest, context: Any
     ) -> AsyncIterator[tts_pb2.UtteranceSynthesisResponse]:
+        self.server.utterance_requests.append(request)
         fault = self.server._take_fault("tts")
         if fault is not None:
             await context.abort(fault.code, "stand-in fault injected")
@@ -368,6 +369,7 @@ class _Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
         buffer, total, start_ms = "", 0, 0
         self.server.tts_streams += 1
         async for req in request_iterator:
+            self.server.stream_requests.append(req)
             kind = req.WhichOneof("Event")
             if rate is None:
                 if kind != "options":
@@ -426,7 +428,9 @@ class SpeechKitStandin:
         self.end_silence_ms = end_silence_ms
         self.word_ms = word_ms
         self.stt_sessions: list[SttSessionRecord] = []
-        self.tts_texts: list[str] = []
+        self.tts_texts: list[str] = []  # every text synthesized, in order
+        self.utterance_requests: list[tts_pb2.UtteranceSynthesisRequest] = []
+        self.stream_requests: list[tts_pb2.StreamSynthesisRequest] = []  # all streams, in order
         self.tts_streams = 0
         self.last_metadata: dict[str, str] = {}
         self._faults: dict[str, _Fault] = {}

@@ -74,10 +74,16 @@ class _LlmStream:
                 send, buffer = buffer[:cut], buffer[cut:]
             else:
                 send, buffer = (buffer.strip() + " ") if buffer.strip() else "", ""
-            if send.strip():
+            # Force synthesis right after the last sentence end, not after the words that follow
+            # it, so a half-said next sentence is not spoken early.
+            ends = list(_SENTENCE_END.finditer(send))
+            cut = len(send) if piece is None else (ends[-1].end() if ends else 0)
+            for text, force in ((send[:cut], True), (send[cut:], False)):
+                if not text.strip():
+                    continue
                 self._arm()
-                yield tts_pb2.StreamSynthesisRequest(synthesis_input=tts_pb2.SynthesisInput(text=send))
-                if piece is None or _SENTENCE_END.search(send):
+                yield tts_pb2.StreamSynthesisRequest(synthesis_input=tts_pb2.SynthesisInput(text=text))
+                if force:
                     yield tts_pb2.StreamSynthesisRequest(force_synthesis=tts_pb2.ForceSynthesisEvent())
             if piece is None:
                 return  # half-close: the service finishes the audio and ends the stream
