@@ -1,0 +1,92 @@
+"""Cache warming: every `audio` key synthesized once (real TTS through the SpeechKit stand-in)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.adapters.tts.yandex import YandexTTSManager
+from orchestrator.cache.memory import InMemoryAudioCache
+from orchestrator.cache.redis_cache import RedisAudioCache
+from orchestrator.cache.warm import warm_cache
+from orchestrator.dialogue_map.loader import parse_dialogue_map
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.standins.speechkit_server import SpeechKitStandin
+
+AUDIO = {
+    "static:greeting": "Здравствуйте! Это служба доставки.",
+    "filler:one_moment": "Секунду.",
+    "static:emergency": "Извините, у нас неполадки.",
+    "static:non_secure": "Я не могу на это ответить.",
+}
+
+
+def dialogue_map(audio: dict[str, str]) -> DialogueMap:
+    data: dict[str, Any] = {
+        "version": 1,
+        "name": "warm test",
+        "initial_state": "start",
+        "settings": {
+            "neutral_filler_keys": ["filler:one_moment"],
+            "emergency_filler_key": "static:emergency",
+            "non_secure_response_key": "static:non_secure",
+            "error_playlist": [{"type": "cache", "key": "static:error"}],
+        },
+        "intents": {"yes": {"examples": ["да"]}},
+        "states": {
+            "start": {
+                "system_response": {"playlist": [{"type": "cache", "key": "static:greeting"}]},
+                "transitions": {"yes": "bye"},
+            },
+            "bye": {"system_response": {"playlist": []}, "action": "END_CALL"},
+        },
+        "audio": audio,
+    }
+    return parse_dialogue_map(data, "warm-test.json")
+
+
+def tts(channel: grpc.aio.Channel) -> YandexTTSManager:
+    return YandexTTSManager(channel, YandexSettings(tls=False))
+
+
+async def test_warm_synthesizes_reports_and_is_idempotent(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    m = dialogue_map(AUDIO)
+    cache = InMemoryAudioCache()
+    calls: list[tuple[int, int, str]] = []
+    report = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=lambda *a: calls.append(a))
+    assert sorted(report.synthesized) == sorted(AUDIO)
+    assert report.missing_text == ["static:error"]  # played by the map, no text to make it from
+    assert not report.ok and "static:error" in report.summary()
+    for key in AUDIO:
+        audio = await cache.get(key)
+        assert audio is not None and audio.sample_rate == 8000 and len(audio.pcm) > 4000
+    assert calls[0] == (0, 4, "static:greeting") and calls[-1] == (4, 4, "")
+    # Second run: nothing to do.
+    done_texts = len(speechkit_standin.tts_texts)
+    again = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+    assert again.synthesized == [] and sorted(again.skipped) == sorted(AUDIO)
+    assert len(speechkit_standin.tts_texts) == done_texts
+    forced = await warm_cache(m, tts(speechkit_grpc_channel), cache, force=True, progress=None)
+    assert sorted(forced.synthesized) == sorted(AUDIO)
+
+
+async def test_failures_are_reported_and_retried_next_time(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, redis_url: str
+) -> None:
+    m = dialogue_map({**AUDIO, "static:error": "Что-то пошло не так."})
+    cache = RedisAudioCache(redis_url, prefix="warm:")
+    try:
+        speechkit_standin.fail_next_tts(1, grpc.StatusCode.UNAVAILABLE)
+        report = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+        assert (
+            list(report.failed) == ["static:greeting"] and "UNAVAILABLE" in report.failed["static:greeting"]
+        )
+        assert len(report.synthesized) == 4 and not report.ok
+        again = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+        assert again.synthesized == ["static:greeting"] and again.ok
+    finally:
+        await cache.aclose()

@@ -1,0 +1,78 @@
+"""RedisAudioCache on a real redis-server (session fixture), and the audio value format."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from orchestrator.cache.audio_format import HEADER_SIZE, pack_audio, unpack_audio
+from orchestrator.cache.redis_cache import RedisAudioCache
+from orchestrator.domain.errors import CacheError
+from orchestrator.domain.models import AudioChunk
+
+AUDIO = AudioChunk(bytes(range(256)) * 25, 8000)  # 6400 bytes = 400 ms
+
+
+def test_pack_unpack_round_trip_and_header() -> None:
+    blob = pack_audio(AUDIO)
+    assert blob[:4] == b"VBA1" and len(blob) == HEADER_SIZE + len(AUDIO.pcm)
+    assert int.from_bytes(blob[10:14], "little") == 400  # duration ms
+    assert unpack_audio(blob) == AUDIO
+    assert unpack_audio(pack_audio(AudioChunk(b"", 16000))) == AudioChunk(b"", 16000)
+
+
+@pytest.mark.parametrize(
+    ("blob", "problem"),
+    [
+        (b"VBA1", "shorter than the header"),
+        (b"RIFF" + pack_audio(AUDIO)[4:], "bad magic"),
+        (pack_audio(AUDIO)[:4] + b"\x02" + pack_audio(AUDIO)[5:], "unsupported version 2"),
+        (pack_audio(AUDIO)[:5] + b"\x09" + pack_audio(AUDIO)[6:], "unknown audio format code 9"),
+        (pack_audio(AUDIO)[:-320], "truncated"),
+        (pack_audio(AUDIO) + b"\x00", "odd PCM length"),
+    ],
+)
+def test_bad_values_are_named(blob: bytes, problem: str) -> None:
+    with pytest.raises(CacheError, match=problem) as exc:
+        unpack_audio(blob, key="static:greeting")
+    assert "static:greeting" in str(exc.value)
+
+
+def test_odd_audio_is_refused() -> None:
+    with pytest.raises(CacheError, match="odd number of bytes"):
+        pack_audio(AudioChunk(b"\x00", 8000))
+
+
+async def test_round_trip_on_real_redis(redis_url: str) -> None:
+    cache = RedisAudioCache(redis_url, prefix="t1:")
+    try:
+        await cache.ping()
+        assert await cache.get("static:greeting") is None
+        await cache.put("static:greeting", AUDIO)
+        assert await cache.get("static:greeting") == AUDIO
+        assert await cache.exists("static:greeting")
+        # Another process (another client) sees the same value under the same prefix only.
+        other = RedisAudioCache(aioredis.Redis.from_url(redis_url), prefix="t1:")
+        assert await other.get("static:greeting") == AUDIO
+        assert await RedisAudioCache(redis_url, prefix="t2:").get("static:greeting") is None
+    finally:
+        await cache.aclose()
+
+
+async def test_foreign_value_is_a_clear_error(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.set("t3:static:x", b"not audio at all")
+    cache = RedisAudioCache(client, prefix="t3:")
+    with pytest.raises(CacheError, match="'static:x': bad magic"):
+        await cache.get("static:x")
+    await client.aclose()
+
+
+async def test_redis_down_is_a_retryable_cache_error() -> None:
+    cache = RedisAudioCache("redis://127.0.0.1:1/0", timeout_s=0.5)
+    with pytest.raises(CacheError, match="get 'static:greeting'") as exc:
+        await cache.get("static:greeting")
+    assert exc.value.retryable and exc.value.provider == "redis"
+    with pytest.raises(CacheError, match="put"):
+        await cache.put("static:greeting", AUDIO)
+    await cache.aclose()
