@@ -63,7 +63,7 @@ from orchestrator.playback import (
 
 log = logging.getLogger(__name__)
 
-EndReason = Literal["end_call", "caller_hangup", "stt_failed", "error", "shutdown"]
+EndReason = Literal["end_call", "caller_hangup", "stt_failed", "no_input", "error", "shutdown"]
 Route = Literal["scripted", "clarify", "flow_error", "faq", "llm"]
 Renderer = Callable[[str, SessionState], str]
 
@@ -150,6 +150,7 @@ class Orchestrator:
         self._speech_at: float | None = None  # VAD onset of the caller's current speech
         self._stt_frames_dropped = 0
         self._stt_results_dropped = 0
+        self._no_input_count = 0
         self._shut_down = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -292,7 +293,11 @@ class Orchestrator:
             if not self._barged_in:
                 # Speech that began during an uninterrupted bot turn belonged to that turn.
                 self._speech_at = None
-            event = await self._user_results.get()
+            try:
+                event = await self._next_user_event()
+            except TimeoutError:
+                await self._no_input()
+                continue
             self._barged_in = False
             if isinstance(event, ProviderError):
                 await self._provider_failure(event, stage="stt")
@@ -302,6 +307,7 @@ class Orchestrator:
                 continue
             if not event.text.strip():
                 continue  # noise the recogniser turned into nothing: not a turn
+            self._no_input_count = 0
             if not self.metrics_logger.turn_open:
                 self.metrics_logger.start_turn(self._speech_at or event.received_at)
             if not event.is_final:
@@ -309,6 +315,37 @@ class Orchestrator:
                 continue
             await self._user_turn(event, leader)
             leader = None
+
+    async def _next_user_event(self) -> SttEvent:
+        """The next STT event; TimeoutError when the caller stays silent for the no-input timeout."""
+        timeout = self.dialogue_map.settings.no_input_timeout_s
+        if timeout is None or self.metrics_logger.turn_open:
+            return await self._user_results.get()
+        waiting_since = self.clock.now()
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self._user_results.get()
+            except TimeoutError:
+                if self._speech_at is not None and self._speech_at >= waiting_since:
+                    waiting_since = self._speech_at  # the caller is talking: STT will follow
+                    continue
+                raise
+
+    async def _no_input(self) -> None:
+        """The caller said nothing: reprompt, and after too many reprompts say goodbye and end."""
+        settings = self.dialogue_map.settings
+        self._no_input_count += 1
+        self._observe("no_input", count=self._no_input_count)
+        if self._no_input_count > settings.no_input_max_reprompts:
+            items = settings.no_input_goodbye_playlist
+            await self._bot_turn(lambda: self._play_state_playlist(items), interruptible=False)
+            self.call_ended = True
+            self.end_reason = "no_input"
+            return
+        state = self.dialogue_map.state(self.session_state.current_state_id)
+        reprompt = settings.no_input_playlist or state.system_response.playlist
+        await self._bot_turn(lambda: self._play_state_playlist(reprompt))
 
     async def _classify_partial(self, result: SttResult, leader: str | None) -> str | None:
         """Quick classification of a partial: track the leading intent and its stability."""
@@ -409,14 +446,17 @@ class Orchestrator:
             self._observe("end_call", state=self.session_state.current_state_id)
 
     # ------------------------------------------------------------------ bot turns
-    async def _bot_turn(self, body: Callable[[], Awaitable[None]]) -> bool:
+    async def _bot_turn(
+        self, body: Callable[[], Awaitable[None]], *, interruptible: bool | None = None
+    ) -> bool:
         """Run one bot response as the cancellable `current_playback_task`.
 
         Returns False when barge-in cut it. Provider failures inside end in the emergency filler.
         """
         self.session_state.turn_state = "BOT_TURN"
         self._barged_in = False
-        interruptible = self.dialogue_map.is_interruptible(self.session_state.current_state_id)
+        if interruptible is None:
+            interruptible = self.dialogue_map.is_interruptible(self.session_state.current_state_id)
         task = asyncio.create_task(self._guarded(body), name=f"{self.call_id}:playback")
         if interruptible:
             self.current_playback_task = task

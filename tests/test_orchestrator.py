@@ -288,7 +288,12 @@ def test_llm_fallback_streams_the_answer_through_tts() -> None:
     assert run.tts.stream_text == ["Да, работаем.", " Без выходных."]
     turn = run.turns()[1]
     assert turn["route"] == "llm" and turn["model_name"] == "fake-llm"
-    assert turn["t3_logic_start"] <= turn["t4_llm_request"] <= turn["t5_tts_first_chunk"] <= turn["answer_audio_at"]
+    assert (
+        turn["t3_logic_start"]
+        <= turn["t4_llm_request"]
+        <= turn["t5_tts_first_chunk"]
+        <= turn["answer_audio_at"]
+    )
     assert turn["t6_first_bot_audio"] == turn["t3_logic_start"]  # the filler started at once
     assert run.orchestrator.session_state.transcript[-1].text == "Да, работаем. Без выходных."
 
@@ -482,3 +487,34 @@ def test_calls_leave_no_tasks_and_share_no_state() -> None:
         assert second.orchestrator.session_state.current_state_id == "start"
 
     run_virtual(main)  # run_virtual also fails on any task left pending
+
+
+# --- caller silence ------------------------------------------------------------------------
+
+
+def test_silence_reprompts_then_says_goodbye_and_ends() -> None:
+    dmap = make_map(
+        no_input_timeout_s=3.0,
+        no_input_max_reprompts=1,
+        no_input_goodbye_playlist=[{"type": "cache", "key": "static:bye"}],
+    )
+    run = call([], dmap=dmap, hangup_at=None)
+    greeting, bye = label("static:greeting"), label("static:bye")
+    assert run.sink.segments() == [(greeting, 100), (bye, 50)]  # greeting, reprompt (silence between), bye
+    starts = [t for t, lab in run.sink.frames if lab == greeting]
+    assert starts[50] == pytest.approx(1.0 + 3.0, abs=0.05)  # reprompt 3 s after the greeting ended
+    assert run.outcome.reason == "no_input" and run.outcome.hang_up
+
+
+def test_speech_resets_the_silence_count() -> None:
+    dmap = make_map(no_input_timeout_s=3.0, no_input_max_reprompts=1)
+    run = call([Say(5.0, "это дорого")], dmap=dmap, hangup_at=14.0)
+    # A reprompt at 4.0, the caller answers, then after 3 s of silence another reprompt, not the
+    # goodbye: the answer reset the count (the two greetings merge into one run of labels).
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("static:faq_expensive"),
+        label("static:greeting"),
+    ]
+    assert [e.data["count"] for e in run.events if e.kind == "no_input"] == [1, 1]
+    assert run.outcome.reason == "caller_hangup"

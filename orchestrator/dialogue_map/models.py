@@ -143,6 +143,13 @@ class Settings(_Strict):
     faq_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     # Partials shorter than this are not classified.
     partial_min_chars: Annotated[int, Field(ge=0)] = 3
+    # Caller silence after the bot finished: reprompt after this long (None: wait forever) ...
+    no_input_timeout_s: Annotated[float, Field(gt=0, le=300)] | None = 10.0
+    # ... with this playlist (default: the current state's own playlist again) ...
+    no_input_playlist: Playlist | None = None
+    # ... at most this many times in a row; then the goodbye below plays and the call ends.
+    no_input_max_reprompts: Annotated[int, Field(ge=0, le=10)] = 2
+    no_input_goodbye_playlist: Playlist = []
     llm: LLMSettings = LLMSettings()
 
 
