@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import pytest
 
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.tts.yandex import YandexTTSManager
@@ -52,7 +53,9 @@ def tts(channel: grpc.aio.Channel) -> YandexTTSManager:
 
 
 async def test_warm_synthesizes_reports_and_is_idempotent(
-    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     m = dialogue_map(AUDIO)
     cache = InMemoryAudioCache()
@@ -67,11 +70,13 @@ async def test_warm_synthesizes_reports_and_is_idempotent(
     assert calls[0] == (0, 4, "static:greeting") and calls[-1] == (4, 4, "")
     # Second run: nothing to do.
     done_texts = len(speechkit_standin.tts_texts)
-    again = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+    again = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=False)
     assert again.synthesized == [] and sorted(again.skipped) == sorted(AUDIO)
     assert len(speechkit_standin.tts_texts) == done_texts
-    forced = await warm_cache(m, tts(speechkit_grpc_channel), cache, force=True, progress=None)
+    assert capsys.readouterr().err == ""
+    forced = await warm_cache(m, tts(speechkit_grpc_channel), cache, force=True)
     assert sorted(forced.synthesized) == sorted(AUDIO)
+    assert "] 4/4" in capsys.readouterr().err  # the default progress bar
 
 
 async def test_failures_are_reported_and_retried_next_time(

@@ -81,9 +81,16 @@ async def warm_cache(
     cache: AudioCache,
     *,
     force: bool = False,
-    progress: ProgressFn | None = stderr_progress,
+    progress: ProgressFn | bool | None = True,
 ) -> WarmReport:
-    """Synthesize every key of the map's `audio` section into `cache` (8 kHz slin)."""
+    """Synthesize every key of the map's `audio` section into `cache` (8 kHz slin).
+
+    `progress`: True for the stderr bar, False/None for none, or a callable(done, total, key).
+    """
+    if progress is True:
+        progress = stderr_progress
+    elif progress is False:
+        progress = None
     audio: dict[str, str] = dict(getattr(dialogue_map, "audio", {}) or {})
     report = WarmReport()
     report.missing_text = [k for k in _used_keys(dialogue_map) if k not in audio]
