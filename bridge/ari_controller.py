@@ -26,7 +26,7 @@ import json
 import logging
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -335,8 +335,10 @@ class AriController:
                 call.setup_s * 1000,
             )
             await self._run_handler(session, call)
-        except _CallerGone:
-            log.info("call %s: caller hung up during setup", session.uuid)
+        except _CallerGone as exc:
+            log.info("call %s: caller hung up during setup (%s)", session.uuid, exc)
+        except AriError as exc:  # expected kind of failure: no traceback needed
+            log.error("call %s (channel %s) failed: %s", session.uuid, session.channel_id, exc)
         except Exception:
             log.exception("call %s (channel %s) failed", session.uuid, session.channel_id)
         finally:
@@ -379,20 +381,26 @@ class AriController:
                 conn_future.result().hangup()  # connected, but a later step failed
             raise
 
-    async def _step(self, session: _Session, what: str, aw: Awaitable[T]) -> T:
+    async def _step(self, session: _Session, what: str, aw: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
         """Await one setup step, bounded by timeout_s, abandoned if the caller hangs up."""
-        fut = asyncio.ensure_future(aw)
+        fut: asyncio.Future[T] = (
+            aw
+            if isinstance(aw, asyncio.Future)
+            else asyncio.create_task(aw, name=f"ari-setup-{session.uuid}-{what.replace(' ', '-')}")
+        )
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 await asyncio.wait((fut, session.gone), return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
+            fut.cancel()
             raise AriError(
                 f"call {session.uuid}: {what}: no result within {self._settings.timeout_s} s"
             ) from None
-        finally:
-            if not fut.done():
-                fut.cancel()
-        if not fut.done():
+        except BaseException:  # cancelled from outside (close()): abandon the request too
+            fut.cancel()
+            raise
+        if not fut.done():  # the caller hung up first
+            fut.cancel()
             raise _CallerGone(what)
         try:
             return fut.result()

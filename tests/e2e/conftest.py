@@ -98,7 +98,8 @@ Handler = Callable[[AriCall], Awaitable[None]]
 class Stack:
     """The bridge side of a call: shared pacer, AudioSocket server, ARI controller."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, timeout_s: float = 5.0) -> None:
+        self.timeout_s = timeout_s
         self.pacer = Pacer()
         self.server = AudioSocketServer("127.0.0.1", 0, pacer=self.pacer)
         self.handler: Handler | None = None
@@ -109,9 +110,11 @@ class Stack:
         assert self.handler is not None, "test did not set stack.handler"
         await self.handler(call)
 
-    async def start(self) -> None:
+    async def start(self, *, audiosocket_port: int | None = None) -> None:
+        """Start; `audiosocket_port` sends Asterisk elsewhere than our server (failure tests)."""
         await self.server.start()
-        settings = AriSettings(audiosocket_host=f"127.0.0.1:{self.server.port}")
+        port = self.server.port if audiosocket_port is None else audiosocket_port
+        settings = AriSettings(audiosocket_host=f"127.0.0.1:{port}", timeout_s=self.timeout_s)
         self.controller = AriController(settings, self.server, self._on_call)
         self.run_task = asyncio.create_task(self.controller.run(), name="ari-controller-run")
         async with asyncio.timeout(15):
@@ -125,6 +128,21 @@ class Stack:
             async with asyncio.timeout(timeout_s):
                 await asyncio.wait(tasks)
         assert self.controller.active_calls == 0
+
+    async def assert_no_leftovers(self, timeout_s: float = 3.0) -> None:
+        """Asterisk holds no channel or bridge any more (it destroys hung-up channels a moment
+        after the DELETE returned, so this waits, bounded)."""
+        left: tuple[object, object] = ([], [])
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Asterisk's state has no event we could wait on here; poll ARI.
+                while True:  # noqa: ASYNC110
+                    left = (ari_get("channels"), ari_get("bridges"))
+                    if left == ([], []):
+                        return
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pytest.fail(f"left over in Asterisk: channels {left[0]}, bridges {left[1]}")
 
     async def close(self) -> None:
         if self.controller is not None:

@@ -217,9 +217,10 @@ async def run_sipp(
     work_dir: Path,
     remote: tuple[str, int] | None = ASTERISK_SIP,
     timeout_s: float = 30.0,
+    calls: int = 1,
     extra: Sequence[str] = (),
 ) -> SippResult:
-    """Run one sipp call (as UAC if `remote` is given, else as UAS) and wait for it, bounded."""
+    """Run `calls` sipp calls at once (as UAC if `remote` is given, else as UAS), bounded."""
     exe = shutil.which("sipp")
     if exe is None:
         raise RuntimeError("sipp is not installed (Debian package sip-tester; make system-deps)")
@@ -227,7 +228,8 @@ async def run_sipp(
     msg_file = work_dir / f"{scenario.stem}.messages.log"
     args = [
         exe, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(local_port),
-        "-mi", "127.0.0.1", "-mp", str(media_port), "-m", "1", "-nostdin",
+        "-mi", "127.0.0.1", "-mp", str(media_port), "-m", str(calls), "-l", str(calls), "-r", str(max(calls, 1)),
+        "-nostdin",
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-max_recv_loops", "1000",
         "-trace_err", "-error_file", str(err_file), "-trace_msg", "-message_file", str(msg_file),
         *extra,

@@ -84,6 +84,7 @@ async def test_originate_lands_in_stasis(
     assert calls[0].exten == "79990001122"
     await stack.wait_idle()
     assert call_tasks() == []
+    await stack.assert_no_leftovers()
     # The event logger saw the call end with its cause.
     assert any("AMI Hangup" in r.getMessage() and "cause=16" in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records

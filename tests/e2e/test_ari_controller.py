@@ -124,6 +124,7 @@ async def test_bot_audio_is_paced_and_bot_hangs_up(stack: Stack, tmp_path: Path,
     async with asyncio.timeout(5):
         await call.conn.wait_closed()
     assert call_tasks() == []
+    await stack.assert_no_leftovers()
 
 
 async def test_caller_hangs_up_first(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
@@ -158,6 +159,7 @@ async def test_caller_hangs_up_first(stack: Stack, tmp_path: Path, caller_pcm: b
     assert seen == {"caller_gone": True, "conn_closed": True}
     await stack.wait_idle()
     assert call_tasks() == []
+    await stack.assert_no_leftovers()
 
 
 async def test_controller_survives_asterisk_restart(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
@@ -195,3 +197,4 @@ async def test_controller_survives_asterisk_restart(stack: Stack, tmp_path: Path
     assert result.ok, result.describe()
     assert answered.is_set()
     await stack.wait_idle()
+    await stack.assert_no_leftovers()
