@@ -254,3 +254,25 @@ async def test_stop_is_idempotent_and_leaves_no_tasks(
     assert left == []
     with pytest.raises(RuntimeError):
         stt.start_recognition(audio)
+
+
+@pytest.mark.parametrize("send_eou", [True, False])
+async def test_final_without_refinement_goes_out_raw(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+    send_eou: bool,
+) -> None:
+    # No refinement: the held final is released by the eou_update, else by the bounded wait.
+    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    speechkit_standin.send_refinement = False
+    speechkit_standin.send_eou = send_eou
+    settings = replace(SETTINGS, final_refinement_wait_s=0.2)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    feed(audio, silence(300) + make_speech(UTTERANCES[0]) + silence(800))
+    events = await collect(results, lambda ev: len(finals(ev)) == 1)
+    await stt.stop_recognition()
+    assert finals(events)[0].text == "сколько стоит доставка в москву"
+    assert results.empty()  # exactly one final

@@ -183,14 +183,16 @@ class _Segmenter:
         text = self.text
         self.text = None
         out.append(self._resp(final=self._alt(" ".join(self.words))))
-        out.append(
-            self._resp(
-                final_refinement=stt_pb2.FinalRefinement(
-                    final_index=self.final_index, normalized_text=self._alt(text)
+        if self.server.send_refinement:
+            out.append(
+                self._resp(
+                    final_refinement=stt_pb2.FinalRefinement(
+                        final_index=self.final_index, normalized_text=self._alt(text)
+                    )
                 )
             )
-        )
-        out.append(self._resp(eou_update=stt_pb2.EouUpdate(time_ms=self.cursor_ms)))
+        if self.server.send_eou:
+            out.append(self._resp(eou_update=stt_pb2.EouUpdate(time_ms=self.cursor_ms)))
         self.final_index += 1
 
 
@@ -420,6 +422,8 @@ class SpeechKitStandin:
         min_speech_ms: int = 200,
         end_silence_ms: int = 500,
         word_ms: int = 250,
+        send_refinement: bool = True,
+        send_eou: bool = True,
     ) -> None:
         self.script = script or SttScript()
         self.idle_timeout_s = idle_timeout_s
@@ -427,6 +431,9 @@ class SpeechKitStandin:
         self.min_speech_ms = min_speech_ms
         self.end_silence_ms = end_silence_ms
         self.word_ms = word_ms
+        # Switches for testing the adapter's handling of a final without its refinement.
+        self.send_refinement = send_refinement
+        self.send_eou = send_eou
         self.stt_sessions: list[SttSessionRecord] = []
         self.tts_texts: list[str] = []  # every text synthesized, in order
         self.utterance_requests: list[tts_pb2.UtteranceSynthesisRequest] = []

@@ -152,7 +152,9 @@ class _Stream:
         self.got_results = True
         if event == "final_refinement":
             ref = resp.final_refinement
-            if self.pending is not None and self.pending[0] == ref.final_index:
+            # A refinement follows its final directly, so a held final takes it even if the
+            # indexes disagree (they should not; the held final is the only candidate anyway).
+            if self.pending is not None:
                 alt = _best(ref.normalized_text)
                 raw = self.pending[1]
                 text = alt.text if alt is not None and alt.text.strip() else raw.text
