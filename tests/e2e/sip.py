@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import struct
@@ -198,12 +199,9 @@ def render_scenario(name: str, dest_dir: Path, **values: str | int | float | Pat
     text = (SCENARIOS / f"{name}.xml").read_text()
     for key, value in values.items():
         text = text.replace(f"@{key.upper()}@", str(value))
-    if "@" in text.replace("@@", ""):
-        import re
-
-        left = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
-        if left:
-            raise ValueError(f"scenario {name}: placeholders without a value: {left}")
+    left = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
+    if left:
+        raise ValueError(f"scenario {name}: placeholders without a value: {left}")
     path = dest_dir / f"{name}.xml"
     path.write_text(text)
     return path

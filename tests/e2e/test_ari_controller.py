@@ -198,3 +198,71 @@ async def test_controller_survives_asterisk_restart(stack: Stack, tmp_path: Path
     assert answered.is_set()
     await stack.wait_idle()
     await stack.assert_no_leftovers()
+
+
+async def test_caller_dtmf_reaches_the_bridge(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
+    # RFC 4733 events embedded in the caller's RTP arrive as AudioSocket DTMF messages.
+    got_two = asyncio.Event()
+    digits: list[str] = []
+
+    class DigitReceiver(Receiver):
+        def on_dtmf(self, digit: str) -> None:
+            digits.append(digit)
+            if len(digits) == 2:
+                got_two.set()
+
+    async def handler(call: AriCall) -> None:
+        call.conn.set_receiver(DigitReceiver())
+        playout = Playout(call.conn)  # paced silence, as the real bridge sends
+        stack.pacer.add(playout)
+        try:
+            async with asyncio.timeout(10):
+                await got_two.wait()
+        finally:
+            stack.pacer.remove(playout)
+
+    stack.handler = handler
+    pcap = tmp_path / "caller.pcap"
+    write_rtp_pcap(pcap, caller_pcm, total_s=15, dtmf=[(1.5, "5"), (2.5, "#")])
+    scenario = render_scenario(
+        "uac_wait_bye", tmp_path, exten="100", caller="79990001122", pcap=pcap, bye_timeout_ms=12000
+    )
+    result = await run_sipp(scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path)
+    assert result.ok, result.describe()
+    assert digits == ["5", "#"]
+    await stack.wait_idle()
+    await stack.assert_no_leftovers()
+
+
+async def test_close_hangs_up_active_calls(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
+    in_call = asyncio.Event()
+
+    async def handler(call: AriCall) -> None:
+        playout = Playout(call.conn)
+        stack.pacer.add(playout)
+        try:
+            in_call.set()
+            await playout.write(AudioChunk(tone_pcm(30.0)))  # until the controller shuts down
+        finally:
+            stack.pacer.remove(playout)
+
+    stack.handler = handler
+    scenario = caller_scenario(tmp_path, caller_pcm, "uac_wait_bye", bye_timeout_ms=15000)
+    sipp = asyncio.create_task(
+        run_sipp(scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path),
+        name="sipp-caller",
+    )
+    try:
+        async with asyncio.timeout(10):
+            await in_call.wait()
+        assert stack.controller is not None
+        await stack.controller.close()  # the service shutting down mid-call
+        assert stack.controller.active_calls == 0
+        assert call_tasks() == []
+        result = await sipp
+    finally:
+        if not sipp.done():
+            sipp.cancel()
+        await asyncio.gather(sipp, return_exceptions=True)
+    assert result.ok, result.describe()  # the caller got a BYE
+    await stack.assert_no_leftovers()
