@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: safe unencoded in a query
 _GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"})
 # After the caller hung up, how long the handler gets to notice EOF and return before it is
 # cancelled (it should return within a frame or two).
@@ -82,9 +84,9 @@ class AriSettings:
     def __post_init__(self) -> None:
         for name in ("username", "password", "app"):
             value = getattr(self, name)
-            if not value or not value.isalnum():
+            if not _URL_SAFE.fullmatch(value):
                 raise ValueError(
-                    f"AriSettings.{name}={value!r}: must be non-empty and alphanumeric "
+                    f"AriSettings.{name}={value!r}: use only ASCII letters, digits and . _ ~ - "
                     "(aioari puts it into the websocket URL without URL-encoding)"
                 )
         host, sep, port = self.audiosocket_host.rpartition(":")
