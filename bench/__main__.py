@@ -1,0 +1,68 @@
+"""`python -m bench` (`make bench`): the hot-path capacity sweep, per-frame micro costs and dialogue
+latency, as plain-text tables. See bench/README.md for what each number means."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench.dialogue import render_dialogue, run_dialogue
+from bench.hotpath import DEFAULT_STEPS, run_capacity
+from bench.micro import render_micro, run_micro
+
+PARTS = ("capacity", "micro", "dialogue")
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmarks and print their tables; 0 unless a benchmark could not run."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    parser.add_argument(
+        "--steps",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(DEFAULT_STEPS),
+        help="calls per capacity step, comma-separated (default %(default)s)",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per step")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each measurement")
+    parser.add_argument("--all-steps", action="store_true", help="do not stop at the first failing step")
+    parser.add_argument(
+        "--no-rt", action="store_true", help="no SCHED_FIFO for the two capacity processes (nice only)"
+    )
+    parser.add_argument("--calls", type=int, default=20, help="scripted text-mode calls")
+    args = parser.parse_args(argv)
+    parts = args.only or list(PARTS)
+    failed = False
+    started = time.monotonic()
+    if "capacity" in parts:
+        _progress("capacity sweep ...")
+        try:
+            capacity = run_capacity(
+                args.steps,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                stop_on_failure=not args.all_steps,
+                realtime=not args.no_rt,
+                progress=_progress,
+            )
+            print(capacity.render(), end="\n\n", flush=True)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            print(f"capacity sweep could not run: {exc}", end="\n\n", flush=True)
+            failed = True
+    if "micro" in parts:
+        _progress("micro costs ...")
+        print(render_micro(run_micro()), end="\n\n", flush=True)
+    if "dialogue" in parts:
+        _progress("dialogue latency ...")
+        print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
+    print(f"benchmarks took {time.monotonic() - started:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

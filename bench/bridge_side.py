@@ -1,0 +1,224 @@
+"""The bridge side of the capacity benchmark; runs in its own process, pinned to its own core.
+
+Per call, exactly what `voicebridge serve` runs on the audio path, minus the providers:
+- the `AudioSocketServer` accepts the caller and a `TelephonyGateway` is built on it (inbound
+  framing, VAD on every frame, drop-oldest queue; outbound `Playout` on the one shared `Pacer`);
+- a feeder task drains `read_frame()` into a bounded queue as the Orchestrator's STT feeder does
+  (nobody reads that queue: the SpeechKit side is not part of the bridge's cost);
+- a speaker task plays a looping espeak-ng clip through `Playout.write` in 200 ms chunks, then
+  stays quiet as long as the clip lasted, so the bot talks about half of the time.
+
+Driven over a pipe by `bench.hotpath` with tuples:
+  ("expect", [uuid str, ...])  -> ("ready", port)
+  ("wait_calls", n, timeout_s) -> ("calls", connected)
+  ("measure", t0, t1)          -> ("stats", BridgeStats)
+  ("teardown",)                -> ("done", 0)
+  ("exit",)                    -> process ends
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import gc
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from bench.callers import commands, involuntary_switches, prepare_process
+from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.fake_asterisk import read_wav_8k
+from bridge.gateway import TelephonyGateway
+from bridge.pacer import Pacer
+from bridge.playout import PlayoutClosed
+from orchestrator.clock import LoopClock
+from orchestrator.domain.models import AudioChunk
+
+CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand it out
+STT_QUEUE_FRAMES = 50
+
+
+class BridgeCall:
+    """One call's gateway and its two tasks."""
+
+    def __init__(self, conn: AudioSocketConnection, pacer: Pacer, clip: bytes, delay_s: float) -> None:
+        self.gateway = TelephonyGateway(conn, pacer, clock=LoopClock())
+        self.conn = conn
+        self._clip = clip
+        name = str(conn.uuid)[:8]
+        self.tasks = (
+            asyncio.create_task(self._feed(), name=f"bench-feed-{name}"),
+            asyncio.create_task(self._speak(delay_s), name=f"bench-speak-{name}"),
+        )
+
+    async def _feed(self) -> None:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(STT_QUEUE_FRAMES)
+        gw = self.gateway
+        while (frame := await gw.read_frame()) is not None:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(frame)
+
+    async def _speak(self, delay_s: float) -> None:
+        out = self.gateway.outbound
+        clip = self._clip
+        quiet_s = len(clip) / 16000
+        await asyncio.sleep(delay_s)
+        with contextlib.suppress(PlayoutClosed):
+            while True:
+                for i in range(0, len(clip), CHUNK_BYTES):
+                    await out.write(AudioChunk(clip[i : i + CHUNK_BYTES]))
+                await out.drain()
+                await asyncio.sleep(quiet_s)
+
+    async def close(self) -> None:
+        """Cancel the tasks and hang the leg up."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.gateway.close()
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeStats:
+    """What the bridge did in one measurement window."""
+
+    calls: int
+    wall_s: float
+    cpu_pct: float
+    frames_out: int  # bot audio + silence sent
+    voice_out: int  # bot audio frames only
+    frames_in: int
+    inbound_drops: int
+    outbound_drops: int
+    speech_starts: int
+    resyncs: int
+    max_late_ms: float
+    preempted: int  # involuntary context switches: other work on this core
+    gc_runs: int  # collections of the oldest generation (the slow kind) in the window
+
+
+class BridgeSide:
+    """The AudioSocket server, the pacer and the calls of the current step."""
+
+    def __init__(self, clip: bytes) -> None:
+        self._clip = clip
+        self._rnd = random.Random(11)
+        self.pacer = Pacer()
+        self.server = AudioSocketServer("127.0.0.1", 0, pacer=self.pacer, uuid_timeout_s=10.0)
+        self.calls: list[BridgeCall] = []
+        self._arrived = asyncio.Event()
+        self._expected = 0
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1, any port."""
+        await self.server.start()
+
+    def expect(self, uuids: list[str]) -> None:
+        """Register the step's UUIDs; each call is built the moment its caller sends the UUID."""
+        self._expected = len(uuids)
+        self._arrived.clear()
+        clip_s = len(self._clip) / 16000
+        for u in uuids:
+            fut = self.server.expect(uuid.UUID(u))
+            delay = self._rnd.uniform(0, 2 * clip_s)  # calls out of step, as in real traffic
+            fut.add_done_callback(functools.partial(self._on_connection, delay_s=delay))
+
+    def _on_connection(self, fut: asyncio.Future[AudioSocketConnection], delay_s: float) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        self.calls.append(BridgeCall(fut.result(), self.pacer, self._clip, delay_s))
+        if len(self.calls) >= self._expected:
+            self._arrived.set()
+
+    async def wait_calls(self, timeout_s: float) -> int:
+        """Wait until every expected caller has connected (or the timeout); how many did."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._arrived.wait()
+        return len(self.calls)
+
+    def _totals(self) -> tuple[int, int, int, int, int, int]:
+        out = voice = inn = drops = odrops = starts = 0
+        for c in self.calls:
+            gw = c.gateway
+            voice += gw.outbound.frames_sent
+            out += gw.outbound.frames_sent + gw.outbound.silence_sent
+            inn += gw.frames_in
+            drops += gw.frames_dropped
+            odrops += c.conn.frames_dropped
+            starts += gw.speech_starts
+        return out, voice, inn, drops, odrops, starts
+
+    async def measure(self, t0: float, t1: float) -> BridgeStats:
+        """Counters between loop times t0 and t1."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, t0 - loop.time()))
+        start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
+        gc0 = gc.get_stats()[2]["collections"]
+        before = self._totals()
+        resyncs0 = self.pacer.resyncs
+        self.pacer.max_lateness_s = 0.0
+        await asyncio.sleep(max(0.0, t1 - loop.time()))
+        wall, cpu = loop.time() - start, time.process_time() - cpu0
+        d = [b - a for a, b in zip(before, self._totals(), strict=True)]
+        return BridgeStats(
+            calls=len(self.calls),
+            wall_s=wall,
+            cpu_pct=100 * cpu / wall,
+            frames_out=d[0],
+            voice_out=d[1],
+            frames_in=d[2],
+            inbound_drops=d[3],
+            outbound_drops=d[4],
+            speech_starts=d[5],
+            resyncs=self.pacer.resyncs - resyncs0,
+            max_late_ms=1000 * self.pacer.max_lateness_s,
+            preempted=involuntary_switches() - switches0,
+            gc_runs=gc.get_stats()[2]["collections"] - gc0,
+        )
+
+    async def teardown(self) -> None:
+        """Close every call of the step."""
+        calls, self.calls = self.calls, []
+        await asyncio.gather(*(c.close() for c in calls))
+
+    async def close(self) -> None:
+        """Close the calls and the server."""
+        await self.teardown()
+        await self.server.close()
+
+
+async def _serve(conn: Connection, wav_path: str) -> None:
+    side = BridgeSide(read_wav_8k(wav_path))
+    await side.start()
+    queue = await commands(conn)
+    try:
+        while True:
+            cmd = await queue.get()
+            if cmd[0] == "expect":
+                side.expect(cmd[1])
+                conn.send(("ready", side.server.port))
+            elif cmd[0] == "wait_calls":
+                conn.send(("calls", await side.wait_calls(cmd[2])))
+            elif cmd[0] == "measure":
+                conn.send(("stats", await side.measure(cmd[1], cmd[2])))
+            elif cmd[0] == "teardown":
+                await side.teardown()
+                conn.send(("done", 0))
+            else:
+                return
+    finally:
+        await side.close()
+
+
+def bridge_main(conn: Connection, cpu: int | None, nice: int, realtime: bool, wav_path: str) -> None:
+    """Process entry point."""
+    conn.send(("hello", prepare_process(cpu, nice, realtime)))
+    # Hundreds of hang-ups at the end of a step would each log at DEBUG/WARNING: keep it quiet.
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(_serve(conn, wav_path))

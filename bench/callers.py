@@ -1,0 +1,260 @@
+"""The fake-caller side of the capacity benchmark; runs in its own process, pinned to its own core.
+
+Each caller is a `FakeAsterisk` streaming a looping Russian espeak-ng clip in real time (20 ms
+frames from one shared `Pacer`, as `FakeCallerPool` does), and timing every audio message the
+bridge sends back. Only running counters and one shared histogram are kept, so the caller side
+stays cheap and the bridge's core is the one that saturates.
+
+Driven over a `multiprocessing` pipe by `bench.hotpath` with tuples:
+  ("connect", port, [uuid str, ...]) -> ("connected", n)
+  ("measure", t0, t1)                -> ("stats", CallerStats)   (t0/t1 on the shared monotonic clock)
+  ("hangup",)                        -> ("done", 0)
+  ("exit",)                          -> process ends
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import resource
+import time
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.common import Histogram
+from bridge.audio import FRAME_BYTES
+from bridge.fake_asterisk import FakeAsterisk, read_wav_8k
+from bridge.pacer import Pacer
+
+BURST_S = 0.005  # two frames closer than this arrived as a burst
+GAP_S = 0.040  # longer than two frame periods: the caller's jitter buffer had to stretch
+BAD_GAP_S = 0.060  # three frame periods: heard as a drop-out
+
+
+class ArrivalWindow:
+    """Inter-arrival statistics of bot frames over all callers, recorded only while `measuring`."""
+
+    __slots__ = ("bursts", "gaps", "bad_gaps", "hist", "measuring")
+
+    def __init__(self) -> None:
+        self.measuring = False
+        self.hist = Histogram()
+        self.bursts = 0
+        self.gaps = 0
+        self.bad_gaps = 0
+
+    def reset(self) -> None:
+        """Start a new measurement window."""
+        self.hist = Histogram()
+        self.bursts = self.gaps = self.bad_gaps = 0
+
+    def add(self, gap: float) -> None:
+        """One inter-arrival time, in seconds."""
+        self.hist.add(gap)
+        if gap < BURST_S:
+            self.bursts += 1
+        elif gap > GAP_S:
+            self.gaps += 1
+            if gap > BAD_GAP_S:
+                self.bad_gaps += 1
+
+
+class BenchCaller(FakeAsterisk):
+    """A fake caller that loops its clip forever and times the bridge's frames."""
+
+    def __init__(self, call_uuid: uuid.UUID, clip: bytes, offset: int, window: ArrivalWindow) -> None:
+        super().__init__(call_uuid, keep_messages=False)
+        self._clip = clip
+        self._window = window
+        self._clock = asyncio.get_running_loop().time
+        self._last_at: float | None = None
+        self.play(clip[offset:])
+
+    def tick(self) -> None:
+        if self.audio_queued < FRAME_BYTES:
+            self.play(self._clip)  # loop the clip: the caller never runs out of audio
+        super().tick()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.audio_count
+        super().data_received(data)
+        n = self.audio_count - before
+        if not n:
+            return
+        now = self._clock()
+        window = self._window
+        if window.measuring and self._last_at is not None:
+            window.add(now - self._last_at)
+            for _ in range(n - 1):
+                window.add(0.0)  # several frames in one read: they arrived together
+        self._last_at = now
+
+
+@dataclass(frozen=True, slots=True)
+class CallerStats:
+    """What the callers saw in one measurement window."""
+
+    calls: int
+    wall_s: float
+    cpu_pct: float
+    frames_sent: int
+    frames_received: int
+    voice_received: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    bursts: int
+    gaps: int
+    bad_gaps: int
+    pacer_resyncs: int
+    pacer_max_late_ms: float
+    disconnected: int
+    preempted: int
+
+
+class CallerSide:
+    """All fake callers of one step, on one pacer."""
+
+    def __init__(self, clip: bytes) -> None:
+        self._clip = clip
+        self._frames = len(clip) // FRAME_BYTES
+        self._rnd = random.Random(7)
+        self.window = ArrivalWindow()
+        self.pacer = Pacer()
+        self.callers: list[BenchCaller] = []
+
+    async def connect(self, port: int, uuids: list[str]) -> int:
+        """Connect one caller per UUID; each starts at a random point of the clip."""
+        for u in uuids:
+            offset = self._rnd.randrange(self._frames) * FRAME_BYTES
+            caller = BenchCaller(uuid.UUID(u), self._clip, offset, self.window)
+            await caller.connect("127.0.0.1", port)
+            self.callers.append(caller)
+            self.pacer.add(caller)
+            if not self.pacer.running:
+                self.pacer.start()
+        return len(self.callers)
+
+    def _totals(self) -> tuple[int, int, int]:
+        sent = recv = voice = 0
+        for c in self.callers:
+            sent += c.frames_sent
+            recv += c.audio_count
+            voice += c.voice_count
+        return sent, recv, voice
+
+    async def measure(self, t0: float, t1: float) -> CallerStats:
+        """Counters between loop times t0 and t1."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, t0 - loop.time()))
+        start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
+        sent0, recv0, voice0 = self._totals()
+        resyncs0 = self.pacer.resyncs
+        self.pacer.max_lateness_s = 0.0
+        self.window.reset()
+        self.window.measuring = True
+        await asyncio.sleep(max(0.0, t1 - loop.time()))
+        self.window.measuring = False
+        wall, cpu = loop.time() - start, time.process_time() - cpu0
+        sent, recv, voice = self._totals()
+        h = self.window.hist
+        return CallerStats(
+            calls=len(self.callers),
+            wall_s=wall,
+            cpu_pct=100 * cpu / wall,
+            frames_sent=sent - sent0,
+            frames_received=recv - recv0,
+            voice_received=voice - voice0,
+            p50_ms=1000 * h.percentile(50),
+            p99_ms=1000 * h.percentile(99),
+            max_ms=1000 * h.max_s,
+            bursts=self.window.bursts,
+            gaps=self.window.gaps,
+            bad_gaps=self.window.bad_gaps,
+            pacer_resyncs=self.pacer.resyncs - resyncs0,
+            pacer_max_late_ms=1000 * self.pacer.max_lateness_s,
+            disconnected=sum(1 for c in self.callers if not c.connected),
+            preempted=involuntary_switches() - switches0,
+        )
+
+    async def hangup(self) -> None:
+        """Hang every caller up (EOF, as Asterisk does) and wait for the sockets to close."""
+        self.pacer.stop()
+        for c in self.callers:
+            self.pacer.remove(c)
+            c.hangup()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(c.wait_closed() for c in self.callers))
+        self.callers.clear()
+
+
+async def commands(conn: Connection) -> asyncio.Queue[Any]:
+    """Deliver what arrives on `conn` into a queue, from the event loop (no reader thread)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            queue.put_nowait(conn.recv())
+        except EOFError:
+            loop.remove_reader(conn.fileno())
+            queue.put_nowait(("exit",))
+
+    loop.add_reader(conn.fileno(), readable)
+    return queue
+
+
+def prepare_process(cpu: int | None, nice: int, realtime: bool) -> str:
+    """Pin this process to one core (None: leave it free) and raise its priority if allowed.
+
+    Pinning keeps the two sides off each other's core, but not the rest of the machine's work
+    off ours: with `realtime` the process runs SCHED_FIFO (it preempts ordinary tasks at once,
+    as on a machine of its own; the kernel still keeps 5 % of the core for others), else at
+    `nice`. Without the right to either (not root) the default priority stays. Returns what
+    was set, for the report.
+    """
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    if realtime:
+        with contextlib.suppress(PermissionError):
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+            return "SCHED_FIFO"
+    if nice:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            return f"nice {nice}"
+    return "default priority"
+
+
+def involuntary_switches() -> int:
+    """How often the kernel took the core away from this process so far (another task ran)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
+async def _serve(conn: Connection, wav_path: str) -> None:
+    clip = read_wav_8k(wav_path)
+    queue = await commands(conn)
+    side = CallerSide(clip)
+    while True:
+        cmd = await queue.get()
+        if cmd[0] == "connect":
+            side = CallerSide(clip)
+            conn.send(("connected", await side.connect(cmd[1], cmd[2])))
+        elif cmd[0] == "measure":
+            conn.send(("stats", await side.measure(cmd[1], cmd[2])))
+        elif cmd[0] == "hangup":
+            await side.hangup()
+            conn.send(("done", 0))
+        else:
+            await side.hangup()
+            return
+
+
+def callers_main(conn: Connection, cpu: int | None, nice: int, realtime: bool, wav_path: str) -> None:
+    """Process entry point."""
+    conn.send(("hello", prepare_process(cpu, nice, realtime)))
+    asyncio.run(_serve(conn, wav_path))

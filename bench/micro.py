@@ -1,0 +1,193 @@
+"""Per-frame micro costs of the audio hot path, in nanoseconds per 20 ms frame.
+
+Each figure is the best of `repeat` timed loops of `number` calls (the best run is the one least
+disturbed by the rest of the machine), divided by `number`. Sinks and transports are null objects,
+so a figure is the cost of our code (and the C calls it makes), not of the kernel's send path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import CALLER_PHRASE, make_speech_wav, table
+from bridge.audio import FRAME_BYTES, SILENCE_FRAME, rms
+from bridge.audiosocket.protocol import Decoder, encode_audio
+from bridge.audiosocket.server import AudioSocketConnection
+from bridge.fake_asterisk import read_wav_8k
+from bridge.gateway import TelephonyGateway
+from bridge.pacer import Pacer
+from bridge.playout import Playout
+from bridge.vad import VadSettings, VoiceActivityDetector
+from orchestrator.clock import LoopClock
+from orchestrator.domain.models import AudioChunk
+
+
+class _NullSink:
+    def send_audio(self, frame: bytearray) -> None:
+        return None
+
+    def send_silence(self) -> None:
+        return None
+
+
+class _NullTransport(asyncio.Transport):
+    """Accepts writes and drops them: the cost of the kernel's send is not ours."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class MicroResult:
+    """One measured operation."""
+
+    name: str
+    ns_per_frame: float
+    calls: int
+
+
+def _best_ns(run: Callable[[int], None], number: int, repeat: int) -> float:
+    """Best of `repeat` runs of `run(number)`, in ns per call."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter_ns()
+        run(number)
+        best = min(best, (time.perf_counter_ns() - t) / number)
+    return best
+
+
+def _cycle(frames: list[bytes], number: int) -> list[bytes]:
+    return [frames[i % len(frames)] for i in range(number)]
+
+
+def _voiced_frames(pcm: bytes, gate: int) -> list[bytes]:
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+    return [f for f in frames if rms(f) >= gate]
+
+
+async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]:
+    out: list[MicroResult] = []
+
+    def add(name: str, run: Callable[[int], None]) -> None:
+        out.append(MicroResult(name, _best_ns(run, number, repeat), number * repeat))
+
+    # Playout.tick: a frame of queued audio, and silence when nothing is queued.
+    audio_playout = Playout(_NullSink(), high_water_ms=10**9)  # write() never waits here
+    chunk = AudioChunk(bytes(speech[: number * FRAME_BYTES].ljust(number * FRAME_BYTES, b"\x01")))
+
+    def tick_audio(n: int) -> None:
+        tick = audio_playout.tick
+        for _ in range(n):
+            tick()
+
+    # Refill outside the timed loop: each repeat starts with `number` frames queued.
+    best = float("inf")
+    for _ in range(repeat):
+        await audio_playout.write(chunk)
+        t = time.perf_counter_ns()
+        tick_audio(number)
+        best = min(best, (time.perf_counter_ns() - t) / number)
+    assert audio_playout.frames_sent == number * repeat  # every tick sent audio, none silence
+    out.append(MicroResult("Playout.tick, audio queued", best, number * repeat))
+
+    silent_playout = Playout(_NullSink())
+
+    def tick_silence(n: int) -> None:
+        tick = silent_playout.tick
+        for _ in range(n):
+            tick()
+
+    add("Playout.tick, nothing queued (silence)", tick_silence)
+
+    # VAD: frames above the energy gate go to webrtcvad; silence stops at the gate.
+    settings = VadSettings()
+    voiced = _cycle(_voiced_frames(speech, settings.energy_gate_rms), number)
+    vad = VoiceActivityDetector(settings)
+
+    def vad_speech(n: int) -> None:
+        process = vad.process
+        for i in range(n):
+            process(voiced[i], i * 0.02)
+
+    add("VAD.process, speech (webrtcvad)", vad_speech)
+    vad_quiet = VoiceActivityDetector(settings)
+
+    def vad_silence(n: int) -> None:
+        process = vad_quiet.process
+        for i in range(n):
+            process(SILENCE_FRAME, i * 0.02)
+
+    add("VAD.process, silence (energy gate)", vad_silence)
+
+    # AudioSocket codec: one whole 323-byte message per feed, as the kernel usually hands it over.
+    message = encode_audio(voiced[0])
+    decoder = Decoder()
+
+    def decode(n: int) -> None:
+        feed = decoder.feed
+        for _ in range(n):
+            feed(message)
+
+    add("Decoder.feed, one 323-byte message", decode)
+    frame = bytearray(voiced[0])
+
+    def encode(n: int) -> None:
+        for _ in range(n):
+            encode_audio(frame)
+
+    add("encode_audio, one outbound frame", encode)
+
+    conn = AudioSocketConnection(uuid.uuid4(), _NullTransport(), "bench")
+
+    def send(n: int) -> None:
+        send_audio = conn.send_audio
+        for _ in range(n):
+            send_audio(frame)
+
+    add("AudioSocketConnection.send_audio (encode + write)", send)
+
+    # The whole inbound path of one frame after decoding: queue, VAD, waiter.
+    gw_conn = AudioSocketConnection(uuid.uuid4(), _NullTransport(), "bench")
+    # A queue long enough for every repeat: the timed path never takes the drop-oldest branch.
+    gateway = TelephonyGateway(gw_conn, Pacer(), clock=LoopClock(), inbound_queue_frames=number * repeat + 1)
+    inbound = _cycle(_voiced_frames(speech, 0), number)
+
+    def on_audio(n: int) -> None:
+        receive = gateway.on_audio
+        for i in range(n):
+            receive(inbound[i], 8000)
+
+    add("TelephonyGateway.on_audio, clip (queue + VAD)", on_audio)
+    gateway.on_hangup()  # not close(): the null transport never reports the socket closed
+    return out
+
+
+def run_micro(*, number: int = 20000, repeat: int = 5, speech: bytes | None = None) -> list[MicroResult]:
+    """Measure every operation; `speech` is 8 kHz s16 PCM (an espeak-ng clip if None)."""
+    if speech is None:
+        with tempfile.TemporaryDirectory(prefix="vb-bench-") as tmp:
+            speech = read_wav_8k(str(make_speech_wav(Path(tmp) / "speech.wav", CALLER_PHRASE)))
+    return asyncio.run(_measure(speech, number, repeat))
+
+
+def render_micro(results: list[MicroResult]) -> str:
+    """The plain-text table."""
+    rows = [[r.name, r.ns_per_frame, r.calls, 20_000_000 / r.ns_per_frame] for r in results]
+    return table(
+        ("operation", "ns/frame", "calls", "per 20 ms/core"),
+        rows,
+        title="Per-frame micro costs (best of the repeats; null sinks and transports)",
+    )
