@@ -276,3 +276,36 @@ async def test_final_without_refinement_goes_out_raw(
     await stt.stop_recognition()
     assert finals(events)[0].text == "сколько стоит доставка в москву"
     assert results.empty()  # exactly one final
+
+
+async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+) -> None:
+    # Renewal is due after 0.5 s of audio but must not cut an utterance: audio is fed at 4x real
+    # time so the partials reach the adapter while the speech is still being sent.
+    # A cut utterance would make the stand-in release the next line early, and then "Лишнее".
+    speechkit_standin.script = SttScript(default=[*UTTERANCES, "Лишнее."])
+    settings = replace(SETTINGS, renew_after_bytes=8000, renew_grace_s=30.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-p")
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    pcm = b"".join(silence(600) + make_speech(t) for t in UTTERANCES) + silence(900)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for n, i in enumerate(range(0, len(pcm), FRAME)):
+        await asyncio.sleep(max(0.0, start + n * 0.005 - loop.time()))  # pacing, not waiting
+        audio.put_nowait(pcm[i : i + FRAME])
+    audio.put_nowait(None)
+    events = await collect(results, lambda ev: len(finals(ev)) == 2)
+    await speechkit_standin.wait_for(lambda: all(r.done.is_set() for r in speechkit_standin.stt_sessions))
+    await stt.stop_recognition()
+    assert [f.text for f in finals(events)] == UTTERANCES
+    f1, f2 = finals(events)
+    assert f1.audio_end_ms is not None and f2.audio_start_ms is not None
+    assert f2.audio_start_ms >= f1.audio_end_ms  # each final covers its own speech
+    sessions = speechkit_standin.stt_sessions
+    assert len(sessions) >= 2  # it did renew, in the pause
+    assert [u for r in sessions for u in r.utterances] == UTTERANCES  # none was split
+    assert sum(r.audio_bytes for r in sessions) == len(pcm)

@@ -44,6 +44,8 @@ class YandexSettings:
     renew_after_s: float = 280.0  # the service cuts a stream at 5 min of audio
     renew_after_bytes: int = 9_000_000  # ... or at 10 MB
     renew_grace_s: float = 10.0  # renewal waits this long at most for a pause in speech
+    renew_quiet_ms: int = 300  # a pause: this much audio below renew_quiet_rms, no partial pending
+    renew_quiet_rms: int = 300
     keepalive_s: float = 1.0  # with no audio for this long, a silence_chunk goes (idle cut-off is 5 s)
     final_refinement_wait_s: float = 0.3  # how long a final waits for its normalized text
     drain_timeout_s: float = 10.0  # a half-closed stream must finish within this

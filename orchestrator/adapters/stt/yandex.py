@@ -8,8 +8,8 @@ Shape of one call's recognition:
   generator sends the session options, then chunks, and a `silence_chunk` whenever no audio has
   come for `keepalive_s` (the service cuts a stream after 5 s without data).
 - Renewal: before 5 min / 10 MB (`renew_after_s`, `renew_after_bytes`) the request generator
-  half-closes its stream, preferably in a pause (no partial pending), at the latest
-  `renew_grace_s` later. The next stream opens at once and takes the following chunks, while the
+  half-closes its stream, preferably in a pause (no partial pending and the audio sent last
+  quiet for `renew_quiet_ms`), at the latest `renew_grace_s` later. The next stream opens at once and takes the following chunks, while the
   old one drains its last results (its reader task is kept until it ends).
 - One final per utterance: with normalization on, the service sends `final` then
   `final_refinement` (normalized text). We hold the final for at most
@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
+from bridge.audio import rms
 from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
 from orchestrator.domain.errors import STTError
 from orchestrator.domain.models import SttResult
@@ -88,6 +89,7 @@ class _Stream:
         self.bytes_sent = 0
         self.started_at = owner._clock.now()
         self.in_utterance = False  # a partial came and its final has not
+        self.quiet_ms = 0  # how long the audio sent last has been quiet (a pause to renew in)
         # Set by the request generator when it stops: "renew" or "eof".
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.pending: tuple[int, SttResult] | None = None  # final waiting for its refinement
@@ -104,7 +106,9 @@ class _Stream:
         hard = age >= s.renew_after_s + s.renew_grace_s or (
             self.bytes_sent >= s.renew_after_bytes + int(s.renew_grace_s * 1000 * _BYTES_PER_MS)
         )
-        return hard or not self.in_utterance
+        # Partials alone come too late (the service needs some speech first), so the audio's own
+        # level must show a pause too.
+        return hard or (not self.in_utterance and self.quiet_ms >= s.renew_quiet_ms)
 
     def _end(self, why: str) -> None:
         if not self.ended.done():
@@ -124,6 +128,7 @@ class _Stream:
                     async with asyncio.timeout(s.keepalive_s):
                         chunk = await chunks.get()
                 except TimeoutError:
+                    self.quiet_ms += keepalive_ms
                     self.ms_sent += keepalive_ms
                     self.owner.silence_ms_sent += keepalive_ms
                     yield stt_pb2.StreamingRequest(
@@ -134,8 +139,10 @@ class _Stream:
                     self.owner._input_ended = True
                     self._end("eof")
                     return
+                ms = len(chunk) // _BYTES_PER_MS
+                self.quiet_ms = self.quiet_ms + ms if rms(chunk) < s.renew_quiet_rms else 0
                 self.bytes_sent += len(chunk)
-                self.ms_sent += len(chunk) // _BYTES_PER_MS
+                self.ms_sent += ms
                 self.owner.audio_bytes_sent += len(chunk)
                 yield stt_pb2.StreamingRequest(chunk=stt_pb2.AudioChunk(data=chunk))
         finally:
