@@ -133,3 +133,14 @@ async def test_bad_request_is_not_retryable(openai_client: openai.AsyncOpenAI) -
     with pytest.raises(LLMError, match="HTTP 404") as exc:
         _ = [c async for c in llm.process_user_turn("доставка", SessionState("c"))]
     assert not exc.value.retryable
+
+
+async def test_every_sentence_carries_its_own_verdict(
+    openai_standin: OpenAIStandin, openai_client: openai.AsyncOpenAI
+) -> None:
+    openai_standin.script.rules.clear()
+    openai_standin.script.default = "Доставка завтра. Голосуйте на выборах за нас. Всего доброго."
+    llm = manager(openai_client)
+    chunks = [c async for c in llm.process_user_turn("когда?", SessionState("c"))]
+    assert [c.is_safe for c in chunks] == [True, False, True]
+    assert chunks[1].safety_reason and "выборах" in chunks[1].safety_reason

@@ -144,3 +144,27 @@ async def test_stream_failure_arrives_in_band(
     assert "RESOURCE_EXHAUSTED" in str(items[0])
     assert items[1:] == [None]
     await tts.aclose()
+
+
+async def test_stalled_stream_is_failed_by_the_watchdog(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    speechkit_standin.stall_next_tts(1)
+    tts = YandexTTSManager(speechkit_grpc_channel, replace(SETTINGS, chunk_timeout_s=0.3))
+    text_in, audio_out = await tts.start_llm_stream()
+    text_in.put_nowait("Привет. ")
+    items = await drain(audio_out)
+    assert isinstance(items[0], TTSError) and items[0].retryable
+    assert "no audio 0.3s after text was sent" in str(items[0])
+    assert items[1:] == [None]
+    await tts.aclose()
+
+
+async def test_stalled_utterance_times_out(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    speechkit_standin.stall_next_tts(1)
+    tts = YandexTTSManager(speechkit_grpc_channel, replace(SETTINGS, chunk_timeout_s=0.3))
+    with pytest.raises(TTSError, match="no audio within 0.3s") as exc:
+        _ = [c async for c in tts.synthesize("Привет.")]
+    assert exc.value.retryable

@@ -325,6 +325,7 @@ class SpeechKitStandin:
         self.last_metadata: dict[str, str] = {}
         self._faults: dict[str, _Fault] = {}
         self._tick = asyncio.Event()
+        self._closing = asyncio.Event()
         self._port = port
         self._server: grpc.aio.Server | None = None
 
@@ -335,8 +336,12 @@ class SpeechKitStandin:
         self._faults["stt"] = _Fault(n, code, after_ms)
 
     def fail_next_tts(self, n: int = 1, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
-        """Fail the next `n` synthesis calls with `code`."""
+        """Fail the next `n` synthesis calls with `code` (OK: take the text, never answer)."""
         self._faults["tts"] = _Fault(n, code)
+
+    def stall_next_tts(self, n: int = 1) -> None:
+        """The next `n` synthesis calls take their text and never answer."""
+        self.fail_next_tts(n, grpc.StatusCode.OK)
 
     def _notify(self) -> None:
         """Wake `wait_for` callers: something was received or a stream ended."""
@@ -375,6 +380,7 @@ class SpeechKitStandin:
 
     async def close(self) -> None:
         """Stop serving (open streams are cancelled)."""
+        self._closing.set()
         if self._server is not None:
             await self._server.stop(grace=0.5)
             self._server = None

@@ -58,6 +58,11 @@ class Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
                 length_ms=len(piece) // (rate * 2 // 1000),
             )
 
+    async def _fail(self, code: grpc.StatusCode, context: Any) -> None:
+        if code == grpc.StatusCode.OK:
+            await self.server._closing.wait()  # a stall: hold the call until the server closes
+        await context.abort(code, "stand-in fault injected")
+
     @staticmethod
     def _rate(spec: tts_pb2.AudioFormatOptions) -> int | str:
         if spec.WhichOneof("AudioFormat") != "raw_audio":
@@ -75,7 +80,7 @@ class Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
         self.server.utterance_requests.append(request)
         fault = self.server._take_fault("tts")
         if fault is not None:
-            await context.abort(fault.code, "stand-in fault injected")
+            await self._fail(fault.code, context)
         text = request.text
         if not text.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
@@ -113,7 +118,7 @@ class Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
                     )
                 continue
             if fault is not None:
-                await context.abort(fault.code, "stand-in fault injected")
+                await self._fail(fault.code, context)
             sentences: list[str] = []
             if kind == "synthesis_input":
                 total += len(req.synthesis_input.text)
