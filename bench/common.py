@@ -125,11 +125,18 @@ def fmt(value: object, digits: int = 1) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, title: str = "") -> str:
-    """A plain-text table with right-aligned columns under a title line."""
+    """A plain-text table under a title line: the first column left-aligned, the rest right."""
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     lines = [title] if title else []
-    lines.append("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+
+    def line(row: Sequence[str]) -> str:
+        # The first column names the row: left-aligned; numbers right-aligned.
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    lines.append(line(headers))
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+    lines.extend(line(r) for r in cells)
     return "\n".join(lines)

@@ -100,6 +100,7 @@ class DialogueResult:
     outcomes: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     classify_us: list[float] = field(default_factory=list)
+    classify_cold_us: list[float] = field(default_factory=list)  # first pass: n-gram caches cold
     faq_us: list[float] = field(default_factory=list)
 
 
@@ -138,11 +139,12 @@ async def _classifier_alone(dmap: DialogueMap, repeat: int, result: DialogueResu
     data = _heldout()
     texts = [t for t, _ in data["intents"] + data["faq"] + data["test_intents"] + data["test_faq"]]
     texts += data["off_script"] + data["test_off_script"]
-    for _ in range(repeat):
+    for i in range(repeat):
         for text in texts:
             t = time.perf_counter_ns()
             await classifier.classify_intent(text)
-            result.classify_us.append((time.perf_counter_ns() - t) / 1000)
+            us = (time.perf_counter_ns() - t) / 1000
+            (result.classify_us if i else result.classify_cold_us).append(us)
             t = time.perf_counter_ns()
             await classifier.find_faq_answer(text)
             result.faq_us.append((time.perf_counter_ns() - t) / 1000)
@@ -170,8 +172,8 @@ def _stage_row(name: str, turns: list[dict[str, Any]]) -> list[object]:
         len(turns),
         percentile(logic, 50),
         percentile(logic, 95),
-        percentile(classify, 50) / 1000,
-        percentile(classify, 95) / 1000,
+        percentile(classify, 50),
+        percentile(classify, 95),
         percentile(response, 50),
         percentile(response, 95),
     ]
@@ -191,8 +193,8 @@ def render_dialogue(result: DialogueResult) -> str:
             "turns",
             "logic_p50_ms",
             "logic_p95_ms",
-            "classify_p50_ms",
-            "classify_p95_ms",
+            "classify_p50_us",
+            "classify_p95_us",
             "response_p50_ms",
             "response_p95_ms",
         ),
@@ -204,13 +206,12 @@ def render_dialogue(result: DialogueResult) -> str:
         ),
     )
     clf_rows = [
-        [
-            "classify_intent",
-            len(result.classify_us),
-            percentile(result.classify_us, 50),
-            percentile(result.classify_us, 95),
-        ],
-        ["find_faq_answer", len(result.faq_us), percentile(result.faq_us, 50), percentile(result.faq_us, 95)],
+        [name, len(us), percentile(us, 50), percentile(us, 95)]
+        for name, us in (
+            ("classify_intent, first pass (cold)", result.classify_cold_us),
+            ("classify_intent, repeated", result.classify_us),
+            ("find_faq_answer", result.faq_us),
+        )
     ]
     clf_table = table(
         ("call", "n", "p50_us", "p95_us"),

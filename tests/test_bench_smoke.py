@@ -1,0 +1,80 @@
+"""Smoke tests of `python -m bench`: every benchmark in a tiny configuration, so the code cannot rot.
+
+They check that tables come out with the right columns and that audio and turns were really
+counted; never how fast anything was (that is what `make bench` is for).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bench.common import Histogram, percentile, table
+from bench.dialogue import render_dialogue, run_dialogue, scripts
+from bench.hotpath import HEADERS, run_capacity
+from bench.micro import render_micro, run_micro
+
+needs_espeak = pytest.mark.skipif(
+    not (shutil.which("espeak-ng") and shutil.which("sox")),
+    reason="espeak-ng and sox are needed (make system-deps)",
+)
+
+
+def _header_cells(rendered: str, title_lines: int = 1) -> list[str]:
+    return rendered.splitlines()[title_lines].split()
+
+
+def test_histogram_percentiles_and_table() -> None:
+    h = Histogram()
+    for ms in range(1, 101):
+        h.add(ms / 1000)
+    h.add(5.0)  # beyond the last bin: counted in the overflow, kept as the max
+    assert h.n == 101
+    assert h.percentile(50) == pytest.approx(0.051, abs=0.0011)
+    assert h.percentile(100) == 5.0
+    assert h.below(0.0105) == 10
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    rendered = table(("name", "n"), [["a", 1.25], ["bb", None]], title="T")
+    assert rendered.splitlines() == ["T", "name    n", "----  ---", "a     1.2", "bb      -"]
+
+
+@needs_espeak
+def test_capacity_sweep_runs_two_processes_and_counts_frames() -> None:
+    result = run_capacity([5], duration_s=1.0, warmup_s=0.5, realtime=False, nice=0)
+    (step,) = result.steps
+    assert step.calls == 5 and step.bridge.calls == 5 and step.callers.calls == 5
+    # Both directions carried audio; the bot spoke some of it; the callers timed the frames.
+    assert step.bridge.frames_out > 0 and step.bridge.frames_in > 0
+    assert step.callers.frames_received > 0 and step.callers.frames_sent > 0
+    assert step.callers.p50_ms > 0
+    rendered = result.render()
+    assert _header_cells(rendered) == list(HEADERS)
+    rows = rendered.splitlines()[3:]
+    assert rows[0].split()[0] == "5"
+    assert "calls per core" in rendered and "external figure" in rendered
+
+
+@needs_espeak
+def test_micro_costs_table_has_every_operation() -> None:
+    results = run_micro(number=200, repeat=2)
+    assert len(results) == 8
+    assert all(r.ns_per_frame > 0 and r.calls == 400 for r in results)
+    rendered = render_micro(results)
+    assert rendered.splitlines()[1].split() == ["operation", "ns/frame", "calls", "per", "20", "ms/core"]
+    assert len(rendered.splitlines()) == 3 + len(results)
+
+
+def test_dialogue_latency_counts_turns_and_classifier_calls() -> None:
+    result = run_dialogue(calls=2, concurrency=2, classifier_repeat=2)
+    assert sum(result.outcomes.values()) == 2
+    user_turns = sum(len(s) for s in scripts(2))
+    assert 0 < len(result.turns) <= user_turns
+    assert all("classify_us" in t for t in result.turns)  # every turn matched its classify call
+    assert all(t["response_ms"] is not None for t in result.turns)
+    assert result.classify_cold_us and result.classify_us and result.faq_us
+    rendered = render_dialogue(result)
+    assert _header_cells(rendered)[:2] == ["route", "turns"]
+    assert "response_p95_ms" in _header_cells(rendered)
+    assert any(line.startswith("all ") for line in rendered.splitlines())
+    assert "classify_intent, repeated" in rendered
