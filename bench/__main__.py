@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from bench.dialogue import render_dialogue, run_dialogue
-from bench.hotpath import DEFAULT_STEPS, run_capacity
+from bench.hotpath import DEFAULT_STEPS, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
 
 PARTS = ("capacity", "micro", "dialogue")
@@ -34,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-rt", action="store_true", help="no SCHED_FIFO for the two capacity processes (nice only)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="cProfile the bridge in each step into DIR and print the top",
+    )
     parser.add_argument("--calls", type=int, default=20, help="scripted text-mode calls")
     args = parser.parse_args(argv)
     parts = args.only or list(PARTS)
@@ -48,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_s=args.warmup,
                 stop_on_failure=not args.all_steps,
                 realtime=not args.no_rt,
+                profile_dir=args.profile,
                 progress=_progress,
             )
             print(capacity.render(), end="\n\n", flush=True)
+            if args.profile is not None:
+                for step in capacity.steps:
+                    print(profile_summary(args.profile / f"bridge-{step.calls}.prof"), end="\n\n")
         except (OSError, RuntimeError, TimeoutError) as exc:
             print(f"capacity sweep could not run: {exc}", end="\n\n", flush=True)
             failed = True

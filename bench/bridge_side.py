@@ -11,7 +11,7 @@ Per call, exactly what `voicebridge serve` runs on the audio path, minus the pro
 Driven over a pipe by `bench.hotpath` with tuples:
   ("expect", [uuid str, ...])  -> ("ready", port)
   ("wait_calls", n, timeout_s) -> ("calls", connected)
-  ("measure", t0, t1)          -> ("stats", BridgeStats)
+  ("measure", t0, t1, profile)  -> ("stats", BridgeStats)  (profile: a cProfile dump path or None)
   ("teardown",)                -> ("done", 0)
   ("exit",)                    -> process ends
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import functools
 import gc
 import logging
@@ -154,10 +155,13 @@ class BridgeSide:
             starts += gw.speech_starts
         return out, voice, inn, drops, odrops, starts
 
-    async def measure(self, t0: float, t1: float) -> BridgeStats:
-        """Counters between loop times t0 and t1."""
+    async def measure(self, t0: float, t1: float, profile_path: str | None = None) -> BridgeStats:
+        """Counters between loop times t0 and t1; with `profile_path`, a cProfile dump of the window."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, t0 - loop.time()))
+        profiler = cProfile.Profile() if profile_path else None
+        if profiler is not None:
+            profiler.enable()
         start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
         gc0 = gc.get_stats()[2]["collections"]
         before = self._totals()
@@ -165,6 +169,9 @@ class BridgeSide:
         self.pacer.max_lateness_s = 0.0
         await asyncio.sleep(max(0.0, t1 - loop.time()))
         wall, cpu = loop.time() - start, time.process_time() - cpu0
+        if profiler is not None and profile_path:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
         d = [b - a for a, b in zip(before, self._totals(), strict=True)]
         return BridgeStats(
             calls=len(self.calls),
@@ -206,7 +213,7 @@ async def _serve(conn: Connection, wav_path: str) -> None:
             elif cmd[0] == "wait_calls":
                 conn.send(("calls", await side.wait_calls(cmd[2])))
             elif cmd[0] == "measure":
-                conn.send(("stats", await side.measure(cmd[1], cmd[2])))
+                conn.send(("stats", await side.measure(cmd[1], cmd[2], cmd[3])))
             elif cmd[0] == "teardown":
                 await side.teardown()
                 conn.send(("done", 0))

@@ -10,8 +10,10 @@ and the bridge stayed under 90 % of its core; the sweep stops at the first faili
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing as mp
 import os
+import pstats
 import tempfile
 import time
 import uuid
@@ -48,6 +50,7 @@ HEADERS = (
     "gap>40",
     "gap>60",
     "in_drop",
+    "out_drop",
     "vad_on",
     "preempt",
     "caller%",
@@ -91,6 +94,7 @@ class StepResult:
             c.gaps,
             c.bad_gaps,
             b.inbound_drops,
+            b.outbound_drops,
             b.speech_starts,
             b.preempted,
             c.cpu_pct,
@@ -184,6 +188,14 @@ class _Child:
             self.proc.join()
 
 
+def profile_summary(path: Path, limit: int = 25) -> str:
+    """The functions that took the most time of their own in a bridge profile."""
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats(pstats.SortKey.TIME).print_stats(limit)
+    return f"Bridge profile {path.name} (cProfile, by own time)\n" + out.getvalue().strip()
+
+
 def _cores() -> tuple[int | None, int | None]:
     cpus = sorted(os.sched_getaffinity(0))
     return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
@@ -197,9 +209,15 @@ def run_capacity(
     stop_on_failure: bool = True,
     realtime: bool = True,
     nice: int = -15,
+    profile_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> CapacityResult:
-    """Run the sweep; see the module docstring."""
+    """Run the sweep; see the module docstring.
+
+    With `profile_dir`, the bridge process is profiled (cProfile) over each step's window into
+    `bridge-<N>.prof` there (the profiler slows the bridge: use those steps for where the time
+    goes, not for capacity); see `profile_summary`.
+    """
     bridge_cpu, caller_cpu = _cores()
     ctx = mp.get_context("spawn")  # a clean interpreter per side: no inherited loop or threads
     results: list[StepResult] = []
@@ -219,7 +237,8 @@ def run_capacity(
             connected = bridge.ask("calls", 30, "wait_calls", n, 20.0)
             t0 = time.monotonic() + warmup_s  # loop.time() is time.monotonic() on both sides
             t1 = t0 + duration_s
-            bridge.send("measure", t0, t1)
+            prof = str(profile_dir / f"bridge-{n}.prof") if profile_dir is not None else None
+            bridge.send("measure", t0, t1, prof)
             callers.send("measure", t0, t1)
             wait = warmup_s + duration_s + 30
             b_stats: BridgeStats = bridge.reply("stats", wait)
