@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import resource
@@ -257,4 +258,5 @@ async def _serve(conn: Connection, wav_path: str) -> None:
 def callers_main(conn: Connection, cpu: int | None, nice: int, realtime: bool, wav_path: str) -> None:
     """Process entry point."""
     conn.send(("hello", prepare_process(cpu, nice, realtime)))
+    logging.basicConfig(level=logging.ERROR)  # e.g. asyncio debug-mode slow-callback warnings
     asyncio.run(_serve(conn, wav_path))

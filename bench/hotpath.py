@@ -98,7 +98,7 @@ class StepResult:
             b.speech_starts,
             b.preempted,
             c.cpu_pct,
-            "yes" if self.ok else "NO",
+            "yes" if self.ok else ("NO, callers saturated" if c.cpu_pct >= MAX_CPU_PCT else "NO"),
         ]
 
 
