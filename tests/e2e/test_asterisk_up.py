@@ -72,8 +72,9 @@ def test_listens_on_loopback_only(asterisk: str) -> None:
     assert tcp == {"127.0.0.1:8088", "127.0.0.1:5038"}, tcp
     udp = {cols[4] for cols in mine if cols[0] == "udp"}
     assert "127.0.0.1:5060" in udp, udp
-    # Besides SIP, only pjproject's DNS resolver sockets (ephemeral ports, which accept replies
-    # to its own queries only) may use the wildcard address; no fixed service port does.
+    # Besides SIP, only pjproject's DNS resolver sockets may use the wildcard address: res_pjsip
+    # creates them at startup (seen with strace) on ephemeral ports, and they accept replies to
+    # their own queries only. No fixed service port does.
     for addr in udp - {"127.0.0.1:5060"}:
         host, _, port = addr.rpartition(":")
         assert host in {"0.0.0.0", "[::]"} and int(port) >= 32768, addr
