@@ -43,6 +43,28 @@ CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand 
 STT_QUEUE_FRAMES = 50
 
 
+class GcTimer:
+    """Times the garbage collector's pauses (gc.callbacks) until `close()`."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.max_s = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.max_s = max(self.max_s, time.perf_counter() - self._started)
+        if info["generation"] == 2:
+            self.full += 1
+
+    def close(self) -> None:
+        """Stop timing."""
+        gc.callbacks.remove(self._on_gc)
+
+
 class BridgeCall:
     """One call's gateway and its two tasks."""
 
@@ -100,7 +122,8 @@ class BridgeStats:
     resyncs: int
     max_late_ms: float
     preempted: int  # involuntary context switches: other work on this core
-    gc_runs: int  # collections of the oldest generation (the slow kind) in the window
+    gc_full: int  # collections of the oldest generation (the slow kind) in the window
+    gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
 
 
 class BridgeSide:
@@ -163,12 +186,13 @@ class BridgeSide:
         if profiler is not None:
             profiler.enable()
         start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
-        gc0 = gc.get_stats()[2]["collections"]
+        gc_timer = GcTimer()
         before = self._totals()
         resyncs0 = self.pacer.resyncs
         self.pacer.max_lateness_s = 0.0
         await asyncio.sleep(max(0.0, t1 - loop.time()))
         wall, cpu = loop.time() - start, time.process_time() - cpu0
+        gc_timer.close()
         if profiler is not None and profile_path:
             profiler.disable()
             profiler.dump_stats(profile_path)
@@ -186,7 +210,8 @@ class BridgeSide:
             resyncs=self.pacer.resyncs - resyncs0,
             max_late_ms=1000 * self.pacer.max_lateness_s,
             preempted=involuntary_switches() - switches0,
-            gc_runs=gc.get_stats()[2]["collections"] - gc0,
+            gc_full=gc_timer.full,
+            gc_max_ms=1000 * gc_timer.max_s,
         )
 
     async def teardown(self) -> None:
