@@ -113,8 +113,7 @@ class VoicebridgeApp:
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
         s = self.settings
-        dmap = load_dialogue_map(s.dialogue_map)
-        self.services = await self._build_services(dmap)
+        self.services = await self.build_services()
         self.pacer.start()
         self.audiosocket = AudioSocketServer(
             s.audiosocket.bind_host, s.audiosocket.bind_port, pacer=self.pacer
@@ -130,7 +129,7 @@ class VoicebridgeApp:
                 audiosocket_host=a.audiosocket_host,
             ),
             self.audiosocket,
-            self._on_call,
+            self.on_call,
         )
         self._ari_task = asyncio.create_task(self.ari.run(), name="ari-controller")
         log.info(
@@ -142,8 +141,10 @@ class VoicebridgeApp:
             a.app,
         )
 
-    async def _build_services(self, dmap: DialogueMap) -> CallServices:
+    async def build_services(self) -> CallServices:
+        """Load the map and build every process-wide service; warms the audio cache."""
         s = self.settings
+        dmap = load_dialogue_map(s.dialogue_map)
         ys = yandex_settings(s)
         openai_client = None
         if s.providers.llm == "openai" or s.providers.intents == "openai":
@@ -247,7 +248,7 @@ class VoicebridgeApp:
             raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report}")
         log.info("audio cache ready: %s", report)
 
-    async def _on_call(self, call: AriCall) -> None:
+    async def on_call(self, call: AriCall) -> None:
         """One call: gateway + fresh Orchestrator; returning hangs the caller up."""
         assert self.services is not None
         self.calls_total += 1

@@ -287,16 +287,20 @@ class Orchestrator:
     async def _dialogue_loop(self) -> None:
         """One user turn after another until END_CALL (spec 4.4)."""
         leader: str | None = None
+        bot_spoke = True  # the greeting
         while not self.call_ended:
             self.session_state.turn_state = "USER_TURN"
-            self._observe("listening", state=self.session_state.current_state_id)
-            if not self._barged_in:
-                # Speech that began during an uninterrupted bot turn belonged to that turn.
-                self._speech_at = None
+            if bot_spoke:
+                bot_spoke = False
+                self._observe("listening", state=self.session_state.current_state_id)
+                if not self._barged_in:
+                    # Speech that began during an uninterrupted bot turn belonged to that turn.
+                    self._speech_at = None
             try:
                 event = await self._next_user_event()
             except TimeoutError:
                 await self._no_input()
+                bot_spoke = True
                 continue
             self._barged_in = False
             if isinstance(event, ProviderError):
@@ -304,6 +308,7 @@ class Orchestrator:
                 if not event.retryable:
                     self.end_reason = "stt_failed"
                     self.call_ended = True
+                bot_spoke = True
                 continue
             if not event.text.strip():
                 continue  # noise the recogniser turned into nothing: not a turn
@@ -315,6 +320,7 @@ class Orchestrator:
                 continue
             await self._user_turn(event, leader)
             leader = None
+            bot_spoke = True
 
     async def _next_user_event(self) -> SttEvent:
         """The next STT event; TimeoutError when the caller stays silent for the no-input timeout."""
@@ -531,54 +537,59 @@ class Orchestrator:
         assert self._outbound is not None
         metrics = self.metrics_logger
         metrics.set(model_name=self.llm_manager.model_name)
-        try:
-            async with asyncio.timeout(self._provider_timeout_s):
-                text_input_queue, audio_output_queue = await self.tts_manager.start_llm_stream()
-        except (TTSConnectionError, TimeoutError) as exc:
-            log.warning("call %s: streaming TTS unavailable: %s", self.call_id, exc)
-            metrics.set(error=f"tts_stream: {exc}")
-            await self._player.play_clip(self.non_secure_response)
-            await self._outbound.drain()
-            return
         state = self.dialogue_map.state(self.session_state.current_state_id)
         fillers = FillerSequence(state.fillers, self.neutral_fillers_keys)
         deadline = self.clock.now() + self.dialogue_map.settings.operation_timeout_s
-        completed = False
+        # One cover from the start to the first audio: the filler is not restarted when the
+        # stream opens or the first LLM chunk arrives, only cut when there is audio to play.
+        cover: Cover | None = await self._player.start_cover(fillers)
+        stream_open = completed = False
         try:
+            try:
+                async with asyncio.timeout(self._provider_timeout_s):
+                    text_input_queue, audio_output_queue = await self.tts_manager.start_llm_stream()
+                stream_open = True
+            except (TTSConnectionError, TimeoutError) as exc:
+                log.warning("call %s: streaming TTS unavailable: %s", self.call_id, exc)
+                metrics.set(error=f"tts_stream: {exc}")
+                assert cover is not None
+                await cover.stop()
+                await self._player.play_clip(self.non_secure_response)
+                await self._outbound.drain()
+                return
             for attempt in range(self.dialogue_map.settings.llm_max_retries + 1):
+                if cover is None:
+                    cover = await self._player.start_cover(fillers)
                 metrics.mark("t4_llm_request")
                 metrics.set(llm_attempts=attempt + 1)
                 llm_text_stream = self.llm_manager.process_user_turn(
                     text, self.session_state, attempt=attempt
                 )
-                # One cover from the request to the first audio: the filler is not restarted
-                # when the first LLM chunk arrives, only cut when there is audio to play.
-                cover = await self._player.start_cover(fillers)
-                try:
-                    first = await self._first_llm_chunk(llm_text_stream, deadline)
-                    if first is None:
-                        break  # empty answer
-                    if not first.is_safe:
-                        metrics.set(unsafe_reason=first.safety_reason)
-                        self._observe("llm_unsafe", reason=first.safety_reason, attempt=attempt)
-                        await self.llm_manager.abort_generation()
-                        aclose = getattr(llm_text_stream, "aclose", None)
-                        if aclose is not None:
-                            await aclose()  # async generators: finalise now, not at GC
-                        await cover.stop()
-                        await self._player.play_clip(self.non_secure_response)
-                        continue
-                    text_input_queue.put_nowait(first.text_chunk)
-                    await self._speak_llm_answer(
-                        first, llm_text_stream, text_input_queue, audio_output_queue, cover, deadline
-                    )
-                    completed = True
-                    break
-                finally:
+                first = await self._first_llm_chunk(llm_text_stream, deadline)
+                if first is None:
+                    break  # empty answer
+                if not first.is_safe:
+                    metrics.set(unsafe_reason=first.safety_reason)
+                    self._observe("llm_unsafe", reason=first.safety_reason, attempt=attempt)
+                    await self.llm_manager.abort_generation()
+                    aclose = getattr(llm_text_stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()  # async generators: finalise now, not at GC
                     await cover.stop()
+                    cover = None
+                    await self._player.play_clip(self.non_secure_response)
+                    continue
+                text_input_queue.put_nowait(first.text_chunk)
+                await self._speak_llm_answer(
+                    first, llm_text_stream, text_input_queue, audio_output_queue, cover, deadline
+                )
+                completed = True
+                break
             await self._outbound.drain()
         finally:
-            if not completed:
+            if cover is not None:
+                await cover.stop()
+            if stream_open and not completed:
                 await self.tts_manager.abort_llm_stream()
             await self.llm_manager.abort_generation()
 

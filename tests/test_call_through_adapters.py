@@ -1,0 +1,88 @@
+"""The example map end to end through the real adapters and the real telephony path, no Asterisk.
+
+A fake Asterisk (a real TCP client) speaks espeak-ng Russian into the AudioSocket server; the
+TelephonyGateway, the Orchestrator and the real adapters do the rest: STT over gRPC to the
+SpeechKit stand-in (which recognises a scripted line per speech segment its VAD finds in the audio
+it really receives), TTS over gRPC from the stand-in, the LLM over HTTP/SSE from the OpenAI
+stand-in with moderation, and every cached phrase from a real Redis, warmed at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from bridge.app import VoicebridgeApp
+from bridge.ari_controller import AriCall
+from bridge.audiosocket.server import AudioSocketServer
+from bridge.fake_asterisk import FakeCallerPool
+from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
+from orchestrator.orchestrator import CallEvent
+from orchestrator.standins.openai_server import OpenAIStandin
+from orchestrator.standins.speechkit_server import SpeechKitStandin
+
+MAP = str(Path(__file__).resolve().parent.parent / "dialogue_maps" / "cleaning_quote.ru.json")
+
+
+async def test_example_call_through_the_real_adapters(
+    speechkit_standin: SpeechKitStandin,
+    openai_standin: OpenAIStandin,
+    redis_url: str,
+    make_speech: object,
+) -> None:
+    lines = ["у нас квартира шестьдесят метров", "а вы работаете по воскресеньям", "нет спасибо"]
+    call_id = str(uuid.uuid4())
+    speechkit_standin.script.set_call(call_id, lines)
+    openai_standin.script.add("воскресень", "Да, мы работаем без выходных, с восьми до двадцати двух.")
+    speech = [make_speech(line) for line in lines]  # type: ignore[operator]  # before the call: it blocks
+    sk = speechkit_standin.endpoint
+    settings = Settings(
+        dialogue_map=MAP,
+        redis_url=redis_url,
+        providers=ProvidersSection(tts="yandex", intents="local"),
+        yandex=YandexSection(stt_endpoint=sk, tts_endpoint=sk, tls=False),
+        openai=OpenAISection(base_url=openai_standin.base_url, api_key="test", moderation=True),
+    )
+    events: list[CallEvent] = []
+    listening = asyncio.Queue[None]()
+
+    def observe(cid: str, event: CallEvent) -> None:
+        assert cid == call_id
+        events.append(event)
+        if event.kind == "listening":
+            listening.put_nowait(None)
+
+    app = VoicebridgeApp(settings, observer=observe)
+    app.services = await app.build_services()  # warms Redis through the stand-in TTS over gRPC
+    app.pacer.start()
+    server = AudioSocketServer("127.0.0.1", 0, pacer=app.pacer)
+    await server.start()
+    pool = FakeCallerPool("127.0.0.1", server.port)
+    try:
+        connected = server.expect(uuid.UUID(call_id))
+        caller = await pool.connect(uuid.UUID(call_id))
+        conn = await asyncio.wait_for(connected, 5)
+        handler = asyncio.create_task(
+            app.on_call(AriCall(call_id, "test-channel", None, None, conn, asyncio.Event())),
+            name="test-call",
+        )
+        for pcm in speech:
+            await asyncio.wait_for(listening.get(), 60)  # the bot finished and listens
+            caller.play(pcm)
+        await asyncio.wait_for(handler, 90)
+    finally:
+        await pool.close()
+        await server.close()
+        await app.close()
+
+    assert app.outcomes == [(call_id, "end_call")]
+    states = [(e.data["from_state"], e.data["to_state"]) for e in events if e.kind == "state"]
+    assert states == [("greeting", "quote"), ("quote", "goodbye_refusal")]
+    said = [e.data["text"] for e in events if e.kind == "user_said"]
+    assert said == lines  # every line came back from the STT stand-in, one final each
+    assert any(e.kind == "llm_said" and "без выходных" in e.data["text"] for e in events)
+    assert caller.voice_count > 100  # the caller heard the bot (greeting, price, LLM, goodbye)
+    gaps = caller.inter_arrival()
+    assert gaps.max < 0.1  # paced: no multi-frame holes in the line while the call ran
+    assert app.calls_active == 0
