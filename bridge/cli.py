@@ -16,8 +16,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from orchestrator.domain.errors import ConfigError, VoicebridgeError
+
+if TYPE_CHECKING:
+    from bridge.settings import Settings
 
 log = logging.getLogger("voicebridge")
 
@@ -31,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the bridge until SIGINT/SIGTERM")
     serve.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
+    serve.add_argument(
+        "--standins",
+        action="store_true",
+        help="use the local SpeechKit/OpenAI stand-ins (offline demo and tests, not the real services)",
+    )
 
     dial = sub.add_parser("dial", help="originate an outbound call into the Stasis app (AMI)")
     dial.add_argument("number")
@@ -57,11 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(config: str | None) -> int:
-    from bridge.app import VoicebridgeApp
+async def _serve(config: str | None, standins: bool) -> int:
     from bridge.settings import load_settings
 
-    app = VoicebridgeApp(load_settings(config))
+    settings = load_settings(config)
+    if standins:
+        from bridge.standins import running_standins
+
+        async with running_standins(settings) as (patched, _, _):
+            return await _serve_with(patched)
+    return await _serve_with(settings)
+
+
+async def _serve_with(settings: Settings) -> int:
+    from bridge.app import VoicebridgeApp
+
+    app = VoicebridgeApp(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,10 +107,9 @@ async def _dial(number: str, config: str | None, timeout: float) -> int:
 
 
 async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
-    from orchestrator.cache.warm import warm_cache
-
     from bridge.app import build_audio_cache, build_tts_for_warming
     from bridge.settings import load_settings
+    from orchestrator.cache.warm import warm_cache
     from orchestrator.dialogue_map.loader import load_dialogue_map
 
     s = load_settings(config)
@@ -127,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(schema_text())
             return 0
         if args.command == "serve":
-            return asyncio.run(_serve(args.config))
+            return asyncio.run(_serve(args.config, args.standins))
         if args.command == "dial":
             return asyncio.run(_dial(args.number, args.config, args.timeout))
         if args.command == "cache":
