@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import cProfile
 import functools
-import gc
 import logging
 import random
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from bench.callers import commands, involuntary_switches, prepare_process
+from bench.common import GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
 from bridge.fake_asterisk import read_wav_8k
 from bridge.gateway import TelephonyGateway
@@ -41,28 +41,6 @@ from orchestrator.domain.models import AudioChunk
 
 CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand it out
 STT_QUEUE_FRAMES = 50
-
-
-class GcTimer:
-    """Times the garbage collector's pauses (gc.callbacks) until `close()`."""
-
-    def __init__(self) -> None:
-        self.full = 0
-        self.max_s = 0.0
-        self._started = 0.0
-        gc.callbacks.append(self._on_gc)
-
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        self.max_s = max(self.max_s, time.perf_counter() - self._started)
-        if info["generation"] == 2:
-            self.full += 1
-
-    def close(self) -> None:
-        """Stop timing."""
-        gc.callbacks.remove(self._on_gc)
 
 
 class BridgeCall:
@@ -121,9 +99,29 @@ class BridgeStats:
     speech_starts: int
     resyncs: int
     max_late_ms: float
+    tick_p99_ms: float  # p99 of the interval between pacer ticks (bridge-side send jitter)
     preempted: int  # involuntary context switches: other work on this core
     gc_full: int  # collections of the oldest generation (the slow kind) in the window
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
+
+
+class TickProbe:
+    """The pacer's first member: when each tick began sending, so the bridge's own send jitter.
+
+    Members tick in a fixed order, so a call's frame leaves at a fixed offset after this probe;
+    the caller-side inter-arrival adds the callers' loop delays and the network on top.
+    """
+
+    def __init__(self) -> None:
+        self._clock = asyncio.get_running_loop().time
+        self._last: float | None = None
+        self.hist: Histogram | None = None  # recording only while set
+
+    def tick(self) -> None:
+        now = self._clock()
+        if self.hist is not None and self._last is not None:
+            self.hist.add(now - self._last)
+        self._last = now
 
 
 class BridgeSide:
@@ -133,6 +131,8 @@ class BridgeSide:
         self._clip = clip
         self._rnd = random.Random(11)
         self.pacer = Pacer()
+        self.probe = TickProbe()
+        self.pacer.add(self.probe)  # before any call: it ticks first
         self.server = AudioSocketServer("127.0.0.1", 0, pacer=self.pacer, uuid_timeout_s=10.0)
         self.calls: list[BridgeCall] = []
         self._arrived = asyncio.Event()
@@ -190,9 +190,11 @@ class BridgeSide:
         before = self._totals()
         resyncs0 = self.pacer.resyncs
         self.pacer.max_lateness_s = 0.0
+        ticks = self.probe.hist = Histogram()
         await asyncio.sleep(max(0.0, t1 - loop.time()))
         wall, cpu = loop.time() - start, time.process_time() - cpu0
         gc_timer.close()
+        self.probe.hist = None
         if profiler is not None and profile_path:
             profiler.disable()
             profiler.dump_stats(profile_path)
@@ -209,6 +211,7 @@ class BridgeSide:
             speech_starts=d[5],
             resyncs=self.pacer.resyncs - resyncs0,
             max_late_ms=1000 * self.pacer.max_lateness_s,
+            tick_p99_ms=1000 * ticks.percentile(99),
             preempted=involuntary_switches() - switches0,
             gc_full=gc_timer.full,
             gc_max_ms=1000 * gc_timer.max_s,

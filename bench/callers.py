@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.common import Histogram
+from bench.common import GcTimer, Histogram
 from bridge.audio import FRAME_BYTES
 from bridge.fake_asterisk import FakeAsterisk, read_wav_8k
 from bridge.pacer import Pacer
@@ -115,6 +115,7 @@ class CallerStats:
     pacer_max_late_ms: float
     disconnected: int
     preempted: int
+    gc_max_ms: float
 
 
 class CallerSide:
@@ -158,8 +159,10 @@ class CallerSide:
         self.pacer.max_lateness_s = 0.0
         self.window.reset()
         self.window.measuring = True
+        gc_timer = GcTimer()
         await asyncio.sleep(max(0.0, t1 - loop.time()))
         self.window.measuring = False
+        gc_timer.close()
         wall, cpu = loop.time() - start, time.process_time() - cpu0
         sent, recv, voice = self._totals()
         h = self.window.hist
@@ -180,6 +183,7 @@ class CallerSide:
             pacer_max_late_ms=1000 * self.pacer.max_lateness_s,
             disconnected=sum(1 for c in self.callers if not c.connected),
             preempted=involuntary_switches() - switches0,
+            gc_max_ms=1000 * gc_timer.max_s,
         )
 
     async def hangup(self) -> None:

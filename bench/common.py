@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import shutil
 import subprocess
+import time
 import wave
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,3 +142,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, title: st
     lines.append("  ".join("-" * w for w in widths))
     lines.extend(line(r) for r in cells)
     return "\n".join(lines)
+
+
+class GcTimer:
+    """Times the garbage collector's pauses (gc.callbacks) until `close()`."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.max_s = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.max_s = max(self.max_s, time.perf_counter() - self._started)
+        if info["generation"] == 2:
+            self.full += 1
+
+    def close(self) -> None:
+        """Stop timing."""
+        gc.callbacks.remove(self._on_gc)
