@@ -24,7 +24,7 @@ import struct
 import subprocess
 import warnings
 import wave
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,7 +264,9 @@ class Capture:
         if exe is None:
             raise RuntimeError("tcpdump is not installed (make system-deps)")
         self._proc = await asyncio.create_subprocess_exec(
-            exe, "-i", "lo", "-U", "-n", "-s", "2048", "-w", str(self.path), self.bpf,
+            # --immediate-mode: without it libpcap hands packets over in blocks, and the last
+            # block (the BYE!) is lost when we stop it.
+            exe, "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "2048", "-w", str(self.path), self.bpf,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert self._proc.stderr is not None
@@ -350,8 +352,13 @@ class Pacing:
     burst_packets: int  # packets that arrived < 5 ms after the previous one
 
 
-def analyse(path: Path, *, media_port: int, sip_port: int) -> Analysis:
-    """Parse a capture: RTP sent to `media_port`, SIP requests sent to `sip_port`."""
+def ulaw_to_pcm(payload: bytes) -> bytes:
+    """G.711 u-law bytes -> s16le PCM."""
+    return bytes(audioop.ulaw2lin(payload, 2))
+
+
+def _udp_packets(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
+    """(capture time, source port, destination port, UDP payload) of every IPv4 UDP packet."""
     data = path.read_bytes()
     if len(data) < 24:
         raise ValueError(f"{path}: not a pcap file ({len(data)} bytes)")
@@ -361,32 +368,50 @@ def analyse(path: Path, *, media_port: int, sip_port: int) -> Analysis:
     link_len = {1: 14, 113: 16}.get(linktype)
     if link_len is None:
         raise ValueError(f"{path}: unsupported link type {linktype}")
-    result = Analysis()
     off = 24
     while off + 16 <= len(data):
         sec, usec, caplen, _ = struct.unpack("<IIII", data[off : off + 16])
         pkt = data[off + 16 : off + 16 + caplen]
         off += 16 + caplen
-        t = sec + usec / 1e6
         ip = pkt[link_len:]
         if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
             continue
         ihl = (ip[0] & 0x0F) * 4
         sport, dport = struct.unpack("!HH", ip[ihl : ihl + 4])
-        udp_payload = ip[ihl + 8 :]
-        if dport == media_port and len(udp_payload) >= 12 and udp_payload[0] >> 6 == 2:
-            b1 = udp_payload[1]
-            seq = struct.unpack("!H", udp_payload[2:4])[0]
-            cc = udp_payload[0] & 0x0F
-            payload = udp_payload[12 + 4 * cc :]
-            p = RtpPacket(t, seq, b1 & 0x7F, bool(b1 & 0x80), payload)
-            if p.pt == 0:
-                p.rms = int(audioop.rms(audioop.ulaw2lin(payload, 2), 2))
-            elif p.pt == 8:
-                p.rms = int(audioop.rms(audioop.alaw2lin(payload, 2), 2))
-            result.rtp.append(p)
+        yield sec + usec / 1e6, sport, dport, ip[ihl + 8 :]
+
+
+def _rtp(t: float, udp_payload: bytes) -> RtpPacket | None:
+    if len(udp_payload) < 12 or udp_payload[0] >> 6 != 2:
+        return None
+    b1 = udp_payload[1]
+    seq = struct.unpack("!H", udp_payload[2:4])[0]
+    cc = udp_payload[0] & 0x0F
+    p = RtpPacket(t, seq, b1 & 0x7F, bool(b1 & 0x80), udp_payload[12 + 4 * cc :])
+    if p.pt == 0:
+        p.rms = int(audioop.rms(audioop.ulaw2lin(p.payload, 2), 2))
+    elif p.pt == 8:
+        p.rms = int(audioop.rms(audioop.alaw2lin(p.payload, 2), 2))
+    return p
+
+
+def rtp_from(path: Path, *, src_port: int) -> list[RtpPacket]:
+    """RTP packets in a capture sent from `src_port` (e.g. what the sipp caller sent)."""
+    return [p for t, sport, _, payload in _udp_packets(path) if sport == src_port and (p := _rtp(t, payload))]
+
+
+def analyse(path: Path, *, media_port: int, sip_port: int) -> Analysis:
+    """Parse a capture: RTP sent to `media_port`, SIP requests sent to `sip_port`."""
+    result = Analysis()
+    for t, _, dport, udp_payload in _udp_packets(path):
+        if dport == media_port:
+            p = _rtp(t, udp_payload)
+            if p is not None:
+                result.rtp.append(p)
         elif dport == sip_port and udp_payload[:3].isalpha():
             method = udp_payload.split(b" ", 1)[0].decode(errors="replace")
+            if method.startswith("SIP/"):
+                continue  # a response, not a request
             result.sip_methods.append(method)
             if method == "BYE":
                 result.bye_times.append(t)

@@ -12,7 +12,9 @@ from tests.e2e.sip import (
     UAC_MEDIA_PORT,
     analyse,
     render_scenario,
+    rtp_from,
     tone_pcm,
+    ulaw_to_pcm,
     write_rtp_pcap,
 )
 
@@ -40,6 +42,11 @@ def test_pcap_round_trip_timing_energy_and_dtmf(tmp_path: Path) -> None:
     assert len(ends) == 3
     assert {struct.unpack("!H", p.payload[2:4])[0] for p in ends} == {800}
     assert not a.bye_seen
+    # The same packets, selected by source port (what a caller sent), decode back to the tone.
+    sent = rtp_from(pcap, src_port=UAC_MEDIA_PORT)
+    assert [p.seq for p in sent] == list(range(1, 151))
+    pcm = ulaw_to_pcm(sent[30].payload)
+    assert len(pcm) == 320 and sent[30].rms > 3000
 
 
 def test_bad_dtmf_digit_is_rejected(tmp_path: Path) -> None:
