@@ -192,8 +192,6 @@ cmd_up() {
         wait_for_ari "$t0" ""
         return
     fi
-    [[ $EUID -eq 0 ]] || die "needs root (chroot and bind mounts)"
-    build_chroot
     local pid
     if pid=$(running_pid); then
         # Restart rather than reload: transports, http and module changes do not reload reliably.
@@ -204,9 +202,12 @@ cmd_up() {
             echo "$version"
             return 0
         fi
+        [[ $EUID -eq 0 ]] || die "config changed; restarting Asterisk needs root"
         log "config changed: restarting"
         stop_chroot
     fi
+    [[ $EUID -eq 0 ]] || die "needs root (debootstrap, chroot and bind mounts)"
+    build_chroot
     start_chroot
 }
 
