@@ -399,7 +399,7 @@ class AriController:
                 f"call {session.uuid}: {what}: no result within {self._settings.timeout_s} s"
             ) from None
         except BaseException:  # cancelled from outside (close()): abandon the request too
-            fut.cancel()
+            _abandon(fut)
             raise
         if not fut.done():  # the caller hung up first
             fut.cancel()
@@ -472,6 +472,14 @@ class AriController:
             pass  # already gone
         except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("call %s: deleting %s failed: %r", session.uuid, what, exc)
+
+
+def _abandon(fut: asyncio.Future[Any]) -> None:
+    """Cancel `fut`, or if it already finished, mark its exception as seen (no asyncio warning)."""
+    if not fut.done():
+        fut.cancel()
+    elif not fut.cancelled():
+        fut.exception()
 
 
 class _suppress_errors:
