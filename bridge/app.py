@@ -9,6 +9,7 @@ stream, the TTS manager, the LLM manager, the TelephonyGateway and the Orchestra
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Callable
@@ -132,6 +133,10 @@ class VoicebridgeApp:
             self.on_call,
         )
         self._ari_task = asyncio.create_task(self.ari.run(), name="ari-controller")
+        # Everything built so far lives as long as the process: keep it out of the collector's
+        # generations so a full collection does not stall the 20 ms tick (measured: 55 ms at 650 calls).
+        gc.collect()
+        gc.freeze()
         log.info(
             "voicebridge started: map %s, AudioSocket on %s:%d, ARI %s app %s",
             s.dialogue_map,
