@@ -85,6 +85,11 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
         self.closed = True
         super().close()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.authenticated = False  # panoramisk leaves it True while reconnecting
+        if not self.closed:
+            super().connection_lost(exc)
+
 
 async def _login(settings: AmiSettings, **extra: Any) -> _Manager:
     """Connect and log in, bounded by `login_timeout_s`; raises AmiError with the reason."""

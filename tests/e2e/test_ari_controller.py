@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ari_controller import AriCall
+from bridge.ami import AmiEventLogger, AmiSettings
+from bridge.ari_controller import AriCall, AriController
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
 from tests.e2e.conftest import Stack, asterisk_sh, call_tasks
@@ -179,20 +180,34 @@ async def test_caller_hangs_up_first(stack: Stack, tmp_path: Path, caller_pcm: b
     await stack.assert_no_leftovers()
 
 
-async def test_controller_survives_asterisk_restart(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
-    controller = stack.controller
-    assert controller is not None
-    connects = controller.connects
+async def restart_asterisk(controller: AriController, events: AmiEventLogger) -> None:
+    """asterisk.sh down, then up; returns once ARI and AMI clients are connected again."""
     down = await asyncio.to_thread(asterisk_sh, "down", timeout_s=60)
     assert down.returncode == 0, down.stderr
     async with asyncio.timeout(10):
         # The controller exposes no "disconnected" event; poll the flag (bounded).
-        while controller.connected.is_set():  # noqa: ASYNC110
+        while controller.connected.is_set() or events.connected:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     up = await asyncio.to_thread(asterisk_sh, "up", timeout_s=300)
     assert up.returncode == 0, up.stdout + up.stderr
     async with asyncio.timeout(30):
         await controller.connected.wait()
+    async with asyncio.timeout(30):
+        # panoramisk reconnects on its own timer and exposes no event: poll its login state.
+        while not events.connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def test_controller_survives_asterisk_restart(stack: Stack, tmp_path: Path, caller_pcm: bytes) -> None:
+    controller = stack.controller
+    assert controller is not None
+    connects = controller.connects
+    events = AmiEventLogger(AmiSettings())
+    await events.start()
+    try:
+        await restart_asterisk(controller, events)
+    finally:
+        await events.close()
     assert controller.connects == connects + 1
 
     # And calls work on the new connection.
