@@ -194,7 +194,7 @@ async def originate(
 _REASONS = {
     "0": "no such extension or failure",
     "1": "hung up",
-    "3": "ringing, not answered",
+    "3": "rang, not answered before the timeout",
     "4": "answered",
     "5": "busy",
     "8": "congestion",
