@@ -49,7 +49,7 @@ asterisk-up: install
 asterisk-down:
 	bash asterisk_conf/asterisk.sh down
 
-demo: install
+demo: install asterisk-up
 	$(PY) -m bridge.cli demo
 
 bench: install

@@ -11,7 +11,9 @@ per-turn latency table, and writes what the caller heard to var/demo/caller_hear
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
@@ -70,10 +72,79 @@ async def run_text_demo(map_path: str) -> int:
     return 0
 
 
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _work_dir(path: str) -> Path:
+    """An absolute directory (sipp runs inside it, so relative paths would break)."""
+    work = Path(os.path.realpath(path))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _ms(turn: dict[str, object], key: str) -> str:
+    v = turn.get(key)
+    return f"{v:.0f}" if isinstance(v, int | float) else "-"
+
+
+async def run_phone_demo(map_path: str) -> int:
+    """A real SIP call through Asterisk 22 to the example map; prints what happened."""
+    if os.geteuid() != 0:
+        print("voicebridge demo: needs root (sipp plays RTP through a raw socket; Asterisk runs in a chroot)")
+        return 2
+    try:
+        from tests.e2e.phone_call import MAP, run_phone_call
+        from tests.e2e.sip import UAC_MEDIA_PORT
+    except ImportError:
+        print("voicebridge demo: run it from the repository checkout (it uses tests/e2e)")
+        return 2
+    if not _same_file(map_path, MAP):
+        print(f"voicebridge demo: the phone demo scripts its caller for {MAP}; use --text for other maps")
+        return 2
+    up = await asyncio.create_subprocess_exec("bash", "asterisk_conf/asterisk.sh", "up")
+    if await up.wait() != 0:
+        print("voicebridge demo: Asterisk did not come up (see above)")
+        return 1
+    from bridge.standins import DEMO_CALLER_LINES
+
+    work = _work_dir("var/demo")
+    dmap = load_dialogue_map(map_path)
+    print(
+        "Звонок: sipp -> SIP-транк Asterisk 22 -> ARI -> AudioSocket -> voicebridge (стенды SpeechKit/OpenAI)"
+    )
+    result = await run_phone_call(work, list(DEMO_CALLER_LINES))
+    for event in result.events:
+        line = describe(event, dmap)
+        if line:
+            print(line)
+    print()
+    header = f"{'turn':>4} {'route':<9} {'intent':<12} {'stt_ms':>7} {'logic_ms':>8} {'tts_ms':>7} {'response_ms':>11}"
+    print(header)
+    for t in result.turns():
+        print(
+            f"{t['turn_index']:>4} {t.get('route', ''):<9} {str(t.get('intent') or '-'):<12} "
+            f"{_ms(t, 'stt_ms'):>7} {_ms(t, 'logic_ms'):>8} {_ms(t, 'tts_ms'):>7} {_ms(t, 'response_ms'):>11}"
+        )
+    pacing = result.analysis.pacing()
+    print()
+    print(
+        f"RTP to the caller (port {UAC_MEDIA_PORT}): {pacing.packets} packets over {pacing.span_s:.1f} s, "
+        f"{pacing.packets_per_s:.1f}/s, max gap {pacing.max_gap_s * 1000:.0f} ms, {pacing.burst_packets} bursts"
+    )
+    print(f"BYE from Asterisk: {'yes' if result.analysis.bye_seen else 'NO'}; outcome: {result.outcomes}")
+    print(f"What the caller heard: {result.heard_wav}; per-turn metrics: {work / 'turns.jsonl'}")
+    ok = (
+        result.sipp.ok
+        and result.analysis.bye_seen
+        and bool(result.outcomes)
+        and result.outcomes[0][1] == "end_call"
+    )
+    return 0 if ok else 1
+
+
 async def run_demo(*, text: bool, map_path: str) -> int:
     """Entry point of `voicebridge demo`."""
     if text:
         return await run_text_demo(map_path)
-    from bridge.phone_demo import run_phone_demo
-
     return await run_phone_demo(map_path)
