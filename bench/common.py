@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gc
 import math
-import shutil
-import subprocess
 import time
 import wave
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE
+from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 
 CALLER_PHRASE = "Здравствуйте, я хотел бы узнать, сколько стоит уборка квартиры в субботу"
 BOT_PHRASE = "Добрый день! Стоимость уборки квартиры сорок пять метров составит шесть тысяч рублей"
@@ -21,32 +20,9 @@ def make_speech_wav(path: Path, text: str, *, trailing_silence_ms: int = 0) -> P
     """Write `text` spoken by espeak-ng (Russian) as an 8 kHz mono s16 WAV, padded to whole frames.
 
     `trailing_silence_ms` appends silence, so a looping clip has pauses as a real caller does.
-    Raises RuntimeError naming the missing tool (install with `make system-deps`).
+    Raises TTSConnectionError when espeak-ng is missing (install it with `make system-deps`).
     """
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is not installed: run `make system-deps`")
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(raw), text], check=True)
-    resampled = path.with_suffix(".8k.wav")
-    subprocess.run(
-        [
-            "sox",
-            str(raw),
-            "-r",
-            str(SAMPLE_RATE),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            str(resampled),
-        ],
-        check=True,
-    )
-    with wave.open(str(resampled), "rb") as w:
-        pcm = w.readframes(w.getnframes())
+    pcm = espeak_pcm_sync(text)
     pcm += bytes(trailing_silence_ms * SAMPLE_RATE * 2 // 1000)
     pcm = pcm[: len(pcm) // FRAME_BYTES * FRAME_BYTES]
     with wave.open(str(path), "wb") as w:
@@ -54,8 +30,6 @@ def make_speech_wav(path: Path, text: str, *, trailing_silence_ms: int = 0) -> P
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
         w.writeframes(pcm)
-    raw.unlink()
-    resampled.unlink()
     return path
 
 

@@ -19,13 +19,13 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import grpc
 import openai
 import pytest
 
 from orchestrator.adapters.speechkit import speechkit_channel
+from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.standins.openai_server import OpenAIStandin
 from orchestrator.standins.speechkit_server import SpeechKitStandin
 
@@ -85,37 +85,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def make_speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], bytes]:
-    """text -> Russian speech as 8 kHz mono s16le PCM (espeak-ng + sox), cached per text."""
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.skip("espeak-ng and sox are needed (apt-get install espeak-ng sox)")
-    workdir = tmp_path_factory.mktemp("speech")
+def make_speech() -> Callable[[str], bytes]:
+    """text -> Russian speech as 8 kHz mono s16le PCM (espeak-ng), cached per text."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is needed (make system-deps)")
     cache: dict[str, bytes] = {}
 
     def make(text: str) -> bytes:
         if text not in cache:
-            n = len(cache)
-            wav, raw = Path(workdir, f"{n}.wav"), Path(workdir, f"{n}.raw")
-            subprocess.run(["espeak-ng", "-v", "ru", "-w", str(wav), text], check=True)
-            subprocess.run(
-                [
-                    "sox",
-                    str(wav),
-                    "-r",
-                    "8000",
-                    "-c",
-                    "1",
-                    "-b",
-                    "16",
-                    "-e",
-                    "signed-integer",
-                    "-t",
-                    "raw",
-                    str(raw),
-                ],
-                check=True,
-            )
-            cache[text] = raw.read_bytes()
+            cache[text] = espeak_pcm_sync(text)
         return cache[text]
 
     return make

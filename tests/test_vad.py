@@ -5,31 +5,22 @@ from __future__ import annotations
 import random
 import shutil
 import struct
-import subprocess
-import wave
 from pathlib import Path
 
 import pytest
 
 from bridge.audio import FRAME_BYTES, rms
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
+from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 
 PHRASE = "Здравствуйте, я хотел бы узнать баланс моего счёта"
 
 
 def make_russian_speech(directory: Path, text: str = PHRASE) -> bytes:
-    """8 kHz mono s16 PCM of `text` spoken by espeak-ng (skips the test if the tools are missing)."""
-    if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("espeak-ng and sox are needed (make system-deps)")
-    raw, wav = directory / "espeak.wav", directory / "speech8k.wav"
-    subprocess.run(["espeak-ng", "-v", "ru", "-w", str(raw), text], check=True)
-    subprocess.run(
-        ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(wav)],
-        check=True,
-    )
-    with wave.open(str(wav), "rb") as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
-        pcm = w.readframes(w.getnframes())
+    """8 kHz mono s16 PCM of `text` spoken by espeak-ng (skips the test if it is missing)."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is needed (make system-deps)")
+    pcm = espeak_pcm_sync(text)
     return pcm[: len(pcm) // FRAME_BYTES * FRAME_BYTES]
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
+from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # stdlib audioop on 3.11/3.12
@@ -53,16 +54,7 @@ _DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B"
 # --- caller audio ---
 def espeak_pcm(text: str, *, voice: str = "ru", rate_wpm: int = 150) -> bytes:
     """Synthesize `text` with espeak-ng; returns 8 kHz s16le mono PCM."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed (make system-deps)")
-    wav = subprocess.run(
-        [exe, "-v", voice, "-s", str(rate_wpm), "--stdout", text],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    ).stdout
-    return wav_bytes_to_pcm8k(wav)
+    return espeak_pcm_sync(text, voice=voice, speed_wpm=rate_wpm)
 
 
 def wav_bytes_to_pcm8k(data: bytes) -> bytes:

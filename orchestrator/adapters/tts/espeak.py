@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
+import subprocess
 import warnings
 from collections.abc import AsyncIterator
 
@@ -56,6 +57,26 @@ def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
         return pcm
     out, _ = audioop.ratecv(pcm, 2, 1, src_rate, dst_rate, None)
     return bytes(out)
+
+
+def espeak_pcm_sync(
+    text: str, *, voice: str = "ru", rate: int = 8000, speed_wpm: int | None = None, timeout_s: float = 30.0
+) -> bytes:
+    """Blocking `espeak_pcm` for tools, tests and benchmarks (never on the event loop).
+
+    Raises `TTSConnectionError` when espeak-ng is missing (install it with `make system-deps`).
+    """
+    args = ["espeak-ng", "-v", voice, "--stdout", "--stdin"]
+    if speed_wpm:
+        args += ["-s", str(speed_wpm)]
+    try:
+        proc = subprocess.run(args, input=text.encode(), capture_output=True, timeout=timeout_s, check=False)
+    except FileNotFoundError as exc:
+        raise TTSConnectionError("espeak-ng is not installed (make system-deps)", provider=PROVIDER) from exc
+    if proc.returncode != 0:
+        raise TTSError(f"espeak-ng exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}")
+    pcm, src_rate = parse_wav(proc.stdout)
+    return resample(pcm, src_rate, rate)
 
 
 async def espeak_pcm(
