@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -304,7 +305,7 @@ class Orchestrator:
                 continue
             self._barged_in = False
             if isinstance(event, ProviderError):
-                await self._provider_failure(event, stage="stt")
+                await self._bot_turn(functools.partial(self._provider_failure, event, stage="stt"))
                 if not event.retryable:
                     self.end_reason = "stt_failed"
                     self.call_ended = True
@@ -384,7 +385,7 @@ class Orchestrator:
                     text, previous_leader=self.session_state.previous_intent_leader
                 )
         except (ClassifierError, TimeoutError) as exc:
-            await self._provider_failure(exc, stage="classifier")
+            await self._bot_turn(functools.partial(self._provider_failure, exc, stage="classifier"))
             metrics.emit_turn()
             return
         metrics.set(

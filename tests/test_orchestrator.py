@@ -18,7 +18,7 @@ from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.clock import LoopClock
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
-from orchestrator.domain.errors import CallSetupError, STTError
+from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
 from orchestrator.domain.models import LLMStreamChunk
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.orchestrator import (
@@ -124,6 +124,13 @@ def make_map(**settings: Any) -> DialogueMap:
     return DialogueMap.model_validate(data)
 
 
+def keyword_classifier() -> KeywordClassifier:
+    return KeywordClassifier(
+        {"give_area": ["площад", "цен"], "refuse": ["нет", "не интересно"], "agree": ["давайте", "согласен"]},
+        {"expensive": ["дорог"]},
+    )
+
+
 def label(key: str) -> int:
     return CLIPS[key][0]
 
@@ -154,6 +161,7 @@ async def run_call(
     llm: FakeLLM | None = None,
     dmap: DialogueMap | None = None,
     hangup_at: float | None = 30.0,
+    classifier: KeywordClassifier | None = None,
 ) -> CallRun:
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
@@ -167,14 +175,7 @@ async def run_call(
     services = CallServices(
         dialogue_map=dmap,
         flow_engine=MapFlowEngine(dmap),
-        intent_classifier=KeywordClassifier(
-            {
-                "give_area": ["площад", "цен"],
-                "refuse": ["нет", "не интересно"],
-                "agree": ["давайте", "согласен"],
-            },
-            {"expensive": ["дорог"]},
-        ),
+        intent_classifier=classifier or keyword_classifier(),
         audio_cache=InMemoryAudioCache({k: clip(lab, s) for k, (lab, s) in CLIPS.items()}),
         clock=LoopClock(),
         render=render_template,
@@ -518,3 +519,24 @@ def test_speech_resets_the_silence_count() -> None:
     ]
     assert [e.data["count"] for e in run.events if e.kind == "no_input"] == [1, 1]
     assert run.outcome.reason == "caller_hangup"
+
+
+def test_classifier_failure_plays_the_emergency_filler() -> None:
+    class Flaky(KeywordClassifier):
+        async def classify_intent(self, text: str, *, previous_leader: str | None = None) -> Any:
+            if "сломайся" in text:
+                raise ClassifierError("embeddings service down", provider="embeddings", retryable=True)
+            return await super().classify_intent(text, previous_leader=previous_leader)
+
+    base = keyword_classifier()
+    run = call(
+        [Say(2.0, "сломайся"), Say(6.0, "это дорого")],
+        classifier=Flaky(base.intents, base.faq),
+        hangup_at=10.0,
+    )
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("filler:emergency"),
+        label("static:faq_expensive"),
+    ]
+    assert run.turns()[1]["error"].startswith("classifier:")
