@@ -283,11 +283,25 @@ class VoicebridgeApp:
         except CallSetupError as exc:
             log.error("call %s: %s", call.call_id, exc)
             reason = "setup_failed"
+            await self._apologise(gateway)
         finally:
             await gateway.close()
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
+
+    async def _apologise(self, gateway: TelephonyGateway) -> None:
+        """The call cannot be served: say the emergency phrase rather than hang up in silence."""
+        assert self.services is not None
+        key = self.services.dialogue_map.settings.emergency_filler_key
+        try:
+            async with asyncio.timeout(10):
+                clip = await self.services.audio_cache.get(key)
+                if clip is not None:
+                    await gateway.outbound.write(clip)
+                    await gateway.outbound.drain()
+        except Exception as exc:  # the caller is gone, the cache is down: nothing more to do
+            log.warning("call: cannot play %s before hanging up: %r", key, exc)
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set or the ARI controller gives up."""

@@ -86,3 +86,41 @@ async def test_example_call_through_the_real_adapters(
     gaps = caller.inter_arrival()
     assert gaps.max < 0.1  # paced: no multi-frame holes in the line while the call ran
     assert app.calls_active == 0
+
+
+async def test_a_call_that_cannot_be_set_up_hears_the_emergency_phrase(
+    speechkit_standin: SpeechKitStandin, openai_standin: OpenAIStandin
+) -> None:
+    from orchestrator.adapters.tts.espeak import EspeakTTS
+
+    settings = Settings(
+        dialogue_map=MAP,
+        providers=ProvidersSection(tts="espeak", intents="local"),
+        yandex=YandexSection(stt_endpoint=speechkit_standin.endpoint, tls=False),
+        openai=OpenAISection(base_url=openai_standin.base_url, api_key="test", moderation=False),
+    )
+    app = VoicebridgeApp(settings)
+    app.services = await app.build_services()
+    app.services.tts_factory = lambda _cid: EspeakTTS(binary="/nonexistent/espeak-ng")  # connect() fails
+    app.pacer.start()
+    server = AudioSocketServer("127.0.0.1", 0, pacer=app.pacer)
+    await server.start()
+    pool = FakeCallerPool("127.0.0.1", server.port)
+    call_id = uuid.uuid4()
+    try:
+        connected = server.expect(call_id)
+        caller = await pool.connect(call_id)
+        conn = await asyncio.wait_for(connected, 5)
+        await asyncio.wait_for(
+            app.on_call(AriCall(str(call_id), "test-channel", None, None, conn, asyncio.Event())), 30
+        )
+    finally:
+        await pool.close()
+        await server.close()
+        await app.close()
+    assert app.outcomes == [(str(call_id), "setup_failed")]
+    emergency = await app.services.audio_cache.get(app.services.dialogue_map.settings.emergency_filler_key)
+    assert emergency is not None
+    pcm = emergency.pcm
+    voiced = sum(1 for i in range(0, len(pcm) - 319, 320) if any(pcm[i : i + 320]))
+    assert caller.voice_count >= voiced  # the whole phrase, then the hang-up
