@@ -281,7 +281,7 @@ class VoicebridgeApp:
             outcome = await orchestrator.run(gateway, gateway.outbound)
             reason = outcome.reason
         except CallSetupError as exc:
-            log.error("call %s: %s", call.call_id, exc)
+            log.error("%s", exc)  # names the call
             reason = "setup_failed"
             await self._apologise(gateway)
         finally:
