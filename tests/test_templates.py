@@ -203,3 +203,18 @@ def test_any_input_evaluates_or_raises_expression_error(expr: str) -> None:
     except ExpressionError:
         return
     assert isinstance(value, int | float)
+
+
+@pytest.mark.parametrize(
+    "expr, variables",
+    [
+        ("round(1e999)", {}),
+        ("round(x)", {"x": float("nan")}),
+        ("abs(1e999)", {}),
+        ("x * 2", {"x": 10**400}),
+        ("max(x, 1)", {"x": float("inf")}),
+    ],
+)
+def test_numeric_edge_cases_are_expression_errors(expr: str, variables: dict[str, object]) -> None:
+    with pytest.raises(ExpressionError):
+        evaluate(expr, variables)

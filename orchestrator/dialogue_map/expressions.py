@@ -96,20 +96,23 @@ def expression_variables(expression: str) -> set[str]:
 def evaluate(expression: str, variables: Mapping[str, Any]) -> Number:
     """Evaluate `expression` with `variables` (numbers only); raises `ExpressionError`."""
     tree = parse_expression(expression)
-    result = _eval(expression, tree.body, variables)
-    return result
+    try:
+        return _bounded(expression, _eval(expression, tree.body, variables))
+    except (OverflowError, ValueError, TypeError) as exc:
+        # round(1e999), round(nan), isfinite() of a huge int: still a map error, never a crash.
+        raise ExpressionError(expression, f"{type(exc).__name__}: {exc}") from None
 
 
 def _eval(expression: str, node: ast.expr, variables: Mapping[str, Any]) -> Number:
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        return node.value
+        return _bounded(expression, node.value)
     if isinstance(node, ast.Name):
         if node.id not in variables or variables[node.id] is None:
             raise ExpressionError(expression, f"variable {node.id!r} is not set")
         v = variables[node.id]
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ExpressionError(expression, f"variable {node.id!r} is not a number: {type(v).__name__}")
-        return v
+        return _bounded(expression, v)
     if isinstance(node, ast.UnaryOp):
         operand = _eval(expression, node.operand, variables)
         return -operand if isinstance(node.op, ast.USub) else operand
@@ -131,17 +134,17 @@ def _eval(expression: str, node: ast.expr, variables: Mapping[str, Any]) -> Numb
         if name == "round":
             if len(args) == 2 and not isinstance(args[1], int):
                 raise ExpressionError(expression, "round() digits must be an integer")
-            return round(args[0], int(args[1])) if len(args) == 2 else round(args[0])
+            return _bounded(expression, round(args[0], int(args[1])) if len(args) == 2 else round(args[0]))
         if name == "min":
-            return min(args)
+            return _bounded(expression, min(args))
         if name == "max":
-            return max(args)
-        return abs(args[0])
+            return _bounded(expression, max(args))
+        return _bounded(expression, abs(args[0]))
     # parse_expression() already rejected everything else.
     raise ExpressionError(expression, f"{type(node).__name__} is not allowed")
 
 
 def _bounded(expression: str, value: Number) -> Number:
-    if isinstance(value, complex) or not math.isfinite(value) or abs(value) > MAX_ABS_RESULT:
+    if isinstance(value, complex) or abs(value) > MAX_ABS_RESULT or not math.isfinite(value):
         raise ExpressionError(expression, f"result out of range: {value!r}")
     return value
