@@ -220,9 +220,17 @@ class PlaylistPlayer:
     async def stream(
         self, get: Callable[[], Awaitable[AudioChunk | ProviderError | None]], role: AudioRole
     ) -> None:
-        """Write chunks from `get()` until None; an in-band ProviderError is raised."""
+        """Write chunks from `get()` until None; an in-band ProviderError is raised.
+
+        A stream that goes quiet for the operation timeout between two chunks is abandoned
+        (`OperationTimeout`): a provider that never ends its stream must not hold the turn.
+        """
         while True:
-            item = await get()
+            try:
+                async with asyncio.timeout(self.operation_timeout_s):
+                    item = await get()
+            except TimeoutError:
+                raise OperationTimeout(self.operation_timeout_s) from None
             if item is None:
                 break
             if isinstance(item, ProviderError):

@@ -540,3 +540,20 @@ def test_classifier_failure_plays_the_emergency_filler() -> None:
         label("static:faq_expensive"),
     ]
     assert run.turns()[1]["error"].startswith("classifier:")
+
+
+def test_a_tts_stream_that_never_ends_is_abandoned_after_the_operation_timeout() -> None:
+    class EndlessTTS(FakeTTS):
+        async def _stream(self, text_q: Any, audio_q: Any) -> None:
+            piece = await text_q.get()
+            self.stream_text.append(piece)
+            audio_q.put_nowait(self._audio(piece, self.stream_label))
+            await asyncio.Event().wait()  # never the end marker
+
+    tts = EndlessTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
+    run = call([Say(2.0, "расскажи"), Say(14.0, "это дорого")], tts=tts, hangup_at=20.0)
+    labels = run.sink.labels()
+    assert labels[-3:] == [LLM_LABEL, label("filler:emergency"), label("static:faq_expensive")]
+    emergency_at = min(t for t, lab in run.sink.frames if lab == label("filler:emergency"))
+    last_answer = max(t for t, lab in run.sink.frames if lab == LLM_LABEL)
+    assert emergency_at - last_answer == pytest.approx(5.0, abs=0.1)  # the map's operation_timeout_s
