@@ -152,6 +152,7 @@ class Orchestrator:
         self._stt_frames_dropped = 0
         self._stt_results_dropped = 0
         self._no_input_count = 0
+        self._caller_speaking = False
         self._shut_down = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -248,11 +249,13 @@ class Orchestrator:
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self._speech_at = at
+        self._caller_speaking = True
         if self.session_state.turn_state == "BOT_TURN":
             self.handle_barge_in()
 
     def on_speech_end(self, at: float) -> None:
-        """Caller speech ended (nothing to do: STT decides where the utterance ends)."""
+        """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
+        self._caller_speaking = False
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: logged; maps do not route on digits yet."""
@@ -264,8 +267,7 @@ class Orchestrator:
         if self.session_state.turn_state != "BOT_TURN" or task is None or task.done():
             return False
         task.cancel()
-        if self._outbound is not None:
-            self._outbound.clear()  # nothing queued reaches the caller after this instant
+        self._player.interrupt()  # nothing more reaches the caller after this instant
         self._barged_in = True
         self.session_state.turn_state = "USER_TURN"
         self.metrics_logger.set(barge_in_at=self.clock.now())
@@ -300,12 +302,19 @@ class Orchestrator:
             try:
                 event = await self._next_user_event()
             except TimeoutError:
+                if self.metrics_logger.turn_open:
+                    self.metrics_logger.set(route="no_final")  # partials, then nothing
+                    self.metrics_logger.emit_turn()
+                    leader = None
                 await self._no_input()
                 bot_spoke = True
                 continue
             self._barged_in = False
             if isinstance(event, ProviderError):
+                self.metrics_logger.start_bot_only_turn()
+                self.metrics_logger.set(route="stt_failure", state=self.session_state.current_state_id)
                 await self._bot_turn(functools.partial(self._provider_failure, event, stage="stt"))
+                self.metrics_logger.emit_turn()
                 if not event.retryable:
                     self.end_reason = "stt_failed"
                     self.call_ended = True
@@ -324,9 +333,13 @@ class Orchestrator:
             bot_spoke = True
 
     async def _next_user_event(self) -> SttEvent:
-        """The next STT event; TimeoutError when the caller stays silent for the no-input timeout."""
+        """The next STT event; TimeoutError when the caller stays silent for the no-input timeout.
+
+        Also bounded while a turn is open: a partial whose final never comes (noise the
+        recogniser dropped, a stream reset) must not leave the line silent for good.
+        """
         timeout = self.dialogue_map.settings.no_input_timeout_s
-        if timeout is None or self.metrics_logger.turn_open:
+        if timeout is None:
             return await self._user_results.get()
         waiting_since = self.clock.now()
         while True:
@@ -334,8 +347,9 @@ class Orchestrator:
                 async with asyncio.timeout(timeout):
                     return await self._user_results.get()
             except TimeoutError:
-                if self._speech_at is not None and self._speech_at >= waiting_since:
-                    waiting_since = self._speech_at  # the caller is talking: STT will follow
+                spoke = self._speech_at is not None and self._speech_at >= waiting_since
+                if self._caller_speaking or spoke:
+                    waiting_since = self.clock.now()  # the caller is talking: STT will follow
                     continue
                 raise
 
@@ -344,6 +358,14 @@ class Orchestrator:
         settings = self.dialogue_map.settings
         self._no_input_count += 1
         self._observe("no_input", count=self._no_input_count)
+        self.metrics_logger.start_bot_only_turn()
+        self.metrics_logger.set(route="no_input", state=self.session_state.current_state_id)
+        try:
+            await self._reprompt_or_hang_up(settings)
+        finally:
+            self.metrics_logger.emit_turn()
+
+    async def _reprompt_or_hang_up(self, settings: Any) -> None:
         if self._no_input_count > settings.no_input_max_reprompts:
             items = settings.no_input_goodbye_playlist
             await self._bot_turn(lambda: self._play_state_playlist(items), interruptible=False)
@@ -464,9 +486,14 @@ class Orchestrator:
         self._barged_in = False
         if interruptible is None:
             interruptible = self.dialogue_map.is_interruptible(self.session_state.current_state_id)
+        self._player.begin_turn()
         task = asyncio.create_task(self._guarded(body), name=f"{self.call_id}:playback")
         if interruptible:
             self.current_playback_task = task
+            if self._caller_speaking:
+                # The caller started talking before the answer was ready and is still talking:
+                # their words must be heard, not talked over.
+                self.handle_barge_in()
         try:
             await asyncio.wait({task})
         except asyncio.CancelledError:
@@ -520,7 +547,7 @@ class Orchestrator:
         self._observe("provider_failure", stage=stage, error=str(exc))
         if self._outbound is None:
             return
-        self._outbound.clear()
+        # No clear(): fillers were cut when the failed work ended; what is queued is content.
         try:
             await self._player.play_clip(self.emergency_filler_key, "answer")
             await self._outbound.drain()
@@ -568,14 +595,16 @@ class Orchestrator:
                 )
                 first = await self._first_llm_chunk(llm_text_stream, deadline)
                 if first is None:
-                    break  # empty answer
+                    log.warning("call %s: the LLM answered nothing", self.call_id)
+                    await cover.stop()
+                    cover = None
+                    await self._player.play_clip(self.non_secure_response)
+                    break
                 if not first.is_safe:
                     metrics.set(unsafe_reason=first.safety_reason)
                     self._observe("llm_unsafe", reason=first.safety_reason, attempt=attempt)
                     await self.llm_manager.abort_generation()
-                    aclose = getattr(llm_text_stream, "aclose", None)
-                    if aclose is not None:
-                        await aclose()  # async generators: finalise now, not at GC
+                    await _close_stream(llm_text_stream)
                     await cover.stop()
                     cover = None
                     await self._player.play_clip(self.non_secure_response)
@@ -661,6 +690,7 @@ class Orchestrator:
         finally:
             text_input_queue.put_nowait(None)
             self.metrics_logger.set(llm_done_at=self.clock.now())
+            await _close_stream(llm_text_stream)  # finalise the generator now, not at GC
 
     async def _stream_audio_from_queue(
         self, audio_output_queue: asyncio.Queue[TtsStreamItem], cover: Cover, deadline: float
@@ -692,6 +722,13 @@ class Orchestrator:
                 self._observer(CallEvent(event, self.clock.now(), data))
             except Exception:
                 log.exception("call observer failed")
+
+
+async def _close_stream(stream: Any) -> None:
+    """Finalise an LLM answer stream (an async generator) now rather than in the GC, unowned."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 @dataclass(slots=True)
@@ -735,6 +772,10 @@ async def create_orchestrator_instance(
     try:
         async with asyncio.timeout(services.setup_timeout_s):
             await orchestrator._setup_connections()
+    except asyncio.CancelledError:
+        orchestrator.end_reason = "shutdown"
+        await orchestrator.shutdown()
+        raise
     except Exception as exc:
         orchestrator.end_reason = "error"
         await orchestrator.shutdown()

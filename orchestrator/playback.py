@@ -106,6 +106,8 @@ class Cover:
     def __init__(self, player: PlaylistPlayer, fillers: FillerSequence) -> None:
         self._player = player
         self.task = asyncio.create_task(self._run(fillers), name=f"{player.call_id}:fillers")
+        player._covers.add(self)
+        self.task.add_done_callback(lambda _t: player._covers.discard(self))
 
     async def _run(self, fillers: FillerSequence) -> None:
         while (key := fillers.next()) is not None:
@@ -153,6 +155,8 @@ class PlaylistPlayer:
         self._on_tts_first_chunk = on_tts_first_chunk
         self._observe = observe
         self._cache_timeout_s = cache_timeout_s
+        self._covers: set[Cover] = set()
+        self._interrupted = False
         self._clips: dict[str, AudioChunk] = {}
 
     # --- building blocks ---
@@ -171,9 +175,28 @@ class PlaylistPlayer:
             self._clips[key] = clip
         return clip
 
+    def begin_turn(self) -> None:
+        """A new bot turn may write again."""
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Barge-in: from this instant no task of this turn writes another byte.
+
+        Synchronous on purpose: the filler tasks are cancelled and the buffer cleared before any
+        of them can run again, and `write()` refuses anything until the next turn begins, so a
+        writer that `clear()` woke up cannot queue one more clip while its parent is unwinding.
+        """
+        self._interrupted = True
+        for cover in list(self._covers):
+            cover.task.cancel()
+        if self.outbound is not None:
+            self.outbound.clear()
+
     async def write(self, chunk: AudioChunk, role: AudioRole) -> None:
         """Send audio to the caller, noting the first bot audio of the turn."""
         assert self.outbound is not None, "run() sets the outbound stream"
+        if self._interrupted:
+            raise asyncio.CancelledError("the caller interrupted this turn")
         self._on_audio(role)
         await self.outbound.write(chunk)
 

@@ -19,7 +19,7 @@ from orchestrator.clock import LoopClock
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
-from orchestrator.domain.models import LLMStreamChunk
+from orchestrator.domain.models import LLMStreamChunk, SttResult
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.orchestrator import (
     CallEvent,
@@ -162,6 +162,7 @@ async def run_call(
     dmap: DialogueMap | None = None,
     hangup_at: float | None = 30.0,
     classifier: KeywordClassifier | None = None,
+    stt_class: type[FakeSTT] = FakeSTT,
 ) -> CallRun:
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
@@ -169,7 +170,7 @@ async def run_call(
     pacer, playout, sink = make_playout()
     pacer.start()
     inbound = FakeInbound()
-    stt = FakeSTT(script, inbound)
+    stt = stt_class(script, inbound)
     events: list[CallEvent] = []
     records: list[dict[str, Any]] = []
     services = CallServices(
@@ -557,3 +558,116 @@ def test_a_tts_stream_that_never_ends_is_abandoned_after_the_operation_timeout()
     emergency_at = min(t for t, lab in run.sink.frames if lab == label("filler:emergency"))
     last_answer = max(t for t, lab in run.sink.frames if lab == LLM_LABEL)
     assert emergency_at - last_answer == pytest.approx(5.0, abs=0.1)  # the map's operation_timeout_s
+
+
+# --- review regressions --------------------------------------------------------------------
+
+
+class SlowClosingLLM(FakeLLM):
+    """Its generator's cleanup awaits, like the real adapter closing its HTTP stream."""
+
+    async def process_user_turn(self, text: str, session: Any, *, attempt: int = 0) -> Any:
+        self.calls.append((text, attempt))
+        try:
+            for delay, chunk in self.attempts[0].chunks:
+                await asyncio.sleep(delay)
+                yield chunk
+        finally:
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("llm_delay, tts_latency", [(3.0, 0.2), (0.3, 3.0)])
+def test_barge_in_during_the_llm_filler_leaks_no_filler_frame(llm_delay: float, tts_latency: float) -> None:
+    # Barge-in while waiting for the first LLM chunk, then while waiting for the first TTS audio.
+    llm = SlowClosingLLM([LLMAttempt([(llm_delay, LLMStreamChunk("Да, работаем."))])])
+    tts = FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL, latency=tts_latency)
+    run = call(
+        [Say(2.0, "а вы работаете в субботу"), Say(4.51, "стоп", duration=1.0)],
+        llm=llm,
+        tts=tts,
+        hangup_at=10.0,
+    )
+    barge = run.event_times("barge_in")
+    assert barge == [pytest.approx(4.51)]
+    next_turn = min(e.at for e in run.events if e.kind == "user_said" and e.at > barge[0])
+    leaked = [f for f in run.sink.audio_after(barge[0]) if f[0] <= next_turn]
+    assert leaked == []
+
+
+def test_a_partial_without_a_final_does_not_silence_the_line() -> None:
+    class PartialOnlySTT(FakeSTT):
+        async def _play(self) -> None:
+            await asyncio.sleep(2.0)
+            self.queue.put_nowait(SttResult("э", False, 0.3, "partial", received_at=2.0))
+
+    dmap = make_map(no_input_timeout_s=3.0, no_input_max_reprompts=5)
+
+    async def main() -> CallRun:
+        return await run_call([], dmap=dmap, hangup_at=12.0, stt_class=PartialOnlySTT)
+
+    run = run_virtual(main)
+    assert run.event_times("no_input")[:1] == [pytest.approx(5.0)]  # 3 s after the orphan partial
+    assert [t["route"] for t in run.turns()][:3] == ["greeting", "no_final", "no_input"]
+
+
+def test_an_empty_llm_answer_plays_the_non_secure_response_not_endless_fillers() -> None:
+    run = call([Say(2.0, "расскажи"), Say(7.0, "это дорого")], llm=FakeLLM([LLMAttempt([])]), hangup_at=10.0)
+    assert run.sink.labels()[-2:] == [label("static:non_secure"), label("static:faq_expensive")]
+
+
+def test_a_failure_does_not_clip_the_content_queued_before_it() -> None:
+    tts = FakeTTS({"4500": PRICE_LABEL}, fail_synth=True)
+    run = call([Say(2.0, "площадь 45 метров")], tts=tts, hangup_at=8.0)
+    assert run.sink.segments()[1:] == [(label("static:intro"), 30), (label("filler:emergency"), 30)]
+
+
+def test_caller_still_talking_when_the_answer_is_ready_is_heard_not_talked_over() -> None:
+    class SlowClassifier(KeywordClassifier):
+        async def classify_intent(self, text: str, *, previous_leader: str | None = None) -> Any:
+            await asyncio.sleep(0.3)  # an embeddings round trip
+            return await super().classify_intent(text, previous_leader=previous_leader)
+
+    base = keyword_classifier()
+    run = call(
+        [
+            Say(2.0, "площадь 45 метров", partials=False),
+            Say(3.4, "нет не интересно", duration=0.4, stt_delay=0.2, partials=False),
+        ],
+        classifier=SlowClassifier(base.intents, base.faq),
+        hangup_at=10.0,
+    )
+    assert [e.data["text"] for e in run.events if e.kind == "user_said"] == [
+        "площадь 45 метров",
+        "нет не интересно",
+    ]
+    assert run.outcome.reason == "end_call"
+
+
+def test_cancelling_a_call_during_setup_still_shuts_it_down() -> None:
+    class HangingTTS(FakeTTS):
+        async def connect(self) -> None:
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        dmap = make_map()
+        tts, llm, records = HangingTTS({}), FakeLLM([LLMAttempt()]), []
+        services = CallServices(
+            dialogue_map=dmap,
+            flow_engine=MapFlowEngine(dmap),
+            intent_classifier=keyword_classifier(),
+            audio_cache=InMemoryAudioCache(),
+            clock=LoopClock(),
+            render=render_template,
+            stt_factory=lambda _c: FakeSTT([], FakeInbound()),
+            tts_factory=lambda _c: tts,
+            llm_factory=lambda _c: llm,
+            metrics_sink=records.append,
+        )
+        task = asyncio.create_task(create_orchestrator_instance("c", services))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.wait({task})
+        assert task.cancelled() and llm.shut and tts.closed
+        assert [r["reason"] for r in records if r["event"] == "call_end"] == ["shutdown"]
+
+    run_virtual(main)
