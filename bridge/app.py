@@ -9,10 +9,12 @@ stream, the TTS manager, the LLM manager, the TelephonyGateway and the Orchestra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +68,28 @@ def build_audio_cache(s: Settings) -> AudioCache:
     return InMemoryAudioCache()
 
 
-def build_tts_for_warming(s: Settings) -> TTSManager:
-    """The TTS the cache is warmed with: the configured one."""
+@contextlib.asynccontextmanager
+async def tts_for_warming(s: Settings) -> AsyncIterator[TTSManager]:
+    """The configured TTS, connected, for warming the cache; closed (channel too) afterwards."""
     if s.providers.tts == "espeak":
         from orchestrator.adapters.tts.espeak import EspeakTTS
 
-        return EspeakTTS()
-    from orchestrator.adapters.speechkit import speechkit_channel
-    from orchestrator.adapters.tts.yandex import YandexTTSManager
+        tts: TTSManager = EspeakTTS()
+        channel = None
+    else:
+        from orchestrator.adapters.speechkit import speechkit_channel
+        from orchestrator.adapters.tts.yandex import YandexTTSManager
 
-    ys = yandex_settings(s)
-    return YandexTTSManager(speechkit_channel(ys.tts_endpoint, tls=ys.tls), ys)
+        ys = yandex_settings(s)
+        channel = speechkit_channel(ys.tts_endpoint, tls=ys.tls)
+        tts = YandexTTSManager(channel, ys)
+    try:
+        await tts.connect()
+        yield tts
+    finally:
+        await tts.aclose()
+        if channel is not None:
+            await channel.close()
 
 
 def file_metrics_sink(path: str) -> MetricsSink:
@@ -106,7 +119,8 @@ class VoicebridgeApp:
         self.ari: AriController | None = None
         self.calls_total = 0
         self.calls_active = 0
-        self.outcomes: list[tuple[str, str]] = []  # (call id, end reason), for tests and logs
+        # The last calls' (call id, end reason), for tests and status; bounded for months of uptime.
+        self.outcomes: deque[tuple[str, str]] = deque(maxlen=1000)
         self._observer = observer
         self._ari_task: asyncio.Task[None] | None = None
         self._closers: list[Callable[[], Any]] = []
@@ -243,12 +257,8 @@ class VoicebridgeApp:
         """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""
         from orchestrator.cache.warm import warm_cache
 
-        tts = build_tts_for_warming(self.settings)
-        await tts.connect()
-        try:
+        async with tts_for_warming(self.settings) as tts:
             report = await warm_cache(dmap, tts, cache, progress=False)
-        finally:
-            await tts.aclose()
         if getattr(report, "failed", None):
             raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report}")
         log.info("audio cache ready: %s", report)

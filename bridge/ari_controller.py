@@ -461,12 +461,14 @@ class AriController:
         await self._delete(session, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
 
     async def _delete(self, session: _Session, what: str, repo: str, op: str, **params: str) -> None:
-        client = self._client
-        if client is None:
-            log.warning("call %s: cannot delete %s: ARI not connected", session.uuid, what)
-            return
         try:
             async with asyncio.timeout(self._settings.timeout_s):
+                # ARI may be reconnecting (websocket blip): wait for it, bounded, rather than
+                # leave the caller on a silent line.
+                await self.connected.wait()
+                client = self._client
+                if client is None:
+                    raise TimeoutError("ARI not connected")
                 await getattr(getattr(client, repo), op)(**params)
         except web_exceptions.HTTPNotFound:
             pass  # already gone

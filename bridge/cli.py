@@ -86,9 +86,9 @@ async def _serve_with(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    log.info("voicebridge serving; Ctrl-C to stop")
     try:
+        await app.start()
+        log.info("voicebridge serving; Ctrl-C to stop")
         await app.run_until(stop)
     finally:
         await app.close()
@@ -107,7 +107,7 @@ async def _dial(number: str, config: str | None, timeout: float) -> int:
 
 
 async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
-    from bridge.app import build_audio_cache, build_tts_for_warming
+    from bridge.app import build_audio_cache, tts_for_warming
     from bridge.settings import load_settings
     from orchestrator.cache.warm import warm_cache
     from orchestrator.dialogue_map.loader import load_dialogue_map
@@ -115,12 +115,8 @@ async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
     s = load_settings(config)
     dmap = load_dialogue_map(map_path)
     cache = build_audio_cache(s)
-    tts = build_tts_for_warming(s)
-    await tts.connect()
-    try:
+    async with tts_for_warming(s) as tts:
         report = await warm_cache(dmap, tts, cache, force=force)
-    finally:
-        await tts.aclose()
     print(report.summary() if hasattr(report, "summary") else report)
     return 0 if getattr(report, "ok", True) else 1
 
