@@ -16,15 +16,21 @@ Shape of one call's recognition:
   `final_refinement_wait_s` (or until the next event, e.g. `eou_update`) and emit ONE
   `SttResult(kind="final")` carrying the normalized text if it came in time, else the raw text;
   a late refinement is dropped. The Orchestrator treats each final as one user turn.
-- Failures go in-band as `STTError` on the result queue; retryable ones (UNAVAILABLE,
-  DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, a reset stream, or the server ending the stream
-  on its own) are followed by a reconnect with doubling backoff, at most `reconnect_attempts` in a
-  row; after that a non-retryable `STTError` ends the recognition.
+- Retryable failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, a reset
+  stream, the server ending the stream on its own, a local cancel) are logged, counted
+  (`reconnects`, `last_error`) and followed by a reconnect with doubling backoff; they do NOT go on
+  the result queue (the Orchestrator plays an emergency phrase for every `STTError`). An `STTError`
+  goes in-band only when the streamer gives up: a non-retryable failure, `reconnect_attempts`
+  failures in a row, a failure after the input ended, or an unexpected error in a reader.
+- A stream that died never takes audio from the shared queue again: its request generator waits
+  for data and for the stream's end together, and takes a chunk only while the call is alive
+  (gRPC keeps pulling a finished call's generator; `call.cancel()` is then a no-op).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 from collections.abc import AsyncIterator, Coroutine
@@ -75,8 +81,9 @@ def streaming_options(settings: YandexSettings) -> stt_pb2.StreamingOptions:
     )
 
 
-class _ServerClosed(Exception):
-    """The service ended a stream we had not half-closed."""
+class _Wait(enum.Enum):
+    IDLE = "idle"  # no audio came within the keepalive interval
+    DEAD = "dead"  # this stream's call is over: leave the queue to the next stream
 
 
 class _Stream:
@@ -96,10 +103,13 @@ class _Stream:
         self.pending_timer: asyncio.TimerHandle | None = None
         self.emitted_index = -1  # final_index already emitted (a late refinement is dropped)
         self.got_results = False
+        self.call: grpc.aio.StreamStreamCall[Any, Any] | None = None
+        self.failure: Exception | None = None  # what made the request generator raise
 
     def _due(self) -> bool:
         s = self.owner._settings
-        age = self.owner._clock.now() - self.started_at
+        # A backlog sent after an outage goes faster than real time: the service counts audio.
+        age = max(self.owner._clock.now() - self.started_at, self.ms_sent / 1000)
         over = age >= s.renew_after_s or self.bytes_sent >= s.renew_after_bytes
         if not over:
             return False
@@ -114,9 +124,34 @@ class _Stream:
         if not self.ended.done():
             self.ended.set_result(why)
 
+    def _dead(self) -> bool:
+        return self.ended.done() or (self.call is not None and self.call.done())
+
+    async def _next(self, timeout: float) -> bytes | None | _Wait:
+        """The next chunk (None: input ended), without ever taking one once this stream is dead.
+
+        No task per chunk: the pump wakes a shared future (`owner._data_waiter`) on each put,
+        and the chunk is taken synchronously right after checking the call is still alive.
+        """
+        owner = self.owner
+        chunks = owner._chunks
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._dead():
+                return _Wait.DEAD
+            if not chunks.empty():
+                return chunks.get_nowait()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return _Wait.IDLE
+            waiter = owner._data_waiter
+            if waiter is None or waiter.done():
+                waiter = owner._data_waiter = loop.create_future()
+            await asyncio.wait((waiter, self.ended), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
     async def requests(self) -> AsyncIterator[stt_pb2.StreamingRequest]:
         s = self.owner._settings
-        chunks = self.owner._chunks
         yield stt_pb2.StreamingRequest(session_options=streaming_options(s))
         keepalive_ms = max(1, int(s.keepalive_s * 1000))
         try:
@@ -124,10 +159,10 @@ class _Stream:
                 if self._due():
                     self._end("renew")
                     return
-                try:
-                    async with asyncio.timeout(s.keepalive_s):
-                        chunk = await chunks.get()
-                except TimeoutError:
+                chunk = await self._next(s.keepalive_s)
+                if chunk is _Wait.DEAD:
+                    return
+                if chunk is _Wait.IDLE:
                     self.quiet_ms += keepalive_ms
                     self.ms_sent += keepalive_ms
                     self.owner.silence_ms_sent += keepalive_ms
@@ -145,6 +180,10 @@ class _Stream:
                 self.ms_sent += ms
                 self.owner.audio_bytes_sent += len(chunk)
                 yield stt_pb2.StreamingRequest(chunk=stt_pb2.AudioChunk(data=chunk))
+        except Exception as exc:
+            # gRPC only logs it (at DEBUG) and cancels the call; keep it for the error message.
+            self.failure = exc
+            raise
         finally:
             # Closed by gRPC (the call failed): the supervisor decides what comes next.
             self._end("aborted")
@@ -226,6 +265,20 @@ def _best(update: stt_pb2.AlternativeUpdate) -> stt_pb2.Alternative | None:
     return update.alternatives[0] if update.alternatives else None
 
 
+def _crash(reader: asyncio.Task[STTError | None]) -> STTError | None:
+    """A non-retryable STTError for a reader that raised or was cancelled, else None."""
+    if reader.cancelled():
+        # Only stop_recognition() cancels readers, and it cancels the supervisor too.
+        return STTError("STT stream reader was cancelled", provider=PROVIDER, retryable=False)
+    exc = reader.exception()
+    if exc is None:
+        return None
+    log.error("STT stream reader failed", exc_info=exc)
+    return STTError(
+        f"STT stream reader failed: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=False
+    )
+
+
 class YandexSttStreamer:
     """`STTStreamer` for one call over SpeechKit v3 streaming recognition."""
 
@@ -248,10 +301,13 @@ class YandexSttStreamer:
         self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max_chunks)
         self._results: asyncio.Queue[SttEvent] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._data_waiter: asyncio.Future[None] | None = None  # set by the pump on each put
         self._input_ended = False
         self._stopped = False
         # Counters, for tests and metrics.
         self.streams_opened = 0
+        self.reconnects = 0  # retryable failures recovered from by reconnecting
+        self.last_error: STTError | None = None  # the latest of them
         self.audio_bytes_sent = 0
         self.silence_ms_sent = 0
         self.chunks_dropped = 0
@@ -294,6 +350,9 @@ class YandexSttStreamer:
             q.get_nowait()
             self.chunks_dropped += 1
         q.put_nowait(chunk)
+        waiter, self._data_waiter = self._data_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _pump(self, audio_queue: asyncio.Queue[bytes | None]) -> None:
         buf = bytearray()
@@ -326,8 +385,13 @@ class YandexSttStreamer:
                 base_ms += stream.ms_sent
                 failures = 0
                 continue
-            err = await reader
+            await asyncio.wait({reader})  # our own cancellation still propagates
             base_ms += stream.ms_sent
+            crash = _crash(reader)
+            if crash is not None:
+                self._put(crash)  # never a silent death: the Orchestrator hears of it
+                return
+            err = reader.result()
             if err is None:
                 return  # input ended and the last results are in
             if stream.got_results:
@@ -345,9 +409,11 @@ class YandexSttStreamer:
                     )
                 )
                 return
-            self._put(err)
+            # Recovered by reconnecting: not the Orchestrator's business (it would apologise).
+            self.reconnects += 1
+            self.last_error = err
             delay = min(s.reconnect_backoff_max_s, s.reconnect_backoff_s * 2 ** (failures - 1))
-            log.info("STT stream failed (%s); reconnecting in %.2fs", err, delay)
+            log.warning("STT stream failed (%s); reconnecting in %.2fs", err, delay)
             await asyncio.sleep(delay)
 
     async def _read(self, stream: _Stream) -> STTError | None:
@@ -364,13 +430,14 @@ class YandexSttStreamer:
                 retryable=True,
             )
         call = self._stub.RecognizeStreaming(stream.requests(), metadata=self._metadata)
+        stream.call = call
         loop = asyncio.get_running_loop()
         # The stream lives at most until renewal plus grace, then drains for drain_timeout_s.
         limit = s.renew_after_s + s.renew_grace_s + s.drain_timeout_s + s.keepalive_s
         err: STTError | None = None
         active = True
         try:
-            async with asyncio.timeout(loop.time() + limit) as cm:
+            async with asyncio.timeout(limit) as cm:
 
                 def _drain_deadline(_f: object) -> None:
                     if active:  # the callback may run after the timeout block has ended
@@ -386,6 +453,15 @@ class YandexSttStreamer:
             err = cast(STTError, map_rpc_error(exc, STTError, "RecognizeStreaming", PROVIDER))
         except TimeoutError:
             err = STTError("RecognizeStreaming did not finish in time", provider=PROVIDER, retryable=True)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # stop_recognition(): ours
+            # gRPC cancelled the call under us: our request generator raised (see `failure`).
+            why = f": {type(stream.failure).__name__}: {stream.failure}" if stream.failure else ""
+            err = STTError(
+                f"RecognizeStreaming was cancelled locally{why}", provider=PROVIDER, retryable=True
+            )
         finally:
             stream.flush()
             call.cancel()
