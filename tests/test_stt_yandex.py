@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import pytest
@@ -160,11 +161,12 @@ async def test_without_keepalive_the_idle_cutoff_fires_and_the_stream_reconnects
         audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         results = stt.start_recognition(audio)
         feed(audio, silence(200))
-        [err] = await collect(results, lambda ev: len(ev) == 1)
-        assert isinstance(err, STTError) and err.retryable
-        assert "DEADLINE_EXCEEDED" in str(err)
-        assert server.stt_sessions[0].ended == "idle"
         await server.wait_for(lambda: stt.streams_opened == 2)
+        # Recovered by reconnecting: counted and logged, not put on the result queue.
+        assert stt.reconnects == 1 and results.empty()
+        assert stt.last_error is not None and stt.last_error.retryable
+        assert "DEADLINE_EXCEEDED" in str(stt.last_error)
+        assert server.stt_sessions[0].ended == "idle"
     finally:
         await stt.stop_recognition()
         await channel.close()
@@ -184,11 +186,10 @@ async def test_retryable_failure_reconnects_and_recognition_goes_on(
     feed(audio, silence(1000) + make_speech(UTTERANCES[0]) + silence(800), end=True)
     events = await collect(results, lambda ev: len(finals(ev)) == 1)
     await stt.stop_recognition()
-    errors = [e for e in events if isinstance(e, STTError)]
-    assert len(errors) == 1 and errors[0].retryable
+    assert not [e for e in events if isinstance(e, STTError)]  # recovered: nothing in-band
+    assert stt.reconnects == 1 and stt.last_error is not None and stt.last_error.retryable
     # gRPC Python may report a server abort that races our write as INTERNAL (see speechkit.py).
-    assert "UNAVAILABLE" in str(errors[0]) or "INTERNAL" in str(errors[0])
-    assert events.index(errors[0]) < events.index(finals(events)[0])
+    assert "UNAVAILABLE" in str(stt.last_error) or "INTERNAL" in str(stt.last_error)
     assert finals(events)[0].text == UTTERANCES[0]
     assert stt.streams_opened == 2
     assert speechkit_standin.stt_sessions[0].ended == "fault"
@@ -217,11 +218,10 @@ async def test_gives_up_after_bounded_reconnects(
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
     audio: asyncio.Queue[bytes | None] = asyncio.Queue()
     results = stt.start_recognition(audio)
-    events = await collect(results, lambda ev: bool(ev) and not ev[-1].retryable)  # type: ignore[union-attr]
+    [err] = await collect(results, lambda ev: len(ev) == 1)
     await stt.stop_recognition()
-    assert [isinstance(e, STTError) and e.retryable for e in events] == [True, True, False]
-    assert "giving up" in str(events[-1])
-    assert stt.streams_opened == 3
+    assert isinstance(err, STTError) and not err.retryable and "giving up" in str(err)
+    assert stt.reconnects == 2 and stt.streams_opened == 3
 
 
 async def test_unreachable_service_is_a_retryable_error() -> None:
@@ -232,12 +232,12 @@ async def test_unreachable_service_is_a_retryable_error() -> None:
         clock=LoopClock(),
     )
     results = stt.start_recognition(asyncio.Queue())
-    events = await collect(results, lambda ev: len(ev) == 2)
+    [err] = await collect(results, lambda ev: len(ev) == 1)
     await stt.stop_recognition()
     await channel.close()
-    assert isinstance(events[0], STTError) and events[0].retryable
-    assert "not reachable" in str(events[0])
-    assert isinstance(events[1], STTError) and not events[1].retryable
+    assert isinstance(err, STTError) and not err.retryable
+    assert "giving up after 1 reconnects" in str(err) and "not reachable" in str(err)
+    assert stt.reconnects == 1
 
 
 async def test_stop_is_idempotent_and_leaves_no_tasks(
@@ -309,3 +309,105 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     assert len(sessions) >= 2  # it did renew, in the pause
     assert [u for r in sessions for u in r.utterances] == UTTERANCES  # none was split
     assert sum(r.audio_bytes for r in sessions) == len(pcm)
+
+
+async def _step(server: SpeechKitStandin, audio: asyncio.Queue[bytes | None], sent: list[int]) -> None:
+    """Queue one 100 ms chunk and wait until the service has counted it (no backlog in flight)."""
+    chunk = silence(100)
+    feed(audio, chunk)
+    sent.append(len(chunk))
+    await server.wait_for(lambda: sum(r.audio_bytes for r in server.stt_sessions) == sum(sent), 3.0)
+
+
+@pytest.mark.parametrize("more_audio", [True, False])
+async def test_reconnect_loses_no_audio_and_eof_right_after_still_half_closes(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, more_audio: bool
+) -> None:
+    # The dead stream's request generator used to take the next chunk (or the end of input) from
+    # the shared queue: ~100 ms lost per reconnect, or a new stream that never half-closed.
+    srv = speechkit_standin
+    srv.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=300)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    sent: list[int] = []
+    await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
+    for _ in range(3):  # the third chunk reaches after_ms: the service aborts the stream
+        await _step(srv, audio, sent)
+    await srv.wait_for(lambda: srv.stt_sessions[0].done.is_set(), 3.0)
+    assert srv.stt_sessions[0].ended == "fault"
+    await srv.wait_for(lambda: len(srv.stt_sessions) == 2)  # the old stream's reader has ended
+    for _ in range(3 if more_audio else 0):
+        await _step(srv, audio, sent)
+    audio.put_nowait(None)
+    await srv.wait_for(lambda: srv.stt_sessions[1].done.is_set(), 3.0)
+    assert srv.stt_sessions[1].ended == "eof"  # the new stream was half-closed
+    assert sum(r.audio_bytes for r in srv.stt_sessions) == sum(sent) == stt.audio_bytes_sent
+    assert stt.reconnects == 1 and results.empty()
+    await stt.stop_recognition()
+
+
+async def test_a_failing_request_generator_reconnects_instead_of_killing_recognition(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+) -> None:
+    # An odd-length frame makes a chunk audioop cannot measure: the request generator raises,
+    # gRPC cancels the call locally and the reader saw a bare CancelledError (reader and
+    # supervisor died silently). Now it is a retryable failure and recognition goes on.
+    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    audio.put_nowait(bytes(321))
+    feed(audio, silence(200))
+    await speechkit_standin.wait_for(lambda: stt.reconnects == 1, 3.0)
+    assert "cancelled locally" in str(stt.last_error) and "error" in str(stt.last_error)
+    feed(audio, make_speech(UTTERANCES[0]) + silence(800), end=True)
+    events = await collect(results, lambda ev: len(finals(ev)) == 1)
+    assert finals(events)[0].text == UTTERANCES[0]
+    assert not [e for e in events if isinstance(e, STTError)]
+    await stt.stop_recognition()
+
+
+class _BrokenReader(YandexSttStreamer):
+    """Fault injection: the reader has a bug."""
+
+    async def _read(self, stream: Any) -> STTError | None:
+        raise RuntimeError("reader bug")
+
+
+async def test_a_crashed_reader_is_an_in_band_error_not_a_silent_death(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    stt = _BrokenReader(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
+    results = stt.start_recognition(asyncio.Queue())
+    [err] = await collect(results, lambda ev: len(ev) == 1, timeout=3.0)
+    assert isinstance(err, STTError) and not err.retryable
+    assert "RuntimeError: reader bug" in str(err)
+    await stt.stop_recognition()
+
+
+async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Scaled down: renew after 1 s, at the latest 1.2 s (no pause: renew_quiet_ms is never met).
+    # A 3.5 s backlog (as after an outage) goes out in a burst: stream age alone never got there.
+    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=0.2, renew_quiet_ms=10**9)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stt.start_recognition(audio)
+    pcm = silence(3500)
+    feed(audio, pcm, end=True)
+    srv = speechkit_standin
+    await srv.wait_for(
+        lambda: (
+            stt.streams_opened == len(srv.stt_sessions)
+            and all(r.done.is_set() for r in srv.stt_sessions)
+            and sum(r.audio_bytes for r in srv.stt_sessions) == len(pcm)
+        ),
+        5.0,
+    )
+    await stt.stop_recognition()
+    per_stream = [r.audio_ms for r in srv.stt_sessions]
+    assert len(per_stream) >= 3 and max(per_stream) <= 1200, per_stream
