@@ -168,3 +168,30 @@ async def test_stalled_utterance_times_out(
     with pytest.raises(TTSError, match="no audio within 0.3s") as exc:
         _ = [c async for c in tts.synthesize("Привет.")]
     assert exc.value.retryable
+
+
+@pytest.mark.parametrize("end_input", [False, True])
+async def test_watchdog_covers_a_sentence_sent_before_the_first_audio_and_the_half_close(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, end_input: bool
+) -> None:
+    # The service answers the first sentence, then goes silent with the call still open. The
+    # second sentence went out before the first audio came, so the old watchdog (disarmed by that
+    # audio) never watched it, and nothing watched after the half-close: no end marker, ever.
+    speechkit_standin.stall_next_tts_streams_after(1)
+    tts = YandexTTSManager(speechkit_grpc_channel, replace(SETTINGS, chunk_timeout_s=0.5))
+    text_in, audio_out = await tts.start_llm_stream()
+    text_in.put_nowait("Первое предложение. ")
+    text_in.put_nowait("Второе предложение. ")
+    if end_input:
+        text_in.put_nowait(None)
+    items = await drain(audio_out, timeout=5.0)
+    assert isinstance(items[0], AudioChunk)  # the first sentence was spoken
+    err = items[-2]
+    assert isinstance(err, TTSError) and err.retryable
+    what = "after the input ended" if end_input else "after text was sent"
+    assert f"no audio 0.5s {what}" in str(err)
+    assert items[-1] is None and items.count(None) == 1
+    assert all(isinstance(i, AudioChunk) for i in items[:-2])
+    assert speechkit_standin.tts_texts == ["Первое предложение."]
+    await tts.aclose()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "yandex-tts-stream"]

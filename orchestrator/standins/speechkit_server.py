@@ -13,7 +13,8 @@ TTS (`Synthesizer.UtteranceSynthesis`, `StreamSynthesis`): espeak-ng audio at th
 rate; the 250-char (utterance) and 5000-char (stream) limits are enforced.
 
 Faults for tests: `fail_next_streams(n, code, after_ms)` aborts the next n recognition streams
-once they have received `after_ms` of audio; `fail_next_tts(n, code)` fails the next n syntheses.
+once they have received `after_ms` of audio; `fail_next_tts(n, code)` fails the next n syntheses;
+`stall_next_tts_streams_after(sentences, n)` makes streamed synthesis go silent after some sentences.
 """
 
 from __future__ import annotations
@@ -342,6 +343,13 @@ class SpeechKitStandin:
     def stall_next_tts(self, n: int = 1) -> None:
         """The next `n` synthesis calls take their text and never answer."""
         self.fail_next_tts(n, grpc.StatusCode.OK)
+
+    def stall_next_tts_streams_after(self, sentences: int, n: int = 1) -> None:
+        """The next `n` StreamSynthesis calls answer `sentences` sentences, then go silent.
+
+        They keep reading text and hold the call open (a healthy connection) until the server closes.
+        """
+        self._faults["tts-stall-after"] = _Fault(n, grpc.StatusCode.OK, sentences)
 
     def _notify(self) -> None:
         """Wake `wait_for` callers: something was received or a stream ended."""

@@ -100,6 +100,8 @@ class Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
         self, request_iterator: AsyncIterator[tts_pb2.StreamSynthesisRequest], context: Any
     ) -> AsyncIterator[tts_pb2.StreamSynthesisResponse]:
         fault = self.server._take_fault("tts")
+        stall = self.server._take_fault("tts-stall-after")
+        answered = 0  # sentences synthesized (a stall fault stops answering after `after_ms` of them)
         rate: int | str | None = None
         buffer, total, start_ms = "", 0, 0
         self.server.tts_streams += 1
@@ -130,11 +132,17 @@ class Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
                 sentences, buffer = [buffer.strip()], ""
             for sentence in filter(None, sentences):
                 assert isinstance(rate, int)
+                if stall is not None and answered >= stall.after_ms:
+                    continue  # gone silent: the text is taken, no audio comes
+                answered += 1
                 async for resp in self._audio(
                     sentence, rate, tts_pb2.StreamSynthesisResponse, context, start_ms
                 ):
                     start_ms = resp.start_ms + resp.length_ms
                     yield resp
+        if stall is not None and answered >= stall.after_ms:
+            await self.server._closing.wait()  # silent, but the call stays open
+            return
         if buffer.strip() and isinstance(rate, int):
             async for resp in self._audio(
                 buffer.strip(), rate, tts_pb2.StreamSynthesisResponse, context, start_ms

@@ -10,8 +10,12 @@ Output is raw LINEAR16 at 8 kHz, so no resampling is needed for the phone.
   (each cut at a space and ending with one, as the docs ask) and `force_synthesis` after each
   sentence end, so the first sentence is spoken without waiting for the rest. Audio goes to the
   audio queue as `AudioChunk`s, then None; a failure goes in-band as `TTSError` before the None.
-  A watchdog fails the stream when text has been sent and no audio follows within
-  `chunk_timeout_s`; a dead connection is caught by the gRPC keepalive.
+  A watchdog fails the stream (retryable `TTSError`, then None) when nothing moves for
+  `chunk_timeout_s` once text has been sent or the input has ended: it is restarted by each text
+  sent and each response, until the stream finishes. Without text alignment we cannot tell which
+  sentence a response belongs to, so a sentence sent before the previous one's audio arrived is
+  only watched this way; the price is that an LLM silent for `chunk_timeout_s` mid-answer, after
+  all audio so far arrived, also ends the stream. A dead connection is caught by the gRPC keepalive.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ class _LlmStream:
         self.call: grpc.aio.StreamStreamCall | None = None
         self.reader: asyncio.Task[None] | None = None
         self.watchdog: asyncio.TimerHandle | None = None
-        self.stalled = False
         self.finished = False
+        self.watching = False  # text went out or the input ended: audio or the end is owed
+        self.input_ended = False
 
     async def requests(self) -> AsyncIterator[tts_pb2.StreamSynthesisRequest]:
         s = self.owner._settings
@@ -81,15 +86,24 @@ class _LlmStream:
             for text, force in ((send[:cut], True), (send[cut:], False)):
                 if not text.strip():
                     continue
-                self._arm()
+                self._restart_watchdog()
                 yield tts_pb2.StreamSynthesisRequest(synthesis_input=tts_pb2.SynthesisInput(text=text))
                 if force:
                     yield tts_pb2.StreamSynthesisRequest(force_synthesis=tts_pb2.ForceSynthesisEvent())
             if piece is None:
-                return  # half-close: the service finishes the audio and ends the stream
+                # Half-close: the service finishes the audio and ends the stream; watch for that.
+                self.input_ended = True
+                self._restart_watchdog()
+                return
 
-    def _arm(self) -> None:
-        if self.watchdog is None:
+    def _restart_watchdog(self) -> None:
+        """Text sent or input ended: from now on, `chunk_timeout_s` without progress is a stall."""
+        self.watching = True
+        self._on_progress()
+
+    def _on_progress(self) -> None:
+        self._disarm()
+        if self.watching and not self.finished:
             loop = asyncio.get_running_loop()
             self.watchdog = loop.call_later(self.owner._settings.chunk_timeout_s, self._stall)
 
@@ -100,9 +114,11 @@ class _LlmStream:
 
     def _stall(self) -> None:
         self.watchdog = None
-        self.stalled = True
+        t = self.owner._settings.chunk_timeout_s
+        what = "after the input ended" if self.input_ended else "after text was sent"
+        self._finish(TTSError(f"no audio {t}s {what}", provider=PROVIDER, retryable=True))
         if self.call is not None:
-            self.call.cancel()
+            self.call.cancel()  # the reader then ends; the queue has its error and None already
 
     def _finish(self, error: TTSError | None = None) -> None:
         if self.finished:
@@ -117,9 +133,9 @@ class _LlmStream:
         assert self.call is not None
         try:
             async for resp in self.call:
-                self._disarm()
+                self._on_progress()
                 data = resp.audio_chunk.data
-                if data:
+                if data and not self.finished:  # nothing after the watchdog's end marker
                     self.audio_out.put_nowait(AudioChunk(bytes(data), RATE))
         except grpc.aio.AioRpcError as exc:
             err = map_rpc_error(exc, TTSError, "StreamSynthesis", PROVIDER)
@@ -129,13 +145,8 @@ class _LlmStream:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # aborted by us or our owner
-            # The call was cancelled under us: by the watchdog, or the channel closed.
-            why = (
-                f"no audio {self.owner._settings.chunk_timeout_s}s after text was sent"
-                if self.stalled
-                else "StreamSynthesis was cancelled"
-            )
-            self._finish(TTSError(why, provider=PROVIDER, retryable=True))
+            # The call was cancelled under us: by the watchdog (already finished), or elsewhere.
+            self._finish(TTSError("StreamSynthesis was cancelled", provider=PROVIDER, retryable=True))
             return
         self._finish()
 
