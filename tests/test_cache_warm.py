@@ -6,14 +6,17 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.tts.yandex import YandexTTSManager
+from orchestrator.cache.audio_format import text_digest
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.cache.redis_cache import RedisAudioCache
 from orchestrator.cache.warm import warm_cache
 from orchestrator.dialogue_map.loader import parse_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.domain.models import AudioChunk
 from orchestrator.standins.speechkit_server import SpeechKitStandin
 
 AUDIO = {
@@ -93,5 +96,56 @@ async def test_failures_are_reported_and_retried_next_time(
         assert len(report.synthesized) == 4 and not report.ok
         again = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
         assert again.synthesized == ["static:greeting"] and again.ok
+    finally:
+        await cache.aclose()
+
+
+async def test_changed_text_or_unreadable_value_is_synthesized_again(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, redis_url: str
+) -> None:
+    cache = RedisAudioCache(redis_url, prefix="warm-changed:")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        first = await warm_cache(dialogue_map(AUDIO), tts(speechkit_grpc_channel), cache, progress=None)
+        assert sorted(first.synthesized) == sorted(AUDIO) and first.changed == []
+        old = await cache.get("static:greeting")
+        # The map's text changed for one key; another key's value got broken.
+        new_text = "Добрый вечер! Это служба доставки."
+        await client.set("warm-changed:filler:one_moment", b"VBA1 garbage")
+        texts_before = len(speechkit_standin.tts_texts)
+        m = dialogue_map({**AUDIO, "static:greeting": new_text})
+        again = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+        assert sorted(again.changed) == ["filler:one_moment", "static:greeting"]
+        assert again.synthesized == [] and not again.failed
+        assert sorted(again.skipped) == ["static:emergency", "static:non_secure"]
+        assert speechkit_standin.tts_texts[texts_before:] == [new_text, AUDIO["filler:one_moment"]]
+        assert (
+            "2 changed" in again.summary()
+            and "changed (synthesized again): static:greeting" in again.summary()
+        )
+        new = await cache.get_cached("static:greeting")
+        assert new is not None and new.audio != old and new.text_sha256 == text_digest(new_text)
+        assert await cache.get("filler:one_moment") is not None
+        # Unchanged text: idempotent, nothing synthesized.
+        third = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+        assert third.synthesized == [] and third.changed == [] and sorted(third.skipped) == sorted(AUDIO)
+        assert len(speechkit_standin.tts_texts) == texts_before + 2
+    finally:
+        await client.aclose()
+        await cache.aclose()
+
+
+async def test_a_value_stored_without_its_text_is_synthesized_again(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, redis_url: str
+) -> None:
+    # Cached before the text hash existed (audio_format version 1): its text is unknown.
+    cache = RedisAudioCache(redis_url, prefix="warm-v1:")
+    try:
+        await cache.put("static:greeting", AudioChunk(bytes(1600), 8000))  # no text: version 1
+        m = dialogue_map({"static:greeting": AUDIO["static:greeting"]})
+        report = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
+        assert report.changed == ["static:greeting"]
+        cached = await cache.get_cached("static:greeting")
+        assert cached is not None and cached.text_sha256 == text_digest(AUDIO["static:greeting"])
     finally:
         await cache.aclose()

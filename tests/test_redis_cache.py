@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from orchestrator.cache.audio_format import HEADER_SIZE, pack_audio, unpack_audio
+from orchestrator.cache.audio_format import (
+    HEADER_SIZE,
+    HEADER_SIZE_TEXT,
+    CachedAudio,
+    pack_audio,
+    text_digest,
+    unpack_audio,
+    unpack_cached,
+)
 from orchestrator.cache.redis_cache import RedisAudioCache
 from orchestrator.domain.errors import CacheError
 from orchestrator.domain.models import AudioChunk
@@ -26,7 +34,9 @@ def test_pack_unpack_round_trip_and_header() -> None:
     [
         (b"VBA1", "shorter than the header"),
         (b"RIFF" + pack_audio(AUDIO)[4:], "bad magic"),
-        (pack_audio(AUDIO)[:4] + b"\x02" + pack_audio(AUDIO)[5:], "unsupported version 2"),
+        (pack_audio(AUDIO)[:4] + b"\x03" + pack_audio(AUDIO)[5:], "unsupported version 3"),
+        (pack_audio(AUDIO, text="x")[:30], "shorter than the header"),
+        (pack_audio(AUDIO, text="x")[:-320], "truncated"),
         (pack_audio(AUDIO)[:5] + b"\x09" + pack_audio(AUDIO)[6:], "unknown audio format code 9"),
         (pack_audio(AUDIO)[:-320], "truncated"),
         (pack_audio(AUDIO) + b"\x00", "odd PCM length"),
@@ -36,6 +46,14 @@ def test_bad_values_are_named(blob: bytes, problem: str) -> None:
     with pytest.raises(CacheError, match=problem) as exc:
         unpack_audio(blob, key="static:greeting")
     assert "static:greeting" in str(exc.value)
+
+
+def test_version_2_carries_the_text_hash_and_version_1_is_still_read() -> None:
+    blob = pack_audio(AUDIO, text="Здравствуйте!")
+    assert blob[4] == 2 and len(blob) == HEADER_SIZE_TEXT + len(AUDIO.pcm)
+    assert unpack_cached(blob) == CachedAudio(AUDIO, text_digest("Здравствуйте!"))
+    assert unpack_audio(blob) == AUDIO
+    assert unpack_cached(pack_audio(AUDIO)) == CachedAudio(AUDIO, None)  # version 1: no text
 
 
 def test_odd_audio_is_refused() -> None:
@@ -51,6 +69,9 @@ async def test_round_trip_on_real_redis(redis_url: str) -> None:
         await cache.put("static:greeting", AUDIO)
         assert await cache.get("static:greeting") == AUDIO
         assert await cache.exists("static:greeting")
+        await cache.put("static:greeting", AUDIO, text="Добрый день.")
+        assert await cache.get_cached("static:greeting") == CachedAudio(AUDIO, text_digest("Добрый день."))
+        assert await cache.get("static:greeting") == AUDIO
         # Another process (another client) sees the same value under the same prefix only.
         other = RedisAudioCache(aioredis.Redis.from_url(redis_url), prefix="t1:")
         assert await other.get("static:greeting") == AUDIO

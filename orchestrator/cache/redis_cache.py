@@ -1,5 +1,8 @@
 """`AudioCache` on Redis: values are `audio_format` blobs (header + PCM) under `prefix + key`.
 
+Besides the `AudioCache` protocol, `put(..., text=...)` stores the text's hash with the audio and
+`get_cached()` returns it, for cache warming (`warm.TextCheckedCache`).
+
 Every command has a socket timeout; any Redis failure or a malformed value becomes `CacheError`
 (a timeout or a lost connection is retryable).
 """
@@ -13,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from orchestrator.cache.audio_format import pack_audio, unpack_audio
+from orchestrator.cache.audio_format import CachedAudio, pack_audio, unpack_cached
 from orchestrator.domain.errors import CacheError
 from orchestrator.domain.models import AudioChunk
 
@@ -49,6 +52,11 @@ class RedisAudioCache:
 
     async def get(self, key: str) -> AudioChunk | None:
         """The audio under `key`, or None when absent."""
+        cached = await self.get_cached(key)
+        return None if cached is None else cached.audio
+
+    async def get_cached(self, key: str) -> CachedAudio | None:
+        """The audio under `key` with the hash of its text (if stored), or None when absent."""
         try:
             async with asyncio.timeout(self._timeout):
                 data = await self._redis.get(self._prefix + key)
@@ -59,11 +67,14 @@ class RedisAudioCache:
         if isinstance(data, str):
             # A client made with decode_responses=True cannot carry audio.
             raise CacheError(f"get {key!r}: Redis client decodes responses; audio needs bytes")
-        return unpack_audio(bytes(data), key=key)
+        return unpack_cached(bytes(data), key=key)
 
-    async def put(self, key: str, audio: AudioChunk) -> None:
-        """Store `audio` under `key` (no expiry: cached prompts live until replaced)."""
-        blob = pack_audio(audio)
+    async def put(self, key: str, audio: AudioChunk, *, text: str | None = None) -> None:
+        """Store `audio` under `key` (no expiry: cached prompts live until replaced).
+
+        `text`: what the audio says; its hash is stored with it (see `get_cached`).
+        """
+        blob = pack_audio(audio, text=text)
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.set(self._prefix + key, blob)

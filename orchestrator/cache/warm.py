@@ -1,8 +1,13 @@
 """Cache warming: synthesize every phrase a dialogue map plays into the audio cache.
 
 The map's `audio` section says which text each cache key stands for. Warming is idempotent:
-keys already cached are skipped unless `force`. The report lists what could not be produced:
-keys the map plays that have no text in `audio`, and keys whose synthesis or storage failed.
+keys already cached with the same text are skipped unless `force`. With a cache that stores the
+text's hash with the audio (`TextCheckedCache`, e.g. Redis), a key whose text changed in the map
+since it was cached, or whose value cannot be decoded, or that was stored without a hash, is
+synthesized again and reported as `changed`. A plain `AudioCache` (the in-process dict) can only
+tell present from absent (and an undecodable value). The old audio stays until the new one is
+made. The report also lists what could not be produced: keys the map plays that have no text
+in `audio`, and keys whose synthesis or storage failed.
 """
 
 from __future__ import annotations
@@ -10,12 +15,27 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from bridge.audio import SAMPLE_RATE, Resampler
+from orchestrator.cache.audio_format import CachedAudio, CacheValueError, text_digest
 from orchestrator.domain.errors import ProviderError
 from orchestrator.domain.models import AudioChunk
 from orchestrator.interfaces import AudioCache, TTSManager
+
+
+@runtime_checkable
+class TextCheckedCache(Protocol):
+    """An `AudioCache` that keeps the hash of each phrase's text with its audio."""
+
+    async def get_cached(self, key: str) -> CachedAudio | None:
+        """The audio and its text hash (None if stored without), or None when absent."""
+        ...
+
+    async def put(self, key: str, audio: AudioChunk, *, text: str | None = None) -> None:
+        """Store `audio` (what `text` says) under `key`."""
+        ...
+
 
 # progress(done, total, key): called before each key and once at the end (key "").
 ProgressFn = Callable[[int, int, str], None]
@@ -35,8 +55,9 @@ def stderr_progress(done: int, total: int, key: str) -> None:
 class WarmReport:
     """What a warming run did."""
 
-    synthesized: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # already cached
+    synthesized: list[str] = field(default_factory=list)  # absent before (or forced)
+    changed: list[str] = field(default_factory=list)  # text changed / value unreadable: redone
+    skipped: list[str] = field(default_factory=list)  # already cached, same text
     missing_text: list[str] = field(default_factory=list)  # played by the map, absent from `audio`
     failed: dict[str, str] = field(default_factory=dict)  # key -> why
 
@@ -48,9 +69,11 @@ class WarmReport:
     def summary(self) -> str:
         """Human-readable summary, one problem per line."""
         lines = [
-            f"cache warm: {len(self.synthesized)} synthesized, {len(self.skipped)} already cached, "
+            f"cache warm: {len(self.synthesized)} synthesized, {len(self.changed)} changed, "
+            f"{len(self.skipped)} already cached, "
             f"{len(self.missing_text)} without text, {len(self.failed)} failed"
         ]
+        lines += [f"  changed (synthesized again): {k}" for k in self.changed]
         lines += [f"  missing text in $.audio: {k}" for k in self.missing_text]
         lines += [f"  failed: {k}: {why}" for k, why in self.failed.items()]
         return "\n".join(lines)
@@ -73,6 +96,19 @@ async def _synthesize(tts: TTSManager, text: str) -> AudioChunk:
     if not pcm:
         raise ValueError("synthesis produced no audio")
     return AudioChunk(pcm, SAMPLE_RATE)
+
+
+async def _state(cache: AudioCache, key: str, text: str) -> Literal["fresh", "absent", "changed"]:
+    """Whether `key` holds audio for `text` (`changed`: another text, no hash, or unreadable)."""
+    try:
+        if isinstance(cache, TextCheckedCache):
+            cached = await cache.get_cached(key)
+            if cached is None:
+                return "absent"
+            return "fresh" if cached.text_sha256 == text_digest(text) else "changed"
+        return "absent" if await cache.get(key) is None else "fresh"
+    except CacheValueError:
+        return "changed"  # a broken value is replaced, not reported as a failure
 
 
 async def warm_cache(
@@ -98,12 +134,18 @@ async def warm_cache(
     for i, key in enumerate(keys):
         if progress is not None:
             progress(i, len(keys), key)
+        text = audio[key]
         try:
-            if not force and await cache.get(key) is not None:
+            state = "absent" if force else await _state(cache, key, text)
+            if state == "fresh":
                 report.skipped.append(key)
                 continue
-            await cache.put(key, await _synthesize(tts, audio[key]))
-            report.synthesized.append(key)
+            chunk = await _synthesize(tts, text)
+            if isinstance(cache, TextCheckedCache):
+                await cache.put(key, chunk, text=text)
+            else:
+                await cache.put(key, chunk)
+            (report.changed if state == "changed" else report.synthesized).append(key)
         except (ProviderError, ValueError) as exc:
             report.failed[key] = f"{type(exc).__name__}: {exc}"
     if progress is not None:
