@@ -411,3 +411,28 @@ async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
     await stt.stop_recognition()
     per_stream = [r.audio_ms for r in srv.stt_sessions]
     assert len(per_stream) >= 3 and max(per_stream) <= 1200, per_stream
+
+
+async def test_a_stream_that_never_starts_is_ended_by_the_stream_cap() -> None:
+    # One stream per connection: B's call waits for a slot, its request generator is stuck on the
+    # first write and never renews, so only the overall cap (renew + grace + drain + keepalive,
+    # here 0.8 s) ends it. The cap used to be `loop.time()` seconds too late (hours after boot).
+    server = SpeechKitStandin(max_concurrent_streams=1)
+    await server.start()
+    channel = speechkit_channel(server.endpoint, tls=False)
+    a = YandexSttStreamer(channel, SETTINGS, clock=LoopClock())
+    short = replace(SETTINGS, renew_after_s=0.3, renew_grace_s=0.0, drain_timeout_s=0.3, keepalive_s=0.2)
+    b = YandexSttStreamer(channel, short, clock=LoopClock())
+    try:
+        a.start_recognition(asyncio.Queue())
+        await server.wait_for(lambda: len(server.stt_sessions) == 1, 3.0)
+        b_results = b.start_recognition(asyncio.Queue())
+        # a's keepalive silence wakes wait_for every 0.5 s.
+        await server.wait_for(lambda: b.reconnects >= 1, 5.0)
+        assert "did not finish in time" in str(b.last_error)
+        assert len(server.stt_sessions) == 1 and b_results.empty()
+    finally:
+        await b.stop_recognition()
+        await a.stop_recognition()
+        await channel.close()
+        await server.close()

@@ -308,6 +308,7 @@ class SpeechKitStandin:
         word_ms: int = 250,
         send_refinement: bool = True,
         send_eou: bool = True,
+        max_concurrent_streams: int | None = None,
     ) -> None:
         self.script = script or SttScript()
         self.idle_timeout_s = idle_timeout_s
@@ -318,6 +319,8 @@ class SpeechKitStandin:
         # Switches for testing the adapter's handling of a final without its refinement.
         self.send_refinement = send_refinement
         self.send_eou = send_eou
+        # Per connection; a call beyond it waits (its headers are not even sent): a hung stream.
+        self.max_concurrent_streams = max_concurrent_streams
         self.stt_sessions: list[SttSessionRecord] = []
         self.tts_texts: list[str] = []  # every text synthesized, in order
         self.utterance_requests: list[tts_pb2.UtteranceSynthesisRequest] = []
@@ -371,7 +374,10 @@ class SpeechKitStandin:
 
     async def start(self) -> int:
         """Listen on 127.0.0.1; returns the port."""
-        server = grpc.aio.server()
+        options = []
+        if self.max_concurrent_streams is not None:
+            options.append(("grpc.max_concurrent_streams", self.max_concurrent_streams))
+        server = grpc.aio.server(options=options)
         stt_service_pb2_grpc.add_RecognizerServicer_to_server(_Recognizer(self), server)
         tts_service_pb2_grpc.add_SynthesizerServicer_to_server(Synthesizer(self), server)
         port = server.add_insecure_port(f"127.0.0.1:{self._port}")
