@@ -21,7 +21,8 @@ Shape of one call's recognition:
   (`reconnects`, `last_error`) and followed by a reconnect with doubling backoff; they do NOT go on
   the result queue (the Orchestrator plays an emergency phrase for every `STTError`). An `STTError`
   goes in-band only when the streamer gives up: a non-retryable failure, `reconnect_attempts`
-  failures in a row, a failure after the input ended, or an unexpected error in a reader.
+  failures in a row, a failure after the input ended, or an unexpected error in a reader; it is
+  then always non-retryable and nothing follows it.
 - A stream that died never takes audio from the shared queue again: its request generator waits
   for data and for the stream's end together, and takes a chunk only while the call is alive
   (gRPC keeps pulling a finished call's generator; `call.cancel()` is then a no-op).
@@ -397,8 +398,13 @@ class YandexSttStreamer:
             if stream.got_results:
                 failures = 0
             failures += 1
-            if not err.retryable or self._input_ended:
+            if not err.retryable:
                 self._put(err)
+                return
+            if self._input_ended:
+                # The end of input is spent: nothing left to reconnect for. Every in-band
+                # STTError means recognition is over, so this one is not retryable either.
+                self._put(STTError(f"failed after the input ended: {err}", provider=PROVIDER))
                 return
             if failures > s.reconnect_attempts:
                 self._put(
