@@ -436,3 +436,22 @@ async def test_a_stream_that_never_starts_is_ended_by_the_stream_cap() -> None:
         await a.stop_recognition()
         await channel.close()
         await server.close()
+
+
+async def test_streams_that_fail_after_the_working_status_still_exhaust_the_reconnects(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Each stream gets its WORKING status and some audio, then fails: that is no progress, so the
+    # streamer must give up (it used to reset its budget on any response and retry forever).
+    speechkit_standin.fail_next_streams(10, grpc.StatusCode.UNAVAILABLE, after_ms=100)
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel, replace(SETTINGS, reconnect_attempts=2), clock=LoopClock()
+    )
+    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+    results = stt.start_recognition(audio)
+    feed(audio, silence(3000))
+    [err] = await collect(results, lambda ev: len(ev) == 1, timeout=5.0)
+    await stt.stop_recognition()
+    assert isinstance(err, STTError) and not err.retryable and "giving up after 2 reconnects" in str(err)
+    assert stt.streams_opened == 3
+    assert [r.ended for r in speechkit_standin.stt_sessions] == ["fault"] * 3

@@ -196,7 +196,8 @@ class _Stream:
     # --- results ---
     def handle(self, resp: stt_pb2.StreamingResponse) -> None:
         event = resp.WhichOneof("Event")
-        self.got_results = True
+        # Progress that resets the reconnect budget: not the WORKING status every stream starts with.
+        self.got_results = self.got_results or event != "status_code"
         if event == "final_refinement":
             ref = resp.final_refinement
             # A refinement follows its final directly, so a held final takes it even if the
