@@ -76,7 +76,7 @@ async def test_example_call_through_the_real_adapters(
         await server.close()
         await app.close()
 
-    assert app.outcomes == [(call_id, "end_call")]
+    assert list(app.outcomes) == [(call_id, "end_call")]
     states = [(e.data["from_state"], e.data["to_state"]) for e in events if e.kind == "state"]
     assert states == [("greeting", "quote"), ("quote", "goodbye_refusal")]
     said = [e.data["text"] for e in events if e.kind == "user_said"]
@@ -118,7 +118,7 @@ async def test_a_call_that_cannot_be_set_up_hears_the_emergency_phrase(
         await pool.close()
         await server.close()
         await app.close()
-    assert app.outcomes == [(str(call_id), "setup_failed")]
+    assert list(app.outcomes) == [(str(call_id), "setup_failed")]
     emergency = await app.services.audio_cache.get(app.services.dialogue_map.settings.emergency_filler_key)
     assert emergency is not None
     pcm = emergency.pcm
