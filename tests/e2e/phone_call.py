@@ -11,6 +11,7 @@ greeting. tcpdump records both directions of RTP and the SIP requests sent to th
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import wave
@@ -22,7 +23,7 @@ from typing import Any
 from bridge.app import VoicebridgeApp
 from bridge.settings import AriSection, AudioSocketSection, Settings
 from bridge.standins import DEMO_LLM_ANSWERS, running_standins
-from orchestrator.orchestrator import CallEvent
+from orchestrator.orchestrator import CallEvent, Orchestrator
 from tests.e2e.sip import (
     UAC_MEDIA_PORT,
     UAC_SIP_PORT,
@@ -55,6 +56,7 @@ class PhoneCallResult:
     outcomes: list[tuple[str, str]] = field(default_factory=list)
     caller_speech_at: list[float] = field(default_factory=list)  # planned offsets in the pcap, s
     heard_wav: Path | None = None
+    orchestrators_left: int = 0  # Orchestrator objects alive after the call (must be 0)
 
     def turns(self) -> list[dict[str, Any]]:
         return [m for m in self.metrics if m.get("event") == "turn"]
@@ -147,8 +149,12 @@ async def run_phone_call(
                     timeout_s=call_timeout_s + 10,
                 )
             async with asyncio.timeout(10):
-                while app.calls_active:  # noqa: ASYNC110 - the app has no idle event; bounded
+                # The app has no idle event, and the AudioSocket leg closes a moment after the
+                # call's task ends; bounded.
+                while app.calls_active or (app.audiosocket and app.audiosocket.connections):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
+            gc.collect()
+            orchestrators_left = sum(1 for o in gc.get_objects() if type(o) is Orchestrator)
         finally:
             await app.close()
         outcomes = list(app.outcomes)
@@ -160,6 +166,7 @@ async def run_phone_call(
         events=events,
         outcomes=outcomes,
         caller_speech_at=offsets,
+        orchestrators_left=orchestrators_left,
     )
     metrics_path = work_dir / "turns.jsonl"
     if metrics_path.exists():

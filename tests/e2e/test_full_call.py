@@ -55,8 +55,9 @@ async def test_whole_call_through_asterisk(asterisk: str, tmp_path: Path) -> Non
     for t in turns[1:]:
         assert t["t1_first_user_audio"] <= t["t2_stt_final"] <= t["t3_logic_start"] <= t["t6_first_bot_audio"]
 
-    # Nothing of the call is left in this process.
+    # Nothing of the call is left in this process: no task, no socket, no Orchestrator.
     assert set(_bridge_tasks()) <= before
+    assert result.orchestrators_left == 0
 
 
 async def test_caller_speech_stops_the_bot(asterisk: str, tmp_path: Path) -> None:
