@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -73,10 +74,8 @@ async def iam(rsa_key: rsa.RSAPrivateKey) -> AsyncIterator[IamStandin]:
     await server.close()
 
 
-def _provider(
-    key: ServiceAccountKey, iam: IamStandin, **kw: float | Callable[[str], None]
-) -> IamTokenProvider:
-    return IamTokenProvider(key, endpoint=iam.endpoint, tls=False, timeout_s=5.0, **kw)  # type: ignore[arg-type]
+def _provider(key: ServiceAccountKey, iam: IamStandin, **kw: Any) -> IamTokenProvider:
+    return IamTokenProvider(key, endpoint=iam.endpoint, tls=False, timeout_s=5.0, **kw)
 
 
 def test_jwt_is_what_yandex_documents(sa_key: ServiceAccountKey, rsa_key: rsa.RSAPrivateKey) -> None:
