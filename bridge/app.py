@@ -123,6 +123,9 @@ class VoicebridgeApp:
         self.outcomes: deque[tuple[str, str]] = deque(maxlen=1000)
         self._observer = observer
         self._ari_task: asyncio.Task[None] | None = None
+        self._ami_task: asyncio.Task[None] | None = None
+        self._ami_logger: Any = None
+        self._stopping = asyncio.Event()
         self._closers: list[Callable[[], Any]] = []
 
     async def start(self) -> None:
@@ -147,6 +150,8 @@ class VoicebridgeApp:
             self.on_call,
         )
         self._ari_task = asyncio.create_task(self.ari.run(), name="ari-controller")
+        if s.ami.log_events:
+            self._ami_task = asyncio.create_task(self._log_ami_events(), name="ami-event-logger")
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations so a full collection does not stall the 20 ms tick (measured: 55 ms at 650 calls).
         gc.collect()
@@ -300,6 +305,33 @@ class VoicebridgeApp:
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
 
+    async def _log_ami_events(self) -> None:
+        """Hangup causes and call events into the log; AMI being down never stops the service.
+
+        Not cancelled mid-login by `close()` (panoramisk logs a traceback then): `close()` sets
+        `_stopping` and this returns after the current attempt, bounded by the login timeout.
+        """
+        from bridge.ami import AmiError, AmiEventLogger, AmiSettings
+
+        a = self.settings.ami
+        delay = 1.0
+        while not self._stopping.is_set():
+            logger = AmiEventLogger(
+                AmiSettings(host=a.host, port=a.port, username=a.username, secret=a.secret)
+            )
+            try:
+                await logger.start()  # reconnects by itself once logged in
+            except AmiError as exc:
+                await logger.close()
+                log.warning("AMI event log unavailable (%s); retrying in %.0f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+                delay = min(delay * 2, 30.0)
+                continue
+            self._ami_logger = logger
+            return
+
     async def _apologise(self, gateway: TelephonyGateway) -> None:
         """The call cannot be served: say the emergency phrase rather than hang up in silence."""
         assert self.services is not None
@@ -331,6 +363,16 @@ class VoicebridgeApp:
             if not self._ari_task.done():
                 self._ari_task.cancel()
             await asyncio.wait({self._ari_task})
+        self._stopping.set()
+        if self._ami_task is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await asyncio.wait({self._ami_task})
+            except TimeoutError:
+                self._ami_task.cancel()
+                await asyncio.wait({self._ami_task})
+        if self._ami_logger is not None:
+            await self._ami_logger.close()
         if self.audiosocket is not None:
             await self.audiosocket.close()
         self.pacer.stop()

@@ -38,6 +38,7 @@ class AmiSection(_Section):
     port: int = 5038
     username: str = "voicebridge"
     secret: str = "voicebridge"
+    log_events: bool = True  # `serve` logs hangup causes and call events from AMI
 
 
 class AudioSocketSection(_Section):
