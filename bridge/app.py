@@ -40,14 +40,14 @@ from orchestrator.orchestrator import CallEvent, CallServices, create_orchestrat
 log = logging.getLogger(__name__)
 
 
-def yandex_settings(s: Settings) -> Any:
-    """The SpeechKit adapters' settings from ours."""
+def yandex_settings(s: Settings, *, iam_token: str | None = None) -> Any:
+    """The SpeechKit adapters' settings from ours (`iam_token` from a refreshing provider wins)."""
     from orchestrator.adapters.speechkit import YandexSettings
 
     y = s.yandex
     return YandexSettings(
         api_key=y.api_key,
-        iam_token=y.iam_token,
+        iam_token=iam_token or y.iam_token,
         folder_id=y.folder_id,
         stt_endpoint=y.stt_endpoint,
         tts_endpoint=y.tts_endpoint,
@@ -57,6 +57,20 @@ def yandex_settings(s: Settings) -> Any:
         role=y.role,
         speed=y.speed,
     )
+
+
+async def start_iam_provider(s: Settings, clock: LoopClock) -> Any:
+    """With a service-account key, an started IamTokenProvider (IAM tokens live at most 12 h,
+    it refreshes them); None when SpeechKit is reached with an API key or a static token."""
+    y = s.yandex
+    if not y.service_account_key_file:
+        return None
+    from orchestrator.adapters.yandex_iam import IamTokenProvider, load_service_account_key
+
+    key = load_service_account_key(y.service_account_key_file)
+    provider = IamTokenProvider(key, endpoint=y.iam_endpoint, tls=y.tls, clock=clock)
+    await provider.start()
+    return provider
 
 
 def build_audio_cache(s: Settings) -> AudioCache:
@@ -69,7 +83,7 @@ def build_audio_cache(s: Settings) -> AudioCache:
 
 
 @contextlib.asynccontextmanager
-async def tts_for_warming(s: Settings) -> AsyncIterator[TTSManager]:
+async def tts_for_warming(s: Settings, *, iam_token: str | None = None) -> AsyncIterator[TTSManager]:
     """The configured TTS, connected, for warming the cache; closed (channel too) afterwards."""
     if s.providers.tts == "espeak":
         from orchestrator.adapters.tts.espeak import EspeakTTS
@@ -80,7 +94,7 @@ async def tts_for_warming(s: Settings) -> AsyncIterator[TTSManager]:
         from orchestrator.adapters.speechkit import speechkit_channel
         from orchestrator.adapters.tts.yandex import YandexTTSManager
 
-        ys = yandex_settings(s)
+        ys = yandex_settings(s, iam_token=iam_token)
         channel = speechkit_channel(ys.tts_endpoint, tls=ys.tls)
         tts = YandexTTSManager(channel, ys)
     try:
@@ -126,6 +140,7 @@ class VoicebridgeApp:
         self._ami_task: asyncio.Task[None] | None = None
         self._ami_logger: Any = None
         self._stopping = asyncio.Event()
+        self._iam: Any = None  # IamTokenProvider when a service-account key is configured
         self._closers: list[Callable[[], Any]] = []
 
     async def start(self) -> None:
@@ -169,7 +184,7 @@ class VoicebridgeApp:
         """Load the map and build every process-wide service; warms the audio cache."""
         s = self.settings
         dmap = load_dialogue_map(s.dialogue_map)
-        ys = yandex_settings(s)
+        await self._start_iam()
         openai_client = None
         if s.providers.llm == "openai" or s.providers.intents == "openai":
             import openai
@@ -198,12 +213,13 @@ class VoicebridgeApp:
         from orchestrator.adapters.speechkit import speechkit_channel
         from orchestrator.adapters.stt.yandex import YandexSttStreamer
 
+        ys = self._yandex()
         stt_channel = speechkit_channel(ys.stt_endpoint, tls=ys.tls)
         self._closers.append(stt_channel.close)
         clock = self.clock
 
         def stt_factory(call_id: str) -> STTStreamer:
-            return YandexSttStreamer(stt_channel, ys, clock=clock, request_id=call_id)
+            return YandexSttStreamer(stt_channel, self._yandex(), clock=clock, request_id=call_id)
 
         if s.providers.tts == "espeak":
             from orchestrator.adapters.tts.espeak import EspeakTTS
@@ -217,7 +233,7 @@ class VoicebridgeApp:
             self._closers.append(tts_channel.close)
 
             def tts_factory(call_id: str) -> TTSManager:
-                return YandexTTSManager(tts_channel, ys, request_id=call_id)
+                return YandexTTSManager(tts_channel, self._yandex(), request_id=call_id)
 
         from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
         from orchestrator.adapters.llm.safety import (
@@ -258,11 +274,21 @@ class VoicebridgeApp:
             metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
         )
 
+    async def _start_iam(self) -> None:
+        self._iam = await start_iam_provider(self.settings, self.clock)
+        if self._iam is not None:
+            self._closers.append(self._iam.aclose)
+
+    def _yandex(self) -> Any:
+        """SpeechKit settings with the current IAM token: each call takes the freshest one."""
+        return yandex_settings(self.settings, iam_token=self._iam.token if self._iam is not None else None)
+
     async def _warm(self, dmap: DialogueMap, cache: AudioCache) -> None:
         """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""
         from orchestrator.cache.warm import warm_cache
 
-        async with tts_for_warming(self.settings) as tts:
+        token = self._iam.token if self._iam is not None else None
+        async with tts_for_warming(self.settings, iam_token=token) as tts:
             report = await warm_cache(dmap, tts, cache, progress=False)
         if getattr(report, "failed", None):
             raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report}")

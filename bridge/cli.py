@@ -107,16 +107,22 @@ async def _dial(number: str, config: str | None, timeout: float) -> int:
 
 
 async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
-    from bridge.app import build_audio_cache, tts_for_warming
+    from bridge.app import build_audio_cache, start_iam_provider, tts_for_warming
     from bridge.settings import load_settings
     from orchestrator.cache.warm import warm_cache
+    from orchestrator.clock import LoopClock
     from orchestrator.dialogue_map.loader import load_dialogue_map
 
     s = load_settings(config)
     dmap = load_dialogue_map(map_path)
     cache = build_audio_cache(s)
-    async with tts_for_warming(s) as tts:
-        report = await warm_cache(dmap, tts, cache, force=force)
+    iam = await start_iam_provider(s, LoopClock())
+    try:
+        async with tts_for_warming(s, iam_token=iam.token if iam is not None else None) as tts:
+            report = await warm_cache(dmap, tts, cache, force=force)
+    finally:
+        if iam is not None:
+            await iam.aclose()
     print(report.summary() if hasattr(report, "summary") else report)
     return 0 if getattr(report, "ok", True) else 1
 

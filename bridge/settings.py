@@ -54,7 +54,10 @@ class VadSection(_Section):
 
 class YandexSection(_Section):
     api_key: str | None = None
-    iam_token: str | None = None
+    iam_token: str | None = None  # static: expires within 12 h, prefer the key file below
+    # Authorized key of a service account (`yc iam key create` JSON): IAM tokens fetched and refreshed.
+    service_account_key_file: str | None = None
+    iam_endpoint: str = "iam.api.cloud.yandex.net:443"
     folder_id: str | None = None
     stt_endpoint: str = "stt.api.cloud.yandex.net:443"
     tts_endpoint: str = "tts.api.cloud.yandex.net:443"
