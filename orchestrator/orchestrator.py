@@ -302,15 +302,15 @@ class Orchestrator:
             try:
                 event = await self._next_user_event()
             except TimeoutError:
-                if self.metrics_logger.turn_open:
-                    self.metrics_logger.set(route="no_final")  # partials, then nothing
-                    self.metrics_logger.emit_turn()
-                    leader = None
+                self._close_unfinished_turn()
+                leader = None
                 await self._no_input()
                 bot_spoke = True
                 continue
             self._barged_in = False
             if isinstance(event, ProviderError):
+                self._close_unfinished_turn()
+                leader = None
                 self.metrics_logger.start_bot_only_turn()
                 self.metrics_logger.set(route="stt_failure", state=self.session_state.current_state_id)
                 await self._bot_turn(functools.partial(self._provider_failure, event, stage="stt"))
@@ -331,6 +331,12 @@ class Orchestrator:
             await self._user_turn(event, leader)
             leader = None
             bot_spoke = True
+
+    def _close_unfinished_turn(self) -> None:
+        """A turn that had partials but will get no final still gets its metrics record."""
+        if self.metrics_logger.turn_open:
+            self.metrics_logger.set(route="no_final")
+            self.metrics_logger.emit_turn()
 
     async def _next_user_event(self) -> SttEvent:
         """The next STT event; TimeoutError when the caller stays silent for the no-input timeout.
