@@ -326,7 +326,9 @@ class VoicebridgeApp:
             reason = "setup_failed"
             await self._apologise(gateway)
         finally:
-            await gateway.close()
+            # The ARI controller hangs the AudioSocket leg up itself, in the order Asterisk copes
+            # with (AriController._delete_media).
+            await gateway.close(hang_up=False)
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)

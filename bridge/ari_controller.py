@@ -22,6 +22,7 @@ AudioSocket connection sees EOF and the handler can finish. 404 on any DELETE me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -126,6 +127,7 @@ class _Session:
         "caller_deleted",
         "caller_gone",
         "channel_id",
+        "em_ended",
         "em_id",
         "em_started",
         "gone",
@@ -142,6 +144,7 @@ class _Session:
         self.bridge_id = f"vb-{self.uuid}"
         self.em_id = f"vb-em-{self.uuid}"
         self.em_started: asyncio.Future[None] = loop.create_future()
+        self.em_ended = asyncio.Event()  # the externalMedia channel left Stasis / was destroyed
         self.gone: asyncio.Future[None] = loop.create_future()  # resolved when the caller hangs up
         self.caller_gone = asyncio.Event()
         self.caller_deleted = False
@@ -166,6 +169,9 @@ class AriController:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._calls: dict[str, _Session] = {}  # by caller channel id
         self._by_em: dict[str, _Session] = {}  # by externalMedia channel id
+        # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
+        # ARI for ~10 s in our e2e runs (1 in ~10; cf. asterisk/asterisk#2078): never overlap them.
+        self._media_lock = asyncio.Lock()
         self._closing = False
         self._stop = asyncio.Event()
         self._run_done = asyncio.Event()
@@ -276,6 +282,9 @@ class AriController:
             self._on_stasis_start(event)
         elif kind in _GONE_EVENTS:
             channel_id = (event.get("channel") or {}).get("id")
+            em_session = self._by_em.get(channel_id or "")
+            if em_session is not None and kind != "ChannelHangupRequest":
+                em_session.em_ended.set()
             session = self._calls.get(channel_id or "")
             if session is not None and not session.caller_gone.is_set():
                 log.log(
@@ -358,19 +367,20 @@ class AriController:
         # Register before the POST: Asterisk connects inside the externalMedia request.
         conn_future = self._audiosocket.expect(uuid.UUID(session.uuid))
         try:
-            await self._step(
-                session,
-                "externalMedia",
-                client.channels.externalMedia(
-                    app=s.app,
-                    channelId=em,
-                    external_host=s.audiosocket_host,
-                    encapsulation="audiosocket",
-                    transport="tcp",
-                    format="slin",
-                    data=session.uuid,
-                ),
-            )
+            async with self._media_lock:
+                await self._step(
+                    session,
+                    "externalMedia",
+                    client.channels.externalMedia(
+                        app=s.app,
+                        channelId=em,
+                        external_host=s.audiosocket_host,
+                        encapsulation="audiosocket",
+                        transport="tcp",
+                        format="slin",
+                        data=session.uuid,
+                    ),
+                )
             await self._step(session, "externalMedia StasisStart", session.em_started)
             await self._step(
                 session, "add externalMedia", client.bridges.addChannel(bridgeId=bid, channel=em)
@@ -457,7 +467,16 @@ class AriController:
         if session.media_deleted:
             return
         session.media_deleted = True
-        await self._delete(session, "externalMedia channel", "channels", "hangup", channelId=session.em_id)
+        async with self._media_lock:
+            await self._delete(
+                session, "externalMedia channel", "channels", "hangup", channelId=session.em_id
+            )
+            if session.em_started.done():
+                # The DELETE returns before Asterisk has torn the channel down: hold the lock
+                # until it has, so no other AudioSocket channel is created meanwhile (bounded).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.timeout_s):
+                        await session.em_ended.wait()
         await self._delete(session, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
 
     async def _delete(self, session: _Session, what: str, repo: str, op: str, **params: str) -> None:

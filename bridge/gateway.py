@@ -182,12 +182,18 @@ class TelephonyGateway:
         self.outbound.close()
 
     # --- lifecycle ---
-    async def close(self) -> None:
-        """Leave the pacer and hang up the AudioSocket leg if still open. Idempotent."""
+    async def close(self, *, hang_up: bool = True) -> None:
+        """Leave the pacer and hang up the AudioSocket leg if still open. Idempotent.
+
+        `hang_up=False` leaves the leg to its owner (the ARI controller tears it down in order).
+        """
         if self._closed:
             return
         self._closed = True
         self._pacer.remove(self.outbound)
+        if not hang_up:
+            self.on_hangup()
+            return
         if not self._conn.closed:
             self._conn.hangup()  # sends 0x00; calls on_hangup() synchronously
         self.on_hangup()
