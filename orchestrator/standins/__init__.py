@@ -4,3 +4,34 @@ They speak the real wire protocols (SpeechKit v3 gRPC on the real protos, the Op
 on 127.0.0.1 so the real adapters can be exercised end to end without cloud access. Their
 behaviour is scripted; nothing here belongs in a production deployment.
 """
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+
+async def serve_until_signal(close: Callable[[], Awaitable[None]]) -> None:
+    """Keep a stand-in started by its `python -m` entry point up until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await close()
+
+
+async def start_grpc_server(
+    register: Callable[[grpc.aio.Server], None], port: int, *, options: list[tuple[str, int]] | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """A started insecure grpc.aio server on 127.0.0.1 with `register`'s servicers; and its port."""
+    server = grpc.aio.server(options=options or [])
+    register(server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on 127.0.0.1:{port}")
+    await server.start()
+    return server, int(bound)

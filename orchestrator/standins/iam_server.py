@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grpc
 
+from orchestrator.standins import start_grpc_server
+
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 MAX_JWT_LIFETIME_S = 3600
 
@@ -132,14 +134,12 @@ class IamStandin:
 
     async def start(self) -> int:
         """Listen on 127.0.0.1; returns the port."""
-        server = grpc.aio.server()
-        iam_token_service_pb2_grpc.add_IamTokenServiceServicer_to_server(_IamTokenService(self), server)
-        port = server.add_insecure_port(f"127.0.0.1:{self._port}")
-        if port == 0:
-            raise OSError(f"cannot listen on 127.0.0.1:{self._port}")
-        await server.start()
-        self._server, self._port = server, port
-        return int(port)
+
+        def register(server: grpc.aio.Server) -> None:
+            iam_token_service_pb2_grpc.add_IamTokenServiceServicer_to_server(_IamTokenService(self), server)
+
+        self._server, self._port = await start_grpc_server(register, self._port)
+        return self._port
 
     @property
     def endpoint(self) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from orchestrator.standins import serve_until_signal
 from orchestrator.standins.script import LlmScript
 
 Fault = Literal["http500", "stall", "unsafe_first", "drop"]
@@ -230,7 +231,6 @@ class OpenAIStandin:
 
 async def _main() -> None:
     import argparse
-    import signal
 
     from orchestrator.standins.script import load_scripts
 
@@ -244,12 +244,7 @@ async def _main() -> None:
     server = OpenAIStandin(llm, port=args.port, first_token_s=args.first_token_s, token_s=args.token_s)
     port = await server.start()
     print(f"openai stand-in listening on http://127.0.0.1:{port}/v1", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.close()
+    await serve_until_signal(server.close)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import webrtcvad
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
+from orchestrator.standins import serve_until_signal, start_grpc_server
 from orchestrator.standins.script import SttScript
 from orchestrator.standins.speechkit_tts import Synthesizer
 
@@ -377,15 +378,13 @@ class SpeechKitStandin:
         options = []
         if self.max_concurrent_streams is not None:
             options.append(("grpc.max_concurrent_streams", self.max_concurrent_streams))
-        server = grpc.aio.server(options=options)
-        stt_service_pb2_grpc.add_RecognizerServicer_to_server(_Recognizer(self), server)
-        tts_service_pb2_grpc.add_SynthesizerServicer_to_server(Synthesizer(self), server)
-        port = server.add_insecure_port(f"127.0.0.1:{self._port}")
-        if port == 0:
-            raise OSError(f"cannot listen on 127.0.0.1:{self._port}")
-        await server.start()
-        self._server, self._port = server, port
-        return int(port)
+
+        def register(server: grpc.aio.Server) -> None:
+            stt_service_pb2_grpc.add_RecognizerServicer_to_server(_Recognizer(self), server)
+            tts_service_pb2_grpc.add_SynthesizerServicer_to_server(Synthesizer(self), server)
+
+        self._server, self._port = await start_grpc_server(register, self._port, options=options)
+        return self._port
 
     @property
     def endpoint(self) -> str:
@@ -402,7 +401,6 @@ class SpeechKitStandin:
 
 async def _main() -> None:
     import argparse
-    import signal
 
     from orchestrator.standins.script import load_scripts
 
@@ -414,12 +412,7 @@ async def _main() -> None:
     server = SpeechKitStandin(stt, port=args.port)
     port = await server.start()
     print(f"speechkit stand-in listening on 127.0.0.1:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.close()
+    await serve_until_signal(server.close)
 
 
 if __name__ == "__main__":
