@@ -35,3 +35,20 @@ async def start_grpc_server(
         raise OSError(f"cannot listen on 127.0.0.1:{port}")
     await server.start()
     return server, int(bound)
+
+
+class Progress:
+    """`wait_for(predicate)` for tests: re-checked whenever the stand-in calls `_notify()`."""
+
+    _tick: asyncio.Event  # set up by the stand-in's __init__
+
+    def _notify(self) -> None:
+        """Wake `wait_for` callers: something was received or a call ended."""
+        self._tick.set()
+        self._tick = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until `predicate()` holds (bounded by `timeout`)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await self._tick.wait()

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grpc
 
-from orchestrator.standins import start_grpc_server
+from orchestrator.standins import Progress, start_grpc_server
 
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 MAX_JWT_LIFETIME_S = 3600
@@ -64,7 +64,7 @@ class _IamTokenService(iam_token_service_pb2_grpc.IamTokenServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the stand-in")
 
 
-class IamStandin:
+class IamStandin(Progress):
     """A local Yandex IAM token service for one service account key (test stand-in)."""
 
     def __init__(
@@ -121,16 +121,6 @@ class IamStandin:
         if claims["exp"] - claims["iat"] > MAX_JWT_LIFETIME_S:
             return f"JWT lifetime exceeds {MAX_JWT_LIFETIME_S} s"
         return None
-
-    def _notify(self) -> None:
-        self._tick.set()
-        self._tick = asyncio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate()` holds, re-checking after every call."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._tick.wait()
 
     async def start(self) -> int:
         """Listen on 127.0.0.1; returns the port."""

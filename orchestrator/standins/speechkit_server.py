@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ import webrtcvad
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
-from orchestrator.standins import serve_until_signal, start_grpc_server
+from orchestrator.standins import Progress, serve_until_signal, start_grpc_server
 from orchestrator.standins.script import SttScript
 from orchestrator.standins.speechkit_tts import Synthesizer
 
@@ -294,7 +294,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
             raise  # abort() raises; this is never reached
 
 
-class SpeechKitStandin:
+class SpeechKitStandin(Progress):
     """A local SpeechKit v3 (STT + TTS) on 127.0.0.1, for tests and the demo."""
 
     def __init__(
@@ -354,17 +354,6 @@ class SpeechKitStandin:
         They keep reading text and hold the call open (a healthy connection) until the server closes.
         """
         self._faults["tts-stall-after"] = _Fault(n, grpc.StatusCode.OK, sentences)
-
-    def _notify(self) -> None:
-        """Wake `wait_for` callers: something was received or a stream ended."""
-        self._tick.set()
-        self._tick = asyncio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate()` holds, re-checking whenever a stream makes progress."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._tick.wait()
 
     def _take_fault(self, kind: str) -> _Fault | None:
         fault = self._faults.get(kind)
