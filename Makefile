@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# testkit/ (fakes, stand-ins, demo harness) is not in the product's wheel: put the checkout on
+	@# the venv's path so `voicebridge serve --standins` and `voicebridge demo` find it.
+	echo "$(CURDIR)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/voicebridge-checkout.pth
 	touch $@
 
 # The whole suite: unit, virtual-time, real sockets, real Redis, and real Asterisk + sipp calls.
@@ -34,12 +37,14 @@ test-fast: install
 	@set +e; $(PY) -m pytest -m "not asterisk" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+# ruff, and the floor plan's import rules (pyproject's [tool.importlinter]).
 lint: install
-	$(VENV)/bin/ruff check bridge orchestrator tests bench
-	$(VENV)/bin/ruff format --check bridge orchestrator tests bench
+	$(VENV)/bin/ruff check bridge orchestrator testkit tests bench
+	$(VENV)/bin/ruff format --check bridge orchestrator testkit tests bench
+	$(VENV)/bin/lint-imports
 
 types: install
-	$(VENV)/bin/mypy bridge orchestrator
+	$(VENV)/bin/mypy bridge orchestrator testkit
 
 check: lint types test
 

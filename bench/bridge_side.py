@@ -32,12 +32,12 @@ from multiprocessing.connection import Connection
 from bench.callers import commands, involuntary_switches, prepare_process
 from bench.common import GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
-from bridge.fake_asterisk import read_wav_8k
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
+from testkit.fake_asterisk import read_wav_8k
 
 CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand it out
 STT_QUEUE_FRAMES = 50

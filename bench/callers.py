@@ -27,9 +27,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.common import GcTimer, Histogram
-from bridge.audio import FRAME_BYTES
-from bridge.fake_asterisk import FakeAsterisk, read_wav_8k
 from bridge.pacer import Pacer
+from orchestrator.audio import FRAME_BYTES
+from testkit.fake_asterisk import FakeAsterisk, read_wav_8k
 
 BURST_S = 0.005  # two frames closer than this arrived as a burst
 GAP_S = 0.040  # longer than two frame periods: the caller's jitter buffer had to stretch

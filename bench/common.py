@@ -9,8 +9,8 @@ import wave
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.audio import FRAME_BYTES, SAMPLE_RATE
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
 
 CALLER_PHRASE = "Здравствуйте, я хотел бы узнать, сколько стоит уборка квартиры в субботу"
 BOT_PHRASE = "Добрый день! Стоимость уборки квартиры сорок пять метров составит шесть тысяч рублей"

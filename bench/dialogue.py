@@ -1,6 +1,6 @@
 """Dialogue latency in text mode: the real Orchestrator, FlowEngine and classifier on the real loop.
 
-Scripted calls run through `orchestrator.textmode.run_text_call` with the example map (typed
+Scripted calls run through `testkit.textmode.run_text_call` with the example map (typed
 utterances stand in for STT; TTS and the LLM are the text-mode stand-ins, so the figures are the
 dialogue logic's own). Per turn, from the metrics records: logic_ms (t2 -> t3), the time of the
 turn's `classify_intent` call, and response_ms (t2 -> t6: the caller's last word to the first bot
@@ -28,7 +28,7 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import IntentResult
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.ngram import CharNgramEmbedder
-from orchestrator.textmode import run_text_call
+from testkit.textmode import run_text_call
 
 ROOT = Path(__file__).resolve().parent.parent
 MAP_PATH = ROOT / "dialogue_maps" / "cleaning_quote.ru.json"

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CALLER_PHRASE, make_speech_wav, table
-from bridge.audio import FRAME_BYTES, SILENCE_FRAME, rms
 from bridge.audiosocket.protocol import Decoder, encode_audio
 from bridge.audiosocket.server import AudioSocketConnection
-from bridge.fake_asterisk import read_wav_8k
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import Playout
 from bridge.vad import VadSettings, VoiceActivityDetector
+from orchestrator.audio import FRAME_BYTES, SILENCE_FRAME, rms
 from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
+from testkit.fake_asterisk import read_wav_8k
 
 
 class _NullSink:

@@ -26,6 +26,7 @@ from bridge.settings import Settings
 from bridge.vad import VadSettings
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.clock import LoopClock
+from orchestrator.contracts import AudioCache, LLMManager, STTStreamer, TTSManager
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
@@ -33,7 +34,6 @@ from orchestrator.domain.errors import CallSetupError, ConfigError
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.ngram import CharNgramEmbedder
-from orchestrator.interfaces import AudioCache, LLMManager, STTStreamer, TTSManager
 from orchestrator.metrics import MetricsSink, log_sink
 from orchestrator.orchestrator import CallEvent, CallServices, create_orchestrator_instance
 

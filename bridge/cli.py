@@ -66,12 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _testkit_missing(exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"{exc}: the stand-ins and the demo are test infrastructure, found only in a source "
+        "checkout (run `make install` there); use real providers in production"
+    )
+
+
 async def _serve(config: str | None, standins: bool) -> int:
     from bridge.settings import load_settings
 
     settings = load_settings(config)
     if standins:
-        from bridge.standins import running_standins
+        try:  # test infrastructure, imported only here (not in the product's wheel)
+            from testkit.standins.launch import running_standins
+        except ImportError as exc:
+            raise _testkit_missing(exc) from exc
 
         async with running_standins(settings) as (patched, _, _):
             return await _serve_with(patched)
@@ -154,8 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cache":
             return asyncio.run(_cache_warm(args.map, args.config, args.force))
         if args.command == "demo":
-            from bridge.demo import run_demo
-
+            try:  # demo infrastructure, imported only here
+                from testkit.demo import run_demo
+            except ImportError as exc:
+                raise _testkit_missing(exc) from exc
             return asyncio.run(run_demo(text=args.text, map_path=args.map))
     except ConfigError as exc:
         print(f"voicebridge: {exc}", file=sys.stderr)

@@ -23,12 +23,12 @@ import asyncio
 import logging
 from collections import deque
 
-from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.pacer import Pacer
 from bridge.playout import Playout
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
-from orchestrator.interfaces import Clock, VoiceListener
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
+from orchestrator.contracts import Clock, VoiceListener
 
 __all__ = ["TelephonyGateway"]
 

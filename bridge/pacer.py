@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from bridge.audio import FRAME_S
+from orchestrator.audio import FRAME_S
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
-from bridge.audio import FRAME_BYTES, FRAME_MS, Resampler
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, Resampler
 from orchestrator.domain.models import AudioChunk
 
 
@@ -36,7 +36,7 @@ class PlayoutClosed(ConnectionError):
 
 
 class Playout:
-    """The `OutboundAudio` of one call (see orchestrator.interfaces)."""
+    """The `OutboundAudio` of one call (see orchestrator.contracts)."""
 
     __slots__ = (
         "_buf",

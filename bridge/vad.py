@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import webrtcvad
 
-from bridge.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
+from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from orchestrator.contracts import Clock
 from orchestrator.domain.models import MetricsLog
-from orchestrator.interfaces import Clock
 
 log = logging.getLogger("voicebridge.metrics")
 

@@ -21,6 +21,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestrator.contracts import (
+    AudioCache,
+    Clock,
+    FlowEngine,
+    InboundAudio,
+    IntentClassifier,
+    LLMManager,
+    OutboundAudio,
+    SttEvent,
+    STTStreamer,
+    TTSManager,
+    TtsStreamItem,
+)
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import (
     CallSetupError,
@@ -38,19 +51,6 @@ from orchestrator.domain.models import (
     TranscriptEntry,
 )
 from orchestrator.flow_engine import missing_entities
-from orchestrator.interfaces import (
-    AudioCache,
-    Clock,
-    FlowEngine,
-    InboundAudio,
-    IntentClassifier,
-    LLMManager,
-    OutboundAudio,
-    SttEvent,
-    STTStreamer,
-    TTSManager,
-    TtsStreamItem,
-)
 from orchestrator.metrics import MetricsLogger, MetricsSink
 from orchestrator.playback import (
     AudioRole,

@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from orchestrator.contracts import AudioCache, Clock, OutboundAudio, TTSManager
 from orchestrator.domain.errors import CacheError, ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import AudioCache, Clock, OutboundAudio, TTSManager
 
 log = logging.getLogger(__name__)
 

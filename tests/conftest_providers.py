@@ -26,8 +26,8 @@ import pytest
 
 from orchestrator.adapters.speechkit import speechkit_channel
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
-from orchestrator.standins.openai_server import OpenAIStandin
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.openai_server import OpenAIStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 
 def _free_port() -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from bridge.app import VoicebridgeApp
 from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
-from orchestrator.standins.iam_server import IamStandin
-from orchestrator.standins.openai_server import OpenAIStandin
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.iam_server import IamStandin
+from testkit.standins.openai_server import OpenAIStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 from tests.test_yandex_iam import KEY_ID, SA_ID, _key_json, _rsa
 
 MAP = str(Path(__file__).resolve().parent.parent / "dialogue_maps" / "cleaning_quote.ru.json")

@@ -13,8 +13,8 @@ import pytest
 
 from bridge.audiosocket.protocol import Kind, encode_audio, encode_uuid
 from bridge.audiosocket.server import PENDING_LIMIT, AudioSocketConnection, AudioSocketServer
-from bridge.fake_asterisk import FakeAsterisk
 from bridge.pacer import Pacer
+from testkit.fake_asterisk import FakeAsterisk
 
 T = 5.0  # generous upper bound for any single wait; tests finish far sooner
 TONE = struct.pack("<160h", *([1000, -1000] * 80))  # 320 bytes, non-silent

@@ -17,7 +17,7 @@ from orchestrator.cache.warm import warm_cache
 from orchestrator.dialogue_map.loader import parse_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import AudioChunk
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 AUDIO = {
     "static:greeting": "Здравствуйте! Это служба доставки.",

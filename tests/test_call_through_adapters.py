@@ -16,11 +16,11 @@ from pathlib import Path
 from bridge.app import VoicebridgeApp
 from bridge.ari_controller import AriCall
 from bridge.audiosocket.server import AudioSocketServer
-from bridge.fake_asterisk import FakeCallerPool
 from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
 from orchestrator.orchestrator import CallEvent
-from orchestrator.standins.openai_server import OpenAIStandin
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.fake_asterisk import FakeCallerPool
+from testkit.standins.openai_server import OpenAIStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 MAP = str(Path(__file__).resolve().parent.parent / "dialogue_maps" / "cleaning_quote.ru.json")
 

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.adapters.embeddings.openai_compat import OpenAICompatEmbedder
 from orchestrator.domain.errors import ClassifierError
 from orchestrator.intents.embedder import Embedder
-from orchestrator.standins.openai_server import OpenAIStandin
+from testkit.standins.openai_server import OpenAIStandin
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.orchestrator import CallEvent
-from orchestrator.textmode import run_text_call
-from tests.orchestrator_fakes import RecordingSink
-from tests.virtual_time import run_virtual
+from testkit.fakes import RecordingSink
+from testkit.textmode import run_text_call
+from testkit.virtual_time import run_virtual
 
 MAP = Path(__file__).resolve().parent.parent / "dialogue_maps" / "cleaning_quote.ru.json"
 

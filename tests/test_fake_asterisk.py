@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
-from bridge.fake_asterisk import FakeAsterisk, FakeCallerPool, read_wav_8k
 from bridge.pacer import Pacer
+from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool, read_wav_8k
 
 T = 10.0
 TONE = struct.pack("<160h", *([2000, -2000] * 80))
@@ -135,7 +135,7 @@ async def test_cli_streams_a_wav(server: AudioSocketServer, tmp_path: Path) -> N
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bridge.fake_asterisk",
+        "testkit.fake_asterisk",
         "--port",
         str(server.port),
         "--uuid",

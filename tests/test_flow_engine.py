@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from orchestrator.contracts import FlowEngine
 from orchestrator.dialogue_map.loader import load_dialogue_map, parse_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.models import IntentResult, SessionState
 from orchestrator.flow_engine import MapFlowEngine, missing_entities
-from orchestrator.interfaces import FlowEngine
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "dialogue_maps" / "cleaning_quote.ru.json"
 

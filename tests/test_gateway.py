@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge.audio import FRAME_BYTES
 from bridge.audiosocket.protocol import Kind, encode_audio
 from bridge.audiosocket.server import AudioSocketServer
-from bridge.fake_asterisk import FakeAsterisk, FakeCallerPool
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
+from orchestrator.audio import FRAME_BYTES
 from orchestrator.clock import LoopClock
+from orchestrator.contracts import InboundAudio
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import InboundAudio
+from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
 from tests.test_vad import click, make_russian_speech, silence
 
 T = 10.0  # upper bound for any single wait, never expected to be reached

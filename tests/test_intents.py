@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.contracts import IntentClassifier
 from orchestrator.dialogue_map.loader import load_dialogue_map, parse_dialogue_map
 from orchestrator.dialogue_map.models import ChoiceEntity, DialogueMap, NumberEntity, RegexEntity
 from orchestrator.intents.classifier import VectorIntentClassifier
@@ -21,8 +22,8 @@ from orchestrator.intents.entities import (
     extract_regex,
     iter_numbers,
 )
-from orchestrator.intents.ngram import CharNgramEmbedder, normalize, sparse_dot
-from orchestrator.interfaces import IntentClassifier
+from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
+from orchestrator.text import normalize
 
 MAPS = Path(__file__).resolve().parents[1] / "dialogue_maps"
 HELDOUT = MAPS / "eval" / "cleaning_quote.ru.heldout.json"

@@ -11,7 +11,7 @@ from orchestrator.adapters.llm.openai_compat import STRICTER_INSTRUCTION, OpenAI
 from orchestrator.adapters.llm.safety import LocalRulesSafety
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState, TranscriptEntry
-from orchestrator.standins.openai_server import OpenAIStandin
+from testkit.standins.openai_server import OpenAIStandin
 
 ANSWER = "Доставка стоит триста рублей. Привезём завтра до обеда. Что-нибудь ещё?"
 

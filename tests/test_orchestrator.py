@@ -28,7 +28,7 @@ from orchestrator.orchestrator import (
     Orchestrator,
     create_orchestrator_instance,
 )
-from tests.orchestrator_fakes import (
+from testkit.fakes import (
     FakeInbound,
     FakeLLM,
     FakeSTT,
@@ -41,7 +41,7 @@ from tests.orchestrator_fakes import (
     clip,
     make_playout,
 )
-from tests.virtual_time import run_virtual
+from testkit.virtual_time import run_virtual
 
 CLIPS = {
     "static:greeting": (101, 1.0),

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from bridge.pacer import Pacer
-from tests.virtual_time import VirtualTimeLoop, run_virtual
+from testkit.virtual_time import VirtualTimeLoop, run_virtual
 
 
 class Counter:

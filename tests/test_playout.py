@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
-from bridge.audio import FRAME_BYTES, Resampler
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutClosed
+from orchestrator.audio import FRAME_BYTES, Resampler
 from orchestrator.domain.models import AudioChunk
-from tests.virtual_time import run_virtual
+from testkit.virtual_time import run_virtual
 
 
 class RecordingSink:

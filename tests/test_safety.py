@@ -12,7 +12,7 @@ from orchestrator.adapters.llm.safety import (
     SafetyVerdict,
 )
 from orchestrator.domain.errors import ConfigError
-from orchestrator.standins.openai_server import OpenAIStandin
+from testkit.standins.openai_server import OpenAIStandin
 
 
 @pytest.mark.parametrize(

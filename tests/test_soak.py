@@ -18,12 +18,12 @@ from pathlib import Path
 from bridge.app import VoicebridgeApp
 from bridge.ari_controller import AriCall
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
-from bridge.fake_asterisk import FakeCallerPool
 from bridge.gateway import TelephonyGateway
 from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
 from orchestrator.orchestrator import Orchestrator
-from orchestrator.standins.openai_server import OpenAIStandin
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.fake_asterisk import FakeCallerPool
+from testkit.standins.openai_server import OpenAIStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 MAP = str(Path(__file__).resolve().parent.parent / "dialogue_maps" / "cleaning_quote.ru.json")
 CONCURRENT = 10

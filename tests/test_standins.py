@@ -17,9 +17,9 @@ from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.stt.yandex import streaming_options
 from orchestrator.domain.errors import ConfigError
-from orchestrator.standins.openai_server import OpenAIStandin, local_embedding
-from orchestrator.standins.script import SttScript, load_scripts, parse_scripts
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.openai_server import OpenAIStandin, local_embedding
+from testkit.standins.script import SttScript, load_scripts, parse_scripts
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 OPTIONS = streaming_options(YandexSettings(tls=False))
 

@@ -13,11 +13,11 @@ import pytest
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.stt.yandex import YandexSttStreamer
 from orchestrator.clock import LoopClock
+from orchestrator.contracts import SttEvent
 from orchestrator.domain.errors import STTError
 from orchestrator.domain.models import SttResult
-from orchestrator.interfaces import SttEvent
-from orchestrator.standins.script import SttScript
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.script import SttScript
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 FRAME = 320
 SETTINGS = YandexSettings(

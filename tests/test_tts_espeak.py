@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from bridge.audio import rms
 from orchestrator.adapters.tts.espeak import EspeakTTS, parse_wav
+from orchestrator.audio import rms
+from orchestrator.contracts import TtsStreamItem
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import TtsStreamItem
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 

@@ -8,13 +8,13 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from bridge.audio import rms
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.tts.yandex import YandexTTSManager
+from orchestrator.audio import rms
+from orchestrator.contracts import TtsStreamItem
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import TtsStreamItem
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 SETTINGS = YandexSettings(api_key="k", tls=False, voice="alena", role="good", speed=1.1)
 

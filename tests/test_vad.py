@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.audio import FRAME_BYTES, rms
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
+from orchestrator.audio import FRAME_BYTES, rms
 
 PHRASE = "Здравствуйте, я хотел бы узнать баланс моего счёта"
 

@@ -23,7 +23,7 @@ from orchestrator.adapters.yandex_iam import (
     load_service_account_key,
 )
 from orchestrator.domain.errors import ConfigError
-from orchestrator.standins.iam_server import IamStandin
+from testkit.standins.iam_server import IamStandin
 
 KEY_ID = "ajeqqqqqqqqqqqqqqqqq"
 SA_ID = "ajesssssssssssssssss"

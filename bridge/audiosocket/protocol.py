@@ -22,8 +22,6 @@ import uuid as uuid_mod
 from dataclasses import dataclass
 from enum import IntEnum
 
-from orchestrator.domain.errors import VoicebridgeError
-
 __all__ = [
     "AUDIO_KINDS",
     "HEADER",
@@ -51,7 +49,7 @@ _MAX_AUDIO = MAX_PAYLOAD - 1  # largest even length
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
-class AudioSocketProtocolError(VoicebridgeError, ValueError):
+class AudioSocketProtocolError(ValueError):
     """Malformed AudioSocket input or output: the only exception this module raises.
 
     `messages` holds the messages decoded from the same `feed()` call before the bad one, so a

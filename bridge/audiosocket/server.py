@@ -22,7 +22,6 @@ import uuid
 from collections import deque
 from typing import Protocol
 
-from bridge.audio import SILENCE_FRAME
 from bridge.audiosocket.protocol import (
     HEADER,
     Audio,
@@ -38,6 +37,7 @@ from bridge.audiosocket.protocol import (
     encode_hangup,
 )
 from bridge.pacer import Pacer
+from orchestrator.audio import SILENCE_FRAME
 
 __all__ = ["PENDING_LIMIT", "AudioReceiver", "AudioSocketConnection", "AudioSocketServer"]
 

@@ -36,8 +36,8 @@ from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grp
 
 from orchestrator.adapters.speechkit import map_rpc_error, speechkit_channel
 from orchestrator.clock import LoopClock
+from orchestrator.contracts import Clock
 from orchestrator.domain.errors import ConfigError, ProviderError
-from orchestrator.interfaces import Clock
 
 __all__ = [
     "IAM_AUDIENCE",

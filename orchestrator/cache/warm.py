@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from bridge.audio import SAMPLE_RATE, Resampler
+from orchestrator.audio import SAMPLE_RATE, Resampler
 from orchestrator.cache.audio_format import CachedAudio, CacheValueError, text_digest
+from orchestrator.contracts import AudioCache, TTSManager
 from orchestrator.domain.errors import ProviderError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import AudioCache, TTSManager
 
 
 @runtime_checkable

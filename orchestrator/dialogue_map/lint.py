@@ -37,7 +37,7 @@ from orchestrator.dialogue_map.loader import (
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError, template_variables
 from orchestrator.domain.errors import DialogueMapError
-from orchestrator.intents.ngram import normalize
+from orchestrator.text import normalize
 
 Severity = Literal["error", "warning"]
 

@@ -28,7 +28,8 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FaqAnswer, IntentResult
 from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
 from orchestrator.intents.entities import extract_entities
-from orchestrator.intents.ngram import normalize, sparse_dot
+from orchestrator.intents.ngram import sparse_dot
+from orchestrator.text import normalize
 
 STICKY_MARGIN = 0.03
 ENTITY_BONUS = 0.15

@@ -12,23 +12,13 @@ what a script's intents need; it knows no synonyms, so intents need varied examp
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
 from orchestrator.intents.embedder import SparseVector
 from orchestrator.intents.entities import NUMBER_WORDS
-
-_NON_WORD = re.compile(r"[^\w\s]|_", re.UNICODE)
-_SPACES = re.compile(r"\s+")
-
-
-def normalize(text: str) -> str:
-    """Lower-case, ё -> е, punctuation to spaces, spaces collapsed."""
-    text = text.lower().replace("ё", "е")
-    text = _NON_WORD.sub(" ", text)
-    return _SPACES.sub(" ", text).strip()
+from orchestrator.text import normalize
 
 
 @lru_cache(maxsize=65536)

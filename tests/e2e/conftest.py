@@ -23,7 +23,7 @@ import pytest
 from bridge.ari_controller import AriCall, AriController, AriSettings
 from bridge.audiosocket.server import AudioSocketServer
 from bridge.pacer import Pacer
-from tests.e2e.sip import espeak_pcm
+from testkit.sip import espeak_pcm
 
 REPO = Path(__file__).resolve().parents[2]
 ASTERISK_SH = REPO / "asterisk_conf" / "asterisk.sh"

@@ -12,8 +12,7 @@ from bridge.ami import AmiError, AmiEventLogger, AmiSettings, OriginateError, or
 from bridge.ari_controller import AriCall
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
-from tests.e2e.conftest import Stack, call_tasks
-from tests.e2e.sip import (
+from testkit.sip import (
     UAS_MEDIA_PORT,
     UAS_SIP_PORT,
     render_scenario,
@@ -21,6 +20,7 @@ from tests.e2e.sip import (
     tone_pcm,
     write_rtp_pcap,
 )
+from tests.e2e.conftest import Stack, call_tasks
 
 pytestmark = pytest.mark.asterisk
 

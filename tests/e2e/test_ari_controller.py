@@ -17,8 +17,7 @@ from bridge.ami import AmiEventLogger, AmiSettings
 from bridge.ari_controller import AriCall, AriController
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
-from tests.e2e.conftest import Stack, asterisk_sh, call_tasks
-from tests.e2e.sip import (
+from testkit.sip import (
     UAC_MEDIA_PORT,
     UAC_SIP_PORT,
     Capture,
@@ -28,6 +27,7 @@ from tests.e2e.sip import (
     tone_pcm,
     write_rtp_pcap,
 )
+from tests.e2e.conftest import Stack, asterisk_sh, call_tasks
 
 pytestmark = pytest.mark.asterisk
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import pytest
 from bridge.ari_controller import AriCall
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
+from testkit.sip import UAC_MEDIA_PORT, UAC_SIP_PORT, render_scenario, run_sipp, tone_pcm, write_rtp_pcap
 from tests.e2e.conftest import Stack, call_tasks
-from tests.e2e.sip import UAC_MEDIA_PORT, UAC_SIP_PORT, render_scenario, run_sipp, tone_pcm, write_rtp_pcap
 
 pytestmark = pytest.mark.asterisk
 

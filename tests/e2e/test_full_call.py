@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.phone_call import run_phone_call
+from testkit.phone_call import run_phone_call
 
 pytestmark = pytest.mark.asterisk
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.sip import (
+from testkit.sip import (
     UAC_MEDIA_PORT,
     analyse,
     render_scenario,

@@ -21,9 +21,9 @@ import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from orchestrator.adapters.llm.safety import SafetyCheck, SafetyVerdict
-from orchestrator.adapters.text import take_complete_sentences
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
+from orchestrator.text import take_complete_sentences
 
 PROVIDER = "openai-compat"
 STRICTER_INSTRUCTION = (

@@ -40,11 +40,11 @@ from typing import Any, TypeVar, cast
 import grpc
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
-from bridge.audio import rms
 from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
+from orchestrator.audio import rms
+from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.errors import STTError
 from orchestrator.domain.models import SttResult
-from orchestrator.interfaces import Clock, SttEvent
 
 log = logging.getLogger(__name__)
 

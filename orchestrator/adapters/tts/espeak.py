@@ -10,17 +10,13 @@ import asyncio
 import shutil
 import struct
 import subprocess
-import warnings
 from collections.abc import AsyncIterator
 
-from orchestrator.adapters.text import take_complete_sentences
+from orchestrator.audio import resample
+from orchestrator.contracts import TtsStreamItem
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import TtsStreamItem
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from orchestrator.text import take_complete_sentences
 
 PROVIDER = "espeak-ng"
 CHUNK_MS = 200  # audio is handed out in pieces this long
@@ -49,14 +45,6 @@ def parse_wav(data: bytes) -> tuple[bytes, int]:
             return pcm[: len(pcm) - len(pcm) % 2], rate
         pos = body + size + (size & 1)
     raise TTSError("espeak-ng WAV has no data chunk", provider=PROVIDER)
-
-
-def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
-    """Whole-buffer s16le mono resampling."""
-    if src_rate == dst_rate or not pcm:
-        return pcm
-    out, _ = audioop.ratecv(pcm, 2, 1, src_rate, dst_rate, None)
-    return bytes(out)
 
 
 def espeak_pcm_sync(

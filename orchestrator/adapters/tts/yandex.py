@@ -28,10 +28,10 @@ import grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
-from orchestrator.adapters.text import chunk_text
+from orchestrator.contracts import TtsStreamItem
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.interfaces import TtsStreamItem
+from orchestrator.text import chunk_text
 
 PROVIDER = "yandex-tts"
 RATE = 8000

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
-from orchestrator.adapters.text import take_complete_sentences
 from orchestrator.adapters.tts.espeak import espeak_pcm
+from orchestrator.text import take_complete_sentences
 
 if TYPE_CHECKING:
-    from orchestrator.standins.speechkit_server import SpeechKitStandin
+    from testkit.standins.speechkit_server import SpeechKitStandin
 
 TTS_VOICES = frozenset(
     [

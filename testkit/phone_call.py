@@ -22,9 +22,8 @@ from typing import Any
 
 from bridge.app import VoicebridgeApp
 from bridge.settings import AriSection, AudioSocketSection, Settings
-from bridge.standins import DEMO_LLM_ANSWERS, running_standins
 from orchestrator.orchestrator import CallEvent, Orchestrator
-from tests.e2e.sip import (
+from testkit.sip import (
     UAC_MEDIA_PORT,
     UAC_SIP_PORT,
     Analysis,
@@ -38,8 +37,9 @@ from tests.e2e.sip import (
     run_sipp,
     write_rtp_pcap,
 )
+from testkit.standins.launch import DEMO_LLM_ANSWERS, running_standins
 
-MAP = str(Path(__file__).resolve().parents[2] / "dialogue_maps" / "cleaning_quote.ru.json")
+MAP = str(Path(__file__).resolve().parents[1] / "dialogue_maps" / "cleaning_quote.ru.json")
 SLACK_S = 1.5  # caller waits this long after the bot's turn should have ended
 EOU_S = 0.8  # STT end of utterance (500 ms of silence) plus classification and first frame
 
@@ -178,7 +178,7 @@ async def run_phone_call(
 
 def _write_heard(path: Path, analysis: Analysis) -> None:
     """What the caller heard (u-law RTP decoded), as an 8 kHz WAV."""
-    from tests.e2e.sip import ulaw_to_pcm
+    from testkit.sip import ulaw_to_pcm
 
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)

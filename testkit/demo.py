@@ -47,7 +47,7 @@ def describe(event: CallEvent, dmap: DialogueMap) -> str | None:
 
 async def run_text_demo(map_path: str) -> int:
     """Type the caller's words; the real Orchestrator answers (audio is silent, timing is real)."""
-    from orchestrator.textmode import run_text_call
+    from testkit.textmode import run_text_call
 
     dmap = load_dialogue_map(map_path)
     loop = asyncio.get_running_loop()
@@ -94,8 +94,8 @@ async def run_phone_demo(map_path: str) -> int:
         print("voicebridge demo: needs root (sipp plays RTP through a raw socket; Asterisk runs in a chroot)")
         return 2
     try:
-        from tests.e2e.phone_call import MAP, run_phone_call
-        from tests.e2e.sip import UAC_MEDIA_PORT
+        from testkit.phone_call import MAP, run_phone_call
+        from testkit.sip import UAC_MEDIA_PORT
     except ImportError:
         print("voicebridge demo: run it from the repository checkout (it uses tests/e2e)")
         return 2
@@ -106,7 +106,7 @@ async def run_phone_demo(map_path: str) -> int:
     if await up.wait() != 0:
         print("voicebridge demo: Asterisk did not come up (see above)")
         return 1
-    from bridge.standins import DEMO_CALLER_LINES
+    from testkit.standins.launch import DEMO_CALLER_LINES
 
     work = _work_dir("var/demo")
     dmap = load_dialogue_map(map_path)

@@ -1,8 +1,23 @@
-"""Sentence splitting for synthesis and for the LLM safety gate (Russian punctuation included)."""
+"""Text facts every layer shares: normalisation for matching, and the one sentence splitter.
+
+The splitter serves synthesis (utterances cut at sentence ends), the LLM safety gate and the
+streaming paths (complete sentences taken off a growing buffer); Russian punctuation included.
+"""
 
 from __future__ import annotations
 
 import re
+
+_NON_WORD = re.compile(r"[^\w\s]|_", re.UNICODE)
+_SPACES = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """Lower-case, ё -> е, punctuation to spaces, spaces collapsed."""
+    text = text.lower().replace("ё", "е")
+    text = _NON_WORD.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
 
 # A sentence ends at . ! ? … (possibly repeated, possibly followed by a closing quote or bracket)
 # followed by whitespace.

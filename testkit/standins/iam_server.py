@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grpc
 
-from orchestrator.standins import Progress, start_grpc_server
+from testkit.standins import Progress, start_grpc_server
 
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 MAX_JWT_LIFETIME_S = 3600

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.audio import FRAME_BYTES
 from bridge.pacer import Pacer
 from bridge.playout import Playout
+from orchestrator.audio import FRAME_BYTES
+from orchestrator.contracts import SttEvent, TtsStreamItem, VoiceListener
 from orchestrator.domain.errors import LLMError, ProviderError, TTSConnectionError, TTSError
 from orchestrator.domain.models import (
     AudioChunk,
@@ -25,7 +26,6 @@ from orchestrator.domain.models import (
     SessionState,
     SttResult,
 )
-from orchestrator.interfaces import SttEvent, TtsStreamItem, VoiceListener
 
 FRAME_S = 0.02
 

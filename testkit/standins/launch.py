@@ -12,9 +12,9 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from bridge.settings import Settings
-from orchestrator.standins.openai_server import OpenAIStandin
-from orchestrator.standins.script import LlmScript, SttScript
-from orchestrator.standins.speechkit_server import SpeechKitStandin
+from testkit.standins.openai_server import OpenAIStandin
+from testkit.standins.script import LlmScript, SttScript
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import webrtcvad
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
-from orchestrator.standins import Progress, serve_until_signal, start_grpc_server
-from orchestrator.standins.script import SttScript
-from orchestrator.standins.speechkit_tts import Synthesizer
+from testkit.standins import Progress, serve_until_signal, start_grpc_server
+from testkit.standins.script import SttScript
+from testkit.standins.speechkit_tts import Synthesizer
 
 FRAME_BYTES = 320  # 20 ms at 8 kHz s16le
 FRAME_MS = 20
@@ -391,7 +391,7 @@ class SpeechKitStandin(Progress):
 async def _main() -> None:
     import argparse
 
-    from orchestrator.standins.script import load_scripts
+    from testkit.standins.script import load_scripts
 
     ap = argparse.ArgumentParser(description="SpeechKit v3 stand-in (test/demo only)")
     ap.add_argument("--port", type=int, default=0)

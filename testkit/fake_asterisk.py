@@ -8,7 +8,7 @@ sends the UUID, streams the caller's audio as 320-byte slin frames every 20 ms o
 Hundreds of callers share ONE timer: a `FakeCallerPool` drives every caller's `tick()` from a
 single `Pacer`, exactly as the bridge drives its playouts, so 500+ callers cost one timer.
 
-CLI: `python -m bridge.fake_asterisk --host 127.0.0.1 --port 9092 --uuid <uuid> --wav caller.wav`
+CLI: `python -m testkit.fake_asterisk --host 127.0.0.1 --port 9092 --uuid <uuid> --wav caller.wav`
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE_FRAME
 from bridge.audiosocket.protocol import (
     Audio,
     AudioSocketProtocolError,
@@ -35,6 +34,7 @@ from bridge.audiosocket.protocol import (
     encode_uuid,
 )
 from bridge.pacer import Pacer
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, SILENCE_FRAME
 
 __all__ = ["FakeAsterisk", "FakeCallerPool", "Received", "read_wav_8k"]
 

@@ -17,13 +17,13 @@ from bridge.pacer import Pacer
 from bridge.playout import FrameSink, Playout
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.clock import LoopClock
+from orchestrator.contracts import SttEvent, TtsStreamItem, VoiceListener
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.models import AudioChunk, LLMStreamChunk, SessionState, SttResult
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.ngram import CharNgramEmbedder
-from orchestrator.interfaces import SttEvent, TtsStreamItem, VoiceListener
 from orchestrator.metrics import MetricsSink
 from orchestrator.orchestrator import CallEvent, CallOutcome, CallServices, create_orchestrator_instance
 

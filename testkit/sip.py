@@ -28,8 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # stdlib audioop on 3.11/3.12

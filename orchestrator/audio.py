@@ -1,4 +1,9 @@
-"""Audio constants and the stateful resampler (audioop `ratecv`, state carried across chunks)."""
+"""Audio facts every layer shares: the telephony format, levels, and the one resampler.
+
+The line is 8 kHz signed 16-bit little-endian mono (AudioSocket `slin`), in 20 ms frames of
+320 bytes. Resampling is audioop's `ratecv` (stdlib; `audioop-lts` on 3.13+), its filter state
+carried across chunks so a stream split anywhere plays without clicks. Imports nothing of ours.
+"""
 
 from __future__ import annotations
 
@@ -56,3 +61,11 @@ class Resampler:
 def rms(pcm: bytes) -> int:
     """Root-mean-square level of s16le audio."""
     return int(audioop.rms(pcm, SAMPLE_WIDTH))
+
+
+def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """One whole buffer of s16le mono from `src_rate` to `dst_rate` Hz (no state kept)."""
+    if src_rate == dst_rate or not pcm:
+        return pcm
+    out, _ = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, src_rate, dst_rate, None)
+    return bytes(out)

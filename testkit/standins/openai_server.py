@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from orchestrator.standins import serve_until_signal
-from orchestrator.standins.script import LlmScript
+from testkit.standins import serve_until_signal
+from testkit.standins.script import LlmScript
 
 Fault = Literal["http500", "stall", "unsafe_first", "drop"]
 _TOKEN = re.compile(r"\S+\s*")
@@ -232,7 +232,7 @@ class OpenAIStandin:
 async def _main() -> None:
     import argparse
 
-    from orchestrator.standins.script import load_scripts
+    from testkit.standins.script import load_scripts
 
     ap = argparse.ArgumentParser(description="OpenAI-compatible stand-in (test/demo only)")
     ap.add_argument("--port", type=int, default=0)
