@@ -7,7 +7,9 @@ carried across chunks so a stream split anywhere plays without clicks. Imports n
 
 from __future__ import annotations
 
+import asyncio
 import warnings
+from collections import deque
 
 with warnings.catch_warnings():
     # Python 3.11/3.12 warn that stdlib audioop goes away in 3.13; there `audioop-lts` provides it.
@@ -69,3 +71,79 @@ def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
         return pcm
     out, _ = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, src_rate, dst_rate, None)
     return bytes(out)
+
+
+class AudioBuffer:
+    """The one bounded buffer between the socket and a recognizer, with the one drop counter.
+
+    `push()` is called in the socket callback for every 20 ms frame: it never blocks or awaits,
+    and allocates nothing but the deque slot. When `max_frames` are queued the OLDEST frame is
+    dropped and counted in `dropped`: a recognizer that fell behind is better served by recent
+    speech. The consumer (one task) takes frames with `take()` and sleeps in `wait()`.
+    """
+
+    __slots__ = ("_frames", "_max", "_waiter", "_ended", "pushed", "dropped")
+
+    def __init__(self, max_frames: int) -> None:
+        if max_frames < 1:
+            raise ValueError(f"max_frames={max_frames}: must be >= 1")
+        self._frames: deque[bytes] = deque()
+        self._max = max_frames
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self.pushed = 0  # frames offered
+        self.dropped = 0  # frames lost because the consumer was behind
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def ended(self) -> bool:
+        """Whether `end()` was called (frames may still be queued)."""
+        return self._ended
+
+    def push(self, frame: bytes) -> None:
+        """Queue one frame; ignored after `end()`."""
+        if self._ended:
+            return
+        self.pushed += 1
+        frames = self._frames
+        if len(frames) >= self._max:
+            frames.popleft()
+            self.dropped += 1
+        frames.append(frame)
+        self._wake()
+
+    def end(self) -> None:
+        """No more audio: a waiting consumer wakes, `take()` drains what is left."""
+        self._ended = True
+        self._wake()
+
+    def clear(self) -> int:
+        """Drop everything queued (not counted as drops); returns how many frames went."""
+        n = len(self._frames)
+        self._frames.clear()
+        return n
+
+    def take(self, max_frames: int) -> list[bytes]:
+        """Up to `max_frames` queued frames, oldest first (empty when none are queued)."""
+        frames = self._frames
+        n = min(max_frames, len(frames))
+        return [frames.popleft() for _ in range(n)]
+
+    async def wait(self) -> None:
+        """Return once a frame is queued or the input has ended. One consumer only."""
+        if self._frames or self._ended:
+            return
+        if self._waiter is not None and not self._waiter.done():
+            raise RuntimeError("AudioBuffer.wait() is already being awaited")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

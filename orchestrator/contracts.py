@@ -1,14 +1,17 @@
 """The Orchestrator's dependencies, as `typing.Protocol`s.
 
 They are shaped after the real providers (Yandex SpeechKit v3 over gRPC, an OpenAI-compatible
-chat API, Redis) so their adapters plug in without changes to the Orchestrator. Stream ends are
-marked with `None`; stream failures travel in-band as a `ProviderError` so a consumer waiting on a
-queue learns about them without a second channel.
+chat API, Redis) so their adapters plug in without changes to the Orchestrator.
+
+Streams follow one naming scheme (after LiveKit Agents' `RecognizeStream`/`SynthesizeStream`):
+a provider's `open_stream()` returns a stream; input is pushed with `push_audio()` or
+`push_text()`, which never block; `end_input()` says no more input; `aclose()` abandons it; output
+is read with `async for`. Recognition failures travel in-band (`STTError` items), because the
+dialogue goes on after a retryable one; synthesis and LLM failures are raised by the iteration.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
@@ -25,8 +28,6 @@ from orchestrator.domain.models import (
 
 # Items of the STT response queue: results, or the failure that ended (or interrupted) the stream.
 SttEvent = SttResult | ProviderError
-# Items of a TTS audio queue: audio, an in-band failure, or None at the end of the stream.
-TtsStreamItem = AudioChunk | ProviderError | None
 
 
 class Clock(Protocol):
@@ -37,15 +38,79 @@ class Clock(Protocol):
         ...
 
 
-class STTStreamer(Protocol):
-    """Streaming speech recognition for one call (Yandex SpeechKit `RecognizeStreaming`)."""
+class RecognitionStream(Protocol):
+    """One call's streaming recognition (SpeechKit v3 `Recognizer.RecognizeStreaming`).
 
-    def start_recognition(self, audio_queue: asyncio.Queue[bytes | None]) -> asyncio.Queue[SttEvent]:
-        """Start recognising 8 kHz slin from `audio_queue` (None ends it); results go to the queue returned."""
+    Audio in, results out. The gateway calls `push_audio` for every inbound frame inside the socket
+    callback; the Orchestrator reads results with `async for`. Between the socket and the provider
+    there is exactly one bounded buffer (`orchestrator.audio.AudioBuffer`) and one drop point.
+    """
+
+    def push_audio(self, frame: bytes) -> None:
+        """Queue 20 ms of 8 kHz slin (320 bytes). Never blocks or awaits; ignored after `end_input()`.
+
+        When the buffer is full the oldest audio is dropped and counted in `frames_dropped`.
+        """
         ...
 
-    async def stop_recognition(self) -> None:
-        """Stop the stream and wait for its tasks to finish. Idempotent."""
+    @property
+    def frames_dropped(self) -> int:
+        """Frames lost because the provider fell behind (exported in the call's final record)."""
+        ...
+
+    def end_input(self) -> None:
+        """No more audio (the caller hung up); results still arrive until the service finishes."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop now and release the stream's tasks and channel; iteration ends. Idempotent, bounded."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[SttEvent]:
+        """Results as they come: `SttResult`s, and failures in-band as `STTError`.
+
+        A retryable `STTError` may be followed by more results; a non-retryable one is the last
+        item. Iteration ends after `end_input()` once the service has finished, or after `aclose()`.
+        """
+        ...
+
+
+class STTStreamer(Protocol):
+    """Speech recognition for one call: opens its recognition stream."""
+
+    def open_stream(self) -> RecognitionStream:
+        """Start recognising; the stream's background work starts now (needs a running loop).
+
+        Connection problems do not raise here: they arrive in-band as `STTError`.
+        """
+        ...
+
+
+class SynthesisStream(Protocol):
+    """One streaming synthesis (SpeechKit v3 `Synthesizer.StreamSynthesis`): text in, audio out.
+
+    The spec's `start_llm_stream()` pair of queues, as one object: the LLM answer pipeline pushes
+    text pieces as the LLM produces them and plays the audio it iterates.
+    """
+
+    def push_text(self, text: str) -> None:
+        """Queue a piece of text (any length, sentence ends optional). Never blocks or awaits."""
+        ...
+
+    def flush(self) -> None:
+        """Synthesize what was pushed so far now, without waiting for a sentence end."""
+        ...
+
+    def end_input(self) -> None:
+        """No more text: the rest is synthesized and iteration ends after its audio."""
+        ...
+
+    async def aclose(self) -> None:
+        """Abandon the synthesis now (barge-in, unsafe answer); iteration ends. Idempotent, bounded."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        """Audio as it is produced. Raises `TTSError` when the synthesis fails or stalls."""
         ...
 
 
@@ -60,21 +125,24 @@ class TTSManager(Protocol):
         """Synthesize one utterance; chunks arrive as the service produces them. Raises `TTSError`."""
         ...
 
-    async def start_llm_stream(
-        self,
-    ) -> tuple[asyncio.Queue[str | None], asyncio.Queue[TtsStreamItem]]:
-        """Open a streaming synthesis: text pieces in (None ends the input), audio out (None at the end).
-
-        Raises `TTSConnectionError` when the stream cannot be opened.
-        """
-        ...
-
-    async def abort_llm_stream(self) -> None:
-        """Abandon the open streaming synthesis, if any (barge-in, unsafe answer). Idempotent."""
+    async def open_stream(self) -> SynthesisStream:
+        """Open a streaming synthesis. Raises `TTSConnectionError` when it cannot be opened."""
         ...
 
     async def aclose(self) -> None:
-        """Release the call's synthesis resources. Idempotent."""
+        """Release the call's synthesis resources (an open stream included). Idempotent."""
+        ...
+
+
+class AnswerStream(Protocol):
+    """The LLM's answer to one turn, chunk by chunk (an async generator satisfies this)."""
+
+    def __aiter__(self) -> AsyncIterator[LLMStreamChunk]:
+        """Chunks as the LLM produces them, each with its safety verdict. Raises `LLMError`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the generation now and release it. Idempotent."""
         ...
 
 
@@ -86,9 +154,7 @@ class LLMManager(Protocol):
         """Model used, for the metrics."""
         ...
 
-    def process_user_turn(
-        self, text: str, session: SessionState, *, attempt: int = 0
-    ) -> AsyncIterator[LLMStreamChunk]:
+    def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> AnswerStream:
         """Stream the answer to `text`; each chunk carries the safety verdict. Raises `LLMError`.
 
         `attempt` > 0 means an earlier answer to the same turn was judged unsafe.
@@ -163,15 +229,33 @@ class VoiceListener(Protocol):
         ...
 
 
-class InboundAudio(Protocol):
-    """The caller's side of a call as the Orchestrator sees it."""
+class AudioSink(Protocol):
+    """Takes the caller's audio frame by frame (a `RecognitionStream` is one)."""
 
-    async def read_frame(self) -> bytes | None:
-        """Next 20 ms frame of 8 kHz slin, or None once the caller has hung up."""
+    def push_audio(self, frame: bytes) -> None:
+        """20 ms of 8 kHz slin; never blocks or awaits."""
         ...
 
-    def set_voice_listener(self, listener: VoiceListener | None) -> None:
-        """Route voice-activity signals (barge-in) to `listener`."""
+
+class InboundAudio(Protocol):
+    """The caller's side of a call as the Orchestrator sees it (the bridge's TelephonyGateway)."""
+
+    def attach(self, listener: VoiceListener | None, audio: AudioSink | None) -> None:
+        """Route voice activity and DTMF to `listener`, and every inbound 20 ms frame to `audio`.
+
+        Both are called synchronously inside the socket callback, so barge-in reacts within the
+        frame that confirmed the speech and audio reaches the recognizer with no queue between.
+        None detaches. After the hang-up nothing more is delivered.
+        """
+        ...
+
+    @property
+    def hung_up(self) -> bool:
+        """Whether the caller's leg has ended."""
+        ...
+
+    async def wait_hangup(self) -> None:
+        """Return once the caller's leg has ended (at once if it already has)."""
         ...
 
 
