@@ -58,9 +58,9 @@ from orchestrator.playback import (
     FillerSequence,
     PlaylistPlayer,
     PreparedItem,
-    cancel_and_wait,
     prepare,
 )
+from orchestrator.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

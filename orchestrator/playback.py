@@ -26,6 +26,7 @@ from typing import Any, Literal
 from orchestrator.contracts import AudioCache, Clock, OutboundAudio, TTSManager
 from orchestrator.domain.errors import CacheError, ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
+from orchestrator.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,6 @@ class FillerSequence:
     def next(self) -> str | None:
         """The next filler key, or None when there is none at all."""
         return next(self._it, None)
-
-
-async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel `tasks` and wait until they are done, without swallowing our own cancellation."""
-    pending = [t for t in tasks if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for t in tasks:
-        # Retrieve outcomes so no "exception was never retrieved" noise reaches the logs.
-        if t.done() and not t.cancelled():
-            t.exception()
 
 
 class SynthJob:
