@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 
 from bench.callers import commands, involuntary_switches, prepare_process
 from bench.common import GcTimer, Histogram
-from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
@@ -133,7 +133,9 @@ class BridgeSide:
         self.pacer = Pacer()
         self.probe = TickProbe()
         self.pacer.add(self.probe)  # before any call: it ticks first
-        self.server = AudioSocketServer("127.0.0.1", 0, pacer=self.pacer, uuid_timeout_s=10.0)
+        self.server = AudioSocketServer(
+            AudioSocketSettings(bind_port=0, uuid_timeout_s=10.0), pacer=self.pacer
+        )
         self.calls: list[BridgeCall] = []
         self._arrived = asyncio.Event()
         self._expected = 0

@@ -21,7 +21,7 @@ from bridge.audiosocket.protocol import Decoder, encode_audio
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
-from bridge.playout import Playout
+from bridge.playout import Playout, PlayoutSettings
 from bridge.vad import VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SILENCE_FRAME, rms
 from orchestrator.clock import LoopClock
@@ -85,7 +85,7 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
         out.append(MicroResult(name, _best_ns(run, number, repeat), number * repeat))
 
     # Playout.tick: a frame of queued audio, and silence when nothing is queued.
-    audio_playout = Playout(_NullSink(), high_water_ms=10**9)  # write() never waits here
+    audio_playout = Playout(_NullSink(), PlayoutSettings(high_water_ms=10**9))  # write() never waits here
     chunk = AudioChunk(bytes(speech[: number * FRAME_BYTES].ljust(number * FRAME_BYTES, b"\x01")))
 
     def tick_audio(n: int) -> None:

@@ -17,11 +17,13 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic.dataclasses
 from panoramisk import Manager
+from pydantic import ConfigDict, Field
 
+from bridge.asterisk_names import AsteriskName, check_asterisk_name
 from orchestrator.domain.errors import VoicebridgeError
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"\+?[0-9*#]{1,32}")
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_EVENTS = (
     "Newchannel",
     "DialBegin",
@@ -56,17 +57,27 @@ class OriginateError(AmiError):
     """The originated call did not get answered (busy, no answer, unreachable, ...)."""
 
 
-@dataclass
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
 class AmiSettings:
-    """Where AMI is (asterisk_conf/manager.conf)."""
+    """Where AMI is (asterisk_conf/manager.conf) and how we use it (section `[ami]`).
+
+    `username` and `secret` follow `bridge.asterisk_names` (the one rule, shared with ARI).
+    """
 
     host: str = "127.0.0.1"
-    port: int = 5038
-    username: str = "voicebridge"
-    secret: str = "voicebridge"
-    trunk: str = "trunk"  # PJSIP endpoint that outbound calls go through
-    context: str = "voicebridge-outbound"
-    login_timeout_s: float = 5.0
+    port: Annotated[int, Field(ge=1, le=65535)] = 5038
+    username: AsteriskName = "voicebridge"
+    secret: AsteriskName = "voicebridge"
+    trunk: AsteriskName = "trunk"  # PJSIP endpoint that outbound calls go through
+    context: AsteriskName = "voicebridge-outbound"  # dialplan context of originated calls
+    # Bound on connecting and logging in, s.
+    login_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # panoramisk's pause before reconnecting a lost, logged-in connection, s.
+    reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+    # `serve` logs hangup causes and call events from AMI; a failed login is retried with a
+    # backoff that doubles up to this, s.
+    log_events: bool = True
+    log_retry_max_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
@@ -102,7 +113,7 @@ async def _login(settings: AmiSettings, **extra: Any) -> _Manager:
         secret=settings.secret,
         ssl=False,
         encoding="utf8",
-        reconnect_timeout=2,
+        reconnect_timeout=settings.reconnect_s,
         log=logging.getLogger("panoramisk.manager"),
         **extra,
     )
@@ -148,7 +159,10 @@ async def originate(
     `timeout_s`, `AmiError` if AMI failed, `ValueError` for a bad number or app name.
     """
     _check(number, _NUMBER, "number")
-    _check(app, _NAME, "app")
+    try:
+        check_asterisk_name(app)
+    except ValueError as exc:
+        raise ValueError(f"originate: app={app!r}: {exc}") from None
     channel_id = str(uuid.uuid4())
     action = {
         "Action": "Originate",

@@ -1,9 +1,9 @@
-"""`voicebridge serve`: the ARI controller, the AudioSocket server, the shared pacer and one fresh
-Orchestrator per call, wired from `Settings`.
+"""`voicebridge serve`: the service lifecycle. Start the shared pacer, the AudioSocket server and
+the ARI controller; serve each call with a TelephonyGateway and a fresh Orchestrator; log AMI
+events; stop cleanly.
 
-Process-wide (built once): the dialogue map, FlowEngine, intent classifier, audio cache, gRPC
-channels and the OpenAI client. Per call (built by the factories, torn down by the call): the STT
-stream, the TTS manager, the LLM manager, the TelephonyGateway and the Orchestrator itself.
+What the calls use is built from `Settings` by the composition root (`bridge.composition`):
+process-wide services once at start, the per-call providers by its factories.
 """
 
 from __future__ import annotations
@@ -11,123 +11,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-from bridge.ari_controller import AriCall, AriController, AriSettings
+from bridge.ami import AmiError, AmiEventLogger
+from bridge.ari_controller import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
+from bridge.composition import Composition
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.settings import Settings
-from bridge.vad import VadSettings
-from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.clock import LoopClock
-from orchestrator.contracts import AudioCache, LLMManager, STTStreamer, TTSManager
-from orchestrator.dialogue_map.loader import load_dialogue_map
-from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.dialogue_map.templates import render_template
-from orchestrator.domain.errors import CallSetupError, ConfigError
-from orchestrator.flow_engine import MapFlowEngine
-from orchestrator.intents.classifier import VectorIntentClassifier
-from orchestrator.intents.ngram import CharNgramEmbedder
-from orchestrator.metrics import MetricsSink, log_sink
+from orchestrator.domain.errors import CallSetupError
 from orchestrator.orchestrator import CallEvent, CallServices, create_orchestrator_instance
 
 log = logging.getLogger(__name__)
 
 
-def yandex_settings(s: Settings, *, iam_token: str | None = None) -> Any:
-    """The SpeechKit adapters' settings from ours (`iam_token` from a refreshing provider wins)."""
-    from orchestrator.adapters.speechkit import YandexSettings
-
-    y = s.yandex
-    return YandexSettings(
-        api_key=y.api_key,
-        iam_token=iam_token or y.iam_token,
-        folder_id=y.folder_id,
-        stt_endpoint=y.stt_endpoint,
-        tts_endpoint=y.tts_endpoint,
-        tls=y.tls,
-        stt_model=y.stt_model,
-        voice=y.voice,
-        role=y.role,
-        speed=y.speed,
-    )
-
-
-async def start_iam_provider(s: Settings, clock: LoopClock) -> Any:
-    """With a service-account key, an started IamTokenProvider (IAM tokens live at most 12 h,
-    it refreshes them); None when SpeechKit is reached with an API key or a static token."""
-    y = s.yandex
-    if not y.service_account_key_file:
-        return None
-    from orchestrator.adapters.yandex_iam import IamTokenProvider, load_service_account_key
-
-    key = load_service_account_key(y.service_account_key_file)
-    provider = IamTokenProvider(key, endpoint=y.iam_endpoint, tls=y.tls, clock=clock)
-    await provider.start()
-    return provider
-
-
-def build_audio_cache(s: Settings) -> AudioCache:
-    """Redis when `redis_url` is set, else the in-memory cache."""
-    if s.redis_url:
-        from orchestrator.cache.redis_cache import RedisAudioCache
-
-        return RedisAudioCache(s.redis_url)
-    return InMemoryAudioCache()
-
-
-@contextlib.asynccontextmanager
-async def tts_for_warming(s: Settings, *, iam_token: str | None = None) -> AsyncIterator[TTSManager]:
-    """The configured TTS, connected, for warming the cache; closed (channel too) afterwards."""
-    if s.providers.tts == "espeak":
-        from orchestrator.adapters.tts.espeak import EspeakTTS
-
-        tts: TTSManager = EspeakTTS()
-        channel = None
-    else:
-        from orchestrator.adapters.speechkit import speechkit_channel
-        from orchestrator.adapters.tts.yandex import YandexTTSManager
-
-        ys = yandex_settings(s, iam_token=iam_token)
-        channel = speechkit_channel(ys.tts_endpoint, tls=ys.tls)
-        tts = YandexTTSManager(channel, ys)
-    try:
-        await tts.connect()
-        yield tts
-    finally:
-        await tts.aclose()
-        if channel is not None:
-            await channel.close()
-
-
-def file_metrics_sink(path: str) -> MetricsSink:
-    """Append each metrics record as one JSON line to `path` (and log it)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-    def sink(record: dict[str, Any]) -> None:
-        log_sink(record)
-        with target.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-
-    return sink
-
-
 class VoicebridgeApp:
-    """The running service."""
+    """The running service: `start()`, then calls until `run_until()` returns, then `close()`.
+
+    `observer(call_id, event)` sees every call's events (tests and the demo).
+    """
 
     def __init__(
         self, settings: Settings, *, observer: Callable[[str, CallEvent], None] | None = None
     ) -> None:
         self.settings = settings
-        self.pacer = Pacer()
+        self.pacer = Pacer(settings.pacer)
         self.clock = LoopClock()
+        self.composition = Composition(settings, clock=self.clock)
         self.services: CallServices | None = None
         self.audiosocket: AudioSocketServer | None = None
         self.ari: AriController | None = None
@@ -138,32 +52,17 @@ class VoicebridgeApp:
         self._observer = observer
         self._ari_task: asyncio.Task[None] | None = None
         self._ami_task: asyncio.Task[None] | None = None
-        self._ami_logger: Any = None
+        self._ami_logger: AmiEventLogger | None = None
         self._stopping = asyncio.Event()
-        self._iam: Any = None  # IamTokenProvider when a service-account key is configured
-        self._closers: list[Callable[[], Any]] = []
 
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
         s = self.settings
-        self.services = await self.build_services()
+        self.services = await self.composition.build_services()
         self.pacer.start()
-        self.audiosocket = AudioSocketServer(
-            s.audiosocket.bind_host, s.audiosocket.bind_port, pacer=self.pacer
-        )
+        self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         await self.audiosocket.start()
-        a = s.ari
-        self.ari = AriController(
-            AriSettings(
-                url=a.url,
-                username=a.username,
-                password=a.password,
-                app=a.app,
-                audiosocket_host=a.audiosocket_host,
-            ),
-            self.audiosocket,
-            self.on_call,
-        )
+        self.ari = AriController(s.ari, self.audiosocket, self.on_call)
         self._ari_task = asyncio.create_task(self.ari.run(), name="ari-controller")
         if s.ami.log_events:
             self._ami_task = asyncio.create_task(self._log_ami_events(), name="ami-event-logger")
@@ -176,137 +75,23 @@ class VoicebridgeApp:
             s.dialogue_map,
             s.audiosocket.bind_host,
             self.audiosocket.port,
-            a.url,
-            a.app,
+            s.ari.url,
+            s.ari.app,
         )
-
-    async def build_services(self) -> CallServices:
-        """Load the map and build every process-wide service; warms the audio cache."""
-        s = self.settings
-        dmap = load_dialogue_map(s.dialogue_map)
-        await self._start_iam()
-        openai_client = None
-        if s.providers.llm == "openai" or s.providers.intents == "openai":
-            import openai
-
-            openai_client = openai.AsyncOpenAI(
-                base_url=s.openai.base_url,
-                api_key=s.openai.api_key or "not-set",
-                timeout=s.openai.timeout_s,
-                max_retries=0,
-            )
-            self._closers.append(openai_client.close)
-        if s.providers.intents == "openai":
-            from orchestrator.adapters.embeddings.openai_compat import OpenAICompatEmbedder
-
-            assert openai_client is not None
-            classifier = VectorIntentClassifier(
-                dmap, OpenAICompatEmbedder(openai_client, s.openai.embeddings_model)
-            )
-        else:
-            classifier = VectorIntentClassifier(dmap, CharNgramEmbedder())
-        await classifier.setup()
-
-        cache = build_audio_cache(s)
-        await self._warm(dmap, cache)
-
-        from orchestrator.adapters.speechkit import speechkit_channel
-        from orchestrator.adapters.stt.yandex import YandexSttStreamer
-
-        ys = self._yandex()
-        stt_channel = speechkit_channel(ys.stt_endpoint, tls=ys.tls)
-        self._closers.append(stt_channel.close)
-        clock = self.clock
-
-        def stt_factory(call_id: str) -> STTStreamer:
-            return YandexSttStreamer(stt_channel, self._yandex(), clock=clock, request_id=call_id)
-
-        if s.providers.tts == "espeak":
-            from orchestrator.adapters.tts.espeak import EspeakTTS
-
-            def tts_factory(call_id: str) -> TTSManager:
-                return EspeakTTS()
-        else:
-            from orchestrator.adapters.tts.yandex import YandexTTSManager
-
-            tts_channel = speechkit_channel(ys.tts_endpoint, tls=ys.tls)
-            self._closers.append(tts_channel.close)
-
-            def tts_factory(call_id: str) -> TTSManager:
-                return YandexTTSManager(tts_channel, self._yandex(), request_id=call_id)
-
-        from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
-        from orchestrator.adapters.llm.safety import (
-            CombinedSafety,
-            LocalRulesSafety,
-            ModerationSafety,
-            SafetyCheck,
-        )
-
-        assert openai_client is not None
-        checks: list[SafetyCheck] = [LocalRulesSafety()]
-        if s.openai.moderation:
-            checks.append(ModerationSafety(openai_client))
-        safety = CombinedSafety(checks)
-        llm_settings = dmap.settings.llm
-
-        def llm_factory(call_id: str) -> LLMManager:
-            return OpenAICompatLLMManager(
-                openai_client,
-                model=s.openai.model,
-                system_prompt=llm_settings.system_prompt,
-                safety=safety,
-                max_tokens=llm_settings.max_tokens,
-                temperature=llm_settings.temperature,
-                timeout_s=s.openai.timeout_s,
-            )
-
-        return CallServices(
-            dialogue_map=dmap,
-            flow_engine=MapFlowEngine(dmap),
-            intent_classifier=classifier,
-            audio_cache=cache,
-            clock=clock,
-            render=render_template,
-            stt_factory=stt_factory,
-            tts_factory=tts_factory,
-            llm_factory=llm_factory,
-            metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
-        )
-
-    async def _start_iam(self) -> None:
-        self._iam = await start_iam_provider(self.settings, self.clock)
-        if self._iam is not None:
-            self._closers.append(self._iam.aclose)
-
-    def _yandex(self) -> Any:
-        """SpeechKit settings with the current IAM token: each call takes the freshest one."""
-        return yandex_settings(self.settings, iam_token=self._iam.token if self._iam is not None else None)
-
-    async def _warm(self, dmap: DialogueMap, cache: AudioCache) -> None:
-        """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""
-        from orchestrator.cache.warm import warm_cache
-
-        token = self._iam.token if self._iam is not None else None
-        async with tts_for_warming(self.settings, iam_token=token) as tts:
-            report = await warm_cache(dmap, tts, cache, progress=False)
-        if getattr(report, "failed", None):
-            raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report}")
-        log.info("audio cache ready: %s", report)
 
     async def on_call(self, call: AriCall) -> None:
         """One call: gateway + fresh Orchestrator; returning hangs the caller up."""
         assert self.services is not None
         self.calls_total += 1
         self.calls_active += 1
-        v = self.settings.vad
+        s = self.settings
         gateway = TelephonyGateway(
             call.conn,
             self.pacer,
             clock=self.clock,
-            vad_settings=VadSettings(
-                aggressiveness=v.aggressiveness, min_speech_ms=v.min_speech_ms, hangover_ms=v.hangover_ms
-            ),
+            vad_settings=s.vad,
+            playout_settings=s.playout,
+            close_wait_s=s.audiosocket.close_wait_s,
         )
         reason = "error"
         try:
@@ -339,14 +124,10 @@ class VoicebridgeApp:
         Not cancelled mid-login by `close()` (panoramisk logs a traceback then): `close()` sets
         `_stopping` and this returns after the current attempt, bounded by the login timeout.
         """
-        from bridge.ami import AmiError, AmiEventLogger, AmiSettings
-
-        a = self.settings.ami
+        ami = self.settings.ami
         delay = 1.0
         while not self._stopping.is_set():
-            logger = AmiEventLogger(
-                AmiSettings(host=a.host, port=a.port, username=a.username, secret=a.secret)
-            )
+            logger = AmiEventLogger(ami)
             try:
                 await logger.start()  # reconnects by itself once logged in
             except AmiError as exc:
@@ -355,7 +136,7 @@ class VoicebridgeApp:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, ami.log_retry_max_s)
                 continue
             self._ami_logger = logger
             return
@@ -365,7 +146,7 @@ class VoicebridgeApp:
         assert self.services is not None
         key = self.services.dialogue_map.settings.emergency_filler_key
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(self.settings.call.apologise_timeout_s):
                 clip = await self.services.audio_cache.get(key)
                 if clip is not None:
                     await gateway.outbound.write(clip)
@@ -393,8 +174,8 @@ class VoicebridgeApp:
             await asyncio.wait({self._ari_task})
         self._stopping.set()
         if self._ami_task is not None:
-            try:
-                async with asyncio.timeout(10):
+            try:  # the current login attempt ends within its timeout
+                async with asyncio.timeout(self.settings.ami.login_timeout_s + 5):
                     await asyncio.wait({self._ami_task})
             except TimeoutError:
                 self._ami_task.cancel()
@@ -404,11 +185,4 @@ class VoicebridgeApp:
         if self.audiosocket is not None:
             await self.audiosocket.close()
         self.pacer.stop()
-        for close in reversed(self._closers):
-            try:
-                result = close()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                log.exception("closing a provider failed")
-        self._closers.clear()
+        await self.composition.aclose()

@@ -25,21 +25,23 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import aioari
 import aiohttp
+import pydantic.dataclasses
 from aiohttp import web_exceptions
 from aioswagger11.http_client import (  # type: ignore[import-untyped]
     ApiKeyAuthenticator,
     AsynchronousHttpClient,
 )
+from pydantic import ConfigDict, Field, field_validator
 
+from bridge.asterisk_names import AsteriskName
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
 from orchestrator.domain.errors import VoicebridgeError
 
@@ -55,11 +57,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: safe unencoded in a query
 _GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"})
-# After the caller hung up, how long the handler gets to notice EOF and return before it is
-# cancelled (it should return within a frame or two).
-_HANDLER_GRACE_S = 5.0
 
 
 class AriError(VoicebridgeError):
@@ -70,31 +68,37 @@ class _CallerGone(VoicebridgeError):
     """The caller hung up while the call was being set up."""
 
 
-@dataclass
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
 class AriSettings:
-    """Where ARI is and how the controller talks to it."""
+    """Where ARI is and how the controller talks to it (section `[ari]`).
+
+    `username`, `password` and `app` follow `bridge.asterisk_names` (the one rule, shared with AMI).
+    Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
+    """
 
     url: str = "http://127.0.0.1:8088/"
-    username: str = "voicebridge"
-    password: str = "voicebridge"  # alphanumeric: aioari does not URL-encode the WS api_key
-    app: str = "voicebridge"
-    audiosocket_host: str = "127.0.0.1:9092"  # the address Asterisk connects to
-    timeout_s: float = 5.0  # bound on every ARI request and every setup wait
-    reconnect_max_s: float = 10.0
+    username: AsteriskName = "voicebridge"
+    password: AsteriskName = "voicebridge"
+    app: AsteriskName = "voicebridge"
+    # host:port where Asterisk connects for AudioSocket (our `[audiosocket]` bind, as Asterisk sees it).
+    audiosocket_host: str = "127.0.0.1:9092"
+    # Bound on every ARI request and every call-setup wait, s.
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # Reconnect backoff after the websocket closed: starts here, doubles per failure ...
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
+    # ... up to this, s.
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 10.0
+    # After the caller hung up, how long the call handler gets to notice EOF and return before
+    # it is cancelled, s (it should return within a frame or two).
+    handler_grace_s: Annotated[float, Field(gt=0)] = 5.0
 
-    def __post_init__(self) -> None:
-        for name in ("username", "password", "app"):
-            value = getattr(self, name)
-            if not _URL_SAFE.fullmatch(value):
-                raise ValueError(
-                    f"AriSettings.{name}={value!r}: use only ASCII letters, digits and . _ ~ - "
-                    "(aioari puts it into the websocket URL without URL-encoding)"
-                )
-        host, sep, port = self.audiosocket_host.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"AriSettings.audiosocket_host={self.audiosocket_host!r}: expected host:port")
-        if self.timeout_s <= 0 or self.reconnect_max_s <= 0:
-            raise ValueError("AriSettings.timeout_s and reconnect_max_s must be positive")
+    @field_validator("audiosocket_host")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port (the address Asterisk connects to for AudioSocket)")
+        return value
 
 
 @dataclass(eq=False)
@@ -188,12 +192,12 @@ class AriController:
     async def run(self) -> None:
         """Connect, serve events, and reconnect with capped backoff until `close()`."""
         self._run_done.clear()
-        delay = 0.5
+        delay = self._settings.reconnect_min_s
         try:
             while not self._closing:
                 try:
                     await self._serve_once()
-                    delay = 0.5  # it was up: retry quickly after a restart
+                    delay = self._settings.reconnect_min_s  # it was up: retry quickly after a restart
                 except Exception as exc:  # any failure of one connection: retry (never CancelledError)
                     log.warning("ARI at %s unavailable: %r", self._settings.url, exc)
                 if self._closing:
@@ -428,7 +432,7 @@ class AriController:
             if not handler.done():
                 # Caller hung up: drop the media leg so the handler sees EOF and returns.
                 await self._delete_media(session)
-                await asyncio.wait((handler,), timeout=_HANDLER_GRACE_S)
+                await asyncio.wait((handler,), timeout=self._settings.handler_grace_s)
                 if not handler.done():
                     log.warning("call %s: handler ignored the hangup; cancelling", session.uuid)
         finally:

@@ -106,18 +106,17 @@ async def _serve_with(settings: Settings) -> int:
 
 
 async def _dial(number: str, config: str | None, timeout: float) -> int:
-    from bridge.ami import AmiSettings, originate
+    from bridge.ami import originate
     from bridge.settings import load_settings
 
     s = load_settings(config)
-    ami = AmiSettings(host=s.ami.host, port=s.ami.port, username=s.ami.username, secret=s.ami.secret)
-    result = await originate(ami, number, app=s.ari.app, timeout_s=timeout)
+    result = await originate(s.ami, number, app=s.ari.app, timeout_s=timeout)
     print(f"originated {number}: {result}")
     return 0
 
 
 async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
-    from bridge.app import build_audio_cache, start_iam_provider, tts_for_warming
+    from bridge.composition import build_audio_cache, start_iam_provider, tts_for_warming
     from bridge.settings import load_settings
     from orchestrator.cache.warm import warm_cache
     from orchestrator.clock import LoopClock
@@ -126,15 +125,15 @@ async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
     s = load_settings(config)
     dmap = load_dialogue_map(map_path)
     cache = build_audio_cache(s)
-    iam = await start_iam_provider(s, LoopClock())
+    iam = await start_iam_provider(s.yandex, LoopClock())
     try:
         async with tts_for_warming(s, iam_token=iam.token if iam is not None else None) as tts:
             report = await warm_cache(dmap, tts, cache, force=force)
     finally:
         if iam is not None:
             await iam.aclose()
-    print(report.summary() if hasattr(report, "summary") else report)
-    return 0 if getattr(report, "ok", True) else 1
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from collections import deque
 
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.pacer import Pacer
-from bridge.playout import Playout
+from bridge.playout import Playout, PlayoutSettings
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
 from orchestrator.contracts import Clock, VoiceListener
@@ -33,8 +33,6 @@ from orchestrator.contracts import Clock, VoiceListener
 __all__ = ["TelephonyGateway"]
 
 log = logging.getLogger(__name__)
-
-_CLOSE_WAIT_S = 1.0  # bound on waiting for the TCP teardown in close()
 
 
 class TelephonyGateway:
@@ -48,11 +46,13 @@ class TelephonyGateway:
         clock: Clock,
         vad_settings: VadSettings | None = None,
         inbound_queue_frames: int = 100,
-        high_water_ms: int = 60,
+        playout_settings: PlayoutSettings | None = None,
+        close_wait_s: float = 1.0,
     ) -> None:
         if inbound_queue_frames < 1:
             raise ValueError(f"inbound_queue_frames={inbound_queue_frames}: must be >= 1")
         self._conn = conn
+        self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
         self._clock = clock
         self._vad = VoiceActivityDetector(vad_settings)
@@ -69,7 +69,7 @@ class TelephonyGateway:
         self.speech_starts = 0
         self.speech_ends = 0
         self.dtmf_in = 0
-        self.outbound = Playout(conn, high_water_ms=high_water_ms)
+        self.outbound = Playout(conn, playout_settings)
         pacer.add(self.outbound)
         # Last: this may deliver buffered audio, and even the hangup, synchronously.
         conn.set_receiver(self)
@@ -198,7 +198,7 @@ class TelephonyGateway:
             self._conn.hangup()  # sends 0x00; calls on_hangup() synchronously
         self.on_hangup()
         try:
-            async with asyncio.timeout(_CLOSE_WAIT_S):
+            async with asyncio.timeout(self._close_wait_s):
                 await self._conn.wait_closed()
         except TimeoutError:
             log.warning("call %s: AudioSocket connection slow to close", self.uuid)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Annotated, Protocol
+
+import pydantic.dataclasses
+from pydantic import ConfigDict, Field
 
 from orchestrator.audio import FRAME_S
 
@@ -26,12 +29,25 @@ class Tickable(Protocol):
         ...
 
 
-class Pacer:
-    """Drives `tick()` of every registered member once per frame period."""
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class PacerSettings:
+    """The shared outbound tick (section `[pacer]`)."""
 
-    def __init__(self, *, frame_s: float = FRAME_S, max_catchup: int = 3) -> None:
+    # Missed frames sent at once after a loop stall (60 ms at 3); a longer stall is skipped and
+    # counted in `Pacer.resyncs`, because a burst overruns the phone's jitter buffer. 0: never catch up.
+    max_catchup: Annotated[int, Field(ge=0, le=50)] = 3
+
+
+class Pacer:
+    """Drives `tick()` of every registered member once per frame period.
+
+    `frame_s` is the audio frame period (an audio fact, not a setting; tests shorten it).
+    """
+
+    def __init__(self, settings: PacerSettings | None = None, *, frame_s: float = FRAME_S) -> None:
+        self.settings = settings or PacerSettings()
         self._frame_s = frame_s
-        self._max_catchup = max_catchup
+        self._max_catchup = self.settings.max_catchup
         self._members: dict[Tickable, None] = {}  # insertion-ordered set
         self._snapshot: tuple[Tickable, ...] = ()
         self._loop: asyncio.AbstractEventLoop | None = None

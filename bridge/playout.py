@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol
+from typing import Annotated, Protocol
+
+import pydantic.dataclasses
+from pydantic import ConfigDict, Field
 
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, Resampler
 from orchestrator.domain.models import AudioChunk
@@ -35,6 +38,15 @@ class PlayoutClosed(ConnectionError):
     """The call's outbound leg is gone (hangup); nothing more can be played."""
 
 
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class PlayoutSettings:
+    """Each call's outbound buffer (section `[playout]`)."""
+
+    # Audio left queued when `write()` returns, ms (rounded down to whole 20 ms frames, at least one):
+    # enough to ride over a late writer, small enough that a barge-in cannot leave much behind.
+    high_water_ms: Annotated[int, Field(ge=20)] = 60
+
+
 class Playout:
     """The `OutboundAudio` of one call (see orchestrator.contracts)."""
 
@@ -50,11 +62,10 @@ class Playout:
         "silence_sent",
     )
 
-    def __init__(self, sink: FrameSink, *, high_water_ms: int = 60) -> None:
+    def __init__(self, sink: FrameSink, settings: PlayoutSettings | None = None) -> None:
         self._sink = sink
-        # How much audio may stay queued when write() returns: enough to ride over a late
-        # writer, small enough that cancelling the writer cannot leave much behind.
-        self._high_water = max(1, high_water_ms // FRAME_MS) * FRAME_BYTES
+        s = settings or PlayoutSettings()
+        self._high_water = max(1, s.high_water_ms // FRAME_MS) * FRAME_BYTES
         self._buf = bytearray()
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._drain_waiters: list[asyncio.Future[None]] = []

@@ -1,114 +1,107 @@
 """Service settings: a TOML file plus `VOICEBRIDGE_<SECTION>__<FIELD>` environment overrides.
 
-Everything has a default that runs offline on one machine (espeak-ng TTS, local intent
-classifier, in-memory cache, the SpeechKit/OpenAI stand-ins only where a test or the demo starts
-them). Switching to Yandex SpeechKit and OpenAI is a matter of these settings only (README).
-An invalid value fails at start with the setting's name, never later in a call.
+`Settings` is composed of the components' own models, one per section, each defined next to the
+code that uses it and handed to that component as is (no copies, no mirrors):
+
+    [ari]          bridge.ari_controller.AriSettings       [yandex]  orchestrator.adapters.speechkit.YandexSettings
+    [ami]          bridge.ami.AmiSettings                  [openai]  orchestrator.adapters.openai_settings.OpenAISettings
+    [audiosocket]  bridge.audiosocket.server.AudioSocketSettings
+    [vad]          bridge.vad.VadSettings                  [espeak]  orchestrator.adapters.tts.espeak_settings.EspeakSettings
+    [pacer]        bridge.pacer.PacerSettings              [call]    orchestrator.call_settings.CallSettings
+    [playout]      bridge.playout.PlayoutSettings          [providers]  ProvidersSettings (below)
+
+plus the top-level `dialogue_map`, `redis_url` and `metrics_file`. Everything has a default that
+runs offline on one machine (espeak-ng TTS, local intent classifier, in-memory cache).
+
+An invalid value fails at start with `ConfigError` naming the setting and where it came from
+(the file and its `[section] field`, or the environment variable), never later in a call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bridge.ami import AmiSettings
+from bridge.ari_controller import AriSettings
+from bridge.audiosocket.server import AudioSocketSettings
+from bridge.pacer import PacerSettings
+from bridge.playout import PlayoutSettings
+from bridge.vad import VadSettings
+from orchestrator.adapters.openai_settings import OpenAISettings
+from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.adapters.tts.espeak_settings import EspeakSettings
+from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
 
+__all__ = ["ENV_PREFIX", "ProvidersSettings", "Settings", "env_var", "load_settings"]
+
 ENV_PREFIX = "VOICEBRIDGE_"
+# VOICEBRIDGE_* variables that are not settings (used by the Asterisk scripts, see asterisk_conf/).
+_NOT_SETTINGS = frozenset({"VOICEBRIDGE_CACHE"})
+# Settings whose values never appear in an error message.
+_SECRETS = frozenset({"password", "secret", "api_key", "iam_token"})
+_UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProvidersSettings(BaseModel):
+    """Which implementation serves each role (section `[providers]`)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-class AriSection(_Section):
-    url: str = "http://127.0.0.1:8088/"
-    username: str = "voicebridge"
-    password: str = Field("voicebridge", pattern=r"^[A-Za-z0-9]+$")  # aioari does not URL-encode it
-    app: str = "voicebridge"
-    # Where Asterisk connects for AudioSocket (host:port as Asterisk sees us).
-    audiosocket_host: str = "127.0.0.1:9092"
-
-
-class AmiSection(_Section):
-    host: str = "127.0.0.1"
-    port: int = 5038
-    username: str = "voicebridge"
-    secret: str = "voicebridge"
-    log_events: bool = True  # `serve` logs hangup causes and call events from AMI
-
-
-class AudioSocketSection(_Section):
-    bind_host: str = "127.0.0.1"
-    bind_port: int = 9092
-
-
-class VadSection(_Section):
-    aggressiveness: int = Field(2, ge=0, le=3)
-    min_speech_ms: int = Field(200, ge=20)
-    hangover_ms: int = Field(400, ge=20)
-
-
-class YandexSection(_Section):
-    api_key: str | None = None
-    iam_token: str | None = None  # static: expires within 12 h, prefer the key file below
-    # Authorized key of a service account (`yc iam key create` JSON): IAM tokens fetched and refreshed.
-    service_account_key_file: str | None = None
-    iam_endpoint: str = "iam.api.cloud.yandex.net:443"
-    folder_id: str | None = None
-    stt_endpoint: str = "stt.api.cloud.yandex.net:443"
-    tts_endpoint: str = "tts.api.cloud.yandex.net:443"
-    tls: bool = True
-    stt_model: str = "general"
-    voice: str = "marina"
-    role: str | None = None
-    speed: float = 1.0
-
-
-class OpenAISection(_Section):
-    base_url: str = "https://api.openai.com/v1"
-    api_key: str | None = None
-    model: str = "gpt-4o-mini"
-    embeddings_model: str = "text-embedding-3-small"
-    moderation: bool = True
-    timeout_s: float = 10.0
-
-
-class ProvidersSection(_Section):
     stt: Literal["yandex"] = "yandex"
     tts: Literal["yandex", "espeak"] = "espeak"
     llm: Literal["openai"] = "openai"
-    intents: Literal["local", "openai"] = "local"
+    intents: Literal["local", "openai"] = "local"  # local: char n-grams; openai: embeddings
 
 
-class Settings(_Section):
-    """All settings of `voicebridge serve`."""
+class Settings(BaseModel):
+    """All settings of `voicebridge serve` (and `dial`, `cache warm`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
     redis_url: str | None = None  # None: in-memory audio cache
     metrics_file: str | None = None  # JSON lines; None: the log only
-    ari: AriSection = AriSection()
-    ami: AmiSection = AmiSection()
-    audiosocket: AudioSocketSection = AudioSocketSection()
-    vad: VadSection = VadSection()
-    providers: ProvidersSection = ProvidersSection()
-    yandex: YandexSection = YandexSection()
-    openai: OpenAISection = OpenAISection()
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    ari: AriSettings = Field(default_factory=AriSettings)
+    ami: AmiSettings = Field(default_factory=AmiSettings)
+    audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    pacer: PacerSettings = Field(default_factory=PacerSettings)
+    playout: PlayoutSettings = Field(default_factory=PlayoutSettings)
+    call: CallSettings = Field(default_factory=CallSettings)
+    yandex: YandexSettings = Field(default_factory=YandexSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    espeak: EspeakSettings = Field(default_factory=EspeakSettings)
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+def env_var(*path: str) -> str:
+    """The environment variable of a setting: `env_var("vad", "min_speech_ms")` is
+    `VOICEBRIDGE_VAD__MIN_SPEECH_MS`."""
+    return ENV_PREFIX + "__".join(path).upper()
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`VOICEBRIDGE_A__B=v` as {"a": {"b": "v"}} (pydantic converts the strings)."""
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
+        *sections, field = name[len(ENV_PREFIX) :].lower().split("__")
         node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
+        for part in sections:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # VOICEBRIDGE_X and VOICEBRIDGE_X__Y both set
+                raise ConfigError(f"environment: {name}: {env_var(*sections)} is set too, as a value")
+            node = child
+        node[field] = value
     return out
 
 
@@ -122,24 +115,70 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_settings(path: str | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Settings from `path` (TOML, optional) with environment overrides on top."""
-    data: dict[str, Any] = {}
-    where = "environment"
+def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    """The setting an error location points at: pydantic appends union members or list indexes
+    (`("redis_url", "str")`), which are not part of the name."""
+    path: list[str] = []
+    model: Any = Settings
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(part)
+            model = field.annotation if field is not None else None
+        elif isinstance(model, type) and dataclasses.is_dataclass(model):
+            model = None  # a component's field: the end of the name
+        else:
+            break
+        path.append(part)
+    return tuple(path)
+
+
+def _in_data(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = data
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _where(
+    path: tuple[str, ...], file_data: Mapping[str, Any], env: Mapping[str, Any], source: str | None
+) -> str:
+    if _in_data(env, path):
+        return f"environment variable {env_var(*path)}"
+    if source is not None and _in_data(file_data, path):
+        key = f"[{'.'.join(path[:-1])}] {path[-1]}" if len(path) > 1 else path[0]
+        return f"{source}: {key}"
+    return "default"
+
+
+def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `path` (TOML, optional) with `VOICEBRIDGE_*` variables of `environ`
+    (default: `os.environ`) on top.
+
+    Raises `ConfigError` when the file cannot be read or parsed, or a value is invalid; the
+    message names each bad setting (`vad.min_speech_ms`), where it came from (the environment
+    variable, or the file and its `[section] field`) and what is wrong.
+    """
+    file_data: dict[str, Any] = {}
     if path:
-        where = path
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            file_data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read settings: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    env = _env_overrides(os.environ if environ is None else environ)
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(_merge(file_data, env))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])} ({ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}): {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"{where}: invalid settings: {problems}") from exc
+        problems = []
+        for err in exc.errors():
+            name = _setting_path(err["loc"])
+            where = _where(name, file_data, env, path)
+            value = "" if name[-1:] and name[-1] in _SECRETS else f" = {err['input']!r}"
+            what = "no such setting" if err["type"] in _UNKNOWN else err["msg"]
+            problems.append(f"{'.'.join(name)}{value} ({where}): {what}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Annotated
 
+import pydantic.dataclasses
 import webrtcvad
+from pydantic import ConfigDict, Field
 
 from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 
@@ -27,22 +30,23 @@ __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 _BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
 class VadSettings:
-    """Tuning of the detector; the defaults suit 8 kHz telephone audio."""
+    """Tuning of the detector (section `[vad]`); the defaults suit 8 kHz telephone audio.
 
-    aggressiveness: int = 2  # webrtcvad mode 0 (least) .. 3 (most eager to call audio noise)
-    min_speech_ms: int = 200
-    hangover_ms: int = 400
-    max_gap_ms: int = 60
-    energy_gate_rms: int = 100  # about -50 dBFS; 0 turns the gate off
+    Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
+    """
 
-    def __post_init__(self) -> None:
-        if self.aggressiveness not in (0, 1, 2, 3):
-            raise ValueError(f"VadSettings.aggressiveness={self.aggressiveness}: must be 0-3")
-        for name in ("min_speech_ms", "hangover_ms", "max_gap_ms", "energy_gate_rms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"VadSettings.{name}={getattr(self, name)}: must be >= 0")
+    # webrtcvad mode: 0 (least) .. 3 (most eager to call audio noise "not speech").
+    aggressiveness: Annotated[int, Field(ge=0, le=3)] = 2
+    # Voiced audio needed before speech starts, ms (shorter runs are clicks and coughs).
+    min_speech_ms: Annotated[int, Field(ge=20)] = 200
+    # Silence needed before speech ends, ms (the pauses between words are shorter).
+    hangover_ms: Annotated[int, Field(ge=20)] = 400
+    # Unvoiced gap tolerated inside a starting run, ms.
+    max_gap_ms: Annotated[int, Field(ge=0)] = 60
+    # Frames below this RMS (s16) are silence without asking webrtcvad; 100 is about -50 dBFS, 0: off.
+    energy_gate_rms: Annotated[int, Field(ge=0, le=32767)] = 100
 
 
 class VadEventKind(enum.Enum):

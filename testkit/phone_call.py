@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app import VoicebridgeApp
-from bridge.settings import AriSection, AudioSocketSection, Settings
+from bridge.ari_controller import AriSettings
+from bridge.audiosocket.server import AudioSocketSettings
+from bridge.settings import Settings
 from orchestrator.orchestrator import CallEvent, Orchestrator
 from testkit.sip import (
     UAC_MEDIA_PORT,
@@ -112,8 +114,8 @@ async def run_phone_call(
     base = Settings(
         dialogue_map=MAP,
         metrics_file=str(work_dir / "turns.jsonl"),
-        audiosocket=AudioSocketSection(bind_port=port),
-        ari=AriSection(audiosocket_host=f"127.0.0.1:{port}"),
+        audiosocket=AudioSocketSettings(bind_port=port),
+        ari=AriSettings(audiosocket_host=f"127.0.0.1:{port}"),
     )
     events: list[CallEvent] = []
     async with running_standins(base, caller_lines=lines) as (settings, _, _):

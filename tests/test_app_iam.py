@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from bridge.app import VoicebridgeApp
-from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
+from bridge.composition import Composition
+from bridge.settings import ProvidersSettings, Settings
+from orchestrator.adapters.openai_settings import OpenAISettings
+from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.clock import LoopClock
 from testkit.standins.iam_server import IamStandin
 from testkit.standins.openai_server import OpenAIStandin
 from testkit.standins.speechkit_server import SpeechKitStandin
@@ -25,21 +29,26 @@ async def test_speechkit_calls_use_the_refreshing_iam_token(
     await iam.start()
     settings = Settings(
         dialogue_map=MAP,
-        providers=ProvidersSection(tts="yandex", intents="local"),
-        yandex=YandexSection(
+        providers=ProvidersSettings(tts="yandex", intents="local"),
+        yandex=YandexSettings(
             service_account_key_file=str(key_file),
             iam_endpoint=iam.endpoint,
             stt_endpoint=speechkit_standin.endpoint,
             tts_endpoint=speechkit_standin.endpoint,
             tls=False,
         ),
-        openai=OpenAISection(base_url=openai_standin.base_url, api_key="test", moderation=False),
+        openai=OpenAISettings(base_url=openai_standin.base_url, api_key="test", moderation=False),
     )
-    app = VoicebridgeApp(settings)
+    composition = Composition(settings, clock=LoopClock())
     try:
-        app.services = await app.build_services()  # warms the cache over gRPC with the token
-        assert ("authorization", "Bearer t1.standin.1") in app._yandex().metadata("call-1")
+        services = await composition.build_services()  # warms the cache over gRPC with the token
+        assert composition.iam_token() == "t1.standin.1"
         assert iam.issued == ["t1.standin.1"]
+        # Each call's adapters are built with the provider's current token, on the one settings object.
+        adapters: list[Any] = [services.stt_factory("call-1"), services.tts_factory("call-1")]
+        for adapter in adapters:
+            assert adapter._settings is settings.yandex
+            assert ("authorization", "Bearer t1.standin.1") in adapter._metadata
     finally:
-        await app.close()
+        await composition.aclose()
         await iam.close()

@@ -12,7 +12,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.audiosocket.protocol import Kind, encode_audio, encode_uuid
-from bridge.audiosocket.server import PENDING_LIMIT, AudioSocketConnection, AudioSocketServer
+from bridge.audiosocket.server import (
+    PENDING_LIMIT,
+    AudioSocketConnection,
+    AudioSocketServer,
+    AudioSocketSettings,
+)
 from bridge.pacer import Pacer
 from testkit.fake_asterisk import FakeAsterisk
 
@@ -51,7 +56,7 @@ class Recorder:
 
 @pytest.fixture
 async def server() -> AsyncIterator[AudioSocketServer]:
-    srv = AudioSocketServer("127.0.0.1", 0, pacer=Pacer(), uuid_timeout_s=0.3)
+    srv = AudioSocketServer(AudioSocketSettings(bind_port=0, uuid_timeout_s=0.3), pacer=Pacer())
     await srv.start()
     try:
         yield srv
@@ -249,7 +254,7 @@ async def test_forget_cancels_and_rejects(server: AudioSocketServer) -> None:
 
 
 async def test_close_drops_every_connection() -> None:
-    srv = AudioSocketServer("127.0.0.1", 0, pacer=Pacer())
+    srv = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=Pacer())
     await srv.start()
     assert srv.pacer.running
     fake, conn = await accepted(srv)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from bridge.app import VoicebridgeApp
 from bridge.ari_controller import AriCall
-from bridge.audiosocket.server import AudioSocketServer
-from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
+from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
+from bridge.settings import ProvidersSettings, Settings
+from orchestrator.adapters.openai_settings import OpenAISettings
+from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.orchestrator import CallEvent
 from testkit.fake_asterisk import FakeCallerPool
 from testkit.standins.openai_server import OpenAIStandin
@@ -40,9 +42,9 @@ async def test_example_call_through_the_real_adapters(
     settings = Settings(
         dialogue_map=MAP,
         redis_url=redis_url,
-        providers=ProvidersSection(tts="yandex", intents="local"),
-        yandex=YandexSection(stt_endpoint=sk, tts_endpoint=sk, tls=False),
-        openai=OpenAISection(base_url=openai_standin.base_url, api_key="test", moderation=True),
+        providers=ProvidersSettings(tts="yandex", intents="local"),
+        yandex=YandexSettings(stt_endpoint=sk, tts_endpoint=sk, tls=False),
+        openai=OpenAISettings(base_url=openai_standin.base_url, api_key="test", moderation=True),
     )
     events: list[CallEvent] = []
     listening = asyncio.Queue[None]()
@@ -54,9 +56,9 @@ async def test_example_call_through_the_real_adapters(
             listening.put_nowait(None)
 
     app = VoicebridgeApp(settings, observer=observe)
-    app.services = await app.build_services()  # warms Redis through the stand-in TTS over gRPC
+    app.services = await app.composition.build_services()  # warms Redis through the stand-in TTS over gRPC
     app.pacer.start()
-    server = AudioSocketServer("127.0.0.1", 0, pacer=app.pacer)
+    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=app.pacer)
     await server.start()
     pool = FakeCallerPool("127.0.0.1", server.port)
     try:
@@ -95,15 +97,15 @@ async def test_a_call_that_cannot_be_set_up_hears_the_emergency_phrase(
 
     settings = Settings(
         dialogue_map=MAP,
-        providers=ProvidersSection(tts="espeak", intents="local"),
-        yandex=YandexSection(stt_endpoint=speechkit_standin.endpoint, tls=False),
-        openai=OpenAISection(base_url=openai_standin.base_url, api_key="test", moderation=False),
+        providers=ProvidersSettings(tts="espeak", intents="local"),
+        yandex=YandexSettings(stt_endpoint=speechkit_standin.endpoint, tls=False),
+        openai=OpenAISettings(base_url=openai_standin.base_url, api_key="test", moderation=False),
     )
     app = VoicebridgeApp(settings)
-    app.services = await app.build_services()
+    app.services = await app.composition.build_services()
     app.services.tts_factory = lambda _cid: EspeakTTS(binary="/nonexistent/espeak-ng")  # connect() fails
     app.pacer.start()
-    server = AudioSocketServer("127.0.0.1", 0, pacer=app.pacer)
+    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=app.pacer)
     await server.start()
     pool = FakeCallerPool("127.0.0.1", server.port)
     call_id = uuid.uuid4()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
 from bridge.pacer import Pacer
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool, read_wav_8k
 
@@ -43,7 +43,7 @@ class Count:
 
 @pytest.fixture
 async def server() -> AsyncIterator[AudioSocketServer]:
-    srv = AudioSocketServer("127.0.0.1", 0, pacer=Pacer())
+    srv = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=Pacer())
     await srv.start()
     try:
         yield srv

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.audiosocket.protocol import Kind, encode_audio
-from bridge.audiosocket.server import AudioSocketServer
+from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
@@ -66,7 +66,7 @@ Env = tuple[AudioSocketServer, FakeCallerPool]
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     pacer = Pacer()
-    server = AudioSocketServer("127.0.0.1", 0, pacer=pacer)
+    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=pacer)
     await server.start()
     # Callers send at 4x real time to keep the tests short: nothing on the inbound side depends
     # on the pace (the VAD counts frames), and outbound pacing is the server's own pacer.

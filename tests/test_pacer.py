@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bridge.pacer import Pacer
+from bridge.pacer import Pacer, PacerSettings
 from testkit.virtual_time import VirtualTimeLoop, run_virtual
 
 
@@ -52,7 +52,7 @@ def test_deadlines_do_not_drift() -> None:
 
 def test_a_short_stall_is_caught_up_in_one_burst() -> None:
     async def main() -> tuple[Pacer, Counter]:
-        pacer, c = Pacer(max_catchup=3), Counter()
+        pacer, c = Pacer(PacerSettings(max_catchup=3)), Counter()
         pacer.add(c)
         pacer.start()
         loop = asyncio.get_running_loop()
@@ -71,7 +71,7 @@ def test_a_short_stall_is_caught_up_in_one_burst() -> None:
 
 def test_a_long_stall_is_skipped_not_burst() -> None:
     async def main() -> tuple[Pacer, Counter]:
-        pacer, c = Pacer(max_catchup=3), Counter()
+        pacer, c = Pacer(PacerSettings(max_catchup=3)), Counter()
         pacer.add(c)
         pacer.start()
         asyncio.get_running_loop().call_at(0.101, stall, 0.5)  # 25 frames late

@@ -65,7 +65,21 @@ async def test_serve_refuses_invalid_settings_naming_the_setting() -> None:
     proc = await _spawn("serve", env={"VOICEBRIDGE_VAD__MIN_SPEECH_MS": "5"})
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
-    assert "vad.min_speech_ms (VOICEBRIDGE_VAD__MIN_SPEECH_MS)" in out.decode()
+    assert (
+        "vad.min_speech_ms = '5' (environment variable VOICEBRIDGE_VAD__MIN_SPEECH_MS): "
+        "Input should be greater than or equal to 20" in out.decode()
+    ), out.decode()
+
+
+async def test_serve_refuses_a_bad_settings_file_naming_file_section_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "voicebridge.toml"
+    config.write_text('[ari]\npassword = "p@ss word"\n', encoding="utf-8")
+    proc = await _spawn("serve", "--config", str(config), env={})
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    text = out.decode()
+    assert f"ari.password ({config}: [ari] password): Value error, use 1 to 128 ASCII letters" in text, text
+    assert "p@ss word" not in text  # secrets are not echoed
 
 
 async def test_map_lint_names_file_and_json_path_of_a_broken_map(tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from bridge.app import VoicebridgeApp
 from bridge.ari_controller import AriCall
-from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
-from bridge.settings import OpenAISection, ProvidersSection, Settings, YandexSection
+from bridge.settings import ProvidersSettings, Settings
+from orchestrator.adapters.openai_settings import OpenAISettings
+from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.orchestrator import Orchestrator
 from testkit.fake_asterisk import FakeCallerPool
 from testkit.standins.openai_server import OpenAIStandin
@@ -73,16 +75,16 @@ async def test_calls_leave_nothing_behind(
 ) -> None:
     settings = Settings(
         dialogue_map=MAP,
-        providers=ProvidersSection(tts="yandex", intents="local"),
-        yandex=YandexSection(
+        providers=ProvidersSettings(tts="yandex", intents="local"),
+        yandex=YandexSettings(
             stt_endpoint=speechkit_standin.endpoint, tts_endpoint=speechkit_standin.endpoint, tls=False
         ),
-        openai=OpenAISection(base_url=openai_standin.base_url, api_key="test", moderation=False),
+        openai=OpenAISettings(base_url=openai_standin.base_url, api_key="test", moderation=False),
     )
     app = VoicebridgeApp(settings)
-    app.services = await app.build_services()
+    app.services = await app.composition.build_services()
     app.pacer.start()
-    server = AudioSocketServer("127.0.0.1", 0, pacer=app.pacer)
+    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=app.pacer)
     await server.start()
     pool = FakeCallerPool("127.0.0.1", server.port)
     try:

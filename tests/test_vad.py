@@ -115,9 +115,9 @@ def test_longer_min_speech_ignores_a_short_utterance(speech: bytes) -> None:
 def test_bad_frames_and_settings_are_named() -> None:
     with pytest.raises(ValueError, match="VAD frame of 319 bytes"):
         VoiceActivityDetector().process(bytes(319), 0.0)
-    with pytest.raises(ValueError, match="aggressiveness=4"):
+    with pytest.raises(ValueError, match="aggressiveness"):
         VadSettings(aggressiveness=4)
-    with pytest.raises(ValueError, match="hangover_ms=-1"):
+    with pytest.raises(ValueError, match="hangover_ms"):
         VadSettings(hangover_ms=-1)
 
 

@@ -8,8 +8,8 @@ Built on `asyncio.Protocol` rather than streams: `data_received` decodes and dis
 with no reader task per call and no per-frame awaits (the hot path runs 50 frames/s per call).
 
 Inbound messages that arrive before `set_receiver()` (between the UUID and the gateway being
-built) are buffered, up to `PENDING_LIMIT` messages (1 s of 20 ms audio); beyond that the oldest
-is dropped and counted in `dropped_before_receiver`. A hangup in that window is remembered and
+built) are buffered, up to `AudioSocketSettings.pending_limit` messages (default 1 s of 20 ms
+audio); beyond that the oldest is dropped and counted in `dropped_before_receiver`. A hangup in that window is remembered and
 delivered after the buffered messages.
 """
 
@@ -20,7 +20,10 @@ import logging
 import socket
 import uuid
 from collections import deque
-from typing import Protocol
+from typing import Annotated, Protocol
+
+import pydantic.dataclasses
+from pydantic import ConfigDict, Field
 
 from bridge.audiosocket.protocol import (
     HEADER,
@@ -39,14 +42,37 @@ from bridge.audiosocket.protocol import (
 from bridge.pacer import Pacer
 from orchestrator.audio import SILENCE_FRAME
 
-__all__ = ["PENDING_LIMIT", "AudioReceiver", "AudioSocketConnection", "AudioSocketServer"]
+__all__ = [
+    "PENDING_LIMIT",
+    "AudioReceiver",
+    "AudioSocketConnection",
+    "AudioSocketServer",
+    "AudioSocketSettings",
+]
 
 log = logging.getLogger(__name__)
 
-PENDING_LIMIT = 50  # messages held for a receiver not attached yet: 1 s of 20 ms frames
+PENDING_LIMIT = 50  # default of AudioSocketSettings.pending_limit: 1 s of 20 ms frames
 _SLIN_HEADER = HEADER.pack(Kind.SLIN, 320)
 _SILENCE_MESSAGE = encode_audio(SILENCE_FRAME)  # preframed: send_silence allocates nothing
 _HANGUP_MESSAGE = encode_hangup()
+
+
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class AudioSocketSettings:
+    """The AudioSocket TCP server (section `[audiosocket]`).
+
+    Where Asterisk connects to is `AriSettings.audiosocket_host` (the address as Asterisk sees us).
+    """
+
+    bind_host: str = "127.0.0.1"
+    bind_port: Annotated[int, Field(ge=0, le=65535)] = 9092  # 0: any free port (tests)
+    # A connection that has not sent its UUID within this many seconds is closed.
+    uuid_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Inbound messages held for a call whose gateway is not attached yet; the oldest are dropped.
+    pending_limit: Annotated[int, Field(ge=1)] = PENDING_LIMIT
+    # Bound on waiting for the TCP teardown when the bridge hangs a leg up, s.
+    close_wait_s: Annotated[float, Field(gt=0)] = 1.0
 
 
 class AudioReceiver(Protocol):
@@ -73,10 +99,18 @@ class AudioSocketConnection:
     that cannot go out now is worthless later.
     """
 
-    def __init__(self, call_uuid: uuid.UUID, transport: asyncio.Transport, peer: str) -> None:
+    def __init__(
+        self,
+        call_uuid: uuid.UUID,
+        transport: asyncio.Transport,
+        peer: str,
+        *,
+        pending_limit: int = PENDING_LIMIT,
+    ) -> None:
         self.uuid = call_uuid
         self.peer = peer
         self._transport = transport
+        self._pending_limit = pending_limit
         self._receiver: AudioReceiver | None = None
         self._pending: deque[Message] = deque()
         self._hangup_pending = False
@@ -121,7 +155,7 @@ class AudioSocketConnection:
     def _dispatch(self, msg: Message) -> None:
         receiver = self._receiver
         if receiver is None:
-            if len(self._pending) >= PENDING_LIMIT:
+            if len(self._pending) >= self._pending_limit:
                 self._pending.popleft()
                 self.dropped_before_receiver += 1
             self._pending.append(msg)
@@ -207,7 +241,7 @@ class _ServerProtocol(asyncio.Protocol):
             # 20 ms frames must not wait for Nagle to coalesce them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._server.uuid_timeout_s, self._on_uuid_timeout)
+        self._timer = loop.call_later(self._server.settings.uuid_timeout_s, self._on_uuid_timeout)
         self._server._protocols.add(self)
 
     def _reject(self, reason: str) -> None:
@@ -221,7 +255,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._transport.close()
 
     def _on_uuid_timeout(self) -> None:
-        self._reject(f"no UUID within {self._server.uuid_timeout_s} s")
+        self._reject(f"no UUID within {self._server.settings.uuid_timeout_s} s")
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -252,7 +286,9 @@ class _ServerProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         assert self._transport is not None
-        conn = AudioSocketConnection(first.uuid, self._transport, self._peer)
+        conn = AudioSocketConnection(
+            first.uuid, self._transport, self._peer, pending_limit=self._server.settings.pending_limit
+        )
         self._conn = conn
         fut.set_result(conn)
         conn._on_messages(msgs[1:])
@@ -296,18 +332,9 @@ class _ServerProtocol(asyncio.Protocol):
 class AudioSocketServer:
     """Accepts Asterisk's AudioSocket connections for UUIDs registered with `expect()`."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 9092,
-        *,
-        pacer: Pacer,
-        uuid_timeout_s: float = 2.0,
-    ) -> None:
-        self.host = host
+    def __init__(self, settings: AudioSocketSettings | None = None, *, pacer: Pacer) -> None:
+        self.settings = settings or AudioSocketSettings()
         self.pacer = pacer  # the shared outbound tick; started by start() if not running
-        self.uuid_timeout_s = uuid_timeout_s
-        self._requested_port = port
         self._server: asyncio.Server | None = None
         self._expected: dict[uuid.UUID, asyncio.Future[AudioSocketConnection]] = {}
         self._protocols: set[_ServerProtocol] = set()
@@ -317,7 +344,7 @@ class AudioSocketServer:
         """Listen; start the pacer if nobody has yet."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ServerProtocol(self), self.host, self._requested_port
+            lambda: _ServerProtocol(self), self.settings.bind_host, self.settings.bind_port
         )
         if not self.pacer.running:
             self.pacer.start()

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grpc
 
-from orchestrator.adapters.speechkit import map_rpc_error, speechkit_channel
+from orchestrator.adapters.speechkit import IAM_ENDPOINT, map_rpc_error, speechkit_channel
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import Clock
 from orchestrator.domain.errors import ConfigError, ProviderError
@@ -51,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 JWT_LIFETIME_S = 3600  # Yandex rejects JWTs that live longer than an hour
 MAX_TOKEN_LIFETIME_S = 12 * 3600  # assumed when a response lacks expires_at (the documented maximum)

@@ -8,6 +8,7 @@ test and demo infrastructure (orchestrator/standins/), not the product: the Spee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -54,15 +55,14 @@ async def running_standins(
             patched = settings.model_copy(
                 update={
                     "providers": settings.providers.model_copy(update={"tts": "yandex", "llm": "openai"}),
-                    "yandex": settings.yandex.model_copy(
-                        update={
-                            "stt_endpoint": speechkit.endpoint,
-                            "tts_endpoint": speechkit.endpoint,
-                            "tls": False,
-                        }
+                    "yandex": dataclasses.replace(
+                        settings.yandex,
+                        stt_endpoint=speechkit.endpoint,
+                        tts_endpoint=speechkit.endpoint,
+                        tls=False,
                     ),
-                    "openai": settings.openai.model_copy(
-                        update={"base_url": openai_standin.base_url, "api_key": "standin"}
+                    "openai": dataclasses.replace(
+                        settings.openai, base_url=openai_standin.base_url, api_key="standin"
                     ),
                 }
             )

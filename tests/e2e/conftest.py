@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ari_controller import AriCall, AriController, AriSettings
-from bridge.audiosocket.server import AudioSocketServer
+from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.pacer import Pacer
 from testkit.sip import espeak_pcm
 
@@ -102,7 +102,7 @@ class Stack:
     def __init__(self, *, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
         self.pacer = Pacer()
-        self.server = AudioSocketServer("127.0.0.1", 0, pacer=self.pacer)
+        self.server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=self.pacer)
         self.handler: Handler | None = None
         self.controller: AriController | None = None
         self.run_task: asyncio.Task[None] | None = None

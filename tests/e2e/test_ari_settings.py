@@ -1,4 +1,4 @@
-"""AriSettings and AmiSettings/originate input checks (no Asterisk needed)."""
+"""AriSettings, AmiSettings and originate input checks (no Asterisk needed)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import pytest
 from bridge.ami import AmiSettings, originate
 from bridge.ari_controller import AriSettings
 
+RULE = r"ASCII letters, digits and \. _ ~ -"
+
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"password": "p&ss w#rd"}, "AriSettings.password='p&ss w#rd'"),
-        ({"app": "бот"}, "AriSettings.app='бот'"),
-        ({"username": ""}, "AriSettings.username=''"),
-        ({"audiosocket_host": "127.0.0.1"}, "expected host:port"),
-        ({"audiosocket_host": "127.0.0.1:port"}, "expected host:port"),
-        ({"timeout_s": 0}, "must be positive"),
+        ({"password": "p&ss w#rd"}, rf"password\n.*{RULE}"),
+        ({"app": "бот"}, rf"app\n.*{RULE}"),
+        ({"username": ""}, rf"username\n.*{RULE}"),
+        ({"audiosocket_host": "127.0.0.1"}, r"audiosocket_host\n.*expected host:port"),
+        ({"audiosocket_host": "127.0.0.1:port"}, r"audiosocket_host\n.*expected host:port"),
+        ({"timeout_s": 0}, r"timeout_s\n.*greater than 0"),
+        ({"handler_grace_s": -1}, r"handler_grace_s\n.*greater than 0"),
     ],
 )
 def test_bad_ari_settings_are_named(kwargs: dict[str, object], message: str) -> None:
@@ -25,8 +28,14 @@ def test_bad_ari_settings_are_named(kwargs: dict[str, object], message: str) -> 
 
 
 def test_url_safe_names_are_accepted() -> None:
-    s = AriSettings(app="voice-bot_1", username="vb.user", password="Alnum123")
-    assert s.app == "voice-bot_1"
+    s = AriSettings(app="voice-bot_1", username="vb.user", password="Alnum.1~x-y_z")
+    assert (s.app, s.password) == ("voice-bot_1", "Alnum.1~x-y_z")
+
+
+@pytest.mark.parametrize("field", ["username", "secret", "trunk", "context"])
+def test_ami_names_follow_the_same_rule(field: str) -> None:
+    with pytest.raises(ValueError, match=rf"{field}\n.*{RULE}"):
+        AmiSettings(**{field: "a b"})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

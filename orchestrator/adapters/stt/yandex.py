@@ -291,12 +291,13 @@ class YandexSttStreamer:
         *,
         clock: Clock,
         request_id: str | None = None,
+        iam_token: str | None = None,
     ) -> None:
         self._channel = channel
         self._stub = stt_service_pb2_grpc.RecognizerStub(channel)
         self._settings = settings
         self._clock = clock
-        self._metadata = settings.metadata(request_id)
+        self._metadata = settings.metadata(request_id, iam_token=iam_token)
         chunk_bytes = max(320, settings.chunk_ms * _BYTES_PER_MS)
         self._chunk_bytes = chunk_bytes - chunk_bytes % 2
         max_chunks = max(1, int(settings.max_buffered_s * 1000 / max(1, settings.chunk_ms)))

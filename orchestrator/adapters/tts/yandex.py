@@ -155,12 +155,17 @@ class YandexTTSManager:
     """`TTSManager` for one call over SpeechKit v3."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, settings: YandexSettings, *, request_id: str | None = None
+        self,
+        channel: grpc.aio.Channel,
+        settings: YandexSettings,
+        *,
+        request_id: str | None = None,
+        iam_token: str | None = None,
     ) -> None:
         self._channel = channel
         self._stub = tts_service_pb2_grpc.SynthesizerStub(channel)
         self._settings = settings
-        self._metadata = settings.metadata(request_id)
+        self._metadata = settings.metadata(request_id, iam_token=iam_token)
         self._stream: _LlmStream | None = None
 
     async def connect(self) -> None:

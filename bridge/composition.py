@@ -1,0 +1,287 @@
+"""The composition root: every provider, cache and per-call factory, built from `Settings`.
+
+Process-wide (built once by `Composition.build_services()`): the dialogue map, the FlowEngine,
+the intent classifier, the audio cache (warmed), the SpeechKit gRPC channels, the OpenAI client,
+the safety checks and, with a service-account key, the IAM token provider. Per call (the
+factories in `CallServices`, called with the call id): the STT streamer, the TTS manager and the
+LLM manager. Each component gets its own section of the settings as is.
+
+The providers' modules are imported when the settings choose them: a service on espeak-ng never
+loads the SpeechKit TTS stubs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge.settings import Settings
+from orchestrator.cache.memory import InMemoryAudioCache
+from orchestrator.contracts import AudioCache, Clock, IntentClassifier, LLMManager, STTStreamer, TTSManager
+from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.dialogue_map.templates import render_template
+from orchestrator.domain.errors import ConfigError
+from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.metrics import MetricsSink, log_sink
+from orchestrator.orchestrator import CallServices
+
+if TYPE_CHECKING:
+    import grpc
+    import openai
+
+    from orchestrator.adapters.llm.safety import SafetyCheck
+    from orchestrator.adapters.speechkit import YandexSettings
+    from orchestrator.adapters.tts.espeak_settings import EspeakSettings
+    from orchestrator.adapters.yandex_iam import IamTokenProvider
+
+__all__ = [
+    "Composition",
+    "build_audio_cache",
+    "file_metrics_sink",
+    "start_iam_provider",
+    "tts_for_warming",
+]
+
+log = logging.getLogger(__name__)
+
+
+async def start_iam_provider(yandex: YandexSettings, clock: Clock) -> IamTokenProvider | None:
+    """With `yandex.service_account_key_file`, a started `IamTokenProvider` (IAM tokens live at
+    most 12 h; it refreshes them); None when SpeechKit is reached with an API key or a static
+    token. Raises `ConfigError` for an unreadable key file, `ProviderError` if no first token."""
+    if not yandex.service_account_key_file:
+        return None
+    from orchestrator.adapters.yandex_iam import IamTokenProvider, load_service_account_key
+
+    provider = IamTokenProvider(
+        load_service_account_key(yandex.service_account_key_file),
+        endpoint=yandex.iam_endpoint,
+        tls=yandex.tls,
+        clock=clock,
+        refresh_every_s=yandex.iam_refresh_every_s,
+        timeout_s=yandex.iam_timeout_s,
+        retry_backoff_s=yandex.iam_retry_backoff_s,
+        retry_backoff_max_s=yandex.iam_retry_backoff_max_s,
+    )
+    await provider.start()
+    return provider
+
+
+def build_audio_cache(s: Settings) -> AudioCache:
+    """Redis when `redis_url` is set, else the in-memory cache."""
+    if s.redis_url:
+        from orchestrator.cache.redis_cache import RedisAudioCache
+
+        return RedisAudioCache(s.redis_url)
+    return InMemoryAudioCache()
+
+
+def _espeak(espeak: EspeakSettings) -> TTSManager:
+    from orchestrator.adapters.tts.espeak import EspeakTTS
+
+    # EspeakTTS takes keyword arguments (its tests build it so); these are all of its knobs.
+    return EspeakTTS(
+        voice=espeak.voice, speed_wpm=espeak.speed_wpm, timeout_s=espeak.timeout_s, binary=espeak.binary
+    )
+
+
+@contextlib.asynccontextmanager
+async def tts_for_warming(s: Settings, *, iam_token: str | None = None) -> AsyncIterator[TTSManager]:
+    """The configured TTS, connected, for warming the cache; closed (channel too) afterwards."""
+    channel: grpc.aio.Channel | None = None
+    if s.providers.tts == "espeak":
+        tts = _espeak(s.espeak)
+    else:
+        from orchestrator.adapters.speechkit import speechkit_channel
+        from orchestrator.adapters.tts.yandex import YandexTTSManager
+
+        channel = speechkit_channel(s.yandex.tts_endpoint, tls=s.yandex.tls)
+        tts = YandexTTSManager(channel, s.yandex, iam_token=iam_token)
+    try:
+        await tts.connect()
+        yield tts
+    finally:
+        await tts.aclose()
+        if channel is not None:
+            await channel.close()
+
+
+def file_metrics_sink(path: str) -> MetricsSink:
+    """Append each metrics record as one JSON line to `path` (and log it)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def sink(record: dict[str, Any]) -> None:
+        log_sink(record)
+        with target.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    return sink
+
+
+class Composition:
+    """Builds the process-wide services once and owns what they opened (channels, clients, the
+    IAM token provider) until `aclose()`."""
+
+    def __init__(self, settings: Settings, *, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.iam: IamTokenProvider | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def iam_token(self) -> str | None:
+        """The IAM token provider's current token (None without a service-account key)."""
+        return self.iam.token if self.iam is not None else None
+
+    async def build_services(self) -> CallServices:
+        """Load the map, build every process-wide service, warm the audio cache.
+
+        Raises `ConfigError` (bad map, unusable settings, phrases that cannot be synthesized)
+        or `ProviderError` (a provider unreachable at start). Call `aclose()` either way.
+        """
+        s = self.settings
+        dmap = load_dialogue_map(s.dialogue_map)
+        self.iam = await start_iam_provider(s.yandex, self.clock)
+        if self.iam is not None:
+            self._closers.append(self.iam.aclose)
+        client = self._openai_client()
+        classifier = await self._classifier(dmap, client)
+        cache = build_audio_cache(s)
+        await self._warm(dmap, cache)
+        return CallServices(
+            dialogue_map=dmap,
+            flow_engine=MapFlowEngine(dmap),
+            intent_classifier=classifier,
+            audio_cache=cache,
+            clock=self.clock,
+            render=render_template,
+            stt_factory=self._stt_factory(),
+            tts_factory=self._tts_factory(),
+            llm_factory=self._llm_factory(dmap, client),
+            metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
+            setup_timeout_s=s.call.setup_timeout_s,
+        )
+
+    def _openai_client(self) -> openai.AsyncOpenAI | None:
+        p = self.settings.providers
+        if p.llm != "openai" and p.intents != "openai":
+            return None
+        from orchestrator.adapters.openai_settings import openai_client
+
+        client = openai_client(self.settings.openai)
+        self._closers.append(client.close)
+        return client
+
+    async def _classifier(self, dmap: DialogueMap, client: openai.AsyncOpenAI | None) -> IntentClassifier:
+        from orchestrator.intents.classifier import VectorIntentClassifier
+
+        if self.settings.providers.intents == "openai":
+            from orchestrator.adapters.embeddings.openai_compat import OpenAICompatEmbedder
+
+            assert client is not None
+            o = self.settings.openai
+            embedder = OpenAICompatEmbedder(
+                client,
+                o.embeddings_model,
+                timeout_s=o.embeddings_timeout_s,
+                cache_size=o.embeddings_cache_size,
+                batch_size=o.embeddings_batch_size,
+            )
+            classifier = VectorIntentClassifier(dmap, embedder)
+        else:
+            from orchestrator.intents.ngram import CharNgramEmbedder
+
+            classifier = VectorIntentClassifier(dmap, CharNgramEmbedder())
+        await classifier.setup()
+        return classifier
+
+    async def _warm(self, dmap: DialogueMap, cache: AudioCache) -> None:
+        """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""
+        from orchestrator.cache.warm import warm_cache
+
+        async with tts_for_warming(self.settings, iam_token=self.iam_token()) as tts:
+            report = await warm_cache(dmap, tts, cache, progress=False)
+        if report.failed:
+            raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report.summary()}")
+        log.info("audio cache ready: %s", report.summary())
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        from orchestrator.adapters.speechkit import speechkit_channel
+
+        channel = speechkit_channel(endpoint, tls=self.settings.yandex.tls)
+        self._closers.append(channel.close)
+        return channel
+
+    def _stt_factory(self) -> Callable[[str], STTStreamer]:
+        from orchestrator.adapters.stt.yandex import YandexSttStreamer
+
+        yandex, clock = self.settings.yandex, self.clock
+        channel = self._channel(yandex.stt_endpoint)
+
+        def stt_factory(call_id: str) -> STTStreamer:
+            # Each call takes the freshest IAM token.
+            return YandexSttStreamer(
+                channel, yandex, clock=clock, request_id=call_id, iam_token=self.iam_token()
+            )
+
+        return stt_factory
+
+    def _tts_factory(self) -> Callable[[str], TTSManager]:
+        if self.settings.providers.tts == "espeak":
+            espeak = self.settings.espeak
+            return lambda _call_id: _espeak(espeak)
+        from orchestrator.adapters.tts.yandex import YandexTTSManager
+
+        yandex = self.settings.yandex
+        channel = self._channel(yandex.tts_endpoint)
+
+        def tts_factory(call_id: str) -> TTSManager:
+            return YandexTTSManager(channel, yandex, request_id=call_id, iam_token=self.iam_token())
+
+        return tts_factory
+
+    def _llm_factory(
+        self, dmap: DialogueMap, client: openai.AsyncOpenAI | None
+    ) -> Callable[[str], LLMManager]:
+        from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
+        from orchestrator.adapters.llm.safety import CombinedSafety, LocalRulesSafety, ModerationSafety
+
+        assert client is not None  # providers.llm is "openai"
+        o = self.settings.openai
+        checks: list[SafetyCheck] = [LocalRulesSafety()]
+        if o.moderation:
+            checks.append(ModerationSafety(client, o.moderation_model, timeout_s=o.moderation_timeout_s))
+        safety = CombinedSafety(checks)
+        llm = dmap.settings.llm  # the prompt and sampling belong to the map
+
+        def llm_factory(call_id: str) -> LLMManager:
+            # OpenAICompatLLMManager takes keyword arguments (its tests build it so).
+            return OpenAICompatLLMManager(
+                client,
+                model=o.model,
+                system_prompt=llm.system_prompt,
+                safety=safety,
+                max_tokens=llm.max_tokens,
+                temperature=llm.temperature,
+                timeout_s=o.timeout_s,
+                first_token_timeout_s=o.first_token_timeout_s,
+                first_chunk_chars=o.first_chunk_chars,
+                safety_timeout_s=o.safety_timeout_s,
+            )
+
+        return llm_factory
+
+    async def aclose(self) -> None:
+        """Release what `build_services()` opened, newest first; failures are logged. Idempotent."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a provider failed")
+        self.iam = None
