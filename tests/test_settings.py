@@ -1,0 +1,366 @@
+"""Settings: one model per component, every knob reachable from TOML and the environment, each
+component handed its own model object, bad values named with where they came from, one rule for
+every ARI/AMI name and password."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import app as app_module
+from bridge.ami import AmiError, AmiSettings, originate
+from bridge.app import VoicebridgeApp
+from bridge.ari_controller import AriSettings
+from bridge.asterisk_names import check_asterisk_name
+from bridge.settings import ENV_PREFIX, Settings, env_var, load_settings
+from orchestrator.domain.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every section that is a component's own settings model.
+SECTIONS = [
+    name
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and dataclasses.is_dataclass(field.annotation)
+]
+# Values that a type alone does not tell (a valid non-default value for these fields).
+SPECIAL = {
+    ("ari", "audiosocket_host"): "10.0.0.7:4000",
+    ("yandex", "speed"): 1.5,
+    ("espeak", "speed_wpm"): 150,
+}
+
+
+def _knobs() -> list[tuple[str, str]]:
+    return [(s, f.name) for s in SECTIONS for f in dataclasses.fields(Settings.model_fields[s].annotation)]  # type: ignore[arg-type]
+
+
+def _other_value(section: str, field: dataclasses.Field[Any]) -> Any:
+    """A valid value different from the default, for `field` of `section`."""
+    if (section, field.name) in SPECIAL:
+        return SPECIAL[(section, field.name)]
+    default = field.default
+    hint = typing.get_type_hints(Settings.model_fields[section].annotation, include_extras=True)[field.name]
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default + 0.5
+    if isinstance(default, str) or default is None:
+        assert base is str or (isinstance(base, types.UnionType) and str in typing.get_args(base)), (
+            section,
+            field,
+        )
+        return "x1"
+    raise AssertionError(f"no test value for {section}.{field.name} ({hint})")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def test_sections_are_the_components_models() -> None:
+    assert set(SECTIONS) == {
+        "ari",
+        "ami",
+        "audiosocket",
+        "vad",
+        "pacer",
+        "playout",
+        "call",
+        "yandex",
+        "openai",
+        "espeak",
+    }
+    assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
+        "bridge.ari_controller",
+        "bridge.ami",
+        "bridge.audiosocket.server",
+        "bridge.vad",
+        "bridge.pacer",
+        "bridge.playout",
+        "orchestrator.call_settings",
+        "orchestrator.adapters.speechkit",
+        "orchestrator.adapters.openai_settings",
+        "orchestrator.adapters.tts.espeak_settings",
+    }
+
+
+@pytest.mark.parametrize(("section", "name"), _knobs())
+def test_every_knob_loads_from_toml_and_from_the_environment(section: str, name: str, tmp_path: Path) -> None:
+    field = next(f for f in dataclasses.fields(Settings.model_fields[section].annotation) if f.name == name)  # type: ignore[arg-type]
+    value = _other_value(section, field)
+    config = tmp_path / "voicebridge.toml"
+    config.write_text(f"[{section}]\n{name} = {_toml(value)}\n", encoding="utf-8")
+    from_file = load_settings(str(config), environ={})
+    assert getattr(getattr(from_file, section), name) == value
+    env_value = "false" if value is False else "true" if value is True else str(value)
+    from_env = load_settings(None, environ={env_var(section, name): env_value})
+    assert getattr(getattr(from_env, section), name) == value
+
+
+def test_top_level_settings_and_providers_load_too(tmp_path: Path) -> None:
+    config = tmp_path / "voicebridge.toml"
+    config.write_text(
+        'dialogue_map = "m.json"\nredis_url = "redis://r:6379/0"\n[providers]\ntts = "yandex"\n',
+        encoding="utf-8",
+    )
+    s = load_settings(
+        str(config),
+        environ={
+            "VOICEBRIDGE_METRICS_FILE": "/tmp/m.jsonl",
+            "VOICEBRIDGE_PROVIDERS__INTENTS": "openai",
+            "VOICEBRIDGE_CACHE": "/var/cache/x",  # the Asterisk scripts' variable: not a setting
+        },
+    )
+    assert (s.dialogue_map, s.redis_url, s.metrics_file) == ("m.json", "redis://r:6379/0", "/tmp/m.jsonl")
+    assert (s.providers.tts, s.providers.intents) == ("yandex", "openai")
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "voicebridge.toml"
+    config.write_text("[vad]\nhangover_ms = 500\nmin_speech_ms = 300\n", encoding="utf-8")
+    s = load_settings(str(config), environ={"VOICEBRIDGE_VAD__HANGOVER_MS": "600"})
+    assert (s.vad.hangover_ms, s.vad.min_speech_ms) == (600, 300)
+
+
+def test_readme_example_settings_load(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Settings") :]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert blocks
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme-{i}.toml"
+        path.write_text(block, encoding="utf-8")
+        load_settings(str(path), environ={})
+
+
+# --- bad values are named, with where they came from
+
+
+def test_a_bad_value_in_the_file_names_file_section_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "voicebridge.toml"
+    config.write_text("[audiosocket]\nuuid_timeout_s = 0\n[vad]\naggressiveness = 7\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(config), environ={})
+    message = str(err.value)
+    assert f"audiosocket.uuid_timeout_s = 0 ({config}: [audiosocket] uuid_timeout_s): " in message
+    assert f"vad.aggressiveness = 7 ({config}: [vad] aggressiveness): " in message
+
+
+def test_a_bad_value_in_the_environment_names_the_variable(tmp_path: Path) -> None:
+    config = tmp_path / "voicebridge.toml"
+    config.write_text("[pacer]\nmax_catchup = 2\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "pacer.max_catchup = 'lots' (environment variable VOICEBRIDGE_PACER__MAX_CATCHUP): Input should be a valid integer"
+        ),
+    ):
+        load_settings(str(config), environ={"VOICEBRIDGE_PACER__MAX_CATCHUP": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"VOICEBRIDGE_VAD__HANGOVR_MS": "300"},
+            "vad.hangovr_ms = '300' (environment variable VOICEBRIDGE_VAD__HANGOVR_MS): no such setting",
+        ),
+        (
+            {"VOICEBRIDGE_RADIS_URL": "x"},
+            "radis_url = 'x' (environment variable VOICEBRIDGE_RADIS_URL): no such setting",
+        ),
+        ({"VOICEBRIDGE_PROVIDERS__TTS": "festival"}, "providers.tts = 'festival' (environment variable"),
+        (
+            {"VOICEBRIDGE_YANDEX__CHUNK_MS": "5"},
+            "yandex.chunk_ms = '5' (environment variable VOICEBRIDGE_YANDEX__CHUNK_MS)",
+        ),
+    ],
+)
+def test_unknown_and_invalid_settings_are_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(None, environ=environ)
+
+
+def test_a_typo_in_a_file_section_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "voicebridge.toml"
+    config.write_text("[playout]\nhigh_water = 80\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"playout.high_water = 80 ({config}: [playout] high_water): no such setting"),
+    ):
+        load_settings(str(config), environ={})
+
+
+def test_secrets_are_never_echoed() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            None, environ={"VOICEBRIDGE_AMI__SECRET": "top secret", "VOICEBRIDGE_ARI__PASSWORD": "hunter 2"}
+        )
+    message = str(err.value)
+    assert "top secret" not in message and "hunter 2" not in message
+    assert "ami.secret (environment variable VOICEBRIDGE_AMI__SECRET)" in message
+    assert "ari.password (environment variable VOICEBRIDGE_ARI__PASSWORD)" in message
+
+
+def test_unreadable_and_broken_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nowhere.toml: cannot read settings"):
+        load_settings(str(tmp_path / "nowhere.toml"), environ={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[vad\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="broken.toml: invalid TOML"):
+        load_settings(str(broken), environ={})
+
+
+# --- one rule for every ARI/AMI name and password
+
+GOOD = ["voicebridge", "Alnum123", "vb.user", "a-b_c~d"]
+BAD = ["", "p&ss", "two words", "line\nbreak", "пароль", "a:b", "x" * 129]
+CREDENTIALS = [
+    ("ari", "username"),
+    ("ari", "password"),
+    ("ari", "app"),
+    ("ami", "username"),
+    ("ami", "secret"),
+]
+
+
+@pytest.mark.parametrize(("section", "name"), CREDENTIALS)
+def test_the_password_rule_is_the_same_wherever_a_password_is_set(section: str, name: str) -> None:
+    model = {"ari": AriSettings, "ami": AmiSettings}[section]
+    for good in GOOD:
+        assert getattr(model(**{name: good}), name) == good
+        assert (
+            getattr(getattr(load_settings(None, environ={env_var(section, name): good}), section), name)
+            == good
+        )
+    messages = set()
+    for bad in BAD:
+        with pytest.raises(ValueError):
+            check_asterisk_name(bad)
+        with pytest.raises(ValueError):
+            model(**{name: bad})
+        with pytest.raises(ConfigError) as err:
+            load_settings(None, environ={env_var(section, name): bad})
+        messages.add(str(err.value).split("): ", 1)[1])
+    assert messages == {
+        "Value error, use 1 to 128 ASCII letters, digits and . _ ~ - only "
+        "(it goes unencoded into the ARI websocket URL and into AMI header lines)"
+    }
+
+
+async def test_originate_checks_the_app_name_with_the_same_rule() -> None:
+    # Port 9 (discard) is never our AMI: the ValueError comes before any connection.
+    with pytest.raises(ValueError, match="originate: app='a:b': use 1 to 128 ASCII letters"):
+        await originate(AmiSettings(port=9), "100", app="a:b", timeout_s=1)
+
+
+# --- each component gets its own model object, not a copy
+
+
+class _RecordingAmiLogger:
+    settings: list[AmiSettings] = []
+    created: asyncio.Event
+
+    def __init__(self, settings: AmiSettings) -> None:
+        self.settings.append(settings)
+        self.created.set()
+
+    async def start(self) -> None:
+        raise AmiError("no AMI in this test")
+
+    async def close(self) -> None:
+        return None
+
+
+class _RecordingGateway:
+    kwargs: dict[str, Any] = {}
+
+    def __init__(self, conn: object, pacer: object, **kwargs: Any) -> None:
+        type(self).kwargs = kwargs
+
+    async def close(self, *, hang_up: bool = True) -> None:
+        return None
+
+
+async def test_each_component_receives_its_own_settings_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(
+        None,
+        environ={
+            "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": "0",
+            "VOICEBRIDGE_ARI__URL": "http://127.0.0.1:9/",  # nothing there: the controller retries
+            "VOICEBRIDGE_VAD__MAX_GAP_MS": "80",
+            "VOICEBRIDGE_PLAYOUT__HIGH_WATER_MS": "100",
+        },
+    )
+    _RecordingAmiLogger.created = asyncio.Event()
+    monkeypatch.setattr(app_module, "AmiEventLogger", _RecordingAmiLogger)
+    monkeypatch.setattr(app_module, "TelephonyGateway", _RecordingGateway)
+    app = VoicebridgeApp(s)
+
+    async def no_providers() -> Any:
+        return object()
+
+    monkeypatch.setattr(app.composition, "build_services", no_providers)
+
+    async def setup_fails(*_: Any, **__: Any) -> Any:
+        from orchestrator.domain.errors import CallSetupError
+
+        raise CallSetupError("test: no orchestrator")
+
+    async def no_apology(_gateway: Any) -> None:
+        return None
+
+    monkeypatch.setattr(app_module, "create_orchestrator_instance", setup_fails)
+    monkeypatch.setattr(app, "_apologise", no_apology)
+    await app.start()
+    try:
+        assert app.composition.settings is s
+        assert app.pacer.settings is s.pacer
+        assert app.audiosocket is not None and app.audiosocket.settings is s.audiosocket
+        assert app.ari is not None and app.ari._settings is s.ari
+        call = types.SimpleNamespace(call_id="c1", conn=object())
+        await app.on_call(call)  # type: ignore[arg-type]
+        kwargs = _RecordingGateway.kwargs
+        assert kwargs["vad_settings"] is s.vad
+        assert kwargs["playout_settings"] is s.playout
+        assert kwargs["close_wait_s"] == s.audiosocket.close_wait_s
+        async with asyncio.timeout(5):
+            await _RecordingAmiLogger.created.wait()
+        assert _RecordingAmiLogger.settings[0] is s.ami
+    finally:
+        await app.close()
+
+
+def test_models_passed_in_are_kept_not_copied() -> None:
+    vad = load_settings(None, environ={}).vad
+    assert Settings(vad=vad).vad is vad
+
+
+def test_the_old_mirrors_are_gone() -> None:
+    import bridge.settings
+
+    for name in (
+        "VadSection",
+        "AriSection",
+        "AmiSection",
+        "AudioSocketSection",
+        "YandexSection",
+        "OpenAISection",
+    ):
+        assert not hasattr(bridge.settings, name)
+    assert env_var("vad", "min_speech_ms") == f"{ENV_PREFIX}VAD__MIN_SPEECH_MS"
