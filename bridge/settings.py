@@ -119,7 +119,7 @@ def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     """The setting an error location points at: pydantic appends union members or list indexes
     (`("redis_url", "str")`), which are not part of the name."""
     path: list[str] = []
-    model: Any = Settings
+    model: object = Settings
     for part in loc:
         if not isinstance(part, str):
             break
@@ -135,7 +135,7 @@ def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
 
 
 def _in_data(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
-    node: Any = data
+    node: object = data
     for part in path:
         if not isinstance(node, Mapping) or part not in node:
             return False
