@@ -65,6 +65,5 @@ def test_bottom_modules_import_nothing_of_ours(module: str) -> None:
         if isinstance(node, ast.Import):
             ours += [a.name for a in node.names if a.name.split(".")[0] in PROJECT]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] in PROJECT:
-                ours.append(node.module)
+            ours += [node.module] if node.module.split(".")[0] in PROJECT else []
     assert ours == [], f"{module} imports {ours}"
