@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, SttEvent
-from orchestrator.dialogue_map.models import DialogueMap, PlaylistItem
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import ClassifierError, ProviderError
 from orchestrator.domain.models import IntentResult, SessionState, SttResult, TranscriptEntry
 from orchestrator.events import CallEventKind, EndReason, Observe
 from orchestrator.flow_engine import missing_entities
 from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.responses import Responses
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,6 @@ class BotVoice(Protocol):
         """Run `body` as the cancellable bot turn; False when barge-in cut it."""
         ...
 
-    async def play_items(self, items: Sequence[PlaylistItem]) -> None:
-        """Render and play map playlist items."""
-        ...
-
-    async def play_error_playlist(self) -> None:
-        """Play the state's (or the map's) error playlist."""
-        ...
-
-    async def provider_failure(self, exc: BaseException, *, stage: str) -> None:
-        """Log `exc` and play the emergency filler."""
-        ...
-
     async def _handle_unscripted_flow(self, text: str) -> None:
         """Answer `text` with the LLM (spec 4.3)."""
         ...
@@ -66,6 +55,7 @@ class DialogueLoop:
         self,
         *,
         voice: BotVoice,
+        responses: Responses,
         session: SessionState,
         dialogue_map: DialogueMap,
         flow_engine: FlowEngine,
@@ -79,6 +69,7 @@ class DialogueLoop:
     ) -> None:
         self.end_reason: EndReason | None = None
         self._voice = voice
+        self._responses = responses
         self._session = session
         self._map = dialogue_map
         self._flow = flow_engine
@@ -181,7 +172,7 @@ class DialogueLoop:
         state = self._map.state(self._session.current_state_id)
         self._metrics.start_bot_only_turn()
         self._metrics.set(route="greeting", state=self._session.current_state_id)
-        await self._voice.bot_turn(lambda: self._voice.play_items(state.system_response.playlist))
+        await self._voice.bot_turn(lambda: self._responses.play_items(state.system_response.playlist))
         self._metrics.emit_turn()
         self._maybe_end_call("scripted")
 
@@ -195,19 +186,19 @@ class DialogueLoop:
         try:
             if self._no_input_count > settings.no_input_max_reprompts:
                 goodbye = settings.no_input_goodbye_playlist
-                await self._voice.bot_turn(lambda: self._voice.play_items(goodbye), interruptible=False)
+                await self._voice.bot_turn(lambda: self._responses.play_items(goodbye), interruptible=False)
                 self.end_reason = "no_input"
                 return
             state = self._map.state(self._session.current_state_id)
             reprompt = settings.no_input_playlist or state.system_response.playlist
-            await self._voice.bot_turn(lambda: self._voice.play_items(reprompt))
+            await self._voice.bot_turn(lambda: self._responses.play_items(reprompt))
         finally:
             self._metrics.emit_turn()
 
     async def _stt_failure(self, error: ProviderError) -> None:
         self._metrics.start_bot_only_turn()
         self._metrics.set(route="stt_failure", state=self._session.current_state_id)
-        await self._voice.bot_turn(functools.partial(self._voice.provider_failure, error, stage="stt"))
+        await self._voice.bot_turn(functools.partial(self._responses.provider_failure, error, stage="stt"))
         self._metrics.emit_turn()
         if not error.retryable:
             self.end_reason = "stt_failed"
@@ -227,7 +218,7 @@ class DialogueLoop:
                 )
         except (ClassifierError, TimeoutError) as exc:
             await self._voice.bot_turn(
-                functools.partial(self._voice.provider_failure, exc, stage="classifier")
+                functools.partial(self._responses.provider_failure, exc, stage="classifier")
             )
             metrics.emit_turn()
             return
@@ -245,13 +236,13 @@ class DialogueLoop:
 
     async def _route(self, text: str, intent: IntentResult | None) -> Route:
         """Scripted path, FAQ, or the LLM; plays the bot's answer. Returns the route taken."""
-        dmap, session, voice = self._map, self._session, self._voice
+        dmap, session, voice, responses = self._map, self._session, self._voice, self._responses
         if intent is not None and self._flow.has_transition(session.current_state_id, intent.intent_id):
             definition = dmap.intents[intent.intent_id]
             missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)
             if missing:
                 self._metrics.set(missing_entities=missing)
-                await voice.bot_turn(lambda: voice.play_items(definition.clarify_playlist))
+                await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
                 return "clarify"
             flow = self._flow.process_event(session, intent)
             if flow.status == "SUCCESS" and flow.updated_session is not None:
@@ -260,13 +251,13 @@ class DialogueLoop:
                 if session.current_state_id != before:
                     self._observe(CallEventKind.STATE, from_state=before, to_state=session.current_state_id)
                 state = dmap.state(session.current_state_id)
-                await voice.bot_turn(lambda: voice.play_items(state.system_response.playlist))
+                await voice.bot_turn(lambda: responses.play_items(state.system_response.playlist))
                 return "scripted"
             self._metrics.set(flow_status=flow.status, flow_detail=flow.detail)
             if flow.status == "MISSING_ENTITY":
-                await voice.bot_turn(lambda: voice.play_items(definition.clarify_playlist))
+                await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
                 return "clarify"
-            await voice.bot_turn(voice.play_error_playlist)
+            await voice.bot_turn(responses.play_error_playlist)
             return "flow_error"
         try:
             async with asyncio.timeout(self._provider_timeout_s):
@@ -276,7 +267,7 @@ class DialogueLoop:
         if faq is not None:
             self._metrics.set(faq=faq.faq_id, faq_score=round(faq.score, 3))
             answer = dmap.faq[faq.faq_id].answer
-            await voice.bot_turn(lambda: voice.play_items(answer))
+            await voice.bot_turn(lambda: responses.play_items(answer))
             return "faq"
         await voice.bot_turn(lambda: voice._handle_unscripted_flow(text))
         return "llm"

@@ -4,7 +4,9 @@ This module is the call's lifecycle; its parts live next to it:
 - `orchestrator.turns`    turn-taking, an explicit state machine (who has the floor, barge-in);
 - `orchestrator.dialogue` the dialogue loop (listen, classify, route, reply);
 - `orchestrator.answer`   the LLM answer pipeline (gate, pipe, playback, retry);
-- `orchestrator.playback` playlists, fillers and their cuts.
+- `orchestrator.responses` map playlists rendered, the error playlist, the emergency filler;
+- `orchestrator.playback` playlists, fillers and their cuts;
+- `orchestrator.events`   what observers are told (`CallEvent`) and how a call ended.
 
 Audio path: `run()` opens the call's recognition stream and attaches it to the inbound side, so
 the gateway pushes every caller frame straight into the recognizer (one bounded buffer, one drop
@@ -44,7 +46,7 @@ from orchestrator.contracts import (
     TTSManager,
 )
 from orchestrator.dialogue import DialogueLoop, Reply
-from orchestrator.dialogue_map.models import DialogueMap, PlaylistItem
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import CallSetupError, ProviderError, VoicebridgeError
 from orchestrator.domain.models import SessionState, SttResult
 from orchestrator.events import (
@@ -57,7 +59,8 @@ from orchestrator.events import (
     notify,
 )
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
-from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem, prepare
+from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
+from orchestrator.responses import Renderer, Responses
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 from orchestrator.turns import Floor, TurnEvent, TurnTaking, turn_state_of
 
@@ -72,8 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Renderer = Callable[[str, SessionState], str]
 
 
 class Orchestrator:
@@ -105,14 +106,12 @@ class Orchestrator:
         self.clock = clock
         self.neutral_fillers_keys = list(settings.neutral_filler_keys)
         self.non_secure_response = settings.non_secure_response_key
-        self.emergency_filler_key = settings.emergency_filler_key
         self.session_state = SessionState(call_id=call_id, current_state_id=dialogue_map.initial_state)
         self.metrics_logger = MetricsLogger(trace_id=call_id, clock=clock, sink=metrics_sink)
         self.turns = TurnTaking(on_change=self._on_floor)
         self.current_playback_task: asyncio.Task[None] | None = None
         self.end_reason: EndReason | None = None
         self.tasks = TaskOwner(call_id)
-        self._render = render
         self._observer = observer
         self._provider_timeout_s = provider_timeout_s
         self._player = PlaylistPlayer(
@@ -139,9 +138,20 @@ class Orchestrator:
             provider_timeout_s=provider_timeout_s,
             observe=self._observe,
         )
+        self.responses = Responses(
+            call_id=call_id,
+            dialogue_map=dialogue_map,
+            session=self.session_state,
+            render=render,
+            player=self._player,
+            play=self._play_prepared,
+            metrics=self.metrics_logger,
+            observe=self._observe,
+        )
         self._user_results: asyncio.Queue[SttEvent] = asyncio.Queue()
         self._dialogue = DialogueLoop(
             voice=self,
+            responses=self.responses,
             session=self.session_state,
             dialogue_map=dialogue_map,
             flow_engine=flow_engine,
@@ -293,7 +303,7 @@ class Orchestrator:
         try:
             await body()
         except (ProviderError, VoicebridgeError) as exc:
-            await self.provider_failure(exc, stage="playback")
+            await self.responses.provider_failure(exc, stage="playback")
 
     async def _play_audio_playlist(self, playlist: Sequence[PreparedItem], outbound: OutboundAudio) -> None:
         """Play a prepared playlist with fillers from the current state (spec 4.5)."""
@@ -301,42 +311,9 @@ class Orchestrator:
         self._player.outbound = outbound
         await self._player.play_playlist(playlist, state.fillers)
 
-    async def play_items(self, items: Sequence[PlaylistItem]) -> None:
-        """Render map playlist items and play them; a template that cannot render -> error playlist."""
-        assert self._outbound is not None
-        try:
-            prepared = prepare(items, lambda t: self._render(t, self.session_state))
-        except VoicebridgeError as exc:
-            log.error("call %s: cannot render playlist: %s", self.call_id, exc)
-            self.metrics_logger.set(flow_status="EXECUTION_ERROR", flow_detail=str(exc))
-            await self.play_error_playlist()
-            return
-        await self._play_audio_playlist(prepared, self._outbound)
-
-    async def play_error_playlist(self) -> None:
-        """The state's error playlist, else the map's; the emergency filler if that cannot render."""
-        assert self._outbound is not None
-        state = self.dialogue_map.state(self.session_state.current_state_id)
-        items = state.error_playlist or self.dialogue_map.settings.error_playlist
-        try:
-            prepared = prepare(items, lambda t: self._render(t, self.session_state))
-        except VoicebridgeError:
-            prepared = [PreparedItem("cache", key=self.emergency_filler_key)]
-        await self._play_audio_playlist(prepared, self._outbound)
-
-    async def provider_failure(self, exc: BaseException, *, stage: str) -> None:
-        """Any STT/TTS/LLM failure: the caller hears the emergency filler, the call goes on."""
-        log.warning("call %s: %s failure: %s", self.call_id, stage, exc)
-        self.metrics_logger.set(error=f"{stage}: {exc}")
-        self._observe(CallEventKind.PROVIDER_FAILURE, stage=stage, error=str(exc))
-        if self._outbound is None:
-            return
-        # No clear(): fillers were cut when the failed work ended; what is queued is content.
-        try:
-            await self._player.play_clip(self.emergency_filler_key, "answer")
-            await self._outbound.drain()
-        except ProviderError:
-            log.error("call %s: emergency filler unavailable", self.call_id)
+    async def _play_prepared(self, playlist: Sequence[PreparedItem]) -> None:
+        assert self._outbound is not None, "run() sets the outbound stream"
+        await self._play_audio_playlist(playlist, self._outbound)
 
     async def _handle_unscripted_flow(self, text: str) -> None:
         """Off-script answer from the LLM, streamed through TTS (spec 4.3; `orchestrator.answer`)."""
