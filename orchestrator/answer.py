@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 from orchestrator.contracts import Clock, LLMManager, SynthesisStream, TTSManager
 from orchestrator.dialogue_map.models import Settings
@@ -116,7 +116,7 @@ class AnswerPipeline:
                     if not first.is_safe:
                         metrics.set(unsafe_reason=first.safety_reason)
                         self._observe(CallEventKind.LLM_UNSAFE, reason=first.safety_reason, attempt=attempt)
-                        await self._llm.abort_generation()
+                        await self._bounded("abort the generation", self._llm.abort_generation())
                         await cover.stop()
                         cover = None
                         await player.play_clip(settings.non_secure_response_key)
@@ -125,15 +125,23 @@ class AnswerPipeline:
                     await self._speak(first, chunks, stream, cover, deadline, tasks, session)
                     break
                 finally:
-                    await answer.aclose()  # finalise the generation now, not in the GC
+                    await self._bounded("close the LLM answer", answer.aclose())  # now, not in the GC
             await outbound.drain()
         finally:
             await tasks.aclose()
             if cover is not None:
                 await cover.stop()
             if stream is not None:
-                await stream.aclose()  # abandons it unless it ended; idempotent
-            await self._llm.abort_generation()
+                await self._bounded("close the synthesis stream", stream.aclose())  # idempotent
+            await self._bounded("abort the generation", self._llm.abort_generation())
+
+    async def _bounded(self, what: str, step: Awaitable[None]) -> None:
+        """Cleanup that must neither hang the turn nor mask why it ended: bounded, logged."""
+        try:
+            async with asyncio.timeout(self._provider_timeout_s):
+                await step
+        except Exception:
+            log.exception("call %s: could not %s", self._call_id, what)
 
     async def _first_chunk(
         self, chunks: AsyncIterator[LLMStreamChunk], deadline: float, tasks: TaskOwner
@@ -183,7 +191,7 @@ class AnswerPipeline:
             async for chunk in chunks:
                 if not chunk.is_safe:
                     self._metrics.set(unsafe_tail=chunk.safety_reason)
-                    await self._llm.abort_generation()
+                    await self._bounded("abort the generation", self._llm.abort_generation())
                     break
                 if chunk.text_chunk:
                     said.append(chunk.text_chunk)

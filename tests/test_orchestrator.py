@@ -683,3 +683,45 @@ def test_cancelling_a_call_during_setup_still_shuts_it_down() -> None:
         assert [r["reason"] for r in records if r["event"] == "call_end"] == ["shutdown"]
 
     run_virtual(main)
+
+
+# --- the caller's audio path -----------------------------------------------------------------
+
+
+def test_caller_audio_reaches_the_recognizer_through_the_one_buffer() -> None:
+    run = call([Say(2.0, "это дорого")], hangup_at=6.0)
+    stream = run.stt.streams[0]
+    assert run.inbound.frames_pushed == pytest.approx(6.0 / 0.02, abs=2)  # one frame per tick
+    assert stream.buffer.pushed == run.inbound.frames_pushed
+    assert stream.frames_heard + stream.frames_dropped + len(stream.buffer) == stream.buffer.pushed
+    assert run.records[-1]["stt_frames_dropped"] == 0
+    assert run.sink.labels()[-1] == label("static:faq_expensive")  # recognised from its audio
+
+
+def test_a_recognizer_that_falls_behind_drops_the_oldest_frames_counted_in_the_final_record() -> None:
+    # The recognizer stops consuming at 2.0 for 3 s; its buffer holds 1 s (50 frames), so the
+    # other 2 s of audio are lost (the oldest first) and counted once, in the final record.
+    run = call(
+        [Say(6.0, "это дорого")],
+        hangup_at=9.0,
+        stt_options={"buffer_frames": 50, "stall": (2.0, 3.0)},
+    )
+    stream = run.stt.streams[0]
+    assert stream.frames_dropped == 101  # 151 frames arrived during the stall, 50 were kept
+    assert stream.frames_heard + stream.frames_dropped + len(stream.buffer) == stream.buffer.pushed
+    final = run.records[-1]
+    assert final["event"] == "call_end" and final["stt_frames_dropped"] == 101
+    # The recognizer caught up: the caller's later question is still heard and answered.
+    assert run.sink.labels()[-1] == label("static:faq_expensive")
+
+
+def test_speech_lost_while_the_recognizer_was_behind_is_not_recognised() -> None:
+    # The whole line falls in the audio the full buffer dropped: no result, no turn.
+    run = call(
+        [Say(2.1, "это дорого", duration=0.5)],
+        hangup_at=8.0,
+        stt_options={"buffer_frames": 10, "stall": (2.0, 3.0)},
+    )
+    assert run.stt.streams[0].frames_dropped > 0
+    assert [e for e in run.events if e.kind == "user_said"] == []
+    assert run.sink.labels() == [label("static:greeting")]
