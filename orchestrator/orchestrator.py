@@ -100,6 +100,8 @@ class Orchestrator:
         settings = dialogue_map.settings
         self.call_id = call_id
         self.dialogue_map = dialogue_map
+        self.flow_engine = flow_engine
+        self.intent_classifier = intent_classifier
         self.tts_manager = tts_manager
         self.stt_manager = stt_streamer
         self.llm_manager = llm_manager
