@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.dialogue_map.expressions import ExpressionError, evaluate
 from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.domain.models import FlowResult, IntentResult, SessionState
+from orchestrator.domain.models import FlowResult, IntentResult, SessionState, SessionUpdate
 
 
 def missing_entities(
@@ -88,9 +88,9 @@ class MapFlowEngine:
                 )
         return FlowResult(
             "SUCCESS",
-            updated_session={
-                "current_state_id": target,
-                "variables": variables,
-                "state_history": [*session.state_history, current],
-            },
+            updated_session=SessionUpdate(
+                current_state_id=target,
+                variables=variables,
+                state_history=[*session.state_history, current],
+            ),
         )

@@ -1,13 +1,17 @@
 """Per-turn latency metrics: t1..t6 plus context attributes, one structured record per turn.
 
-Timestamps come from the injected clock. Each record also carries the stage durations derived
-from them, so a slow turn is explained without arithmetic in the log viewer:
+Timestamps come from the injected clock and are named by `Mark`, never by a string field name.
+Each record also carries the stage durations derived from them, so a slow turn is explained
+without arithmetic in the log viewer:
   stt_ms      t1 -> t2  caller speech onset to the STT final
   logic_ms    t2 -> t3  STT final to the classifier/FlowEngine request
   llm_wait_ms t4 -> t5  LLM request to the first TTS audio (unscripted turns)
   tts_ms      t3 -> t5  logic start to the first TTS audio
   play_ms     t5 -> t6  first TTS audio to the first bot frame queued to the caller
   response_ms t2 -> t6  end of the caller's words to the first bot audio (what the caller feels)
+
+The logger keeps no dialogue state: whether a turn is open is the turn-taking machine's business
+(`orchestrator.turns`), and context attributes are written, never read back to decide anything.
 """
 
 from __future__ import annotations
@@ -15,27 +19,63 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
 
 from orchestrator.contracts import Clock
 from orchestrator.domain.models import MetricsLog
 
 log = logging.getLogger("voicebridge.metrics")
 
-MetricsSink = Callable[[dict[str, Any]], None]
+# One record: JSON-able values (numbers, strings, None, lists of strings) by name.
+MetricsRecord = dict[str, object]
+MetricsSink = Callable[[MetricsRecord], None]
+# A context attribute's value (model name, confidence, intent id, route, missing entities, ...).
+MetricValue = str | int | float | bool | list[str] | None
+
+
+class Mark(StrEnum):
+    """A timestamp of the turn; the value is the record's field name."""
+
+    T1_FIRST_USER_AUDIO = "t1_first_user_audio"
+    T2_STT_FINAL = "t2_stt_final"
+    T3_LOGIC_START = "t3_logic_start"
+    T4_LLM_REQUEST = "t4_llm_request"
+    T5_TTS_FIRST_CHUNK = "t5_tts_first_chunk"
+    T6_FIRST_BOT_AUDIO = "t6_first_bot_audio"
+    # Not in the spec's t1..t6: when the answer proper (not a filler) first reached the caller,
+    # when the LLM stream ended, and when the caller cut the bot off.
+    ANSWER_AUDIO = "answer_audio_at"
+    LLM_DONE = "llm_done_at"
+    BARGE_IN = "barge_in_at"
+
+
+@dataclass(slots=True, frozen=True)
+class _Stage:
+    name: str
+    start: Mark
+    end: Mark
+
 
 _STAGES = (
-    ("stt_ms", "t1_first_user_audio", "t2_stt_final"),
-    ("logic_ms", "t2_stt_final", "t3_logic_start"),
-    ("llm_wait_ms", "t4_llm_request", "t5_tts_first_chunk"),
-    ("tts_ms", "t3_logic_start", "t5_tts_first_chunk"),
-    ("play_ms", "t5_tts_first_chunk", "t6_first_bot_audio"),
-    ("response_ms", "t2_stt_final", "t6_first_bot_audio"),
+    _Stage("stt_ms", Mark.T1_FIRST_USER_AUDIO, Mark.T2_STT_FINAL),
+    _Stage("logic_ms", Mark.T2_STT_FINAL, Mark.T3_LOGIC_START),
+    _Stage("llm_wait_ms", Mark.T4_LLM_REQUEST, Mark.T5_TTS_FIRST_CHUNK),
+    _Stage("tts_ms", Mark.T3_LOGIC_START, Mark.T5_TTS_FIRST_CHUNK),
+    _Stage("play_ms", Mark.T5_TTS_FIRST_CHUNK, Mark.T6_FIRST_BOT_AUDIO),
+    _Stage("response_ms", Mark.T2_STT_FINAL, Mark.T6_FIRST_BOT_AUDIO),
+)
+_SPEC_MARKS = (
+    Mark.T1_FIRST_USER_AUDIO,
+    Mark.T2_STT_FINAL,
+    Mark.T3_LOGIC_START,
+    Mark.T4_LLM_REQUEST,
+    Mark.T5_TTS_FIRST_CHUNK,
+    Mark.T6_FIRST_BOT_AUDIO,
 )
 
 
-def log_sink(record: dict[str, Any]) -> None:
+def log_sink(record: MetricsRecord) -> None:
     """Default sink: one JSON line per record on the `voicebridge.metrics` logger."""
     log.info("%s", json.dumps(record, ensure_ascii=False, default=str))
 
@@ -45,53 +85,85 @@ class MetricsLogger:
 
     def __init__(self, trace_id: str, clock: Clock, sink: MetricsSink | None = None) -> None:
         self.clock = clock
-        self.log = MetricsLog(trace_id=trace_id)
-        self.context: dict[str, Any] = {}
-        self.records: list[dict[str, Any]] = []
+        self.log = MetricsLog(trace_id=trace_id, clock=clock.now)
+        self.context: dict[str, MetricValue] = {}
+        self.records: list[MetricsRecord] = []
+        self._extra: dict[Mark, float] = {}
         self._sink = sink or log_sink
-        self._turn_open = False
-
-    @property
-    def turn_open(self) -> bool:
-        """Whether a user turn has started and not been emitted yet."""
-        return self._turn_open
 
     def start_turn(self, at: float | None = None) -> None:
         """Open a user turn; `at` is the caller's speech onset (t1), now if unknown."""
-        self.log.start_turn(self.clock.now() if at is None else at)
-        self.context = {}
-        self._turn_open = True
+        self.log.start_turn(at)
+        self._reset()
 
     def start_bot_only_turn(self) -> None:
-        """Open a turn with no caller speech (the greeting): t1..t4 stay empty."""
-        self.log.start_turn(self.clock.now())
+        """Open a turn with no caller speech (greeting, reprompt, failure): t1..t4 stay empty."""
+        self.log.start_turn()
         self.log.t1_first_user_audio = None
-        self.context = {}
-        self._turn_open = True
+        self._reset()
 
-    def mark(self, field: str, at: float | None = None) -> None:
-        """Set timestamp `field` (e.g. "t5_tts_first_chunk") unless already set this turn."""
-        if getattr(self.log, field) is None:
-            setattr(self.log, field, self.clock.now() if at is None else at)
+    def mark(self, mark: Mark, at: float | None = None, *, keep_first: bool = True) -> None:
+        """Stamp `mark` at `at` (now if None); by default only its first stamp in a turn counts."""
+        if keep_first and self.get(mark) is not None:
+            return
+        when = self.clock.now() if at is None else at
+        log_ = self.log
+        if mark is Mark.T1_FIRST_USER_AUDIO:
+            log_.t1_first_user_audio = when
+        elif mark is Mark.T2_STT_FINAL:
+            log_.t2_stt_final = when
+        elif mark is Mark.T3_LOGIC_START:
+            log_.t3_logic_start = when
+        elif mark is Mark.T4_LLM_REQUEST:
+            log_.t4_llm_request = when
+        elif mark is Mark.T5_TTS_FIRST_CHUNK:
+            log_.t5_tts_first_chunk = when
+        elif mark is Mark.T6_FIRST_BOT_AUDIO:
+            log_.t6_first_bot_audio = when
+        else:
+            self._extra[mark] = when
 
-    def set(self, **attrs: Any) -> None:
+    def get(self, mark: Mark) -> float | None:
+        """The stamp of `mark` in the open turn, None when not stamped."""
+        log_ = self.log
+        if mark is Mark.T1_FIRST_USER_AUDIO:
+            return log_.t1_first_user_audio
+        if mark is Mark.T2_STT_FINAL:
+            return log_.t2_stt_final
+        if mark is Mark.T3_LOGIC_START:
+            return log_.t3_logic_start
+        if mark is Mark.T4_LLM_REQUEST:
+            return log_.t4_llm_request
+        if mark is Mark.T5_TTS_FIRST_CHUNK:
+            return log_.t5_tts_first_chunk
+        if mark is Mark.T6_FIRST_BOT_AUDIO:
+            return log_.t6_first_bot_audio
+        return self._extra.get(mark)
+
+    def set(self, **attrs: MetricValue) -> None:
         """Attach context attributes (model_name, confidence, intent, state, route, ...)."""
         self.context.update(attrs)
 
-    def emit_turn(self) -> dict[str, Any]:
-        """Emit the open turn's record and close the turn."""
-        record: dict[str, Any] = {"event": "turn", **asdict(self.log)}
-        for name, start, end in _STAGES:
-            a, b = getattr(self.log, start), getattr(self.log, end)
-            record[name] = round((b - a) * 1000, 1) if a is not None and b is not None else None
+    def emit_turn(self) -> MetricsRecord:
+        """Emit the open turn's record: t1..t6, stage durations, extra marks, context."""
+        record: MetricsRecord = {
+            "event": "turn",
+            "trace_id": self.log.trace_id,
+            "turn_index": self.log.turn_index,
+        }
+        for mark in _SPEC_MARKS:
+            record[mark.value] = self.get(mark)
+        for stage in _STAGES:
+            a, b = self.get(stage.start), self.get(stage.end)
+            record[stage.name] = round((b - a) * 1000, 1) if a is not None and b is not None else None
+        record.update({mark.value: at for mark, at in self._extra.items()})
         record.update(self.context)
-        self._turn_open = False
         self._publish(record)
         return record
 
-    def emit_final(self, **attrs: Any) -> dict[str, Any]:
+    def emit_final(self, **attrs: MetricValue) -> MetricsRecord:
         """Emit the call's closing record (turn count, outcome, totals)."""
-        record: dict[str, Any] = {
+        record: MetricsRecord = {
             "event": "call_end",
             "trace_id": self.log.trace_id,
             "turns": self.log.turn_index,
@@ -100,7 +172,11 @@ class MetricsLogger:
         self._publish(record)
         return record
 
-    def _publish(self, record: dict[str, Any]) -> None:
+    def _reset(self) -> None:
+        self.context = {}
+        self._extra = {}
+
+    def _publish(self, record: MetricsRecord) -> None:
         self.records.append(record)
         try:
             self._sink(record)

@@ -10,8 +10,11 @@ Rules (spec 2.3 and 4.5, as settled in SPEC.md):
   operation timeout passes (`OperationTimeout`).
 - A filler is cut the moment the work is ready: its task is cancelled and the outbound buffer is
   cleared, so the very next 20 ms frame is the answer's (or silence), never more filler.
-- Every task this module starts is cancelled and awaited before the coroutine that started it
-  returns, also when that coroutine is itself cancelled (barge-in).
+- Every task this module starts is owned by the call's `TaskOwner` and cancelled and awaited
+  (bounded) before the coroutine that started it returns, also when that coroutine is itself
+  cancelled (barge-in).
+- Audio is written only while the turn-taking machine lets the bot speak (`may_speak`, its
+  BOT_TURN state): after a barge-in, a writer that `clear()` woke cannot queue one more clip.
 """
 
 from __future__ import annotations
@@ -21,16 +24,21 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 from orchestrator.contracts import AudioCache, Clock, OutboundAudio, TTSManager
+from orchestrator.dialogue_map.models import PlaylistItem
 from orchestrator.domain.errors import CacheError, ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.events import CallEventKind, Observe
+from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 AudioRole = Literal["filler", "answer"]
+_T = TypeVar("_T")
+# Where the next chunk of a stream comes from: None at its end; raises ProviderError on failure.
+NextChunk = Callable[[], Awaitable[AudioChunk | None]]
 
 
 class OperationTimeout(ProviderError):
@@ -63,13 +71,20 @@ class FillerSequence:
 class SynthJob:
     """Synthesis of one text in the background; chunks queue up as the service produces them."""
 
-    def __init__(self, tts: TTSManager, text: str, *, name: str, on_first: Callable[[], None]):
+    def __init__(self, tts: TTSManager, text: str, *, tasks: TaskOwner, on_first: Callable[[], None]):
         self.text = text
         self.queue: asyncio.Queue[AudioChunk | ProviderError | None] = asyncio.Queue()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tts = tts
         self._on_first = on_first
-        self.task = asyncio.create_task(self._run(), name=name)
+        self.task = tasks.spawn(self._run(), "tts")
+
+    async def next(self) -> AudioChunk | None:
+        """The next chunk, None at the end; raises the synthesis failure."""
+        item = await self.queue.get()
+        if isinstance(item, ProviderError):
+            raise item
+        return item
 
     async def _run(self) -> None:
         try:
@@ -93,7 +108,7 @@ class Cover:
 
     def __init__(self, player: PlaylistPlayer, fillers: FillerSequence) -> None:
         self._player = player
-        self.task = asyncio.create_task(self._run(fillers), name=f"{player.call_id}:fillers")
+        self.task = player.tasks.spawn(self._run(fillers), "fillers")
         player._covers.add(self)
         self.task.add_done_callback(lambda _t: player._covers.discard(self))
 
@@ -110,7 +125,7 @@ class Cover:
             outbound = self._player.outbound
             assert outbound is not None
             outbound.clear()  # only filler audio is queued: start_cover drained the rest
-            self._player._observe("filler_cut")
+            self._player._observe(CallEventKind.FILLER_CUT)
         elif not self.task.cancelled() and self.task.exception() is not None:
             log.warning("call %s: filler failed: %r", self._player.call_id, self.task.exception())
 
@@ -125,26 +140,29 @@ class PlaylistPlayer:
         cache: AudioCache,
         tts: TTSManager,
         clock: Clock,
+        tasks: TaskOwner,
         neutral_filler_keys: Sequence[str],
         operation_timeout_s: float,
+        may_speak: Callable[[], bool],
         on_audio: Callable[[AudioRole], None],
         on_tts_first_chunk: Callable[[], None],
-        observe: Callable[..., None],
+        observe: Observe,
         cache_timeout_s: float = 2.0,
     ) -> None:
         self.call_id = call_id
+        self.tasks = tasks
         self.cache = cache
         self.tts = tts
         self.clock = clock
         self.neutral_filler_keys = list(neutral_filler_keys)
         self.operation_timeout_s = operation_timeout_s
         self.outbound: OutboundAudio | None = None
+        self._may_speak = may_speak
         self._on_audio = on_audio
         self._on_tts_first_chunk = on_tts_first_chunk
         self._observe = observe
         self._cache_timeout_s = cache_timeout_s
         self._covers: set[Cover] = set()
-        self._interrupted = False
         self._clips: dict[str, AudioChunk] = {}
 
     # --- building blocks ---
@@ -163,18 +181,14 @@ class PlaylistPlayer:
             self._clips[key] = clip
         return clip
 
-    def begin_turn(self) -> None:
-        """A new bot turn may write again."""
-        self._interrupted = False
-
     def interrupt(self) -> None:
-        """Barge-in: from this instant no task of this turn writes another byte.
+        """Barge-in: cut the fillers and drop what is queued, at this instant.
 
         Synchronous on purpose: the filler tasks are cancelled and the buffer cleared before any
-        of them can run again, and `write()` refuses anything until the next turn begins, so a
-        writer that `clear()` woke up cannot queue one more clip while its parent is unwinding.
+        of them can run again; `write()` refuses anything while the turn-taking machine says the
+        bot may not speak, so a writer that `clear()` woke up cannot queue one more clip while its
+        parent is unwinding.
         """
-        self._interrupted = True
         for cover in list(self._covers):
             cover.task.cancel()
         if self.outbound is not None:
@@ -183,8 +197,8 @@ class PlaylistPlayer:
     async def write(self, chunk: AudioChunk, role: AudioRole) -> None:
         """Send audio to the caller, noting the first bot audio of the turn."""
         assert self.outbound is not None, "run() sets the outbound stream"
-        if self._interrupted:
-            raise asyncio.CancelledError("the caller interrupted this turn")
+        if not self._may_speak():
+            raise asyncio.CancelledError("the bot does not have the floor (barge-in)")
         self._on_audio(role)
         await self.outbound.write(chunk)
 
@@ -192,9 +206,9 @@ class PlaylistPlayer:
         """Play cached audio to its end; False when the key is missing."""
         clip = await self.fetch(key)
         if clip is None:
-            self._observe("missing_audio", key=key)
+            self._observe(CallEventKind.MISSING_AUDIO, key=key)
             return False
-        self._observe("play", kind=role, key=key)
+        self._observe(CallEventKind.PLAY, kind=role, key=key)
         await self.write(clip, role)
         assert self.outbound is not None
         self.outbound.end_segment()
@@ -209,7 +223,7 @@ class PlaylistPlayer:
         await self.outbound.drain()
         return Cover(self, fillers)
 
-    async def wait_ready(self, ready: asyncio.Future[Any], deadline: float) -> None:
+    async def wait_ready(self, ready: asyncio.Future[_T], deadline: float) -> None:
         """Wait for `ready`; raise `OperationTimeout` at `deadline`."""
         remaining = deadline - self.clock.now()
         if not ready.done():
@@ -218,7 +232,7 @@ class PlaylistPlayer:
             if not ready.done():
                 raise OperationTimeout(self.operation_timeout_s)
 
-    async def cover_wait(self, ready: asyncio.Future[Any], fillers: FillerSequence, deadline: float) -> None:
+    async def cover_wait(self, ready: asyncio.Future[_T], fillers: FillerSequence, deadline: float) -> None:
         """Play fillers until `ready` resolves (then cut them); `OperationTimeout` at `deadline`."""
         if ready.done():
             return
@@ -228,10 +242,8 @@ class PlaylistPlayer:
         finally:
             await cover.stop()
 
-    async def stream(
-        self, get: Callable[[], Awaitable[AudioChunk | ProviderError | None]], role: AudioRole
-    ) -> None:
-        """Write chunks from `get()` until None; an in-band ProviderError is raised.
+    async def stream(self, next_chunk: NextChunk, role: AudioRole) -> None:
+        """Write chunks from `next_chunk()` until None; its ProviderError propagates.
 
         A stream that goes quiet for the operation timeout between two chunks is abandoned
         (`OperationTimeout`): a provider that never ends its stream must not hold the turn.
@@ -239,13 +251,11 @@ class PlaylistPlayer:
         while True:
             try:
                 async with asyncio.timeout(self.operation_timeout_s):
-                    item = await get()
+                    item = await next_chunk()
             except TimeoutError:
                 raise OperationTimeout(self.operation_timeout_s) from None
             if item is None:
                 break
-            if isinstance(item, ProviderError):
-                raise item
             await self.write(item, role)
         assert self.outbound is not None
         self.outbound.end_segment()
@@ -256,9 +266,7 @@ class PlaylistPlayer:
         jobs: dict[int, SynthJob] = {}
         for i, item in enumerate(items):
             if item.kind == "tts":
-                jobs[i] = SynthJob(
-                    self.tts, item.text, name=f"{self.call_id}:tts", on_first=self._on_tts_first_chunk
-                )
+                jobs[i] = SynthJob(self.tts, item.text, tasks=self.tasks, on_first=self._on_tts_first_chunk)
         deadline = self.clock.now() + self.operation_timeout_s
         fillers = FillerSequence(state_fillers, self.neutral_filler_keys)
         try:
@@ -277,20 +285,20 @@ class PlaylistPlayer:
                         finally:
                             await cover.stop()
                     else:
-                        self._observe("filler_skipped", key=item.key)
+                        self._observe(CallEventKind.FILLER_SKIPPED, key=item.key)
                 else:
                     job = jobs[i]
                     if not job.ready.done():
                         await self.cover_wait(job.ready, fillers, deadline)
-                    self._observe("play", kind="tts", text=job.text)
-                    await self.stream(job.queue.get, "answer")
+                    self._observe(CallEventKind.PLAY, kind="tts", text=job.text)
+                    await self.stream(job.next, "answer")
             assert self.outbound is not None
             await self.outbound.drain()
         finally:
             await cancel_and_wait(*(job.task for job in jobs.values()))
 
 
-def prepare(items: Sequence[Any], render: Callable[[str], str]) -> list[PreparedItem]:
+def prepare(items: Sequence[PlaylistItem], render: Callable[[str], str]) -> list[PreparedItem]:
     """Render the `tts` templates of map playlist items (raises the renderer's error)."""
     out: list[PreparedItem] = []
     for item in items:

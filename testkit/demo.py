@@ -23,9 +23,10 @@ from orchestrator.orchestrator import CallEvent
 def describe(event: CallEvent, dmap: DialogueMap) -> str | None:
     """One human line for a call event, or None for events not worth printing."""
     d = event.data
-    if event.kind == "play" and d.get("key"):
+    key = d.get("key")
+    if event.kind == "play" and isinstance(key, str) and key:
         prefix = "бот (филлер)" if d.get("kind") == "filler" else "бот"
-        return f"  {prefix}: {dmap.audio.get(d['key'], d['key'])}  [{d['key']}]"
+        return f"  {prefix}: {dmap.audio.get(key, key)}  [{key}]"
     if event.kind == "play" and d.get("kind") == "tts":
         return f"  бот (tts): {d.get('text')}"
     if event.kind == "llm_said":

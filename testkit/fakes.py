@@ -1,22 +1,31 @@
-"""Scripted fakes for Orchestrator timeline tests (virtual time, no sockets).
+"""One set of fakes for the Orchestrator's providers, following `orchestrator.contracts`.
 
-Audio is labelled: every clip is PCM filled with one sample value, so each 20 ms frame the
-recording sink sees says which clip it came from (0 = silence). A test reads the outbound
-timeline as a list of (time, label) and asserts order, counts and cut points exactly.
+Shared by the timeline tests, text mode (`testkit.textmode`: the demo and the dialogue bench).
+
+Audio is labelled: every clip is PCM filled with one sample value, so each 20 ms frame says which
+clip it came from (0 = silence). Outbound, the recording sink reads the timeline as (time, label).
+Inbound, `FakeInbound` is the gateway: a `Pacer` member that pushes one 20 ms frame per tick into
+the attached recognizer (the caller's line `i` as label `i + 1`, silence between), and reports
+voice activity for lines with `vad=True`. `FakeRecognition` is a `RecognitionStream` around the
+real `AudioBuffer`: it consumes the frames it is pushed and recognises a line once it has heard
+its audio (partials while it is spoken, the final `stt_delay` after its end, on the line's own
+timestamps); a recognizer that falls behind (`stall`) drops frames in the one drop counter.
+Per frame the fakes cost one `AudioBuffer.push` and one label comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.pacer import Pacer
 from bridge.playout import Playout
-from orchestrator.audio import FRAME_BYTES
-from orchestrator.contracts import SttEvent, TtsStreamItem, VoiceListener
+from orchestrator.audio import FRAME_BYTES, FRAME_S, SILENCE_FRAME, AudioBuffer
+from orchestrator.contracts import AudioSink, SttEvent, VoiceListener
 from orchestrator.domain.errors import LLMError, ProviderError, TTSConnectionError, TTSError
 from orchestrator.domain.models import (
     AudioChunk,
@@ -26,8 +35,31 @@ from orchestrator.domain.models import (
     SessionState,
     SttResult,
 )
+from orchestrator.tasks import cancel_and_wait
 
-FRAME_S = 0.02
+__all__ = [
+    "FRAME_S",
+    "FakeInbound",
+    "FakeLLM",
+    "FakeRecognition",
+    "FakeSTT",
+    "FakeSynthesis",
+    "FakeTTS",
+    "KeywordClassifier",
+    "LLMAttempt",
+    "RecordingSink",
+    "Say",
+    "SttFailure",
+    "clip",
+    "make_playout",
+]
+
+_HALF_FRAME_S = FRAME_S / 2
+
+
+def label_of(frame: bytes | bytearray) -> int:
+    """The label of a labelled frame (its first sample)."""
+    return int.from_bytes(frame[:2], "little", signed=True)
 
 
 def clip(label: int, seconds: float) -> AudioChunk:
@@ -37,15 +69,13 @@ def clip(label: int, seconds: float) -> AudioChunk:
 
 
 class RecordingSink:
-    """FrameSink that records (loop time, label) per frame."""
+    """`FrameSink` that records (loop time, label) per outbound frame."""
 
     def __init__(self) -> None:
         self.frames: list[tuple[float, int]] = []
 
     def send_audio(self, frame: bytearray) -> None:
-        self.frames.append(
-            (asyncio.get_running_loop().time(), int.from_bytes(frame[:2], "little", signed=True))
-        )
+        self.frames.append((asyncio.get_running_loop().time(), label_of(frame)))
 
     def send_silence(self) -> None:
         self.frames.append((asyncio.get_running_loop().time(), 0))
@@ -70,22 +100,16 @@ class RecordingSink:
         return [(ft, lab) for ft, lab in self.frames if ft > t and lab != 0]
 
 
-class FakeInbound:
-    """InboundAudio: no audio frames (the fake STT is scripted); hangs up on demand."""
+def make_playout() -> tuple[Pacer, Playout, RecordingSink]:
+    """A pacer driving one playout into a recording sink (start the pacer on the running loop)."""
+    sink = RecordingSink()
+    pacer = Pacer()
+    playout = Playout(sink)
+    pacer.add(playout)
+    return pacer, playout, sink
 
-    def __init__(self) -> None:
-        self.listener: VoiceListener | None = None
-        self._hangup = asyncio.Event()
 
-    async def read_frame(self) -> bytes | None:
-        await self._hangup.wait()
-        return None
-
-    def set_voice_listener(self, listener: VoiceListener | None) -> None:
-        self.listener = listener
-
-    def hang_up(self) -> None:
-        self._hangup.set()
+# --------------------------------------------------------------------------- the caller
 
 
 @dataclass
@@ -102,125 +126,411 @@ class Say:
 
 @dataclass
 class SttFailure:
+    """The recognizer reports `error` in-band at `at` (a non-retryable one ends its results)."""
+
     at: float
     error: ProviderError
 
 
-class FakeSTT:
-    """STTStreamer replaying a caller script on the loop clock."""
+class FakeInbound:
+    """`InboundAudio`: the caller's side of a call, as the gateway would present it.
 
-    def __init__(self, script: list[Say | SttFailure], inbound: FakeInbound) -> None:
-        self.script = script
-        self.inbound = inbound
-        self.queue: asyncio.Queue[SttEvent] = asyncio.Queue()
-        self.task: asyncio.Task[None] | None = None
-        self.stopped = False
+    Register it with the pacer that drives the playout (`pacer.add(inbound)`): each tick pushes
+    one frame into the attached sink, labelled while a line is being said (`at` <= t < `at` +
+    `duration`, to the nearest tick). VAD edges of `vad=True` lines are delivered at their exact
+    times. `say()` adds a line later (text mode); `hang_up()` ends the leg.
+    """
 
-    def start_recognition(self, audio_queue: asyncio.Queue[bytes | None]) -> asyncio.Queue[SttEvent]:
-        self.task = asyncio.create_task(self._play(), name="fake-stt")
-        return self.queue
+    def __init__(self, lines: Sequence[Say] = ()) -> None:
+        self.lines: list[Say] = sorted(lines, key=lambda line: line.at)
+        self.listener: VoiceListener | None = None
+        self.audio: AudioSink | None = None
+        self.frames_pushed = 0
+        self.listener_errors: list[BaseException] = []
+        self._frames = [SILENCE_FRAME]  # by label; label i + 1 is line i
+        self._next = 0  # first line that may still be speaking or to come
+        self._voiced = 0  # lines [0, _voiced) have had at least one frame
+        self._hangup = asyncio.Event()
+        self._vad_handles: list[asyncio.TimerHandle] = []
 
-    async def _sleep_until(self, t: float) -> None:
+    # --- InboundAudio ---
+    def attach(self, listener: VoiceListener | None, audio: AudioSink | None) -> None:
+        self.listener, self.audio = listener, audio
+        for handle in self._vad_handles:
+            handle.cancel()
+        self._vad_handles.clear()
+        if listener is not None and not self.hung_up:
+            for line in self.lines:
+                self._schedule_vad(line)
+
+    @property
+    def hung_up(self) -> bool:
+        return self._hangup.is_set()
+
+    async def wait_hangup(self) -> None:
+        await self._hangup.wait()
+
+    # --- the script ---
+    def say(self, line: Say) -> None:
+        """Add a line (its `at` not before the lines already said)."""
+        self.lines.append(line)
+        if self.listener is not None:
+            self._schedule_vad(line)
+
+    def hang_up(self) -> None:
+        """The caller hangs up: no more frames or voice activity."""
+        self._hangup.set()
+        self.attach(None, None)
+
+    # --- Pacer member ---
+    def tick(self) -> None:
+        """Push this tick's frame into the attached sink."""
+        audio = self.audio
+        if audio is None:
+            return
+        now = asyncio.get_running_loop().time() + _HALF_FRAME_S
+        lines, i = self.lines, self._next
+        # A line whose ticks a stalled loop skipped is still said, late, rather than lost.
+        while i < len(lines) and i < self._voiced and lines[i].at + lines[i].duration <= now:
+            i += 1
+        self._next = i
+        label = 0
+        if i < len(lines) and lines[i].at <= now:
+            label = i + 1
+            self._voiced = max(self._voiced, label)
+        self.frames_pushed += 1
+        audio.push_audio(self._frame(label))
+
+    def _frame(self, label: int) -> bytes:
+        frames = self._frames
+        while len(frames) <= label:
+            frames.append(len(frames).to_bytes(2, "little", signed=True) * (FRAME_BYTES // 2))
+        return frames[label]
+
+    def _schedule_vad(self, line: Say) -> None:
+        if not line.vad:
+            return
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(max(0.0, t - loop.time()))
+        end = line.at + line.duration
+        self._vad_handles.append(loop.call_at(line.at, self._vad_soon, True, line.at))
+        self._vad_handles.append(loop.call_at(end, self._vad_soon, False, end))
 
-    async def _play(self) -> None:
-        loop = asyncio.get_running_loop()
-        for step in self.script:
-            await self._sleep_until(step.at)
-            if isinstance(step, SttFailure):
-                self.queue.put_nowait(step.error)
-                continue
-            if step.vad and self.inbound.listener is not None:
-                self.inbound.listener.on_speech_start(loop.time())
-            words = step.text.split()
-            if step.partials and len(words) > 1:
-                for i in range(1, len(words)):
-                    await self._sleep_until(step.at + step.duration * i / len(words))
-                    self.queue.put_nowait(
-                        SttResult(" ".join(words[:i]), False, 0.5, "partial", received_at=loop.time())
-                    )
-            await self._sleep_until(step.at + step.duration)
-            if step.vad and self.inbound.listener is not None:
-                self.inbound.listener.on_speech_end(loop.time())
-            await self._sleep_until(step.at + step.duration + step.stt_delay)
-            self.queue.put_nowait(SttResult(step.text, True, 0.9, "final", received_at=loop.time()))
+    def _vad_soon(self, start: bool, at: float) -> None:
+        # After the frame tick due at the same instant, as the gateway reports voice activity
+        # after the frame that confirmed it.
+        asyncio.get_running_loop().call_soon(self._vad, start, at)
 
-    async def stop_recognition(self) -> None:
-        self.stopped = True
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            await asyncio.wait({self.task})
+    def _vad(self, start: bool, at: float) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        try:
+            if start:
+                listener.on_speech_start(at)
+            else:
+                listener.on_speech_end(at)
+        except Exception as exc:  # as the gateway does: log and go on; tests check the list
+            self.listener_errors.append(exc)
 
 
-class FakeTTS:
-    """TTSManager: text -> labelled audio after `latency` s; streaming mode per text piece."""
+# --------------------------------------------------------------------------- STT
+
+
+class FakeRecognition:
+    """`RecognitionStream` over the real `AudioBuffer`; recognises the lines whose audio it hears."""
 
     def __init__(
         self,
-        labels: dict[str, int],
+        stt: FakeSTT,
+        *,
+        buffer_frames: int,
+        stall: tuple[float, float] | None,
+    ) -> None:
+        self.buffer = AudioBuffer(buffer_frames)
+        self.frames_heard = 0
+        self._stt = stt
+        self._lines = stt.inbound.lines
+        self._stall = stall
+        self._results: asyncio.Queue[SttEvent | None] = asyncio.Queue()
+        self._handles: set[asyncio.TimerHandle] = set()
+        self._label = 0
+        self._results_ended = False  # the last item (None) is queued
+        self._input_done = False  # the recognizer consumed everything after end_input()
+        self._closed = False
+        loop = asyncio.get_running_loop()
+        for failure in stt.failures:
+            self._at(failure.at, failure.error)
+        self._task = loop.create_task(self._recognize(), name="fake-stt:recognize")
+
+    # --- RecognitionStream ---
+    def push_audio(self, frame: bytes) -> None:
+        self.buffer.push(frame)
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.buffer.dropped
+
+    def end_input(self) -> None:
+        self.buffer.end()
+
+    async def aclose(self) -> None:
+        self._stt.stopped = True
+        if self._closed:
+            return
+        self._closed = True
+        self.buffer.end()
+        for handle in self._handles:
+            handle.cancel()
+        self._handles.clear()
+        await cancel_and_wait(self._task)
+        self._end_results()
+
+    def __aiter__(self) -> AsyncIterator[SttEvent]:
+        return self
+
+    async def __anext__(self) -> SttEvent:
+        item = await self._results.get()
+        if item is None:
+            self._results.put_nowait(None)  # stays ended for any later reader
+            raise StopAsyncIteration
+        return item
+
+    # --- test hooks ---
+    def emit(self, event: SttEvent) -> None:
+        """Deliver `event` now; a non-retryable failure is the last item."""
+        if self._results_ended:
+            return
+        self._results.put_nowait(event)
+        if isinstance(event, ProviderError) and not event.retryable:
+            self._end_results()
+
+    def _end_results(self) -> None:
+        if not self._results_ended:
+            self._results_ended = True
+            self._results.put_nowait(None)
+
+    # --- the recognizer ---
+    async def _recognize(self) -> None:
+        buffer, loop = self.buffer, asyncio.get_running_loop()
+        while True:
+            await buffer.wait()
+            if self._stall is not None and loop.time() >= self._stall[0]:
+                stall_s, self._stall = self._stall[1], None
+                await asyncio.sleep(stall_s)  # fell behind: the buffer fills, frames drop
+            frames = buffer.take(len(buffer))
+            if not frames and buffer.ended:
+                break
+            self.frames_heard += len(frames)
+            for frame in frames:
+                label = label_of(frame)
+                if label != self._label:
+                    self._heard_change(self._label, label)
+                    self._label = label
+        self._heard_change(self._label, 0)  # input ended mid-line: its final still comes
+        self._input_done = True
+        if not self._handles:
+            self._end_results()
+
+    def _heard_change(self, old: int, new: int) -> None:
+        if old:
+            line = self._lines[old - 1]
+            final = SttResult(line.text, True, 0.9, "final")
+            self._at(line.at + line.duration + line.stt_delay, final)
+        if new:
+            line = self._lines[new - 1]
+            words = line.text.split()
+            if line.partials and len(words) > 1:
+                for i in range(1, len(words)):
+                    partial = SttResult(" ".join(words[:i]), False, 0.5, "partial")
+                    self._at(line.at + line.duration * i / len(words), partial)
+
+    def _at(self, when: float, event: SttEvent) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._handles.discard(handle)
+            if isinstance(event, SttResult):
+                self.emit(
+                    SttResult(
+                        event.text, event.is_final, event.confidence, event.kind, received_at=loop.time()
+                    )
+                )
+            else:
+                self.emit(event)
+            if self._input_done and not self._handles:
+                self._end_results()  # after end_input(), the last result was the last item
+
+        handle = loop.call_at(max(when, loop.time()), fire)
+        self._handles.add(handle)
+
+
+class FakeSTT:
+    """`STTStreamer` for the caller `inbound`: its streams recognise the inbound's lines.
+
+    `failures` are reported in-band at their times; `stall=(at, seconds)` makes the recognizer
+    stop consuming at `at` for `seconds` (its buffer holds `buffer_frames`).
+    """
+
+    def __init__(
+        self,
+        inbound: FakeInbound,
+        failures: Sequence[SttFailure] = (),
+        *,
+        buffer_frames: int = 250,
+        stall: tuple[float, float] | None = None,
+    ) -> None:
+        self.inbound = inbound
+        self.failures = list(failures)
+        self.buffer_frames = buffer_frames
+        self.stall = stall
+        self.streams: list[FakeRecognition] = []
+        self.stopped = False
+
+    def open_stream(self) -> FakeRecognition:
+        stream = FakeRecognition(self, buffer_frames=self.buffer_frames, stall=self.stall)
+        self.streams.append(stream)
+        return stream
+
+
+# --------------------------------------------------------------------------- TTS
+
+
+class FakeSynthesis:
+    """`SynthesisStream`: each text piece becomes labelled audio `latency` s after it is pushed."""
+
+    def __init__(self, tts: FakeTTS) -> None:
+        self._tts = tts
+        self._pieces: deque[str] = deque()
+        self._ended = False
+        self._finished = False
+        self._closed = False
+        self._wake: asyncio.Event = asyncio.Event()
+        self._out: asyncio.Queue[AudioChunk | TTSError | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(tts.run_stream(self), name="fake-tts:stream")
+
+    # --- SynthesisStream ---
+    def push_text(self, text: str) -> None:
+        if not self._ended:
+            self._pieces.append(text)
+            self._wake.set()
+
+    def flush(self) -> None:
+        return None  # every piece is synthesized as it comes
+
+    def end_input(self) -> None:
+        self._ended = True
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._finished:
+            self._tts.aborted += 1
+        await cancel_and_wait(self._task)
+        self.finish()
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        return self
+
+    async def __anext__(self) -> AudioChunk:
+        item = await self._out.get()
+        if item is None:
+            self._finished = True
+            self._out.put_nowait(None)
+            raise StopAsyncIteration
+        if isinstance(item, TTSError):
+            raise item
+        return item
+
+    # --- for FakeTTS.run_stream ---
+    async def next_text(self) -> str | None:
+        """The next pushed piece, None once the input has ended and all were taken."""
+        while not self._pieces:
+            if self._ended:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        return self._pieces.popleft()
+
+    def emit(self, item: AudioChunk | TTSError) -> None:
+        self._out.put_nowait(item)
+
+    def finish(self) -> None:
+        """End the audio (idempotent)."""
+        if not self._finished:
+            self._finished = True
+            self._out.put_nowait(None)
+
+
+class FakeTTS:
+    """`TTSManager`: text -> labelled audio (`labels[text]`, else `default_label`) after `latency` s."""
+
+    def __init__(
+        self,
+        labels: Mapping[str, int] | None = None,
         *,
         latency: float = 0.2,
         seconds_per_char: float = 0.02,
+        default_label: int = 700,
+        stream_label: int = 900,
         fail_connect: bool = False,
         fail_synth: bool = False,
         fail_stream_open: bool = False,
-        stream_label: int = 900,
     ) -> None:
-        self.labels = labels
+        self.labels = dict(labels or {})
         self.latency = latency
         self.seconds_per_char = seconds_per_char
+        self.default_label = default_label
+        self.stream_label = stream_label
         self.fail_connect = fail_connect
         self.fail_synth = fail_synth
         self.fail_stream_open = fail_stream_open
-        self.stream_label = stream_label
-        self.synthesized: list[str] = []
-        self.stream_text: list[str] = []
-        self.aborted = 0
+        self.synthesized: list[str] = []  # utterance texts, in order
+        self.stream_text: list[str] = []  # pieces pushed into streams, in order
+        self.aborted = 0  # streams closed before their audio ended
         self.closed = False
-        self._stream_task: asyncio.Task[None] | None = None
+        self._streams: list[FakeSynthesis] = []
 
     async def connect(self) -> None:
         if self.fail_connect:
             raise TTSConnectionError("cannot reach the TTS service", provider="fake-tts", retryable=True)
 
-    def _audio(self, text: str, label: int) -> AudioChunk:
-        return clip(label, max(FRAME_S, round(len(text) * self.seconds_per_char / FRAME_S) * FRAME_S))
+    def audio(self, text: str, label: int) -> AudioChunk:
+        """Labelled audio as long as `text` takes to say (at least one frame)."""
+        frames = max(1, round(len(text) * self.seconds_per_char / FRAME_S))
+        return clip(label, frames * FRAME_S)
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         self.synthesized.append(text)
         await asyncio.sleep(self.latency)
         if self.fail_synth:
             raise TTSError("synthesis failed", provider="fake-tts", retryable=True)
-        yield self._audio(text, self.labels.get(text, 700))
+        yield self.audio(text, self.labels.get(text, self.default_label))
 
-    async def start_llm_stream(self) -> tuple[asyncio.Queue[str | None], asyncio.Queue[TtsStreamItem]]:
+    async def open_stream(self) -> FakeSynthesis:
         if self.fail_stream_open:
             raise TTSConnectionError("stream refused", provider="fake-tts", retryable=True)
-        text_q: asyncio.Queue[str | None] = asyncio.Queue()
-        audio_q: asyncio.Queue[TtsStreamItem] = asyncio.Queue()
-        self._stream_task = asyncio.create_task(self._stream(text_q, audio_q), name="fake-tts-stream")
-        return text_q, audio_q
+        stream = FakeSynthesis(self)
+        self._streams.append(stream)
+        return stream
 
-    async def _stream(self, text_q: asyncio.Queue[str | None], audio_q: asyncio.Queue[TtsStreamItem]) -> None:
-        while (piece := await text_q.get()) is not None:
+    async def run_stream(self, stream: FakeSynthesis) -> None:
+        """The synthesis behind `stream` (override to script a misbehaving service)."""
+        while (piece := await stream.next_text()) is not None:
             self.stream_text.append(piece)
             await asyncio.sleep(self.latency)
-            audio_q.put_nowait(self._audio(piece, self.stream_label))
-        audio_q.put_nowait(None)
-
-    async def abort_llm_stream(self) -> None:
-        self.aborted += 1
-        await self._stop_stream()
-
-    async def _stop_stream(self) -> None:
-        if self._stream_task is not None and not self._stream_task.done():
-            self._stream_task.cancel()
-            await asyncio.wait({self._stream_task})
+            stream.emit(self.audio(piece, self.stream_label))
+        stream.finish()
 
     async def aclose(self) -> None:
         self.closed = True
-        await self._stop_stream()
+        for stream in self._streams:
+            await stream.aclose()
+
+
+# --------------------------------------------------------------------------- LLM
 
 
 @dataclass
@@ -232,21 +542,28 @@ class LLMAttempt:
 
 
 class FakeLLM:
-    """LLMManager replaying scripted attempts."""
+    """`LLMManager` replaying scripted attempts (the last one repeats)."""
 
-    model_name = "fake-llm"
-
-    def __init__(self, attempts: list[LLMAttempt]) -> None:
-        self.attempts = attempts
+    def __init__(self, attempts: Sequence[LLMAttempt], *, model_name: str = "fake-llm") -> None:
+        self.attempts = list(attempts)
+        self.model_name = model_name
         self.calls: list[tuple[str, int]] = []
         self.aborts = 0
         self.shut = False
 
-    async def process_user_turn(
+    @classmethod
+    def canned(cls, reply: str, *, model_name: str = "canned-text-mode") -> FakeLLM:
+        """One fixed, safe reply to every off-script question, at once."""
+        chunk = LLMStreamChunk(reply, is_safe=True, is_final=True, model=model_name)
+        return cls([LLMAttempt([(0.0, chunk)])], model_name=model_name)
+
+    def process_user_turn(
         self, text: str, session: SessionState, *, attempt: int = 0
-    ) -> AsyncIterator[LLMStreamChunk]:
+    ) -> AsyncGenerator[LLMStreamChunk, None]:
         self.calls.append((text, attempt))
-        script = self.attempts[min(len(self.calls) - 1, len(self.attempts) - 1)]
+        return self._answer(self.attempts[min(len(self.calls), len(self.attempts)) - 1])
+
+    async def _answer(self, script: LLMAttempt) -> AsyncGenerator[LLMStreamChunk, None]:
         for delay, chunk in script.chunks:
             await asyncio.sleep(delay)
             yield chunk
@@ -261,8 +578,11 @@ class FakeLLM:
         self.shut = True
 
 
+# --------------------------------------------------------------------------- intents
+
+
 class KeywordClassifier:
-    """IntentClassifier by keywords (the vector classifier is tested on its own)."""
+    """`IntentClassifier` by keywords (the vector classifier is tested on its own)."""
 
     def __init__(self, intents: dict[str, list[str]], faq: dict[str, list[str]]) -> None:
         self.intents = intents
@@ -287,14 +607,3 @@ class KeywordClassifier:
             if any(w in low for w in words):
                 return FaqAnswer(faq_id, 0.8)
         return None
-
-
-def make_playout() -> tuple[Pacer, Playout, RecordingSink]:
-    sink = RecordingSink()
-    pacer = Pacer()
-    playout = Playout(sink)
-    pacer.add(playout)
-    return pacer, playout, sink
-
-
-Observer = Callable[[Any], None]

@@ -64,7 +64,9 @@ class PhoneCallResult:
         return [m for m in self.metrics if m.get("event") == "turn"]
 
     def states(self) -> list[tuple[str, str]]:
-        return [(e.data["from_state"], e.data["to_state"]) for e in self.events if e.kind == "state"]
+        return [
+            (str(e.data["from_state"]), str(e.data["to_state"])) for e in self.events if e.kind == "state"
+        ]
 
     def caller_start(self) -> float:
         """Capture time of the caller's first RTP packet (pcap offset 0)."""

@@ -81,7 +81,8 @@ async def _turn(
         return s, "clarify"
     r = engine.process_event(s, result)
     assert r.status == "SUCCESS" and r.updated_session is not None, r.detail
-    s = SessionState(s.call_id, **r.updated_session)
+    s = SessionState(s.call_id)
+    r.updated_session.apply_to(s)
     said = [
         render_template(i.text_template, s) if isinstance(i, TtsItem) else i.key
         for i in m.state(s.current_state_id).system_response.playlist

@@ -12,7 +12,7 @@ from orchestrator.contracts import FlowEngine
 from orchestrator.dialogue_map.loader import load_dialogue_map, parse_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
-from orchestrator.domain.models import IntentResult, SessionState
+from orchestrator.domain.models import IntentResult, SessionState, SessionUpdate
 from orchestrator.flow_engine import MapFlowEngine, missing_entities
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "dialogue_maps" / "cleaning_quote.ru.json"
@@ -32,14 +32,11 @@ def intent(intent_id: str, **entities: Any) -> IntentResult:
     return IntentResult(intent_id, 0.9, entities, intent_id)
 
 
-def apply(session: SessionState, update: dict[str, Any] | None) -> SessionState:
+def apply(session: SessionState, update: SessionUpdate | None) -> SessionState:
     assert update is not None
-    return SessionState(
-        call_id=session.call_id,
-        current_state_id=update["current_state_id"],
-        variables=update["variables"],
-        state_history=update["state_history"],
-    )
+    fresh = SessionState(call_id=session.call_id)
+    update.apply_to(fresh)
+    return fresh
 
 
 def test_area_gives_a_quote(engine: FlowEngine) -> None:
@@ -47,18 +44,18 @@ def test_area_gives_a_quote(engine: FlowEngine) -> None:
     before = copy.deepcopy(s)
     r = engine.process_event(s, intent("give_area", area_m2=45))
     assert r.status == "SUCCESS", r.detail
-    assert r.updated_session == {
-        "current_state_id": "quote",
-        "variables": {"caller": "+7900", "area_m2": 45, "base_price": 6750, "final_price": 6750},
-        "state_history": ["greeting"],
-    }
+    assert r.updated_session == SessionUpdate(
+        current_state_id="quote",
+        variables={"caller": "+7900", "area_m2": 45, "base_price": 6750, "final_price": 6750},
+        state_history=["greeting"],
+    )
     assert s == before  # pure: the session passed in is untouched
 
 
 def test_minimum_order_applies(engine: FlowEngine) -> None:
     r = engine.process_event(SessionState("c", "greeting"), intent("give_area", area_m2=12.5))
     assert r.updated_session is not None
-    assert r.updated_session["variables"]["final_price"] == 3000
+    assert r.updated_session.variables["final_price"] == 3000
 
 
 def test_missing_required_entity(engine: FlowEngine) -> None:
@@ -73,17 +70,17 @@ def test_required_entity_known_from_earlier_in_the_call(engine: FlowEngine) -> N
     r = engine.process_event(s, IntentResult("give_area", 0.8, None, "give_area"))
     assert r.status == "SUCCESS"
     assert r.updated_session is not None
-    assert r.updated_session["variables"]["final_price"] == 9000
+    assert r.updated_session.variables["final_price"] == 9000
 
 
 def test_new_entity_value_replaces_the_old_one_and_none_is_ignored(engine: FlowEngine) -> None:
     s = SessionState("c", "quote", variables={"area_m2": 60})
     r = engine.process_event(s, intent("give_area", area_m2=80))
     assert r.updated_session is not None
-    assert r.updated_session["variables"]["final_price"] == 12000
+    assert r.updated_session.variables["final_price"] == 12000
     r = engine.process_event(s, intent("give_area", area_m2=None))
     assert r.updated_session is not None
-    assert r.updated_session["variables"]["area_m2"] == 60
+    assert r.updated_session.variables["area_m2"] == 60
 
 
 def test_no_transition(engine: FlowEngine) -> None:
@@ -99,7 +96,7 @@ def test_global_transition_from_any_state(engine: FlowEngine) -> None:
         assert engine.has_transition(state, "operator")
         r = engine.process_event(SessionState("c", state), intent("operator"))
         assert r.updated_session is not None
-        assert r.updated_session["current_state_id"] == "goodbye_operator"
+        assert r.updated_session.current_state_id == "goodbye_operator"
 
 
 def test_unknown_current_state(engine: FlowEngine) -> None:

@@ -1,7 +1,9 @@
 """Orchestrator timelines on virtual time: what the caller hears, frame by frame, and in what order.
 
-Every clip is labelled audio (see orchestrator_fakes), so the outbound frame log shows exactly which
-clip played when, where a filler was cut and whether anything leaked past a barge-in.
+Every clip is labelled audio (see testkit.fakes), so the outbound frame log shows exactly which
+clip played when, where a filler was cut and whether anything leaked past a barge-in. The caller's
+side is real plumbing too: `FakeInbound` pushes a 20 ms frame per pacer tick into the recognition
+stream's `AudioBuffer`, and `FakeSTT` recognises the caller's lines from the audio it consumed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from orchestrator.orchestrator import (
 from testkit.fakes import (
     FakeInbound,
     FakeLLM,
+    FakeRecognition,
     FakeSTT,
+    FakeSynthesis,
     FakeTTS,
     KeywordClassifier,
     LLMAttempt,
@@ -145,6 +149,7 @@ class CallRun:
     stt: FakeSTT
     tts: FakeTTS
     llm: FakeLLM
+    inbound: FakeInbound
     kinds: list[str] = field(default_factory=list)
 
     def turns(self) -> list[dict[str, Any]]:
@@ -163,14 +168,17 @@ async def run_call(
     hangup_at: float | None = 30.0,
     classifier: KeywordClassifier | None = None,
     stt_class: type[FakeSTT] = FakeSTT,
+    stt_options: dict[str, Any] | None = None,
 ) -> CallRun:
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
     llm = llm or FakeLLM([LLMAttempt([(0.3, LLMStreamChunk("Да, работаем."))])])
     pacer, playout, sink = make_playout()
+    inbound = FakeInbound([line for line in script if isinstance(line, Say)])
+    pacer.add(inbound)  # the caller's frames on the same 20 ms tick as the bot's
     pacer.start()
-    inbound = FakeInbound()
-    stt = stt_class(script, inbound)
+    failures = [line for line in script if isinstance(line, SttFailure)]
+    stt = stt_class(inbound, failures, **(stt_options or {}))
     events: list[CallEvent] = []
     records: list[dict[str, Any]] = []
     services = CallServices(
@@ -195,7 +203,8 @@ async def run_call(
             hangup.cancel()
         pacer.stop()
         playout.close()
-    return CallRun(outcome, orch, sink, events, records, stt, tts, llm)
+    assert inbound.listener_errors == []  # no illegal turn-taking event from the VAD
+    return CallRun(outcome, orch, sink, events, records, stt, tts, llm, inbound)
 
 
 def call(script: list[Say | SttFailure], **kw: Any) -> CallRun:
@@ -462,7 +471,7 @@ def test_setup_failure_ends_the_call_cleanly() -> None:
             audio_cache=InMemoryAudioCache(),
             clock=LoopClock(),
             render=render_template,
-            stt_factory=lambda cid: FakeSTT([], FakeInbound()),
+            stt_factory=lambda cid: FakeSTT(FakeInbound()),
             tts_factory=lambda cid: tts,
             llm_factory=lambda cid: llm,
         )
@@ -545,11 +554,12 @@ def test_classifier_failure_plays_the_emergency_filler() -> None:
 
 def test_a_tts_stream_that_never_ends_is_abandoned_after_the_operation_timeout() -> None:
     class EndlessTTS(FakeTTS):
-        async def _stream(self, text_q: Any, audio_q: Any) -> None:
-            piece = await text_q.get()
+        async def run_stream(self, stream: FakeSynthesis) -> None:
+            piece = await stream.next_text()
+            assert piece is not None
             self.stream_text.append(piece)
-            audio_q.put_nowait(self._audio(piece, self.stream_label))
-            await asyncio.Event().wait()  # never the end marker
+            stream.emit(self.audio(piece, self.stream_label))
+            await asyncio.Event().wait()  # never the end of the audio
 
     tts = EndlessTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
     run = call([Say(2.0, "расскажи"), Say(14.0, "это дорого")], tts=tts, hangup_at=20.0)
@@ -596,9 +606,11 @@ def test_barge_in_during_the_llm_filler_leaks_no_filler_frame(llm_delay: float, 
 
 def test_a_partial_without_a_final_does_not_silence_the_line() -> None:
     class PartialOnlySTT(FakeSTT):
-        async def _play(self) -> None:
-            await asyncio.sleep(2.0)
-            self.queue.put_nowait(SttResult("э", False, 0.3, "partial", received_at=2.0))
+        def open_stream(self) -> FakeRecognition:
+            stream = super().open_stream()
+            partial = SttResult("э", False, 0.3, "partial", received_at=2.0)
+            asyncio.get_running_loop().call_at(2.0, stream.emit, partial)
+            return stream
 
     dmap = make_map(no_input_timeout_s=3.0, no_input_max_reprompts=5)
 
@@ -658,7 +670,7 @@ def test_cancelling_a_call_during_setup_still_shuts_it_down() -> None:
             audio_cache=InMemoryAudioCache(),
             clock=LoopClock(),
             render=render_template,
-            stt_factory=lambda _c: FakeSTT([], FakeInbound()),
+            stt_factory=lambda _c: FakeSTT(FakeInbound()),
             tts_factory=lambda _c: tts,
             llm_factory=lambda _c: llm,
             metrics_sink=records.append,
@@ -671,3 +683,45 @@ def test_cancelling_a_call_during_setup_still_shuts_it_down() -> None:
         assert [r["reason"] for r in records if r["event"] == "call_end"] == ["shutdown"]
 
     run_virtual(main)
+
+
+# --- the caller's audio path -----------------------------------------------------------------
+
+
+def test_caller_audio_reaches_the_recognizer_through_the_one_buffer() -> None:
+    run = call([Say(2.0, "это дорого")], hangup_at=6.0)
+    stream = run.stt.streams[0]
+    assert run.inbound.frames_pushed == pytest.approx(6.0 / 0.02, abs=2)  # one frame per tick
+    assert stream.buffer.pushed == run.inbound.frames_pushed
+    assert stream.frames_heard + stream.frames_dropped + len(stream.buffer) == stream.buffer.pushed
+    assert run.records[-1]["stt_frames_dropped"] == 0
+    assert run.sink.labels()[-1] == label("static:faq_expensive")  # recognised from its audio
+
+
+def test_a_recognizer_that_falls_behind_drops_the_oldest_frames_counted_in_the_final_record() -> None:
+    # The recognizer stops consuming at 2.0 for 3 s; its buffer holds 1 s (50 frames), so the
+    # other 2 s of audio are lost (the oldest first) and counted once, in the final record.
+    run = call(
+        [Say(6.0, "это дорого")],
+        hangup_at=9.0,
+        stt_options={"buffer_frames": 50, "stall": (2.0, 3.0)},
+    )
+    stream = run.stt.streams[0]
+    assert stream.frames_dropped == 101  # 151 frames arrived during the stall, 50 were kept
+    assert stream.frames_heard + stream.frames_dropped + len(stream.buffer) == stream.buffer.pushed
+    final = run.records[-1]
+    assert final["event"] == "call_end" and final["stt_frames_dropped"] == 101
+    # The recognizer caught up: the caller's later question is still heard and answered.
+    assert run.sink.labels()[-1] == label("static:faq_expensive")
+
+
+def test_speech_lost_while_the_recognizer_was_behind_is_not_recognised() -> None:
+    # The whole line falls in the audio the full buffer dropped: no result, no turn.
+    run = call(
+        [Say(2.1, "это дорого", duration=0.5)],
+        hangup_at=8.0,
+        stt_options={"buffer_frames": 10, "stall": (2.0, 3.0)},
+    )
+    assert run.stt.streams[0].frames_dropped > 0
+    assert [e for e in run.events if e.kind == "user_said"] == []
+    assert run.sink.labels() == [label("static:greeting")]

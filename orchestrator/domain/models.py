@@ -1,13 +1,16 @@
 """Domain data model of the Orchestrator specification (section 3), plus the streaming types.
 
 The first five types are the spec's own (`IntentResult`, `FlowResult`, `FlowStatus`,
-`SessionState`, `MetricsLog`). One deliberate change: `MetricsLog.start_turn` takes the time from
-the caller's injected clock instead of reading `time.monotonic()` itself, so turn timing is
-testable on virtual time (style-anchors practice 12).
+`SessionState`, `MetricsLog`). Two deliberate changes: `FlowResult.updated_session` is a typed
+`SessionUpdate` instead of a dict (applied field by field, no setattr by name), and `MetricsLog`
+reads an injectable clock (`time.monotonic` by default, as in the spec), so `start_turn()` works
+with no argument and turn timing is still testable on virtual time (style-anchors practice 12).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,12 +39,27 @@ class FaqAnswer:
 
 
 # --- FlowEngine ---
+@dataclass(slots=True, frozen=True)
+class SessionUpdate:
+    """The session fields one FlowEngine step changes (the spec's `updated_session`)."""
+
+    current_state_id: str
+    variables: dict[str, Any]
+    state_history: list[str]
+
+    def apply_to(self, session: SessionState) -> None:
+        """Write these fields into `session` (the Orchestrator's one source of truth)."""
+        session.current_state_id = self.current_state_id
+        session.variables = dict(self.variables)
+        session.state_history = list(self.state_history)
+
+
 @dataclass(slots=True)
 class FlowResult:
     """What the FlowEngine made of one event."""
 
     status: FlowStatus
-    updated_session: dict[str, Any] | None = None  # only with status SUCCESS
+    updated_session: SessionUpdate | None = None  # only with status SUCCESS
     detail: str | None = None  # why, when status is not SUCCESS (for logs and metrics)
 
 
@@ -70,7 +88,7 @@ class SessionState:
 
 @dataclass
 class MetricsLog:
-    """Per-turn latency timestamps t1..t6 (seconds on the injected monotonic clock)."""
+    """Per-turn latency timestamps t1..t6 (seconds on `clock`, a monotonic clock)."""
 
     trace_id: str
     turn_index: int = 0
@@ -86,11 +104,13 @@ class MetricsLog:
     t5_tts_first_chunk: float | None = None
     # t6: first audio chunk sent to the caller
     t6_first_bot_audio: float | None = None
+    # Where the timestamps come from: the spec's time.monotonic, or the call's injected clock.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
-    def start_turn(self, now: float) -> None:
-        """Open the next turn at `now` (t1) and clear the other timers."""
+    def start_turn(self, at: float | None = None) -> None:
+        """Open the next turn: t1 = `at` (the caller's speech onset) or now; clear the other timers."""
         self.turn_index += 1
-        self.t1_first_user_audio = now
+        self.t1_first_user_audio = self.clock() if at is None else at
         self.t2_stt_final = self.t3_logic_start = self.t4_llm_request = None
         self.t5_tts_first_chunk = self.t6_first_bot_audio = None
 

@@ -1,0 +1,279 @@
+"""The dialogue loop (spec 4.4): the bot's move, then the caller's, until the call ends.
+
+Each round is a reply and a listen:
+- reply: one bot turn (greeting, answer, clarifying question, reprompt, emergency filler), with
+  its metrics record; the reply decides whether the call ends after it (`end_reason`).
+- listen: STT results taken one by one. A partial opens the caller's turn and is classified
+  quickly (the leading intent and how many partials in a row it led); a final, the no-input
+  timeout or an STT failure closes the listen and names the next reply.
+Routing of a final: an intent with a transition from the current state -> clarify (missing
+entities) or the FlowEngine (SUCCESS: the new state's playlist, else the error playlist); no
+intent -> the FAQ, else the LLM (`_handle_unscripted_flow`).
+Turn-taking moves only through `TurnTaking.handle()`, never by setting a flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, SttEvent
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.domain.errors import ClassifierError, ProviderError
+from orchestrator.domain.models import IntentResult, SessionState, SttResult, TranscriptEntry
+from orchestrator.events import CallEventKind, EndReason, Observe
+from orchestrator.flow_engine import missing_entities
+from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.responses import Responses
+from orchestrator.turns import Floor, TurnEvent, TurnTaking
+
+log = logging.getLogger(__name__)
+
+Route = Literal["scripted", "clarify", "flow_error", "faq", "llm"]
+Reply = Callable[[], Awaitable[None]]
+
+
+class BotVoice(Protocol):
+    """What the dialogue needs from the Orchestrator to speak (one bot turn at a time)."""
+
+    async def bot_turn(self, body: Reply, *, interruptible: bool | None = None) -> bool:
+        """Run `body` as the cancellable bot turn; False when barge-in cut it."""
+        ...
+
+    async def _handle_unscripted_flow(self, text: str) -> None:
+        """Answer `text` with the LLM (spec 4.3)."""
+        ...
+
+
+class DialogueLoop:
+    """One call's dialogue; `run()` returns when the call should end (`end_reason` set)."""
+
+    def __init__(
+        self,
+        *,
+        voice: BotVoice,
+        responses: Responses,
+        session: SessionState,
+        dialogue_map: DialogueMap,
+        flow_engine: FlowEngine,
+        classifier: IntentClassifier,
+        metrics: MetricsLogger,
+        turns: TurnTaking,
+        clock: Clock,
+        results: asyncio.Queue[SttEvent],
+        observe: Observe,
+        provider_timeout_s: float,
+    ) -> None:
+        self.end_reason: EndReason | None = None
+        self._voice = voice
+        self._responses = responses
+        self._session = session
+        self._map = dialogue_map
+        self._flow = flow_engine
+        self._classifier = classifier
+        self._metrics = metrics
+        self._turns = turns
+        self._clock = clock
+        self._results = results
+        self._observe = observe
+        self._provider_timeout_s = provider_timeout_s
+        self._no_input_count = 0
+
+    async def run(self) -> None:
+        """Greeting, then listen and reply until a reply ends the call (then END_CALL)."""
+        reply: Reply = self._greet
+        while True:
+            await reply()
+            if self.end_reason is not None:
+                self._turns.handle(TurnEvent.END_CALL)
+                return
+            reply = await self._listen()
+
+    # ------------------------------------------------------------------ listening
+    async def _listen(self) -> Reply:
+        """Take STT results until one closes the caller's turn; return the bot's reply to it."""
+        self._observe(CallEventKind.LISTENING, state=self._session.current_state_id)
+        leader: str | None = None
+        stable = 0  # partials in a row with the same leading intent
+        while True:
+            try:
+                event = await self._next_user_event()
+            except TimeoutError:
+                self._close_unfinished_turn()
+                self._turns.handle(TurnEvent.NO_INPUT)
+                return self._no_input
+            if isinstance(event, ProviderError):
+                self._close_unfinished_turn()
+                self._turns.handle(TurnEvent.STT_ERROR)
+                return functools.partial(self._stt_failure, event)
+            if not event.text.strip():
+                continue  # noise the recogniser turned into nothing: not a turn
+            self._no_input_count = 0
+            if self._turns.floor is Floor.LISTENING:
+                onset = self._turns.speech_onset
+                self._metrics.start_turn(onset if onset is not None else event.received_at)
+            if not event.is_final:
+                self._turns.handle(TurnEvent.PARTIAL)
+                leader, stable = await self._classify_partial(event, leader, stable)
+                continue
+            self._turns.handle(TurnEvent.FINAL)
+            return functools.partial(self._user_turn, event, leader)
+
+    def _close_unfinished_turn(self) -> None:
+        """A turn that had partials but will get no final still gets its metrics record."""
+        if self._turns.floor is Floor.HEARING:
+            self._metrics.set(route="no_final")
+            self._metrics.emit_turn()
+
+    async def _next_user_event(self) -> SttEvent:
+        """The next STT event; TimeoutError when the caller stays silent for the no-input timeout.
+
+        Also bounded while a turn is open: a partial whose final never comes (noise the
+        recogniser dropped, a stream reset) must not leave the line silent for good.
+        """
+        timeout = self._map.settings.no_input_timeout_s
+        if timeout is None:
+            return await self._results.get()
+        waiting_since = self._clock.now()
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self._results.get()
+            except TimeoutError:
+                onset = self._turns.speech_onset
+                if self._turns.caller_speaking or (onset is not None and onset >= waiting_since):
+                    waiting_since = self._clock.now()  # the caller is talking: STT will follow
+                    continue
+                raise
+
+    async def _classify_partial(
+        self, result: SttResult, leader: str | None, stable: int
+    ) -> tuple[str | None, int]:
+        """Quick classification of a partial: the leading intent and its stability."""
+        if len(result.text.strip()) < self._map.settings.partial_min_chars:
+            return leader, stable
+        self._metrics.mark(Mark.T3_LOGIC_START)
+        try:
+            async with asyncio.timeout(self._provider_timeout_s):
+                _, new_leader = await self._classifier.classify_intent(
+                    result.text, previous_leader=self._session.previous_intent_leader
+                )
+        except (ProviderError, TimeoutError):
+            return leader, stable  # the final classification will retry; a partial is only a hint
+        stable = stable + 1 if new_leader is not None and new_leader == leader else 0
+        self._metrics.set(partial_leader=new_leader, leader_stable_partials=stable)
+        return new_leader, stable
+
+    # ------------------------------------------------------------------ replies
+    async def _greet(self) -> None:
+        state = self._map.state(self._session.current_state_id)
+        self._metrics.start_bot_only_turn()
+        self._metrics.set(route="greeting", state=self._session.current_state_id)
+        await self._voice.bot_turn(lambda: self._responses.play_items(state.system_response.playlist))
+        self._metrics.emit_turn()
+        self._maybe_end_call("scripted")
+
+    async def _no_input(self) -> None:
+        """The caller said nothing: reprompt, and after too many reprompts say goodbye and end."""
+        settings = self._map.settings
+        self._no_input_count += 1
+        self._observe(CallEventKind.NO_INPUT, count=self._no_input_count)
+        self._metrics.start_bot_only_turn()
+        self._metrics.set(route="no_input", state=self._session.current_state_id)
+        try:
+            if self._no_input_count > settings.no_input_max_reprompts:
+                goodbye = settings.no_input_goodbye_playlist
+                await self._voice.bot_turn(lambda: self._responses.play_items(goodbye), interruptible=False)
+                self.end_reason = "no_input"
+                return
+            state = self._map.state(self._session.current_state_id)
+            reprompt = settings.no_input_playlist or state.system_response.playlist
+            await self._voice.bot_turn(lambda: self._responses.play_items(reprompt))
+        finally:
+            self._metrics.emit_turn()
+
+    async def _stt_failure(self, error: ProviderError) -> None:
+        self._metrics.start_bot_only_turn()
+        self._metrics.set(route="stt_failure", state=self._session.current_state_id)
+        await self._voice.bot_turn(functools.partial(self._responses.provider_failure, error, stage="stt"))
+        self._metrics.emit_turn()
+        if not error.retryable:
+            self.end_reason = "stt_failed"
+
+    async def _user_turn(self, result: SttResult, partial_leader: str | None) -> None:
+        metrics = self._metrics
+        metrics.mark(Mark.T2_STT_FINAL, result.received_at)
+        metrics.mark(Mark.T3_LOGIC_START, keep_first=False)  # the final's, not a partial's
+        text = result.text.strip()
+        self._session.transcript.append(TranscriptEntry("user", text))
+        self._observe(CallEventKind.USER_SAID, text=text)
+        metrics.set(text=text, stt_confidence=result.confidence, state=self._session.current_state_id)
+        try:
+            async with asyncio.timeout(self._provider_timeout_s):
+                intent, leader = await self._classifier.classify_intent(
+                    text, previous_leader=self._session.previous_intent_leader
+                )
+        except (ClassifierError, TimeoutError) as exc:
+            await self._voice.bot_turn(
+                functools.partial(self._responses.provider_failure, exc, stage="classifier")
+            )
+            metrics.emit_turn()
+            return
+        metrics.set(
+            intent=intent.intent_id if intent else None,
+            confidence=round(intent.score, 3) if intent else None,
+            leader=leader,
+            leader_matches_partial=leader is not None and leader == partial_leader,
+        )
+        route = await self._route(text, intent)
+        self._session.previous_intent_leader = leader
+        metrics.set(route=route, next_state=self._session.current_state_id)
+        metrics.emit_turn()
+        self._maybe_end_call(route)
+
+    async def _route(self, text: str, intent: IntentResult | None) -> Route:
+        """Scripted path, FAQ, or the LLM; plays the bot's answer. Returns the route taken."""
+        dmap, session, voice, responses = self._map, self._session, self._voice, self._responses
+        if intent is not None and self._flow.has_transition(session.current_state_id, intent.intent_id):
+            definition = dmap.intents[intent.intent_id]
+            missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)
+            if missing:
+                self._metrics.set(missing_entities=missing)
+                await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
+                return "clarify"
+            flow = self._flow.process_event(session, intent)
+            if flow.status == "SUCCESS" and flow.updated_session is not None:
+                before = session.current_state_id
+                flow.updated_session.apply_to(session)
+                if session.current_state_id != before:
+                    self._observe(CallEventKind.STATE, from_state=before, to_state=session.current_state_id)
+                state = dmap.state(session.current_state_id)
+                await voice.bot_turn(lambda: responses.play_items(state.system_response.playlist))
+                return "scripted"
+            self._metrics.set(flow_status=flow.status, flow_detail=flow.detail)
+            if flow.status == "MISSING_ENTITY":
+                await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
+                return "clarify"
+            await voice.bot_turn(responses.play_error_playlist)
+            return "flow_error"
+        try:
+            async with asyncio.timeout(self._provider_timeout_s):
+                faq = await self._classifier.find_faq_answer(text)
+        except (ClassifierError, TimeoutError):
+            faq = None  # the LLM can still answer
+        if faq is not None:
+            self._metrics.set(faq=faq.faq_id, faq_score=round(faq.score, 3))
+            answer = dmap.faq[faq.faq_id].answer
+            await voice.bot_turn(lambda: responses.play_items(answer))
+            return "faq"
+        await voice.bot_turn(lambda: voice._handle_unscripted_flow(text))
+        return "llm"
+
+    def _maybe_end_call(self, route: Route) -> None:
+        state = self._map.state(self._session.current_state_id)
+        if route == "scripted" and state.action == "END_CALL":
+            self.end_reason = "end_call"
+            self._observe(CallEventKind.END_CALL, state=self._session.current_state_id)

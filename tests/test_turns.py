@@ -1,0 +1,153 @@
+"""Turn-taking state machine (orchestrator/turns.py): every legal transition, and illegal events raise."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.domain.models import MetricsLog
+from orchestrator.turns import (
+    FLOOR_TRANSITIONS,
+    VOICE_EVENTS,
+    VOICE_TRANSITIONS,
+    Floor,
+    IllegalTurnEvent,
+    TurnEvent,
+    TurnTaking,
+    Voice,
+    turn_state_of,
+)
+
+# Events that lead from the initial floor (RESPONDING) to each floor state.
+PATH_TO: dict[Floor, list[TurnEvent]] = {
+    Floor.RESPONDING: [],
+    Floor.BOT_TURN: [TurnEvent.BOT_TURN_START],
+    Floor.INTERRUPTED: [TurnEvent.BOT_TURN_START, TurnEvent.BARGE_IN],
+    Floor.LISTENING: [TurnEvent.BOT_TURN_START, TurnEvent.PLAYBACK_DONE],
+    Floor.HEARING: [TurnEvent.BOT_TURN_START, TurnEvent.PLAYBACK_DONE, TurnEvent.PARTIAL],
+    Floor.ENDED: [TurnEvent.HANG_UP],
+}
+FLOOR_EVENTS = [e for e in TurnEvent if e not in VOICE_EVENTS]
+
+
+def machine_in(floor: Floor) -> TurnTaking:
+    turns = TurnTaking()
+    for event in PATH_TO[floor]:
+        turns.handle(event, 0.0)
+    assert turns.floor is floor
+    return turns
+
+
+def test_every_state_is_reachable_and_has_a_row() -> None:
+    assert set(PATH_TO) == set(Floor) == set(FLOOR_TRANSITIONS)
+    assert set(VOICE_TRANSITIONS) == set(Voice)
+
+
+@pytest.mark.parametrize(
+    ("state", "event", "target"),
+    [(s, e, t) for s, row in FLOOR_TRANSITIONS.items() for e, t in row.items()],
+    ids=lambda v: str(v),
+)
+def test_every_legal_floor_transition(state: Floor, event: TurnEvent, target: Floor) -> None:
+    turns = machine_in(state)
+    assert turns.allows(event)
+    turns.handle(event, 1.0)
+    assert turns.floor is target
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [(s, e) for s in Floor for e in FLOOR_EVENTS if e not in FLOOR_TRANSITIONS[s]],
+    ids=lambda v: str(v),
+)
+def test_every_illegal_floor_event_raises_and_changes_nothing(state: Floor, event: TurnEvent) -> None:
+    turns = machine_in(state)
+    assert not turns.allows(event)
+    with pytest.raises(IllegalTurnEvent, match=f"{event.value} is illegal in {state.value}"):
+        turns.handle(event, 1.0)
+    assert turns.floor is state
+
+
+@pytest.mark.parametrize(
+    ("state", "event", "target"),
+    [(s, e, t) for s, row in VOICE_TRANSITIONS.items() for e, t in row.items()],
+    ids=lambda v: str(v),
+)
+def test_every_legal_voice_transition(state: Voice, event: TurnEvent, target: Voice) -> None:
+    turns = TurnTaking()
+    if state is Voice.SPEAKING:
+        turns.handle(TurnEvent.SPEECH_START, 0.0)
+    turns.handle(event, 1.0)
+    assert turns.voice is target
+    assert turns.floor is Floor.RESPONDING  # rule 2: a voice event never moves the floor
+
+
+def test_speech_start_while_speaking_is_illegal() -> None:
+    turns = TurnTaking()
+    turns.handle(TurnEvent.SPEECH_START, 1.0)
+    with pytest.raises(IllegalTurnEvent):
+        turns.handle(TurnEvent.SPEECH_START, 2.0)
+    assert turns.speech_onset == 1.0
+
+
+def test_voice_events_are_legal_in_every_floor_state() -> None:
+    for floor in Floor:
+        turns = machine_in(floor)
+        turns.handle(TurnEvent.SPEECH_START, 3.0)
+        turns.handle(TurnEvent.SPEECH_END, 4.0)
+        assert turns.floor is floor and turns.voice is Voice.SILENT
+
+
+def test_the_onset_is_forgotten_after_an_uninterrupted_bot_turn_and_kept_after_barge_in() -> None:
+    turns = machine_in(Floor.BOT_TURN)
+    turns.handle(TurnEvent.SPEECH_START, 1.5)  # echo or a backchannel over the bot
+    turns.handle(TurnEvent.PLAYBACK_DONE)
+    assert turns.speech_onset is None
+    turns = machine_in(Floor.BOT_TURN)
+    turns.handle(TurnEvent.SPEECH_START, 1.5)
+    turns.handle(TurnEvent.BARGE_IN)
+    turns.handle(TurnEvent.PLAYBACK_DONE)
+    assert turns.speech_onset == 1.5  # t1 of the caller's turn
+
+
+def test_the_spec_turn_state_mirrors_the_floor_from_construction_on() -> None:
+    seen: list[Floor] = []
+    turns = TurnTaking(on_change=seen.append)
+    for event in PATH_TO[Floor.HEARING] + [TurnEvent.FINAL, TurnEvent.BOT_TURN_START, TurnEvent.BARGE_IN]:
+        turns.handle(event, 0.0)
+    assert seen == [
+        Floor.RESPONDING,
+        Floor.BOT_TURN,
+        Floor.LISTENING,
+        Floor.HEARING,
+        Floor.RESPONDING,
+        Floor.BOT_TURN,
+        Floor.INTERRUPTED,
+    ]
+    assert [turn_state_of(f) for f in seen] == [
+        "USER_TURN",
+        "BOT_TURN",
+        "USER_TURN",
+        "USER_TURN",
+        "USER_TURN",
+        "BOT_TURN",
+        "USER_TURN",
+    ]
+
+
+def test_the_bot_speaks_and_the_caller_is_heard_by_floor() -> None:
+    for floor in Floor:
+        turns = machine_in(floor)
+        assert turns.bot_may_speak is (floor is Floor.BOT_TURN)
+        assert turns.hears_caller is (floor is not Floor.BOT_TURN)
+        assert turns.ended is (floor is Floor.ENDED)
+
+
+def test_metrics_log_start_turn_works_with_no_argument_as_in_the_spec() -> None:
+    ticks = iter([10.0, 20.0])
+    log = MetricsLog(trace_id="c", clock=lambda: next(ticks))
+    log.t2_stt_final = 1.0
+    log.start_turn()
+    assert (log.turn_index, log.t1_first_user_audio, log.t2_stt_final) == (1, 10.0, None)
+    log.start_turn(at=15.5)  # the caller's speech onset, when known
+    assert (log.turn_index, log.t1_first_user_audio) == (2, 15.5)
+    assert MetricsLog(trace_id="d").clock is not None  # time.monotonic by default
