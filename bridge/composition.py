@@ -164,7 +164,7 @@ class Composition:
             tts_factory=self._tts_factory(),
             llm_factory=self._llm_factory(dmap, client),
             metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
-            setup_timeout_s=s.call.setup_timeout_s,
+            call=s.call,
         )
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:

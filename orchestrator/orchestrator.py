@@ -29,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.answer import AnswerPipeline
+from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import (
     AudioCache,
     Clock,
@@ -349,7 +350,7 @@ class CallServices:
     tts_factory: Callable[[str], TTSManager]
     llm_factory: Callable[[str], LLMManager]
     metrics_sink: MetricsSink | None = None
-    setup_timeout_s: float = 5.0
+    call: CallSettings = field(default_factory=CallSettings)  # the service's bounds on one call
 
 
 async def create_orchestrator_instance(
@@ -372,9 +373,10 @@ async def create_orchestrator_instance(
         render=services.render,
         metrics_sink=services.metrics_sink,
         observer=observer,
+        provider_timeout_s=services.call.provider_timeout_s,
     )
     try:
-        async with asyncio.timeout(services.setup_timeout_s):
+        async with asyncio.timeout(services.call.setup_timeout_s):
             await orchestrator._setup_connections()
     except asyncio.CancelledError:
         orchestrator.end_reason = "shutdown"
