@@ -103,7 +103,9 @@ class YandexSynthesisStream(QueuedSynthesisStream):
             else:  # flush or end: everything so far is spoken
                 send, buffer = (buffer.strip() + " ") if buffer.strip() else "", ""
                 cut = len(send)
-            for text, force in ((send[:cut], True), (send[cut:], False)):
+            # A sentence end was sent (or flush/end asks for everything): force what went out.
+            ask = cut > 0 or not isinstance(piece, str)
+            for text, force in ((send[:cut], ask), (send[cut:], False)):
                 if text.strip():
                     self._restart_watchdog()
                     yield tts_pb2.StreamSynthesisRequest(synthesis_input=tts_pb2.SynthesisInput(text=text))
