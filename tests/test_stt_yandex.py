@@ -423,7 +423,7 @@ async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
     assert len(per_stream) >= 3 and max(per_stream) <= 1200, per_stream
 
 
-class _SlotHolder:
+class SlotHolder:
     """A raw RecognizeStreaming call that sends its options, then nothing until `release()`."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
@@ -476,7 +476,7 @@ async def test_a_stalled_service_drops_exactly_the_overflow_at_the_one_buffer() 
     server = SpeechKitStandin(max_concurrent_streams=1, idle_timeout_s=30.0)
     await server.start()
     channel = speechkit_channel(server.endpoint, tls=False)
-    holder = _SlotHolder(channel)
+    holder = SlotHolder(channel)
     settings = replace(SETTINGS, max_buffered_s=0.2, keepalive_s=5.0)  # 10 frames
     stt: YandexRecognitionStream | None = None
     try:
