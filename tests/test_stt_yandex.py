@@ -265,7 +265,7 @@ async def test_aclose_is_idempotent_ends_iteration_and_leaves_no_tasks(
     await stt.aclose()
     assert await reading == []  # a waiting consumer is released
     assert [e async for e in stt] == []  # and iteration stays ended
-    left = [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith("stt-")]
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith("stt")]
     assert left == []
     sent = stt.audio_bytes_sent
     feed(stt, silence(100), end=True)  # ignored after aclose()
@@ -524,8 +524,10 @@ async def test_batches_of_100_ms_even_when_frames_trickle_in(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     # Real-time frames arrive one at a time; the request generator still sends 100 ms per request
-    # (it waits for a whole batch), and a partial batch goes out at the end of input.
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
+    # (it waits for a whole batch), and a partial batch goes out at the end of input. (A long
+    # keepalive: a partial batch also goes out when it ends, which a slow machine must not cause.)
+    settings = replace(SETTINGS, keepalive_s=3.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     srv = speechkit_standin
     await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
     for i in range(12):
