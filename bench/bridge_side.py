@@ -2,9 +2,11 @@
 
 Per call, exactly what `voicebridge serve` runs on the audio path, minus the providers:
 - the `AudioSocketServer` accepts the caller and a `TelephonyGateway` is built on it (inbound
-  framing, VAD on every frame, drop-oldest queue; outbound `Playout` on the one shared `Pacer`);
-- a feeder task drains `read_frame()` into a bounded queue as the Orchestrator's STT feeder does
-  (nobody reads that queue: the SpeechKit side is not part of the bridge's cost);
+  framing, each frame pushed into the call's recognizer buffer then the VAD; outbound `Playout`
+  on the one shared `Pacer`);
+- `BenchRecognizer` stands in for `YandexRecognitionStream`'s input side: `push_audio` into one
+  `AudioBuffer` (drop-oldest, the one drop counter) and a drain task that takes 100 ms batches
+  as the gRPC request generator does (the SpeechKit side is not part of the bridge's cost);
 - a speaker task plays a looping espeak-ng clip through `Playout.write` in 200 ms chunks, then
   stays quiet as long as the clip lasted, so the bot talks about half of the time.
 
@@ -30,39 +32,33 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from bench.callers import commands, involuntary_switches, prepare_process
-from bench.common import GcTimer, Histogram
+from bench.common import BenchRecognizer, GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
+from orchestrator.tasks import cancel_and_wait
 from testkit.fake_asterisk import read_wav_8k
 
 CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand it out
-STT_QUEUE_FRAMES = 50
 
 
 class BridgeCall:
-    """One call's gateway and its two tasks."""
+    """One call's gateway, its stand-in recognizer and their two tasks."""
 
     def __init__(self, conn: AudioSocketConnection, pacer: Pacer, clip: bytes, delay_s: float) -> None:
         self.gateway = TelephonyGateway(conn, pacer, clock=LoopClock())
+        self.recognizer = BenchRecognizer()
+        self.gateway.attach(None, self.recognizer)
         self.conn = conn
         self._clip = clip
         name = str(conn.uuid)[:8]
         self.tasks = (
-            asyncio.create_task(self._feed(), name=f"bench-feed-{name}"),
+            asyncio.create_task(self.recognizer.drain(), name=f"bench-stt-{name}"),
             asyncio.create_task(self._speak(delay_s), name=f"bench-speak-{name}"),
         )
-
-    async def _feed(self) -> None:
-        queue: asyncio.Queue[bytes] = asyncio.Queue(STT_QUEUE_FRAMES)
-        gw = self.gateway
-        while (frame := await gw.read_frame()) is not None:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(frame)
 
     async def _speak(self, delay_s: float) -> None:
         out = self.gateway.outbound
@@ -77,10 +73,8 @@ class BridgeCall:
                 await asyncio.sleep(quiet_s)
 
     async def close(self) -> None:
-        """Cancel the tasks and hang the leg up."""
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Cancel the tasks (bounded) and hang the leg up."""
+        await cancel_and_wait(*self.tasks)
         await self.gateway.close()
 
 
@@ -175,7 +169,7 @@ class BridgeSide:
             voice += gw.outbound.frames_sent
             out += gw.outbound.frames_sent + gw.outbound.silence_sent
             inn += gw.frames_in
-            drops += gw.frames_dropped
+            drops += c.recognizer.buffer.dropped
             odrops += c.conn.frames_dropped
             starts += gw.speech_starts
         return out, voice, inn, drops, odrops, starts

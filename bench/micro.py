@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import CALLER_PHRASE, make_speech_wav, table
+from bench.common import CALLER_PHRASE, BenchRecognizer, make_speech_wav, table
 from bridge.audiosocket.protocol import Decoder, encode_audio
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.gateway import TelephonyGateway
@@ -159,10 +159,13 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
 
     add("AudioSocketConnection.send_audio (encode + write)", send)
 
-    # The whole inbound path of one frame after decoding: queue, VAD, waiter.
+    # The whole inbound path of one frame after decoding: the push into the recognizer's buffer
+    # (as YandexRecognitionStream.push_audio), then the VAD.
     gw_conn = AudioSocketConnection(uuid.uuid4(), _NullTransport(), "bench")
-    # A queue long enough for every repeat: the timed path never takes the drop-oldest branch.
-    gateway = TelephonyGateway(gw_conn, Pacer(), clock=LoopClock(), inbound_queue_frames=number * repeat + 1)
+    gateway = TelephonyGateway(gw_conn, Pacer(), clock=LoopClock())
+    # A buffer long enough for every repeat: the timed path never takes the drop-oldest branch.
+    recognizer = BenchRecognizer(number * repeat + 1)
+    gateway.attach(None, recognizer)
     inbound = _cycle(_voiced_frames(speech, 0), number)
 
     def on_audio(n: int) -> None:
@@ -170,7 +173,7 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
         for i in range(n):
             receive(inbound[i], 8000)
 
-    add("TelephonyGateway.on_audio, clip (queue + VAD)", on_audio)
+    add("TelephonyGateway.on_audio, clip (push + VAD)", on_audio)
     gateway.on_hangup()  # not close(): the null transport never reports the socket closed
     return out
 

@@ -1,34 +1,33 @@
 """TelephonyGateway: one call's AudioSocket leg, seen by the Orchestrator as inbound and outbound audio.
 
-Inbound (caller -> STT): each message from Asterisk is converted to 8 kHz if it came at another
-rate (kinds 0x11-0x18), cut into 20 ms frames, run through the VAD and put in a bounded queue that
-`read_frame()` drains. VAD and DTMF signals go to the `VoiceListener` synchronously, inside the
-socket callback, so barge-in reacts within the frame that confirmed the speech.
-
-When the queue is full the OLDEST frame is dropped (and counted): a reader that fell behind is
-better served by recent audio, since STT results about what the caller said a while ago arrive too
-late to steer the dialogue, and the stream stays continuous from the newest frames on.
+Inbound (caller -> STT, the `InboundAudio` contract): each message from Asterisk is converted to
+8 kHz if it came at another rate (kinds 0x11-0x18) and cut into 20 ms frames; each frame goes,
+synchronously inside the socket callback, to the attached `AudioSink` (the call's recognizer:
+`RecognitionStream.push_audio`), then through the VAD. VAD and DTMF signals go to the attached
+`VoiceListener` the same way, so barge-in reacts within the frame that confirmed the speech.
+The gateway keeps no queue of its own: the recognizer's one bounded buffer is the only one
+between the socket and the provider, and its drop counter the only one (`frames_dropped` there).
 
 Outbound (bot -> caller): `outbound` is a `Playout` registered with the shared `Pacer` at
 construction, so paced silence starts the moment the UUID has arrived (keeps Asterisk's
 read loop busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 s idle hang-up).
 
-Hangup (EOF, 0x00, error, or `close()`): `read_frame()` returns None at once (queued audio is
-dropped: nobody is left to answer), the playout is closed and leaves the pacer.
+Hangup (EOF, 0x00, error, or `close()`): nothing more is delivered to the listener or the sink,
+`wait_hangup()` returns, the playout is closed and leaves the pacer. Ending the recognizer's
+input is its owner's business (the Orchestrator calls `end_input()` after `wait_hangup()`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutSettings
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
-from orchestrator.contracts import Clock, VoiceListener
+from orchestrator.contracts import AudioSink, Clock, VoiceListener
 
 __all__ = ["TelephonyGateway"]
 
@@ -45,12 +44,9 @@ class TelephonyGateway:
         *,
         clock: Clock,
         vad_settings: VadSettings | None = None,
-        inbound_queue_frames: int = 100,
         playout_settings: PlayoutSettings | None = None,
         close_wait_s: float = 1.0,
     ) -> None:
-        if inbound_queue_frames < 1:
-            raise ValueError(f"inbound_queue_frames={inbound_queue_frames}: must be >= 1")
         self._conn = conn
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
@@ -58,14 +54,12 @@ class TelephonyGateway:
         self._vad = VoiceActivityDetector(vad_settings)
         self._resampler = Resampler()
         self._partial = bytearray()  # inbound audio short of a whole 20 ms frame
-        self._queue: deque[bytes] = deque()
-        self._queue_max = inbound_queue_frames
-        self._waiter: asyncio.Future[None] | None = None
         self._listener: VoiceListener | None = None
+        self._audio: AudioSink | None = None
         self._hung_up = False
+        self._hangup = asyncio.Event()
         self._closed = False
         self.frames_in = 0
-        self.frames_dropped = 0
         self.speech_starts = 0
         self.speech_ends = 0
         self.dtmf_in = 0
@@ -79,33 +73,26 @@ class TelephonyGateway:
         """The call's AudioSocket UUID."""
         return str(self._conn.uuid)
 
+    # --- InboundAudio ---
+    def attach(self, listener: VoiceListener | None, audio: AudioSink | None) -> None:
+        """Route voice activity and DTMF to `listener`, every inbound 20 ms frame to `audio`.
+
+        Both are called synchronously in the socket callback; None detaches. After the hang-up
+        nothing more is delivered (and nothing is kept: an attach then is ignored).
+        """
+        if self._hung_up:
+            return
+        self._listener = listener
+        self._audio = audio
+
     @property
     def hung_up(self) -> bool:
         """Whether the AudioSocket leg has ended."""
         return self._hung_up
 
-    @property
-    def queued_frames(self) -> int:
-        """Inbound frames waiting for `read_frame()`."""
-        return len(self._queue)
-
-    # --- InboundAudio ---
-    async def read_frame(self) -> bytes | None:
-        """Next 20 ms frame of 8 kHz slin, or None once the caller has hung up. One reader only."""
-        while True:
-            if self._hung_up:
-                return None
-            if self._queue:
-                return self._queue.popleft()
-            if self._waiter is not None and not self._waiter.done():
-                raise RuntimeError("TelephonyGateway.read_frame() is already being awaited")
-            fut = asyncio.get_running_loop().create_future()
-            self._waiter = fut
-            await fut
-
-    def set_voice_listener(self, listener: VoiceListener | None) -> None:
-        """Route speech start/end and DTMF to `listener` (None: drop them)."""
-        self._listener = listener
+    async def wait_hangup(self) -> None:
+        """Return once the AudioSocket leg has ended (at once if it already has)."""
+        await self._hangup.wait()
 
     # --- AudioReceiver (called from the socket callback) ---
     def on_audio(self, pcm: bytes, sample_rate: int) -> None:
@@ -126,16 +113,15 @@ class TelephonyGateway:
 
     def _frame(self, frame: bytes) -> None:
         self.frames_in += 1
-        queue = self._queue
-        if len(queue) >= self._queue_max:
-            queue.popleft()
-            self.frames_dropped += 1
-        queue.append(frame)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        audio = self._audio
+        if audio is not None:
+            try:
+                audio.push_audio(frame)
+            except Exception:
+                # Detached so a sink that fails on every frame logs once, and the VAD (barge-in,
+                # DTMF) keeps working: the call goes on without recognition rather than not at all.
+                self._audio = None
+                log.exception("call %s: audio sink failed; detached", self.uuid)
         event = self._vad.process(frame, self._clock.now())
         if event is not None:
             self._on_vad(event)
@@ -159,6 +145,8 @@ class TelephonyGateway:
 
     def on_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller."""
+        if self._hung_up:
+            return
         self.dtmf_in += 1
         listener = self._listener
         if listener is None:
@@ -169,15 +157,13 @@ class TelephonyGateway:
             log.exception("call %s: voice listener failed on DTMF %r", self.uuid, digit)
 
     def on_hangup(self) -> None:
-        """The AudioSocket leg ended: stop reading, stop playing."""
+        """The AudioSocket leg ended: stop delivering, stop playing; `wait_hangup()` returns."""
         if self._hung_up:
             return
         self._hung_up = True
-        self._queue.clear()
+        self._listener = self._audio = None  # nothing more is delivered
         self._partial.clear()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._hangup.set()
         self._pacer.remove(self.outbound)
         self.outbound.close()
 
@@ -207,7 +193,6 @@ class TelephonyGateway:
         """Counters for metrics and tests."""
         return {
             "frames_in": self.frames_in,
-            "frames_dropped": self.frames_dropped,
             "speech_starts": self.speech_starts,
             "speech_ends": self.speech_ends,
             "dtmf_in": self.dtmf_in,

@@ -79,10 +79,12 @@ class AudioBuffer:
     `push()` is called in the socket callback for every 20 ms frame: it never blocks or awaits,
     and allocates nothing but the deque slot. When `max_frames` are queued the OLDEST frame is
     dropped and counted in `dropped`: a recognizer that fell behind is better served by recent
-    speech. The consumer (one task) takes frames with `take()` and sleeps in `wait()`.
+    speech. The consumer (one task) takes frames with `take()` and sleeps in `wait()`, or, to
+    wait together with other futures without a task per wait, on `waiter()`. Both can ask for a
+    batch (`min_frames`), so a consumer that sends 100 ms per request is woken once per batch.
     """
 
-    __slots__ = ("_frames", "_max", "_waiter", "_ended", "pushed", "dropped")
+    __slots__ = ("_frames", "_max", "_waiter", "_want", "_waiting", "_ended", "pushed", "dropped")
 
     def __init__(self, max_frames: int) -> None:
         if max_frames < 1:
@@ -90,6 +92,8 @@ class AudioBuffer:
         self._frames: deque[bytes] = deque()
         self._max = max_frames
         self._waiter: asyncio.Future[None] | None = None
+        self._want = 1  # frames the pending waiter asked for
+        self._waiting = False  # a coroutine is inside wait()
         self._ended = False
         self.pushed = 0  # frames offered
         self.dropped = 0  # frames lost because the consumer was behind
@@ -98,12 +102,17 @@ class AudioBuffer:
         return len(self._frames)
 
     @property
+    def max_frames(self) -> int:
+        """Capacity: frames kept before the oldest is dropped."""
+        return self._max
+
+    @property
     def ended(self) -> bool:
         """Whether `end()` was called (frames may still be queued)."""
         return self._ended
 
     def push(self, frame: bytes) -> None:
-        """Queue one frame; ignored after `end()`."""
+        """Queue one frame; ignored after `end()`. The hot path: no call, no allocation but the slot."""
         if self._ended:
             return
         self.pushed += 1
@@ -112,7 +121,11 @@ class AudioBuffer:
             frames.popleft()
             self.dropped += 1
         frames.append(frame)
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None and len(frames) >= self._want:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def end(self) -> None:
         """No more audio: a waiting consumer wakes, `take()` drains what is left."""
@@ -131,19 +144,38 @@ class AudioBuffer:
         n = min(max_frames, len(frames))
         return [frames.popleft() for _ in range(n)]
 
-    async def wait(self) -> None:
-        """Return once a frame is queued or the input has ended. One consumer only."""
-        if self._frames or self._ended:
-            return
-        if self._waiter is not None and not self._waiter.done():
+    def waiter(self, min_frames: int = 1) -> asyncio.Future[None] | None:
+        """None when `min_frames` are queued or the input has ended; else a future done when so.
+
+        For the one consumer, to wait on it together with other futures (`asyncio.wait`) without
+        a task per wait. While it is pending the same future is returned (with the new
+        `min_frames`); cancelling it is harmless (the next call makes a new one).
+        """
+        if len(self._frames) >= min_frames or self._ended:
+            return None
+        self._want = max(1, min_frames)
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    async def wait(self, min_frames: int = 1) -> None:
+        """Return once `min_frames` are queued or the input has ended. One consumer only.
+
+        Raises RuntimeError when another coroutine is already waiting.
+        """
+        if self._waiting:
             raise RuntimeError("AudioBuffer.wait() is already being awaited")
-        self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self.waiter(min_frames)
+        if waiter is None:
+            return
+        self._waiting = True
         try:
-            await self._waiter
+            await waiter
         finally:
-            self._waiter = None
+            self._waiting = False
 
     def _wake(self) -> None:
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -35,18 +35,28 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in out if p]
 
 
+def complete_sentences_end(text: str) -> int:
+    """Length of the run of complete sentences at the start of `text` (0 when none is complete).
+
+    A sentence is complete once whitespace follows its final punctuation; the whitespace after
+    the last one is included, so `text[:n]` / `text[n:]` cut between sentences.
+    """
+    last = None
+    for m in _SENTENCE_END.finditer(text):
+        last = m
+    return 0 if last is None else last.end()
+
+
 def take_complete_sentences(buffer: str) -> tuple[list[str], str]:
     """Split off the complete sentences at the start of `buffer`; returns (sentences, remainder).
 
     A sentence is complete once whitespace follows its final punctuation, so "т. е." mid-stream
     is not cut before more text shows whether the sentence goes on.
     """
-    last = None
-    for m in _SENTENCE_END.finditer(buffer):
-        last = m
-    if last is None:
+    end = complete_sentences_end(buffer)
+    if not end:
         return [], buffer
-    return split_sentences(buffer[: last.end()]), buffer[last.end() :]
+    return split_sentences(buffer[:end]), buffer[end:]
 
 
 def chunk_text(text: str, limit: int) -> list[str]:

@@ -15,11 +15,15 @@ from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
+from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
+from orchestrator.adapters.stt.yandex import YandexSttStreamer
 from orchestrator.audio import FRAME_BYTES
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import InboundAudio
 from orchestrator.domain.models import AudioChunk
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
+from testkit.standins.speechkit_server import SpeechKitStandin
+from tests.test_stt_yandex import SlotHolder
 from tests.test_vad import click, make_russian_speech, silence
 
 T = 10.0  # upper bound for any single wait, never expected to be reached
@@ -54,6 +58,31 @@ class Listener:
                 await self.changed.wait()
 
 
+class Sink:
+    """An AudioSink that records the frames, and the VAD's speech starts seen by each frame."""
+
+    def __init__(self, gateway: TelephonyGateway | None = None) -> None:
+        self.frames: list[bytes] = []
+        self.starts_seen: list[int] = []
+        self.gateway = gateway
+        self._want = 0
+        self._enough = asyncio.Event()
+
+    def push_audio(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        if self.gateway is not None:
+            self.starts_seen.append(self.gateway.speech_starts)
+        if len(self.frames) >= self._want:
+            self._enough.set()
+
+    async def wait_frames(self, n: int) -> None:
+        self._want = n
+        if len(self.frames) < n:
+            self._enough.clear()
+            async with asyncio.timeout(T):
+                await self._enough.wait()
+
+
 class Call:
     def __init__(self, caller: FakeAsterisk, gateway: TelephonyGateway) -> None:
         self.caller = caller
@@ -78,16 +107,14 @@ async def env() -> AsyncIterator[Env]:
         await server.close()
 
 
-async def open_call(env: Env, *, audio: bytes = b"", inbound_queue_frames: int = 100) -> Call:
+async def open_call(env: Env, *, audio: bytes = b"") -> Call:
     server, pool = env
     u = uuid.uuid4()
     fut = server.expect(u)
     caller = await pool.connect(u, audio=audio)
     async with asyncio.timeout(T):
         conn = await fut
-    gateway = TelephonyGateway(
-        conn, server.pacer, clock=LoopClock(), inbound_queue_frames=inbound_queue_frames
-    )
+    gateway = TelephonyGateway(conn, server.pacer, clock=LoopClock())
     return Call(caller, gateway)
 
 
@@ -142,7 +169,8 @@ async def test_speech_barges_in_but_clicks_do_not(env: Env, tmp_path: Path) -> N
     call = await open_call(env, audio=lead + speech + silence(600))
     listener = Listener()
     listener.gateway = call.gateway
-    call.gateway.set_voice_listener(listener)
+    sink = Sink(call.gateway)
+    call.gateway.attach(listener, sink)
     await listener.wait_for("start")
     await listener.wait_for("end")
     starts = [e for e in listener.events if e[0] == "start"]
@@ -151,6 +179,9 @@ async def test_speech_barges_in_but_clicks_do_not(env: Env, tmp_path: Path) -> N
     assert isinstance(frames_at_start, int)
     # The start was confirmed inside the speech (>= 200 ms into it), not on the clicks.
     assert frames_at_start >= len(lead) // FRAME_BYTES + 10
+    # Each frame reached the recognizer before the VAD saw it: the frame that confirmed the
+    # speech was pushed while no start had been reported yet.
+    assert sink.starts_seen[frames_at_start - 1] == 0 and sink.starts_seen[frames_at_start] == 1
     assert call.gateway.speech_starts == 1
     assert call.gateway.speech_ends == 1
     await call.gateway.close()
@@ -159,7 +190,7 @@ async def test_speech_barges_in_but_clicks_do_not(env: Env, tmp_path: Path) -> N
 async def test_dtmf_reaches_the_listener(env: Env) -> None:
     call = await open_call(env)
     listener = Listener()
-    call.gateway.set_voice_listener(listener)
+    call.gateway.attach(listener, None)
     call.caller.send_dtmf("5")
     call.caller.send_dtmf("#")
     async with asyncio.timeout(T):
@@ -170,55 +201,93 @@ async def test_dtmf_reaches_the_listener(env: Env) -> None:
     await call.gateway.close()
 
 
-async def test_inbound_frames_reach_read_frame_and_wideband_is_converted(env: Env) -> None:
+async def test_inbound_frames_reach_the_sink_and_wideband_is_converted(env: Env) -> None:
     call = await open_call(env)
     pool = env[1]
     pool.pacer.remove(call.caller)  # send by hand, not paced
+    sink = Sink()
+    inbound: InboundAudio = call.gateway  # the Orchestrator's view: checked by mypy
+    inbound.attach(None, sink)
     frames = ramp_frames(3)
     call.caller.send_raw(b"".join(encode_audio(f) for f in frames))
-    async with asyncio.timeout(T):
-        got = [await call.gateway.read_frame() for _ in range(3)]
-    assert got == frames
+    await sink.wait_frames(3)
+    assert sink.frames == frames
     # 16 kHz in: 8 kHz, 20 ms frames out (the resampler keeps state across messages).
     call.caller.send_raw(encode_audio(bytes(640), Kind.SLIN16) * 10)
-    async with asyncio.timeout(T):
-        for _ in range(9):
-            frame = await call.gateway.read_frame()
-            assert frame is not None
-            assert len(frame) == FRAME_BYTES
+    await sink.wait_frames(3 + 9)
+    assert all(len(f) == FRAME_BYTES for f in sink.frames)
+    # Detached: frames are counted, delivered nowhere.
+    inbound.attach(None, None)
+    call.caller.send_raw(encode_audio(ramp_frames(1)[0]))
+    call.caller.send_dtmf("1")  # arrives after the frame: a marker that it is in
+    listener = Listener()
+    call.gateway.attach(listener, None)
+    await listener.wait_for("dtmf")
+    assert len(sink.frames) == 3 + 10 and call.gateway.frames_in == 3 + 10 + 1
+    assert "frames_dropped" not in call.gateway.stats()  # the recognizer's counter is the one
     await call.gateway.close()
 
 
-async def test_queue_full_drops_the_oldest_frames(env: Env) -> None:
-    call = await open_call(env, inbound_queue_frames=5)
-    env[1].pacer.remove(call.caller)
-    frames = ramp_frames(20)
-    gw = call.gateway
-    listener = Listener()
-    gw.set_voice_listener(listener)
-    call.caller.send_raw(b"".join(encode_audio(f) for f in frames))
-    call.caller.send_dtmf("1")  # arrives after every frame: a marker that all are in
-    await listener.wait_for("dtmf")
-    assert gw.frames_in == 20
-    assert gw.frames_dropped == 15
-    got = [await gw.read_frame() for _ in range(5)]
-    assert got == frames[-5:]
-    assert gw.stats()["frames_dropped"] == 15
-    await gw.close()
+async def test_a_stalled_recognizer_drops_exactly_the_overflow_socket_to_grpc(env: Env) -> None:
+    # The whole inbound path: FakeAsterisk -> AudioSocket -> gateway -> the recognizer's one
+    # buffer -> gRPC to the SpeechKit stand-in, whose only stream slot is taken (a stalled
+    # service). Frames beyond the buffer are dropped there and nowhere else, each counted once.
+    speechkit = SpeechKitStandin(max_concurrent_streams=1, idle_timeout_s=30.0)
+    await speechkit.start()
+    channel = speechkit_channel(speechkit.endpoint, tls=False)
+    holder = SlotHolder(channel)
+    settings = YandexSettings(tls=False, max_buffered_s=0.2, keepalive_s=5.0)  # 10 frames
+    try:
+        await holder.running()
+        recognizer = YandexSttStreamer(channel, settings, clock=LoopClock()).open_stream()
+        call = await open_call(env)
+        env[1].pacer.remove(call.caller)
+        gw = call.gateway
+        listener = Listener()
+        gw.attach(listener, recognizer)
+        frames = ramp_frames(40)
+        call.caller.send_raw(b"".join(encode_audio(f) for f in frames))
+        call.caller.send_dtmf("1")  # arrives after every frame: a marker that all are in
+        await listener.wait_for("dtmf")
+        assert gw.frames_in == 40
+        assert recognizer.frames_dropped == 40 - 10
+        assert recognizer.audio_bytes_sent == 0  # the service took nothing
+        holder.release()  # the service frees up: the newest 10 frames go, then the end
+        recognizer.end_input()
+        async with asyncio.timeout(T):
+            assert [e async for e in recognizer] == []
+        assert speechkit.stt_sessions[1].audio_bytes == 10 * FRAME_BYTES == recognizer.audio_bytes_sent
+        assert recognizer.frames_dropped == 30
+        await recognizer.aclose()
+        await gw.close()
+    finally:
+        holder.release()
+        holder.call.cancel()
+        await channel.close()
+        await speechkit.close()
 
 
-async def test_caller_hangup_ends_reads_and_playout(env: Env) -> None:
+async def test_caller_hangup_ends_delivery_and_playout(env: Env) -> None:
     server, pool = env
     call = await open_call(env)
     gw = call.gateway
+    sink, listener = Sink(), Listener()
+    gw.attach(listener, sink)
     assert len(server.pacer) == 1  # the gateway's playout (the callers have their own pacer)
-    reader = asyncio.create_task(gw.read_frame(), name="reader")
-    await asyncio.sleep(0)
+    waiter = asyncio.create_task(gw.wait_hangup(), name="hangup-waiter")
     pool.hangup(call.caller)  # EOF, as Asterisk does
     async with asyncio.timeout(T):
-        assert await reader is None
+        await waiter
     assert gw.hung_up
-    assert await gw.read_frame() is None
+    async with asyncio.timeout(T):
+        await gw.wait_hangup()  # at once now
+    # Nothing is delivered after the hang-up (the callbacks may still be called by the socket).
+    n = len(sink.frames)
+    gw.on_audio(ramp_frames(1)[0], 8000)
+    gw.on_dtmf("7")
+    gw.attach(listener, sink)  # ignored: nothing is kept
+    gw.on_audio(ramp_frames(1)[0], 8000)
+    assert len(sink.frames) == n and not any(e[0] == "dtmf" for e in listener.events)
     with pytest.raises(PlayoutClosed):
         await gw.outbound.write(AudioChunk(bytes(320)))
     assert len(server.pacer) == 0
@@ -232,8 +301,9 @@ async def test_close_hangs_up_the_audiosocket_leg(env: Env) -> None:
     await call.gateway.close()
     async with asyncio.timeout(T):
         await call.caller.wait_closed()
+        await call.gateway.wait_hangup()
     assert call.caller.hangup_received
-    assert await call.gateway.read_frame() is None
+    assert call.gateway.hung_up
     assert len(server.pacer) == 0
 
 
@@ -251,13 +321,37 @@ class Raising:
 async def test_a_broken_listener_does_not_kill_the_call(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     call = await open_call(env)
     gw = call.gateway
-    inbound: InboundAudio = gw  # the Orchestrator's view: checked by mypy
-    gw.set_voice_listener(Raising())
+    sink = Sink()
+    gw.attach(Raising(), sink)
     env[1].pacer.remove(call.caller)
     call.caller.send_dtmf("3")
     call.caller.send_raw(encode_audio(ramp_frames(1)[0]))
-    async with asyncio.timeout(T):
-        assert await inbound.read_frame() == ramp_frames(1)[0]
+    await sink.wait_frames(1)
+    assert sink.frames == ramp_frames(1)
     assert "voice listener failed on DTMF '3'" in caplog.text
+    assert not gw.hung_up
+    await gw.close()
+
+
+class RaisingSink:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def push_audio(self, frame: bytes) -> None:
+        self.calls += 1
+        raise RuntimeError("sink bug")
+
+
+async def test_a_broken_sink_is_detached_and_the_vad_goes_on(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    speech = make_russian_speech(tmp_path)
+    call = await open_call(env, audio=silence(200) + speech + silence(600))
+    gw = call.gateway
+    sink, listener = RaisingSink(), Listener()
+    listener.gateway = gw
+    gw.attach(listener, sink)
+    await listener.wait_for("start")  # barge-in still works without a recognizer
+    assert sink.calls == 1 and caplog.text.count("audio sink failed") == 1
     assert not gw.hung_up
     await gw.close()

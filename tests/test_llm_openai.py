@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.adapters.llm.openai_compat import STRICTER_INSTRUCTION, OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import LocalRulesSafety
+from orchestrator.contracts import AnswerStream, LLMManager
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState, TranscriptEntry
 from testkit.standins.openai_server import OpenAIStandin
@@ -90,7 +91,7 @@ async def test_unsafe_first_chunk_is_flagged_and_abort_closes_the_connection(
     openai_standin.inject("unsafe_first")
     llm = manager(openai_client)
     gen = llm.process_user_turn("Сколько стоит доставка?", SessionState("c"))
-    first: LLMStreamChunk = await anext(gen)
+    first: LLMStreamChunk = await anext(aiter(gen))
     assert not first.is_safe and first.safety_reason and "идиот" in first.safety_reason
     await llm.abort_generation()
     async with asyncio.timeout(5):
@@ -98,6 +99,24 @@ async def test_unsafe_first_chunk_is_flagged_and_abort_closes_the_connection(
     assert openai_standin.client_disconnects == 1
     assert [c async for c in gen] == []  # the generator ends quietly after an abort
     await llm.abort_generation()  # idempotent
+    await llm.shutdown()
+
+
+async def test_closing_the_answer_stream_closes_the_connection(
+    openai_standin: OpenAIStandin, openai_client: openai.AsyncOpenAI
+) -> None:
+    openai_standin.token_s = 0.02  # a long answer is still streaming when we close it
+    llm: LLMManager = manager(openai_client)
+    answer: AnswerStream = llm.process_user_turn("Сколько стоит доставка?", SessionState("c"))
+    it = aiter(answer)
+    first = await anext(it)
+    assert first.is_safe and first.text_chunk == "Доставка стоит триста рублей. "
+    await answer.aclose()  # barge-in: the consumer drops the answer
+    async with asyncio.timeout(5):
+        await openai_standin.disconnected.wait()  # the server saw the stream closed
+    assert openai_standin.client_disconnects == 1
+    assert [c async for c in it] == []
+    await answer.aclose()  # idempotent
     await llm.shutdown()
 
 

@@ -4,7 +4,8 @@ Calls run through the AudioSocket server, the TelephonyGateway, a fresh Orchestr
 real adapters (STT and TTS over gRPC to the SpeechKit stand-in, the LLM client for the OpenAI
 stand-in), ten at a time. Each caller hangs up during the greeting, as many real callers do. After
 a warm-up, a second round of calls must leave the process exactly as the warm-up left it: no
-extra tasks, file descriptors, Orchestrators, gateways or connections.
+extra tasks, file descriptors, Orchestrators, gateways, connections, or recognition and synthesis
+streams (each call's are closed with it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from bridge.gateway import TelephonyGateway
 from bridge.settings import ProvidersSettings, Settings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.adapters.stt.yandex import YandexRecognitionStream
+from orchestrator.adapters.tts.yandex import YandexSynthesisStream
 from orchestrator.orchestrator import Orchestrator
 from testkit.fake_asterisk import FakeCallerPool
 from testkit.standins.openai_server import OpenAIStandin
@@ -96,7 +99,14 @@ async def test_calls_leave_nothing_behind(
         assert [r for _, r in app.outcomes] == ["caller_hangup"] * (4 * CONCURRENT)
         assert _our_tasks() == tasks
         assert _fds() == fds
-        for kind in (Orchestrator, TelephonyGateway, AudioSocketConnection):
+        live_kinds = (
+            Orchestrator,
+            TelephonyGateway,
+            AudioSocketConnection,
+            YandexRecognitionStream,
+            YandexSynthesisStream,
+        )
+        for kind in live_kinds:
             assert _live(kind) == 0, f"{kind.__name__} instances left after the calls"
         assert len(app.pacer) == 0 and app.calls_active == 0
     finally:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
 import grpc
 import pytest
+from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
-from orchestrator.adapters.stt.yandex import YandexSttStreamer
+from orchestrator.adapters.stt.yandex import YandexRecognitionStream, YandexSttStreamer, streaming_options
+from orchestrator.adapters.stt.yandex_call import RecognizeCall
 from orchestrator.clock import LoopClock
-from orchestrator.contracts import SttEvent
+from orchestrator.contracts import RecognitionStream, SttEvent, STTStreamer
 from orchestrator.domain.errors import STTError
 from orchestrator.domain.models import SttResult
 from testkit.standins.script import SttScript
@@ -30,25 +31,40 @@ def silence(ms: int) -> bytes:
     return bytes(16 * ms)
 
 
-def feed(q: asyncio.Queue[bytes | None], pcm: bytes, *, end: bool = False) -> int:
-    """Queue `pcm` as 20 ms frames (the last one may be short); returns the frames queued."""
+def feed(stream: RecognitionStream, pcm: bytes, *, end: bool = False) -> int:
+    """Push `pcm` as 20 ms frames (the last one may be short), as the gateway does; returns the count."""
     n = 0
     for i in range(0, len(pcm), FRAME):
-        q.put_nowait(pcm[i : i + FRAME])
+        stream.push_audio(pcm[i : i + FRAME])
         n += 1
     if end:
-        q.put_nowait(None)
+        stream.end_input()
     return n
 
 
 async def collect(
-    q: asyncio.Queue[SttEvent], done: Callable[[list[SttEvent]], bool], timeout: float = 10.0
+    stream: RecognitionStream, done: Callable[[list[SttEvent]], bool], timeout: float = 10.0
 ) -> list[SttEvent]:
+    """Results until `done(events)`; fails if the stream ends first."""
     events: list[SttEvent] = []
+    it = aiter(stream)
     async with asyncio.timeout(timeout):
         while not done(events):
-            events.append(await q.get())
+            events.append(await anext(it))
     return events
+
+
+async def rest(stream: RecognitionStream, timeout: float = 10.0) -> list[SttEvent]:
+    """Every result until the iteration ends."""
+    async with asyncio.timeout(timeout):
+        return [e async for e in stream]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll a client-side condition the stand-in cannot signal (bounded; every 10 ms)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - no event exists for a client-side counter
+            await asyncio.sleep(0.01)
 
 
 def finals(events: list[SttEvent]) -> list[SttResult]:
@@ -61,14 +77,17 @@ async def test_partials_then_one_normalized_final_per_utterance(
     make_speech: Callable[[str], bytes],
 ) -> None:
     speechkit_standin.script = SttScript(default=list(UTTERANCES))
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-a")
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
+    streamer: STTStreamer = YandexSttStreamer(
+        speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-a"
+    )
+    stt = streamer.open_stream()
     for text in UTTERANCES:
-        feed(audio, silence(600) + make_speech(text))
-    feed(audio, silence(1000), end=True)
-    events = await collect(results, lambda ev: len(finals(ev)) == 2)
-    await stt.stop_recognition()
+        feed(stt, silence(600) + make_speech(text))
+    feed(stt, silence(1000), end=True)
+    events = await collect(stt, lambda ev: len(finals(ev)) == 2)
+    assert await rest(stt) == []  # the input ended: iteration ends once the service is done
+    assert stt.frames_dropped == 0
+    await stt.aclose()
 
     assert not [e for e in events if isinstance(e, STTError)]
     # One final per utterance, with the normalized (refined) text.
@@ -110,11 +129,11 @@ async def test_renewal_loses_no_audio(
     make_speech: Callable[[str], bytes],
 ) -> None:
     settings = replace(SETTINGS, renew_after_bytes=8000, renew_grace_s=0.0)
-    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-r")
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    stt.start_recognition(audio)
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-r"
+    ).open_stream()
     pcm = silence(500) + make_speech(UTTERANCES[0]) + silence(800)
-    feed(audio, pcm, end=True)
+    feed(stt, pcm, end=True)
     await speechkit_standin.wait_for(lambda: stt.audio_bytes_sent == len(pcm))
     await speechkit_standin.wait_for(
         lambda: (
@@ -122,11 +141,12 @@ async def test_renewal_loses_no_audio(
             and all(r.done.is_set() for r in speechkit_standin.stt_sessions)
         )
     )
-    await stt.stop_recognition()
+    await stt.aclose()
     sessions = speechkit_standin.stt_sessions
     assert len(sessions) >= len(pcm) // 8000  # renewed every ~0.5 s of audio
     assert sum(r.audio_bytes for r in sessions) == len(pcm)  # every byte reached the service
     assert all(r.ended == "eof" for r in sessions)  # each stream was half-closed cleanly
+    assert stt.frames_dropped == 0
 
 
 async def test_keepalive_holds_an_idle_stream_open(make_speech: Callable[[str], bytes]) -> None:
@@ -135,19 +155,17 @@ async def test_keepalive_holds_an_idle_stream_open(make_speech: Callable[[str], 
     channel = speechkit_channel(server.endpoint, tls=False)
     stt = YandexSttStreamer(
         channel, replace(SETTINGS, keepalive_s=0.2), clock=LoopClock(), request_id="call-k"
-    )
+    ).open_stream()
     try:
-        audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-        results = stt.start_recognition(audio)
-        feed(audio, silence(300) + make_speech(UTTERANCES[0]) + silence(700))
-        events = await collect(results, lambda ev: len(finals(ev)) == 1)
-        # The caller is silent now (the bot speaks): nothing comes on the audio queue.
+        feed(stt, silence(300) + make_speech(UTTERANCES[0]) + silence(700))
+        events = await collect(stt, lambda ev: len(finals(ev)) == 1)
+        # The caller is silent now (the bot speaks): nothing is pushed.
         await server.wait_for(lambda: server.stt_sessions[0].silence_ms >= 1500)
         assert not server.stt_sessions[0].done.is_set()
-        assert stt.streams_opened == 1
-        assert results.empty() and not [e for e in events if isinstance(e, STTError)]
+        assert stt.streams_opened == 1 and stt.silence_ms_sent >= 1500
+        assert stt.results_queued == 0 and not [e for e in events if isinstance(e, STTError)]
     finally:
-        await stt.stop_recognition()
+        await stt.aclose()
         await channel.close()
         await server.close()
 
@@ -156,19 +174,17 @@ async def test_without_keepalive_the_idle_cutoff_fires_and_the_stream_reconnects
     server = SpeechKitStandin(idle_timeout_s=0.3)
     await server.start()
     channel = speechkit_channel(server.endpoint, tls=False)
-    stt = YandexSttStreamer(channel, replace(SETTINGS, keepalive_s=5.0), clock=LoopClock())
+    stt = YandexSttStreamer(channel, replace(SETTINGS, keepalive_s=5.0), clock=LoopClock()).open_stream()
     try:
-        audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-        results = stt.start_recognition(audio)
-        feed(audio, silence(200))
+        feed(stt, silence(200))
         await server.wait_for(lambda: stt.streams_opened == 2)
-        # Recovered by reconnecting: counted and logged, not put on the result queue.
-        assert stt.reconnects == 1 and results.empty()
+        # Recovered by reconnecting: counted and logged, not a result.
+        assert stt.reconnects == 1 and stt.results_queued == 0
         assert stt.last_error is not None and stt.last_error.retryable
         assert "DEADLINE_EXCEEDED" in str(stt.last_error)
         assert server.stt_sessions[0].ended == "idle"
     finally:
-        await stt.stop_recognition()
+        await stt.aclose()
         await channel.close()
         await server.close()
 
@@ -180,12 +196,13 @@ async def test_retryable_failure_reconnects_and_recognition_goes_on(
 ) -> None:
     speechkit_standin.script = SttScript(default=UTTERANCES[:1])
     speechkit_standin.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=100)
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-f")
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
-    feed(audio, silence(1000) + make_speech(UTTERANCES[0]) + silence(800), end=True)
-    events = await collect(results, lambda ev: len(finals(ev)) == 1)
-    await stt.stop_recognition()
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-f"
+    ).open_stream()
+    feed(stt, silence(1000) + make_speech(UTTERANCES[0]) + silence(800), end=True)
+    events = await collect(stt, lambda ev: len(finals(ev)) == 1)
+    events += await rest(stt)
+    await stt.aclose()
     assert not [e for e in events if isinstance(e, STTError)]  # recovered: nothing in-band
     assert stt.reconnects == 1 and stt.last_error is not None and stt.last_error.retryable
     # gRPC Python may report a server abort that races our write as INTERNAL (see speechkit.py).
@@ -199,14 +216,12 @@ async def test_non_retryable_failure_ends_recognition(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     speechkit_standin.fail_next_streams(1, grpc.StatusCode.PERMISSION_DENIED)
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
     # No audio: the abort comes right after the session options, with no write to race it.
-    results = stt.start_recognition(audio)
-    [err] = await collect(results, lambda ev: len(ev) == 1)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
+    [err] = await rest(stt)  # the error is the last item: iteration ends after it
     assert isinstance(err, STTError)
     assert not err.retryable and "PERMISSION_DENIED" in str(err)
-    await stt.stop_recognition()
+    await stt.aclose()
     assert stt.streams_opened == 1
 
 
@@ -215,11 +230,9 @@ async def test_gives_up_after_bounded_reconnects(
 ) -> None:
     speechkit_standin.fail_next_streams(10, grpc.StatusCode.UNAVAILABLE)
     settings = replace(SETTINGS, reconnect_attempts=2)
-    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
-    [err] = await collect(results, lambda ev: len(ev) == 1)
-    await stt.stop_recognition()
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    [err] = await rest(stt)
+    await stt.aclose()
     assert isinstance(err, STTError) and not err.retryable and "giving up" in str(err)
     assert stt.reconnects == 2 and stt.streams_opened == 3
 
@@ -230,30 +243,33 @@ async def test_unreachable_service_is_a_retryable_error() -> None:
         channel,
         replace(SETTINGS, connect_timeout_s=0.2, reconnect_attempts=1),
         clock=LoopClock(),
-    )
-    results = stt.start_recognition(asyncio.Queue())
-    [err] = await collect(results, lambda ev: len(ev) == 1)
-    await stt.stop_recognition()
+    ).open_stream()
+    [err] = await rest(stt)
+    await stt.aclose()
     await channel.close()
     assert isinstance(err, STTError) and not err.retryable
     assert "giving up after 1 reconnects" in str(err) and "not reachable" in str(err)
     assert stt.reconnects == 1
 
 
-async def test_stop_is_idempotent_and_leaves_no_tasks(
+async def test_aclose_is_idempotent_ends_iteration_and_leaves_no_tasks(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    stt.start_recognition(audio)
-    feed(audio, silence(300))
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="c1"
+    ).open_stream()
+    feed(stt, silence(300))
     await speechkit_standin.wait_for(lambda: bool(speechkit_standin.stt_sessions))
-    await stt.stop_recognition()
-    await stt.stop_recognition()
-    left = [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith("stt-")]
+    reading = asyncio.create_task(rest(stt), name="test-reader")
+    await stt.aclose()
+    await stt.aclose()
+    assert await reading == []  # a waiting consumer is released
+    assert [e async for e in stt] == []  # and iteration stays ended
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith("stt")]
     assert left == []
-    with pytest.raises(RuntimeError):
-        stt.start_recognition(audio)
+    sent = stt.audio_bytes_sent
+    feed(stt, silence(100), end=True)  # ignored after aclose()
+    assert stt.audio_bytes_sent == sent and stt.frames_dropped == 0
 
 
 @pytest.mark.parametrize("send_eou", [True, False])
@@ -268,14 +284,14 @@ async def test_final_without_refinement_goes_out_raw(
     speechkit_standin.send_refinement = False
     speechkit_standin.send_eou = send_eou
     settings = replace(SETTINGS, final_refinement_wait_s=0.2)
-    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
-    feed(audio, silence(300) + make_speech(UTTERANCES[0]) + silence(800))
-    events = await collect(results, lambda ev: len(finals(ev)) == 1)
-    await stt.stop_recognition()
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    feed(stt, silence(300) + make_speech(UTTERANCES[0]) + silence(800))
+    events = await collect(stt, lambda ev: len(finals(ev)) == 1)
+    stt.end_input()
+    events += await rest(stt)
+    await stt.aclose()
     assert finals(events)[0].text == "сколько стоит доставка в москву"
-    assert results.empty()  # exactly one final
+    assert len(finals(events)) == 1  # exactly one final
 
 
 async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
@@ -288,19 +304,20 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     # A cut utterance would make the stand-in release the next line early, and then "Лишнее".
     speechkit_standin.script = SttScript(default=[*UTTERANCES, "Лишнее."])
     settings = replace(SETTINGS, renew_after_bytes=8000, renew_grace_s=30.0)
-    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-p")
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-p"
+    ).open_stream()
     pcm = b"".join(silence(600) + make_speech(t) for t in UTTERANCES) + silence(900)
     loop = asyncio.get_running_loop()
     start = loop.time()
     for n, i in enumerate(range(0, len(pcm), FRAME)):
         await asyncio.sleep(max(0.0, start + n * 0.005 - loop.time()))  # pacing, not waiting
-        audio.put_nowait(pcm[i : i + FRAME])
-    audio.put_nowait(None)
-    events = await collect(results, lambda ev: len(finals(ev)) == 2)
-    await speechkit_standin.wait_for(lambda: all(r.done.is_set() for r in speechkit_standin.stt_sessions))
-    await stt.stop_recognition()
+        stt.push_audio(pcm[i : i + FRAME])
+    stt.end_input()
+    events = await collect(stt, lambda ev: len(finals(ev)) == 2)
+    events += await rest(stt)  # ends once every stream has half-closed and drained
+    assert all(r.done.is_set() for r in speechkit_standin.stt_sessions)
+    await stt.aclose()
     assert [f.text for f in finals(events)] == UTTERANCES
     f1, f2 = finals(events)
     assert f1.audio_end_ms is not None and f2.audio_start_ms is not None
@@ -311,10 +328,10 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     assert sum(r.audio_bytes for r in sessions) == len(pcm)
 
 
-async def _step(server: SpeechKitStandin, audio: asyncio.Queue[bytes | None], sent: list[int]) -> None:
-    """Queue one 100 ms chunk and wait until the service has counted it (no backlog in flight)."""
+async def _step(server: SpeechKitStandin, stt: YandexRecognitionStream, sent: list[int]) -> None:
+    """Push one 100 ms batch and wait until the service has counted it (no backlog in flight)."""
     chunk = silence(100)
-    feed(audio, chunk)
+    feed(stt, chunk)
     sent.append(len(chunk))
     await server.wait_for(lambda: sum(r.audio_bytes for r in server.stt_sessions) == sum(sent), 3.0)
 
@@ -327,24 +344,22 @@ async def test_reconnect_loses_no_audio_and_eof_right_after_still_half_closes(
     # the shared queue: ~100 ms lost per reconnect, or a new stream that never half-closed.
     srv = speechkit_standin
     srv.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=300)
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
     sent: list[int] = []
     await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
     for _ in range(3):  # the third chunk reaches after_ms: the service aborts the stream
-        await _step(srv, audio, sent)
+        await _step(srv, stt, sent)
     await srv.wait_for(lambda: srv.stt_sessions[0].done.is_set(), 3.0)
     assert srv.stt_sessions[0].ended == "fault"
     await srv.wait_for(lambda: len(srv.stt_sessions) == 2)  # the old stream's reader has ended
     for _ in range(3 if more_audio else 0):
-        await _step(srv, audio, sent)
-    audio.put_nowait(None)
+        await _step(srv, stt, sent)
+    stt.end_input()
     await srv.wait_for(lambda: srv.stt_sessions[1].done.is_set(), 3.0)
     assert srv.stt_sessions[1].ended == "eof"  # the new stream was half-closed
     assert sum(r.audio_bytes for r in srv.stt_sessions) == sum(sent) == stt.audio_bytes_sent
-    assert stt.reconnects == 1 and results.empty()
-    await stt.stop_recognition()
+    assert stt.reconnects == 1 and await rest(stt) == []
+    await stt.aclose()
 
 
 async def test_a_failing_request_generator_reconnects_instead_of_killing_recognition(
@@ -356,24 +371,22 @@ async def test_a_failing_request_generator_reconnects_instead_of_killing_recogni
     # gRPC cancels the call locally and the reader saw a bare CancelledError (reader and
     # supervisor died silently). Now it is a retryable failure and recognition goes on.
     speechkit_standin.script = SttScript(default=UTTERANCES[:1])
-    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
-    audio.put_nowait(bytes(321))
-    feed(audio, silence(200))
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
+    stt.push_audio(bytes(321))
+    feed(stt, silence(200))
     await speechkit_standin.wait_for(lambda: stt.reconnects == 1, 3.0)
     assert "cancelled locally" in str(stt.last_error) and "error" in str(stt.last_error)
-    feed(audio, make_speech(UTTERANCES[0]) + silence(800), end=True)
-    events = await collect(results, lambda ev: len(finals(ev)) == 1)
+    feed(stt, make_speech(UTTERANCES[0]) + silence(800), end=True)
+    events = await collect(stt, lambda ev: len(finals(ev)) == 1)
     assert finals(events)[0].text == UTTERANCES[0]
     assert not [e for e in events if isinstance(e, STTError)]
-    await stt.stop_recognition()
+    await stt.aclose()
 
 
-class _BrokenReader(YandexSttStreamer):
+class _BrokenReader(YandexRecognitionStream):
     """Fault injection: the reader has a bug."""
 
-    async def _read(self, stream: Any) -> STTError | None:
+    async def _read(self, call: RecognizeCall) -> STTError | None:
         raise RuntimeError("reader bug")
 
 
@@ -381,11 +394,10 @@ async def test_a_crashed_reader_is_an_in_band_error_not_a_silent_death(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     stt = _BrokenReader(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
-    results = stt.start_recognition(asyncio.Queue())
-    [err] = await collect(results, lambda ev: len(ev) == 1, timeout=3.0)
+    [err] = await rest(stt, timeout=3.0)
     assert isinstance(err, STTError) and not err.retryable
     assert "RuntimeError: reader bug" in str(err)
-    await stt.stop_recognition()
+    await stt.aclose()
 
 
 async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
@@ -394,11 +406,9 @@ async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
     # Scaled down: renew after 1 s, at the latest 1.2 s (no pause: renew_quiet_ms is never met).
     # A 3.5 s backlog (as after an outage) goes out in a burst: stream age alone never got there.
     settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=0.2, renew_quiet_ms=10**9)
-    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock())
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    stt.start_recognition(audio)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     pcm = silence(3500)
-    feed(audio, pcm, end=True)
+    feed(stt, pcm, end=True)
     srv = speechkit_standin
     await srv.wait_for(
         lambda: (
@@ -408,9 +418,29 @@ async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
         ),
         5.0,
     )
-    await stt.stop_recognition()
+    await stt.aclose()
     per_stream = [r.audio_ms for r in srv.stt_sessions]
     assert len(per_stream) >= 3 and max(per_stream) <= 1200, per_stream
+
+
+class SlotHolder:
+    """A raw RecognizeStreaming call that sends its options, then nothing until `release()`."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._release = asyncio.Event()
+        self.call = stt_service_pb2_grpc.RecognizerStub(channel).RecognizeStreaming(self._requests())
+
+    async def _requests(self) -> AsyncIterator[stt_pb2.StreamingRequest]:
+        yield stt_pb2.StreamingRequest(session_options=streaming_options(SETTINGS))
+        await self._release.wait()
+
+    async def running(self) -> None:
+        """Return once the service answered (the stream holds its slot)."""
+        async with asyncio.timeout(3.0):
+            await self.call.read()  # the WORKING status
+
+    def release(self) -> None:
+        self._release.set()
 
 
 async def test_a_stream_that_never_starts_is_ended_by_the_stream_cap() -> None:
@@ -420,20 +450,55 @@ async def test_a_stream_that_never_starts_is_ended_by_the_stream_cap() -> None:
     server = SpeechKitStandin(max_concurrent_streams=1)
     await server.start()
     channel = speechkit_channel(server.endpoint, tls=False)
-    a = YandexSttStreamer(channel, SETTINGS, clock=LoopClock())
+    a = YandexSttStreamer(channel, SETTINGS, clock=LoopClock()).open_stream()
     short = replace(SETTINGS, renew_after_s=0.3, renew_grace_s=0.0, drain_timeout_s=0.3, keepalive_s=0.2)
-    b = YandexSttStreamer(channel, short, clock=LoopClock())
+    b: YandexRecognitionStream | None = None
     try:
-        a.start_recognition(asyncio.Queue())
         await server.wait_for(lambda: len(server.stt_sessions) == 1, 3.0)
-        b_results = b.start_recognition(asyncio.Queue())
+        b = YandexSttStreamer(channel, short, clock=LoopClock()).open_stream()
         # a's keepalive silence wakes wait_for every 0.5 s.
-        await server.wait_for(lambda: b.reconnects >= 1, 5.0)
+        await server.wait_for(lambda: b is not None and b.reconnects >= 1, 5.0)
         assert "did not finish in time" in str(b.last_error)
-        assert len(server.stt_sessions) == 1 and b_results.empty()
+        assert len(server.stt_sessions) == 1 and b.results_queued == 0
     finally:
-        await b.stop_recognition()
-        await a.stop_recognition()
+        if b is not None:
+            await b.aclose()
+        await a.aclose()
+        await channel.close()
+        await server.close()
+
+
+async def test_a_stalled_service_drops_exactly_the_overflow_at_the_one_buffer() -> None:
+    # The service takes nothing (its only stream slot is held by another call, so our call's
+    # request generator is stuck on its first write). Audio piles up in the recognizer's one
+    # buffer; past its capacity the oldest frames go, each counted once. When the service frees
+    # up, exactly the buffered (newest) frames reach it.
+    server = SpeechKitStandin(max_concurrent_streams=1, idle_timeout_s=30.0)
+    await server.start()
+    channel = speechkit_channel(server.endpoint, tls=False)
+    holder = SlotHolder(channel)
+    settings = replace(SETTINGS, max_buffered_s=0.2, keepalive_s=5.0)  # 10 frames
+    stt: YandexRecognitionStream | None = None
+    try:
+        await holder.running()
+        stt = YandexSttStreamer(channel, settings, clock=LoopClock()).open_stream()
+        await until(lambda: stt is not None and stt.streams_opened == 1)  # our call is under way
+        capacity = 10
+        pushed = feed(stt, b"".join(bytes([i]) * FRAME for i in range(1, 26)))  # 25 frames
+        assert stt.frames_dropped == pushed - capacity == 15
+        assert stt.audio_bytes_sent == 0 and len(server.stt_sessions) == 1  # nothing reached it
+        holder.release()  # the holder half-closes: our call gets the slot
+        await server.wait_for(lambda: len(server.stt_sessions) == 2, 3.0)
+        stt.end_input()
+        assert await rest(stt) == []
+        assert server.stt_sessions[1].ended == "eof"
+        assert server.stt_sessions[1].audio_bytes == capacity * FRAME == stt.audio_bytes_sent
+        assert stt.frames_dropped == 15  # counted once, at the one drop point
+    finally:
+        holder.release()
+        if stt is not None:
+            await stt.aclose()
+        holder.call.cancel()
         await channel.close()
         await server.close()
 
@@ -446,12 +511,33 @@ async def test_streams_that_fail_after_the_working_status_still_exhaust_the_reco
     speechkit_standin.fail_next_streams(10, grpc.StatusCode.UNAVAILABLE, after_ms=100)
     stt = YandexSttStreamer(
         speechkit_grpc_channel, replace(SETTINGS, reconnect_attempts=2), clock=LoopClock()
-    )
-    audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-    results = stt.start_recognition(audio)
-    feed(audio, silence(3000))
-    [err] = await collect(results, lambda ev: len(ev) == 1, timeout=5.0)
-    await stt.stop_recognition()
+    ).open_stream()
+    feed(stt, silence(3000))
+    [err] = await rest(stt, timeout=5.0)
+    await stt.aclose()
     assert isinstance(err, STTError) and not err.retryable and "giving up after 2 reconnects" in str(err)
     assert stt.streams_opened == 3
     assert [r.ended for r in speechkit_standin.stt_sessions] == ["fault"] * 3
+
+
+async def test_batches_of_100_ms_even_when_frames_trickle_in(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Real-time frames arrive one at a time; the request generator still sends 100 ms per request
+    # (it waits for a whole batch), and a partial batch goes out at the end of input. (A long
+    # keepalive: a partial batch also goes out when it ends, which a slow machine must not cause.)
+    settings = replace(SETTINGS, keepalive_s=3.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    srv = speechkit_standin
+    await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
+    for i in range(12):
+        stt.push_audio(silence(20))
+        if i % 5 == 4:
+            await srv.wait_for(lambda n=i: srv.stt_sessions[0].audio_bytes == (n + 1) * FRAME, 3.0)
+        else:
+            await asyncio.sleep(0.005)  # pacing, not waiting
+    stt.end_input()
+    assert await rest(stt) == []
+    rec = srv.stt_sessions[0]
+    assert rec.audio_bytes == 12 * FRAME and rec.chunks == 3  # 5 + 5 + the last 2
+    await stt.aclose()

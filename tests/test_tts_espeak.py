@@ -9,19 +9,20 @@ import pytest
 
 from orchestrator.adapters.tts.espeak import EspeakTTS, parse_wav
 from orchestrator.audio import rms
-from orchestrator.contracts import TtsStreamItem
+from orchestrator.contracts import SynthesisStream, TTSManager
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
 
-async def drain(q: asyncio.Queue[TtsStreamItem]) -> list[TtsStreamItem]:
-    items: list[TtsStreamItem] = []
+async def drain(stream: SynthesisStream) -> list[AudioChunk]:
     async with asyncio.timeout(10):
-        while (item := await q.get()) is not None:
-            items.append(item)
-    return [*items, None]
+        return [chunk async for chunk in stream]
+
+
+def stream_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("espeak")]
 
 
 async def test_synthesize_gives_8khz_russian_speech() -> None:
@@ -35,28 +36,51 @@ async def test_synthesize_gives_8khz_russian_speech() -> None:
 
 
 async def test_stream_synthesizes_each_sentence_as_it_completes() -> None:
-    tts = EspeakTTS()
-    text_in, audio_out = await tts.start_llm_stream()
-    text_in.put_nowait("Первое предложение. Второе ещё не")
+    tts: TTSManager = EspeakTTS()
+    stream = await tts.open_stream()
+    stream.push_text("Первое предложение. Второе ещё не")
     async with asyncio.timeout(10):
-        first = await audio_out.get()  # arrives although the input is still open
-    assert isinstance(first, AudioChunk)
-    text_in.put_nowait(" закончено")
-    text_in.put_nowait(None)
-    items = await drain(audio_out)
-    assert items[-1] is None and all(isinstance(i, AudioChunk) for i in items[:-1])
-    assert len(items) > 3
+        first = await anext(aiter(stream))  # arrives although the input is still open
+    assert first.sample_rate == 8000
+    stream.push_text(" закончено")
+    stream.end_input()
+    chunks = await drain(stream)
+    assert len(chunks) > 2 and all(c.sample_rate == 8000 for c in chunks)
     await tts.aclose()
+    assert not stream_tasks()
 
 
-async def test_abort_ends_the_queue_once() -> None:
+async def test_flush_speaks_the_unfinished_sentence() -> None:
     tts = EspeakTTS()
-    text_in, audio_out = await tts.start_llm_stream()
-    await tts.abort_llm_stream()
-    await tts.abort_llm_stream()
-    assert await drain(audio_out) == [None]
-    text_in.put_nowait("никто не слушает. ")  # harmless after the abort
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "espeak-stream"]
+    stream = await tts.open_stream()
+    stream.push_text("Одну минуту")  # no sentence end
+    stream.flush()
+    async with asyncio.timeout(10):
+        first = await anext(aiter(stream))  # spoken although nothing ended the sentence
+    assert first.pcm
+    await stream.aclose()
+
+
+async def test_aclose_ends_the_iteration_once() -> None:
+    tts = EspeakTTS()
+    stream = await tts.open_stream()
+    await stream.aclose()
+    await stream.aclose()
+    assert await drain(stream) == []
+    stream.push_text("никто не слушает. ")  # harmless after the close
+    assert not stream_tasks()
+    again = await tts.open_stream()  # a new stream closes the old one; aclose() the last
+    await tts.aclose()
+    await tts.aclose()
+    assert await drain(again) == [] and not stream_tasks()
+
+
+async def test_a_failing_synthesis_is_raised_by_the_stream() -> None:
+    stream = await EspeakTTS(binary="no-such-espeak").open_stream()
+    stream.push_text("Привет. ")
+    with pytest.raises(TTSConnectionError, match="cannot run"):
+        await drain(stream)
+    assert await drain(stream) == []  # raised once, then over
 
 
 async def test_errors() -> None:

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.tts.yandex import YandexTTSManager
 from orchestrator.audio import rms
-from orchestrator.contracts import TtsStreamItem
+from orchestrator.contracts import SynthesisStream, TTSManager
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
 from testkit.standins.speechkit_server import SpeechKitStandin
@@ -19,14 +19,20 @@ from testkit.standins.speechkit_server import SpeechKitStandin
 SETTINGS = YandexSettings(api_key="k", tls=False, voice="alena", role="good", speed=1.1)
 
 
-async def drain(q: asyncio.Queue[TtsStreamItem], timeout: float = 10.0) -> list[TtsStreamItem]:
-    items: list[TtsStreamItem] = []
+async def drain(stream: SynthesisStream, timeout: float = 10.0) -> tuple[list[AudioChunk], TTSError | None]:
+    """Every chunk until the iteration ends, and the `TTSError` it raised (None: a clean end)."""
+    chunks: list[AudioChunk] = []
     async with asyncio.timeout(timeout):
-        while True:
-            item = await q.get()
-            items.append(item)
-            if item is None:
-                return items
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+        except TTSError as exc:
+            return chunks, exc
+    return chunks, None
+
+
+def stream_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("tts")]
 
 
 async def test_connect_ok_and_unreachable(speechkit_grpc_channel: grpc.aio.Channel) -> None:
@@ -88,18 +94,19 @@ async def test_utterance_failures_are_tts_errors(
 async def test_stream_speaks_the_first_sentence_before_the_rest_arrives(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
-    tts = YandexTTSManager(speechkit_grpc_channel, SETTINGS)
-    text_in, audio_out = await tts.start_llm_stream()
+    tts: TTSManager = YandexTTSManager(speechkit_grpc_channel, SETTINGS)
+    stream = await tts.open_stream()
     for piece in ["Здравствуйте", "! Доставка ", "стоит"]:
-        text_in.put_nowait(piece)
+        stream.push_text(piece)
     async with asyncio.timeout(10):
-        first = await audio_out.get()
-    assert isinstance(first, AudioChunk) and first.sample_rate == 8000
+        first = await anext(aiter(stream))
+    assert first.sample_rate == 8000
     assert speechkit_standin.tts_texts == ["Здравствуйте!"]  # nothing else was complete yet
-    for rest in [" триста рублей. Что", "-нибудь ещё?", None]:
-        text_in.put_nowait(rest)
-    items = await drain(audio_out)
-    assert items[-1] is None and all(isinstance(i, AudioChunk) for i in items[:-1])
+    for rest in [" триста рублей. Что", "-нибудь ещё?"]:
+        stream.push_text(rest)
+    stream.end_input()
+    chunks, err = await drain(stream)
+    assert err is None and chunks
     assert speechkit_standin.tts_texts == [
         "Здравствуйте!",
         "Доставка стоит триста рублей.",
@@ -116,34 +123,83 @@ async def test_stream_speaks_the_first_sentence_before_the_rest_arrives(
     await tts.aclose()
 
 
-async def test_abort_ends_the_audio_queue_and_is_idempotent(
-    speechkit_grpc_channel: grpc.aio.Channel,
+async def test_flush_speaks_an_unfinished_sentence_now(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     tts = YandexTTSManager(speechkit_grpc_channel, SETTINGS)
-    text_in, audio_out = await tts.start_llm_stream()
-    text_in.put_nowait("Начинаю длинный ответ. ")
+    stream = await tts.open_stream()
+    stream.push_text("Одну минуту, я ")
+    stream.push_text("уточню")  # no sentence end, no trailing space: nothing would be spoken yet
+    stream.flush()
     async with asyncio.timeout(10):
-        assert isinstance(await audio_out.get(), AudioChunk)
-    await tts.abort_llm_stream()
-    await tts.abort_llm_stream()
-    items = await drain(audio_out)
-    assert items[-1] is None and items.count(None) == 1
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "yandex-tts-stream"]
+        first = await anext(aiter(stream))
+    assert first.pcm
+    assert speechkit_standin.tts_texts == ["Одну минуту, я уточню"]
+    kinds = [r.WhichOneof("Event") for r in speechkit_standin.stream_requests]
+    assert kinds[-1] == "force_synthesis"
+    stream.flush()  # nothing new: no extra request
+    stream.end_input()
+    _chunks, err = await drain(stream)
+    assert err is None
+    assert [r.WhichOneof("Event") for r in speechkit_standin.stream_requests] == kinds
     await tts.aclose()
 
 
-async def test_stream_failure_arrives_in_band(
+async def test_aclose_ends_the_iteration_and_is_idempotent(
+    speechkit_grpc_channel: grpc.aio.Channel,
+) -> None:
+    tts = YandexTTSManager(speechkit_grpc_channel, SETTINGS)
+    stream = await tts.open_stream()
+    stream.push_text("Начинаю длинный ответ. ")
+    async with asyncio.timeout(10):
+        assert (await anext(aiter(stream))).pcm
+    await stream.aclose()
+    await stream.aclose()
+    assert await drain(stream) == ([], None)  # ended, no error
+    stream.push_text("никто не слушает. ")  # harmless after the close
+    assert not stream_tasks()
+    await tts.aclose()
+
+
+async def test_opening_a_stream_closes_the_previous_one_and_aclose_closes_the_last(
+    speechkit_grpc_channel: grpc.aio.Channel,
+) -> None:
+    tts = YandexTTSManager(speechkit_grpc_channel, SETTINGS)
+    first = await tts.open_stream()
+    first.push_text("Первый ответ. ")
+    second = await tts.open_stream()
+    assert await drain(first) == ([], None)  # the first was abandoned before any audio
+    second.push_text("Второй ответ. ")
+    async with asyncio.timeout(10):
+        assert (await anext(aiter(second))).pcm
+    await tts.aclose()
+    await tts.aclose()
+    _chunks, err = await drain(second)
+    assert err is None and not stream_tasks()
+
+
+async def test_stream_failure_is_raised_by_the_iteration(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     speechkit_standin.fail_next_tts(1, grpc.StatusCode.RESOURCE_EXHAUSTED)
     tts = YandexTTSManager(speechkit_grpc_channel, SETTINGS)
-    text_in, audio_out = await tts.start_llm_stream()
-    text_in.put_nowait("Привет. ")
-    items = await drain(audio_out)
-    assert isinstance(items[0], TTSError) and items[0].retryable
-    assert "RESOURCE_EXHAUSTED" in str(items[0])
-    assert items[1:] == [None]
+    stream = await tts.open_stream()
+    stream.push_text("Привет. ")
+    chunks, err = await drain(stream)
+    assert chunks == [] and err is not None and err.retryable
+    assert "RESOURCE_EXHAUSTED" in str(err)
+    assert await drain(stream) == ([], None)  # raised once, then the iteration is over
     await tts.aclose()
+
+
+async def test_open_stream_on_an_unreachable_service_raises() -> None:
+    channel = speechkit_channel("127.0.0.1:1", tls=False)
+    try:
+        tts = YandexTTSManager(channel, replace(SETTINGS, connect_timeout_s=0.2))
+        with pytest.raises(TTSConnectionError, match="not reachable"):
+            await tts.open_stream()
+    finally:
+        await channel.close()
 
 
 async def test_stalled_stream_is_failed_by_the_watchdog(
@@ -151,12 +207,11 @@ async def test_stalled_stream_is_failed_by_the_watchdog(
 ) -> None:
     speechkit_standin.stall_next_tts(1)
     tts = YandexTTSManager(speechkit_grpc_channel, replace(SETTINGS, chunk_timeout_s=0.3))
-    text_in, audio_out = await tts.start_llm_stream()
-    text_in.put_nowait("Привет. ")
-    items = await drain(audio_out)
-    assert isinstance(items[0], TTSError) and items[0].retryable
-    assert "no audio 0.3s after text was sent" in str(items[0])
-    assert items[1:] == [None]
+    stream = await tts.open_stream()
+    stream.push_text("Привет. ")
+    chunks, err = await drain(stream)
+    assert chunks == [] and err is not None and err.retryable
+    assert "no audio 0.3s after text was sent" in str(err)
     await tts.aclose()
 
 
@@ -179,19 +234,16 @@ async def test_watchdog_covers_a_sentence_sent_before_the_first_audio_and_the_ha
     # audio) never watched it, and nothing watched after the half-close: no end marker, ever.
     speechkit_standin.stall_next_tts_streams_after(1)
     tts = YandexTTSManager(speechkit_grpc_channel, replace(SETTINGS, chunk_timeout_s=0.5))
-    text_in, audio_out = await tts.start_llm_stream()
-    text_in.put_nowait("Первое предложение. ")
-    text_in.put_nowait("Второе предложение. ")
+    stream = await tts.open_stream()
+    stream.push_text("Первое предложение. ")
+    stream.push_text("Второе предложение. ")
     if end_input:
-        text_in.put_nowait(None)
-    items = await drain(audio_out, timeout=5.0)
-    assert isinstance(items[0], AudioChunk)  # the first sentence was spoken
-    err = items[-2]
-    assert isinstance(err, TTSError) and err.retryable
+        stream.end_input()
+    chunks, err = await drain(stream, timeout=5.0)
+    assert chunks  # the first sentence was spoken
+    assert err is not None and err.retryable
     what = "after the input ended" if end_input else "after text was sent"
     assert f"no audio 0.5s {what}" in str(err)
-    assert items[-1] is None and items.count(None) == 1
-    assert all(isinstance(i, AudioChunk) for i in items[:-2])
     assert speechkit_standin.tts_texts == ["Первое предложение."]
     await tts.aclose()
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "yandex-tts-stream"]
+    assert not stream_tasks()

@@ -14,13 +14,13 @@ Timeouts: no first token within `first_token_timeout_s`, or the whole answer not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
 
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from orchestrator.adapters.llm.safety import SafetyCheck, SafetyVerdict
+from orchestrator.contracts import AnswerStream
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
 from orchestrator.text import take_complete_sentences
@@ -115,10 +115,17 @@ class OpenAICompatLLMManager:
             safety_reason=verdict.reason,
         )
 
-    async def process_user_turn(
-        self, text: str, session: SessionState, *, attempt: int = 0
-    ) -> AsyncIterator[LLMStreamChunk]:
-        """Stream the answer to `text`, first sentence first; raises `LLMError`."""
+    def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> AnswerStream:
+        """The answer to `text` as an `AnswerStream`: chunks first sentence first; raises `LLMError`.
+
+        Nothing happens until the first `async for` step (which aborts a generation still open);
+        `aclose()` on the stream closes its HTTP stream.
+        """
+        return self._answer(text, session, attempt)
+
+    async def _answer(
+        self, text: str, session: SessionState, attempt: int
+    ) -> AsyncGenerator[LLMStreamChunk, None]:
         await self.abort_generation()
         self._aborted = False
         loop = asyncio.get_running_loop()
@@ -205,7 +212,7 @@ class OpenAICompatLLMManager:
             return buffer[:cut].rstrip() + " ", buffer[cut:].lstrip()
         return "", buffer
 
-    async def _close(self, stream: Any) -> None:
+    async def _close(self, stream: openai.AsyncStream[ChatCompletionChunk]) -> None:
         try:
             async with asyncio.timeout(2.0):
                 await stream.close()

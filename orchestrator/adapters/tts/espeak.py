@@ -2,6 +2,8 @@
 
 espeak-ng writes a 22050 Hz mono s16le WAV to stdout; we resample it (audioop `ratecv`) to the rate
 asked for, 8 kHz for the phone. Text goes in on stdin, so a text starting with "-" is not an option.
+`open_stream()` synthesizes each sentence as soon as it is complete (one espeak-ng run per
+sentence, one at a time, in task "<name>:synth"); `flush()` and `end_input()` speak the rest.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import struct
 import subprocess
 from collections.abc import AsyncIterator
 
+from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.audio import resample
-from orchestrator.contracts import TtsStreamItem
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
+from orchestrator.tasks import cancel_and_wait
 from orchestrator.text import take_complete_sentences
+
+__all__ = ["PROVIDER", "EspeakSynthesisStream", "EspeakTTS", "espeak_pcm", "espeak_pcm_sync", "parse_wav"]
 
 PROVIDER = "espeak-ng"
 CHUNK_MS = 200  # audio is handed out in pieces this long
@@ -109,6 +114,44 @@ async def espeak_pcm(
     return resample(pcm, src_rate, rate)
 
 
+class EspeakSynthesisStream(QueuedSynthesisStream):
+    """One streaming synthesis on espeak-ng (`SynthesisStream`); started by `EspeakTTS.open_stream()`."""
+
+    def __init__(self, tts: EspeakTTS, *, name: str = "espeak") -> None:
+        super().__init__()
+        self._tts = tts
+        self._task = asyncio.create_task(self._run(), name=f"{name}:synth")
+
+    async def aclose(self) -> None:
+        """Stop synthesizing now (bounded); iteration ends. Idempotent."""
+        await cancel_and_wait(self._task)
+        self.finish()
+
+    async def _run(self) -> None:
+        buffer = ""
+        error: TTSError | None = None
+        try:
+            while True:
+                piece = await self.next_input()
+                if isinstance(piece, str):
+                    buffer += piece
+                    sentences, buffer = take_complete_sentences(buffer)
+                else:  # flush or end: the rest too, sentence by sentence
+                    sentences, rest = take_complete_sentences(buffer + " ")
+                    sentences += [rest.strip()] if rest.strip() else []
+                    buffer = ""
+                for sentence in sentences:
+                    async for chunk in self._tts.synthesize(sentence):
+                        self.emit(chunk)
+                if piece is Marker.EOF:
+                    break
+        except TTSError as exc:
+            error = exc
+        except Exception as exc:  # a bug must not leave the consumer waiting forever
+            error = TTSError(f"espeak stream failed: {type(exc).__name__}: {exc}", provider=PROVIDER)
+        self.finish(error)
+
+
 class EspeakTTS:
     """`TTSManager` on espeak-ng (Russian voice `ru` by default), 8 kHz output."""
 
@@ -126,8 +169,7 @@ class EspeakTTS:
         self._rate = rate
         self._timeout = timeout_s
         self._binary = binary
-        self._stream_task: asyncio.Task[None] | None = None
-        self._stream_out: asyncio.Queue[TtsStreamItem] | None = None
+        self._stream: EspeakSynthesisStream | None = None
 
     async def connect(self) -> None:
         """Check that the espeak-ng binary is there."""
@@ -153,52 +195,17 @@ class EspeakTTS:
         for i in range(0, len(pcm), step):
             yield AudioChunk(pcm[i : i + step], self._rate)
 
-    async def start_llm_stream(
-        self,
-    ) -> tuple[asyncio.Queue[str | None], asyncio.Queue[TtsStreamItem]]:
-        """Text pieces in; each sentence is synthesized as soon as it is complete."""
-        await self.abort_llm_stream()
-        text_in: asyncio.Queue[str | None] = asyncio.Queue()
-        audio_out: asyncio.Queue[TtsStreamItem] = asyncio.Queue()
-        self._stream_out = audio_out
-        self._stream_task = asyncio.get_running_loop().create_task(
-            self._run_stream(text_in, audio_out), name="espeak-stream"
-        )
-        return text_in, audio_out
+    async def open_stream(self) -> EspeakSynthesisStream:
+        """Start a streaming synthesis (closing the previous one, if open)."""
+        await self._close_stream()
+        stream = self._stream = EspeakSynthesisStream(self)
+        return stream
 
-    async def _run_stream(
-        self, text_in: asyncio.Queue[str | None], audio_out: asyncio.Queue[TtsStreamItem]
-    ) -> None:
-        buffer = ""
-        try:
-            while True:
-                piece = await text_in.get()
-                if piece is None:
-                    sentences, rest = take_complete_sentences(buffer + " ")
-                    sentences += [rest.strip()] if rest.strip() else []
-                else:
-                    buffer += piece
-                    sentences, buffer = take_complete_sentences(buffer)
-                for sentence in sentences:
-                    async for chunk in self.synthesize(sentence):
-                        audio_out.put_nowait(chunk)
-                if piece is None:
-                    break
-        except TTSError as exc:
-            audio_out.put_nowait(exc)
-        audio_out.put_nowait(None)
-
-    async def abort_llm_stream(self) -> None:
-        """Stop the streaming synthesis; a consumer still waiting gets the end marker."""
-        task, out = self._stream_task, self._stream_out
-        self._stream_task = self._stream_out = None
-        if task is None or out is None:
-            return
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})  # our caller's own cancellation still propagates
-            out.put_nowait(None)
+    async def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
 
     async def aclose(self) -> None:
         """Stop any streaming synthesis. Idempotent."""
-        await self.abort_llm_stream()
+        await self._close_stream()

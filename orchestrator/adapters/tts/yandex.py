@@ -6,11 +6,11 @@ Output is raw LINEAR16 at 8 kHz, so no resampling is needed for the phone.
   and synthesized piece by piece; audio is yielded as it arrives. Each wait for the next
   response is bounded by `chunk_timeout_s` (a deadline on the whole call would expire while a
   real-time consumer is still playing a long answer).
-- `start_llm_stream()`: options first, then `synthesis_input` pieces as the LLM text arrives
-  (each cut at a space and ending with one, as the docs ask) and `force_synthesis` after each
-  sentence end, so the first sentence is spoken without waiting for the rest. Audio goes to the
-  audio queue as `AudioChunk`s, then None; a failure goes in-band as `TTSError` before the None.
-  A watchdog fails the stream (retryable `TTSError`, then None) when nothing moves for
+- `open_stream()` -> `YandexSynthesisStream`: options first, then `synthesis_input` pieces as
+  the LLM text is pushed (each cut at a space and ending with one, as the docs ask) and
+  `force_synthesis` after each sentence end (and on `flush()`), so the first sentence is spoken
+  without waiting for the rest. `async for` yields `AudioChunk`s and raises `TTSError` on a
+  failure. A watchdog fails the stream (retryable `TTSError`) when nothing moves for
   `chunk_timeout_s` once text has been sent or the input has ended: it is restarted by each text
   sent and each response, until the stream finishes. Without text alignment we cannot tell which
   sentence a response belongs to, so a sentence sent before the previous one's audio arrived is
@@ -21,22 +21,24 @@ Output is raw LINEAR16 at 8 kHz, so no resampling is needed for the phone.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
-from orchestrator.contracts import TtsStreamItem
+from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.text import chunk_text
+from orchestrator.tasks import cancel_and_wait
+from orchestrator.text import chunk_text, complete_sentences_end
+
+__all__ = ["MAX_UTTERANCE_CHARS", "PROVIDER", "YandexSynthesisStream", "YandexTTSManager"]
 
 PROVIDER = "yandex-tts"
 RATE = 8000
 MAX_UTTERANCE_CHARS = 250
-_SENTENCE_END = re.compile(r"[.!?…][\"»)\]]*\s")
 
 
 def _audio_spec() -> tts_pb2.AudioFormatOptions:
@@ -45,22 +47,39 @@ def _audio_spec() -> tts_pb2.AudioFormatOptions:
     )
 
 
-class _LlmStream:
-    """One open StreamSynthesis: a request generator fed by the text queue, and its reader."""
+class YandexSynthesisStream(QueuedSynthesisStream):
+    """One open StreamSynthesis (`SynthesisStream`): a request generator fed by the text, and its reader.
 
-    def __init__(self, owner: YandexTTSManager) -> None:
-        self.owner = owner
-        self.text_in: asyncio.Queue[str | None] = asyncio.Queue()
-        self.audio_out: asyncio.Queue[TtsStreamItem] = asyncio.Queue()
-        self.call: grpc.aio.StreamStreamCall | None = None
-        self.reader: asyncio.Task[None] | None = None
-        self.watchdog: asyncio.TimerHandle | None = None
-        self.finished = False
-        self.watching = False  # text went out or the input ended: audio or the end is owed
-        self.input_ended = False
+    Started by `YandexTTSManager.open_stream()`; the reader task is "<name>:stream".
+    """
 
-    async def requests(self) -> AsyncIterator[tts_pb2.StreamSynthesisRequest]:
-        s = self.owner._settings
+    def __init__(
+        self,
+        stub: tts_service_pb2_grpc.SynthesizerStub,
+        settings: YandexSettings,
+        *,
+        metadata: tuple[tuple[str, str], ...] = (),
+        name: str = "tts",
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watching = False  # text went out or the input ended: audio or the end is owed
+        self._half_closed = False
+        self._call: grpc.aio.StreamStreamCall[Any, Any] = stub.StreamSynthesis(
+            self._requests(), metadata=metadata
+        )
+        self._reader = asyncio.create_task(self._read(), name=f"{name}:stream")
+
+    async def aclose(self) -> None:
+        """Abandon the synthesis now (bounded); iteration ends. Idempotent."""
+        self._call.cancel()
+        await cancel_and_wait(self._reader)
+        self.finish()
+
+    # --- requests ---
+    async def _requests(self) -> AsyncIterator[tts_pb2.StreamSynthesisRequest]:
+        s = self._settings
         yield tts_pb2.StreamSynthesisRequest(
             options=tts_pb2.SynthesisOptions(
                 model=s.tts_model,
@@ -71,84 +90,84 @@ class _LlmStream:
             )
         )
         buffer = ""
+        unforced = False  # text went out that no force_synthesis followed yet
         while True:
-            piece = await self.text_in.get()
-            if piece is not None:
+            piece = await self.next_input()
+            if isinstance(piece, str):
                 buffer += piece
                 cut = max(buffer.rfind(" "), buffer.rfind("\n")) + 1
                 send, buffer = buffer[:cut], buffer[cut:]
-            else:
+                # Force synthesis right after the last sentence end, not after the words that
+                # follow it, so a half-said next sentence is not spoken early.
+                cut = complete_sentences_end(send)
+            else:  # flush or end: everything so far is spoken
                 send, buffer = (buffer.strip() + " ") if buffer.strip() else "", ""
-            # Force synthesis right after the last sentence end, not after the words that follow
-            # it, so a half-said next sentence is not spoken early.
-            ends = list(_SENTENCE_END.finditer(send))
-            cut = len(send) if piece is None else (ends[-1].end() if ends else 0)
-            for text, force in ((send[:cut], True), (send[cut:], False)):
-                if not text.strip():
-                    continue
-                self._restart_watchdog()
-                yield tts_pb2.StreamSynthesisRequest(synthesis_input=tts_pb2.SynthesisInput(text=text))
-                if force:
+                cut = len(send)
+            # A sentence end was sent (or flush/end asks for everything): force what went out.
+            ask = cut > 0 or not isinstance(piece, str)
+            for text, force in ((send[:cut], ask), (send[cut:], False)):
+                if text.strip():
+                    self._restart_watchdog()
+                    yield tts_pb2.StreamSynthesisRequest(synthesis_input=tts_pb2.SynthesisInput(text=text))
+                    unforced = True
+                if force and unforced:
+                    unforced = False
                     yield tts_pb2.StreamSynthesisRequest(force_synthesis=tts_pb2.ForceSynthesisEvent())
-            if piece is None:
+            if piece is Marker.EOF:
                 # Half-close: the service finishes the audio and ends the stream; watch for that.
-                self.input_ended = True
+                self._half_closed = True
                 self._restart_watchdog()
                 return
 
+    # --- stall watchdog ---
     def _restart_watchdog(self) -> None:
         """Text sent or input ended: from now on, `chunk_timeout_s` without progress is a stall."""
-        self.watching = True
+        self._watching = True
         self._on_progress()
 
     def _on_progress(self) -> None:
         self._disarm()
-        if self.watching and not self.finished:
+        if self._watching and not self.finished:
             loop = asyncio.get_running_loop()
-            self.watchdog = loop.call_later(self.owner._settings.chunk_timeout_s, self._stall)
+            self._watchdog = loop.call_later(self._settings.chunk_timeout_s, self._stall)
 
     def _disarm(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _stall(self) -> None:
-        self.watchdog = None
-        t = self.owner._settings.chunk_timeout_s
-        what = "after the input ended" if self.input_ended else "after text was sent"
-        self._finish(TTSError(f"no audio {t}s {what}", provider=PROVIDER, retryable=True))
-        if self.call is not None:
-            self.call.cancel()  # the reader then ends; the queue has its error and None already
+        self._watchdog = None
+        t = self._settings.chunk_timeout_s
+        what = "after the input ended" if self._half_closed else "after text was sent"
+        self.finish(TTSError(f"no audio {t}s {what}", provider=PROVIDER, retryable=True))
+        self._call.cancel()  # the reader then ends; the output has its error already
 
-    def _finish(self, error: TTSError | None = None) -> None:
-        if self.finished:
-            return
-        self.finished = True
+    def finish(self, error: TTSError | None = None) -> None:
+        """End the output (see `QueuedSynthesisStream.finish`) and stop watching."""
         self._disarm()
-        if error is not None:
-            self.audio_out.put_nowait(error)
-        self.audio_out.put_nowait(None)
+        super().finish(error)
 
-    async def read(self) -> None:
-        assert self.call is not None
+    # --- responses ---
+    async def _read(self) -> None:
         try:
-            async for resp in self.call:
+            async for resp in self._call:
                 self._on_progress()
                 data = resp.audio_chunk.data
-                if data and not self.finished:  # nothing after the watchdog's end marker
-                    self.audio_out.put_nowait(AudioChunk(bytes(data), RATE))
+                if data:
+                    self.emit(AudioChunk(bytes(data), RATE))  # dropped after the watchdog's end
         except grpc.aio.AioRpcError as exc:
             err = map_rpc_error(exc, TTSError, "StreamSynthesis", PROVIDER)
-            self._finish(err if isinstance(err, TTSError) else None)
+            self.finish(err if isinstance(err, TTSError) else None)
             return
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                raise  # aborted by us or our owner
+                raise  # aclose(): ours
             # The call was cancelled under us: by the watchdog (already finished), or elsewhere.
-            self._finish(TTSError("StreamSynthesis was cancelled", provider=PROVIDER, retryable=True))
+            self.finish(TTSError("StreamSynthesis was cancelled", provider=PROVIDER, retryable=True))
             return
-        self._finish()
+        self.finish()
 
 
 class YandexTTSManager:
@@ -166,7 +185,8 @@ class YandexTTSManager:
         self._stub = tts_service_pb2_grpc.SynthesizerStub(channel)
         self._settings = settings
         self._metadata = settings.metadata(request_id, iam_token=iam_token)
-        self._stream: _LlmStream | None = None
+        self._name = f"tts-{request_id}" if request_id else "tts"
+        self._stream: YandexSynthesisStream | None = None
 
     async def connect(self) -> None:
         """Wait until the channel is ready; `TTSConnectionError` after `connect_timeout_s`."""
@@ -218,30 +238,19 @@ class YandexTTSManager:
             finally:
                 call.cancel()  # no-op when it ended; stops synthesis when the consumer left early
 
-    async def start_llm_stream(
-        self,
-    ) -> tuple[asyncio.Queue[str | None], asyncio.Queue[TtsStreamItem]]:
-        """Open a StreamSynthesis; text pieces in (None ends the input), audio out (None at the end)."""
-        await self.abort_llm_stream()
+    async def open_stream(self) -> YandexSynthesisStream:
+        """Open a StreamSynthesis (closing the previous one, if open); `TTSConnectionError` if unreachable."""
+        await self._close_stream()
         await self.connect()
-        stream = _LlmStream(self)
-        stream.call = self._stub.StreamSynthesis(stream.requests(), metadata=self._metadata)
-        stream.reader = asyncio.get_running_loop().create_task(stream.read(), name="yandex-tts-stream")
+        stream = YandexSynthesisStream(self._stub, self._settings, metadata=self._metadata, name=self._name)
         self._stream = stream
-        return stream.text_in, stream.audio_out
+        return stream
 
-    async def abort_llm_stream(self) -> None:
-        """Cancel the open streaming synthesis, if any; its audio queue gets the end marker."""
+    async def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        if stream.call is not None:
-            stream.call.cancel()
-        if stream.reader is not None and not stream.reader.done():
-            stream.reader.cancel()
-            await asyncio.wait({stream.reader})  # our caller's own cancellation still propagates
-        stream._finish()
+        if stream is not None:
+            await stream.aclose()
 
     async def aclose(self) -> None:
-        """Abort any streaming synthesis. Idempotent; the channel belongs to the caller."""
-        await self.abort_llm_stream()
+        """Abandon the open streaming synthesis, if any. Idempotent; the channel belongs to the caller."""
+        await self._close_stream()

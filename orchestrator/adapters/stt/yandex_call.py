@@ -1,0 +1,277 @@
+"""One SpeechKit v3 `RecognizeStreaming` gRPC call of a recognition: its requests and its results.
+
+A recognition (`YandexRecognitionStream`, in `yandex.py`) runs one call after another (renewal,
+reconnect); they share the one `AudioBuffer` the gateway pushes into, and the counters in
+`Shared`. This module is the part that talks the wire protocol (protocols.md, section 6):
+
+- `RecognizeCall.requests()` is the call's request generator: the session options, then audio
+  taken from the buffer in batches of up to `chunk_frames` 20 ms frames (100 ms by default) per
+  `chunk`, and a `silence_chunk` whenever no audio has come for `keepalive_s` (the service cuts
+  a stream after 5 s without data). It never takes audio once its call is over: it waits for
+  data and for its own end together, and takes frames synchronously right after checking the
+  call is still alive (gRPC keeps pulling a finished call's generator; `call.cancel()` is then a
+  no-op), so the next call gets every frame.
+- It half-closes its call for renewal before 5 min / 10 MB (`renew_after_s`,
+  `renew_after_bytes`), preferably in a pause (no partial pending and the audio sent last quiet
+  for `renew_quiet_ms`), at the latest `renew_grace_s` later.
+- `RecognizeCall.handle()` turns responses into `SttResult`s: with normalization on, the service
+  sends `final` then `final_refinement`; the final is held for at most `final_refinement_wait_s`
+  (or until the next event) and ONE final goes out, normalized if the refinement came in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from yandex.cloud.ai.stt.v3 import stt_pb2
+
+from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer, rms
+from orchestrator.contracts import Clock, SttEvent
+from orchestrator.domain.models import SttResult
+
+__all__ = ["BYTES_PER_MS", "RecognizeCall", "Shared", "streaming_options"]
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_MS = FRAME_BYTES // FRAME_MS  # 8000 Hz x 2 B / 1000 = 16
+
+
+def streaming_options(settings: YandexSettings) -> stt_pb2.StreamingOptions:
+    """Session options: raw 8 kHz mono LINEAR16, ru-RU only, default EOU, normalization, REAL_TIME."""
+    return stt_pb2.StreamingOptions(
+        recognition_model=stt_pb2.RecognitionModelOptions(
+            model=settings.stt_model,
+            audio_format=stt_pb2.AudioFormatOptions(
+                raw_audio=stt_pb2.RawAudio(
+                    audio_encoding=stt_pb2.RawAudio.LINEAR16_PCM,
+                    sample_rate_hertz=8000,
+                    audio_channel_count=1,
+                )
+            ),
+            text_normalization=stt_pb2.TextNormalizationOptions(
+                text_normalization=stt_pb2.TextNormalizationOptions.TEXT_NORMALIZATION_ENABLED,
+                profanity_filter=False,
+                literature_text=False,
+            ),
+            language_restriction=stt_pb2.LanguageRestrictionOptions(
+                restriction_type=stt_pb2.LanguageRestrictionOptions.WHITELIST,
+                language_code=[settings.language],
+            ),
+            audio_processing_type=stt_pb2.RecognitionModelOptions.REAL_TIME,
+        ),
+        eou_classifier=stt_pb2.EouClassifierOptions(
+            default_classifier=stt_pb2.DefaultEouClassifier(type=stt_pb2.DefaultEouClassifier.DEFAULT)
+        ),
+    )
+
+
+@dataclass(slots=True)
+class Shared:
+    """What the consecutive calls of one recognition share: input, output, settings, counters."""
+
+    settings: YandexSettings
+    clock: Clock
+    buffer: AudioBuffer  # the one inbound buffer, filled by the gateway
+    emit: Callable[[SttEvent], None]  # results out, in order
+    chunk_frames: int  # 20 ms frames per audio request (5: 100 ms)
+    audio_bytes_sent: int = 0
+    silence_ms_sent: int = 0
+    input_ended: bool = False  # the end of input was taken by some call (spent)
+
+
+class _Wait(enum.Enum):
+    IDLE = "idle"  # no audio came within the keepalive interval
+    DEAD = "dead"  # this call is over: leave the buffer to the next one
+    EOF = "eof"  # the input ended and everything was sent
+
+
+class RecognizeCall:
+    """One RecognizeStreaming call: its request generator, result handling and bookkeeping."""
+
+    def __init__(self, shared: Shared, base_ms: int) -> None:
+        self.shared = shared
+        self.base_ms = base_ms  # audio sent on earlier calls: makes result times call-relative
+        self.ms_sent = 0
+        self.bytes_sent = 0
+        self.started_at = shared.clock.now()
+        self.in_utterance = False  # a partial came and its final has not
+        self.quiet_ms = 0  # how long the audio sent last has been quiet (a pause to renew in)
+        # Set when the request generator stops: "renew", "eof" or "aborted".
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pending: tuple[int, SttResult] | None = None  # final waiting for its refinement
+        self.pending_timer: asyncio.TimerHandle | None = None
+        self.emitted_index = -1  # final_index already emitted (a late refinement is dropped)
+        self.got_results = False
+        self.call: grpc.aio.StreamStreamCall[Any, Any] | None = None
+        self.failure: Exception | None = None  # what made the request generator raise
+
+    # --- requests ---
+    def _due(self) -> bool:
+        s = self.shared.settings
+        # A backlog sent after an outage goes faster than real time: the service counts audio.
+        age = max(self.shared.clock.now() - self.started_at, self.ms_sent / 1000)
+        over = age >= s.renew_after_s or self.bytes_sent >= s.renew_after_bytes
+        if not over:
+            return False
+        hard = age >= s.renew_after_s + s.renew_grace_s or (
+            self.bytes_sent >= s.renew_after_bytes + int(s.renew_grace_s * 1000 * BYTES_PER_MS)
+        )
+        # Partials alone come too late (the service needs some speech first), so the audio's own
+        # level must show a pause too.
+        return hard or (not self.in_utterance and self.quiet_ms >= s.renew_quiet_ms)
+
+    def _end(self, why: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(why)
+
+    def _dead(self) -> bool:
+        return self.ended.done() or (self.call is not None and self.call.done())
+
+    async def _next(self, timeout: float) -> list[bytes] | _Wait:
+        """The next batch of frames, without ever taking one once this call is dead.
+
+        A whole batch (`chunk_frames`) is waited for, so real-time audio goes out 100 ms per
+        request; what is queued goes out anyway when the keepalive interval ends, and at the end
+        of input. No task per wait: the buffer's future and `ended` are waited on together.
+        """
+        buffer = self.shared.buffer
+        want = self.shared.chunk_frames
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._dead():
+                return _Wait.DEAD
+            waiter = buffer.waiter(want)
+            if waiter is None:  # a whole batch, or the input ended
+                return buffer.take(want) or _Wait.EOF
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return buffer.take(want) or _Wait.IDLE
+            await asyncio.wait((waiter, self.ended), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    async def requests(self) -> AsyncIterator[stt_pb2.StreamingRequest]:
+        """The call's requests: options, then audio and keepalive silence until renewal or EOF."""
+        shared = self.shared
+        s = shared.settings
+        yield stt_pb2.StreamingRequest(session_options=streaming_options(s))
+        keepalive_ms = max(1, int(s.keepalive_s * 1000))
+        try:
+            while True:
+                if self._due():
+                    self._end("renew")
+                    return
+                frames = await self._next(s.keepalive_s)
+                if frames is _Wait.DEAD:
+                    return
+                if frames is _Wait.EOF:
+                    shared.input_ended = True
+                    self._end("eof")
+                    return
+                if frames is _Wait.IDLE:
+                    self.quiet_ms += keepalive_ms
+                    self.ms_sent += keepalive_ms
+                    shared.silence_ms_sent += keepalive_ms
+                    yield stt_pb2.StreamingRequest(
+                        silence_chunk=stt_pb2.SilenceChunk(duration_ms=keepalive_ms)
+                    )
+                    continue
+                chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                ms = len(chunk) // BYTES_PER_MS
+                self.quiet_ms = self.quiet_ms + ms if rms(chunk) < s.renew_quiet_rms else 0
+                self.bytes_sent += len(chunk)
+                self.ms_sent += ms
+                shared.audio_bytes_sent += len(chunk)
+                yield stt_pb2.StreamingRequest(chunk=stt_pb2.AudioChunk(data=chunk))
+        except Exception as exc:
+            # gRPC only logs it (at DEBUG) and cancels the call; keep it for the error message.
+            self.failure = exc
+            raise
+        finally:
+            # Closed by gRPC (the call failed): the recognition decides what comes next.
+            self._end("aborted")
+
+    def abandon(self) -> None:
+        """The call is over: mark the generator's end if gRPC never closed it."""
+        self._end("aborted")
+
+    # --- results ---
+    def handle(self, resp: stt_pb2.StreamingResponse) -> None:
+        """Turn one response into results (emitted through `Shared.emit`)."""
+        event = resp.WhichOneof("Event")
+        # Progress that resets the reconnect budget: not the WORKING status every call starts with.
+        self.got_results = self.got_results or event != "status_code"
+        if event == "final_refinement":
+            ref = resp.final_refinement
+            # A refinement follows its final directly, so a held final takes it even if the
+            # indexes disagree (they should not; the held final is the only candidate anyway).
+            if self.pending is not None:
+                alt = _best(ref.normalized_text)
+                raw = self.pending[1]
+                text = alt.text if alt is not None and alt.text.strip() else raw.text
+                self._emit_pending(text)
+            return  # late or unmatched refinement: its final went out already
+        self.flush()  # any other event means the held final is complete
+        if event == "partial":
+            alt = _best(resp.partial)
+            if alt is not None and alt.text.strip():
+                self.in_utterance = True
+                self.shared.emit(self._result(alt, kind="partial"))
+        elif event == "final":
+            self.in_utterance = False
+            alt = _best(resp.final)
+            index = resp.audio_cursors.final_index
+            if alt is None or not alt.text.strip() or index <= self.emitted_index:
+                return
+            self.pending = (index, self._result(alt, kind="final"))
+            loop = asyncio.get_running_loop()
+            self.pending_timer = loop.call_later(self.shared.settings.final_refinement_wait_s, self.flush)
+        elif event == "status_code" and resp.status_code.code_type == stt_pb2.WARNING:
+            log.warning("SpeechKit warning: %s", resp.status_code.message)
+
+    def flush(self) -> None:
+        """Emit the held final with its raw text (no refinement came in time)."""
+        if self.pending is not None:
+            self._emit_pending(self.pending[1].text)
+
+    def _emit_pending(self, text: str) -> None:
+        assert self.pending is not None
+        index, res = self.pending
+        self.pending = None
+        if self.pending_timer is not None:
+            self.pending_timer.cancel()
+            self.pending_timer = None
+        self.emitted_index = index
+        self.shared.emit(
+            SttResult(
+                text=text,
+                is_final=True,
+                confidence=res.confidence,
+                kind="final",
+                audio_start_ms=res.audio_start_ms,
+                audio_end_ms=res.audio_end_ms,
+                received_at=res.received_at,
+            )
+        )
+
+    def _result(self, alt: stt_pb2.Alternative, *, kind: str) -> SttResult:
+        final = kind == "final"
+        return SttResult(
+            text=alt.text,
+            is_final=final,
+            confidence=alt.confidence,
+            kind="final" if final else "partial",
+            audio_start_ms=self.base_ms + alt.start_time_ms,
+            audio_end_ms=self.base_ms + alt.end_time_ms,
+            received_at=self.shared.clock.now(),
+        )
+
+
+def _best(update: stt_pb2.AlternativeUpdate) -> stt_pb2.Alternative | None:
+    return update.alternatives[0] if update.alternatives else None
