@@ -27,37 +27,43 @@ _RatecvState = tuple[int, tuple[tuple[int, int], ...]]
 
 
 class Resampler:
-    """Converts one stream of s16le mono audio to 8 kHz, keeping filter state between chunks.
+    """Converts one stream of s16le mono audio to `dst_rate` Hz (8 kHz by default), keeping the
+    filter state between chunks.
 
     Chunked output equals whole-buffer output, so a stream split anywhere plays without clicks.
+    The only resampler in the project: whole buffers go through `resample()`, which uses it.
     """
 
-    __slots__ = ("_rate", "_state")
+    __slots__ = ("_dst", "_rate", "_state")
 
-    def __init__(self) -> None:
-        self._rate = SAMPLE_RATE
+    def __init__(self, dst_rate: int = SAMPLE_RATE) -> None:
+        if dst_rate <= 0:
+            raise ValueError(f"sample rate {dst_rate} Hz: must be positive")
+        self._dst = dst_rate
+        self._rate = dst_rate
         self._state: _RatecvState | None = None
 
     def convert(self, pcm: bytes, rate: int) -> bytes:
-        """Return `pcm` (at `rate` Hz) as 8 kHz; a change of rate starts a new stream.
+        """Return `pcm` (at `rate` Hz) at the target rate; a change of rate starts a new stream.
 
-        Raises ValueError for an odd byte count (checked at 8 kHz too: a stray byte would shift
-        every later sample and turn the rest of the call into noise) or a non-positive rate.
+        Raises ValueError for an odd byte count (checked at the target rate too: a stray byte
+        would shift every later sample and turn the rest of the call into noise) or a
+        non-positive rate.
         """
         if len(pcm) % SAMPLE_WIDTH:
             raise ValueError(f"odd number of bytes ({len(pcm)}) in 16-bit audio")
-        if rate == SAMPLE_RATE:
+        if rate == self._dst:
             return pcm
         if rate <= 0:
             raise ValueError(f"sample rate {rate} Hz: must be positive")
         if rate != self._rate:
             self._rate, self._state = rate, None
-        out, self._state = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, rate, SAMPLE_RATE, self._state)
+        out, self._state = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, rate, self._dst, self._state)
         return bytes(out)
 
     def reset(self) -> None:
         """Forget the filter state (end of an utterance)."""
-        self._rate, self._state = SAMPLE_RATE, None
+        self._rate, self._state = self._dst, None
 
 
 def rms(pcm: bytes) -> int:
@@ -66,11 +72,8 @@ def rms(pcm: bytes) -> int:
 
 
 def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
-    """One whole buffer of s16le mono from `src_rate` to `dst_rate` Hz (no state kept)."""
-    if src_rate == dst_rate or not pcm:
-        return pcm
-    out, _ = audioop.ratecv(pcm, SAMPLE_WIDTH, 1, src_rate, dst_rate, None)
-    return bytes(out)
+    """One whole buffer of s16le mono from `src_rate` to `dst_rate` Hz (a fresh `Resampler`)."""
+    return Resampler(dst_rate).convert(pcm, src_rate)
 
 
 class AudioBuffer:

@@ -89,7 +89,7 @@ class STTStreamer(Protocol):
 class SynthesisStream(Protocol):
     """One streaming synthesis (SpeechKit v3 `Synthesizer.StreamSynthesis`): text in, audio out.
 
-    The spec's `start_llm_stream()` pair of queues, as one object: the LLM answer pipeline pushes
+    Replaces the spec's `start_llm_stream()` (a pair of queues) with one object: the LLM answer pipeline pushes
     text pieces as the LLM produces them and plays the audio it iterates.
     """
 

@@ -5,6 +5,8 @@ Rules every module follows (the developers' guide: every task owned, named, awai
 - Stopping is `cancel_and_wait(...)`: cancel, then wait at most `timeout` seconds. A task that
   does not finish within the bound is logged by name and left cancelled (never awaited forever);
   its outcome is retrieved so no "exception was never retrieved" noise reaches the logs.
+- A task that failed with anything but a `VoicebridgeError` (a bug, not a provider failure) is
+  logged with its traceback when it is reaped.
 - Our own cancellation is never swallowed: if the coroutine calling `cancel_and_wait` is itself
   cancelled while waiting, the CancelledError propagates after the tasks were told to stop.
 """
@@ -15,6 +17,8 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from orchestrator.domain.errors import VoicebridgeError
 
 __all__ = ["CANCEL_BOUND_S", "TaskOwner", "cancel_and_wait"]
 
@@ -40,9 +44,13 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, timeout: float = C
             name = t.get_name() if isinstance(t, asyncio.Task) else repr(t)
             log.error("task %s did not stop within %.1f s of being cancelled", name, timeout)
     for t in live:
-        # Retrieve outcomes so no "exception was never retrieved" noise reaches the logs.
+        # Retrieve outcomes so no "exception was never retrieved" noise reaches the logs. A
+        # provider failure is the domain's to handle; anything else is a bug and must be seen.
         if t.done() and not t.cancelled():
-            t.exception()
+            exc = t.exception()
+            if exc is not None and not isinstance(exc, VoicebridgeError):
+                name = t.get_name() if isinstance(t, asyncio.Task) else repr(t)
+                log.error("task %s failed", name, exc_info=exc)
 
 
 class TaskOwner:

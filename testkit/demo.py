@@ -94,12 +94,9 @@ async def run_phone_demo(map_path: str) -> int:
     if os.geteuid() != 0:
         print("voicebridge demo: needs root (sipp plays RTP through a raw socket; Asterisk runs in a chroot)")
         return 2
-    try:
-        from testkit.phone_call import MAP, run_phone_call
-        from testkit.sip import UAC_MEDIA_PORT
-    except ImportError:
-        print("voicebridge demo: run it from the repository checkout (it uses tests/e2e)")
-        return 2
+    from testkit.phone_call import MAP, run_phone_call
+    from testkit.sip import UAC_MEDIA_PORT
+
     if not _same_file(map_path, MAP):
         print(f"voicebridge demo: the phone demo scripts its caller for {MAP}; use --text for other maps")
         return 2

@@ -45,6 +45,9 @@ def test_the_tree_as_it_is_passes() -> None:
         ("bridge/gateway.py", "import testkit.fakes", "the product never imports test or demo"),
         ("orchestrator/playback.py", "import tests.conftest", "the product never imports test or demo"),
         ("bridge/audiosocket/protocol.py", "import orchestrator.domain.errors", "the AudioSocket codec"),
+        ("bridge/audiosocket/protocol.py", "import bridge.asterisk_names", "the AudioSocket codec"),
+        ("orchestrator/text.py", "import orchestrator.audio", "the AudioSocket codec"),
+        ("orchestrator/audio.py", "import orchestrator.domain.errors", "the AudioSocket codec"),
         ("orchestrator/dialogue_map/lint.py", "import orchestrator.intents.ngram", "dialogue maps sit below"),
     ],
 )

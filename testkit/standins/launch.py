@@ -1,7 +1,7 @@
 """`--standins`: run the local SpeechKit and OpenAI stand-ins in-process and point settings at them.
 
 For the demo, the end-to-end tests and trying a map without keys or internet. The stand-ins are
-test and demo infrastructure (orchestrator/standins/), not the product: the SpeechKit stand-in
+test and demo infrastructure (testkit/standins/), not the product: the SpeechKit stand-in
 "recognises" the next line of a script for each stretch of speech it hears, whatever was said.
 """
 

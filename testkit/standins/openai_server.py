@@ -236,7 +236,7 @@ async def _main() -> None:
 
     ap = argparse.ArgumentParser(description="OpenAI-compatible stand-in (test/demo only)")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--script", help="JSON script file (see orchestrator/standins/script.py)")
+    ap.add_argument("--script", help="JSON script file (see testkit/standins/script.py)")
     ap.add_argument("--first-token-s", type=float, default=0.3)
     ap.add_argument("--token-s", type=float, default=0.03)
     args = ap.parse_args()

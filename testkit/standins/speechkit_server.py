@@ -395,7 +395,7 @@ async def _main() -> None:
 
     ap = argparse.ArgumentParser(description="SpeechKit v3 stand-in (test/demo only)")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--script", help="JSON script file (see orchestrator/standins/script.py)")
+    ap.add_argument("--script", help="JSON script file (see testkit/standins/script.py)")
     args = ap.parse_args()
     stt = load_scripts(args.script)[0] if args.script else SttScript()
     server = SpeechKitStandin(stt, port=args.port)
