@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from bridge.ami import AmiError, AmiEventLogger
-from bridge.ari_controller import AriCall, AriController
+from bridge.ari import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
 from bridge.composition import Composition
 from bridge.gateway import TelephonyGateway

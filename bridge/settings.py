@@ -3,7 +3,7 @@
 `Settings` is composed of the components' own models, one per section, each defined next to the
 code that uses it and handed to that component as is (no copies, no mirrors):
 
-    [ari]          bridge.ari_controller.AriSettings       [yandex]  orchestrator.adapters.speechkit.YandexSettings
+    [ari]          bridge.ari.AriSettings                  [yandex]  orchestrator.adapters.speechkit.YandexSettings
     [ami]          bridge.ami.AmiSettings                  [openai]  orchestrator.adapters.openai_settings.OpenAISettings
     [audiosocket]  bridge.audiosocket.server.AudioSocketSettings
     [vad]          bridge.vad.VadSettings                  [espeak]  orchestrator.adapters.tts.espeak_settings.EspeakSettings
@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.ami import AmiSettings
-from bridge.ari_controller import AriSettings
+from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app import VoicebridgeApp
-from bridge.ari_controller import AriSettings
+from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
 from bridge.settings import Settings
 from orchestrator.orchestrator import CallEvent, Orchestrator

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from bridge.app import VoicebridgeApp
-from bridge.ari_controller import AriCall
+from bridge.ari import AriCall
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.settings import ProvidersSettings, Settings
 from orchestrator.adapters.openai_settings import OpenAISettings

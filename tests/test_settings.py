@@ -17,7 +17,7 @@ import pytest
 from bridge import app as app_module
 from bridge.ami import AmiError, AmiSettings, originate
 from bridge.app import VoicebridgeApp
-from bridge.ari_controller import AriSettings
+from bridge.ari import AriSettings
 from bridge.asterisk_names import check_asterisk_name
 from bridge.settings import ENV_PREFIX, Settings, env_var, load_settings
 from orchestrator.domain.errors import ConfigError
@@ -86,7 +86,7 @@ def test_sections_are_the_components_models() -> None:
         "espeak",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
-        "bridge.ari_controller",
+        "bridge.ari.settings",
         "bridge.ami",
         "bridge.audiosocket.server",
         "bridge.vad",

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from bridge.app import VoicebridgeApp
-from bridge.ari_controller import AriCall
+from bridge.ari import AriCall
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
 from bridge.settings import ProvidersSettings, Settings

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ari_controller import AriCall, AriController, AriSettings
+from bridge.ari import AriCall, AriController, AriSettings
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.pacer import Pacer
 from testkit.sip import espeak_pcm

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ami import AmiError, AmiEventLogger, AmiSettings, OriginateError, originate
-from bridge.ari_controller import AriCall
+from bridge.ari import AriCall
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
 from testkit.sip import (

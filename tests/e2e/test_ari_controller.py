@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ami import AmiEventLogger, AmiSettings
-from bridge.ari_controller import AriCall, AriController
+from bridge.ari import AriCall, AriController
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
 from testkit.sip import (

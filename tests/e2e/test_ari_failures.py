@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ari_controller import AriCall
+from bridge.ari import AriCall
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
 from testkit.sip import UAC_MEDIA_PORT, UAC_SIP_PORT, render_scenario, run_sipp, tone_pcm, write_rtp_pcap
@@ -71,7 +71,7 @@ async def test_audiosocket_never_connects(
         called.append(call)
 
     broken_stack.handler = handler
-    caplog.set_level(logging.INFO, logger="bridge.ari_controller")
+    caplog.set_level(logging.INFO, logger="bridge.ari")
     # The caller is hung up by the controller (BYE) after the bounded wait for AudioSocket.
     scenario = caller(tmp_path, caller_pcm, "uac_wait_bye", bye_timeout_ms=10000)
     result = await run_sipp(scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path)
@@ -92,7 +92,7 @@ async def test_caller_hangs_up_during_setup(
         called.append(call)
 
     broken_stack.handler = handler
-    caplog.set_level(logging.INFO, logger="bridge.ari_controller")
+    caplog.set_level(logging.INFO, logger="bridge.ari")
     # Hang up after 0.5 s, well inside the 2 s wait for the AudioSocket connection.
     scenario = caller(tmp_path, caller_pcm, "uac_hangup", hangup_ms=500)
     result = await run_sipp(scenario, local_port=UAC_SIP_PORT, media_port=UAC_MEDIA_PORT, work_dir=tmp_path)

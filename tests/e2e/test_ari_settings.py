@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.ami import AmiSettings, originate
-from bridge.ari_controller import AriSettings
+from bridge.ari import AriSettings
 
 RULE = r"ASCII letters, digits and \. _ ~ -"
 

@@ -1,0 +1,40 @@
+"""What a call handler gets from the ARI controller: `AriCall`, the `CallHandler` type, `AriError`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bridge.audiosocket.server import AudioSocketConnection
+from orchestrator.domain.errors import VoicebridgeError
+
+__all__ = ["AriCall", "AriError", "CallHandler"]
+
+
+class AriError(VoicebridgeError):
+    """An ARI request failed or Asterisk did not do what a call's setup needed."""
+
+
+@dataclass(eq=False)
+class AriCall:
+    """One answered call whose audio flows through `conn`."""
+
+    call_id: str  # = str(audiosocket uuid)
+    channel_id: str
+    caller_number: str | None
+    exten: str | None
+    conn: AudioSocketConnection
+    caller_gone: asyncio.Event  # set when the caller hung up
+    setup_s: float = 0.0  # StasisStart -> handler called (loop clock)
+    _hangup: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+    async def hangup(self) -> None:
+        """Hang up the caller (DELETE the caller channel); idempotent."""
+        if self._hangup is not None:
+            await self._hangup()
+
+
+# Called once per answered call, in the call's own task; the call ends (caller hung up, media and
+# bridge destroyed) when it returns. It should return soon after `call.caller_gone` is set.
+CallHandler = Callable[[AriCall], Awaitable[None]]

@@ -1,0 +1,190 @@
+"""`AriController`: serves every call entering our Stasis app, one task per call.
+
+Events arrive from `AriConnection` and are dispatched synchronously, without awaiting anything
+(so one slow call never delays another call's events): a caller's StasisStart starts the call's
+named task, which sets the call up (`CallLegs.set_up`), runs the handler with an `AriCall`, and
+always tears the call down (`CallLegs.tear_down`). Hang-up events (ChannelHangupRequest, StasisEnd,
+ChannelDestroyed; Asterisk's ARI event reference) mark the caller gone, which abandons a setup in
+progress or, once the handler runs, drops the media leg so that the handler sees EOF and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from bridge.ari.call import AriCall, AriError, CallHandler
+from bridge.ari.connection import AriConnection
+from bridge.ari.legs import CallLegs
+from bridge.ari.session import CallerGone, CallSession
+from bridge.ari.settings import AriSettings
+from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from orchestrator.tasks import CANCEL_BOUND_S, cancel_and_wait
+
+__all__ = ["AriController"]
+
+log = logging.getLogger(__name__)
+
+_GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"})
+
+
+class AriController:
+    """Serves every call of one Stasis app; see `bridge.ari.legs` for the per-call sequence."""
+
+    def __init__(self, settings: AriSettings, audiosocket: AudioSocketServer, on_call: CallHandler) -> None:
+        self._settings = settings
+        self._on_call = on_call
+        self._connection = AriConnection(settings, self._dispatch_text)
+        self._legs = CallLegs(settings, self._connection, audiosocket)
+        self._calls: dict[str, CallSession] = {}  # by caller channel id
+        self._by_em: dict[str, CallSession] = {}  # by externalMedia channel id
+        self._closing = False
+        self.connected = self._connection.connected  # set while connected and the app is registered
+
+    @property
+    def connects(self) -> int:
+        """Successful (re)connections to ARI so far, for tests and logs."""
+        return self._connection.connects
+
+    @property
+    def active_calls(self) -> int:
+        """Calls whose task has not finished cleaning up yet."""
+        return len(self._calls)
+
+    async def run(self) -> None:
+        """Connect, serve events, and reconnect with capped backoff until `close()`."""
+        await self._connection.run()
+
+    async def close(self) -> None:
+        """Stop serving: tear down every active call, await its task, close the connection.
+
+        No new call is accepted from here on. The websocket stays open while the calls are torn
+        down (their DELETEs need it); waiting for them is bounded by `_teardown_bound_s`.
+        """
+        self._closing = True
+        self._connection.stop_reconnecting()
+        tasks = [s.task for s in self._calls.values() if s.task is not None]
+        await cancel_and_wait(*tasks, timeout=self._teardown_bound_s(len(tasks)))
+        await self._connection.close()
+
+    def _teardown_bound_s(self, calls: int) -> float:
+        """How long `calls` cancelled call tasks may take to finish, s.
+
+        A cancelled call stops its handler (`CANCEL_BOUND_S`), then makes at most five waits of
+        `timeout_s` (caller DELETE, media DELETE, media gone, bridge DELETE, AudioSocket close);
+        the media lock lets one call's media teardown (two of those waits) run at a time.
+        """
+        return CANCEL_BOUND_S + (3 + 2 * calls) * self._settings.timeout_s
+
+    # --- events (synchronous: never blocks the websocket reader) ---
+    def _dispatch_text(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+            kind = event["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring malformed ARI event: %.200s", data)
+            return
+        if kind == "StasisStart":
+            self._on_stasis_start(event)
+        elif kind in _GONE_EVENTS:
+            channel_id = (event.get("channel") or {}).get("id")
+            em_session = self._by_em.get(channel_id or "")
+            if em_session is not None and kind != "ChannelHangupRequest":
+                em_session.em_ended.set()
+            session = self._calls.get(channel_id or "")
+            if session is not None and not session.caller_gone.is_set():
+                log.log(
+                    logging.DEBUG if session.caller_deleted else logging.INFO,
+                    "call %s: caller gone (%s, cause %s)",
+                    session.uuid,
+                    kind,
+                    event.get("cause_txt") or event.get("cause"),
+                )
+                session.mark_gone()
+
+    def _on_stasis_start(self, event: dict[str, Any]) -> None:
+        channel = event.get("channel") or {}
+        channel_id = channel.get("id")
+        if not channel_id:
+            return
+        em_session = self._by_em.get(channel_id)
+        if em_session is not None:
+            if not em_session.em_started.done():
+                em_session.em_started.set_result(None)
+            return
+        if str(channel.get("name", "")).startswith("AudioSocket/") or channel_id in self._calls:
+            return  # an externalMedia channel that is not ours (any more), or a duplicate
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        session = CallSession(channel_id, loop.time())
+        args = event.get("args") or []
+        exten = str(args[0]) if args else (channel.get("dialplan") or {}).get("exten")
+        caller_number = (channel.get("caller") or {}).get("number") or None
+        self._calls[channel_id] = session
+        self._by_em[session.em_id] = session
+        session.task = loop.create_task(
+            self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}"
+        )
+
+    # --- one call ---
+    async def _run_call(self, session: CallSession, caller_number: str | None, exten: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        conn: AudioSocketConnection | None = None
+        try:
+            conn = await self._legs.set_up(session)
+            call = AriCall(
+                call_id=session.uuid,
+                channel_id=session.channel_id,
+                caller_number=caller_number,
+                exten=exten,
+                conn=conn,
+                caller_gone=session.caller_gone,
+                setup_s=loop.time() - session.started_at,
+                _hangup=lambda: self._legs.delete_caller(session),
+            )
+            log.info(
+                "call %s: channel %s from %s to %s set up in %.0f ms",
+                session.uuid,
+                session.channel_id,
+                caller_number,
+                exten,
+                call.setup_s * 1000,
+            )
+            await self._run_handler(session, call)
+        except CallerGone as exc:
+            log.info("call %s: caller hung up during setup (%s)", session.uuid, exc)
+        except AriError as exc:  # expected kind of failure: no traceback needed
+            log.error("call %s (channel %s) failed: %s", session.uuid, session.channel_id, exc)
+        except Exception:
+            log.exception("call %s (channel %s) failed", session.uuid, session.channel_id)
+        finally:
+            try:
+                await self._legs.tear_down(session, conn)
+            finally:
+                self._by_em.pop(session.em_id, None)
+                self._calls.pop(session.channel_id, None)
+                log.info("call %s: cleaned up", session.uuid)
+
+    async def _run_handler(self, session: CallSession, call: AriCall) -> None:
+        handler: asyncio.Task[None] = asyncio.create_task(
+            self._call_handler(call), name=f"call-handler-{session.uuid}"
+        )
+        try:
+            await asyncio.wait((handler, session.gone), return_when=asyncio.FIRST_COMPLETED)
+            if not handler.done():
+                # Caller hung up: drop the media leg so the handler sees EOF and returns.
+                await self._legs.delete_media(session)
+                await asyncio.wait((handler,), timeout=self._settings.handler_grace_s)
+                if not handler.done():
+                    log.warning("call %s: handler ignored the hangup; cancelling", session.uuid)
+        finally:
+            await cancel_and_wait(handler)
+        # A handler that outlived even its cancellation bound was logged by cancel_and_wait.
+        if handler.done() and not handler.cancelled() and handler.exception() is not None:
+            log.error("call %s: handler failed", session.uuid, exc_info=handler.exception())
+
+    async def _call_handler(self, call: AriCall) -> None:
+        await self._on_call(call)

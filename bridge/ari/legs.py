@@ -1,0 +1,197 @@
+"""`CallLegs`: a call's two channels and the bridge joining them, set up and torn down in order.
+
+Per call, exactly the sequence that worked against Asterisk 22.10.1 (as observed and kept under
+test in tests/e2e/test_ari_controller.py and test_ari_failures.py):
+StasisStart -> answer -> mixing bridge -> addChannel(caller) -> `audiosocket.expect(uuid)` ->
+POST externalMedia (audiosocket/tcp/slin, data=uuid, a channelId we chose) -> wait for the
+externalMedia channel's own StasisStart -> addChannel(em) -> await the AudioSocket connection.
+The UUID is registered before the POST because Asterisk connects to the AudioSocket server inside
+that HTTP request; addChannel(em) waits for the em channel's StasisStart because without it
+Asterisk intermittently answers 422 "Channel not in Stasis application".
+
+Teardown: when the handler returns (END_CALL), the caller channel is DELETEd (that is the hang-up),
+then the em channel and the bridge; when the caller hangs up first (ChannelHangupRequest,
+StasisEnd or ChannelDestroyed), the em channel and the bridge are DELETEd at once, so the
+AudioSocket connection sees EOF and the handler can finish. 404 on any DELETE means "already gone".
+The requests are ARI's `channels.answer/externalMedia/hangup` and `bridges.create/addChannel/destroy`
+(Asterisk's ARI REST reference); every one is bounded by `AriSettings.timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web_exceptions
+
+from bridge.ari.call import AriError
+from bridge.ari.connection import AriConnection
+from bridge.ari.session import CallerGone, CallSession
+from bridge.ari.settings import AriSettings
+from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from orchestrator.tasks import cancel_and_wait
+
+__all__ = ["CallLegs"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CallLegs:
+    """Sets up and tears down the ARI channels and bridge of every call of one controller.
+
+    One instance serves all calls: it holds the lock that keeps AudioSocket channel creation and
+    teardown apart across calls. Per-call state lives in the `CallSession` passed in.
+    """
+
+    def __init__(
+        self, settings: AriSettings, connection: AriConnection, audiosocket: AudioSocketServer
+    ) -> None:
+        self._settings = settings
+        self._connection = connection
+        self._audiosocket = audiosocket
+        # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
+        # ARI for ~10 s in our e2e runs (1 in ~10; cf. asterisk/asterisk#2078): never overlap them.
+        self._media_lock = asyncio.Lock()
+
+    async def set_up(self, session: CallSession) -> AudioSocketConnection:
+        """Answer the caller and connect it, through a bridge, to a new AudioSocket stream.
+
+        Returns the stream's connection. Raises `AriError` when ARI is disconnected, a request fails
+        (HTTP status and body in the message) or a step takes longer than `timeout_s`, and
+        `CallerGone` when the caller hangs up first. On any failure the AudioSocket side is undone
+        here; the ARI resources are left to `tear_down`, which the caller always runs.
+        """
+        s = self._settings
+        client = self._connection.client
+        if client is None:
+            raise AriError(f"call {session.uuid}: ARI connection lost before setup")
+        cid, bid, em = session.channel_id, session.bridge_id, session.em_id
+        await self._step(session, "answer", client.channels.answer(channelId=cid))
+        await self._step(session, "create bridge", client.bridges.create(type="mixing", bridgeId=bid))
+        await self._step(session, "add caller", client.bridges.addChannel(bridgeId=bid, channel=cid))
+        # Register before the POST: Asterisk connects inside the externalMedia request.
+        conn_future = self._audiosocket.expect(uuid.UUID(session.uuid))
+        try:
+            async with self._media_lock:
+                await self._step(
+                    session,
+                    "externalMedia",
+                    client.channels.externalMedia(
+                        app=s.app,
+                        channelId=em,
+                        external_host=s.audiosocket_host,
+                        encapsulation="audiosocket",
+                        transport="tcp",
+                        format="slin",
+                        data=session.uuid,
+                    ),
+                )
+            await self._step(session, "externalMedia StasisStart", session.em_started)
+            await self._step(
+                session, "add externalMedia", client.bridges.addChannel(bridgeId=bid, channel=em)
+            )
+            return await self._step(session, "AudioSocket connection", conn_future)
+        except BaseException:
+            if not conn_future.done() or conn_future.cancelled():
+                self._audiosocket.forget(uuid.UUID(session.uuid))
+            elif conn_future.exception() is None:
+                conn_future.result().hangup()  # connected, but a later step failed
+            raise
+
+    async def _step(
+        self, session: CallSession, what: str, aw: Coroutine[Any, Any, T] | asyncio.Future[T]
+    ) -> T:
+        """Await one setup step, bounded by timeout_s, abandoned if the caller hangs up.
+
+        A request (coroutine) runs as its own named task so that it can be raced against the
+        hang-up; when it is abandoned it is cancelled and awaited (bounded) before we go on.
+        """
+        fut: asyncio.Future[T] = (
+            aw
+            if isinstance(aw, asyncio.Future)
+            else asyncio.create_task(aw, name=f"ari-setup-{session.uuid}-{what.replace(' ', '-')}")
+        )
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                await asyncio.wait((fut, session.gone), return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            await cancel_and_wait(fut)
+            raise AriError(
+                f"call {session.uuid}: {what}: no result within {self._settings.timeout_s} s"
+            ) from None
+        except BaseException:  # cancelled from outside (close()): abandon the request too
+            await cancel_and_wait(fut)
+            raise
+        if not fut.done():  # the caller hung up first
+            await cancel_and_wait(fut)
+            raise CallerGone(what)
+        try:
+            return fut.result()
+        except web_exceptions.HTTPException as exc:
+            raise AriError(f"call {session.uuid}: {what}: HTTP {exc.status} {exc.text}") from exc
+
+    async def tear_down(self, session: CallSession, conn: AudioSocketConnection | None) -> None:
+        """Hang up the caller (unless it is gone), then the media leg and bridge, then the stream.
+
+        Best effort and bounded: failures are logged, never raised (CancelledError excepted).
+        """
+        if not session.caller_gone.is_set():
+            await self.delete_caller(session)
+        await self.delete_media(session)
+        if conn is not None:
+            conn.hangup()
+            try:
+                async with asyncio.timeout(self._settings.timeout_s):
+                    await conn.wait_closed()
+            except Exception as exc:  # best effort: log and go on (never CancelledError)
+                log.warning("call %s: waiting for AudioSocket close failed: %r", session.uuid, exc)
+
+    async def delete_caller(self, session: CallSession) -> None:
+        """DELETE the caller channel (the hang-up); only the first call does anything."""
+        if session.caller_deleted:
+            return
+        session.caller_deleted = True
+        await self._delete(session, "caller channel", "channels", "hangup", channelId=session.channel_id)
+
+    async def delete_media(self, session: CallSession) -> None:
+        """DELETE the externalMedia channel, wait until Asterisk reports it gone, destroy the bridge.
+
+        Only the first call does anything. Holds the media lock while the channel goes away.
+        """
+        if session.media_deleted:
+            return
+        session.media_deleted = True
+        async with self._media_lock:
+            await self._delete(
+                session, "externalMedia channel", "channels", "hangup", channelId=session.em_id
+            )
+            if session.em_started.done():
+                # The DELETE returns before Asterisk has torn the channel down: hold the lock
+                # until it has, so no other AudioSocket channel is created meanwhile (bounded).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.timeout_s):
+                        await session.em_ended.wait()
+        await self._delete(session, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
+
+    async def _delete(self, session: CallSession, what: str, repo: str, op: str, **params: str) -> None:
+        """Call `client.<repo>.<op>(**params)`, bounded by timeout_s; 404 is success, errors are logged."""
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                # ARI may be reconnecting (websocket blip): wait for it, bounded, rather than
+                # leave the caller on a silent line.
+                await self._connection.connected.wait()
+                client = self._connection.client
+                if client is None:
+                    raise TimeoutError("ARI not connected")
+                await getattr(getattr(client, repo), op)(**params)
+        except web_exceptions.HTTPNotFound:
+            pass  # already gone
+        except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("call %s: deleting %s failed: %r", session.uuid, what, exc)

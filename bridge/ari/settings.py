@@ -1,0 +1,45 @@
+"""`AriSettings`: where ARI is and how the controller talks to it (the `[ari]` settings section)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pydantic.dataclasses
+from pydantic import ConfigDict, Field, field_validator
+
+from bridge.asterisk_names import AsteriskName
+
+__all__ = ["AriSettings"]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class AriSettings:
+    """Where ARI is and how the controller talks to it (section `[ari]`).
+
+    `username`, `password` and `app` follow `bridge.asterisk_names` (the one rule, shared with AMI).
+    Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
+    """
+
+    url: str = "http://127.0.0.1:8088/"
+    username: AsteriskName = "voicebridge"
+    password: AsteriskName = "voicebridge"
+    app: AsteriskName = "voicebridge"
+    # host:port where Asterisk connects for AudioSocket (our `[audiosocket]` bind, as Asterisk sees it).
+    audiosocket_host: str = "127.0.0.1:9092"
+    # Bound on every ARI request and every call-setup wait, s.
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # Reconnect backoff after the websocket closed: starts here, doubles per failure ...
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
+    # ... up to this, s.
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 10.0
+    # After the caller hung up, how long the call handler gets to notice EOF and return before
+    # it is cancelled, s (it should return within a frame or two).
+    handler_grace_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("audiosocket_host")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port (the address Asterisk connects to for AudioSocket)")
+        return value
