@@ -19,6 +19,7 @@ import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, Resampler
+from orchestrator.domain.errors import AudioClosed
 from orchestrator.domain.models import AudioChunk
 
 
@@ -34,7 +35,7 @@ class FrameSink(Protocol):
         ...
 
 
-class PlayoutClosed(ConnectionError):
+class PlayoutClosed(AudioClosed):
     """The call's outbound leg is gone (hangup); nothing more can be played."""
 
 

@@ -266,6 +266,7 @@ class OutboundAudio(Protocol):
         """Queue audio; returns when at most the high-water mark of audio is left to send.
 
         Cancelling the writer stops nothing by itself: call `clear()` to drop what is queued.
+        Raises `AudioClosed` once the caller has hung up.
         """
         ...
 
@@ -274,7 +275,7 @@ class OutboundAudio(Protocol):
         ...
 
     async def drain(self) -> None:
-        """Wait until everything queued has been sent."""
+        """Wait until everything queued has been sent. Raises `AudioClosed` once the caller hung up."""
         ...
 
     def clear(self) -> None:

@@ -48,7 +48,7 @@ from orchestrator.contracts import (
 )
 from orchestrator.dialogue import DialogueLoop, Reply
 from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.domain.errors import CallSetupError, ProviderError, VoicebridgeError
+from orchestrator.domain.errors import AudioClosed, CallSetupError, VoicebridgeError
 from orchestrator.domain.models import SessionState, SttResult
 from orchestrator.events import (
     CallEvent,
@@ -305,7 +305,9 @@ class Orchestrator:
     async def _guarded(self, body: Reply) -> None:
         try:
             await body()
-        except (ProviderError, VoicebridgeError) as exc:
+        except AudioClosed:
+            return  # the caller hung up: nobody is left to hear an apology
+        except VoicebridgeError as exc:
             await self.responses.provider_failure(exc, stage="playback")
 
     async def _play_audio_playlist(self, playlist: Sequence[PreparedItem], outbound: OutboundAudio) -> None:

@@ -63,5 +63,9 @@ class DialogueMapError(ConfigError):
         self.problem = problem
 
 
+class AudioClosed(VoicebridgeError, ConnectionError):
+    """The call's audio is gone (the caller hung up): `OutboundAudio.write()`/`drain()` raise it."""
+
+
 class CallSetupError(VoicebridgeError):
     """A call's Orchestrator could not be set up (e.g. the TTS connection failed)."""
