@@ -34,7 +34,7 @@ from orchestrator.intents.entities import extract_entities
 log = logging.getLogger(__name__)
 
 NONE_LABEL = "none"
-MAX_EXAMPLES = 4  # per option: enough to show what is meant, short enough for a fast request
+MAX_EXAMPLES = 6  # per option: enough to show what is meant, short enough for a fast request
 
 
 class LabelScorer(Protocol):
