@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.settings import Settings
 from orchestrator.cache.memory import InMemoryAudioCache
-from orchestrator.contracts import AudioCache, Clock, IntentClassifier, LLMManager, STTStreamer, TTSManager
+from orchestrator.contracts import (
+    AudioCache,
+    Clock,
+    IntentStep,
+    LLMManager,
+    STTStreamer,
+    TTSManager,
+)
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
     from orchestrator.adapters.speechkit import YandexSettings
     from orchestrator.adapters.tts.espeak_settings import EspeakSettings
     from orchestrator.adapters.yandex_iam import IamTokenProvider
+    from orchestrator.intents.classifier import VectorIntentClassifier
 
 __all__ = [
     "Composition",
@@ -151,6 +159,7 @@ class Composition:
             self._closers.append(self.iam.aclose)
         client = self._openai_client()
         classifier = await self._classifier(dmap, client)
+        intent_step = self._intent_step(dmap, classifier, client)
         cache = build_audio_cache(s)
         await self._warm(dmap, cache)
         return CallServices(
@@ -165,6 +174,7 @@ class Composition:
             llm_factory=self._llm_factory(dmap, client),
             metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
             call=s.call,
+            intent_step=intent_step,
         )
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
@@ -177,7 +187,9 @@ class Composition:
         self._closers.append(client.close)
         return client
 
-    async def _classifier(self, dmap: DialogueMap, client: openai.AsyncOpenAI | None) -> IntentClassifier:
+    async def _classifier(
+        self, dmap: DialogueMap, client: openai.AsyncOpenAI | None
+    ) -> VectorIntentClassifier:
         from orchestrator.intents.classifier import VectorIntentClassifier
 
         if self.settings.providers.intents == "openai":
@@ -199,6 +211,25 @@ class Composition:
             classifier = VectorIntentClassifier(dmap, CharNgramEmbedder())
         await classifier.setup()
         return classifier
+
+    def _intent_step(
+        self, dmap: DialogueMap, classifier: VectorIntentClassifier, client: openai.AsyncOpenAI | None
+    ) -> IntentStep:
+        """The constrained step for unsure turns: the configured chat model, else a null arbiter
+        (the step never runs: unsure turns go to the LLM answer as before)."""
+        from orchestrator.contracts import IntentArbiter
+        from orchestrator.intents.arbiter import ArbiterStep, NullArbiter
+
+        o = self.settings.openai
+        arbiter: IntentArbiter = NullArbiter()
+        if o.intent_arbiter and client is not None and self.settings.providers.llm == "openai":
+            from orchestrator.adapters.llm.arbiter import OpenAICompatArbiter
+
+            arbiter = OpenAICompatArbiter(
+                client, model=o.intent_arbiter_model or o.model, response_format=o.intent_arbiter_format
+            )
+        log.info("intent step: arbiter %s", arbiter.name)
+        return ArbiterStep(dmap, classifier, arbiter, clock=self.clock)
 
     async def _warm(self, dmap: DialogueMap, cache: AudioCache) -> None:
         """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""

@@ -12,11 +12,13 @@ dialogue goes on after a retryable one; synthesis and LLM failures are raised by
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from orchestrator.domain.errors import ProviderError
 from orchestrator.domain.models import (
+    ArbiterDecision,
+    ArbiterOption,
     AudioChunk,
     FaqAnswer,
     FlowResult,
@@ -185,6 +187,41 @@ class IntentClassifier(Protocol):
 
     async def find_faq_answer(self, text: str) -> FaqAnswer | None:
         """The FAQ entry that answers `text`, or None when none is close enough."""
+        ...
+
+
+class IntentArbiter(Protocol):
+    """Picks what an unsure caller's words mean from a closed set (an LLM asked for one label)."""
+
+    @property
+    def name(self) -> str:
+        """Model or implementation name, for the metrics."""
+        ...
+
+    async def choose(self, text: str, options: Sequence[ArbiterOption], *, context: str = "") -> str | None:
+        """One `ArbiterOption.label` of `options`, or None for none of them.
+
+        `context` is what the bot said last (may be empty). The answer is not trusted: callers
+        treat anything outside `options` as none. Raises `ProviderError` when the service fails;
+        callers bound the wait.
+        """
+        ...
+
+
+class IntentStep(Protocol):
+    """The constrained step between the local classifier and the free LLM answer (issue 8).
+
+    Process-wide and stateless per call, like the classifier.
+    """
+
+    async def resolve(self, text: str, state_id: str) -> ArbiterDecision | None:
+        """For a turn the local classifier did not route: the arbiter's pick among the intents
+        with a transition from `state_id`, the global ones and the FAQ entries.
+
+        None when the step does not run (the local scores say clearly nothing, or no arbiter).
+        Never raises but for cancellation; its own wait is bounded by the map's
+        `settings.intent_arbiter.timeout_s`.
+        """
         ...
 
 

@@ -8,7 +8,8 @@ Each round is a reply and a listen:
   timeout or an STT failure closes the listen and names the next reply.
 Routing of a final: an intent with a transition from the current state -> clarify (missing
 entities) or the FlowEngine (SUCCESS: the new state's playlist, else the error playlist); no
-intent -> the FAQ, else the LLM (`_handle_unscripted_flow`).
+intent -> the FAQ, else the constrained intent step when the turn is unsure (`IntentStep`: it
+may pick an intent or a FAQ entry, routed as above), else the LLM (`_handle_unscripted_flow`).
 Turn-taking moves only through `TurnTaking.handle()`, never by setting a flag.
 """
 
@@ -20,10 +21,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
-from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, SttEvent
+from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, IntentStep, SttEvent
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import ClassifierError, ProviderError
-from orchestrator.domain.models import IntentResult, SessionState, SttResult, TranscriptEntry
+from orchestrator.domain.models import FaqAnswer, IntentResult, SessionState, SttResult, TranscriptEntry
 from orchestrator.events import CallEventKind, EndReason, Observe
 from orchestrator.flow_engine import missing_entities
 from orchestrator.metrics import Mark, MetricsLogger
@@ -66,6 +67,7 @@ class DialogueLoop:
         results: asyncio.Queue[SttEvent],
         observe: Observe,
         provider_timeout_s: float,
+        intent_step: IntentStep | None = None,
     ) -> None:
         self.end_reason: EndReason | None = None
         self._voice = voice
@@ -80,6 +82,7 @@ class DialogueLoop:
         self._results = results
         self._observe = observe
         self._provider_timeout_s = provider_timeout_s
+        self._intent_step = intent_step
         self._no_input_count = 0
 
     async def run(self) -> None:
@@ -235,42 +238,64 @@ class DialogueLoop:
         self._maybe_end_call(route)
 
     async def _route(self, text: str, intent: IntentResult | None) -> Route:
-        """Scripted path, FAQ, or the LLM; plays the bot's answer. Returns the route taken."""
+        """Scripted path, FAQ, the intent step, or the LLM; plays the bot's answer. Returns the route."""
         dmap, session, voice, responses = self._map, self._session, self._voice, self._responses
-        if intent is not None and self._flow.has_transition(session.current_state_id, intent.intent_id):
-            definition = dmap.intents[intent.intent_id]
-            missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)
-            if missing:
-                self._metrics.set(missing_entities=missing)
-                await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
-                return "clarify"
-            flow = self._flow.process_event(session, intent)
-            if flow.status == "SUCCESS" and flow.updated_session is not None:
-                before = session.current_state_id
-                flow.updated_session.apply_to(session)
-                if session.current_state_id != before:
-                    self._observe(CallEventKind.STATE, from_state=before, to_state=session.current_state_id)
-                state = dmap.state(session.current_state_id)
-                await voice.bot_turn(lambda: responses.play_items(state.system_response.playlist))
-                return "scripted"
-            self._metrics.set(flow_status=flow.status, flow_detail=flow.detail)
-            if flow.status == "MISSING_ENTITY":
-                await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
-                return "clarify"
-            await voice.bot_turn(responses.play_error_playlist)
-            return "flow_error"
-        try:
-            async with asyncio.timeout(self._provider_timeout_s):
-                faq = await self._classifier.find_faq_answer(text)
-        except (ClassifierError, TimeoutError):
-            faq = None  # the LLM can still answer
+        faq: FaqAnswer | None = None
+        if not self._routable(intent):
+            faq = await self._find_faq(text)
+            if faq is None:
+                intent, faq = await self._ask_intent_step(text)
         if faq is not None:
             self._metrics.set(faq=faq.faq_id, faq_score=round(faq.score, 3))
             answer = dmap.faq[faq.faq_id].answer
             await voice.bot_turn(lambda: responses.play_items(answer))
             return "faq"
-        await voice.bot_turn(lambda: voice._handle_unscripted_flow(text))
-        return "llm"
+        if intent is None or not self._routable(intent):
+            await voice.bot_turn(lambda: voice._handle_unscripted_flow(text))
+            return "llm"
+        definition = dmap.intents[intent.intent_id]
+        missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)
+        if missing:
+            self._metrics.set(missing_entities=missing)
+            await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
+            return "clarify"
+        flow = self._flow.process_event(session, intent)
+        if flow.status == "SUCCESS" and flow.updated_session is not None:
+            before = session.current_state_id
+            flow.updated_session.apply_to(session)
+            if session.current_state_id != before:
+                self._observe(CallEventKind.STATE, from_state=before, to_state=session.current_state_id)
+            state = dmap.state(session.current_state_id)
+            await voice.bot_turn(lambda: responses.play_items(state.system_response.playlist))
+            return "scripted"
+        self._metrics.set(flow_status=flow.status, flow_detail=flow.detail)
+        if flow.status == "MISSING_ENTITY":
+            await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
+            return "clarify"
+        await voice.bot_turn(responses.play_error_playlist)
+        return "flow_error"
+
+    def _routable(self, intent: IntentResult | None) -> bool:
+        return intent is not None and self._flow.has_transition(
+            self._session.current_state_id, intent.intent_id
+        )
+
+    async def _find_faq(self, text: str) -> FaqAnswer | None:
+        try:
+            async with asyncio.timeout(self._provider_timeout_s):
+                return await self._classifier.find_faq_answer(text)
+        except (ClassifierError, TimeoutError):
+            return None  # the LLM can still answer
+
+    async def _ask_intent_step(self, text: str) -> tuple[IntentResult | None, FaqAnswer | None]:
+        """The constrained step on an unsure turn (its own bound; never raises): its pick, if any."""
+        step = self._intent_step
+        decision = None if step is None else await step.resolve(text, self._session.current_state_id)
+        if decision is None:
+            return None, None
+        self._metrics.record_intent_step(decision)
+        choice = decision.choice
+        return (choice, None) if isinstance(choice, IntentResult) else (None, choice)
 
     def _maybe_end_call(self, route: Route) -> None:
         state = self._map.state(self._session.current_state_id)

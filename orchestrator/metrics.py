@@ -9,6 +9,8 @@ without arithmetic in the log viewer:
   tts_ms      t3 -> t5  logic start to the first TTS audio
   play_ms     t5 -> t6  first TTS audio to the first bot frame queued to the caller
   response_ms t2 -> t6  end of the caller's words to the first bot audio (what the caller feels)
+  intent_llm_ms         the constrained intent step on an unsure turn (request to answer), with
+                        `intent_llm_status` and `intent_llm_pick` in the context
 
 The logger keeps no dialogue state: whether a turn is open is the turn-taking machine's business
 (`orchestrator.turns`), and context attributes are written, never read back to decide anything.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from orchestrator.contracts import Clock
-from orchestrator.domain.models import MetricsLog
+from orchestrator.domain.models import ArbiterDecision, MetricsLog
 
 log = logging.getLogger("voicebridge.metrics")
 
@@ -48,6 +50,9 @@ class Mark(StrEnum):
     ANSWER_AUDIO = "answer_audio_at"
     LLM_DONE = "llm_done_at"
     BARGE_IN = "barge_in_at"
+    # The constrained intent step (issue 8): asked, and answered (or given up on).
+    INTENT_LLM_REQUEST = "intent_llm_at"
+    INTENT_LLM_DONE = "intent_llm_done_at"
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,6 +69,7 @@ _STAGES = (
     _Stage("tts_ms", Mark.T3_LOGIC_START, Mark.T5_TTS_FIRST_CHUNK),
     _Stage("play_ms", Mark.T5_TTS_FIRST_CHUNK, Mark.T6_FIRST_BOT_AUDIO),
     _Stage("response_ms", Mark.T2_STT_FINAL, Mark.T6_FIRST_BOT_AUDIO),
+    _Stage("intent_llm_ms", Mark.INTENT_LLM_REQUEST, Mark.INTENT_LLM_DONE),
 )
 _SPEC_MARKS = (
     Mark.T1_FIRST_USER_AUDIO,
@@ -143,6 +149,16 @@ class MetricsLogger:
     def set(self, **attrs: MetricValue) -> None:
         """Attach context attributes (model_name, confidence, intent, state, route, ...)."""
         self.context.update(attrs)
+
+    def record_intent_step(self, decision: ArbiterDecision) -> None:
+        """The constrained intent step of this turn: its times (`intent_llm_ms`), outcome and pick."""
+        self.mark(Mark.INTENT_LLM_REQUEST, decision.started_at)
+        self.mark(Mark.INTENT_LLM_DONE, decision.ended_at)
+        self.set(
+            intent_llm_status=decision.status,
+            intent_llm_pick=decision.answer,
+            intent_llm_best_local=round(decision.best_local_score, 3),
+        )
 
     def emit_turn(self) -> MetricsRecord:
         """Emit the open turn's record: t1..t6, stage durations, extra marks, context."""

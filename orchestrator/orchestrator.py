@@ -39,6 +39,7 @@ from orchestrator.contracts import (
     FlowEngine,
     InboundAudio,
     IntentClassifier,
+    IntentStep,
     LLMManager,
     OutboundAudio,
     RecognitionStream,
@@ -97,6 +98,7 @@ class Orchestrator:
         metrics_sink: MetricsSink | None = None,
         observer: Observer | None = None,
         provider_timeout_s: float = 5.0,
+        intent_step: IntentStep | None = None,
     ) -> None:
         settings = dialogue_map.settings
         self.call_id = call_id
@@ -165,6 +167,7 @@ class Orchestrator:
             results=self._user_results,
             observe=self._observe,
             provider_timeout_s=provider_timeout_s,
+            intent_step=intent_step,
         )
         self._outbound: OutboundAudio | None = None
         self._inbound: InboundAudio | None = None
@@ -353,6 +356,7 @@ class CallServices:
     llm_factory: Callable[[str], LLMManager]
     metrics_sink: MetricsSink | None = None
     call: CallSettings = field(default_factory=CallSettings)  # the service's bounds on one call
+    intent_step: IntentStep | None = None  # the constrained step for unsure turns (None: none)
 
 
 async def create_orchestrator_instance(
@@ -376,6 +380,7 @@ async def create_orchestrator_instance(
         metrics_sink=services.metrics_sink,
         observer=observer,
         provider_timeout_s=services.call.provider_timeout_s,
+        intent_step=services.intent_step,
     )
     try:
         async with asyncio.timeout(services.call.setup_timeout_s):

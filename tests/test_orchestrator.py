@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.clock import LoopClock
+from orchestrator.contracts import IntentClassifier, IntentStep
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
@@ -166,7 +167,8 @@ async def run_call(
     llm: FakeLLM | None = None,
     dmap: DialogueMap | None = None,
     hangup_at: float | None = 30.0,
-    classifier: KeywordClassifier | None = None,
+    classifier: IntentClassifier | None = None,
+    intent_step: IntentStep | None = None,
     stt_class: type[FakeSTT] = FakeSTT,
     stt_options: dict[str, Any] | None = None,
 ) -> CallRun:
@@ -192,6 +194,7 @@ async def run_call(
         tts_factory=lambda cid: tts,
         llm_factory=lambda cid: llm,
         metrics_sink=records.append,
+        intent_step=intent_step,
     )
     orch = await create_orchestrator_instance("call-1", services, observer=events.append)
     loop = asyncio.get_running_loop()
@@ -725,3 +728,81 @@ def test_speech_lost_while_the_recognizer_was_behind_is_not_recognised() -> None
     assert run.stt.streams[0].frames_dropped > 0
     assert [e for e in run.events if e.kind == "user_said"] == []
     assert run.sink.labels() == [label("static:greeting")]
+
+
+# --- the constrained intent step on unsure turns (issue 8) ------------------------------------
+
+
+class BandScores:
+    """Local scores that put every turn in the unsure band (the keyword classifier routes nothing)."""
+
+    async def label_scores(self, text: str) -> dict[str, float]:
+        return {"intent:give_area": 0.3, "intent:refuse": 0.1}
+
+
+class SlowArbiter:
+    """Answers `label` after `delay_s` of (virtual) time."""
+
+    name = "slow-arbiter"
+
+    def __init__(self, label: str | None, delay_s: float) -> None:
+        self.label = label
+        self.delay_s = delay_s
+        self.asked: list[str] = []
+
+    async def choose(self, text: str, options: Any, *, context: str = "") -> str | None:
+        self.asked.append(text)
+        await asyncio.sleep(self.delay_s)
+        return self.label
+
+
+def step_call(arbiter: SlowArbiter, text: str) -> CallRun:
+    from orchestrator.intents.arbiter import ArbiterStep
+
+    dmap = make_map()
+    step = ArbiterStep(dmap, BandScores(), arbiter, clock=LoopClock())
+    return call([Say(2.0, text, partials=False)], dmap=dmap, intent_step=step, hangup_at=8.0)
+
+
+def test_an_unsure_turn_goes_through_the_step_to_its_intent_with_the_latency_recorded() -> None:
+    arbiter = SlowArbiter("intent:give_area", delay_s=0.4)
+    run = step_call(arbiter, "сорок пять метров")  # no keyword: the local classifier routes nothing
+    assert arbiter.asked == ["сорок пять метров"]
+    assert run.sink.labels() == [
+        label("static:greeting"),
+        label("static:intro"),
+        PRICE_LABEL,
+        label("static:rub"),
+    ]
+    assert run.llm.calls == []  # the free LLM answer was not needed
+    assert run.orchestrator.session_state.variables["area"] == 45  # entities taken from the words
+    turn = run.turns()[1]
+    assert (turn["route"], turn["intent"]) == ("scripted", None)  # the local classifier said nothing
+    assert (turn["intent_llm_status"], turn["intent_llm_pick"]) == ("picked", "intent:give_area")
+    assert turn["intent_llm_ms"] == pytest.approx(400.0, abs=1.0)
+    assert (
+        turn["t3_logic_start"]
+        <= turn["intent_llm_at"]
+        < turn["intent_llm_done_at"]
+        <= turn["t6_first_bot_audio"]
+    )
+    assert turn["response_ms"] >= 400.0
+
+
+def test_a_step_that_times_out_falls_back_to_the_llm_answer_within_its_bound() -> None:
+    arbiter = SlowArbiter("intent:give_area", delay_s=30.0)
+    run = step_call(arbiter, "что-то непонятное")
+    turn = run.turns()[1]
+    assert (turn["intent_llm_status"], turn["intent_llm_pick"]) == ("timeout", None)
+    timeout_ms = make_map().settings.intent_arbiter.timeout_s * 1000
+    assert turn["intent_llm_ms"] == pytest.approx(timeout_ms, abs=1.0)
+    assert turn["route"] == "llm" and len(run.llm.calls) == 1
+    # The caller waits at most the step's bound before the LLM answer's filler starts.
+    assert turn["t6_first_bot_audio"] - turn["t2_stt_final"] <= timeout_ms / 1000 + 0.1
+
+
+def test_a_confident_turn_never_asks_the_step() -> None:
+    arbiter = SlowArbiter("intent:refuse", delay_s=0.4)
+    run = step_call(arbiter, "площадь 45 метров")  # the keyword classifier is sure
+    assert arbiter.asked == []
+    assert run.turns()[1]["intent_llm_ms"] is None

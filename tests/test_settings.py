@@ -35,6 +35,7 @@ SPECIAL = {
     ("ari", "audiosocket_host"): "10.0.0.7:4000",
     ("yandex", "speed"): 1.5,
     ("espeak", "speed_wpm"): 150,
+    ("openai", "intent_arbiter_format"): "json_object",
 }
 
 

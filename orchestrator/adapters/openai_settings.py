@@ -7,7 +7,7 @@ Orchestrator decides what a failed answer means for the call.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import openai
 import pydantic.dataclasses
@@ -44,6 +44,11 @@ class OpenAISettings:
     embeddings_timeout_s: _Positive = 5.0
     embeddings_cache_size: Annotated[int, Field(ge=0)] = 10_000  # texts whose vectors are kept
     embeddings_batch_size: Annotated[int, Field(ge=1)] = 256  # texts per request
+    # --- the constrained intent step on unsure turns (its band and timeout are the map's
+    # `settings.intent_arbiter`): off, or on with this model (default: `model`) and answer format
+    intent_arbiter: bool = True
+    intent_arbiter_model: str | None = None
+    intent_arbiter_format: Literal["json_schema", "json_object"] = "json_schema"
 
 
 def openai_client(settings: OpenAISettings) -> openai.AsyncOpenAI:

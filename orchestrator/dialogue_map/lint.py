@@ -13,12 +13,16 @@ Errors (the map would misbehave on a call; exit status 1):
 Warnings (exit status 0): unreachable states, intents no transition uses, `audio` texts no one
 plays, transitions of END_CALL states, required entities without a clarify playlist, the same
 example phrase in two intents or in an intent and a FAQ entry.
+
+Checks from layers above (the classifier's confusions, `orchestrator.intents.confusion`) come in
+as `checks`: dialogue maps sit below intents and never import them.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
@@ -51,8 +55,12 @@ class LintIssue:
     message: str
 
 
-def lint_map(path: str | Path) -> list[LintIssue]:
-    """Every problem of the map at `path`."""
+# A check of a valid map from a layer above (e.g. the classifier's confusions).
+MapCheck = Callable[[DialogueMap], "list[LintIssue]"]
+
+
+def lint_map(path: str | Path, checks: Sequence[MapCheck] = ()) -> list[LintIssue]:
+    """Every problem of the map at `path`; `checks` run on a map that loaded."""
     try:
         data = read_map_json(path)
     except DialogueMapError as exc:
@@ -61,7 +69,10 @@ def lint_map(path: str | Path) -> list[LintIssue]:
         m = DialogueMap.model_validate(data)
     except ValidationError as exc:
         return [LintIssue("error", p, msg) for p, msg in validation_problems(exc, data)]
-    return lint_dialogue_map(m)
+    issues = lint_dialogue_map(m)
+    for check in checks:
+        issues += check(m)
+    return issues
 
 
 def lint_dialogue_map(m: DialogueMap) -> list[LintIssue]:
@@ -227,7 +238,7 @@ def _map_files(path: Path) -> list[Path]:
     return [path]
 
 
-def run_map_lint(path: str, *, out: TextIO | None = None) -> int:
+def run_map_lint(path: str, *, out: TextIO | None = None, checks: Sequence[MapCheck] = ()) -> int:
     """Lint a map file (or every `*.json` map of a directory); print `file: path: message`.
 
     Returns the exit status: 0 when there are no errors (warnings allowed), 1 otherwise.
@@ -239,7 +250,7 @@ def run_map_lint(path: str, *, out: TextIO | None = None) -> int:
         return 1
     errors = 0
     for file in files:
-        for issue in lint_map(file):
+        for issue in lint_map(file, checks):
             errors += issue.severity == "error"
             print(f"{file}: {issue.json_path}: {issue.severity}: {issue.message}", file=stream)
     return 1 if errors else 0

@@ -123,6 +123,25 @@ class LLMSettings(_Strict):
     temperature: float = 0.3
 
 
+class IntentArbiterSettings(_Strict):
+    """The constrained LLM step for turns the local classifier is unsure about (issue 8).
+
+    A final the local classifier routes nowhere (no intent with a transition from the state
+    cleared `intent_threshold`, no FAQ entry cleared `faq_threshold`) goes to the step when its
+    best local score among the state's options is at least `min_score`; below that the turn is
+    clearly off-script and goes straight to the free LLM answer.
+    """
+
+    enabled: bool = True
+    # On the example map's tuning split (dialogue_maps/eval), every paraphrase the n-gram and
+    # lemma classifier missed scored 0.26-0.45, off-script questions 0.12-0.37: at 0.2 the step
+    # sees all the misses and half the off-script questions skip it (0.25 skips no more).
+    min_score: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    # The longest the caller waits in silence for the step (it runs before the bot's turn, like
+    # classification): then the turn goes on as none.
+    timeout_s: Annotated[float, Field(gt=0, le=3)] = 1.2
+
+
 class Settings(_Strict):
     """Call-wide settings of a map."""
 
@@ -151,6 +170,7 @@ class Settings(_Strict):
     no_input_max_reprompts: Annotated[int, Field(ge=0, le=10)] = 2
     no_input_goodbye_playlist: Playlist = []
     llm: LLMSettings = LLMSettings()
+    intent_arbiter: IntentArbiterSettings = IntentArbiterSettings()
 
 
 class DialogueMap(_Strict):

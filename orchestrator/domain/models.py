@@ -38,6 +38,32 @@ class FaqAnswer:
     score: float
 
 
+# --- The intent arbiter: a constrained second opinion on unsure turns (issue 8) ---
+@dataclass(slots=True, frozen=True)
+class ArbiterOption:
+    """One answer the arbiter may give: an intent or a FAQ entry, shown by example phrases."""
+
+    label: str  # "intent:<id>" or "faq:<id>"
+    examples: tuple[str, ...]
+
+
+# picked: a label of the closed set; none: the arbiter said none; invalid: it answered something
+# outside the set (taken as none); timeout / error: no answer in time, or a failure (none).
+ArbiterStatus = Literal["picked", "none", "invalid", "timeout", "error"]
+
+
+@dataclass(slots=True, frozen=True)
+class ArbiterDecision:
+    """What the constrained step made of one unsure turn (times on the call's clock, seconds)."""
+
+    choice: IntentResult | FaqAnswer | None  # None: fall back to the free LLM answer
+    status: ArbiterStatus
+    answer: str | None  # what the arbiter said, as said (for the metrics), None if nothing
+    best_local_score: float  # the local classifier's best score among the options
+    started_at: float
+    ended_at: float
+
+
 # --- FlowEngine ---
 @dataclass(slots=True, frozen=True)
 class SessionUpdate:

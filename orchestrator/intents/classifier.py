@@ -37,6 +37,16 @@ ENTITY_BONUS = 0.15
 _Vector = SparseVector | list[float]
 
 
+def intent_label(intent_id: str) -> str:
+    """The label of an intent among the arbiter's options and in `label_scores`."""
+    return f"intent:{intent_id}"
+
+
+def faq_label(faq_id: str) -> str:
+    """The label of a FAQ entry among the arbiter's options and in `label_scores`."""
+    return f"faq:{faq_id}"
+
+
 def _unit(v: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in v))
     return [x / norm for x in v] if norm else v
@@ -96,12 +106,7 @@ class VectorIntentClassifier:
     def _best(vec: _Vector, table: dict[str, list[_Vector]]) -> dict[str, float]:
         return {owner: max(_dot(vec, v) for v in vs) for owner, vs in table.items()}
 
-    async def intent_scores(self, text: str) -> dict[str, float]:
-        """Each intent's score for `text` (empty for text without words)."""
-        await self.setup()
-        if not normalize(text):
-            return {}
-        (vec,) = await self._embed([text])
+    def _intent_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
         scores = self._best(vec, self._intent_vectors)
         if self._entity_bonus:
             for iid, intent in self._map.intents.items():
@@ -112,6 +117,29 @@ class VectorIntentClassifier:
                 ):
                     scores[iid] = min(1.0, scores[iid] + self._entity_bonus)
         return scores
+
+    async def intent_scores(self, text: str) -> dict[str, float]:
+        """Each intent's score for `text` (empty for text without words)."""
+        await self.setup()
+        if not normalize(text):
+            return {}
+        (vec,) = await self._embed([text])
+        return self._intent_scores_of(text, vec)
+
+    async def label_scores(self, text: str) -> dict[str, float]:
+        """Every intent's and FAQ entry's score for `text`, by label ("intent:<id>", "faq:<id>").
+
+        One embedding for both; scores as `classify_intent` and `find_faq_answer` see them (the
+        entity bonus included). Empty for text without words. Raises `ClassifierError` when the
+        embedder fails.
+        """
+        await self.setup()
+        if not normalize(text):
+            return {}
+        (vec,) = await self._embed([text])
+        out = {intent_label(i): s for i, s in self._intent_scores_of(text, vec).items()}
+        out.update({faq_label(f): s for f, s in self._best(vec, self._faq_vectors).items()})
+        return out
 
     async def classify_intent(
         self, text: str, *, previous_leader: str | None = None

@@ -2,11 +2,18 @@
 
 - POST /v1/chat/completions: scripted answers (`LlmScript`: regex on the last user message),
   streamed as SSE word by word (`stream: true`) or whole; latencies `first_token_s`, `token_s`.
+  A constrained intent request (`orchestrator.adapters.llm.arbiter`: JSON response format, the
+  labels as `- <label>: "example" | ...` lines of the system message) is answered
+  `{"label": ...}` deterministically, and clearly not as an LLM would: a script choice rule
+  first, else the label whose examples share the most character trigrams with the caller's
+  words (cosine >= `choice_min_similarity`), else "none" (`choose_label`); after
+  `choice_latency_s`.
 - POST /v1/embeddings: deterministic local vectors (hashed character trigrams, L2-normalised), so
   texts sharing words are close: good enough for intent matching in the demo.
 - POST /v1/moderations: flags inputs containing any of `flagged_words`.
 Faults for the next n chat requests (`inject(kind, n)`): "http500", "stall" (never answers),
-"unsafe_first" (the answer starts with `unsafe_text`), "drop" (connection cut mid-stream).
+"unsafe_first" (the answer starts with `unsafe_text`), "drop" (connection cut mid-stream),
+"bad_label" (a constrained request is answered with a label outside its set).
 `client_disconnects` counts streams the client closed before the end (abort_generation).
 """
 
@@ -27,8 +34,11 @@ from aiohttp import web
 from testkit.standins import serve_until_signal
 from testkit.standins.script import LlmScript
 
-Fault = Literal["http500", "stall", "unsafe_first", "drop"]
+Fault = Literal["http500", "stall", "unsafe_first", "drop", "bad_label"]
 _TOKEN = re.compile(r"\S+\s*")
+_OPTION_LINE = re.compile(r"^- (\S+): (.*)$", re.MULTILINE)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+BAD_LABEL = "intent:not_offered"
 
 
 def local_embedding(text: str, dim: int = 64) -> list[float]:
@@ -41,6 +51,32 @@ def local_embedding(text: str, dim: int = 64) -> list[float]:
             vec[h % dim] += 1.0 if h & 0x100 else -1.0
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     return [v / norm for v in vec]
+
+
+def parse_options(system: str) -> dict[str, list[str]]:
+    """The labels of a constrained intent request with their examples ("none" has none)."""
+    out: dict[str, list[str]] = {}
+    for m in _OPTION_LINE.finditer(system):
+        out[m.group(1)] = [json.loads(f'"{q}"') for q in _QUOTED.findall(m.group(2))]
+    return out
+
+
+def choose_label(
+    text: str, options: dict[str, list[str]], *, script: LlmScript, min_similarity: float, dim: int = 512
+) -> str:
+    """The stand-in's pick (see the module docstring): a script rule, else the nearest examples."""
+    labels = [label for label in options if label != "none"]
+    scripted = script.choice(text, labels)
+    if scripted is not None:
+        return scripted
+    vec = local_embedding(text, dim)
+    best, best_label = 0.0, "none"
+    for label in labels:
+        for example in options[label]:
+            sim = sum(a * b for a, b in zip(vec, local_embedding(example, dim), strict=True))
+            if sim > best:
+                best, best_label = sim, label
+    return best_label if best >= min_similarity else "none"
 
 
 class OpenAIStandin:
@@ -56,6 +92,8 @@ class OpenAIStandin:
         embedding_dim: int = 64,
         flagged_words: Sequence[str] = ("идиот",),
         unsafe_text: str = "Вы идиот, раз об этом спрашиваете.",
+        choice_latency_s: float = 0.0,
+        choice_min_similarity: float = 0.4,
     ) -> None:
         self.script = script or LlmScript()
         self.first_token_s = first_token_s
@@ -63,6 +101,9 @@ class OpenAIStandin:
         self.embedding_dim = embedding_dim
         self.flagged_words = [w.lower() for w in flagged_words]
         self.unsafe_text = unsafe_text
+        self.choice_latency_s = choice_latency_s
+        self.choice_min_similarity = choice_min_similarity
+        self.choices: list[tuple[str, str]] = []  # (caller text, label answered), in order
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.client_disconnects = 0
         self.disconnected = asyncio.Event()
@@ -124,6 +165,17 @@ class OpenAIStandin:
         user = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
         answer = self.script.answer(str(user))
         fault = self._faults.pop(0) if self._faults else None
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and str(fmt.get("type", "")).startswith("json") and fault != "stall":
+            system = next((str(m.get("content", "")) for m in msgs if m.get("role") == "system"), "")
+            options = parse_options(system)
+            if options:
+                if fault == "http500":
+                    return self._error(500, "stand-in fault injected")
+                label = BAD_LABEL if fault == "bad_label" else self._choose(str(user), options)
+                self.choices.append((str(user), label))
+                await asyncio.sleep(self.choice_latency_s)
+                return self._completion(body, json.dumps({"label": label}, ensure_ascii=False))
         if fault == "http500":
             return self._error(500, "stand-in fault injected")
         if fault == "stall":
@@ -136,21 +188,7 @@ class OpenAIStandin:
         created = 1_700_000_000  # any timestamp will do; the stand-in reads no wall clock
         if not body.get("stream"):
             await asyncio.sleep(self.first_token_s)
-            return web.json_response(
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": answer},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-            )
+            return self._completion(body, answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
@@ -188,6 +226,28 @@ class OpenAIStandin:
             self.disconnected.set()
             raise
         return resp
+
+    @staticmethod
+    def _completion(body: dict[str, Any], content: str) -> web.Response:
+        """A whole (non-streamed) chat completion answering `content`."""
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": 1_700_000_000,  # any timestamp will do; the stand-in reads no wall clock
+                "model": str(body.get("model", "standin")),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+
+    def _choose(self, text: str, options: dict[str, list[str]]) -> str:
+        return choose_label(text, options, script=self.script, min_similarity=self.choice_min_similarity)
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await self._json(request)

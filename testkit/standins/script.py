@@ -6,8 +6,13 @@ JSON file format (every part optional):
       "stt": {"default": ["Здравствуйте.", "Сколько стоит доставка?"],
               "calls": {"<x-client-request-id>": ["Да.", "Нет, спасибо."]}},
       "llm": {"rules": [["(?i)доставк", "Доставка стоит триста рублей."]],
-              "default": "Уточню у оператора."}
+              "default": "Уточню у оператора.",
+              "choices": [["(?i)безнал", "faq:payment"]]}
     }
+
+`llm.choices` answer the constrained intent requests (`orchestrator.adapters.llm.arbiter`): the
+first rule whose regex matches the caller's words and whose label is among the request's labels
+wins; without one the stand-in picks by example similarity (see `openai_server.choose_label`).
 
 STT: the stand-in releases one utterance per speech segment its VAD finds. A call is recognised
 by the `x-client-request-id` metadata that `YandexSttStreamer(request_id=...)` sends (Yandex logs
@@ -56,6 +61,19 @@ class LlmScript:
 
     rules: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     default: str = "Понял вас. Сейчас уточню и вернусь с ответом."
+    # Constrained intent requests: (regex on the caller's words, label) -> that label, if offered.
+    choices: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+
+    def add_choice(self, pattern: str, label: str) -> None:
+        """Pick `label` for a constrained request whose caller text matches `pattern`."""
+        self.choices.append((re.compile(pattern), label))
+
+    def choice(self, user_text: str, labels: Sequence[str]) -> str | None:
+        """The scripted label for `user_text` among `labels`, None when no rule applies."""
+        for rx, label in self.choices:
+            if label in labels and rx.search(user_text):
+                return label
+        return None
 
     def add(self, pattern: str, answer: str) -> None:
         """Answer `answer` when the last user message matches `pattern`."""
@@ -97,6 +115,13 @@ def parse_scripts(data: Mapping[str, object], source: str = "<script>") -> tuple
             llm.add(rule[0], rule[1])
         except re.error as exc:
             raise ConfigError(f"{source}: llm.rules[{i}]: bad regex: {exc}") from exc
+    for i, rule in enumerate(llm_part.get("choices", [])):
+        if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(r, str) for r in rule)):
+            raise ConfigError(f"{source}: llm.choices[{i}]: expected [regex, label]")
+        try:
+            llm.add_choice(rule[0], rule[1])
+        except re.error as exc:
+            raise ConfigError(f"{source}: llm.choices[{i}]: bad regex: {exc}") from exc
     if "default" in llm_part:
         if not isinstance(llm_part["default"], str):
             raise ConfigError(f"{source}: llm.default: expected a string")

@@ -1,0 +1,164 @@
+"""Held-out paraphrases per example map (tests/data/heldout_<map>.json): intent and FAQ routing.
+
+The sets were written and committed before any tuning and are never copied into the maps. Each
+phrase is routed as a call would route it in its state (`testkit.routing.route_text`: local
+intent with a transition, FAQ, the constrained step, the LLM), twice: local only, and with the
+constrained step asking the OpenAI stand-in over HTTP (which picks by script rule or example
+similarity: a stand-in, not an LLM, so this figure measures the plumbing and a floor, not what a
+real model would add). The bar (issue 8): >= 95 % per map with the step.
+
+First (and only) measurement, after tuning on dialogue_maps/eval only (commit order shows the
+sets came first): local only cleaning 40/53 (75.5 %), dental 38/50 (76.0 %); with the step
+against the stand-in 39/53 (73.6 %) and 41/50 (82.0 %). The misses are mostly synonyms the maps'
+examples never use ("годится", "наличкой", "сотрудника", "химия"), which neither n-grams nor
+lemmas can bridge: that is the step's job, and a trigram stand-in cannot do it. So the 95 % bar
+is not met offline: `test_heldout_meets_the_issue_bar` is a strict xfail that says so, the
+floors below guard the measured figures against regressions, and `test_heldout_live` measures
+the step against a real OpenAI-compatible model when one is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+import pytest
+
+from orchestrator.adapters.llm.arbiter import OpenAICompatArbiter
+from orchestrator.clock import LoopClock
+from orchestrator.contracts import IntentArbiter
+from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.intents.arbiter import ArbiterStep
+from orchestrator.intents.classifier import VectorIntentClassifier
+from orchestrator.intents.ngram import CharNgramEmbedder
+from orchestrator.text import normalize
+from testkit.routing import route_text
+from testkit.standins.openai_server import OpenAIStandin
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+MAPS = ["cleaning_quote", "dental_appointment"]
+BAR = 0.95
+# The first measurement (see the module docstring): a floor against regressions, not a target.
+FLOORS = {"cleaning_quote": (40, 39), "dental_appointment": (38, 41)}  # (local only, with the step)
+
+
+def _heldout(name: str) -> dict[str, object]:
+    data = json.loads((DATA / f"heldout_{name}.json").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[OpenAIStandin]:
+    server = OpenAIStandin()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("name", MAPS)
+def test_heldout_sets_are_well_formed_and_not_in_the_map(name: str) -> None:
+    data = _heldout(name)
+    m = load_dialogue_map(ROOT / str(data["map"]))
+    phrases = data["phrases"]
+    assert isinstance(phrases, list) and len(phrases) >= 40
+    examples = {normalize(e) for i in m.intents.values() for e in i.examples}
+    examples |= {normalize(q) for f in m.faq.values() for q in f.questions}
+    for p in phrases:
+        kind, _, ident = p["expect"].partition(":")
+        assert normalize(p["text"]) not in examples, p  # never copied into the map
+        if kind == "intent":
+            assert m.next_state_id(p["state"], ident) is not None, p
+        elif kind == "faq":
+            assert ident in m.faq, p
+        else:
+            assert p["expect"] == "none" and p["state"] in m.states, p
+
+
+@dataclass
+class Score:
+    """One map's held-out result."""
+
+    n: int = 0
+    local_ok: int = 0
+    step_ok: int = 0
+    ran: int = 0
+    misses: list[str] = field(default_factory=list)
+
+    def summary(self, name: str, arbiter: str) -> str:
+        return (
+            f"{name}: local only {self.local_ok}/{self.n} ({self.local_ok / self.n:.1%}); with the step "
+            f"({arbiter}) {self.step_ok}/{self.n} ({self.step_ok / self.n:.1%}); the step ran on "
+            f"{self.ran} turns\n" + "\n".join(f"  miss {x}" for x in self.misses)
+        )
+
+
+async def measure(name: str, arbiter: IntentArbiter) -> Score:
+    """Route every held-out phrase of map `name` local only and with the step asking `arbiter`."""
+    data = _heldout(name)
+    m = load_dialogue_map(ROOT / str(data["map"]))
+    classifier = VectorIntentClassifier(m, CharNgramEmbedder())
+    flow = MapFlowEngine(m)
+    step = ArbiterStep(m, classifier, arbiter, clock=LoopClock())
+    phrases = data["phrases"]
+    assert isinstance(phrases, list)
+    score = Score(n=len(phrases))
+    for p in phrases:
+        local = await route_text(p["text"], p["state"], classifier=classifier, flow=flow)
+        full = await route_text(p["text"], p["state"], classifier=classifier, flow=flow, step=step)
+        score.local_ok += local.target == p["expect"]
+        score.step_ok += full.target == p["expect"]
+        score.ran += full.via_step
+        if full.target != p["expect"]:
+            score.misses.append(f"{p['state']}: {p['text']!r} -> {full.target} (want {p['expect']})")
+    return score
+
+
+async def _with_standin(name: str, standin: OpenAIStandin) -> Score:
+    client = openai.AsyncOpenAI(base_url=standin.base_url, api_key="standin", max_retries=0)
+    try:
+        return await measure(name, OpenAICompatArbiter(client, model="standin"))
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("name", MAPS)
+async def test_heldout_routing(name: str, standin: OpenAIStandin) -> None:
+    score = await _with_standin(name, standin)
+    print("\n" + score.summary(name, "OpenAI stand-in"))
+    assert score.local_ok >= FLOORS[name][0] and score.step_ok >= FLOORS[name][1], score.misses
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="local matching + the trigram stand-in reach 74-82 %, not 95 % (see the module docstring)",
+)
+@pytest.mark.parametrize("name", MAPS)
+async def test_heldout_meets_the_issue_bar(name: str, standin: OpenAIStandin) -> None:
+    score = await _with_standin(name, standin)
+    assert score.step_ok / score.n >= BAR, score.misses
+
+
+@pytest.mark.live
+@pytest.mark.skipif(
+    not os.environ.get("OPENAI_API_KEY"), reason="needs OPENAI_API_KEY (and OPENAI_BASE_URL/OPENAI_MODEL)"
+)
+@pytest.mark.parametrize("name", MAPS)
+async def test_heldout_live(name: str) -> None:
+    """The held-out sets with the step asking a real model (OPENAI_MODEL, default gpt-4o-mini)."""
+    client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
+    try:
+        model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+        score = await measure(name, OpenAICompatArbiter(client, model=model))
+    finally:
+        await client.close()
+    print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))
+    assert score.step_ok / score.n >= BAR, score.misses

@@ -1,0 +1,323 @@
+"""Issue 8 part 5: lemmatized matching, the unsure band, the constrained step and its adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import openai
+import pytest
+
+from orchestrator.adapters.llm.arbiter import OpenAICompatArbiter
+from orchestrator.clock import LoopClock
+from orchestrator.dialogue_map.lint import run_map_lint
+from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.domain.errors import ClassifierError, LLMError
+from orchestrator.domain.models import ArbiterOption, FaqAnswer, IntentResult
+from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.intents.arbiter import ArbiterStep, NullArbiter, bot_context, state_options
+from orchestrator.intents.classifier import VectorIntentClassifier
+from orchestrator.intents.confusion import confusion_issues
+from orchestrator.intents.morphology import analyzer, lemma
+from orchestrator.intents.ngram import CharNgramEmbedder, content_lemmas, sparse_dot
+from testkit.routing import route_text
+from testkit.standins.openai_server import BAD_LABEL, OpenAIStandin
+
+MAPS = Path(__file__).resolve().parents[1] / "dialogue_maps"
+CLEANING = MAPS / "cleaning_quote.ru.json"
+
+
+@pytest.fixture(scope="module")
+def cmap() -> DialogueMap:
+    return load_dialogue_map(CLEANING)
+
+
+def with_arbiter(m: DialogueMap, **knobs: object) -> DialogueMap:
+    arb = m.settings.intent_arbiter.model_copy(update=knobs)
+    return m.model_copy(update={"settings": m.settings.model_copy(update={"intent_arbiter": arb})})
+
+
+# --- lemmas ---
+
+
+def test_one_analyzer_per_process_and_lemmas() -> None:
+    assert analyzer() is analyzer()
+    assert lemma("оператора") == ("оператор", "NOUN")
+    assert lemma("безналу").normal_form == lemma("безналом").normal_form == "безнал"
+    assert lemma("идёт").normal_form == "идти"  # ё folded like normalised text
+    # Function words add no lemma; the negation stays, numbers stay folded.
+    assert content_lemmas(["мне", "бы", "оператора"]) == ["оператор"]
+    assert content_lemmas(["а", "по", "безналу", "можно"]) == ["безнал"]
+    assert content_lemmas(["не", "надо"]) == ["не"]
+    assert content_lemmas(["0", "метров"]) == ["0", "метр"]
+
+
+def test_lemmas_bring_word_forms_together() -> None:
+    plain = CharNgramEmbedder(lemma_weight=0.0, function_word_weight=1.0)
+    lemmas = CharNgramEmbedder()
+    assert "lemma" in lemmas.name and "lemma" not in plain.name
+    a, b = "мне бы оператора", "соедините с оператором"
+    assert (
+        sparse_dot(lemmas.embed_one(a), lemmas.embed_one(b))
+        > sparse_dot(plain.embed_one(a), plain.embed_one(b)) + 0.05
+    )
+    assert "=оператор" in lemmas.features("оператора")
+    with pytest.raises(ValueError):
+        CharNgramEmbedder(function_word_weight=1.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [("мне бы оператора", "intent:operator"), ("а по безналу можно", "faq:payment")],
+)
+async def test_the_issue_paraphrases_reach_their_target_locally(
+    cmap: DialogueMap, text: str, target: str
+) -> None:
+    clf = VectorIntentClassifier(cmap, CharNgramEmbedder())
+    outcome = await route_text(text, "quote", classifier=clf, flow=MapFlowEngine(cmap))
+    assert (outcome.target, outcome.via_step) == (target, False)  # the fast path: no LLM at all
+
+
+# --- the step, with scripted scores and a scripted arbiter ---
+
+
+class Scores:
+    def __init__(self, scores: dict[str, float], fail: bool = False) -> None:
+        self.scores = scores
+        self.fail = fail
+        self.calls = 0
+
+    async def label_scores(self, text: str) -> dict[str, float]:
+        self.calls += 1
+        if self.fail:
+            raise ClassifierError("embeddings down", provider="embeddings")
+        return self.scores
+
+
+class Scripted:
+    name = "scripted"
+
+    def __init__(
+        self, answer: str | None = None, *, delay: float = 0.0, error: Exception | None = None
+    ) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.error = error
+        self.asked: list[tuple[str, list[str], str]] = []
+
+    async def choose(self, text: str, options: Sequence[ArbiterOption], *, context: str = "") -> str | None:
+        self.asked.append((text, [o.label for o in options], context))
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+def test_options_are_the_states_intents_then_global_ones_then_the_faq(cmap: DialogueMap) -> None:
+    labels = [o.label for o in state_options(cmap, "ask_day")]
+    assert labels == [
+        "intent:choose_day",
+        "intent:give_area",
+        "intent:refuse",
+        "intent:operator",
+        "intent:stop_calling",
+        "faq:too_expensive",
+        "faq:whats_included",
+        "faq:payment",
+    ]
+    assert all(1 <= len(o.examples) <= 6 for o in state_options(cmap, "ask_day"))
+    assert bot_context(cmap, "ask_day").startswith("На какой день вам удобно?")
+
+
+async def test_below_the_band_the_step_does_not_run(cmap: DialogueMap) -> None:
+    arbiter = Scripted("intent:agree")
+    step = ArbiterStep(cmap, Scores({"intent:agree": 0.19, "faq:payment": 0.1}), arbiter, clock=LoopClock())
+    assert await step.resolve("как вас зовут", "quote") is None
+    assert arbiter.asked == []
+
+
+async def test_in_the_band_the_arbiter_picks_an_intent_with_its_entities(cmap: DialogueMap) -> None:
+    arbiter = Scripted("intent:choose_day")
+    step = ArbiterStep(
+        cmap, Scores({"intent:choose_day": 0.3, "intent:agree": 0.35}), arbiter, clock=LoopClock()
+    )
+    decision = await step.resolve("ну пусть будет суббота", "quote")
+    assert decision is not None and decision.status == "picked" and decision.answer == "intent:choose_day"
+    assert decision.choice == IntentResult("choose_day", 0.3, {"visit_day": "субботу"}, "choose_day")
+    assert decision.best_local_score == 0.35 and decision.ended_at >= decision.started_at
+    text, labels, context = arbiter.asked[0]
+    assert text == "ну пусть будет суббота" and "intent:operator" in labels and "faq:payment" in labels
+    assert "Записать вас на уборку?" in context
+
+
+async def test_a_faq_pick(cmap: DialogueMap) -> None:
+    step = ArbiterStep(cmap, Scores({"faq:payment": 0.3}), Scripted("faq:payment"), clock=LoopClock())
+    decision = await step.resolve("по безналу", "greeting")
+    assert decision is not None and decision.choice == FaqAnswer("payment", 0.3)
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        ("intent:agree", "invalid"),  # an intent, but with no transition from "greeting"
+        ("intent:nonexistent", "invalid"),
+        ("оператор", "invalid"),
+        ("none", "none"),
+        (None, "none"),
+    ],
+)
+async def test_answers_outside_the_closed_set_are_none(
+    cmap: DialogueMap, answer: str | None, status: str
+) -> None:
+    step = ArbiterStep(cmap, Scores({"intent:give_area": 0.3}), Scripted(answer), clock=LoopClock())
+    decision = await step.resolve("что-то невнятное", "greeting")
+    assert decision is not None and (decision.status, decision.choice, decision.answer) == (
+        status,
+        None,
+        answer,
+    )
+
+
+async def test_a_slow_arbiter_is_cut_at_the_maps_timeout_and_means_none(cmap: DialogueMap) -> None:
+    m = with_arbiter(cmap, timeout_s=0.05)
+    step = ArbiterStep(
+        m, Scores({"intent:agree": 0.3}), Scripted("intent:agree", delay=5.0), clock=LoopClock()
+    )
+    started = time.monotonic()
+    decision = await step.resolve("ну наверное", "quote")
+    assert decision is not None and (decision.status, decision.choice) == ("timeout", None)
+    assert time.monotonic() - started < 1.0
+    assert 0.04 <= decision.ended_at - decision.started_at < 1.0
+
+
+async def test_a_failing_arbiter_means_none(cmap: DialogueMap) -> None:
+    err = LLMError("HTTP 500", provider="openai-compat", retryable=True)
+    step = ArbiterStep(cmap, Scores({"intent:agree": 0.3}), Scripted(error=err), clock=LoopClock())
+    decision = await step.resolve("ну наверное", "quote")
+    assert decision is not None and (decision.status, decision.choice) == ("error", None)
+
+
+async def test_no_step_without_an_arbiter_when_disabled_or_when_scoring_fails(cmap: DialogueMap) -> None:
+    scores = Scores({"intent:agree": 0.3})
+    assert await ArbiterStep(cmap, scores, NullArbiter(), clock=LoopClock()).resolve("ну", "quote") is None
+    assert scores.calls == 0  # not even scored
+    off = with_arbiter(cmap, enabled=False)
+    assert (
+        await ArbiterStep(off, scores, Scripted("intent:agree"), clock=LoopClock()).resolve("ну", "quote")
+        is None
+    )
+    failing = ArbiterStep(cmap, Scores({}, fail=True), Scripted("intent:agree"), clock=LoopClock())
+    assert await failing.resolve("ну", "quote") is None
+
+
+# --- the adapter against the OpenAI stand-in over HTTP ---
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[OpenAIStandin]:
+    server = OpenAIStandin(choice_latency_s=0.02)
+    server.script.add_choice("(?i)безнал", "faq:payment")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def client(standin: OpenAIStandin) -> AsyncIterator[openai.AsyncOpenAI]:
+    c = openai.AsyncOpenAI(base_url=standin.base_url, api_key="standin", max_retries=0)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_adapter_sends_a_constrained_request_and_reads_the_label(
+    cmap: DialogueMap, standin: OpenAIStandin, client: openai.AsyncOpenAI
+) -> None:
+    arbiter = OpenAICompatArbiter(client, model="m-arbiter")
+    options = state_options(cmap, "quote")
+    assert arbiter.name == "m-arbiter"
+    assert await arbiter.choose("картой оплатить можно", options) == "faq:payment"  # by examples
+    assert await arbiter.choose("а по безналу", options, context="Записать вас?") == "faq:payment"  # by rule
+    assert await arbiter.choose("как вас зовут", options) is None  # "none"
+    _, body = standin.requests[-1]
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    enum = fmt["json_schema"]["schema"]["properties"]["label"]["enum"]
+    assert enum == [o.label for o in options] + ["none"]
+    assert body["temperature"] == 0 and body["stream"] is False and body["max_tokens"] <= 32
+    system = body["messages"][0]["content"]
+    assert '- intent:operator: "соедините с оператором"' in system
+    _, body = standin.requests[-2]
+    assert "Записать вас?" in body["messages"][0]["content"]
+
+
+async def test_adapter_json_object_mode(
+    cmap: DialogueMap, standin: OpenAIStandin, client: openai.AsyncOpenAI
+) -> None:
+    arbiter = OpenAICompatArbiter(client, model="m", response_format="json_object")
+    assert (
+        await arbiter.choose("соедините меня с оператором", state_options(cmap, "quote")) == "intent:operator"
+    )
+    assert standin.requests[-1][1]["response_format"] == {"type": "json_object"}
+
+
+async def test_step_over_http_validates_times_out_and_survives_failures(
+    cmap: DialogueMap, standin: OpenAIStandin, client: openai.AsyncOpenAI
+) -> None:
+    clf = VectorIntentClassifier(cmap, CharNgramEmbedder())
+    step = ArbiterStep(
+        with_arbiter(cmap, timeout_s=0.5), clf, OpenAICompatArbiter(client, model="m"), clock=LoopClock()
+    )
+    text = "позовите менеджера"  # local score in the band (0.45 < threshold): the step runs
+    decision = await step.resolve(text, "quote")
+    assert decision is not None and decision.status in ("picked", "none")
+    latency_ms = (decision.ended_at - decision.started_at) * 1000
+    print(f"\nstep against the stand-in: {decision.status} {decision.answer} in {latency_ms:.1f} ms")
+    assert latency_ms < 500
+    standin.inject("bad_label")
+    decision = await step.resolve(text, "quote")
+    assert decision is not None and (decision.status, decision.answer, decision.choice) == (
+        "invalid",
+        BAD_LABEL,
+        None,
+    )
+    standin.inject("http500")
+    decision = await step.resolve(text, "quote")
+    assert decision is not None and (decision.status, decision.choice) == ("error", None)
+    with pytest.raises(LLMError):
+        standin.inject("http500")
+        await OpenAICompatArbiter(client, model="m").choose(text, state_options(cmap, "quote"))
+    standin.inject("stall")
+    decision = await step.resolve(text, "quote")
+    assert decision is not None and (decision.status, decision.choice) == ("timeout", None)
+    assert 0.45 <= decision.ended_at - decision.started_at < 2.0
+
+
+# --- map lint: confusions ---
+
+
+def test_map_lint_reports_examples_the_classifier_confuses() -> None:
+    out = io.StringIO()
+    assert run_map_lint(str(CLEANING), out=out, checks=[confusion_issues]) == 0  # warnings only
+    lines = [line for line in out.getvalue().splitlines() if "confuses" in line]
+    assert (
+        f"{CLEANING}: $.intents.choose_day.examples[1]: warning: 'давайте в среду' is closer to intent:agree"
+        in "\n".join(lines)
+    )
+    m = load_dialogue_map(MAPS / "dental_appointment.ru.json")
+    paths = {i.json_path for i in confusion_issues(m)}
+    assert {"$.intents.confirm.examples[2]", "$.intents.deny.examples[2]"} <= paths  # правильно / неправильно
+    assert all(i.severity == "warning" for i in confusion_issues(m))
+    # Without the check (the default), no confusion findings.
+    out = io.StringIO()
+    run_map_lint(str(CLEANING), out=out)
+    assert "confuses" not in out.getvalue()
+    assert json.loads(CLEANING.read_text(encoding="utf-8"))["intents"]  # the map file itself untouched
