@@ -143,12 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pymorphy3").setLevel(logging.WARNING)  # dictionary-loading chatter
     try:
         if args.command == "map":
             if args.map_command == "lint":
                 from orchestrator.dialogue_map.lint import run_map_lint
+                from orchestrator.intents.confusion import confusion_issues
 
-                return max(run_map_lint(p) for p in args.paths)
+                # The intents layer's check (examples the classifier confuses) is passed in: the
+                # map layer sits below intents and cannot import it.
+                return max(run_map_lint(p, checks=[confusion_issues]) for p in args.paths)
             from orchestrator.dialogue_map.schema import schema_text, write_schema
 
             if args.write:
