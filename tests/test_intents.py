@@ -13,6 +13,7 @@ import pytest
 from orchestrator.contracts import IntentClassifier
 from orchestrator.dialogue_map.loader import load_dialogue_map, parse_dialogue_map
 from orchestrator.dialogue_map.models import ChoiceEntity, DialogueMap, NumberEntity, RegexEntity
+from orchestrator.entities.values import SaidDate
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.embedder import Embedder, SparseEmbedder
 from orchestrator.intents.entities import extract_choice, extract_entities, extract_regex
@@ -98,7 +99,7 @@ async def clf(cmap: DialogueMap) -> VectorIntentClassifier:
         ("ну у нас квартира метров шестьдесят", "give_area", {"area_m2": 60}),
         ("площадь сорок пять с половиной", "give_area", {"area_m2": 45.5}),
         ("да, давайте записываться", "agree", {}),
-        ("давайте на субботу", "choose_day", {"visit_day": "субботу"}),
+        ("давайте на субботу", "choose_day", {"visit_day": SaidDate(weekday=5)}),
         ("нет, спасибо, не интересно", "refuse", {}),
         ("переключите на живого оператора", "operator", {}),
         ("больше мне не звоните", "stop_calling", {}),
