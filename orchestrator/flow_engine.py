@@ -3,10 +3,14 @@
 Rules of one step (`process_event`), in order:
 1. The next state is the current state's transition for the intent, else the map's global
    transition for it; neither -> EXECUTION_ERROR "no transition".
-2. The intent's entities (non-None values) are merged over the session's variables: a caller
-   who corrects the area replaces the old value.
-3. Every required entity of the intent must be in the merged variables -> else MISSING_ENTITY
-   (the Orchestrator plays the intent's clarify playlist and stays in the state).
+2. The intent's entities are resolved (`orchestrator.entities.resolve_entities`: times with the
+   map's business hours, dates against the call's date in the map's time zone, from the engine's
+   clock) and merged over the session's variables: a caller who corrects the area replaces the
+   old value.
+3. Every required entity of the intent must be in the merged variables, and one said now must
+   have resolved: a range ("80-90"), a hedge the entity does not accept ("сто с хвостиком") or
+   an impossible date is missing even when an older value is known -> else MISSING_ENTITY (the
+   Orchestrator plays the intent's clarify playlist and stays in the state).
 4. The next state's `set_variables` are evaluated in the map's order, each seeing the ones
    before it; a failure (missing or non-numeric variable, division by zero) -> EXECUTION_ERROR.
 5. SUCCESS carries the new `current_state_id`, `variables` and `state_history` (the old state
@@ -15,12 +19,14 @@ Rules of one step (`process_event`), in order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.dialogue_map.expressions import ExpressionError, evaluate
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FlowResult, IntentResult, SessionState, SessionUpdate
+from orchestrator.entities.extract import context_for, resolve_entities
 
 
 def missing_entities(
@@ -28,22 +34,33 @@ def missing_entities(
     intent_id: str,
     variables: Mapping[str, Any],
     entities: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
 ) -> list[str]:
-    """Required entities of `intent_id` known neither from `entities` nor `variables`, in order."""
+    """Required entities of `intent_id` that are not known, in order (rule 3 of the module).
+
+    `entities` are the ones just extracted (raw, resolved here at `now`, default the system
+    clock); `variables` the session's. A required entity said now that does not resolve is
+    missing even if `variables` has an older value: the caller meant a new one.
+    """
     intent = dialogue_map.intents.get(intent_id)
     if intent is None:
         return []
-    fresh = entities or {}
+    fresh = resolve_entities(dialogue_map, entities or {}, context_for(dialogue_map, now))
     return [
-        name for name in intent.required_entities if fresh.get(name) is None and variables.get(name) is None
+        name
+        for name in intent.required_entities
+        if fresh.get(name) is None and (name in fresh or variables.get(name) is None)
     ]
 
 
 class MapFlowEngine:
     """`FlowEngine` over one validated `DialogueMap` (share it between calls: it keeps no state)."""
 
-    def __init__(self, dialogue_map: DialogueMap) -> None:
+    def __init__(self, dialogue_map: DialogueMap, *, clock: Callable[[], datetime] | None = None) -> None:
+        """`clock`: the wall clock (aware datetimes) that dates are counted from; default UTC now."""
         self._map = dialogue_map
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     @property
     def dialogue_map(self) -> DialogueMap:
@@ -65,11 +82,13 @@ class MapFlowEngine:
                 "EXECUTION_ERROR",
                 detail=f"no transition for intent {intent.intent_id!r} from state {current!r}",
             )
+        now = self._clock()
         variables = dict(session.variables)
-        for name, value in (intent.entities or {}).items():
+        fresh = resolve_entities(self._map, intent.entities or {}, context_for(self._map, now))
+        for name, value in fresh.items():
             if value is not None:
                 variables[name] = value
-        missing = missing_entities(self._map, intent.intent_id, variables)
+        missing = missing_entities(self._map, intent.intent_id, variables, intent.entities, now=now)
         if missing:
             return FlowResult(
                 "MISSING_ENTITY",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.orchestrator import CallEvent
 from testkit.fakes import RecordingSink
@@ -77,3 +79,61 @@ def test_missing_area_asks_again_then_quotes() -> None:
     assert routes[1] in ("clarify", "faq", "llm")  # a question without the area never quotes a price
     assert any("9000" in s or "9 000" in s for s in said), said
     assert reason == "end_call"
+
+
+def _said_in_call(map_path: Path, utterances: list[str]) -> list[str]:
+    dmap = load_dialogue_map(map_path)
+    script = iter(utterances)
+
+    async def next_utterance() -> str | None:
+        return next(script, None)
+
+    async def main() -> list[str]:
+        return (await run_text_call(dmap, next_utterance, sink=RecordingSink())).said
+
+    return run_virtual(main)
+
+
+# Issue 8's table through a whole text call: the price for the right area, or a question back
+# (never a price) where the number is no area of 10..1000 m2 or is not one number.
+@pytest.mark.parametrize(
+    ("words", "price"),
+    [
+        ("у нас пять сотен метров", "75000"),
+        ("полтора десятка метров", "3000"),  # 15 m2: the minimum order
+        ("о двухстах пятидесяти метрах", "37500"),
+        ("с тремястами сорока", "51000"),
+        ("двести 50 метров", "37500"),
+        ("2 тысячи 300", None),  # 2300 m2 is beyond the map's area bounds
+        ("пол миллиона рублей", None),
+        ("семь целых три десятых метра", None),
+        ("восемьдесят-девяносто метров", None),
+        ("сто сорокк метров", None),
+    ],
+)
+def test_issue_numbers_in_a_call(words: str, price: str | None) -> None:
+    said = _said_in_call(MAP, [words])
+    prices = [s for s in said if s.isdigit()]
+    assert prices == ([price] if price else []), said
+
+
+@pytest.mark.parametrize(
+    ("words", "spoken"),
+    [
+        ("в десять тридцать", "на 10:30"),
+        ("в 10 30", "на 10:30"),
+        ("в половине третьего", "на 14:30"),
+        ("полдесятого", "на 9:30"),
+        ("без пятнадцати три", "на 14:45"),
+        ("к обеду", None),  # vague: the clarify prompt asks for a time
+    ],
+)
+def test_dental_times_in_a_call(words: str, spoken: str | None) -> None:
+    said = _said_in_call(MAP.parent / "dental_appointment.ru.json", ["мне к терапевту", words])
+    confirm = [s for s in said if s.startswith("Записываю")]
+    assert confirm == ([f"Записываю вас к терапевту {spoken}. Всё верно?"] if spoken else []), said
+
+
+def test_day_of_month_in_a_booking_call() -> None:
+    said = _said_in_call(MAP, ["сорок пять метров", "да", "на двадцать первое"])
+    assert any(", 21 " in s and "стоимость 6750 рублей" in s for s in said), said

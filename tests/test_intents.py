@@ -13,66 +13,17 @@ import pytest
 from orchestrator.contracts import IntentClassifier
 from orchestrator.dialogue_map.loader import load_dialogue_map, parse_dialogue_map
 from orchestrator.dialogue_map.models import ChoiceEntity, DialogueMap, NumberEntity, RegexEntity
+from orchestrator.entities.values import SaidDate
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.embedder import Embedder, SparseEmbedder
-from orchestrator.intents.entities import (
-    extract_choice,
-    extract_entities,
-    extract_number,
-    extract_regex,
-    iter_numbers,
-)
+from orchestrator.intents.entities import extract_choice, extract_entities, extract_regex
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
 from orchestrator.text import normalize
 
 MAPS = Path(__file__).resolve().parents[1] / "dialogue_maps"
 HELDOUT = MAPS / "eval" / "cleaning_quote.ru.heldout.json"
 
-# --- numbers ---
-
-
-@pytest.mark.parametrize(
-    ("text", "numbers"),
-    [
-        ("45", [45]),
-        ("45,5 метров", [45.5]),
-        ("45.5", [45.5]),
-        ("1 500 рублей", [1500]),
-        ("сорок пять", [45]),
-        ("сорок пять квадратных метров", [45]),
-        ("около сорока пяти метров", [45]),
-        ("сто двадцать", [120]),
-        ("сто одиннадцать", [111]),
-        ("двести сорок три", [243]),
-        ("тысяча двести", [1200]),
-        ("полторы тысячи", [1500]),
-        ("полтора", [1.5]),
-        ("две с половиной тысячи", [2500]),
-        ("сорок пять с половиной", [45.5]),
-        ("2 тысячи", [2000]),
-        ("1,5 миллиона", [1500000]),
-        ("три миллиона", [3000000]),
-        ("миллион двести тысяч триста", [1200300]),
-        ("девяносто девять", [99]),
-        ("семьдесят ёлок", [70]),
-        ("пять двадцать", [5, 20]),
-        ("двадцать одиннадцать", [20, 11]),
-        ("две комнаты, шестьдесят метров", [2, 60]),
-        ("ноль", [0]),
-        ("без чисел", []),
-    ],
-)
-def test_number_words(text: str, numbers: list[float]) -> None:
-    assert list(iter_numbers(text)) == numbers
-
-
-def test_number_bounds() -> None:
-    area = NumberEntity(type="number", min=10, max=1000)
-    assert extract_number("две комнаты, шестьдесят метров", area) == 60
-    assert extract_number("пять метров", area) is None
-    assert extract_number("две тысячи метров", area) is None
-    assert extract_number("ровно тысяча", area) == 1000
-    assert extract_number("сорок пять с половиной", area) == 45.5
+# --- entities (numbers, times, dates, digit strings: tests/test_entities_*.py) ---
 
 
 def test_choice_and_regex() -> None:
@@ -148,7 +99,7 @@ async def clf(cmap: DialogueMap) -> VectorIntentClassifier:
         ("ну у нас квартира метров шестьдесят", "give_area", {"area_m2": 60}),
         ("площадь сорок пять с половиной", "give_area", {"area_m2": 45.5}),
         ("да, давайте записываться", "agree", {}),
-        ("давайте на субботу", "choose_day", {"visit_day": "субботу"}),
+        ("давайте на субботу", "choose_day", {"visit_day": SaidDate(weekday=5)}),
         ("нет, спасибо, не интересно", "refuse", {}),
         ("переключите на живого оператора", "operator", {}),
         ("больше мне не звоните", "stop_calling", {}),

@@ -183,3 +183,37 @@ def test_directory_mode(tmp_path: Path) -> None:
     assert run_map_lint(str(tmp_path), out=out) == 1
     assert "no dialogue maps" in out.getvalue()
     assert run_map_lint(str(tmp_path / "missing.json"), out=io.StringIO()) == 1
+
+
+def test_impossible_entity_bounds(tmp_path: Path) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        d["entities"]["area_m2"]["min"] = 2000
+        d["entities"]["phone"] = {"type": "digits", "min_length": 11, "max_length": 10}
+        d["settings"]["business_hours"] = {"open": "22:00", "close": "08:00"}
+
+    issues = lint_map(broken(tmp_path, mutate))
+    find(issues, "error", "$.entities.area_m2", "min 2000 is above max 1000")
+    find(issues, "error", "$.entities.phone", "min_length 11 is above max_length 10")
+    find(issues, "error", "$.settings.business_hours", "close (08:00) before they open (22:00)")
+
+
+def test_regex_entity_must_match_its_examples(tmp_path: Path) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        d["entities"]["order"] = {
+            "type": "regex",
+            "pattern": r"\bЗ-\d{4}\b",
+            "examples": ["З-1234", "заказ 12"],
+        }
+        d["entities"]["code"] = {"type": "regex", "pattern": r"\d+"}
+
+    issues = lint_map(broken(tmp_path, mutate))
+    find(issues, "error", "$.entities.order.examples[1]", "does not match its example 'заказ 12'")
+    assert not [i for i in issues if i.json_path == "$.entities.order.examples[0]"]
+    find(issues, "warning", "$.entities.code.pattern", "no examples")
+
+
+def test_unknown_time_zone_is_rejected(tmp_path: Path) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        d["settings"]["time_zone"] = "Europe/Atlantis"
+
+    find(lint_map(broken(tmp_path, mutate)), "error", "$.settings.time_zone", "unknown time zone")

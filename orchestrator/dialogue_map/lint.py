@@ -9,10 +9,13 @@ Errors (the map would misbehave on a call; exit status 1):
 - an audio key (cache/filler item, state filler, settings key) with no text in `audio`, so
   `voicebridge cache warm` cannot produce it and the caller would hear silence;
 - a required entity that is not among the intent's own entities (it can never be extracted
-  from the words that trigger the intent).
+  from the words that trigger the intent);
+- impossible entity bounds: a number entity whose `min` is above its `max`, a digits entity
+  whose `min_length` is above its `max_length`, business hours that close before they open;
+- a regex entity example its pattern does not match.
 Warnings (exit status 0): unreachable states, intents no transition uses, `audio` texts no one
 plays, transitions of END_CALL states, required entities without a clarify playlist, the same
-example phrase in two intents or in an intent and a FAQ entry.
+example phrase in two intents or in an intent and a FAQ entry, a regex entity with no examples.
 
 Checks from layers above (the classifier's confusions, `orchestrator.intents.confusion`) come in
 as `checks`: dialogue maps sit below intents and never import them.
@@ -20,6 +23,7 @@ as `checks`: dialogue maps sit below intents and never import them.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,7 +42,7 @@ from orchestrator.dialogue_map.loader import (
     tts_templates,
     validation_problems,
 )
-from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.dialogue_map.models import DialogueMap, DigitsEntity, NumberEntity, RegexEntity
 from orchestrator.dialogue_map.templates import TemplateError, template_variables
 from orchestrator.domain.errors import DialogueMapError
 from orchestrator.text import normalize
@@ -82,7 +86,53 @@ def lint_dialogue_map(m: DialogueMap) -> list[LintIssue]:
     issues += _variable_issues(m)
     issues += _audio_issues(m)
     issues += _intent_issues(m)
+    issues += _entity_issues(m)
     return issues
+
+
+def _entity_issues(m: DialogueMap) -> list[LintIssue]:
+    issues: list[LintIssue] = []
+    for eid, spec in m.entities.items():
+        base = json_path(("entities", eid))
+        if isinstance(spec, NumberEntity) and spec.min is not None and spec.max is not None:
+            if spec.min > spec.max:
+                issues.append(
+                    LintIssue("error", base, f"min {spec.min:g} is above max {spec.max:g}: no number can fit")
+                )
+        elif isinstance(spec, DigitsEntity) and spec.min_length > spec.max_length:
+            issues.append(
+                LintIssue(
+                    "error",
+                    base,
+                    f"min_length {spec.min_length} is above max_length {spec.max_length}: no digits can fit",
+                )
+            )
+        elif isinstance(spec, RegexEntity):
+            issues += _regex_issues(base, spec)
+    hours = m.settings.business_hours
+    if hours.open >= hours.close:
+        issues.append(
+            LintIssue(
+                "error",
+                "$.settings.business_hours",
+                f"business hours close ({hours.close}) before they open ({hours.open})",
+            )
+        )
+    return issues
+
+
+def _regex_issues(base: str, spec: RegexEntity) -> list[LintIssue]:
+    try:
+        rx = re.compile(spec.pattern)
+    except re.error:
+        return []  # already reported by reference_problems()
+    if not spec.examples:
+        return [LintIssue("warning", f"{base}.pattern", "no examples: add phrases the pattern must match")]
+    return [
+        LintIssue("error", f"{base}.examples[{i}]", f"the pattern does not match its example {ex!r}")
+        for i, ex in enumerate(spec.examples)
+        if rx.search(ex) is None
+    ]
 
 
 def _state_path(sid: str) -> str:

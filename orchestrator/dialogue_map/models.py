@@ -12,11 +12,13 @@ non-secure response, global operation timeout, LLM retry bound, thresholds).
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _KEY = r"^[a-z_]+:[A-Za-z0-9_.:-]+$"  # e.g. static:greeting, filler:hmm
+_HHMM = r"^(?:[01]\d|2[0-3]):[0-5]\d$|^24:00$"
 
 
 class _Strict(BaseModel):
@@ -55,11 +57,20 @@ class SystemResponse(_Strict):
 
 
 class NumberEntity(_Strict):
-    """A number said in words or digits ("сорок пять", "45", "45,5")."""
+    """A number said in words or digits ("сорок пять", "45", "двести 50", "полтора десятка")."""
 
     type: Literal["number"]
     min: float | None = None
     max: float | None = None
+    # Word stems that mark this entity's number ("метр", "квадрат"): a number next to one wins
+    # over other numbers of the phrase ("2 комнаты, 45 метров").
+    units: list[str] = []
+    # Which numbers count: "cardinal" ("сорок пять"), "ordinal" ("на пятом этаже"), or both.
+    forms: Literal["cardinal", "ordinal", "any"] = "any"
+    # A hedged number ("около ста", "сто с хвостиком") or a range ("80-90"): "clarify" treats the
+    # entity as missing (the clarify playlist asks again); "accept" takes the value said with
+    # "около"/"примерно" (never a range, never "с хвостиком").
+    approximate: Literal["clarify", "accept"] = "clarify"
 
 
 class ChoiceEntity(_Strict):
@@ -74,9 +85,52 @@ class RegexEntity(_Strict):
 
     type: Literal["regex"]
     pattern: str
+    # Phrases the pattern must match (`map lint` checks each one).
+    examples: list[str] = []
 
 
-EntitySpec = Annotated[NumberEntity | ChoiceEntity | RegexEntity, Field(discriminator="type")]
+class TimeEntity(_Strict):
+    """A time of day ("в десять тридцать", "в половине третьего", "без пятнадцати три").
+
+    12-hour times without "утра"/"вечера" are settled by the map's business hours; the value is a
+    time of day, rendered "10:30".
+    """
+
+    type: Literal["time"]
+    # A vague time ("к обеду", "около трёх", "с десяти до двенадцати"): "clarify" asks again;
+    # "accept" takes the time said with "около"/"к обеду" (never a range).
+    approximate: Literal["clarify", "accept"] = "clarify"
+
+
+class DateEntity(_Strict):
+    """A date ("двадцать пятого", "послезавтра", "в следующую пятницу", "15 июля").
+
+    Resolved against the call's date in the map's time zone; rendered "25 июня".
+    """
+
+    type: Literal["date"]
+    # Whether a date before the call's day ("вчера") is a value or missing.
+    allow_past: bool = False
+    # The latest date accepted, in days after the call's day (None: no limit).
+    max_days_ahead: Annotated[int, Field(ge=0)] | None = None
+
+
+class DigitsEntity(_Strict):
+    """A digit string dictated in groups or keyed in (phone, contract, order numbers).
+
+    "восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь" -> "89161234567";
+    the value is the digits as a string (leading zeros kept).
+    """
+
+    type: Literal["digits"]
+    min_length: Annotated[int, Field(ge=1)] = 1
+    max_length: Annotated[int, Field(ge=1, le=64)] = 32
+
+
+EntitySpec = Annotated[
+    NumberEntity | ChoiceEntity | RegexEntity | TimeEntity | DateEntity | DigitsEntity,
+    Field(discriminator="type"),
+]
 
 
 class Intent(_Strict):
@@ -142,6 +196,13 @@ class IntentArbiterSettings(_Strict):
     timeout_s: Annotated[float, Field(gt=0, le=3)] = 1.2
 
 
+class BusinessHours(_Strict):
+    """When the business works, "HH:MM" in the map's time zone (`close` not included)."""
+
+    open: Annotated[str, Field(pattern=_HHMM)] = "09:00"
+    close: Annotated[str, Field(pattern=_HHMM)] = "21:00"
+
+
 class Settings(_Strict):
     """Call-wide settings of a map."""
 
@@ -171,6 +232,20 @@ class Settings(_Strict):
     no_input_goodbye_playlist: Playlist = []
     llm: LLMSettings = LLMSettings()
     intent_arbiter: IntentArbiterSettings = IntentArbiterSettings()
+    # IANA time zone of the business: dates ("завтра", "двадцать пятого") are counted from the
+    # call's date there.
+    time_zone: str = "Europe/Moscow"
+    # Settles 12-hour times said without "утра"/"вечера" ("в половине третьего" -> 14:30).
+    business_hours: BusinessHours = BusinessHours()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Moscow)") from None
+        return value
 
 
 class DialogueMap(_Strict):

@@ -10,7 +10,10 @@ Values render for Russian speech synthesis:
 - float: integral values as ints ("68250.0" -> "68250"), else rounded to 2 decimals with trailing
   zeros dropped and a decimal comma ("45.5" -> "45,5"), the Russian way, which SpeechKit reads as
   "сорок пять целых пять десятых" (a dot may be read as a date or a version number);
-- bool: "да" / "нет"; str: as is.
+- bool: "да" / "нет"; str: as is;
+- time of day: "10:30" (SpeechKit reads it "десять тридцать"); date: "среду, 25 июня" (the
+  weekday in the accusative, then day and month, for "на {{ ... }}" / "в {{ ... }}": the caller
+  hears which day was understood, "в следующую пятницу" included).
 A missing variable, a None value or a non-scalar value (list, dict) raises `TemplateError` naming
 the variable; the Orchestrator treats it as an EXECUTION_ERROR of the turn.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date, time
 from typing import Any
 
 from orchestrator.domain.errors import VoicebridgeError
@@ -27,6 +31,9 @@ from orchestrator.domain.models import SessionState
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _VARIABLE = re.compile(r"^session\.variables\.([A-Za-z_][A-Za-z0-9_]*)$")
 _CALL_ID = "session.call_id"
+_MONTHS_GEN = ("января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа",
+               "сентября", "октября", "ноября", "декабря")  # fmt: skip
+_WEEKDAYS_ACC = ("понедельник", "вторник", "среду", "четверг", "пятницу", "субботу", "воскресенье")
 
 
 class TemplateError(VoicebridgeError):
@@ -89,6 +96,10 @@ def format_value(value: Any, *, name: str = "?", template: str = "") -> str:
         return f"{rounded:.2f}".rstrip("0").replace(".", ",")
     if isinstance(value, str):
         return value
+    if isinstance(value, time):
+        return f"{value.hour}:{value.minute:02d}"
+    if isinstance(value, date):
+        return f"{_WEEKDAYS_ACC[value.weekday()]}, {value.day} {_MONTHS_GEN[value.month - 1]}"
     raise TemplateError(
         f"variable {name!r} has a value of type {type(value).__name__} that cannot be spoken",
         template=template,

@@ -1,0 +1,1 @@
+"""Entities said by callers: numbers, times, dates, digit strings, choices, patterns."""

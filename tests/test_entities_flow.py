@@ -1,0 +1,57 @@
+"""The new value kinds through the FlowEngine and the templates: no guess ever reaches a price."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.templates import format_value
+from orchestrator.domain.models import IntentResult, SessionState
+from orchestrator.entities.values import Approximate, Range, SaidDate, SaidTime
+from orchestrator.flow_engine import MapFlowEngine, missing_entities
+
+MAPS = Path(__file__).resolve().parents[1] / "dialogue_maps"
+NOW = datetime(2025, 6, 11, 9, 0, tzinfo=UTC)
+CLEANING = load_dialogue_map(MAPS / "cleaning_quote.ru.json")
+DENTAL = load_dialogue_map(MAPS / "dental_appointment.ru.json")
+
+
+def _intent(intent_id: str, **entities: object) -> IntentResult:
+    return IntentResult(intent_id, 0.9, dict(entities), intent_id)
+
+
+def test_a_range_is_missing_even_when_an_older_area_is_known() -> None:
+    engine = MapFlowEngine(CLEANING, clock=lambda: NOW)
+    s = SessionState("c", "quote", variables={"area_m2": 50, "final_price": 7500})
+    r = engine.process_event(s, _intent("give_area", area_m2=Range(80, 90)))
+    assert r.status == "MISSING_ENTITY"
+    assert missing_entities(CLEANING, "give_area", s.variables, {"area_m2": Range(80, 90)}) == ["area_m2"]
+    over = {"area_m2": Approximate(100, "over")}  # "сто с хвостиком"
+    assert missing_entities(CLEANING, "give_area", s.variables, over) == ["area_m2"]
+    # The cleaning map accepts "около ста": the quote is for the area the caller named.
+    r = engine.process_event(s, _intent("give_area", area_m2=Approximate(100)))
+    assert r.status == "SUCCESS" and r.updated_session is not None
+    assert r.updated_session.variables["final_price"] == 15000
+
+
+def test_times_and_dates_are_resolved_and_spoken() -> None:
+    engine = MapFlowEngine(DENTAL, clock=lambda: NOW)
+    s = SessionState("c", "ask_time", variables={"doctor": "терапевту"})
+    r = engine.process_event(s, _intent("give_time", visit_time=SaidTime(2, 30)))
+    assert r.status == "SUCCESS" and r.updated_session is not None
+    assert r.updated_session.variables["visit_time"] == time(14, 30)
+    assert format_value(time(14, 30)) == "14:30" and format_value(time(9, 5)) == "9:05"
+    assert format_value(date(2025, 6, 20)) == "пятницу, 20 июня"
+    cleaning = MapFlowEngine(CLEANING, clock=lambda: NOW)
+    s = SessionState("c", "ask_day", variables={"area_m2": 45, "final_price": 6750})
+    r = cleaning.process_event(s, _intent("choose_day", visit_day=SaidDate(weekday=4, week="next")))
+    assert r.status == "SUCCESS" and r.updated_session is not None
+    assert r.updated_session.variables["visit_day"] == date(2025, 6, 20)
+
+
+def test_a_vague_time_or_a_past_date_asks_again() -> None:
+    vague = {"visit_time": Approximate(SaidTime(13, 0, "pm"))}  # "к обеду"
+    assert missing_entities(DENTAL, "give_time", {}, vague, now=NOW) == ["visit_time"]
+    past = {"visit_day": SaidDate(offset_days=-1)}
+    assert missing_entities(CLEANING, "choose_day", {}, past, now=NOW) == ["visit_day"]
