@@ -19,6 +19,7 @@ from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import ClassifierError, LLMError
 from orchestrator.domain.models import ArbiterOption, FaqAnswer, IntentResult
+from orchestrator.entities.values import SaidDate
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.intents.arbiter import ArbiterStep, NullArbiter, bot_context, state_options
 from orchestrator.intents.classifier import VectorIntentClassifier
@@ -148,7 +149,9 @@ async def test_in_the_band_the_arbiter_picks_an_intent_with_its_entities(cmap: D
     )
     decision = await step.resolve("ну пусть будет суббота", "quote")
     assert decision is not None and decision.status == "picked" and decision.answer == "intent:choose_day"
-    assert decision.choice == IntentResult("choose_day", 0.3, {"visit_day": "субботу"}, "choose_day")
+    assert decision.choice == IntentResult(
+        "choose_day", 0.3, {"visit_day": SaidDate(weekday=5, week="this")}, "choose_day"
+    )
     assert decision.best_local_score == 0.35 and decision.ended_at >= decision.started_at
     text, labels, context = arbiter.asked[0]
     assert text == "ну пусть будет суббота" and "intent:operator" in labels and "faq:payment" in labels

@@ -1,8 +1,8 @@
 """Russian morphology for matching: one process-wide pymorphy3 analyzer, lemmas cached per word.
 
-Shared by the intent classifier (lemmatized matching) and the entity extractor (numbers in any
-case), so the dictionary (~15 MB, shipped in the `pymorphy3-dicts-ru` wheel, nothing downloaded
-at run time) is loaded once per process, on first use (~0.1 s), not at import.
+The analyzer is the entity extractor's (`orchestrator.entities.morph.analyzer`), so the dictionary
+(~15 MB, shipped in the `pymorphy3-dicts-ru` wheel, nothing downloaded at run time) is loaded
+once per process, on first use (~0.1-0.2 s), not at import.
 
 Words are expected already normalised (`orchestrator.text.normalize`: lower case, ё -> е). For an
 ambiguous word the most probable parse wins (pymorphy3 sorts parses by score); that is right for
@@ -11,29 +11,12 @@ matching, where both the caller's words and the map's examples go through the sa
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    import pymorphy3
+from orchestrator.entities.morph import analyzer
 
 __all__ = ["Lemma", "analyzer", "lemma", "lemmatize"]
-
-_lock = threading.Lock()
-_analyzer: pymorphy3.MorphAnalyzer | None = None
-
-
-def analyzer() -> pymorphy3.MorphAnalyzer:
-    """The process-wide analyzer (Russian), loaded on the first call; thread-safe."""
-    global _analyzer
-    if _analyzer is None:
-        with _lock:
-            if _analyzer is None:
-                import pymorphy3
-
-                _analyzer = pymorphy3.MorphAnalyzer(lang="ru")
-    return _analyzer
 
 
 class Lemma(NamedTuple):
