@@ -35,7 +35,7 @@ from orchestrator.domain.models import (
     SessionState,
     SttResult,
 )
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 
 __all__ = [
     "FRAME_S",
@@ -257,10 +257,10 @@ class FakeRecognition:
         self._results_ended = False  # the last item (None) is queued
         self._input_done = False  # the recognizer consumed everything after end_input()
         self._closed = False
-        loop = asyncio.get_running_loop()
         for failure in stt.failures:
             self._at(failure.at, failure.error)
-        self._task = loop.create_task(self._recognize(), name="fake-stt:recognize")
+        self._tasks = TaskOwner("fake-stt")
+        self._tasks.spawn(self._recognize(), "recognize")
 
     # --- RecognitionStream ---
     def push_audio(self, frame: bytes) -> None:
@@ -282,7 +282,7 @@ class FakeRecognition:
         for handle in self._handles:
             handle.cancel()
         self._handles.clear()
-        await cancel_and_wait(self._task)
+        await self._tasks.aclose()
         self._end_results()
 
     def __aiter__(self) -> AsyncIterator[SttEvent]:
@@ -407,7 +407,8 @@ class FakeSynthesis:
         self._closed = False
         self._wake: asyncio.Event = asyncio.Event()
         self._out: asyncio.Queue[AudioChunk | TTSError | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(tts.run_stream(self), name="fake-tts:stream")
+        self._tasks = TaskOwner("fake-tts")
+        self._tasks.spawn(tts.run_stream(self), "stream")
 
     # --- SynthesisStream ---
     def push_text(self, text: str) -> None:
@@ -428,7 +429,7 @@ class FakeSynthesis:
         self._closed = True
         if not self._finished:
             self._tts.aborted += 1
-        await cancel_and_wait(self._task)
+        await self._tasks.aclose()
         self.finish()
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:

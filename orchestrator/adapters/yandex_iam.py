@@ -38,6 +38,7 @@ from orchestrator.adapters.speechkit import IAM_ENDPOINT, map_rpc_error, speechk
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import Clock
 from orchestrator.domain.errors import ConfigError, ProviderError
+from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 __all__ = [
     "IAM_AUDIENCE",
@@ -123,7 +124,7 @@ class IamTokenProvider:
     """Keeps a current IAM token for a service account; read it from `token`.
 
     Lifecycle: `await start()` (raises IamTokenError if the first token cannot be had), then
-    `token` is always a token the service issued, refreshed by the task "yandex-iam-refresh";
+    `token` is always a token the service issued, refreshed by the task "yandex-iam:refresh";
     `await aclose()` stops the task and closes the channel.
     """
 
@@ -161,6 +162,7 @@ class IamTokenProvider:
         self._expires_at = 0.0  # on `clock`
         self._refresh_at = 0.0  # on `clock`
         self._channel: grpc.aio.Channel | None = None
+        self._tasks = TaskOwner("yandex-iam")
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -200,17 +202,17 @@ class IamTokenProvider:
             await self._channel.close()
             self._channel = None
             raise
-        self._task = asyncio.create_task(self._refresh_loop(), name="yandex-iam-refresh")
+        self._task = self._tasks.spawn(self._refresh_loop(), "refresh")
 
     async def aclose(self) -> None:
         """Stop refreshing and close the channel; the last token stays readable."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            # Wait for the task; a CancelledError aimed at *us* (not the task) still propagates.
-            await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is not None:
+            # Bounded; a CancelledError aimed at *us* (not the task) still propagates.
+            await cancel_and_wait(task)
+            if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("IAM refresh task had failed", exc_info=task.exception())
+        await self._tasks.aclose()
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()

@@ -32,6 +32,7 @@ import webrtcvad
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
+from orchestrator.tasks import TaskOwner
 from testkit.standins import Progress, serve_until_signal, start_grpc_server
 from testkit.standins.script import SttScript
 from testkit.standins.speechkit_tts import Synthesizer
@@ -221,7 +222,8 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
             finally:
                 requests.put_nowait(_END)
 
-        puller = asyncio.get_running_loop().create_task(pull(), name="standin-stt-pull")
+        tasks = TaskOwner(f"standin-stt-{rid}")
+        tasks.spawn(pull(), "pull")
         fault = srv._take_fault("stt")
         seg = _Segmenter(srv, rec)
         seg.server_uuid = str(uuid.uuid4())
@@ -276,8 +278,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                 yield resp
             rec.ended = "eof"
         finally:
-            puller.cancel()
-            await asyncio.wait({puller})
+            await tasks.aclose()
             rec.done.set()
             srv._notify()
 

@@ -18,7 +18,7 @@ from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.audio import resample
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 from orchestrator.text import take_complete_sentences
 
 __all__ = ["PROVIDER", "EspeakSynthesisStream", "EspeakTTS", "espeak_pcm", "espeak_pcm_sync", "parse_wav"]
@@ -120,11 +120,12 @@ class EspeakSynthesisStream(QueuedSynthesisStream):
     def __init__(self, tts: EspeakTTS, *, name: str = "espeak") -> None:
         super().__init__()
         self._tts = tts
-        self._task = asyncio.create_task(self._run(), name=f"{name}:synth")
+        self._tasks = TaskOwner(name)
+        self._tasks.spawn(self._run(), "synth")
 
     async def aclose(self) -> None:
         """Stop synthesizing now (bounded); iteration ends. Idempotent."""
-        await cancel_and_wait(self._task)
+        await self._tasks.aclose()
         self.finish()
 
     async def _run(self) -> None:

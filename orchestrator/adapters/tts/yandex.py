@@ -31,7 +31,7 @@ from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
 from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 from orchestrator.text import chunk_text, complete_sentences_end
 
 __all__ = ["MAX_UTTERANCE_CHARS", "PROVIDER", "YandexSynthesisStream", "YandexTTSManager"]
@@ -69,12 +69,13 @@ class YandexSynthesisStream(QueuedSynthesisStream):
         self._call: grpc.aio.StreamStreamCall[Any, Any] = stub.StreamSynthesis(
             self._requests(), metadata=metadata
         )
-        self._reader = asyncio.create_task(self._read(), name=f"{name}:stream")
+        self._tasks = TaskOwner(name)
+        self._tasks.spawn(self._read(), "stream")
 
     async def aclose(self) -> None:
         """Abandon the synthesis now (bounded); iteration ends. Idempotent."""
         self._call.cancel()
-        await cancel_and_wait(self._reader)
+        await self._tasks.aclose()
         self.finish()
 
     # --- requests ---
