@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grpc
 
-from orchestrator.adapters.speechkit import IAM_ENDPOINT, map_rpc_error, speechkit_channel
+from orchestrator.adapters.speechkit import IAM_ENDPOINT, YandexSettings, map_rpc_error, speechkit_channel
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import Clock
 from orchestrator.domain.errors import ConfigError, ProviderError
@@ -131,31 +131,25 @@ class IamTokenProvider:
     def __init__(
         self,
         key: ServiceAccountKey,
+        settings: YandexSettings,
         *,
-        endpoint: str = IAM_ENDPOINT,
-        tls: bool = True,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
-        refresh_every_s: float = 3600.0,
-        timeout_s: float = 10.0,
-        retry_backoff_s: float = 1.0,
-        retry_backoff_max_s: float = 60.0,
         audience: str = IAM_AUDIENCE,
         on_token: Callable[[str], None] | None = None,
     ) -> None:
-        if refresh_every_s <= 0 or timeout_s <= 0 or retry_backoff_s <= 0:
-            raise ConfigError("IamTokenProvider: refresh_every_s, timeout_s and retry_backoff_s must be > 0")
+        """`settings`: `iam_endpoint`, `tls` and the `iam_*` timing (validated positive there)."""
         self._key = key
-        self._endpoint = endpoint
-        self._tls = tls
+        self._endpoint = settings.iam_endpoint
+        self._tls = settings.tls
         self._clock = clock or LoopClock()
         # The JWT's iat/exp and the response's expires_at are Unix time, so a wall clock is needed
         # for those two conversions; all scheduling uses the monotonic `clock`.
         self._wall = wall_clock
-        self._refresh_every_s = refresh_every_s
-        self._timeout_s = timeout_s
-        self._backoff_s = retry_backoff_s
-        self._backoff_max_s = max(retry_backoff_max_s, retry_backoff_s)
+        self._refresh_every_s = settings.iam_refresh_every_s
+        self._timeout_s = settings.iam_timeout_s
+        self._backoff_s = settings.iam_retry_backoff_s
+        self._backoff_max_s = max(settings.iam_retry_backoff_max_s, settings.iam_retry_backoff_s)
         self._audience = audience
         self._on_token = on_token
         self._token: str | None = None

@@ -20,7 +20,9 @@ import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from orchestrator.adapters.llm.safety import SafetyCheck, SafetyVerdict
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.contracts import AnswerStream
+from orchestrator.dialogue_map.models import LLMSettings
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
 from orchestrator.text import take_complete_sentences
@@ -44,34 +46,28 @@ def map_openai_error(exc: BaseException, what: str) -> LLMError:
 
 
 class OpenAICompatLLMManager:
-    """`LLMManager` for one call."""
+    """`LLMManager` for one call; the client is the process's (closed by its owner)."""
 
     def __init__(
         self,
         client: openai.AsyncOpenAI,
+        settings: OpenAISettings,
+        llm: LLMSettings,
         *,
-        model: str,
-        system_prompt: str,
         safety: SafetyCheck,
-        max_tokens: int = 200,
-        temperature: float = 0.3,
-        timeout_s: float = 20.0,
-        first_token_timeout_s: float = 5.0,
-        first_chunk_chars: int = 120,
-        safety_timeout_s: float = 3.0,
-        owns_client: bool = False,
     ) -> None:
+        """`settings`: the service's `[openai]` (model, timeouts, first chunk size); `llm`: the
+        dialogue map's prompt and sampling (`settings.llm`)."""
         self._client = client
-        self._model = model
-        self._system_prompt = system_prompt
+        self._model = settings.model
+        self._system_prompt = llm.system_prompt
         self._safety = safety
-        self._max_tokens = max_tokens
-        self._temperature = temperature
-        self._timeout = timeout_s
-        self._first_timeout = first_token_timeout_s
-        self._first_chars = max(1, first_chunk_chars)
-        self._safety_timeout = safety_timeout_s
-        self._owns_client = owns_client
+        self._max_tokens = llm.max_tokens
+        self._temperature = llm.temperature
+        self._timeout = settings.timeout_s
+        self._first_timeout = settings.first_token_timeout_s
+        self._first_chars = settings.first_chunk_chars
+        self._safety_timeout = settings.safety_timeout_s
         self._stream: openai.AsyncStream[ChatCompletionChunk] | None = None
         self._aborted = False
 
@@ -227,8 +223,5 @@ class OpenAICompatLLMManager:
             await self._close(stream)
 
     async def shutdown(self) -> None:
-        """Abort any generation; close the client too when this manager owns it. Idempotent."""
+        """Abort any generation. Idempotent; the client stays open (it is the process's)."""
         await self.abort_generation()
-        if self._owns_client:
-            self._owns_client = False
-            await self._client.close()

@@ -14,6 +14,7 @@ import struct
 import subprocess
 from collections.abc import AsyncIterator
 
+from orchestrator.adapters.tts.espeak_settings import EspeakSettings
 from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.audio import resample
 from orchestrator.domain.errors import TTSConnectionError, TTSError
@@ -154,22 +155,16 @@ class EspeakSynthesisStream(QueuedSynthesisStream):
 
 
 class EspeakTTS:
-    """`TTSManager` on espeak-ng (Russian voice `ru` by default), 8 kHz output."""
+    """`TTSManager` on espeak-ng (section `[espeak]`: Russian voice `ru` by default), output at
+    `rate` Hz (8 kHz for the phone)."""
 
-    def __init__(
-        self,
-        *,
-        voice: str = "ru",
-        speed_wpm: int | None = None,
-        rate: int = 8000,
-        timeout_s: float = 15.0,
-        binary: str = "espeak-ng",
-    ) -> None:
-        self._voice = voice
-        self._speed = speed_wpm
+    def __init__(self, settings: EspeakSettings | None = None, *, rate: int = 8000) -> None:
+        s = settings if settings is not None else EspeakSettings()
+        self._voice = s.voice
+        self._speed = s.speed_wpm
         self._rate = rate
-        self._timeout = timeout_s
-        self._binary = binary
+        self._timeout = s.timeout_s
+        self._binary = s.binary
         self._stream: EspeakSynthesisStream | None = None
 
     async def connect(self) -> None:
