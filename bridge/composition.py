@@ -75,11 +75,11 @@ async def start_iam_provider(yandex: YandexSettings, clock: Clock) -> IamTokenPr
 
 
 def build_audio_cache(s: Settings) -> AudioCache:
-    """Redis when `redis_url` is set, else the in-memory cache."""
-    if s.redis_url:
+    """Redis when `[redis] url` (or the top-level `redis_url`) is set, else the in-memory cache."""
+    if s.redis.url:
         from orchestrator.cache.redis_cache import RedisAudioCache
 
-        return RedisAudioCache(s.redis_url)
+        return RedisAudioCache(s.redis)
     return InMemoryAudioCache()
 
 

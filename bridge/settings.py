@@ -9,8 +9,10 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [vad]          bridge.vad.VadSettings                  [espeak]  orchestrator.adapters.tts.espeak_settings.EspeakSettings
     [pacer]        bridge.pacer.PacerSettings              [call]    orchestrator.call_settings.CallSettings
     [playout]      bridge.playout.PlayoutSettings          [providers]  ProvidersSettings (below)
+    [redis]        orchestrator.cache.redis_settings.RedisSettings
 
-plus the top-level `dialogue_map`, `redis_url` and `metrics_file`. Everything has a default that
+plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
+as `[redis] url`. Everything has a default that
 runs offline on one machine (espeak-ng TTS, local intent classifier, in-memory cache).
 
 An invalid value fails at start with `ConfigError` naming the setting and where it came from
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
@@ -37,6 +39,7 @@ from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.tts.espeak_settings import EspeakSettings
+from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
 
@@ -67,8 +70,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
-    redis_url: str | None = None  # None: in-memory audio cache
     metrics_file: str | None = None  # JSON lines; None: the log only
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # no url: in-memory audio cache
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     ari: AriSettings = Field(default_factory=AriSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)
@@ -80,6 +83,29 @@ class Settings(BaseModel):
     yandex: YandexSettings = Field(default_factory=YandexSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     espeak: EspeakSettings = Field(default_factory=EspeakSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redis_url_alias(cls, data: object) -> object:
+        """The top-level `redis_url` (the documented name before `[redis]`) is `[redis] url`."""
+        if not isinstance(data, dict) or "redis_url" not in data:
+            return data
+        data = dict(data)
+        url = data.pop("redis_url")
+        redis = data.get("redis", {})
+        if isinstance(redis, RedisSettings):
+            redis = dataclasses.asdict(redis)
+        if not isinstance(redis, dict):
+            return data  # a wrong [redis] value: its own validation error names it
+        if redis.get("url") is not None:
+            raise ValueError("set the Redis URL once: [redis] url or the top-level redis_url, not both")
+        data["redis"] = {**redis, "url": url}
+        return data
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis URL (`[redis] url`), by its older top-level name."""
+        return self.redis.url
 
 
 def env_var(*path: str) -> str:
@@ -177,6 +203,9 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
         problems = []
         for err in exc.errors():
             name = _setting_path(err["loc"])
+            if not name:  # a rule across settings (e.g. redis_url and [redis] url): its message names them
+                problems.append(err["msg"])
+                continue
             where = _where(name, file_data, env, path)
             value = "" if name[-1:] and name[-1] in _SECRETS else f" = {err['input']!r}"
             what = "no such setting" if err["type"] in _UNKNOWN else err["msg"]

@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 
+from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import Clock, LLMManager, SynthesisStream, TTSManager
 from orchestrator.dialogue_map.models import Settings
 from orchestrator.domain.errors import LLMError, ProviderError, TTSConnectionError
@@ -32,7 +33,7 @@ from orchestrator.domain.models import AudioChunk, LLMStreamChunk, SessionState,
 from orchestrator.events import CallEventKind, Observe
 from orchestrator.metrics import Mark, MetricsLogger
 from orchestrator.playback import Cover, FillerSequence, PlaylistPlayer
-from orchestrator.tasks import TaskOwner, cancel_and_wait
+from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class AnswerPipeline:
         metrics: MetricsLogger,
         clock: Clock,
         settings: Settings,
-        provider_timeout_s: float,
+        call: CallSettings,
         observe: Observe,
     ) -> None:
         self._call_id = call_id
@@ -68,7 +69,7 @@ class AnswerPipeline:
         self._metrics = metrics
         self._clock = clock
         self._settings = settings
-        self._provider_timeout_s = provider_timeout_s
+        self._call = call
         self._observe = observe
 
     async def answer(self, text: str, session: SessionState, state_fillers: Sequence[str]) -> None:
@@ -85,11 +86,11 @@ class AnswerPipeline:
         deadline = self._clock.now() + settings.operation_timeout_s
         opening_cover = await player.start_cover(fillers)
         cover: Cover | None = opening_cover
-        tasks = TaskOwner(f"{self._call_id}:answer")
+        tasks = TaskOwner(f"{self._call_id}:answer", cancel_bound_s=self._call.cancel_bound_s)
         stream: SynthesisStream | None = None
         try:
             try:
-                async with asyncio.timeout(self._provider_timeout_s):
+                async with asyncio.timeout(self._call.provider_timeout_s):
                     stream = await self._tts.open_stream()
             except (TTSConnectionError, TimeoutError) as exc:
                 log.warning("call %s: streaming TTS unavailable: %s", self._call_id, exc)
@@ -137,11 +138,7 @@ class AnswerPipeline:
 
     async def _bounded(self, what: str, step: Awaitable[None]) -> None:
         """Cleanup that must neither hang the turn nor mask why it ended: bounded, logged."""
-        try:
-            async with asyncio.timeout(self._provider_timeout_s):
-                await step
-        except Exception:
-            log.exception("call %s: could not %s", self._call_id, what)
+        await bounded(step, self._call.provider_timeout_s, f"{what} (call {self._call_id})")
 
     async def _first_chunk(
         self, chunks: AsyncIterator[LLMStreamChunk], deadline: float, tasks: TaskOwner
@@ -152,7 +149,7 @@ class AnswerPipeline:
             await self._player.wait_ready(first, deadline)
         finally:
             if not first.done():
-                await cancel_and_wait(first)
+                await cancel_and_wait(first, timeout=tasks.cancel_bound_s)
         try:
             return first.result()
         except ProviderError:
@@ -177,7 +174,7 @@ class AnswerPipeline:
             await asyncio.wait({playback})
             playback.result()
         finally:
-            await cancel_and_wait(pipe, playback)
+            await cancel_and_wait(pipe, playback, timeout=tasks.cancel_bound_s)
             spoken = "".join(said).strip()
             if spoken:
                 session.transcript.append(TranscriptEntry("bot", spoken))
@@ -214,7 +211,7 @@ class AnswerPipeline:
             await self._player.wait_ready(first, deadline)
         finally:
             if not first.done():
-                await cancel_and_wait(first)
+                await cancel_and_wait(first, timeout=tasks.cancel_bound_s)
         await cover.stop()
         chunk = first.result()  # raises the synthesis failure
         if chunk is None:

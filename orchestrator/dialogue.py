@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
+from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, IntentStep, SttEvent
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import ClassifierError, ProviderError
@@ -66,7 +67,7 @@ class DialogueLoop:
         clock: Clock,
         results: asyncio.Queue[SttEvent],
         observe: Observe,
-        provider_timeout_s: float,
+        call: CallSettings,
         intent_step: IntentStep | None = None,
     ) -> None:
         self.end_reason: EndReason | None = None
@@ -81,7 +82,7 @@ class DialogueLoop:
         self._clock = clock
         self._results = results
         self._observe = observe
-        self._provider_timeout_s = provider_timeout_s
+        self._provider_timeout_s = call.provider_timeout_s
         self._intent_step = intent_step
         self._no_input_count = 0
 

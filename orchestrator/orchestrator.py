@@ -63,7 +63,7 @@ from orchestrator.events import (
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
 from orchestrator.responses import Renderer, Responses
-from orchestrator.tasks import TaskOwner, cancel_and_wait
+from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 from orchestrator.turns import Floor, TurnEvent, TurnTaking, turn_state_of
 
 __all__ = [
@@ -97,10 +97,12 @@ class Orchestrator:
         render: Renderer,
         metrics_sink: MetricsSink | None = None,
         observer: Observer | None = None,
-        provider_timeout_s: float = 5.0,
+        call: CallSettings | None = None,
         intent_step: IntentStep | None = None,
     ) -> None:
+        """`call`: the service's bounds on one call (`[call]`; defaults when None)."""
         settings = dialogue_map.settings
+        call = call if call is not None else CallSettings()
         self.call_id = call_id
         self.dialogue_map = dialogue_map
         self.flow_engine = flow_engine
@@ -116,9 +118,9 @@ class Orchestrator:
         self.turns = TurnTaking(on_change=self._on_floor)
         self.current_playback_task: asyncio.Task[None] | None = None
         self.end_reason: EndReason | None = None
-        self.tasks = TaskOwner(call_id)
+        self.tasks = TaskOwner(call_id, cancel_bound_s=call.cancel_bound_s)
         self._observer = observer
-        self._provider_timeout_s = provider_timeout_s
+        self._call = call
         self._player = PlaylistPlayer(
             call_id=call_id,
             cache=audio_cache,
@@ -131,6 +133,7 @@ class Orchestrator:
             on_audio=self._on_bot_audio,
             on_tts_first_chunk=lambda: self.metrics_logger.mark(Mark.T5_TTS_FIRST_CHUNK),
             observe=self._observe,
+            cache_timeout_s=call.cache_timeout_s,
         )
         self._answers = AnswerPipeline(
             call_id=call_id,
@@ -140,7 +143,7 @@ class Orchestrator:
             metrics=self.metrics_logger,
             clock=clock,
             settings=settings,
-            provider_timeout_s=provider_timeout_s,
+            call=call,
             observe=self._observe,
         )
         self.responses = Responses(
@@ -166,7 +169,7 @@ class Orchestrator:
             clock=clock,
             results=self._user_results,
             observe=self._observe,
-            provider_timeout_s=provider_timeout_s,
+            call=call,
             intent_step=intent_step,
         )
         self._outbound: OutboundAudio | None = None
@@ -225,11 +228,7 @@ class Orchestrator:
             steps.append(("stt", self._recognition.aclose))
         steps.append(("tts", self.tts_manager.aclose))
         for name, step in steps:
-            try:
-                async with asyncio.timeout(self._provider_timeout_s):
-                    await step()
-            except Exception:
-                log.exception("call %s: %s shutdown failed", self.call_id, name)
+            await bounded(step(), self._call.provider_timeout_s, f"shut down call {self.call_id}'s {name}")
         self.metrics_logger.emit_final(
             reason=self.end_reason,
             final_state=self.session_state.current_state_id,
@@ -294,7 +293,7 @@ class Orchestrator:
         try:
             await asyncio.wait({task})
         except asyncio.CancelledError:
-            await cancel_and_wait(task)
+            await cancel_and_wait(task, timeout=self._call.cancel_bound_s)
             raise
         finally:
             self.current_playback_task = None
@@ -379,7 +378,7 @@ async def create_orchestrator_instance(
         render=services.render,
         metrics_sink=services.metrics_sink,
         observer=observer,
-        provider_timeout_s=services.call.provider_timeout_s,
+        call=services.call,
         intent_step=services.intent_step,
     )
     try:

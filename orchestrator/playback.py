@@ -121,7 +121,7 @@ class Cover:
     async def stop(self) -> None:
         """Cut the filler now (idempotent). A filler failure is logged, never raised."""
         if not self.task.done():
-            await cancel_and_wait(self.task)
+            await cancel_and_wait(self.task, timeout=self._player.tasks.cancel_bound_s)
             outbound = self._player.outbound
             assert outbound is not None
             outbound.clear()  # only filler audio is queued: start_cover drained the rest
@@ -147,8 +147,11 @@ class PlaylistPlayer:
         on_audio: Callable[[AudioRole], None],
         on_tts_first_chunk: Callable[[], None],
         observe: Observe,
-        cache_timeout_s: float = 2.0,
+        cache_timeout_s: float,
     ) -> None:
+        """`operation_timeout_s`: the map's bound on slow work (s); `cache_timeout_s`: one cache
+        read (s, `[call] cache_timeout_s`); `tasks`: the call's owner, whose `cancel_bound_s`
+        bounds every cut here."""
         self.call_id = call_id
         self.tasks = tasks
         self.cache = cache
@@ -295,7 +298,7 @@ class PlaylistPlayer:
             assert self.outbound is not None
             await self.outbound.drain()
         finally:
-            await cancel_and_wait(*(job.task for job in jobs.values()))
+            await cancel_and_wait(*(job.task for job in jobs.values()), timeout=self.tasks.cancel_bound_s)
 
 
 def prepare(items: Sequence[PlaylistItem], render: Callable[[str], str]) -> list[PreparedItem]:

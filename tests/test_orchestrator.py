@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.cache.memory import InMemoryAudioCache
+from orchestrator.call_settings import CallSettings
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import IntentClassifier, IntentStep
 from orchestrator.dialogue_map.models import DialogueMap
@@ -63,6 +64,7 @@ CLIPS = {
     "filler:state": (112, 0.4),
     "static:bye_ok": (113, 0.6),
 }
+CACHED = {k: clip(lab, s) for k, (lab, s) in CLIPS.items()}
 PRICE_LABEL = 200
 LLM_LABEL = 900
 
@@ -171,6 +173,8 @@ async def run_call(
     intent_step: IntentStep | None = None,
     stt_class: type[FakeSTT] = FakeSTT,
     stt_options: dict[str, Any] | None = None,
+    cache: InMemoryAudioCache | None = None,
+    call_settings: CallSettings | None = None,
 ) -> CallRun:
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
@@ -187,7 +191,7 @@ async def run_call(
         dialogue_map=dmap,
         flow_engine=MapFlowEngine(dmap),
         intent_classifier=classifier or keyword_classifier(),
-        audio_cache=InMemoryAudioCache({k: clip(lab, s) for k, (lab, s) in CLIPS.items()}),
+        audio_cache=cache or InMemoryAudioCache(CACHED),
         clock=LoopClock(),
         render=render_template,
         stt_factory=lambda cid: stt,
@@ -195,6 +199,7 @@ async def run_call(
         llm_factory=lambda cid: llm,
         metrics_sink=records.append,
         intent_step=intent_step,
+        call=call_settings or CallSettings(),
     )
     orch = await create_orchestrator_instance("call-1", services, observer=events.append)
     loop = asyncio.get_running_loop()
@@ -806,3 +811,23 @@ def test_a_confident_turn_never_asks_the_step() -> None:
     run = step_call(arbiter, "площадь 45 метров")  # the keyword classifier is sure
     assert arbiter.asked == []
     assert run.turns()[1]["intent_llm_ms"] is None
+
+
+# --- the service's bounds on a call ([call]) ------------------------------------------------
+
+
+class SlowCache(InMemoryAudioCache):
+    """The greeting's read hangs (a Redis that stopped answering); the rest answer at once."""
+
+    async def get(self, key: str) -> Any:
+        if key == "static:greeting":
+            await asyncio.sleep(60)
+        return await super().get(key)
+
+
+def test_a_hung_cache_read_is_bounded_by_the_call_settings() -> None:
+    run = call([], hangup_at=4.0, cache=SlowCache(CACHED), call_settings=CallSettings(cache_timeout_s=0.5))
+    assert run.sink.labels() == [label("filler:emergency")]
+    first_audio = min(t for t, lab in run.sink.frames if lab)
+    assert first_audio == pytest.approx(0.5, abs=0.05)  # [call] cache_timeout_s, not the 2 s default
+    assert run.turns()[0]["error"].startswith("playback:")

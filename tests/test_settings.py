@@ -20,6 +20,7 @@ from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
 from bridge.asterisk_names import check_asterisk_name
 from bridge.settings import ENV_PREFIX, Settings, env_var, load_settings
+from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.domain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,7 @@ def test_sections_are_the_components_models() -> None:
         "yandex",
         "openai",
         "espeak",
+        "redis",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -97,6 +99,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.adapters.speechkit",
         "orchestrator.adapters.openai_settings",
         "orchestrator.adapters.tts.espeak_settings",
+        "orchestrator.cache.redis_settings",
     }
 
 
@@ -129,6 +132,16 @@ def test_top_level_settings_and_providers_load_too(tmp_path: Path) -> None:
     )
     assert (s.dialogue_map, s.redis_url, s.metrics_file) == ("m.json", "redis://r:6379/0", "/tmp/m.jsonl")
     assert (s.providers.tts, s.providers.intents) == ("yandex", "openai")
+
+
+def test_the_redis_url_is_accepted_at_the_top_level_and_in_its_section() -> None:
+    top = load_settings(None, environ={"VOICEBRIDGE_REDIS_URL": "redis://a:6379/0"})
+    assert top.redis == RedisSettings(url="redis://a:6379/0") and top.redis_url == "redis://a:6379/0"
+    env = {"VOICEBRIDGE_REDIS__URL": "redis://b:6379/0", "VOICEBRIDGE_REDIS__TIMEOUT_S": "0.5"}
+    assert load_settings(None, environ=env).redis == RedisSettings(url="redis://b:6379/0", timeout_s=0.5)
+    assert Settings(redis_url="redis://c:6379/0").redis.url == "redis://c:6379/0"  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="set the Redis URL once"):
+        load_settings(None, environ={**env, "VOICEBRIDGE_REDIS_URL": "redis://a:6379/0"})
 
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from orchestrator.contracts import AnswerStream
 from orchestrator.dialogue_map.models import LLMSettings
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
+from orchestrator.tasks import bounded
 from orchestrator.text import take_complete_sentences
 
 PROVIDER = "openai-compat"
@@ -68,6 +69,7 @@ class OpenAICompatLLMManager:
         self._first_timeout = settings.first_token_timeout_s
         self._first_chars = settings.first_chunk_chars
         self._safety_timeout = settings.safety_timeout_s
+        self._close_timeout = settings.close_timeout_s
         self._stream: openai.AsyncStream[ChatCompletionChunk] | None = None
         self._aborted = False
 
@@ -209,11 +211,8 @@ class OpenAICompatLLMManager:
         return "", buffer
 
     async def _close(self, stream: openai.AsyncStream[ChatCompletionChunk]) -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                await stream.close()
-        except (TimeoutError, Exception):  # noqa: BLE001 - closing a broken stream may fail; nothing to do
-            pass
+        # Bounded, and a failure is logged: the answer already ended (or was abandoned) either way.
+        await bounded(stream.close(), self._close_timeout, f"close the {self._model} answer stream")
 
     async def abort_generation(self) -> None:
         """Close the running generation's HTTP stream, if any. Idempotent."""
