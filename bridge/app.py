@@ -53,7 +53,7 @@ class VoicebridgeApp:
         self._observer = observer
         # The service's own tasks ("service:ari-controller", "service:ami-event-logger"): stopped
         # one by one in `close()`, in the order the shutdown needs, then the owner is closed.
-        self.tasks = TaskOwner("service")
+        self.tasks = TaskOwner("service", cancel_bound_s=settings.call.cancel_bound_s)
         self._ari_task: asyncio.Task[None] | None = None
         self._ami_task: asyncio.Task[None] | None = None
         self._ami_logger: AmiEventLogger | None = None
@@ -165,19 +165,19 @@ class VoicebridgeApp:
         try:
             await asyncio.wait({stopper, self._ari_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait(stopper)
+            await cancel_and_wait(stopper, timeout=self.tasks.cancel_bound_s)
 
     async def close(self) -> None:
         """Hang up every call, stop listening, release the providers."""
         if self.ari is not None:
             await self.ari.close()
-        await cancel_and_wait(self._ari_task)
+        await cancel_and_wait(self._ari_task, timeout=self.tasks.cancel_bound_s)
         self._stopping.set()
         if self._ami_task is not None and not self._ami_task.done():
             # The current login attempt ends within its own timeout; cancelling it mid-login
             # makes panoramisk log a traceback, so it is only the fallback.
             await asyncio.wait({self._ami_task}, timeout=self.settings.ami.login_timeout_s)
-            await cancel_and_wait(self._ami_task)
+            await cancel_and_wait(self._ami_task, timeout=self.tasks.cancel_bound_s)
         await self.tasks.aclose()
         if self._ami_logger is not None:
             await self._ami_logger.close()
