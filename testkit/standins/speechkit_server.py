@@ -325,6 +325,9 @@ class SpeechKitStandin(Progress):
         self.max_concurrent_streams = max_concurrent_streams
         self.stt_sessions: list[SttSessionRecord] = []
         self.tts_texts: list[str] = []  # every text synthesized, in order
+        # Pause before each synthesis response after the first, s: a slow service that still
+        # streams (each gap under the client's chunk timeout, the whole call past its deadline).
+        self.tts_response_gap_s = 0.0
         self.utterance_requests: list[tts_pb2.UtteranceSynthesisRequest] = []
         self.stream_requests: list[tts_pb2.StreamSynthesisRequest] = []  # all streams, in order
         self.tts_streams = 0
