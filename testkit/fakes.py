@@ -549,7 +549,7 @@ class FakeLLM:
         self.attempts = list(attempts)
         self.model_name = model_name
         self.calls: list[tuple[str, int]] = []
-        self.aborts = 0
+        self.aborts = 0  # answers closed before their end (`AnswerStream.aclose()`)
         self.shut = False
 
     @classmethod
@@ -565,15 +565,16 @@ class FakeLLM:
         return self._answer(self.attempts[min(len(self.calls), len(self.attempts)) - 1])
 
     async def _answer(self, script: LLMAttempt) -> AsyncGenerator[LLMStreamChunk, None]:
-        for delay, chunk in script.chunks:
-            await asyncio.sleep(delay)
-            yield chunk
+        try:
+            for delay, chunk in script.chunks:
+                await asyncio.sleep(delay)
+                yield chunk
+        except GeneratorExit:
+            self.aborts += 1  # closed before its end
+            raise
         if script.error_after is not None:
             await asyncio.sleep(script.error_after)
             raise LLMError("model unavailable", provider="fake-llm", retryable=True)
-
-    async def abort_generation(self) -> None:
-        self.aborts += 1
 
     async def shutdown(self) -> None:
         self.shut = True

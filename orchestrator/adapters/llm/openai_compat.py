@@ -7,8 +7,10 @@ are whole sentences, each with its own verdict; the last one has `is_final=True`
 reason. Every chunk's text ends with a space so the pieces concatenate for TTS.
 
 Timeouts: no first token within `first_token_timeout_s`, or the whole answer not done within
-`timeout_s`, raises `LLMError(retryable=True)`. `abort_generation()` closes the HTTP stream
-(`await stream.close()`), which the server sees as a dropped connection.
+`timeout_s`, raises `LLMError(retryable=True)` from the iteration. Closing the answer
+(`AnswerStream.aclose()`, the contract's one way to stop it) closes the HTTP stream
+(`await stream.close()`), which the server sees as a dropped connection; `abort_generation()` does
+the same for whatever answer is running (used here before a new one, and by `shutdown()`).
 """
 
 from __future__ import annotations
@@ -114,9 +116,10 @@ class OpenAICompatLLMManager:
         )
 
     def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> AnswerStream:
-        """The answer to `text` as an `AnswerStream`: chunks first sentence first; raises `LLMError`.
+        """The answer to `text` as an `AnswerStream`: chunks, first sentence first.
 
-        Nothing happens until the first `async for` step (which aborts a generation still open);
+        Never raises: nothing happens until the first `async for` step (which aborts a generation
+        still open). The iteration raises `LLMError` (HTTP failure, timeouts, an empty answer);
         `aclose()` on the stream closes its HTTP stream.
         """
         return self._answer(text, session, attempt)
