@@ -45,9 +45,9 @@ class BotVoice(Protocol):
         """Run `body` as the cancellable bot turn; False when barge-in cut it."""
         ...
 
-    async def _handle_unscripted_flow(self, text: str) -> None:
-        """Answer `text` with the LLM (spec 4.3)."""
-        ...
+
+# Answers the caller's words with the LLM (spec 4.3: the Orchestrator's `_handle_unscripted_flow`).
+Unscripted = Callable[[str], Awaitable[None]]
 
 
 class DialogueLoop:
@@ -57,6 +57,7 @@ class DialogueLoop:
         self,
         *,
         voice: BotVoice,
+        unscripted: Unscripted,
         responses: Responses,
         session: SessionState,
         dialogue_map: DialogueMap,
@@ -72,6 +73,7 @@ class DialogueLoop:
     ) -> None:
         self.end_reason: EndReason | None = None
         self._voice = voice
+        self._unscripted = unscripted
         self._responses = responses
         self._session = session
         self._map = dialogue_map
@@ -252,7 +254,7 @@ class DialogueLoop:
             await voice.bot_turn(lambda: responses.play_items(answer))
             return "faq"
         if intent is None or not self._routable(intent):
-            await voice.bot_turn(lambda: voice._handle_unscripted_flow(text))
+            await voice.bot_turn(functools.partial(self._unscripted, text))
             return "llm"
         definition = dmap.intents[intent.intent_id]
         missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)

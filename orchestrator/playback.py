@@ -13,8 +13,9 @@ Rules (spec 2.3 and 4.5, as settled in SPEC.md):
 - Every task this module starts is owned by the call's `TaskOwner` and cancelled and awaited
   (bounded) before the coroutine that started it returns, also when that coroutine is itself
   cancelled (barge-in).
-- Audio is written only while the turn-taking machine lets the bot speak (`may_speak`, its
-  BOT_TURN state): after a barge-in, a writer that `clear()` woke cannot queue one more clip.
+- Audio is written only while the turn-taking machine gives the bot the floor (BOT_TURN): after
+  a barge-in, a writer that `clear()` woke cannot queue one more clip (`write()` raises
+  `FloorLost`, which the cut turn's owner handles quietly; a filler just ends).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestrator.domain.errors import CacheError, ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
 from orchestrator.events import CallEventKind, Observe
 from orchestrator.tasks import TaskOwner, cancel_and_wait
+from orchestrator.turns import Floor, FloorLost
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,12 @@ class Cover:
         self.task.add_done_callback(lambda _t: player._covers.discard(self))
 
     async def _run(self, fillers: FillerSequence) -> None:
-        while (key := fillers.next()) is not None:
-            if not await self._player.play_clip(key, "filler"):
-                return  # missing filler audio: silence rather than a busy loop
+        try:
+            while (key := fillers.next()) is not None:
+                if not await self._player.play_clip(key, "filler"):
+                    return  # missing filler audio: silence rather than a busy loop
+        except FloorLost:
+            return  # barge-in: `interrupt()` is cancelling this task; the filler just ends
         # no fillers at all: nothing to play
 
     async def stop(self) -> None:
@@ -143,7 +148,7 @@ class PlaylistPlayer:
         tasks: TaskOwner,
         neutral_filler_keys: Sequence[str],
         operation_timeout_s: float,
-        may_speak: Callable[[], bool],
+        floor: Callable[[], Floor],
         on_audio: Callable[[AudioRole], None],
         on_tts_first_chunk: Callable[[], None],
         observe: Observe,
@@ -160,7 +165,7 @@ class PlaylistPlayer:
         self.neutral_filler_keys = list(neutral_filler_keys)
         self.operation_timeout_s = operation_timeout_s
         self.outbound: OutboundAudio | None = None
-        self._may_speak = may_speak
+        self._floor = floor
         self._on_audio = on_audio
         self._on_tts_first_chunk = on_tts_first_chunk
         self._observe = observe
@@ -198,10 +203,15 @@ class PlaylistPlayer:
             self.outbound.clear()
 
     async def write(self, chunk: AudioChunk, role: AudioRole) -> None:
-        """Send audio to the caller, noting the first bot audio of the turn."""
+        """Send audio to the caller, noting the first bot audio of the turn.
+
+        Raises `FloorLost` when the bot does not have the floor (after a barge-in), `AudioClosed`
+        once the caller hung up.
+        """
         assert self.outbound is not None, "run() sets the outbound stream"
-        if not self._may_speak():
-            raise asyncio.CancelledError("the bot does not have the floor (barge-in)")
+        floor = self._floor()
+        if floor is not Floor.BOT_TURN:
+            raise FloorLost(floor)
         self._on_audio(role)
         await self.outbound.write(chunk)
 

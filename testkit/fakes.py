@@ -466,7 +466,12 @@ class FakeSynthesis:
 
 
 class FakeTTS:
-    """`TTSManager`: text -> labelled audio (`labels[text]`, else `default_label`) after `latency` s."""
+    """`TTSManager`: text -> labelled audio (`labels[text]`, else `default_label`) after `latency` s.
+
+    Its streams are `stream_class` instances (override to script a misbehaving stream).
+    """
+
+    stream_class: type[FakeSynthesis] = FakeSynthesis
 
     def __init__(
         self,
@@ -513,7 +518,7 @@ class FakeTTS:
     async def open_stream(self) -> FakeSynthesis:
         if self.fail_stream_open:
             raise TTSConnectionError("stream refused", provider="fake-tts", retryable=True)
-        stream = FakeSynthesis(self)
+        stream = self.stream_class(self)
         self._streams.append(stream)
         return stream
 

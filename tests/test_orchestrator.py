@@ -32,6 +32,9 @@ from orchestrator.orchestrator import (
     Orchestrator,
     create_orchestrator_instance,
 )
+from orchestrator.playback import Cover, FillerSequence, PlaylistPlayer
+from orchestrator.tasks import TaskOwner
+from orchestrator.turns import Floor, FloorLost
 from testkit.fakes import (
     FakeInbound,
     FakeLLM,
@@ -831,3 +834,76 @@ def test_a_hung_cache_read_is_bounded_by_the_call_settings() -> None:
     first_audio = min(t for t, lab in run.sink.frames if lab)
     assert first_audio == pytest.approx(0.5, abs=0.05)  # [call] cache_timeout_s, not the 2 s default
     assert run.turns()[0]["error"].startswith("playback:")
+
+
+class StuckClosing(FakeSynthesis):
+    """A synthesis stream whose `aclose()` hangs (a gRPC call that does not go away)."""
+
+    async def aclose(self) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await super().aclose()
+
+
+class StuckClosingTTS(FakeTTS):
+    stream_class = StuckClosing
+
+
+LONG_ANSWER = "Да, работаем без выходных и праздников, с восьми утра и до десяти вечера."
+
+
+def test_a_stuck_cleanup_after_barge_in_holds_the_dialogue_for_the_cancel_bound_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm = FakeLLM([LLMAttempt([(0.3, LLMStreamChunk(LONG_ANSWER))])])
+    tts = StuckClosingTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
+    bounds = CallSettings(cancel_bound_s=1.0, provider_timeout_s=3.0)
+    run = call(
+        [Say(2.0, "расскажи"), Say(4.5, "стоп", duration=1.0)],
+        llm=llm,
+        tts=tts,
+        hangup_at=12.0,
+        call_settings=bounds,
+    )
+    barge = run.event_times("barge_in")
+    assert barge == [pytest.approx(4.5)]
+    # The cut answer's cleanup hangs on the stream; the dialogue listens again after the cancel
+    # bound (1 s), not after the cleanup's own bound (3 s), nor four bounds in a row as before.
+    listening = min(t for t in run.event_times("listening") if t > barge[0])
+    assert listening == pytest.approx(barge[0] + 1.0, abs=0.05)
+    assert [t for t, lab in run.sink.frames if lab == LLM_LABEL and barge[0] < t <= listening] == []
+    assert "did not stop within 1.0 s" in caplog.text  # the abandoned playback, named
+    assert "LLM answer within 3.0 s" in caplog.text  # its cleanup gave up at its one bound
+    assert run.turns()[1]["interrupted"] is True
+
+
+def test_audio_outside_the_bot_turn_is_floor_lost_not_a_fake_cancellation() -> None:
+    async def scenario() -> None:
+        floor = Floor.LISTENING
+        pacer, playout, _sink = make_playout()
+        player = PlaylistPlayer(
+            call_id="c",
+            cache=InMemoryAudioCache(CACHED),
+            tts=FakeTTS(),
+            clock=LoopClock(),
+            tasks=TaskOwner("c"),
+            neutral_filler_keys=["filler:still_working"],
+            operation_timeout_s=5.0,
+            floor=lambda: floor,
+            on_audio=lambda _role: None,
+            on_tts_first_chunk=lambda: None,
+            observe=lambda _kind, **_data: None,
+            cache_timeout_s=1.0,
+        )
+        player.outbound = playout
+        with pytest.raises(FloorLost, match="may not speak in LISTENING"):
+            await player.write(clip(1, 0.1), "answer")
+        # A filler whose turn was lost just ends: no failure, no cancellation it did not get.
+        floor = Floor.INTERRUPTED
+        cover = Cover(player, FillerSequence(["filler:hmm"], []))
+        await asyncio.wait({cover.task})
+        assert not cover.task.cancelled() and cover.task.exception() is None
+        playout.close()
+
+    run_virtual(scenario)
