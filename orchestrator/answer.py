@@ -27,13 +27,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar
 
-from orchestrator.call_settings import CallSettings
-from orchestrator.contracts import AnswerStream, Clock, LLMManager, SynthesisStream, TTSManager
-from orchestrator.dialogue_map.models import Settings
+from orchestrator.call_context import CallContext
+from orchestrator.contracts import AnswerStream, LLMManager, SynthesisStream, TTSManager
 from orchestrator.domain.errors import LLMError, ProviderError, TTSConnectionError
 from orchestrator.domain.models import LLMStreamChunk, SessionState, TranscriptEntry
-from orchestrator.events import CallEventKind, Observe
-from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.events import CallEventKind
+from orchestrator.metrics import Mark
 from orchestrator.playback import Cover, FillerSequence, PlaylistPlayer
 from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 
@@ -50,28 +49,16 @@ async def _next(items: AsyncIterator[_T]) -> _T | None:
 class AnswerPipeline:
     """Answers off-script turns of one call (see the module docstring for the rules)."""
 
-    def __init__(
-        self,
-        *,
-        call_id: str,
-        player: PlaylistPlayer,
-        tts: TTSManager,
-        llm: LLMManager,
-        metrics: MetricsLogger,
-        clock: Clock,
-        settings: Settings,
-        call: CallSettings,
-        observe: Observe,
-    ) -> None:
-        self._call_id = call_id
+    def __init__(self, ctx: CallContext, *, player: PlaylistPlayer, tts: TTSManager, llm: LLMManager) -> None:
+        self._call_id = ctx.call_id
         self._player = player
         self._tts = tts
         self._llm = llm
-        self._metrics = metrics
-        self._clock = clock
-        self._settings = settings
-        self._call = call
-        self._observe = observe
+        self._metrics = ctx.metrics
+        self._clock = ctx.clock
+        self._settings = ctx.dialogue_map.settings
+        self._call = ctx.call
+        self._observe = ctx.observe
 
     async def answer(self, text: str, session: SessionState, state_fillers: Sequence[str]) -> None:
         """Speak the LLM's answer to `text`; returns when it has been played (drained).

@@ -21,14 +21,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
-from orchestrator.call_settings import CallSettings
-from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, IntentStep, SttEvent
-from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.call_context import CallContext
+from orchestrator.contracts import FlowEngine, IntentClassifier, IntentStep, SttEvent
 from orchestrator.domain.errors import ClassifierError, ProviderError
-from orchestrator.domain.models import FaqAnswer, IntentResult, SessionState, SttResult, TranscriptEntry
-from orchestrator.events import CallEventKind, EndReason, Observe
+from orchestrator.domain.models import FaqAnswer, IntentResult, SttResult, TranscriptEntry
+from orchestrator.events import CallEventKind, EndReason
 from orchestrator.flow_engine import missing_entities
-from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.metrics import Mark
 from orchestrator.responses import Responses
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
 
@@ -55,36 +54,24 @@ class DialogueLoop:
 
     def __init__(
         self,
+        ctx: CallContext,
         *,
         voice: BotVoice,
         unscripted: Unscripted,
         responses: Responses,
-        session: SessionState,
-        dialogue_map: DialogueMap,
         flow_engine: FlowEngine,
         classifier: IntentClassifier,
-        metrics: MetricsLogger,
         turns: TurnTaking,
-        clock: Clock,
         results: asyncio.Queue[SttEvent],
-        observe: Observe,
-        call: CallSettings,
         intent_step: IntentStep | None = None,
     ) -> None:
+        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it)."""
         self.end_reason: EndReason | None = None
-        self._voice = voice
-        self._unscripted = unscripted
-        self._responses = responses
-        self._session = session
-        self._map = dialogue_map
-        self._flow = flow_engine
-        self._classifier = classifier
-        self._metrics = metrics
-        self._turns = turns
-        self._clock = clock
-        self._results = results
-        self._observe = observe
-        self._provider_timeout_s = call.provider_timeout_s
+        self._voice, self._unscripted, self._responses = voice, unscripted, responses
+        self._session, self._map, self._metrics = ctx.session, ctx.dialogue_map, ctx.metrics
+        self._flow, self._classifier, self._turns = flow_engine, classifier, turns
+        self._clock, self._results, self._observe = ctx.clock, results, ctx.observe
+        self._provider_timeout_s = ctx.call.provider_timeout_s
         self._intent_step = intent_step
         self._no_input_count = 0
 

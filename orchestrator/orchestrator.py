@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.answer import AnswerPipeline
+from orchestrator.call_context import CallContext
 from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import (
     AudioCache,
@@ -134,42 +135,21 @@ class Orchestrator:
             observe=self._observe,
             cache_timeout_s=call.cache_timeout_s,
         )
-        self._answers = AnswerPipeline(
-            call_id=call_id,
-            player=self._player,
-            tts=tts_manager,
-            llm=llm_manager,
-            metrics=self.metrics_logger,
-            clock=clock,
-            settings=settings,
-            call=call,
-            observe=self._observe,
+        ctx = CallContext(
+            call_id, dialogue_map, self.session_state, self.metrics_logger, clock, call, self._observe
         )
-        self.responses = Responses(
-            call_id=call_id,
-            dialogue_map=dialogue_map,
-            session=self.session_state,
-            render=render,
-            player=self._player,
-            play=self._play_prepared,
-            metrics=self.metrics_logger,
-            observe=self._observe,
-        )
+        self._answers = AnswerPipeline(ctx, player=self._player, tts=tts_manager, llm=llm_manager)
+        self.responses = Responses(ctx, render=render, player=self._player, play=self._play_prepared)
         self._user_results: asyncio.Queue[SttEvent] = asyncio.Queue()
         self._dialogue = DialogueLoop(
+            ctx,
             voice=self,
             unscripted=self._handle_unscripted_flow,
             responses=self.responses,
-            session=self.session_state,
-            dialogue_map=dialogue_map,
             flow_engine=flow_engine,
             classifier=intent_classifier,
-            metrics=self.metrics_logger,
             turns=self.turns,
-            clock=clock,
             results=self._user_results,
-            observe=self._observe,
-            call=call,
             intent_step=intent_step,
         )
         self._outbound: OutboundAudio | None = None
