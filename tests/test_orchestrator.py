@@ -907,3 +907,17 @@ def test_audio_outside_the_bot_turn_is_floor_lost_not_a_fake_cancellation() -> N
         playout.close()
 
     run_virtual(scenario)
+
+
+def test_every_event_kind_has_a_payload_and_a_wrong_key_fails_where_it_is_emitted() -> None:
+    from orchestrator.events import PAYLOADS, CallEventKind
+
+    assert set(PAYLOADS) == set(CallEventKind)
+    assert (
+        CallEvent(CallEventKind.PLAY, 0.0, {"kind": "filler", "key": "filler:hmm"}).data["key"]
+        == "filler:hmm"
+    )
+    with pytest.raises(ValueError, match="user_said event: payload keys \\['txt'\\], expected TextPayload"):
+        CallEvent(CallEventKind.USER_SAID, 0.0, {"txt": "алло"})
+    with pytest.raises(ValueError, match="expected TransitionPayload"):
+        CallEvent(CallEventKind.STATE, 0.0, {"from_state": "start"})
