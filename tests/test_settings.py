@@ -18,7 +18,7 @@ from bridge import app as app_module
 from bridge.ami import AmiError, AmiSettings, originate
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
-from bridge.asterisk_names import check_asterisk_name
+from bridge.asterisk_names import check_ami_secret, check_asterisk_name
 from bridge.settings import ENV_PREFIX, Settings, env_var, load_settings
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.domain.errors import ConfigError
@@ -223,10 +223,10 @@ def test_a_typo_in_a_file_section_is_named(tmp_path: Path) -> None:
 def test_secrets_are_never_echoed() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(
-            None, environ={"VOICEBRIDGE_AMI__SECRET": "top secret", "VOICEBRIDGE_ARI__PASSWORD": "hunter 2"}
+            None, environ={"VOICEBRIDGE_AMI__SECRET": "top\nsecret", "VOICEBRIDGE_ARI__PASSWORD": "hunter 2"}
         )
     message = str(err.value)
-    assert "top secret" not in message and "hunter 2" not in message
+    assert "top\nsecret" not in message and "hunter 2" not in message
     assert "ami.secret (environment variable VOICEBRIDGE_AMI__SECRET)" in message
     assert "ari.password (environment variable VOICEBRIDGE_ARI__PASSWORD)" in message
 
@@ -249,7 +249,6 @@ CREDENTIALS = [
     ("ari", "password"),
     ("ari", "app"),
     ("ami", "username"),
-    ("ami", "secret"),
 ]
 
 
@@ -275,6 +274,20 @@ def test_the_password_rule_is_the_same_wherever_a_password_is_set(section: str, 
         "Value error, use 1 to 128 ASCII letters, digits and . _ ~ - only "
         "(it goes unencoded into the ARI websocket URL and into AMI header lines)"
     }
+
+
+def test_the_ami_secret_takes_anything_but_line_breaks() -> None:
+    # Only a line break could inject an AMI header; these worked before the ARI rule was shared.
+    for good in ("p@ss!word", "with space", "пароль#1", "a" * 128):
+        assert AmiSettings(secret=good).secret == good
+        assert load_settings(None, environ={env_var("ami", "secret"): good}).ami.secret == good
+    for bad in ("", "a\r\nAction: Originate", "two\nlines", "a" * 129):
+        with pytest.raises(ValueError, match="no line breaks"):
+            check_ami_secret(bad)
+        with pytest.raises(
+            ConfigError, match="ami.secret \\(environment variable VOICEBRIDGE_AMI__SECRET\\)"
+        ):
+            load_settings(None, environ={env_var("ami", "secret"): bad})
 
 
 async def test_originate_checks_the_app_name_with_the_same_rule() -> None:
