@@ -111,8 +111,7 @@ class Cover:
     def __init__(self, player: PlaylistPlayer, fillers: FillerSequence) -> None:
         self._player = player
         self.task = player.tasks.spawn(self._run(fillers), "fillers")
-        player._covers.add(self)
-        self.task.add_done_callback(lambda _t: player._covers.discard(self))
+        player.track(self.task)
 
     async def _run(self, fillers: FillerSequence) -> None:
         try:
@@ -127,10 +126,7 @@ class Cover:
         """Cut the filler now (idempotent). A filler failure is logged, never raised."""
         if not self.task.done():
             await cancel_and_wait(self.task, timeout=self._player.tasks.cancel_bound_s)
-            outbound = self._player.outbound
-            assert outbound is not None
-            outbound.clear()  # only filler audio is queued: start_cover drained the rest
-            self._player._observe(CallEventKind.FILLER_CUT)
+            self._player.filler_cut()
         elif not self.task.cancelled() and self.task.exception() is not None:
             log.warning("call %s: filler failed: %r", self._player.call_id, self.task.exception())
 
@@ -170,7 +166,7 @@ class PlaylistPlayer:
         self._on_tts_first_chunk = on_tts_first_chunk
         self._observe = observe
         self._cache_timeout_s = cache_timeout_s
-        self._covers: set[Cover] = set()
+        self._covers: set[asyncio.Task[None]] = set()  # the running fillers' tasks
         self._clips: dict[str, AudioChunk] = {}
 
     # --- building blocks ---
@@ -197,10 +193,22 @@ class PlaylistPlayer:
         bot may not speak, so a writer that `clear()` woke up cannot queue one more clip while its
         parent is unwinding.
         """
-        for cover in list(self._covers):
-            cover.task.cancel()
+        for task in list(self._covers):
+            task.cancel()
         if self.outbound is not None:
             self.outbound.clear()
+
+    def track(self, filler: asyncio.Task[None]) -> None:
+        """Register a filler task, for `interrupt()` to cut (it leaves the set when it ends)."""
+        self._covers.add(filler)
+        filler.add_done_callback(self._covers.discard)
+
+    def filler_cut(self) -> None:
+        """A filler was cut for ready work: drop its queued audio (only filler audio is queued:
+        `start_cover` drained the rest first) and report it."""
+        assert self.outbound is not None
+        self.outbound.clear()
+        self._observe(CallEventKind.FILLER_CUT)
 
     async def write(self, chunk: AudioChunk, role: AudioRole) -> None:
         """Send audio to the caller, noting the first bot audio of the turn.
