@@ -49,8 +49,10 @@ from orchestrator.contracts import (
     TTSManager,
 )
 from orchestrator.dialogue import DialogueLoop, Reply
+from orchestrator.dialogue_map.expressions import ExpressionError
 from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.domain.errors import AudioClosed, CallSetupError, VoicebridgeError
+from orchestrator.dialogue_map.templates import TemplateError
+from orchestrator.domain.errors import AudioClosed, CallSetupError, ProviderError
 from orchestrator.domain.models import SessionState, SttResult
 from orchestrator.events import (
     CallEvent,
@@ -256,7 +258,7 @@ class Orchestrator:
 
         Returns False when barge-in cut it; the cut playback then gets `[call] cancel_bound_s` to
         unwind before the dialogue listens again (past it, it is abandoned to the call's owner).
-        Provider failures inside end in the emergency filler.
+        Provider failures (and a template that cannot render) end in the emergency filler.
         """
         if interruptible is None:
             interruptible = self.dialogue_map.is_interruptible(self.session_state.current_state_id)
@@ -289,7 +291,8 @@ class Orchestrator:
                 await body()
             except AudioClosed:
                 return  # the caller hung up: nobody is left to hear an apology
-            except VoicebridgeError as exc:
+            except (ProviderError, TemplateError, ExpressionError) as exc:
+                # What a bot turn can expect to fail; a ConfigError or a bug fails the dialogue.
                 await self.responses.provider_failure(exc, stage="playback")
         except FloorLost:
             if self.turns.floor is not Floor.INTERRUPTED:
