@@ -26,7 +26,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -51,6 +51,8 @@ _NOT_SETTINGS = frozenset({"VOICEBRIDGE_CACHE"})
 # Settings whose values never appear in an error message.
 _SECRETS = frozenset({"password", "secret", "api_key", "iam_token"})
 _UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+# Settings as read, before validation: TOML tables / environment sections as nested dicts.
+RawSettings = dict[str, object]
 
 
 class ProvidersSettings(BaseModel):
@@ -114,9 +116,9 @@ def env_var(*path: str) -> str:
     return ENV_PREFIX + "__".join(path).upper()
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: Mapping[str, str]) -> RawSettings:
     """`VOICEBRIDGE_A__B=v` as {"a": {"b": "v"}} (pydantic converts the strings)."""
-    out: dict[str, Any] = {}
+    out: RawSettings = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
@@ -131,11 +133,12 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: RawSettings, over: RawSettings) -> RawSettings:
     merged = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _merge(current, value)
         else:
             merged[key] = value
     return merged
@@ -160,7 +163,7 @@ def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     return tuple(path)
 
 
-def _in_data(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+def _in_data(data: Mapping[str, object], path: tuple[str, ...]) -> bool:
     node: object = data
     for part in path:
         if not isinstance(node, Mapping) or part not in node:
@@ -170,7 +173,7 @@ def _in_data(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
 
 
 def _where(
-    path: tuple[str, ...], file_data: Mapping[str, Any], env: Mapping[str, Any], source: str | None
+    path: tuple[str, ...], file_data: Mapping[str, object], env: Mapping[str, object], source: str | None
 ) -> str:
     if _in_data(env, path):
         return f"environment variable {env_var(*path)}"
@@ -188,7 +191,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
     message names each bad setting (`vad.min_speech_ms`), where it came from (the environment
     variable, or the file and its `[section] field`) and what is wrong.
     """
-    file_data: dict[str, Any] = {}
+    file_data: RawSettings = {}
     if path:
         try:
             file_data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
