@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from bench.callers import commands, involuntary_switches, prepare_process
-from bench.common import BenchRecognizer, GcTimer, Histogram
+from bench.common import GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
@@ -41,6 +41,7 @@ from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
 from orchestrator.tasks import cancel_and_wait
 from testkit.fake_asterisk import read_wav_8k
+from testkit.fakes import BenchRecognizer
 
 CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand it out
 

@@ -1,5 +1,7 @@
-"""Shared benchmark helpers: speech clips, percentiles, a fixed-bin histogram, plain-text tables,
-and the recognizer stand-in the bridge-side benchmarks push inbound audio into."""
+"""Shared benchmark helpers: speech clips, percentiles, a fixed-bin histogram, plain-text tables.
+
+The recognizer the bridge-side benchmarks push inbound audio into is `testkit.fakes.BenchRecognizer`
+(one set of fakes for tests, bench and the demo)."""
 
 from __future__ import annotations
 
@@ -11,32 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
-from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, AudioBuffer
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
 
 CALLER_PHRASE = "Здравствуйте, я хотел бы узнать, сколько стоит уборка квартиры в субботу"
 BOT_PHRASE = "Добрый день! Стоимость уборки квартиры сорок пять метров составит шесть тысяч рублей"
-
-STT_BUFFER_FRAMES = 1500  # 30 s, YandexSettings.max_buffered_s
-STT_BATCH_FRAMES = 5  # 100 ms per request, YandexSettings.chunk_ms
-
-
-class BenchRecognizer:
-    """The input side of a recognition stream: the one buffer, drained 100 ms at a time."""
-
-    def __init__(self, max_frames: int = STT_BUFFER_FRAMES) -> None:
-        self.buffer = AudioBuffer(max_frames)
-
-    def push_audio(self, frame: bytes) -> None:
-        """As `YandexRecognitionStream.push_audio`."""
-        self.buffer.push(frame)
-
-    async def drain(self) -> None:
-        """Take batches as the gRPC request generator does, until the input ends."""
-        buffer = self.buffer
-        while True:
-            await buffer.wait(STT_BATCH_FRAMES)
-            if not buffer.take(STT_BATCH_FRAMES) and buffer.ended:
-                return
 
 
 def make_speech_wav(path: Path, text: str, *, trailing_silence_ms: int = 0) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import CALLER_PHRASE, BenchRecognizer, make_speech_wav, table
+from bench.common import CALLER_PHRASE, make_speech_wav, table
 from bridge.audiosocket.protocol import Decoder, encode_audio
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.gateway import TelephonyGateway
@@ -27,6 +27,7 @@ from orchestrator.audio import FRAME_BYTES, SILENCE_FRAME, rms
 from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
 from testkit.fake_asterisk import read_wav_8k
+from testkit.fakes import BenchRecognizer
 
 
 class _NullSink:

@@ -23,7 +23,7 @@ import pydantic.dataclasses
 from panoramisk import Manager
 from pydantic import ConfigDict, Field
 
-from bridge.asterisk_names import AsteriskName, check_asterisk_name
+from bridge.asterisk_names import AmiSecret, AsteriskName, check_asterisk_name
 from orchestrator.domain.errors import VoicebridgeError
 
 __all__ = [
@@ -61,13 +61,14 @@ class OriginateError(AmiError):
 class AmiSettings:
     """Where AMI is (asterisk_conf/manager.conf) and how we use it (section `[ami]`).
 
-    `username` and `secret` follow `bridge.asterisk_names` (the one rule, shared with ARI).
+    `username`, `trunk` and `context` follow `bridge.asterisk_names`' name rule (shared with ARI);
+    `secret` its AMI secret rule (anything but line breaks).
     """
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 5038
     username: AsteriskName = "voicebridge"
-    secret: AsteriskName = "voicebridge"
+    secret: AmiSecret = "voicebridge"
     trunk: AsteriskName = "trunk"  # PJSIP endpoint that outbound calls go through
     context: AsteriskName = "voicebridge-outbound"  # dialplan context of originated calls
     # Bound on connecting and logging in, s.

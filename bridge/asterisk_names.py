@@ -1,10 +1,14 @@
-"""The one rule for every name and password the bridge puts on the wire to Asterisk (ARI and AMI).
+"""The rules for the names and passwords the bridge puts on the wire to Asterisk (ARI and AMI).
 
-ARI: aioari puts the username, password and app name into the websocket URL without
-URL-encoding them. AMI: panoramisk writes the username and secret into `Key: value` lines, where
-a line break would inject a header. So both take RFC 3986 unreserved characters only: ASCII
-letters, digits and `. _ ~ -`, 1 to 128 of them. Configure Asterisk's `ari.conf` and
-`manager.conf` with such values.
+Names (ARI username, password and app; AMI username, trunk, context): aioari puts the ARI ones
+into the websocket URL without URL-encoding them, so they take RFC 3986 unreserved characters
+only: ASCII letters, digits and `. _ ~ -`, 1 to 128 of them (`AsteriskName`). The AMI names
+follow the same rule, so one name works on both interfaces.
+
+The AMI secret (`AmiSecret`): panoramisk writes it into a `Secret: value` line, where only a
+line break could inject another header, so it may hold any character but CR and LF (1 to 128
+of them): `!`, `@`, spaces and non-ASCII letters are fine. Configure Asterisk's `ari.conf` and
+`manager.conf` with the same values.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-__all__ = ["AsteriskName", "check_asterisk_name"]
+__all__ = ["AmiSecret", "AsteriskName", "check_ami_secret", "check_asterisk_name"]
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_ONE_LINE = re.compile(r"[^\r\n]{1,128}")
 
 
 def check_asterisk_name(value: str) -> str:
@@ -31,3 +36,14 @@ def check_asterisk_name(value: str) -> str:
 
 # An ARI/AMI username, password (AMI: secret), Stasis app, PJSIP trunk or dialplan context.
 AsteriskName = Annotated[str, AfterValidator(check_asterisk_name)]
+
+
+def check_ami_secret(value: str) -> str:
+    """`value` if it is 1-128 characters without CR or LF; ValueError saying what is allowed otherwise."""
+    if not _ONE_LINE.fullmatch(value):
+        raise ValueError("use 1 to 128 characters, no line breaks (it goes into an AMI header line)")
+    return value
+
+
+# The AMI secret: any characters but CR and LF.
+AmiSecret = Annotated[str, AfterValidator(check_ami_secret)]

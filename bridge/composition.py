@@ -4,7 +4,8 @@ Process-wide (built once by `Composition.build_services()`): the dialogue map, t
 the intent classifier, the audio cache (warmed), the SpeechKit gRPC channels, the OpenAI client,
 the safety checks and, with a service-account key, the IAM token provider. Per call (the
 factories in `CallServices`, called with the call id): the STT streamer, the TTS manager and the
-LLM manager. Each component gets its own section of the settings as is.
+LLM manager. Each component's constructor takes its own section of the settings (its pydantic
+model) as is; nothing is copied field by field here.
 
 The providers' modules are imported when the settings choose them: a service on espeak-ng never
 loads the SpeechKit TTS stubs.
@@ -67,35 +68,25 @@ async def start_iam_provider(yandex: YandexSettings, clock: Clock) -> IamTokenPr
     from orchestrator.adapters.yandex_iam import IamTokenProvider, load_service_account_key
 
     provider = IamTokenProvider(
-        load_service_account_key(yandex.service_account_key_file),
-        endpoint=yandex.iam_endpoint,
-        tls=yandex.tls,
-        clock=clock,
-        refresh_every_s=yandex.iam_refresh_every_s,
-        timeout_s=yandex.iam_timeout_s,
-        retry_backoff_s=yandex.iam_retry_backoff_s,
-        retry_backoff_max_s=yandex.iam_retry_backoff_max_s,
+        load_service_account_key(yandex.service_account_key_file), yandex, clock=clock
     )
     await provider.start()
     return provider
 
 
 def build_audio_cache(s: Settings) -> AudioCache:
-    """Redis when `redis_url` is set, else the in-memory cache."""
-    if s.redis_url:
+    """Redis when `[redis] url` (or the top-level `redis_url`) is set, else the in-memory cache."""
+    if s.redis.url:
         from orchestrator.cache.redis_cache import RedisAudioCache
 
-        return RedisAudioCache(s.redis_url)
+        return RedisAudioCache(s.redis)
     return InMemoryAudioCache()
 
 
 def _espeak(espeak: EspeakSettings) -> TTSManager:
     from orchestrator.adapters.tts.espeak import EspeakTTS
 
-    # EspeakTTS takes keyword arguments (its tests build it so); these are all of its knobs.
-    return EspeakTTS(
-        voice=espeak.voice, speed_wpm=espeak.speed_wpm, timeout_s=espeak.timeout_s, binary=espeak.binary
-    )
+    return EspeakTTS(espeak)
 
 
 @contextlib.asynccontextmanager
@@ -196,15 +187,7 @@ class Composition:
             from orchestrator.adapters.embeddings.openai_compat import OpenAICompatEmbedder
 
             assert client is not None
-            o = self.settings.openai
-            embedder = OpenAICompatEmbedder(
-                client,
-                o.embeddings_model,
-                timeout_s=o.embeddings_timeout_s,
-                cache_size=o.embeddings_cache_size,
-                batch_size=o.embeddings_batch_size,
-            )
-            classifier = VectorIntentClassifier(dmap, embedder)
+            classifier = VectorIntentClassifier(dmap, OpenAICompatEmbedder(client, self.settings.openai))
         else:
             from orchestrator.intents.ngram import CharNgramEmbedder
 
@@ -286,24 +269,12 @@ class Composition:
         o = self.settings.openai
         checks: list[SafetyCheck] = [LocalRulesSafety()]
         if o.moderation:
-            checks.append(ModerationSafety(client, o.moderation_model, timeout_s=o.moderation_timeout_s))
+            checks.append(ModerationSafety(client, o))
         safety = CombinedSafety(checks)
         llm = dmap.settings.llm  # the prompt and sampling belong to the map
 
         def llm_factory(call_id: str) -> LLMManager:
-            # OpenAICompatLLMManager takes keyword arguments (its tests build it so).
-            return OpenAICompatLLMManager(
-                client,
-                model=o.model,
-                system_prompt=llm.system_prompt,
-                safety=safety,
-                max_tokens=llm.max_tokens,
-                temperature=llm.temperature,
-                timeout_s=o.timeout_s,
-                first_token_timeout_s=o.first_token_timeout_s,
-                first_chunk_chars=o.first_chunk_chars,
-                safety_timeout_s=o.safety_timeout_s,
-            )
+            return OpenAICompatLLMManager(client, o, llm, safety=safety)
 
         return llm_factory
 

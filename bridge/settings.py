@@ -9,8 +9,10 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [vad]          bridge.vad.VadSettings                  [espeak]  orchestrator.adapters.tts.espeak_settings.EspeakSettings
     [pacer]        bridge.pacer.PacerSettings              [call]    orchestrator.call_settings.CallSettings
     [playout]      bridge.playout.PlayoutSettings          [providers]  ProvidersSettings (below)
+    [redis]        orchestrator.cache.redis_settings.RedisSettings
 
-plus the top-level `dialogue_map`, `redis_url` and `metrics_file`. Everything has a default that
+plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
+as `[redis] url`. Everything has a default that
 runs offline on one machine (espeak-ng TTS, local intent classifier, in-memory cache).
 
 An invalid value fails at start with `ConfigError` naming the setting and where it came from
@@ -24,9 +26,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
@@ -37,6 +39,7 @@ from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.tts.espeak_settings import EspeakSettings
+from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
 
@@ -48,6 +51,8 @@ _NOT_SETTINGS = frozenset({"VOICEBRIDGE_CACHE"})
 # Settings whose values never appear in an error message.
 _SECRETS = frozenset({"password", "secret", "api_key", "iam_token"})
 _UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+# Settings as read, before validation: TOML tables / environment sections as nested dicts.
+RawSettings = dict[str, object]
 
 
 class ProvidersSettings(BaseModel):
@@ -67,8 +72,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
-    redis_url: str | None = None  # None: in-memory audio cache
     metrics_file: str | None = None  # JSON lines; None: the log only
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # no url: in-memory audio cache
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     ari: AriSettings = Field(default_factory=AriSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)
@@ -81,6 +86,29 @@ class Settings(BaseModel):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     espeak: EspeakSettings = Field(default_factory=EspeakSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _redis_url_alias(cls, data: object) -> object:
+        """The top-level `redis_url` (the documented name before `[redis]`) is `[redis] url`."""
+        if not isinstance(data, dict) or "redis_url" not in data:
+            return data
+        data = dict(data)
+        url = data.pop("redis_url")
+        redis = data.get("redis", {})
+        if isinstance(redis, RedisSettings):
+            redis = dataclasses.asdict(redis)
+        if not isinstance(redis, dict):
+            return data  # a wrong [redis] value: its own validation error names it
+        if redis.get("url") is not None:
+            raise ValueError("set the Redis URL once: [redis] url or the top-level redis_url, not both")
+        data["redis"] = {**redis, "url": url}
+        return data
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis URL (`[redis] url`), by its older top-level name."""
+        return self.redis.url
+
 
 def env_var(*path: str) -> str:
     """The environment variable of a setting: `env_var("vad", "min_speech_ms")` is
@@ -88,9 +116,9 @@ def env_var(*path: str) -> str:
     return ENV_PREFIX + "__".join(path).upper()
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(environ: Mapping[str, str]) -> RawSettings:
     """`VOICEBRIDGE_A__B=v` as {"a": {"b": "v"}} (pydantic converts the strings)."""
-    out: dict[str, Any] = {}
+    out: RawSettings = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
@@ -105,11 +133,12 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: RawSettings, over: RawSettings) -> RawSettings:
     merged = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _merge(current, value)
         else:
             merged[key] = value
     return merged
@@ -134,7 +163,7 @@ def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     return tuple(path)
 
 
-def _in_data(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+def _in_data(data: Mapping[str, object], path: tuple[str, ...]) -> bool:
     node: object = data
     for part in path:
         if not isinstance(node, Mapping) or part not in node:
@@ -144,7 +173,7 @@ def _in_data(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
 
 
 def _where(
-    path: tuple[str, ...], file_data: Mapping[str, Any], env: Mapping[str, Any], source: str | None
+    path: tuple[str, ...], file_data: Mapping[str, object], env: Mapping[str, object], source: str | None
 ) -> str:
     if _in_data(env, path):
         return f"environment variable {env_var(*path)}"
@@ -162,7 +191,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
     message names each bad setting (`vad.min_speech_ms`), where it came from (the environment
     variable, or the file and its `[section] field`) and what is wrong.
     """
-    file_data: dict[str, Any] = {}
+    file_data: RawSettings = {}
     if path:
         try:
             file_data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -177,6 +206,9 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
         problems = []
         for err in exc.errors():
             name = _setting_path(err["loc"])
+            if not name:  # a rule across settings (e.g. redis_url and [redis] url): its message names them
+                problems.append(err["msg"])
+                continue
             where = _where(name, file_data, env, path)
             value = "" if name[-1:] and name[-1] in _SECRETS else f" = {err['input']!r}"
             what = "no such setting" if err["type"] in _UNKNOWN else err["msg"]

@@ -23,8 +23,16 @@ class CallSettings:
     # The call's async setup (connecting its TTS stream): past this the caller hears the
     # emergency phrase and is hung up (`CallSetupError`).
     setup_timeout_s: _Positive = 5.0
-    # Bound on one provider operation inside the call (opening the STT stream, an LLM abort, a
-    # TTS flush, a cache read).
+    # Bound on one provider operation inside the call: opening the TTS synthesis stream of an LLM
+    # answer; the intent classifier on a partial or a final, and the FAQ lookup; the LLM answer's
+    # whole cleanup (its tasks, the answer and synthesis streams, together); each provider's
+    # shutdown when the call ends (LLM, STT, TTS, one after another).
     provider_timeout_s: _Positive = 5.0
     # Bound on playing the emergency phrase before hanging up a call that cannot be served.
     apologise_timeout_s: _Positive = 10.0
+    # Bound on one audio-cache read (a clip, a filler) during the call; past it the read fails
+    # as a retryable `CacheError` (the caller hears the emergency filler, not silence).
+    cache_timeout_s: _Positive = 2.0
+    # Bound on a cancelled task's unwinding (a cut playback, the answer's tasks, the call's tasks
+    # at its end; the service's own tasks at shutdown): past it the task is logged and abandoned.
+    cancel_bound_s: _Positive = 5.0

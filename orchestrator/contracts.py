@@ -137,14 +137,21 @@ class TTSManager(Protocol):
 
 
 class AnswerStream(Protocol):
-    """The LLM's answer to one turn, chunk by chunk (an async generator satisfies this)."""
+    """The LLM's answer to one turn, chunk by chunk (an async generator satisfies this).
+
+    The one way to stop a generation early (barge-in, an unsafe chunk) is `aclose()`.
+    """
 
     def __aiter__(self) -> AsyncIterator[LLMStreamChunk]:
-        """Chunks as the LLM produces them, each with its safety verdict. Raises `LLMError`."""
+        """Chunks as the LLM produces them, each with its safety verdict.
+
+        The request goes out at the first step; a failure or timeout is raised there or at any
+        later step as `LLMError`. Iteration ends quietly after `aclose()`.
+        """
         ...
 
     async def aclose(self) -> None:
-        """Stop the generation now and release it. Idempotent."""
+        """Stop the generation now and release it (the HTTP stream). Idempotent."""
         ...
 
 
@@ -157,14 +164,12 @@ class LLMManager(Protocol):
         ...
 
     def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> AnswerStream:
-        """Stream the answer to `text`; each chunk carries the safety verdict. Raises `LLMError`.
+        """The answer to `text` as a stream; each chunk carries the safety verdict.
 
-        `attempt` > 0 means an earlier answer to the same turn was judged unsafe.
+        Never raises: nothing is requested until the stream is iterated, and failures (`LLMError`)
+        come from the iteration. `attempt` > 0 means an earlier answer to the same turn was
+        judged unsafe.
         """
-        ...
-
-    async def abort_generation(self) -> None:
-        """Close the running generation, if any. Idempotent."""
         ...
 
     async def shutdown(self) -> None:

@@ -21,13 +21,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
-from orchestrator.contracts import Clock, FlowEngine, IntentClassifier, IntentStep, SttEvent
-from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.call_context import CallContext
+from orchestrator.contracts import FlowEngine, IntentClassifier, IntentStep, SttEvent
 from orchestrator.domain.errors import ClassifierError, ProviderError
-from orchestrator.domain.models import FaqAnswer, IntentResult, SessionState, SttResult, TranscriptEntry
-from orchestrator.events import CallEventKind, EndReason, Observe
+from orchestrator.domain.models import FaqAnswer, IntentResult, SttResult, TranscriptEntry
+from orchestrator.events import CallEventKind, EndReason
 from orchestrator.flow_engine import missing_entities
-from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.metrics import Mark
 from orchestrator.responses import Responses
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
 
@@ -44,9 +44,9 @@ class BotVoice(Protocol):
         """Run `body` as the cancellable bot turn; False when barge-in cut it."""
         ...
 
-    async def _handle_unscripted_flow(self, text: str) -> None:
-        """Answer `text` with the LLM (spec 4.3)."""
-        ...
+
+# Answers the caller's words with the LLM (spec 4.3: the Orchestrator's `_handle_unscripted_flow`).
+Unscripted = Callable[[str], Awaitable[None]]
 
 
 class DialogueLoop:
@@ -54,34 +54,24 @@ class DialogueLoop:
 
     def __init__(
         self,
+        ctx: CallContext,
         *,
         voice: BotVoice,
+        unscripted: Unscripted,
         responses: Responses,
-        session: SessionState,
-        dialogue_map: DialogueMap,
         flow_engine: FlowEngine,
         classifier: IntentClassifier,
-        metrics: MetricsLogger,
         turns: TurnTaking,
-        clock: Clock,
         results: asyncio.Queue[SttEvent],
-        observe: Observe,
-        provider_timeout_s: float,
         intent_step: IntentStep | None = None,
     ) -> None:
+        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it)."""
         self.end_reason: EndReason | None = None
-        self._voice = voice
-        self._responses = responses
-        self._session = session
-        self._map = dialogue_map
-        self._flow = flow_engine
-        self._classifier = classifier
-        self._metrics = metrics
-        self._turns = turns
-        self._clock = clock
-        self._results = results
-        self._observe = observe
-        self._provider_timeout_s = provider_timeout_s
+        self._voice, self._unscripted, self._responses = voice, unscripted, responses
+        self._session, self._map, self._metrics = ctx.session, ctx.dialogue_map, ctx.metrics
+        self._flow, self._classifier, self._turns = flow_engine, classifier, turns
+        self._clock, self._results, self._observe = ctx.clock, results, ctx.observe
+        self._provider_timeout_s = ctx.call.provider_timeout_s
         self._intent_step = intent_step
         self._no_input_count = 0
 
@@ -251,7 +241,7 @@ class DialogueLoop:
             await voice.bot_turn(lambda: responses.play_items(answer))
             return "faq"
         if intent is None or not self._routable(intent):
-            await voice.bot_turn(lambda: voice._handle_unscripted_flow(text))
+            await voice.bot_turn(functools.partial(self._unscripted, text))
             return "llm"
         definition = dmap.intents[intent.intent_id]
         missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)

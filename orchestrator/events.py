@@ -3,15 +3,19 @@
 `CallEvent.kind` is a `CallEventKind`, a `StrEnum`: observers may compare it with the plain
 string (`event.kind == "barge_in"`), and a misspelt kind fails where it is emitted, not silently
 at the reader.
+
+Each kind's payload is a `TypedDict` (`PAYLOADS`): emitters are type-checked against it through
+the overloads of `Observe`, and `CallEvent` refuses, when it is made, a payload with a missing or
+unknown key, so a misspelt key also fails where it is emitted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict, overload
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ EventValue = str | int | float | bool | None
 
 
 class CallEventKind(StrEnum):
-    """Every kind of event a call emits; `data` keys per kind are listed with each."""
+    """Every kind of event a call emits; `PAYLOADS` gives each one's `data` (listed here too)."""
 
     LISTENING = "listening"  # state: the bot now waits for the caller
     USER_SAID = "user_said"  # text: an STT final taken as the caller's turn
@@ -43,22 +47,142 @@ class CallEventKind(StrEnum):
     LLM_SAID = "llm_said"  # text: what the LLM answer said, as spoken
 
 
+# What a PLAY event played: a scripted clip, a filler, a synthesized playlist item, the LLM answer.
+PlayKind = Literal["answer", "filler", "tts", "llm"]
+
+
+class NoPayload(TypedDict):
+    """BARGE_IN, FILLER_CUT."""
+
+
+class StatePayload(TypedDict):
+    """LISTENING, END_CALL: the dialogue state at the time."""
+
+    state: str
+
+
+class TextPayload(TypedDict):
+    """USER_SAID, STT_DROPPED, LLM_SAID: what was said."""
+
+    text: str
+
+
+class DtmfPayload(TypedDict):
+    digit: str
+
+
+class CountPayload(TypedDict):
+    """NO_INPUT: silent turns in a row."""
+
+    count: int
+
+
+class TransitionPayload(TypedDict):
+    from_state: str
+    to_state: str
+
+
+class _PlayKind(TypedDict):
+    kind: PlayKind
+
+
+class PlayPayload(_PlayKind, total=False):
+    # (total=False rather than NotRequired: with postponed annotations, 3.11 cannot see the latter)
+    key: str  # a cached clip
+    text: str  # a synthesized playlist item
+
+
+class KeyPayload(TypedDict):
+    """MISSING_AUDIO, FILLER_SKIPPED: the audio key."""
+
+    key: str
+
+
+class FailurePayload(TypedDict):
+    stage: str  # "playback", "stt", "classifier"
+    error: str
+
+
+class UnsafePayload(TypedDict):
+    reason: str | None
+    attempt: int  # 0 for the first answer
+
+
+K = CallEventKind
+PAYLOADS: Mapping[CallEventKind, type] = {
+    K.LISTENING: StatePayload,
+    K.USER_SAID: TextPayload,
+    K.STT_DROPPED: TextPayload,
+    K.DTMF: DtmfPayload,
+    K.BARGE_IN: NoPayload,
+    K.NO_INPUT: CountPayload,
+    K.STATE: TransitionPayload,
+    K.END_CALL: StatePayload,
+    K.PLAY: PlayPayload,
+    K.MISSING_AUDIO: KeyPayload,
+    K.FILLER_CUT: NoPayload,
+    K.FILLER_SKIPPED: KeyPayload,
+    K.PROVIDER_FAILURE: FailurePayload,
+    K.LLM_UNSAFE: UnsafePayload,
+    K.LLM_SAID: TextPayload,
+}
+
+
 @dataclass(slots=True, frozen=True)
 class CallEvent:
-    """Something that happened in a call, at clock time `at`."""
+    """Something that happened in a call, at clock time `at`; `data` is the kind's payload.
+
+    Raises ValueError when `data` does not fit the kind's payload (`PAYLOADS`): a missing or an
+    unknown key.
+    """
 
     kind: CallEventKind
     at: float
     data: dict[str, EventValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec = PAYLOADS[self.kind]
+        required: frozenset[str] = getattr(spec, "__required_keys__")  # noqa: B009 - TypedDict
+        allowed = required | getattr(spec, "__optional_keys__")  # noqa: B009
+        keys = self.data.keys()
+        if not required <= keys or not keys <= allowed:
+            raise ValueError(
+                f"{self.kind.value} event: payload keys {sorted(keys)}, expected {spec.__name__}"
+            )
 
 
 Observer = Callable[[CallEvent], None]
 
 
 class Observe(Protocol):
-    """How the Orchestrator's parts report an event: kind and payload; the time is stamped for them."""
+    """How the Orchestrator's parts report an event: kind and payload; the time is stamped for them.
 
-    def __call__(self, kind: CallEventKind, /, **data: EventValue) -> None:
+    One overload per kind, so an emitter with a wrong or missing payload key fails the type check.
+    """
+
+    @overload
+    def __call__(self, event: Literal[K.BARGE_IN, K.FILLER_CUT], /) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.LISTENING, K.END_CALL], /, *, state: str) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.USER_SAID, K.STT_DROPPED, K.LLM_SAID], /, *, text: str) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.DTMF], /, *, digit: str) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.NO_INPUT], /, *, count: int) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.STATE], /, *, from_state: str, to_state: str) -> None: ...
+    @overload
+    def __call__(
+        self, event: Literal[K.PLAY], /, *, kind: PlayKind, key: str = ..., text: str = ...
+    ) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.MISSING_AUDIO, K.FILLER_SKIPPED], /, *, key: str) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.PROVIDER_FAILURE], /, *, stage: str, error: str) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.LLM_UNSAFE], /, *, reason: str | None, attempt: int) -> None: ...
+    def __call__(self, event: CallEventKind, /, **data: EventValue) -> None:
         """Report one event."""
         ...
 

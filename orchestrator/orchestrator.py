@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.answer import AnswerPipeline
+from orchestrator.call_context import CallContext
 from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import (
     AudioCache,
@@ -48,8 +49,10 @@ from orchestrator.contracts import (
     TTSManager,
 )
 from orchestrator.dialogue import DialogueLoop, Reply
+from orchestrator.dialogue_map.expressions import ExpressionError
 from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.domain.errors import AudioClosed, CallSetupError, VoicebridgeError
+from orchestrator.dialogue_map.templates import TemplateError
+from orchestrator.domain.errors import AudioClosed, CallSetupError, ProviderError
 from orchestrator.domain.models import SessionState, SttResult
 from orchestrator.events import (
     CallEvent,
@@ -63,8 +66,8 @@ from orchestrator.events import (
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
 from orchestrator.responses import Renderer, Responses
-from orchestrator.tasks import TaskOwner, cancel_and_wait
-from orchestrator.turns import Floor, TurnEvent, TurnTaking, turn_state_of
+from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
+from orchestrator.turns import Floor, FloorLost, TurnEvent, TurnTaking, turn_state_of
 
 __all__ = [
     "CallEvent",
@@ -97,76 +100,58 @@ class Orchestrator:
         render: Renderer,
         metrics_sink: MetricsSink | None = None,
         observer: Observer | None = None,
-        provider_timeout_s: float = 5.0,
+        call: CallSettings | None = None,
         intent_step: IntentStep | None = None,
     ) -> None:
+        """`call`: the service's bounds on one call (`[call]`; defaults when None)."""
         settings = dialogue_map.settings
+        call = call if call is not None else CallSettings()
         self.call_id = call_id
         self.dialogue_map = dialogue_map
         self.flow_engine = flow_engine
         self.intent_classifier = intent_classifier
         self.tts_manager = tts_manager
-        self.stt_manager = stt_streamer
+        self.stt_streamer = stt_streamer
         self.llm_manager = llm_manager
         self.clock = clock
-        self.neutral_fillers_keys = list(settings.neutral_filler_keys)
-        self.non_secure_response = settings.non_secure_response_key
         self.session_state = SessionState(call_id=call_id, current_state_id=dialogue_map.initial_state)
         self.metrics_logger = MetricsLogger(trace_id=call_id, clock=clock, sink=metrics_sink)
         self.turns = TurnTaking(on_change=self._on_floor)
         self.current_playback_task: asyncio.Task[None] | None = None
+        self._cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
         self.end_reason: EndReason | None = None
-        self.tasks = TaskOwner(call_id)
+        self.tasks = TaskOwner(call_id, cancel_bound_s=call.cancel_bound_s)
         self._observer = observer
-        self._provider_timeout_s = provider_timeout_s
+        self._call = call
         self._player = PlaylistPlayer(
             call_id=call_id,
             cache=audio_cache,
             tts=tts_manager,
             clock=clock,
             tasks=self.tasks,
-            neutral_filler_keys=self.neutral_fillers_keys,
+            neutral_filler_keys=settings.neutral_filler_keys,
             operation_timeout_s=settings.operation_timeout_s,
-            may_speak=lambda: self.turns.bot_may_speak,
+            floor=lambda: self.turns.floor,
             on_audio=self._on_bot_audio,
             on_tts_first_chunk=lambda: self.metrics_logger.mark(Mark.T5_TTS_FIRST_CHUNK),
             observe=self._observe,
+            cache_timeout_s=call.cache_timeout_s,
         )
-        self._answers = AnswerPipeline(
-            call_id=call_id,
-            player=self._player,
-            tts=tts_manager,
-            llm=llm_manager,
-            metrics=self.metrics_logger,
-            clock=clock,
-            settings=settings,
-            provider_timeout_s=provider_timeout_s,
-            observe=self._observe,
+        ctx = CallContext(
+            call_id, dialogue_map, self.session_state, self.metrics_logger, clock, call, self._observe
         )
-        self.responses = Responses(
-            call_id=call_id,
-            dialogue_map=dialogue_map,
-            session=self.session_state,
-            render=render,
-            player=self._player,
-            play=self._play_prepared,
-            metrics=self.metrics_logger,
-            observe=self._observe,
-        )
+        self._answers = AnswerPipeline(ctx, player=self._player, tts=tts_manager, llm=llm_manager)
+        self.responses = Responses(ctx, render=render, player=self._player, play=self._play_prepared)
         self._user_results: asyncio.Queue[SttEvent] = asyncio.Queue()
         self._dialogue = DialogueLoop(
+            ctx,
             voice=self,
+            unscripted=self._handle_unscripted_flow,
             responses=self.responses,
-            session=self.session_state,
-            dialogue_map=dialogue_map,
             flow_engine=flow_engine,
             classifier=intent_classifier,
-            metrics=self.metrics_logger,
             turns=self.turns,
-            clock=clock,
             results=self._user_results,
-            observe=self._observe,
-            provider_timeout_s=provider_timeout_s,
             intent_step=intent_step,
         )
         self._outbound: OutboundAudio | None = None
@@ -174,11 +159,6 @@ class Orchestrator:
         self._recognition: RecognitionStream | None = None
         self._stt_results_dropped = 0
         self._shut_down = False
-
-    @property
-    def call_ended(self) -> bool:
-        """Whether the call is over (the turn-taking machine reached ENDED)."""
-        return self.turns.ended
 
     # ------------------------------------------------------------------ lifecycle
     async def _setup_connections(self) -> None:
@@ -190,7 +170,7 @@ class Orchestrator:
         self._inbound, self._outbound = inbound_stream, outbound_stream
         self._player.outbound = outbound_stream
         try:
-            recognition = self._recognition = self.stt_manager.open_stream()
+            recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
             self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
@@ -225,11 +205,7 @@ class Orchestrator:
             steps.append(("stt", self._recognition.aclose))
         steps.append(("tts", self.tts_manager.aclose))
         for name, step in steps:
-            try:
-                async with asyncio.timeout(self._provider_timeout_s):
-                    await step()
-            except Exception:
-                log.exception("call %s: %s shutdown failed", self.call_id, name)
+            await bounded(step(), self._call.provider_timeout_s, f"shut down call {self.call_id}'s {name}")
         self.metrics_logger.emit_final(
             reason=self.end_reason,
             final_state=self.session_state.current_state_id,
@@ -252,8 +228,7 @@ class Orchestrator:
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
-        if self.session_state.turn_state == "BOT_TURN":
-            self.handle_barge_in()
+        self.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
 
     def on_speech_end(self, at: float) -> None:
         """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
@@ -269,7 +244,9 @@ class Orchestrator:
         if not self.turns.allows(TurnEvent.BARGE_IN) or task is None or task.done():
             return False
         self.turns.handle(TurnEvent.BARGE_IN)  # the bot may not write from this instant
-        task.cancel()
+        task.cancel()  # now, within this frame; `bot_turn` waits for the unwinding, bounded
+        if self._cut is not None and not self._cut.done():
+            self._cut.set_result(None)
         self._player.interrupt()  # fillers cut, queued audio dropped: the next frame is silence
         self.metrics_logger.mark(Mark.BARGE_IN)
         self._observe(CallEventKind.BARGE_IN)
@@ -279,12 +256,15 @@ class Orchestrator:
     async def bot_turn(self, body: Reply, *, interruptible: bool | None = None) -> bool:
         """Run one bot response as the cancellable `current_playback_task`.
 
-        Returns False when barge-in cut it. Provider failures inside end in the emergency filler.
+        Returns False when barge-in cut it; the cut playback then gets `[call] cancel_bound_s` to
+        unwind before the dialogue listens again (past it, it is abandoned to the call's owner).
+        Provider failures (and a template that cannot render) end in the emergency filler.
         """
         if interruptible is None:
             interruptible = self.dialogue_map.is_interruptible(self.session_state.current_state_id)
         self.turns.handle(TurnEvent.BOT_TURN_START)
         task = self.tasks.spawn(self._guarded(body), "playback")
+        cut = self._cut = asyncio.get_running_loop().create_future()
         if interruptible:
             self.current_playback_task = task
             if self.turns.caller_speaking:
@@ -292,14 +272,14 @@ class Orchestrator:
                 # their words must be heard, not talked over.
                 self.handle_barge_in()
         try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            await cancel_and_wait(task)
-            raise
+            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.current_playback_task = None
+            self.current_playback_task = self._cut = None
+            if not task.done() or cut.done():  # cut, or we are cancelled: bounded unwinding
+                await cancel_and_wait(task, timeout=self._call.cancel_bound_s)
+        interrupted = self.turns.floor is Floor.INTERRUPTED
         self.turns.handle(TurnEvent.PLAYBACK_DONE)
-        if task.cancelled():
+        if interrupted:
             self.metrics_logger.set(interrupted=True)
             return False
         task.result()
@@ -307,16 +287,22 @@ class Orchestrator:
 
     async def _guarded(self, body: Reply) -> None:
         try:
-            await body()
-        except AudioClosed:
-            return  # the caller hung up: nobody is left to hear an apology
-        except VoicebridgeError as exc:
-            await self.responses.provider_failure(exc, stage="playback")
+            try:
+                await body()
+            except AudioClosed:
+                return  # the caller hung up: nobody is left to hear an apology
+            except (ProviderError, TemplateError, ExpressionError) as exc:
+                # What a bot turn can expect to fail; a ConfigError or a bug fails the dialogue.
+                await self.responses.provider_failure(exc, stage="playback")
+        except FloorLost:
+            if self.turns.floor is not Floor.INTERRUPTED:
+                raise  # audio outside a bot turn: a bug, not a barge-in
+            # A writer of the cut turn ran before its cancellation reached it: nothing to do.
 
     async def _play_audio_playlist(self, playlist: Sequence[PreparedItem], outbound: OutboundAudio) -> None:
         """Play a prepared playlist with fillers from the current state (spec 4.5)."""
         state = self.dialogue_map.state(self.session_state.current_state_id)
-        self._player.outbound = outbound
+        assert outbound is self._player.outbound, "run() hands the player its outbound stream"
         await self._player.play_playlist(playlist, state.fillers)
 
     async def _play_prepared(self, playlist: Sequence[PreparedItem]) -> None:
@@ -379,7 +365,7 @@ async def create_orchestrator_instance(
         render=services.render,
         metrics_sink=services.metrics_sink,
         observer=observer,
-        provider_timeout_s=services.call.provider_timeout_s,
+        call=services.call,
         intent_step=services.intent_step,
     )
     try:

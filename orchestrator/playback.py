@@ -13,8 +13,9 @@ Rules (spec 2.3 and 4.5, as settled in SPEC.md):
 - Every task this module starts is owned by the call's `TaskOwner` and cancelled and awaited
   (bounded) before the coroutine that started it returns, also when that coroutine is itself
   cancelled (barge-in).
-- Audio is written only while the turn-taking machine lets the bot speak (`may_speak`, its
-  BOT_TURN state): after a barge-in, a writer that `clear()` woke cannot queue one more clip.
+- Audio is written only while the turn-taking machine gives the bot the floor (BOT_TURN): after
+  a barge-in, a writer that `clear()` woke cannot queue one more clip (`write()` raises
+  `FloorLost`, which the cut turn's owner handles quietly; a filler just ends).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestrator.domain.errors import CacheError, ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
 from orchestrator.events import CallEventKind, Observe
 from orchestrator.tasks import TaskOwner, cancel_and_wait
+from orchestrator.turns import Floor, FloorLost
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +111,22 @@ class Cover:
     def __init__(self, player: PlaylistPlayer, fillers: FillerSequence) -> None:
         self._player = player
         self.task = player.tasks.spawn(self._run(fillers), "fillers")
-        player._covers.add(self)
-        self.task.add_done_callback(lambda _t: player._covers.discard(self))
+        player.track(self.task)
 
     async def _run(self, fillers: FillerSequence) -> None:
-        while (key := fillers.next()) is not None:
-            if not await self._player.play_clip(key, "filler"):
-                return  # missing filler audio: silence rather than a busy loop
+        try:
+            while (key := fillers.next()) is not None:
+                if not await self._player.play_clip(key, "filler"):
+                    return  # missing filler audio: silence rather than a busy loop
+        except FloorLost:
+            return  # barge-in: `interrupt()` is cancelling this task; the filler just ends
         # no fillers at all: nothing to play
 
     async def stop(self) -> None:
         """Cut the filler now (idempotent). A filler failure is logged, never raised."""
         if not self.task.done():
-            await cancel_and_wait(self.task)
-            outbound = self._player.outbound
-            assert outbound is not None
-            outbound.clear()  # only filler audio is queued: start_cover drained the rest
-            self._player._observe(CallEventKind.FILLER_CUT)
+            await cancel_and_wait(self.task, timeout=self._player.tasks.cancel_bound_s)
+            self._player.filler_cut()
         elif not self.task.cancelled() and self.task.exception() is not None:
             log.warning("call %s: filler failed: %r", self._player.call_id, self.task.exception())
 
@@ -143,12 +144,15 @@ class PlaylistPlayer:
         tasks: TaskOwner,
         neutral_filler_keys: Sequence[str],
         operation_timeout_s: float,
-        may_speak: Callable[[], bool],
+        floor: Callable[[], Floor],
         on_audio: Callable[[AudioRole], None],
         on_tts_first_chunk: Callable[[], None],
         observe: Observe,
-        cache_timeout_s: float = 2.0,
+        cache_timeout_s: float,
     ) -> None:
+        """`operation_timeout_s`: the map's bound on slow work (s); `cache_timeout_s`: one cache
+        read (s, `[call] cache_timeout_s`); `tasks`: the call's owner, whose `cancel_bound_s`
+        bounds every cut here."""
         self.call_id = call_id
         self.tasks = tasks
         self.cache = cache
@@ -157,12 +161,12 @@ class PlaylistPlayer:
         self.neutral_filler_keys = list(neutral_filler_keys)
         self.operation_timeout_s = operation_timeout_s
         self.outbound: OutboundAudio | None = None
-        self._may_speak = may_speak
+        self._floor = floor
         self._on_audio = on_audio
         self._on_tts_first_chunk = on_tts_first_chunk
         self._observe = observe
         self._cache_timeout_s = cache_timeout_s
-        self._covers: set[Cover] = set()
+        self._covers: set[asyncio.Task[None]] = set()  # the running fillers' tasks
         self._clips: dict[str, AudioChunk] = {}
 
     # --- building blocks ---
@@ -189,16 +193,33 @@ class PlaylistPlayer:
         bot may not speak, so a writer that `clear()` woke up cannot queue one more clip while its
         parent is unwinding.
         """
-        for cover in list(self._covers):
-            cover.task.cancel()
+        for task in list(self._covers):
+            task.cancel()
         if self.outbound is not None:
             self.outbound.clear()
 
+    def track(self, filler: asyncio.Task[None]) -> None:
+        """Register a filler task, for `interrupt()` to cut (it leaves the set when it ends)."""
+        self._covers.add(filler)
+        filler.add_done_callback(self._covers.discard)
+
+    def filler_cut(self) -> None:
+        """A filler was cut for ready work: drop its queued audio (only filler audio is queued:
+        `start_cover` drained the rest first) and report it."""
+        assert self.outbound is not None
+        self.outbound.clear()
+        self._observe(CallEventKind.FILLER_CUT)
+
     async def write(self, chunk: AudioChunk, role: AudioRole) -> None:
-        """Send audio to the caller, noting the first bot audio of the turn."""
+        """Send audio to the caller, noting the first bot audio of the turn.
+
+        Raises `FloorLost` when the bot does not have the floor (after a barge-in), `AudioClosed`
+        once the caller hung up.
+        """
         assert self.outbound is not None, "run() sets the outbound stream"
-        if not self._may_speak():
-            raise asyncio.CancelledError("the bot does not have the floor (barge-in)")
+        floor = self._floor()
+        if floor is not Floor.BOT_TURN:
+            raise FloorLost(floor)
         self._on_audio(role)
         await self.outbound.write(chunk)
 
@@ -295,7 +316,7 @@ class PlaylistPlayer:
             assert self.outbound is not None
             await self.outbound.drain()
         finally:
-            await cancel_and_wait(*(job.task for job in jobs.values()))
+            await cancel_and_wait(*(job.task for job in jobs.values()), timeout=self.tasks.cancel_bound_s)
 
 
 def prepare(items: Sequence[PlaylistItem], render: Callable[[str], str]) -> list[PreparedItem]:

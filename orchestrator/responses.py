@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from orchestrator.dialogue_map.models import DialogueMap, PlaylistItem
+from orchestrator.call_context import CallContext
+from orchestrator.dialogue_map.models import PlaylistItem
 from orchestrator.domain.errors import ProviderError, VoicebridgeError
 from orchestrator.domain.models import SessionState
-from orchestrator.events import CallEventKind, Observe
-from orchestrator.metrics import MetricsLogger
+from orchestrator.events import CallEventKind
 from orchestrator.playback import PlaylistPlayer, PreparedItem, prepare
 
 log = logging.getLogger(__name__)
@@ -33,25 +33,16 @@ class Responses:
     """One call's map-driven responses (see the module docstring for the rules)."""
 
     def __init__(
-        self,
-        *,
-        call_id: str,
-        dialogue_map: DialogueMap,
-        session: SessionState,
-        render: Renderer,
-        player: PlaylistPlayer,
-        play: PlayPrepared,
-        metrics: MetricsLogger,
-        observe: Observe,
+        self, ctx: CallContext, *, render: Renderer, player: PlaylistPlayer, play: PlayPrepared
     ) -> None:
-        self._call_id = call_id
-        self._map = dialogue_map
-        self._session = session
+        self._call_id = ctx.call_id
+        self._map = ctx.dialogue_map
+        self._session = ctx.session
         self._render = render
         self._player = player
         self._play = play
-        self._metrics = metrics
-        self._observe = observe
+        self._metrics = ctx.metrics
+        self._observe = ctx.observe
 
     async def play_items(self, items: Sequence[PlaylistItem]) -> None:
         """Render map playlist items and play them; a template that cannot render -> error playlist."""

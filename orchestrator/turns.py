@@ -128,6 +128,18 @@ VOICE_TRANSITIONS: Mapping[Voice, Mapping[TurnEvent, Voice]] = MappingProxyType(
 VOICE_EVENTS = frozenset({TurnEvent.SPEECH_START, TurnEvent.SPEECH_END})
 
 
+class FloorLost(Exception):
+    """Bot audio was offered while the bot does not have the floor (rule 3).
+
+    After a barge-in (floor INTERRUPTED) it only means a writer of the cut turn ran before its
+    cancellation reached it, and is handled quietly; in any other state it is a bug.
+    """
+
+    def __init__(self, floor: Floor) -> None:
+        super().__init__(f"turn-taking: the bot may not speak in {floor.value}")
+        self.floor = floor
+
+
 class IllegalTurnEvent(RuntimeError):
     """An event the current state does not allow: a bug in the code that sent it."""
 

@@ -7,10 +7,12 @@ clip it came from (0 = silence). Outbound, the recording sink reads the timeline
 Inbound, `FakeInbound` is the gateway: a `Pacer` member that pushes one 20 ms frame per tick into
 the attached recognizer (the caller's line `i` as label `i + 1`, silence between), and reports
 voice activity for lines with `vad=True`. `FakeRecognition` is a `RecognitionStream` around the
-real `AudioBuffer`: it consumes the frames it is pushed and recognises a line once it has heard
-its audio (partials while it is spoken, the final `stt_delay` after its end, on the line's own
+real `AudioBuffer`: it consumes the frames it is pushed in batches, as the SpeechKit adapter
+does (`chunk_ms`, 100 ms by default), and recognises a line once it has heard its audio
+(partials while it is spoken, the final `stt_delay` after its end, on the line's own
 timestamps); a recognizer that falls behind (`stall`) drops frames in the one drop counter.
-Per frame the fakes cost one `AudioBuffer.push` and one label comparison.
+Per frame the fakes cost one `AudioBuffer.push` and one label comparison. `BenchRecognizer` is
+the same input side without any recognition, for the bridge-side benchmarks.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 
 from bridge.pacer import Pacer
 from bridge.playout import Playout
-from orchestrator.audio import FRAME_BYTES, FRAME_S, SILENCE_FRAME, AudioBuffer
+from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, FRAME_S, SILENCE_FRAME, AudioBuffer
 from orchestrator.contracts import AudioSink, SttEvent, VoiceListener
 from orchestrator.domain.errors import LLMError, ProviderError, TTSConnectionError, TTSError
 from orchestrator.domain.models import (
@@ -35,10 +38,11 @@ from orchestrator.domain.models import (
     SessionState,
     SttResult,
 )
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 
 __all__ = [
     "FRAME_S",
+    "BenchRecognizer",
     "FakeInbound",
     "FakeLLM",
     "FakeRecognition",
@@ -244,9 +248,11 @@ class FakeRecognition:
         stt: FakeSTT,
         *,
         buffer_frames: int,
+        batch_frames: int,
         stall: tuple[float, float] | None,
     ) -> None:
         self.buffer = AudioBuffer(buffer_frames)
+        self._batch = batch_frames
         self.frames_heard = 0
         self._stt = stt
         self._lines = stt.inbound.lines
@@ -257,10 +263,10 @@ class FakeRecognition:
         self._results_ended = False  # the last item (None) is queued
         self._input_done = False  # the recognizer consumed everything after end_input()
         self._closed = False
-        loop = asyncio.get_running_loop()
         for failure in stt.failures:
             self._at(failure.at, failure.error)
-        self._task = loop.create_task(self._recognize(), name="fake-stt:recognize")
+        self._tasks = TaskOwner("fake-stt")
+        self._tasks.spawn(self._recognize(), "recognize")
 
     # --- RecognitionStream ---
     def push_audio(self, frame: bytes) -> None:
@@ -282,7 +288,7 @@ class FakeRecognition:
         for handle in self._handles:
             handle.cancel()
         self._handles.clear()
-        await cancel_and_wait(self._task)
+        await self._tasks.aclose()
         self._end_results()
 
     def __aiter__(self) -> AsyncIterator[SttEvent]:
@@ -313,10 +319,14 @@ class FakeRecognition:
     async def _recognize(self) -> None:
         buffer, loop = self.buffer, asyncio.get_running_loop()
         while True:
-            await buffer.wait()
-            if self._stall is not None and loop.time() >= self._stall[0]:
-                stall_s, self._stall = self._stall[1], None
-                await asyncio.sleep(stall_s)  # fell behind: the buffer fills, frames drop
+            # A scripted stall: nothing pushed from `at` on is consumed before `at + seconds`.
+            # Wake just before `at` (half a frame: the tick due at `at` is not heard yet).
+            stall_from = None if self._stall is None else self._stall[0] - _HALF_FRAME_S
+            waiter = buffer.waiter(self._batch)
+            if waiter is not None:
+                # Woken once per batch, as the adapter's request generator.
+                until = None if stall_from is None else max(0.0, stall_from - loop.time())
+                await asyncio.wait({waiter}, timeout=until)
             frames = buffer.take(len(buffer))
             if not frames and buffer.ended:
                 break
@@ -326,6 +336,9 @@ class FakeRecognition:
                 if label != self._label:
                     self._heard_change(self._label, label)
                     self._label = label
+            if self._stall is not None and stall_from is not None and loop.time() >= stall_from:
+                (at, stall_s), self._stall = self._stall, None
+                await asyncio.sleep(at + stall_s - loop.time())  # behind: the buffer fills, frames drop
         self._heard_change(self._label, 0)  # input ended mid-line: its final still comes
         self._input_done = True
         if not self._handles:
@@ -369,7 +382,8 @@ class FakeSTT:
     """`STTStreamer` for the caller `inbound`: its streams recognise the inbound's lines.
 
     `failures` are reported in-band at their times; `stall=(at, seconds)` makes the recognizer
-    stop consuming at `at` for `seconds` (its buffer holds `buffer_frames`).
+    stop consuming at `at` for `seconds` (its buffer holds `buffer_frames`). Frames are taken
+    `settings.chunk_ms` at a time (default: `YandexSettings()`'s).
     """
 
     def __init__(
@@ -379,18 +393,48 @@ class FakeSTT:
         *,
         buffer_frames: int = 250,
         stall: tuple[float, float] | None = None,
+        settings: YandexSettings | None = None,
     ) -> None:
         self.inbound = inbound
         self.failures = list(failures)
         self.buffer_frames = buffer_frames
+        self.batch_frames = max(1, (settings or YandexSettings()).chunk_ms // FRAME_MS)
         self.stall = stall
         self.streams: list[FakeRecognition] = []
         self.stopped = False
 
     def open_stream(self) -> FakeRecognition:
-        stream = FakeRecognition(self, buffer_frames=self.buffer_frames, stall=self.stall)
+        stream = FakeRecognition(
+            self, buffer_frames=self.buffer_frames, batch_frames=self.batch_frames, stall=self.stall
+        )
         self.streams.append(stream)
         return stream
+
+
+class BenchRecognizer:
+    """The input side of `YandexRecognitionStream` alone: `push_audio` into one `AudioBuffer`
+    (`max_buffered_s` of audio, drop-oldest), drained `chunk_ms` at a time as its request
+    generator does; nothing is recognised. Sizes from `settings` (default `YandexSettings()`);
+    `max_frames` overrides the buffer's.
+    """
+
+    def __init__(self, max_frames: int | None = None, *, settings: YandexSettings | None = None) -> None:
+        s = settings or YandexSettings()
+        self.batch_frames = max(1, s.chunk_ms // FRAME_MS)
+        default_frames = max(1, int(s.max_buffered_s * 1000) // FRAME_MS)
+        self.buffer = AudioBuffer(max_frames if max_frames is not None else default_frames)
+
+    def push_audio(self, frame: bytes) -> None:
+        """As `YandexRecognitionStream.push_audio`."""
+        self.buffer.push(frame)
+
+    async def drain(self) -> None:
+        """Take batches as the gRPC request generator does, until the input ends."""
+        buffer, batch = self.buffer, self.batch_frames
+        while True:
+            await buffer.wait(batch)
+            if not buffer.take(batch) and buffer.ended:
+                return
 
 
 # --------------------------------------------------------------------------- TTS
@@ -407,7 +451,8 @@ class FakeSynthesis:
         self._closed = False
         self._wake: asyncio.Event = asyncio.Event()
         self._out: asyncio.Queue[AudioChunk | TTSError | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(tts.run_stream(self), name="fake-tts:stream")
+        self._tasks = TaskOwner("fake-tts")
+        self._tasks.spawn(tts.run_stream(self), "stream")
 
     # --- SynthesisStream ---
     def push_text(self, text: str) -> None:
@@ -428,7 +473,7 @@ class FakeSynthesis:
         self._closed = True
         if not self._finished:
             self._tts.aborted += 1
-        await cancel_and_wait(self._task)
+        await self._tasks.aclose()
         self.finish()
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
@@ -465,7 +510,12 @@ class FakeSynthesis:
 
 
 class FakeTTS:
-    """`TTSManager`: text -> labelled audio (`labels[text]`, else `default_label`) after `latency` s."""
+    """`TTSManager`: text -> labelled audio (`labels[text]`, else `default_label`) after `latency` s.
+
+    Its streams are `stream_class` instances (override to script a misbehaving stream).
+    """
+
+    stream_class: type[FakeSynthesis] = FakeSynthesis
 
     def __init__(
         self,
@@ -512,7 +562,7 @@ class FakeTTS:
     async def open_stream(self) -> FakeSynthesis:
         if self.fail_stream_open:
             raise TTSConnectionError("stream refused", provider="fake-tts", retryable=True)
-        stream = FakeSynthesis(self)
+        stream = self.stream_class(self)
         self._streams.append(stream)
         return stream
 
@@ -548,7 +598,7 @@ class FakeLLM:
         self.attempts = list(attempts)
         self.model_name = model_name
         self.calls: list[tuple[str, int]] = []
-        self.aborts = 0
+        self.aborts = 0  # answers closed before their end (`AnswerStream.aclose()`)
         self.shut = False
 
     @classmethod
@@ -564,15 +614,16 @@ class FakeLLM:
         return self._answer(self.attempts[min(len(self.calls), len(self.attempts)) - 1])
 
     async def _answer(self, script: LLMAttempt) -> AsyncGenerator[LLMStreamChunk, None]:
-        for delay, chunk in script.chunks:
-            await asyncio.sleep(delay)
-            yield chunk
+        try:
+            for delay, chunk in script.chunks:
+                await asyncio.sleep(delay)
+                yield chunk
+        except GeneratorExit:
+            self.aborts += 1  # closed before its end
+            raise
         if script.error_after is not None:
             await asyncio.sleep(script.error_after)
             raise LLMError("model unavailable", provider="fake-llm", retryable=True)
-
-    async def abort_generation(self) -> None:
-        self.aborts += 1
 
     async def shutdown(self) -> None:
         self.shut = True

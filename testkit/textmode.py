@@ -28,7 +28,7 @@ from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.ngram import CharNgramEmbedder
 from orchestrator.metrics import MetricsRecord, MetricsSink
 from orchestrator.orchestrator import CallServices, create_orchestrator_instance
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 from testkit.fakes import FakeInbound, FakeLLM, FakeSTT, FakeTTS, Say
 
 SECONDS_PER_CHAR = 0.06  # about how long Russian speech takes per written character
@@ -129,12 +129,13 @@ async def run_text_call(
     pacer.add(playout)
     pacer.add(inbound)
     pacer.start()
-    speaker = asyncio.create_task(caller(), name=f"{call_id}:text-caller")
+    tasks = TaskOwner(call_id)
+    tasks.spawn(caller(), "text-caller")
     try:
         orchestrator = await create_orchestrator_instance(call_id, services, observer=observe)
         result.outcome = await orchestrator.run(inbound, playout)
     finally:
-        await cancel_and_wait(speaker)
+        await tasks.aclose()
         pacer.stop()
         playout.close()
     result.said = tts.synthesized

@@ -13,6 +13,7 @@ from orchestrator.adapters.tts.yandex import YandexTTSManager
 from orchestrator.cache.audio_format import text_digest
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.cache.redis_cache import RedisAudioCache
+from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.cache.warm import warm_cache
 from orchestrator.dialogue_map.loader import parse_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
@@ -86,7 +87,7 @@ async def test_failures_are_reported_and_retried_next_time(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, redis_url: str
 ) -> None:
     m = dialogue_map({**AUDIO, "static:error": "Что-то пошло не так."})
-    cache = RedisAudioCache(redis_url, prefix="warm:")
+    cache = RedisAudioCache(RedisSettings(url=redis_url), prefix="warm:")
     try:
         speechkit_standin.fail_next_tts(1, grpc.StatusCode.UNAVAILABLE)
         report = await warm_cache(m, tts(speechkit_grpc_channel), cache, progress=None)
@@ -103,7 +104,7 @@ async def test_failures_are_reported_and_retried_next_time(
 async def test_changed_text_or_unreadable_value_is_synthesized_again(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, redis_url: str
 ) -> None:
-    cache = RedisAudioCache(redis_url, prefix="warm-changed:")
+    cache = RedisAudioCache(RedisSettings(url=redis_url), prefix="warm-changed:")
     client = aioredis.Redis.from_url(redis_url)
     try:
         first = await warm_cache(dialogue_map(AUDIO), tts(speechkit_grpc_channel), cache, progress=None)
@@ -139,7 +140,7 @@ async def test_a_value_stored_without_its_text_is_synthesized_again(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, redis_url: str
 ) -> None:
     # Cached before the text hash existed (audio_format version 1): its text is unknown.
-    cache = RedisAudioCache(redis_url, prefix="warm-v1:")
+    cache = RedisAudioCache(RedisSettings(url=redis_url), prefix="warm-v1:")
     try:
         await cache.put("static:greeting", AudioChunk(bytes(1600), 8000))  # no text: version 1
         m = dialogue_map({"static:greeting": AUDIO["static:greeting"]})

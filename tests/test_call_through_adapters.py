@@ -94,6 +94,7 @@ async def test_a_call_that_cannot_be_set_up_hears_the_emergency_phrase(
     speechkit_standin: SpeechKitStandin, openai_standin: OpenAIStandin
 ) -> None:
     from orchestrator.adapters.tts.espeak import EspeakTTS
+    from orchestrator.adapters.tts.espeak_settings import EspeakSettings
 
     settings = Settings(
         dialogue_map=MAP,
@@ -103,7 +104,9 @@ async def test_a_call_that_cannot_be_set_up_hears_the_emergency_phrase(
     )
     app = VoicebridgeApp(settings)
     app.services = await app.composition.build_services()
-    app.services.tts_factory = lambda _cid: EspeakTTS(binary="/nonexistent/espeak-ng")  # connect() fails
+    app.services.tts_factory = lambda _cid: EspeakTTS(
+        EspeakSettings(binary="/nonexistent/espeak-ng")
+    )  # connect() fails
     app.pacer.start()
     server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=app.pacer)
     await server.start()

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from orchestrator.adapters.embeddings.openai_compat import OpenAICompatEmbedder
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.domain.errors import ClassifierError
 from orchestrator.intents.embedder import Embedder
 from testkit.standins.openai_server import OpenAIStandin
@@ -22,7 +23,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 async def test_vectors_in_order_and_cached(
     openai_standin: OpenAIStandin, openai_client: openai.AsyncOpenAI
 ) -> None:
-    emb = OpenAICompatEmbedder(openai_client, "text-embedding-3-small")
+    emb = OpenAICompatEmbedder(openai_client, OpenAISettings(embeddings_model="text-embedding-3-small"))
     assert isinstance(emb, Embedder) and emb.name == "openai:text-embedding-3-small"
     texts = ["сколько стоит доставка", "стоимость доставки", "позовите оператора", ""]
     vecs = await emb.embed(texts)
@@ -41,6 +42,6 @@ async def test_vectors_in_order_and_cached(
 async def test_failure_is_a_classifier_error(openai_standin: OpenAIStandin) -> None:
     down = openai.AsyncOpenAI(base_url="http://127.0.0.1:1/v1", api_key="x", max_retries=0)
     with pytest.raises(ClassifierError, match="embeddings") as exc:
-        await OpenAICompatEmbedder(down, "m").embed(["привет"])
+        await OpenAICompatEmbedder(down, OpenAISettings(embeddings_model="m")).embed(["привет"])
     assert exc.value.retryable
     await down.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import openai
 import pytest
 
 from orchestrator.adapters.llm.openai_compat import STRICTER_INSTRUCTION, OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import LocalRulesSafety
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.contracts import AnswerStream, LLMManager
+from orchestrator.dialogue_map.models import LLMSettings
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState, TranscriptEntry
 from testkit.standins.openai_server import OpenAIStandin
@@ -18,13 +21,10 @@ ANSWER = "Доставка стоит триста рублей. Привезё�
 
 
 def manager(client: openai.AsyncOpenAI, **kw: float) -> OpenAICompatLLMManager:
-    return OpenAICompatLLMManager(
-        client,
-        model="test-model",
-        system_prompt="Ты вежливый оператор службы доставки.",
-        safety=LocalRulesSafety(),
-        **kw,  # type: ignore[arg-type]
-    )
+    """`kw`: `[openai]` settings (timeouts, first_chunk_chars) over the defaults."""
+    settings = dataclasses.replace(OpenAISettings(model="test-model"), **kw)
+    llm = LLMSettings(system_prompt="Ты вежливый оператор службы доставки.")
+    return OpenAICompatLLMManager(client, settings, llm, safety=LocalRulesSafety())
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.cache.memory import InMemoryAudioCache
+from orchestrator.call_settings import CallSettings
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import IntentClassifier, IntentStep
 from orchestrator.dialogue_map.models import DialogueMap
@@ -31,6 +32,9 @@ from orchestrator.orchestrator import (
     Orchestrator,
     create_orchestrator_instance,
 )
+from orchestrator.playback import Cover, FillerSequence, PlaylistPlayer
+from orchestrator.tasks import TaskOwner
+from orchestrator.turns import Floor, FloorLost
 from testkit.fakes import (
     FakeInbound,
     FakeLLM,
@@ -63,6 +67,7 @@ CLIPS = {
     "filler:state": (112, 0.4),
     "static:bye_ok": (113, 0.6),
 }
+CACHED = {k: clip(lab, s) for k, (lab, s) in CLIPS.items()}
 PRICE_LABEL = 200
 LLM_LABEL = 900
 
@@ -171,6 +176,8 @@ async def run_call(
     intent_step: IntentStep | None = None,
     stt_class: type[FakeSTT] = FakeSTT,
     stt_options: dict[str, Any] | None = None,
+    cache: InMemoryAudioCache | None = None,
+    call_settings: CallSettings | None = None,
 ) -> CallRun:
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
@@ -187,7 +194,7 @@ async def run_call(
         dialogue_map=dmap,
         flow_engine=MapFlowEngine(dmap),
         intent_classifier=classifier or keyword_classifier(),
-        audio_cache=InMemoryAudioCache({k: clip(lab, s) for k, (lab, s) in CLIPS.items()}),
+        audio_cache=cache or InMemoryAudioCache(CACHED),
         clock=LoopClock(),
         render=render_template,
         stt_factory=lambda cid: stt,
@@ -195,6 +202,7 @@ async def run_call(
         llm_factory=lambda cid: llm,
         metrics_sink=records.append,
         intent_step=intent_step,
+        call=call_settings or CallSettings(),
     )
     orch = await create_orchestrator_instance("call-1", services, observer=events.append)
     loop = asyncio.get_running_loop()
@@ -806,3 +814,110 @@ def test_a_confident_turn_never_asks_the_step() -> None:
     run = step_call(arbiter, "площадь 45 метров")  # the keyword classifier is sure
     assert arbiter.asked == []
     assert run.turns()[1]["intent_llm_ms"] is None
+
+
+# --- the service's bounds on a call ([call]) ------------------------------------------------
+
+
+class SlowCache(InMemoryAudioCache):
+    """The greeting's read hangs (a Redis that stopped answering); the rest answer at once."""
+
+    async def get(self, key: str) -> Any:
+        if key == "static:greeting":
+            await asyncio.sleep(60)
+        return await super().get(key)
+
+
+def test_a_hung_cache_read_is_bounded_by_the_call_settings() -> None:
+    run = call([], hangup_at=4.0, cache=SlowCache(CACHED), call_settings=CallSettings(cache_timeout_s=0.5))
+    assert run.sink.labels() == [label("filler:emergency")]
+    first_audio = min(t for t, lab in run.sink.frames if lab)
+    assert first_audio == pytest.approx(0.5, abs=0.05)  # [call] cache_timeout_s, not the 2 s default
+    assert run.turns()[0]["error"].startswith("playback:")
+
+
+class StuckClosing(FakeSynthesis):
+    """A synthesis stream whose `aclose()` hangs (a gRPC call that does not go away)."""
+
+    async def aclose(self) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await super().aclose()
+
+
+class StuckClosingTTS(FakeTTS):
+    stream_class = StuckClosing
+
+
+LONG_ANSWER = "Да, работаем без выходных и праздников, с восьми утра и до десяти вечера."
+
+
+def test_a_stuck_cleanup_after_barge_in_holds_the_dialogue_for_the_cancel_bound_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm = FakeLLM([LLMAttempt([(0.3, LLMStreamChunk(LONG_ANSWER))])])
+    tts = StuckClosingTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
+    bounds = CallSettings(cancel_bound_s=1.0, provider_timeout_s=3.0)
+    run = call(
+        [Say(2.0, "расскажи"), Say(4.5, "стоп", duration=1.0)],
+        llm=llm,
+        tts=tts,
+        hangup_at=12.0,
+        call_settings=bounds,
+    )
+    barge = run.event_times("barge_in")
+    assert barge == [pytest.approx(4.5)]
+    # The cut answer's cleanup hangs on the stream; the dialogue listens again after the cancel
+    # bound (1 s), not after the cleanup's own bound (3 s), nor four bounds in a row as before.
+    listening = min(t for t in run.event_times("listening") if t > barge[0])
+    assert listening == pytest.approx(barge[0] + 1.0, abs=0.05)
+    assert [t for t, lab in run.sink.frames if lab == LLM_LABEL and barge[0] < t <= listening] == []
+    assert "did not stop within 1.0 s" in caplog.text  # the abandoned playback, named
+    assert "LLM answer within 3.0 s" in caplog.text  # its cleanup gave up at its one bound
+    assert run.turns()[1]["interrupted"] is True
+
+
+def test_audio_outside_the_bot_turn_is_floor_lost_not_a_fake_cancellation() -> None:
+    async def scenario() -> None:
+        floor = Floor.LISTENING
+        pacer, playout, _sink = make_playout()
+        player = PlaylistPlayer(
+            call_id="c",
+            cache=InMemoryAudioCache(CACHED),
+            tts=FakeTTS(),
+            clock=LoopClock(),
+            tasks=TaskOwner("c"),
+            neutral_filler_keys=["filler:still_working"],
+            operation_timeout_s=5.0,
+            floor=lambda: floor,
+            on_audio=lambda _role: None,
+            on_tts_first_chunk=lambda: None,
+            observe=lambda _kind, **_data: None,
+            cache_timeout_s=1.0,
+        )
+        player.outbound = playout
+        with pytest.raises(FloorLost, match="may not speak in LISTENING"):
+            await player.write(clip(1, 0.1), "answer")
+        # A filler whose turn was lost just ends: no failure, no cancellation it did not get.
+        floor = Floor.INTERRUPTED
+        cover = Cover(player, FillerSequence(["filler:hmm"], []))
+        await asyncio.wait({cover.task})
+        assert not cover.task.cancelled() and cover.task.exception() is None
+        playout.close()
+
+    run_virtual(scenario)
+
+
+def test_every_event_kind_has_a_payload_and_a_wrong_key_fails_where_it_is_emitted() -> None:
+    from orchestrator.events import PAYLOADS, CallEventKind
+
+    assert set(PAYLOADS) == set(CallEventKind)
+    assert (
+        CallEvent(CallEventKind.PLAY, 0.0, {"kind": "filler", "key": "filler:hmm"}).data["key"]
+        == "filler:hmm"
+    )
+    with pytest.raises(ValueError, match="user_said event: payload keys \\['txt'\\], expected TextPayload"):
+        CallEvent(CallEventKind.USER_SAID, 0.0, {"txt": "алло"})
+    with pytest.raises(ValueError, match="expected TransitionPayload"):
+        CallEvent(CallEventKind.STATE, 0.0, {"from_state": "start"})

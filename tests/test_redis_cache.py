@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
+from bridge.composition import build_audio_cache
+from bridge.settings import Settings
 from orchestrator.cache.audio_format import (
     HEADER_SIZE,
     HEADER_SIZE_TEXT,
@@ -15,6 +19,7 @@ from orchestrator.cache.audio_format import (
     unpack_cached,
 )
 from orchestrator.cache.redis_cache import RedisAudioCache
+from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.domain.errors import CacheError
 from orchestrator.domain.models import AudioChunk
 
@@ -62,7 +67,7 @@ def test_odd_audio_is_refused() -> None:
 
 
 async def test_round_trip_on_real_redis(redis_url: str) -> None:
-    cache = RedisAudioCache(redis_url, prefix="t1:")
+    cache = RedisAudioCache(RedisSettings(url=redis_url), prefix="t1:")
     try:
         await cache.ping()
         assert await cache.get("static:greeting") is None
@@ -73,9 +78,11 @@ async def test_round_trip_on_real_redis(redis_url: str) -> None:
         assert await cache.get_cached("static:greeting") == CachedAudio(AUDIO, text_digest("Добрый день."))
         assert await cache.get("static:greeting") == AUDIO
         # Another process (another client) sees the same value under the same prefix only.
-        other = RedisAudioCache(aioredis.Redis.from_url(redis_url), prefix="t1:")
+        other = RedisAudioCache(RedisSettings(), client=aioredis.Redis.from_url(redis_url), prefix="t1:")
         assert await other.get("static:greeting") == AUDIO
-        assert await RedisAudioCache(redis_url, prefix="t2:").get("static:greeting") is None
+        assert (
+            await RedisAudioCache(RedisSettings(url=redis_url), prefix="t2:").get("static:greeting") is None
+        )
     finally:
         await cache.aclose()
 
@@ -83,17 +90,36 @@ async def test_round_trip_on_real_redis(redis_url: str) -> None:
 async def test_foreign_value_is_a_clear_error(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     await client.set("t3:static:x", b"not audio at all")
-    cache = RedisAudioCache(client, prefix="t3:")
+    cache = RedisAudioCache(RedisSettings(), client=client, prefix="t3:")
     with pytest.raises(CacheError, match="'static:x': bad magic"):
         await cache.get("static:x")
     await client.aclose()
 
 
 async def test_redis_down_is_a_retryable_cache_error() -> None:
-    cache = RedisAudioCache("redis://127.0.0.1:1/0", timeout_s=0.5)
+    cache = RedisAudioCache(RedisSettings(url="redis://127.0.0.1:1/0", timeout_s=0.5))
     with pytest.raises(CacheError, match="get 'static:greeting'") as exc:
         await cache.get("static:greeting")
     assert exc.value.retryable and exc.value.provider == "redis"
     with pytest.raises(CacheError, match="put"):
         await cache.put("static:greeting", AUDIO)
     await cache.aclose()
+
+
+async def test_the_command_timeout_comes_from_the_redis_settings() -> None:
+    # A server that accepts connections and never answers: only the timeout ends the wait.
+    server = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    cache = build_audio_cache(Settings(redis=RedisSettings(url=url, timeout_s=0.3)))
+    assert isinstance(cache, RedisAudioCache)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(CacheError) as exc:
+            await cache.get("static:greeting")
+        assert exc.value.retryable
+        assert 0.25 <= loop.time() - started < 1.5  # [redis] timeout_s, not the 2 s default
+    finally:
+        await cache.aclose()
+        server.close()

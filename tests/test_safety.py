@@ -11,6 +11,7 @@ from orchestrator.adapters.llm.safety import (
     ModerationSafety,
     SafetyVerdict,
 )
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.domain.errors import ConfigError
 from testkit.standins.openai_server import OpenAIStandin
 
@@ -46,19 +47,21 @@ async def test_rules_are_configurable_and_checked() -> None:
 async def test_moderation_flags_and_fails_closed(
     openai_standin: OpenAIStandin, openai_client: openai.AsyncOpenAI
 ) -> None:
-    mod = ModerationSafety(openai_client)
+    mod = ModerationSafety(openai_client, OpenAISettings())
     flagged = await mod.check("Вы идиот")
     assert not flagged.safe and flagged.reason == "moderation flagged: harassment"
     assert (await mod.check("Доставка завтра")).safe
     assert openai_standin.requests[-1][1]["model"] == "omni-moderation-latest"
     down = openai.AsyncOpenAI(base_url="http://127.0.0.1:1/v1", api_key="x", max_retries=0)
-    verdict = await ModerationSafety(down).check("Доставка завтра")
+    verdict = await ModerationSafety(down, OpenAISettings()).check("Доставка завтра")
     assert not verdict.safe and verdict.reason and "moderation failed" in verdict.reason
     await down.close()
 
 
 async def test_combined_first_unsafe_wins(openai_client: openai.AsyncOpenAI) -> None:
-    combined = CombinedSafety([LocalRulesSafety([r"скидк"]), ModerationSafety(openai_client)])
+    combined = CombinedSafety(
+        [LocalRulesSafety([r"скидк"]), ModerationSafety(openai_client, OpenAISettings())]
+    )
     assert "deny rule" in ((await combined.check("скидка")).reason or "")
     assert "moderation" in ((await combined.check("идиот")).reason or "")
     assert (await combined.check("привет")).safe

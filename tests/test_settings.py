@@ -18,8 +18,9 @@ from bridge import app as app_module
 from bridge.ami import AmiError, AmiSettings, originate
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
-from bridge.asterisk_names import check_asterisk_name
+from bridge.asterisk_names import check_ami_secret, check_asterisk_name
 from bridge.settings import ENV_PREFIX, Settings, env_var, load_settings
+from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.domain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,7 @@ def test_sections_are_the_components_models() -> None:
         "yandex",
         "openai",
         "espeak",
+        "redis",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -97,6 +99,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.adapters.speechkit",
         "orchestrator.adapters.openai_settings",
         "orchestrator.adapters.tts.espeak_settings",
+        "orchestrator.cache.redis_settings",
     }
 
 
@@ -129,6 +132,16 @@ def test_top_level_settings_and_providers_load_too(tmp_path: Path) -> None:
     )
     assert (s.dialogue_map, s.redis_url, s.metrics_file) == ("m.json", "redis://r:6379/0", "/tmp/m.jsonl")
     assert (s.providers.tts, s.providers.intents) == ("yandex", "openai")
+
+
+def test_the_redis_url_is_accepted_at_the_top_level_and_in_its_section() -> None:
+    top = load_settings(None, environ={"VOICEBRIDGE_REDIS_URL": "redis://a:6379/0"})
+    assert top.redis == RedisSettings(url="redis://a:6379/0") and top.redis_url == "redis://a:6379/0"
+    env = {"VOICEBRIDGE_REDIS__URL": "redis://b:6379/0", "VOICEBRIDGE_REDIS__TIMEOUT_S": "0.5"}
+    assert load_settings(None, environ=env).redis == RedisSettings(url="redis://b:6379/0", timeout_s=0.5)
+    assert Settings(redis_url="redis://c:6379/0").redis.url == "redis://c:6379/0"  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="set the Redis URL once"):
+        load_settings(None, environ={**env, "VOICEBRIDGE_REDIS_URL": "redis://a:6379/0"})
 
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
@@ -210,10 +223,10 @@ def test_a_typo_in_a_file_section_is_named(tmp_path: Path) -> None:
 def test_secrets_are_never_echoed() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(
-            None, environ={"VOICEBRIDGE_AMI__SECRET": "top secret", "VOICEBRIDGE_ARI__PASSWORD": "hunter 2"}
+            None, environ={"VOICEBRIDGE_AMI__SECRET": "top\nsecret", "VOICEBRIDGE_ARI__PASSWORD": "hunter 2"}
         )
     message = str(err.value)
-    assert "top secret" not in message and "hunter 2" not in message
+    assert "top\nsecret" not in message and "hunter 2" not in message
     assert "ami.secret (environment variable VOICEBRIDGE_AMI__SECRET)" in message
     assert "ari.password (environment variable VOICEBRIDGE_ARI__PASSWORD)" in message
 
@@ -236,7 +249,6 @@ CREDENTIALS = [
     ("ari", "password"),
     ("ari", "app"),
     ("ami", "username"),
-    ("ami", "secret"),
 ]
 
 
@@ -262,6 +274,20 @@ def test_the_password_rule_is_the_same_wherever_a_password_is_set(section: str, 
         "Value error, use 1 to 128 ASCII letters, digits and . _ ~ - only "
         "(it goes unencoded into the ARI websocket URL and into AMI header lines)"
     }
+
+
+def test_the_ami_secret_takes_anything_but_line_breaks() -> None:
+    # Only a line break could inject an AMI header; these worked before the ARI rule was shared.
+    for good in ("p@ss!word", "with space", "пароль#1", "a" * 128):
+        assert AmiSettings(secret=good).secret == good
+        assert load_settings(None, environ={env_var("ami", "secret"): good}).ami.secret == good
+    for bad in ("", "a\r\nAction: Originate", "two\nlines", "a" * 129):
+        with pytest.raises(ValueError, match="no line breaks"):
+            check_ami_secret(bad)
+        with pytest.raises(
+            ConfigError, match="ami.secret \\(environment variable VOICEBRIDGE_AMI__SECRET\\)"
+        ):
+            load_settings(None, environ={env_var("ami", "secret"): bad})
 
 
 async def test_originate_checks_the_app_name_with_the_same_rule() -> None:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from orchestrator.adapters.tts.espeak import EspeakTTS, parse_wav
+from orchestrator.adapters.tts.espeak_settings import EspeakSettings
 from orchestrator.audio import rms
 from orchestrator.contracts import SynthesisStream, TTSManager
 from orchestrator.domain.errors import TTSConnectionError, TTSError
@@ -76,7 +77,7 @@ async def test_aclose_ends_the_iteration_once() -> None:
 
 
 async def test_a_failing_synthesis_is_raised_by_the_stream() -> None:
-    stream = await EspeakTTS(binary="no-such-espeak").open_stream()
+    stream = await EspeakTTS(EspeakSettings(binary="no-such-espeak")).open_stream()
     stream.push_text("Привет. ")
     with pytest.raises(TTSConnectionError, match="cannot run"):
         await drain(stream)
@@ -85,9 +86,9 @@ async def test_a_failing_synthesis_is_raised_by_the_stream() -> None:
 
 async def test_errors() -> None:
     with pytest.raises(TTSConnectionError, match="not found"):
-        await EspeakTTS(binary="no-such-espeak").connect()
+        await EspeakTTS(EspeakSettings(binary="no-such-espeak")).connect()
     with pytest.raises(TTSConnectionError, match="cannot run"):
-        _ = [c async for c in EspeakTTS(binary="no-such-espeak").synthesize("привет")]
+        _ = [c async for c in EspeakTTS(EspeakSettings(binary="no-such-espeak")).synthesize("привет")]
     with pytest.raises(TTSError, match="empty"):
         _ = [c async for c in EspeakTTS().synthesize("  ")]
     with pytest.raises(TTSError, match="not a WAV"):

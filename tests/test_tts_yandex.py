@@ -225,6 +225,35 @@ async def test_stalled_utterance_times_out(
     assert exc.value.retryable
 
 
+async def test_an_utterance_that_streams_too_slowly_fails_at_synthesis_timeout_s(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Every response comes within chunk_timeout_s, but the whole call outlasts synthesis_timeout_s.
+    speechkit_standin.tts_response_gap_s = 0.3
+    settings = replace(SETTINGS, chunk_timeout_s=1.0, synthesis_timeout_s=0.5)
+    tts = YandexTTSManager(speechkit_grpc_channel, settings)
+    chunks: list[AudioChunk] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TTSError, match=r"UtteranceSynthesis: not done within 0\.5s") as exc:
+        async for chunk in tts.synthesize("Добрый день, стоимость уборки составит шесть тысяч рублей."):
+            chunks.append(chunk)
+    assert exc.value.retryable
+    assert len(chunks) <= 2  # the audio is 3 s: most of it never came
+    assert loop.time() - started == pytest.approx(0.5, abs=0.2)
+
+
+async def test_a_slow_but_steady_utterance_within_synthesis_timeout_s_completes(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    speechkit_standin.tts_response_gap_s = 0.1
+    tts = YandexTTSManager(
+        speechkit_grpc_channel, replace(SETTINGS, chunk_timeout_s=1.0, synthesis_timeout_s=5.0)
+    )
+    chunks = [c async for c in tts.synthesize("Добрый день, стоимость уборки составит шесть тысяч рублей.")]
+    assert len(chunks) >= 3
+
+
 @pytest.mark.parametrize("end_input", [False, True])
 async def test_watchdog_covers_a_sentence_sent_before_the_first_audio_and_the_half_close(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel, end_input: bool

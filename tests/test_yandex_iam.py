@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.yandex_iam import (
     IAM_AUDIENCE,
     IamTokenError,
@@ -74,8 +75,16 @@ async def iam(rsa_key: rsa.RSAPrivateKey) -> AsyncIterator[IamStandin]:
     await server.close()
 
 
-def _provider(key: ServiceAccountKey, iam: IamStandin, **kw: Any) -> IamTokenProvider:
-    return IamTokenProvider(key, endpoint=iam.endpoint, tls=False, timeout_s=5.0, **kw)
+def _settings(endpoint: str, **iam: float) -> YandexSettings:
+    """Settings reaching the stand-in at `endpoint`; `iam` sets `iam_<name>` (refresh_every_s ...)."""
+    fields = {f"iam_{name}": value for name, value in iam.items()}
+    return dataclasses.replace(YandexSettings(), iam_endpoint=endpoint, tls=False, **fields)
+
+
+def _provider(
+    key: ServiceAccountKey, iam: IamStandin, *, on_token: Callable[[str], None] | None = None, **kw: float
+) -> IamTokenProvider:
+    return IamTokenProvider(key, _settings(iam.endpoint, timeout_s=5.0, **kw), on_token=on_token)
 
 
 def test_jwt_is_what_yandex_documents(sa_key: ServiceAccountKey, rsa_key: rsa.RSAPrivateKey) -> None:
@@ -178,7 +187,7 @@ async def test_bad_signature_is_rejected(sa_key: ServiceAccountKey, rsa_key: rsa
     other = IamStandin(_rsa().public_key(), key_id=KEY_ID, service_account_id=SA_ID)
     await other.start()
     try:
-        provider = IamTokenProvider(sa_key, endpoint=other.endpoint, tls=False)
+        provider = IamTokenProvider(sa_key, _settings(other.endpoint))
         with pytest.raises(IamTokenError) as info:
             await provider.start()
         assert info.value.retryable is False
@@ -193,7 +202,7 @@ async def test_wrong_kid_and_issuer_are_rejected(rsa_key: rsa.RSAPrivateKey, iam
     for key_id, sa_id, reason in (("other-key", SA_ID, "kid"), (KEY_ID, "other-sa", "issuer")):
         key = ServiceAccountKey(key_id, sa_id, rsa_key, "test")
         with pytest.raises(IamTokenError) as info:
-            await IamTokenProvider(key, endpoint=iam.endpoint, tls=False).start()
+            await IamTokenProvider(key, _settings(iam.endpoint)).start()
         assert reason in str(info.value).lower() and not info.value.retryable
 
 

@@ -35,6 +35,7 @@ class OpenAISettings:
     first_token_timeout_s: _Positive = 5.0  # no first token within this: the answer failed
     first_chunk_chars: Annotated[int, Field(ge=1)] = 120  # the first chunk is cut at a sentence end or this
     safety_timeout_s: _Positive = 3.0  # bound on the safety verdict of one chunk
+    close_timeout_s: _Positive = 2.0  # bound on closing one answer's HTTP stream (abort or end)
     # --- moderation of LLM output (besides the local deny rules)
     moderation: bool = True
     moderation_model: str = "omni-moderation-latest"

@@ -80,7 +80,7 @@ class YandexSettings:
     voice: str = "marina"
     role: str | None = None
     speed: Annotated[float, Field(ge=0.1, le=3.0)] = 1.0
-    synthesis_timeout_s: _Positive = 15.0  # one UtteranceSynthesis, first chunk to last
+    synthesis_timeout_s: _Positive = 15.0  # one UtteranceSynthesis (<= 250 chars), request to last chunk
     chunk_timeout_s: _Positive = 10.0  # longest gap between streamed TTS responses
 
     def metadata(

@@ -34,10 +34,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yandex.cloud.iam.v1 import iam_token_service_pb2, iam_token_service_pb2_grpc
 
-from orchestrator.adapters.speechkit import IAM_ENDPOINT, map_rpc_error, speechkit_channel
+from orchestrator.adapters.speechkit import IAM_ENDPOINT, YandexSettings, map_rpc_error, speechkit_channel
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import Clock
 from orchestrator.domain.errors import ConfigError, ProviderError
+from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 __all__ = [
     "IAM_AUDIENCE",
@@ -123,44 +124,39 @@ class IamTokenProvider:
     """Keeps a current IAM token for a service account; read it from `token`.
 
     Lifecycle: `await start()` (raises IamTokenError if the first token cannot be had), then
-    `token` is always a token the service issued, refreshed by the task "yandex-iam-refresh";
+    `token` is always a token the service issued, refreshed by the task "yandex-iam:refresh";
     `await aclose()` stops the task and closes the channel.
     """
 
     def __init__(
         self,
         key: ServiceAccountKey,
+        settings: YandexSettings,
         *,
-        endpoint: str = IAM_ENDPOINT,
-        tls: bool = True,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
-        refresh_every_s: float = 3600.0,
-        timeout_s: float = 10.0,
-        retry_backoff_s: float = 1.0,
-        retry_backoff_max_s: float = 60.0,
         audience: str = IAM_AUDIENCE,
         on_token: Callable[[str], None] | None = None,
     ) -> None:
-        if refresh_every_s <= 0 or timeout_s <= 0 or retry_backoff_s <= 0:
-            raise ConfigError("IamTokenProvider: refresh_every_s, timeout_s and retry_backoff_s must be > 0")
+        """`settings`: `iam_endpoint`, `tls` and the `iam_*` timing (validated positive there)."""
         self._key = key
-        self._endpoint = endpoint
-        self._tls = tls
+        self._endpoint = settings.iam_endpoint
+        self._tls = settings.tls
         self._clock = clock or LoopClock()
         # The JWT's iat/exp and the response's expires_at are Unix time, so a wall clock is needed
         # for those two conversions; all scheduling uses the monotonic `clock`.
         self._wall = wall_clock
-        self._refresh_every_s = refresh_every_s
-        self._timeout_s = timeout_s
-        self._backoff_s = retry_backoff_s
-        self._backoff_max_s = max(retry_backoff_max_s, retry_backoff_s)
+        self._refresh_every_s = settings.iam_refresh_every_s
+        self._timeout_s = settings.iam_timeout_s
+        self._backoff_s = settings.iam_retry_backoff_s
+        self._backoff_max_s = max(settings.iam_retry_backoff_max_s, settings.iam_retry_backoff_s)
         self._audience = audience
         self._on_token = on_token
         self._token: str | None = None
         self._expires_at = 0.0  # on `clock`
         self._refresh_at = 0.0  # on `clock`
         self._channel: grpc.aio.Channel | None = None
+        self._tasks = TaskOwner("yandex-iam")
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -200,17 +196,17 @@ class IamTokenProvider:
             await self._channel.close()
             self._channel = None
             raise
-        self._task = asyncio.create_task(self._refresh_loop(), name="yandex-iam-refresh")
+        self._task = self._tasks.spawn(self._refresh_loop(), "refresh")
 
     async def aclose(self) -> None:
         """Stop refreshing and close the channel; the last token stays readable."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            # Wait for the task; a CancelledError aimed at *us* (not the task) still propagates.
-            await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is not None:
+            # Bounded; a CancelledError aimed at *us* (not the task) still propagates.
+            await cancel_and_wait(task)
+            if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("IAM refresh task had failed", exc_info=task.exception())
+        await self._tasks.aclose()
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()

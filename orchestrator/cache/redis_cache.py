@@ -17,7 +17,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.cache.audio_format import CachedAudio, pack_audio, unpack_cached
-from orchestrator.domain.errors import CacheError
+from orchestrator.cache.redis_settings import RedisSettings
+from orchestrator.domain.errors import CacheError, ConfigError
 from orchestrator.domain.models import AudioChunk
 
 PROVIDER = "redis"
@@ -27,22 +28,26 @@ class RedisAudioCache:
     """Audio by key in Redis, shared by every call (and every process) using the same prefix."""
 
     def __init__(
-        self,
-        redis: str | aioredis.Redis,
-        *,
-        prefix: str = "",
-        timeout_s: float = 2.0,
+        self, settings: RedisSettings, *, client: aioredis.Redis | None = None, prefix: str = ""
     ) -> None:
-        if isinstance(redis, str):
+        """Connect to `settings.url` (this cache owns and closes that pool), or use `client`
+        (the caller's; `settings.url` is ignored then). `settings.timeout_s` bounds every command.
+
+        Raises `ConfigError` with neither a client nor a URL.
+        """
+        timeout_s = settings.timeout_s
+        if client is not None:
+            self._redis, self._owns = client, False
+        elif settings.url:
             self._redis = aioredis.Redis.from_url(
-                redis,
+                settings.url,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry_on_timeout=False,
             )
             self._owns = True
         else:
-            self._redis, self._owns = redis, False
+            raise ConfigError("RedisAudioCache: set [redis] url (or pass a client)")
         self._prefix = prefix
         self._timeout = timeout_s
 

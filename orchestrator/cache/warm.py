@@ -15,11 +15,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from orchestrator.audio import SAMPLE_RATE, Resampler
 from orchestrator.cache.audio_format import CachedAudio, CacheValueError, text_digest
 from orchestrator.contracts import AudioCache, TTSManager
+from orchestrator.dialogue_map.loader import audio_key_uses
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import ProviderError
 from orchestrator.domain.models import AudioChunk
 
@@ -79,11 +81,8 @@ class WarmReport:
         return "\n".join(lines)
 
 
-def _used_keys(dialogue_map: Any) -> list[str]:
-    try:
-        from orchestrator.dialogue_map.loader import audio_key_uses
-    except ImportError:  # pragma: no cover - the loader ships with the map models
-        return []
+def _used_keys(dialogue_map: DialogueMap) -> list[str]:
+    """Every audio key the map plays, in order of first use."""
     return list(dict.fromkeys(key for _path, key in audio_key_uses(dialogue_map)))
 
 
@@ -112,7 +111,7 @@ async def _state(cache: AudioCache, key: str, text: str) -> Literal["fresh", "ab
 
 
 async def warm_cache(
-    dialogue_map: Any,
+    dialogue_map: DialogueMap,
     tts: TTSManager,
     cache: AudioCache,
     *,
@@ -127,7 +126,7 @@ async def warm_cache(
         progress = stderr_progress
     elif progress is False:
         progress = None
-    audio: dict[str, str] = dict(getattr(dialogue_map, "audio", {}) or {})
+    audio = dict(dialogue_map.audio)
     report = WarmReport()
     report.missing_text = [k for k in _used_keys(dialogue_map) if k not in audio]
     keys = list(audio)

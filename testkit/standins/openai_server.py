@@ -14,7 +14,7 @@
 Faults for the next n chat requests (`inject(kind, n)`): "http500", "stall" (never answers),
 "unsafe_first" (the answer starts with `unsafe_text`), "drop" (connection cut mid-stream),
 "bad_label" (a constrained request is answered with a label outside its set).
-`client_disconnects` counts streams the client closed before the end (abort_generation).
+`client_disconnects` counts streams the client closed before the end (the answer was closed).
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class OpenAIStandin:
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         except ConnectionResetError:
-            # The client closed the stream early (abort_generation): that is the point.
+            # The client closed the stream early (the answer was closed): that is the point.
             self.client_disconnects += 1
             self.disconnected.set()
         except asyncio.CancelledError:

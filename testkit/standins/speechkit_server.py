@@ -32,6 +32,7 @@ import webrtcvad
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 from yandex.cloud.ai.tts.v3 import tts_pb2, tts_service_pb2_grpc
 
+from orchestrator.tasks import TaskOwner
 from testkit.standins import Progress, serve_until_signal, start_grpc_server
 from testkit.standins.script import SttScript
 from testkit.standins.speechkit_tts import Synthesizer
@@ -221,7 +222,8 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
             finally:
                 requests.put_nowait(_END)
 
-        puller = asyncio.get_running_loop().create_task(pull(), name="standin-stt-pull")
+        tasks = TaskOwner(f"standin-stt-{rid}")
+        tasks.spawn(pull(), "pull")
         fault = srv._take_fault("stt")
         seg = _Segmenter(srv, rec)
         seg.server_uuid = str(uuid.uuid4())
@@ -276,8 +278,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                 yield resp
             rec.ended = "eof"
         finally:
-            puller.cancel()
-            await asyncio.wait({puller})
+            await tasks.aclose()
             rec.done.set()
             srv._notify()
 
@@ -324,6 +325,9 @@ class SpeechKitStandin(Progress):
         self.max_concurrent_streams = max_concurrent_streams
         self.stt_sessions: list[SttSessionRecord] = []
         self.tts_texts: list[str] = []  # every text synthesized, in order
+        # Pause before each synthesis response after the first, s: a slow service that still
+        # streams (each gap under the client's chunk timeout, the whole call past its deadline).
+        self.tts_response_gap_s = 0.0
         self.utterance_requests: list[tts_pb2.UtteranceSynthesisRequest] = []
         self.stream_requests: list[tts_pb2.StreamSynthesisRequest] = []  # all streams, in order
         self.tts_streams = 0

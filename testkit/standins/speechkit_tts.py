@@ -7,6 +7,7 @@ Answers `UtteranceSynthesis` and `StreamSynthesis` with espeak-ng audio at the r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,8 @@ class Synthesizer(tts_service_pb2_grpc.SynthesizerServicer):
         pcm = await espeak_pcm(text, rate=rate)
         step = rate * 2 // 2  # 500 ms per response
         for i in range(0, len(pcm), step):
+            if i and self.server.tts_response_gap_s:
+                await asyncio.sleep(self.server.tts_response_gap_s)
             piece = pcm[i : i + step]
             yield cls(
                 audio_chunk=tts_pb2.AudioChunk(data=piece),

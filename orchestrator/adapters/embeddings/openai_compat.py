@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import openai
 
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.domain.errors import ClassifierError
 
 PROVIDER = "openai-embeddings"
@@ -20,22 +21,16 @@ PROVIDER = "openai-embeddings"
 class OpenAICompatEmbedder:
     """`Embedder`: one request for all texts not cached yet, in the order given."""
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        model: str,
-        *,
-        timeout_s: float = 5.0,
-        cache_size: int = 10_000,
-        batch_size: int = 256,
-    ) -> None:
-        self.name = f"openai:{model}"
+    def __init__(self, client: openai.AsyncOpenAI, settings: OpenAISettings) -> None:
+        """`settings`: `embeddings_model`, `embeddings_timeout_s` (one request), the cache size
+        (texts) and the batch size (texts per request)."""
+        self.name = f"openai:{settings.embeddings_model}"
         self._client = client
-        self._model = model
-        self._timeout = timeout_s
+        self._model = settings.embeddings_model
+        self._timeout = settings.embeddings_timeout_s
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
-        self._cache_size = cache_size
-        self._batch = max(1, batch_size)
+        self._cache_size = settings.embeddings_cache_size
+        self._batch = settings.embeddings_batch_size
         self.requests_made = 0
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:

@@ -7,8 +7,10 @@ are whole sentences, each with its own verdict; the last one has `is_final=True`
 reason. Every chunk's text ends with a space so the pieces concatenate for TTS.
 
 Timeouts: no first token within `first_token_timeout_s`, or the whole answer not done within
-`timeout_s`, raises `LLMError(retryable=True)`. `abort_generation()` closes the HTTP stream
-(`await stream.close()`), which the server sees as a dropped connection.
+`timeout_s`, raises `LLMError(retryable=True)` from the iteration. Closing the answer
+(`AnswerStream.aclose()`, the contract's one way to stop it) closes the HTTP stream
+(`await stream.close()`), which the server sees as a dropped connection; `abort_generation()` does
+the same for whatever answer is running (used here before a new one, and by `shutdown()`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from orchestrator.adapters.llm.safety import SafetyCheck, SafetyVerdict
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.contracts import AnswerStream
+from orchestrator.dialogue_map.models import LLMSettings
 from orchestrator.domain.errors import LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
+from orchestrator.tasks import bounded
 from orchestrator.text import take_complete_sentences
 
 PROVIDER = "openai-compat"
@@ -44,34 +49,29 @@ def map_openai_error(exc: BaseException, what: str) -> LLMError:
 
 
 class OpenAICompatLLMManager:
-    """`LLMManager` for one call."""
+    """`LLMManager` for one call; the client is the process's (closed by its owner)."""
 
     def __init__(
         self,
         client: openai.AsyncOpenAI,
+        settings: OpenAISettings,
+        llm: LLMSettings,
         *,
-        model: str,
-        system_prompt: str,
         safety: SafetyCheck,
-        max_tokens: int = 200,
-        temperature: float = 0.3,
-        timeout_s: float = 20.0,
-        first_token_timeout_s: float = 5.0,
-        first_chunk_chars: int = 120,
-        safety_timeout_s: float = 3.0,
-        owns_client: bool = False,
     ) -> None:
+        """`settings`: the service's `[openai]` (model, timeouts, first chunk size); `llm`: the
+        dialogue map's prompt and sampling (`settings.llm`)."""
         self._client = client
-        self._model = model
-        self._system_prompt = system_prompt
+        self._model = settings.model
+        self._system_prompt = llm.system_prompt
         self._safety = safety
-        self._max_tokens = max_tokens
-        self._temperature = temperature
-        self._timeout = timeout_s
-        self._first_timeout = first_token_timeout_s
-        self._first_chars = max(1, first_chunk_chars)
-        self._safety_timeout = safety_timeout_s
-        self._owns_client = owns_client
+        self._max_tokens = llm.max_tokens
+        self._temperature = llm.temperature
+        self._timeout = settings.timeout_s
+        self._first_timeout = settings.first_token_timeout_s
+        self._first_chars = settings.first_chunk_chars
+        self._safety_timeout = settings.safety_timeout_s
+        self._close_timeout = settings.close_timeout_s
         self._stream: openai.AsyncStream[ChatCompletionChunk] | None = None
         self._aborted = False
 
@@ -116,9 +116,10 @@ class OpenAICompatLLMManager:
         )
 
     def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> AnswerStream:
-        """The answer to `text` as an `AnswerStream`: chunks first sentence first; raises `LLMError`.
+        """The answer to `text` as an `AnswerStream`: chunks, first sentence first.
 
-        Nothing happens until the first `async for` step (which aborts a generation still open);
+        Never raises: nothing happens until the first `async for` step (which aborts a generation
+        still open). The iteration raises `LLMError` (HTTP failure, timeouts, an empty answer);
         `aclose()` on the stream closes its HTTP stream.
         """
         return self._answer(text, session, attempt)
@@ -213,11 +214,8 @@ class OpenAICompatLLMManager:
         return "", buffer
 
     async def _close(self, stream: openai.AsyncStream[ChatCompletionChunk]) -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                await stream.close()
-        except (TimeoutError, Exception):  # noqa: BLE001 - closing a broken stream may fail; nothing to do
-            pass
+        # Bounded, and a failure is logged: the answer already ended (or was abandoned) either way.
+        await bounded(stream.close(), self._close_timeout, f"close the {self._model} answer stream")
 
     async def abort_generation(self) -> None:
         """Close the running generation's HTTP stream, if any. Idempotent."""
@@ -227,8 +225,5 @@ class OpenAICompatLLMManager:
             await self._close(stream)
 
     async def shutdown(self) -> None:
-        """Abort any generation; close the client too when this manager owns it. Idempotent."""
+        """Abort any generation. Idempotent; the client stays open (it is the process's)."""
         await self.abort_generation()
-        if self._owns_client:
-            self._owns_client = False
-            await self._client.close()

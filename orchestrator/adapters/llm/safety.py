@@ -16,6 +16,7 @@ from typing import Protocol
 
 import openai
 
+from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.domain.errors import ConfigError
 
 # Deliberately modest Russian defaults: insults, politics, medical advice. Replace them per bot.
@@ -65,16 +66,11 @@ class LocalRulesSafety:
 class ModerationSafety:
     """The OpenAI moderation endpoint: unsafe when flagged, or when it cannot answer in time."""
 
-    def __init__(
-        self,
-        client: openai.AsyncOpenAI,
-        model: str = "omni-moderation-latest",
-        *,
-        timeout_s: float = 3.0,
-    ) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, settings: OpenAISettings) -> None:
+        """`settings`: `moderation_model` and `moderation_timeout_s` (one check, s)."""
         self._client = client
-        self._model = model
-        self._timeout = timeout_s
+        self._model = settings.moderation_model
+        self._timeout = settings.moderation_timeout_s
 
     async def check(self, text: str) -> SafetyVerdict:
         """Flagged categories as the reason; fails closed on errors and timeouts."""

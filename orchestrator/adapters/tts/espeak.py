@@ -14,11 +14,12 @@ import struct
 import subprocess
 from collections.abc import AsyncIterator
 
+from orchestrator.adapters.tts.espeak_settings import EspeakSettings
 from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.audio import resample
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 from orchestrator.text import take_complete_sentences
 
 __all__ = ["PROVIDER", "EspeakSynthesisStream", "EspeakTTS", "espeak_pcm", "espeak_pcm_sync", "parse_wav"]
@@ -120,11 +121,12 @@ class EspeakSynthesisStream(QueuedSynthesisStream):
     def __init__(self, tts: EspeakTTS, *, name: str = "espeak") -> None:
         super().__init__()
         self._tts = tts
-        self._task = asyncio.create_task(self._run(), name=f"{name}:synth")
+        self._tasks = TaskOwner(name)
+        self._tasks.spawn(self._run(), "synth")
 
     async def aclose(self) -> None:
         """Stop synthesizing now (bounded); iteration ends. Idempotent."""
-        await cancel_and_wait(self._task)
+        await self._tasks.aclose()
         self.finish()
 
     async def _run(self) -> None:
@@ -153,22 +155,16 @@ class EspeakSynthesisStream(QueuedSynthesisStream):
 
 
 class EspeakTTS:
-    """`TTSManager` on espeak-ng (Russian voice `ru` by default), 8 kHz output."""
+    """`TTSManager` on espeak-ng (section `[espeak]`: Russian voice `ru` by default), output at
+    `rate` Hz (8 kHz for the phone)."""
 
-    def __init__(
-        self,
-        *,
-        voice: str = "ru",
-        speed_wpm: int | None = None,
-        rate: int = 8000,
-        timeout_s: float = 15.0,
-        binary: str = "espeak-ng",
-    ) -> None:
-        self._voice = voice
-        self._speed = speed_wpm
+    def __init__(self, settings: EspeakSettings | None = None, *, rate: int = 8000) -> None:
+        s = settings if settings is not None else EspeakSettings()
+        self._voice = s.voice
+        self._speed = s.speed_wpm
         self._rate = rate
-        self._timeout = timeout_s
-        self._binary = binary
+        self._timeout = s.timeout_s
+        self._binary = s.binary
         self._stream: EspeakSynthesisStream | None = None
 
     async def connect(self) -> None:

@@ -3,9 +3,11 @@
 Output is raw LINEAR16 at 8 kHz, so no resampling is needed for the phone.
 
 - `synthesize(text)`: texts over 250 characters (the service limit) are cut at sentence ends
-  and synthesized piece by piece; audio is yielded as it arrives. Each wait for the next
-  response is bounded by `chunk_timeout_s` (a deadline on the whole call would expire while a
-  real-time consumer is still playing a long answer).
+  and synthesized piece by piece, one `UtteranceSynthesis` each; audio is yielded as it arrives.
+  Each wait for the next response is bounded by `chunk_timeout_s`, and each piece's whole call
+  by `synthesis_timeout_s` from its request (a retryable `TTSError` either way). The deadline is
+  per piece, not per text, and counts the consumer's pauses between chunks too: consumers take
+  chunks as they come (the player's background job queues them, warming stores them).
 - `open_stream()` -> `YandexSynthesisStream`: options first, then `synthesis_input` pieces as
   the LLM text is pushed (each cut at a space and ending with one, as the docs ask) and
   `force_synthesis` after each sentence end (and on `flush()`), so the first sentence is spoken
@@ -31,7 +33,7 @@ from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
 from orchestrator.adapters.tts.streaming import Marker, QueuedSynthesisStream
 from orchestrator.domain.errors import TTSConnectionError, TTSError
 from orchestrator.domain.models import AudioChunk
-from orchestrator.tasks import cancel_and_wait
+from orchestrator.tasks import TaskOwner
 from orchestrator.text import chunk_text, complete_sentences_end
 
 __all__ = ["MAX_UTTERANCE_CHARS", "PROVIDER", "YandexSynthesisStream", "YandexTTSManager"]
@@ -69,12 +71,13 @@ class YandexSynthesisStream(QueuedSynthesisStream):
         self._call: grpc.aio.StreamStreamCall[Any, Any] = stub.StreamSynthesis(
             self._requests(), metadata=metadata
         )
-        self._reader = asyncio.create_task(self._read(), name=f"{name}:stream")
+        self._tasks = TaskOwner(name)
+        self._tasks.spawn(self._read(), "stream")
 
     async def aclose(self) -> None:
         """Abandon the synthesis now (bounded); iteration ends. Idempotent."""
         self._call.cancel()
-        await cancel_and_wait(self._reader)
+        await self._tasks.aclose()
         self.finish()
 
     # --- requests ---
@@ -215,19 +218,24 @@ class YandexTTSManager:
         pieces = chunk_text(text, MAX_UTTERANCE_CHARS)
         if not pieces:
             raise TTSError("nothing to synthesize: empty text", provider=PROVIDER)
-        timeout = self._settings.chunk_timeout_s
+        gap, whole = self._settings.chunk_timeout_s, self._settings.synthesis_timeout_s
+        loop = asyncio.get_running_loop()
         for piece in pieces:
+            deadline = loop.time() + whole  # this piece's UtteranceSynthesis, first chunk to last
             call = self._stub.UtteranceSynthesis(self._request(piece), metadata=self._metadata)
             try:
                 while True:
                     try:
-                        async with asyncio.timeout(timeout):
+                        async with asyncio.timeout_at(min(loop.time() + gap, deadline)):
                             resp = await call.read()
                     except TimeoutError:
+                        what = (
+                            f"not done within {whole}s"
+                            if loop.time() >= deadline
+                            else f"no audio within {gap}s"
+                        )
                         raise TTSError(
-                            f"UtteranceSynthesis: no audio within {timeout}s",
-                            provider=PROVIDER,
-                            retryable=True,
+                            f"UtteranceSynthesis: {what}", provider=PROVIDER, retryable=True
                         ) from None
                     if resp is grpc.aio.EOF:
                         break
