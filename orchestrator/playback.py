@@ -29,7 +29,7 @@ from typing import Literal, TypeVar
 
 from orchestrator.contracts import AudioCache, Clock, OutboundAudio, TTSManager
 from orchestrator.dialogue_map.models import PlaylistItem
-from orchestrator.domain.errors import CacheError, ProviderError, TTSError
+from orchestrator.domain.errors import AudioClosed, CacheError, ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
 from orchestrator.events import CallEventKind, Observe
 from orchestrator.tasks import TaskOwner, cancel_and_wait
@@ -120,6 +120,8 @@ class Cover:
                     return  # missing filler audio: silence rather than a busy loop
         except FloorLost:
             return  # barge-in: `interrupt()` is cancelling this task; the filler just ends
+        except AudioClosed:
+            return  # the caller hung up: nobody is left to hear it
         # no fillers at all: nothing to play
 
     async def stop(self) -> None:
