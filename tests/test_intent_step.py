@@ -73,6 +73,69 @@ def test_lemmas_bring_word_forms_together() -> None:
         CharNgramEmbedder(function_word_weight=1.5)
 
 
+# --- the lexicon, negation, clock times, label weighting, FAQ precedence ---
+
+
+def test_lexicon_spellings_content_and_concepts() -> None:
+    emb = CharNgramEmbedder()
+    assert emb.words("Ок, норм") == ["окей", "нормально"]
+    assert emb.words("приём платный или нет") == ["прием", "платный", "или"]  # a tag question
+    assert emb.words("не, давайте другое") == ["нет", "давайте", "другое"]  # "не" before a pause
+    assert "=да" in emb.features("да") and "=пожалуйста" not in emb.features("пожалуйста")
+    assert "~person" in emb.features("сотрудника") and "~person" in emb.features("оператором")
+    assert sparse_dot(
+        emb.embed_one("дайте сотрудника"), emb.embed_one("соедините с оператором")
+    ) > sparse_dot(
+        CharNgramEmbedder(lexicon=False).embed_one("дайте сотрудника"),
+        CharNgramEmbedder(lexicon=False).embed_one("соедините с оператором"),
+    )
+    with pytest.raises(ValueError):
+        CharNgramEmbedder(concept_weight=-1)
+
+
+def test_negation_marks_the_negated_word() -> None:
+    emb = CharNgramEmbedder()
+    assert emb.words("неправильно") == ["не", "правильно"] == emb.words("не правильно")
+    assert emb.words("несколько недель") == ["несколько", "недель"]  # not negations
+    assert emb.tokens("нет, не так") == [("нет", False), ("не", False), ("так", True)]
+    assert "~!yes" in emb.features("не подходит") and "~yes" not in emb.features("не подходит")
+    assert "~!need" in emb.features("не надо")  # negated, a weak word counts
+    assert sparse_dot(emb.embed_one("правильно"), emb.embed_one("неправильно")) < 0.5
+    plain = CharNgramEmbedder(negation=False)
+    assert sparse_dot(plain.embed_one("правильно"), plain.embed_one("неправильно")) > 0.6
+
+
+def test_clock_time_is_one_token_apart_from_amounts() -> None:
+    emb = CharNgramEmbedder()
+    assert emb.words("запишите на 9:15") == ["запишите", "на", "00"]
+    assert emb.words("в 10 30") == ["в", "0"] and emb.words("45.5 метров") == ["0", "метров"]
+
+
+def test_label_weighting_favours_what_tells_labels_apart() -> None:
+    emb = CharNgramEmbedder()
+    fitted = emb.fitted([["давайте в среду", "давайте в пятницу"], ["давайте", "да, давайте"], ["нет"]])
+    assert fitted is not emb and fitted.name.endswith("-idf") and not emb.name.endswith("-idf")
+    a, b = "давайте в четверг", "давайте в среду"
+    assert sparse_dot(fitted.embed_one(a), fitted.embed_one("давайте")) < sparse_dot(
+        emb.embed_one(a), emb.embed_one("давайте")
+    )
+    assert sparse_dot(fitted.embed_one(a), fitted.embed_one(b)) > 0.3
+    assert CharNgramEmbedder(label_idf=False).fitted([["а"], ["б"]]).name == emb.name
+
+
+async def test_faq_precedence_over_the_entity_bonus() -> None:
+    m = load_dialogue_map(MAPS / "dental_appointment.ru.json")
+    clf = VectorIntentClassifier(m, CharNgramEmbedder())
+    # Names the surgeon's service (the entity bonus), but asks the price.
+    text = "а сколько у вас стоит удаление зуба мудрости"
+    result, leader = await clf.classify_intent(text)
+    assert result is None and leader == "choose_doctor"
+    faq = await clf.find_faq_answer(text)
+    assert faq is not None and faq.faq_id == "price"
+    result, _ = await clf.classify_intent("мне нужно удалить зуб мудрости, он болит")
+    assert result is not None and result.intent_id == "choose_doctor"
+
+
 @pytest.mark.parametrize(
     ("text", "target"),
     [("мне бы оператора", "intent:operator"), ("а по безналу можно", "faq:payment")],

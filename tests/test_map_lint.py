@@ -159,7 +159,10 @@ def test_duplicate_phrases(tmp_path: Path) -> None:
     issues = lint_map(broken(tmp_path, mutate))
     find(issues, "warning", f"$.intents.refuse.examples[{at['refuse']}]", "$.intents.agree.examples[0]")
     find(
-        issues, "warning", f"$.faq.too_expensive.questions[{at['too_expensive']}]", "$.intents.refuse.examples[0]"
+        issues,
+        "warning",
+        f"$.faq.too_expensive.questions[{at['too_expensive']}]",
+        "$.intents.refuse.examples[0]",
     )
 
 

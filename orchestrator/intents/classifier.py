@@ -68,6 +68,40 @@ def _dot(a: _Vector, b: _Vector) -> float:
     raise TypeError("mixed sparse and dense vectors")
 
 
+class _SparseIndex:
+    """An inverted index over sparse example vectors: each owner's best cosine in one pass.
+
+    Scoring walks the postings of the query's buckets only (about a tenth of the dict lookups of
+    one `sparse_dot` per example); the result equals `max(sparse_dot(...))` per owner.
+    """
+
+    def __init__(self, table: dict[str, list[_Vector]]) -> None:
+        self._owners: list[str] = []
+        self._postings: dict[int, list[tuple[int, float]]] = {}
+        for owner, vectors in table.items():
+            for vec in vectors:
+                assert isinstance(vec, dict)
+                row = len(self._owners)
+                self._owners.append(owner)
+                for bucket, weight in vec.items():
+                    self._postings.setdefault(bucket, []).append((row, weight))
+        self._empty = dict.fromkeys(table, 0.0)
+
+    def best(self, vec: SparseVector) -> dict[str, float]:
+        acc = [0.0] * len(self._owners)
+        postings = self._postings
+        for bucket, weight in vec.items():
+            for row, w in postings.get(bucket, ()):
+                acc[row] += weight * w
+        out = dict(self._empty)
+        for row, score in enumerate(acc):
+            owner = self._owners[row]
+            if score > out[owner]:
+                out[owner] = score
+        # min(): a text equal to an example as a bag of words scores 1 up to rounding
+        return {owner: min(1.0, score) for owner, score in out.items()}
+
+
 def example_groups(dialogue_map: DialogueMap) -> list[list[str]]:
     """Each intent's examples and each FAQ entry's questions (for `CharNgramEmbedder.fitted`)."""
     groups = [list(i.examples) for i in dialogue_map.intents.values()]
@@ -89,7 +123,11 @@ def route_label(
     """
     faq_best = max(faq_scores, key=faq_scores.__getitem__) if faq_scores else None
     faq_score = faq_scores[faq_best] if faq_best is not None else 0.0
-    if faq_best is not None and faq_score >= faq_threshold and faq_score > max(intent_raw.values(), default=0.0):
+    if (
+        faq_best is not None
+        and faq_score >= faq_threshold
+        and faq_score > max(intent_raw.values(), default=0.0)
+    ):
         return faq_label(faq_best)
     if intent_scores:
         leader = max(intent_scores, key=intent_scores.__getitem__)
@@ -117,6 +155,7 @@ class VectorIntentClassifier:
         self._entity_bonus = entity_bonus
         self._intent_vectors: dict[str, list[_Vector]] = {}
         self._faq_vectors: dict[str, list[_Vector]] = {}
+        self._index: dict[int, _SparseIndex] = {}  # by id() of the table above it indexes
         self._ready = False
 
     @property
@@ -148,10 +187,15 @@ class VectorIntentClassifier:
         vectors = await self._embed(texts) if texts else []
         for (table, owner), vec in zip(owners, vectors, strict=True):
             table.setdefault(owner, []).append(vec)
+        for table in (self._intent_vectors, self._faq_vectors):
+            if all(isinstance(v, dict) for vs in table.values() for v in vs):
+                self._index[id(table)] = _SparseIndex(table)
         self._ready = True
 
-    @staticmethod
-    def _best(vec: _Vector, table: dict[str, list[_Vector]]) -> dict[str, float]:
+    def _best(self, vec: _Vector, table: dict[str, list[_Vector]]) -> dict[str, float]:
+        index = self._index.get(id(table))
+        if index is not None and isinstance(vec, dict):
+            return index.best(vec)
         # min(): a text equal to an example as a bag of words scores 1 up to rounding
         return {owner: min(1.0, max(_dot(vec, v) for v in vs)) for owner, vs in table.items()}
 

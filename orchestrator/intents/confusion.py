@@ -50,20 +50,24 @@ def confusion_issues(m: DialogueMap, embedder: CharNgramEmbedder | None = None) 
         if not best:
             continue
         raw = {lab.partition(":")[2]: s for lab, s in best.items() if lab.startswith("intent:")}
-        faq = {lab.partition(":")[2]: s for lab, s in best.items() if lab.startswith("faq:")}
+        faqs = {lab.partition(":")[2]: s for lab, s in best.items() if lab.startswith("faq:")}
         scores = dict(raw)
         for iid, intent in m.intents.items():
             if iid in scores and intent.entities and extract_entities(text, intent.entities, m.entities):
                 scores[iid] = min(1.0, scores[iid] + ENTITY_BONUS)
         winner = route_label(
-            raw, scores, faq, intent_threshold=settings.intent_threshold, faq_threshold=settings.faq_threshold
+            raw,
+            scores,
+            faqs,
+            intent_threshold=settings.intent_threshold,
+            faq_threshold=settings.faq_threshold,
         )
         if winner is None or winner == label:
             continue
         kind, _, ident = winner.partition(":")
-        won = (scores if kind == "intent" else faq)[ident]
+        won = (scores if kind == "intent" else faqs)[ident]
         own_kind, _, own_id = label.partition(":")
-        own = (scores if own_kind == "intent" else faq).get(own_id, 0.0)
+        own = (scores if own_kind == "intent" else faqs).get(own_id, 0.0)
         issues.append(
             LintIssue(
                 "warning",
