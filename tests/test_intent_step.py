@@ -24,6 +24,7 @@ from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.intents.arbiter import ArbiterStep, NullArbiter, bot_context, state_options
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.confusion import confusion_issues
+from orchestrator.intents.lexicon import CONCEPTS
 from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, content_lemmas, sparse_dot
 from testkit.routing import route_text
@@ -91,6 +92,13 @@ def test_lexicon_spellings_content_and_concepts() -> None:
     )
     with pytest.raises(ValueError):
         CharNgramEmbedder(concept_weight=-1)
+
+
+def test_every_lexicon_word_reaches_its_concept() -> None:
+    emb = CharNgramEmbedder()
+    missed = [(w, c) for w, c in CONCEPTS.items() if f"~{c}" not in emb.features(w)]
+    assert missed == [("нужно", "need"), ("надо", "need")]  # weak alone, by design...
+    assert all(f"~!{c}" in emb.features(f"не {w}") for w, c in missed)  # ...but not negated
 
 
 def test_negation_marks_the_negated_word() -> None:

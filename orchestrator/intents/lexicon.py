@@ -16,7 +16,7 @@ examples and to the caller's words (so it never makes two texts less alike, only
   "слушайте", "вообще"): weighed like function words.
 - Two rules of spoken word order: a "не" right before a pause (a comma) is "нет" ("не, давайте
   другое"), and "или нет" closing a question is no answer ("приём платный или нет").
-- `CONCEPTS`: lemma -> concept. Each content word whose lemma is listed adds one "~concept"
+- `CONCEPTS`: lemma (or word form) -> concept. Each content word whose lemma or form is listed adds one "~concept"
   feature besides its own lemma, so "дайте сотрудника" and "соедините с оператором" share
   "~person". Groups are synonyms in the call-centre sense (what a caller would use for the same
   request), not dictionary synonyms; a word belongs to at most one group. A negated word adds
@@ -161,7 +161,6 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "верно",
         "правильно",
         "точно",
-        "именно",
         "подтверждать",
         "подтвердить",
     ),
@@ -215,7 +214,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "бесплатно",
         "платно",
     ),
-    "expensive": ("дорого", "дорогой", "дороговато", "дешевле", "дешевый", "подешевле", "дешево"),
+    "expensive": ("дорого", "дорогой", "дороговатый", "дешевый", "дешево"),
     "discount": ("скидка", "акция", "промокод", "уступить", "скидочка"),
     # what a service includes
     "supplies": (

@@ -258,7 +258,7 @@ class CharNgramEmbedder:
             lem = word if word == "0" or word.isdigit() else lemma(word).normal_form
             if self.lemma_weight:
                 add(_LEMMA_PREFIX + mark + lem, self.lemma_weight)
-            group = concept(lem) if self.lexicon and self.concept_weight else None
+            group = (concept(lem) or concept(word)) if self.lexicon and self.concept_weight else None
             if group is not None:
                 add(_CONCEPT_PREFIX + mark + group, self.concept_weight)
         return feats
