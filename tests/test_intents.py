@@ -242,6 +242,8 @@ async def _accuracy(clf: VectorIntentClassifier, prefix: str) -> dict[str, tuple
 async def test_heldout_accuracy(clf: VectorIntentClassifier) -> None:
     # Measured when written: tuning split 61/64 (intents 43/44, faq 10/10, off-script 8/10);
     # untouched test split 27/30 (intents 18/20, faq 4/5, off-script 5/5).
+    # After the dev-set tuning (lexicon, negation, label weighting, richer examples): tuning split
+    # 59/64, test split 29/30.
     tune = await _accuracy(clf, "")
     test = await _accuracy(clf, "test_")
     print("tuning split", tune, "test split", test)

@@ -148,13 +148,22 @@ def test_required_entity_not_among_the_intents_entities(tmp_path: Path) -> None:
 
 
 def test_duplicate_phrases(tmp_path: Path) -> None:
+    at: dict[str, int] = {}
+
     def mutate(d: dict[str, Any]) -> None:
+        at["refuse"] = len(d["intents"]["refuse"]["examples"])
+        at["too_expensive"] = len(d["faq"]["too_expensive"]["questions"])
         d["intents"]["refuse"]["examples"].append("Да!")
         d["faq"]["too_expensive"]["questions"].append("нет")
 
     issues = lint_map(broken(tmp_path, mutate))
-    find(issues, "warning", "$.intents.refuse.examples[8]", "$.intents.agree.examples[0]")
-    find(issues, "warning", "$.faq.too_expensive.questions[6]", "$.intents.refuse.examples[0]")
+    find(issues, "warning", f"$.intents.refuse.examples[{at['refuse']}]", "$.intents.agree.examples[0]")
+    find(
+        issues,
+        "warning",
+        f"$.faq.too_expensive.questions[{at['too_expensive']}]",
+        "$.intents.refuse.examples[0]",
+    )
 
 
 def test_run_map_lint_output_and_status(tmp_path: Path) -> None:

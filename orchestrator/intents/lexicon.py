@@ -1,0 +1,305 @@
+"""A small curated lexicon of Russian call-centre speech for the local intent classifier.
+
+The n-gram embedder (`orchestrator.intents.ngram`) sees shared stems and, through lemmas, the
+same word however it is inflected; it cannot see that different words mean the same thing
+("сотрудник" and "оператор", "наличка" and "картой", "годится" and "подходит"). This module
+supplies that, for the vocabulary callers use on any script, applied identically to a map's
+examples and to the caller's words (so it never makes two texts less alike, only more):
+
+- `SPELLINGS`: colloquial or STT spellings folded to one word before anything else
+  ("ок", "оке" -> "окей"; "щас" -> "сейчас"), where the analyzer would misread them ("ок" is
+  parsed as the preposition "около").
+- `CONTENT_WORDS`: words the analyzer tags as particles, conjunctions or interjections that still
+  say what the caller means on a phone call: "да", "нет", "ага", "конечно", "спасибо", "верно".
+  They count as content words (full n-gram weight, a lemma feature).
+- `FILLER_WORDS`: discourse fillers that say nothing about the intent ("пожалуйста", "знаете",
+  "слушайте", "вообще"): weighed like function words.
+- Two rules of spoken word order: a "не" right before a pause (a comma) is "нет" ("не, давайте
+  другое"), and "или нет" closing a question is no answer ("приём платный или нет").
+- `CONCEPTS`: lemma (or word form) -> concept. Each content word whose lemma or form is listed adds one "~concept"
+  feature besides its own lemma, so "дайте сотрудника" and "соедините с оператором" share
+  "~person". Groups are synonyms in the call-centre sense (what a caller would use for the same
+  request), not dictionary synonyms; a word belongs to at most one group. A negated word adds
+  its concept negated ("~!yes" for "неправильно", "не подходит"), see `orchestrator.intents.ngram`;
+  a negated word always counts as content, so "не надо" and "не нужна" share "~!need" although
+  "надо" alone is as weak as a function word.
+- `NOT_NEGATIONS`: words starting with "не" that are not a negated word ("несколько",
+  "некогда"); every other adjective or adverb "не" + a known word of the same part of speech is
+  read as "не" + that word ("неправильно" = "не правильно").
+
+Keep it small and generic: a map's own wording belongs in its examples. Adding a word here
+changes scores on every map, so re-run `voicebridge map lint dialogue_maps/` and
+`tests/test_heldout.py` after an edit.
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+
+SPELLINGS = MappingProxyType(
+    {
+        "ок": "окей",
+        "оке": "окей",
+        "окэй": "окей",
+        "окей": "окей",
+        "ok": "окей",
+        "okay": "окей",
+        "щас": "сейчас",
+        "ща": "сейчас",
+        "щаc": "сейчас",
+        "чо": "что",
+        "че": "что",
+        "норм": "нормально",
+        "нал": "наличные",
+        "налом": "наличные",
+        "безналом": "безнал",
+        "неа": "нет",
+        "не-а": "нет",
+        "угум": "угу",
+        "пжлст": "пожалуйста",
+        "плиз": "пожалуйста",
+        "спс": "спасибо",
+        "пасиб": "спасибо",
+        "пасибо": "спасибо",
+    }
+)
+
+CONTENT_WORDS = frozenset(
+    {
+        "да",
+        "нет",
+        "ага",
+        "угу",
+        "конечно",
+        "разумеется",
+        "естественно",
+        "верно",
+        "так",
+        "спасибо",
+        "окей",
+        "ладно",
+        "хватит",
+        "стоп",
+        "алло",
+    }
+)
+
+FILLER_WORDS = frozenset(
+    {
+        "пожалуйста",
+        "знаете",
+        "знаешь",
+        "слушайте",
+        "послушайте",
+        "слушай",
+        "смотрите",
+        "вообще",
+        "короче",
+        "типа",
+        "просто",
+        "кстати",
+        "сколько",  # price, opening hours, duration, headcount: the rest of the phrase says which
+        "девушка",
+        "извините",
+        "простите",
+        "скажите",
+        "подскажите",
+        "пожалуй",
+        "наверное",
+        "вот",
+        "ну",
+        "эээ",
+        "ээ",
+        "эм",
+        "ммм",
+        "хм",
+    }
+)
+
+_GROUPS: dict[str, tuple[str, ...]] = {
+    # asking for a person instead of the bot
+    "person": (
+        "оператор",
+        "человек",
+        "сотрудник",
+        "специалист",
+        "менеджер",
+        "консультант",
+        "руководитель",
+        "начальник",
+        "живой",
+        "диспетчер",
+        "администратор",
+        "старший",
+    ),
+    "connect": ("соединить", "переключить", "позвать", "связать", "соединять", "переключать"),
+    "robot": ("робот", "автоответчик", "бот", "автомат", "машина"),
+    # yes / agreement / confirmation
+    "yes": (
+        "да",
+        "ага",
+        "угу",
+        "конечно",
+        "разумеется",
+        "естественно",
+        "окей",
+        "ладно",
+        "ладный",
+        "хорошо",
+        "отлично",
+        "прекрасно",
+        "замечательно",
+        "нормально",
+        "годиться",
+        "устраивать",
+        "подходить",
+        "подойти",
+        "согласный",
+        "согласиться",
+        "договориться",
+        "верно",
+        "правильно",
+        "точно",
+        "подтверждать",
+        "подтвердить",
+    ),
+    "change_mind": ("передумать", "раздумать", "отказаться", "отказываться"),
+    "interest": ("интересно", "интересный", "актуально", "актуальный"),
+    # weak words alone ("нужно к хирургу"), a refusal negated ("не нужно", "не надо")
+    "need": ("нужно", "надо", "нужный", "необходимо", "требоваться"),
+    # calls and the caller's number
+    "call": ("звонить", "позвонить", "названивать", "трезвонить", "беспокоить", "набирать"),
+    "stop": ("прекратить", "прекращать", "перестать", "хватить", "хватит", "стоп", "достать"),
+    # not "убрать": on a cleaning line it means to clean
+    "remove": ("удалить", "стереть", "вычеркнуть", "исключить", "удалять"),
+    # not "телефон": "позовите к телефону" asks for a person
+    "contact": ("номер", "база", "список", "контакт", "рассылка"),
+    # money
+    "pay": (
+        "оплатить",
+        "заплатить",
+        "платить",
+        "расплатиться",
+        "рассчитаться",
+        "оплата",
+        "расчет",
+        "оплачивать",
+        "расплачиваться",
+    ),
+    "pay_means": (
+        "наличка",
+        "наличные",
+        "наличный",
+        "кэш",
+        "карта",
+        "карточка",
+        "безнал",
+        "безналичный",
+        "перевод",
+        "терминал",
+        "сбп",
+        "qr",
+    ),
+    "price": (
+        "цена",
+        "почем",
+        "стоимость",
+        "стоить",
+        "прайс",
+        "расценка",
+        "тариф",
+        "платный",
+        "бесплатный",
+        "бесплатно",
+        "платно",
+    ),
+    "expensive": ("дорого", "дорогой", "дороговатый", "дешевый", "дешево"),
+    "discount": ("скидка", "акция", "промокод", "уступить", "скидочка"),
+    # what a service includes
+    "supplies": (
+        "средство",
+        "химия",
+        "пылесос",
+        "инвентарь",
+        "моющий",
+        "швабра",
+        "тряпка",
+        "оборудование",
+        "химикат",
+        "порошок",
+    ),
+    "include": ("входить", "включать", "включить", "включено", "входит"),
+    # where
+    "where": (
+        "адрес",
+        "находиться",
+        "располагаться",
+        "добраться",
+        "доехать",
+        "проехать",
+        "дойти",
+        "пройти",
+        "метро",
+        "остановка",
+        "улица",
+        "ориентир",
+    ),
+    # leave-taking
+    "bye": ("свидание", "прощание", "добрый", "хороший"),
+}
+
+CONCEPTS: MappingProxyType[str, str] = MappingProxyType(
+    {lemma: concept for concept, lemmas in _GROUPS.items() for lemma in lemmas}
+)
+
+NOT_NEGATIONS = frozenset(
+    {
+        "несколько",
+        "некогда",
+        "немного",
+        "нечего",
+        "некуда",
+        "негде",
+        "незачем",
+        "неоткуда",
+        "некоторый",
+        "некоторые",
+        "неужели",
+        "небось",
+        "нередко",
+        "нежно",
+        "нервно",
+        "нежный",
+        "нервный",
+    }
+)
+
+
+def spelling(word: str) -> str:
+    """`word` with its colloquial spelling folded (`SPELLINGS`), else itself."""
+    return SPELLINGS.get(word, word)
+
+
+def concept(lemma: str) -> str | None:
+    """The concept group of a lemma, or None."""
+    return CONCEPTS.get(lemma)
+
+
+_NE_BEFORE_PAUSE = re.compile(r"(?<!\w)не(?=\s*[,.!?;:…—–-])", re.IGNORECASE)
+
+
+def fold_raw(text: str) -> str:
+    """Rules that need the punctuation, before normalisation: "не," -> "нет,"."""
+    return _NE_BEFORE_PAUSE.sub("нет", text)
+
+
+def fold_words(words: list[str]) -> list[str]:
+    """Spellings folded (`SPELLINGS`) and the tag question "или нет" reduced to "или"."""
+    out: list[str] = []
+    for w in words:
+        w = spelling(w)
+        if w == "нет" and out and out[-1] == "или":
+            continue
+        out.append(w)
+    return out
