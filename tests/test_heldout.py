@@ -28,6 +28,15 @@ none. So cleaning misses the bar with the stand-in: `test_heldout_meets_the_issu
 strict xfail for cleaning only, the floors below guard the figures against regressions, and
 `test_heldout_live` measures the step against a real OpenAI-compatible model when one is
 configured.
+
+Set 2, written blind after that tuning (from the maps alone, by someone who never saw set 1,
+the eval split or the tuning) and measured once: local only cleaning 68/83 (81.9 %), dental
+59/66 (89.4 %); with the step 68/83 (81.9 %) and 62/66 (93.9 %) (one dental phrase dropped: the
+tuning had independently put the same words in the map). That is the honest figure, and
+it is below the bar. The misses: refusals said without a refusal word ("нет пожалуй не стоит",
+"не передумал я"), agreement with a negation in it ("почему бы и нет"), days and times the
+entity grammar does not take ("на 25е", "через два дня", "полпятого нормально"), and off-script
+questions that share a content word with an intent or FAQ entry.
 """
 
 from __future__ import annotations
@@ -57,14 +66,21 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 MAPS = ["cleaning_quote", "dental_appointment"]
 BAR = 0.95
-# The dev-set figures after tuning (see the module docstring): a floor against regressions.
-FLOORS = {"cleaning_quote": (51, 49), "dental_appointment": (49, 48)}  # (local only, with the step)
-# Maps that do not reach the bar with the stand-in as the step (strict: reaching it fails the test).
-BELOW_BAR_WITH_STANDIN = {"cleaning_quote"}
+SETS = {"dev": "heldout_", "blind2": "heldout2_"}
+# Measured figures (see the module docstring): floors against regressions, not targets.
+# (local only, with the step), per (set, map).
+FLOORS = {
+    ("dev", "cleaning_quote"): (51, 49),
+    ("dev", "dental_appointment"): (49, 48),
+    ("blind2", "cleaning_quote"): (68, 68),  # 81.9 % / 81.9 % of 83
+    ("blind2", "dental_appointment"): (59, 62),  # 89.4 % / 93.9 % of 66
+}
+# The bar is judged on the blind set; neither map reaches it (strict: reaching it fails the test).
+BELOW_BAR_WITH_STANDIN = {"cleaning_quote", "dental_appointment"}
 
 
-def _heldout(name: str) -> dict[str, object]:
-    data = json.loads((DATA / f"heldout_{name}.json").read_text(encoding="utf-8"))
+def _heldout(name: str, which: str = "dev") -> dict[str, object]:
+    data = json.loads((DATA / f"{SETS[which]}{name}.json").read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
 
@@ -79,9 +95,10 @@ async def standin() -> AsyncIterator[OpenAIStandin]:
         await server.close()
 
 
+@pytest.mark.parametrize("which", SETS)
 @pytest.mark.parametrize("name", MAPS)
-def test_heldout_sets_are_well_formed_and_not_in_the_map(name: str) -> None:
-    data = _heldout(name)
+def test_heldout_sets_are_well_formed_and_not_in_the_map(name: str, which: str) -> None:
+    data = _heldout(name, which)
     m = load_dialogue_map(ROOT / str(data["map"]))
     phrases = data["phrases"]
     assert isinstance(phrases, list) and len(phrases) >= 40
@@ -116,9 +133,9 @@ class Score:
         )
 
 
-async def measure(name: str, arbiter: IntentArbiter) -> Score:
-    """Route every held-out phrase of map `name` local only and with the step asking `arbiter`."""
-    data = _heldout(name)
+async def measure(name: str, arbiter: IntentArbiter, which: str = "dev") -> Score:
+    """Route every phrase of set `which` for map `name` local only and with the step asking `arbiter`."""
+    data = _heldout(name, which)
     m = load_dialogue_map(ROOT / str(data["map"]))
     classifier = VectorIntentClassifier(m, CharNgramEmbedder())
     flow = MapFlowEngine(m)
@@ -137,19 +154,21 @@ async def measure(name: str, arbiter: IntentArbiter) -> Score:
     return score
 
 
-async def _with_standin(name: str, standin: OpenAIStandin) -> Score:
+async def _with_standin(name: str, standin: OpenAIStandin, which: str = "dev") -> Score:
     client = openai.AsyncOpenAI(base_url=standin.base_url, api_key="standin", max_retries=0)
     try:
-        return await measure(name, OpenAICompatArbiter(client, model="standin"))
+        return await measure(name, OpenAICompatArbiter(client, model="standin"), which)
     finally:
         await client.close()
 
 
+@pytest.mark.parametrize("which", SETS)
 @pytest.mark.parametrize("name", MAPS)
-async def test_heldout_routing(name: str, standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, standin)
-    print("\n" + score.summary(name, "OpenAI stand-in"))
-    assert score.local_ok >= FLOORS[name][0] and score.step_ok >= FLOORS[name][1], score.misses
+async def test_heldout_routing(name: str, which: str, standin: OpenAIStandin) -> None:
+    score = await _with_standin(name, standin, which)
+    print("\n" + score.summary(f"{which} {name}", "OpenAI stand-in"))
+    local, step = FLOORS[which, name]
+    assert score.local_ok >= local and score.step_ok >= step, score.misses
 
 
 @pytest.mark.parametrize(
@@ -159,8 +178,8 @@ async def test_heldout_routing(name: str, standin: OpenAIStandin) -> None:
             name,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="with the trigram stand-in as the step cleaning reaches 92.5 %, not 95 % "
-                "(local only 96.2 %; see the module docstring)",
+                reason="on the blind set 2 with the trigram stand-in as the step: cleaning 81.9 %, "
+                "dental 93.9 %, not 95 % (see the module docstring)",
             ),
         )
         if name in BELOW_BAR_WITH_STANDIN
@@ -169,7 +188,7 @@ async def test_heldout_routing(name: str, standin: OpenAIStandin) -> None:
     ],
 )
 async def test_heldout_meets_the_issue_bar(name: str, standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, standin)
+    score = await _with_standin(name, standin, "blind2")
     assert score.step_ok / score.n >= BAR, score.misses
 
 
@@ -179,11 +198,11 @@ async def test_heldout_meets_the_issue_bar(name: str, standin: OpenAIStandin) ->
 )
 @pytest.mark.parametrize("name", MAPS)
 async def test_heldout_live(name: str) -> None:
-    """The dev sets with the step asking a real model (OPENAI_MODEL, default gpt-4o-mini)."""
+    """The blind sets with the step asking a real model (OPENAI_MODEL, default gpt-4o-mini)."""
     client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
     try:
         model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
-        score = await measure(name, OpenAICompatArbiter(client, model=model))
+        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind2")
     finally:
         await client.close()
     print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))
