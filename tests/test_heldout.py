@@ -31,8 +31,8 @@ configured.
 
 Set 2, written blind after that tuning (from the maps alone, by someone who never saw set 1,
 the eval split or the tuning) and measured once: local only cleaning 68/83 (81.9 %), dental
-59/66 (89.4 %); with the step 68/83 (81.9 %) and 62/66 (93.9 %) (one dental phrase dropped: the
-tuning had independently put the same words in the map). That is the honest figure, and
+57/64 (89.1 %); with the step 68/83 (81.9 %) and 60/64 (93.8 %) (three short dental phrases
+dropped: the tuning had independently put the same words in the map). That is the honest figure, and
 it is below the bar. The misses: refusals said without a refusal word ("нет пожалуй не стоит",
 "не передумал я"), agreement with a negation in it ("почему бы и нет"), days and times the
 entity grammar does not take ("на 25е", "через два дня", "полпятого нормально"), and off-script
@@ -73,7 +73,7 @@ FLOORS = {
     ("dev", "cleaning_quote"): (51, 49),
     ("dev", "dental_appointment"): (49, 48),
     ("blind2", "cleaning_quote"): (68, 68),  # 81.9 % / 81.9 % of 83
-    ("blind2", "dental_appointment"): (59, 62),  # 89.4 % / 93.9 % of 66
+    ("blind2", "dental_appointment"): (57, 60),  # 89.1 % / 93.8 % of 64
 }
 # The bar is judged on the blind set; neither map reaches it (strict: reaching it fails the test).
 BELOW_BAR_WITH_STANDIN = {"cleaning_quote", "dental_appointment"}
@@ -179,7 +179,7 @@ async def test_heldout_routing(name: str, which: str, standin: OpenAIStandin) ->
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="on the blind set 2 with the trigram stand-in as the step: cleaning 81.9 %, "
-                "dental 93.9 %, not 95 % (see the module docstring)",
+                "dental 93.8 %, not 95 % (see the module docstring)",
             ),
         )
         if name in BELOW_BAR_WITH_STANDIN
