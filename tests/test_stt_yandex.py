@@ -212,6 +212,78 @@ async def test_retryable_failure_reconnects_and_recognition_goes_on(
     assert speechkit_standin.stt_sessions[0].ended == "fault"
 
 
+@pytest.mark.parametrize("in_flight", ["speech", "end_of_input"])
+async def test_audio_in_flight_when_the_service_fails_is_resent(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+    in_flight: str,
+) -> None:
+    # The flake of the test above, made deterministic: the service fails after hearing 100 ms,
+    # but the client has written more by then (a backlog goes out at full speed). The stand-in
+    # takes that audio without hearing it, as a real failure loses requests in flight. The next
+    # stream used to get only what was still queued: the utterance, or with it the end of input
+    # (then "failed after the input ended"), went with the dead stream.
+    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    pcm = silence(1000) + make_speech(UTTERANCES[0]) + silence(800)
+    total_ms = len(pcm) // 16
+    # "speech": all but the last 300 ms of silence, so what was still queued has no speech in it.
+    unheard = total_ms - 100 - 300 if in_flight == "speech" else None
+    speechkit_standin.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=100, unheard_ms=unheard)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
+    feed(stt, pcm, end=True)
+    events = await collect(stt, lambda ev: len(finals(ev)) == 1)
+    events += await rest(stt)
+    await stt.aclose()
+    assert not [e for e in events if isinstance(e, STTError)]  # recovered: nothing in-band
+    assert stt.reconnects == 1 and stt.streams_opened == 2
+    dead, new = speechkit_standin.stt_sessions
+    assert dead.ended == "fault" and dead.unheard_bytes > 0 and dead.utterances == []
+    if in_flight == "end_of_input":
+        assert dead.audio_bytes + dead.unheard_bytes == len(pcm)  # it had everything, then failed
+    # Nothing was finalized on the dead stream: the new one heard all of it, then half-closed.
+    assert new.audio_bytes == len(pcm) and new.ended == "eof"
+    [final] = finals(events)
+    assert final.text == UTTERANCES[0]
+    # Its times are positions in the call's audio: the speech starts at 1000 ms.
+    assert final.audio_start_ms is not None and 900 <= final.audio_start_ms <= 1300
+
+
+async def test_after_a_failure_only_audio_no_final_covers_is_resent(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+) -> None:
+    # The first utterance is finalized on the first stream; the service fails 700 ms into the
+    # pause after it and takes the rest (the second utterance and the end of input) unheard. The
+    # next stream resends from the end of that final: the second utterance is recognised, the
+    # first is not heard twice, and result times go on along the call's audio.
+    speechkit_standin.script = SttScript(default=list(UTTERANCES))
+    s1, s2 = (make_speech(t) for t in UTTERANCES)
+    pcm = silence(600) + s1 + silence(1000) + s2 + silence(800)
+    speech2_ms = (600 + len(s1) // 16) + 1000
+    speechkit_standin.fail_next_streams(1, after_ms=speech2_ms - 300, unheard_ms=None)
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel,
+        SETTINGS,
+        clock=LoopClock(),
+        request_id="call-c",  # one script
+    ).open_stream()
+    feed(stt, pcm, end=True)
+    events = await collect(stt, lambda ev: len(finals(ev)) == 2)
+    events += await rest(stt)
+    await stt.aclose()
+    assert not [e for e in events if isinstance(e, STTError)]
+    assert [f.text for f in finals(events)] == UTTERANCES and stt.reconnects == 1
+    dead, new = speechkit_standin.stt_sessions
+    assert dead.ended == "fault" and dead.utterances == UTTERANCES[:1]
+    assert new.ended == "eof" and new.utterances == UTTERANCES[1:]
+    f1, f2 = finals(events)
+    assert f1.audio_end_ms is not None and f2.audio_start_ms is not None
+    assert new.audio_bytes == len(pcm) - f1.audio_end_ms * 16  # from the end of the final on
+    assert f1.audio_end_ms <= f2.audio_start_ms and abs(f2.audio_start_ms - speech2_ms) <= 200
+
+
 async def test_non_retryable_failure_ends_recognition(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
@@ -329,11 +401,14 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
 
 
 async def _step(server: SpeechKitStandin, stt: YandexRecognitionStream, sent: list[int]) -> None:
-    """Push one 100 ms batch and wait until the service has counted it (no backlog in flight)."""
+    """Push one 100 ms batch and wait until the current stream has heard all audio so far.
+
+    (No final covers silence, so a stream after a reconnect starts by resending everything.)
+    """
     chunk = silence(100)
     feed(stt, chunk)
     sent.append(len(chunk))
-    await server.wait_for(lambda: sum(r.audio_bytes for r in server.stt_sessions) == sum(sent), 3.0)
+    await server.wait_for(lambda: server.stt_sessions[-1].audio_bytes == sum(sent), 3.0)
 
 
 @pytest.mark.parametrize("more_audio", [True, False])
@@ -342,6 +417,7 @@ async def test_reconnect_loses_no_audio_and_eof_right_after_still_half_closes(
 ) -> None:
     # The dead stream's request generator used to take the next chunk (or the end of input) from
     # the shared queue: ~100 ms lost per reconnect, or a new stream that never half-closed.
+    # Nothing was finalized on the dead stream, so the new one resends all of it first.
     srv = speechkit_standin
     srv.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=300)
     stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
@@ -357,7 +433,8 @@ async def test_reconnect_loses_no_audio_and_eof_right_after_still_half_closes(
     stt.end_input()
     await srv.wait_for(lambda: srv.stt_sessions[1].done.is_set(), 3.0)
     assert srv.stt_sessions[1].ended == "eof"  # the new stream was half-closed
-    assert sum(r.audio_bytes for r in srv.stt_sessions) == sum(sent) == stt.audio_bytes_sent
+    assert srv.stt_sessions[1].audio_bytes == sum(sent)  # it heard every byte
+    assert stt.audio_bytes_sent == sum(r.audio_bytes for r in srv.stt_sessions)  # resent counts again
     assert stt.reconnects == 1 and await rest(stt) == []
     await stt.aclose()
 

@@ -12,8 +12,10 @@ the status code the real service uses for that is not documented, we use DEADLIN
 TTS (`Synthesizer.UtteranceSynthesis`, `StreamSynthesis`): espeak-ng audio at the requested LPCM
 rate; the 250-char (utterance) and 5000-char (stream) limits are enforced.
 
-Faults for tests: `fail_next_streams(n, code, after_ms)` aborts the next n recognition streams
-once they have received `after_ms` of audio; `fail_next_tts(n, code)` fails the next n syntheses;
+Faults for tests: `fail_next_streams(n, code, after_ms, unheard_ms)` aborts the next n recognition
+streams once they have received `after_ms` of audio (with `unheard_ms`, only after taking that much
+more, or everything up to the client's half-close, without hearing it: audio in flight when the
+service failed, deterministically); `fail_next_tts(n, code)` fails the next n syntheses;
 `stall_next_tts_streams_after(sentences, n)` makes streamed synthesis go silent after some sentences.
 """
 
@@ -49,7 +51,8 @@ class SttSessionRecord:
     request_id: str
     options: stt_pb2.StreamingOptions | None = None
     audio_ms: int = 0  # audio + silence_chunk ms received
-    audio_bytes: int = 0
+    audio_bytes: int = 0  # audio heard
+    unheard_bytes: int = 0  # audio taken after a fault's point without hearing it (`unheard_ms`)
     silence_ms: int = 0
     chunks: int = 0
     utterances: list[str] = field(default_factory=list)
@@ -62,6 +65,7 @@ class _Fault:
     count: int
     code: grpc.StatusCode
     after_ms: int = 0
+    unheard_ms: int | None = 0  # STT: taken unheard before the abort (None: up to the half-close)
 
 
 def _raw(text: str) -> str:
@@ -85,6 +89,7 @@ class _Segmenter:
         self.text: str | None = None
         self.shown = 0
         self.final_index = 0
+        self.final_ms = 0  # audio_cursors.final_time_ms: recognition up to here will not change
 
     def _resp(self, **event: Any) -> stt_pb2.StreamingResponse:
         return stt_pb2.StreamingResponse(
@@ -93,6 +98,7 @@ class _Segmenter:
                 received_data_ms=self.cursor_ms,
                 final_index=self.final_index,
                 partial_time_ms=self.cursor_ms,
+                final_time_ms=self.final_ms,
             ),
             response_wall_time_ms=self.cursor_ms,
             **event,
@@ -166,6 +172,7 @@ class _Segmenter:
             return
         text = self.text
         self.text = None
+        self.final_ms = self.cursor_ms
         out.append(self._resp(final=self._alt(" ".join(self.words))))
         if self.server.send_refinement:
             out.append(
@@ -270,6 +277,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                 for resp in out:
                     yield resp
                 if fault is not None and rec.audio_ms >= fault.after_ms:
+                    await self._unheard(requests, context, rec, fault.unheard_ms)
                     rec.ended = "fault"
                     await context.abort(fault.code, "stand-in fault injected")
             out = []
@@ -281,6 +289,23 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
             await tasks.aclose()
             rec.done.set()
             srv._notify()
+
+    async def _unheard(
+        self, requests: asyncio.Queue[object], context: Any, rec: SttSessionRecord, ms: int | None
+    ) -> None:
+        """Take `ms` more audio (None: all, up to the half-close) without hearing it (`unheard_ms`)."""
+        taken = 0
+        while ms is None or taken < ms:
+            req = await self._next(requests, context, rec)
+            if req is _END:
+                return
+            assert isinstance(req, stt_pb2.StreamingRequest)
+            if req.WhichOneof("Event") == "chunk":
+                taken += len(req.chunk.data) // 16
+                rec.unheard_bytes += len(req.chunk.data)
+            else:
+                taken += req.silence_chunk.duration_ms
+            self.server._notify()
 
     async def _next(self, requests: asyncio.Queue[object], context: Any, rec: SttSessionRecord) -> object:
         try:
@@ -339,10 +364,21 @@ class SpeechKitStandin(Progress):
         self._server: grpc.aio.Server | None = None
 
     def fail_next_streams(
-        self, n: int = 1, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, after_ms: int = 0
+        self,
+        n: int = 1,
+        code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        after_ms: int = 0,
+        *,
+        unheard_ms: int | None = 0,
     ) -> None:
-        """Abort the next `n` recognition streams with `code` after `after_ms` of audio."""
-        self._faults["stt"] = _Fault(n, code, after_ms)
+        """Abort the next `n` recognition streams with `code` after `after_ms` of audio.
+
+        Before aborting, a stream takes `unheard_ms` more of audio (None: everything up to the
+        client's half-close) and does nothing with it: what a real failure does to requests in
+        flight, without depending on how fast the client writes. (Only after audio: with
+        `after_ms=0` the abort comes right after the session options, as before.)
+        """
+        self._faults["stt"] = _Fault(n, code, after_ms, unheard_ms)
 
     def fail_next_tts(self, n: int = 1, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         """Fail the next `n` synthesis calls with `code` (OK: take the text, never answer)."""

@@ -18,10 +18,15 @@ contract). Shape of one call's recognition:
 - Retryable failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, a reset
   stream, the server ending the stream on its own, a local cancel) are logged, counted
   (`reconnects`, `last_error`) and followed by a reconnect with doubling backoff; they are NOT
-  results (the Orchestrator plays an emergency phrase for every `STTError`). An `STTError` goes
-  in-band only when the streamer gives up: a non-retryable failure, `reconnect_attempts` failures
-  in a row, a failure after the input ended, or an unexpected error in a reader; it is then always
-  non-retryable, nothing follows it and iteration ends.
+  results (the Orchestrator plays an emergency phrase for every `STTError`). No audio is lost
+  across them: what the failed call sent that no final covers (requests in flight when it died,
+  an utterance the service had not finalized) is resent first by the next call, whose result
+  times continue from there. That holds after the input ended too (the failure raced the end
+  of input): the next call resends and half-closes again; the end of input is the buffer's
+  state, not something the failed call used up. An `STTError` goes in-band only when the
+  streamer gives up: a non-retryable failure, `reconnect_attempts` failures in a row without
+  progress (a final, or a partial beyond the resent audio), or an unexpected error in a reader;
+  it is then always non-retryable, nothing follows it and iteration ends.
 - Iteration ends after `end_input()` once the last call has half-closed and drained, after the
   give-up error, or at once after `aclose()`.
 """
@@ -34,7 +39,7 @@ import math
 from typing import Any, cast
 
 import grpc
-from yandex.cloud.ai.stt.v3 import stt_service_pb2_grpc
+from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
 from orchestrator.adapters.stt.yandex_call import BYTES_PER_MS, RecognizeCall, Shared, streaming_options
@@ -204,9 +209,10 @@ class YandexRecognitionStream:
         failures = 0
         base_ms = 0
         draining: set[asyncio.Task[STTError | None]] = set()  # renewed calls finishing
+        replay: list[stt_pb2.StreamingRequest] = []  # a failed call's unconfirmed requests
         try:
             while True:
-                call = RecognizeCall(self._shared, base_ms)
+                call = RecognizeCall(self._shared, base_ms, replay)
                 reader = self._tasks.spawn(self._read(call), f"read-{self.streams_opened}")
                 self.streams_opened += 1
                 waits: set[asyncio.Future[Any]] = {reader, call.ended}
@@ -221,7 +227,6 @@ class YandexRecognitionStream:
                     continue
                 # Bounded by the reader's own deadlines (connect, stream cap, drain).
                 await asyncio.wait({reader})
-                base_ms += call.ms_sent
                 crash = _crash(reader)
                 if crash is not None:
                     return crash  # never a silent death: the Orchestrator hears of it
@@ -236,10 +241,6 @@ class YandexRecognitionStream:
                 failures += 1
                 if not err.retryable:
                     return err
-                if self._shared.input_ended:
-                    # The end of input is spent: nothing left to reconnect for. Every in-band
-                    # STTError means recognition is over, so this one is not retryable either.
-                    return STTError(f"failed after the input ended: {err}", provider=PROVIDER)
                 if failures > s.reconnect_attempts:
                     return STTError(
                         f"giving up after {failures - 1} reconnects: {err}",
@@ -249,8 +250,16 @@ class YandexRecognitionStream:
                 # Recovered by reconnecting: not the Orchestrator's business (it would apologise).
                 self.reconnects += 1
                 self.last_error = err
+                # Whatever no final covers may never have been heard: the next call resends it.
+                base_ms += call.confirmed_ms
+                replay = call.unconfirmed_requests()
                 delay = min(s.reconnect_backoff_max_s, s.reconnect_backoff_s * 2 ** (failures - 1))
-                log.warning("STT stream failed (%s); reconnecting in %.2fs", err, delay)
+                log.warning(
+                    "STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
+                    err,
+                    delay,
+                    call.unconfirmed_ms,
+                )
                 await asyncio.sleep(delay)
         finally:
             # Giving up: calls still draining have nothing more to say (nothing follows the error).

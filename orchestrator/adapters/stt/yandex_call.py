@@ -11,6 +11,13 @@ reconnect); they share the one `AudioBuffer` the gateway pushes into, and the co
   data and for its own end together, and takes frames synchronously right after checking the
   call is still alive (gRPC keeps pulling a finished call's generator; `call.cancel()` is then a
   no-op), so the next call gets every frame.
+- Audio on the wire is not delivered audio: when a call fails, what its generator sent may never
+  have reached the service (requests in flight when it aborted), and an utterance the service
+  had not finalized is gone with the session. So a call keeps every request it sent until a
+  final covers it (`unconfirmed`: the service's `final_time_ms`, or the final's end), bounded
+  by `max_buffered_s`; after a retryable failure the next call resends those first (`replay`),
+  then takes from the buffer. The end of input is the buffer's state, never a token a call takes:
+  the next call half-closes again after the replay.
 - It half-closes its call for renewal before 5 min / 10 MB (`renew_after_s`,
   `renew_after_bytes`), preferably in a pause (no partial pending and the audio sent last quiet
   for `renew_quiet_ms`), at the latest `renew_grace_s` later.
@@ -24,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,9 +89,8 @@ class Shared:
     buffer: AudioBuffer  # the one inbound buffer, filled by the gateway
     emit: Callable[[SttEvent], None]  # results out, in order
     chunk_frames: int  # 20 ms frames per audio request (5: 100 ms)
-    audio_bytes_sent: int = 0
+    audio_bytes_sent: int = 0  # resent (replayed) audio counts again
     silence_ms_sent: int = 0
-    input_ended: bool = False  # the end of input was taken by some call (spent)
 
 
 class _Wait(enum.Enum):
@@ -92,12 +99,47 @@ class _Wait(enum.Enum):
     EOF = "eof"  # the input ended and everything was sent
 
 
-class RecognizeCall:
-    """One RecognizeStreaming call: its request generator, result handling and bookkeeping."""
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A request of this call that no final covers yet, and where it ends in the call's audio."""
 
-    def __init__(self, shared: Shared, base_ms: int) -> None:
+    end_ms: int
+    ms: int
+    request: stt_pb2.StreamingRequest
+
+
+def _request_ms(req: stt_pb2.StreamingRequest) -> int:
+    if req.WhichOneof("Event") == "chunk":
+        return len(req.chunk.data) // BYTES_PER_MS
+    return int(req.silence_chunk.duration_ms)
+
+
+def _tail(sent: _Sent, from_ms: int) -> stt_pb2.StreamingRequest:
+    """The part of a request after `from_ms` (call-relative; it lies inside the request)."""
+    skip = from_ms - (sent.end_ms - sent.ms)
+    req = sent.request
+    if req.WhichOneof("Event") == "chunk":
+        return stt_pb2.StreamingRequest(chunk=stt_pb2.AudioChunk(data=req.chunk.data[skip * BYTES_PER_MS :]))
+    return stt_pb2.StreamingRequest(silence_chunk=stt_pb2.SilenceChunk(duration_ms=sent.ms - skip))
+
+
+class RecognizeCall:
+    """One RecognizeStreaming call: its request generator, result handling and bookkeeping.
+
+    `replay`: what the failed call before it had sent without a final covering it (its
+    `unconfirmed_requests()`); sent first, so `base_ms` is where that audio starts.
+    """
+
+    def __init__(self, shared: Shared, base_ms: int, replay: Sequence[stt_pb2.StreamingRequest] = ()) -> None:
         self.shared = shared
-        self.base_ms = base_ms  # audio sent on earlier calls: makes result times call-relative
+        self.base_ms = base_ms  # audio before this call's first request: makes result times call-relative
+        # Sent (or to be resent first) and not yet covered by a final, oldest first.
+        self.unconfirmed: deque[_Sent] = deque()
+        self._unconfirmed_ms = 0
+        self._replay = tuple(replay)
+        for req in self._replay:
+            self._keep(req, self._unconfirmed_ms + _request_ms(req))
+        self.replay_ms = self._unconfirmed_ms
         self.ms_sent = 0
         self.bytes_sent = 0
         self.started_at = shared.clock.now()
@@ -108,7 +150,7 @@ class RecognizeCall:
         self.pending: tuple[int, SttResult] | None = None  # final waiting for its refinement
         self.pending_timer: asyncio.TimerHandle | None = None
         self.emitted_index = -1  # final_index already emitted (a late refinement is dropped)
-        self.got_results = False
+        self.got_results = False  # the service recognised audio it had not before (see handle)
         self.call: grpc.aio.StreamStreamCall[Any, Any] | None = None
         self.failure: Exception | None = None  # what made the request generator raise
 
@@ -163,6 +205,11 @@ class RecognizeCall:
         yield stt_pb2.StreamingRequest(session_options=streaming_options(s))
         keepalive_ms = max(1, int(s.keepalive_s * 1000))
         try:
+            for req in self._replay:  # already in `unconfirmed`, at these positions
+                if self._dead():
+                    return  # the rest stays unconfirmed: the next call resends it
+                self._count(req)
+                yield req
             while True:
                 if self._due():
                     self._end("renew")
@@ -171,24 +218,18 @@ class RecognizeCall:
                 if frames is _Wait.DEAD:
                     return
                 if frames is _Wait.EOF:
-                    shared.input_ended = True
                     self._end("eof")
                     return
                 if frames is _Wait.IDLE:
-                    self.quiet_ms += keepalive_ms
-                    self.ms_sent += keepalive_ms
-                    shared.silence_ms_sent += keepalive_ms
-                    yield stt_pb2.StreamingRequest(
+                    req = stt_pb2.StreamingRequest(
                         silence_chunk=stt_pb2.SilenceChunk(duration_ms=keepalive_ms)
                     )
-                    continue
-                chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-                ms = len(chunk) // BYTES_PER_MS
-                self.quiet_ms = self.quiet_ms + ms if rms(chunk) < s.renew_quiet_rms else 0
-                self.bytes_sent += len(chunk)
-                self.ms_sent += ms
-                shared.audio_bytes_sent += len(chunk)
-                yield stt_pb2.StreamingRequest(chunk=stt_pb2.AudioChunk(data=chunk))
+                else:
+                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    req = stt_pb2.StreamingRequest(chunk=stt_pb2.AudioChunk(data=chunk))
+                self._count(req)
+                self._keep(req, self.ms_sent)
+                yield req
         except Exception as exc:
             # gRPC only logs it (at DEBUG) and cancels the call; keep it for the error message.
             self.failure = exc
@@ -196,6 +237,57 @@ class RecognizeCall:
         finally:
             # Closed by gRPC (the call failed): the recognition decides what comes next.
             self._end("aborted")
+
+    def _count(self, req: stt_pb2.StreamingRequest) -> None:
+        """Bookkeeping for one audio or silence request about to be sent."""
+        s = self.shared.settings
+        ms = _request_ms(req)
+        self.ms_sent += ms
+        if req.WhichOneof("Event") == "chunk":
+            chunk = req.chunk.data
+            self.quiet_ms = self.quiet_ms + ms if rms(chunk) < s.renew_quiet_rms else 0
+            self.bytes_sent += len(chunk)
+            self.shared.audio_bytes_sent += len(chunk)
+        else:
+            self.quiet_ms += ms
+            self.shared.silence_ms_sent += ms
+
+    def _keep(self, req: stt_pb2.StreamingRequest, end_ms: int) -> None:
+        """Hold a request until a final covers it (at most `max_buffered_s`: the oldest goes)."""
+        ms = _request_ms(req)
+        self.unconfirmed.append(_Sent(end_ms, ms, req))
+        self._unconfirmed_ms += ms
+        cap = int(self.shared.settings.max_buffered_s * 1000)
+        while self._unconfirmed_ms > cap and len(self.unconfirmed) > 1:
+            self._unconfirmed_ms -= self.unconfirmed.popleft().ms
+
+    def _confirm(self, upto_ms: int) -> None:
+        """The service finalized the call's audio up to `upto_ms`: no need to resend it."""
+        held = self.unconfirmed
+        while held and held[0].end_ms <= upto_ms:
+            self._unconfirmed_ms -= held.popleft().ms
+        if held and held[0].end_ms - held[0].ms < upto_ms:  # a request straddles it: keep its tail
+            first = held[0]
+            tail = _Sent(first.end_ms, first.end_ms - upto_ms, _tail(first, upto_ms))
+            held[0] = tail
+            self._unconfirmed_ms -= first.ms - tail.ms
+
+    @property
+    def unconfirmed_ms(self) -> int:
+        """Audio (and keepalive silence) ms the next call would resend."""
+        return self._unconfirmed_ms
+
+    @property
+    def confirmed_ms(self) -> int:
+        """Where the unconfirmed audio starts in this call (all of it sent: `ms_sent`)."""
+        if not self.unconfirmed:
+            return self.ms_sent
+        first = self.unconfirmed[0]
+        return first.end_ms - first.ms
+
+    def unconfirmed_requests(self) -> list[stt_pb2.StreamingRequest]:
+        """What the next call must resend (after this one failed), oldest first."""
+        return [sent.request for sent in self.unconfirmed]
 
     def abandon(self) -> None:
         """The call is over: mark the generator's end if gRPC never closed it."""
@@ -205,8 +297,11 @@ class RecognizeCall:
     def handle(self, resp: stt_pb2.StreamingResponse) -> None:
         """Turn one response into results (emitted through `Shared.emit`)."""
         event = resp.WhichOneof("Event")
-        # Progress that resets the reconnect budget: not the WORKING status every call starts with.
-        self.got_results = self.got_results or event != "status_code"
+        self._confirm(resp.audio_cursors.final_time_ms)
+        # Progress, which resets the reconnect budget: a final, or a partial beyond the replayed
+        # audio (not the WORKING status every call starts with, nor the same replay heard again).
+        if event == "final" or (event == "partial" and _end_ms(resp.partial) > self.replay_ms):
+            self.got_results = True
         if event == "final_refinement":
             ref = resp.final_refinement
             # A refinement follows its final directly, so a held final takes it even if the
@@ -226,6 +321,8 @@ class RecognizeCall:
         elif event == "final":
             self.in_utterance = False
             alt = _best(resp.final)
+            if alt is not None:
+                self._confirm(alt.end_time_ms)
             index = resp.audio_cursors.final_index
             if alt is None or not alt.text.strip() or index <= self.emitted_index:
                 return
@@ -275,3 +372,8 @@ class RecognizeCall:
 
 def _best(update: stt_pb2.AlternativeUpdate) -> stt_pb2.Alternative | None:
     return update.alternatives[0] if update.alternatives else None
+
+
+def _end_ms(update: stt_pb2.AlternativeUpdate) -> int:
+    alt = _best(update)
+    return alt.end_time_ms if alt is not None else 0
