@@ -71,7 +71,9 @@ class YandexSettings:
     keepalive_s: _Positive = 1.0  # with no audio for this long, a silence_chunk goes (idle cut-off is 5 s)
     final_refinement_wait_s: _NonNegative = 0.3  # how long a final waits for its normalized text
     drain_timeout_s: _Positive = 10.0  # a half-closed stream must finish within this
-    max_buffered_s: _Positive = 30.0  # audio kept while the stream is down; older audio is dropped
+    # The one inbound buffer (audio kept while the stream is down; older audio is dropped), and the
+    # cap on what a failed stream sent that no final covers (resent on the next stream).
+    max_buffered_s: _Positive = 30.0
     reconnect_attempts: Annotated[int, Field(ge=0)] = 5
     reconnect_backoff_s: _NonNegative = 0.2  # doubled per consecutive failure ...
     reconnect_backoff_max_s: _NonNegative = 3.0  # ... up to this
