@@ -187,7 +187,8 @@ async def test_stream_failure_is_raised_by_the_iteration(
     stream.push_text("Привет. ")
     chunks, err = await drain(stream)
     assert chunks == [] and err is not None and err.retryable
-    assert "RESOURCE_EXHAUSTED" in str(err)
+    # gRPC Python reports a server abort that races our write as INTERNAL (see speechkit.py).
+    assert "RESOURCE_EXHAUSTED" in str(err) or "INTERNAL" in str(err)
     assert await drain(stream) == ([], None)  # raised once, then the iteration is over
     await tts.aclose()
 
