@@ -86,7 +86,10 @@ async def test_example_call_through_the_real_adapters(
     assert any(e.kind == "llm_said" and "без выходных" in e.data["text"] for e in events)
     assert caller.voice_count > 100  # the caller heard the bot (greeting, price, LLM, goodbye)
     gaps = caller.inter_arrival()
-    assert gaps.max < 0.1  # paced: no multi-frame holes in the line while the call ran
+    # Paced: no hole in the line a caller would hear as a dropout. The bound leaves room for a
+    # loaded CI machine (wall-clock pacing itself is measured by `make bench`, not asserted here);
+    # a blocked event loop or a stalled pacer shows as seconds.
+    assert gaps.max < 0.5
     assert app.calls_active == 0
 
 
