@@ -190,7 +190,7 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
             m is None
             or _text(toks, i - 1) == "через"
             or lemma_of(_text(toks, m.end)) in ("число", "месяц")
-            or _text(toks, m.start - 1) == "на" and _text(toks, m.end) in _SHIFTS
+            or (_text(toks, m.start - 1) == "на" and _text(toks, m.end) in _SHIFTS)
         ):
             i += 1
             continue
