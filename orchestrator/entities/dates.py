@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from orchestrator.entities.integers import parse_integer
-from orchestrator.entities.morph import Token, lemma_of, lemmas_of, tokens
+from orchestrator.entities.morph import Token, analyzer, lemma_of, lemmas_of, tokens
 from orchestrator.entities.values import Range, SaidDate
 
 DateValue = SaidDate | Range[SaidDate]
@@ -55,6 +55,16 @@ def _lemma(toks: list[Token], i: int) -> str:
 def _month_at(toks: list[Token], i: int) -> int | None:
     lemma = _lemma(toks, i)
     return _MONTHS.index(lemma) + 1 if lemma in _MONTHS else None
+
+
+_PART_OF_DAY_FORMS = frozenset({"утром", "днем", "вечером", "ночью"})
+
+
+def _counted_noun(toks: list[Token], i: int) -> bool:
+    """Whether token `i` is a noun an ordinal before it would count ("второй день")."""
+    if i >= len(toks) or toks[i].kind != "word" or toks[i].text in _PART_OF_DAY_FORMS:
+        return False
+    return "NOUN" in analyzer().parse(toks[i].text)[0].tag
 
 
 def _week_words(toks: list[Token], i: int, j: int) -> str:
@@ -124,6 +134,8 @@ def _one(toks: list[Token], i: int) -> DateMention | None:  # noqa: PLR0911
     after = _lemma(toks, r.end)
     if after == "год" or not (r.ordinal or month is not None or after == "число"):  # "в 25ом году"
         return None
+    if month is None and after != "число" and _counted_noun(toks, r.end):
+        return None  # "второй день", "третий этаж": an ordinal of something else
     day, end = int(r.value), r.end + (month is not None or after == "число")
     year = None
     if month is not None and end < len(toks) and toks[end].kind == "int" and len(toks[end].text) == 4:

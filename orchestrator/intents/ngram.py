@@ -43,6 +43,10 @@ import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
+from orchestrator.entities.dates import date_mentions
+from orchestrator.entities.morph import Token
+from orchestrator.entities.morph import tokens as entity_tokens
+from orchestrator.entities.times import TimeMention, time_mentions
 from orchestrator.intents.embedder import SparseVector
 from orchestrator.intents.entities import NUMBER_WORDS
 from orchestrator.intents.lexicon import (
@@ -80,6 +84,7 @@ _FUNCTION_LEMMAS = frozenset({"можно", "нужно", "надо", "быть"
 _NEGATABLE_POS = frozenset({"ADJF", "ADJS", "ADVB", "PRED", "COMP"})
 _LEMMA_PREFIX = "="  # never produced by n-grams, which hold letters, digits and spaces only
 _CONCEPT_PREFIX = "~"
+_ENTITY_PREFIX = "~@"  # "~@date", "~@time": a date or a time of day said in the text
 _NEGATED = "!"  # marks the features of a negated word
 _NEGATION = "не"
 # A clock time as STT writes it ("9:15", "10:30"): one token, "00", unlike a folded number "0",
@@ -125,6 +130,35 @@ def split_negation(word: str) -> tuple[str, ...]:
     return (word,)
 
 
+# Words before a number that make it a time of day ("в пять", "к девяти", "часов в пять");
+# a bare number ("метров двенадцать") is no time.
+_TIME_LEADS = frozenset({"в", "во", "к", "на", "до", "после", "около", "примерно", "с", "часов", "часа"})
+
+
+def _clear_time(toks: list[Token], m: TimeMention) -> bool:
+    """Whether a time mention is a time of day for sure, not a bare number that could be one."""
+    if m.value is None:
+        return False
+    first = toks[m.start]
+    if first.kind in ("clock", "dec") or m.end - m.start > 1 and toks[m.end - 1].kind == "word":
+        return True
+    if first.kind == "word" and first.text not in NUMBER_WORDS:
+        return True  # "полпятого", "в половине", "без пятнадцати", "утром", "полдень"
+    return m.start > 0 and toks[m.start - 1].text in _TIME_LEADS
+
+
+@lru_cache(maxsize=65536)
+def entity_kinds(text: str) -> tuple[str, ...]:
+    """The kinds of entity said in `text` that a feature stands for: "date", "time" (see the docstring)."""
+    toks = entity_tokens(text)
+    out: list[str] = []
+    if any(m.value is not None for m in date_mentions(toks)):
+        out.append("date")
+    if any(_clear_time(toks, m) for m in time_mentions(toks)):
+        out.append("time")
+    return tuple(out)
+
+
 @lru_cache(maxsize=65536)
 def _bucket(gram: str, dim: int) -> int:
     return zlib.crc32(gram.encode("utf-8")) % dim
@@ -146,6 +180,7 @@ class CharNgramEmbedder:
         lexicon: bool = True,
         negation: bool = True,
         label_idf: bool = LABEL_IDF,
+        entity_kinds: bool = True,
     ) -> None:
         if (
             dim < 16
@@ -168,6 +203,7 @@ class CharNgramEmbedder:
         self.lexicon = lexicon
         self.negation = negation
         self.label_idf = label_idf
+        self.entity_kinds = entity_kinds
         self._idf: dict[int, float] = {}
         self.name = (
             f"char-ngram-{min_n}-{max_n}-d{dim}"
@@ -176,6 +212,7 @@ class CharNgramEmbedder:
             + (f"-fw{function_word_weight:g}" if function_word_weight != 1.0 else "")
             + (f"-lex{concept_weight:g}" if lexicon else "")
             + ("-neg" if negation else "")
+            + ("-ent" if entity_kinds else "")
         )
 
     def words(self, text: str) -> list[str]:
@@ -261,6 +298,9 @@ class CharNgramEmbedder:
             group = (concept(lem) or concept(word)) if self.lexicon and self.concept_weight else None
             if group is not None:
                 add(_CONCEPT_PREFIX + mark + group, self.concept_weight)
+        if self.entity_kinds and self.concept_weight:
+            for kind in entity_kinds(text):
+                add(_ENTITY_PREFIX + kind, self.concept_weight)
         return feats
 
     def fitted(self, groups: Sequence[Sequence[str]]) -> CharNgramEmbedder:
