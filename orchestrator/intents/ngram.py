@@ -84,6 +84,8 @@ _FUNCTION_LEMMAS = frozenset({"можно", "нужно", "надо", "быть"
 _NEGATABLE_POS = frozenset({"ADJF", "ADJS", "ADVB", "PRED", "COMP"})
 _LEMMA_PREFIX = "="  # never produced by n-grams, which hold letters, digits and spaces only
 _CONCEPT_PREFIX = "~"
+# Words after which a noun is counted, not asked for ("сколько человек приедет").
+_COUNTERS = frozenset({"сколько", "несколько", "0"})
 _ENTITY_PREFIX = "~@"  # "~@date", "~@time": a date or a time of day said in the text
 _NEGATED = "!"  # marks the features of a negated word
 _NEGATION = "не"
@@ -111,6 +113,11 @@ def content_lemmas(words: Sequence[str]) -> list[str]:
     return [w if w == "0" or w.isdigit() else lemma(w).normal_form for w in words if is_content_word(w)]
 
 
+@lru_cache(maxsize=4096)
+def _is_preposition(word: str) -> bool:
+    return bool(word) and lemma(word).pos == "PREP"
+
+
 @lru_cache(maxsize=65536)
 def split_negation(word: str) -> tuple[str, ...]:
     """("не", rest) for an adjective or adverb that is "не" + a known word of that kind, else (word,).
@@ -124,7 +131,7 @@ def split_negation(word: str) -> tuple[str, ...]:
     if (
         lemma(word).pos in _NEGATABLE_POS
         and analyzer().word_is_known(rest)
-        and lemma(rest).pos in _NEGATABLE_POS
+        and (lemma(rest).pos in _NEGATABLE_POS or rest in CONTENT_WORDS)  # "неверно"
     ):
         return (_NEGATION, rest)
     return (word,)
@@ -251,7 +258,13 @@ class CharNgramEmbedder:
         words = self.words(text)
         if not self.negation:
             return [(w, False) for w in words]
-        return [(w, i > 0 and words[i - 1] == _NEGATION and w != _NEGATION) for i, w in enumerate(words)]
+        out: list[tuple[str, bool]] = []
+        for i, w in enumerate(words):
+            before = words[i - 1] if i > 0 else ""
+            if before != _NEGATION and _is_preposition(before) and i > 1:
+                before = words[i - 2]  # "не с роботом", "не к тому врачу": the noun is negated
+            out.append((w, before == _NEGATION and w != _NEGATION and not _is_preposition(w)))
+        return out
 
     def _is_content(self, word: str) -> bool:
         if self.lexicon:
@@ -278,7 +291,9 @@ class CharNgramEmbedder:
             count, w = feats.get(key, (0, 0.0))
             feats[key] = (count + 1, max(w, weight))
 
+        previous = ""
         for word, negated in self.tokens(text):
+            counted, previous = previous in _COUNTERS, word
             mark = _NEGATED if negated else ""
             content = negated or self._is_content(word)
             weight = 1.0 if content or self.function_word_weight == 1.0 else self.function_word_weight
@@ -296,6 +311,8 @@ class CharNgramEmbedder:
             if self.lemma_weight:
                 add(_LEMMA_PREFIX + mark + lem, self.lemma_weight)
             group = (concept(lem) or concept(word)) if self.lexicon and self.concept_weight else None
+            if counted and lemma(word).pos == "NOUN":
+                group = None  # "сколько человек", "два человека": a headcount, not a request for one
             if group is not None:
                 add(_CONCEPT_PREFIX + mark + group, self.concept_weight)
         if self.entity_kinds and self.concept_weight:
