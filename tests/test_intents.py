@@ -251,3 +251,24 @@ async def test_heldout_accuracy(clf: VectorIntentClassifier) -> None:
         ok = sum(a for a, _ in split.values())
         total = sum(n for _, n in split.values())
         assert ok / total >= floor, split
+
+
+def test_entity_kinds_idioms_and_negation_scope() -> None:
+    emb = CharNgramEmbedder()
+    feats = emb.features
+    # a date or a clear time of day adds its kind; a bare number that could be an hour does not
+    assert "~@date" in feats("а на 30ое можно")
+    assert "~@date" in feats("через пару недель")
+    assert "~@time" in feats("полвосьмого подойдёт")
+    assert "~@time" in feats("давайте в шесть")
+    assert "~@time" not in feats("метров двенадцать") and "~@date" not in feats("второй этаж")
+    # agreement said with a "нет" in it, a refusal said without a refusal word
+    assert emb.words("ну а почему бы и нет") == ["ну", "а", "давайте"]
+    assert emb.words("я не против") == ["я", "согласен"]
+    assert emb.words("думаю, не стоит") == ["думаю", "не", "нужно"]
+    # a repeated "не" is a "нет"; the negation reaches the noun over its preposition
+    assert emb.words("не-не, в пятницу")[0] == "нет"
+    assert ("роботом", True) in emb.tokens("с человеком, а не с роботом")
+    assert "~!yes" in feats("совсем неверно")
+    # a counted noun is no request for one: "человек" after "сколько" adds no "~person"
+    assert "~person" not in feats("сколько человек будет") and "~person" in feats("дайте человека")

@@ -1,11 +1,12 @@
 """Dates said by callers, and their resolution against the call's date.
 
 Read (`extract_date`), as `SaidDate`:
-- "сегодня", "завтра", "послезавтра" (or "после завтра"), "через три дня", "через неделю";
+- "сегодня", "завтра", "послезавтра" (or "после завтра"), "через три дня", "через пару дней",
+  "через неделю";
 - weekdays: "в пятницу" (the coming one, never today), "в эту пятницу", "в ближайшую пятницу",
   "в следующую пятницу" / "в пятницу на следующей неделе" (in the next calendar week);
-- days of the month, said as ordinals ("двадцать пятого", "на двадцать первое", "25-го",
-  "первого числа") or with a month ("15 июля", "пятнадцатого июля", "15.07", "15.07.2026");
+- days of the month, said as ordinals ("двадцать пятого", "на двадцать первое", "25-го", "на 25е",
+  "к 25му", "первого числа") or with a month ("15 июля", "пятнадцатого июля", "15.07", "15.07.2026");
 - spans: "на выходных", "на следующей неделе" -> `Range` (the map asks which day).
 "вчера" and past weekdays ("в прошлую пятницу") are read, and missing unless the entity allows
 past dates. Two different dates in one phrase are missing.
@@ -22,12 +23,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from orchestrator.entities.integers import parse_integer
-from orchestrator.entities.morph import Token, lemma_of, lemmas_of, tokens
+from orchestrator.entities.morph import Token, analyzer, lemma_of, lemmas_of, tokens
 from orchestrator.entities.values import Range, SaidDate
 
 DateValue = SaidDate | Range[SaidDate]
 
 _OFFSETS = {"сегодня": 0, "завтра": 1, "послезавтра": 2, "вчера": -1, "позавчера": -2}
+_CLOCK_WORDS = frozenset({"пол", "половина", "четверть", "минута"})
 _WEEKDAYS = ["понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье"]
 _MONTHS = ["январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август", "сентябрь",
            "октябрь", "ноябрь", "декабрь"]  # fmt: skip
@@ -53,6 +55,16 @@ def _lemma(toks: list[Token], i: int) -> str:
 def _month_at(toks: list[Token], i: int) -> int | None:
     lemma = _lemma(toks, i)
     return _MONTHS.index(lemma) + 1 if lemma in _MONTHS else None
+
+
+_PART_OF_DAY_FORMS = frozenset({"утром", "днем", "вечером", "ночью"})
+
+
+def _counted_noun(toks: list[Token], i: int) -> bool:
+    """Whether token `i` is a noun an ordinal before it would count ("второй день")."""
+    if i >= len(toks) or toks[i].kind != "word" or toks[i].text in _PART_OF_DAY_FORMS:
+        return False
+    return "NOUN" in analyzer().parse(toks[i].text)[0].tag
 
 
 def _week_words(toks: list[Token], i: int, j: int) -> str:
@@ -90,6 +102,8 @@ def _one(toks: list[Token], i: int) -> DateMention | None:  # noqa: PLR0911
     if t == "через":
         n = parse_integer(toks, i + 1)
         count, j = (1, i + 1) if n is None else (int(n.value), n.end)
+        if n is None and _lemma(toks, i + 1) == "пара":  # "через пару дней"
+            count, j = 2, i + 2
         unit = _lemma(toks, j)
         if unit in ("день", "сутки", "неделя") and (n is None or n.value == int(n.value)):
             return DateMention(i, j + 1, SaidDate(offset_days=count * (7 if unit == "неделя" else 1)))
@@ -114,10 +128,14 @@ def _one(toks: list[Token], i: int) -> DateMention | None:  # noqa: PLR0911
     r = parse_integer(toks, i)
     if r is None or r.bad or r.value != int(r.value):
         return None
+    if _lemma(toks, i - 1) in _CLOCK_WORDS or _text(toks, i - 1) == "-" and _text(toks, i - 2) == "пол":
+        return None  # "в половине двенадцатого", "пол-третьего": a time
     month = _month_at(toks, r.end)
     after = _lemma(toks, r.end)
-    if not (r.ordinal or month is not None or after == "число"):
+    if after == "год" or not (r.ordinal or month is not None or after == "число"):  # "в 25ом году"
         return None
+    if month is None and after != "число" and _counted_noun(toks, r.end):
+        return None  # "второй день", "третий этаж": an ordinal of something else
     day, end = int(r.value), r.end + (month is not None or after == "число")
     year = None
     if month is not None and end < len(toks) and toks[end].kind == "int" and len(toks[end].text) == 4:

@@ -8,6 +8,7 @@ Read (`extract_time`), as `SaidTime`:
 - a period after the time: "утра", "дня", "вечера", "ночи";
 - hedges and spans: "около трёх", "после трёх" -> `Approximate`; "к обеду", "в обед", "утром",
   "вечером" -> `Approximate` of a typical time; "с десяти до двенадцати" -> `Range`.
+A shift ("на час позже", "на два часа раньше") is no time of day: "на час позже, в 12" is 12:00.
 Two different times in one phrase, or a time that cannot be (25:00, 10:70), are missing.
 
 Resolved (`resolve_time`) to a `datetime.time`: a named period decides between 2:30 and 14:30;
@@ -36,6 +37,8 @@ _VAGUE: dict[str, tuple[SaidTime, ApproxKind]] = {
     "вечер": (SaidTime(18, 0, "pm"), "about"),
 }
 _VAGUE_ADVERBS = {"утром": "утро", "вечером": "вечер", "днем": "обед"}
+# "на час позже", "на два часа раньше": a shift of the booked time, not a time of day.
+_SHIFTS = frozenset({"позже", "попозже", "раньше", "пораньше"})
 _BEFORE: dict[str, ApproxKind] = {"около": "about", "примерно": "about", "после": "over"}
 
 
@@ -183,7 +186,12 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
     i = 0
     while i < len(toks):
         m = _one(toks, i)
-        if m is None or _text(toks, i - 1) == "через" or lemma_of(_text(toks, m.end)) in ("число", "месяц"):
+        if (
+            m is None
+            or _text(toks, i - 1) == "через"
+            or lemma_of(_text(toks, m.end)) in ("число", "месяц")
+            or (_text(toks, m.start - 1) == "на" and _text(toks, m.end) in _SHIFTS)
+        ):
             i += 1
             continue
         before = _text(toks, m.start - 1)

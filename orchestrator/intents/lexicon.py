@@ -54,6 +54,8 @@ SPELLINGS = MappingProxyType(
         "нал": "наличные",
         "налом": "наличные",
         "безналом": "безнал",
+        "стойте": "подождите",  # the analyzer reads it as "стоить" (a price word)
+        "стой": "подожди",
         "неа": "нет",
         "не-а": "нет",
         "угум": "угу",
@@ -165,11 +167,16 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "подтвердить",
     ),
     "change_mind": ("передумать", "раздумать", "отказаться", "отказываться"),
+    # putting the decision off: "я подумаю", "надо посоветоваться с мужем"
+    "think": ("подумать", "посоветоваться", "обсудить", "посовещаться", "обдумать", "поразмыслить"),
+    "call_back": ("перезвонить", "набрать", "отзвониться", "позвонить"),
+    # the bot got it wrong: "вы ошиблись", "перепутали"
+    "mistake": ("ошибиться", "перепутать", "напутать", "спутать", "ошибка", "ошибаться", "путать"),
     "interest": ("интересно", "интересный", "актуально", "актуальный"),
     # weak words alone ("нужно к хирургу"), a refusal negated ("не нужно", "не надо")
     "need": ("нужно", "надо", "нужный", "необходимо", "требоваться"),
     # calls and the caller's number
-    "call": ("звонить", "позвонить", "названивать", "трезвонить", "беспокоить", "набирать"),
+    "call": ("звонить", "названивать", "трезвонить", "беспокоить", "набирать"),
     "stop": ("прекратить", "прекращать", "перестать", "хватить", "хватит", "стоп", "достать"),
     # not "убрать": on a cleaning line it means to clean
     "remove": ("удалить", "стереть", "вычеркнуть", "исключить", "удалять"),
@@ -213,6 +220,8 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "бесплатный",
         "бесплатно",
         "платно",
+        "обойтись",  # "во сколько обойдётся"
+        "обходиться",
     ),
     "expensive": ("дорого", "дорогой", "дороговатый", "дешевый", "дешево"),
     "discount": ("скидка", "акция", "промокод", "уступить", "скидочка"),
@@ -287,17 +296,45 @@ def concept(lemma: str) -> str | None:
 
 
 _NE_BEFORE_PAUSE = re.compile(r"(?<!\w)не(?=\s*[,.!?;:…—–-])", re.IGNORECASE)
+# "не-не", "не, не": a repeated "не" is a "нет" (not a negation of the next word)
+_NE_REPEATED = re.compile(r"(?<!\w)не(?:\s*[,-]?\s*не)+(?!\w)", re.IGNORECASE)
+# Fixed phrases whose words say the opposite of what they mean, by their normalised words.
+IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("почему", "бы", "и", "нет"), ("давайте",)),
+    (("почему", "бы", "нет"), ("давайте",)),
+    (("не", "против"), ("согласен",)),
+    (("не", "возражаю"), ("согласен",)),
+    (("не", "возражаем"), ("согласны",)),
+    (("не", "вопрос"), ("хорошо",)),
+    (("без", "проблем"), ("хорошо",)),
+    (("не", "стоит"), ("не", "нужно")),  # "пожалуй, не стоит": not worth it, not a price
+)
 
 
 def fold_raw(text: str) -> str:
-    """Rules that need the punctuation, before normalisation: "не," -> "нет,"."""
-    return _NE_BEFORE_PAUSE.sub("нет", text)
+    """Rules that need the punctuation, before normalisation: "не-не" -> "нет", "не," -> "нет,"."""
+    return _NE_BEFORE_PAUSE.sub("нет", _NE_REPEATED.sub("нет", text))
+
+
+def _idioms(words: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        for phrase, meaning in IDIOMS:
+            if tuple(words[i : i + len(phrase)]) == phrase:
+                out.extend(meaning)
+                i += len(phrase)
+                break
+        else:
+            out.append(words[i])
+            i += 1
+    return out
 
 
 def fold_words(words: list[str]) -> list[str]:
-    """Spellings folded (`SPELLINGS`) and the tag question "или нет" reduced to "или"."""
+    """Spellings folded (`SPELLINGS`), `IDIOMS` replaced, the tag question "или нет" reduced to "или"."""
     out: list[str] = []
-    for w in words:
+    for w in _idioms([spelling(w) for w in words]):
         w = spelling(w)
         if w == "нет" and out and out[-1] == "или":
             continue

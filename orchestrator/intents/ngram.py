@@ -43,6 +43,10 @@ import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
+from orchestrator.entities.dates import date_mentions
+from orchestrator.entities.morph import Token
+from orchestrator.entities.morph import tokens as entity_tokens
+from orchestrator.entities.times import TimeMention, time_mentions
 from orchestrator.intents.embedder import SparseVector
 from orchestrator.intents.entities import NUMBER_WORDS
 from orchestrator.intents.lexicon import (
@@ -80,6 +84,9 @@ _FUNCTION_LEMMAS = frozenset({"можно", "нужно", "надо", "быть"
 _NEGATABLE_POS = frozenset({"ADJF", "ADJS", "ADVB", "PRED", "COMP"})
 _LEMMA_PREFIX = "="  # never produced by n-grams, which hold letters, digits and spaces only
 _CONCEPT_PREFIX = "~"
+# Words after which a noun is counted, not asked for ("сколько человек приедет").
+_COUNTERS = frozenset({"сколько", "несколько", "0"})
+_ENTITY_PREFIX = "~@"  # "~@date", "~@time": a date or a time of day said in the text
 _NEGATED = "!"  # marks the features of a negated word
 _NEGATION = "не"
 # A clock time as STT writes it ("9:15", "10:30"): one token, "00", unlike a folded number "0",
@@ -106,6 +113,11 @@ def content_lemmas(words: Sequence[str]) -> list[str]:
     return [w if w == "0" or w.isdigit() else lemma(w).normal_form for w in words if is_content_word(w)]
 
 
+@lru_cache(maxsize=4096)
+def _is_preposition(word: str) -> bool:
+    return bool(word) and lemma(word).pos == "PREP"
+
+
 @lru_cache(maxsize=65536)
 def split_negation(word: str) -> tuple[str, ...]:
     """("не", rest) for an adjective or adverb that is "не" + a known word of that kind, else (word,).
@@ -119,10 +131,39 @@ def split_negation(word: str) -> tuple[str, ...]:
     if (
         lemma(word).pos in _NEGATABLE_POS
         and analyzer().word_is_known(rest)
-        and lemma(rest).pos in _NEGATABLE_POS
+        and (lemma(rest).pos in _NEGATABLE_POS or rest in CONTENT_WORDS)  # "неверно"
     ):
         return (_NEGATION, rest)
     return (word,)
+
+
+# Words before a number that make it a time of day ("в пять", "к девяти", "часов в пять");
+# a bare number ("метров двенадцать") is no time.
+_TIME_LEADS = frozenset({"в", "во", "к", "на", "до", "после", "около", "примерно", "с", "часов", "часа"})
+
+
+def _clear_time(toks: list[Token], m: TimeMention) -> bool:
+    """Whether a time mention is a time of day for sure, not a bare number that could be one."""
+    if m.value is None:
+        return False
+    first = toks[m.start]
+    if first.kind in ("clock", "dec") or m.end - m.start > 1 and toks[m.end - 1].kind == "word":
+        return True
+    if first.kind == "word" and first.text not in NUMBER_WORDS:
+        return True  # "полпятого", "в половине", "без пятнадцати", "утром", "полдень"
+    return m.start > 0 and toks[m.start - 1].text in _TIME_LEADS
+
+
+@lru_cache(maxsize=65536)
+def entity_kinds(text: str) -> tuple[str, ...]:
+    """The kinds of entity said in `text` that a feature stands for: "date", "time" (see the docstring)."""
+    toks = entity_tokens(text)
+    out: list[str] = []
+    if any(m.value is not None for m in date_mentions(toks)):
+        out.append("date")
+    if any(_clear_time(toks, m) for m in time_mentions(toks)):
+        out.append("time")
+    return tuple(out)
 
 
 @lru_cache(maxsize=65536)
@@ -146,6 +187,7 @@ class CharNgramEmbedder:
         lexicon: bool = True,
         negation: bool = True,
         label_idf: bool = LABEL_IDF,
+        entity_kinds: bool = True,
     ) -> None:
         if (
             dim < 16
@@ -168,6 +210,7 @@ class CharNgramEmbedder:
         self.lexicon = lexicon
         self.negation = negation
         self.label_idf = label_idf
+        self.entity_kinds = entity_kinds
         self._idf: dict[int, float] = {}
         self.name = (
             f"char-ngram-{min_n}-{max_n}-d{dim}"
@@ -176,6 +219,7 @@ class CharNgramEmbedder:
             + (f"-fw{function_word_weight:g}" if function_word_weight != 1.0 else "")
             + (f"-lex{concept_weight:g}" if lexicon else "")
             + ("-neg" if negation else "")
+            + ("-ent" if entity_kinds else "")
         )
 
     def words(self, text: str) -> list[str]:
@@ -214,7 +258,13 @@ class CharNgramEmbedder:
         words = self.words(text)
         if not self.negation:
             return [(w, False) for w in words]
-        return [(w, i > 0 and words[i - 1] == _NEGATION and w != _NEGATION) for i, w in enumerate(words)]
+        out: list[tuple[str, bool]] = []
+        for i, w in enumerate(words):
+            before = words[i - 1] if i > 0 else ""
+            if before != _NEGATION and _is_preposition(before) and i > 1:
+                before = words[i - 2]  # "не с роботом", "не к тому врачу": the noun is negated
+            out.append((w, before == _NEGATION and w != _NEGATION and not _is_preposition(w)))
+        return out
 
     def _is_content(self, word: str) -> bool:
         if self.lexicon:
@@ -241,7 +291,9 @@ class CharNgramEmbedder:
             count, w = feats.get(key, (0, 0.0))
             feats[key] = (count + 1, max(w, weight))
 
+        previous = ""
         for word, negated in self.tokens(text):
+            counted, previous = previous in _COUNTERS, word
             mark = _NEGATED if negated else ""
             content = negated or self._is_content(word)
             weight = 1.0 if content or self.function_word_weight == 1.0 else self.function_word_weight
@@ -259,8 +311,13 @@ class CharNgramEmbedder:
             if self.lemma_weight:
                 add(_LEMMA_PREFIX + mark + lem, self.lemma_weight)
             group = (concept(lem) or concept(word)) if self.lexicon and self.concept_weight else None
+            if counted and lemma(word).pos == "NOUN":
+                group = None  # "сколько человек", "два человека": a headcount, not a request for one
             if group is not None:
                 add(_CONCEPT_PREFIX + mark + group, self.concept_weight)
+        if self.entity_kinds and self.concept_weight:
+            for kind in entity_kinds(text):
+                add(_ENTITY_PREFIX + kind, self.concept_weight)
         return feats
 
     def fitted(self, groups: Sequence[Sequence[str]]) -> CharNgramEmbedder:
