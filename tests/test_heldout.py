@@ -55,6 +55,16 @@ paraphrases fare; the honest figure waits for blind set 3. The bar test is still
 off-script questions near one FAQ or intent word ("а генеральную уборку делаете", "откуда у вас
 мой номер") and those the trigram stand-in sends to the nearest examples when the local score
 is in the band ("а вы по выходным работаете").
+
+Set 3, written blind after the second tuning (from the maps alone, never reading tests/, the
+eval split or the lexicon) and measured once: cleaning 70/76 (92.1 %) local only and with the
+step, dental 63/65 (96.9 %) local only and with the step (two short dental phrases dropped
+before scoring: the map already had the same words). That is the honest figure the issue's bar
+is judged on: dental reaches 95 %, cleaning does not. The cleaning misses: off-script questions
+near a FAQ entry ("а после ремонта убираете", "средства гипоаллергенные" -> whats_included,
+"откуда у вас мой номер" -> stop_calling), agreement without an agreement word ("ну можно в
+принципе"), a refusal that names the price ("дороговато пожалуй откажусь" -> too_expensive) and
+"да на 25е" (agree wins over choose_day).
 """
 
 from __future__ import annotations
@@ -84,18 +94,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 MAPS = ["cleaning_quote", "dental_appointment"]
 BAR = 0.95
-SETS = {"dev": "heldout_", "blind2": "heldout2_"}
+SETS = {"dev": "heldout_", "dev2": "heldout2_", "blind3": "heldout3_"}
 # Measured figures (see the module docstring): floors against regressions, not targets.
 # (local only, with the step), per (set, map).
 FLOORS = {
     ("dev", "cleaning_quote"): (52, 50),  # 98.1 % / 94.3 % of 53
     ("dev", "dental_appointment"): (50, 49),  # 100 % / 98.0 % of 50
-    ("blind2", "cleaning_quote"): (81, 79),  # 97.6 % / 95.2 % of 83 (seen since: a dev figure)
-    ("blind2", "dental_appointment"): (64, 64),  # 100 % / 100 % of 64 (seen since: a dev figure)
+    ("dev2", "cleaning_quote"): (81, 79),  # 97.6 % / 95.2 % of 83 (seen since: a dev figure)
+    ("dev2", "dental_appointment"): (64, 64),  # 100 % / 100 % of 64 (seen since: a dev figure)
+    ("blind3", "cleaning_quote"): (70, 70),  # 92.1 % / 92.1 % of 76, measured once, blind
+    ("blind3", "dental_appointment"): (63, 63),  # 96.9 % / 96.9 % of 65, measured once, blind
 }
-# The bar is judged on set 2 until blind set 3 is merged; both maps reach it there (a map listed
-# here is a strict xfail: reaching the bar fails the test, so the list stays true).
-BELOW_BAR_WITH_STANDIN: set[str] = set()
+# The bar is judged on the blind set 3 (a map listed here is a strict xfail: reaching the bar
+# fails the test, so the list stays true).
+BELOW_BAR_WITH_STANDIN = {"cleaning_quote"}
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:
@@ -197,7 +209,7 @@ async def test_heldout_routing(name: str, which: str, standin: OpenAIStandin) ->
             name,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="below 95 % on set 2 with the trigram stand-in as the step (see the module docstring)",
+                reason="92.1 % on the blind set 3 (see the module docstring)",
             ),
         )
         if name in BELOW_BAR_WITH_STANDIN
@@ -206,7 +218,7 @@ async def test_heldout_routing(name: str, which: str, standin: OpenAIStandin) ->
     ],
 )
 async def test_heldout_meets_the_issue_bar(name: str, standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, standin, "blind2")
+    score = await _with_standin(name, standin, "blind3")
     assert score.step_ok / score.n >= BAR, score.misses
 
 
@@ -220,7 +232,7 @@ async def test_heldout_live(name: str) -> None:
     client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
     try:
         model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
-        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind2")
+        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind3")
     finally:
         await client.close()
     print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))
