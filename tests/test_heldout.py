@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,16 +113,6 @@ def _heldout(name: str, which: str = "dev") -> dict[str, object]:
     data = json.loads((DATA / f"{SETS[which]}{name}.json").read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[OpenAIStandin]:
-    server = OpenAIStandin()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 @pytest.mark.parametrize("which", SETS)
@@ -195,8 +184,8 @@ async def _with_standin(name: str, standin: OpenAIStandin, which: str = "dev") -
 
 @pytest.mark.parametrize("which", SETS)
 @pytest.mark.parametrize("name", MAPS)
-async def test_heldout_routing(name: str, which: str, standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, standin, which)
+async def test_heldout_routing(name: str, which: str, openai_standin: OpenAIStandin) -> None:
+    score = await _with_standin(name, openai_standin, which)
     print("\n" + score.summary(f"{which} {name}", "OpenAI stand-in"))
     local, step = FLOORS[which, name]
     assert score.local_ok >= local and score.step_ok >= step, score.misses
@@ -217,8 +206,8 @@ async def test_heldout_routing(name: str, which: str, standin: OpenAIStandin) ->
         for name in MAPS
     ],
 )
-async def test_heldout_meets_the_issue_bar(name: str, standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, standin, "blind3")
+async def test_heldout_meets_the_issue_bar(name: str, openai_standin: OpenAIStandin) -> None:
+    score = await _with_standin(name, openai_standin, "blind3")
     assert score.step_ok / score.n >= BAR, score.misses
 
 
