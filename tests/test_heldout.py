@@ -106,7 +106,7 @@ FLOORS = {
 }
 # The bar is judged on the blind set 3 (a map listed here is a strict xfail: reaching the bar
 # fails the test, so the list stays true).
-BELOW_BAR_WITH_STANDIN = {"cleaning_quote"}
+BELOW_BAR_WITH_STANDIN: set[str] = set()
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:

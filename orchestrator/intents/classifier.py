@@ -36,6 +36,8 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FaqAnswer, IntentResult
 from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
 from orchestrator.intents.entities import extract_entities
+from orchestrator.intents.lexicon import DECISIVE_CONCEPTS, concept
+from orchestrator.intents.morphology import lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
 from orchestrator.text import normalize
 
@@ -205,6 +207,7 @@ class VectorIntentClassifier:
     def _with_bonus(self, text: str, raw: dict[str, float]) -> dict[str, float]:
         scores = dict(raw)
         if self._entity_bonus:
+            found = False
             for iid, intent in self._map.intents.items():
                 if (
                     intent.entities
@@ -212,7 +215,25 @@ class VectorIntentClassifier:
                     and extract_entities(text, intent.entities, self._map.entities)
                 ):
                     scores[iid] = min(1.0, scores[iid] + self._entity_bonus)
+                    found = True
+            if found:  # the entity favours the intents that take one over those that take none
+                for iid, intent in self._map.intents.items():
+                    if not intent.entities and iid in scores:
+                        scores[iid] = max(0.0, scores[iid] - self._entity_bonus)
         return scores
+
+    def decides(self, text: str) -> bool:
+        """Whether `text` says a decision a question beside it does not override (no FAQ precedence).
+
+        A word of a `lexicon.DECISIVE_CONCEPTS` group, not negated: "дороговато, пожалуй
+        откажусь" refuses, it does not ask about the price.
+        """
+        if not isinstance(self._embedder, CharNgramEmbedder):
+            return False
+        return any(
+            not negated and concept(lemma(word).normal_form) in DECISIVE_CONCEPTS
+            for word, negated in self._embedder.tokens(text)
+        )
 
     async def intent_scores(self, text: str) -> dict[str, float]:
         """Each intent's score for `text` (empty for text without words)."""
@@ -259,7 +280,9 @@ class VectorIntentClassifier:
         score = scores[leader]
         if score < self._map.settings.intent_threshold:
             return None, leader
-        if faq_first(raw, self._best(vec, self._faq_vectors), self._map.settings.faq_threshold):
+        if not self.decides(text) and faq_first(
+            raw, self._best(vec, self._faq_vectors), self._map.settings.faq_threshold
+        ):
             return None, leader
         intent = self._map.intents[leader]
         entities = extract_entities(text, intent.entities, self._map.entities)

@@ -165,6 +165,8 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "точно",
         "подтверждать",
         "подтвердить",
+        "идет",  # "идёт", "пойдёт": word forms (the lemmas "идти", "пойти" are no agreement)
+        "пойдет",
     ),
     "change_mind": ("передумать", "раздумать", "отказаться", "отказываться"),
     # putting the decision off: "я подумаю", "надо посоветоваться с мужем"
@@ -308,7 +310,29 @@ IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("не", "вопрос"), ("хорошо",)),
     (("без", "проблем"), ("хорошо",)),
     (("не", "стоит"), ("не", "нужно")),  # "пожалуй, не стоит": not worth it, not a price
+    # the bot misunderstood: "вы не поняли", "неправильно поняли"
+    (("не", "поняли"), ("ошиблись",)),
+    (("не", "так", "поняли"), ("ошиблись",)),
+    (("неправильно", "поняли"), ("ошиблись",)),
+    (("не", "расслышали"), ("ошиблись",)),
+    # a wrong number is a leave-taking, not the bot's mistake
+    *(((form, "номером"), ("не", "туда", "позвонил")) for form in ("ошибся", "ошиблась", "ошиблись")),
+    (("не", "туда", "попал"), ("не", "туда", "позвонил")),
+    (("не", "туда", "попала"), ("не", "туда", "позвонил")),
+    (("не", "туда", "попали"), ("не", "туда", "позвонил")),
+    # hedges that soften an answer without changing it: "в принципе да", "можно в принципе"
+    (("в", "принципе"), ()),
+    (("в", "целом"), ()),
 )
+
+# A consent said with the modal alone ("ну можно", "можно, пожалуй"): the whole answer is "можно"
+# with fillers and particles around it; "можно" in a request ("можно в субботу") is no consent.
+_BARE_CONSENT = frozenset({"можно", "да", "ну", "пожалуй", "наверное", "вот", "ладно", "так", "тогда"})
+
+# Concepts of a decision that a question in the same breath does not override: "дороговато,
+# пожалуй откажусь" is a refusal that names the price, not a price question (see the classifier's
+# FAQ precedence).
+DECISIVE_CONCEPTS = frozenset({"change_mind"})
 
 
 def fold_raw(text: str) -> str:
@@ -339,4 +363,6 @@ def fold_words(words: list[str]) -> list[str]:
         if w == "нет" and out and out[-1] == "или":
             continue
         out.append(w)
+    if "можно" in out and set(out) <= _BARE_CONSENT:
+        out.append("согласен")
     return out
