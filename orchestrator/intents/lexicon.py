@@ -23,6 +23,10 @@ examples and to the caller's words (so it never makes two texts less alike, only
   its concept negated ("~!yes" for "неправильно", "не подходит"), see `orchestrator.intents.ngram`;
   a negated word always counts as content, so "не надо" and "не нужна" share "~!need" although
   "надо" alone is as weak as a function word.
+- `IDIOMS` also fold hedges away ("в принципе"), the bot's misunderstanding ("вы не поняли") to
+  "ошиблись" and a wrong number ("ошибся номером") to "не туда позвонил"; an answer that is
+  "можно" among particles ("ну можно") is consent. `QUESTION_WORDS` and `DECISIVE_CONCEPTS` feed
+  the classifier's question penalty and its exception to FAQ precedence.
 - `NOT_NEGATIONS`: words starting with "не" that are not a negated word ("несколько",
   "некогда"); every other adjective or adverb "не" + a known word of the same part of speech is
   read as "не" + that word ("неправильно" = "не правильно").
@@ -285,6 +289,21 @@ NOT_NEGATIONS = frozenset(
         "нервный",
     }
 )
+
+
+# Question words that make a text a question ("откуда у вас мой номер", "а где вы находитесь"),
+# not an answer or a request; "как", "когда", "что", "какой" are left out: "как хотите", "когда
+# угодно", "что-то не то" answer. "где то", "кто то" (normalised "где-то") are no question.
+QUESTION_WORDS = frozenset({"откуда", "почему", "зачем", "где", "куда", "кто", "чей", "чья", "чьи", "чье"})
+_INDEFINITE = frozenset({"то", "нибудь", "либо"})
+
+
+def asks(words: list[str]) -> bool:
+    """Whether normalised `words` hold a question word (`QUESTION_WORDS`) not made indefinite."""
+    return any(
+        w in QUESTION_WORDS and (i + 1 == len(words) or words[i + 1] not in _INDEFINITE)
+        for i, w in enumerate(words)
+    )
 
 
 def spelling(word: str) -> str:
