@@ -65,6 +65,27 @@ near a FAQ entry ("а после ремонта убираете", "средст
 "откуда у вас мой номер" -> stop_calling), agreement without an agreement word ("ну можно в
 принципе"), a refusal that names the price ("дороговато пожалуй откажусь" -> too_expensive) and
 "да на 25е" (agree wins over choose_day).
+
+Set 3 is a DEV set since (its misses were read). The third tuning fixed classes, not phrases (no
+set-3 phrase in a map; the maps are unchanged): the lexicon drops hedges ("в принципе", "в
+целом"), reads an answer that is "можно" among particles ("ну можно") as consent and "идёт",
+"пойдёт" as agreement, "вы не поняли" / "не так поняли" as the bot's mistake, and a wrong number
+("ошибся номером", "не туда попал") as the leave-taking "не туда позвонил"; in the classifier a
+refusal word (`lexicon.DECISIVE_CONCEPTS`) turns FAQ precedence off (a refusal that names the
+price is a refusal), an entity found for one intent takes `ENTITY_BONUS` off the intents that take
+no entity ("да на 25е" is a day), and a question word ("откуда", "почему", "где", ...) takes
+`QUESTION_PENALTY` off every intent whose examples never ask (a question is no answer). Figures
+after it, local only / with the step: set 1 cleaning 53/53 (100 %) / 51/53 (96.2 %), dental 50/50
+(100 %) / 49/50 (98.0 %); set 2 cleaning 82/83 (98.8 %) / 79/83 (95.2 %), dental 64/64 / 64/64
+(100 %); set 3 cleaning 74/76 (97.4 %) / 73/76 (96.1 %), dental 64/65 (98.5 %) / 64/65 (98.5 %).
+Dev figures: the honest one waits for blind set 4. Left: off-script questions that share one
+content word with a FAQ entry ("а после ремонта убираете", "средства гипоаллергенные", "а
+генеральную уборку делаете" -> whats_included). A coverage rule (the share of the caller's content
+lemmas, plain or weighed by label frequency, found in the matched label's vocabulary) does not
+separate them on the dev sets: "а ванну с туалетом тоже моете" and "первичный осмотр бесплатный"
+are right and cover as little, so such a rule would trade right answers for these. With the step,
+the trigram stand-in still sends "откуда у вас мой номер" (now none locally) to stop_calling and a
+few band questions to the nearest FAQ, where a model would say none.
 """
 
 from __future__ import annotations
@@ -97,16 +118,17 @@ SETS = {"dev": "heldout_", "dev2": "heldout2_", "blind3": "heldout3_"}
 # Measured figures (see the module docstring): floors against regressions, not targets.
 # (local only, with the step), per (set, map).
 FLOORS = {
-    ("dev", "cleaning_quote"): (52, 50),  # 98.1 % / 94.3 % of 53
+    ("dev", "cleaning_quote"): (53, 51),  # 100 % / 96.2 % of 53
     ("dev", "dental_appointment"): (50, 49),  # 100 % / 98.0 % of 50
-    ("dev2", "cleaning_quote"): (81, 79),  # 97.6 % / 95.2 % of 83 (seen since: a dev figure)
+    ("dev2", "cleaning_quote"): (82, 79),  # 98.8 % / 95.2 % of 83 (seen since: a dev figure)
     ("dev2", "dental_appointment"): (64, 64),  # 100 % / 100 % of 64 (seen since: a dev figure)
-    ("blind3", "cleaning_quote"): (70, 70),  # 92.1 % / 92.1 % of 76, measured once, blind
-    ("blind3", "dental_appointment"): (63, 63),  # 96.9 % / 96.9 % of 65, measured once, blind
+    ("blind3", "cleaning_quote"): (74, 73),  # 97.4 % / 96.1 % of 76 (seen since: a dev figure)
+    ("blind3", "dental_appointment"): (64, 64),  # 98.5 % / 98.5 % of 65 (seen since: a dev figure)
 }
-# The bar is judged on the blind set 3 (a map listed here is a strict xfail: reaching the bar
-# fails the test, so the list stays true).
-BELOW_BAR_WITH_STANDIN = {"cleaning_quote"}
+# The bar is judged on set 3 until blind set 4 is merged (a map listed here is a strict xfail:
+# reaching the bar fails the test, so the list stays true). Both maps reach it on set 3 since
+# the third tuning, but set 3 is a dev set now, so that says the classes are fixed, not more.
+BELOW_BAR_WITH_STANDIN: set[str] = set()
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:

@@ -23,6 +23,10 @@ examples and to the caller's words (so it never makes two texts less alike, only
   its concept negated ("~!yes" for "неправильно", "не подходит"), see `orchestrator.intents.ngram`;
   a negated word always counts as content, so "не надо" and "не нужна" share "~!need" although
   "надо" alone is as weak as a function word.
+- `IDIOMS` also fold hedges away ("в принципе"), the bot's misunderstanding ("вы не поняли") to
+  "ошиблись" and a wrong number ("ошибся номером") to "не туда позвонил"; an answer that is
+  "можно" among particles ("ну можно") is consent. `QUESTION_WORDS` and `DECISIVE_CONCEPTS` feed
+  the classifier's question penalty and its exception to FAQ precedence.
 - `NOT_NEGATIONS`: words starting with "не" that are not a negated word ("несколько",
   "некогда"); every other adjective or adverb "не" + a known word of the same part of speech is
   read as "не" + that word ("неправильно" = "не правильно").
@@ -165,6 +169,8 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "точно",
         "подтверждать",
         "подтвердить",
+        "идет",  # "идёт", "пойдёт": word forms (the lemmas "идти", "пойти" are no agreement)
+        "пойдет",
     ),
     "change_mind": ("передумать", "раздумать", "отказаться", "отказываться"),
     # putting the decision off: "я подумаю", "надо посоветоваться с мужем"
@@ -285,6 +291,21 @@ NOT_NEGATIONS = frozenset(
 )
 
 
+# Question words that make a text a question ("откуда у вас мой номер", "а где вы находитесь"),
+# not an answer or a request; "как", "когда", "что", "какой" are left out: "как хотите", "когда
+# угодно", "что-то не то" answer. "где то", "кто то" (normalised "где-то") are no question.
+QUESTION_WORDS = frozenset({"откуда", "почему", "зачем", "где", "куда", "кто", "чей", "чья", "чьи", "чье"})
+_INDEFINITE = frozenset({"то", "нибудь", "либо"})
+
+
+def asks(words: list[str]) -> bool:
+    """Whether normalised `words` hold a question word (`QUESTION_WORDS`) not made indefinite."""
+    return any(
+        w in QUESTION_WORDS and (i + 1 == len(words) or words[i + 1] not in _INDEFINITE)
+        for i, w in enumerate(words)
+    )
+
+
 def spelling(word: str) -> str:
     """`word` with its colloquial spelling folded (`SPELLINGS`), else itself."""
     return SPELLINGS.get(word, word)
@@ -308,7 +329,29 @@ IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("не", "вопрос"), ("хорошо",)),
     (("без", "проблем"), ("хорошо",)),
     (("не", "стоит"), ("не", "нужно")),  # "пожалуй, не стоит": not worth it, not a price
+    # the bot misunderstood: "вы не поняли", "неправильно поняли"
+    (("не", "поняли"), ("ошиблись",)),
+    (("не", "так", "поняли"), ("ошиблись",)),
+    (("неправильно", "поняли"), ("ошиблись",)),
+    (("не", "расслышали"), ("ошиблись",)),
+    # a wrong number is a leave-taking, not the bot's mistake
+    *(((form, "номером"), ("не", "туда", "позвонил")) for form in ("ошибся", "ошиблась", "ошиблись")),
+    (("не", "туда", "попал"), ("не", "туда", "позвонил")),
+    (("не", "туда", "попала"), ("не", "туда", "позвонил")),
+    (("не", "туда", "попали"), ("не", "туда", "позвонил")),
+    # hedges that soften an answer without changing it: "в принципе да", "можно в принципе"
+    (("в", "принципе"), ()),
+    (("в", "целом"), ()),
 )
+
+# A consent said with the modal alone ("ну можно", "можно, пожалуй"): the whole answer is "можно"
+# with fillers and particles around it; "можно" in a request ("можно в субботу") is no consent.
+_BARE_CONSENT = frozenset({"можно", "да", "ну", "пожалуй", "наверное", "вот", "ладно", "так", "тогда"})
+
+# Concepts of a decision that a question in the same breath does not override: "дороговато,
+# пожалуй откажусь" is a refusal that names the price, not a price question (see the classifier's
+# FAQ precedence).
+DECISIVE_CONCEPTS = frozenset({"change_mind"})
 
 
 def fold_raw(text: str) -> str:
@@ -339,4 +382,6 @@ def fold_words(words: list[str]) -> list[str]:
         if w == "нет" and out and out[-1] == "или":
             continue
         out.append(w)
+    if "можно" in out and set(out) <= _BARE_CONSENT:
+        out.append("согласен")
     return out
