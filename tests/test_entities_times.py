@@ -54,6 +54,9 @@ ROWS: list[tuple[str, time | str | None]] = [
     ("в 25:00", MISSING), ("в десять семьдесят", MISSING), ("через пятнадцать минут", MISSING),
     ("в десять или в одиннадцать", MISSING), ("двадцать пятого числа", MISSING),
     ("восемь пять", MISSING), ("когда удобно", MISSING), ("в 10 тридцать", MISSING),
+    # review 8, item 2: a misheard number word right after the time spoils it
+    ("в десять сорокк", MISSING), ("в десять сорок пят", MISSING), ("в одиннадцать тридцат", MISSING),
+    ("в десять сем", MISSING), ("в десять сорок", time(10, 40)), ("в десять сорок, хорошо", time(10, 40)),
 ]  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import time
 
 from orchestrator.entities.integers import Int, parse_integer, word_at
-from orchestrator.entities.morph import Token, lemma_of, number_word, tokens
+from orchestrator.entities.morph import Token, garbled, lemma_of, number_word, tokens
 from orchestrator.entities.values import Approximate, ApproxKind, Period, Range, SaidTime
 
 TimeValue = SaidTime | Range[SaidTime] | Approximate[SaidTime]
@@ -202,6 +202,8 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
                 m = TimeMention(m.start, b.end, Range(m.value, b.value))
         elif before in _BEFORE and isinstance(m.value, SaidTime):
             m = TimeMention(m.start - 1, m.end, Approximate(m.value, _BEFORE[before]))
+        if m.end < len(toks) and toks[m.end].kind == "word" and garbled(toks[m.end].text):
+            m = TimeMention(m.start, m.end, None)  # "в десять сорокк": a minute misheard
         out.append(m)
         i = max(m.end, i + 1)
     return out
