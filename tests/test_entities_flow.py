@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
+import pytest
+
 from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.models import DigitsEntity
 from orchestrator.dialogue_map.templates import format_value
 from orchestrator.domain.models import IntentResult, SessionState
-from orchestrator.entities.values import Approximate, Range, SaidDate, SaidTime
+from orchestrator.entities.extract import extract_entities, extract_entity
+from orchestrator.entities.values import UNREADABLE, Approximate, Range, SaidDate, SaidTime
 from orchestrator.flow_engine import MapFlowEngine, missing_entities
 
 MAPS = Path(__file__).resolve().parents[1] / "dialogue_maps"
@@ -55,3 +59,46 @@ def test_a_vague_time_or_a_past_date_asks_again() -> None:
     assert missing_entities(DENTAL, "give_time", {}, vague, now=NOW) == ["visit_time"]
     past = {"visit_day": SaidDate(offset_days=-1)}
     assert missing_entities(CLEANING, "choose_day", {}, past, now=NOW) == ["visit_day"]
+
+
+UNREAD_ROWS = [
+    "нет, у нас сто сорокк метров",
+    "площадь не пятьдесят, а сто пядесят",
+    "двести эээ пятьдесят метров",
+    "сто сем метров",
+    "сто пятьдесят и пять метров балкон",
+    "сто двадцать, может сто тридцать метров",
+]
+
+
+@pytest.mark.parametrize("text", UNREAD_ROWS)
+def test_an_unreadable_new_area_never_keeps_the_old_price(text: str) -> None:
+    entities = extract_entities(text, ["area_m2"], CLEANING.entities)
+    assert entities == {"area_m2": UNREADABLE}, text
+    engine = MapFlowEngine(CLEANING, clock=lambda: NOW)
+    s = SessionState("c", "quote", variables={"area_m2": 50, "final_price": 7500})
+    r = engine.process_event(s, _intent("give_area", **entities))
+    assert r.status == "MISSING_ENTITY", text
+    assert missing_entities(CLEANING, "give_area", s.variables, entities, now=NOW) == ["area_m2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "names"),
+    [
+        ("в десять сорокк", "visit_time", DENTAL),
+        ("восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят сем", None, None),
+    ],
+)
+def test_unreadable_times_are_kept_as_such(text: str, entity: str | None, names: object) -> None:
+    if entity is None:
+        spec = DigitsEntity(type="digits", min_length=11, max_length=11)
+        assert extract_entity(text, spec) is UNREADABLE
+        return
+    assert extract_entity(text, DENTAL.entities[entity]) is UNREADABLE
+    assert missing_entities(DENTAL, "give_time", {"visit_time": time(10, 0)}, {entity: UNREADABLE}, now=NOW)
+
+
+def test_nothing_said_for_the_entity_is_absent_not_unreadable() -> None:
+    assert extract_entities("спасибо, до свидания", ["area_m2"], CLEANING.entities) == {}
+    assert extract_entities("у нас 2 комнаты", ["area_m2"], CLEANING.entities) == {}  # out of bounds
+    assert extract_entities("нас сто метров", ["area_m2"], CLEANING.entities) == {"area_m2": 100}

@@ -274,6 +274,15 @@ def _unit_near(toks: list[Token], m: Mention, units: Sequence[str]) -> bool:
     return any(0 <= k < len(toks) and toks[k].text.startswith(tuple(units)) for k in near)
 
 
+def number_heard(text: str, spec: NumberEntity) -> bool:
+    """Whether `text` has a number phrase that may be meant for the entity: a spoiled one, or one
+    within its bounds (a missing value after such a phrase is `Unreadable`, not absent)."""
+    ms = mentions(tokens(text))
+    if spec.forms != "any":
+        ms = [m for m in ms if m.ordinal == (spec.forms == "ordinal")]
+    return any(m.value is None or _in_bounds(m.value, spec) for m in ms)
+
+
 def extract_number(text: str, spec: NumberEntity) -> NumberValue | None:
     """The entity's value in `text` (see the module docstring), or None (missing)."""
     toks = tokens(text)

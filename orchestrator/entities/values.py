@@ -9,6 +9,9 @@ such, so the flow can ask again instead of acting on a guess (a wrong price is t
   `datetime.time` by `resolve` with the map's business hours;
 - `SaidDate`: a date as said ("двадцать пятого", "в следующую пятницу"), turned into a
   `datetime.date` by `resolve` against the call's date in the map's time zone.
+- `Unreadable`: the caller said something for the entity that could not be read as one value
+  ("сто сорокк метров", "двести эээ пятьдесят"); it resolves to None, so the entity is missing
+  even when the session holds an older value (the caller meant a new one).
 Exact numbers stay `int`/`float` and digit strings stay `str`, so templates and `set_variables`
 arithmetic use them as before.
 """
@@ -68,3 +71,11 @@ class SaidDate:
     day: int | None = None
     month: int | None = None
     year: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A phrase for the entity that was heard but not understood (never a fragment of it)."""
+
+
+UNREADABLE = Unreadable()
