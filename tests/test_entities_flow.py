@@ -102,3 +102,15 @@ def test_nothing_said_for_the_entity_is_absent_not_unreadable() -> None:
     assert extract_entities("спасибо, до свидания", ["area_m2"], CLEANING.entities) == {}
     assert extract_entities("у нас 2 комнаты", ["area_m2"], CLEANING.entities) == {}  # out of bounds
     assert extract_entities("нас сто метров", ["area_m2"], CLEANING.entities) == {"area_m2": 100}
+
+
+def test_a_24_hour_time_before_opening_asks_again_on_the_dental_map() -> None:
+    for text in ("давайте в 08:00", "в 08 00"):
+        entities = extract_entities(text, ["visit_time"], DENTAL.entities)
+        assert missing_entities(DENTAL, "give_time", {}, entities, now=NOW) == ["visit_time"], text
+    entities = extract_entities("в 09:30", ["visit_time"], DENTAL.entities)
+    engine = MapFlowEngine(DENTAL, clock=lambda: NOW)
+    s = SessionState("c", "ask_time", variables={"doctor": "терапевту"})
+    r = engine.process_event(s, _intent("give_time", **entities))
+    assert r.status == "SUCCESS" and r.updated_session is not None
+    assert r.updated_session.variables["visit_time"] == time(9, 30)

@@ -47,12 +47,14 @@ class Approximate(Generic[T]):
 class SaidTime:
     """A time of day as said: `hour` 0..24, `minute` 0..59, `period` if the caller named one.
 
-    "в половине третьего" is SaidTime(2, 30, None): 2:30 or 14:30, settled by business hours.
+    "в половине третьего" is SaidTime(2, 30, None): 2:30 or 14:30, settled by business hours;
+    with `h24` (a leading zero or "ноль ноль") the hour is taken as said, never flipped.
     """
 
     hour: int
     minute: int = 0
     period: Period | None = None
+    h24: bool = False  # said as a 24-hour clock ("08:00", "в 08 00", "в восемь ноль ноль")
 
 
 @dataclass(frozen=True, slots=True)
