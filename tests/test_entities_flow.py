@@ -114,3 +114,25 @@ def test_a_24_hour_time_before_opening_asks_again_on_the_dental_map() -> None:
     r = engine.process_event(s, _intent("give_time", **entities))
     assert r.status == "SUCCESS" and r.updated_session is not None
     assert r.updated_session.variables["visit_time"] == time(9, 30)
+
+
+CHOICE_ROWS: list[tuple[str, object]] = [
+    ("не к терапевту, а к хирургу", "хирургу"), ("хочу к гигиенисту, ой нет, к терапевту", "терапевту"),
+    ("к гигиенисту, вернее к хирургу", "хирургу"), ("не к хирургу, к терапевту", "терапевту"),
+    ("мне к терапевту", "терапевту"), ("к хирургу", "хирургу"), ("нужна чистка", "гигиенисту"),
+    ("хочу вылечить зуб", "терапевту"), ("к терапевту, то есть к гигиенисту", "гигиенисту"),
+    # two values left, or only a value ruled out: asked again, never the first one named
+    ("болит после удаления, к хирургу", UNREADABLE), ("не знаю, к терапевту или к хирургу", UNREADABLE),
+    ("не к хирургу", UNREADABLE), ("к терапевту или к гигиенисту", UNREADABLE),
+    ("мне к стоматологу", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "want"), CHOICE_ROWS)
+def test_choice_table(text: str, want: object) -> None:
+    assert extract_entity(text, DENTAL.entities["doctor"]) == want, text
+
+
+def test_a_negated_doctor_never_keeps_the_old_one() -> None:
+    entities = extract_entities("не к терапевту", ["doctor"], DENTAL.entities)
+    assert missing_entities(DENTAL, "choose_doctor", {"doctor": "терапевту"}, entities, now=NOW) == ["doctor"]

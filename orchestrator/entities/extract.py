@@ -31,6 +31,7 @@ from orchestrator.dialogue_map.models import (
     RegexEntity,
     TimeEntity,
 )
+from orchestrator.entities.choices import choice_heard, read_choice
 from orchestrator.entities.dates import date_mentions, extract_date, resolve_date
 from orchestrator.entities.digits import digit_strings, extract_digits
 from orchestrator.entities.morph import tokens
@@ -40,7 +41,11 @@ from orchestrator.entities.values import UNREADABLE, Approximate, Range, SaidDat
 
 
 def extract_choice(text: str, spec: ChoiceEntity) -> str | None:
-    """The value whose stem occurs earliest in `text` (at a word start), or None."""
+    """The value whose stem occurs earliest in `text` (at a word start), or None.
+
+    Kept for callers that want the first value named; an entity's value is `read_choice`'s
+    (corrections, "не", two values -> missing).
+    """
     norm = " " + " ".join(t.text for t in tokens(text) if t.kind == "word" or t.kind == "int") + " "
     best: tuple[int, str] | None = None
     for value, stems in spec.values.items():
@@ -66,7 +71,7 @@ def _read(text: str, spec: EntitySpec) -> Any:
     if isinstance(spec, NumberEntity):
         return extract_number(text, spec)
     if isinstance(spec, ChoiceEntity):
-        return extract_choice(text, spec)
+        return read_choice(text, spec)
     if isinstance(spec, TimeEntity):
         return extract_time(text)
     if isinstance(spec, DateEntity):
@@ -86,6 +91,8 @@ def _heard(text: str, spec: EntitySpec) -> bool:
         return bool(date_mentions(tokens(text)))
     if isinstance(spec, DigitsEntity):
         return any(r is None or spec.min_length <= len(r) <= spec.max_length for r in digit_strings(text))
+    if isinstance(spec, ChoiceEntity):
+        return choice_heard(text, spec)
     return False
 
 

@@ -274,6 +274,13 @@ def _unit_near(toks: list[Token], m: Mention, units: Sequence[str]) -> bool:
     return any(0 <= k < len(toks) and toks[k].text.startswith(tuple(units)) for k in near)
 
 
+def correction_points(words: Sequence[str]) -> list[int]:
+    """Indices of the words that start a correction ("нет", "вернее", "то есть", "в смысле")."""
+    return [
+        k for k, w in enumerate(words) if w in _CORRECTIONS or (k and (words[k - 1], w) in _CORRECTION_PAIRS)
+    ]
+
+
 def number_heard(text: str, spec: NumberEntity) -> bool:
     """Whether `text` has a number phrase that may be meant for the entity: a spoiled one, or one
     within its bounds (a missing value after such a phrase is `Unreadable`, not absent)."""
@@ -289,11 +296,7 @@ def extract_number(text: str, spec: NumberEntity) -> NumberValue | None:
     ms = mentions(toks)
     if spec.forms != "any":
         ms = [m for m in ms if m.ordinal == (spec.forms == "ordinal")]
-    fixes = [
-        k
-        for k, t in enumerate(toks)
-        if t.text in _CORRECTIONS or (k and (toks[k - 1].text, t.text) in _CORRECTION_PAIRS)
-    ]
+    fixes = correction_points([t.text for t in toks])
     if fixes and ms:
         last = max((k for k in fixes if any(m.start > k for m in ms)), default=-1)
         ms = [m for m in ms if m.start > last] if any(m.end <= last for m in ms) else ms
