@@ -151,7 +151,7 @@ def resolve_value(spec: EntitySpec, value: Any, ctx: ResolveContext) -> Any:
     if isinstance(value, SaidTime):
         return resolve_time(value, ctx.open_min, ctx.close_min)
     if isinstance(value, SaidDate):
-        d = resolve_date(value, ctx.today)
+        d = resolve_date(value, ctx.today, allow_past=isinstance(spec, DateEntity) and spec.allow_past)
         if d is None or not isinstance(spec, DateEntity):
             return d
         if d < ctx.today and not spec.allow_past:

@@ -63,13 +63,15 @@ class SaidDate:
 
     - `offset_days`: "сегодня" 0, "завтра" 1, "послезавтра" 2, "через неделю" 7;
     - `weekday` 0 (Monday) .. 6 with `week` "this" (the coming one, never today), "next" (in the
-      next calendar week: "в следующую пятницу");
-    - `day` 1..31 with optional `month` 1..12 and `year`: the next such date from the call's day.
+      next calendar week: "в следующую пятницу"), "past" (in the previous calendar week: "в
+      прошлую пятницу");
+    - `day` 1..31 with optional `month` 1..12 and `year`: the next such date from the call's day
+      (see `dates.resolve_date` for dates just passed).
     """
 
     offset_days: int | None = None
     weekday: int | None = None
-    week: Literal["this", "next"] = "this"
+    week: Literal["this", "next", "past"] = "this"
     day: int | None = None
     month: int | None = None
     year: int | None = None
