@@ -9,7 +9,9 @@ Read (`extract_time`), as `SaidTime`:
 - hedges and spans: "около трёх", "после трёх" -> `Approximate`; "к обеду", "в обед", "утром",
   "вечером" -> `Approximate` of a typical time; "с десяти до двенадцати" -> `Range`.
 A shift ("на час позже", "на два часа раньше") is no time of day: "на час позже, в 12" is 12:00.
-Two different times in one phrase, or a time that cannot be (25:00, 10:70), are missing.
+After a correction ("в десять, нет, в одиннадцать", "вернее", "то есть") only the times after it
+count; two different times left in one phrase, or a time that cannot be (25:00, 10:70), are
+missing.
 
 Resolved (`resolve_time`) to a `datetime.time`: a time said as a 24-hour clock ("в 08:00", "в 08
 00", "в восемь ноль ноль") is taken as said, and is missing outside business hours; else a named
@@ -24,6 +26,7 @@ from datetime import time
 
 from orchestrator.entities.integers import Int, parse_integer, word_at
 from orchestrator.entities.morph import Token, garbled, lemma_of, number_word, tokens
+from orchestrator.entities.numbers import correction_points
 from orchestrator.entities.values import Approximate, ApproxKind, Period, Range, SaidTime
 
 TimeValue = SaidTime | Range[SaidTime] | Approximate[SaidTime]
@@ -216,7 +219,11 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
 
 def extract_time(text: str) -> TimeValue | None:
     """The one time said in `text` (see the module docstring), or None."""
-    ms = time_mentions(tokens(text))
+    toks = tokens(text)
+    ms = time_mentions(toks)
+    later = [k for k in correction_points([t.text for t in toks]) if any(m.start > k for m in ms)]
+    if later:  # "в десять, нет, в одиннадцать": only what follows the last correction counts
+        ms = [m for m in ms if m.start > max(later)]
     values = {m.value for m in ms}
     if len(values) != 1:
         return None
