@@ -8,8 +8,9 @@ Rules of one step (`process_event`), in order:
    clock) and merged over the session's variables: a caller who corrects the area replaces the
    old value.
 3. Every required entity of the intent must be in the merged variables, and one said now must
-   have resolved: a range ("80-90"), a hedge the entity does not accept ("сто с хвостиком") or
-   an impossible date is missing even when an older value is known -> else MISSING_ENTITY (the
+   have resolved: a range ("80-90"), a hedge the entity does not accept ("сто с хвостиком"), a
+   phrase heard but not understood (`Unreadable`: "сто сорокк метров") or an impossible date is
+   missing even when an older value is known -> else MISSING_ENTITY (the
    Orchestrator plays the intent's clarify playlist and stays in the state).
 4. The next state's `set_variables` are evaluated in the map's order, each seeing the ones
    before it; a failure (missing or non-numeric variable, division by zero) -> EXECUTION_ERROR.

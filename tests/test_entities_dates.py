@@ -52,7 +52,45 @@ ROWS: list[tuple[str, date | str | None]] = [
     ("тридцать второго", MISSING), ("вчера", MISSING), ("в прошлую пятницу", MISSING),
     ("позавчера", MISSING), ("пятого или шестого", MISSING), ("31 июня", MISSING),
     ("в 10:30", MISSING), ("сорок пять метров", MISSING), ("когда-нибудь", MISSING),
+    # review 8, item 7: a date with its month that passed within the last month is that past
+    # date (missing here), never next year's; longer ago it is next year's
+    ("10 июня", MISSING), ("десятого июня", MISSING), ("первого июня", MISSING),
+    ("20 мая", MISSING), ("в прошлый понедельник", MISSING), ("в прошлую среду", MISSING),
+    ("в прошлое воскресенье", MISSING), ("в прошлую субботу", MISSING),
+    ("30 апреля", date(2026, 4, 30)), ("11 июня", TODAY), ("двенадцатого июня", date(2025, 6, 12)),
 ]  # fmt: skip
+
+PAST = DateEntity(type="date", allow_past=True)
+
+PAST_ROWS: list[tuple[date, str, date | None]] = [
+    # (the call's date, the phrase, the date with allow_past)
+    (TODAY, "в прошлую пятницу", date(2025, 6, 6)), (TODAY, "в прошлый понедельник", date(2025, 6, 2)),
+    (TODAY, "в прошлую среду", date(2025, 6, 4)), (TODAY, "в прошлое воскресенье", date(2025, 6, 8)),
+    (date(2025, 6, 30), "двадцать девятого", date(2025, 6, 29)),
+    (date(2025, 6, 30), "29-го", date(2025, 6, 29)), (TODAY, "пятого", date(2025, 6, 5)),
+    (TODAY, "двадцать пятого", date(2025, 6, 25)), (TODAY, "тридцать первого", date(2025, 7, 31)),
+    (date(2025, 12, 30), "25 декабря", date(2025, 12, 25)),
+    (date(2025, 12, 30), "10 января", date(2026, 1, 10)), (TODAY, "10 июня", date(2025, 6, 10)),
+    (TODAY, "1 мая", date(2026, 5, 1)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("today", "text", "want"), PAST_ROWS)
+def test_past_dates_when_the_entity_allows_them(today: date, text: str, want: date | None) -> None:
+    assert resolve_value(PAST, extract_date(text), ResolveContext(today=today)) == want, text
+
+
+@pytest.mark.parametrize(
+    ("today", "text", "want"),
+    [
+        (date(2025, 12, 30), "25 декабря", None), (date(2025, 12, 30), "10 января", date(2026, 1, 10)),
+        (date(2025, 6, 30), "двадцать девятого", date(2025, 7, 29)), (TODAY, "в прошлую пятницу", None),
+    ],
+)  # fmt: skip
+def test_a_passed_date_never_moves_to_next_year_without_past(
+    today: date, text: str, want: date | None
+) -> None:
+    assert resolve_value(SPEC, extract_date(text), ResolveContext(today=today)) == want, text
 
 
 @pytest.mark.parametrize(("text", "want"), ROWS)

@@ -30,6 +30,11 @@ ROWS: list[tuple[str, DigitsEntity, str | None]] = [
     ("полтора", ANY, MISSING), ("сто с половиной", ANY, MISSING), ("нет номера", ANY, MISSING),
     ("договор 123, а заказ 456", ANY, MISSING),
     ("договор 123, а телефон 89161234567", PHONE, "89161234567"),
+    # review 8, item 2: a misheard number word after a group spoils the string
+    ("восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят сем", PHONE, MISSING),
+    ("восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят пят", PHONE, MISSING),
+    ("восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь спасибо", PHONE, "89161234567"),
+    ("8 916 123 45 6 сем", PHONE, MISSING), ("сто двадцать три сорокк", ANY, MISSING),
 ]  # fmt: skip
 
 

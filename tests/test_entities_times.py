@@ -54,6 +54,17 @@ ROWS: list[tuple[str, time | str | None]] = [
     ("в 25:00", MISSING), ("в десять семьдесят", MISSING), ("через пятнадцать минут", MISSING),
     ("в десять или в одиннадцать", MISSING), ("двадцать пятого числа", MISSING),
     ("восемь пять", MISSING), ("когда удобно", MISSING), ("в 10 тридцать", MISSING),
+    # review 8, item 2: a misheard number word right after the time spoils it
+    ("в десять сорокк", MISSING), ("в десять сорок пят", MISSING), ("в одиннадцать тридцат", MISSING),
+    ("в десять сем", MISSING), ("в десять сорок", time(10, 40)), ("в десять сорок, хорошо", time(10, 40)),
+    # item 5: a 24-hour clock is never flipped to pm; outside business hours (9-21) it is missing
+    ("давайте в 08:00", MISSING), ("в 08 00", MISSING), ("в восемь ноль ноль", MISSING),
+    ("в 08:30", MISSING), ("в 09:30", time(9, 30)), ("в 09 30", time(9, 30)),
+    ("в двадцать ноль ноль", time(20, 0)), ("в 08:00 вечера", MISSING), ("в 07:00", MISSING),
+    # a correction: only the time after it counts
+    ("в десять, нет, в одиннадцать", time(11, 0)), ("в десять, вернее в половине одиннадцатого", time(10, 30)),
+    ("в три, ой, в четыре", time(16, 0)), ("в десять, то есть в десять тридцать", time(10, 30)),
+    ("нет, в одиннадцать", time(11, 0)), ("в десять или в одиннадцать, нет", MISSING),
 ]  # fmt: skip
 
 
@@ -87,3 +98,12 @@ def test_accepting_entity_takes_the_hedged_time_but_never_a_span() -> None:
     said: TimeValue | None = extract_time("к обеду")
     assert resolve_value(accepting, said, CTX) == time(13, 0)
     assert resolve_value(accepting, extract_time("с десяти до двенадцати"), CTX) is None
+
+
+def test_a_24_hour_time_is_taken_as_said_inside_business_hours() -> None:
+    early = ResolveContext(today=date(2025, 6, 11), open_min=8 * 60, close_min=20 * 60)
+    for text in ("давайте в 08:00", "в 08 00", "в восемь ноль ноль"):
+        said = extract_time(text)
+        assert isinstance(said, SaidTime) and said.h24, text
+        assert resolve_value(SPEC, said, early) == time(8, 0), text
+    assert resolve_value(SPEC, extract_time("в 8"), early) == time(8, 0)  # 12-hour: as before

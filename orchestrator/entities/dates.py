@@ -8,12 +8,14 @@ Read (`extract_date`), as `SaidDate`:
 - days of the month, said as ordinals ("двадцать пятого", "на двадцать первое", "25-го", "на 25е",
   "к 25му", "первого числа") or with a month ("15 июля", "пятнадцатого июля", "15.07", "15.07.2026");
 - spans: "на выходных", "на следующей неделе" -> `Range` (the map asks which day).
-"вчера" and past weekdays ("в прошлую пятницу") are read, and missing unless the entity allows
-past dates. Two different dates in one phrase are missing.
+"вчера" and past weekdays ("в прошлую пятницу": Friday of the previous calendar week) are read,
+and missing unless the entity allows past dates. Two different dates in one phrase are missing.
 
 Resolved (`resolve_date`) to a `datetime.date` from the call's date: a day of the month without a
-month is the next such day (today included; "тридцать первого" in June is July 31); a date
-without a year is the next such date.
+month is the next such day (today included; "тридцать первого" in June is July 31), or this
+month's passed one when the entity allows past dates; a date without a year is the next such
+date, unless it passed within the last month ("25 декабря" on December 30): then it is that past
+date, and missing unless the entity allows past dates.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Literal
 
 from orchestrator.entities.integers import parse_integer
 from orchestrator.entities.morph import Token, analyzer, lemma_of, lemmas_of, tokens
@@ -67,9 +70,10 @@ def _counted_noun(toks: list[Token], i: int) -> bool:
     return "NOUN" in analyzer().parse(toks[i].text)[0].tag
 
 
-def _week_words(toks: list[Token], i: int, j: int) -> str:
+def _week_words(toks: list[Token], i: int, j: int) -> Literal["this", "next", "past"]:
     """'next', 'this' or 'past' from the words around a weekday at [i, j)."""
     around = {_lemma(toks, i - 1), _lemma(toks, i - 2)}
+    around |= {x for k in (i - 1, i - 2) if k >= 0 for x in lemmas_of(_text(toks, k))}  # "прошлое"
     if _text(toks, j) == "на" and _lemma(toks, j + 2) == "неделя":  # "в пятницу на следующей неделе"
         around.add(_lemma(toks, j + 1))
     if "следующий" in around:
@@ -112,10 +116,8 @@ def _one(toks: list[Token], i: int) -> DateMention | None:  # noqa: PLR0911
     wd = next((k for k, w in enumerate(_WEEKDAYS) if w in lemmas), None)
     if wd is not None:
         week = _week_words(toks, i, i + 1)
-        if week == "past":
-            return DateMention(i, i + 1, SaidDate(offset_days=-1))  # resolved as past: missing
         end = i + 4 if _text(toks, i + 1) == "на" and _lemma(toks, i + 3) == "неделя" else i + 1
-        return DateMention(i, end, SaidDate(weekday=wd, week="next" if week == "next" else "this"))
+        return DateMention(i, end, SaidDate(weekday=wd, week=week))
     if "выходной" in lemmas and _text(toks, i - 1) in ("в", "на"):
         return DateMention(i, i + 1, Range(SaidDate(weekday=5), SaidDate(weekday=6)))
     if "неделя" in lemmas and "следующий" in lemmas_of(_text(toks, i - 1)):
@@ -165,18 +167,27 @@ def extract_date(text: str) -> DateValue | None:
     return values.pop() if len(values) == 1 else None
 
 
+_RECENT = 31  # days: "25 декабря" said on December 30 is that past date, not next year's
+
+
 def _day_in(year: int, month: int, day: int) -> date | None:
     return date(year, month, day) if day <= calendar.monthrange(year, month)[1] else None
 
 
-def resolve_date(said: SaidDate, today: date) -> date | None:
-    """`said` as a calendar date, counted from `today` (the call's date in the map's time zone)."""
+def resolve_date(said: SaidDate, today: date, *, allow_past: bool = False) -> date | None:
+    """`said` as a calendar date, counted from `today` (the call's date in the map's time zone).
+
+    A weekday of the past week is that day of the previous calendar week. A day and month that
+    passed less than `_RECENT` days ago is that past date (so the entity's `allow_past` decides,
+    never a date a year ahead); longer ago it is next year's. A day of the month alone is the
+    next such day, or this month's passed one when `allow_past`.
+    """
     if said.offset_days is not None:
         return today + timedelta(days=said.offset_days)
     if said.weekday is not None:
-        if said.week == "next":
-            monday = today - timedelta(days=today.weekday()) + timedelta(days=7)
-            return monday + timedelta(days=said.weekday)
+        monday = today - timedelta(days=today.weekday())
+        if said.week in ("next", "past"):
+            return monday + timedelta(days=(7 if said.week == "next" else -7) + said.weekday)
         return today + timedelta(days=(said.weekday - today.weekday()) % 7 or 7)
     if said.day is None:
         return None
@@ -184,9 +195,13 @@ def resolve_date(said: SaidDate, today: date) -> date | None:
         if said.year is not None:
             return _day_in(said.year, said.month, said.day)
         this_year = _day_in(today.year, said.month, said.day)
-        if this_year is not None and this_year >= today:
+        if this_year is not None and (this_year >= today or (today - this_year).days < _RECENT):
             return this_year
         return _day_in(today.year + 1, said.month, said.day)
+    if allow_past:
+        this_month = _day_in(today.year, today.month, said.day)
+        if this_month is not None:
+            return this_month
     year, month = today.year, today.month
     for _ in range(13):  # the next month that has this day
         d = _day_in(year, month, said.day)

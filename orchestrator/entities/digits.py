@@ -5,7 +5,8 @@ may give either: "восемь девятьсот шестнадцать сто 
 "8 916 123-45-67", "+7 (916) 123 45 67" are all 89161234567 / 79161234567. Each group is one
 number phrase written out in digits ("сто двадцать три" -> "123", "ноль ноль семь" -> "007",
 "две тысячи двадцать пять" -> "2025"). Punctuation and hesitation words ("э", "ну", "так")
-may sit between groups; any other word splits the digits into separate strings. The entity takes
+may sit between groups; any other word splits the digits into separate strings, and a word
+that may be a misheard number word ("шестьдесят сем") spoils the string before it. The entity takes
 the one string whose length is within its bounds; none or several (a number said in two pieces
 with a word between them, or two numbers) -> missing, never a piece of one.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from orchestrator.dialogue_map.models import DigitsEntity
 from orchestrator.entities.integers import parse_integer
-from orchestrator.entities.morph import Token, tokens
+from orchestrator.entities.morph import Token, garbled, tokens
 
 _FILLERS = frozenset({"э", "эм", "ээ", "м", "ну", "так", "вот", "это", "значит", "дальше", "и"})
 _JOINERS = frozenset({"-", "(", ")", "+", ",", "."})
@@ -51,6 +52,7 @@ def digit_strings(text: str) -> list[str | None]:
             continue
         t = toks[i]
         if current is not None and not (t.text in _FILLERS or t.text in _JOINERS or t.kind == "dec"):
+            spoiled = spoiled or (t.kind == "word" and garbled(t.text))  # "шестьдесят сем"
             runs.append(None if spoiled else "".join(current))
             current, spoiled = None, False
         elif t.kind == "dec":  # "45.67" inside a dictated number: digits on both sides

@@ -3,7 +3,8 @@
 Two steps, because the words alone do not fix every value:
 1. `extract_entities(text, names, specs)` reads the words: numbers (`int`/`float`), digit
    strings and choices (`str`), regex matches (`str`), times (`SaidTime`), dates (`SaidDate`),
-   or the shapes that need a question back (`Range`, `Approximate`). It runs once per STT
+   or the shapes that need a question back (`Range`, `Approximate`, `Unreadable` for a phrase
+   heard but not understood, kept so it blocks an older value). It runs once per STT
    final, in the classifier, and needs no clock.
 2. `resolve_entities(dialogue_map, entities, context)` turns them into the values the session
    keeps: times with the map's business hours, dates against the call's date in the map's time
@@ -30,16 +31,21 @@ from orchestrator.dialogue_map.models import (
     RegexEntity,
     TimeEntity,
 )
-from orchestrator.entities.dates import extract_date, resolve_date
-from orchestrator.entities.digits import extract_digits
+from orchestrator.entities.choices import choice_heard, read_choice
+from orchestrator.entities.dates import date_mentions, extract_date, resolve_date
+from orchestrator.entities.digits import digit_strings, extract_digits
 from orchestrator.entities.morph import tokens
-from orchestrator.entities.numbers import extract_number
-from orchestrator.entities.times import extract_time, resolve_time
-from orchestrator.entities.values import Approximate, Range, SaidDate, SaidTime
+from orchestrator.entities.numbers import extract_number, number_heard
+from orchestrator.entities.times import extract_time, resolve_time, time_mentions
+from orchestrator.entities.values import UNREADABLE, Approximate, Range, SaidDate, SaidTime
 
 
 def extract_choice(text: str, spec: ChoiceEntity) -> str | None:
-    """The value whose stem occurs earliest in `text` (at a word start), or None."""
+    """The value whose stem occurs earliest in `text` (at a word start), or None.
+
+    Kept for callers that want the first value named; an entity's value is `read_choice`'s
+    (corrections, "не", two values -> missing).
+    """
     norm = " " + " ".join(t.text for t in tokens(text) if t.kind == "word" or t.kind == "int") + " "
     best: tuple[int, str] | None = None
     for value, stems in spec.values.items():
@@ -61,12 +67,11 @@ def extract_regex(text: str, spec: RegexEntity) -> str | None:
     return m.group(1) if m.re.groups else m.group(0)
 
 
-def extract_entity(text: str, spec: EntitySpec) -> Any:
-    """What the caller said for this entity in `text` (see the module docstring), or None."""
+def _read(text: str, spec: EntitySpec) -> Any:
     if isinstance(spec, NumberEntity):
         return extract_number(text, spec)
     if isinstance(spec, ChoiceEntity):
-        return extract_choice(text, spec)
+        return read_choice(text, spec)
     if isinstance(spec, TimeEntity):
         return extract_time(text)
     if isinstance(spec, DateEntity):
@@ -74,6 +79,30 @@ def extract_entity(text: str, spec: EntitySpec) -> Any:
     if isinstance(spec, DigitsEntity):
         return extract_digits(text, spec)
     return extract_regex(text, spec)
+
+
+def _heard(text: str, spec: EntitySpec) -> bool:
+    """Whether `text` has a phrase of the entity's kind that did not give one value."""
+    if isinstance(spec, NumberEntity):
+        return number_heard(text, spec)
+    if isinstance(spec, TimeEntity):
+        return bool(time_mentions(tokens(text)))
+    if isinstance(spec, DateEntity):
+        return bool(date_mentions(tokens(text)))
+    if isinstance(spec, DigitsEntity):
+        return any(r is None or spec.min_length <= len(r) <= spec.max_length for r in digit_strings(text))
+    if isinstance(spec, ChoiceEntity):
+        return choice_heard(text, spec)
+    return False
+
+
+def extract_entity(text: str, spec: EntitySpec) -> Any:
+    """What the caller said for this entity in `text` (see the module docstring), or None if
+    nothing; `UNREADABLE` if a phrase for it was heard but gave no one value."""
+    value = _read(text, spec)
+    if value is None and _heard(text, spec):
+        return UNREADABLE
+    return value
 
 
 def extract_entities(text: str, names: list[str], specs: Mapping[str, EntitySpec]) -> dict[str, Any]:
@@ -122,7 +151,7 @@ def resolve_value(spec: EntitySpec, value: Any, ctx: ResolveContext) -> Any:
     if isinstance(value, SaidTime):
         return resolve_time(value, ctx.open_min, ctx.close_min)
     if isinstance(value, SaidDate):
-        d = resolve_date(value, ctx.today)
+        d = resolve_date(value, ctx.today, allow_past=isinstance(spec, DateEntity) and spec.allow_past)
         if d is None or not isinstance(spec, DateEntity):
             return d
         if d < ctx.today and not spec.allow_past:

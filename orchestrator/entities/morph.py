@@ -193,3 +193,32 @@ def _all_forms(lemmas: list[str]) -> frozenset[str]:
 NUMBER_WORDS: frozenset[str] = _all_forms([*_CARD, *_MULT, *_NOUN]) | frozenset(
     {"полтора", "полторы", "полутора", *_ABBR}
 )
+
+
+_NUMERAL_STEMS = ("сем", "пят", "шест", "восем", "девят", "десят", "двадцат", "тридцат", "четыр")
+_NOT_TYPOS = frozenset({"сотка", "сотки", "соток", "сотку", "сеть", "сети", "сетью"})
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether `a` and `b` differ by exactly one insertion, deletion or substitution."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i + (len(a) == len(b)) :] == b[i + 1 :]
+
+
+@lru_cache(maxsize=65536)
+def garbled(word: str) -> bool:
+    """Whether `word` may be a misheard number word: unknown, a numeral stem ("сем", "пят"), or
+    one edit from a number form ("сорокк", "пятьдесть") while being no number word itself."""
+    if not is_known(word):
+        return True
+    if word in NUMBER_WORDS or word in _NOT_TYPOS or number_word(word) is not None:
+        return False
+    if word in _NUMERAL_STEMS:
+        return True
+    return len(word) >= 4 and any(_one_edit(word, f) for f in NUMBER_WORDS if len(f) >= 4)

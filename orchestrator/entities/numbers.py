@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from orchestrator.dialogue_map.models import NumberEntity
 from orchestrator.entities.integers import VAGUE, Int, is_denominator, parse_integer, word_at
-from orchestrator.entities.morph import Token, is_known, is_numeral, lemma_of, tokens
+from orchestrator.entities.morph import Token, garbled, is_known, is_numeral, lemma_of, tokens
 from orchestrator.entities.values import Approximate, ApproxKind, Number, Range
 
 NumberValue = Number | Range[Number] | Approximate[Number]
@@ -34,10 +34,13 @@ _PREFIX_HEDGES: dict[str, ApproxKind] = {
     "около": "about", "примерно": "about", "приблизительно": "about", "порядка": "about",
     "почти": "about", "ориентировочно": "about", "больше": "over", "более": "over",
     "свыше": "over", "минимум": "over", "меньше": "under", "менее": "under",
-    "максимум": "under", "до": "under", "от": "over",
+    "максимум": "under", "до": "under", "от": "over", "может": "about",
 }  # fmt: skip
 _SUFFIX_OVER = frozenset({"хвостиком", "лишним", "небольшим", "копейками", "гаком"})
 _CORRECTIONS = frozenset({"нет", "вернее", "точнее", "ой", "извините", "простите", "даже"})
+_CORRECTION_PAIRS = frozenset({("то", "есть"), ("в", "смысле")})  # "то есть сто", "в смысле сто"
+# What may sit between two parts of one number said with a pause: "двести эээ пятьдесят".
+_PAUSES = frozenset({"ну", "вот", "так", "это", "значит", "и", "как", "бы", ",", ".", "..."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +99,8 @@ def _decimal(toks: list[Token], r: Int) -> tuple[float, int] | None:
             return None
         if is_denominator(word_at(toks, nxt.end)):
             return _fraction(toks, j + 1, r.value)
-        if 1 <= nxt.value <= 9 and parse_integer(toks, nxt.end) is None:
-            return r.value + nxt.value / 10, nxt.end  # "сорок пять и пять"
+        if 1 <= nxt.value <= 9 and r.value % 10 and parse_integer(toks, nxt.end) is None:
+            return r.value + nxt.value / 10, nxt.end  # "сорок пять и пять", not "сорок и пять"
     return None
 
 
@@ -166,15 +169,42 @@ def _hedge_after(toks: list[Token], j: int) -> tuple[ApproxKind | None, int]:
 
 
 def _spoiled_by_neighbours(toks: list[Token], m: Mention) -> bool:
-    """An unknown word or a vague quantity right next to the phrase: it may be part of it."""
+    """An unknown word or a vague quantity right next to the phrase, or a word right after it
+    that may be a misheard number word ("сто сем", "сто сорокк"): it may be part of it."""
     for k in (m.start - 1, m.end):
         if 0 <= k < len(toks) and toks[k].kind == "word":
             w = toks[k].text
             if not is_known(w) or (is_numeral(w) and word_at(toks, k) is None):
                 return True
-            if lemma_of(w) in VAGUE:
+            if lemma_of(w) in VAGUE or (k == m.end and garbled(w)):
                 return True
     return False
+
+
+def is_pause(tok: Token) -> bool:
+    """A filler word ("эээ", "ну"), "и" or punctuation: a pause inside one phrase."""
+    t = tok.text
+    return t in _PAUSES or (tok.kind == "word" and set(t) <= {"э", "м", "а"})
+
+
+def _free_slot(a: Mention, b: Mention) -> bool:
+    """Whether `b` fits the zeros of `a` as one number would: 200 + 50, 1000 + 300, 150 + 5."""
+    if a.ordinal or not isinstance(a.value, int) or not isinstance(b.value, int) or b.value <= 0:
+        return False
+    zeros, n = 0, a.value
+    while n and n % 10 == 0:
+        n, zeros = n // 10, zeros + 1
+    return b.value < int(10**zeros)
+
+
+def _split_numbers(toks: list[Token], out: list[Mention]) -> list[Mention]:
+    """Spoil both parts of a number said with a pause ("двести, пятьдесят", "сто и пятьдесят")."""
+    res = list(out)
+    for n in range(len(res) - 1):
+        a, b = out[n], out[n + 1]
+        if all(is_pause(t) for t in toks[a.end : b.start]) and _free_slot(a, b):
+            res[n], res[n + 1] = Mention(a.start, a.end, None), Mention(b.start, b.end, None, b.ordinal)
+    return res
 
 
 def mentions(toks: Sequence[Token]) -> list[Mention]:  # noqa: C901, PLR0912
@@ -215,7 +245,7 @@ def mentions(toks: Sequence[Token]) -> list[Mention]:  # noqa: C901, PLR0912
             m = Mention(m.start, m.end, None, m.ordinal)
         out.append(m)
         i = m.end
-    return out
+    return _split_numbers(tl, out)
 
 
 def _shape_pair(a: Mention, b: Mention) -> bool:
@@ -244,19 +274,39 @@ def _unit_near(toks: list[Token], m: Mention, units: Sequence[str]) -> bool:
     return any(0 <= k < len(toks) and toks[k].text.startswith(tuple(units)) for k in near)
 
 
+def correction_points(words: Sequence[str]) -> list[int]:
+    """Indices of the words that start a correction ("нет", "вернее", "то есть", "в смысле")."""
+    return [
+        k for k, w in enumerate(words) if w in _CORRECTIONS or (k and (words[k - 1], w) in _CORRECTION_PAIRS)
+    ]
+
+
+def number_heard(text: str, spec: NumberEntity) -> bool:
+    """Whether `text` has a number phrase that may be meant for the entity: a spoiled one, or one
+    within its bounds (a missing value after such a phrase is `Unreadable`, not absent)."""
+    ms = mentions(tokens(text))
+    if spec.forms != "any":
+        ms = [m for m in ms if m.ordinal == (spec.forms == "ordinal")]
+    return any(m.value is None or _in_bounds(m.value, spec) for m in ms)
+
+
 def extract_number(text: str, spec: NumberEntity) -> NumberValue | None:
     """The entity's value in `text` (see the module docstring), or None (missing)."""
     toks = tokens(text)
     ms = mentions(toks)
     if spec.forms != "any":
         ms = [m for m in ms if m.ordinal == (spec.forms == "ordinal")]
-    if spec.units:
-        marked = [m for m in ms if _unit_near(toks, m, [u.lower() for u in spec.units])]
-        ms = marked or ms
-    fixes = [k for k, t in enumerate(toks) if t.text in _CORRECTIONS]
+    fixes = correction_points([t.text for t in toks])
     if fixes and ms:
         last = max((k for k in fixes if any(m.start > k for m in ms)), default=-1)
         ms = [m for m in ms if m.start > last] if any(m.end <= last for m in ms) else ms
+    if spec.units:
+        marked = [m for m in ms if _unit_near(toks, m, [u.lower() for u in spec.units])]
+        if marked:
+            others = {m.value for m in ms if m not in marked and m.value is not None}
+            if any(_in_bounds(v, spec) for v in others - {m.value for m in marked}):
+                return None  # "сто двадцать, может сто тридцать метров": which one?
+            ms = marked
     if any(m.value is None for m in ms):
         return None
     values = {m.value for m in ms if m.value is not None and _in_bounds(m.value, spec)}

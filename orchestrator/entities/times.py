@@ -9,10 +9,14 @@ Read (`extract_time`), as `SaidTime`:
 - hedges and spans: "около трёх", "после трёх" -> `Approximate`; "к обеду", "в обед", "утром",
   "вечером" -> `Approximate` of a typical time; "с десяти до двенадцати" -> `Range`.
 A shift ("на час позже", "на два часа раньше") is no time of day: "на час позже, в 12" is 12:00.
-Two different times in one phrase, or a time that cannot be (25:00, 10:70), are missing.
+After a correction ("в десять, нет, в одиннадцать", "вернее", "то есть") only the times after it
+count; two different times left in one phrase, or a time that cannot be (25:00, 10:70), are
+missing.
 
-Resolved (`resolve_time`) to a `datetime.time`: a named period decides between 2:30 and 14:30;
-else the one inside business hours; if both or neither are, 7..11 are morning and 1..6 afternoon.
+Resolved (`resolve_time`) to a `datetime.time`: a time said as a 24-hour clock ("в 08:00", "в 08
+00", "в восемь ноль ноль") is taken as said, and is missing outside business hours; else a named
+period decides between 2:30 and 14:30; else the one inside business hours; if both or neither
+are, 7..11 are morning and 1..6 afternoon.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from datetime import time
 
 from orchestrator.entities.integers import Int, parse_integer, word_at
-from orchestrator.entities.morph import Token, lemma_of, number_word, tokens
+from orchestrator.entities.morph import Token, garbled, lemma_of, number_word, tokens
+from orchestrator.entities.numbers import correction_points
 from orchestrator.entities.values import Approximate, ApproxKind, Period, Range, SaidTime
 
 TimeValue = SaidTime | Range[SaidTime] | Approximate[SaidTime]
@@ -121,7 +126,7 @@ def _clock(toks: list[Token], i: int) -> tuple[SaidTime | None, int] | None:
     if t.kind in ("clock", "dec") and ":" in t.text or (t.kind == "dec" and "." in t.text):
         hh, mm = t.text.replace(".", ":").split(":")
         ok = len(mm) == 2 and int(hh) <= 24 and int(mm) < 60
-        return (SaidTime(int(hh), int(mm)) if ok else None), i + 1
+        return (SaidTime(int(hh), int(mm), h24=len(hh) == 2 and hh[0] == "0") if ok else None), i + 1
     if t.kind == "word" and lemma_of(t.text) == "час" and word_at(toks, i - 1) is None:
         hour: Int | None = Int(1.0, i, i + 1)  # "в час", "в час тридцать"
     else:
@@ -130,8 +135,11 @@ def _clock(toks: list[Token], i: int) -> tuple[SaidTime | None, int] | None:
             return None
     assert hour is not None
     j = _skip(toks, hour.end, "час")
+    lead = toks[hour.start].text
+    h24 = hour.digits_only and len(lead) == 2 and lead[0] == "0"  # "в 08 00"
     if _text(toks, j) in ("ноль", "нуль") and toks[j].kind == "word":
         m = _card(toks, j + 1, 9)
+        h24 = h24 or (m is not None and toks[m.start].text in ("ноль", "нуль"))  # "восемь ноль ноль"
         mins, j = (0, j + 1) if m is None else (int(m.value), m.end)
     else:
         m = _card(toks, j, 99)
@@ -146,7 +154,7 @@ def _clock(toks: list[Token], i: int) -> tuple[SaidTime | None, int] | None:
         j += 1
     if hour.value > 24 or mins > 59:
         return None, j
-    return SaidTime(int(hour.value), mins), j
+    return SaidTime(int(hour.value), mins, h24=h24), j
 
 
 def _one(toks: list[Token], i: int) -> TimeMention | None:  # noqa: PLR0911
@@ -176,7 +184,7 @@ def _one(toks: list[Token], i: int) -> TimeMention | None:  # noqa: PLR0911
         return None
     said, end = c
     if end < len(toks) and said is not None and toks[end].text in _PERIODS:
-        return TimeMention(i, end + 1, SaidTime(said.hour, said.minute, _PERIODS[toks[end].text]))
+        return TimeMention(i, end + 1, SaidTime(said.hour, said.minute, _PERIODS[toks[end].text], said.h24))
     return TimeMention(i, end, said)
 
 
@@ -202,6 +210,8 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
                 m = TimeMention(m.start, b.end, Range(m.value, b.value))
         elif before in _BEFORE and isinstance(m.value, SaidTime):
             m = TimeMention(m.start - 1, m.end, Approximate(m.value, _BEFORE[before]))
+        if m.end < len(toks) and toks[m.end].kind == "word" and garbled(toks[m.end].text):
+            m = TimeMention(m.start, m.end, None)  # "в десять сорокк": a minute misheard
         out.append(m)
         i = max(m.end, i + 1)
     return out
@@ -209,7 +219,11 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
 
 def extract_time(text: str) -> TimeValue | None:
     """The one time said in `text` (see the module docstring), or None."""
-    ms = time_mentions(tokens(text))
+    toks = tokens(text)
+    ms = time_mentions(toks)
+    later = [k for k in correction_points([t.text for t in toks]) if any(m.start > k for m in ms)]
+    if later:  # "в десять, нет, в одиннадцать": only what follows the last correction counts
+        ms = [m for m in ms if m.start > max(later)]
     values = {m.value for m in ms}
     if len(values) != 1:
         return None
@@ -223,6 +237,9 @@ def resolve_time(said: SaidTime, open_min: int, close_min: int) -> time | None:
         h = 0
     if h > 23 or m > 59:
         return None
+    if said.h24:  # "в 08:00" is 8 in the morning: never flipped; outside business hours -> ask
+        clash = (period == "pm" and h < 12) or (period == "am" and h >= 12)
+        return time(h, m) if not clash and open_min <= h * 60 + m < close_min else None
     if period is not None and h > 12:
         return time(h, m) if period != "am" else None  # "в 15 дня" is still 15:00
     if period == "am":
