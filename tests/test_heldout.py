@@ -86,6 +86,16 @@ separate them on the dev sets: "а ванну с туалетом тоже мо�
 are right and cover as little, so such a rule would trade right answers for these. With the step,
 the trigram stand-in still sends "откуда у вас мой номер" (now none locally) to stop_calling and a
 few band questions to the nearest FAQ, where a model would say none.
+
+Set 4, written blind after the third tuning (and after the entity fixes of the issue-8 review),
+measured once: cleaning 70/74 (94.6 %) local only, 72/74 (97.3 %) with the step; dental 59/64
+(92.2 %) both ways (two dental phrases the map already had, in another word order, dropped
+before scoring). The bar is judged on it: cleaning passes with the step, dental does not. The
+dental misses: a service named instead of a doctor ("профгигиену", "камень с зубов снять",
+"молочный зуб вырвать" -> none, want choose_doctor), "а сколько длится прием" -> faq:price (want
+none), and "не не так" -> confirm (want deny: a negation the features miss, the worst kind).
+Cleaning: "а санузел тоже моете", "наличкой отдать можно" (FAQ wording), "в любой будний день",
+"нет давайте отменим" in ask_day.
 """
 
 from __future__ import annotations
@@ -114,7 +124,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 MAPS = ["cleaning_quote", "dental_appointment"]
 BAR = 0.95
-SETS = {"dev": "heldout_", "dev2": "heldout2_", "blind3": "heldout3_"}
+SETS = {"dev": "heldout_", "dev2": "heldout2_", "dev3": "heldout3_", "blind4": "heldout4_"}
 # Measured figures (see the module docstring): floors against regressions, not targets.
 # (local only, with the step), per (set, map).
 FLOORS = {
@@ -122,13 +132,14 @@ FLOORS = {
     ("dev", "dental_appointment"): (50, 49),  # 100 % / 98.0 % of 50
     ("dev2", "cleaning_quote"): (82, 79),  # 98.8 % / 95.2 % of 83 (seen since: a dev figure)
     ("dev2", "dental_appointment"): (64, 64),  # 100 % / 100 % of 64 (seen since: a dev figure)
-    ("blind3", "cleaning_quote"): (74, 73),  # 97.4 % / 96.1 % of 76 (seen since: a dev figure)
-    ("blind3", "dental_appointment"): (64, 64),  # 98.5 % / 98.5 % of 65 (seen since: a dev figure)
+    ("dev3", "cleaning_quote"): (74, 73),  # 97.4 % / 96.1 % of 76 (seen since: a dev figure)
+    ("dev3", "dental_appointment"): (64, 64),  # 98.5 % / 98.5 % of 65 (seen since: a dev figure)
+    ("blind4", "cleaning_quote"): (70, 72),  # 94.6 % / 97.3 % of 74, measured once, blind
+    ("blind4", "dental_appointment"): (59, 59),  # 92.2 % / 92.2 % of 64, measured once, blind
 }
-# The bar is judged on set 3 until blind set 4 is merged (a map listed here is a strict xfail:
-# reaching the bar fails the test, so the list stays true). Both maps reach it on set 3 since
-# the third tuning, but set 3 is a dev set now, so that says the classes are fixed, not more.
-BELOW_BAR_WITH_STANDIN: set[str] = set()
+# The bar is judged on the blind set 4 (a map listed here is a strict xfail: reaching the bar
+# fails the test, so the list stays true).
+BELOW_BAR_WITH_STANDIN = {"dental_appointment"}
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:
@@ -220,7 +231,7 @@ async def test_heldout_routing(name: str, which: str, openai_standin: OpenAIStan
             name,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="92.1 % on the blind set 3 (see the module docstring)",
+                reason="92.2 % on the blind set 4 (see the module docstring)",
             ),
         )
         if name in BELOW_BAR_WITH_STANDIN
@@ -229,7 +240,7 @@ async def test_heldout_routing(name: str, which: str, openai_standin: OpenAIStan
     ],
 )
 async def test_heldout_meets_the_issue_bar(name: str, openai_standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, openai_standin, "blind3")
+    score = await _with_standin(name, openai_standin, "blind4")
     assert score.step_ok / score.n >= BAR, score.misses
 
 
@@ -243,7 +254,7 @@ async def test_heldout_live(name: str) -> None:
     client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
     try:
         model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
-        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind3")
+        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind4")
     finally:
         await client.close()
     print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))
