@@ -272,3 +272,40 @@ def test_entity_kinds_idioms_and_negation_scope() -> None:
     assert "~!yes" in feats("совсем неверно")
     # a counted noun is no request for one: "человек" after "сколько" adds no "~person"
     assert "~person" not in feats("сколько человек будет") and "~person" in feats("дайте человека")
+
+
+def test_a_repeated_ne_still_negates_the_word_after_it() -> None:
+    emb = CharNgramEmbedder()
+    # "не не так" is "нет, не так": the last "не" negates "так", never "нет так" ("да, так")
+    for text in ("не не так", "не-не так", "не, не так", "да нет не так"):
+        assert emb.tokens(text)[-2:] == [("не", False), ("так", True)], text
+    assert emb.words("не-не") == ["нет"] and emb.words("не не не") == ["нет"]
+    assert emb.words("да нет") == ["нет"]  # "да нет" is a no
+    assert emb.words("да нет проблем") == ["хорошо"]
+
+
+_DENIALS = [
+    "не не так",
+    "не так",
+    "нет не так",
+    "не, не то",
+    "не не то",
+    "не-не так",
+    "да нет не так",
+    "да нет",
+    "не не",
+    "ну не так",
+    "нет там не так",
+    "не, всё не так",
+    "не не правильно",
+    "не совсем так",
+    "нет, не верно",
+]
+
+
+@pytest.mark.parametrize("text", _DENIALS)
+async def test_a_no_is_never_taken_for_a_confirmation(text: str) -> None:
+    dmap = load_dialogue_map(MAPS / "dental_appointment.ru.json")
+    clf = VectorIntentClassifier(dmap, CharNgramEmbedder())
+    result, leader = await clf.classify_intent(text)
+    assert leader == "deny" and result is not None, await clf.intent_scores(text)

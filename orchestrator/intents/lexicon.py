@@ -317,8 +317,14 @@ def concept(lemma: str) -> str | None:
 
 
 _NE_BEFORE_PAUSE = re.compile(r"(?<!\w)не(?=\s*[,.!?;:…—–-])", re.IGNORECASE)
-# "не-не", "не, не": a repeated "не" is a "нет" (not a negation of the next word)
-_NE_REPEATED = re.compile(r"(?<!\w)не(?:\s*[,-]?\s*не)+(?!\w)", re.IGNORECASE)
+# "не-не", "не, не": a repeated "не" is a "нет"; the last one still negates a word after it
+# ("не не так" is "нет, не так", never "нет так", which reads as "да, так")
+_NE_REPEATED = re.compile(r"(?<!\w)не(?:\s*[,-]?\s*не)+(?!\w)(?P<next>\s*\w)?", re.IGNORECASE)
+
+
+def _repeated_ne(m: re.Match[str]) -> str:
+    following = m.group("next")
+    return "нет" if following is None else f"нет не {following.lstrip()}"
 # Fixed phrases whose words say the opposite of what they mean, by their normalised words.
 IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("почему", "бы", "и", "нет"), ("давайте",)),
@@ -328,6 +334,9 @@ IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("не", "возражаем"), ("согласны",)),
     (("не", "вопрос"), ("хорошо",)),
     (("без", "проблем"), ("хорошо",)),
+    (("да", "нет", "проблем"), ("хорошо",)),
+    (("нет", "проблем"), ("хорошо",)),
+    (("да", "нет"), ("нет",)),  # "да нет, не так": a "да" before "нет" only leads into the no
     (("не", "стоит"), ("не", "нужно")),  # "пожалуй, не стоит": not worth it, not a price
     # the bot misunderstood: "вы не поняли", "неправильно поняли"
     (("не", "поняли"), ("ошиблись",)),
@@ -356,7 +365,7 @@ DECISIVE_CONCEPTS = frozenset({"change_mind"})
 
 def fold_raw(text: str) -> str:
     """Rules that need the punctuation, before normalisation: "не-не" -> "нет", "не," -> "нет,"."""
-    return _NE_BEFORE_PAUSE.sub("нет", _NE_REPEATED.sub("нет", text))
+    return _NE_BEFORE_PAUSE.sub("нет", _NE_REPEATED.sub(_repeated_ne, text))
 
 
 def _idioms(words: list[str]) -> list[str]:
