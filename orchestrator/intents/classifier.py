@@ -45,7 +45,7 @@ from orchestrator.domain.models import FaqAnswer, IntentResult
 from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
 from orchestrator.intents.entities import extract_entities
 from orchestrator.intents.lexicon import DECISIVE_CONCEPTS, asks, concept
-from orchestrator.intents.morphology import lemma
+from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
 from orchestrator.text import normalize
 
@@ -149,6 +149,26 @@ def route_label(
     return None
 
 
+# "вы ... делаете": a verb of the callee's trade asked about ("вы имплантацию делаете", "вы по
+# выходным работаете"), not the modals a request is said with ("вы можете соединить").
+_MODAL_LEMMAS = frozenset({"мочь", "хотеть"})
+
+
+def asks_what_you_do(words: Sequence[str]) -> bool:
+    """Whether `words` ask "вы" what they do: "вы" with a present-tense "вы" verb (no modal)."""
+    if "вы" not in words:
+        return False
+    for w in words:
+        tag = analyzer().parse(w)[0].tag
+        if (
+            tag.POS == "VERB"
+            and {"plur", "2per", "pres", "indc"} in tag
+            and lemma(w).normal_form not in _MODAL_LEMMAS
+        ):
+            return True
+    return False
+
+
 def faq_first(intent_raw: dict[str, float], faq_scores: dict[str, float], faq_threshold: float) -> bool:
     """Whether a FAQ entry takes precedence over every intent (see the module docstring)."""
     best = max(faq_scores.values(), default=0.0)
@@ -240,8 +260,10 @@ class VectorIntentClassifier:
 
     def _asks(self, text: str) -> bool:
         if isinstance(self._embedder, CharNgramEmbedder):  # its words: idioms ("почему бы и нет") folded
-            return asks(self._embedder.words(text))
-        return asks(normalize(text).split())
+            words = self._embedder.words(text)
+        else:
+            words = normalize(text).split()
+        return asks(words) or asks_what_you_do(words)
 
     def decides(self, text: str) -> bool:
         """Whether `text` says a decision a question beside it does not override (no FAQ precedence).
