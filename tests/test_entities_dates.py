@@ -48,6 +48,7 @@ ROWS: list[tuple[str, date | str | None]] = [
     ("зуб болит второй день", MISSING), ("на третий этаж", MISSING), ("двадцать пятого утром", date(2025, 6, 25)),
     # spans: the map asks which day
     ("в выходные", RANGE), ("на выходных", RANGE), ("на следующей неделе", RANGE),
+    ("в любой будний день", RANGE), ("по будням", RANGE), ("в будни после обеда", RANGE),
     # no such date, a past one, or two of them
     ("тридцать второго", MISSING), ("вчера", MISSING), ("в прошлую пятницу", MISSING),
     ("позавчера", MISSING), ("пятого или шестого", MISSING), ("31 июня", MISSING),

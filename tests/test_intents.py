@@ -309,3 +309,47 @@ async def test_a_no_is_never_taken_for_a_confirmation(text: str) -> None:
     clf = VectorIntentClassifier(dmap, CharNgramEmbedder())
     result, leader = await clf.classify_intent(text)
     assert leader == "deny" and result is not None, await clf.intent_scores(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "doctor"),
+    [
+        ("надо снять камень", "гигиенисту"),
+        ("хочу отбеливание", "гигиенисту"),
+        ("налёт убрать", "гигиенисту"),
+        ("записаться на профгигиену", "гигиенисту"),
+        ("зуб выдернуть", "хирургу"),
+        ("вырвите мне зуб", "хирургу"),
+        ("зуб мудрости режется", "хирургу"),
+        ("поставить имплант", "хирургу"),
+        ("полечить канал", "терапевту"),
+        ("болят зубы", "терапевту"),
+        ("пломба выпала", "терапевту"),
+    ],
+)
+async def test_a_service_named_instead_of_a_doctor(text: str, doctor: str) -> None:
+    dmap = load_dialogue_map(MAPS / "dental_appointment.ru.json")
+    clf = VectorIntentClassifier(dmap, CharNgramEmbedder())
+    result, _ = await clf.classify_intent(text)
+    assert result is not None and result.intent_id == "choose_doctor", await clf.intent_scores(text)
+    assert result.entities == {"doctor": doctor}
+
+
+async def test_evidence_rules_of_the_fourth_tuning() -> None:
+    dental = VectorIntentClassifier(
+        load_dialogue_map(MAPS / "dental_appointment.ru.json"), CharNgramEmbedder()
+    )
+    cleaning = VectorIntentClassifier(load_dialogue_map(MAPS / "cleaning_quote.ru.json"), CharNgramEmbedder())
+    # a duration is no price; "вы ... делаете" asks, it books nothing
+    assert await dental.find_faq_answer("а сколько длится прием") is None
+    assert (await dental.find_faq_answer("сколько стоит прием")) is not None
+    assert (await dental.classify_intent("вы отбеливание делаете"))[0] is None
+    # an explicit confirmation with the time repeated is a confirmation
+    for text in ("да в 10 всё верно", "да, в 10:30, правильно"):
+        result, _ = await dental.classify_intent(text)
+        assert result is not None and result.intent_id == "confirm", text
+    # a cancel word is a refusal, "давайте" or not; a weekday span is a day
+    result, _ = await cleaning.classify_intent("нет давайте отменим")
+    assert result is not None and result.intent_id == "refuse"
+    result, _ = await cleaning.classify_intent("в любой будний день")
+    assert result is not None and result.intent_id == "choose_day"

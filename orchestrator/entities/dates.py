@@ -7,7 +7,8 @@ Read (`extract_date`), as `SaidDate`:
   "в следующую пятницу" / "в пятницу на следующей неделе" (in the next calendar week);
 - days of the month, said as ordinals ("двадцать пятого", "на двадцать первое", "25-го", "на 25е",
   "к 25му", "первого числа") or with a month ("15 июля", "пятнадцатого июля", "15.07", "15.07.2026");
-- spans: "на выходных", "на следующей неделе" -> `Range` (the map asks which day).
+- spans: "на выходных", "в будни" / "в любой будний день", "на следующей неделе" -> `Range` (the
+  map asks which day).
 "вчера" and past weekdays ("в прошлую пятницу": Friday of the previous calendar week) are read,
 and missing unless the entity allows past dates. Two different dates in one phrase are missing.
 
@@ -120,6 +121,10 @@ def _one(toks: list[Token], i: int) -> DateMention | None:  # noqa: PLR0911
         return DateMention(i, end, SaidDate(weekday=wd, week=week))
     if "выходной" in lemmas and _text(toks, i - 1) in ("в", "на"):
         return DateMention(i, i + 1, Range(SaidDate(weekday=5), SaidDate(weekday=6)))
+    if lemmas & {"будний", "будни"}:  # "в будни", "по будням", "в любой будний день"
+        start = i - 1 if "любой" in lemmas_of(_text(toks, i - 1)) else i
+        end = i + 2 if _lemma(toks, i + 1) == "день" else i + 1
+        return DateMention(start, end, Range(SaidDate(weekday=0), SaidDate(weekday=4)))
     if "неделя" in lemmas and "следующий" in lemmas_of(_text(toks, i - 1)):
         return DateMention(
             i - 1, i + 1, Range(SaidDate(weekday=0, week="next"), SaidDate(weekday=6, week="next"))

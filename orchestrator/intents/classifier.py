@@ -44,7 +44,7 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FaqAnswer, IntentResult
 from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
 from orchestrator.intents.entities import extract_entities
-from orchestrator.intents.lexicon import DECISIVE_CONCEPTS, asks, concept
+from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, asks, concept
 from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
 from orchestrator.text import normalize
@@ -190,6 +190,9 @@ class VectorIntentClassifier:
         self._asking_intents: frozenset[str] = frozenset(
             iid for iid, i in dialogue_map.intents.items() if any(self._asks(e) for e in i.examples)
         )
+        self._deciding_intents: frozenset[str] = frozenset(
+            iid for iid, i in dialogue_map.intents.items() if any(self.decides(e) for e in i.examples)
+        )
         self._ready = False
 
     @property
@@ -238,7 +241,7 @@ class VectorIntentClassifier:
 
     def _with_bonus(self, text: str, raw: dict[str, float]) -> dict[str, float]:
         scores = dict(raw)
-        if self._entity_bonus:
+        if self._entity_bonus and not self._affirms(text):
             found = False
             for iid, intent in self._map.intents.items():
                 if (
@@ -252,6 +255,11 @@ class VectorIntentClassifier:
                 for iid, intent in self._map.intents.items():
                     if not intent.entities and iid in scores:
                         scores[iid] = max(0.0, scores[iid] - self._entity_bonus)
+        decisive = self._decisive(text)
+        if decisive:  # a decision word favours the intents whose examples say one
+            for iid in scores:
+                bonus = self._entity_bonus if iid in self._deciding_intents else -self._entity_bonus
+                scores[iid] = min(1.0, max(0.0, scores[iid] + bonus))
         if self._asks(text):  # a question is no answer: see the module docstring
             for iid in scores:
                 if iid not in self._asking_intents:
@@ -264,6 +272,18 @@ class VectorIntentClassifier:
         else:
             words = normalize(text).split()
         return asks(words) or asks_what_you_do(words)
+
+    def _affirms(self, text: str) -> bool:
+        """Whether `text` affirms what was said back to the caller ("да, в 10, всё верно")."""
+        if not isinstance(self._embedder, CharNgramEmbedder):
+            return False
+        return any(
+            not negated and lemma(word).normal_form in AFFIRMING_LEMMAS
+            for word, negated in self._embedder.tokens(text)
+        )
+
+    def _decisive(self, text: str) -> bool:
+        return self.decides(text)
 
     def decides(self, text: str) -> bool:
         """Whether `text` says a decision a question beside it does not override (no FAQ precedence).

@@ -172,7 +172,16 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "идет",  # "идёт", "пойдёт": word forms (the lemmas "идти", "пойти" are no agreement)
         "пойдет",
     ),
-    "change_mind": ("передумать", "раздумать", "отказаться", "отказываться"),
+    # a decision undone: "я передумал", "давайте отменим"
+    "change_mind": (
+        "передумать",
+        "раздумать",
+        "отказаться",
+        "отказываться",
+        "отменить",
+        "отменять",
+        "отмена",
+    ),
     # putting the decision off: "я подумаю", "надо посоветоваться с мужем"
     "think": ("подумать", "посоветоваться", "обсудить", "посовещаться", "обдумать", "поразмыслить"),
     "call_back": ("перезвонить", "набрать", "отзвониться", "позвонить"),
@@ -199,6 +208,8 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "расчет",
         "оплачивать",
         "расплачиваться",
+        "отдать",  # "наличкой отдать", "деньги отдавать сразу"
+        "отдавать",
     ),
     "pay_means": (
         "наличка",
@@ -245,6 +256,24 @@ _GROUPS: dict[str, tuple[str, ...]] = {
         "оборудование",
         "химикат",
         "порошок",
+    ),
+    # the rooms and things a service covers: "а санузел тоже моете", "кухню и ванную моете"
+    "rooms": (
+        "санузел",
+        "туалет",
+        "ванная",
+        "ванна",
+        "душевой",
+        "кухня",
+        "балкон",
+        "лоджия",
+        "прихожая",
+        "коридор",
+        "окно",
+        "холодильник",
+        "духовка",
+        "плита",
+        "сантехника",
     ),
     "include": ("входить", "включать", "включить", "включено", "входит"),
     # where
@@ -327,6 +356,8 @@ _NE_REPEATED = re.compile(r"(?<!\w)не(?:\s*[,-]?\s*не)+(?!\w)(?P<next>\s*\w)
 def _repeated_ne(m: re.Match[str]) -> str:
     following = m.group("next")
     return "нет" if following is None else f"нет не {following.lstrip()}"
+
+
 # Fixed phrases whose words say the opposite of what they mean, by their normalised words.
 IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("почему", "бы", "и", "нет"), ("давайте",)),
@@ -363,6 +394,11 @@ _BARE_CONSENT = frozenset({"можно", "да", "ну", "пожалуй", "на
 # пожалуй откажусь" is a refusal that names the price, not a price question (see the classifier's
 # FAQ precedence).
 DECISIVE_CONCEPTS = frozenset({"change_mind"})
+
+# Words that affirm what the bot said back ("всё верно", "правильно"), unlike a "да" that leads
+# into an answer ("да, на 25е"): with one of them, a date or time said beside it is only repeated,
+# so it does not favour the intents that take an entity (see the classifier's entity bonus).
+AFFIRMING_LEMMAS = frozenset({"верно", "правильно", "подтверждать", "подтвердить"})
 
 
 def fold_raw(text: str) -> str:
