@@ -28,6 +28,12 @@ answer or request; a request said beside it, "откуда у вас мой но
 clears the threshold); and a decision word (`lexicon.DECISIVE_CONCEPTS`: "дороговато, пожалуй
 откажусь") turns FAQ precedence off, so the intent is not taken for the question it names.
 
+Fourth tuning (dev set 4): "вы" with a present-tense "вы" verb ("вы имплантацию делаете") asks
+like a question word; a decision word (`lexicon.DECISIVE_CONCEPTS`: "давайте отменим") adds
+`ENTITY_BONUS` to the intents whose examples say one and takes it off the rest; an affirming word
+(`lexicon.AFFIRMING_LEMMAS`: "да, в 10, всё верно") keeps the entity bonus off, as the date or
+time beside it only repeats what the bot said.
+
 Stability: `previous_leader` (the leader of the previous partial or turn) stays the leader when
 its score is within `STICKY_MARGIN` of the best, so two near-tied intents do not flip-flop between
 partials. The result is returned only when the leader's score reaches
