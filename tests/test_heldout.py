@@ -115,6 +115,14 @@ off ("да, в 10, всё верно" confirms, the time is only repeated); the 
 64/64 (100 %) / 62/64 (96.9 %). Dev figures: the honest one waits for blind set 5. Left with the
 step: the trigram stand-in sends band phrases to the nearest label where a model would say none
 ("да можно" in ask_time -> give_time, "а сколько длится прием" -> faq:price).
+
+Set 5, written blind after the fourth tuning, measured once: cleaning 69/73 (94.5 %) local only
+and with the step, dental 68/70 (97.1 %) local only, 67/70 (95.7 %) with the step. The bar is
+judged on it: dental passes, cleaning misses by one phrase. Cleaning misses: "а химчистку дивана
+вы делаете" and "а окна помыть на балконе это сколько по времени" -> whats_included (want none),
+"а на первый раз скидочку не сделаете" -> none (want too_expensive), "не давайте отменим" in
+ask_day -> none (want refuse). Dental: "да именно так спасибо" -> bye (want confirm), "а если я
+опоздаю минут на 10" -> give_time (want none).
 """
 
 from __future__ import annotations
@@ -143,7 +151,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 MAPS = ["cleaning_quote", "dental_appointment"]
 BAR = 0.95
-SETS = {"dev": "heldout_", "dev2": "heldout2_", "dev3": "heldout3_", "dev4": "heldout4_"}
+SETS = {
+    "dev": "heldout_",
+    "dev2": "heldout2_",
+    "dev3": "heldout3_",
+    "dev4": "heldout4_",
+    "blind5": "heldout5_",
+}
 # Measured figures (see the module docstring): floors against regressions, not targets.
 # (local only, with the step), per (set, map).
 FLOORS = {
@@ -155,11 +169,12 @@ FLOORS = {
     ("dev3", "dental_appointment"): (64, 64),  # 98.5 % / 98.5 % of 65 (seen since: a dev figure)
     ("dev4", "cleaning_quote"): (74, 74),  # 100 % / 100 % of 74 (seen since: a dev figure)
     ("dev4", "dental_appointment"): (64, 62),  # 100 % / 96.9 % of 64 (seen since: a dev figure)
+    ("blind5", "cleaning_quote"): (69, 69),  # 94.5 % / 94.5 % of 73, measured once, blind
+    ("blind5", "dental_appointment"): (68, 67),  # 97.1 % / 95.7 % of 70, measured once, blind
 }
-# The bar is judged on set 4 until blind set 5 is merged (a map listed here is a strict xfail:
-# reaching the bar fails the test, so the list stays true). Set 4 is a dev set since the fourth
-# tuning, so both maps reach the bar on it.
-BELOW_BAR_WITH_STANDIN: set[str] = set()
+# The bar is judged on the blind set 5 (a map listed here is a strict xfail: reaching the bar
+# fails the test, so the list stays true).
+BELOW_BAR_WITH_STANDIN = {"cleaning_quote"}
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:
@@ -260,7 +275,7 @@ async def test_heldout_routing(name: str, which: str, openai_standin: OpenAIStan
     ],
 )
 async def test_heldout_meets_the_issue_bar(name: str, openai_standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, openai_standin, "dev4")
+    score = await _with_standin(name, openai_standin, "blind5")
     assert score.step_ok / score.n >= BAR, score.misses
 
 
@@ -274,7 +289,7 @@ async def test_heldout_live(name: str) -> None:
     client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
     try:
         model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
-        score = await measure(name, OpenAICompatArbiter(client, model=model), "dev4")
+        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind5")
     finally:
         await client.close()
     print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))
