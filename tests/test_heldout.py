@@ -123,6 +123,16 @@ judged on it: dental passes, cleaning misses by one phrase. Cleaning misses: "а
 "а на первый раз скидочку не сделаете" -> none (want too_expensive), "не давайте отменим" in
 ask_day -> none (want refuse). Dental: "да именно так спасибо" -> bye (want confirm), "а если я
 опоздаю минут на 10" -> give_time (want none).
+
+Set 6, also written blind after the fourth tuning and measured once on the same code as set 5:
+cleaning 61/64 (95.3 %) local only and with the step, dental 59/62 (95.2 %) local only, 58/62
+(93.5 %) with the step. Over sets 5 and 6 together: cleaning 130/137 (94.9 %), dental 127/132
+(96.2 %) local only, 125/132 (94.7 %) with the trigram stand-in as the step. So the issue's bar
+is met on one blind set per map and missed by one or two phrases on the other: on the bar, not
+clearly over it. The set-6 misses: off-script questions near whats_included ("сколько человек
+приедет убирать", "а вы ремонт квартир тоже делаете"), "у нас дома собака большая это нормально"
+-> agree, a symptom without a doctor word ("десна опухла у зуба"), and "куда ехать" for the
+address.
 """
 
 from __future__ import annotations
@@ -157,6 +167,7 @@ SETS = {
     "dev3": "heldout3_",
     "dev4": "heldout4_",
     "blind5": "heldout5_",
+    "blind6": "heldout6_",
 }
 # Measured figures (see the module docstring): floors against regressions, not targets.
 # (local only, with the step), per (set, map).
@@ -171,10 +182,14 @@ FLOORS = {
     ("dev4", "dental_appointment"): (64, 62),  # 100 % / 96.9 % of 64 (seen since: a dev figure)
     ("blind5", "cleaning_quote"): (69, 69),  # 94.5 % / 94.5 % of 73, measured once, blind
     ("blind5", "dental_appointment"): (68, 67),  # 97.1 % / 95.7 % of 70, measured once, blind
+    ("blind6", "cleaning_quote"): (61, 61),  # 95.3 % / 95.3 % of 64, measured once, blind
+    ("blind6", "dental_appointment"): (59, 58),  # 95.2 % / 93.5 % of 62, measured once, blind
 }
-# The bar is judged on the blind set 5 (a map listed here is a strict xfail: reaching the bar
-# fails the test, so the list stays true).
-BELOW_BAR_WITH_STANDIN = {"cleaning_quote"}
+# The bar is judged on the blind sets 5 and 6, both written after the fourth tuning and measured
+# once on the same code. A (set, map) listed here is a strict xfail: reaching the bar fails the
+# test, so the list stays true.
+BLIND = ("blind5", "blind6")
+BELOW_BAR_WITH_STANDIN = {("blind5", "cleaning_quote"), ("blind6", "dental_appointment")}
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:
@@ -260,22 +275,24 @@ async def test_heldout_routing(name: str, which: str, openai_standin: OpenAIStan
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("which", "name"),
     [
         pytest.param(
+            which,
             name,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="below the bar on the set it is judged on (see the module docstring)",
+                reason="below the bar on this blind set (see the module docstring)",
             ),
         )
-        if name in BELOW_BAR_WITH_STANDIN
-        else name
+        if (which, name) in BELOW_BAR_WITH_STANDIN
+        else (which, name)
+        for which in BLIND
         for name in MAPS
     ],
 )
-async def test_heldout_meets_the_issue_bar(name: str, openai_standin: OpenAIStandin) -> None:
-    score = await _with_standin(name, openai_standin, "blind5")
+async def test_heldout_meets_the_issue_bar(which: str, name: str, openai_standin: OpenAIStandin) -> None:
+    score = await _with_standin(name, openai_standin, which)
     assert score.step_ok / score.n >= BAR, score.misses
 
 
