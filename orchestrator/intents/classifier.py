@@ -50,7 +50,7 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FaqAnswer, IntentResult
 from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
 from orchestrator.intents.entities import extract_entities
-from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, asks, concept
+from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, TOPIC_CONCEPTS, asks, concept
 from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
 from orchestrator.text import normalize
@@ -58,6 +58,7 @@ from orchestrator.text import normalize
 STICKY_MARGIN = 0.03
 ENTITY_BONUS = 0.15
 QUESTION_PENALTY = 0.15
+TOPIC_PENALTY = 0.3
 
 _Vector = SparseVector | list[float]
 
@@ -199,6 +200,10 @@ class VectorIntentClassifier:
         self._deciding_intents: frozenset[str] = frozenset(
             iid for iid, i in dialogue_map.intents.items() if any(self.decides(e) for e in i.examples)
         )
+        self._faq_topics: dict[str, frozenset[str]] = {
+            fid: frozenset(t for q in f.questions for t in self.topics(q))
+            for fid, f in dialogue_map.faq.items()
+        }
         self._ready = False
 
     @property
@@ -241,6 +246,28 @@ class VectorIntentClassifier:
             return index.best(vec)
         # min(): a text equal to an example as a bag of words scores 1 up to rounding
         return {owner: min(1.0, max(_dot(vec, v) for v in vs)) for owner, vs in table.items()}
+
+    def topics(self, text: str) -> frozenset[str]:
+        """The `lexicon.TOPIC_CONCEPTS` of `text`'s words, not negated ("сколько длится" -> duration)."""
+        if not isinstance(self._embedder, CharNgramEmbedder):
+            return frozenset()
+        found = set()
+        for word, negated in self._embedder.tokens(text):
+            group = concept(lemma(word).normal_form) or concept(word)
+            if not negated and group in TOPIC_CONCEPTS:
+                found.add(group)
+        return frozenset(found)
+
+    def _faq_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
+        """Each FAQ entry's score; `TOPIC_PENALTY` off an entry none of whose questions has a
+        topic the text asks about (see the module docstring)."""
+        scores = self._best(vec, self._faq_vectors)
+        asked = self.topics(text)
+        if asked:
+            for fid in scores:
+                if not asked <= self._faq_topics.get(fid, frozenset()):
+                    scores[fid] = max(0.0, scores[fid] - TOPIC_PENALTY)
+        return scores
 
     def _intent_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
         return self._with_bonus(text, self._best(vec, self._intent_vectors))
@@ -324,7 +351,7 @@ class VectorIntentClassifier:
             return {}
         (vec,) = await self._embed([text])
         out = {intent_label(i): s for i, s in self._intent_scores_of(text, vec).items()}
-        out.update({faq_label(f): s for f, s in self._best(vec, self._faq_vectors).items()})
+        out.update({faq_label(f): s for f, s in self._faq_scores_of(text, vec).items()})
         return out
 
     async def classify_intent(
@@ -350,7 +377,7 @@ class VectorIntentClassifier:
         if score < self._map.settings.intent_threshold:
             return None, leader
         if not self.decides(text) and faq_first(
-            raw, self._best(vec, self._faq_vectors), self._map.settings.faq_threshold
+            raw, self._faq_scores_of(text, vec), self._map.settings.faq_threshold
         ):
             return None, leader
         intent = self._map.intents[leader]
@@ -363,7 +390,7 @@ class VectorIntentClassifier:
         if not normalize(text) or not self._faq_vectors:
             return None
         (vec,) = await self._embed([text])
-        scores = self._best(vec, self._faq_vectors)
+        scores = self._faq_scores_of(text, vec)
         best = max(scores, key=scores.__getitem__)
         if scores[best] < self._map.settings.faq_threshold:
             return None

@@ -207,6 +207,10 @@ IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("не", "туда", "попал"), ("не", "туда", "позвонил")),
     (("не", "туда", "попала"), ("не", "туда", "позвонил")),
     (("не", "туда", "попали"), ("не", "туда", "позвонил")),
+    # how long, said with "время": "сколько по времени", "сколько времени займёт"
+    (("сколько", "по", "времени"), ("сколько", "длится")),
+    (("сколько", "времени"), ("сколько", "длится")),
+    (("по", "времени", "долго"), ("долго",)),
     # hedges that soften an answer without changing it: "в принципе да", "можно в принципе"
     (("в", "принципе"), ()),
     (("в", "целом"), ()),
@@ -221,14 +225,25 @@ _BARE_CONSENT = frozenset({"можно", "да", "ну", "пожалуй", "на
 # FAQ precedence).
 DECISIVE_CONCEPTS = frozenset({"change_mind"})
 
+# Concepts a question is about, not only what it names: a text with one of them ("окна на балконе
+# это сколько по времени") asks about that, so a FAQ entry none of whose questions has it is no
+# answer to it, however many other words they share (see the classifier's topic penalty).
+TOPIC_CONCEPTS = frozenset({"duration"})
+
 # Words that affirm what the bot said back ("всё верно", "правильно"), unlike a "да" that leads
 # into an answer ("да, на 25е"): with one of them, a date or time said beside it is only repeated,
 # so it does not favour the intents that take an entity (see the classifier's entity bonus).
 AFFIRMING_LEMMAS = frozenset({"верно", "правильно", "подтверждать", "подтвердить"})
 
 
+# A "не" opening the answer before a hortative ("не давайте отменим", "не, давай потом") is the
+# answer "нет": "давайте" proposes, it is not what is negated.
+_NE_BEFORE_HORTATIVE = re.compile(r"^(\W*)не(?=\s+давай(?:те)?(?!\w))", re.IGNORECASE)
+
+
 def fold_raw(text: str) -> str:
     """Rules that need the punctuation, before normalisation: "не-не" -> "нет", "не," -> "нет,"."""
+    text = _NE_BEFORE_HORTATIVE.sub(r"\1нет", text)
     return _NE_BEFORE_PAUSE.sub("нет", _NE_REPEATED.sub(_repeated_ne, text))
 
 
@@ -247,12 +262,24 @@ def _idioms(words: list[str]) -> list[str]:
     return out
 
 
+# Words that confirm what the bot said: a "спасибо" after nothing but these ("да, именно так,
+# спасибо", "совершенно верно, спасибо") thanks for the booking and takes no leave. "ладно",
+# "хорошо", "всё" are left out: "ладно, спасибо" and "всё, спасибо" close the call.
+_CONFIRMING = frozenset(
+    {"да", "ага", "угу", "конечно", "верно", "правильно", "точно", "именно", "так", "совершенно",
+     "подтверждаю", "окей", "отлично", "договорились"}
+)  # fmt: skip
+
+
 def fold_words(words: list[str]) -> list[str]:
-    """Spellings folded (`SPELLINGS`), `IDIOMS` replaced, the tag question "или нет" reduced to "или"."""
+    """Spellings folded (`SPELLINGS`), `IDIOMS` replaced, the tag question "или нет" reduced to "или",
+    a thank-you after a confirmation dropped (`_CONFIRMING`)."""
     out: list[str] = []
     for w in _idioms([spelling(w) for w in words]):
         w = spelling(w)
         if w == "нет" and out and out[-1] == "или":
+            continue
+        if w == "спасибо" and out and set(out) <= _CONFIRMING:
             continue
         out.append(w)
     if "можно" in out and set(out) <= _BARE_CONSENT:
