@@ -252,10 +252,15 @@ class VectorIntentClassifier:
         if not isinstance(self._embedder, CharNgramEmbedder):
             return frozenset()
         found = set()
+        previous = ""
         for word, negated in self._embedder.tokens(text):
-            group = concept(lemma(word).normal_form) or concept(word)
+            counted, previous = previous == "сколько", word
+            lem = lemma(word)
+            group = concept(lem.normal_form) or concept(word)
             if not negated and group in TOPIC_CONCEPTS:
                 found.add(group)
+            elif counted and lem.pos == "NOUN":  # "сколько человек приедет": a headcount is asked
+                found.add(f"#{group or lem.normal_form}")
         return frozenset(found)
 
     def _faq_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:

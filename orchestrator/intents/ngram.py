@@ -86,6 +86,8 @@ _LEMMA_PREFIX = "="  # never produced by n-grams, which hold letters, digits and
 _CONCEPT_PREFIX = "~"
 # Words after which a noun is counted, not asked for ("сколько человек приедет").
 _COUNTERS = frozenset({"сколько", "несколько", "0"})
+_HOW_MANY = "сколько"
+_COUNTED = "#"  # marks the features of a noun counted by "сколько"
 _ENTITY_PREFIX = "~@"  # "~@date", "~@time": a date or a time of day said in the text
 _NEGATED = "!"  # marks the features of a negated word
 _NEGATION = "не"
@@ -116,6 +118,12 @@ def content_lemmas(words: Sequence[str]) -> list[str]:
 @lru_cache(maxsize=4096)
 def _is_preposition(word: str) -> bool:
     return bool(word) and lemma(word).pos == "PREP"
+
+
+@lru_cache(maxsize=4096)
+def _counted_noun(word: str) -> bool:
+    """Whether `word` can be a noun in the genitive, as counted by "сколько" ("человек", "метров")."""
+    return any(p.tag.POS == "NOUN" and "gent" in p.tag for p in analyzer().parse(word))
 
 
 @lru_cache(maxsize=65536)
@@ -293,8 +301,10 @@ class CharNgramEmbedder:
 
         previous = ""
         for word, negated in self.tokens(text):
+            asked = previous == _HOW_MANY and _counted_noun(word)
             counted, previous = previous in _COUNTERS, word
-            mark = _NEGATED if negated else ""
+            # "сколько человек": a headcount asked, so none of its features meets a "человек" asked for
+            mark = (_NEGATED if negated else "") + (_COUNTED if asked else "")
             content = negated or self._is_content(word)
             weight = 1.0 if content or self.function_word_weight == 1.0 else self.function_word_weight
             padded = f" {word} "
