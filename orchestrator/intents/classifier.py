@@ -50,9 +50,10 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FaqAnswer, IntentResult
 from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
 from orchestrator.intents.entities import extract_entities
-from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, TOPIC_CONCEPTS, asks, concept
+from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, asks, concept
 from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
+from orchestrator.intents.topics import closed_objects, topics, vocabulary
 from orchestrator.text import normalize
 
 STICKY_MARGIN = 0.03
@@ -200,10 +201,11 @@ class VectorIntentClassifier:
         self._deciding_intents: frozenset[str] = frozenset(
             iid for iid, i in dialogue_map.intents.items() if any(self.decides(e) for e in i.examples)
         )
-        self._faq_topics: dict[str, frozenset[str]] = {
-            fid: frozenset(t for q in f.questions for t in self.topics(q))
-            for fid, f in dialogue_map.faq.items()
-        }
+        self._faq_vocabulary: dict[str, frozenset[str]] = (
+            {fid: vocabulary(f.questions, embedder) for fid, f in dialogue_map.faq.items()}
+            if isinstance(embedder, CharNgramEmbedder)
+            else {}
+        )
         self._ready = False
 
     @property
@@ -247,30 +249,17 @@ class VectorIntentClassifier:
         # min(): a text equal to an example as a bag of words scores 1 up to rounding
         return {owner: min(1.0, max(_dot(vec, v) for v in vs)) for owner, vs in table.items()}
 
-    def topics(self, text: str) -> frozenset[str]:
-        """The `lexicon.TOPIC_CONCEPTS` of `text`'s words, not negated ("сколько длится" -> duration)."""
-        if not isinstance(self._embedder, CharNgramEmbedder):
-            return frozenset()
-        found = set()
-        previous = ""
-        for word, negated in self._embedder.tokens(text):
-            counted, previous = previous == "сколько", word
-            lem = lemma(word)
-            group = concept(lem.normal_form) or concept(word)
-            if not negated and group in TOPIC_CONCEPTS:
-                found.add(group)
-            elif counted and lem.pos == "NOUN":  # "сколько человек приедет": a headcount is asked
-                found.add(f"#{group or lem.normal_form}")
-        return frozenset(found)
-
     def _faq_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
-        """Each FAQ entry's score; `TOPIC_PENALTY` off an entry none of whose questions has a
-        topic the text asks about (see the module docstring)."""
+        """Each FAQ entry's score; `TOPIC_PENALTY` off an entry whose questions never speak of
+        what the text asks about (`orchestrator.intents.topics`, see the module docstring)."""
         scores = self._best(vec, self._faq_vectors)
-        asked = self.topics(text)
+        if not isinstance(self._embedder, CharNgramEmbedder):
+            return scores
+        tokens = self._embedder.tokens(text)
+        asked = topics(tokens) | closed_objects(tokens)
         if asked:
             for fid in scores:
-                if not asked <= self._faq_topics.get(fid, frozenset()):
+                if not asked <= self._faq_vocabulary.get(fid, frozenset()):
                     scores[fid] = max(0.0, scores[fid] - TOPIC_PENALTY)
         return scores
 

@@ -121,7 +121,7 @@ def _is_preposition(word: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _counted_noun(word: str) -> bool:
+def counted_noun(word: str) -> bool:
     """Whether `word` can be a noun in the genitive, as counted by "сколько" ("человек", "метров")."""
     return any(p.tag.POS == "NOUN" and "gent" in p.tag for p in analyzer().parse(word))
 
@@ -301,7 +301,7 @@ class CharNgramEmbedder:
 
         previous = ""
         for word, negated in self.tokens(text):
-            asked = previous == _HOW_MANY and _counted_noun(word)
+            asked = previous == _HOW_MANY and counted_noun(word)
             counted, previous = previous in _COUNTERS, word
             # "сколько человек": a headcount asked, so none of its features meets a "человек" asked for
             mark = (_NEGATED if negated else "") + (_COUNTED if asked else "")
