@@ -126,6 +126,21 @@ def counted_noun(word: str) -> bool:
     return any(p.tag.POS == "NOUN" and "gent" in p.tag for p in analyzer().parse(word))
 
 
+@lru_cache(maxsize=4096)
+def _perfective_you(word: str) -> bool:
+    parses = analyzer().parse(word)
+    return {"VERB", "perf", "plur", "2per", "futr", "indc"} in parses[0].tag and not any(
+        "impr" in p.tag for p in parses
+    )
+
+
+def _polite_ne(word: str, following: list[str]) -> bool:
+    """Whether `word` is the "не" of a polite question ("скидку не сделаете?", "не подскажете"):
+    before a perfective "вы" future, which has no negated use as a request (a negated request is
+    imperfective: "не звоните")."""
+    return word == _NEGATION and bool(following) and _perfective_you(following[0])
+
+
 @lru_cache(maxsize=65536)
 def split_negation(word: str) -> tuple[str, ...]:
     """("не", rest) for an adjective or adverb that is "не" + a known word of that kind, else (word,).
@@ -248,6 +263,7 @@ class CharNgramEmbedder:
             words = fold_words(words)
         if self.negation:
             words = [part for w in words for part in split_negation(w)]
+            words = [w for i, w in enumerate(words) if not _polite_ne(w, words[i + 1 : i + 2])]
         if not self.fold_numbers:
             return words
         out: list[str] = []
