@@ -87,7 +87,8 @@ def closed_objects(tokens: Sequence[tuple[str, bool]]) -> frozenset[str]:
     words = [w for w, _ in tokens]
     if not any(_you_verb(w) for w in words) or any(w in _OPEN_QUESTION for w in words):
         return frozenset()
-    out: set[str] = set()
+    objects: set[str] = set()
+    adjuncts: set[str] = set()
     in_pp = False
     for word, negated in tokens:
         parse = analyzer().parse(word)[0]
@@ -95,9 +96,8 @@ def closed_objects(tokens: Sequence[tuple[str, bool]]) -> frozenset[str]:
         if pos == "PREP":
             in_pp = True
             continue
-        if in_pp and pos in _PP_POS:
-            continue
-        in_pp = False
+        adjunct = in_pp and pos in _PP_POS
+        in_pp = adjunct and pos != "NOUN"  # the phrase ends with its noun ("на первый раз | скидку")
         if not negated and pos in _OBJECT_POS and "Apro" not in parse.tag and is_content_word(word):
-            out.add(_key(word))
-    return frozenset(out)
+            (adjuncts if adjunct else objects).add(_key(word))
+    return frozenset(objects or adjuncts)
