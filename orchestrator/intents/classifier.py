@@ -34,6 +34,12 @@ like a question word; a decision word (`lexicon.DECISIVE_CONCEPTS`: "давай�
 (`lexicon.AFFIRMING_LEMMAS`: "да, в 10, всё верно") keeps the entity bonus off, as the date or
 time beside it only repeats what the bot said.
 
+Fifth tuning (dev sets 5 and 6): a FAQ entry loses `TOPIC_PENALTY` when the text asks about
+something its questions never speak of (`orchestrator.intents.topics`): a duration or a noun
+counted by "сколько" ("сколько по времени", "сколько человек приедет"), or the object of a yes/no
+question about the callee's work ("а химчистку дивана вы делаете"). The penalty also keeps such
+a question under the constrained step's `min_score`, so it goes to the free LLM answer.
+
 Stability: `previous_leader` (the leader of the previous partial or turn) stays the leader when
 its score is within `STICKY_MARGIN` of the best, so two near-tied intents do not flip-flop between
 partials. The result is returned only when the leader's score reaches

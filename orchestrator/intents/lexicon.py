@@ -7,7 +7,7 @@ supplies that, for the vocabulary callers use on any script, applied identically
 examples and to the caller's words (so it never makes two texts less alike, only more):
 
 - `SPELLINGS`: colloquial or STT spellings folded to one word before anything else
-  ("ок", "оке" -> "окей"; "щас" -> "сейчас"), where the analyzer would misread them ("ок" is
+  ("ок", "оке" -> "окей"; "щас" -> "сейчас"; a diminutive "скидочка" -> "скидка"), where the analyzer would misread them ("ок" is
   parsed as the preposition "около").
 - `CONTENT_WORDS`: words the analyzer tags as particles, conjunctions or interjections that still
   say what the caller means on a phone call: "да", "нет", "ага", "конечно", "спасибо", "верно".
@@ -26,7 +26,10 @@ examples and to the caller's words (so it never makes two texts less alike, only
 - `IDIOMS` also fold hedges away ("в принципе"), the bot's misunderstanding ("вы не поняли") to
   "ошиблись" and a wrong number ("ошибся номером") to "не туда позвонил"; an answer that is
   "можно" among particles ("ну можно") is consent. `QUESTION_WORDS` and `DECISIVE_CONCEPTS` feed
-  the classifier's question penalty and its exception to FAQ precedence.
+  the classifier's question penalty and its exception to FAQ precedence; `TOPIC_CONCEPTS`, what
+  a question measures ("сколько длится"), feeds `orchestrator.intents.topics`. A "не" opening
+  the answer before "давайте" is "нет"; a "спасибо" after nothing but confirming words is dropped
+  ("да, именно так, спасибо" confirms, it takes no leave).
 - `NOT_NEGATIONS`: words starting with "не" that are not a negated word ("несколько",
   "некогда"); every other adjective or adverb "не" + a known word of the same part of speech is
   read as "не" + that word ("неправильно" = "не правильно").

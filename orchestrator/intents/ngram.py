@@ -24,7 +24,9 @@ particles that answer a call ("да", "нет", "спасибо") count as conte
 a map's examples never use. With `negation`, the word right after "не" is negated and so is an
 adjective or adverb "не-" + a known word ("неправильно" = "не правильно"): all its features are
 marked, so "правильно" and "неправильно" share only the "не"; a negated word always counts as
-content ("не надо"). A clock time as STT writes it ("9:15") is one token, "00", not a number.
+content ("не надо"); a "не" before a perfective "вы" future ("скидку не сделаете?") is a polite
+question and negates nothing. A noun counted by "сколько" ("сколько человек") has its features
+marked "#": it is asked about, not asked for. A clock time as STT writes it ("9:15") is one token, "00", not a number.
 
 `fitted(groups)` (the classifier calls it with the map's examples per label) weighs each
 feature by how few labels use it, so words every intent shares ("давайте", "запишите") count
