@@ -73,6 +73,13 @@ def topics(tokens: Sequence[tuple[str, bool]]) -> frozenset[str]:
 
 
 @lru_cache(maxsize=4096)
+def _tag(word: str) -> tuple[str, bool]:
+    """The part of speech of `word`'s first parse and whether it is pronominal ("ваш", "свой")."""
+    tag = analyzer().parse(word)[0].tag
+    return str(tag.POS or ""), "Apro" in tag
+
+
+@lru_cache(maxsize=4096)
 def _you_verb(word: str) -> bool:
     """A non-modal indicative verb in the second person plural ("делаете", "сделаете", "моете")."""
     tag = analyzer().parse(word)[0].tag
@@ -91,13 +98,12 @@ def closed_objects(tokens: Sequence[tuple[str, bool]]) -> frozenset[str]:
     adjuncts: set[str] = set()
     in_pp = False
     for word, negated in tokens:
-        parse = analyzer().parse(word)[0]
-        pos = str(parse.tag.POS or "")
+        pos, pronominal = _tag(word)
         if pos == "PREP":
             in_pp = True
             continue
         adjunct = in_pp and pos in _PP_POS
         in_pp = adjunct and pos != "NOUN"  # the phrase ends with its noun ("на первый раз | скидку")
-        if not negated and pos in _OBJECT_POS and "Apro" not in parse.tag and is_content_word(word):
+        if not negated and pos in _OBJECT_POS and not pronominal and is_content_word(word):
             (adjuncts if adjunct else objects).add(_key(word))
     return frozenset(objects or adjuncts)
