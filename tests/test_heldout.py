@@ -157,6 +157,14 @@ dental 68 -> 70 / 67 -> 70 of 70; set 6 cleaning 61 -> 63 / 61 -> 63 of 64, dent
 гипоаллергенные у меня ребенок аллергик" -> whats_included, "десна опухла у зуба и больно
 кусать" (0.44, under the threshold), and the trigram stand-in picking the nearest examples for
 band phrases ("откуда у вас мой номер" -> stop_calling, "да можно" in ask_time -> give_time).
+
+Set 7, written blind after the fifth tuning (from the maps alone: the writer read only the two
+maps and the file format) and measured once: cleaning 79/81 (97.5 %) local only, 80/81 (98.8 %)
+with the step; dental 74/76 (97.4 %) both. Both maps are over the bar on an unseen set. Misses:
+"а пылесос свой привезете или наш нужен" -> none (want whats_included: an item the FAQ never
+names), "почем удалить зуб мудрости" -> choose_doctor (want the price FAQ: the procedure names the
+surgeon), "нет я говорил к хирургу" in confirm_booking -> none (want deny). The only format change
+made to the set was its "llm" label spelled "none" as the test expects.
 """
 
 from __future__ import annotations
@@ -192,6 +200,7 @@ SETS = {
     "dev4": "heldout4_",
     "blind5": "heldout5_",
     "blind6": "heldout6_",
+    "blind7": "heldout7_",
 }
 # Measured figures (see the module docstring): floors against regressions, not targets.
 # (local only, with the step), per (set, map). All six sets are dev sets since the fifth tuning.
@@ -208,11 +217,13 @@ FLOORS = {
     ("blind5", "dental_appointment"): (70, 70),  # 100 % / 100 % of 70 (blind 97.1 % / 95.7 %)
     ("blind6", "cleaning_quote"): (63, 63),  # 98.4 % / 98.4 % of 64 (blind 95.3 %)
     ("blind6", "dental_appointment"): (61, 61),  # 98.4 % / 98.4 % of 62 (blind 95.2 % / 93.5 %)
+    ("blind7", "cleaning_quote"): (79, 80),  # 97.5 % / 98.8 % of 81, blind, measured once
+    ("blind7", "dental_appointment"): (74, 74),  # 97.4 % / 97.4 % of 76, blind, measured once
 }
-# The bar is judged on sets 5 and 6 until blind set 7 is measured (they were blind when first
-# measured, dev sets since the fifth tuning). A (set, map) listed here is a strict xfail:
+# The bar is judged on blind set 7, written from the maps alone after the fifth tuning and
+# measured once on its final code (sets 1..6 are dev sets). A (set, map) listed here is a strict xfail:
 # reaching the bar fails the test, so the list stays true.
-BLIND = ("blind5", "blind6")
+BLIND = ("blind7",)
 BELOW_BAR_WITH_STANDIN: set[tuple[str, str]] = set()
 
 
@@ -330,7 +341,7 @@ async def test_heldout_live(name: str) -> None:
     client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
     try:
         model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
-        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind5")
+        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind7")
     finally:
         await client.close()
     print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))
