@@ -91,6 +91,7 @@ async def _synthesize(tts: TTSManager, text: str) -> AudioChunk:
     parts: list[bytes] = []
     async for chunk in tts.synthesize(text):
         parts.append(resampler.convert(chunk.pcm, chunk.sample_rate))
+    parts.append(resampler.flush())
     pcm = b"".join(parts)
     if not pcm:
         raise ValueError("synthesis produced no audio")
