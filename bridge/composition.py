@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from orchestrator.adapters.speechkit import YandexSettings
     from orchestrator.adapters.tts.espeak_settings import EspeakSettings
     from orchestrator.adapters.yandex_iam import IamTokenProvider
+    from orchestrator.cache.resilient import ResilientAudioCache
     from orchestrator.intents.classifier import VectorIntentClassifier
 
 __all__ = [
@@ -151,8 +152,15 @@ class Composition:
         client = self._openai_client()
         classifier = await self._classifier(dmap, client)
         intent_step = self._intent_step(dmap, classifier, client)
-        cache = build_audio_cache(s)
+        tts_factory = self._tts_factory()
+        cache = self._audio_cache(dmap, tts_factory)
         await self._warm(dmap, cache)
+        cache.start()
+        log.info(
+            "audio cache: %.1f MB of the map's phrases held in memory (bound %.0f MB + the vital ones)",
+            cache.memory_bytes / 2**20,
+            s.redis.memory_max_mb,
+        )
         return CallServices(
             dialogue_map=dmap,
             flow_engine=MapFlowEngine(dmap),
@@ -161,12 +169,31 @@ class Composition:
             clock=self.clock,
             render=render_template,
             stt_factory=self._stt_factory(),
-            tts_factory=self._tts_factory(),
+            tts_factory=tts_factory,
             llm_factory=self._llm_factory(dmap, client),
             metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
             call=s.call,
             intent_step=intent_step,
         )
+
+    def _audio_cache(
+        self, dmap: DialogueMap, tts_factory: Callable[[str], TTSManager]
+    ) -> ResilientAudioCache:
+        """The map's phrases in memory, Redis when configured, live TTS behind both."""
+        from orchestrator.cache.resilient import ResilientAudioCache
+        from orchestrator.cache.warm import live_synthesis
+
+        s = self.settings
+        redis = None
+        if s.redis.url:
+            from orchestrator.cache.redis_cache import RedisAudioCache
+
+            redis = RedisAudioCache(s.redis)
+        cache = ResilientAudioCache.for_map(
+            dmap, settings=s.redis, clock=self.clock, redis=redis, synthesize=live_synthesis(tts_factory)
+        )
+        self._closers.append(cache.aclose)
+        return cache
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
         p = self.settings.providers

@@ -69,7 +69,7 @@ class Resampler:
             self._rate = rate
             self._stream = soxr.ResampleStream(rate, self._dst, 1, dtype="int16", quality=_QUALITY)
         out = self._stream.resample_chunk(np.frombuffer(pcm, dtype=np.int16))
-        return out.tobytes()
+        return bytes(out.tobytes())
 
     def flush(self) -> bytes:
         """The stream's held-back tail (empty when nothing was converted); then a new stream."""

@@ -180,4 +180,6 @@ def test_resampling_16k_chunked_equals_whole() -> None:
 def _max_diff(a: bytes, b: bytes) -> int:
     assert len(a) == len(b)
     n = len(a) // 2
-    return max(abs(x - y) for x, y in zip(struct.unpack(f"<{n}h", a), struct.unpack(f"<{n}h", b), strict=True))
+    return max(
+        abs(x - y) for x, y in zip(struct.unpack(f"<{n}h", a), struct.unpack(f"<{n}h", b), strict=True)
+    )

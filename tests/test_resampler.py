@@ -14,7 +14,9 @@ from orchestrator.audio import Resampler, resample
 
 def tone(freq_hz: float, rate: int, seconds: float = 1.0, amplitude: int = 16000) -> bytes:
     n = int(rate * seconds)
-    return struct.pack(f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq_hz * i / rate)) for i in range(n)))
+    return struct.pack(
+        f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq_hz * i / rate)) for i in range(n))
+    )
 
 
 def samples(pcm: bytes) -> tuple[int, ...]:
