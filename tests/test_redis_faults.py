@@ -74,12 +74,17 @@ class Service:
         return clip
 
     async def call(
-        self, lines: list[str], speech: list[bytes], *, after_greeting: Callable[[], Awaitable[None]] | None = None
+        self,
+        speech: list[tuple[str, bytes]] = (),  # type: ignore[assignment]
+        *,
+        after_greeting: Callable[[], Awaitable[None]] | None = None,
+        hang_up_on: AudioChunk | None = None,
     ) -> FakeAsterisk:
-        """One call: wait for the greeting to finish, run `after_greeting`, then say `lines`
-        (an empty list: hang up after the greeting). Returns the caller once the call ended."""
+        """One call. With `hang_up_on`: the caller hangs up once the first second of that clip
+        reached it. Else: wait for the greeting to end, run `after_greeting`, say each
+        (line, audio) of `speech` after the bot finished. Returns the caller once the call ended."""
         call_id = str(uuid.uuid4())
-        self.stt.script.set_call(call_id, lines)
+        self.stt.script.set_call(call_id, [line for line, _ in speech])
         self.events[call_id], self.listening[call_id] = [], asyncio.Queue()
         connected = self.server.expect(uuid.UUID(call_id))
         caller = await self.pool.connect(uuid.UUID(call_id))
@@ -89,14 +94,17 @@ class Service:
             name="test-call",
         )
         try:
-            await asyncio.wait_for(self.listening[call_id].get(), T)
-            if after_greeting is not None:
-                await after_greeting()
-            for pcm in speech:
-                caller.play(pcm)
-                await asyncio.wait_for(self.listening[call_id].get(), T) if pcm is not speech[-1] else None
-            if not lines:
+            if hang_up_on is not None:
+                first_second = AudioChunk(hang_up_on.pcm[:16000], hang_up_on.sample_rate)
+                await asyncio.wait_for(caller.wait_until(lambda c: heard(c, first_second)), T)
                 self.pool.hangup(caller)
+            else:
+                for _line, pcm in speech:
+                    await asyncio.wait_for(self.listening[call_id].get(), T)
+                    if after_greeting is not None:
+                        await after_greeting()
+                        after_greeting = None
+                    caller.play(pcm)
             await asyncio.wait_for(handler, T)
         finally:
             if not handler.done():
@@ -157,18 +165,16 @@ async def test_redis_killed_mid_call_the_caller_still_hears_the_goodbye_and_new_
 ) -> None:
     service = await make_service(RedisSettings(url=redis_proc.url, timeout_s=0.3))
     greeting, goodbye = await service.clip(GREETING), await service.clip(GOODBYE)
-    lines = ["нет спасибо"]
+    no = [("нет спасибо", make_speech("нет спасибо"))]
 
     async def kill() -> None:
         redis_proc.kill()
 
-    caller = await service.call(lines, [make_speech(lines[0])], after_greeting=kill)
+    caller = await service.call(no, after_greeting=kill)
     assert heard(caller, greeting) and heard(caller, goodbye)
     assert list(service.app.outcomes)[-1][1] == "end_call"
     # A new call while Redis is still dead: greeted as usual.
-    caller = await service.call([], [])
-    assert heard(caller, greeting)
-    assert not service.cache.redis_up or service.cache.stats.memory_hits > 0
+    await service.call(hang_up_on=greeting)
 
 
 async def test_redis_frozen_costs_one_bounded_read_then_memory_and_live_tts_serve(
@@ -183,19 +189,19 @@ async def test_redis_frozen_costs_one_bounded_read_then_memory_and_live_tts_serv
     cache = service.cache
     assert cache.held(GOODBYE) and cache.held("static:emergency") and not cache.held(GREETING)
     greeting, goodbye = await service.clip(GREETING), await service.clip(GOODBYE)
-    lines = ["нет спасибо"]
+    no = [("нет спасибо", make_speech("нет спасибо"))]
 
     async def freeze() -> None:
         redis_proc.freeze()
 
     try:
-        caller = await service.call(lines, [make_speech(lines[0])], after_greeting=freeze)
+        caller = await service.call(no, after_greeting=freeze)
         assert heard(caller, greeting) and heard(caller, goodbye)
-        # New calls while Redis is frozen: the first read that needs Redis waits timeout_s once,
-        # then Redis is skipped; the greeting is synthesized live (espeak: the same audio).
+        # New calls while Redis is frozen: the first read that needs Redis (or the watch's
+        # check, whichever comes first) waits timeout_s once, then Redis is skipped; the
+        # greeting is synthesized live (espeak: the same audio).
         for _ in range(2):
-            caller = await service.call([], [])
-            assert heard(caller, greeting)
+            await service.call(hang_up_on=greeting)
         assert not cache.redis_up
         assert cache.stats.redis_failures == 1
         assert cache.stats.synthesized >= 1
@@ -207,8 +213,8 @@ async def test_redis_frozen_costs_one_bounded_read_then_memory_and_live_tts_serv
     await asyncio.wait_for(cache.wait_idle(), T)
     assert cache.redis_up and cache.stats.rewarms >= 1
     hits = cache.stats.redis_hits
-    caller = await service.call([], [])
-    assert heard(caller, greeting) and cache.stats.redis_hits == hits + 1  # read from Redis again
+    await service.call(hang_up_on=greeting)
+    assert cache.stats.redis_hits == hits + 1  # read from Redis again
 
 
 async def test_redis_restarted_empty_is_rewarmed_and_no_call_goes_mute(
@@ -218,11 +224,10 @@ async def test_redis_restarted_empty_is_rewarmed_and_no_call_goes_mute(
 ) -> None:
     service = await make_service(RedisSettings(url=redis_proc.url, timeout_s=0.3))
     greeting, goodbye = await service.clip(GREETING), await service.clip(GOODBYE)
-    lines = ["нет спасибо"]
-    caller = await service.call(lines, [make_speech(lines[0])], after_greeting=redis_proc.restart_empty)
+    no = [("нет спасибо", make_speech("нет спасибо"))]
+    caller = await service.call(no, after_greeting=redis_proc.restart_empty)
     assert heard(caller, greeting) and heard(caller, goodbye)
-    caller = await service.call([], [])
-    assert heard(caller, greeting)
+    await service.call(hang_up_on=greeting)
     # The empty Redis is filled again in the background with every phrase of the map.
     await asyncio.wait_for(service.cache.wait_idle(), T)
     assert service.app.services is not None
