@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from orchestrator.adapters.speechkit import YandexSettings
     from orchestrator.adapters.tts.espeak_settings import EspeakSettings
     from orchestrator.adapters.yandex_iam import IamTokenProvider
+    from orchestrator.breaker import CircuitBreaker
     from orchestrator.cache.resilient import ResilientAudioCache
     from orchestrator.intents.classifier import VectorIntentClassifier
 
@@ -132,6 +133,7 @@ class Composition:
         self.settings = settings
         self.clock = clock
         self.iam: IamTokenProvider | None = None
+        self.tts_breaker: CircuitBreaker | None = None  # built with the services
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def iam_token(self) -> str | None:
@@ -273,6 +275,26 @@ class Composition:
         return stt_factory
 
     def _tts_factory(self) -> Callable[[str], TTSManager]:
+        """Each call's TTS behind the provider's circuit breaker (probed with a fresh manager)."""
+        from orchestrator.adapters.tts.breaker import BreakerTTS
+        from orchestrator.breaker import CircuitBreaker
+
+        inner = self._raw_tts_factory()
+
+        async def probe() -> None:
+            tts = inner("tts-probe")
+            try:
+                await tts.connect()
+            finally:
+                await tts.aclose()
+
+        name = f"TTS ({self.settings.providers.tts})"
+        breaker = CircuitBreaker(name, self.settings.breaker, clock=self.clock, probe=probe)
+        self.tts_breaker = breaker
+        self._closers.append(breaker.aclose)
+        return lambda call_id: BreakerTTS(inner(call_id), breaker)
+
+    def _raw_tts_factory(self) -> Callable[[str], TTSManager]:
         if self.settings.providers.tts == "espeak":
             espeak = self.settings.espeak
             return lambda _call_id: _espeak(espeak)

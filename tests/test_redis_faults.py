@@ -139,7 +139,9 @@ async def make_service(
         app.pacer.start()
         server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=app.pacer)
         await server.start()
-        service = Service(app, server, FakeCallerPool("127.0.0.1", server.port), speechkit_standin, events, listening)
+        service = Service(
+            app, server, FakeCallerPool("127.0.0.1", server.port), speechkit_standin, events, listening
+        )
         started.append(service)
         return service
 
