@@ -5,7 +5,7 @@ TTS behind both, so a Redis that dies, freezes or comes back empty never leaves 
 
 1. Process memory. The map's vital phrases (emergency, non-secure, error playlists, every filler,
    the goodbyes of END_CALL states) are always held; the others while they fit in
-   `[redis] memory_max_mb` (the example maps need 1.5-2 MB for all of their phrases).
+   `[redis] memory_max_mb` (the example maps need 0.7 and 1.5 MB for all of their phrases, espeak-ng voice).
 2. Redis, unless it is known to be down. One command is bounded by `[redis] timeout_s`; a failure
    marks Redis down (one warning) and every later read skips it until it answers a ping again,
    so a frozen Redis costs one read that bound, once.
