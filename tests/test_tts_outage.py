@@ -84,7 +84,8 @@ async def test_tts_down_calls_go_on_with_cached_audio_and_recover_within_a_secon
         conn = await asyncio.wait_for(connected, 5)
         started = loop.time()
         handler = asyncio.create_task(
-            app.on_call(AriCall(str(call_id), "test-channel", None, None, conn, asyncio.Event())), name="test-call"
+            app.on_call(AriCall(str(call_id), "test-channel", None, None, conn, asyncio.Event())),
+            name="test-call",
         )
         await asyncio.wait_for(caller.wait_until(greeted), T)
         took = loop.time() - started
@@ -101,7 +102,9 @@ async def test_tts_down_calls_go_on_with_cached_audio_and_recover_within_a_secon
         assert [reason for _cid, reason in app.outcomes] == ["caller_hangup"] * 3
         refused = breaker.refused
         assert refused >= 2  # the later calls did not even try TTS
-        print(f"\nTTS down: greeting after {first:.2f} s (first call), {later[0]:.2f} / {later[1]:.2f} s later")
+        print(
+            f"\nTTS down: greeting after {first:.2f} s (first call), {later[0]:.2f} / {later[1]:.2f} s later"
+        )
 
         # TTS comes back on the same port: the breaker's probe sees it.
         back = SpeechKitStandin(port=port)
