@@ -33,6 +33,11 @@ class BreakerTTS:
         self._inner = inner
         self._breaker = breaker
 
+    @property
+    def inner(self) -> TTSManager:
+        """The wrapped manager."""
+        return self._inner
+
     def _refused(self) -> TTSConnectionError:
         return TTSConnectionError(
             f"{self._breaker.name}: circuit open (provider down), not tried", provider="tts", retryable=True
