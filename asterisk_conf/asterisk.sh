@@ -246,7 +246,7 @@ cmd_logs() {
     tail -n "${LINES:-100}" "$@" "$LOGFILE"
 }
 
-exec 9>>"${TMPDIR:-/tmp}/voicebridge-asterisk.lock"
+exec 9>>"${TMPDIR:-/tmp}/voicebridge-asterisk-sh.lock"  # not the lock tests hold around it
 flock -w 300 9 || die "another asterisk.sh is running"
 
 case ${1:-} in
