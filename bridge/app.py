@@ -133,6 +133,9 @@ class VoicebridgeApp:
             finally:
                 self._orchestrators.discard(orchestrator)
             reason = outcome.reason
+        except asyncio.CancelledError:
+            reason = "shutdown"  # the service stopped at once (close()): the call was hung up
+            raise
         except CallSetupError as exc:
             log.error("%s", exc)  # names the call
             reason = "setup_failed"

@@ -85,7 +85,9 @@ async def _clip_s(app: VoicebridgeApp, key: str) -> float:
     return clip.duration_s if clip is not None else 0.0
 
 
-async def plan_caller_lines(app: VoicebridgeApp, lines: Sequence[str], barge_in_at: float | None) -> list[float]:
+async def plan_caller_lines(
+    app: VoicebridgeApp, lines: Sequence[str], barge_in_at: float | None
+) -> list[float]:
     """When (pcap offset, s) the caller says each line: after the bot's turn, from real durations."""
     greeting = await _clip_s(app, "static:greeting")
     quote = sum(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_orchestrator import call, label, make_map
 from testkit.fakes import Say
+from tests.test_orchestrator import call, label, make_map
 
 
 def test_a_call_that_ends_before_the_deadline_finishes_its_dialogue() -> None:
@@ -46,4 +46,3 @@ def test_without_a_drain_goodbye_the_emergency_filler_plays() -> None:
     run = call([], hangup_at=None, drain=(0.5, 3.0))
     assert run.sink.segments()[-1] == (label("filler:emergency"), 30)
     assert run.outcome.reason == "drain_timeout"
-
