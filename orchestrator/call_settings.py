@@ -36,3 +36,9 @@ class CallSettings:
     # Bound on a cancelled task's unwinding (a cut playback, the answer's tasks, the call's tasks
     # at its end; the service's own tasks at shutdown): past it the task is logged and abandoned.
     cancel_bound_s: _Positive = 5.0
+    # STT health: this much of the caller's speech (as the VAD hears it) with no recognition
+    # result at all means STT is stalled (frozen, or reconnecting): the caller hears the emergency
+    # phrase (not interruptible) and the STT circuit opens. Results coming back close it again.
+    stt_stall_s: _Positive = 3.0
+    # After a stall, how long STT may take to recover before the call ends ("stt_failure").
+    stt_recovery_s: _Positive = 8.0
