@@ -10,6 +10,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [pacer]        bridge.pacer.PacerSettings              [call]    orchestrator.call_settings.CallSettings
     [playout]      bridge.playout.PlayoutSettings          [providers]  ProvidersSettings (below)
     [redis]        orchestrator.cache.redis_settings.RedisSettings
+    [breaker]      orchestrator.breaker.BreakerSettings
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -39,6 +40,7 @@ from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.tts.espeak_settings import EspeakSettings
+from orchestrator.breaker import BreakerSettings
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
@@ -82,6 +84,7 @@ class Settings(BaseModel):
     pacer: PacerSettings = Field(default_factory=PacerSettings)
     playout: PlayoutSettings = Field(default_factory=PlayoutSettings)
     call: CallSettings = Field(default_factory=CallSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     yandex: YandexSettings = Field(default_factory=YandexSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     espeak: EspeakSettings = Field(default_factory=EspeakSettings)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated
 
 import pydantic.dataclasses
@@ -150,12 +150,12 @@ class GuardedLLM:
         """The wrapped manager's answer, failing at once with `LLMError` while the circuit is open."""
         return self._answer(text, session, attempt)
 
-    async def _answer(self, text: str, session: SessionState, attempt: int) -> AsyncIterator[LLMStreamChunk]:
+    async def _answer(
+        self, text: str, session: SessionState, attempt: int
+    ) -> AsyncGenerator[LLMStreamChunk, None]:
         breaker = self._breaker
         if breaker.is_open:
-            raise LLMError(
-                f"circuit open for {breaker.open_for_s:.1f} s: not asked", provider=breaker.name
-            )
+            raise LLMError(f"circuit open for {breaker.open_for_s:.1f} s: not asked", provider=breaker.name)
         stream = self._inner.process_user_turn(text, session, attempt=attempt)
         first = True
         try:

@@ -87,6 +87,7 @@ def test_sections_are_the_components_models() -> None:
         "openai",
         "espeak",
         "redis",
+        "breaker",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -96,6 +97,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.pacer",
         "bridge.playout",
         "orchestrator.call_settings",
+        "orchestrator.breaker",
         "orchestrator.adapters.speechkit",
         "orchestrator.adapters.openai_settings",
         "orchestrator.adapters.tts.espeak_settings",

@@ -116,10 +116,29 @@ def speechkit_channel(endpoint: str, *, tls: bool) -> grpc.aio.Channel:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        # After SpeechKit was unreachable, try again within a second, not gRPC's default of up to
+        # 120 s of backoff: the calls' recognitions reconnect on this channel.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     if tls:
         return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(), options=options)
     return grpc.aio.insecure_channel(endpoint, options=options)
+
+
+async def probe_endpoint(endpoint: str, *, tls: bool) -> None:
+    """Return once a fresh HTTP/2 connection to `endpoint` is ready (the circuit breaker's probe).
+
+    A fresh channel each time: a frozen server accepts TCP but never completes the HTTP/2
+    handshake, and a channel already open to it would still say READY. Never returns while the
+    server is down or frozen; the caller bounds it.
+    """
+    channel = speechkit_channel(endpoint, tls=tls)
+    try:
+        await channel.channel_ready()
+    finally:
+        await channel.close()
 
 
 def is_retryable(err: grpc.aio.AioRpcError) -> bool:

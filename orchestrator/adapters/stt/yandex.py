@@ -88,6 +88,7 @@ class YandexSttStreamer:
             clock=self._clock,
             metadata=self._metadata,
             name=f"stt-{self._request_id}" if self._request_id else "stt",
+            call_id=self._request_id or "",
         )
 
 
@@ -107,8 +108,12 @@ class YandexRecognitionStream:
         clock: Clock,
         metadata: tuple[tuple[str, str], ...] = (),
         name: str = "stt",
+        call_id: str = "",
     ) -> None:
+        """`call_id`: the call this recognition serves; every log line names it."""
         self._channel = channel
+        self._call_id = call_id
+        self._log_extra = {"call_id": call_id}
         self._stub = stt_service_pb2_grpc.RecognizerStub(channel)
         self._metadata = metadata
         self._buffer = AudioBuffer(max(1, int(settings.max_buffered_s * 1000) // FRAME_MS))
@@ -118,6 +123,7 @@ class YandexRecognitionStream:
             buffer=self._buffer,
             emit=self._put,
             chunk_frames=max(1, settings.chunk_ms * BYTES_PER_MS // FRAME_BYTES),
+            call_id=call_id,
         )
         self._results: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
         self._finished = False  # the end marker is queued: nothing more goes in
@@ -199,7 +205,7 @@ class YandexRecognitionStream:
             self._finish()
             raise
         except Exception as exc:  # a bug here must not leave the consumer waiting forever
-            log.exception("STT supervisor failed")
+            log.exception("call %s: STT supervisor failed", self._call_id, extra=self._log_extra)
             error = STTError(f"STT supervisor failed: {type(exc).__name__}: {exc}", provider=PROVIDER)
         self._finish(error)
 
@@ -227,7 +233,7 @@ class YandexRecognitionStream:
                     continue
                 # Bounded by the reader's own deadlines (connect, stream cap, drain).
                 await asyncio.wait({reader})
-                crash = _crash(reader)
+                crash = _crash(reader, self._call_id)
                 if crash is not None:
                     return crash  # never a silent death: the Orchestrator hears of it
                 err = reader.result()
@@ -255,10 +261,12 @@ class YandexRecognitionStream:
                 replay = call.unconfirmed_requests()
                 delay = min(s.reconnect_backoff_max_s, s.reconnect_backoff_s * 2 ** (failures - 1))
                 log.warning(
-                    "STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
+                    "call %s: STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
+                    self._call_id,
                     err,
                     delay,
                     call.unconfirmed_ms,
+                    extra=self._log_extra,
                 )
                 await asyncio.sleep(delay)
         finally:
@@ -316,11 +324,11 @@ class YandexRecognitionStream:
         if err is None and call.ended.result() not in ("renew", "eof"):
             err = STTError("SpeechKit closed the stream", provider=PROVIDER, retryable=True)
         if err is not None:
-            log.debug("STT stream at %d ms ended: %s", call.base_ms, err)
+            log.debug("call %s: STT stream at %d ms ended: %s", self._call_id, call.base_ms, err)
         return err
 
 
-def _crash(reader: asyncio.Task[STTError | None]) -> STTError | None:
+def _crash(reader: asyncio.Task[STTError | None], call_id: str) -> STTError | None:
     """A non-retryable STTError for a reader that raised or was cancelled, else None."""
     if reader.cancelled():
         # Only aclose() cancels readers, and it cancels the supervisor too.
@@ -328,7 +336,7 @@ def _crash(reader: asyncio.Task[STTError | None]) -> STTError | None:
     exc = reader.exception()
     if exc is None:
         return None
-    log.error("STT stream reader failed", exc_info=exc)
+    log.error("call %s: STT stream reader failed", call_id, exc_info=exc, extra={"call_id": call_id})
     return STTError(
         f"STT stream reader failed: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=False
     )
