@@ -260,15 +260,15 @@ class Composition:
         return channel
 
     def _stt_factory(self) -> tuple[Callable[[str], STTStreamer], Probe]:
-        """The per-call STT streamer factory, and the STT circuit's probe (a fresh connection)."""
-        from orchestrator.adapters.speechkit import probe_endpoint
-        from orchestrator.adapters.stt.yandex import YandexSttStreamer
+        """The per-call STT streamer factory, and the STT circuit's probe (one empty recognition)."""
+        from orchestrator.adapters.stt.yandex import YandexSttStreamer, probe_recognizer
 
         yandex, clock = self.settings.yandex, self.clock
         channel = self._channel(yandex.stt_endpoint)
 
         async def stt_probe() -> None:
-            await probe_endpoint(yandex.stt_endpoint, tls=yandex.tls)
+            metadata = yandex.metadata("voicebridge-breaker-probe", iam_token=self.iam_token())
+            await probe_recognizer(channel, yandex, metadata)
 
         def stt_factory(call_id: str) -> STTStreamer:
             # Each call takes the freshest IAM token.

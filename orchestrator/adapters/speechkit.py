@@ -127,20 +127,6 @@ def speechkit_channel(endpoint: str, *, tls: bool) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(endpoint, options=options)
 
 
-async def probe_endpoint(endpoint: str, *, tls: bool) -> None:
-    """Return once a fresh HTTP/2 connection to `endpoint` is ready (the circuit breaker's probe).
-
-    A fresh channel each time: a frozen server accepts TCP but never completes the HTTP/2
-    handshake, and a channel already open to it would still say READY. Never returns while the
-    server is down or frozen; the caller bounds it.
-    """
-    channel = speechkit_channel(endpoint, tls=tls)
-    try:
-        await channel.channel_ready()
-    finally:
-        await channel.close()
-
-
 def is_retryable(err: grpc.aio.AioRpcError) -> bool:
     """Whether a failed call may succeed if made again (a reset stream counts).
 

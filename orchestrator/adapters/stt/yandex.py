@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import grpc
@@ -48,7 +49,13 @@ from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.errors import STTError
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
-__all__ = ["PROVIDER", "YandexRecognitionStream", "YandexSttStreamer", "streaming_options"]
+__all__ = [
+    "PROVIDER",
+    "YandexRecognitionStream",
+    "YandexSttStreamer",
+    "probe_recognizer",
+    "streaming_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +333,29 @@ class YandexRecognitionStream:
         if err is not None:
             log.debug("call %s: STT stream at %d ms ended: %s", self._call_id, call.base_ms, err)
         return err
+
+
+async def probe_recognizer(
+    channel: grpc.aio.Channel, settings: YandexSettings, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """Return once SpeechKit answers a recognition (the STT circuit breaker's probe).
+
+    A real request, because a frozen server still accepts connections: the session options, no
+    audio; the first response (or a clean end) is the answer. Raises `grpc.aio.AioRpcError` when
+    the service fails it; never returns while it is frozen (the caller bounds it). Runs only while
+    the circuit is open, so a healthy service sees at most one per outage.
+    """
+    stub = stt_service_pb2_grpc.RecognizerStub(channel)
+
+    async def requests() -> AsyncIterator[stt_pb2.StreamingRequest]:
+        yield stt_pb2.StreamingRequest(session_options=streaming_options(settings))
+
+    rpc = stub.RecognizeStreaming(requests(), metadata=metadata)
+    try:
+        async for _ in rpc:
+            return
+    finally:
+        rpc.cancel()
 
 
 def _crash(reader: asyncio.Task[STTError | None], call_id: str) -> STTError | None:
