@@ -186,13 +186,19 @@ class Composition:
         return breaker
 
     def _llm_probe(self, client: openai.AsyncOpenAI | None) -> Probe | None:
-        """Listing the models: answered by any OpenAI-compatible server, costs no tokens."""
+        """Listing the models (costs no tokens). Any HTTP answer counts, even an error status: a
+        server without `/models` is up all the same; only no answer (refused, timed out) fails."""
         if client is None:
             return None
+        import openai
+
         timeout = self.settings.breaker.probe_timeout_s
 
         async def probe() -> None:
-            await client.with_options(timeout=timeout, max_retries=0).models.list()
+            try:
+                await client.with_options(timeout=timeout, max_retries=0).models.list()
+            except openai.APIStatusError:
+                return  # it answered
 
         return probe
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from orchestrator.breaker import BreakerSettings, CircuitBreaker, GuardedLLM
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.call_settings import CallSettings
 from orchestrator.clock import LoopClock
 from orchestrator.dialogue_map.templates import render_template
-from orchestrator.domain.errors import LLMError
+from orchestrator.domain.errors import CallSetupError, LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
 from orchestrator.events import END_REASONS
 from orchestrator.flow_engine import MapFlowEngine
@@ -244,3 +246,41 @@ def test_an_llm_failure_opens_the_circuit_and_the_next_turn_is_answered_at_once(
 def test_every_end_reason_is_one_of_the_taxonomy() -> None:
     assert {"end_call", "caller_hangup", "no_input", "stt_failure", "error", "shutdown"} <= set(END_REASONS)
     assert {"protocol_error", "setup_failed", "transferred"} <= set(END_REASONS)
+
+
+class _BuggyClassifier:
+    async def classify_intent(self, text: str, *, previous_leader: str | None = None) -> Any:
+        raise RuntimeError("a bug")
+
+    async def find_faq_answer(self, text: str) -> Any:
+        return None
+
+
+def test_the_call_end_record_and_the_outcome_agree_for_each_ending() -> None:
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("end_call", {"script": [Say(2.0, "нет")], "hangup_at": None}),
+        ("caller_hangup", {"script": [], "hangup_at": 3.0}),
+        ("no_input", {"script": [], "hangup_at": None, "dmap": make_map(no_input_timeout_s=1.0)}),
+        ("error", {"script": [Say(2.0, "да")], "hangup_at": None, "classifier": _BuggyClassifier()}),
+    ]
+    for reason, kw in cases:
+        script = kw.pop("script")
+        run = run_virtual(lambda script=script, kw=kw: run_call(script, **kw))
+        assert run.outcome.reason == reason
+        assert run.records[-1]["event"] == "call_end" and run.records[-1]["reason"] == reason
+        if reason == "error":
+            assert "RuntimeError: a bug" in str(run.records[-1]["end_detail"])
+
+
+def test_a_call_that_cannot_be_set_up_is_recorded_as_setup_failed() -> None:
+    async def main() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        services = _services(CircuitBreaker("stt", BreakerSettings(), clock=LoopClock()), FakeInbound())
+        services.tts_factory = lambda cid: FakeTTS({}, fail_connect=True)
+        services.metrics_sink = records.append
+        with pytest.raises(CallSetupError):
+            await create_orchestrator_instance("call-x", services)
+        return records
+
+    records = run_virtual(main)
+    assert records[-1]["reason"] == "setup_failed"  # what the service logs and counts too
