@@ -58,7 +58,7 @@ RawSettings = dict[str, object]
 class ProvidersSettings(BaseModel):
     """Which implementation serves each role (section `[providers]`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     stt: Literal["yandex"] = "yandex"
     tts: Literal["yandex", "espeak"] = "espeak"
@@ -69,7 +69,7 @@ class ProvidersSettings(BaseModel):
 class Settings(BaseModel):
     """All settings of `voicebridge serve` (and `dial`, `cache warm`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
     metrics_file: str | None = None  # JSON lines; None: the log only
