@@ -172,15 +172,19 @@ class Orchestrator:
         try:
             recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
-            self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
+            listener = self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
             hangup = self.tasks.spawn(inbound_stream.wait_hangup(), "hangup")
-            await asyncio.wait({hangup, dialogue}, return_when=asyncio.FIRST_COMPLETED)
-            if dialogue.done():
-                exc = None if dialogue.cancelled() else dialogue.exception()
-                if exc is not None:
-                    log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
-                self.end_reason = "error" if exc is not None else self._dialogue.end_reason
+            pending = {hangup, dialogue, listener}
+            # The listener may end quietly (the recognition ended); failing, it ends the call.
+            while hangup in pending and dialogue in pending and _failure(listener) is None:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            exc = _failure(dialogue) or _failure(listener)
+            if exc is not None:
+                log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
+                self.end_reason = "error"
+            elif dialogue.done():
+                self.end_reason = self._dialogue.end_reason
             else:
                 self.end_reason = "caller_hangup"
                 recognition.end_input()
@@ -190,8 +194,32 @@ class Orchestrator:
         finally:
             await self.tasks.aclose()
             self.turns.handle(TurnEvent.HANG_UP)
+            if self.end_reason == "error":
+                await self._apologise()
             await self.shutdown()
         return CallOutcome(self.end_reason or "error", self.metrics_logger.log.turn_index)
+
+    async def _apologise(self) -> None:
+        """After a failure nothing in the dialogue handled (a bug, e.g. in a map condition): the
+        map's emergency phrase from the cache, so the caller never hears the line go dead.
+
+        Written straight to the outbound stream (turn-taking may be in any state after a bug),
+        after what is queued, within `[call] apologise_timeout_s`. Never raises.
+        """
+        outbound = self._outbound
+        key = self.dialogue_map.settings.emergency_filler_key
+        if outbound is None:
+            return
+        try:
+            async with asyncio.timeout(self._call.apologise_timeout_s):
+                clip = await self._player.fetch(key)  # logs a missing key
+                if clip is not None:
+                    await outbound.write(clip)
+                    await outbound.drain()
+        except AudioClosed:
+            pass  # the caller hung up: nobody is left to hear it
+        except Exception as exc:  # the cache is down, or the bound passed: nothing more to do
+            log.warning("call %s: cannot play %s before hanging up: %r", self.call_id, key, exc)
 
     async def shutdown(self) -> None:
         """Release the call's providers and emit the final metrics record. Idempotent."""
@@ -325,6 +353,11 @@ class Orchestrator:
 
     def _observe(self, kind: CallEventKind, /, **data: EventValue) -> None:
         notify(self._observer, CallEvent(kind, self.clock.now(), data))
+
+
+def _failure(task: asyncio.Task[None]) -> BaseException | None:
+    """The exception a finished task ended with (None while running, cancelled or clean)."""
+    return task.exception() if task.done() and not task.cancelled() else None
 
 
 @dataclass(slots=True)

@@ -13,7 +13,9 @@ from orchestrator.domain.addresses import HttpUrl
 __all__ = ["AriSettings"]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class AriSettings:
     """Where ARI is and how the controller talks to it (section `[ari]`).
 

@@ -20,7 +20,9 @@ __all__ = ["OpenAISettings", "openai_client"]
 _Positive = Annotated[float, Field(gt=0)]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class OpenAISettings:
     """OpenAI-compatible LLM, moderation and embeddings (section `[openai]`). Times in seconds.
 

@@ -34,7 +34,9 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class YandexSettings:
     """SpeechKit connection, auth, recognition and voice settings (section `[yandex]`).
 

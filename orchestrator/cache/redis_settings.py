@@ -12,7 +12,9 @@ from orchestrator.domain.addresses import RedisUrl
 __all__ = ["RedisSettings"]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class RedisSettings:
     """The shared audio cache (section `[redis]`; `url` is also accepted as the top-level
     `redis_url`, its documented name before the section existed)."""
