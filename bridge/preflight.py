@@ -23,6 +23,7 @@ Each `Problem` names the setting (TOML `[section] key` and the environment varia
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import logging
 import shutil
@@ -62,7 +63,9 @@ class StartRefused(ConfigError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-        lines = [f"cannot start, {count}:", *(f"  {p}" for p in problems), STANDINS_HINT]
+        lines = [f"cannot start, {count}:", *(f"  {p}" for p in problems)]
+        if any(p.setting[:1] in (("yandex",), ("openai",)) for p in problems):
+            lines.append(STANDINS_HINT)
         super().__init__("\n".join(lines))
 
 
@@ -74,7 +77,10 @@ async def preflight(settings: Settings) -> list[Problem]:
     listen = await listen_problem(settings)
     if listen is not None:
         problems.append(listen)
-    problems += await _ari(settings)
+    ari_problems, ari_warning = await _ari(settings)
+    problems += ari_problems
+    if ari_warning and not problems:  # beside a refusal it would only distract
+        log.warning("%s", ari_warning)
     return problems
 
 
@@ -246,34 +252,31 @@ async def listen_problem(s: Settings) -> Problem | None:
     return None
 
 
-async def _ari(s: Settings) -> list[Problem]:
+async def _ari(s: Settings) -> tuple[list[Problem], str | None]:
     """A refused ARI login is a problem; ARI not answering is a warning (the controller retries)."""
     a = s.ari
     url = a.url.rstrip("/") + "/ari/asterisk/info"
+    # By hand: aiohttp's BasicAuth is deprecated in new versions, its replacement absent in old ones.
+    credentials = base64.b64encode(f"{a.username}:{a.password}".encode()).decode("ascii")
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=a.timeout_s)) as http,
-            http.get(url, auth=aiohttp.BasicAuth(a.username, a.password)) as response,
+            http.get(url, headers={"Authorization": f"Basic {credentials}"}) as response,
         ):
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning(
-            "ARI at %s does not answer (%s): serving anyway; the controller retries every %.1f to "
-            "%.0f s and takes calls once Asterisk answers",
-            a.url,
-            str(exc) or type(exc).__name__,
-            a.reconnect_min_s,
-            a.reconnect_max_s,
+        return [], (
+            f"ARI at {a.url} does not answer ({str(exc) or type(exc).__name__}): serving anyway; "
+            f"the controller retries every {a.reconnect_min_s:g} to {a.reconnect_max_s:g} s and "
+            "takes calls once Asterisk answers"
         )
-        return []
     if status in (401, 403):
-        return [
-            Problem(
-                ("ari", "password"),
-                f"ARI at {a.url} refused user {a.username!r} (HTTP {status}): set [ari] username "
-                "and password as in Asterisk's ari.conf (asterisk_conf/ari.conf)",
-            )
-        ]
+        problem = Problem(
+            ("ari", "password"),
+            f"ARI at {a.url} refused user {a.username!r} (HTTP {status}): set [ari] username "
+            "and password as in Asterisk's ari.conf (asterisk_conf/ari.conf)",
+        )
+        return [problem], None
     if status != 200:
-        log.warning("ARI at %s answered HTTP %d to %s: is [ari] url right?", a.url, status, url)
-    return []
+        return [], f"ARI at {a.url} answered HTTP {status} to {url}: is [ari] url right?"
+    return [], None
