@@ -166,7 +166,12 @@ class Orchestrator:
         await self.tts_manager.connect()
 
     async def run(self, inbound_stream: InboundAudio, outbound_stream: OutboundAudio) -> CallOutcome:
-        """Run the call to its end: recognition, greeting, dialogue loop; always shuts down."""
+        """Run the call to its end: recognition, greeting, dialogue loop; always shuts down.
+
+        A failure nothing in the dialogue handled (the dialogue or the STT listener raising: a
+        bug) is logged once with the call id and ends the call with reason "error", after the
+        map's emergency phrase (`_apologise`).
+        """
         self._inbound, self._outbound = inbound_stream, outbound_stream
         self._player.outbound = outbound_stream
         try:
