@@ -57,7 +57,9 @@ class OriginateError(AmiError):
     """The originated call did not get answered (busy, no answer, unreachable, ...)."""
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class AmiSettings:
     """Where AMI is (asterisk_conf/manager.conf) and how we use it (section `[ami]`).
 

@@ -26,6 +26,7 @@ from bridge.audiosocket.server import AudioSocketServer
 from bridge.composition import Composition
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
+from bridge.preflight import listen_error
 from bridge.settings import Settings
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import CallSetupError
@@ -80,7 +81,10 @@ class VoicebridgeApp:
         self.services = await self.composition.build_services()
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
-        await self.audiosocket.start()
+        try:
+            await self.audiosocket.start()
+        except OSError as exc:  # preflight listened there a moment ago; someone took it since
+            raise listen_error(exc, s.audiosocket.bind_host, s.audiosocket.bind_port) from exc
         self.ari = AriController(s.ari, self.audiosocket, self.on_call)
         if self.draining:  # SIGTERM while starting
             self.ari.refuse_new_calls()
@@ -139,6 +143,12 @@ class VoicebridgeApp:
         except CallSetupError as exc:
             log.error("%s", exc)  # names the call
             reason = "setup_failed"
+            await self._apologise(gateway)
+        except Exception:
+            # A bug outside the dialogue (which apologises itself): logged once, with the call id;
+            # the caller still hears the emergency phrase, and no other call is touched.
+            log.exception("call %s failed", call.call_id)
+            reason = "error"
             await self._apologise(gateway)
         finally:
             # The ARI controller hangs the AudioSocket leg up itself, in the order Asterisk copes

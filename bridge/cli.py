@@ -1,17 +1,24 @@
 """The `voicebridge` command line.
 
-voicebridge serve [--config FILE]          run the bridge: ARI + AudioSocket + one Orchestrator per call
+voicebridge serve [--config FILE] [--standins]  check, then run the bridge: ARI + AudioSocket + one Orchestrator per call
+voicebridge chat MAP                       text mode: type the caller's words, the real dialogue answers
 voicebridge dial NUMBER [--config FILE]    originate an outbound call into the Stasis app (AMI)
 voicebridge map lint MAP...                check dialogue maps; exit 1 on errors
 voicebridge map schema [--write]           print (or write) dialogue_maps/schema.json
 voicebridge cache warm MAP [--config FILE] synthesize every phrase the map needs into the cache
 voicebridge demo [--text]                  a real call end to end through Asterisk (or text mode)
+voicebridge --version
+
+Every command's `--help` lists the settings it reads (generated from the settings models).
+Exit status: 0 done, 1 a failure (a provider, a map with lint errors), 2 bad settings or a start
+that cannot work (every problem on its own line), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -25,14 +32,52 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicebridge")
 
 
+# The settings each command reads (`Settings` fields; None: all), for its `--help`.
+_SERVE = None
+_DIAL = ("ari", "ami")
+_WARM = ("redis", "providers", "yandex", "espeak")
+_NONE: tuple[str, ...] = ()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("voicebridge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: run `make install`)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="voicebridge", description="Voice bot bridge for Asterisk (ARI + AudioSocket)."
+        prog="voicebridge",
+        description="Voice bot bridge for Asterisk (ARI + AudioSocket).",
+        epilog="`voicebridge COMMAND --help` lists the settings each command reads.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"voicebridge {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the bridge; SIGTERM drains its calls, SIGINT stops at once")
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_: str,
+        settings: Sequence[str] | None,
+    ) -> argparse.ArgumentParser:
+        from bridge.settings_help import settings_epilog
+
+        return parent.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=settings_epilog(settings),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    serve = command(
+        sub,
+        "serve",
+        "check that the service can work, then run it; SIGTERM drains its calls, SIGINT stops at once",
+        _SERVE,
+    )
     serve.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
     serve.add_argument(
         "--standins",
@@ -40,26 +85,29 @@ def _parser() -> argparse.ArgumentParser:
         help="use the local SpeechKit/OpenAI stand-ins (offline demo and tests, not the real services)",
     )
 
-    dial = sub.add_parser("dial", help="originate an outbound call into the Stasis app (AMI)")
-    dial.add_argument("number")
-    dial.add_argument("--config")
-    dial.add_argument("--timeout", type=float, default=30.0)
+    chat = command(sub, "chat", "text mode: type the caller's words; the real dialogue answers", _NONE)
+    chat.add_argument("map", help="the dialogue map (JSON), e.g. dialogue_maps/cleaning_quote.ru.json")
 
-    mp = sub.add_parser("map", help="dialogue map tools")
+    dial = command(sub, "dial", "originate an outbound call into the Stasis app (AMI)", _DIAL)
+    dial.add_argument("number")
+    dial.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
+    dial.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+
+    mp = command(sub, "map", "dialogue map tools", _NONE)
     msub = mp.add_subparsers(dest="map_command", required=True)
-    lint = msub.add_parser("lint", help="check dialogue maps")
+    lint = command(msub, "lint", "check dialogue maps", _NONE)
     lint.add_argument("paths", nargs="+")
-    schema = msub.add_parser("schema", help="the JSON Schema of dialogue maps")
+    schema = command(msub, "schema", "the JSON Schema of dialogue maps", _NONE)
     schema.add_argument("--write", action="store_true", help="write dialogue_maps/schema.json")
 
-    cache = sub.add_parser("cache", help="audio cache tools")
+    cache = command(sub, "cache", "audio cache tools", _WARM)
     csub = cache.add_subparsers(dest="cache_command", required=True)
-    warm = csub.add_parser("warm", help="synthesize every phrase a map needs")
+    warm = command(csub, "warm", "synthesize every phrase a map needs", _WARM)
     warm.add_argument("map")
-    warm.add_argument("--config")
+    warm.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
     warm.add_argument("--force", action="store_true", help="re-synthesize keys already cached")
 
-    demo = sub.add_parser("demo", help="a real call end to end (Asterisk + sipp), or --text")
+    demo = command(sub, "demo", "a real call end to end (Asterisk + sipp), or --text", _NONE)
     demo.add_argument("--text", action="store_true", help="type the caller's words instead of a phone call")
     demo.add_argument("--map", default="dialogue_maps/cleaning_quote.ru.json")
     return p
@@ -83,7 +131,16 @@ async def _serve(config: str | None, standins: bool) -> int:
             raise _testkit_missing(exc) from exc
 
         async with running_standins(settings) as (patched, _, _):
-            return await _serve_with(patched)
+            return await _serve_checked(patched)
+    return await _serve_checked(settings)
+
+
+async def _serve_checked(settings: Settings) -> int:
+    from bridge.preflight import StartRefused, preflight
+
+    problems = await preflight(settings)
+    if problems:
+        raise StartRefused(problems)
     return await _serve_with(settings)
 
 
@@ -135,6 +192,14 @@ async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
     return 0 if report.ok else 1
 
 
+async def _chat(map_path: str) -> int:
+    try:  # the text mode's fakes are test infrastructure, imported only here
+        from testkit.demo import run_text_demo
+    except ImportError as exc:
+        raise _testkit_missing(exc) from exc
+    return await run_text_demo(map_path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `voicebridge` console script."""
     args = _parser().parse_args(argv)
@@ -159,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 sys.stdout.write(schema_text())
             return 0
+        if args.command == "chat":
+            return asyncio.run(_chat(args.map))
         if args.command == "serve":
             return asyncio.run(_serve(args.config, args.standins))
         if args.command == "dial":

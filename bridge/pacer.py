@@ -29,7 +29,9 @@ class Tickable(Protocol):
         ...
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class PacerSettings:
     """The shared outbound tick (section `[pacer]`)."""
 

@@ -39,7 +39,9 @@ class PlayoutClosed(AudioClosed):
     """The call's outbound leg is gone (hangup); nothing more can be played."""
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class PlayoutSettings:
     """Each call's outbound buffer (section `[playout]`)."""
 

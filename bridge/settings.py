@@ -45,7 +45,7 @@ from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "ProvidersSettings", "Settings", "env_var", "load_settings"]
+__all__ = ["ENV_PREFIX", "ProvidersSettings", "Settings", "env_var", "load_settings", "setting_label"]
 
 ENV_PREFIX = "VOICEBRIDGE_"
 # VOICEBRIDGE_* variables that are not settings (used by the Asterisk scripts, see asterisk_conf/).
@@ -60,7 +60,7 @@ RawSettings = dict[str, object]
 class ProvidersSettings(BaseModel):
     """Which implementation serves each role (section `[providers]`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     stt: Literal["yandex"] = "yandex"
     tts: Literal["yandex", "espeak"] = "espeak"
@@ -71,7 +71,7 @@ class ProvidersSettings(BaseModel):
 class Settings(BaseModel):
     """All settings of `voicebridge serve` (and `dial`, `cache warm`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
     metrics_file: str | None = None  # JSON lines; None: the log only
@@ -117,6 +117,13 @@ def env_var(*path: str) -> str:
     """The environment variable of a setting: `env_var("vad", "min_speech_ms")` is
     `VOICEBRIDGE_VAD__MIN_SPEECH_MS`."""
     return ENV_PREFIX + "__".join(path).upper()
+
+
+def setting_label(*path: str) -> str:
+    """How messages name a setting, in the file and in the environment:
+    `setting_label("yandex", "api_key")` is `[yandex] api_key (VOICEBRIDGE_YANDEX__API_KEY)`."""
+    key = f"[{'.'.join(path[:-1])}] {path[-1]}" if len(path) > 1 else path[0]
+    return f"{key} ({env_var(*path)})"
 
 
 def _env_overrides(environ: Mapping[str, str]) -> RawSettings:
@@ -216,4 +223,6 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
             value = "" if name[-1:] and name[-1] in _SECRETS else f" = {err['input']!r}"
             what = "no such setting" if err["type"] in _UNKNOWN else err["msg"]
             problems.append(f"{'.'.join(name)}{value} ({where}): {what}")
-        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+        if len(problems) == 1:
+            raise ConfigError(f"invalid settings: {problems[0]}") from exc
+        raise ConfigError("invalid settings:\n" + "\n".join(f"  {p}" for p in problems)) from exc

@@ -30,7 +30,9 @@ __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 _BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class VadSettings:
     """Tuning of the detector (section `[vad]`); the defaults suit 8 kHz telephone audio.
 

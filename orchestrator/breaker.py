@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[None]]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class BreakerSettings:
     """Section `[breaker]`: every provider's circuit breaker; times in seconds."""
 

@@ -12,7 +12,9 @@ __all__ = ["CallSettings"]
 _Positive = Annotated[float, Field(gt=0)]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class CallSettings:
     """Bounds on one call (section `[call]`), in seconds.
 

@@ -191,27 +191,36 @@ class Orchestrator:
         await self.tts_manager.connect()
 
     async def run(self, inbound_stream: InboundAudio, outbound_stream: OutboundAudio) -> CallOutcome:
-        """Run the call to its end: recognition, greeting, dialogue loop; always shuts down."""
+        """Run the call to its end: recognition, greeting, dialogue loop; always shuts down.
+
+        A failure nothing in the dialogue handled (the dialogue or the STT listener raising: a
+        bug) is logged once with the call id and ends the call with reason "error", after the
+        map's emergency phrase (`_apologise`).
+        """
         self._inbound, self._outbound = inbound_stream, outbound_stream
         self._player.outbound = outbound_stream
         try:
             recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
-            self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
+            listener = self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
             self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
             hangup = self.tasks.spawn(inbound_stream.wait_hangup(), "hangup")
             drain = self.tasks.spawn(self._drain_timer(), "drain")
-            await asyncio.wait({hangup, dialogue, drain}, return_when=asyncio.FIRST_COMPLETED)
-            if drain.done() and not dialogue.done() and not hangup.done():
+            pending = {hangup, dialogue, listener, drain}
+            # The listener may end quietly (the recognition ended); failing, it ends the call.
+            while {hangup, dialogue, drain} <= pending and _failure(listener) is None:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            exc = _failure(dialogue) or _failure(listener)
+            if exc is not None:
+                log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
+                self.end_reason = "error"
+                self.end_detail = f"{type(exc).__name__}: {exc}"
+            elif drain.done() and not dialogue.done() and not hangup.done():
                 await self._wind_up(dialogue)
                 self.end_reason = "drain_timeout"
             elif dialogue.done():
-                exc = None if dialogue.cancelled() else dialogue.exception()
-                if exc is not None:
-                    log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
-                    self.end_detail = f"{type(exc).__name__}: {exc}"
-                self.end_reason = "error" if exc is not None else self._dialogue.end_reason
+                self.end_reason = self._dialogue.end_reason
                 self.end_detail = self.end_detail or self._dialogue.end_detail
             else:
                 self.end_reason = "caller_hangup"
@@ -222,6 +231,8 @@ class Orchestrator:
         finally:
             await self.tasks.aclose()
             self.turns.handle(TurnEvent.HANG_UP)
+            if self.end_reason == "error":
+                await self._apologise()
             await self.shutdown()
         return CallOutcome(self.end_reason or "error", self.metrics_logger.log.turn_index)
 
@@ -281,6 +292,28 @@ class Orchestrator:
             self.metrics_logger.emit_turn()
         if self.turns.allows(TurnEvent.END_CALL):
             self.turns.handle(TurnEvent.END_CALL)
+
+    async def _apologise(self) -> None:
+        """After a failure nothing in the dialogue handled (a bug, e.g. in a map condition): the
+        map's emergency phrase from the cache, so the caller never hears the line go dead.
+
+        Written straight to the outbound stream (turn-taking may be in any state after a bug),
+        after what is queued, within `[call] apologise_timeout_s`. Never raises.
+        """
+        outbound = self._outbound
+        key = self.dialogue_map.settings.emergency_filler_key
+        if outbound is None:
+            return
+        try:
+            async with asyncio.timeout(self._call.apologise_timeout_s):
+                clip = await self._player.fetch(key)  # logs a missing key
+                if clip is not None:
+                    await outbound.write(clip)
+                    await outbound.drain()
+        except AudioClosed:
+            pass  # the caller hung up: nobody is left to hear it
+        except Exception as exc:  # the cache is down, or the bound passed: nothing more to do
+            log.warning("call %s: cannot play %s before hanging up: %r", self.call_id, key, exc)
 
     async def shutdown(self) -> None:
         """Release the call's providers and emit the final metrics record. Idempotent."""
@@ -441,6 +474,11 @@ class Orchestrator:
 
     def _observe(self, kind: CallEventKind, /, **data: EventValue) -> None:
         notify(self._observer, CallEvent(kind, self.clock.now(), data))
+
+
+def _failure(task: asyncio.Task[None]) -> BaseException | None:
+    """The exception a finished task ended with (None while running, cancelled or clean)."""
+    return task.exception() if task.done() and not task.cancelled() else None
 
 
 @dataclass(slots=True)

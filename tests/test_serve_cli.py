@@ -92,3 +92,140 @@ async def test_map_lint_names_file_and_json_path_of_a_broken_map(tmp_path: Path)
     assert (
         f"{broken}: $.states.quote.transitions.agree: error: unknown target state 'nowhere'" in out.decode()
     )
+
+
+def _clean_env(**settings: str) -> dict[str, str]:
+    """ARI and AudioSocket on free loopback ports, then `settings` (see `_run`: nothing else)."""
+    return {
+        "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{_free_port()}/",
+        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()),
+        **settings,
+    }
+
+
+async def _run(*args: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[int, str]:
+    """Run the CLI to its end with only `env`'s VOICEBRIDGE_* variables; (exit status, output)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBRIDGE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        *args,
+        cwd=ROOT,
+        env={**base, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(stdin or b""), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_serve_without_credentials_exits_naming_the_settings_and_the_standins() -> None:
+    rc, out = await _run("serve", env=_clean_env())
+    assert rc == 2, out
+    assert "Traceback" not in out, out
+    assert "voicebridge: cannot start, 2 problems:" in out, out
+    assert "  [yandex] api_key (VOICEBRIDGE_YANDEX__API_KEY): Yandex SpeechKit" in out, out
+    assert "  [openai] api_key (VOICEBRIDGE_OPENAI__API_KEY): " in out, out
+    assert "voicebridge serve --standins" in out, out
+    assert "voicebridge serving" not in out and "voicebridge started" not in out
+
+
+async def test_serve_refuses_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _clean_env(VOICEBRIDGE_AUDIOSOCKET__BIND_PORT=str(port))
+        rc, out = await _run("serve", "--standins", env=env)
+    assert rc == 2, out
+    assert "Traceback" not in out, out
+    assert (
+        f"[audiosocket] bind_port (VOICEBRIDGE_AUDIOSOCKET__BIND_PORT): cannot listen on 127.0.0.1:{port}: "
+        "the port is in use" in out
+    ), out
+    assert "--standins" not in out.split("cannot start")[1], out  # no hint to what is already used
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("no-such-host.invalid", "the host name does not resolve"),
+        ("10.255.255.77", "not an address of this machine"),
+    ],
+)
+async def test_serve_refuses_a_bad_bind_host(host: str, expected: str) -> None:
+    rc, out = await _run("serve", "--standins", env=_clean_env(VOICEBRIDGE_AUDIOSOCKET__BIND_HOST=host))
+    assert rc == 2, out
+    assert "Traceback" not in out, out
+    assert f"[audiosocket] bind_host (VOICEBRIDGE_AUDIOSOCKET__BIND_HOST): cannot listen on {host}:" in out, (
+        out
+    )
+    assert expected in out, out
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("127.0.0.1:6379", "redis.url = '127.0.0.1:6379' (environment variable VOICEBRIDGE_REDIS__URL): "),
+        (f"redis://127.0.0.1:{_free_port()}/0", "[redis] url (VOICEBRIDGE_REDIS__URL): Redis at 127.0.0.1:"),
+    ],
+)
+async def test_serve_refuses_a_bad_or_unreachable_redis(url: str, expected: str) -> None:
+    rc, out = await _run("serve", "--standins", env=_clean_env(VOICEBRIDGE_REDIS__URL=url))
+    assert rc == 2, out
+    assert "Traceback" not in out, out
+    assert expected in out, out
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "-5"])
+async def test_serve_refuses_a_timeout_that_is_not_finite_and_positive(bad: str) -> None:
+    rc, out = await _run("serve", env=_clean_env(VOICEBRIDGE_CALL__SETUP_TIMEOUT_S=bad))
+    assert rc == 2, out
+    assert f"call.setup_timeout_s = '{bad}' (environment variable VOICEBRIDGE_CALL__SETUP_TIMEOUT_S): " in out
+    assert "Traceback" not in out, out
+
+
+async def test_chat_runs_the_text_mode() -> None:
+    rc, out = await _run(
+        "chat", "dialogue_maps/cleaning_quote.ru.json", env={}, stdin="нет спасибо\n".encode()
+    )
+    assert rc == 0, out
+    assert "[static:greeting]" in out and "[static:goodbye_refusal]" in out, out
+    assert "Звонок окончен: end_call" in out, out
+
+
+async def test_chat_names_a_missing_map() -> None:
+    rc, out = await _run("chat", "no/such/map.json", env={})
+    assert rc == 2, out
+    assert "no/such/map.json" in out and "Traceback" not in out, out
+
+
+async def test_version_comes_from_the_package_metadata() -> None:
+    import importlib.metadata
+
+    rc, out = await _run("--version", env={})
+    assert rc == 0
+    assert out.strip() == f"voicebridge {importlib.metadata.version('voicebridge')}"
+
+
+async def test_help_of_each_command_lists_its_settings_from_the_models() -> None:
+    from bridge.settings_help import settings_rows
+
+    rc, out = await _run("serve", "--help", env={})
+    assert rc == 0
+    rows = settings_rows()
+    assert len(rows) > 80
+    for key, env, default in rows:  # every setting, its variable and its default, on one line
+        assert any(
+            key in line and env in line and line.rstrip().endswith(default) for line in out.splitlines()
+        ), key
+    rc, out = await _run("dial", "--help", env={})
+    assert "VOICEBRIDGE_AMI__SECRET" in out and "VOICEBRIDGE_YANDEX__API_KEY" not in out, out
+    rc, out = await _run("cache", "warm", "--help", env={})
+    assert "VOICEBRIDGE_REDIS__URL" in out and "VOICEBRIDGE_ESPEAK__BINARY" in out, out
+    for command in (["chat"], ["map", "lint"], ["demo"]):
+        rc, out = await _run(*command, "--help", env={})
+        assert rc == 0 and "Settings: none" in out, (command, out)

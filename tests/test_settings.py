@@ -34,6 +34,12 @@ SECTIONS = [
 # Values that a type alone does not tell (a valid non-default value for these fields).
 SPECIAL = {
     ("ari", "audiosocket_host"): "10.0.0.7:4000",
+    ("ari", "url"): "http://10.0.0.7:8089/",
+    ("redis", "url"): "redis://10.0.0.7:6380/1",
+    ("yandex", "stt_endpoint"): "10.0.0.7:4001",
+    ("yandex", "tts_endpoint"): "10.0.0.7:4002",
+    ("yandex", "iam_endpoint"): "10.0.0.7:4003",
+    ("openai", "base_url"): "http://10.0.0.7:4004/v1",
     ("yandex", "speed"): 1.5,
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",
@@ -393,3 +399,63 @@ def test_the_old_mirrors_are_gone() -> None:
     ):
         assert not hasattr(bridge.settings, name)
     assert env_var("vad", "min_speech_ms") == f"{ENV_PREFIX}VAD__MIN_SPEECH_MS"
+
+
+def _float_knobs() -> list[tuple[str, str]]:
+    """Every float setting of every section (durations, ratios), found from the models."""
+    out = []
+    for section, name in _knobs():
+        hint = typing.get_type_hints(Settings.model_fields[section].annotation, include_extras=True)[name]
+        base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+        if base is float:
+            out.append((section, name))
+    return out
+
+
+def test_the_float_knobs_are_found() -> None:
+    knobs = _float_knobs()
+    assert ("call", "setup_timeout_s") in knobs and ("yandex", "renew_grace_s") in knobs
+    assert len(knobs) > 30
+
+
+@pytest.mark.parametrize(("section", "name"), _float_knobs())
+@pytest.mark.parametrize("bad", ["inf", "-inf", "nan", "-1"])
+def test_every_float_setting_must_be_finite_and_not_negative(section: str, name: str, bad: str) -> None:
+    variable = env_var(section, name)
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={variable: bad})
+    message = str(err.value)
+    assert f"{section}.{name} = '{bad}' (environment variable {variable})" in message
+    expected = "finite number" if bad != "-1" else "greater than"
+    assert expected in message, message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("VOICEBRIDGE_ARI__URL", "127.0.0.1:8088", "expected an http:// or https:// URL"),
+        ("VOICEBRIDGE_ARI__URL", "http://:8088/", "expected an http:// or https:// URL"),
+        ("VOICEBRIDGE_OPENAI__BASE_URL", "api.openai.com/v1", "expected an http:// or https:// URL"),
+        ("VOICEBRIDGE_OPENAI__BASE_URL", "http://localhost:99999/v1", "expected an http:// or https:// URL"),
+        ("VOICEBRIDGE_YANDEX__STT_ENDPOINT", "stt.api.cloud.yandex.net", "expected host:port"),
+        ("VOICEBRIDGE_YANDEX__TTS_ENDPOINT", "https://tts.api.cloud.yandex.net:443", "expected host:port"),
+        ("VOICEBRIDGE_REDIS__URL", "127.0.0.1:6379", "expected redis://host:port/db"),
+        ("VOICEBRIDGE_REDIS_URL", "http://127.0.0.1:6379/0", "expected redis://host:port/db"),
+    ],
+)
+def test_addresses_are_checked_at_load(variable: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(environ={variable: value})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("VOICEBRIDGE_ARI__URL", "https://pbx.example.com/asterisk/"),
+        ("VOICEBRIDGE_YANDEX__STT_ENDPOINT", "[::1]:50051"),
+        ("VOICEBRIDGE_REDIS__URL", "rediss://user:pw@cache.example.com:6380/2"),
+        ("VOICEBRIDGE_REDIS__URL", "unix:///run/redis/redis.sock"),
+    ],
+)
+def test_good_addresses_load(variable: str, value: str) -> None:
+    load_settings(environ={variable: value})

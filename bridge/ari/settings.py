@@ -8,11 +8,14 @@ import pydantic.dataclasses
 from pydantic import ConfigDict, Field, field_validator
 
 from bridge.asterisk_names import AsteriskName
+from orchestrator.domain.addresses import HttpUrl
 
 __all__ = ["AriSettings"]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class AriSettings:
     """Where ARI is and how the controller talks to it (section `[ari]`).
 
@@ -20,7 +23,7 @@ class AriSettings:
     Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
     """
 
-    url: str = "http://127.0.0.1:8088/"
+    url: HttpUrl = "http://127.0.0.1:8088/"
     username: AsteriskName = "voicebridge"
     password: AsteriskName = "voicebridge"
     app: AsteriskName = "voicebridge"

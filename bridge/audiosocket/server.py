@@ -58,7 +58,9 @@ _SILENCE_MESSAGE = encode_audio(SILENCE_FRAME)  # preframed: send_silence alloca
 _HANGUP_MESSAGE = encode_hangup()
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class AudioSocketSettings:
     """The AudioSocket TCP server (section `[audiosocket]`).
 

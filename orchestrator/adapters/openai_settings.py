@@ -13,12 +13,16 @@ import openai
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
+from orchestrator.domain.addresses import HttpUrl
+
 __all__ = ["OpenAISettings", "openai_client"]
 
 _Positive = Annotated[float, Field(gt=0)]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class OpenAISettings:
     """OpenAI-compatible LLM, moderation and embeddings (section `[openai]`). Times in seconds.
 
@@ -26,7 +30,7 @@ class OpenAISettings:
     (`settings.llm`), not here. Invalid values raise `pydantic.ValidationError` naming the field.
     """
 
-    base_url: str = "https://api.openai.com/v1"
+    base_url: HttpUrl = "https://api.openai.com/v1"
     api_key: str | None = None
     timeout_s: _Positive = 10.0  # one HTTP request; also the bound on one whole LLM answer
     max_retries: Annotated[int, Field(ge=0)] = 0  # the SDK's own retries (the Orchestrator retries answers)

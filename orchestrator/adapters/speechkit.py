@@ -13,6 +13,7 @@ import grpc
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
+from orchestrator.domain.addresses import HostPort
 from orchestrator.domain.errors import ConfigError, ProviderError
 
 STT_ENDPOINT = "stt.api.cloud.yandex.net:443"
@@ -33,7 +34,9 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class YandexSettings:
     """SpeechKit connection, auth, recognition and voice settings (section `[yandex]`).
 
@@ -48,9 +51,9 @@ class YandexSettings:
     iam_token: str | None = None  # static: expires within 12 h, prefer the key file below
     service_account_key_file: str | None = None
     folder_id: str | None = None
-    stt_endpoint: str = STT_ENDPOINT
-    tts_endpoint: str = TTS_ENDPOINT
-    iam_endpoint: str = IAM_ENDPOINT
+    stt_endpoint: HostPort = STT_ENDPOINT
+    tts_endpoint: HostPort = TTS_ENDPOINT
+    iam_endpoint: HostPort = IAM_ENDPOINT
     tls: bool = True  # False only for the local stand-ins
     connect_timeout_s: _Positive = 5.0
     # --- IAM tokens from the service-account key (live 12 h at most)

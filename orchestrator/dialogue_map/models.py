@@ -22,7 +22,7 @@ _HHMM = r"^(?:[01]\d|2[0-3]):[0-5]\d$|^24:00$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CacheItem(_Strict):

@@ -10,7 +10,9 @@ from pydantic import ConfigDict, Field
 __all__ = ["EspeakSettings"]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class EspeakSettings:
     """The offline TTS (section `[espeak]`, used with `[providers] tts = "espeak"`)."""
 
