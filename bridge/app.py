@@ -19,6 +19,7 @@ from bridge.ami import AmiError, AmiEventLogger
 from bridge.ari import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
 from bridge.composition import Composition
+from bridge.fd_limit import raise_fd_limit
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.settings import Settings
@@ -62,11 +63,12 @@ class VoicebridgeApp:
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
         s = self.settings
+        raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
         self.services = await self.composition.build_services()
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         await self.audiosocket.start()
-        self.ari = AriController(s.ari, self.audiosocket, self.on_call)
+        self.ari = AriController(s.ari, self.audiosocket, self.on_call, max_calls=s.call.max_calls)
         self._ari_task = self.tasks.spawn(self.ari.run(), "ari-controller")
         if s.ami.log_events:
             self._ami_task = self.tasks.spawn(self._log_ami_events(), "ami-event-logger")

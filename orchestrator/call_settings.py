@@ -12,9 +12,11 @@ __all__ = ["CallSettings"]
 _Positive = Annotated[float, Field(gt=0)]
 
 
-@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+)
 class CallSettings:
-    """Bounds on one call (section `[call]`), in seconds.
+    """Bounds on one call (section `[call]`), in seconds, and how many calls at once.
 
     The dialogue's own timing (no-input timeout, operation timeout, thresholds) is in the map's
     `settings`; these are the service's bounds on the providers.
@@ -36,3 +38,6 @@ class CallSettings:
     # Bound on a cancelled task's unwinding (a cut playback, the answer's tasks, the call's tasks
     # at its end; the service's own tasks at shutdown): past it the task is logged and abandoned.
     cancel_bound_s: _Positive = 5.0
+    # Calls served at once; a call arriving beyond it is refused at once (hung up with cause
+    # "congestion", before anything is set up for it), so the calls in progress keep their share.
+    max_calls: Annotated[int, Field(ge=1)] = 500

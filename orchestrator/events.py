@@ -20,8 +20,18 @@ from typing import Literal, Protocol, TypedDict, overload
 log = logging.getLogger(__name__)
 
 # Why a call ended: END_CALL state, the caller hung up, STT failed for good, the caller stayed
-# silent past the reprompts, a bug, or the service shut the call down.
-EndReason = Literal["end_call", "caller_hangup", "stt_failed", "no_input", "error", "shutdown"]
+# silent past the reprompts, a bug, the service shut the call down, the caller's media leg broke
+# the protocol (a malformed message), or it went silent past the media timeout.
+EndReason = Literal[
+    "end_call",
+    "caller_hangup",
+    "stt_failed",
+    "no_input",
+    "error",
+    "shutdown",
+    "protocol_error",
+    "media_timeout",
+]
 
 # Payload values of an event (texts, keys, state ids, counts).
 EventValue = str | int | float | bool | None

@@ -182,7 +182,7 @@ class Orchestrator:
                     log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
                 self.end_reason = "error" if exc is not None else self._dialogue.end_reason
             else:
-                self.end_reason = "caller_hangup"
+                self.end_reason = inbound_stream.hangup_reason  # a hang-up, or a broken leg
                 recognition.end_input()
         except asyncio.CancelledError:
             self.end_reason = self.end_reason or "shutdown"

@@ -6,6 +6,10 @@ named task, which sets the call up (`CallLegs.set_up`), runs the handler with an
 always tears the call down (`CallLegs.tear_down`). Hang-up events (ChannelHangupRequest, StasisEnd,
 ChannelDestroyed; Asterisk's ARI event reference) mark the caller gone, which abandons a setup in
 progress or, once the handler runs, drops the media leg so that the handler sees EOF and returns.
+
+A caller's StasisStart beyond `max_calls` calls in progress is refused: its channel is hung up
+with cause "congestion" (ARI `DELETE /channels/{id}?reason=congestion`) by a short task of its
+own, and nothing else is set up for it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from bridge.ari.legs import CallLegs
 from bridge.ari.session import CallerGone, CallSession
 from bridge.ari.settings import AriSettings
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
-from orchestrator.tasks import CANCEL_BOUND_S, cancel_and_wait
+from orchestrator.log_limits import RateLimitedLog
+from orchestrator.tasks import CANCEL_BOUND_S, TaskOwner, cancel_and_wait
 
 __all__ = ["AriController"]
 
 log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
 
 _GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"})
 
@@ -33,8 +39,18 @@ _GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed
 class AriController:
     """Serves every call of one Stasis app; see `bridge.ari.legs` for the per-call sequence."""
 
-    def __init__(self, settings: AriSettings, audiosocket: AudioSocketServer, on_call: CallHandler) -> None:
+    def __init__(
+        self,
+        settings: AriSettings,
+        audiosocket: AudioSocketServer,
+        on_call: CallHandler,
+        *,
+        max_calls: int | None = None,
+    ) -> None:
         self._settings = settings
+        self._max_calls = max_calls
+        self._refusals = TaskOwner("ari-refuse", cancel_bound_s=settings.timeout_s)
+        self.refused = 0  # calls refused over max_calls
         self._on_call = on_call
         self._connection = AriConnection(settings, self._dispatch_text)
         self._legs = CallLegs(settings, self._connection, audiosocket)
@@ -67,6 +83,7 @@ class AriController:
         self._connection.stop_reconnecting()
         tasks = [s.task for s in self._calls.values() if s.task is not None]
         await cancel_and_wait(*tasks, timeout=self._teardown_bound_s(len(tasks)))
+        await self._refusals.aclose()
         await self._connection.close()
 
     def _teardown_bound_s(self, calls: int) -> float:
@@ -118,6 +135,17 @@ class AriController:
             return  # an externalMedia channel that is not ours (any more), or a duplicate
         if self._closing:
             return
+        if self._max_calls is not None and len(self._calls) >= self._max_calls:
+            self.refused += 1
+            limited.warning(
+                "max calls",
+                "call on channel %s refused: %d calls in progress ([call] max_calls); refused so far: %d",
+                channel_id,
+                len(self._calls),
+                self.refused,
+            )
+            self._refusals.spawn(self._refuse(channel_id), f"channel-{channel_id}")
+            return
         loop = asyncio.get_running_loop()
         session = CallSession(channel_id, loop.time())
         args = event.get("args") or []
@@ -128,6 +156,17 @@ class AriController:
         session.task = loop.create_task(
             self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}"
         )
+
+    async def _refuse(self, channel_id: str) -> None:
+        """Hang a refused caller up with cause congestion; bounded, failures logged."""
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                client = self._connection.client
+                if client is None:
+                    raise TimeoutError("ARI not connected")
+                await client.channels.hangup(channelId=channel_id, reason="congestion")
+        except Exception as exc:  # best effort: the caller may already be gone (404)
+            log.debug("refusing channel %s: %r", channel_id, exc)
 
     # --- one call ---
     async def _run_call(self, session: CallSession, caller_number: str | None, exten: str | None) -> None:
