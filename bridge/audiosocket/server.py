@@ -18,9 +18,12 @@ Limits (all in `AudioSocketSettings`, checked without a task or a per-frame allo
   connection caps, accept rate; a refused connection is aborted at once and counted in `refused`.
 - `uuid_timeout_s`: a connection that has not sent its UUID is closed.
 - one sweep timer per server, every `SWEEP_S`, for every connection:
-  - the inbound rate cap: a connection that sent more than `max_inbound_bytes_per_s * SWEEP_S`
-    bytes since the last sweep stops being read (`pause_reading`: TCP pushes back on the peer, our
-    CPU stays free) until the next sweep; counted in `throttled`.
+  - the inbound rate cap, a token bucket per connection (one second of `max_inbound_bytes_per_s`
+    as burst, refilled every sweep): a connection that runs out stops being read (`pause_reading`:
+    TCP pushes back on the peer, our CPU stays free) until a sweep refills it; counted in
+    `throttled`. The audio of the read that ran out is delivered up to the allowance and the rest
+    dropped (`inbound_dropped_bytes`), so no more than the cap reaches the call, whatever the
+    size of a read.
   - the media watchdog: a leg with a UUID that has sent nothing for `media_timeout_s` is ended
     (`LegEnd.MEDIA_TIMEOUT`), detected within `media_timeout_s + SWEEP_S`.
 - TCP keepalive on every accepted socket, so a peer that vanished without a FIN is noticed.
@@ -63,6 +66,7 @@ from bridge.fd_limit import fd_limit, open_fds
 from bridge.pacer import Pacer
 from orchestrator.audio import SILENCE_FRAME
 from orchestrator.log_limits import RateLimitedLog
+from orchestrator.tasks import TaskOwner
 
 __all__ = [
     "PENDING_LIMIT",
@@ -127,6 +131,7 @@ class AudioSocketSettings:
     max_accepts_per_s: Annotated[float, Field(gt=0)] = 100.0
     # Descriptors kept free for everything else (live calls' provider and cache sockets, files):
     # new connections are refused once fewer than this many remain under the open-file limit.
+    # Half of it (at most 100) is also the listen backlog, the most accepted in one go.
     fd_headroom: Annotated[int, Field(ge=1)] = 100
     # TCP keepalive: first probe after this many idle seconds, then every interval, dead after count.
     keepalive_idle_s: Annotated[int, Field(ge=1)] = 10
@@ -319,18 +324,18 @@ def _set_keepalive(sock: socket.socket, settings: AudioSocketSettings) -> None:
 class _ServerProtocol(asyncio.Protocol):
     """Per-TCP-connection protocol: waits for a registered UUID, then feeds the connection."""
 
-    def __init__(self, server: AudioSocketServer) -> None:
+    def __init__(self, server: AudioSocketServer, host: str) -> None:
         self._server = server
         self._decoder = Decoder()
         self._transport: asyncio.Transport | None = None
         self._conn: AudioSocketConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._peer = "?"
-        self._host = "?"
+        self._host = host  # admitted under this peer address; released in connection_lost
         self._rejected = False
-        self._admitted = False
-        # Per sweep: bytes received (rate cap), whether anything came (media watchdog).
-        self._window_bytes = 0
+        # Inbound bytes it may still send (a token bucket refilled by the sweep; the rate cap),
+        # and whether anything came since the last sweep (media watchdog).
+        self._allowance = server._rate_burst
         self._rx_seen = False
         self._idle_s = 0.0
         self._throttled = False
@@ -340,16 +345,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._transport = transport
         server = self._server
         peer = transport.get_extra_info("peername")
-        self._host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         sock = transport.get_extra_info("socket")
-        refusal = server._admission.admit(self._host, sock.fileno() if sock is not None else -1)
-        if refusal is not None:
-            self._rejected = True
-            server._refuse(refusal, self._peer)
-            transport.abort()  # RST now: the descriptor is free at once
-            return
-        self._admitted = True
         if sock is not None:
             # 20 ms frames must not wait for Nagle to coalesce them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -376,10 +373,12 @@ class _ServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._rejected and self._conn is None:
-            return  # refused or rejected: whatever it still sends is not read
+            return  # rejected: whatever it still sends is not read
         self._rx_seen = True
-        self._window_bytes += len(data)
-        if self._window_bytes > self._server._window_cap and not self._throttled:
+        before = self._allowance
+        self._allowance = before - len(data)
+        over_cap = self._allowance < 0
+        if over_cap and not self._throttled:
             self._throttle()
         conn = self._conn
         try:
@@ -391,6 +390,9 @@ class _ServerProtocol(asyncio.Protocol):
             conn._on_messages(list(exc.messages))
             conn._protocol_error(str(exc))
             return
+        if over_cap:
+            msgs = self._within_cap(msgs, before)
+            self._allowance = 0  # what went over was dropped, not owed
         if conn is not None:
             conn._on_messages(msgs)
         elif msgs and not self._rejected:
@@ -410,13 +412,30 @@ class _ServerProtocol(asyncio.Protocol):
             self._server.settings.max_inbound_bytes_per_s,
         )
 
+    def _within_cap(self, msgs: list[Message], budget: int) -> list[Message]:
+        """The messages of a read that crossed the cap: audio beyond `budget` bytes is dropped
+        (counted in the server's `inbound_dropped_bytes`); DTMF, hang-ups and the rest pass."""
+        kept: list[Message] = []
+        for msg in msgs:
+            if type(msg) is Audio:
+                size = len(msg.pcm) + HEADER.size
+                if size > budget:
+                    self._server.inbound_dropped_bytes += size
+                    continue
+                budget -= size
+            kept.append(msg)
+        return kept
+
     def _on_sweep(self, sweep_s: float) -> None:
-        """Once per sweep: reopen the rate window; end a leg silent for `media_timeout_s`."""
+        """Once per sweep: refill the rate allowance; end a leg silent for `media_timeout_s`."""
+        server = self._server
+        self._allowance = min(server._rate_burst, self._allowance + server._rate_refill)
         if self._throttled:
-            self._throttled = False
-            assert self._transport is not None
-            if not self._transport.is_closing():
-                self._transport.resume_reading()
+            if self._allowance > 0:
+                self._throttled = False
+                assert self._transport is not None
+                if not self._transport.is_closing():
+                    self._transport.resume_reading()
         elif self._rx_seen:
             self._idle_s = 0.0
         elif self._conn is not None and not self._conn.closed:
@@ -433,7 +452,6 @@ class _ServerProtocol(asyncio.Protocol):
                 )
                 self._conn._end(LegEnd.MEDIA_TIMEOUT)
         self._rx_seen = False
-        self._window_bytes = 0
 
     def _first_messages(self, msgs: list[Message]) -> None:
         first = msgs[0]
@@ -481,10 +499,9 @@ class _ServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._admitted:
-            self._admitted = False
+        if self in self._server._protocols:
+            self._server._protocols.discard(self)
             self._server._admission.release(self._host)
-        self._server._protocols.discard(self)
         if self._conn is not None:
             self._conn._connection_lost()
 
@@ -502,18 +519,23 @@ class AudioSocketServer:
 
     Counters: `refused` (by `Refusal`: fd, total, peer, rate), `rejected` (no or wrong UUID, bad
     first message), `throttled` (times a connection went over the inbound rate cap),
+    `inbound_dropped_bytes` (audio beyond the cap in the read that crossed it),
     `media_timeouts` (legs ended by the media watchdog).
     """
 
     def __init__(self, settings: AudioSocketSettings | None = None, *, pacer: Pacer) -> None:
         self.settings = settings or AudioSocketSettings()
         self.pacer = pacer  # the shared outbound tick; started by start() if not running
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accept_batch = 1
+        self._accepts = TaskOwner("audiosocket-accept", cancel_bound_s=self.settings.close_wait_s)
         self._expected: dict[uuid.UUID, asyncio.Future[AudioSocketConnection]] = {}
         self._protocols: set[_ServerProtocol] = set()
         self._started_pacer = False
         self._admission: Admission
-        self._window_cap = int(self.settings.max_inbound_bytes_per_s * SWEEP_S)
+        # The inbound token bucket: one second of the cap as burst, refilled every sweep.
+        self._rate_burst = self.settings.max_inbound_bytes_per_s
+        self._rate_refill = int(self.settings.max_inbound_bytes_per_s * SWEEP_S)
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
         # One line per kind of trouble per 10 s, whatever the peers do (never a line per packet).
@@ -521,6 +543,7 @@ class AudioSocketServer:
         self.refused: Counter[Refusal] = Counter()
         self.rejected = 0
         self.throttled = 0
+        self.inbound_dropped_bytes = 0
         self.media_timeouts = 0
 
     async def start(self) -> None:
@@ -529,10 +552,19 @@ class AudioSocketServer:
         The descriptor budget is read here: raise the open-file limit before (`bridge.fd_limit`).
         """
         loop = asyncio.get_running_loop()
-        self._admission = Admission(self.settings, clock=loop.time, fd_limit=fd_limit(), open_fds=open_fds)
-        self._server = await loop.create_server(
-            lambda: _ServerProtocol(self), self.settings.bind_host, self.settings.bind_port
-        )
+        s = self.settings
+        self._admission = Admission(s, clock=loop.time, fd_limit=fd_limit(), open_fds=open_fds)
+        # Our own accept loop rather than loop.create_server(): a refused connection's socket is
+        # closed right here, before any transport exists. asyncio's server keeps a refused
+        # socket open for two more loop iterations while it accepts further batches, and
+        # 1,100 idle connections under 256 descriptors ran it into EMFILE (a traceback per try).
+        family = socket.AF_INET6 if ":" in s.bind_host else socket.AF_INET
+        backlog = max(1, min(100, s.fd_headroom // 2))
+        listener = socket.create_server((s.bind_host, s.bind_port), family=family, backlog=backlog)
+        listener.setblocking(False)
+        self._listener = listener
+        self._accept_batch = backlog  # accepted per wake-up: at most half the headroom
+        loop.add_reader(listener.fileno(), self._on_acceptable)
         self._sweeper = loop.call_later(SWEEP_S, self._sweep)
         if not self.pacer.running:
             self.pacer.start()
@@ -555,9 +587,63 @@ class AudioSocketServer:
             self.refused[why],
         )
 
+    def _on_acceptable(self) -> None:
+        """The listening socket is readable: accept a batch, admit or refuse each at once."""
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(self._accept_batch):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED
+                self._out_of_resources(exc)
+                return
+            host = str(addr[0])
+            refusal = self._admission.admit(host, sock.fileno())
+            if refusal is not None:
+                sock.close()  # the descriptor is free again now
+                self._refuse(refusal, f"{addr[0]}:{addr[1]}")
+                continue
+            sock.setblocking(False)
+            self._accepts.spawn(self._attach(sock, host), f"{addr[0]}:{addr[1]}")
+
+    async def _attach(self, sock: socket.socket, host: str) -> None:
+        """Give an admitted socket its transport and protocol (which registers itself in
+        `connection_made` and releases its admission in `connection_lost`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: _ServerProtocol(self, host), sock)
+        except Exception as exc:  # the peer vanished between accept and transport
+            sock.close()
+            self._admission.release(host)
+            log.debug("AudioSocket connection from %s lost before it started: %r", host, exc)
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        """accept() failed (EMFILE and the like): stop accepting for a sweep, warn (rate-limited)."""
+        self.refused["fd"] += 1
+        self.limited.warning(
+            "accept failed",
+            "AudioSocket accept failed (%s); pausing accepts for %.2f s",
+            exc.strerror,
+            SWEEP_S,
+        )
+        listener = self._listener
+        if listener is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(listener.fileno())
+
+        def resume() -> None:
+            if self._listener is listener:
+                loop.add_reader(listener.fileno(), self._on_acceptable)
+
+        loop.call_later(SWEEP_S, resume)
+
     def _sweep(self) -> None:
         """The rate-cap window and the media watchdog for every connection (see module doc)."""
-        if self._server is None:
+        if self._listener is None:
             return
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
         for proto in tuple(self._protocols):
@@ -569,9 +655,9 @@ class AudioSocketServer:
     @property
     def port(self) -> int:
         """The bound port (useful with port=0)."""
-        if self._server is None or not self._server.sockets:
+        if self._listener is None:
             raise RuntimeError("AudioSocket server is not started")
-        port: int = self._server.sockets[0].getsockname()[1]
+        port: int = self._listener.getsockname()[1]
         return port
 
     def expect(self, call_uuid: uuid.UUID) -> asyncio.Future[AudioSocketConnection]:
@@ -598,18 +684,19 @@ class AudioSocketServer:
 
     async def close(self) -> None:
         """Stop listening, drop every connection, cancel pending expectations. Idempotent."""
-        server, self._server = self._server, None
+        listener, self._listener = self._listener, None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if server is not None:
-            server.close()
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            listener.close()
+        await self._accepts.aclose()
+        self._accepts = TaskOwner("audiosocket-accept", cancel_bound_s=self.settings.close_wait_s)
         for proto in list(self._protocols):
             proto.abort()
         for call_uuid in list(self._expected):
             self.forget(call_uuid)
-        if server is not None:
-            await server.wait_closed()
         if self._started_pacer:
             self.pacer.stop()
             self._started_pacer = False
