@@ -119,6 +119,7 @@ async def test_a_leg_silent_after_its_uuid_is_ended_by_the_media_timeout(
         ended_after = loop.time() - started
     finally:
         talker.cancel()
+    print(f"MEDIATIMEOUT ended after {ended_after:.3f} s")
     assert silent.end_cause is LegEnd.MEDIA_TIMEOUT
     assert silent_gateway.hangup_reason == "media_timeout"
     assert ended_after >= 0.5  # not before the timeout (an upper bound is the test's timeout)
