@@ -24,6 +24,7 @@ from bridge.ami import AmiError, AmiEventLogger
 from bridge.ari import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
 from bridge.composition import Composition
+from bridge.fd_limit import raise_fd_limit
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
@@ -78,6 +79,7 @@ class VoicebridgeApp:
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
         s = self.settings
+        raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
         self.services = await self.composition.build_services()
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
@@ -85,7 +87,7 @@ class VoicebridgeApp:
             await self.audiosocket.start()
         except OSError as exc:  # preflight listened there a moment ago; someone took it since
             raise listen_error(exc, s.audiosocket.bind_host, s.audiosocket.bind_port) from exc
-        self.ari = AriController(s.ari, self.audiosocket, self.on_call)
+        self.ari = AriController(s.ari, self.audiosocket, self.on_call, max_calls=s.call.max_calls)
         if self.draining:  # SIGTERM while starting
             self.ari.refuse_new_calls()
         self._ari_task = self.tasks.spawn(self.ari.run(), "ari-controller")

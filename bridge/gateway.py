@@ -13,7 +13,9 @@ construction, so paced silence starts the moment the UUID has arrived (keeps Ast
 read loop busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 s idle hang-up).
 
 Hangup (EOF, 0x00, error, or `close()`): nothing more is delivered to the listener or the sink,
-`wait_hangup()` returns, the playout is closed and leaves the pacer. Ending the recognizer's
+`wait_hangup()` returns, the playout is closed and leaves the pacer. `hangup_reason` tells the
+Orchestrator why, from the connection's `LegEnd`: a malformed message or a silent leg is a
+"protocol_error" or "media_timeout" on the call's record, not a "caller_hangup". Ending the recognizer's
 input is its owner's business (the Orchestrator calls `end_input()` after `wait_hangup()`).
 """
 
@@ -22,16 +24,27 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bridge.audiosocket.server import AudioSocketConnection
+from bridge.audiosocket.server import AudioSocketConnection, LegEnd
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutSettings
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
 from orchestrator.contracts import AudioSink, Clock, VoiceListener
+from orchestrator.events import EndReason
 
 __all__ = ["TelephonyGateway"]
 
 log = logging.getLogger(__name__)
+
+# The call's end reason for each way the leg can end.
+_END_REASONS: dict[LegEnd, EndReason] = {
+    LegEnd.PEER_HANGUP: "caller_hangup",
+    LegEnd.PEER_ERROR: "protocol_error",
+    LegEnd.PROTOCOL_ERROR: "protocol_error",
+    LegEnd.MEDIA_TIMEOUT: "media_timeout",
+    LegEnd.LOCAL: "shutdown",
+    LegEnd.SERVER_CLOSING: "shutdown",
+}
 
 
 class TelephonyGateway:
@@ -93,6 +106,12 @@ class TelephonyGateway:
     async def wait_hangup(self) -> None:
         """Return once the AudioSocket leg has ended (at once if it already has)."""
         await self._hangup.wait()
+
+    @property
+    def hangup_reason(self) -> EndReason:
+        """Why the leg ended, as a call end reason ("caller_hangup" while it is up)."""
+        cause = self._conn.end_cause
+        return "caller_hangup" if cause is None else _END_REASONS[cause]
 
     # --- AudioReceiver (called from the socket callback) ---
     def on_audio(self, pcm: bytes, sample_rate: int) -> None:

@@ -16,7 +16,7 @@ _Positive = Annotated[float, Field(gt=0)]
     frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
 )
 class CallSettings:
-    """Bounds on one call (section `[call]`), in seconds.
+    """Bounds on one call (section `[call]`), in seconds, and how many calls at once.
 
     The dialogue's own timing (no-input timeout, operation timeout, thresholds) is in the map's
     `settings`; these are the service's bounds on the providers.
@@ -49,3 +49,6 @@ class CallSettings:
     stt_stall_s: _Positive = 3.0
     # After a stall, how long STT may take to recover before the call ends ("stt_failure").
     stt_recovery_s: _Positive = 8.0
+    # Calls served at once; a call arriving beyond it is refused at once (hung up with cause
+    # "congestion", before anything is set up for it), so the calls in progress keep their share.
+    max_calls: Annotated[int, Field(ge=1)] = 500

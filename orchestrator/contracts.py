@@ -27,6 +27,7 @@ from orchestrator.domain.models import (
     SessionState,
     SttResult,
 )
+from orchestrator.events import EndReason
 
 # Items of the STT response queue: results, or the failure that ended (or interrupted) the stream.
 SttEvent = SttResult | ProviderError
@@ -298,6 +299,12 @@ class InboundAudio(Protocol):
 
     async def wait_hangup(self) -> None:
         """Return once the caller's leg has ended (at once if it already has)."""
+        ...
+
+    @property
+    def hangup_reason(self) -> EndReason:
+        """Why the leg ended, as the call's end reason: "caller_hangup" when the caller hung up,
+        "protocol_error" or "media_timeout" when the bridge cut a broken or silent leg."""
         ...
 
 

@@ -223,7 +223,7 @@ class Orchestrator:
                 self.end_reason = self._dialogue.end_reason
                 self.end_detail = self.end_detail or self._dialogue.end_detail
             else:
-                self.end_reason = "caller_hangup"
+                self.end_reason = inbound_stream.hangup_reason  # a hang-up, or a broken leg
                 recognition.end_input()
         except asyncio.CancelledError:
             self.end_reason = self.end_reason or "shutdown"

@@ -38,6 +38,7 @@ from orchestrator.domain.models import (
     SessionState,
     SttResult,
 )
+from orchestrator.events import EndReason
 from orchestrator.tasks import TaskOwner
 
 __all__ = [
@@ -173,6 +174,10 @@ class FakeInbound:
 
     async def wait_hangup(self) -> None:
         await self._hangup.wait()
+
+    @property
+    def hangup_reason(self) -> EndReason:
+        return "caller_hangup"
 
     # --- the script ---
     def say(self, line: Say) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import uuid
 
@@ -19,6 +20,7 @@ from bridge.audiosocket.protocol import (
     Hangup,
     Kind,
     Message,
+    Unknown,
     Uuid,
     encode_audio,
     encode_dtmf,
@@ -103,11 +105,11 @@ def test_sample_rates_cover_every_audio_kind() -> None:
 
 
 BAD_INPUT = [
-    (b"\x02\x00\x00", "unknown AudioSocket message kind 0x02 at stream offset 0"),
     (b"\x01\x00\x0f" + bytes(15), "UUID payload of 15 bytes"),
-    (b"\x03\x00\x01x", "DTMF payload b'x'"),
-    (b"\x03\x00\x00", "DTMF payload b''"),
-    (b"\x03\x00\x0212", "DTMF payload b'12'"),
+    (b"\x03\x00\x01x", "DTMF payload 78 (1 bytes)"),
+    (b"\x03\x00\x01e", "DTMF payload 65 (1 bytes)"),
+    (b"\x03\x00\x00", "DTMF payload  (0 bytes)"),
+    (b"\x03\x00\x0212", "DTMF payload 31 32 (2 bytes)"),
     (b"\x10\x00\x00", "SLIN audio payload of 0 bytes"),
     (b"\x12\x00\x03abc", "SLIN16 audio payload of 3 bytes"),
     (b"\x00\x00\x01x", "HANGUP with a 1-byte payload"),
@@ -117,7 +119,7 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("wire", "reason"), BAD_INPUT)
 def test_malformed_input_is_rejected_whole_and_bytewise(wire: bytes, reason: str) -> None:
-    with pytest.raises(AudioSocketProtocolError, match=reason.replace("(", r"\(")):
+    with pytest.raises(AudioSocketProtocolError, match=re.escape(reason)):
         Decoder().feed(wire)
     dec = Decoder()
     with pytest.raises(AudioSocketProtocolError, match="stream offset"):
@@ -128,10 +130,31 @@ def test_malformed_input_is_rejected_whole_and_bytewise(wire: bytes, reason: str
         dec.feed(encode_hangup())
 
 
+def test_lowercase_dtmf_digits_decode_as_upper_case() -> None:
+    # Asterisk passes a SIP INFO digit "a"-"d" through in its case (res_pjsip_dtmf_info.c).
+    wire = b"".join(b"\x03\x00\x01" + c.encode() for c in "abcdABCD09*#")
+    assert Decoder().feed(wire) == [Dtmf(c) for c in "ABCDABCD09*#"]
+
+
+@pytest.mark.parametrize("kind", [0x02, 0x04, 0x0F, 0x19, 0x20, 0x80, 0xFE])
+def test_well_framed_unknown_kinds_are_skipped_by_their_length(kind: int) -> None:
+    payload = bytes(range(7))
+    wire = encode_uuid(U) + bytes((kind,)) + struct.pack(">H", len(payload)) + payload + encode_audio(PCM)
+    tr(wire, [Uuid(U), Unknown(kind, 7), Audio(Kind.SLIN, PCM)])
+
+
+def test_an_error_never_quotes_a_large_payload() -> None:
+    wire = b"\x03\xff\xff" + b"7" * 0xFFFF  # a 64 KiB "DTMF digit"
+    with pytest.raises(AudioSocketProtocolError) as info:
+        Decoder().feed(wire)
+    assert len(str(info.value)) < 200
+    assert "37 37 37 37 37 37 37 37 ... (65535 bytes)" in str(info.value)
+
+
 def test_error_names_the_offset_and_keeps_the_good_messages_before_it() -> None:
     good = encode_uuid(U) + encode_audio(PCM)
     with pytest.raises(AudioSocketProtocolError) as info:
-        Decoder().feed(good + b"\x42\x00\x00")
+        Decoder().feed(good + b"\x10\x00\x00")
     assert f"offset {len(good)}" in str(info.value)
     assert info.value.messages == (Uuid(U), Audio(Kind.SLIN, PCM))
 
@@ -177,7 +200,7 @@ def test_any_bytes_parse_or_raise_the_protocol_error(data: bytes, cuts: list[int
     try:
         for size in [*cuts, len(data)]:
             for msg in dec.feed(data[pos : pos + size]):
-                assert isinstance(msg, Hangup | Uuid | Dtmf | Audio | Error)
+                assert isinstance(msg, Hangup | Uuid | Dtmf | Audio | Error | Unknown)
             pos += size
         dec.feed_eof()
     except AudioSocketProtocolError:

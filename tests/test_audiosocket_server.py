@@ -185,7 +185,7 @@ async def test_no_uuid_within_timeout_is_closed(
     ("first", "reason"),
     [
         (encode_audio(bytes(320)), "not a UUID"),
-        (b"\x42\x00\x00", "unknown AudioSocket message kind 0x42"),
+        (b"\x42\x00\x00", "first message is Unknown, not a UUID"),
     ],
 )
 async def test_bad_first_message_is_rejected(

@@ -11,6 +11,8 @@ Draining (`refuse_new_calls()`, a deploy): a new caller's StasisStart is answere
 still unanswered channel up with cause congestion (`DELETE /channels/{id}?reason=congestion`),
 which PJSIP sends as SIP 503 Service Unavailable, so a proxy in front (Kamailio's dispatcher)
 retries the call on another node. Calls already taken go on.
+
+A caller's StasisStart beyond `max_calls` calls in progress is refused the same way, by a short task of its own, and nothing else is set up for it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from bridge.ari.legs import CallLegs
 from bridge.ari.session import CallerGone, CallSession
 from bridge.ari.settings import AriSettings
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
-from orchestrator.tasks import CANCEL_BOUND_S, cancel_and_wait
+from orchestrator.log_limits import RateLimitedLog
+from orchestrator.tasks import CANCEL_BOUND_S, TaskOwner, cancel_and_wait
 
 __all__ = ["AriController"]
 
 log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
 
 _GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"})
 
@@ -38,8 +42,17 @@ _GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed
 class AriController:
     """Serves every call of one Stasis app; see `bridge.ari.legs` for the per-call sequence."""
 
-    def __init__(self, settings: AriSettings, audiosocket: AudioSocketServer, on_call: CallHandler) -> None:
+    def __init__(
+        self,
+        settings: AriSettings,
+        audiosocket: AudioSocketServer,
+        on_call: CallHandler,
+        *,
+        max_calls: int | None = None,
+    ) -> None:
         self._settings = settings
+        self._max_calls = max_calls
+        self._refusals = TaskOwner("ari-refuse", cancel_bound_s=settings.timeout_s)
         self._on_call = on_call
         self._connection = AriConnection(settings, self._dispatch_text)
         self._legs = CallLegs(settings, self._connection, audiosocket)
@@ -47,8 +60,7 @@ class AriController:
         self._by_em: dict[str, CallSession] = {}  # by externalMedia channel id
         self._closing = False
         self._refusing = False
-        self._refusals: set[asyncio.Task[None]] = set()  # congestion hang-ups in flight
-        self.refused = 0  # calls refused while draining, for tests and logs
+        self.refused = 0  # calls refused (draining, or over max_calls), for tests and logs
         # Set while no call is being set up, served or torn down (a drain waits for it).
         self.idle = asyncio.Event()
         self.idle.set()
@@ -82,7 +94,7 @@ class AriController:
         self._connection.stop_reconnecting()
         tasks = [s.task for s in self._calls.values() if s.task is not None]
         await cancel_and_wait(*tasks, timeout=self._teardown_bound_s(len(tasks)))
-        await cancel_and_wait(*self._refusals, timeout=self._settings.timeout_s)
+        await self._refusals.aclose()
         await self._connection.close()
 
     def _teardown_bound_s(self, calls: int) -> float:
@@ -135,7 +147,20 @@ class AriController:
         if self._closing:
             return
         if self._refusing:
-            self._refuse(channel_id)
+            self.refused += 1
+            log.info("draining: refusing the new call on channel %s (congestion, SIP 503)", channel_id)
+            self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
+            return
+        if self._max_calls is not None and len(self._calls) >= self._max_calls:
+            self.refused += 1
+            limited.warning(
+                "max calls",
+                "call on channel %s refused: %d calls in progress ([call] max_calls); refused so far: %d",
+                channel_id,
+                len(self._calls),
+                self.refused,
+            )
+            self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
             return
         loop = asyncio.get_running_loop()
         session = CallSession(channel_id, loop.time())
@@ -148,15 +173,6 @@ class AriController:
         session.task = loop.create_task(
             self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}"
         )
-
-    def _refuse(self, channel_id: str) -> None:
-        log.info("draining: refusing the new call on channel %s (congestion, SIP 503)", channel_id)
-        self.refused += 1
-        task = asyncio.get_running_loop().create_task(
-            self._legs.refuse(channel_id), name=f"ari-refuse-{channel_id}"
-        )
-        self._refusals.add(task)
-        task.add_done_callback(self._refusals.discard)
 
     # --- one call ---
     async def _run_call(self, session: CallSession, caller_number: str | None, exten: str | None) -> None:

@@ -6,13 +6,25 @@ Audio payloads are signed 16-bit mono PCM, LITTLE-endian. See docs/protocols.md 
 Payload rules, one per kind, applied in both directions so that the server and the fake Asterisk
 reject the same things:
 
-- HANGUP: empty. UUID: exactly 16 raw bytes. DTMF: one ASCII byte of `0-9 * # A-D`.
+- HANGUP: empty. UUID: exactly 16 raw bytes. DTMF: one ASCII byte of `0-9 * # A-D`, upper or
+  lower case, decoded as upper case: Asterisk writes the DTMF frame's digit as it came
+  (`ast_audiosocket_send_frame()` in res/res_audiosocket.c: `buf[3] = (uint8_t)
+  f->subclass.integer`), and a SIP INFO digit keeps its case (`get_event()` in
+  res/res_pjsip_dtmf_info.c accepts `'a' <= *c && *c <= 'd'` and passes it through).
 - audio (SLIN, SLIN12..SLIN192): non-empty and an even number of bytes (whole 16-bit samples).
   Asterisk hangs up on a zero-length audio message, and an odd length would shift every later
   sample by one byte.
 - ERROR: empty or a single code byte (bit flags in the legacy spec).
-- any other kind: an error. The stream has no resynchronisation point, so after one malformed
-  message nothing that follows can be trusted: the `Decoder` refuses further input.
+- any other kind: decoded as `Unknown` (kind and length only; the payload is skipped). Every
+  message carries its length (`ast_audiosocket_receive_frame_with_hangup()` reads the 3-byte
+  header, then exactly `length` bytes), so skipping a well-framed message of a kind we do not know
+  is safe, and Asterisk has added kinds before (DTMF in 22.4.0, SLIN12-192 in 22.7.0).
+- a known kind with a payload that breaks its rule is a protocol error. The stream has no
+  resynchronisation point, so after one malformed message nothing that follows can be trusted:
+  the `Decoder` refuses further input.
+
+Error messages never quote a payload (at most a hex prefix of a few bytes): a peer must not be
+able to inflate our log lines (a 64 KiB payload once made a 262,314-character line).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ __all__ = [
     "Hangup",
     "Kind",
     "Message",
+    "Unknown",
     "Uuid",
     "encode_audio",
     "encode_dtmf",
@@ -47,6 +60,7 @@ HEADER = struct.Struct(">BH")  # kind, payload length: big-endian (network order
 MAX_PAYLOAD = 0xFFFF  # the length field is a uint16
 _MAX_AUDIO = MAX_PAYLOAD - 1  # largest even length
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_DTMF_IN = {ord(c): c for c in DTMF_DIGITS} | {ord(c.lower()): c for c in "ABCD"}  # byte -> digit
 
 
 class AudioSocketProtocolError(ValueError):
@@ -147,18 +161,26 @@ class Error:
     code: int | None
 
 
-Message = Hangup | Uuid | Dtmf | Audio | Error
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A well-framed message of a kind this codec does not know; its payload was skipped."""
+
+    kind: int
+    length: int
+
+
+Message = Hangup | Uuid | Dtmf | Audio | Error | Unknown
 _HANGUP = Hangup()
 
 
-def _decode_payload(kind_byte: int, payload: bytes, where: int) -> Message:
+def _hex_prefix(data: bytes, limit: int = 8) -> str:
+    """A few bytes in hex and the length: error messages never quote a whole payload."""
+    return f"{data[:limit].hex(' ')}{' ...' if len(data) > limit else ''} ({len(data)} bytes)"
+
+
+def _decode_payload(kind: Kind, payload: bytes, where: int) -> Message:
     """Build the message for one complete frame; `where` is its stream offset, for errors."""
-    kind = _KINDS.get(kind_byte)
     n = len(payload)
-    if kind is None:
-        raise AudioSocketProtocolError(
-            f"unknown AudioSocket message kind 0x{kind_byte:02x} at stream offset {where}"
-        )
     if kind in AUDIO_KINDS:
         if n == 0 or n % 2:
             raise AudioSocketProtocolError(
@@ -171,10 +193,11 @@ def _decode_payload(kind_byte: int, payload: bytes, where: int) -> Message:
             raise AudioSocketProtocolError(f"UUID payload of {n} bytes at stream offset {where}: must be 16")
         return Uuid(uuid_mod.UUID(bytes=payload))
     if kind is Kind.DTMF:
-        digit = payload.decode("latin-1")
-        if n != 1 or digit not in DTMF_DIGITS:
+        digit = _DTMF_IN.get(payload[0]) if n == 1 else None
+        if digit is None:
             raise AudioSocketProtocolError(
-                f"DTMF payload {payload!r} at stream offset {where}: must be one of 0-9*#A-D"
+                f"DTMF payload {_hex_prefix(payload)} at stream offset {where}: "
+                "must be one byte of 0-9*#A-D (either case)"
             )
         return Dtmf(digit)
     if kind is Kind.HANGUP:
@@ -219,7 +242,11 @@ class Decoder:
                 kind_byte, n = HEADER.unpack_from(buf, pos)
                 if end - pos - 3 < n:
                     break
-                out.append(_decode_payload(kind_byte, bytes(buf[pos + 3 : pos + 3 + n]), self._offset + pos))
+                kind = _KINDS.get(kind_byte)
+                if kind is None:  # skipped by its length, never copied
+                    out.append(Unknown(kind_byte, n))
+                else:
+                    out.append(_decode_payload(kind, bytes(buf[pos + 3 : pos + 3 + n]), self._offset + pos))
                 pos += 3 + n
         except AudioSocketProtocolError as exc:
             self._failed = str(exc)
@@ -275,7 +302,7 @@ def encode_uuid(u: uuid_mod.UUID) -> bytes:
 def encode_dtmf(digit: str) -> bytes:
     """One DTMF digit message."""
     if len(digit) != 1 or digit not in DTMF_DIGITS:
-        raise AudioSocketProtocolError(f"DTMF digit {digit!r}: must be one of 0-9*#A-D")
+        raise AudioSocketProtocolError(f"DTMF digit {digit[:8]!r}: must be one of 0-9*#A-D")
     return HEADER.pack(Kind.DTMF, 1) + digit.encode("ascii")
 
 
