@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import urllib.parse
 from typing import Annotated
 
 import pydantic.dataclasses
@@ -20,6 +22,9 @@ class AriSettings:
     Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
     """
 
+    # Base URL of Asterisk's HTTP server: http://host:8088/ (http.conf `bindport`) or, with
+    # `tlsenable=yes` there, https://host:8089/ (`tlsbindaddr`); the events websocket follows it
+    # (ws:// or wss://).
     url: str = "http://127.0.0.1:8088/"
     username: AsteriskName = "voicebridge"
     password: AsteriskName = "voicebridge"
@@ -35,6 +40,27 @@ class AriSettings:
     # After the caller hung up, how long the call handler gets to notice EOF and return before
     # it is cancelled, s (it should return within a frame or two).
     handler_grace_s: Annotated[float, Field(gt=0)] = 5.0
+    # TLS (https URLs only): PEM file of the CA(s) that signed Asterisk's certificate; None uses
+    # the system's trust store.
+    ca_file: str | None = None
+    # Check Asterisk's certificate and host name. Turning it off is for a lab only: it is logged
+    # at WARNING on every start.
+    verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://host:port/ or https://host:port/ (Asterisk's HTTP server)")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"{value}: no such readable file (the CA certificate(s) for ARI's TLS)")
+        return value
 
     @field_validator("audiosocket_host")
     @classmethod
