@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["TestCerts", "make_ca_and_server_cert"]
+__all__ = ["Certs", "make_ca_and_server_cert"]
 
 
 @dataclass(frozen=True, slots=True)
-class TestCerts:
+class Certs:
     """PEM files: the CA certificate, and the server's certificate and key."""
 
     ca_file: Path
@@ -39,7 +39,7 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_ca_and_server_cert(directory: Path) -> TestCerts:
+def make_ca_and_server_cert(directory: Path) -> Certs:
     """Write ca.pem, server.pem and server.key into `directory`; returns their paths."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -91,7 +91,7 @@ def make_ca_and_server_cert(directory: Path) -> TestCerts:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    certs = TestCerts(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    certs = Certs(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     certs.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     certs.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     certs.key_file.write_bytes(
