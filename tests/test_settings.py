@@ -34,6 +34,8 @@ SECTIONS = [
 # Values that a type alone does not tell (a valid non-default value for these fields).
 SPECIAL = {
     ("ari", "audiosocket_host"): "10.0.0.7:4000",
+    ("ari", "url"): "https://pbx.example:8089/",
+    ("ari", "ca_file"): __file__,  # any readable file
     ("yandex", "speed"): 1.5,
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",
