@@ -180,6 +180,7 @@ class FakeAri:
         self.bridges: dict[str, set[str]] = {}
         self.requests: list[RequestSeen] = []
         self.ws_connects = 0
+        self.ws_connected_at: float | None = None  # loop clock of the last websocket accepted
         self._ws: web.WebSocketResponse | None = None
         self._app_name: str | None = None
         self._refuse_ws = False
@@ -362,6 +363,7 @@ class FakeAri:
             await self._ws.close()
         self._ws, self._app_name = ws, request.query.get("app")
         self.ws_connects += 1
+        self.ws_connected_at = asyncio.get_running_loop().time()
         self._changed()
         async for _ in ws:  # the bridge sends nothing; read until either side closes
             pass

@@ -35,8 +35,9 @@ class AriSettings:
     timeout_s: Annotated[float, Field(gt=0)] = 5.0
     # Reconnect backoff after the websocket closed: starts here, doubles per failure ...
     reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
-    # ... up to this, s.
-    reconnect_max_s: Annotated[float, Field(gt=0)] = 10.0
+    # ... up to this, s. Short: while the app is not registered Asterisk refuses every new call
+    # (Stasis app does not exist), so after an Asterisk restart each second of backoff is lost calls.
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 2.0
     # After the caller hung up, how long the call handler gets to notice EOF and return before
     # it is cancelled, s (it should return within a frame or two).
     handler_grace_s: Annotated[float, Field(gt=0)] = 5.0
