@@ -150,8 +150,13 @@ start_chroot() {
     fi
     : >"$OUT"
     # -f: stay in the foreground so $! is Asterisk itself (chroot execs it) and we own its pid.
-    # 9>&-: the child must not inherit our lock fd, or the lock would live as long as Asterisk.
-    setsid chroot "$ROOT" asterisk -f -C "$ASTERISK_CONF" </dev/null >>"$OUT" 2>&1 9>&- &
+    # The daemon inherits no descriptor above 2: neither our lock (fd 9) nor a caller's (e.g.
+    # `flock FILE asterisk.sh up`), or that lock would stay held as long as Asterisk runs. The
+    # subshell execs setsid, which execs chroot, which execs Asterisk: $! is still its pid.
+    (
+        for fd in $(ls "/proc/$BASHPID/fd"); do ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done
+        exec setsid chroot "$ROOT" asterisk -f -C "$ASTERISK_CONF" </dev/null >>"$OUT" 2>&1
+    ) &
     pid=$!
     echo "$pid" >"$PIDFILE"
     log "started Asterisk, pid $pid"
@@ -246,7 +251,7 @@ cmd_logs() {
     tail -n "${LINES:-100}" "$@" "$LOGFILE"
 }
 
-exec 9>>"${TMPDIR:-/tmp}/voicebridge-asterisk.lock"
+exec 9>>"${TMPDIR:-/tmp}/voicebridge-asterisk-sh.lock"  # not the lock tests hold around it
 flock -w 300 9 || die "another asterisk.sh is running"
 
 case ${1:-} in
