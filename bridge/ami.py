@@ -23,7 +23,12 @@ import pydantic.dataclasses
 from panoramisk import Manager
 from pydantic import ConfigDict, Field
 
-from bridge.asterisk_names import AmiSecret, AsteriskName, check_asterisk_name
+from bridge.asterisk_names import (
+    AmiSecret,
+    AsteriskName,
+    check_asterisk_name,
+    warn_if_default_credentials,
+)
 from orchestrator.domain.errors import VoicebridgeError
 
 __all__ = [
@@ -108,6 +113,7 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
 async def _login(settings: AmiSettings, **extra: Any) -> _Manager:
     """Connect and log in, bounded by `login_timeout_s`; raises AmiError with the reason."""
     where = f"AMI {settings.username}@{settings.host}:{settings.port}"
+    warn_if_default_credentials("AMI", "[ami] username/secret", settings.username, settings.secret)
     manager = _Manager(
         loop=asyncio.get_running_loop(),
         host=settings.host,

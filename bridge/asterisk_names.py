@@ -13,12 +13,27 @@ of them): `!`, `@`, spaces and non-ASCII letters are fine. Configure Asterisk's 
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator
 
-__all__ = ["AmiSecret", "AsteriskName", "check_ami_secret", "check_asterisk_name"]
+__all__ = [
+    "DEFAULT_CREDENTIAL",
+    "AmiSecret",
+    "AsteriskName",
+    "check_ami_secret",
+    "check_asterisk_name",
+    "warn_if_default_credentials",
+]
+
+log = logging.getLogger(__name__)
+
+# The ARI/AMI username and password shipped in asterisk_conf/ (ari.conf, manager.conf) and as the
+# settings' defaults: fine on a lab's loopback, a known password anywhere else.
+DEFAULT_CREDENTIAL = "voicebridge"
+_warned: set[str] = set()
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _ONE_LINE = re.compile(r"[^\r\n]{1,128}")
@@ -47,3 +62,25 @@ def check_ami_secret(value: str) -> str:
 
 # The AMI secret: any characters but CR and LF.
 AmiSecret = Annotated[str, AfterValidator(check_ami_secret)]
+
+
+def warn_if_default_credentials(interface: str, where: str, username: str, password: str) -> bool:
+    """Log a WARNING (once per process and interface) if `password` is the shipped default.
+
+    `interface` is "ARI" or "AMI", `where` the settings that hold the credentials. Returns
+    whether the credentials are the default ones.
+    """
+    if password != DEFAULT_CREDENTIAL:
+        return False
+    if interface not in _warned:
+        _warned.add(interface)
+        log.warning(
+            "%s uses the default password of user %r (%s); anyone who can reach Asterisk's %s "
+            "port can control calls: set your own here and in Asterisk's %s",
+            interface,
+            username,
+            where,
+            interface,
+            "ari.conf" if interface == "ARI" else "manager.conf",
+        )
+    return True

@@ -1,249 +1,443 @@
 """FakeAri: TEST INFRASTRUCTURE, not part of the production bridge.
 
-A small stand-in for Asterisk's ARI on a real HTTP server and websocket (aiohttp), enough for
-`AriController`'s call sequence (bridge/ari/legs.py), so `voicebridge serve` can take calls
-without an Asterisk: `place_call()` sends a caller's StasisStart; the bridge's
-`POST /channels/externalMedia` makes a `FakeAsterisk` connect to its AudioSocket server with the
-UUID from `data` (as Asterisk does inside that request), followed by that channel's StasisStart;
-every request is recorded, and `DELETE /channels/{id}` hangs the fake channel up and sends its
-ChannelDestroyed. The swagger resource listing it serves is its own minimal one (only the
-operations the controller uses), not Asterisk's.
+A real aiohttp HTTP server that answers the part of Asterisk 22's ARI the bridge uses, the way
+Asterisk does (shared/docs/asterisk-observed.md, res/res_ari.c): the swagger resource listing
+and declarations aioari loads (with `basePath` rewritten to `http://<Host>/ari`, as Asterisk does
+even over TLS), Basic or `api_key` authentication on every request, the events websocket,
+channels (list/get/answer/hangup/externalMedia) and bridges (create/addChannel/destroy).
+`externalMedia` connects a `FakeAsterisk` AudioSocket leg to the bridge inside the request, as
+Asterisk does, then sends the new channel's StasisStart.
 
-What a real Asterisk then does on the SIP side (a congestion hang-up of an unanswered channel is
-SIP 503) is checked on the real one in tests/e2e/test_drain.py.
+Faults a test can cause: `place_call`, `hangup_caller` (the caller's BYE: its events are lost if
+the websocket is down, and its media leg stays up, as in Asterisk), `drop_websocket` (optionally
+refusing reconnections until `allow_websocket`), `restart` (everything gone: legs hung up,
+channels and bridges forgotten, websocket closed). Over TLS when given an `ssl.SSLContext`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import json
+import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
 
-__all__ = ["FakeAri", "FakeChannel"]
+__all__ = ["FakeAri", "RequestSeen"]
+
+# The operations the bridge uses: resource -> [(path, method, nickname, responseClass, params)].
+# A param is (name, paramType, required).
+_P = tuple[str, str, bool]
+_OPS: dict[str, list[tuple[str, str, str, str, list[_P]]]] = {
+    "channels": [
+        ("/channels", "GET", "list", "List[Channel]", []),
+        ("/channels/{channelId}", "GET", "get", "Channel", [("channelId", "path", True)]),
+        (
+            "/channels/{channelId}",
+            "DELETE",
+            "hangup",
+            "void",
+            [("channelId", "path", True), ("reason", "query", False)],
+        ),
+        ("/channels/{channelId}/answer", "POST", "answer", "void", [("channelId", "path", True)]),
+        (
+            "/channels/externalMedia",
+            "POST",
+            "externalMedia",
+            "Channel",
+            [
+                (name, "query", name in ("app", "external_host", "format"))
+                for name in (
+                    "channelId",
+                    "app",
+                    "external_host",
+                    "encapsulation",
+                    "transport",
+                    "connection_type",
+                    "format",
+                    "direction",
+                    "data",
+                )
+            ],
+        ),
+    ],
+    "bridges": [
+        ("/bridges", "POST", "create", "Bridge", [("type", "query", False), ("bridgeId", "query", False)]),
+        ("/bridges/{bridgeId}", "DELETE", "destroy", "void", [("bridgeId", "path", True)]),
+        (
+            "/bridges/{bridgeId}/addChannel",
+            "POST",
+            "addChannel",
+            "void",
+            [("bridgeId", "path", True), ("channel", "query", True)],
+        ),
+    ],
+    "applications": [
+        (
+            "/applications/{applicationName}",
+            "GET",
+            "get",
+            "Application",
+            [("applicationName", "path", True)],
+        )
+    ],
+    "events": [
+        (
+            "/events",
+            "GET",
+            "eventWebsocket",
+            "Message",
+            [("app", "query", True), ("subscribeAll", "query", False)],
+        )
+    ],
+}
 
 
-def _param(name: str, kind: str = "query", required: bool = False) -> dict[str, Any]:
-    return {"name": name, "paramType": kind, "required": required or kind == "path", "dataType": "string"}
-
-
-def _op(method: str, nickname: str, *params: dict[str, Any], **extra: str) -> dict[str, Any]:
+def _declaration(resource: str, base_path: str) -> dict[str, Any]:
+    apis = []
+    for path, method, nickname, response, params in _OPS[resource]:
+        op: dict[str, Any] = {
+            "httpMethod": method,
+            "nickname": nickname,
+            "responseClass": response,
+            "parameters": [
+                {"name": n, "paramType": t, "required": r, "dataType": "string", "allowMultiple": False}
+                for n, t, r in params
+            ],
+        }
+        if nickname == "eventWebsocket":
+            op["upgrade"] = "websocket"
+            op["websocketProtocol"] = "ari"
+        apis.append({"path": path, "description": nickname, "operations": [op]})
     return {
-        "httpMethod": method,
-        "nickname": nickname,
-        "responseClass": "object",
-        "parameters": list(params),
-        **extra,
+        "apiVersion": "2.0.0",
+        "swaggerVersion": "1.1",
+        "basePath": base_path,
+        "resourcePath": f"/api-docs/{resource}.{{format}}",
+        "apis": apis,
+        "models": {},
     }
 
 
-# resource -> [(path, [operations])]: the operations AriController uses, with their ARI parameters.
-_APIS: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {
-    "channels": [
-        ("/channels/externalMedia", [_op("POST", "externalMedia", *(
-            _param(n) for n in ("app", "channelId", "external_host", "encapsulation", "transport", "format", "data")
-        ))]),
-        ("/channels/{channelId}", [_op("DELETE", "hangup", _param("channelId", "path"), _param("reason_code"), _param("reason"))]),
-        ("/channels/{channelId}/answer", [_op("POST", "answer", _param("channelId", "path"))]),
-    ],
-    "bridges": [
-        ("/bridges", [_op("POST", "create", _param("type"), _param("bridgeId"))]),
-        ("/bridges/{bridgeId}", [_op("DELETE", "destroy", _param("bridgeId", "path"))]),
-        ("/bridges/{bridgeId}/addChannel", [_op("POST", "addChannel", _param("bridgeId", "path"), _param("channel"))]),
-    ],
-    "applications": [
-        ("/applications/{applicationName}", [_op("GET", "get", _param("applicationName", "path"))]),
-    ],
-    "events": [
-        ("/events", [_op("GET", "eventWebsocket", _param("app"), _param("subscribeAll"), upgrade="websocket")]),
-    ],
-}  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class RequestSeen:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    auth: str | None  # "basic", "api_key" or None
 
 
 @dataclass
-class FakeChannel:
-    """One fake caller channel and what the bridge did with it."""
-
+class _Channel:
     id: str
-    answered: bool = False
-    hangup_reason: str | None = None  # `reason` (or `reason_code`) of the bridge's DELETE
-    deleted: asyncio.Event = field(default_factory=asyncio.Event)
-    caller: FakeAsterisk | None = None  # its AudioSocket leg, once externalMedia connected it
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    name: str
+    exten: str
+    caller: str
+    leg: FakeAsterisk | None = None  # the AudioSocket leg of an externalMedia channel
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": "Up",
+            "caller": {"name": "", "number": self.caller},
+            "connected": {"name": "", "number": ""},
+            "dialplan": {"context": "voicebridge-inbound", "exten": self.exten, "priority": 2},
+            "language": "en",
+        }
+
+
+@dataclass
+class _Waiter:
+    predicate: Callable[[], bool]
+    future: asyncio.Future[None] = field(repr=False)
 
 
 class FakeAri:
-    """ARI over HTTP + websocket on 127.0.0.1; `url` is what `[ari] url` should be."""
+    """An ARI server for one Stasis app on 127.0.0.1; `start()`, drive it, `close()`."""
 
-    def __init__(self, app_name: str = "voicebridge") -> None:
-        self.app_name = app_name
-        self.channels: dict[str, FakeChannel] = {}
-        self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, query)
-        self._em: dict[str, FakeChannel] = {}  # externalMedia channel id -> the caller's channel
-        self._pools: dict[tuple[str, int], FakeCallerPool] = {}
-        self._sockets: set[web.WebSocketResponse] = set()
-        self.connected = asyncio.Event()  # the bridge's event websocket is open
+    def __init__(
+        self,
+        *,
+        username: str = "voicebridge",
+        password: str = "voicebridge",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._credentials = f"{username}:{password}"
+        self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.channels: dict[str, _Channel] = {}
+        self.bridges: dict[str, set[str]] = {}
+        self.requests: list[RequestSeen] = []
+        self.ws_connects = 0
+        self.ws_connected_at: float | None = None  # loop clock of the last websocket accepted
+        self._ws: web.WebSocketResponse | None = None
+        self._app_name: str | None = None
+        self._refuse_ws = False
+        self._pools: dict[tuple[str, int], FakeCallerPool] = {}
+        self._numbers = itertools.count(1)
+        self._waiters: list[_Waiter] = []
 
+    # --- lifecycle ---
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        """The base URL to configure as `[ari] url`."""
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}/"
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/ari/api-docs/resources.json", self._resources)
-        app.router.add_get("/ari/api-docs/{name}.json", self._declaration)
-        app.router.add_get("/ari/events", self._events)
-        app.router.add_get("/ari/applications/{name}", self._application)
-        app.router.add_post("/ari/channels/externalMedia", self._external_media)
-        app.router.add_post("/ari/channels/{id}/answer", self._answer)
-        app.router.add_delete("/ari/channels/{id}", self._hangup)
-        app.router.add_post("/ari/bridges", self._bridge_create)
-        app.router.add_post("/ari/bridges/{id}/addChannel", self._no_content)
-        app.router.add_delete("/ari/bridges/{id}", self._no_content)
-        self._runner = web.AppRunner(app)
+        """Listen on 127.0.0.1 (a free port)."""
+        app = web.Application(middlewares=[self._auth])
+        r = app.router
+        r.add_get("/ari/api-docs/resources.json", self._resources)
+        r.add_get("/ari/api-docs/{name}.json", self._api_docs)
+        r.add_get("/ari/events", self._events)
+        r.add_get("/ari/applications/{name}", self._application)
+        r.add_get("/ari/channels", self._list_channels)
+        r.add_post("/ari/channels/externalMedia", self._external_media)
+        r.add_get("/ari/channels/{id}", self._get_channel)
+        r.add_delete("/ari/channels/{id}", self._delete_channel)
+        r.add_post("/ari/channels/{id}/answer", self._answer)
+        r.add_post("/ari/bridges", self._create_bridge)
+        r.add_delete("/ari/bridges/{id}", self._destroy_bridge)
+        r.add_post("/ari/bridges/{id}/addChannel", self._add_channel)
+        self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._ssl)
         await site.start()
-        self.port = self._runner.addresses[0][1]
+        server = site._server  # noqa: SLF001  # aiohttp exposes the bound port only here
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
-        for pool in self._pools.values():
-            await pool.close()
+        """Hang up every leg, close the websocket and stop listening."""
+        await self._forget_everything()
         if self._runner is not None:
             await self._runner.cleanup()
+        for pool in self._pools.values():
+            await pool.close()
 
-    # --- driving calls ---
-    async def place_call(self, exten: str = "100", caller: str = "79990001122") -> FakeChannel:
-        """A new caller enters the Stasis app (its StasisStart is sent)."""
-        channel = FakeChannel(f"fake-{uuid.uuid4().hex[:12]}")
+    # --- what a test does ---
+    @property
+    def websocket_up(self) -> bool:
+        """Whether the app's events websocket is connected."""
+        return self._ws is not None and not self._ws.closed
+
+    async def place_call(self, exten: str = "100", caller: str = "79990000001") -> str:
+        """A caller enters the Stasis app: returns its channel id (StasisStart is sent)."""
+        n = next(self._numbers)
+        channel = _Channel(f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller)
         self.channels[channel.id] = channel
-        await self._send(
-            {
-                "type": "StasisStart",
-                "args": [exten],
-                "channel": {
-                    "id": channel.id,
-                    "name": f"PJSIP/trunk-{channel.id}",
-                    "caller": {"number": caller},
-                },
-            }
-        )
-        return channel
+        await self._send({"type": "StasisStart", "args": [exten], "channel": channel.json()})
+        self._changed()
+        return channel.id
+
+    async def hangup_caller(self, channel_id: str) -> None:
+        """The caller hangs up (BYE): its channel goes; its events are lost if the websocket is down.
+
+        The externalMedia channel stays up, alone in the bridge, as in Asterisk.
+        """
+        channel = self.channels.pop(channel_id)
+        for members in self.bridges.values():
+            members.discard(channel_id)
+        for kind in ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"):
+            await self._send({"type": kind, "cause": 16, "channel": channel.json()})
+        self._changed()
+
+    async def drop_websocket(self, *, refuse: bool = False) -> None:
+        """Close the events websocket; with `refuse`, reconnections get 503 until `allow_websocket`."""
+        self._refuse_ws = refuse
+        ws, self._ws = self._ws, None
+        self._app_name = None
+        if ws is not None:
+            await ws.close()
+        self._changed()
+
+    def allow_websocket(self) -> None:
+        """Accept websocket upgrades again."""
+        self._refuse_ws = False
+
+    async def restart(self) -> None:
+        """Asterisk restarts: every leg hung up, channels and bridges gone, websocket dropped.
+
+        Reconnections are refused until `allow_websocket()` (Asterisk coming back).
+        """
+        self._refuse_ws = True
+        await self._forget_everything()
+        self._changed()
+
+    def legs(self) -> list[FakeAsterisk]:
+        """The AudioSocket legs of the externalMedia channels that exist."""
+        return [c.leg for c in self.channels.values() if c.leg is not None]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Wait until `predicate()` holds, rechecked on every change of the fake's state."""
+        if predicate():
+            return
+        waiter = _Waiter(predicate, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.future
+        finally:
+            self._waiters.remove(waiter)
+
+    # --- internals ---
+    def _changed(self) -> None:
+        for w in self._waiters:
+            if not w.future.done() and w.predicate():
+                w.future.set_result(None)
+
+    async def _forget_everything(self) -> None:
+        ws, self._ws = self._ws, None
+        self._app_name = None
+        if ws is not None:
+            await ws.close()
+        for channel in list(self.channels.values()):
+            if channel.leg is not None:
+                channel.leg.hangup()
+        self.channels.clear()
+        self.bridges.clear()
 
     async def _send(self, event: dict[str, Any]) -> None:
-        event.setdefault("application", self.app_name)
-        for ws in list(self._sockets):
-            await ws.send_str(json.dumps(event))
+        if self._ws is None or self._ws.closed:
+            return  # lost, as Asterisk's events are while no websocket is connected
+        event.setdefault("application", self._app_name)
+        await self._ws.send_str(json.dumps(event))
 
-    # --- HTTP handlers ---
-    def _record(self, request: web.Request) -> None:
-        self.requests.append((request.method, request.path, dict(request.query)))
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        auth: str | None = None
+        ok = False
+        if header.startswith("Basic "):
+            auth = "basic"
+            ok = base64.b64decode(header[6:]).decode() == self._credentials
+        elif "api_key" in request.query:
+            auth = "api_key"
+            ok = request.query["api_key"] == self._credentials
+        self.requests.append(RequestSeen(request.method, request.path, dict(request.query), auth))
+        if not ok:
+            return web.json_response(
+                {"message": "Authentication required"},
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="Asterisk REST Interface"'},
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
 
-    async def _application(self, request: web.Request) -> web.Response:
-        return web.json_response({"name": self.app_name})
-
-    async def _bridge_create(self, request: web.Request) -> web.Response:
-        self._record(request)
-        return web.json_response({"id": request.query.get("bridgeId", "")})
-
-    async def _no_content(self, request: web.Request) -> web.Response:
-        self._record(request)
-        return web.Response(status=204)
+    def _base_path(self, request: web.Request) -> str:
+        return f"http://{request.host}/ari"  # http even over TLS: what Asterisk 22 does
 
     async def _resources(self, request: web.Request) -> web.Response:
-        base = f"http://127.0.0.1:{self.port}/ari"
-        apis = [{"path": f"/api-docs/{name}.{{format}}", "description": name} for name in _APIS]
-        return web.json_response(
-            {"apiVersion": "fake", "swaggerVersion": "1.1", "basePath": base, "apis": apis}
-        )
-
-    async def _declaration(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in _APIS:
-            raise web.HTTPNotFound()
-        apis = [{"path": path, "description": path, "operations": ops} for path, ops in _APIS[name]]
-        base = f"http://127.0.0.1:{self.port}/ari"
         return web.json_response(
             {
+                "apiVersion": "2.0.0",
                 "swaggerVersion": "1.1",
-                "basePath": base,
-                "resourcePath": f"/api-docs/{name}.{{format}}",
-                "apis": apis,
-                "models": {},
+                "basePath": self._base_path(request),
+                "apis": [{"path": f"/api-docs/{name}.{{format}}", "description": name} for name in _OPS],
             }
         )
 
-    async def _events(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
+    async def _api_docs(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _OPS:
+            raise web.HTTPNotFound()
+        return web.json_response(_declaration(name, self._base_path(request)))
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        if self._refuse_ws:
+            raise web.HTTPServiceUnavailable()
+        ws = web.WebSocketResponse(protocols=("ari",))
         await ws.prepare(request)
-        self._sockets.add(ws)
-        self.connected.set()
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self._sockets.discard(ws)
-            if not self._sockets:
-                self.connected.clear()
+        if self._ws is not None:
+            await self._ws.close()
+        self._ws, self._app_name = ws, request.query.get("app")
+        self.ws_connects += 1
+        self.ws_connected_at = asyncio.get_running_loop().time()
+        self._changed()
+        async for _ in ws:  # the bridge sends nothing; read until either side closes
+            pass
+        if self._ws is ws:
+            self._ws, self._app_name = None, None
+            self._changed()
         return ws
 
-    async def _answer(self, request: web.Request) -> web.Response:
-        self._record(request)
+    async def _application(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name != self._app_name:
+            raise web.HTTPNotFound()
+        return web.json_response({"name": name, "channel_ids": list(self.channels)})
+
+    def _channel(self, request: web.Request) -> _Channel:
         channel = self.channels.get(request.match_info["id"])
         if channel is None:
-            raise web.HTTPNotFound()
-        channel.answered = True
+            raise web.HTTPNotFound(text='{"message": "Channel not found"}')
+        return channel
+
+    async def _list_channels(self, request: web.Request) -> web.Response:
+        return web.json_response([c.json() for c in self.channels.values()])
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        return web.json_response(self._channel(request).json())
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self._channel(request)
+        return web.Response(status=204)
+
+    async def _delete_channel(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        del self.channels[channel.id]
+        for members in self.bridges.values():
+            members.discard(channel.id)
+        if channel.leg is not None:
+            channel.leg.hangup()  # EOF on the AudioSocket stream, as Asterisk does
+        for kind in ("StasisEnd", "ChannelDestroyed"):
+            await self._send({"type": kind, "cause": 16, "channel": channel.json()})
+        self._changed()
         return web.Response(status=204)
 
     async def _external_media(self, request: web.Request) -> web.Response:
-        self._record(request)
         q = request.query
-        em_id, call_uuid = q["channelId"], uuid.UUID(q["data"])
         host, _, port = q["external_host"].rpartition(":")
-        # The caller whose bridge this externalMedia channel joins: the one answered last
-        # without a leg (the controller sets calls up one media leg at a time).
-        channel = next(c for c in reversed(self.channels.values()) if c.answered and c.caller is None)
+        n = next(self._numbers)
+        channel = _Channel(q.get("channelId") or f"em-{n}", f"AudioSocket/{host}:{port}-{n:08x}", "", "")
         pool = self._pools.get((host, int(port)))
         if pool is None:
             pool = self._pools[(host, int(port))] = FakeCallerPool(host, int(port))
-        channel.caller = await pool.connect(call_uuid)  # inside the request, as Asterisk does
-        channel.connected.set()
-        self._em[em_id] = channel
-        asyncio.get_running_loop().call_soon(
-            lambda: asyncio.ensure_future(
-                self._send(
-                    {
-                        "type": "StasisStart",
-                        "args": [],
-                        "channel": {"id": em_id, "name": f"AudioSocket/{em_id}"},
-                    }
-                )
-            )
-        )
-        return web.json_response({"id": em_id, "name": f"AudioSocket/{em_id}"})
+        # Asterisk connects to the AudioSocket server inside this request.
+        channel.leg = await pool.connect(uuid.UUID(q["data"]))
+        self.channels[channel.id] = channel
+        await self._send({"type": "StasisStart", "args": [], "channel": channel.json()})
+        self._changed()
+        return web.json_response(channel.json())
 
-    async def _hangup(self, request: web.Request) -> web.Response:
-        self._record(request)
-        cid = request.match_info["id"]
-        channel = self.channels.get(cid)
-        leg = self._em.pop(cid, None)
-        if channel is None and leg is None:
+    async def _create_bridge(self, request: web.Request) -> web.Response:
+        bridge_id = request.query.get("bridgeId") or f"bridge-{next(self._numbers)}"
+        self.bridges[bridge_id] = set()
+        return web.json_response({"id": bridge_id, "bridge_type": "mixing", "channels": []})
+
+    async def _destroy_bridge(self, request: web.Request) -> web.Response:
+        if self.bridges.pop(request.match_info["id"], None) is None:
             raise web.HTTPNotFound()
-        if leg is not None and leg.caller is not None:
-            leg.caller.hangup()  # the AudioSocket connection closes with its channel
-        if channel is not None:
-            channel.hangup_reason = request.query.get("reason") or request.query.get("reason_code")
-            channel.deleted.set()
-            del self.channels[cid]
-        await self._send({"type": "ChannelDestroyed", "cause": 16, "channel": {"id": cid}})
+        self._changed()
+        return web.Response(status=204)
+
+    async def _add_channel(self, request: web.Request) -> web.Response:
+        members = self.bridges.get(request.match_info["id"])
+        if members is None:
+            raise web.HTTPNotFound()
+        channel_id = request.query["channel"]
+        if channel_id not in self.channels:
+            raise web.HTTPUnprocessableEntity(text='{"message": "Channel not found"}')
+        members.add(channel_id)
         return web.Response(status=204)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.fake_ari import FakeAri, FakeChannel
+from testkit.fake_ari_min import FakeAri, FakeChannel
 from testkit.fake_asterisk import FakeAsterisk
 from testkit.phone_call import _free_port
 from testkit.sip import espeak_pcm

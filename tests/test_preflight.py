@@ -191,7 +191,7 @@ async def test_ari_not_answering_is_only_a_warning(caplog: pytest.LogCaptureFixt
         assert await preflight(_settings(ARI__URL=f"http://127.0.0.1:{port}/")) == []
     [record] = [r for r in caplog.records if r.name == "bridge.preflight"]
     assert f"ARI at http://127.0.0.1:{port}/ does not answer" in record.getMessage()
-    assert "the controller retries every 0.5 to 10 s" in record.getMessage()
+    assert "the controller retries every 0.5 to 2 s" in record.getMessage()
 
 
 async def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

@@ -34,12 +34,13 @@ SECTIONS = [
 # Values that a type alone does not tell (a valid non-default value for these fields).
 SPECIAL = {
     ("ari", "audiosocket_host"): "10.0.0.7:4000",
-    ("ari", "url"): "http://10.0.0.7:8089/",
     ("redis", "url"): "redis://10.0.0.7:6380/1",
     ("yandex", "stt_endpoint"): "10.0.0.7:4001",
     ("yandex", "tts_endpoint"): "10.0.0.7:4002",
     ("yandex", "iam_endpoint"): "10.0.0.7:4003",
     ("openai", "base_url"): "http://10.0.0.7:4004/v1",
+    ("ari", "url"): "https://pbx.example:8089/",
+    ("ari", "ca_file"): __file__,  # any readable file
     ("yandex", "speed"): 1.5,
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",

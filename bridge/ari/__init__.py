@@ -4,11 +4,13 @@ stream and a call handler.
 - `settings`: `AriSettings`, the `[ari]` section.
 - `call`: what a handler gets: `AriCall`, the `CallHandler` type, `AriError`.
 - `connection`: `AriConnection`, the events websocket and the REST client, reconnected with backoff.
+- `http`: `AriHttpClient`, aioari's HTTP client with Basic auth in a header and TLS (https/wss).
 - `session`: `CallSession`, the controller's state of one call.
 - `legs`: `CallLegs`, a call's channels and bridge set up and torn down in the order Asterisk 22
   needs, including the Asterisk 22.10.1 stall workaround (never create and tear down AudioSocket
   channels at the same time).
-- `controller`: `AriController`, event dispatch and one owned task per call.
+- `controller`: `AriController`, event dispatch, one owned task per call, and the reconciliation
+  of live calls after every reconnection.
 """
 
 from bridge.ari.call import AriCall, AriError, CallHandler

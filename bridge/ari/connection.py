@@ -12,6 +12,7 @@ replaced on every reconnection, so users read `client` each time and wait on `co
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -20,12 +21,10 @@ from typing import Any
 import aioari
 import aiohttp
 from aiohttp import web_exceptions
-from aioswagger11.http_client import (  # type: ignore[import-untyped]
-    ApiKeyAuthenticator,
-    AsynchronousHttpClient,
-)
 
+from bridge.ari.http import AriHttpClient
 from bridge.ari.settings import AriSettings
+from bridge.asterisk_names import warn_if_default_credentials
 
 __all__ = ["AriConnection"]
 
@@ -36,12 +35,21 @@ class AriConnection:
     """Connects to ARI, subscribes to the app's events and reconnects until `close()`.
 
     `on_text(data)` gets every TEXT message of the websocket (one ARI event as JSON) in order;
-    it runs on the reader and must return without awaiting anything.
+    it runs on the reader and must return without awaiting anything. `on_connected(n)` runs
+    likewise each time the app is registered again (n = 1, 2, ...: the connection's number),
+    before any event of that connection is read: events sent while the websocket was down are
+    lost, so a reconnection is the moment to compare our state with Asterisk's.
     """
 
-    def __init__(self, settings: AriSettings, on_text: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: AriSettings,
+        on_text: Callable[[str], None],
+        on_connected: Callable[[int], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._on_text = on_text
+        self._on_connected = on_connected
         self._client: Any = None  # aioari.Client of the current connection
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._closing = False
@@ -59,6 +67,7 @@ class AriConnection:
     async def run(self) -> None:
         """Connect, serve events, and reconnect with capped backoff until `close()`."""
         self._run_done.clear()
+        self._warn_insecure()
         delay = self._settings.reconnect_min_s
         try:
             while not self._closing:
@@ -81,8 +90,7 @@ class AriConnection:
 
     async def _serve_once(self) -> None:
         s = self._settings
-        host = urllib.parse.urlparse(s.url).hostname or ""
-        http = AsynchronousHttpClient(auth=ApiKeyAuthenticator(host, f"{s.username}:{s.password}"))
+        http = AriHttpClient(s)
         client: Any = aioari.Client(s.url, http)
         try:
             async with asyncio.timeout(s.timeout_s):
@@ -96,6 +104,8 @@ class AriConnection:
             self.connects += 1
             self.connected.set()
             log.info("ARI connected to %s, app %s", s.url, s.app)
+            if self._on_connected is not None:
+                self._on_connected(self.connects)
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     self._on_text(msg.data)
@@ -114,6 +124,19 @@ class AriConnection:
                 await http.close()  # closes the websocket too
             except Exception as exc:  # best effort: log and go on (never CancelledError)
                 log.warning("closing ARI HTTP client failed: %r", exc)
+
+    def _warn_insecure(self) -> None:
+        """Say at start what an attacker on the network or the host could exploit (WARNING)."""
+        s = self._settings
+        warn_if_default_credentials("ARI", "[ari] username/password", s.username, s.password)
+        if s.url.startswith("https:") and not s.verify_tls:
+            log.warning("ARI over TLS without certificate checks ([ari] verify_tls = false)")
+        elif s.url.startswith("http:") and not _is_loopback(s.url):
+            log.warning(
+                "ARI at %s is plain HTTP to another host: its password and every call's events cross "
+                "the network in the clear (use an https URL, Asterisk http.conf tlsenable)",
+                s.url,
+            )
 
     async def _wait_app_registered(self, client: Any) -> None:
         # Asterisk registers the app just after the websocket upgrade; a call placed before that
@@ -144,3 +167,13 @@ class AriConnection:
                 await self._run_done.wait()
         except TimeoutError:
             log.warning("ARI controller: run() did not stop within %s s", self._settings.timeout_s)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

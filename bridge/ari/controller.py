@@ -12,7 +12,14 @@ still unanswered channel up with cause congestion (`DELETE /channels/{id}?reason
 which PJSIP sends as SIP 503 Service Unavailable, so a proxy in front (Kamailio's dispatcher)
 retries the call on another node. Calls already taken go on.
 
-A caller's StasisStart beyond `max_calls` calls in progress is refused the same way, by a short task of its own, and nothing else is set up for it.
+A caller's StasisStart beyond `max_calls` calls in progress is refused the same way, by a short
+task of its own, and nothing else is set up for it.
+
+Events sent while the websocket is down are lost (Asterisk does not replay them). After every
+reconnection the live calls are reconciled: one `GET /channels` lists what still exists, and a
+call whose caller channel is missing is marked gone exactly as if its hang-up event had arrived
+(its media leg is deleted, the handler sees EOF and records "caller_hangup"). This is also how
+calls end when Asterisk restarts under them, in case their AudioSocket streams have not closed.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ import asyncio
 import json
 import logging
 from typing import Any
+
+import aiohttp
+from aiohttp import web_exceptions
 
 from bridge.ari.call import AriCall, AriError, CallHandler
 from bridge.ari.connection import AriConnection
@@ -54,7 +64,7 @@ class AriController:
         self._max_calls = max_calls
         self._refusals = TaskOwner("ari-refuse", cancel_bound_s=settings.timeout_s)
         self._on_call = on_call
-        self._connection = AriConnection(settings, self._dispatch_text)
+        self._connection = AriConnection(settings, self._dispatch_text, self._on_connected)
         self._legs = CallLegs(settings, self._connection, audiosocket)
         self._calls: dict[str, CallSession] = {}  # by caller channel id
         self._by_em: dict[str, CallSession] = {}  # by externalMedia channel id
@@ -64,6 +74,9 @@ class AriController:
         # Set while no call is being set up, served or torn down (a drain waits for it).
         self.idle = asyncio.Event()
         self.idle.set()
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._reconcile_again = False  # reconnected again while reconciling: reconcile once more
+        self.reconciled_gone = 0  # calls found gone by reconciliation, for tests and logs
         self.connected = self._connection.connected  # set while connected and the app is registered
 
     @property
@@ -92,6 +105,7 @@ class AriController:
         """
         self._closing = True
         self._connection.stop_reconnecting()
+        await cancel_and_wait(self._reconcile_task, timeout=self._settings.timeout_s)
         tasks = [s.task for s in self._calls.values() if s.task is not None]
         await cancel_and_wait(*tasks, timeout=self._teardown_bound_s(len(tasks)))
         await self._refusals.aclose()
@@ -105,6 +119,55 @@ class AriController:
         the media lock lets one call's media teardown (two of those waits) run at a time.
         """
         return CANCEL_BOUND_S + (3 + 2 * calls) * self._settings.timeout_s
+
+    # --- reconciliation after a reconnection ---
+    def _on_connected(self, number: int) -> None:
+        """Runs on the reader when the app is registered: reconcile after every reconnection."""
+        if number == 1 or self._closing:
+            return
+        task = self._reconcile_task
+        if task is not None and not task.done():
+            self._reconcile_again = True
+            return
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile(), name="ari-reconcile")
+
+    async def _reconcile(self) -> None:
+        """Mark gone every call whose caller channel Asterisk no longer has (bounded, logged)."""
+        while True:
+            self._reconcile_again = False
+            await self._reconcile_once()
+            if not self._reconcile_again or self._closing:
+                return
+
+    async def _reconcile_once(self) -> None:
+        sessions = [s for s in self._calls.values() if not s.caller_gone.is_set()]
+        client = self._connection.client
+        if not sessions or client is None:
+            return  # nothing to check, or disconnected again (the next connection reconciles)
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                channels = await client.channels.list()
+        except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning(
+                "ARI reconnected, but listing channels to reconcile %d call(s) failed: %r", len(sessions), exc
+            )
+            return
+        live = {channel.id for channel in channels}
+        gone = 0
+        for session in sessions:
+            if session.em_started.done() and session.em_id not in live:
+                session.em_ended.set()  # its StasisEnd/ChannelDestroyed was lost too
+            if session.channel_id in live or session.caller_gone.is_set():
+                continue
+            gone += 1
+            log.info(
+                "call %s: caller gone while ARI was disconnected (channel %s not found after reconnect)",
+                session.uuid,
+                session.channel_id,
+            )
+            session.mark_gone()
+        self.reconciled_gone += gone
+        log.info("ARI reconnected: reconciled %d live call(s), %d found gone", len(sessions), gone)
 
     # --- events (synchronous: never blocks the websocket reader) ---
     def _dispatch_text(self, data: str) -> None:
