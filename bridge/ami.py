@@ -258,16 +258,13 @@ class AmiEventLogger:
                 msg.get("Cause-txt"),
             )
         elif name == "DialBegin":
-            log.info("AMI DialBegin -> %s (%s)", msg.get("DestChannel"), msg.get("DialString"))
+            # The dial string and caller ids are phone numbers (personal data): DEBUG only.
+            log.info("AMI DialBegin -> %s", msg.get("DestChannel"))
+            log.debug("AMI DialBegin dial string %s", msg.get("DialString"))
         elif name == "DialEnd":
             log.info("AMI DialEnd %s -> %s: %s", channel, msg.get("DestChannel"), msg.get("DialStatus"))
         elif name == "Newchannel":
-            log.info(
-                "AMI Newchannel %s uniqueid=%s caller=%s exten=%s",
-                channel,
-                msg.get("Uniqueid"),
-                msg.get("CallerIDNum"),
-                msg.get("Exten"),
-            )
+            log.info("AMI Newchannel %s uniqueid=%s exten=%s", channel, msg.get("Uniqueid"), msg.get("Exten"))
+            log.debug("AMI Newchannel %s caller=%s", channel, msg.get("CallerIDNum"))
         else:
             log.info("AMI %s %s", name, channel or "")

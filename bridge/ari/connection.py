@@ -13,23 +13,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import aioari
 import aiohttp
 from aiohttp import web_exceptions
-from aioswagger11.http_client import (  # type: ignore[import-untyped]
-    ApiKeyAuthenticator,
-    AsynchronousHttpClient,
-)
+from aioswagger11.http_client import AsynchronousHttpClient  # type: ignore[import-untyped]
 
 from bridge.ari.settings import AriSettings
+from bridge.logs import public_url
 
 __all__ = ["AriConnection"]
 
 log = logging.getLogger(__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    """An ARI failure for the log: its class and status or (bounded) message; no response body."""
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    if status == 401:
+        return f"{type(exc).__name__}: HTTP 401: ARI refused the credentials ([ari] username/password)"
+    if status is not None:
+        return f"{type(exc).__name__}: HTTP {status}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+class _BasicAuthHttpClient(AsynchronousHttpClient):  # type: ignore[misc]  # aioswagger11 is untyped
+    """aioswagger11's client with HTTP Basic auth on every request, the websocket upgrade included.
+
+    Its own authenticators put the credentials in the query string for the websocket (and its
+    `ApiKeyAuthenticator` for every request), where they end up in DEBUG request logs and in the
+    URL of any error; a session-wide Basic `Authorization` header keeps them out of URLs.
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        # Not super().__init__(): that builds a session without auth.
+        self.authenticator = None
+        self.websockets: set[aiohttp.ClientWebSocketResponse] = set()
+        basic = aiohttp.BasicAuth(username, password).encode()
+        self.session = aiohttp.ClientSession(headers={"Authorization": basic})
 
 
 class AriConnection:
@@ -66,7 +89,7 @@ class AriConnection:
                     await self._serve_once()
                     delay = self._settings.reconnect_min_s  # it was up: retry quickly after a restart
                 except Exception as exc:  # any failure of one connection: retry (never CancelledError)
-                    log.warning("ARI at %s unavailable: %r", self._settings.url, exc)
+                    log.warning("ARI at %s unavailable: %s", public_url(self._settings.url), _describe(exc))
                 if self._closing:
                     break
                 log.info("ARI reconnect in %.1f s", delay)
@@ -81,8 +104,7 @@ class AriConnection:
 
     async def _serve_once(self) -> None:
         s = self._settings
-        host = urllib.parse.urlparse(s.url).hostname or ""
-        http = AsynchronousHttpClient(auth=ApiKeyAuthenticator(host, f"{s.username}:{s.password}"))
+        http = _BasicAuthHttpClient(s.username, s.password)
         client: Any = aioari.Client(s.url, http)
         try:
             async with asyncio.timeout(s.timeout_s):

@@ -11,6 +11,7 @@ progress or, once the handler runs, drops the media leg so that the handler sees
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from typing import Any
@@ -21,6 +22,7 @@ from bridge.ari.legs import CallLegs
 from bridge.ari.session import CallerGone, CallSession
 from bridge.ari.settings import AriSettings
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.logs import TRACE_ID
 from orchestrator.tasks import CANCEL_BOUND_S, cancel_and_wait
 
 __all__ = ["AriController"]
@@ -125,8 +127,11 @@ class AriController:
         caller_number = (channel.get("caller") or {}).get("number") or None
         self._calls[channel_id] = session
         self._by_em[session.em_id] = session
+        # The call's task and every task it starts log with the call id as the trace id.
+        context = contextvars.copy_context()
+        context.run(TRACE_ID.set, session.uuid)
         session.task = loop.create_task(
-            self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}"
+            self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}", context=context
         )
 
     # --- one call ---
@@ -146,13 +151,13 @@ class AriController:
                 _hangup=lambda: self._legs.delete_caller(session),
             )
             log.info(
-                "call %s: channel %s from %s to %s set up in %.0f ms",
+                "call %s: channel %s to %s set up in %.0f ms",
                 session.uuid,
                 session.channel_id,
-                caller_number,
                 exten,
                 call.setup_s * 1000,
             )
+            log.debug("call %s: caller number %s", session.uuid, caller_number)  # personal data: DEBUG only
             await self._run_handler(session, call)
         except CallerGone as exc:
             log.info("call %s: caller hung up during setup (%s)", session.uuid, exc)
