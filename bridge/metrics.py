@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -130,6 +130,8 @@ class ServiceMetrics(Collector):
         self._live: set[TelephonyGateway] = set()
         self._retired = dict.fromkeys(_CALL_COUNTERS, 0)
         self._gc = _GcPauses()
+        # No `*_created` series: process start time is what they would say, for every family.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = r = CollectorRegistry(auto_describe=False)
         self.calls_total = Counter("voicebridge_calls", "calls ended, by outcome", ["outcome"], registry=r)
         self.turns_total = Counter("voicebridge_turns", "dialogue turns, by route", ["route"], registry=r)

@@ -12,6 +12,7 @@ replaced on every reconnection, so users read `client` each time and wait on `co
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -51,8 +52,8 @@ class _BasicAuthHttpClient(AsynchronousHttpClient):  # type: ignore[misc]  # aio
         # Not super().__init__(): that builds a session without auth.
         self.authenticator = None
         self.websockets: set[aiohttp.ClientWebSocketResponse] = set()
-        basic = aiohttp.BasicAuth(username, password).encode()
-        self.session = aiohttp.ClientSession(headers={"Authorization": basic})
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self.session = aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"})
 
 
 class AriConnection:
