@@ -99,10 +99,12 @@ def _masked(match: re.Match[str]) -> str:
 
 
 class _TraceFilter(logging.Filter):
-    """Stamps `trace_id` (and its text form `trace`) on every record from the context."""
+    """Stamps `trace_id` (and its text form `trace`) on every record, from the context."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        trace_id = TRACE_ID.get()
+        # A line about a call logged outside it (an ARI event on the websocket reader) names it
+        # with `extra={"trace_id": ...}`; that wins.
+        trace_id = getattr(record, "trace_id", None) or TRACE_ID.get()
         record.trace_id = trace_id
         record.trace = f" [{trace_id}]" if trace_id else ""
         return True

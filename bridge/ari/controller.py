@@ -103,6 +103,7 @@ class AriController:
                     session.uuid,
                     kind,
                     event.get("cause_txt") or event.get("cause"),
+                    extra={"trace_id": session.uuid},  # logged on the websocket reader, not in the call
                 )
                 session.mark_gone()
 
