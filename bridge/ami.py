@@ -88,6 +88,10 @@ class AmiSettings:
     log_retry_max_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+# A call id (the AudioSocket UUID) inside a channel name or bridge id.
+_CALL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
     """A Manager that stays closed after `close()` (panoramisk would reconnect)."""
 
@@ -257,6 +261,10 @@ class AmiEventLogger:
         self.events_seen += 1
         name = msg.get("Event")
         channel = msg.get("Channel")
+        # Our calls' AudioSocket channels and bridges carry the call id: such lines get its trace id.
+        named = " ".join(str(msg.get(k) or "") for k in ("Channel", "DestChannel", "BridgeUniqueid"))
+        found = _CALL_ID.search(named)
+        extra = {"trace_id": found.group(0)} if found else None
         if name == "Hangup":
             log.info(
                 "AMI Hangup %s uniqueid=%s cause=%s (%s)",
@@ -264,18 +272,28 @@ class AmiEventLogger:
                 msg.get("Uniqueid"),
                 msg.get("Cause"),
                 msg.get("Cause-txt"),
+                extra=extra,
             )
         elif name == "DialBegin":
-            log.info("AMI DialBegin -> %s (%s)", msg.get("DestChannel"), msg.get("DialString"))
+            # The dial string and caller ids are phone numbers (personal data): DEBUG only.
+            log.info("AMI DialBegin -> %s", msg.get("DestChannel"), extra=extra)
+            log.debug("AMI DialBegin dial string %s", msg.get("DialString"), extra=extra)
         elif name == "DialEnd":
-            log.info("AMI DialEnd %s -> %s: %s", channel, msg.get("DestChannel"), msg.get("DialStatus"))
+            log.info(
+                "AMI DialEnd %s -> %s: %s",
+                channel,
+                msg.get("DestChannel"),
+                msg.get("DialStatus"),
+                extra=extra,
+            )
         elif name == "Newchannel":
             log.info(
-                "AMI Newchannel %s uniqueid=%s caller=%s exten=%s",
+                "AMI Newchannel %s uniqueid=%s exten=%s",
                 channel,
                 msg.get("Uniqueid"),
-                msg.get("CallerIDNum"),
                 msg.get("Exten"),
+                extra=extra,
             )
+            log.debug("AMI Newchannel %s caller=%s", channel, msg.get("CallerIDNum"), extra=extra)
         else:
-            log.info("AMI %s %s", name, channel or "")
+            log.info("AMI %s %s", name, channel or "", extra=extra)

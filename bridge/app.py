@@ -1,11 +1,12 @@
-"""`voicebridge serve`: the service lifecycle. Start the shared pacer, the AudioSocket server and
-the ARI controller; serve each call with a TelephonyGateway and a fresh Orchestrator; log AMI
-events; drain (a deploy) and stop cleanly.
+"""`voicebridge serve`: the service lifecycle. Start the admin port (metrics, health), the shared
+pacer, the AudioSocket server and the ARI controller; serve each call with a TelephonyGateway and
+a fresh Orchestrator, under the call's trace id; log AMI events; drain (a deploy) and stop cleanly.
 
-Drain (`begin_drain()`, on SIGTERM): new calls are refused with congestion (SIP 503, see
-`bridge.ari.controller`), each call in progress may finish its dialogue until `[call]
-drain_timeout_s` after the drain began and then hears the map's drain goodbye and is hung up
-(`Orchestrator.drain_by`); `run_until()` returns once no call is left.
+Drain (`begin_drain()`, on SIGTERM or `POST /drain` on the admin port): new calls are refused
+with congestion (SIP 503, see `bridge.ari.controller`), `/readyz` answers 503, each call in
+progress may finish its dialogue until `[call] drain_timeout_s` after the drain began and then
+hears the map's drain goodbye and is hung up (`Orchestrator.drain_by`); `run_until()` returns
+once no call is left.
 
 What the calls use is built from `Settings` by the composition root (`bridge.composition`):
 process-wide services once at start, the per-call providers by its factories.
@@ -20,17 +21,21 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from bridge.admin import AdminServer
 from bridge.ami import AmiError, AmiEventLogger
 from bridge.ari import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
 from bridge.composition import Composition
 from bridge.fd_limit import raise_fd_limit
 from bridge.gateway import TelephonyGateway
+from bridge.logs import TRACE_ID, public_url
+from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
 from bridge.settings import Settings
 from orchestrator.clock import LoopClock
-from orchestrator.domain.errors import CallSetupError
+from orchestrator.domain.errors import CallSetupError, VoicebridgeError
+from orchestrator.metrics import MetricsRecord, MetricsSink, log_sink
 from orchestrator.orchestrator import (
     CallEvent,
     CallServices,
@@ -63,6 +68,12 @@ class VoicebridgeApp:
         # The last calls' (call id, end reason), for tests and status; bounded for months of uptime.
         self.outcomes: deque[tuple[str, str]] = deque(maxlen=1000)
         self._observer = observer
+        self.metrics = ServiceMetrics(
+            self.pacer,
+            calls_active=lambda: self.calls_active,
+            ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
+        )
+        self.admin: AdminServer | None = None
         # The service's own tasks ("service:ari-controller", "service:ami-event-logger"): stopped
         # one by one in `close()`, in the order the shutdown needs, then the owner is closed.
         self.tasks = TaskOwner("service", cancel_bound_s=settings.call.cancel_bound_s)
@@ -79,8 +90,29 @@ class VoicebridgeApp:
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
         s = self.settings
+        if s.admin.enabled:
+            # First, so that /healthz answers while the cache warms.
+            admin = AdminServer(
+                s.admin, exposition=self.metrics.exposition, readiness=self.readiness, drain=self.begin_drain
+            )
+            await admin.start()
+            self.admin = admin
+            log.info(
+                "admin port on http://%s:%d (/metrics /healthz /readyz /drain)", s.admin.host, admin.port
+            )
+        try:
+            await self._start_calls()
+        except BaseException:
+            if self.admin is not None:  # `close()` may never be called after a failed start
+                await self.admin.close()
+            raise
+
+    async def _start_calls(self) -> None:
+        s = self.settings
         raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
+        self.metrics.install_gc_hook()
         self.services = await self.composition.build_services()
+        self.services.metrics_sink = self._metrics_sink(self.services.metrics_sink or log_sink)
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         try:
@@ -102,12 +134,52 @@ class VoicebridgeApp:
             s.dialogue_map,
             s.audiosocket.bind_host,
             self.audiosocket.port,
-            s.ari.url,
+            public_url(s.ari.url),
             s.ari.app,
         )
 
+    async def readiness(self) -> dict[str, str]:
+        """What keeps the service from taking calls, by name (empty: ready): ARI not connected,
+        AMI not logged in (when `[ami] log_events`), Redis unreachable (when configured), draining."""
+        problems: dict[str, str] = {}
+        if self.draining:
+            problems["draining"] = "the service is draining: no new calls"
+        if self.ari is None or not self.ari.connected.is_set():
+            problems["ari"] = "not connected"
+        if self.settings.ami.log_events and (self._ami_logger is None or not self._ami_logger.connected):
+            problems["ami"] = "not logged in"
+        cache = self.services.audio_cache if self.services is not None else None
+        ping = getattr(cache, "ping", None)
+        if self.settings.redis.url and ping is not None:
+            try:
+                await ping()
+            except VoicebridgeError as exc:
+                problems["redis"] = f"unreachable ({type(exc.__cause__ or exc).__name__})"
+        elif self.settings.redis.url:
+            problems["redis"] = "not started"
+        return problems
+
+    def _metrics_sink(self, forward: MetricsSink) -> MetricsSink:
+        observe = self.metrics.observe_record
+
+        def sink(record: MetricsRecord) -> None:
+            observe(record)
+            forward(record)
+
+        return sink
+
     async def on_call(self, call: AriCall) -> None:
-        """One call: gateway + fresh Orchestrator; returning hangs the caller up."""
+        """One call: gateway + fresh Orchestrator; returning hangs the caller up.
+
+        Runs with the call id as the log's trace id (the ARI controller already set it in the
+        call's task; set here too for callers that run a call otherwise)."""
+        token = TRACE_ID.set(call.call_id)
+        try:
+            await self._serve_call(call)
+        finally:
+            TRACE_ID.reset(token)
+
+    async def _serve_call(self, call: AriCall) -> None:
         assert self.services is not None
         self.calls_total += 1
         self.calls_active += 1
@@ -121,13 +193,13 @@ class VoicebridgeApp:
             close_wait_s=s.audiosocket.close_wait_s,
         )
         reason = "error"
+        self.metrics.call_started(gateway)
         try:
-            observer = None
-            if self._observer is not None:
-                obs = self._observer
-                cid = call.call_id
+            obs, cid, observe_event = self._observer, call.call_id, self.metrics.observe_event
 
-                def observer(event: CallEvent) -> None:
+            def observer(event: CallEvent) -> None:
+                observe_event(event, gateway)
+                if obs is not None:
                     obs(cid, event)
 
             orchestrator = await create_orchestrator_instance(call.call_id, self.services, observer=observer)
@@ -156,6 +228,7 @@ class VoicebridgeApp:
             # The ARI controller hangs the AudioSocket leg up itself, in the order Asterisk copes
             # with (AriController._delete_media).
             await gateway.close(hang_up=False)
+            self.metrics.call_ended(gateway, reason)
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
@@ -264,3 +337,6 @@ class VoicebridgeApp:
             await self.audiosocket.close()
         self.pacer.stop()
         await self.composition.aclose()
+        self.metrics.remove_gc_hook()
+        if self.admin is not None:
+            await self.admin.close()

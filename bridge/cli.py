@@ -120,10 +120,12 @@ def _testkit_missing(exc: ImportError) -> ConfigError:
     )
 
 
-async def _serve(config: str | None, standins: bool) -> int:
+async def _serve(config: str | None, standins: bool, *, verbose: bool = False) -> int:
+    from bridge.logs import configure_logging
     from bridge.settings import load_settings
 
     settings = load_settings(config)
+    configure_logging(settings.log, secrets=settings.secret_values(), level="DEBUG" if verbose else None)
     if standins:
         try:  # test infrastructure, imported only here (not in the product's wheel)
             from testkit.standins.launch import running_standins
@@ -203,11 +205,10 @@ async def _chat(map_path: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `voicebridge` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pymorphy3").setLevel(logging.WARNING)  # dictionary-loading chatter
+    from bridge.logs import LogSettings, configure_logging
+
+    # Until the settings are read (`serve` then logs as its `[log]` section says).
+    configure_logging(LogSettings(format="text"), level="DEBUG" if args.verbose else None)
     try:
         if args.command == "map":
             if args.map_command == "lint":
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             return asyncio.run(_chat(args.map))
         if args.command == "serve":
-            return asyncio.run(_serve(args.config, args.standins))
+            return asyncio.run(_serve(args.config, args.standins, verbose=args.verbose))
         if args.command == "dial":
             return asyncio.run(_dial(args.number, args.config, args.timeout))
         if args.command == "cache":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import ConfigError
 from orchestrator.flow_engine import MapFlowEngine
-from orchestrator.metrics import MetricsSink, log_sink
+from orchestrator.metrics import TRANSCRIPT_FIELDS, MetricsRecord, MetricsSink, log_sink
 from orchestrator.orchestrator import CallServices
 
 Probe = Callable[[], Awaitable[None]]
@@ -57,6 +58,7 @@ __all__ = [
     "Composition",
     "build_audio_cache",
     "file_metrics_sink",
+    "logged_metrics_sink",
     "start_iam_provider",
     "tts_for_warming",
 ]
@@ -115,13 +117,34 @@ async def tts_for_warming(s: Settings, *, iam_token: str | None = None) -> Async
             await channel.close()
 
 
-def file_metrics_sink(path: str) -> MetricsSink:
-    """Append each metrics record as one JSON line to `path` (and log it)."""
+def logged_metrics_sink(*, transcripts: bool) -> MetricsSink:
+    """Each metrics record on the log (`orchestrator.metrics.log_sink`); unless `transcripts`,
+    what the caller said (`TRANSCRIPT_FIELDS`) is left out of the INFO line and logged at DEBUG."""
+    if transcripts:
+        return log_sink
+
+    def sink(record: MetricsRecord) -> None:
+        said = {k: record[k] for k in TRANSCRIPT_FIELDS if record.get(k) is not None}
+        if not said:
+            log_sink(record)
+            return
+        log_sink({k: v for k, v in record.items() if k not in said})
+        log.debug("turn %s transcript: %s", record.get("turn_index"), said)
+
+    return sink
+
+
+def file_metrics_sink(path: str, *, log_to: MetricsSink = log_sink) -> MetricsSink:
+    """Append each metrics record as one JSON line to `path` (created 0600: it holds what callers
+    said) and hand it to `log_to`."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(target, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+    if target.stat().st_mode & 0o077:
+        log.warning("%s: readable by others (it holds transcripts); chmod 600 it", path)
 
     def sink(record: dict[str, Any]) -> None:
-        log_sink(record)
+        log_to(record)
         with target.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
@@ -177,7 +200,7 @@ class Composition:
             stt_factory=stt_factory,
             tts_factory=tts_factory,
             llm_factory=self._llm_factory(dmap, client),
-            metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
+            metrics_sink=self._metrics_sink(),
             call=s.call,
             intent_step=intent_step,
             stt_breaker=self._breaker("stt", stt_probe),
@@ -230,6 +253,11 @@ class Composition:
                 return  # it answered
 
         return probe
+
+    def _metrics_sink(self) -> MetricsSink:
+        s = self.settings
+        logged = logged_metrics_sink(transcripts=s.log.transcripts)
+        return file_metrics_sink(s.metrics_file, log_to=logged) if s.metrics_file else logged
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
         p = self.settings.providers

@@ -10,6 +10,7 @@ phone's jitter buffer and is heard as garbage.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from typing import Annotated, Protocol
 
@@ -19,6 +20,10 @@ from pydantic import ConfigDict, Field
 from orchestrator.audio import FRAME_S
 
 log = logging.getLogger(__name__)
+
+
+# Upper bounds of the tick-lateness buckets, s (Prometheus `le`); the last bucket is +Inf.
+LATENESS_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 class Tickable(Protocol):
@@ -59,6 +64,10 @@ class Pacer:
         self.ticks = 0
         self.resyncs = 0
         self.max_lateness_s = 0.0
+        # How late each tick ran (not each frame: a catch-up tick counts once), as counts per
+        # `LATENESS_BUCKETS_S` bucket plus +Inf, and their sum: exported at scrape time.
+        self.lateness_counts = [0] * (len(LATENESS_BUCKETS_S) + 1)
+        self.lateness_sum_s = 0.0
 
     def add(self, member: Tickable) -> None:
         """Start ticking `member` from the next frame on."""
@@ -104,6 +113,9 @@ class Pacer:
         lateness = now - (self._t0 + (self._n + 1) * self._frame_s)
         if lateness > self.max_lateness_s:
             self.max_lateness_s = lateness
+        if lateness > 0.0:  # a tick may run a hair early: that counts as on time
+            self.lateness_sum_s += lateness
+        self.lateness_counts[bisect.bisect_left(LATENESS_BUCKETS_S, lateness)] += 1
         if behind > self._max_catchup:
             # Stalled for too long: skip the lost frames instead of bursting them.
             self.resyncs += 1

@@ -7,12 +7,20 @@ writers only append to the buffer and wait for room, so nothing here runs per fr
 
 Barge-in and filler cuts call `clear()`, which drops queued audio synchronously: the next tick
 sends silence or newer audio, so no stale frame reaches the caller after that instant.
+
+Counters for metrics (plain integers, read at scrape time; nothing is reported per frame):
+`frames_sent`, `silence_sent`, and `underflows`, silent frames sent in the middle of a segment
+(bot audio was written and the segment not ended, but no whole frame was ready: the caller
+hears a gap). `watch_cut(at, report)` measures a barge-in: the first silent frame after it calls
+`report(seconds since at)` once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Annotated, Protocol
 
 import pydantic.dataclasses
@@ -56,13 +64,17 @@ class Playout:
     __slots__ = (
         "_buf",
         "_closed",
+        "_cut_at",
+        "_cut_report",
         "_drain_waiters",
         "_frames_sent",
         "_high_water",
+        "_in_segment",
         "_resampler",
         "_sink",
         "_space_waiters",
         "silence_sent",
+        "underflows",
     )
 
     def __init__(self, sink: FrameSink, settings: PlayoutSettings | None = None) -> None:
@@ -75,6 +87,10 @@ class Playout:
         self._resampler = Resampler()
         self._frames_sent = 0
         self.silence_sent = 0
+        self.underflows = 0
+        self._in_segment = False  # bot audio written, segment not ended yet
+        self._cut_at: float | None = None
+        self._cut_report: Callable[[float], None] | None = None
         self._closed = False
 
     # --- writer side (the Orchestrator) ---
@@ -83,6 +99,7 @@ class Playout:
         if self._closed:
             raise PlayoutClosed("call audio is closed")
         self._buf += self._resampler.convert(chunk.pcm, chunk.sample_rate)
+        self._in_segment = True
         while len(self._buf) > self._high_water:
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
@@ -94,6 +111,7 @@ class Playout:
         tail = len(self._buf) % FRAME_BYTES
         if tail:
             self._buf += bytes(FRAME_BYTES - tail)
+        self._in_segment = False
 
     async def drain(self) -> None:
         """Wait until all queued audio has been sent (pads the tail first)."""
@@ -109,8 +127,15 @@ class Playout:
         """Drop everything queued, now."""
         self._buf.clear()
         self._resampler.reset()
+        self._in_segment = False
         self._wake(self._space_waiters)
         self._wake(self._drain_waiters)
+
+    def watch_cut(self, at: float, report: Callable[[float], None]) -> None:
+        """Call `report(s)` at the first silent frame sent from now on, with `s` the seconds since
+        `at` (a `time.monotonic()` instant, the loop clock's): how long the caller still heard the
+        bot after a barge-in decided at `at`."""
+        self._cut_at, self._cut_report = at, report
 
     @property
     def frames_sent(self) -> int:
@@ -142,7 +167,17 @@ class Playout:
                 self._wake(self._drain_waiters)
         else:
             self.silence_sent += 1
+            if self._in_segment:
+                self.underflows += 1
             self._sink.send_silence()
+            if self._cut_report is not None:
+                self._report_cut()
+
+    def _report_cut(self) -> None:
+        report, at = self._cut_report, self._cut_at
+        self._cut_report = self._cut_at = None
+        if report is not None and at is not None:
+            report(time.monotonic() - at)
 
     def close(self) -> None:
         """The call is gone: fail pending and future writes with `PlayoutClosed`."""

@@ -11,6 +11,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [playout]      bridge.playout.PlayoutSettings          [providers]  ProvidersSettings (below)
     [redis]        orchestrator.cache.redis_settings.RedisSettings
     [breaker]      orchestrator.breaker.BreakerSettings
+    [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -25,15 +26,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
+from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
 from bridge.vad import VadSettings
@@ -88,6 +92,8 @@ class Settings(BaseModel):
     yandex: YandexSettings = Field(default_factory=YandexSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     espeak: EspeakSettings = Field(default_factory=EspeakSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +117,20 @@ class Settings(BaseModel):
     def redis_url(self) -> str | None:
         """The Redis URL (`[redis] url`), by its older top-level name."""
         return self.redis.url
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret (passwords, keys, tokens, the Redis URL's password): what the
+        log must never show (`bridge.logs.Redactor`)."""
+        values = [
+            self.ari.password,
+            self.ami.secret,
+            self.yandex.api_key,
+            self.yandex.iam_token,
+            self.openai.api_key,
+        ]
+        if self.redis.url:
+            values.append(urllib.parse.urlsplit(self.redis.url).password)
+        return [v for v in values if v]
 
 
 def env_var(*path: str) -> str:

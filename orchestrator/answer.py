@@ -96,6 +96,8 @@ class AnswerPipeline:
                 answer = self._llm.process_user_turn(text, session, attempt=attempt)
                 chunks = aiter(answer)
                 first = await self._first_chunk(chunks, deadline, tasks)
+                if first is not None:
+                    metrics.mark(Mark.LLM_FIRST_TOKEN)
                 if first is None:
                     log.warning("call %s: the LLM answered nothing", self._call_id)
                     await self._play_non_secure(cover)

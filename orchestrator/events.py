@@ -71,7 +71,7 @@ class CallEventKind(StrEnum):
     MISSING_AUDIO = "missing_audio"  # key: not in the audio cache
     FILLER_CUT = "filler_cut"  # (none): a filler was cut because the answer is ready
     FILLER_SKIPPED = "filler_skipped"  # key: the answer was ready before the filler's turn
-    PROVIDER_FAILURE = "provider_failure"  # stage, error
+    PROVIDER_FAILURE = "provider_failure"  # stage, error, provider, kind
     LLM_UNSAFE = "llm_unsafe"  # reason, attempt
     LLM_SAID = "llm_said"  # text: what the LLM answer said, as spoken
 
@@ -130,6 +130,8 @@ class KeyPayload(TypedDict):
 class FailurePayload(TypedDict):
     stage: str  # "playback", "stt", "classifier"
     error: str
+    provider: str  # the failing provider ("redis", "llm", ...; the stage when it does not say)
+    kind: str  # the error's class ("STTError", "TimeoutError", ...): a small, fixed set
 
 
 class UnsafePayload(TypedDict):
@@ -208,7 +210,9 @@ class Observe(Protocol):
     @overload
     def __call__(self, event: Literal[K.MISSING_AUDIO, K.FILLER_SKIPPED], /, *, key: str) -> None: ...
     @overload
-    def __call__(self, event: Literal[K.PROVIDER_FAILURE], /, *, stage: str, error: str) -> None: ...
+    def __call__(
+        self, event: Literal[K.PROVIDER_FAILURE], /, *, stage: str, error: str, provider: str, kind: str
+    ) -> None: ...
     @overload
     def __call__(self, event: Literal[K.LLM_UNSAFE], /, *, reason: str | None, attempt: int) -> None: ...
     def __call__(self, event: CallEventKind, /, **data: EventValue) -> None:

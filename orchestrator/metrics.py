@@ -6,6 +6,9 @@ without arithmetic in the log viewer:
   stt_ms      t1 -> t2  caller speech onset to the STT final
   logic_ms    t2 -> t3  STT final to the classifier/FlowEngine request
   llm_wait_ms t4 -> t5  LLM request to the first TTS audio (unscripted turns)
+  llm_first_token_ms    t4 -> the LLM's first chunk (unscripted turns)
+  tts_first_chunk_ms    text handed to TTS -> its first audio (t5): from the LLM's first chunk
+                        on unscripted turns, from t3 otherwise
   tts_ms      t3 -> t5  logic start to the first TTS audio
   play_ms     t5 -> t6  first TTS audio to the first bot frame queued to the caller
   response_ms t2 -> t6  end of the caller's words to the first bot audio (what the caller feels)
@@ -29,6 +32,9 @@ from orchestrator.domain.models import ArbiterDecision, MetricsLog
 
 log = logging.getLogger("voicebridge.metrics")
 
+# Record fields holding what the caller said: logged at INFO only when the operator opts in.
+TRANSCRIPT_FIELDS = frozenset({"text"})
+
 # One record: JSON-able values (numbers, strings, None, lists of strings) by name.
 MetricsRecord = dict[str, object]
 MetricsSink = Callable[[MetricsRecord], None]
@@ -48,6 +54,7 @@ class Mark(StrEnum):
     # Not in the spec's t1..t6: when the answer proper (not a filler) first reached the caller,
     # when the LLM stream ended, and when the caller cut the bot off.
     ANSWER_AUDIO = "answer_audio_at"
+    LLM_FIRST_TOKEN = "llm_first_token_at"
     LLM_DONE = "llm_done_at"
     BARGE_IN = "barge_in_at"
     # The constrained intent step (issue 8): asked, and answered (or given up on).
@@ -66,6 +73,7 @@ _STAGES = (
     _Stage("stt_ms", Mark.T1_FIRST_USER_AUDIO, Mark.T2_STT_FINAL),
     _Stage("logic_ms", Mark.T2_STT_FINAL, Mark.T3_LOGIC_START),
     _Stage("llm_wait_ms", Mark.T4_LLM_REQUEST, Mark.T5_TTS_FIRST_CHUNK),
+    _Stage("llm_first_token_ms", Mark.T4_LLM_REQUEST, Mark.LLM_FIRST_TOKEN),
     _Stage("tts_ms", Mark.T3_LOGIC_START, Mark.T5_TTS_FIRST_CHUNK),
     _Stage("play_ms", Mark.T5_TTS_FIRST_CHUNK, Mark.T6_FIRST_BOT_AUDIO),
     _Stage("response_ms", Mark.T2_STT_FINAL, Mark.T6_FIRST_BOT_AUDIO),
@@ -82,8 +90,10 @@ _SPEC_MARKS = (
 
 
 def log_sink(record: MetricsRecord) -> None:
-    """Default sink: one JSON line per record on the `voicebridge.metrics` logger."""
-    log.info("%s", json.dumps(record, ensure_ascii=False, default=str))
+    """Default sink: one record per line on the `voicebridge.metrics` logger: the JSON text as the
+    message, and the record itself as the log record's `metrics` attribute (a JSON log formatter
+    writes its fields as the line's own)."""
+    log.info("%s", json.dumps(record, ensure_ascii=False, default=str), extra={"metrics": record})
 
 
 class MetricsLogger:
@@ -170,8 +180,10 @@ class MetricsLogger:
         for mark in _SPEC_MARKS:
             record[mark.value] = self.get(mark)
         for stage in _STAGES:
-            a, b = self.get(stage.start), self.get(stage.end)
-            record[stage.name] = round((b - a) * 1000, 1) if a is not None and b is not None else None
+            record[stage.name] = self._ms(self.get(stage.start), self.get(stage.end))
+        first_token = self.get(Mark.LLM_FIRST_TOKEN)
+        tts_from = first_token if first_token is not None else self.get(Mark.T3_LOGIC_START)
+        record["tts_first_chunk_ms"] = self._ms(tts_from, self.get(Mark.T5_TTS_FIRST_CHUNK))
         record.update({mark.value: at for mark, at in self._extra.items()})
         record.update(self.context)
         self._publish(record)
@@ -187,6 +199,10 @@ class MetricsLogger:
         }
         self._publish(record)
         return record
+
+    @staticmethod
+    def _ms(start: float | None, end: float | None) -> float | None:
+        return round((end - start) * 1000, 1) if start is not None and end is not None else None
 
     def _reset(self) -> None:
         self.context = {}

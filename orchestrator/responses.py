@@ -69,7 +69,14 @@ class Responses:
         """Any STT/TTS/LLM failure: the caller hears the emergency filler, the call goes on."""
         log.warning("call %s: %s failure: %s", self._call_id, stage, exc, extra={"call_id": self._call_id})
         self._metrics.set(error=f"{stage}: {exc}")
-        self._observe(CallEventKind.PROVIDER_FAILURE, stage=stage, error=str(exc))
+        provider = getattr(exc, "provider", "") or stage
+        self._observe(
+            CallEventKind.PROVIDER_FAILURE,
+            stage=stage,
+            error=str(exc),
+            provider=provider,
+            kind=type(exc).__name__,
+        )
         outbound = self._player.outbound
         if outbound is None:
             return

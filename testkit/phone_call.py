@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from bridge.admin import AdminSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
@@ -59,6 +62,7 @@ class PhoneCallResult:
     caller_speech_at: list[float] = field(default_factory=list)  # planned offsets in the pcap, s
     heard_wav: Path | None = None
     orchestrators_left: int = 0  # Orchestrator objects alive after the call (must be 0)
+    prometheus: str = ""  # the admin port's /metrics after the call
 
     def turns(self) -> list[dict[str, Any]]:
         return [m for m in self.metrics if m.get("event") == "turn"]
@@ -120,6 +124,7 @@ async def run_phone_call(
         metrics_file=str(work_dir / "turns.jsonl"),
         audiosocket=AudioSocketSettings(bind_port=port),
         ari=AriSettings(audiosocket_host=f"127.0.0.1:{port}"),
+        admin=AdminSettings(port=0),
     )
     events: list[CallEvent] = []
     async with running_standins(base, caller_lines=lines) as (settings, _, _):
@@ -161,6 +166,12 @@ async def run_phone_call(
                     await asyncio.sleep(0.05)
             gc.collect()
             orchestrators_left = sum(1 for o in gc.get_objects() if type(o) is Orchestrator)
+            assert app.admin is not None
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{app.admin.port}/metrics") as resp,
+            ):
+                prometheus = await resp.text()
         finally:
             await app.close()
         outcomes = list(app.outcomes)
@@ -173,6 +184,7 @@ async def run_phone_call(
         outcomes=outcomes,
         caller_speech_at=offsets,
         orchestrators_left=orchestrators_left,
+        prometheus=prometheus,
     )
     metrics_path = work_dir / "turns.jsonl"
     if metrics_path.exists():

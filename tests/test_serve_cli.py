@@ -40,6 +40,7 @@ async def test_serve_starts_and_stops_cleanly_on_a_signal(sig: signal.Signals) -
     env = {
         "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{_free_port()}/",
         "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()),
+        "VOICEBRIDGE_ADMIN__PORT": "0",
     }
     proc = await _spawn("serve", "--standins", env=env)
     assert proc.stdout is not None

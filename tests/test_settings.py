@@ -44,6 +44,8 @@ SPECIAL = {
     ("yandex", "speed"): 1.5,
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",
+    ("log", "format"): "json",
+    ("log", "level"): "DEBUG",
 }
 
 
@@ -95,6 +97,8 @@ def test_sections_are_the_components_models() -> None:
         "espeak",
         "redis",
         "breaker",
+        "admin",
+        "log",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -109,6 +113,8 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.adapters.openai_settings",
         "orchestrator.adapters.tts.espeak_settings",
         "orchestrator.cache.redis_settings",
+        "bridge.admin",
+        "bridge.logs",
     }
 
 
@@ -332,6 +338,9 @@ class _RecordingGateway:
     async def close(self, *, hang_up: bool = True) -> None:
         return None
 
+    def stats(self) -> dict[str, int]:
+        return {}
+
 
 async def test_each_component_receives_its_own_settings_object(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(
@@ -341,6 +350,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
             "VOICEBRIDGE_ARI__URL": "http://127.0.0.1:9/",  # nothing there: the controller retries
             "VOICEBRIDGE_VAD__MAX_GAP_MS": "80",
             "VOICEBRIDGE_PLAYOUT__HIGH_WATER_MS": "100",
+            "VOICEBRIDGE_ADMIN__PORT": "0",
         },
     )
     _RecordingAmiLogger.created = asyncio.Event()
@@ -349,7 +359,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
     app = VoicebridgeApp(s)
 
     async def no_providers() -> Any:
-        return object()
+        return types.SimpleNamespace(metrics_sink=None)
 
     monkeypatch.setattr(app.composition, "build_services", no_providers)
 

@@ -25,10 +25,21 @@ from aiohttp import web_exceptions
 from bridge.ari.http import AriHttpClient
 from bridge.ari.settings import AriSettings
 from bridge.asterisk_names import warn_if_default_credentials
+from bridge.logs import public_url
 
 __all__ = ["AriConnection"]
 
 log = logging.getLogger(__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    """An ARI failure for the log: its class and status or (bounded) message; no response body."""
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    if status == 401:
+        return f"{type(exc).__name__}: HTTP 401: ARI refused the credentials ([ari] username/password)"
+    if status is not None:
+        return f"{type(exc).__name__}: HTTP {status}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 class AriConnection:
@@ -75,7 +86,7 @@ class AriConnection:
                     await self._serve_once()
                     delay = self._settings.reconnect_min_s  # it was up: retry quickly after a restart
                 except Exception as exc:  # any failure of one connection: retry (never CancelledError)
-                    log.warning("ARI at %s unavailable: %r", self._settings.url, exc)
+                    log.warning("ARI at %s unavailable: %s", public_url(self._settings.url), _describe(exc))
                 if self._closing:
                     break
                 log.info("ARI reconnect in %.1f s", delay)

@@ -25,6 +25,7 @@ calls end when Asterisk restarts under them, in case their AudioSocket streams h
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from typing import Any
@@ -38,6 +39,7 @@ from bridge.ari.legs import CallLegs
 from bridge.ari.session import CallerGone, CallSession
 from bridge.ari.settings import AriSettings
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.logs import TRACE_ID
 from orchestrator.log_limits import RateLimitedLog
 from orchestrator.tasks import CANCEL_BOUND_S, TaskOwner, cancel_and_wait
 
@@ -192,6 +194,7 @@ class AriController:
                     session.uuid,
                     kind,
                     event.get("cause_txt") or event.get("cause"),
+                    extra={"trace_id": session.uuid},  # logged on the websocket reader, not in the call
                 )
                 session.mark_gone()
 
@@ -233,8 +236,11 @@ class AriController:
         self._calls[channel_id] = session
         self.idle.clear()
         self._by_em[session.em_id] = session
+        # The call's task and every task it starts log with the call id as the trace id.
+        context = contextvars.copy_context()
+        context.run(TRACE_ID.set, session.uuid)
         session.task = loop.create_task(
-            self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}"
+            self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}", context=context
         )
 
     # --- one call ---
@@ -254,13 +260,13 @@ class AriController:
                 _hangup=lambda: self._legs.delete_caller(session),
             )
             log.info(
-                "call %s: channel %s from %s to %s set up in %.0f ms",
+                "call %s: channel %s to %s set up in %.0f ms",
                 session.uuid,
                 session.channel_id,
-                caller_number,
                 exten,
                 call.setup_s * 1000,
             )
+            log.debug("call %s: caller number %s", session.uuid, caller_number)  # personal data: DEBUG only
             await self._run_handler(session, call)
         except CallerGone as exc:
             log.info("call %s: caller hung up during setup (%s)", session.uuid, exc)

@@ -63,6 +63,7 @@ from bridge.audiosocket.protocol import (
     encode_hangup,
 )
 from bridge.fd_limit import fd_limit, open_fds
+from bridge.logs import TRACE_ID
 from bridge.pacer import Pacer
 from orchestrator.audio import SILENCE_FRAME
 from orchestrator.log_limits import RateLimitedLog
@@ -473,6 +474,10 @@ class _ServerProtocol(asyncio.Protocol):
             limited=self._server.limited,
         )
         self._conn = conn
+        # The call's trace id for every line logged in this connection's callbacks (the VAD, the
+        # barge-in, the hang-up): asyncio runs each read of a transport in the one context it
+        # copied for the transport's reader, so setting it here, once, holds for the connection.
+        TRACE_ID.set(str(first.uuid))
         fut.set_result(conn)
         conn._on_messages(msgs[1:])
 
