@@ -8,6 +8,11 @@ channels (list/get/answer/hangup/externalMedia) and bridges (create/addChannel/d
 `externalMedia` connects a `FakeAsterisk` AudioSocket leg to the bridge inside the request, as
 Asterisk does, then sends the new channel's StasisStart.
 
+What the bridge did is visible: every request (`requests`, with how it authenticated), whether
+a channel was answered, and every channel it hung up (`deleted`, with the `reason` of its
+`DELETE /channels/{id}`, e.g. `congestion` for a refused call); `leg_of(caller)` is the
+AudioSocket leg bridged with a caller.
+
 Faults a test can cause: `place_call`, `hangup_caller` (the caller's BYE: its events are lost if
 the websocket is down, and its media leg stays up, as in Asterisk), `drop_websocket` (optionally
 refusing reconnections until `allow_websocket`), `restart` (everything gone: legs hung up,
@@ -30,7 +35,7 @@ from aiohttp import web
 
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
 
-__all__ = ["FakeAri", "RequestSeen"]
+__all__ = ["FakeAri", "FakeChannel", "RequestSeen"]
 
 # The operations the bridge uses: resource -> [(path, method, nickname, responseClass, params)].
 # A param is (name, paramType, required).
@@ -44,7 +49,7 @@ _OPS: dict[str, list[tuple[str, str, str, str, list[_P]]]] = {
             "DELETE",
             "hangup",
             "void",
-            [("channelId", "path", True), ("reason", "query", False)],
+            [("channelId", "path", True), ("reason_code", "query", False), ("reason", "query", False)],
         ),
         ("/channels/{channelId}/answer", "POST", "answer", "void", [("channelId", "path", True)]),
         (
@@ -137,12 +142,16 @@ class RequestSeen:
 
 
 @dataclass
-class _Channel:
+class FakeChannel:
+    """One channel (a caller's, or an externalMedia one) and what the bridge did with it."""
+
     id: str
     name: str
     exten: str
     caller: str
     leg: FakeAsterisk | None = None  # the AudioSocket leg of an externalMedia channel
+    answered: bool = False
+    hangup_reason: str | None = None  # `reason` (or `reason_code`) of the bridge's DELETE, if any
 
     def json(self) -> dict[str, Any]:
         return {
@@ -176,7 +185,8 @@ class FakeAri:
         self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
         self.port = 0
-        self.channels: dict[str, _Channel] = {}
+        self.channels: dict[str, FakeChannel] = {}  # the channels that exist now
+        self.deleted: dict[str, FakeChannel] = {}  # every channel the bridge hung up (DELETE)
         self.bridges: dict[str, set[str]] = {}
         self.requests: list[RequestSeen] = []
         self.ws_connects = 0
@@ -235,7 +245,7 @@ class FakeAri:
     async def place_call(self, exten: str = "100", caller: str = "79990000001") -> str:
         """A caller enters the Stasis app: returns its channel id (StasisStart is sent)."""
         n = next(self._numbers)
-        channel = _Channel(f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller)
+        channel = FakeChannel(f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller)
         self.channels[channel.id] = channel
         await self._send({"type": "StasisStart", "args": [exten], "channel": channel.json()})
         self._changed()
@@ -274,6 +284,16 @@ class FakeAri:
         self._refuse_ws = True
         await self._forget_everything()
         self._changed()
+
+    def leg_of(self, channel_id: str) -> FakeAsterisk | None:
+        """The AudioSocket leg of the externalMedia channel bridged with `channel_id`, if any."""
+        for members in self.bridges.values():
+            if channel_id in members:
+                for other in members:
+                    channel = self.channels.get(other)
+                    if channel is not None and channel.leg is not None:
+                        return channel.leg
+        return None
 
     def legs(self) -> list[FakeAsterisk]:
         """The AudioSocket legs of the externalMedia channels that exist."""
@@ -378,7 +398,7 @@ class FakeAri:
             raise web.HTTPNotFound()
         return web.json_response({"name": name, "channel_ids": list(self.channels)})
 
-    def _channel(self, request: web.Request) -> _Channel:
+    def _channel(self, request: web.Request) -> FakeChannel:
         channel = self.channels.get(request.match_info["id"])
         if channel is None:
             raise web.HTTPNotFound(text='{"message": "Channel not found"}')
@@ -391,12 +411,15 @@ class FakeAri:
         return web.json_response(self._channel(request).json())
 
     async def _answer(self, request: web.Request) -> web.Response:
-        self._channel(request)
+        self._channel(request).answered = True
+        self._changed()
         return web.Response(status=204)
 
     async def _delete_channel(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
+        channel.hangup_reason = request.query.get("reason") or request.query.get("reason_code")
         del self.channels[channel.id]
+        self.deleted[channel.id] = channel
         for members in self.bridges.values():
             members.discard(channel.id)
         if channel.leg is not None:
@@ -410,7 +433,7 @@ class FakeAri:
         q = request.query
         host, _, port = q["external_host"].rpartition(":")
         n = next(self._numbers)
-        channel = _Channel(q.get("channelId") or f"em-{n}", f"AudioSocket/{host}:{port}-{n:08x}", "", "")
+        channel = FakeChannel(q.get("channelId") or f"em-{n}", f"AudioSocket/{host}:{port}-{n:08x}", "", "")
         pool = self._pools.get((host, int(port)))
         if pool is None:
             pool = self._pools[(host, int(port))] = FakeCallerPool(host, int(port))
@@ -440,4 +463,5 @@ class FakeAri:
         if channel_id not in self.channels:
             raise web.HTTPUnprocessableEntity(text='{"message": "Channel not found"}')
         members.add(channel_id)
+        self._changed()
         return web.Response(status=204)

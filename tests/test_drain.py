@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.fake_ari_min import FakeAri, FakeChannel
+from testkit.fake_ari import FakeAri
 from testkit.fake_asterisk import FakeAsterisk
 from testkit.phone_call import _free_port
 from testkit.sip import espeak_pcm
@@ -94,16 +94,15 @@ async def stop(s: Serve) -> None:
         await s.proc.wait()
 
 
-async def answered_call(ari: FakeAri) -> tuple[FakeChannel, FakeAsterisk]:
-    """Place a call and wait until its greeting is heard."""
-    channel = await ari.place_call()
-    async with asyncio.timeout(20):
-        await channel.connected.wait()
-    caller = channel.caller
+async def answered_call(ari: FakeAri) -> tuple[str, FakeAsterisk]:
+    """Place a call and wait until its greeting is heard: (caller channel id, its AudioSocket leg)."""
+    channel_id = await ari.place_call()
+    await ari.wait_for(lambda: ari.leg_of(channel_id) is not None, 20)
+    caller = ari.leg_of(channel_id)
     assert caller is not None
     async with asyncio.timeout(20):
         await caller.wait_until(lambda c: c.voice_count > 0)
-    return channel, caller
+    return channel_id, caller
 
 
 async def bot_finished(caller: FakeAsterisk, voice_before: int, quiet_s: float = 0.8) -> None:
@@ -128,10 +127,10 @@ async def test_sigterm_mid_call_lets_it_finish_refuses_new_calls_and_exits_0(fak
 
         # A new call during the drain: hung up unanswered with congestion (PJSIP: 503).
         second = await fake_ari.place_call()
-        async with asyncio.timeout(10):
-            await second.deleted.wait()
-        assert second.hangup_reason == "congestion" and not second.answered
-        assert second.caller is None
+        await fake_ari.wait_for(lambda: second in fake_ari.deleted, 10)
+        assert fake_ari.deleted[second].hangup_reason == "congestion"
+        assert not fake_ari.deleted[second].answered
+        assert fake_ari.leg_of(second) is None and len(fake_ari.legs()) == 1  # no media leg for it
 
         # The first call goes on to its END_CALL: the caller answers each bot turn.
         heard = 0
@@ -139,9 +138,8 @@ async def test_sigterm_mid_call_lets_it_finish_refuses_new_calls_and_exits_0(fak
             await bot_finished(caller, heard)
             heard = caller.voice_count
             caller.play(espeak_pcm(line))
-        async with asyncio.timeout(60):
-            await first.deleted.wait()
-        assert first.hangup_reason is None  # an ordinary hang-up after the goodbye
+        await fake_ari.wait_for(lambda: first in fake_ari.deleted, 60)
+        assert fake_ari.deleted[first].hangup_reason is None  # an ordinary hang-up after the goodbye
         assert await s.exit_code(30) == 0, s.output
     finally:
         await stop(s)
@@ -158,8 +156,7 @@ async def test_a_call_past_the_drain_timeout_hears_the_goodbye_then_is_hung_up(f
         s.proc.send_signal(signal.SIGTERM)
         await s.wait_for("draining: new calls are refused")
         voice_at_drain = caller.voice_count  # the greeting is still playing, the caller says nothing
-        async with asyncio.timeout(30):
-            await first.deleted.wait()
+        await fake_ari.wait_for(lambda: first in fake_ari.deleted, 30)
         assert await s.exit_code(30) == 0, s.output
     finally:
         await stop(s)
@@ -184,7 +181,7 @@ async def test_a_second_signal_ends_at_once_hanging_up_every_call(
         assert await s.exit_code(20) == 0, s.output
     finally:
         await stop(s)
-    assert first.deleted.is_set()  # the caller was hung up, not left on a dead line
+    assert first in fake_ari.deleted  # the caller was hung up, not left on a dead line
     async with asyncio.timeout(5):
         await caller.wait_closed()  # and its AudioSocket connection closed
     out = s.output
