@@ -23,7 +23,7 @@ from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutSettings
 from bridge.vad import VadSettings, VoiceActivityDetector
-from orchestrator.audio import FRAME_BYTES, SILENCE_FRAME, rms
+from orchestrator.audio import FRAME_BYTES, SILENCE_FRAME, Resampler, resample, rms
 from orchestrator.clock import LoopClock
 from orchestrator.domain.models import AudioChunk
 from testkit.fake_asterisk import read_wav_8k
@@ -176,6 +176,34 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
 
     add("TelephonyGateway.on_audio, clip (push + VAD)", on_audio)
     gateway.on_hangup()  # not close(): the null transport never reports the socket closed
+
+    # The one resampler (libsoxr HQ): a 16 kHz stream cut into 20 ms chunks (bot audio or
+    # inbound slin16), and whole 22.05 kHz clips (espeak-ng output, cache warming) per 20 ms of
+    # audio. Times 50 is the cost of one second of audio.
+    wide = resample(speech, 8000, 16000)
+    wide_frames = _cycle([wide[i : i + 640] for i in range(0, len(wide) - 639, 640)], number)
+    streamed = Resampler()
+
+    def resample_stream(n: int) -> None:
+        convert = streamed.convert
+        for i in range(n):
+            convert(wide_frames[i], 16000)
+
+    add("Resampler.convert 16 -> 8 kHz, one 20 ms chunk", resample_stream)
+    clip22 = resample(speech, 8000, 22050)
+    clip_frames = max(1, len(speech) // FRAME_BYTES)
+
+    def resample_clip(n: int) -> None:
+        for _ in range(max(1, n // clip_frames)):
+            resample(clip22, 22050, 8000)
+
+    out.append(
+        MicroResult(
+            "resample 22.05 -> 8 kHz, whole clip, per 20 ms",
+            _best_ns(resample_clip, number, repeat),
+            number * repeat,
+        )
+    )
     return out
 
 

@@ -1,6 +1,11 @@
 """`voicebridge serve`: the service lifecycle. Start the shared pacer, the AudioSocket server and
 the ARI controller; serve each call with a TelephonyGateway and a fresh Orchestrator; log AMI
-events; stop cleanly.
+events; drain (a deploy) and stop cleanly.
+
+Drain (`begin_drain()`, on SIGTERM): new calls are refused with congestion (SIP 503, see
+`bridge.ari.controller`), each call in progress may finish its dialogue until `[call]
+drain_timeout_s` after the drain began and then hears the map's drain goodbye and is hung up
+(`Orchestrator.drain_by`); `run_until()` returns once no call is left.
 
 What the calls use is built from `Settings` by the composition root (`bridge.composition`):
 process-wide services once at start, the per-call providers by its factories.
@@ -24,7 +29,12 @@ from bridge.pacer import Pacer
 from bridge.settings import Settings
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import CallSetupError
-from orchestrator.orchestrator import CallEvent, CallServices, create_orchestrator_instance
+from orchestrator.orchestrator import (
+    CallEvent,
+    CallServices,
+    Orchestrator,
+    create_orchestrator_instance,
+)
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,11 @@ class VoicebridgeApp:
         self._ami_task: asyncio.Task[None] | None = None
         self._ami_logger: AmiEventLogger | None = None
         self._stopping = asyncio.Event()
+        # Drain: `draining` is read by the admin endpoint (/readyz answers 503 while it is true).
+        self.draining = False
+        self._drain_deadline: float | None = None  # clock time the calls must end by
+        self._drain_requested = asyncio.Event()
+        self._orchestrators: set[Orchestrator] = set()  # calls in their dialogue, for the drain
 
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
@@ -67,6 +82,8 @@ class VoicebridgeApp:
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         await self.audiosocket.start()
         self.ari = AriController(s.ari, self.audiosocket, self.on_call)
+        if self.draining:  # SIGTERM while starting
+            self.ari.refuse_new_calls()
         self._ari_task = self.tasks.spawn(self.ari.run(), "ari-controller")
         if s.ami.log_events:
             self._ami_task = self.tasks.spawn(self._log_ami_events(), "ami-event-logger")
@@ -108,8 +125,17 @@ class VoicebridgeApp:
                     obs(cid, event)
 
             orchestrator = await create_orchestrator_instance(call.call_id, self.services, observer=observer)
-            outcome = await orchestrator.run(gateway, gateway.outbound)
+            if self._drain_deadline is not None:  # taken just before the drain began
+                orchestrator.drain_by(self._drain_deadline)
+            self._orchestrators.add(orchestrator)
+            try:
+                outcome = await orchestrator.run(gateway, gateway.outbound)
+            finally:
+                self._orchestrators.discard(orchestrator)
             reason = outcome.reason
+        except asyncio.CancelledError:
+            reason = "shutdown"  # the service stopped at once (close()): the call was hung up
+            raise
         except CallSetupError as exc:
             log.error("%s", exc)  # names the call
             reason = "setup_failed"
@@ -158,14 +184,55 @@ class VoicebridgeApp:
         except Exception as exc:  # the caller is gone, the cache is down: nothing more to do
             log.warning("call: cannot play %s before hanging up: %r", key, exc)
 
+    def begin_drain(self) -> None:
+        """Stop taking calls and let the calls in progress end (see the module docstring).
+
+        Synchronous (a signal handler or an HTTP handler calls it) and idempotent: the first call
+        fixes the deadline. `run_until()` returns once the last call has ended.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        timeout = self.settings.call.drain_timeout_s
+        self._drain_deadline = self.clock.now() + timeout
+        if self.ari is not None:
+            self.ari.refuse_new_calls()
+        for orchestrator in self._orchestrators:
+            orchestrator.drain_by(self._drain_deadline)
+        active = self.ari.active_calls if self.ari is not None else 0
+        log.info(
+            "draining: new calls are refused (SIP 503); %d call(s) in progress may go on for up to %.0f s",
+            active,
+            timeout,
+        )
+        self._drain_requested.set()
+
     async def run_until(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set or the ARI controller gives up."""
+        """Serve until `stop` is set, the ARI controller gives up, or a drain has ended the last call."""
         assert self._ari_task is not None
         stopper = self.tasks.spawn(stop.wait(), "stop-signal")
+        drained = self.tasks.spawn(self._drained(), "drain")
         try:
-            await asyncio.wait({stopper, self._ari_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stopper, drained, self._ari_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait(stopper, timeout=self.tasks.cancel_bound_s)
+            await cancel_and_wait(stopper, drained, timeout=self.tasks.cancel_bound_s)
+
+    async def _drained(self) -> None:
+        """Returns when a drain has begun and no call is left (bounded: past the drain deadline
+        plus the goodbye and teardown bounds, the rest is left to `close()`)."""
+        await self._drain_requested.wait()
+        assert self.ari is not None
+        s = self.settings
+        grace = s.call.apologise_timeout_s + s.call.cancel_bound_s + 3 * s.ari.timeout_s
+        try:
+            async with asyncio.timeout(s.call.drain_timeout_s + grace):
+                await self.ari.idle.wait()
+        except TimeoutError:
+            log.warning(
+                "drain: %d call(s) still up past the drain bound; hanging them up", self.ari.active_calls
+            )
+            return
+        log.info("drain complete: no call left (%d refused meanwhile)", self.ari.refused)
 
     async def close(self) -> None:
         """Hang up every call, stop listening, release the providers."""

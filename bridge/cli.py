@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -33,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the bridge until SIGINT/SIGTERM")
+    serve = sub.add_parser("serve", help="run the bridge; SIGTERM drains its calls, SIGINT stops at once")
     serve.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
     serve.add_argument(
         "--standins",
@@ -90,18 +89,18 @@ async def _serve(config: str | None, standins: bool) -> int:
 
 async def _serve_with(settings: Settings) -> int:
     from bridge.app import VoicebridgeApp
+    from bridge.stop_signals import stop_signals
 
     app = VoicebridgeApp(settings)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await app.start()
-        log.info("voicebridge serving; Ctrl-C to stop")
-        await app.run_until(stop)
-    finally:
-        await app.close()
+    # SIGTERM drains (calls in progress finish), SIGINT or a second SIGTERM stops at once; exit 0.
+    with stop_signals(app, stop):
+        try:
+            await app.start()
+            log.info("voicebridge serving; SIGTERM drains, Ctrl-C stops")
+            await app.run_until(stop)
+        finally:
+            await app.close()
     return 0
 
 

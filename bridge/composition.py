@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from orchestrator.adapters.speechkit import YandexSettings
     from orchestrator.adapters.tts.espeak_settings import EspeakSettings
     from orchestrator.adapters.yandex_iam import IamTokenProvider
+    from orchestrator.breaker import CircuitBreaker
+    from orchestrator.cache.resilient import ResilientAudioCache
     from orchestrator.intents.classifier import VectorIntentClassifier
 
 __all__ = [
@@ -131,6 +133,7 @@ class Composition:
         self.settings = settings
         self.clock = clock
         self.iam: IamTokenProvider | None = None
+        self.tts_breaker: CircuitBreaker | None = None  # built with the services
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def iam_token(self) -> str | None:
@@ -151,8 +154,15 @@ class Composition:
         client = self._openai_client()
         classifier = await self._classifier(dmap, client)
         intent_step = self._intent_step(dmap, classifier, client)
-        cache = build_audio_cache(s)
+        tts_factory = self._tts_factory()
+        cache = self._audio_cache(dmap, tts_factory)
         await self._warm(dmap, cache)
+        cache.start()
+        log.info(
+            "audio cache: %.1f MB of the map's phrases held in memory (bound %.0f MB + the vital ones)",
+            cache.memory_bytes / 2**20,
+            s.redis.memory_max_mb,
+        )
         return CallServices(
             dialogue_map=dmap,
             flow_engine=MapFlowEngine(dmap),
@@ -161,12 +171,31 @@ class Composition:
             clock=self.clock,
             render=render_template,
             stt_factory=self._stt_factory(),
-            tts_factory=self._tts_factory(),
+            tts_factory=tts_factory,
             llm_factory=self._llm_factory(dmap, client),
             metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
             call=s.call,
             intent_step=intent_step,
         )
+
+    def _audio_cache(
+        self, dmap: DialogueMap, tts_factory: Callable[[str], TTSManager]
+    ) -> ResilientAudioCache:
+        """The map's phrases in memory, Redis when configured, live TTS behind both."""
+        from orchestrator.cache.resilient import ResilientAudioCache
+        from orchestrator.cache.warm import live_synthesis
+
+        s = self.settings
+        redis = None
+        if s.redis.url:
+            from orchestrator.cache.redis_cache import RedisAudioCache
+
+            redis = RedisAudioCache(s.redis)
+        cache = ResilientAudioCache.for_map(
+            dmap, settings=s.redis, clock=self.clock, redis=redis, synthesize=live_synthesis(tts_factory)
+        )
+        self._closers.append(cache.aclose)
+        return cache
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
         p = self.settings.providers
@@ -246,6 +275,26 @@ class Composition:
         return stt_factory
 
     def _tts_factory(self) -> Callable[[str], TTSManager]:
+        """Each call's TTS behind the provider's circuit breaker (probed with a fresh manager)."""
+        from orchestrator.adapters.tts.breaker import BreakerTTS
+        from orchestrator.breaker import CircuitBreaker
+
+        inner = self._raw_tts_factory()
+
+        async def probe() -> None:
+            tts = inner("tts-probe")
+            try:
+                await tts.connect()
+            finally:
+                await tts.aclose()
+
+        name = f"TTS ({self.settings.providers.tts})"
+        breaker = CircuitBreaker(name, self.settings.breaker, clock=self.clock, probe=probe)
+        self.tts_breaker = breaker
+        self._closers.append(breaker.aclose)
+        return lambda call_id: BreakerTTS(inner(call_id), breaker)
+
+    def _raw_tts_factory(self) -> Callable[[str], TTSManager]:
         if self.settings.providers.tts == "espeak":
             espeak = self.settings.espeak
             return lambda _call_id: _espeak(espeak)

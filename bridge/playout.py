@@ -87,11 +87,11 @@ class Playout:
             await fut
 
     def end_segment(self) -> None:
-        """Pad the last partial frame with silence and reset the resampler."""
+        """Take the resampler's held-back tail, pad the last partial frame with silence."""
+        self._buf += self._resampler.flush()
         tail = len(self._buf) % FRAME_BYTES
         if tail:
             self._buf += bytes(FRAME_BYTES - tail)
-        self._resampler.reset()
 
     async def drain(self) -> None:
         """Wait until all queued audio has been sent (pads the tail first)."""

@@ -39,6 +39,7 @@ from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.tts.espeak_settings import EspeakSettings
+from orchestrator.breaker import BreakerSettings
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
@@ -74,6 +75,7 @@ class Settings(BaseModel):
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
     metrics_file: str | None = None  # JSON lines; None: the log only
     redis: RedisSettings = Field(default_factory=RedisSettings)  # no url: in-memory audio cache
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)  # the TTS circuit breaker
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     ari: AriSettings = Field(default_factory=AriSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)

@@ -36,3 +36,8 @@ class CallSettings:
     # Bound on a cancelled task's unwinding (a cut playback, the answer's tasks, the call's tasks
     # at its end; the service's own tasks at shutdown): past it the task is logged and abandoned.
     cancel_bound_s: _Positive = 5.0
+    # Graceful drain (SIGTERM, `VoicebridgeApp.begin_drain()`): how long calls in progress may go
+    # on finishing their dialogue; past it each hears the map's drain goodbye and is hung up. A
+    # supervisor's stop grace (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds)
+    # should exceed it by the goodbye's length plus a few seconds of teardown.
+    drain_timeout_s: _Positive = 60.0

@@ -20,8 +20,11 @@ from typing import Literal, Protocol, TypedDict, overload
 log = logging.getLogger(__name__)
 
 # Why a call ended: END_CALL state, the caller hung up, STT failed for good, the caller stayed
-# silent past the reprompts, a bug, or the service shut the call down.
-EndReason = Literal["end_call", "caller_hangup", "stt_failed", "no_input", "error", "shutdown"]
+# silent past the reprompts, a bug, the service shut the call down, or the service's drain ran
+# out of time (the caller heard the drain goodbye).
+EndReason = Literal[
+    "end_call", "caller_hangup", "stt_failed", "no_input", "error", "shutdown", "drain_timeout"
+]
 
 # Payload values of an event (texts, keys, state ids, counts).
 EventValue = str | int | float | bool | None

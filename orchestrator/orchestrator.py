@@ -18,6 +18,9 @@ with a bound before `run()` returns):
                  uninterrupted (echoes, backchannels), and hands the rest to the dialogue.
 - `dialogue`     greeting, then one user turn after another until the call ends.
 - `hangup`       waits for the caller's hang-up.
+- `drain`        idle until the service drains (`drain_by`), then sleeps until the drain deadline;
+                 if the call is still going then, the dialogue is cancelled and the caller hears
+                 the map's drain goodbye before the call ends (`drain_timeout`).
 - `playback`     one parent task per bot turn (`current_playback_task`); barge-in cancels it, and
                  everything it started (synthesis, fillers, the LLM pipeline) is cancelled with it.
 Barge-in arrives synchronously from the gateway's VAD (`on_speech_start`), so the bot stops within
@@ -159,6 +162,8 @@ class Orchestrator:
         self._recognition: RecognitionStream | None = None
         self._stt_results_dropped = 0
         self._shut_down = False
+        self._drain_deadline: float | None = None  # clock time; set once by `drain_by`
+        self._draining = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     async def _setup_connections(self) -> None:
@@ -175,8 +180,12 @@ class Orchestrator:
             self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
             hangup = self.tasks.spawn(inbound_stream.wait_hangup(), "hangup")
-            await asyncio.wait({hangup, dialogue}, return_when=asyncio.FIRST_COMPLETED)
-            if dialogue.done():
+            drain = self.tasks.spawn(self._drain_timer(), "drain")
+            await asyncio.wait({hangup, dialogue, drain}, return_when=asyncio.FIRST_COMPLETED)
+            if drain.done() and not dialogue.done() and not hangup.done():
+                await self._wind_up(dialogue)
+                self.end_reason = "drain_timeout"
+            elif dialogue.done():
                 exc = None if dialogue.cancelled() else dialogue.exception()
                 if exc is not None:
                     log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
@@ -192,6 +201,63 @@ class Orchestrator:
             self.turns.handle(TurnEvent.HANG_UP)
             await self.shutdown()
         return CallOutcome(self.end_reason or "error", self.metrics_logger.log.turn_index)
+
+    def drain_by(self, deadline: float) -> None:
+        """The service is draining: the dialogue may go on until clock time `deadline`.
+
+        Past it, if the call is still going, whatever the bot or the caller was doing is cut, the
+        caller hears the map's `drain_goodbye_key` (else its emergency filler), bounded by
+        `[call] apologise_timeout_s`, and `run()` returns with `drain_timeout`. Synchronous, so
+        a signal handler can call it; idempotent (the first deadline stays). Works before `run()`.
+        """
+        if self._drain_deadline is None:
+            self._drain_deadline = deadline
+            self._draining.set()
+
+    async def _drain_timer(self) -> None:
+        await self._draining.wait()
+        assert self._drain_deadline is not None
+        delay = self._drain_deadline - self.clock.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _wind_up(self, dialogue: asyncio.Task[None]) -> None:
+        """The drain deadline passed: cut the dialogue, say goodbye (bounded), end the call."""
+        settings = self.dialogue_map.settings
+        key = settings.drain_goodbye_key or settings.emergency_filler_key
+        log.info(
+            "call %s: drain timeout in state %s: goodbye %s, then hang-up",
+            self.call_id,
+            self.session_state.current_state_id,
+            key,
+        )
+        await cancel_and_wait(dialogue, timeout=self._call.cancel_bound_s)
+        self._player.interrupt()  # fillers cut, the cut turn's queued audio dropped
+        if self.turns.ended:
+            return
+        self.turns.handle(TurnEvent.WIND_UP)
+        self.metrics_logger.start_bot_only_turn()
+        self.metrics_logger.set(route="drain_goodbye", state=self.session_state.current_state_id)
+        outbound = self._player.outbound
+        assert outbound is not None, "run() sets the outbound stream"
+
+        async def goodbye() -> None:
+            await self._player.play_clip(key, "answer")
+            await outbound.drain()
+
+        try:
+            async with asyncio.timeout(self._call.apologise_timeout_s):
+                await self.bot_turn(goodbye, interruptible=False)
+        except TimeoutError:
+            log.warning(
+                "call %s: the drain goodbye did not finish within %.1f s",
+                self.call_id,
+                self._call.apologise_timeout_s,
+            )
+        finally:
+            self.metrics_logger.emit_turn()
+        if self.turns.allows(TurnEvent.END_CALL):
+            self.turns.handle(TurnEvent.END_CALL)
 
     async def shutdown(self) -> None:
         """Release the call's providers and emit the final metrics record. Idempotent."""

@@ -11,6 +11,7 @@ FLOOR, whose move it is. The call starts in RESPONDING: the bot has the first mo
                                   INTERRUPTED --PLAYBACK_DONE--> LISTENING
     LISTENING, HEARING --FINAL, NO_INPUT, STT_ERROR--> RESPONDING   (the bot's move: its reply)
     LISTENING --END_CALL--> ENDED            every state --HANG_UP--> ENDED
+    every state but ENDED --WIND_UP--> RESPONDING   (the service takes the floor for a last goodbye)
 
 VOICE, the caller's voice activity as the gateway's VAD reports it: SILENT <-SPEECH_START/END-> SPEAKING.
 
@@ -75,24 +76,31 @@ class TurnEvent(StrEnum):
     PLAYBACK_DONE = "PLAYBACK_DONE"  # the bot turn's playback ended (finished, failed or cut)
     END_CALL = "END_CALL"  # the dialogue decided to end the call after its last bot turn
     HANG_UP = "HANG_UP"  # the call is over (caller hung up, shutdown, error)
+    # The service ends the call (drain timeout): whatever was going on was cancelled, and the bot
+    # takes the floor for its goodbye.
+    WIND_UP = "WIND_UP"
 
 
 FLOOR_TRANSITIONS: Mapping[Floor, Mapping[TurnEvent, Floor]] = MappingProxyType(
     {
         Floor.RESPONDING: {
+            TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.BOT_TURN_START: Floor.BOT_TURN,
             TurnEvent.HANG_UP: Floor.ENDED,
         },
         Floor.BOT_TURN: {
+            TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.BARGE_IN: Floor.INTERRUPTED,
             TurnEvent.PLAYBACK_DONE: Floor.LISTENING,
             TurnEvent.HANG_UP: Floor.ENDED,
         },
         Floor.INTERRUPTED: {
+            TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.PLAYBACK_DONE: Floor.LISTENING,
             TurnEvent.HANG_UP: Floor.ENDED,
         },
         Floor.LISTENING: {
+            TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.PARTIAL: Floor.HEARING,
             TurnEvent.FINAL: Floor.RESPONDING,
             TurnEvent.NO_INPUT: Floor.RESPONDING,
@@ -101,6 +109,7 @@ FLOOR_TRANSITIONS: Mapping[Floor, Mapping[TurnEvent, Floor]] = MappingProxyType(
             TurnEvent.HANG_UP: Floor.ENDED,
         },
         Floor.HEARING: {
+            TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.PARTIAL: Floor.HEARING,
             TurnEvent.FINAL: Floor.RESPONDING,
             TurnEvent.NO_INPUT: Floor.RESPONDING,

@@ -85,7 +85,9 @@ async def _clip_s(app: VoicebridgeApp, key: str) -> float:
     return clip.duration_s if clip is not None else 0.0
 
 
-async def _plan(app: VoicebridgeApp, lines: Sequence[str], barge_in_at: float | None) -> list[float]:
+async def plan_caller_lines(
+    app: VoicebridgeApp, lines: Sequence[str], barge_in_at: float | None
+) -> list[float]:
     """When (pcap offset, s) the caller says each line: after the bot's turn, from real durations."""
     greeting = await _clip_s(app, "static:greeting")
     quote = sum(
@@ -127,7 +129,7 @@ async def run_phone_call(
             assert app.ari is not None
             async with asyncio.timeout(15):
                 await app.ari.connected.wait()
-            offsets = await _plan(app, lines, barge_in_at)
+            offsets = await plan_caller_lines(app, lines, barge_in_at)
             pcm = bytearray()
             for at, line in zip(offsets, lines, strict=True):
                 pad = int(at * 8000) * 2 - len(pcm)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
-from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # stdlib audioop on 3.11/3.12
@@ -66,7 +66,7 @@ def wav_bytes_to_pcm8k(data: bytes) -> bytes:
             raise ValueError(f"WAV must be mono 16-bit, got {w.getnchannels()} ch x {w.getsampwidth()} B")
         rate = w.getframerate()
         pcm = w.readframes(w.getnframes())
-    return Resampler().convert(pcm, rate) if rate != SAMPLE_RATE else pcm
+    return resample(pcm, rate, SAMPLE_RATE)
 
 
 def tone_pcm(seconds: float, *, hz: float = 440.0, amplitude: int = 8000) -> bytes:

@@ -10,6 +10,7 @@ from bridge.composition import Composition
 from bridge.settings import ProvidersSettings, Settings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.adapters.tts.breaker import BreakerTTS
 from orchestrator.clock import LoopClock
 from testkit.standins.iam_server import IamStandin
 from testkit.standins.openai_server import OpenAIStandin
@@ -45,7 +46,9 @@ async def test_speechkit_calls_use_the_refreshing_iam_token(
         assert composition.iam_token() == "t1.standin.1"
         assert iam.issued == ["t1.standin.1"]
         # Each call's adapters are built with the provider's current token, on the one settings object.
-        adapters: list[Any] = [services.stt_factory("call-1"), services.tts_factory("call-1")]
+        tts = services.tts_factory("call-1")
+        assert isinstance(tts, BreakerTTS)  # behind the TTS circuit breaker
+        adapters: list[Any] = [services.stt_factory("call-1"), tts.inner]
         for adapter in adapters:
             assert adapter._settings is settings.yandex
             assert ("authorization", "Bearer t1.standin.1") in adapter._metadata

@@ -133,6 +133,38 @@ clearly over it. The set-6 misses: off-script questions near whats_included ("с
 приедет убирать", "а вы ремонт квартир тоже делаете"), "у нас дома собака большая это нормально"
 -> agree, a symptom without a doctor word ("десна опухла у зуба"), and "куда ехать" for the
 address.
+
+Sets 5 and 6 are DEV sets since (their misses were read). The fifth tuning fixed classes, not
+phrases, with every set checked local only and with the step before and after each change (the
+tune5 attempt, bf12a34, was not merged: its map edit dropped sets 1 and 2 locally; its lexicon
+and classifier rules are kept): "не давайте ..." opens a no; thanks after confirming words only
+thank; a rough duration ("минут на 10") is no time of day; a duration asked ("сколько по
+времени", "сколько длится") and a noun counted by "сколько" ("сколько человек": its features are
+marked, so it meets no "человек" asked for) are topics a FAQ entry must speak of
+(`orchestrator.intents.topics`); a yes/no question about the callee's work ("вы ... делаете /
+моете / дадите") on an object, or failing one an adjunct, that a FAQ entry never names, by lemma
+or concept, is no question for it ("а химчистку дивана вы делаете", "а вы по выходным
+работаете"); the "не" of a polite perfective question ("скидочку не сделаете?") negates nothing;
+and the lexicon gained "pain" (a symptom: "ноет", "опухла", "кровоточит"), "clean" (cleaning
+verbs, not "убрать") and household things as "rooms", travel verbs as "where", "скидочка" as
+"скидка". No map changed. Figures, local only / with the step (before -> after): set 1 cleaning
+53/53 / 51 -> 53 of 53, dental 50/50 / 49 -> 50 of 50; set 2 cleaning 82 -> 83 / 79 -> 81 of 83,
+dental 64/64 / 64/64; set 3 cleaning 74 -> 75 / 73 -> 74 of 76, dental 64/64 of 65; set 4
+cleaning 74/74 / 74/74, dental 64/64 / 62 -> 63 of 64; set 5 cleaning 69 -> 73 / 69 -> 73 of 73,
+dental 68 -> 70 / 67 -> 70 of 70; set 6 cleaning 61 -> 63 / 61 -> 63 of 64, dental 59 -> 61 /
+58 -> 61 of 62. Dev figures: the honest one waits for blind set 7. Left: "у нас дома собака
+большая это нормально" -> agree (a question said as a statement with "нормально"), "а средства
+гипоаллергенные у меня ребенок аллергик" -> whats_included, "десна опухла у зуба и больно
+кусать" (0.44, under the threshold), and the trigram stand-in picking the nearest examples for
+band phrases ("откуда у вас мой номер" -> stop_calling, "да можно" in ask_time -> give_time).
+
+Set 7, written blind after the fifth tuning (from the maps alone: the writer read only the two
+maps and the file format) and measured once: cleaning 79/81 (97.5 %) local only, 80/81 (98.8 %)
+with the step; dental 74/76 (97.4 %) both. Both maps are over the bar on an unseen set. Misses:
+"а пылесос свой привезете или наш нужен" -> none (want whats_included: an item the FAQ never
+names), "почем удалить зуб мудрости" -> choose_doctor (want the price FAQ: the procedure names the
+surgeon), "нет я говорил к хирургу" in confirm_booking -> none (want deny). The only format change
+made to the set was its "llm" label spelled "none" as the test expects.
 """
 
 from __future__ import annotations
@@ -168,28 +200,31 @@ SETS = {
     "dev4": "heldout4_",
     "blind5": "heldout5_",
     "blind6": "heldout6_",
+    "blind7": "heldout7_",
 }
 # Measured figures (see the module docstring): floors against regressions, not targets.
-# (local only, with the step), per (set, map).
+# (local only, with the step), per (set, map). All six sets are dev sets since the fifth tuning.
 FLOORS = {
-    ("dev", "cleaning_quote"): (53, 51),  # 100 % / 96.2 % of 53
-    ("dev", "dental_appointment"): (50, 49),  # 100 % / 98.0 % of 50
-    ("dev2", "cleaning_quote"): (82, 79),  # 98.8 % / 95.2 % of 83 (seen since: a dev figure)
-    ("dev2", "dental_appointment"): (64, 64),  # 100 % / 100 % of 64 (seen since: a dev figure)
-    ("dev3", "cleaning_quote"): (74, 73),  # 97.4 % / 96.1 % of 76 (seen since: a dev figure)
-    ("dev3", "dental_appointment"): (64, 64),  # 98.5 % / 98.5 % of 65 (seen since: a dev figure)
-    ("dev4", "cleaning_quote"): (74, 74),  # 100 % / 100 % of 74 (seen since: a dev figure)
-    ("dev4", "dental_appointment"): (64, 62),  # 100 % / 96.9 % of 64 (seen since: a dev figure)
-    ("blind5", "cleaning_quote"): (69, 69),  # 94.5 % / 94.5 % of 73, measured once, blind
-    ("blind5", "dental_appointment"): (68, 67),  # 97.1 % / 95.7 % of 70, measured once, blind
-    ("blind6", "cleaning_quote"): (61, 61),  # 95.3 % / 95.3 % of 64, measured once, blind
-    ("blind6", "dental_appointment"): (59, 58),  # 95.2 % / 93.5 % of 62, measured once, blind
+    ("dev", "cleaning_quote"): (53, 53),  # 100 % / 100 % of 53
+    ("dev", "dental_appointment"): (50, 50),  # 100 % / 100 % of 50
+    ("dev2", "cleaning_quote"): (83, 81),  # 100 % / 97.6 % of 83
+    ("dev2", "dental_appointment"): (64, 64),  # 100 % / 100 % of 64
+    ("dev3", "cleaning_quote"): (75, 74),  # 98.7 % / 97.4 % of 76
+    ("dev3", "dental_appointment"): (64, 64),  # 98.5 % / 98.5 % of 65
+    ("dev4", "cleaning_quote"): (74, 74),  # 100 % / 100 % of 74
+    ("dev4", "dental_appointment"): (64, 63),  # 100 % / 98.4 % of 64
+    ("blind5", "cleaning_quote"): (73, 73),  # 100 % / 100 % of 73 (blind 94.5 %, a dev set since)
+    ("blind5", "dental_appointment"): (70, 70),  # 100 % / 100 % of 70 (blind 97.1 % / 95.7 %)
+    ("blind6", "cleaning_quote"): (63, 63),  # 98.4 % / 98.4 % of 64 (blind 95.3 %)
+    ("blind6", "dental_appointment"): (61, 61),  # 98.4 % / 98.4 % of 62 (blind 95.2 % / 93.5 %)
+    ("blind7", "cleaning_quote"): (79, 80),  # 97.5 % / 98.8 % of 81, blind, measured once
+    ("blind7", "dental_appointment"): (74, 74),  # 97.4 % / 97.4 % of 76, blind, measured once
 }
-# The bar is judged on the blind sets 5 and 6, both written after the fourth tuning and measured
-# once on the same code. A (set, map) listed here is a strict xfail: reaching the bar fails the
-# test, so the list stays true.
-BLIND = ("blind5", "blind6")
-BELOW_BAR_WITH_STANDIN = {("blind5", "cleaning_quote"), ("blind6", "dental_appointment")}
+# The bar is judged on blind set 7, written from the maps alone after the fifth tuning and
+# measured once on its final code (sets 1..6 are dev sets). A (set, map) listed here is a strict xfail:
+# reaching the bar fails the test, so the list stays true.
+BLIND = ("blind7",)
+BELOW_BAR_WITH_STANDIN: set[tuple[str, str]] = set()
 
 
 def _heldout(name: str, which: str = "dev") -> dict[str, object]:
@@ -306,7 +341,7 @@ async def test_heldout_live(name: str) -> None:
     client = openai.AsyncOpenAI(max_retries=0)  # OPENAI_API_KEY, OPENAI_BASE_URL from the environment
     try:
         model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
-        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind5")
+        score = await measure(name, OpenAICompatArbiter(client, model=model), "blind7")
     finally:
         await client.close()
     print("\n" + score.summary(name, os.environ.get("OPENAI_MODEL", "gpt-4o-mini")))

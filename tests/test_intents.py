@@ -18,6 +18,7 @@ from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.embedder import Embedder, SparseEmbedder
 from orchestrator.intents.entities import extract_choice, extract_entities, extract_regex
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
+from orchestrator.intents.topics import closed_objects, topics, vocabulary
 from orchestrator.text import normalize
 
 MAPS = Path(__file__).resolve().parents[1] / "dialogue_maps"
@@ -353,3 +354,51 @@ async def test_evidence_rules_of_the_fourth_tuning() -> None:
     assert result is not None and result.intent_id == "refuse"
     result, _ = await cleaning.classify_intent("в любой будний день")
     assert result is not None and result.intent_id == "choose_day"
+
+
+async def test_evidence_rules_of_the_fifth_tuning() -> None:
+    dental = VectorIntentClassifier(
+        load_dialogue_map(MAPS / "dental_appointment.ru.json"), CharNgramEmbedder()
+    )
+    cleaning = VectorIntentClassifier(load_dialogue_map(MAPS / "cleaning_quote.ru.json"), CharNgramEmbedder())
+    emb = CharNgramEmbedder()
+    # "не" before "давайте" opens a no; the "не" of a polite perfective question negates nothing
+    assert emb.words("не давайте отменим")[0] == "нет"
+    assert emb.tokens("а скидку не дадите") == [("а", False), ("скидку", False), ("дадите", False)]
+    assert ("звоните", True) in emb.tokens("больше не звоните")  # an imperfective request stays negated
+    # a noun counted by "сколько" is asked about, none of its features meets the noun asked for
+    assert "~person" not in emb.features("сколько человек") and "=человек" not in emb.features(
+        "сколько человек"
+    )
+    # thanks after a confirmation only thanks
+    result, _ = await dental.classify_intent("да, верно, спасибо")
+    assert result is not None and result.intent_id == "confirm"
+    result, _ = await dental.classify_intent("ладно, спасибо, до свидания")
+    assert result is not None and result.intent_id == "bye"
+    # a yes/no question on something the FAQ entry never names is no question for it, while
+    # the things it does name (by concept) still are
+    for text in ("а вы ремонт делаете", "а после стройки убираете", "сколько человек приедет"):
+        assert await cleaning.find_faq_answer(text) is None, text
+    for text in ("а зеркала моете", "а кухню тоже убираете", "а на первый заказ скидку дадите"):
+        assert await cleaning.find_faq_answer(text) is not None, text
+    # a symptom without a doctor word; travel verbs ask the way
+    result, _ = await dental.classify_intent("щека опухла")
+    assert result is not None and result.intent_id == "choose_doctor"
+    faq = await dental.find_faq_answer("как к вам ехать")
+    assert faq is not None and faq.faq_id == "address"
+    # a rough duration is no time of day
+    assert (await dental.classify_intent("а если я опоздаю минут на десять"))[0] is None
+
+
+def test_what_a_question_asks_about() -> None:
+    emb = CharNgramEmbedder()
+    assert topics(emb.tokens("сколько по времени займёт")) == {"duration"}
+    assert topics(emb.tokens("сколько человек приедет")) == {"#~person"}
+    assert topics(emb.tokens("сколько стоит")) == frozenset()
+    # objects of a closed question about the callee's work; open questions have none
+    assert closed_objects(emb.tokens("а химчистку дивана вы делаете")) == {"химчистка", "диван"}
+    assert closed_objects(emb.tokens("а на первый заказ скидку дадите")) == {"~discount"}
+    assert closed_objects(emb.tokens("а вы по выходным работаете")) == {"выходной"}
+    assert closed_objects(emb.tokens("а что вы делаете")) == frozenset()
+    assert closed_objects(emb.tokens("окна помоете или нет")) == frozenset()
+    assert "~rooms" in vocabulary(["балкон тоже убираете"], emb)

@@ -66,6 +66,7 @@ CLIPS = {
     "static:error": (111, 0.6),
     "filler:state": (112, 0.4),
     "static:bye_ok": (113, 0.6),
+    "static:drain_bye": (114, 0.8),
 }
 CACHED = {k: clip(lab, s) for k, (lab, s) in CLIPS.items()}
 PRICE_LABEL = 200
@@ -178,7 +179,9 @@ async def run_call(
     stt_options: dict[str, Any] | None = None,
     cache: InMemoryAudioCache | None = None,
     call_settings: CallSettings | None = None,
+    drain: tuple[float, float] | None = None,
 ) -> CallRun:
+    """`drain`: (at, deadline): the service begins draining at `at` with that deadline."""
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
     llm = llm or FakeLLM([LLMAttempt([(0.3, LLMStreamChunk("Да, работаем."))])])
@@ -207,6 +210,8 @@ async def run_call(
     orch = await create_orchestrator_instance("call-1", services, observer=events.append)
     loop = asyncio.get_running_loop()
     hangup = loop.call_at(hangup_at, inbound.hang_up) if hangup_at is not None else None
+    if drain is not None:
+        loop.call_at(drain[0], orch.drain_by, drain[1])
     try:
         outcome = await asyncio.wait_for(orch.run(inbound, playout), 300)
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutClosed
-from orchestrator.audio import FRAME_BYTES, Resampler
+from orchestrator.audio import FRAME_BYTES, resample
 from orchestrator.domain.models import AudioChunk
 from testkit.virtual_time import run_virtual
 
@@ -168,8 +168,18 @@ def test_resampling_16k_chunked_equals_whole() -> None:
     whole = play([pcm16])
     cuts = sorted(rnd.randrange(0, len(pcm16) // 2) * 2 for _ in range(30))
     chunked = play([pcm16[a:b] for a, b in zip([0, *cuts], [*cuts, len(pcm16)], strict=True)])
-    assert chunked == whole
-    assert len(whole) == 50
+    assert len(whole) == len(chunked) == 50
+    # The streaming filter may round a sample differently where a chunk boundary falls: 2 LSB.
+    assert _max_diff(b"".join(chunked), b"".join(whole)) <= 2
     # And it is really 8 kHz: the same as converting the whole buffer at once.
-    direct = Resampler().convert(pcm16, 16000)
-    assert b"".join(whole)[: len(direct)] == direct
+    direct = resample(pcm16, 16000, 8000)
+    assert len(direct) == 50 * FRAME_BYTES
+    assert _max_diff(b"".join(whole), direct) <= 2
+
+
+def _max_diff(a: bytes, b: bytes) -> int:
+    assert len(a) == len(b)
+    n = len(a) // 2
+    return max(
+        abs(x - y) for x, y in zip(struct.unpack(f"<{n}h", a), struct.unpack(f"<{n}h", b), strict=True)
+    )

@@ -87,6 +87,7 @@ def test_sections_are_the_components_models() -> None:
         "openai",
         "espeak",
         "redis",
+        "breaker",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -100,6 +101,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.adapters.openai_settings",
         "orchestrator.adapters.tts.espeak_settings",
         "orchestrator.cache.redis_settings",
+        "orchestrator.breaker",
     }
 
 

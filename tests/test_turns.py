@@ -51,6 +51,12 @@ EXPECTED_FLOOR: list[tuple[Floor, TurnEvent, Floor]] = [
     (F.HEARING, E.STT_ERROR, F.RESPONDING),
     (F.HEARING, E.HANG_UP, F.ENDED),
     (F.ENDED, E.HANG_UP, F.ENDED),
+    # The service's last word (drain timeout): from anywhere but ENDED back to the bot's move.
+    (F.RESPONDING, E.WIND_UP, F.RESPONDING),
+    (F.BOT_TURN, E.WIND_UP, F.RESPONDING),
+    (F.INTERRUPTED, E.WIND_UP, F.RESPONDING),
+    (F.LISTENING, E.WIND_UP, F.RESPONDING),
+    (F.HEARING, E.WIND_UP, F.RESPONDING),
 ]
 EXPECTED_VOICE: list[tuple[Voice, TurnEvent, Voice]] = [
     (Voice.SILENT, E.SPEECH_START, Voice.SPEAKING),

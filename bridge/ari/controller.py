@@ -6,6 +6,11 @@ named task, which sets the call up (`CallLegs.set_up`), runs the handler with an
 always tears the call down (`CallLegs.tear_down`). Hang-up events (ChannelHangupRequest, StasisEnd,
 ChannelDestroyed; Asterisk's ARI event reference) mark the caller gone, which abandons a setup in
 progress or, once the handler runs, drops the media leg so that the handler sees EOF and returns.
+
+Draining (`refuse_new_calls()`, a deploy): a new caller's StasisStart is answered by hanging the
+still unanswered channel up with cause congestion (`DELETE /channels/{id}?reason=congestion`),
+which PJSIP sends as SIP 503 Service Unavailable, so a proxy in front (Kamailio's dispatcher)
+retries the call on another node. Calls already taken go on.
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ class AriController:
         self._calls: dict[str, CallSession] = {}  # by caller channel id
         self._by_em: dict[str, CallSession] = {}  # by externalMedia channel id
         self._closing = False
+        self._refusing = False
+        self._refusals: set[asyncio.Task[None]] = set()  # congestion hang-ups in flight
+        self.refused = 0  # calls refused while draining, for tests and logs
+        # Set while no call is being set up, served or torn down (a drain waits for it).
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.connected = self._connection.connected  # set while connected and the app is registered
 
     @property
@@ -57,6 +68,10 @@ class AriController:
         """Connect, serve events, and reconnect with capped backoff until `close()`."""
         await self._connection.run()
 
+    def refuse_new_calls(self) -> None:
+        """From now on, hang every new caller up with congestion (SIP 503); idempotent."""
+        self._refusing = True
+
     async def close(self) -> None:
         """Stop serving: tear down every active call, await its task, close the connection.
 
@@ -67,6 +82,7 @@ class AriController:
         self._connection.stop_reconnecting()
         tasks = [s.task for s in self._calls.values() if s.task is not None]
         await cancel_and_wait(*tasks, timeout=self._teardown_bound_s(len(tasks)))
+        await cancel_and_wait(*self._refusals, timeout=self._settings.timeout_s)
         await self._connection.close()
 
     def _teardown_bound_s(self, calls: int) -> float:
@@ -118,16 +134,29 @@ class AriController:
             return  # an externalMedia channel that is not ours (any more), or a duplicate
         if self._closing:
             return
+        if self._refusing:
+            self._refuse(channel_id)
+            return
         loop = asyncio.get_running_loop()
         session = CallSession(channel_id, loop.time())
         args = event.get("args") or []
         exten = str(args[0]) if args else (channel.get("dialplan") or {}).get("exten")
         caller_number = (channel.get("caller") or {}).get("number") or None
         self._calls[channel_id] = session
+        self.idle.clear()
         self._by_em[session.em_id] = session
         session.task = loop.create_task(
             self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}"
         )
+
+    def _refuse(self, channel_id: str) -> None:
+        log.info("draining: refusing the new call on channel %s (congestion, SIP 503)", channel_id)
+        self.refused += 1
+        task = asyncio.get_running_loop().create_task(
+            self._legs.refuse(channel_id), name=f"ari-refuse-{channel_id}"
+        )
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
 
     # --- one call ---
     async def _run_call(self, session: CallSession, caller_number: str | None, exten: str | None) -> None:
@@ -166,6 +195,8 @@ class AriController:
             finally:
                 self._by_em.pop(session.em_id, None)
                 self._calls.pop(session.channel_id, None)
+                if not self._calls:
+                    self.idle.set()
                 log.info("call %s: cleaned up", session.uuid)
 
     async def _run_handler(self, session: CallSession, call: AriCall) -> None:

@@ -153,12 +153,24 @@ class CallLegs:
             except Exception as exc:  # best effort: log and go on (never CancelledError)
                 log.warning("call %s: waiting for AudioSocket close failed: %r", session.uuid, exc)
 
+    async def refuse(self, channel_id: str) -> None:
+        """Hang an unanswered new caller up with cause congestion: PJSIP answers the INVITE with
+        503, which a SIP proxy in front retries elsewhere. Bounded; failures are logged."""
+        await self._delete(
+            channel_id,
+            "refused caller channel",
+            "channels",
+            "hangup",
+            channelId=channel_id,
+            reason="congestion",
+        )
+
     async def delete_caller(self, session: CallSession) -> None:
         """DELETE the caller channel (the hang-up); only the first call does anything."""
         if session.caller_deleted:
             return
         session.caller_deleted = True
-        await self._delete(session, "caller channel", "channels", "hangup", channelId=session.channel_id)
+        await self._delete(session.uuid, "caller channel", "channels", "hangup", channelId=session.channel_id)
 
     async def delete_media(self, session: CallSession) -> None:
         """DELETE the externalMedia channel, wait until Asterisk reports it gone, destroy the bridge.
@@ -170,7 +182,7 @@ class CallLegs:
         session.media_deleted = True
         async with self._media_lock:
             await self._delete(
-                session, "externalMedia channel", "channels", "hangup", channelId=session.em_id
+                session.uuid, "externalMedia channel", "channels", "hangup", channelId=session.em_id
             )
             if session.em_started.done():
                 # The DELETE returns before Asterisk has torn the channel down: hold the lock
@@ -178,10 +190,11 @@ class CallLegs:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._settings.timeout_s):
                         await session.em_ended.wait()
-        await self._delete(session, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
+        await self._delete(session.uuid, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
 
-    async def _delete(self, session: CallSession, what: str, repo: str, op: str, **params: str) -> None:
-        """Call `client.<repo>.<op>(**params)`, bounded by timeout_s; 404 is success, errors are logged."""
+    async def _delete(self, call: str, what: str, repo: str, op: str, **params: str) -> None:
+        """Call `client.<repo>.<op>(**params)`, bounded by timeout_s; 404 is success, errors are
+        logged naming `call` (the call id, or the refused channel)."""
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 # ARI may be reconnecting (websocket blip): wait for it, bounded, rather than
@@ -194,4 +207,4 @@ class CallLegs:
         except web_exceptions.HTTPNotFound:
             pass  # already gone
         except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("call %s: deleting %s failed: %r", session.uuid, what, exc)
+            log.warning("call %s: deleting %s failed: %r", call, what, exc)

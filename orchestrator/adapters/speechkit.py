@@ -116,6 +116,11 @@ def speechkit_channel(endpoint: str, *, tls: bool) -> grpc.aio.Channel:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        # Reconnect within about a second of SpeechKit coming back (gRPC's default backoff grows
+        # to 120 s, so a call after an outage waited seconds for a service already back).
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     if tls:
         return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(), options=options)

@@ -13,7 +13,7 @@ in `audio`, and keys whose synthesis or storage failed.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -22,7 +22,7 @@ from orchestrator.cache.audio_format import CachedAudio, CacheValueError, text_d
 from orchestrator.contracts import AudioCache, TTSManager
 from orchestrator.dialogue_map.loader import audio_key_uses
 from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.domain.errors import ProviderError
+from orchestrator.domain.errors import ProviderError, TTSError
 from orchestrator.domain.models import AudioChunk
 
 
@@ -91,10 +91,31 @@ async def _synthesize(tts: TTSManager, text: str) -> AudioChunk:
     parts: list[bytes] = []
     async for chunk in tts.synthesize(text):
         parts.append(resampler.convert(chunk.pcm, chunk.sample_rate))
+    parts.append(resampler.flush())
     pcm = b"".join(parts)
     if not pcm:
         raise ValueError("synthesis produced no audio")
     return AudioChunk(pcm, SAMPLE_RATE)
+
+
+def live_synthesis(
+    tts_factory: Callable[[str], TTSManager], *, name: str = "audio-cache"
+) -> Callable[[str], Awaitable[AudioChunk]]:
+    """text -> 8 kHz audio through a fresh TTS manager from `tts_factory(name)` each time (connect,
+    synthesize, close): the audio cache's last resort. Raises `ProviderError` (`TTSError` when
+    the synthesis produced no audio)."""
+
+    async def synthesize(text: str) -> AudioChunk:
+        tts = tts_factory(name)
+        try:
+            await tts.connect()
+            return await _synthesize(tts, text)
+        except ValueError as exc:
+            raise TTSError(str(exc), provider="tts") from exc
+        finally:
+            await tts.aclose()
+
+    return synthesize
 
 
 async def _state(cache: AudioCache, key: str, text: str) -> Literal["fresh", "absent", "changed"]:

@@ -151,6 +151,8 @@ def audio_key_uses(m: DialogueMap) -> Iterator[tuple[str, str]]:
     for i, key in enumerate(s.neutral_filler_keys):
         yield f"$.settings.neutral_filler_keys[{i}]", key
     yield "$.settings.emergency_filler_key", s.emergency_filler_key
+    if s.drain_goodbye_key is not None:
+        yield "$.settings.drain_goodbye_key", s.drain_goodbye_key
     yield "$.settings.non_secure_response_key", s.non_secure_response_key
     for sid, st in m.states.items():
         for i, key in enumerate(st.fillers):

@@ -210,6 +210,9 @@ class Settings(_Strict):
     neutral_filler_keys: Annotated[list[Annotated[str, Field(pattern=_KEY)]], Field(min_length=1)]
     # Played when a provider (STT, TTS, LLM) fails.
     emergency_filler_key: Annotated[str, Field(pattern=_KEY)]
+    # Played when the service drains (a deploy) and a call outlasts `[call] drain_timeout_s`, just
+    # before the hang-up (None: the emergency filler plays instead).
+    drain_goodbye_key: Annotated[str, Field(pattern=_KEY)] | None = None
     # Played when the LLM's answer is judged unsafe, or streaming TTS cannot be opened.
     non_secure_response_key: Annotated[str, Field(pattern=_KEY)]
     # Played when the FlowEngine fails in a state without its own error playlist.

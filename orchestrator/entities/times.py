@@ -8,7 +8,8 @@ Read (`extract_time`), as `SaidTime`:
 - a period after the time: "утра", "дня", "вечера", "ночи";
 - hedges and spans: "около трёх", "после трёх" -> `Approximate`; "к обеду", "в обед", "утром",
   "вечером" -> `Approximate` of a typical time; "с десяти до двенадцати" -> `Range`.
-A shift ("на час позже", "на два часа раньше") is no time of day: "на час позже, в 12" is 12:00.
+A shift ("на час позже", "на два часа раньше") is no time of day: "на час позже, в 12" is 12:00;
+nor is a rough duration ("опоздаю минут на 10", "часа на два").
 After a correction ("в десять, нет, в одиннадцать", "вернее", "то есть") only the times after it
 count; two different times left in one phrase, or a time that cannot be (25:00, 10:70), are
 missing.
@@ -188,6 +189,12 @@ def _one(toks: list[Token], i: int) -> TimeMention | None:  # noqa: PLR0911
     return TimeMention(i, end, said)
 
 
+def _duration_before(toks: list[Token], start: int) -> bool:
+    """Whether "минут на" / "часа на" leads into the number at `start` ("опоздаю минут на 10"):
+    a rough duration, no time of day."""
+    return _text(toks, start - 1) == "на" and lemma_of(_text(toks, start - 2)) in ("минута", "час")
+
+
 def time_mentions(toks: list[Token]) -> list[TimeMention]:
     """Every time phrase of `toks`, in order, with its hedge or span."""
     out: list[TimeMention] = []
@@ -199,6 +206,7 @@ def time_mentions(toks: list[Token]) -> list[TimeMention]:
             or _text(toks, i - 1) == "через"
             or lemma_of(_text(toks, m.end)) in ("число", "месяц")
             or (_text(toks, m.start - 1) == "на" and _text(toks, m.end) in _SHIFTS)
+            or _duration_before(toks, m.start)
         ):
             i += 1
             continue

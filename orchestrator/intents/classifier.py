@@ -34,6 +34,12 @@ like a question word; a decision word (`lexicon.DECISIVE_CONCEPTS`: "давай�
 (`lexicon.AFFIRMING_LEMMAS`: "да, в 10, всё верно") keeps the entity bonus off, as the date or
 time beside it only repeats what the bot said.
 
+Fifth tuning (dev sets 5 and 6): a FAQ entry loses `TOPIC_PENALTY` when the text asks about
+something its questions never speak of (`orchestrator.intents.topics`): a duration or a noun
+counted by "сколько" ("сколько по времени", "сколько человек приедет"), or the object of a yes/no
+question about the callee's work ("а химчистку дивана вы делаете"). The penalty also keeps such
+a question under the constrained step's `min_score`, so it goes to the free LLM answer.
+
 Stability: `previous_leader` (the leader of the previous partial or turn) stays the leader when
 its score is within `STICKY_MARGIN` of the best, so two near-tied intents do not flip-flop between
 partials. The result is returned only when the leader's score reaches
@@ -53,11 +59,13 @@ from orchestrator.intents.entities import extract_entities
 from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, asks, concept
 from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
+from orchestrator.intents.topics import closed_objects, topics, vocabulary
 from orchestrator.text import normalize
 
 STICKY_MARGIN = 0.03
 ENTITY_BONUS = 0.15
 QUESTION_PENALTY = 0.15
+TOPIC_PENALTY = 0.3
 
 _Vector = SparseVector | list[float]
 
@@ -199,6 +207,11 @@ class VectorIntentClassifier:
         self._deciding_intents: frozenset[str] = frozenset(
             iid for iid, i in dialogue_map.intents.items() if any(self.decides(e) for e in i.examples)
         )
+        self._faq_vocabulary: dict[str, frozenset[str]] = (
+            {fid: vocabulary(f.questions, embedder) for fid, f in dialogue_map.faq.items()}
+            if isinstance(embedder, CharNgramEmbedder)
+            else {}
+        )
         self._ready = False
 
     @property
@@ -241,6 +254,20 @@ class VectorIntentClassifier:
             return index.best(vec)
         # min(): a text equal to an example as a bag of words scores 1 up to rounding
         return {owner: min(1.0, max(_dot(vec, v) for v in vs)) for owner, vs in table.items()}
+
+    def _faq_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
+        """Each FAQ entry's score; `TOPIC_PENALTY` off an entry whose questions never speak of
+        what the text asks about (`orchestrator.intents.topics`, see the module docstring)."""
+        scores = self._best(vec, self._faq_vectors)
+        if not isinstance(self._embedder, CharNgramEmbedder):
+            return scores
+        tokens = self._embedder.tokens(text)
+        asked = topics(tokens) | closed_objects(tokens)
+        if asked:
+            for fid in scores:
+                if not asked <= self._faq_vocabulary.get(fid, frozenset()):
+                    scores[fid] = max(0.0, scores[fid] - TOPIC_PENALTY)
+        return scores
 
     def _intent_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
         return self._with_bonus(text, self._best(vec, self._intent_vectors))
@@ -324,7 +351,7 @@ class VectorIntentClassifier:
             return {}
         (vec,) = await self._embed([text])
         out = {intent_label(i): s for i, s in self._intent_scores_of(text, vec).items()}
-        out.update({faq_label(f): s for f, s in self._best(vec, self._faq_vectors).items()})
+        out.update({faq_label(f): s for f, s in self._faq_scores_of(text, vec).items()})
         return out
 
     async def classify_intent(
@@ -350,7 +377,7 @@ class VectorIntentClassifier:
         if score < self._map.settings.intent_threshold:
             return None, leader
         if not self.decides(text) and faq_first(
-            raw, self._best(vec, self._faq_vectors), self._map.settings.faq_threshold
+            raw, self._faq_scores_of(text, vec), self._map.settings.faq_threshold
         ):
             return None, leader
         intent = self._map.intents[leader]
@@ -363,7 +390,7 @@ class VectorIntentClassifier:
         if not normalize(text) or not self._faq_vectors:
             return None
         (vec,) = await self._embed([text])
-        scores = self._best(vec, self._faq_vectors)
+        scores = self._faq_scores_of(text, vec)
         best = max(scores, key=scores.__getitem__)
         if scores[best] < self._map.settings.faq_threshold:
             return None

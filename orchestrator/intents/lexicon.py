@@ -7,7 +7,7 @@ supplies that, for the vocabulary callers use on any script, applied identically
 examples and to the caller's words (so it never makes two texts less alike, only more):
 
 - `SPELLINGS`: colloquial or STT spellings folded to one word before anything else
-  ("ок", "оке" -> "окей"; "щас" -> "сейчас"), where the analyzer would misread them ("ок" is
+  ("ок", "оке" -> "окей"; "щас" -> "сейчас"; a diminutive "скидочка" -> "скидка"), where the analyzer would misread them ("ок" is
   parsed as the preposition "около").
 - `CONTENT_WORDS`: words the analyzer tags as particles, conjunctions or interjections that still
   say what the caller means on a phone call: "да", "нет", "ага", "конечно", "спасибо", "верно".
@@ -26,7 +26,10 @@ examples and to the caller's words (so it never makes two texts less alike, only
 - `IDIOMS` also fold hedges away ("в принципе"), the bot's misunderstanding ("вы не поняли") to
   "ошиблись" and a wrong number ("ошибся номером") to "не туда позвонил"; an answer that is
   "можно" among particles ("ну можно") is consent. `QUESTION_WORDS` and `DECISIVE_CONCEPTS` feed
-  the classifier's question penalty and its exception to FAQ precedence.
+  the classifier's question penalty and its exception to FAQ precedence; `TOPIC_CONCEPTS`, what
+  a question measures ("сколько длится"), feeds `orchestrator.intents.topics`. A "не" opening
+  the answer before "давайте" is "нет"; a "спасибо" after nothing but confirming words is dropped
+  ("да, именно так, спасибо" confirms, it takes no leave).
 - `NOT_NEGATIONS`: words starting with "не" that are not a negated word ("несколько",
   "некогда"); every other adjective or adverb "не" + a known word of the same part of speech is
   read as "не" + that word ("неправильно" = "не правильно").
@@ -67,6 +70,11 @@ SPELLINGS = MappingProxyType(
         "угум": "угу",
         "пжлст": "пожалуйста",
         "плиз": "пожалуйста",
+        # diminutives said to soften a request: the same word to the caller
+        "скидочка": "скидка",
+        "скидочку": "скидку",
+        "скидочки": "скидки",
+        "скидочек": "скидок",
         "спс": "спасибо",
         "пасиб": "спасибо",
         "пасибо": "спасибо",
@@ -207,6 +215,10 @@ IDIOMS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("не", "туда", "попал"), ("не", "туда", "позвонил")),
     (("не", "туда", "попала"), ("не", "туда", "позвонил")),
     (("не", "туда", "попали"), ("не", "туда", "позвонил")),
+    # how long, said with "время": "сколько по времени", "сколько времени займёт"
+    (("сколько", "по", "времени"), ("сколько", "длится")),
+    (("сколько", "времени"), ("сколько", "длится")),
+    (("по", "времени", "долго"), ("долго",)),
     # hedges that soften an answer without changing it: "в принципе да", "можно в принципе"
     (("в", "принципе"), ()),
     (("в", "целом"), ()),
@@ -221,14 +233,25 @@ _BARE_CONSENT = frozenset({"можно", "да", "ну", "пожалуй", "на
 # FAQ precedence).
 DECISIVE_CONCEPTS = frozenset({"change_mind"})
 
+# Concepts a question is about, not only what it names: a text with one of them ("окна на балконе
+# это сколько по времени") asks about that, so a FAQ entry none of whose questions has it is no
+# answer to it, however many other words they share (see the classifier's topic penalty).
+TOPIC_CONCEPTS = frozenset({"duration"})
+
 # Words that affirm what the bot said back ("всё верно", "правильно"), unlike a "да" that leads
 # into an answer ("да, на 25е"): with one of them, a date or time said beside it is only repeated,
 # so it does not favour the intents that take an entity (see the classifier's entity bonus).
 AFFIRMING_LEMMAS = frozenset({"верно", "правильно", "подтверждать", "подтвердить"})
 
 
+# A "не" opening the answer before a hortative ("не давайте отменим", "не, давай потом") is the
+# answer "нет": "давайте" proposes, it is not what is negated.
+_NE_BEFORE_HORTATIVE = re.compile(r"^(\W*)не(?=\s+давай(?:те)?(?!\w))", re.IGNORECASE)
+
+
 def fold_raw(text: str) -> str:
     """Rules that need the punctuation, before normalisation: "не-не" -> "нет", "не," -> "нет,"."""
+    text = _NE_BEFORE_HORTATIVE.sub(r"\1нет", text)
     return _NE_BEFORE_PAUSE.sub("нет", _NE_REPEATED.sub(_repeated_ne, text))
 
 
@@ -247,12 +270,24 @@ def _idioms(words: list[str]) -> list[str]:
     return out
 
 
+# Words that confirm what the bot said: a "спасибо" after nothing but these ("да, именно так,
+# спасибо", "совершенно верно, спасибо") thanks for the booking and takes no leave. "ладно",
+# "хорошо", "всё" are left out: "ладно, спасибо" and "всё, спасибо" close the call.
+_CONFIRMING = frozenset(
+    {"да", "ага", "угу", "конечно", "верно", "правильно", "точно", "именно", "так", "совершенно",
+     "подтверждаю", "окей", "отлично", "договорились"}
+)  # fmt: skip
+
+
 def fold_words(words: list[str]) -> list[str]:
-    """Spellings folded (`SPELLINGS`), `IDIOMS` replaced, the tag question "или нет" reduced to "или"."""
+    """Spellings folded (`SPELLINGS`), `IDIOMS` replaced, the tag question "или нет" reduced to "или",
+    a thank-you after a confirmation dropped (`_CONFIRMING`)."""
     out: list[str] = []
     for w in _idioms([spelling(w) for w in words]):
         w = spelling(w)
         if w == "нет" and out and out[-1] == "или":
+            continue
+        if w == "спасибо" and out and set(out) <= _CONFIRMING:
             continue
         out.append(w)
     if "можно" in out and set(out) <= _BARE_CONSENT:

@@ -24,7 +24,9 @@ particles that answer a call ("да", "нет", "спасибо") count as conte
 a map's examples never use. With `negation`, the word right after "не" is negated and so is an
 adjective or adverb "не-" + a known word ("неправильно" = "не правильно"): all its features are
 marked, so "правильно" and "неправильно" share only the "не"; a negated word always counts as
-content ("не надо"). A clock time as STT writes it ("9:15") is one token, "00", not a number.
+content ("не надо"); a "не" before a perfective "вы" future ("скидку не сделаете?") is a polite
+question and negates nothing. A noun counted by "сколько" ("сколько человек") has its features
+marked "#": it is asked about, not asked for. A clock time as STT writes it ("9:15") is one token, "00", not a number.
 
 `fitted(groups)` (the classifier calls it with the map's examples per label) weighs each
 feature by how few labels use it, so words every intent shares ("давайте", "запишите") count
@@ -86,6 +88,8 @@ _LEMMA_PREFIX = "="  # never produced by n-grams, which hold letters, digits and
 _CONCEPT_PREFIX = "~"
 # Words after which a noun is counted, not asked for ("сколько человек приедет").
 _COUNTERS = frozenset({"сколько", "несколько", "0"})
+_HOW_MANY = "сколько"
+_COUNTED = "#"  # marks the features of a noun counted by "сколько"
 _ENTITY_PREFIX = "~@"  # "~@date", "~@time": a date or a time of day said in the text
 _NEGATED = "!"  # marks the features of a negated word
 _NEGATION = "не"
@@ -116,6 +120,27 @@ def content_lemmas(words: Sequence[str]) -> list[str]:
 @lru_cache(maxsize=4096)
 def _is_preposition(word: str) -> bool:
     return bool(word) and lemma(word).pos == "PREP"
+
+
+@lru_cache(maxsize=4096)
+def counted_noun(word: str) -> bool:
+    """Whether `word` can be a noun in the genitive, as counted by "сколько" ("человек", "метров")."""
+    return any(p.tag.POS == "NOUN" and "gent" in p.tag for p in analyzer().parse(word))
+
+
+@lru_cache(maxsize=4096)
+def _perfective_you(word: str) -> bool:
+    parses = analyzer().parse(word)
+    return {"VERB", "perf", "plur", "2per", "futr", "indc"} in parses[0].tag and not any(
+        "impr" in p.tag for p in parses
+    )
+
+
+def _polite_ne(word: str, following: list[str]) -> bool:
+    """Whether `word` is the "не" of a polite question ("скидку не сделаете?", "не подскажете"):
+    before a perfective "вы" future, which has no negated use as a request (a negated request is
+    imperfective: "не звоните")."""
+    return word == _NEGATION and bool(following) and _perfective_you(following[0])
 
 
 @lru_cache(maxsize=65536)
@@ -240,6 +265,7 @@ class CharNgramEmbedder:
             words = fold_words(words)
         if self.negation:
             words = [part for w in words for part in split_negation(w)]
+            words = [w for i, w in enumerate(words) if not _polite_ne(w, words[i + 1 : i + 2])]
         if not self.fold_numbers:
             return words
         out: list[str] = []
@@ -293,8 +319,10 @@ class CharNgramEmbedder:
 
         previous = ""
         for word, negated in self.tokens(text):
+            asked = previous == _HOW_MANY and counted_noun(word)
             counted, previous = previous in _COUNTERS, word
-            mark = _NEGATED if negated else ""
+            # "сколько человек": a headcount asked, so none of its features meets a "человек" asked for
+            mark = (_NEGATED if negated else "") + (_COUNTED if asked else "")
             content = negated or self._is_content(word)
             weight = 1.0 if content or self.function_word_weight == 1.0 else self.function_word_weight
             padded = f" {word} "
