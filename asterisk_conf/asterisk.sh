@@ -76,11 +76,17 @@ running_engine() { [[ -f $MODEFILE ]] && cat "$MODEFILE"; }
 compose() {  # $1: engine; the rest: compose arguments
     local engine=$1
     shift
-    if [[ $engine == docker ]]; then
-        (cd "$REPO" && docker compose "$@")
-    else
-        bash "$CONTAINERS_SH" compose "$@"
-    fi
+    # Without descriptors above 2: the engine's long-lived helpers (conmon, the Docker CLI's
+    # plugins) must not inherit our lock or a caller's, which would then stay held.
+    (
+        for fd in $(ls "/proc/$BASHPID/fd"); do ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done
+        cd "$REPO"
+        if [[ $engine == docker ]]; then
+            exec docker compose "$@"
+        else
+            exec bash "$CONTAINERS_SH" compose "$@"
+        fi
+    )
 }
 
 # Prints the Asterisk version if ARI answers with our credentials.
@@ -241,15 +247,15 @@ container_up() {  # $1: engine
     if [[ -z $(running_engine) ]] && ari_version >/dev/null; then
         die "something else already answers ARI on $ARI_URL (another Asterisk?); stop it first"
     fi
+    [[ $engine == podman ]] && bash "$CONTAINERS_SH" build asterisk
+    echo "$engine" >"$MODEFILE" # from here on, `down` removes what `up` leaves
+    conf_hash >"$HASHFILE"
+    # --force-recreate: Asterisk reads the configuration at start (a changed one needs a restart).
     if [[ $engine == docker ]]; then
         compose docker up -d --build --force-recreate asterisk
     else
-        bash "$CONTAINERS_SH" build asterisk
-        # --force-recreate: the configuration is read at start (a changed one needs a restart).
         compose podman up -d --no-build --force-recreate asterisk >&2
     fi
-    echo "$engine" >"$MODEFILE"
-    conf_hash >"$HASHFILE"
     wait_for_ari "$t0" ""
 }
 
@@ -282,7 +288,7 @@ cmd_up() {
 cmd_down() {
     local engine
     if engine=$(running_engine); then
-        compose "$engine" down -t 10 asterisk >&2
+        compose "$engine" stop -t 10 asterisk >&2  # `up` recreates it
         rm -f "$MODEFILE"
         log "stopped the Asterisk container ($engine)"
         return
@@ -293,7 +299,7 @@ cmd_down() {
 cmd_status() {
     local version pid engine
     if engine=$(running_engine); then
-        compose "$engine" ps asterisk
+        compose "$engine" ps # podman-compose takes no service name here
     elif pid=$(running_pid); then
         log "running, pid $pid"
     else

@@ -88,9 +88,11 @@ cmd_base() {
 }
 
 compose() {
-    local exe files=(-f "$REPO/docker-compose.yml")
+    local exe files=(-f "$REPO/docker-compose.yml")  # and global options
     exe=$(compose_exe) || exit 1
     [[ ${VOICEBRIDGE_STANDINS:-} == 1 ]] && files+=(-f "$REPO/docker/compose.standins.yml")
+    # Podman runs healthchecks from systemd timers; without systemd it only logs errors.
+    [[ -d /run/systemd/system ]] || files+=(--podman-run-args=--no-healthcheck)
     (cd "$REPO" && "$exe" --project-name "${VOICEBRIDGE_PROJECT:-voicebridge}" "${files[@]}" "$@")
 }
 
