@@ -119,7 +119,9 @@ def stack() -> Iterator[ContainerStack]:
     t0 = time.monotonic()
     build = _containers_sh(env, "build", timeout_s=BUILD_TIMEOUT_S)
     assert build.returncode == 0, f"image build failed:\n{build.stderr[-4000:]}"
-    product = _containers_sh({**env, "VOICEBRIDGE_STANDINS": "0"}, "build", "bridge", timeout_s=BUILD_TIMEOUT_S)
+    product = _containers_sh(
+        {**env, "VOICEBRIDGE_STANDINS": "0"}, "build", "bridge", timeout_s=BUILD_TIMEOUT_S
+    )
     assert product.returncode == 0, f"product image build failed:\n{product.stderr[-4000:]}"
     print(f"\nimages built in {time.monotonic() - t0:.1f} s")
 
