@@ -75,16 +75,19 @@ make_base() {
     debootstrap --variant=minbase "$suite" "$root" "$MIRROR" >"$CACHE/debootstrap-$suite.log" 2>&1 ||
         { tail -n 30 "$CACHE/debootstrap-$suite.log" >&2; die "debootstrap $suite failed"; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/*
-    tar --one-file-system -C "$root" -c . | podman import --change 'CMD ["/bin/bash"]' - "$image" >/dev/null
+    tar --one-file-system -C "$root" -c . | podman import --quiet --change 'CMD ["/bin/bash"]' - "$image" >/dev/null
     rm -rf --one-file-system "$root"
     trap - EXIT
     log "$image imported in $(elapsed "$t0") s ($(podman image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f", $1 / 1e6}') MB)"
 }
 
 cmd_base() {
-    [[ $VOICEBRIDGE_BASE_SID == "$LOCAL_BASE:sid" ]] && make_base sid
-    [[ $VOICEBRIDGE_BASE_BOOKWORM == "$LOCAL_BASE:bookworm" ]] && make_base bookworm
-    return 0
+    # Both at once: debootstrap mostly waits for the mirror.
+    local pids=() pid failed=0
+    if [[ $VOICEBRIDGE_BASE_SID == "$LOCAL_BASE:sid" ]]; then make_base sid & pids+=($!); fi
+    if [[ $VOICEBRIDGE_BASE_BOOKWORM == "$LOCAL_BASE:bookworm" ]]; then make_base bookworm & pids+=($!); fi
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    ((failed == 0)) || die "a base image could not be built (see above)"
 }
 
 compose() {
