@@ -252,7 +252,7 @@ container_up() {  # $1: engine
     conf_hash >"$HASHFILE"
     # --force-recreate: Asterisk reads the configuration at start (a changed one needs a restart).
     if [[ $engine == docker ]]; then
-        compose docker up -d --build --force-recreate asterisk
+        compose docker up -d --build --force-recreate asterisk >&2
     else
         compose podman up -d --no-build --force-recreate asterisk >&2
     fi

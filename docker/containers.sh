@@ -46,10 +46,11 @@ cmd_available() {
 # Prints the podman-compose to use. 1.0.3 (Debian 12's) passes `--net PROJECT_default` after
 # network_mode, so `host` silently becomes a bridge network, and it knows no `ns:` mode.
 compose_exe() {
-    local exe version
+    local exe version seen=" "
     for exe in "${PODMAN_COMPOSE:-}" "$REPO/.venv/bin/podman-compose" "$(command -v podman-compose || true)"; do
-        [[ -n $exe && -x $exe ]] || continue
-        version=$("$exe" --version 2>/dev/null | sed -n 's/^podman-compose version \([0-9.]*\).*/\1/p')
+        [[ -n $exe && -x $exe && $seen != *" $exe "* ]] || continue
+        seen+="$exe "
+        version=$("$exe" --version 2>/dev/null | sed -n 's/^podman-composer\{0,1\} version *\([0-9.]*\).*/\1/p' | head -n 1)
         if [[ -n $version ]] && printf '1.1\n%s\n' "$version" | sort -V -C; then
             echo "$exe"
             return 0
