@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.settings import Settings
+from orchestrator.breaker import CircuitBreaker
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.contracts import (
     AudioCache,
@@ -37,6 +38,8 @@ from orchestrator.domain.errors import ConfigError
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.metrics import MetricsSink, log_sink
 from orchestrator.orchestrator import CallServices
+
+Probe = Callable[[], Awaitable[None]]
 
 if TYPE_CHECKING:
     import grpc
@@ -163,6 +166,7 @@ class Composition:
             cache.memory_bytes / 2**20,
             s.redis.memory_max_mb,
         )
+        stt_factory, stt_probe = self._stt_factory()
         return CallServices(
             dialogue_map=dmap,
             flow_engine=MapFlowEngine(dmap),
@@ -170,12 +174,14 @@ class Composition:
             audio_cache=cache,
             clock=self.clock,
             render=render_template,
-            stt_factory=self._stt_factory(),
+            stt_factory=stt_factory,
             tts_factory=tts_factory,
             llm_factory=self._llm_factory(dmap, client),
             metrics_sink=file_metrics_sink(s.metrics_file) if s.metrics_file else None,
             call=s.call,
             intent_step=intent_step,
+            stt_breaker=self._breaker("stt", stt_probe),
+            llm_breaker=self._breaker("llm", self._llm_probe(client)),
         )
 
     def _audio_cache(
@@ -196,6 +202,34 @@ class Composition:
         )
         self._closers.append(cache.aclose)
         return cache
+
+    def _breaker(self, name: str, probe: Probe | None) -> CircuitBreaker:
+        breaker = CircuitBreaker(
+            name,
+            self.settings.breaker,
+            clock=self.clock,
+            probe=probe,
+            cancel_bound_s=self.settings.call.cancel_bound_s,
+        )
+        self._closers.append(breaker.aclose)
+        return breaker
+
+    def _llm_probe(self, client: openai.AsyncOpenAI | None) -> Probe | None:
+        """Listing the models (costs no tokens). Any HTTP answer counts, even an error status: a
+        server without `/models` is up all the same; only no answer (refused, timed out) fails."""
+        if client is None:
+            return None
+        import openai
+
+        timeout = self.settings.breaker.probe_timeout_s
+
+        async def probe() -> None:
+            try:
+                await client.with_options(timeout=timeout, max_retries=0).models.list()
+            except openai.APIStatusError:
+                return  # it answered
+
+        return probe
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
         p = self.settings.providers
@@ -260,11 +294,16 @@ class Composition:
         self._closers.append(channel.close)
         return channel
 
-    def _stt_factory(self) -> Callable[[str], STTStreamer]:
-        from orchestrator.adapters.stt.yandex import YandexSttStreamer
+    def _stt_factory(self) -> tuple[Callable[[str], STTStreamer], Probe]:
+        """The per-call STT streamer factory, and the STT circuit's probe (one empty recognition)."""
+        from orchestrator.adapters.stt.yandex import YandexSttStreamer, probe_recognizer
 
         yandex, clock = self.settings.yandex, self.clock
         channel = self._channel(yandex.stt_endpoint)
+
+        async def stt_probe() -> None:
+            metadata = yandex.metadata("voicebridge-breaker-probe", iam_token=self.iam_token())
+            await probe_recognizer(channel, yandex, metadata)
 
         def stt_factory(call_id: str) -> STTStreamer:
             # Each call takes the freshest IAM token.
@@ -272,7 +311,7 @@ class Composition:
                 channel, yandex, clock=clock, request_id=call_id, iam_token=self.iam_token()
             )
 
-        return stt_factory
+        return stt_factory, stt_probe
 
     def _tts_factory(self) -> Callable[[str], TTSManager]:
         """Each call's TTS behind the provider's circuit breaker (probed with a fresh manager)."""

@@ -10,6 +10,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [pacer]        bridge.pacer.PacerSettings              [call]    orchestrator.call_settings.CallSettings
     [playout]      bridge.playout.PlayoutSettings          [providers]  ProvidersSettings (below)
     [redis]        orchestrator.cache.redis_settings.RedisSettings
+    [breaker]      orchestrator.breaker.BreakerSettings
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -75,7 +76,7 @@ class Settings(BaseModel):
     dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
     metrics_file: str | None = None  # JSON lines; None: the log only
     redis: RedisSettings = Field(default_factory=RedisSettings)  # no url: in-memory audio cache
-    breaker: BreakerSettings = Field(default_factory=BreakerSettings)  # the TTS circuit breaker
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)  # TTS, STT, LLM circuits
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     ari: AriSettings = Field(default_factory=AriSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)

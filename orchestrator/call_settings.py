@@ -41,3 +41,9 @@ class CallSettings:
     # supervisor's stop grace (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds)
     # should exceed it by the goodbye's length plus a few seconds of teardown.
     drain_timeout_s: _Positive = 60.0
+    # STT health: this much of the caller's speech (as the VAD hears it) with no recognition
+    # result at all means STT is stalled (frozen, or reconnecting): the caller hears the emergency
+    # phrase (not interruptible) and the STT circuit opens. Results coming back close it again.
+    stt_stall_s: _Positive = 3.0
+    # After a stall, how long STT may take to recover before the call ends ("stt_failure").
+    stt_recovery_s: _Positive = 8.0

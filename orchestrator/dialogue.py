@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 
 from orchestrator.call_context import CallContext
 from orchestrator.contracts import FlowEngine, IntentClassifier, IntentStep, SttEvent
-from orchestrator.domain.errors import ClassifierError, ProviderError
+from orchestrator.domain.errors import ClassifierError, ProviderError, STTError
 from orchestrator.domain.models import FaqAnswer, IntentResult, SttResult, TranscriptEntry
 from orchestrator.events import CallEventKind, EndReason
 from orchestrator.flow_engine import missing_entities
@@ -64,9 +64,13 @@ class DialogueLoop:
         turns: TurnTaking,
         results: asyncio.Queue[SttEvent],
         intent_step: IntentStep | None = None,
+        stt_open: Callable[[], bool] = lambda: False,
     ) -> None:
-        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it)."""
+        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it); `stt_open`:
+        whether the service's STT circuit is open (then the call ends at once, see `run`)."""
         self.end_reason: EndReason | None = None
+        self.end_detail: str | None = None  # what failed, when a provider failure ends the call
+        self._stt_open = stt_open
         self._voice, self._unscripted, self._responses = voice, unscripted, responses
         self._session, self._map, self._metrics = ctx.session, ctx.dialogue_map, ctx.metrics
         self._flow, self._classifier, self._turns = flow_engine, classifier, turns
@@ -76,8 +80,15 @@ class DialogueLoop:
         self._no_input_count = 0
 
     async def run(self) -> None:
-        """Greeting, then listen and reply until a reply ends the call (then END_CALL)."""
+        """Greeting, then listen and reply until a reply ends the call (then END_CALL).
+
+        While the STT circuit is open the call cannot be heard: instead of the greeting the caller
+        hears the emergency phrase and the call ends ("stt_failure").
+        """
         reply: Reply = self._greet
+        if self._stt_open():
+            down = STTError("circuit open: STT is down, the call is not answered", provider="stt")
+            reply = functools.partial(self._stt_failure, down)
         while True:
             await reply()
             if self.end_reason is not None:
@@ -189,12 +200,16 @@ class DialogueLoop:
             self._metrics.emit_turn()
 
     async def _stt_failure(self, error: ProviderError) -> None:
+        """The emergency phrase, not interruptible (the caller may talk on over a dead STT); a
+        non-retryable failure then ends the call ("stt_failure"), the phrase its last words."""
         self._metrics.start_bot_only_turn()
         self._metrics.set(route="stt_failure", state=self._session.current_state_id)
-        await self._voice.bot_turn(functools.partial(self._responses.provider_failure, error, stage="stt"))
+        apology = functools.partial(self._responses.provider_failure, error, stage="stt")
+        await self._voice.bot_turn(apology, interruptible=False)
         self._metrics.emit_turn()
         if not error.retryable:
-            self.end_reason = "stt_failed"
+            self.end_reason = "stt_failure"
+            self.end_detail = f"stt: {error}"
 
     async def _user_turn(self, result: SttResult, partial_leader: str | None) -> None:
         metrics = self._metrics

@@ -15,16 +15,42 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol, TypedDict, overload
+from typing import Literal, Protocol, TypedDict, get_args, overload
 
 log = logging.getLogger(__name__)
 
-# Why a call ended: END_CALL state, the caller hung up, STT failed for good, the caller stayed
-# silent past the reprompts, a bug, the service shut the call down, or the service's drain ran
-# out of time (the caller heard the drain goodbye).
+# Why a call ended: the one taxonomy. The call's `call_end` metrics record and the service's
+# "call ... ended: <reason>" log line carry the same value (`CallOutcome.reason`); the gateway, the
+# service and the Orchestrator all pick from this list, nothing else.
 EndReason = Literal[
-    "end_call", "caller_hangup", "stt_failed", "no_input", "error", "shutdown", "drain_timeout"
+    # completed: the map reached an END_CALL state and its goodbye was played
+    "end_call",
+    # (reserved) handed over to a person; nothing produces it yet
+    "transferred",
+    # the caller hung up
+    "caller_hangup",
+    # the caller stayed silent past the map's reprompts (and heard its goodbye)
+    "no_input",
+    # provider failures, named by provider: STT heard nothing while the caller spoke and did not
+    # recover within `[call] stt_recovery_s`, gave up, or its circuit was open when the call came
+    # (the caller heard the emergency phrase first)
+    "stt_failure",
+    # (reserved) LLM / TTS failures that end a call; today an LLM or TTS failure is heard as the
+    # emergency phrase and the call goes on
+    "llm_failure",
+    "tts_failure",
+    # the call's providers could not be set up (its TTS connection): emergency phrase, hang-up
+    "setup_failed",
+    # the bridge cut the media leg: a malformed AudioSocket message, or no media past the timeout
+    "protocol_error",
+    "media_timeout",
+    # internal error: a bug nothing in the dialogue handled
+    "error",
+    # the service stopped the call (shutdown), or its drain deadline passed
+    "shutdown",
+    "drain_timeout",
 ]
+END_REASONS: tuple[str, ...] = get_args(EndReason)
 
 # Payload values of an event (texts, keys, state ids, counts).
 EventValue = str | int | float | bool | None

@@ -21,6 +21,11 @@ with a bound before `run()` returns):
 - `drain`        idle until the service drains (`drain_by`), then sleeps until the drain deadline;
                  if the call is still going then, the dialogue is cancelled and the caller hears
                  the map's drain goodbye before the call ends (`drain_timeout`).
+- `stt_watchdog` STT health (`orchestrator.stt_watchdog`): the caller's speech with no result for
+                 `[call] stt_stall_s` is a stalled STT: the emergency phrase (not interruptible),
+                 the STT circuit opens; no result within `stt_recovery_s` more ends the call
+                 ("stt_failure"); a result in time and the call goes on. A call that starts while
+                 the STT circuit is open hears the emergency phrase at once and ends the same way.
 - `playback`     one parent task per bot turn (`current_playback_task`); barge-in cancels it, and
                  everything it started (synthesis, fillers, the LLM pipeline) is cancelled with it.
 Barge-in arrives synchronously from the gateway's VAD (`on_speech_start`), so the bot stops within
@@ -35,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.answer import AnswerPipeline
+from orchestrator.breaker import CircuitBreaker, GuardedLLM
 from orchestrator.call_context import CallContext
 from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import (
@@ -55,7 +61,7 @@ from orchestrator.dialogue import DialogueLoop, Reply
 from orchestrator.dialogue_map.expressions import ExpressionError
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError
-from orchestrator.domain.errors import AudioClosed, CallSetupError, ProviderError
+from orchestrator.domain.errors import AudioClosed, CallSetupError, ProviderError, STTError
 from orchestrator.domain.models import SessionState, SttResult
 from orchestrator.events import (
     CallEvent,
@@ -69,6 +75,7 @@ from orchestrator.events import (
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
 from orchestrator.responses import Renderer, Responses
+from orchestrator.stt_watchdog import SttWatchdog
 from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 from orchestrator.turns import Floor, FloorLost, TurnEvent, TurnTaking, turn_state_of
 
@@ -105,8 +112,10 @@ class Orchestrator:
         observer: Observer | None = None,
         call: CallSettings | None = None,
         intent_step: IntentStep | None = None,
+        stt_breaker: CircuitBreaker | None = None,
     ) -> None:
-        """`call`: the service's bounds on one call (`[call]`; defaults when None)."""
+        """`call`: the service's bounds on one call (`[call]`; defaults when None);
+        `stt_breaker`: the service's STT circuit (None: none)."""
         settings = dialogue_map.settings
         call = call if call is not None else CallSettings()
         self.call_id = call_id
@@ -123,6 +132,8 @@ class Orchestrator:
         self.current_playback_task: asyncio.Task[None] | None = None
         self._cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
         self.end_reason: EndReason | None = None
+        self.end_detail: str | None = None  # what failed, for provider failures and errors
+        self._stt_breaker = stt_breaker
         self.tasks = TaskOwner(call_id, cancel_bound_s=call.cancel_bound_s)
         self._observer = observer
         self._call = call
@@ -156,6 +167,15 @@ class Orchestrator:
             turns=self.turns,
             results=self._user_results,
             intent_step=intent_step,
+            stt_open=lambda: stt_breaker is not None and stt_breaker.is_open,
+        )
+        self._watchdog = SttWatchdog(
+            clock=clock,
+            stall_s=call.stt_stall_s,
+            recovery_s=call.stt_recovery_s,
+            on_stall=self._stt_stalled,
+            on_recover=self._stt_recovered,
+            on_give_up=self._stt_gave_up,
         )
         self._outbound: OutboundAudio | None = None
         self._inbound: InboundAudio | None = None
@@ -178,6 +198,7 @@ class Orchestrator:
             recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
             self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
+            self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
             hangup = self.tasks.spawn(inbound_stream.wait_hangup(), "hangup")
             drain = self.tasks.spawn(self._drain_timer(), "drain")
@@ -189,7 +210,9 @@ class Orchestrator:
                 exc = None if dialogue.cancelled() else dialogue.exception()
                 if exc is not None:
                     log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
+                    self.end_detail = f"{type(exc).__name__}: {exc}"
                 self.end_reason = "error" if exc is not None else self._dialogue.end_reason
+                self.end_detail = self.end_detail or self._dialogue.end_detail
             else:
                 self.end_reason = "caller_hangup"
                 recognition.end_input()
@@ -274,6 +297,7 @@ class Orchestrator:
             await bounded(step(), self._call.provider_timeout_s, f"shut down call {self.call_id}'s {name}")
         self.metrics_logger.emit_final(
             reason=self.end_reason,
+            end_detail=self.end_detail,
             final_state=self.session_state.current_state_id,
             state_history=list(self.session_state.state_history),
             stt_frames_dropped=self._recognition.frames_dropped if self._recognition is not None else 0,
@@ -283,6 +307,12 @@ class Orchestrator:
     # ------------------------------------------------------------------ the caller's side
     async def _listen_stt(self, recognition: RecognitionStream) -> None:
         async for event in recognition:
+            if isinstance(event, SttResult):
+                self._watchdog.heard(self.clock.now())  # echo too: STT is alive
+                if self._stt_breaker is not None:
+                    self._stt_breaker.success()
+            elif not event.retryable and self._stt_breaker is not None:
+                self._stt_breaker.failure(f"call {self.call_id}: {event}")
             if isinstance(event, SttResult) and not self.turns.hears_caller:
                 # Heard while the bot spoke and nobody interrupted: echo or a backchannel.
                 self._stt_results_dropped += 1
@@ -294,11 +324,13 @@ class Orchestrator:
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
+        self._watchdog.speech_start(at)
         self.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
 
     def on_speech_end(self, at: float) -> None:
         """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
         self.turns.handle(TurnEvent.SPEECH_END, at)
+        self._watchdog.speech_end(at)
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: logged; maps do not route on digits yet."""
@@ -317,6 +349,24 @@ class Orchestrator:
         self.metrics_logger.mark(Mark.BARGE_IN)
         self._observe(CallEventKind.BARGE_IN)
         return True
+
+    # STT health (the watchdog's callbacks, in its task or in `_listen_stt`)
+    def _stt_stalled(self, unheard_s: float) -> None:
+        why = f"no recognition result for {unheard_s:.1f} s of the caller's speech"
+        log.warning("call %s: STT stalled: %s", self.call_id, why, extra={"call_id": self.call_id})
+        if self._stt_breaker is not None:
+            self._stt_breaker.failure(f"call {self.call_id}: {why}")
+        self._user_results.put_nowait(STTError(why, provider="stt", retryable=True))
+
+    def _stt_recovered(self, stalled_s: float) -> None:
+        log.info(
+            "call %s: STT recovered after %.1f s", self.call_id, stalled_s, extra={"call_id": self.call_id}
+        )
+
+    def _stt_gave_up(self, stalled_s: float) -> None:
+        why = f"no recognition result within {stalled_s:.1f} s of the stall"
+        log.warning("call %s: STT did not recover: %s", self.call_id, why, extra={"call_id": self.call_id})
+        self._user_results.put_nowait(STTError(why, provider="stt", retryable=False))
 
     # ------------------------------------------------------------------ the bot's side (BotVoice)
     async def bot_turn(self, body: Reply, *, interruptible: bool | None = None) -> bool:
@@ -409,6 +459,10 @@ class CallServices:
     metrics_sink: MetricsSink | None = None
     call: CallSettings = field(default_factory=CallSettings)  # the service's bounds on one call
     intent_step: IntentStep | None = None  # the constrained step for unsure turns (None: none)
+    # The service's circuit per provider (None: none): a call that starts while STT's is open
+    # ends at once (emergency phrase); while the LLM's is open, answers fail without a request.
+    stt_breaker: CircuitBreaker | None = None
+    llm_breaker: CircuitBreaker | None = None
 
 
 async def create_orchestrator_instance(
@@ -418,6 +472,7 @@ async def create_orchestrator_instance(
 
     Raises `CallSetupError` when setup fails; whatever was created is shut down first.
     """
+    llm = services.llm_factory(call_id)
     orchestrator = Orchestrator(
         call_id,
         dialogue_map=services.dialogue_map,
@@ -425,7 +480,7 @@ async def create_orchestrator_instance(
         intent_classifier=services.intent_classifier,
         tts_manager=services.tts_factory(call_id),
         stt_streamer=services.stt_factory(call_id),
-        llm_manager=services.llm_factory(call_id),
+        llm_manager=llm if services.llm_breaker is None else GuardedLLM(llm, services.llm_breaker),
         audio_cache=services.audio_cache,
         clock=services.clock,
         render=services.render,
@@ -433,6 +488,7 @@ async def create_orchestrator_instance(
         observer=observer,
         call=services.call,
         intent_step=services.intent_step,
+        stt_breaker=services.stt_breaker,
     )
     try:
         async with asyncio.timeout(services.call.setup_timeout_s):
@@ -442,7 +498,8 @@ async def create_orchestrator_instance(
         await orchestrator.shutdown()
         raise
     except Exception as exc:
-        orchestrator.end_reason = "error"
+        orchestrator.end_reason = "setup_failed"  # what the service logs and counts for it too
+        orchestrator.end_detail = f"{type(exc).__name__}: {exc}"
         await orchestrator.shutdown()
         raise CallSetupError(f"call {call_id}: setup failed: {exc!r}") from exc
     return orchestrator

@@ -67,7 +67,7 @@ class Responses:
 
     async def provider_failure(self, exc: BaseException, *, stage: str) -> None:
         """Any STT/TTS/LLM failure: the caller hears the emergency filler, the call goes on."""
-        log.warning("call %s: %s failure: %s", self._call_id, stage, exc)
+        log.warning("call %s: %s failure: %s", self._call_id, stage, exc, extra={"call_id": self._call_id})
         self._metrics.set(error=f"{stage}: {exc}")
         self._observe(CallEventKind.PROVIDER_FAILURE, stage=stage, error=str(exc))
         outbound = self._player.outbound

@@ -449,7 +449,7 @@ def test_stt_failure_plays_the_emergency_filler_and_the_call_goes_on() -> None:
 def test_fatal_stt_failure_ends_the_call_cleanly() -> None:
     err = STTError("bad credentials", provider="fake-stt", retryable=False)
     run = call([SttFailure(2.0, err)], hangup_at=None)
-    assert run.outcome.reason == "stt_failed" and run.outcome.hang_up
+    assert run.outcome.reason == "stt_failure" and run.outcome.hang_up
     assert run.sink.labels() == [label("static:greeting"), label("filler:emergency")]
 
 

@@ -97,11 +97,11 @@ def test_sections_are_the_components_models() -> None:
         "bridge.pacer",
         "bridge.playout",
         "orchestrator.call_settings",
+        "orchestrator.breaker",
         "orchestrator.adapters.speechkit",
         "orchestrator.adapters.openai_settings",
         "orchestrator.adapters.tts.espeak_settings",
         "orchestrator.cache.redis_settings",
-        "orchestrator.breaker",
     }
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import grpc
@@ -48,7 +49,13 @@ from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.errors import STTError
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
-__all__ = ["PROVIDER", "YandexRecognitionStream", "YandexSttStreamer", "streaming_options"]
+__all__ = [
+    "PROVIDER",
+    "YandexRecognitionStream",
+    "YandexSttStreamer",
+    "probe_recognizer",
+    "streaming_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,7 @@ class YandexSttStreamer:
             clock=self._clock,
             metadata=self._metadata,
             name=f"stt-{self._request_id}" if self._request_id else "stt",
+            call_id=self._request_id or "",
         )
 
 
@@ -107,8 +115,12 @@ class YandexRecognitionStream:
         clock: Clock,
         metadata: tuple[tuple[str, str], ...] = (),
         name: str = "stt",
+        call_id: str = "",
     ) -> None:
+        """`call_id`: the call this recognition serves; every log line names it."""
         self._channel = channel
+        self._call_id = call_id
+        self._log_extra = {"call_id": call_id}
         self._stub = stt_service_pb2_grpc.RecognizerStub(channel)
         self._metadata = metadata
         self._buffer = AudioBuffer(max(1, int(settings.max_buffered_s * 1000) // FRAME_MS))
@@ -118,6 +130,7 @@ class YandexRecognitionStream:
             buffer=self._buffer,
             emit=self._put,
             chunk_frames=max(1, settings.chunk_ms * BYTES_PER_MS // FRAME_BYTES),
+            call_id=call_id,
         )
         self._results: asyncio.Queue[SttEvent | _End] = asyncio.Queue()
         self._finished = False  # the end marker is queued: nothing more goes in
@@ -199,7 +212,7 @@ class YandexRecognitionStream:
             self._finish()
             raise
         except Exception as exc:  # a bug here must not leave the consumer waiting forever
-            log.exception("STT supervisor failed")
+            log.exception("call %s: STT supervisor failed", self._call_id, extra=self._log_extra)
             error = STTError(f"STT supervisor failed: {type(exc).__name__}: {exc}", provider=PROVIDER)
         self._finish(error)
 
@@ -227,7 +240,7 @@ class YandexRecognitionStream:
                     continue
                 # Bounded by the reader's own deadlines (connect, stream cap, drain).
                 await asyncio.wait({reader})
-                crash = _crash(reader)
+                crash = _crash(reader, self._call_id)
                 if crash is not None:
                     return crash  # never a silent death: the Orchestrator hears of it
                 err = reader.result()
@@ -255,10 +268,12 @@ class YandexRecognitionStream:
                 replay = call.unconfirmed_requests()
                 delay = min(s.reconnect_backoff_max_s, s.reconnect_backoff_s * 2 ** (failures - 1))
                 log.warning(
-                    "STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
+                    "call %s: STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
+                    self._call_id,
                     err,
                     delay,
                     call.unconfirmed_ms,
+                    extra=self._log_extra,
                 )
                 await asyncio.sleep(delay)
         finally:
@@ -316,11 +331,34 @@ class YandexRecognitionStream:
         if err is None and call.ended.result() not in ("renew", "eof"):
             err = STTError("SpeechKit closed the stream", provider=PROVIDER, retryable=True)
         if err is not None:
-            log.debug("STT stream at %d ms ended: %s", call.base_ms, err)
+            log.debug("call %s: STT stream at %d ms ended: %s", self._call_id, call.base_ms, err)
         return err
 
 
-def _crash(reader: asyncio.Task[STTError | None]) -> STTError | None:
+async def probe_recognizer(
+    channel: grpc.aio.Channel, settings: YandexSettings, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """Return once SpeechKit answers a recognition (the STT circuit breaker's probe).
+
+    A real request, because a frozen server still accepts connections: the session options, no
+    audio; the first response (or a clean end) is the answer. Raises `grpc.aio.AioRpcError` when
+    the service fails it; never returns while it is frozen (the caller bounds it). Runs only while
+    the circuit is open, so a healthy service sees at most one per outage.
+    """
+    stub = stt_service_pb2_grpc.RecognizerStub(channel)
+
+    async def requests() -> AsyncIterator[stt_pb2.StreamingRequest]:
+        yield stt_pb2.StreamingRequest(session_options=streaming_options(settings))
+
+    rpc = stub.RecognizeStreaming(requests(), metadata=metadata)
+    try:
+        async for _ in rpc:
+            return
+    finally:
+        rpc.cancel()
+
+
+def _crash(reader: asyncio.Task[STTError | None], call_id: str) -> STTError | None:
     """A non-retryable STTError for a reader that raised or was cancelled, else None."""
     if reader.cancelled():
         # Only aclose() cancels readers, and it cancels the supervisor too.
@@ -328,7 +366,7 @@ def _crash(reader: asyncio.Task[STTError | None]) -> STTError | None:
     exc = reader.exception()
     if exc is None:
         return None
-    log.error("STT stream reader failed", exc_info=exc)
+    log.error("call %s: STT stream reader failed", call_id, exc_info=exc, extra={"call_id": call_id})
     return STTError(
         f"STT stream reader failed: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=False
     )

@@ -89,6 +89,7 @@ class Shared:
     buffer: AudioBuffer  # the one inbound buffer, filled by the gateway
     emit: Callable[[SttEvent], None]  # results out, in order
     chunk_frames: int  # 20 ms frames per audio request (5: 100 ms)
+    call_id: str = ""  # the call this recognition serves, for log lines
     audio_bytes_sent: int = 0  # resent (replayed) audio counts again
     silence_ms_sent: int = 0
 
@@ -330,7 +331,10 @@ class RecognizeCall:
             loop = asyncio.get_running_loop()
             self.pending_timer = loop.call_later(self.shared.settings.final_refinement_wait_s, self.flush)
         elif event == "status_code" and resp.status_code.code_type == stt_pb2.WARNING:
-            log.warning("SpeechKit warning: %s", resp.status_code.message)
+            cid = self.shared.call_id
+            log.warning(
+                "call %s: SpeechKit warning: %s", cid, resp.status_code.message, extra={"call_id": cid}
+            )
 
     def flush(self) -> None:
         """Emit the held final with its raw text (no refinement came in time)."""
