@@ -2,14 +2,20 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump
+APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2
 PYTEST_ARGS ?=
+# asterisk.sh mode for `make demo`: auto (a container if an engine answers), chroot or container.
+DEMO_ASTERISK ?= auto
+# `make images/containers-up` with the SpeechKit/OpenAI stand-ins (0: real providers from .env).
+STANDINS ?= 1
 
-.PHONY: install system-deps test test-fast lint types check demo bench asterisk-up asterisk-down clean
+.PHONY: install system-deps test test-fast lint types check demo bench asterisk-up asterisk-down \
+	images containers-up containers-down clean
 
 install: system-deps $(VENV)/.installed
 
-# Debian packages the tests and the demo use (Redis, sipp, espeak-ng, sox, debootstrap, tcpdump).
+# Debian packages the tests and the demo use (Redis, sipp, espeak-ng, sox, debootstrap, tcpdump;
+# Podman with runc for the containers).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -54,8 +60,22 @@ asterisk-up: install
 asterisk-down:
 	bash asterisk_conf/asterisk.sh down
 
-demo: install asterisk-up
-	$(PY) -m bridge.cli demo
+# Asterisk in a container when Docker or Podman answers (and the chroot Asterisk is not already
+# running), else in the chroot; the bridge runs in this process so the demo can print the dialogue.
+demo: install
+	VOICEBRIDGE_ASTERISK=$(DEMO_ASTERISK) bash asterisk_conf/asterisk.sh up
+	VOICEBRIDGE_ASTERISK=$(DEMO_ASTERISK) $(PY) -m bridge.cli demo
+
+# The images of docker-compose.yml, with Podman, from local debootstrap base images (docker/).
+images: install
+	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh build
+
+# The whole stack in containers on the host's loopback (stop a chroot Asterisk first: same ports).
+containers-up: images
+	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh compose up -d --no-build
+
+containers-down:
+	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh compose down -t 10
 
 bench: install
 	$(PY) -m bench

@@ -6,11 +6,16 @@
 #   asterisk.sh status   print whether it runs (exit 0) or not (exit 3)
 #   asterisk.sh logs     tail its log (LINES=N to choose how much; "logs -f" to follow)
 #
-# With a working Docker engine and compose plugin it uses docker compose (service
-# "asterisk" of docker-compose.yml). Otherwise (CI, these machines) it runs Debian sid's
-# asterisk package in a debootstrap chroot cached outside the repo in $VOICEBRIDGE_CACHE
-# (default /var/cache/voicebridge), rebuilt only when its completion marker is missing.
-# Needs root (debootstrap, chroot, bind mounts).
+# VOICEBRIDGE_ASTERISK picks how (default chroot):
+#   chroot     Debian sid's asterisk package in a debootstrap chroot cached outside the repo in
+#              $VOICEBRIDGE_CACHE (default /var/cache/voicebridge), rebuilt only when its
+#              completion marker is missing. What CI and `make test` use.
+#   container  service "asterisk" of docker-compose.yml, host network: docker compose if a
+#              Docker engine with the compose plugin answers, else Podman (docker/containers.sh
+#              builds the image, without a registry).
+#   auto       the chroot if it already runs, else a container if an engine answers, else the
+#              chroot (`make demo`).
+# Needs root (debootstrap, chroot, bind mounts; rootful Podman).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +24,8 @@ CACHE=${VOICEBRIDGE_CACHE:-/var/cache/voicebridge}
 ROOT="$CACHE/asterisk-sid-chroot"
 MARKER="$ROOT/.voicebridge-chroot-complete"   # written last: its presence means "complete"
 PIDFILE="$CACHE/asterisk.pid"
+MODEFILE="$CACHE/asterisk.mode"               # "docker" or "podman" while a container runs
+CONTAINERS_SH="$REPO/docker/containers.sh"
 HASHFILE="$CACHE/asterisk.confhash"
 OUT="$CACHE/asterisk.out"
 CONF_DIR=/etc/voicebridge                     # inside the chroot / container
@@ -35,13 +42,52 @@ die() { log "error: $*"; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-use_docker() {
-    [[ ${VOICEBRIDGE_NO_DOCKER:-} == 1 ]] && return 1
+docker_answers() {
     command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 &&
         docker compose version >/dev/null 2>&1
 }
 
-compose() { (cd "$REPO" && docker compose "$@"); }
+# Prints what `up` starts: docker, podman or chroot (dies on a bad VOICEBRIDGE_ASTERISK, and when
+# a container is required but no engine answers).
+pick_engine() {
+    local mode=${VOICEBRIDGE_ASTERISK:-chroot}
+    [[ ${VOICEBRIDGE_NO_DOCKER:-} == 1 ]] && mode=chroot # the older switch
+    case $mode in
+    chroot) echo chroot; return ;;
+    auto) running_pid >/dev/null && { echo chroot; return; } ;;
+    container) ;;
+    *) die "VOICEBRIDGE_ASTERISK=$mode: expected chroot, container or auto" ;;
+    esac
+    if docker_answers; then
+        echo docker
+    elif bash "$CONTAINERS_SH" available 2>/dev/null; then
+        echo podman
+    elif [[ $mode == container ]]; then
+        bash "$CONTAINERS_SH" available || true
+        die "VOICEBRIDGE_ASTERISK=container, but neither Docker nor Podman answers"
+    else
+        echo chroot
+    fi
+}
+
+# The engine of the container we started (from $MODEFILE), or fails: the chroot then.
+running_engine() { [[ -f $MODEFILE ]] && cat "$MODEFILE"; }
+
+compose() {  # $1: engine; the rest: compose arguments
+    local engine=$1
+    shift
+    # Without descriptors above 2: the engine's long-lived helpers (conmon, the Docker CLI's
+    # plugins) must not inherit our lock or a caller's, which would then stay held.
+    (
+        for fd in $(ls "/proc/$BASHPID/fd"); do ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done
+        cd "$REPO"
+        if [[ $engine == docker ]]; then
+            exec docker compose "$@"
+        else
+            exec bash "$CONTAINERS_SH" compose "$@"
+        fi
+    )
+}
 
 # Prints the Asterisk version if ARI answers with our credentials.
 ari_version() {
@@ -189,12 +235,35 @@ stop_chroot() {
     return 0
 }
 
+container_up() {  # $1: engine
+    local engine=$1 t0 version
+    t0=$(now)
+    if [[ $(running_engine) == "$engine" && -f $HASHFILE && $(<"$HASHFILE") == "$(conf_hash)" ]] &&
+        version=$(ari_version); then
+        log "already running ($engine container), config unchanged"
+        echo "$version"
+        return 0
+    fi
+    if [[ -z $(running_engine) ]] && ari_version >/dev/null; then
+        die "something else already answers ARI on $ARI_URL (another Asterisk?); stop it first"
+    fi
+    [[ $engine == podman ]] && bash "$CONTAINERS_SH" build asterisk
+    echo "$engine" >"$MODEFILE" # from here on, `down` removes what `up` leaves
+    conf_hash >"$HASHFILE"
+    # --force-recreate: Asterisk reads the configuration at start (a changed one needs a restart).
+    if [[ $engine == docker ]]; then
+        compose docker up -d --build --force-recreate asterisk >&2
+    else
+        compose podman up -d --no-build --force-recreate asterisk >&2
+    fi
+    wait_for_ari "$t0" ""
+}
+
 cmd_up() {
-    if use_docker; then
-        local t0
-        t0=$(now)
-        compose up -d --build asterisk
-        wait_for_ari "$t0" ""
+    local engine
+    engine=$(running_engine) || engine=$(pick_engine) || exit 1
+    if [[ $engine != chroot ]]; then
+        container_up "$engine"
         return
     fi
     local pid
@@ -217,17 +286,20 @@ cmd_up() {
 }
 
 cmd_down() {
-    if use_docker; then
-        compose stop asterisk
+    local engine
+    if engine=$(running_engine); then
+        compose "$engine" stop -t 10 asterisk >&2  # `up` recreates it
+        rm -f "$MODEFILE"
+        log "stopped the Asterisk container ($engine)"
         return
     fi
     stop_chroot
 }
 
 cmd_status() {
-    local version pid
-    if use_docker; then
-        compose ps asterisk
+    local version pid engine
+    if engine=$(running_engine); then
+        compose "$engine" ps # podman-compose takes no service name here
     elif pid=$(running_pid); then
         log "running, pid $pid"
     else
@@ -243,8 +315,9 @@ cmd_status() {
 }
 
 cmd_logs() {
-    if use_docker; then
-        compose exec -T asterisk tail -n "${LINES:-100}" "$@" /var/log/asterisk/messages.log
+    local engine
+    if engine=$(running_engine); then
+        compose "$engine" exec -T asterisk tail -n "${LINES:-100}" "$@" /var/log/asterisk/messages.log
         return
     fi
     [[ -f $LOGFILE ]] || die "no log yet at $LOGFILE"

@@ -209,15 +209,17 @@ async def run_sipp(
     timeout_s: float = 30.0,
     calls: int = 1,
     extra: Sequence[str] = (),
+    netns: str | None = None,
 ) -> SippResult:
-    """Run `calls` sipp calls at once (as UAC if `remote` is given, else as UAS), bounded."""
+    """Run `calls` sipp calls at once (as UAC if `remote` is given, else as UAS), bounded;
+    inside network namespace `netns` (`ip netns exec`) if given."""
     exe = shutil.which("sipp")
     if exe is None:
         raise RuntimeError("sipp is not installed (Debian package sip-tester; make system-deps)")
     err_file = work_dir / f"{scenario.stem}.errors.log"
     msg_file = work_dir / f"{scenario.stem}.messages.log"
     args = [
-        exe, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(local_port),
+        *netns_prefix(netns), exe, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(local_port),
         "-mi", "127.0.0.1", "-mp", str(media_port), "-m", str(calls), "-l", str(calls), "-r", str(max(calls, 1)),
         "-nostdin",
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-max_recv_loops", "1000",
@@ -242,13 +244,20 @@ async def run_sipp(
     return SippResult(proc.returncode or 0, out.decode(errors="replace"), errors)
 
 
+def netns_prefix(netns: str | None) -> list[str]:
+    """The command prefix that runs a program inside network namespace `netns` (none: as is)."""
+    return [] if netns is None else ["ip", "netns", "exec", netns]
+
+
 # --- capture ---
 class Capture:
-    """tcpdump on `lo` writing `path`; `async with` starts it (ready) and stops it (flushed)."""
+    """tcpdump on `lo` (of network namespace `netns` if given) writing `path`; `async with`
+    starts it (ready) and stops it (flushed)."""
 
-    def __init__(self, path: Path, bpf: str) -> None:
+    def __init__(self, path: Path, bpf: str, *, netns: str | None = None) -> None:
         self.path = path
         self.bpf = bpf
+        self.netns = netns
         self._proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Capture:
@@ -258,7 +267,7 @@ class Capture:
         self._proc = await asyncio.create_subprocess_exec(
             # --immediate-mode: without it libpcap hands packets over in blocks, and the last
             # block (the BYE!) is lost when we stop it.
-            exe, "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "2048", "-w", str(self.path), self.bpf,
+            *netns_prefix(self.netns), exe, "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "2048", "-w", str(self.path), self.bpf,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert self._proc.stderr is not None
