@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import cProfile
 import functools
+import gc
 import logging
 import random
 import time
@@ -34,10 +35,12 @@ from multiprocessing.connection import Connection
 from bench.callers import commands, involuntary_switches, prepare_process
 from bench.common import GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
+from bridge.event_loop import EventLoopKind, loop_factory
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from orchestrator.clock import LoopClock
+from orchestrator.domain.errors import ConfigError
 from orchestrator.domain.models import AudioChunk
 from orchestrator.tasks import cancel_and_wait
 from testkit.fake_asterisk import read_wav_8k
@@ -98,6 +101,19 @@ class BridgeStats:
     preempted: int  # involuntary context switches: other work on this core
     gc_full: int  # collections of the oldest generation (the slow kind) in the window
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
+    cpu_s: float  # user + system CPU time of the bridge process in the window
+
+    @property
+    def cpu_ms_per_call_s(self) -> float:
+        """Bridge CPU per second of one call, in ms (user + system of the process); NaN for no calls."""
+        if not self.calls or not self.wall_s:
+            return float("nan")
+        return 1000 * self.cpu_s / (self.calls * self.wall_s)
+
+    def calls_per_core(self, share: float = 0.8) -> float:
+        """Calls one core would carry at `share` of it busy, at this step's cost per call."""
+        per_call = self.cpu_ms_per_call_s
+        return share * 1000 / per_call if per_call > 0 else float("nan")
 
 
 class TickProbe:
@@ -212,6 +228,7 @@ class BridgeSide:
             preempted=involuntary_switches() - switches0,
             gc_full=gc_timer.full,
             gc_max_ms=1000 * gc_timer.max_s,
+            cpu_s=cpu,
         )
 
     async def teardown(self) -> None:
@@ -248,9 +265,27 @@ async def _serve(conn: Connection, wav_path: str) -> None:
         await side.close()
 
 
-def bridge_main(conn: Connection, cpu: int | None, nice: int, realtime: bool, wav_path: str) -> None:
-    """Process entry point."""
-    conn.send(("hello", prepare_process(cpu, nice, realtime)))
+def bridge_main(
+    conn: Connection,
+    cpu: int | None,
+    nice: int,
+    realtime: bool,
+    wav_path: str,
+    event_loop: EventLoopKind = "asyncio",
+) -> None:
+    """Process entry point; `event_loop` as `[service] event_loop` of the service."""
+    scheduling = prepare_process(cpu, nice, realtime)
+    try:
+        factory = loop_factory(event_loop)
+    except ConfigError as exc:
+        conn.send(("error", str(exc)))
+        return
+    conn.send(("hello", f"{scheduling}, {event_loop} loop"))
     # Hundreds of hang-ups at the end of a step would each log at DEBUG/WARNING: keep it quiet.
     logging.basicConfig(level=logging.ERROR)
-    asyncio.run(_serve(conn, wav_path))
+    # As `voicebridge serve` does once started: what lives as long as the process is kept out of
+    # the collector's generations.
+    gc.collect()
+    gc.freeze()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(conn, wav_path))
