@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+import pydantic.dataclasses
+from pydantic import ConfigDict
 
 from orchestrator.domain.errors import ConfigError
 
@@ -20,10 +21,9 @@ __all__ = ["EventLoopKind", "ServiceSettings", "loop_factory"]
 EventLoopKind = Literal["asyncio", "uvloop"]
 
 
-class ServiceSettings(BaseModel):
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class ServiceSettings:
     """Process-wide settings (section `[service]`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_loop: EventLoopKind = "asyncio"
 
