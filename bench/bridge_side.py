@@ -145,7 +145,16 @@ class BridgeSide:
         self.probe = TickProbe()
         self.pacer.add(self.probe)  # before any call: it ticks first
         self.server = AudioSocketServer(
-            AudioSocketSettings(bind_port=0, uuid_timeout_s=10.0), pacer=self.pacer
+            # The admission limits are for a real PBX's traffic; the bench's callers all come from
+            # one address at once, as fast as they can connect.
+            AudioSocketSettings(
+                bind_port=0,
+                uuid_timeout_s=10.0,
+                max_connections=5000,
+                max_connections_per_peer=5000,
+                max_accepts_per_s=5000.0,
+            ),
+            pacer=self.pacer,
         )
         self.calls: list[BridgeCall] = []
         self._arrived = asyncio.Event()
