@@ -14,7 +14,7 @@ Driven over a pipe by `bench.hotpath` with tuples:
   ("expect", [uuid str, ...])  -> ("ready", port)
   ("wait_calls", n, timeout_s) -> ("calls", connected)
   ("measure", t0, t1, profile)  -> ("stats", BridgeStats)  (profile: a cProfile dump path or None)
-  ("teardown",)                -> ("done", 0)
+  ("teardown",)                -> ("done", Leftovers)
   ("exit",)                    -> process ends
 """
 
@@ -26,6 +26,7 @@ import cProfile
 import functools
 import gc
 import logging
+import os
 import random
 import time
 import uuid
@@ -102,6 +103,7 @@ class BridgeStats:
     gc_full: int  # collections of the oldest generation (the slow kind) in the window
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
     cpu_s: float  # user + system CPU time of the bridge process in the window
+    rss_kb_per_call: float  # (RSS at the window's end - RSS before the first call) / calls
 
     @property
     def cpu_ms_per_call_s(self) -> float:
@@ -114,6 +116,22 @@ class BridgeStats:
         """Calls one core would carry at `share` of it busy, at this step's cost per call."""
         per_call = self.cpu_ms_per_call_s
         return share * 1000 / per_call if per_call > 0 else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    """What a step's calls left behind once all were closed (0 tasks and fds expected)."""
+
+    tasks: int  # asyncio tasks still alive
+    fds: int  # open descriptors above those before the first call
+    connections: int  # AudioSocket connections the server still holds
+    rss_growth_kb: float  # RSS above the level before the first call (allocator keeps some)
+
+
+def rss_kb() -> float:
+    """This process's resident set size, in KiB (Linux /proc)."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
 class TickProbe:
@@ -157,12 +175,16 @@ class BridgeSide:
             pacer=self.pacer,
         )
         self.calls: list[BridgeCall] = []
+        self.base_rss_kb = 0.0
+        self.base_fds = 0
         self._arrived = asyncio.Event()
         self._expected = 0
 
     async def start(self) -> None:
-        """Listen on 127.0.0.1, any port."""
+        """Listen on 127.0.0.1, any port; note the RSS and descriptors before any call."""
         await self.server.start()
+        self.base_rss_kb = rss_kb()
+        self.base_fds = len(os.listdir("/proc/self/fd"))
 
     def expect(self, uuids: list[str]) -> None:
         """Register the step's UUIDs; each call is built the moment its caller sends the UUID."""
@@ -238,12 +260,19 @@ class BridgeSide:
             gc_full=gc_timer.full,
             gc_max_ms=1000 * gc_timer.max_s,
             cpu_s=cpu,
+            rss_kb_per_call=(rss_kb() - self.base_rss_kb) / max(1, len(self.calls)),
         )
 
-    async def teardown(self) -> None:
-        """Close every call of the step."""
+    async def teardown(self) -> Leftovers:
+        """Close every call of the step; what is left once they are closed."""
         calls, self.calls = self.calls, []
         await asyncio.gather(*(c.close() for c in calls))
+        return Leftovers(
+            tasks=len(asyncio.all_tasks()) - 1,  # not the command loop's own task
+            fds=len(os.listdir("/proc/self/fd")) - self.base_fds,
+            connections=self.server.connections,
+            rss_growth_kb=rss_kb() - self.base_rss_kb,
+        )
 
     async def close(self) -> None:
         """Close the calls and the server."""
@@ -266,8 +295,7 @@ async def _serve(conn: Connection, wav_path: str) -> None:
             elif cmd[0] == "measure":
                 conn.send(("stats", await side.measure(cmd[1], cmd[2], cmd[3])))
             elif cmd[0] == "teardown":
-                await side.teardown()
-                conn.send(("done", 0))
+                conn.send(("done", await side.teardown()))
             else:
                 return
     finally:

@@ -289,6 +289,9 @@ async def commands(conn: Connection) -> asyncio.Queue[Any]:
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def readable() -> None:
+        # uvloop makes a watched descriptor non-blocking; a message larger than the pipe's buffer
+        # must then still be read whole (the sender writes it at once).
+        os.set_blocking(conn.fileno(), True)
         try:
             queue.put_nowait(conn.recv())
         except EOFError:

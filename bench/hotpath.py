@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from bench.bridge_side import BridgeStats, bridge_main
+from bench.bridge_side import BridgeStats, Leftovers, bridge_main
 from bench.callers import CallerStats, callers_main
 from bench.common import BOT_PHRASE, CALLER_PHRASE, make_speech_wav, table
 from bridge.event_loop import EventLoopKind
@@ -62,6 +62,8 @@ HEADERS = (
     "gc_ms",
     "preempt",
     "caller%",
+    "kB/call",
+    "left",
     "ok",
 )
 
@@ -73,6 +75,7 @@ class StepResult:
     calls: int
     bridge: BridgeStats
     callers: CallerStats
+    left: Leftovers  # after the step's calls were closed
 
     @property
     def ok(self) -> bool:
@@ -110,6 +113,8 @@ class StepResult:
             b.gc_max_ms,
             b.preempted,
             c.cpu_pct,
+            round(b.rss_kb_per_call),
+            f"{self.left.tasks}t/{self.left.fds}fd/{self.left.connections}c",
             "yes" if self.ok else ("NO, callers saturated" if c.cpu_pct >= MAX_CPU_PCT else "NO"),
         ]
 
@@ -399,8 +404,8 @@ def run_capacity(
                 b_stats: BridgeStats = bridge.reply("stats", wait)
                 c_stats: CallerStats = callers.reply("stats", wait)
                 callers.ask("done", 60, "hangup")
-                bridge.ask("done", 60, "teardown")
-                step = StepResult(n, b_stats, c_stats)
+                left: Leftovers = bridge.ask("done", 60, "teardown")
+                step = StepResult(n, b_stats, c_stats, left)
                 results.append(step)
                 if progress is not None:
                     progress(
