@@ -4,12 +4,13 @@ latency, as plain-text tables. See bench/README.md for what each number means.""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from bench.dialogue import render_dialogue, run_dialogue
-from bench.hotpath import DEFAULT_STEPS, profile_summary, run_capacity
+from bench.hotpath import DEFAULT_STEPS, capacity_json, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
 
 PARTS = ("capacity", "micro", "dialogue")
@@ -42,6 +43,18 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile the bridge in each step into DIR and print the top",
     )
     parser.add_argument("--calls", type=int, default=20, help="scripted text-mode calls")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each capacity step (median and spread)"
+    )
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the bridge's event loop"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write the capacity results with machine, Python, commit",
+    )
     args = parser.parse_args(argv)
     parts = args.only or list(PARTS)
     failed = False
@@ -57,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                 realtime=not args.no_rt,
                 profile_dir=args.profile,
                 progress=_progress,
+                repeat=args.repeat,
+                event_loop=args.loop,
             )
             print(capacity.render(), end="\n\n", flush=True)
+            if args.json is not None:
+                args.json.write_text(json.dumps(capacity_json(capacity, args.loop), indent=1) + "\n")
             if args.profile is not None:
                 for step in capacity.steps:
                     print(profile_summary(args.profile / f"bridge-{step.calls}.prof"), end="\n\n")

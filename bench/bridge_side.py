@@ -14,7 +14,7 @@ Driven over a pipe by `bench.hotpath` with tuples:
   ("expect", [uuid str, ...])  -> ("ready", port)
   ("wait_calls", n, timeout_s) -> ("calls", connected)
   ("measure", t0, t1, profile)  -> ("stats", BridgeStats)  (profile: a cProfile dump path or None)
-  ("teardown",)                -> ("done", 0)
+  ("teardown",)                -> ("done", Leftovers)
   ("exit",)                    -> process ends
 """
 
@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import cProfile
 import functools
+import gc
 import logging
+import os
 import random
 import time
 import uuid
@@ -34,10 +36,12 @@ from multiprocessing.connection import Connection
 from bench.callers import commands, involuntary_switches, prepare_process
 from bench.common import GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
+from bridge.event_loop import EventLoopKind, loop_factory
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from orchestrator.clock import LoopClock
+from orchestrator.domain.errors import ConfigError
 from orchestrator.domain.models import AudioChunk
 from orchestrator.tasks import cancel_and_wait
 from testkit.fake_asterisk import read_wav_8k
@@ -98,6 +102,36 @@ class BridgeStats:
     preempted: int  # involuntary context switches: other work on this core
     gc_full: int  # collections of the oldest generation (the slow kind) in the window
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
+    cpu_s: float  # user + system CPU time of the bridge process in the window
+    rss_kb_per_call: float  # (RSS at the window's end - RSS before the first call) / calls
+
+    @property
+    def cpu_ms_per_call_s(self) -> float:
+        """Bridge CPU per second of one call, in ms (user + system of the process); NaN for no calls."""
+        if not self.calls or not self.wall_s:
+            return float("nan")
+        return 1000 * self.cpu_s / (self.calls * self.wall_s)
+
+    def calls_per_core(self, share: float = 0.8) -> float:
+        """Calls one core would carry at `share` of it busy, at this step's cost per call."""
+        per_call = self.cpu_ms_per_call_s
+        return share * 1000 / per_call if per_call > 0 else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    """What a step's calls left behind once all were closed (0 tasks and fds expected)."""
+
+    tasks: int  # asyncio tasks still alive
+    fds: int  # open descriptors above those before the first call
+    connections: int  # AudioSocket connections the server still holds
+    rss_growth_kb: float  # RSS above the level before the first call (allocator keeps some)
+
+
+def rss_kb() -> float:
+    """This process's resident set size, in KiB (Linux /proc)."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
 class TickProbe:
@@ -129,15 +163,28 @@ class BridgeSide:
         self.probe = TickProbe()
         self.pacer.add(self.probe)  # before any call: it ticks first
         self.server = AudioSocketServer(
-            AudioSocketSettings(bind_port=0, uuid_timeout_s=10.0), pacer=self.pacer
+            # The admission limits are for a real PBX's traffic; the bench's callers all come from
+            # one address at once, as fast as they can connect.
+            AudioSocketSettings(
+                bind_port=0,
+                uuid_timeout_s=10.0,
+                max_connections=5000,
+                max_connections_per_peer=5000,
+                max_accepts_per_s=5000.0,
+            ),
+            pacer=self.pacer,
         )
         self.calls: list[BridgeCall] = []
+        self.base_rss_kb = 0.0
+        self.base_fds = 0
         self._arrived = asyncio.Event()
         self._expected = 0
 
     async def start(self) -> None:
-        """Listen on 127.0.0.1, any port."""
+        """Listen on 127.0.0.1, any port; note the RSS and descriptors before any call."""
         await self.server.start()
+        self.base_rss_kb = rss_kb()
+        self.base_fds = len(os.listdir("/proc/self/fd"))
 
     def expect(self, uuids: list[str]) -> None:
         """Register the step's UUIDs; each call is built the moment its caller sends the UUID."""
@@ -212,12 +259,20 @@ class BridgeSide:
             preempted=involuntary_switches() - switches0,
             gc_full=gc_timer.full,
             gc_max_ms=1000 * gc_timer.max_s,
+            cpu_s=cpu,
+            rss_kb_per_call=(rss_kb() - self.base_rss_kb) / max(1, len(self.calls)),
         )
 
-    async def teardown(self) -> None:
-        """Close every call of the step."""
+    async def teardown(self) -> Leftovers:
+        """Close every call of the step; what is left once they are closed."""
         calls, self.calls = self.calls, []
         await asyncio.gather(*(c.close() for c in calls))
+        return Leftovers(
+            tasks=len(asyncio.all_tasks()) - 1,  # not the command loop's own task
+            fds=len(os.listdir("/proc/self/fd")) - self.base_fds,
+            connections=self.server.connections,
+            rss_growth_kb=rss_kb() - self.base_rss_kb,
+        )
 
     async def close(self) -> None:
         """Close the calls and the server."""
@@ -240,17 +295,34 @@ async def _serve(conn: Connection, wav_path: str) -> None:
             elif cmd[0] == "measure":
                 conn.send(("stats", await side.measure(cmd[1], cmd[2], cmd[3])))
             elif cmd[0] == "teardown":
-                await side.teardown()
-                conn.send(("done", 0))
+                conn.send(("done", await side.teardown()))
             else:
                 return
     finally:
         await side.close()
 
 
-def bridge_main(conn: Connection, cpu: int | None, nice: int, realtime: bool, wav_path: str) -> None:
-    """Process entry point."""
-    conn.send(("hello", prepare_process(cpu, nice, realtime)))
+def bridge_main(
+    conn: Connection,
+    cpu: int | None,
+    nice: int,
+    realtime: bool,
+    wav_path: str,
+    event_loop: EventLoopKind = "asyncio",
+) -> None:
+    """Process entry point; `event_loop` as `[service] event_loop` of the service."""
+    scheduling = prepare_process(cpu, nice, realtime)
+    try:
+        factory = loop_factory(event_loop)
+    except ConfigError as exc:
+        conn.send(("error", str(exc)))
+        return
+    conn.send(("hello", f"{scheduling}, {event_loop} loop"))
     # Hundreds of hang-ups at the end of a step would each log at DEBUG/WARNING: keep it quiet.
     logging.basicConfig(level=logging.ERROR)
-    asyncio.run(_serve(conn, wav_path))
+    # As `voicebridge serve` does once started: what lives as long as the process is kept out of
+    # the collector's generations.
+    gc.collect()
+    gc.freeze()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(conn, wav_path))

@@ -2,8 +2,10 @@
 
 Each caller is a `FakeAsterisk` streaming a looping Russian espeak-ng clip in real time (20 ms
 frames from one shared `Pacer`, as `FakeCallerPool` does), and timing every audio message the
-bridge sends back. Only running counters and one shared histogram are kept, so the caller side
-stays cheap and the bridge's core is the one that saturates.
+bridge sends back by the kernel's receive timestamp (SO_TIMESTAMPNS, read with `recvmsg`), so
+how late the caller process itself got round to reading is not in the figure. Only running
+counters and one shared histogram are kept, so the caller side stays cheap and the bridge's core
+is the one that saturates.
 
 Driven over a `multiprocessing` pipe by `bench.hotpath` with tuples:
   ("connect", port, [uuid str, ...]) -> ("connected", n)
@@ -20,6 +22,8 @@ import logging
 import os
 import random
 import resource
+import socket
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.common import GcTimer, Histogram
+from bridge.audiosocket.protocol import encode_uuid
 from bridge.pacer import Pacer
 from orchestrator.audio import FRAME_BYTES
 from testkit.fake_asterisk import FakeAsterisk, read_wav_8k
@@ -64,16 +69,94 @@ class ArrivalWindow:
                 self.bad_gaps += 1
 
 
+# SCM_TIMESTAMPNS carries a struct timespec: seconds and nanoseconds, two native longs.
+_TIMESPEC = struct.Struct("@qq")
+_ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
+_SO_TIMESTAMPNS: int = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the module lacks it before 3.12
+_READ_BYTES = 65536
+
+
 class BenchCaller(FakeAsterisk):
-    """A fake caller that loops its clip forever and times the bridge's frames."""
+    """A fake caller that loops its clip forever and times the bridge's frames.
+
+    Reads its socket itself with `recvmsg` (the transport's reading is paused) to get each read's
+    kernel receive timestamp; writes still go through the transport.
+    """
 
     def __init__(self, call_uuid: uuid.UUID, clip: bytes, offset: int, window: ArrivalWindow) -> None:
         super().__init__(call_uuid, keep_messages=False)
         self._clip = clip
         self._window = window
-        self._clock = asyncio.get_running_loop().time
         self._last_at: float | None = None
+        self._arrived_at = 0.0  # kernel receive time of the read being handled (CLOCK_REALTIME, s)
+        self._sock: socket.socket | None = None
+        self.kernel_stamped = 0  # reads that carried a kernel timestamp
         self.play(clip[offset:])
+
+    async def connect(self, host: str, port: int) -> None:
+        """Connect on our own socket (so `recvmsg` is ours to call) and send the UUID."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._closed = loop.create_future()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (host, port))
+            # asyncio allows one owner per fd: the transport writes on a duplicate of the socket,
+            # we read the original (both are the one connection; it closes when both are closed).
+            transport, _ = await loop.create_connection(lambda: self, sock=sock.dup())
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        transport.pause_reading()
+        loop.add_reader(sock.fileno(), self._readable)
+        transport.write(encode_uuid(self.uuid))
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data, anc, _flags, _addr = sock.recvmsg(_READ_BYTES, _ANC_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, anc = b"", []
+        if not data:  # EOF (or a reset): stop reading and close as the transport would
+            self._stop_reading()
+            self.eof_received()
+            if self._transport is not None:
+                self._transport.close()
+            return
+        stamp = 0.0
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)
+                stamp = sec + nsec * 1e-9
+        if stamp:
+            self.kernel_stamped += 1
+        else:
+            assert self._loop is not None
+            stamp = time.time()  # no timestamp (not Linux?): the time we read it
+        self._arrived_at = stamp
+        self.data_received(data)
+
+    def _stop_reading(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_reading()
+        super().connection_lost(exc)
+
+    def hangup(self) -> None:
+        self._stop_reading()
+        super().hangup()
 
     def tick(self) -> None:
         if self.audio_queued < FRAME_BYTES:
@@ -86,7 +169,7 @@ class BenchCaller(FakeAsterisk):
         n = self.audio_count - before
         if not n:
             return
-        now = self._clock()
+        now = self._arrived_at
         window = self._window
         if window.measuring and self._last_at is not None:
             window.add(now - self._last_at)
@@ -116,6 +199,7 @@ class CallerStats:
     disconnected: int
     preempted: int
     gc_max_ms: float
+    kernel_stamps: int  # reads timed by the kernel's receive timestamp (the rest: by the loop)
 
 
 class CallerSide:
@@ -141,20 +225,21 @@ class CallerSide:
                 self.pacer.start()
         return len(self.callers)
 
-    def _totals(self) -> tuple[int, int, int]:
-        sent = recv = voice = 0
+    def _totals(self) -> tuple[int, int, int, int]:
+        sent = recv = voice = stamped = 0
         for c in self.callers:
             sent += c.frames_sent
             recv += c.audio_count
             voice += c.voice_count
-        return sent, recv, voice
+            stamped += c.kernel_stamped
+        return sent, recv, voice, stamped
 
     async def measure(self, t0: float, t1: float) -> CallerStats:
         """Counters between loop times t0 and t1."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, t0 - loop.time()))
         start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
-        sent0, recv0, voice0 = self._totals()
+        sent0, recv0, voice0, stamped0 = self._totals()
         resyncs0 = self.pacer.resyncs
         self.pacer.max_lateness_s = 0.0
         self.window.reset()
@@ -164,7 +249,7 @@ class CallerSide:
         self.window.measuring = False
         gc_timer.close()
         wall, cpu = loop.time() - start, time.process_time() - cpu0
-        sent, recv, voice = self._totals()
+        sent, recv, voice, stamped = self._totals()
         h = self.window.hist
         return CallerStats(
             calls=len(self.callers),
@@ -184,6 +269,7 @@ class CallerSide:
             disconnected=sum(1 for c in self.callers if not c.connected),
             preempted=involuntary_switches() - switches0,
             gc_max_ms=1000 * gc_timer.max_s,
+            kernel_stamps=stamped - stamped0,
         )
 
     async def hangup(self) -> None:
@@ -203,6 +289,9 @@ async def commands(conn: Connection) -> asyncio.Queue[Any]:
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def readable() -> None:
+        # uvloop makes a watched descriptor non-blocking; a message larger than the pipe's buffer
+        # must then still be read whole (the sender writes it at once).
+        os.set_blocking(conn.fileno(), True)
         try:
             queue.put_nowait(conn.recv())
         except EOFError:

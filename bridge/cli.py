@@ -120,12 +120,21 @@ def _testkit_missing(exc: ImportError) -> ConfigError:
     )
 
 
-async def _serve(config: str | None, standins: bool, *, verbose: bool = False) -> int:
-    from bridge.logs import configure_logging
+def _run_serve(config: str | None, standins: bool, *, verbose: bool = False) -> int:
+    from bridge.event_loop import loop_factory
     from bridge.settings import load_settings
 
     settings = load_settings(config)
+    # The loop is chosen before it exists: `[service] event_loop` (asyncio or uvloop).
+    with asyncio.Runner(loop_factory=loop_factory(settings.service.event_loop)) as runner:
+        return runner.run(_serve(settings, standins, verbose=verbose))
+
+
+async def _serve(settings: Settings, standins: bool, *, verbose: bool = False) -> int:
+    from bridge.logs import configure_logging
+
     configure_logging(settings.log, secrets=settings.secret_values(), level="DEBUG" if verbose else None)
+    log.info("event loop: %s", settings.service.event_loop)
     if standins:
         try:  # test infrastructure, imported only here (not in the product's wheel)
             from testkit.standins.launch import running_standins
@@ -228,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             return asyncio.run(_chat(args.map))
         if args.command == "serve":
-            return asyncio.run(_serve(args.config, args.standins, verbose=args.verbose))
+            return _run_serve(args.config, args.standins, verbose=args.verbose)
         if args.command == "dial":
             return asyncio.run(_dial(args.number, args.config, args.timeout))
         if args.command == "cache":

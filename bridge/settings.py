@@ -12,6 +12,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [redis]        orchestrator.cache.redis_settings.RedisSettings
     [breaker]      orchestrator.breaker.BreakerSettings
     [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
+    [service]      bridge.event_loop.ServiceSettings (the event loop: asyncio or uvloop)
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -37,6 +38,7 @@ from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
+from bridge.event_loop import ServiceSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
@@ -94,6 +96,7 @@ class Settings(BaseModel):
     espeak: EspeakSettings = Field(default_factory=EspeakSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import uuid
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from bridge.audiosocket.protocol import (
     Audio,
@@ -121,8 +122,8 @@ class FakeAsterisk(asyncio.Protocol):
         self._transport.write(encode_uuid(self.uuid))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -316,3 +316,35 @@ async def test_each_frame_is_one_whole_message_in_one_write() -> None:
     assert transport.writes[1] is transport.writes[2]  # preframed constant: no allocation
     conn.hangup()
     assert transport.writes[-1] == b"\x00\x00\x00"
+
+
+def test_frames_pass_both_ways_and_eof_hangs_up_on_uvloop() -> None:
+    """`[service] event_loop = "uvloop"`: the server on libuv's transports (not asyncio.Transport
+    subclasses) accepts, frames, sets its socket options and sees the caller's EOF."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        srv = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=Pacer())
+        await srv.start()
+        try:
+            fake, conn = await accepted(srv)
+            rec = Recorder()
+            conn.set_receiver(rec)
+            fake.play(TONE)
+            fake.tick()
+            await rec.wait(lambda: rec.audio == [(TONE, 8000)])
+            conn.send_audio(bytearray(TONE))
+            conn.send_silence()
+            async with asyncio.timeout(T):
+                await fake.wait_until(lambda f: f.audio_count == 2)
+            assert fake.bot_audio() == TONE
+            sock = conn._transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            fake.hangup()
+            await rec.wait(lambda: rec.hangups == 1)
+        finally:
+            await srv.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())

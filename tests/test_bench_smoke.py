@@ -12,7 +12,7 @@ import pytest
 
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
-from bench.hotpath import HEADERS, run_capacity
+from bench.hotpath import HEADERS, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
 
 needs_espeak = pytest.mark.skipif(
@@ -41,18 +41,31 @@ def test_histogram_percentiles_and_table() -> None:
 
 @needs_espeak
 def test_capacity_sweep_runs_two_processes_and_counts_frames() -> None:
-    result = run_capacity([5], duration_s=1.0, warmup_s=0.5, realtime=False, nice=0)
-    (step,) = result.steps
-    assert step.calls == 5 and step.bridge.calls == 5 and step.callers.calls == 5
-    # Both directions carried audio; the bot spoke some of it; the callers timed the frames.
-    assert step.bridge.frames_out > 0 and step.bridge.frames_in > 0
-    assert step.callers.frames_received > 0 and step.callers.frames_sent > 0
-    assert step.callers.p50_ms > 0
+    result = run_capacity([5], duration_s=1.0, warmup_s=0.5, realtime=False, nice=0, repeat=2)
+    assert len(result.steps) == 2  # the one N, run twice
+    for step in result.steps:
+        assert step.calls == 5 and step.bridge.calls == 5 and step.callers.calls == 5
+        # Both directions carried audio; the bot spoke some of it; the callers timed the frames,
+        # by the kernel's receive timestamps.
+        assert step.bridge.frames_out > 0 and step.bridge.frames_in > 0
+        assert step.callers.frames_received > 0 and step.callers.frames_sent > 0
+        assert step.callers.p50_ms > 0
+        assert step.callers.kernel_stamps > 0
+        assert step.bridge.cpu_s > 0 and step.bridge.cpu_ms_per_call_s > 0
+        assert step.bridge.calls_per_core(0.8) == pytest.approx(800 / step.bridge.cpu_ms_per_call_s)
+        # Closing the calls left nothing behind.
+        assert step.left.tasks == 0 and step.left.connections == 0
+    (summary,) = result.summaries
+    assert summary.calls == 5 and len(summary.capacities) == 2
+    assert min(summary.capacities) <= summary.capacity <= max(summary.capacities)
     rendered = result.render()
     assert _header_cells(rendered) == list(HEADERS)
     rows = rendered.splitlines()[3:]
-    assert rows[0].split()[0] == "5"
-    assert "calls per core" in rendered and "external figure" in rendered
+    assert rows[0].split()[0] == "5" and rows[1].split()[0] == "5"
+    assert "calls per core at 80%" in rendered and "external figure" in rendered
+    data = capacity_json(result, "asyncio")
+    assert len(data["runs"]) == 2 and len(data["steps"]) == 1  # type: ignore[arg-type]
+    assert {"cpu", "python", "commit"} <= set(data["machine"])  # type: ignore[arg-type]
 
 
 @needs_espeak

@@ -34,13 +34,17 @@ async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_serve_starts_and_stops_cleanly_on_a_signal(sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("sig", "event_loop"),
+    [(signal.SIGINT, "asyncio"), (signal.SIGTERM, "asyncio"), (signal.SIGTERM, "uvloop")],
+)
+async def test_serve_starts_and_stops_cleanly_on_a_signal(sig: signal.Signals, event_loop: str) -> None:
     # No Asterisk on this port: the controller keeps retrying, the service stays up and stops on demand.
     env = {
         "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{_free_port()}/",
         "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()),
         "VOICEBRIDGE_ADMIN__PORT": "0",
+        "VOICEBRIDGE_SERVICE__EVENT_LOOP": event_loop,
     }
     proc = await _spawn("serve", "--standins", env=env)
     assert proc.stdout is not None
@@ -60,6 +64,7 @@ async def test_serve_starts_and_stops_cleanly_on_a_signal(sig: signal.Signals) -
             await proc.wait()
     assert rc == 0, rest
     assert "Traceback" not in rest, rest
+    assert f"event loop: {event_loop}" in "".join(seen)
 
 
 async def test_serve_refuses_invalid_settings_naming_the_setting() -> None:

@@ -46,6 +46,7 @@ SPECIAL = {
     ("openai", "intent_arbiter_format"): "json_object",
     ("log", "format"): "json",
     ("log", "level"): "DEBUG",
+    ("service", "event_loop"): "uvloop",
 }
 
 
@@ -99,6 +100,7 @@ def test_sections_are_the_components_models() -> None:
         "breaker",
         "admin",
         "log",
+        "service",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -115,6 +117,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.cache.redis_settings",
         "bridge.admin",
         "bridge.logs",
+        "bridge.event_loop",
     }
 
 
@@ -470,3 +473,22 @@ def test_addresses_are_checked_at_load(variable: str, value: str, expected: str)
 )
 def test_good_addresses_load(variable: str, value: str) -> None:
     load_settings(environ={variable: value})
+
+
+def test_the_event_loop_setting_picks_the_loop_and_names_itself_when_uvloop_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from bridge.event_loop import loop_factory
+
+    assert loop_factory("asyncio") is asyncio.new_event_loop
+    uvloop = pytest.importorskip("uvloop")
+    loop = loop_factory("uvloop")()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"\[service\] event_loop"):
+        loop_factory("uvloop")

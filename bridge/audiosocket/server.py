@@ -41,7 +41,7 @@ import socket
 import uuid
 from collections import Counter, deque
 from enum import StrEnum
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, cast
 
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
@@ -342,8 +342,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._throttled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         server = self._server
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
