@@ -150,6 +150,9 @@ def _graph_issues(m: DialogueMap) -> list[LintIssue]:
             continue
         reached.add(sid)
         queue.extend(m.states[sid].transitions.values())
+        transfer = m.states[sid].transfer
+        if transfer is not None:
+            queue.append(transfer.on_transfer_failed)
         if not globals_added:  # global transitions apply from any state reached
             queue.extend(m.global_transitions.values())
             globals_added = True
@@ -171,7 +174,7 @@ def _graph_issues(m: DialogueMap) -> list[LintIssue]:
                         "an END_CALL state's transitions are never used",
                     )
                 )
-        elif not st.transitions:
+        elif not st.transitions and st.action != "TRANSFER":
             issues.append(
                 LintIssue(
                     "error",
