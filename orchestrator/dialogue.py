@@ -170,6 +170,8 @@ class DialogueLoop:
                 event = await self._next_user_event()
             except TimeoutError:
                 if self._digits:  # the caller paused between keys: what was keyed is the string
+                    self._close_unfinished_turn()
+                    self._turns.handle(TurnEvent.KEY)
                     return self._digits_done(self._clock.now())
                 self._close_unfinished_turn()
                 self._turns.handle(TurnEvent.NO_INPUT)
@@ -180,6 +182,7 @@ class DialogueLoop:
                     continue
                 self._no_input_count = 0
                 self._close_unfinished_turn()
+                self._turns.handle(TurnEvent.KEY)
                 return reply
             if isinstance(event, ProviderError):
                 self._close_unfinished_turn()
@@ -476,6 +479,7 @@ class DialogueLoop:
         session.current_state_id = after
         self._observe(CallEventKind.STATE, from_state=before, to_state=after)
         state = self._map.state(after)
+        self._turns.handle(TurnEvent.TRANSFER_FAILED)
         self._metrics.start_bot_only_turn()
         self._metrics.set(route="transfer_failed", transfer=outcome, state=after)
         await self._voice.bot_turn(lambda: self._responses.play_items(state.system_response.playlist))
