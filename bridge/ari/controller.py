@@ -19,11 +19,12 @@ Transfer (`AriCall.transfer`, a map's `action: TRANSFER`): the operator's channe
 into our app (`POST /channels` with `endpoint`, `app`, `appArgs=transfer`, our `channelId`,
 `timeout` and the call's `VB_*` channel variables in the body; for a PJSIP endpoint also as
 `PJSIP_HEADER(add,X-VB-...)`, which chan_pjsip puts into the INVITE). Asterisk sends the
-channel's StasisStart when it answers; then it is added to the caller's bridge and the bot's
+channel's StasisStart when it answers (its `Dial` events carry the dial status); then it is added to the caller's bridge and the bot's
 media leg alone is deleted: the caller and the operator talk in the bridge, and when either hangs
 up the other is hung up and the bridge destroyed (no task per transferred call: the hang-up
-event does it). A ChannelDestroyed first means busy (cause 17), no answer (18, 19) or another
-failure; no answer within the timeout hangs the operator's channel up ("no_answer"). Either way
+event does it). A ChannelDestroyed first means busy (dial status BUSY, or cause 17), no answer
+(NOANSWER, 18, 19) or another failure (a Local channel's cause is 0 whatever happened behind it:
+the dial status decides); no answer within the timeout hangs the operator's channel up ("no_answer"). Either way
 the caller stays with the bot. This keeps the caller's channel in our bridge rather than
 `continueInDialplan`/`redirect`, so a failed transfer needs no way back into Stasis.
 
@@ -207,6 +208,13 @@ class AriController:
             return
         if kind == "StasisStart":
             self._on_stasis_start(event)
+        elif kind == "Dial":
+            # The dial result of an operator channel (BUSY, NOANSWER, ...): a Local channel's
+            # hang-up cause is 0 whatever happened behind it, its Dial event says what.
+            peer_id = (event.get("peer") or {}).get("id") or ""
+            op_session = self._by_op.get(peer_id)
+            if op_session is not None and event.get("dialstatus"):
+                op_session.op_dialstatus = str(event["dialstatus"])
         elif kind in _GONE_EVENTS:
             channel_id = (event.get("channel") or {}).get("id")
             op_session = self._by_op.get(channel_id or "")
@@ -339,6 +347,7 @@ class AriController:
         session.transfers += 1
         op_id = session.op_id = f"vb-op-{session.uuid}-{session.transfers}"
         session.op_started, session.op_gone = loop.create_future(), loop.create_future()
+        session.op_dialstatus = ""
         self._by_op[op_id] = session
         variables = dict(request.variables)
         if request.sip_headers:
@@ -378,13 +387,18 @@ class AriController:
                 outcome = "answered"
             elif session.op_gone.done():
                 cause = session.op_gone.result()
-                outcome = (
-                    "busy"
-                    if cause in _BUSY_CAUSES
-                    else "no_answer"
-                    if cause in _NO_ANSWER_CAUSES
-                    else "failed"
+                status = session.op_dialstatus
+                log.info(
+                    "call %s: transfer to %s: not answered (dial status %s, cause %s)",
+                    session.uuid,
+                    request.endpoint,
+                    status or "-",
+                    cause,
                 )
+                if status == "BUSY" or cause in _BUSY_CAUSES:
+                    outcome = "busy"
+                elif status == "NOANSWER" or cause in _NO_ANSWER_CAUSES:
+                    outcome = "no_answer"
             elif not session.caller_gone.is_set():
                 outcome = "no_answer"
             return outcome

@@ -32,6 +32,7 @@ class CallSession:
         "em_started",
         "gone",
         "media_deleted",
+        "op_dialstatus",
         "op_gone",
         "op_id",
         "op_started",
@@ -63,6 +64,7 @@ class CallSession:
         self.op_id: str | None = None
         self.op_started: asyncio.Future[None] = loop.create_future()
         self.op_gone: asyncio.Future[int] = loop.create_future()
+        self.op_dialstatus = ""  # the last `Dial` event's dialstatus for the operator channel
         self.transferred = False  # the operator answered: the caller is theirs, not ours to hang up
 
     def mark_gone(self) -> None:
