@@ -207,7 +207,7 @@ class VoicebridgeApp:
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
             try:
-                outcome = await orchestrator.run(gateway, gateway.outbound)
+                outcome = await orchestrator.run(gateway, gateway.outbound, call)
             finally:
                 self._orchestrators.discard(orchestrator)
             reason = outcome.reason

@@ -3,7 +3,7 @@
 Nothing here runs per audio frame. Three sources:
 - events and records, as they happen: call ends (`calls_total` by outcome), each turn's metrics
   record (`turn_stage_seconds` by stage, `turns_total` by route), barge-ins, fillers, provider
-  failures (the Orchestrator's `CallEvent`s, seen by the app's observer);
+  failures, transfers by outcome (the Orchestrator's `CallEvent`s, seen by the app's observer);
 - plain integer counters that the hot path keeps anyway (each call's gateway, playout and
   AudioSocket leg; the pacer), summed at scrape time by `collect()`: live calls are read in
   place, a call's final counts are added to the retired totals when it ends, so each counter only
@@ -21,13 +21,14 @@ import bisect
 import gc
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from bridge.pacer import LATENESS_BUCKETS_S, Pacer
+from orchestrator.domain.models import TransferOutcome
 from orchestrator.events import CallEvent, CallEventKind
 from orchestrator.metrics import MetricsRecord
 
@@ -82,6 +83,7 @@ METRIC_NAMES = frozenset(
         "voicebridge_pacer_resyncs_total",
         "voicebridge_gc_pause_seconds",
         "voicebridge_ari_connected",
+        "voicebridge_transfers_total",
     }
 )
 
@@ -144,6 +146,14 @@ class ServiceMetrics(Collector):
             registry=r,
         )
         self.barge_ins = Counter("voicebridge_barge_ins", "times the caller cut the bot off", registry=r)
+        self.transfers = Counter(
+            "voicebridge_transfers",
+            "transfers to a person (a map's action TRANSFER) by outcome: answered, busy, no_answer, failed",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in get_args(TransferOutcome):  # every outcome shown from the start, at 0
+            self.transfers.labels(outcome)
         self.barge_in_stop = Histogram(
             "voicebridge_barge_in_stop_seconds",
             "barge-in decision to the bot's last frame: the first silent frame sent after it",
@@ -197,6 +207,8 @@ class ServiceMetrics(Collector):
         elif kind is CallEventKind.PLAY:
             if event.data.get("kind") == "filler":
                 self.fillers_played.inc()
+        elif kind is CallEventKind.TRANSFER:
+            self.transfers.labels(str(event.data["outcome"])).inc()
         elif kind is CallEventKind.FILLER_CUT:
             self.fillers_cut.inc()
         elif kind is CallEventKind.PROVIDER_FAILURE:

@@ -26,6 +26,8 @@ from orchestrator.domain.models import (
     LLMStreamChunk,
     SessionState,
     SttResult,
+    TransferOutcome,
+    TransferRequest,
 )
 from orchestrator.events import EndReason
 
@@ -305,6 +307,20 @@ class InboundAudio(Protocol):
     def hangup_reason(self) -> EndReason:
         """Why the leg ended, as the call's end reason: "caller_hangup" when the caller hung up,
         "protocol_error" or "media_timeout" when the bridge cut a broken or silent leg."""
+        ...
+
+
+class CallControl(Protocol):
+    """What the Orchestrator may ask of the telephony side beyond audio (the bridge's ARI call)."""
+
+    async def transfer(self, request: TransferRequest) -> TransferOutcome:
+        """Dial `request.endpoint`; when it answers, join the caller to it and return "answered".
+
+        After "answered" the caller's line stays up, joined to the operator, and the call's media
+        leg (the bot) is being released: the Orchestrator ends the call with "transferred" and
+        must not write audio any more. "busy", "no_answer" (after `request.timeout_s`) and
+        "failed" leave the caller with the bot, as before. Never raises but for cancellation.
+        """
         ...
 
 

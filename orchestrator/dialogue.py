@@ -11,6 +11,17 @@ entities) or the FlowEngine (SUCCESS: the new state's playlist, else the error p
 intent -> the FAQ, else the constrained intent step when the turn is unsure (`IntentStep`: it
 may pick an intent or a FAQ entry, routed as above), else the LLM (`_handle_unscripted_flow`).
 Turn-taking moves only through `TurnTaking.handle()`, never by setting a flag.
+
+DTMF (`DtmfPress` in the same queue as the STT events): a key the state's `dtmf` (else the map's
+`global_dtmf`) names is routed as that intent, like words that meant it. In a state with
+`collect_digits`, other keys build a digit string, done at the entity's terminator, at its
+`max_length`, or when the caller pauses `inter_digit_timeout_s` (on the injected clock); then
+the state's intent is routed with the string as the entity (too short: its clarify playlist).
+
+TRANSFER: a scripted turn that enters an `action: TRANSFER` state plays its playlist, then asks
+the `CallControl` to dial the target with what the call collected (`transfer_variables`). Answered:
+the call ends with "transferred". Busy, no answer or a failure: the dialogue goes on in the
+state's `on_transfer_failed`, whose playlist is played.
 """
 
 from __future__ import annotations
@@ -19,12 +30,22 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from orchestrator.call_context import CallContext
-from orchestrator.contracts import FlowEngine, IntentClassifier, IntentStep, SttEvent
+from orchestrator.contracts import CallControl, FlowEngine, IntentClassifier, IntentStep, SttEvent
+from orchestrator.dialogue_map.models import DigitsEntity, Transfer
 from orchestrator.domain.errors import ClassifierError, ProviderError, STTError
-from orchestrator.domain.models import FaqAnswer, IntentResult, SttResult, TranscriptEntry
+from orchestrator.domain.models import (
+    FaqAnswer,
+    IntentResult,
+    SessionState,
+    SttResult,
+    TranscriptEntry,
+    TransferOutcome,
+    TransferRequest,
+)
 from orchestrator.events import CallEventKind, EndReason
 from orchestrator.flow_engine import missing_entities
 from orchestrator.metrics import Mark
@@ -35,6 +56,43 @@ log = logging.getLogger(__name__)
 
 Route = Literal["scripted", "clarify", "flow_error", "faq", "llm"]
 Reply = Callable[[], Awaitable[None]]
+
+_TRANSCRIPT_CHARS = 1000  # VB_TRANSCRIPT's bound: SIP headers and channel variables stay small
+_VALUE_CHARS = 200  # any other VB_* value's bound
+
+
+@dataclass(slots=True, frozen=True)
+class DtmfPress:
+    """A key the caller pressed, at clock time `at` (queued with the STT events)."""
+
+    digit: str
+    at: float
+
+
+UserEvent = SttEvent | DtmfPress
+
+
+def transfer_variables(session: SessionState, spec: Transfer, intent: str | None) -> dict[str, str]:
+    """The channel variables a transfer passes to the operator's side: `VB_INTENT`, `VB_STATE`
+    (the state the caller was in before the transfer state), `VB_TRANSCRIPT` (the last
+    `spec.transcript_turns` entries as "user: ... | bot: ...", at most 1000 characters, the newest
+    kept) and `VB_VAR_<NAME>` per `spec.variables` (missing ones empty); each value one line."""
+
+    def clean(value: object, bound: int = _VALUE_CHARS) -> str:
+        text = " ".join(str(value).split())  # one line: no CR/LF into a SIP header
+        return text[-bound:] if len(text) > bound else text
+
+    history = session.state_history
+    out = {
+        "VB_INTENT": clean(intent or ""),
+        "VB_STATE": clean(history[-1] if history else session.current_state_id),
+    }
+    turns = session.transcript[-spec.transcript_turns :] if spec.transcript_turns else []
+    out["VB_TRANSCRIPT"] = clean(" | ".join(f"{t.role}: {t.text}" for t in turns), _TRANSCRIPT_CHARS)
+    for name in spec.variables:
+        value = session.variables.get(name)
+        out[f"VB_VAR_{name.upper()}"] = "" if value is None else clean(value)
+    return out
 
 
 class BotVoice(Protocol):
@@ -62,12 +120,14 @@ class DialogueLoop:
         flow_engine: FlowEngine,
         classifier: IntentClassifier,
         turns: TurnTaking,
-        results: asyncio.Queue[SttEvent],
+        results: asyncio.Queue[UserEvent],
         intent_step: IntentStep | None = None,
         stt_open: Callable[[], bool] = lambda: False,
+        control: Callable[[], CallControl | None] = lambda: None,
     ) -> None:
         """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it); `stt_open`:
-        whether the service's STT circuit is open (then the call ends at once, see `run`)."""
+        whether the service's STT circuit is open (then the call ends at once, see `run`);
+        `control`: the call's `CallControl` for transfers (None: every transfer fails)."""
         self.end_reason: EndReason | None = None
         self.end_detail: str | None = None  # what failed, when a provider failure ends the call
         self._stt_open = stt_open
@@ -77,7 +137,10 @@ class DialogueLoop:
         self._clock, self._results, self._observe = ctx.clock, results, ctx.observe
         self._provider_timeout_s = ctx.call.provider_timeout_s
         self._intent_step = intent_step
+        self._control = control
         self._no_input_count = 0
+        self._digits: list[str] = []  # a digit string being keyed in (`collect_digits`)
+        self._last_intent: str | None = None  # the last routed intent (VB_INTENT of a transfer)
 
     async def run(self) -> None:
         """Greeting, then listen and reply until a reply ends the call (then END_CALL).
@@ -106,9 +169,21 @@ class DialogueLoop:
             try:
                 event = await self._next_user_event()
             except TimeoutError:
+                if self._digits:  # the caller paused between keys: what was keyed is the string
+                    self._close_unfinished_turn()
+                    self._turns.handle(TurnEvent.KEY)
+                    return self._digits_done(self._clock.now())
                 self._close_unfinished_turn()
                 self._turns.handle(TurnEvent.NO_INPUT)
                 return self._no_input
+            if isinstance(event, DtmfPress):
+                reply = self._on_digit(event)
+                if reply is None:
+                    continue
+                self._no_input_count = 0
+                self._close_unfinished_turn()
+                self._turns.handle(TurnEvent.KEY)
+                return reply
             if isinstance(event, ProviderError):
                 self._close_unfinished_turn()
                 self._turns.handle(TurnEvent.STT_ERROR)
@@ -132,12 +207,17 @@ class DialogueLoop:
             self._metrics.set(route="no_final")
             self._metrics.emit_turn()
 
-    async def _next_user_event(self) -> SttEvent:
-        """The next STT event; TimeoutError when the caller stays silent for the no-input timeout.
+    async def _next_user_event(self) -> UserEvent:
+        """The next STT event or key; TimeoutError when the caller stays silent for the no-input
+        timeout, or pauses past the inter-digit timeout while keying a digit string.
 
         Also bounded while a turn is open: a partial whose final never comes (noise the
         recogniser dropped, a stream reset) must not leave the line silent for good.
         """
+        spec = self._collecting()
+        if self._digits and spec is not None:
+            async with asyncio.timeout(spec[1].inter_digit_timeout_s):
+                return await self._results.get()
         timeout = self._map.settings.no_input_timeout_s
         if timeout is None:
             return await self._results.get()
@@ -170,6 +250,61 @@ class DialogueLoop:
         stable = stable + 1 if new_leader is not None and new_leader == leader else 0
         self._metrics.set(partial_leader=new_leader, leader_stable_partials=stable)
         return new_leader, stable
+
+    # ------------------------------------------------------------------ keys
+    def _collecting(self) -> tuple[str, DigitsEntity] | None:
+        """The state's digit-string intent and entity spec, when it collects digits."""
+        collect = self._map.state(self._session.current_state_id).collect_digits
+        if collect is None:
+            return None
+        spec = self._map.entities.get(collect.entity)
+        return (collect.intent, spec) if isinstance(spec, DigitsEntity) else None
+
+    def _on_digit(self, press: DtmfPress) -> Reply | None:
+        """The reply a key asks for, or None when it only adds to a digit string or means nothing."""
+        state_id, digit = self._session.current_state_id, press.digit
+        intent_id = self._map.dtmf_intent(state_id, digit)
+        collecting = self._collecting()
+        if collecting is not None and (self._digits or intent_id is None):
+            spec = collecting[1]
+            if digit == spec.terminator:
+                return self._digits_done(press.at) if self._digits else None
+            if digit.isdigit():
+                self._digits.append(digit)
+                if len(self._digits) >= spec.max_length:
+                    return self._digits_done(press.at)
+            return None
+        if intent_id is None or not self._flow.has_transition(state_id, intent_id):
+            log.info("call %s: key %r means nothing in state %s", self._session.call_id, digit, state_id)
+            return None
+        intent = IntentResult(intent_id, 1.0, None, intent_id)
+        return functools.partial(self._key_turn, intent, f"[DTMF {digit}]", press.at)
+
+    def _digits_done(self, at: float) -> Reply:
+        """The keyed digit string is complete: route the state's intent with it (or clarify)."""
+        collecting = self._collecting()
+        digits = "".join(self._digits)
+        self._digits.clear()
+        assert collecting is not None, "digits are only kept while the state collects them"
+        intent_id, spec = collecting
+        entity = self._map.state(self._session.current_state_id).collect_digits
+        assert entity is not None
+        entities: dict[str, object] = {}
+        if spec.min_length <= len(digits) <= spec.max_length:
+            entities[entity.entity] = digits
+        intent = IntentResult(intent_id, 1.0, entities, intent_id)
+        return functools.partial(self._key_turn, intent, f"[DTMF {digits}]", at)
+
+    async def _key_turn(self, intent: IntentResult, text: str, at: float) -> None:
+        """A turn the caller took with keys: routed as `intent`, as if said."""
+        metrics = self._metrics
+        metrics.start_turn(at)
+        self._session.transcript.append(TranscriptEntry("user", text))
+        metrics.set(text=text, dtmf=True, intent=intent.intent_id, state=self._session.current_state_id)
+        route = await self._route_intent(intent)
+        metrics.set(route=route, next_state=self._session.current_state_id)
+        metrics.emit_turn()
+        await self._after_scripted(route)
 
     # ------------------------------------------------------------------ replies
     async def _greet(self) -> None:
@@ -240,11 +375,11 @@ class DialogueLoop:
         self._session.previous_intent_leader = leader
         metrics.set(route=route, next_state=self._session.current_state_id)
         metrics.emit_turn()
-        self._maybe_end_call(route)
+        await self._after_scripted(route)
 
     async def _route(self, text: str, intent: IntentResult | None) -> Route:
         """Scripted path, FAQ, the intent step, or the LLM; plays the bot's answer. Returns the route."""
-        dmap, session, voice, responses = self._map, self._session, self._voice, self._responses
+        dmap, voice, responses = self._map, self._voice, self._responses
         faq: FaqAnswer | None = None
         if not self._routable(intent):
             faq = await self._find_faq(text)
@@ -258,6 +393,12 @@ class DialogueLoop:
         if intent is None or not self._routable(intent):
             await voice.bot_turn(functools.partial(self._unscripted, text))
             return "llm"
+        return await self._route_intent(intent)
+
+    async def _route_intent(self, intent: IntentResult) -> Route:
+        """A routable intent: clarify, or the FlowEngine's step and the new state's playlist."""
+        dmap, session, voice, responses = self._map, self._session, self._voice, self._responses
+        self._last_intent = intent.intent_id
         definition = dmap.intents[intent.intent_id]
         missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)
         if missing:
@@ -301,6 +442,49 @@ class DialogueLoop:
         self._metrics.record_intent_step(decision)
         choice = decision.choice
         return (choice, None) if isinstance(choice, IntentResult) else (None, choice)
+
+    async def _after_scripted(self, route: Route) -> None:
+        """After a turn's reply: a TRANSFER state transfers, an END_CALL state ends the call."""
+        state = self._map.state(self._session.current_state_id)
+        if route == "scripted" and state.action == "TRANSFER" and state.transfer is not None:
+            await self._transfer(state.transfer)
+        else:
+            self._maybe_end_call(route)
+
+    async def _transfer(self, spec: Transfer) -> None:
+        """Hand the caller over (its playlist was played); see the module docstring."""
+        session, target = self._session, spec.dial_string()
+        request = TransferRequest(
+            endpoint=target,
+            timeout_s=spec.timeout_s,
+            variables=transfer_variables(session, spec, self._last_intent),
+            sip_headers=spec.endpoint is not None and spec.endpoint.upper().startswith("PJSIP/"),
+        )
+        control = self._control()
+        outcome: TransferOutcome = "failed"
+        if control is not None:
+            # The control bounds its own ringing; this bound only guards against a stuck one.
+            try:
+                async with asyncio.timeout(spec.timeout_s + 2 * self._provider_timeout_s):
+                    outcome = await control.transfer(request)
+            except TimeoutError:
+                log.warning("call %s: transfer to %s did not finish in time", session.call_id, target)
+        log.info("call %s: transfer to %s: %s", session.call_id, target, outcome)
+        self._observe(CallEventKind.TRANSFER, target=target, outcome=outcome)
+        if outcome == "answered":
+            self.end_reason = "transferred"
+            return
+        before, after = session.current_state_id, spec.on_transfer_failed
+        session.state_history.append(before)
+        session.current_state_id = after
+        self._observe(CallEventKind.STATE, from_state=before, to_state=after)
+        state = self._map.state(after)
+        self._turns.handle(TurnEvent.TRANSFER_FAILED)
+        self._metrics.start_bot_only_turn()
+        self._metrics.set(route="transfer_failed", transfer=outcome, state=after)
+        await self._voice.bot_turn(lambda: self._responses.play_items(state.system_response.playlist))
+        self._metrics.emit_turn()
+        self._maybe_end_call("scripted")
 
     def _maybe_end_call(self, route: Route) -> None:
         state = self._map.state(self._session.current_state_id)

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 EndReason = Literal[
     # completed: the map reached an END_CALL state and its goodbye was played
     "end_call",
-    # (reserved) handed over to a person; nothing produces it yet
+    # handed over to a person: an `action: TRANSFER` state's target answered (the caller's line
+    # stays up, joined to the operator; only the bot's leg ends)
     "transferred",
     # the caller hung up
     "caller_hangup",
@@ -74,6 +75,7 @@ class CallEventKind(StrEnum):
     PROVIDER_FAILURE = "provider_failure"  # stage, error, provider, kind
     LLM_UNSAFE = "llm_unsafe"  # reason, attempt
     LLM_SAID = "llm_said"  # text: what the LLM answer said, as spoken
+    TRANSFER = "transfer"  # target, outcome ("answered" | "busy" | "no_answer" | "failed")
 
 
 # What a PLAY event played: a scripted clip, a filler, a synthesized playlist item, the LLM answer.
@@ -139,6 +141,11 @@ class UnsafePayload(TypedDict):
     attempt: int  # 0 for the first answer
 
 
+class TransferPayload(TypedDict):
+    target: str  # the dial string ("PJSIP/operator", "Local/100@operators")
+    outcome: str  # a `TransferOutcome`
+
+
 K = CallEventKind
 PAYLOADS: Mapping[CallEventKind, type] = {
     K.LISTENING: StatePayload,
@@ -156,6 +163,7 @@ PAYLOADS: Mapping[CallEventKind, type] = {
     K.PROVIDER_FAILURE: FailurePayload,
     K.LLM_UNSAFE: UnsafePayload,
     K.LLM_SAID: TextPayload,
+    K.TRANSFER: TransferPayload,
 }
 
 
@@ -215,6 +223,8 @@ class Observe(Protocol):
     ) -> None: ...
     @overload
     def __call__(self, event: Literal[K.LLM_UNSAFE], /, *, reason: str | None, attempt: int) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.TRANSFER], /, *, target: str, outcome: str) -> None: ...
     def __call__(self, event: CallEventKind, /, **data: EventValue) -> None:
         """Report one event."""
         ...
@@ -240,4 +250,4 @@ class CallOutcome:
     @property
     def hang_up(self) -> bool:
         """Whether the bot side should end the phone call."""
-        return self.reason != "caller_hangup"
+        return self.reason not in ("caller_hangup", "transferred")

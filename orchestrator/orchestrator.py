@@ -45,6 +45,7 @@ from orchestrator.call_context import CallContext
 from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import (
     AudioCache,
+    CallControl,
     Clock,
     FlowEngine,
     InboundAudio,
@@ -53,11 +54,10 @@ from orchestrator.contracts import (
     LLMManager,
     OutboundAudio,
     RecognitionStream,
-    SttEvent,
     STTStreamer,
     TTSManager,
 )
-from orchestrator.dialogue import DialogueLoop, Reply
+from orchestrator.dialogue import DialogueLoop, DtmfPress, Reply, UserEvent
 from orchestrator.dialogue_map.expressions import ExpressionError
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError
@@ -156,7 +156,8 @@ class Orchestrator:
         )
         self._answers = AnswerPipeline(ctx, player=self._player, tts=tts_manager, llm=llm_manager)
         self.responses = Responses(ctx, render=render, player=self._player, play=self._play_prepared)
-        self._user_results: asyncio.Queue[SttEvent] = asyncio.Queue()
+        self._user_results: asyncio.Queue[UserEvent] = asyncio.Queue()
+        self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
             ctx,
             voice=self,
@@ -168,6 +169,7 @@ class Orchestrator:
             results=self._user_results,
             intent_step=intent_step,
             stt_open=lambda: stt_breaker is not None and stt_breaker.is_open,
+            control=lambda: self._control,
         )
         self._watchdog = SttWatchdog(
             clock=clock,
@@ -190,14 +192,23 @@ class Orchestrator:
         """Async setup awaited by the factory (the TTS connection); raises on failure."""
         await self.tts_manager.connect()
 
-    async def run(self, inbound_stream: InboundAudio, outbound_stream: OutboundAudio) -> CallOutcome:
+    async def run(
+        self,
+        inbound_stream: InboundAudio,
+        outbound_stream: OutboundAudio,
+        control: CallControl | None = None,
+    ) -> CallOutcome:
         """Run the call to its end: recognition, greeting, dialogue loop; always shuts down.
+
+        `control` transfers the caller for `action: TRANSFER` states (None: transfers fail and
+        the map's `on_transfer_failed` state goes on).
 
         A failure nothing in the dialogue handled (the dialogue or the STT listener raising: a
         bug) is logged once with the call id and ends the call with reason "error", after the
         map's emergency phrase (`_apologise`).
         """
         self._inbound, self._outbound = inbound_stream, outbound_stream
+        self._control = control
         self._player.outbound = outbound_stream
         try:
             recognition = self._recognition = self.stt_streamer.open_stream()
@@ -366,8 +377,16 @@ class Orchestrator:
         self._watchdog.speech_end(at)
 
     def on_dtmf(self, digit: str, at: float) -> None:
-        """A DTMF digit: logged; maps do not route on digits yet."""
+        """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means
+        something in the current state cuts an interruptible bot turn, like speech."""
         self._observe(CallEventKind.DTMF, digit=digit)
+        if self.turns.ended:
+            return
+        state_id = self.session_state.current_state_id
+        state = self.dialogue_map.state(state_id)
+        if state.collect_digits is not None or self.dialogue_map.dtmf_intent(state_id, digit) is not None:
+            self.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
+        self._user_results.put_nowait(DtmfPress(digit, at))
 
     def handle_barge_in(self) -> bool:
         """Stop the bot now (spec 2.5); True if playback was cut."""

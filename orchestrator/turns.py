@@ -9,7 +9,8 @@ FLOOR, whose move it is. The call starts in RESPONDING: the bot has the first mo
                                    BARGE_IN                                  v   v  |
                                       v                                     HEARING-+
                                   INTERRUPTED --PLAYBACK_DONE--> LISTENING
-    LISTENING, HEARING --FINAL, NO_INPUT, STT_ERROR--> RESPONDING   (the bot's move: its reply)
+    LISTENING, HEARING --FINAL, NO_INPUT, STT_ERROR, KEY--> RESPONDING   (the bot's move: its reply)
+    LISTENING --TRANSFER_FAILED--> RESPONDING   (nobody took a transfer: the bot goes on)
     LISTENING --END_CALL--> ENDED            every state --HANG_UP--> ENDED
     every state but ENDED --WIND_UP--> RESPONDING   (the service takes the floor for a last goodbye)
 
@@ -70,6 +71,8 @@ class TurnEvent(StrEnum):
     PARTIAL = "PARTIAL"  # an STT partial was taken for the caller's turn
     FINAL = "FINAL"  # an STT final was taken: the caller's turn is complete
     NO_INPUT = "NO_INPUT"  # the no-input timeout passed (also with a partial and no final)
+    KEY = "KEY"  # a DTMF key (or a keyed digit string) completed the caller's turn
+    TRANSFER_FAILED = "TRANSFER_FAILED"  # nobody took a transfer: the bot takes the floor back
     STT_ERROR = "STT_ERROR"  # recognition failed (in-band STTError)
     BOT_TURN_START = "BOT_TURN_START"  # the bot's playback starts
     BARGE_IN = "BARGE_IN"  # the caller cut an interruptible bot turn off
@@ -103,6 +106,8 @@ FLOOR_TRANSITIONS: Mapping[Floor, Mapping[TurnEvent, Floor]] = MappingProxyType(
             TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.PARTIAL: Floor.HEARING,
             TurnEvent.FINAL: Floor.RESPONDING,
+            TurnEvent.KEY: Floor.RESPONDING,
+            TurnEvent.TRANSFER_FAILED: Floor.RESPONDING,
             TurnEvent.NO_INPUT: Floor.RESPONDING,
             TurnEvent.STT_ERROR: Floor.RESPONDING,
             TurnEvent.END_CALL: Floor.ENDED,
@@ -112,6 +117,7 @@ FLOOR_TRANSITIONS: Mapping[Floor, Mapping[TurnEvent, Floor]] = MappingProxyType(
             TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.PARTIAL: Floor.HEARING,
             TurnEvent.FINAL: Floor.RESPONDING,
+            TurnEvent.KEY: Floor.RESPONDING,
             TurnEvent.NO_INPUT: Floor.RESPONDING,
             TurnEvent.STT_ERROR: Floor.RESPONDING,
             TurnEvent.HANG_UP: Floor.ENDED,

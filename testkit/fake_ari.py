@@ -13,6 +13,11 @@ a channel was answered, and every channel it hung up (`deleted`, with the `reaso
 `DELETE /channels/{id}`, e.g. `congestion` for a refused call); `leg_of(caller)` is the
 AudioSocket leg bridged with a caller.
 
+Transfers: `POST /channels` (originate into the app) dials an operator scripted per endpoint in
+`operators` (`Operator`: answers after a delay, is busy, or never answers; unknown endpoints
+answer 400 as Asterisk does for an unknown technology); `originated` keeps each request with its
+channel variables; `hangup_channel` is the operator's (or anyone's) BYE after the call.
+
 Faults a test can cause: `place_call`, `hangup_caller` (the caller's BYE: its events are lost if
 the websocket is down, and its media leg stays up, as in Asterisk), `drop_websocket` (optionally
 refusing reconnections until `allow_websocket`), `restart` (everything gone: legs hung up,
@@ -35,7 +40,7 @@ from aiohttp import web
 
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
 
-__all__ = ["FakeAri", "FakeChannel", "RequestSeen"]
+__all__ = ["FakeAri", "FakeChannel", "Operator", "Originated", "RequestSeen"]
 
 # The operations the bridge uses: resource -> [(path, method, nickname, responseClass, params)].
 # A param is (name, paramType, required).
@@ -43,6 +48,21 @@ _P = tuple[str, str, bool]
 _OPS: dict[str, list[tuple[str, str, str, str, list[_P]]]] = {
     "channels": [
         ("/channels", "GET", "list", "List[Channel]", []),
+        (
+            "/channels",
+            "POST",
+            "originate",
+            "Channel",
+            [
+                ("endpoint", "query", True),
+                ("app", "query", False),
+                ("appArgs", "query", False),
+                ("channelId", "query", False),
+                ("timeout", "query", False),
+                ("callerId", "query", False),
+                ("variables", "body", False),
+            ],
+        ),
         ("/channels/{channelId}", "GET", "get", "Channel", [("channelId", "path", True)]),
         (
             "/channels/{channelId}",
@@ -165,6 +185,26 @@ class FakeChannel:
         }
 
 
+@dataclass(frozen=True)
+class Operator:
+    """How a dialled endpoint behaves: answer after `answer_after_s`, or hang up at once with
+    `busy` (cause 17), or ring until the originate `timeout` (then cause 19, no answer)."""
+
+    answer_after_s: float | None = 0.05
+    busy: bool = False
+
+
+@dataclass
+class Originated:
+    """One `POST /channels` the bridge made."""
+
+    endpoint: str
+    channel_id: str
+    app_args: str
+    timeout: int
+    variables: dict[str, str]
+
+
 @dataclass
 class _Waiter:
     predicate: Callable[[], bool]
@@ -197,6 +237,9 @@ class FakeAri:
         self._pools: dict[tuple[str, int], FakeCallerPool] = {}
         self._numbers = itertools.count(1)
         self._waiters: list[_Waiter] = []
+        self.operators: dict[str, Operator] = {}  # endpoint -> how it answers an originate
+        self.originated: list[Originated] = []
+        self._dialling: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---
     @property
@@ -213,6 +256,7 @@ class FakeAri:
         r.add_get("/ari/events", self._events)
         r.add_get("/ari/applications/{name}", self._application)
         r.add_get("/ari/channels", self._list_channels)
+        r.add_post("/ari/channels", self._originate)
         r.add_post("/ari/channels/externalMedia", self._external_media)
         r.add_get("/ari/channels/{id}", self._get_channel)
         r.add_delete("/ari/channels/{id}", self._delete_channel)
@@ -230,6 +274,9 @@ class FakeAri:
 
     async def close(self) -> None:
         """Hang up every leg, close the websocket and stop listening."""
+        for task in self._dialling:
+            task.cancel()
+        await asyncio.gather(*self._dialling, return_exceptions=True)
         await self._forget_everything()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -428,6 +475,59 @@ class FakeAri:
             await self._send({"type": kind, "cause": 16, "channel": channel.json()})
         self._changed()
         return web.Response(status=204)
+
+    async def hangup_channel(self, channel_id: str, cause: int = 16) -> None:
+        """A channel hangs up by itself (e.g. the operator after a transfer): StasisEnd and
+        ChannelDestroyed are sent, it leaves its bridge."""
+        channel = self.channels.pop(channel_id)
+        for members in self.bridges.values():
+            members.discard(channel_id)
+        for kind in ("StasisEnd", "ChannelDestroyed"):
+            await self._send({"type": kind, "cause": cause, "channel": channel.json()})
+        self._changed()
+
+    async def _originate(self, request: web.Request) -> web.Response:
+        q = request.query
+        endpoint = q["endpoint"]
+        operator = self.operators.get(endpoint)
+        if operator is None:
+            raise web.HTTPBadRequest(text='{"message": "Invalid endpoint"}')
+        body = await request.json() if request.can_read_body else {}
+        n = next(self._numbers)
+        channel = FakeChannel(q.get("channelId") or f"op-{n}", f"{endpoint}-{n:08x}", "", "")
+        timeout = int(q.get("timeout", "30"))
+        self.originated.append(
+            Originated(endpoint, channel.id, q.get("appArgs", ""), timeout, dict(body.get("variables") or {}))
+        )
+        self.channels[channel.id] = channel
+        task = asyncio.get_running_loop().create_task(
+            self._dial(channel, operator, timeout, q.get("appArgs", "")), name=f"fake-ari-dial-{channel.id}"
+        )
+        self._dialling.add(task)
+        task.add_done_callback(self._dialling.discard)
+        self._changed()
+        return web.json_response(channel.json())
+
+    async def _dial(self, channel: FakeChannel, operator: Operator, timeout: int, app_args: str) -> None:
+        if operator.busy or operator.answer_after_s is None:
+            await asyncio.sleep(0.02 if operator.busy else timeout)
+            if self.channels.pop(channel.id, None) is not None:  # not hung up by the bridge meanwhile
+                await self._send(
+                    {
+                        "type": "ChannelDestroyed",
+                        "cause": 17 if operator.busy else 19,
+                        "channel": channel.json(),
+                    }
+                )
+                self._changed()
+            return
+        await asyncio.sleep(operator.answer_after_s)
+        if channel.id in self.channels:
+            channel.answered = True
+            await self._send(
+                {"type": "StasisStart", "args": [app_args] if app_args else [], "channel": channel.json()}
+            )
+            self._changed()
 
     async def _external_media(self, request: web.Request) -> web.Response:
         q = request.query

@@ -115,8 +115,11 @@ async def run_phone_call(
     *,
     barge_in_at: float | None = None,
     call_timeout_s: float = 90.0,
+    dtmf: Sequence[tuple[float, str]] = (),
 ) -> PhoneCallResult:
-    """Place one call through Asterisk and run it to its end (the bot's BYE or the timeout)."""
+    """Place one call through Asterisk and run it to its end (the bot's BYE or the timeout).
+
+    `dtmf`: (s from the call's start, digit) keys the caller presses (RFC 4733 in its RTP)."""
     port = _free_port()
     (work_dir / "turns.jsonl").unlink(missing_ok=True)  # this call's records only
     base = Settings(
@@ -140,7 +143,7 @@ async def run_phone_call(
                 pad = int(at * 8000) * 2 - len(pcm)
                 pcm += bytes(max(pad, 0)) + espeak_pcm(line)
             pcap = work_dir / "caller.pcap"
-            write_rtp_pcap(pcap, bytes(pcm), lead_silence_s=0, total_s=call_timeout_s)
+            write_rtp_pcap(pcap, bytes(pcm), lead_silence_s=0, total_s=call_timeout_s, dtmf=dtmf)
             scenario = render_scenario(
                 "uac_wait_bye",
                 work_dir,

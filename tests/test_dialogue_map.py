@@ -222,7 +222,9 @@ def test_json_path_quotes_odd_keys() -> None:
 def test_map_helpers() -> None:
     m = load_dialogue_map(EXAMPLE)
     assert m.next_state_id("greeting", "give_area") == "quote"
-    assert m.next_state_id("greeting", "operator") == "goodbye_operator"  # global
+    assert m.next_state_id("greeting", "operator") == "transfer_operator"  # global
+    assert m.dtmf_intent("quote", "0") == "operator" and m.dtmf_intent("quote", "5") is None
+    assert not m.is_interruptible("transfer_operator")  # TRANSFER defaults to not interruptible
     assert m.next_state_id("greeting", "agree") is None
     assert m.is_interruptible("greeting")
     assert not m.is_interruptible("booked")  # END_CALL defaults to not interruptible

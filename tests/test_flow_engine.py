@@ -96,7 +96,7 @@ def test_global_transition_from_any_state(engine: FlowEngine) -> None:
         assert engine.has_transition(state, "operator")
         r = engine.process_event(SessionState("c", state), intent("operator"))
         assert r.updated_session is not None
-        assert r.updated_session.current_state_id == "goodbye_operator"
+        assert r.updated_session.current_state_id == "transfer_operator"
 
 
 def test_unknown_current_state(engine: FlowEngine) -> None:

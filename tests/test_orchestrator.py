@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.call_settings import CallSettings
 from orchestrator.clock import LoopClock
-from orchestrator.contracts import IntentClassifier, IntentStep
+from orchestrator.contracts import CallControl, IntentClassifier, IntentStep
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
@@ -180,8 +181,11 @@ async def run_call(
     cache: InMemoryAudioCache | None = None,
     call_settings: CallSettings | None = None,
     drain: tuple[float, float] | None = None,
+    control: CallControl | None = None,
+    keys: Sequence[tuple[float, str]] = (),
 ) -> CallRun:
-    """`drain`: (at, deadline): the service begins draining at `at` with that deadline."""
+    """`drain`: (at, deadline): the service begins draining at `at` with that deadline;
+    `control`: the call's transfers; `keys`: (at, digit) DTMF the caller presses."""
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
     llm = llm or FakeLLM([LLMAttempt([(0.3, LLMStreamChunk("Да, работаем."))])])
@@ -212,8 +216,10 @@ async def run_call(
     hangup = loop.call_at(hangup_at, inbound.hang_up) if hangup_at is not None else None
     if drain is not None:
         loop.call_at(drain[0], orch.drain_by, drain[1])
+    for at, digit in keys:
+        loop.call_at(at, orch.on_dtmf, digit, at)
     try:
-        outcome = await asyncio.wait_for(orch.run(inbound, playout), 300)
+        outcome = await asyncio.wait_for(orch.run(inbound, playout, control), 300)
     finally:
         if hangup is not None:
             hangup.cancel()

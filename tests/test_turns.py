@@ -57,6 +57,11 @@ EXPECTED_FLOOR: list[tuple[Floor, TurnEvent, Floor]] = [
     (F.INTERRUPTED, E.WIND_UP, F.RESPONDING),
     (F.LISTENING, E.WIND_UP, F.RESPONDING),
     (F.HEARING, E.WIND_UP, F.RESPONDING),
+    # A key (or a keyed digit string) completes the caller's turn like an STT final.
+    (F.LISTENING, E.KEY, F.RESPONDING),
+    (F.HEARING, E.KEY, F.RESPONDING),
+    # Nobody took a transfer: the bot speaks again (the map's on_transfer_failed state).
+    (F.LISTENING, E.TRANSFER_FAILED, F.RESPONDING),
 ]
 EXPECTED_VOICE: list[tuple[Voice, TurnEvent, Voice]] = [
     (Voice.SILENT, E.SPEECH_START, Voice.SPEAKING),

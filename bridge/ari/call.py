@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from bridge.audiosocket.server import AudioSocketConnection
 from orchestrator.domain.errors import VoicebridgeError
+from orchestrator.domain.models import TransferOutcome, TransferRequest
 
 __all__ = ["AriCall", "AriError", "CallHandler"]
 
@@ -28,11 +29,21 @@ class AriCall:
     caller_gone: asyncio.Event  # set when the caller hung up
     setup_s: float = 0.0  # StasisStart -> handler called (loop clock)
     _hangup: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    _transfer: Callable[[TransferRequest], Awaitable[TransferOutcome]] | None = field(
+        default=None, repr=False
+    )
 
     async def hangup(self) -> None:
         """Hang up the caller (DELETE the caller channel); idempotent."""
         if self._hangup is not None:
             await self._hangup()
+
+    async def transfer(self, request: TransferRequest) -> TransferOutcome:
+        """`CallControl.transfer`: dial the operator and join the caller to it (see
+        `AriController`); "failed" when this call cannot transfer."""
+        if self._transfer is None:
+            return "failed"
+        return await self._transfer(request)
 
 
 # Called once per answered call, in the call's own task; the call ends (caller hung up, media and

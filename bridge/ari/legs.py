@@ -142,9 +142,10 @@ class CallLegs:
 
         Best effort and bounded: failures are logged, never raised (CancelledError excepted).
         """
-        if not session.caller_gone.is_set():
+        if not session.caller_gone.is_set() and not session.transferred:
             await self.delete_caller(session)
-        await self.delete_media(session)
+        # A transferred caller stays in the bridge with the operator: only the bot's leg goes.
+        await self.delete_media(session, keep_bridge=session.transferred)
         if conn is not None:
             conn.hangup()
             try:
@@ -172,8 +173,9 @@ class CallLegs:
         session.caller_deleted = True
         await self._delete(session.uuid, "caller channel", "channels", "hangup", channelId=session.channel_id)
 
-    async def delete_media(self, session: CallSession) -> None:
-        """DELETE the externalMedia channel, wait until Asterisk reports it gone, destroy the bridge.
+    async def delete_media(self, session: CallSession, *, keep_bridge: bool = False) -> None:
+        """DELETE the externalMedia channel, wait until Asterisk reports it gone, destroy the bridge
+        (unless `keep_bridge`: a transferred call's caller and operator are talking in it).
 
         Only the first call does anything. Holds the media lock while the channel goes away.
         """
@@ -190,7 +192,21 @@ class CallLegs:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._settings.timeout_s):
                         await session.em_ended.wait()
+        if not keep_bridge:
+            await self._delete(session.uuid, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
+
+    async def end_transferred(self, session: CallSession) -> None:
+        """One side of a transferred call hung up: hang up the other, destroy the bridge (bounded)."""
+        await self._delete(session.uuid, "caller channel", "channels", "hangup", channelId=session.channel_id)
+        if session.op_id is not None:
+            await self._delete(
+                session.uuid, "operator channel", "channels", "hangup", channelId=session.op_id
+            )
         await self._delete(session.uuid, "bridge", "bridges", "destroy", bridgeId=session.bridge_id)
+
+    async def hang_up_channel(self, session: CallSession, channel_id: str, what: str) -> None:
+        """DELETE one channel of the call (bounded; 404 is success; failures logged)."""
+        await self._delete(session.uuid, what, "channels", "hangup", channelId=channel_id)
 
     async def _delete(self, call: str, what: str, repo: str, op: str, **params: str) -> None:
         """Call `client.<repo>.<op>(**params)`, bounded by timeout_s; 404 is success, errors are

@@ -32,7 +32,13 @@ class CallSession:
         "em_started",
         "gone",
         "media_deleted",
+        "op_dialstatus",
+        "op_gone",
+        "op_id",
+        "op_started",
         "started_at",
+        "transfers",
+        "transferred",
         "task",
         "uuid",
     )
@@ -52,6 +58,14 @@ class CallSession:
         self.media_deleted = False
         self.started_at = started_at  # loop clock at StasisStart, s
         self.task: asyncio.Task[None] | None = None  # the call's task, owned by the controller
+        # A transfer (`AriController`): the operator's channel `vb-op-<uuid>-<n>`, its StasisStart
+        # (it answered), and its end with the hang-up cause (busy 17, no answer 19, ...).
+        self.transfers = 0
+        self.op_id: str | None = None
+        self.op_started: asyncio.Future[None] = loop.create_future()
+        self.op_gone: asyncio.Future[int] = loop.create_future()
+        self.op_dialstatus = ""  # the last `Dial` event's dialstatus for the operator channel
+        self.transferred = False  # the operator answered: the caller is theirs, not ours to hang up
 
     def mark_gone(self) -> None:
         """Record that the caller hung up; idempotent."""

@@ -3,8 +3,9 @@
 Errors (the map would misbehave on a call; exit status 1):
 - anything the loader rejects (JSON syntax, model, cross-references), all of them, not only the
   first;
-- a dead end: a state with no transitions of its own and no `action: END_CALL` (the caller
-  could only get out through the global transitions or the LLM, forever);
+- a dead end: a state with no transitions of its own and no `action: END_CALL` or `TRANSFER`
+  (the caller could only get out through the global transitions or the LLM, forever); a
+  TRANSFER state's `on_transfer_failed` counts as a way on for reachability;
 - a template or `set_variables` variable that no entity and no `set_variables` produces;
 - an audio key (cache/filler item, state filler, settings key) with no text in `audio`, so
   `voicebridge cache warm` cannot produce it and the caller would hear silence;
@@ -150,6 +151,9 @@ def _graph_issues(m: DialogueMap) -> list[LintIssue]:
             continue
         reached.add(sid)
         queue.extend(m.states[sid].transitions.values())
+        transfer = m.states[sid].transfer
+        if transfer is not None:
+            queue.append(transfer.on_transfer_failed)
         if not globals_added:  # global transitions apply from any state reached
             queue.extend(m.global_transitions.values())
             globals_added = True
@@ -171,7 +175,7 @@ def _graph_issues(m: DialogueMap) -> list[LintIssue]:
                         "an END_CALL state's transitions are never used",
                     )
                 )
-        elif not st.transitions:
+        elif not st.transitions and st.action != "TRANSFER":
             issues.append(
                 LintIssue(
                     "error",

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.dialogue_map.expressions import ExpressionError, parse_expression
-from orchestrator.dialogue_map.models import DialogueMap, Playlist, RegexEntity, TtsItem
+from orchestrator.dialogue_map.models import DialogueMap, DigitsEntity, Playlist, RegexEntity, TtsItem
 from orchestrator.dialogue_map.templates import TemplateError, validate_template
 from orchestrator.domain.errors import DialogueMapError
 
@@ -192,6 +192,29 @@ def reference_problems(m: DialogueMap) -> list[Problem]:
             except ExpressionError as exc:
                 problems.append((f"{base}.set_variables{json_path((var,))[1:]}", str(exc)))
     check_transitions("$.global_transitions", m.global_transitions)
+
+    def check_dtmf(base: str, table: dict[str, str]) -> None:
+        for digit, intent_id in table.items():
+            if intent_id not in m.intents:
+                problems.append((f"{base}{json_path((digit,))[1:]}", f"unknown intent {intent_id!r}"))
+
+    check_dtmf("$.global_dtmf", m.global_dtmf)
+    for sid, st in m.states.items():
+        base = json_path(("states", sid))
+        check_dtmf(f"{base}.dtmf", st.dtmf)
+        if st.transfer is not None and st.transfer.on_transfer_failed not in m.states:
+            problems.append(
+                (f"{base}.transfer.on_transfer_failed", f"unknown state {st.transfer.on_transfer_failed!r}")
+            )
+        collect = st.collect_digits
+        if collect is not None:
+            spec = m.entities.get(collect.entity)
+            if not isinstance(spec, DigitsEntity):
+                problems.append(
+                    (f"{base}.collect_digits.entity", f"{collect.entity!r} is not a digits entity")
+                )
+            if collect.intent not in m.intents:
+                problems.append((f"{base}.collect_digits.intent", f"unknown intent {collect.intent!r}"))
     for iid, intent in m.intents.items():
         base = json_path(("intents", iid))
         for field in ("entities", "required_entities"):

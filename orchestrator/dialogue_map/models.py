@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _KEY = r"^[a-z_]+:[A-Za-z0-9_.:-]+$"  # e.g. static:greeting, filler:hmm
@@ -125,6 +125,10 @@ class DigitsEntity(_Strict):
     type: Literal["digits"]
     min_length: Annotated[int, Field(ge=1)] = 1
     max_length: Annotated[int, Field(ge=1, le=64)] = 32
+    # Keyed in (`State.collect_digits`): the key that ends the string early, and how long the
+    # caller may pause between keys before what was keyed counts as the whole string.
+    terminator: Literal["#", "*"] = "#"
+    inter_digit_timeout_s: Annotated[float, Field(gt=0, le=30)] = 4.0
 
 
 EntitySpec = Annotated[
@@ -145,6 +149,56 @@ class Intent(_Strict):
     clarify_playlist: Playlist = []
 
 
+_DIGIT = r"^[0-9*#A-D]$"
+_ENDPOINT = r"^[A-Za-z0-9_]+/[^\s,()]+$"  # a dial string: PJSIP/operator, PJSIP/100@trunk
+_DIALPLAN_NAME = r"^[A-Za-z0-9_+.*#-]+$"
+
+
+class Transfer(_Strict):
+    """Where `action: TRANSFER` hands the caller over, and what happens if nobody takes the call.
+
+    The target is a PJSIP (or other) `endpoint` dialled directly, or a dialplan `context` and
+    `extension` (dialled as `Local/<extension>@<context>`, e.g. an extension running `Queue()`).
+    The operator's channel gets `VB_INTENT`, `VB_STATE`, `VB_TRANSCRIPT` and `VB_VAR_<NAME>` for
+    each of `variables` as channel variables; an endpoint target gets the same as `X-VB-*` SIP
+    headers. Busy, no answer within `timeout_s`, or any failure: the call goes on in
+    `on_transfer_failed`, whose playlist is played.
+    """
+
+    endpoint: Annotated[str, Field(pattern=_ENDPOINT)] | None = None
+    context: Annotated[str, Field(pattern=_DIALPLAN_NAME)] | None = None
+    extension: Annotated[str, Field(pattern=_DIALPLAN_NAME)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    on_transfer_failed: Annotated[str, Field(pattern=_ID)]
+    # Session variables the operator's side gets (missing ones are passed empty).
+    variables: list[Annotated[str, Field(pattern=_ID)]] = []
+    # How many of the last transcript entries go into VB_TRANSCRIPT (bounded to 1000 characters).
+    transcript_turns: Annotated[int, Field(ge=0, le=20)] = 4
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Transfer:
+        dialplan = self.context is not None or self.extension is not None
+        if (self.endpoint is not None) == dialplan:
+            raise ValueError("give either endpoint, or context and extension")
+        if dialplan and (self.context is None or self.extension is None):
+            raise ValueError("a dialplan target needs both context and extension")
+        return self
+
+    def dial_string(self) -> str:
+        """The ARI endpoint to originate: the endpoint, or `Local/<extension>@<context>`."""
+        if self.endpoint is not None:
+            return self.endpoint
+        return f"Local/{self.extension}@{self.context}"
+
+
+class CollectDigits(_Strict):
+    """Take a keyed-in digit string in this state: the `entity` (a digits entity) gets the string
+    and `intent` is routed with it, as if the caller had said it."""
+
+    entity: Annotated[str, Field(pattern=_ID)]
+    intent: Annotated[str, Field(pattern=_ID)]
+
+
 class State(_Strict):
     """One step of the script."""
 
@@ -155,11 +209,24 @@ class State(_Strict):
     transitions: dict[str, str] = {}
     # Variables computed on entering the state: name -> arithmetic over variables ("area * 1500").
     set_variables: dict[str, str] = {}
-    action: Literal["END_CALL"] | None = None
-    # Whether the caller may cut this state's playlist short; END_CALL states default to no.
+    # END_CALL: hang up after the playlist. TRANSFER: hand the caller over after it (`transfer`).
+    action: Literal["END_CALL", "TRANSFER"] | None = None
+    transfer: Transfer | None = None
+    # Whether the caller may cut this state's playlist short (by voice or a key); END_CALL and
+    # TRANSFER states default to no.
     interruptible: bool | None = None
     # Replaces the map's error playlist in this state.
     error_playlist: Playlist | None = None
+    # DTMF key -> intent id, routed like the intent said (before the map's `global_dtmf`).
+    dtmf: dict[Annotated[str, Field(pattern=_DIGIT)], str] = {}
+    # Keys not in the dtmf tables build a digit string for this entity (see `CollectDigits`).
+    collect_digits: CollectDigits | None = None
+
+    @model_validator(mode="after")
+    def _transfer_given(self) -> State:
+        if (self.action == "TRANSFER") != (self.transfer is not None):
+            raise ValueError("action TRANSFER and transfer go together: give both or neither")
+        return self
 
 
 class FaqEntry(_Strict):
@@ -271,6 +338,8 @@ class DialogueMap(_Strict):
     faq: dict[str, FaqEntry] = {}
     # intent id -> state id, valid from every state (e.g. "operator", "stop calling").
     global_transitions: dict[str, str] = {}
+    # DTMF key -> intent id, valid in every state (a state's own `dtmf` wins).
+    global_dtmf: dict[Annotated[str, Field(pattern=_DIGIT)], str] = {}
     # Cache key -> the text to synthesize for it, so every key a playlist uses can be produced
     # (`voicebridge cache warm`). A key used by the map but absent here is a lint error.
     audio: dict[Annotated[str, Field(pattern=_KEY)], Annotated[str, Field(min_length=1)]] = {}
@@ -284,7 +353,14 @@ class DialogueMap(_Strict):
         st = self.states[state_id]
         if st.interruptible is not None:
             return st.interruptible
-        return st.action != "END_CALL"
+        return st.action is None
+
+    def dtmf_intent(self, state_id: str, digit: str) -> str | None:
+        """The intent a key means in `state_id`: the state's own `dtmf`, else `global_dtmf`."""
+        st = self.states.get(state_id)
+        if st is not None and digit in st.dtmf:
+            return st.dtmf[digit]
+        return self.global_dtmf.get(digit)
 
     def intent(self, intent_id: str) -> Intent | None:
         """The intent `intent_id`, or None if the map has none."""

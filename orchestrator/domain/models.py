@@ -91,6 +91,23 @@ class FlowResult:
 
 # --- Orchestrator ---
 @dataclass(slots=True, frozen=True)
+class TransferRequest:
+    """What the Orchestrator asks the telephony side to dial when a map transfers the caller."""
+
+    endpoint: str  # an ARI dial string: "PJSIP/operator", "Local/100@operators"
+    timeout_s: float  # ring at most this long
+    # Channel variables for the operator's leg (`VB_INTENT`, `VB_STATE`, `VB_TRANSCRIPT`, ...);
+    # values are bounded strings.
+    variables: dict[str, str]
+    sip_headers: bool  # also send them as `X-VB-*` SIP headers (a PJSIP endpoint target)
+
+
+# How a transfer ended: the target answered (the caller is now joined to it), was busy, did not
+# answer within the timeout, or anything else (unreachable, ARI failure, no call control).
+TransferOutcome = Literal["answered", "busy", "no_answer", "failed"]
+
+
+@dataclass(slots=True, frozen=True)
 class TranscriptEntry:
     """One line of the call's conversation, kept for the LLM's context."""
 

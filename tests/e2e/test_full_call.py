@@ -17,6 +17,7 @@ from testkit.phone_call import run_phone_call
 
 pytestmark = pytest.mark.asterisk
 
+CONNECTING_MAX_S = 5.0  # "Соединяю вас с менеджером, оставайтесь, пожалуйста, на линии." and the ringing
 LINES = ["у нас квартира шестьдесят метров", "а вы работаете по воскресеньям", "нет спасибо"]
 
 
@@ -81,3 +82,26 @@ async def test_caller_speech_stops_the_bot(asterisk: str, tmp_path: Path) -> Non
     )
     assert result.states()[0] == ("greeting", "quote")
     assert result.outcomes[0][1] == "end_call"
+
+
+async def test_key_zero_transfers_the_caller_to_the_operator(asterisk: str, tmp_path: Path) -> None:
+    # The caller presses 0 during the greeting: the key cuts the greeting (barge-in), the map's
+    # global_dtmf routes it as "operator", the bot says it is connecting and transfers to the
+    # stand-in operator of extensions.conf, which answers only with VB_INTENT set, plays a tone
+    # for 8 s and hangs up (then the bridge hangs the caller up: BYE).
+    result = await run_phone_call(tmp_path, [], dtmf=[(2.0, "0")], call_timeout_s=40.0)
+    assert result.sipp.ok, result.sipp.describe()
+    kinds = [e.kind for e in result.events]
+    assert "dtmf" in kinds and "barge_in" in kinds
+    assert result.states() == [("greeting", "transfer_operator")]
+    transfers = [dict(e.data) for e in result.events if e.kind == "transfer"]
+    assert transfers == [{"target": "Local/operator@voicebridge-operators", "outcome": "answered"}]
+    assert result.outcomes and result.outcomes[0][1] == "transferred"
+    a = result.analysis
+    assert a.bye_seen, f"no BYE from Asterisk; SIP seen: {a.sip_methods}"
+    # The operator's tone reached the caller after the bot's last words: the bot spoke at most
+    # 2 s of greeting and its connecting phrase (voiced packets before the tone), the tone 8 s.
+    tone = [p for p in a.voiced if p.t >= a.voiced[0].t + 2.0 + CONNECTING_MAX_S]
+    assert len(tone) > 300, (len(tone), len(a.voiced))
+    assert 'voicebridge_transfers_total{outcome="answered"} 1.0' in result.prometheus
+    assert result.orchestrators_left == 0

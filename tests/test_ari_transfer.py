@@ -1,0 +1,177 @@
+"""Transfer through ARI (`AriCall.transfer`), against a fake ARI on real sockets (testkit.fake_ari).
+
+The handler stands in for the Orchestrator: it asks for a transfer and returns, as the dialogue
+does after "transferred" (or goes on after a failure). What the bridge did is read off the fake:
+the originate with its channel variables and SIP headers, the bridge's members, what was deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from bridge.ari import AriController, AriSettings
+from bridge.ari.call import AriCall
+from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
+from bridge.pacer import Pacer
+from orchestrator.domain.models import TransferOutcome, TransferRequest
+from testkit.fake_ari import FakeAri, Operator
+
+T = 10.0
+
+REQUEST = TransferRequest(
+    endpoint="PJSIP/operator",
+    timeout_s=1.0,
+    variables={"VB_INTENT": "operator", "VB_STATE": "start", "VB_TRANSCRIPT": "user: позовите оператора"},
+    sip_headers=True,
+)
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Wait until the controller's `predicate()` holds (polled: its counters have no event)."""
+    async with asyncio.timeout(T):
+        while not predicate():  # noqa: ASYNC110 - counters, no event to wait on
+            await asyncio.sleep(0.01)
+
+
+class Transferring:
+    """An AriController whose handler transfers every call and records the outcome."""
+
+    def __init__(self, fake: FakeAri, audiosocket: AudioSocketServer, request: TransferRequest) -> None:
+        settings = AriSettings(
+            url=fake.url,
+            audiosocket_host=f"127.0.0.1:{audiosocket.port}",
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.2,
+            timeout_s=2.0,
+        )
+        self.request = request
+        self.outcomes: list[TransferOutcome] = []
+        self.done = asyncio.Event()
+        self.controller = AriController(settings, audiosocket, self._on_call)
+        self.task = asyncio.create_task(self.controller.run(), name="test-ari-controller")
+
+    async def _on_call(self, call: AriCall) -> None:
+        self.outcomes.append(await call.transfer(self.request))
+        self.done.set()
+
+    async def close(self) -> None:
+        await self.controller.close()
+        await asyncio.wait_for(self.task, T)
+
+
+@pytest.fixture
+async def audiosocket() -> AsyncIterator[AudioSocketServer]:
+    pacer = Pacer()
+    pacer.start()
+    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=pacer)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+        pacer.stop()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAri]:
+    ari = FakeAri()
+    await ari.start()
+    try:
+        yield ari
+    finally:
+        await ari.close()
+
+
+async def _call(
+    fake: FakeAri, audiosocket: AudioSocketServer, request: TransferRequest = REQUEST
+) -> Transferring:
+    ctl = Transferring(fake, audiosocket, request)
+    async with asyncio.timeout(T):
+        await ctl.controller.connected.wait()
+    return ctl
+
+
+async def test_answered_transfer_bridges_caller_and_operator_and_releases_the_bot(
+    fake: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    fake.operators["PJSIP/operator"] = Operator(answer_after_s=0.1)
+    ctl = await _call(fake, audiosocket)
+    try:
+        caller = await fake.place_call()
+        async with asyncio.timeout(T):
+            await ctl.done.wait()
+        assert ctl.outcomes == ["answered"]
+        (orig,) = fake.originated
+        assert orig.endpoint == "PJSIP/operator" and orig.app_args == "transfer" and orig.timeout == 1
+        assert orig.variables["VB_INTENT"] == "operator"
+        assert orig.variables["VB_TRANSCRIPT"] == "user: позовите оператора"
+        assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"
+        # The bot's leg goes; the caller stays, bridged with the operator, not hung up.
+        await _until(lambda: ctl.controller.active_calls == 0)
+        (members,) = fake.bridges.values()
+        assert members == {caller, orig.channel_id}
+        assert caller not in fake.deleted and caller in fake.channels
+        assert all(ch.name.startswith("AudioSocket/") for ch in fake.deleted.values())
+        assert fake.legs() == [] or all(not leg.connected for leg in fake.legs())
+        # The operator hangs up: the caller is hung up and the bridge destroyed.
+        await fake.hangup_channel(orig.channel_id)
+        await fake.wait_for(lambda: not fake.bridges and caller in fake.deleted, T)
+        await _until(lambda: ctl.controller.transferred_ended == 1)
+    finally:
+        await ctl.close()
+
+
+async def test_caller_hanging_up_after_the_transfer_hangs_up_the_operator(
+    fake: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    fake.operators["PJSIP/operator"] = Operator(answer_after_s=0.05)
+    ctl = await _call(fake, audiosocket)
+    try:
+        caller = await fake.place_call()
+        async with asyncio.timeout(T):
+            await ctl.done.wait()
+        await _until(lambda: ctl.controller.active_calls == 0)
+        await fake.hangup_caller(caller)
+        op = fake.originated[0].channel_id
+        await fake.wait_for(lambda: op in fake.deleted and not fake.bridges, T)
+    finally:
+        await ctl.close()
+
+
+@pytest.mark.parametrize(
+    ("operator", "outcome"),
+    [(Operator(busy=True), "busy"), (Operator(answer_after_s=None), "no_answer")],
+    ids=["busy", "no_answer"],
+)
+async def test_busy_or_unanswered_operator_leaves_the_caller_with_the_bot(
+    fake: FakeAri, audiosocket: AudioSocketServer, operator: Operator, outcome: TransferOutcome
+) -> None:
+    fake.operators["PJSIP/operator"] = operator
+    ctl = await _call(fake, audiosocket)
+    try:
+        caller = await fake.place_call()
+        async with asyncio.timeout(T):
+            await ctl.done.wait()
+        assert ctl.outcomes == [outcome]
+        op = fake.originated[0].channel_id
+        assert op not in fake.channels  # gone: busy, or hung up by Asterisk after the timeout
+        # The handler returned: the call ends the ordinary way (the bot hangs the caller up).
+        await fake.wait_for(lambda: caller in fake.deleted and not fake.bridges, T)
+    finally:
+        await ctl.close()
+
+
+async def test_unknown_endpoint_fails_without_touching_the_call(
+    fake: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    ctl = await _call(fake, audiosocket)
+    try:
+        await fake.place_call()
+        async with asyncio.timeout(T):
+            await ctl.done.wait()
+        assert ctl.outcomes == ["failed"] and fake.originated == []
+    finally:
+        await ctl.close()
