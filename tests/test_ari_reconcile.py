@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
@@ -72,6 +73,7 @@ async def stack() -> AsyncIterator[Stack]:
     await fake.start()
     port = _free_port()
     base = Settings(
+        admin=AdminSettings(port=0),  # never the default 9180 another service may hold
         dialogue_map=MAP,
         audiosocket=AudioSocketSettings(bind_port=port),
         ami=AmiSettings(log_events=False),  # not the shared real Asterisk's AMI

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
@@ -50,6 +51,7 @@ async def test_asterisk_restart_during_calls(asterisk: str, tmp_path: Path, call
     clear_leftovers()
     port = _free_port()
     base = Settings(
+        admin=AdminSettings(port=0),  # never the default 9180 another service may hold
         dialogue_map=MAP,
         audiosocket=AudioSocketSettings(bind_port=port),
         ami=AmiSettings(log_events=False),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.admin import AdminSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
@@ -35,6 +36,7 @@ async def test_sigterm_lets_the_call_finish_and_refuses_a_new_call_with_503(
 ) -> None:
     port = _free_port()
     base = Settings(
+        admin=AdminSettings(port=0),  # never the default 9180 another service may hold
         dialogue_map=MAP,
         audiosocket=AudioSocketSettings(bind_port=port),
         ari=AriSettings(audiosocket_host=f"127.0.0.1:{port}"),
