@@ -17,13 +17,13 @@
 # shared Asterisk on 127.0.0.1 or between nodes, and no namespace has to be created or cleaned.
 # Asterisk: the chroot binary of asterisk_conf/asterisk.sh (built by `make asterisk-up`) with
 # each node's own config (/etc/voicebridge-cluster-nodeI in the chroot) and state dirs.
-# State, logs and pids: $VOICEBRIDGE_CLUSTER_DIR (default /tmp/voicebridge-cluster).
+# State, logs and pids: $CLUSTER_DIR (default /tmp/voicebridge-cluster).
 # Needs root (chroot, bind mounts).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE="$REPO/cluster"
-DIR=${VOICEBRIDGE_CLUSTER_DIR:-/tmp/voicebridge-cluster}
+DIR=${CLUSTER_DIR:-/tmp/voicebridge-cluster}
 CACHE=${VOICEBRIDGE_CACHE:-/var/cache/voicebridge}
 ROOT="$CACHE/asterisk-sid-chroot"
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
@@ -181,6 +181,7 @@ cmd_up() {
     command -v kamailio >/dev/null || die "kamailio is not installed (make system-deps)"
     mkdir -p "$DIR"
     echo "$n" >"$DIR/nodes"
+    alive "$DIR/kamailio.pid" >/dev/null || rm -f "$DIR"/*.log "$DIR"/node*/*.log "$DIR"/node*/*.out
     start_redis
     for ((i = 1; i <= n; i++)); do install_node_conf "$i"; start_asterisk "$i"; done
     for ((i = 1; i <= n; i++)); do start_voicebridge "$i"; done
