@@ -115,7 +115,7 @@ install_node_conf() {  # $1: node number
         fill "$f" "$conf/$(basename "$f")" NODE_NAME="node$i" NODE_IP="$(node_ip "$i")" \
             PROXY_IP="$PROXY_IP" NODE_CONF="$(node_conf "$i")" NODE_STATE="$(node_state "$i")"
     done
-    fill "$HERE/node/voicebridge.toml" "$DIR/node$i/voicebridge.toml" NODE_IP="$(node_ip "$i")" \
+    fill "$HERE/node/voicebridge.toml" "$DIR/node$i/voicebridge.toml" NODE_IP="$(node_ip "$i")" NODE_NAME="node$i" \
         REDIS_IP="$REDIS_IP" REDIS_PORT="$REDIS_PORT" DRAIN_TIMEOUT_S="$DRAIN_TIMEOUT_S"
 }
 
@@ -210,6 +210,11 @@ cmd_status() {
             "voicebridge $(alive "$DIR/node$i/voicebridge.pid" || echo down)"
     done
     ds_state
+    local key
+    echo "registry (Redis $REDIS_IP:$REDIS_PORT):"
+    for key in $(redis-cli -h "$REDIS_IP" -p "$REDIS_PORT" --scan --pattern 'voicebridge:node:*' | sort); do
+        echo "  $key: $(redis-cli -h "$REDIS_IP" -p "$REDIS_PORT" hgetall "$key" | paste -sd' ')"
+    done
 }
 
 signal_node() {  # $1: signal, $2: pid file, $3: what

@@ -21,6 +21,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
+from bridge.registry import NodeStatus, read_nodes
 from testkit.sip import write_rtp_pcap
 
 __all__ = [
@@ -42,6 +45,7 @@ SCENARIO = REPO / "cluster" / "sipp" / "uac_call.xml"
 NET = "127.0.77"
 PROXY = (f"{NET}.10", 5060)
 CALLER_IP = f"{NET}.2"
+REDIS_URL = f"redis://{NET}.1:6379/0"
 _LINE = re.compile(r"VBCLUSTER t=(?P<t>[\d.]+) (?P<kind>\w+) ci=(?P<ci>\S+)(?P<rest>.*)")
 _KV = re.compile(r"(\w+)=(\S+)")
 
@@ -163,6 +167,14 @@ class Cluster:
         except (OSError, ValueError):
             return None
         return pid
+
+    async def registry(self) -> dict[str, NodeStatus]:
+        """The node registry in the cluster's Redis, by node name."""
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return {n.node: n for n in await read_nodes(client)}
+        finally:
+            await client.aclose()
 
     async def ds_state(self) -> dict[str, str]:
         """The dispatcher's flags per node (`AP` active, `IP` inactive, ...)."""

@@ -99,6 +99,7 @@ def test_sections_are_the_components_models() -> None:
         "breaker",
         "admin",
         "log",
+        "registry",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -115,6 +116,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.cache.redis_settings",
         "bridge.admin",
         "bridge.logs",
+        "bridge.registry",
     }
 
 

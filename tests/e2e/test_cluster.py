@@ -2,6 +2,7 @@
 Asterisk + one `voicebridge serve --standins`, cluster/cluster.sh), Redis shared; sipp places
 calls through the proxy at a steady rate.
 
+- both: the nodes' entries in the node registry (Redis), node 1 marked draining, then gone.
 - short (in `make test`): node 1 is drained (SIGTERM to its voicebridge) mid-run. Its calls in
   progress complete, its new calls are refused with 503 and the proxy retries them on node 2: every
   call placed completes.
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bridge.registry import NodeStatus
 from testkit.cluster import CallRecord, Cluster, now, place_calls, running_cluster, table
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.cluster]
@@ -35,6 +38,15 @@ def _answered_by(calls: dict[str, CallRecord], node: str, before: float | None =
         and c.final_node == node
         and (before is None or (c.answered_at is not None and c.answered_at < before))
     ]
+
+
+async def _until_registry(cluster: Cluster, check: Callable[[dict[str, NodeStatus]], bool]) -> None:
+    try:
+        async with asyncio.timeout(10):
+            while not check(await cluster.registry()):  # noqa: ASYNC110 - other processes write it
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"registry: {await cluster.registry()}") from None
 
 
 def _report(tmp_path: Path, text: str) -> None:
@@ -61,7 +73,12 @@ async def test_drain_sends_new_calls_to_the_other_node_and_lets_calls_finish(
             place_calls(tmp_path, calls=calls_n, rate_per_s=1.0, hold_ms=HOLD_MS), name="test-cluster-load"
         )
         try:
+            # Both nodes in the registry (Redis), taking calls.
+            nodes = await cluster.registry()
+            assert {k: v.draining for k, v in nodes.items()} == {"node1": False, "node2": False}, nodes
             drained_at = await _drain_node1(cluster)
+            # The drain shows in the registry within its interval (2 s), while node 1's call goes on.
+            await _until_registry(cluster, lambda r: r.get("node1") is not None and r["node1"].draining)
             load = await load_task
         finally:
             if not load_task.done():
@@ -74,6 +91,8 @@ async def test_drain_sends_new_calls_to_the_other_node_and_lets_calls_finish(
             40,
         )
         calls = cluster.proxy_log()
+        left = await cluster.registry()
+        assert set(left) == {"node2"}, left  # node 1 removed its entry when it stopped
 
     in_progress = _answered_by(calls, "node1", before=drained_at)
     after_drain_on_node1 = [
