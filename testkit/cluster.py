@@ -113,15 +113,22 @@ class LoadResult:
     output: str
 
     def failure_reasons(self) -> dict[str, int]:
-        """sipp's error lines grouped by their text without Call-IDs and times (its CPU watchdog's
-        overload warnings left out: they are not call failures)."""
+        """Why calls failed, from sipp's error log: one reason per failed call ("Dead call" lines,
+        sipp's own clean-up after an abort, and its CPU watchdog's warnings are left out)."""
         reasons: dict[str, int] = {}
-        for line in re.split(r"(?=\d{4}-\d\d-\d\d\t)", self.errors):
-            msg = line.split(": ", 1)[-1].strip()
-            if not msg or msg.startswith(("The following events", "Overload warning")):
+        for event in re.split(r"(?=\d{4}-\d\d-\d\d\t)", self.errors):
+            msg = event.split(": ", 1)[-1]
+            if not msg.startswith("Aborting"):
                 continue
-            msg = re.sub(r"Call-ID '[^']*'", "Call-ID", msg)
-            reasons[msg[:100]] = reasons.get(msg[:100], 0) + 1
+            got = re.search(r"received '(SIP/2.0 [^\r\n]*)", msg)
+            cseq = re.search(r"CSeq: *(\d+ \w+)", msg)
+            if got:
+                reason = (
+                    f"{got[1].removeprefix('SIP/2.0 ')} to the {cseq[1].split()[1] if cseq else 'request'}"
+                )
+            else:
+                reason = re.sub(r"'?\d+-\d+@[\d.]+'?", "<call>", msg.splitlines()[0])[:90]
+            reasons[reason] = reasons.get(reason, 0) + 1
         return reasons
 
 
@@ -286,7 +293,7 @@ def table(title: str, load: LoadResult, calls: dict[str, CallRecord], extra: lis
         ("answered (200 through the proxy)", str(len(answered))),
         ("completed (caller's BYE answered)", str(load.successful)),
         ("retried on another node", f"{len(retried)} (after: {retry_codes or '-'})"),
-        ("failed", str(load.failed)),
+        ("failed (sipp)", str(load.failed)),
         *((f"  failed: {reason}", str(n)) for reason, n in load.failure_reasons().items()),
         *(
             (f"  proxy final {c.final_code}", c.call_id)

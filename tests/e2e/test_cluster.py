@@ -167,7 +167,7 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
     lost_with_node2 = [
         c
         for c in _answered_by(calls, "node2", before=killed_at)
-        if c.answered_at is not None and c.answered_at > killed_at - HOLD_MS / 1000 - 1
+        if c.answered_at is not None and c.answered_at > killed_at - HOLD_MS / 1000
     ]
     tried_node2_after_kill = [c for c in calls.values() if c.first_try_at > killed_at and "node2" in c.tried]
     last_try_node2 = max(
@@ -186,7 +186,7 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
             calls,
             [
                 ("in progress on node 1 at the drain", str(len(in_progress_drained))),
-                ("in progress on node 2 at the kill (lost)", str(len(lost_with_node2))),
+                ("in progress on node 2 at the kill (lost, about)", str(len(lost_with_node2))),
                 ("kill -> dispatcher marks node 2 inactive", f"{marked_at - killed_at:.1f} s"),
                 ("kill -> last new call tried on node 2", f"{last_try_node2 - killed_at:.1f} s"),
                 (
