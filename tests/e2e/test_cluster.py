@@ -154,7 +154,8 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
                 30,
             )
             restart_at = now()
-            await cluster.sh("start-asterisk", "2", timeout_s=60)
+            await cluster.sh("start-asterisk", "2", timeout_s=60)  # returns when its ARI answers
+            ari_back_at = now()
             active_again_at = await cluster.wait_ds("node2", "A", 30)
             load = await load_task
         finally:
@@ -193,6 +194,7 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
                     "calls tried on dead node 2, then retried",
                     str(sum(1 for c in tried_node2_after_kill if c.first_try_at < restart_at)),
                 ),
+                ("restart -> node 2's Asterisk answers ARI", f"{ari_back_at - restart_at:.1f} s"),
                 ("restart -> node 2 active again", f"{active_again_at - restart_at:.1f} s"),
                 (
                     "restart -> node 2 answers a call",
