@@ -10,6 +10,8 @@
 #   cluster.sh kill-asterisk I    SIGKILL node I's Asterisk
 #   cluster.sh start-asterisk I   (re)start node I's Asterisk
 #   cluster.sh start-voicebridge I  (re)start node I's voicebridge
+#   cluster.sh add-node I         start node I (Asterisk + voicebridge), then put it in the proxy's set
+#   cluster.sh remove-node I      take node I out of the proxy's set (no new calls), then drain it
 #
 # Addresses: all on loopback, 127.0.77.0/24 (Linux answers on all of 127/8 without adding them):
 # Redis 127.0.77.1:6379, Kamailio 127.0.77.10:5060, node I on 127.0.77.(10+I) with the
@@ -224,6 +226,37 @@ signal_node() {  # $1: signal, $2: pid file, $3: what
     log "sent SIG$1 to $3 (pid $pid)"
 }
 
+ds_reload() {  # the dispatcher refuses a reload within 5 s of the last one (reload_delta): retry
+    local deadline=$((SECONDS + 15)) out
+    until out=$(kamcmd_ dispatcher.reload 2>&1) && [[ $out != *error* ]]; do  # kamcmd exits 0 on "500 - Ongoing reload"
+        ((SECONDS < deadline)) || die "dispatcher.reload: $out"
+        sleep 0.5
+    done
+}
+
+cmd_add_node() {
+    local i=$1 n
+    n=$(cat "$DIR/nodes")
+    install_node_conf "$i"
+    start_asterisk "$i"
+    start_voicebridge "$i"
+    grep -q "sip:$(node_ip "$i"):5060 " "$DIR/dispatcher.list" ||
+        echo "1 sip:$(node_ip "$i"):5060 0 0 name=node$i" >>"$DIR/dispatcher.list"
+    ((i > n)) && echo "$i" >"$DIR/nodes"
+    ds_reload
+    log "node $i is in the proxy's set"
+}
+
+cmd_remove_node() {
+    local i=$1
+    sed -i "\|sip:$(node_ip "$i"):5060 |d" "$DIR/dispatcher.list"
+    ds_reload
+    log "node $i is out of the proxy's set; draining it"
+    if alive "$DIR/node$i/voicebridge.pid" >/dev/null; then
+        signal_node TERM "$DIR/node$i/voicebridge.pid" "node $i's voicebridge"
+    fi
+}
+
 node_arg() { [[ ${1:-} =~ ^[1-9]$ ]] || die "expected a node number 1..9, got '${1:-}'"; echo "$1"; }
 
 case ${1:-} in
@@ -235,5 +268,7 @@ drain) i=$(node_arg "${2:-}"); signal_node TERM "$DIR/node$i/voicebridge.pid" "n
 kill-asterisk) i=$(node_arg "${2:-}"); signal_node KILL "$DIR/node$i/asterisk.pid" "node $i's Asterisk" ;;
 start-asterisk) i=$(node_arg "${2:-}"); start_asterisk "$i" ;;
 start-voicebridge) i=$(node_arg "${2:-}"); start_voicebridge "$i" ;;
-*) sed -n '2,14p' "$0" >&2; exit 2 ;;
+add-node) i=$(node_arg "${2:-}"); cmd_add_node "$i" ;;
+remove-node) i=$(node_arg "${2:-}"); cmd_remove_node "$i" ;;
+*) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac
