@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2
+APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2 kamailio
 PYTEST_ARGS ?=
 # asterisk.sh mode for `make demo`: auto (a container if an engine answers), chroot or container.
 DEMO_ASTERISK ?= auto
@@ -10,7 +10,7 @@ DEMO_ASTERISK ?= auto
 STANDINS ?= 1
 
 .PHONY: install system-deps test test-fast lint types check demo bench asterisk-up asterisk-down \
-	images containers-up containers-down clean
+	images containers-up containers-down cluster-up cluster-down cluster-test-long clean
 
 install: system-deps $(VENV)/.installed
 
@@ -76,6 +76,19 @@ containers-up: images
 
 containers-down:
 	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh compose down -t 10
+
+# The cluster on this machine (cluster/cluster.sh): Kamailio + NODES x (Asterisk + voicebridge
+# --standins) + Redis on 127.0.77.x; the chroot Asterisk binary comes from asterisk-up.
+NODES ?= 2
+cluster-up: install asterisk-up
+	PYTHON=$(abspath $(PY)) bash cluster/cluster.sh up $(NODES)
+
+cluster-down:
+	bash cluster/cluster.sh down
+
+# The long cluster run (drain, then an Asterisk SIGKILLed and restarted); prints its table.
+cluster-test-long: install asterisk-up
+	CLUSTER_LONG=1 $(PY) -m pytest -m cluster -s -p no:cacheprovider tests/e2e/test_cluster.py $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench

@@ -32,6 +32,7 @@ from bridge.logs import TRACE_ID, public_url
 from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
+from bridge.registry import NodeRegistry
 from bridge.settings import Settings
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import CallSetupError, VoicebridgeError
@@ -80,6 +81,8 @@ class VoicebridgeApp:
         self._ari_task: asyncio.Task[None] | None = None
         self._ami_task: asyncio.Task[None] | None = None
         self._ami_logger: AmiEventLogger | None = None
+        self.registry: NodeRegistry | None = None  # the node's entry in Redis (clusters)
+        self._registry_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         # Drain: `draining` is read by the admin endpoint (/readyz answers 503 while it is true).
         self.draining = False
@@ -125,6 +128,14 @@ class VoicebridgeApp:
         self._ari_task = self.tasks.spawn(self.ari.run(), "ari-controller")
         if s.ami.log_events:
             self._ami_task = self.tasks.spawn(self._log_ami_events(), "ami-event-logger")
+        if s.redis.url and s.registry.enabled:
+            self.registry = NodeRegistry(
+                s.registry,
+                s.redis.url,
+                lambda: (self.calls_active, self.draining),
+                ari=public_url(s.ari.url),
+            )
+            self._registry_task = self.tasks.spawn(self.registry.run(), "node-registry")
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations so a full collection does not stall the 20 ms tick (measured: 55 ms at 650 calls).
         gc.collect()
@@ -330,6 +341,9 @@ class VoicebridgeApp:
             # makes panoramisk log a traceback, so it is only the fallback.
             await asyncio.wait({self._ami_task}, timeout=self.settings.ami.login_timeout_s)
             await cancel_and_wait(self._ami_task, timeout=self.tasks.cancel_bound_s)
+        await cancel_and_wait(self._registry_task, timeout=self.tasks.cancel_bound_s)
+        if self.registry is not None:
+            await self.registry.aclose()  # the node leaves the registry at once, not at its TTL
         await self.tasks.aclose()
         if self._ami_logger is not None:
             await self._ami_logger.close()

@@ -13,6 +13,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [breaker]      orchestrator.breaker.BreakerSettings
     [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
     [service]      bridge.event_loop.ServiceSettings (the event loop: asyncio or uvloop)
+    [registry]     bridge.registry.RegistrySettings
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -42,6 +43,7 @@ from bridge.event_loop import ServiceSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
+from bridge.registry import RegistrySettings
 from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
@@ -97,6 +99,7 @@ class Settings(BaseModel):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)  # with [redis] url only
 
     @model_validator(mode="before")
     @classmethod

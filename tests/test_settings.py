@@ -101,6 +101,7 @@ def test_sections_are_the_components_models() -> None:
         "admin",
         "log",
         "service",
+        "registry",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -118,6 +119,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.admin",
         "bridge.logs",
         "bridge.event_loop",
+        "bridge.registry",
     }
 
 
