@@ -12,6 +12,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [redis]        orchestrator.cache.redis_settings.RedisSettings
     [breaker]      orchestrator.breaker.BreakerSettings
     [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
+    [recording]    bridge.recording.RecordingSettings
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -40,6 +41,7 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
+from bridge.recording import RecordingSettings
 from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
@@ -94,6 +96,7 @@ class Settings(BaseModel):
     espeak: EspeakSettings = Field(default_factory=EspeakSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)  # off by default
 
     @model_validator(mode="before")
     @classmethod

@@ -99,6 +99,7 @@ def test_sections_are_the_components_models() -> None:
         "breaker",
         "admin",
         "log",
+        "recording",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -114,6 +115,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.adapters.tts.espeak_settings",
         "orchestrator.cache.redis_settings",
         "bridge.admin",
+        "bridge.recording",
         "bridge.logs",
     }
 
