@@ -61,7 +61,8 @@ class VoicebridgeApp:
         self.pacer = Pacer(settings.pacer)
         self.clock = LoopClock()
         self.composition = Composition(settings, clock=self.clock)
-        self.services: CallServices | None = None
+        self.services: CallServices | None = None  # the default map's (`dialogue_map`)
+        self.services_by_number: dict[str, CallServices] = {}  # `[numbers]`: dialled number -> its map's
         self.audiosocket: AudioSocketServer | None = None
         self.ari: AriController | None = None
         self.calls_total = 0
@@ -115,7 +116,10 @@ class VoicebridgeApp:
         raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
         self.metrics.install_gc_hook()
         self.services = await self.composition.build_services()
-        self.services.metrics_sink = self._metrics_sink(self.services.metrics_sink or log_sink)
+        sink = self._metrics_sink(self.services.metrics_sink or log_sink)
+        self.services_by_number = self.composition.by_number
+        for services in (self.services, *self.services_by_number.values()):
+            services.metrics_sink = sink
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         try:
@@ -214,7 +218,8 @@ class VoicebridgeApp:
                 if obs is not None:
                     obs(cid, event)
 
-            orchestrator = await create_orchestrator_instance(call.call_id, self.services, observer=observer)
+            services = self.services_for(call.exten)
+            orchestrator = await create_orchestrator_instance(call.call_id, services, observer=observer)
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
@@ -258,6 +263,14 @@ class VoicebridgeApp:
             return None
         self._recordings[call.call_id] = str(recorder.path)
         return recorder
+
+    def services_for(self, number: str | None) -> CallServices:
+        """The services of the map serving calls to `number` (`[numbers]`, else `dialogue_map`)."""
+        assert self.services is not None
+        services = self.services_by_number.get(number or "", self.services)
+        if self.services_by_number:
+            log.info("call to %s: map %s", number, services.dialogue_map.name)
+        return services
 
     async def _log_ami_events(self) -> None:
         """Hangup causes and call events into the log; AMI being down never stops the service.
