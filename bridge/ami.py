@@ -59,7 +59,14 @@ class AmiError(VoicebridgeError):
 
 
 class OriginateError(AmiError):
-    """The originated call did not get answered (busy, no answer, unreachable, ...)."""
+    """The originated call did not get answered (busy, no answer, unreachable, ...).
+
+    `reason`: Asterisk's originate Reason code when it reported one ("5" busy, "3" no answer,
+    "8" congestion, "1" hung up, "0" failure; see `_REASONS`), None when no answer came at all."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @pydantic.dataclasses.dataclass(
@@ -164,11 +171,13 @@ async def originate(
     app: str,
     timeout_s: float,
     caller_id: str | None = None,
+    channel_id: str | None = None,
 ) -> str:
     """Call `number` through the trunk; when answered the call enters Stasis app `app`.
 
     Returns the originated channel's id (also its ARI channel id; the ARI controller's
-    `AriCall.channel_id`). Raises `OriginateError` if the call was not answered within
+    `AriCall.channel_id`): `channel_id` if given (so the caller can expect the call before it
+    is answered), else a new UUID. Raises `OriginateError` if the call was not answered within
     `timeout_s`, `AmiError` if AMI failed, `ValueError` for a bad number or app name.
     """
     _check(number, _NUMBER, "number")
@@ -176,7 +185,7 @@ async def originate(
         check_asterisk_name(app)
     except ValueError as exc:
         raise ValueError(f"originate: app={app!r}: {exc}") from None
-    channel_id = str(uuid.uuid4())
+    channel_id = channel_id or str(uuid.uuid4())
     action = {
         "Action": "Originate",
         "Channel": f"PJSIP/{number}@{settings.trunk}",
@@ -211,7 +220,8 @@ async def originate(
     if final.get("Response") != "Success":
         raise OriginateError(
             f"originate {number}: {final.get('Response')}, reason {final.get('Reason')}"
-            f" ({_REASONS.get(str(final.get('Reason')), 'unknown')})"
+            f" ({_REASONS.get(str(final.get('Reason')), 'unknown')})",
+            reason=str(final.get("Reason")),
         )
     log.info("originated %s -> channel %s (%s)", number, channel_id, final.get("Channel"))
     return channel_id

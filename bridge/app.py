@@ -88,6 +88,9 @@ class VoicebridgeApp:
         self._drain_deadline: float | None = None  # clock time the calls must end by
         self._drain_requested = asyncio.Event()
         self._orchestrators: set[Orchestrator] = set()  # calls in their dialogue, for the drain
+        # Calls expected by channel id (outbound campaigns): their session variables, and the
+        # future that gets (call id, end reason, duration s) when the call is over.
+        self._expected: dict[str, tuple[dict[str, str], asyncio.Future[tuple[str, str, float]]]] = {}
         # Recorded calls in progress: call id -> its WAV, named in the call's `call_end` record.
         self._recordings: dict[str, str] = {}
 
@@ -198,6 +201,7 @@ class VoicebridgeApp:
         self.calls_total += 1
         self.calls_active += 1
         s = self.settings
+        started = self.clock.now()
         recorder = await self._start_recording(call) if s.recording.enabled else None
         gateway = TelephonyGateway(
             call.conn,
@@ -220,6 +224,7 @@ class VoicebridgeApp:
 
             services = self.services_for(call.exten)
             orchestrator = await create_orchestrator_instance(call.call_id, services, observer=observer)
+            orchestrator.session_state.variables.update(self._session_variables(call))
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
@@ -249,6 +254,9 @@ class VoicebridgeApp:
                 await recorder.close()
                 self._recordings.pop(call.call_id, None)
             self.metrics.call_ended(gateway, reason)
+            expected = self._expected.pop(call.channel_id, None)
+            if expected is not None and not expected[1].done():
+                expected[1].set_result((call.call_id, reason, self.clock.now() - started))
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
@@ -263,6 +271,35 @@ class VoicebridgeApp:
             return None
         self._recordings[call.call_id] = str(recorder.path)
         return recorder
+
+    def expect_call(
+        self, channel_id: str, variables: dict[str, str]
+    ) -> asyncio.Future[tuple[str, str, float]]:
+        """Announce a call about to be originated on `channel_id`: its dialogue starts with
+        `variables` among the session variables; the future gets (call id, end reason, duration
+        s) when it is over. `forget_call()` if it never comes (not answered)."""
+        future: asyncio.Future[tuple[str, str, float]] = asyncio.get_running_loop().create_future()
+        self._expected[channel_id] = (variables, future)
+        return future
+
+    def forget_call(self, channel_id: str) -> None:
+        """Stop expecting the call on `channel_id`."""
+        expected = self._expected.pop(channel_id, None)
+        if expected is not None:
+            expected[1].cancel()
+
+    def _session_variables(self, call: AriCall) -> dict[str, str]:
+        """What a call's session starts with: `caller_id` and `dnis` (the dialled number) when
+        known, and an outbound call's own variables (`expect_call`)."""
+        variables: dict[str, str] = {}
+        if call.caller_number:
+            variables["caller_id"] = call.caller_number
+        if call.exten:
+            variables["dnis"] = call.exten
+        expected = self._expected.get(call.channel_id)
+        if expected is not None:
+            variables.update(expected[0])
+        return variables
 
     def services_for(self, number: str | None) -> CallServices:
         """The services of the map serving calls to `number` (`[numbers]`, else `dialogue_map`)."""

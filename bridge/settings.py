@@ -12,7 +12,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [redis]        orchestrator.cache.redis_settings.RedisSettings
     [breaker]      orchestrator.breaker.BreakerSettings
     [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
-    [recording]    bridge.recording.RecordingSettings
+    [recording]    bridge.recording.RecordingSettings      [campaign]  bridge.campaign.CampaignSettings
 
 plus the top-level `dialogue_map` and `metrics_file`, and the `[numbers]` table (dialled number ->
 dialogue map, for one process serving several numbers); the top-level `redis_url` is still accepted
@@ -40,6 +40,7 @@ from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
+from bridge.campaign import CampaignSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
@@ -104,6 +105,7 @@ class Settings(BaseModel):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)  # off by default
+    campaign: CampaignSettings = Field(default_factory=CampaignSettings)  # `voicebridge campaign`
 
     @model_validator(mode="before")
     @classmethod

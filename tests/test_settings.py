@@ -100,6 +100,7 @@ def test_sections_are_the_components_models() -> None:
         "admin",
         "log",
         "recording",
+        "campaign",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -116,6 +117,7 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.cache.redis_settings",
         "bridge.admin",
         "bridge.recording",
+        "bridge.campaign",
         "bridge.logs",
     }
 
