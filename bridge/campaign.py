@@ -145,11 +145,12 @@ def finished_numbers(results: Path) -> set[str]:
     return done
 
 
-def outcome_of_reason(reason: str | None) -> Outcome:
-    """The outcome of an unanswered originate from Asterisk's Reason code."""
-    if reason == "5":
+def outcome_of_reason(reason: str | None, cause: str | None = None) -> Outcome:
+    """The outcome of an unanswered originate from Asterisk's Reason code and the channel's
+    Q.850 hangup cause (Asterisk 22 reports a PJSIP 486 as Reason 0, cause 17)."""
+    if reason == "5" or cause == "17":  # 17: user busy
         return "busy"
-    if reason in ("3", "1"):  # rang out; or the callee's side dropped while ringing
+    if reason in ("3", "1") or cause in ("18", "19"):  # rang out; 18/19: no user responding / no answer
         return "no_answer"
     return "failed"
 
@@ -300,7 +301,7 @@ class AmiDial:
             )
         except OriginateError as exc:
             self._waiter.forget_call(channel_id)
-            return Attempt(outcome_of_reason(exc.reason), detail=str(exc))
+            return Attempt(outcome_of_reason(exc.reason, exc.cause), detail=str(exc))
         except AmiError as exc:
             self._waiter.forget_call(channel_id)
             return Attempt("failed", detail=str(exc))

@@ -20,6 +20,7 @@ from bridge.campaign import (
     CampaignSettings,
     Contact,
     Outcome,
+    outcome_of_reason,
     read_contacts,
 )
 from orchestrator.domain.errors import ConfigError
@@ -202,3 +203,21 @@ async def test_the_ami_dial_reads_the_originate_outcome(fake_ami: FakeAmi, tmp_p
     assert waiter.expected[first["ChannelId"]] == {"name": "Анна"}
     assert answered["call_id"] == f"call-of-{first['ChannelId']}"
     assert len(waiter.forgotten) == 2 + 2 + 1  # every unanswered attempt
+
+
+@pytest.mark.parametrize(
+    ("reason", "cause", "outcome"),
+    [
+        ("5", None, "busy"),
+        ("0", "17", "busy"),  # Asterisk 22: a PJSIP callee's 486 Busy Here (tests/e2e/test_campaign.py)
+        ("3", "19", "no_answer"),
+        ("1", None, "no_answer"),
+        ("8", "34", "failed"),
+        ("0", None, "failed"),
+        (None, None, "failed"),
+    ],
+)
+def test_the_outcome_comes_from_the_reason_and_the_hangup_cause(
+    reason: str | None, cause: str | None, outcome: Outcome
+) -> None:
+    assert outcome_of_reason(reason, cause) == outcome
