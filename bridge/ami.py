@@ -13,6 +13,7 @@ login completes afterwards; it reconnects by itself after a connection loss, als
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -59,7 +60,17 @@ class AmiError(VoicebridgeError):
 
 
 class OriginateError(AmiError):
-    """The originated call did not get answered (busy, no answer, unreachable, ...)."""
+    """The originated call did not get answered (busy, no answer, unreachable, ...).
+
+    `reason`: Asterisk's originate Reason code when it reported one ("5" busy, "3" no answer,
+    "8" congestion, "1" hung up, "0" failure; see `_REASONS`), None when no answer came at all.
+    `cause`: the originated channel's hangup cause from its AMI Hangup event; Asterisk 22 reports
+    a PJSIP callee's 486 Busy Here as Reason 0 with cause 17, so the cause is what tells busy."""
+
+    def __init__(self, message: str, reason: str | None = None, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cause = cause  # the channel's Q.850 hangup cause (17 busy, 19 no answer), if seen
 
 
 @pydantic.dataclasses.dataclass(
@@ -164,11 +175,13 @@ async def originate(
     app: str,
     timeout_s: float,
     caller_id: str | None = None,
+    channel_id: str | None = None,
 ) -> str:
     """Call `number` through the trunk; when answered the call enters Stasis app `app`.
 
     Returns the originated channel's id (also its ARI channel id; the ARI controller's
-    `AriCall.channel_id`). Raises `OriginateError` if the call was not answered within
+    `AriCall.channel_id`): `channel_id` if given (so the caller can expect the call before it
+    is answered), else a new UUID. Raises `OriginateError` if the call was not answered within
     `timeout_s`, `AmiError` if AMI failed, `ValueError` for a bad number or app name.
     """
     _check(number, _NUMBER, "number")
@@ -176,7 +189,7 @@ async def originate(
         check_asterisk_name(app)
     except ValueError as exc:
         raise ValueError(f"originate: app={app!r}: {exc}") from None
-    channel_id = str(uuid.uuid4())
+    channel_id = channel_id or str(uuid.uuid4())
     action = {
         "Action": "Originate",
         "Channel": f"PJSIP/{number}@{settings.trunk}",
@@ -192,14 +205,25 @@ async def originate(
         action["CallerID"] = caller_id
     # OriginateResponse is a "call" class event: a session with events off never sees it.
     manager = await _login(settings, events="call")
+    hangup = asyncio.Event()
+    cause: list[str] = []
+
+    def on_hangup(_manager: Any, message: Any) -> None:
+        if message.get("Uniqueid") == channel_id and not cause:
+            cause.append(str(message.get("Cause")))
+            hangup.set()
+
+    manager.register_event("Hangup", on_hangup)
     try:
         async with asyncio.timeout(timeout_s + 5):
             # Async originate answers "queued" at once, then OriginateResponse when it ends.
             responses = await manager.send_action(action)
     except TimeoutError:
-        raise OriginateError(f"originate {number}: no OriginateResponse within {timeout_s} s") from None
-    finally:
         manager.close()
+        raise OriginateError(f"originate {number}: no OriginateResponse within {timeout_s} s") from None
+    except BaseException:
+        manager.close()
+        raise
     messages = responses if isinstance(responses, list) else [responses]
     first = messages[0] if messages else None
     if first is None or first.get("Response") == "Error":
@@ -207,15 +231,28 @@ async def originate(
         raise AmiError(f"originate {number}: refused by AMI: {reason}")
     final = next((m for m in messages if m.get("Event") == "OriginateResponse"), None)
     if final is None:
+        manager.close()
         raise OriginateError(f"originate {number}: no OriginateResponse ({messages})")
     if final.get("Response") != "Success":
+        # The channel's Hangup event may trail the response by a moment.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_HANGUP_WAIT_S):
+                await hangup.wait()
+        manager.close()
+        seen = cause[0] if cause else None
         raise OriginateError(
             f"originate {number}: {final.get('Response')}, reason {final.get('Reason')}"
-            f" ({_REASONS.get(str(final.get('Reason')), 'unknown')})"
+            f" ({_REASONS.get(str(final.get('Reason')), 'unknown')}), hangup cause {seen}",
+            reason=str(final.get("Reason")),
+            cause=seen,
         )
+    manager.close()
     log.info("originated %s -> channel %s (%s)", number, channel_id, final.get("Channel"))
     return channel_id
 
+
+# How long a failed originate waits for its channel's Hangup event (the cause), s.
+_HANGUP_WAIT_S = 1.0
 
 # Asterisk's originate "Reason" codes (enum ast_control_frame_type values it reports).
 _REASONS = {

@@ -32,6 +32,7 @@ from bridge.logs import TRACE_ID, public_url
 from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
+from bridge.recording import CallRecorder, recording_path, sweep_recordings
 from bridge.registry import NodeRegistry
 from bridge.settings import Settings
 from orchestrator.clock import LoopClock
@@ -61,7 +62,8 @@ class VoicebridgeApp:
         self.pacer = Pacer(settings.pacer)
         self.clock = LoopClock()
         self.composition = Composition(settings, clock=self.clock)
-        self.services: CallServices | None = None
+        self.services: CallServices | None = None  # the default map's (`dialogue_map`)
+        self.services_by_number: dict[str, CallServices] = {}  # `[numbers]`: dialled number -> its map's
         self.audiosocket: AudioSocketServer | None = None
         self.ari: AriController | None = None
         self.calls_total = 0
@@ -89,6 +91,11 @@ class VoicebridgeApp:
         self._drain_deadline: float | None = None  # clock time the calls must end by
         self._drain_requested = asyncio.Event()
         self._orchestrators: set[Orchestrator] = set()  # calls in their dialogue, for the drain
+        # Calls expected by channel id (outbound campaigns): their session variables, and the
+        # future that gets (call id, end reason, duration s) when the call is over.
+        self._expected: dict[str, tuple[dict[str, str], asyncio.Future[tuple[str, str, float]]]] = {}
+        # Recorded calls in progress: call id -> its WAV, named in the call's `call_end` record.
+        self._recordings: dict[str, str] = {}
 
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
@@ -115,7 +122,10 @@ class VoicebridgeApp:
         raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
         self.metrics.install_gc_hook()
         self.services = await self.composition.build_services()
-        self.services.metrics_sink = self._metrics_sink(self.services.metrics_sink or log_sink)
+        sink = self._metrics_sink(self.services.metrics_sink or log_sink)
+        self.services_by_number = self.composition.by_number
+        for services in (self.services, *self.services_by_number.values()):
+            services.metrics_sink = sink
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         try:
@@ -136,6 +146,8 @@ class VoicebridgeApp:
                 ari=public_url(s.ari.url),
             )
             self._registry_task = self.tasks.spawn(self.registry.run(), "node-registry")
+        if s.recording.enabled:
+            self.tasks.spawn(sweep_recordings(s.recording), "recording-retention")
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations so a full collection does not stall the 20 ms tick (measured: 55 ms at 650 calls).
         gc.collect()
@@ -172,8 +184,13 @@ class VoicebridgeApp:
 
     def _metrics_sink(self, forward: MetricsSink) -> MetricsSink:
         observe = self.metrics.observe_record
+        recordings = self._recordings
 
         def sink(record: MetricsRecord) -> None:
+            if record.get("event") == "call_end":
+                wav = recordings.get(str(record.get("trace_id")))
+                if wav is not None:
+                    record["recording"] = wav
             observe(record)
             forward(record)
 
@@ -195,6 +212,8 @@ class VoicebridgeApp:
         self.calls_total += 1
         self.calls_active += 1
         s = self.settings
+        started = self.clock.now()
+        recorder = await self._start_recording(call) if s.recording.enabled else None
         gateway = TelephonyGateway(
             call.conn,
             self.pacer,
@@ -202,6 +221,7 @@ class VoicebridgeApp:
             vad_settings=s.vad,
             playout_settings=s.playout,
             close_wait_s=s.audiosocket.close_wait_s,
+            recorder=recorder,
         )
         reason = "error"
         self.metrics.call_started(gateway)
@@ -213,7 +233,9 @@ class VoicebridgeApp:
                 if obs is not None:
                     obs(cid, event)
 
-            orchestrator = await create_orchestrator_instance(call.call_id, self.services, observer=observer)
+            services = self.services_for(call.exten)
+            orchestrator = await create_orchestrator_instance(call.call_id, services, observer=observer)
+            orchestrator.session_state.variables.update(self._session_variables(call))
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
@@ -239,10 +261,64 @@ class VoicebridgeApp:
             # The ARI controller hangs the AudioSocket leg up itself, in the order Asterisk copes
             # with (AriController._delete_media).
             await gateway.close(hang_up=False)
+            if recorder is not None:
+                await recorder.close()
+                self._recordings.pop(call.call_id, None)
             self.metrics.call_ended(gateway, reason)
+            expected = self._expected.pop(call.channel_id, None)
+            if expected is not None and not expected[1].done():
+                expected[1].set_result((call.call_id, reason, self.clock.now() - started))
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
+
+    async def _start_recording(self, call: AriCall) -> CallRecorder | None:
+        """The call's recorder, its file created (None if it cannot be: the call goes on)."""
+        recorder = CallRecorder(
+            call.conn, recording_path(self.settings.recording, call.call_id), self.settings.recording
+        )
+        await recorder.open()
+        if recorder.path is None:
+            return None
+        self._recordings[call.call_id] = str(recorder.path)
+        return recorder
+
+    def expect_call(
+        self, channel_id: str, variables: dict[str, str]
+    ) -> asyncio.Future[tuple[str, str, float]]:
+        """Announce a call about to be originated on `channel_id`: its dialogue starts with
+        `variables` among the session variables; the future gets (call id, end reason, duration
+        s) when it is over. `forget_call()` if it never comes (not answered)."""
+        future: asyncio.Future[tuple[str, str, float]] = asyncio.get_running_loop().create_future()
+        self._expected[channel_id] = (variables, future)
+        return future
+
+    def forget_call(self, channel_id: str) -> None:
+        """Stop expecting the call on `channel_id`."""
+        expected = self._expected.pop(channel_id, None)
+        if expected is not None:
+            expected[1].cancel()
+
+    def _session_variables(self, call: AriCall) -> dict[str, str]:
+        """What a call's session starts with: `caller_id` and `dnis` (the dialled number) when
+        known, and an outbound call's own variables (`expect_call`)."""
+        variables: dict[str, str] = {}
+        if call.caller_number:
+            variables["caller_id"] = call.caller_number
+        if call.exten:
+            variables["dnis"] = call.exten
+        expected = self._expected.get(call.channel_id)
+        if expected is not None:
+            variables.update(expected[0])
+        return variables
+
+    def services_for(self, number: str | None) -> CallServices:
+        """The services of the map serving calls to `number` (`[numbers]`, else `dialogue_map`)."""
+        assert self.services is not None
+        services = self.services_by_number.get(number or "", self.services)
+        if self.services_by_number:
+            log.info("call to %s: map %s", number, services.dialogue_map.name)
+        return services
 
     async def _log_ami_events(self) -> None:
         """Hangup causes and call events into the log; AMI being down never stops the service.

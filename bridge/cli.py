@@ -3,6 +3,8 @@
 voicebridge serve [--config FILE] [--standins]  check, then run the bridge: ARI + AudioSocket + one Orchestrator per call
 voicebridge chat MAP                       text mode: type the caller's words, the real dialogue answers
 voicebridge dial NUMBER [--config FILE]    originate an outbound call into the Stasis app (AMI)
+voicebridge campaign CONTACTS.csv --map MAP [--results FILE] [--config FILE]
+                                           call every contact into the bot (paced, capped, retried)
 voicebridge map lint MAP...                check dialogue maps; exit 1 on errors
 voicebridge map schema [--write]           print (or write) dialogue_maps/schema.json
 voicebridge cache warm MAP [--config FILE] synthesize every phrase the map needs into the cache
@@ -27,6 +29,9 @@ from typing import TYPE_CHECKING
 from orchestrator.domain.errors import ConfigError, VoicebridgeError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from bridge.campaign import Contact
     from bridge.settings import Settings
 
 log = logging.getLogger("voicebridge")
@@ -92,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     dial.add_argument("number")
     dial.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
     dial.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+
+    campaign = command(
+        sub,
+        "campaign",
+        "call every contact of a CSV file into the bot: paced, capped, busy and no answer retried",
+        _SERVE,
+    )
+    campaign.add_argument("contacts", help="CSV with a 'number' column; other columns are session variables")
+    campaign.add_argument("--map", required=True, help="the dialogue map the contacts talk to")
+    campaign.add_argument("--results", help="JSON lines, one per contact (default: CONTACTS.results.jsonl)")
+    campaign.add_argument("--config", help="settings TOML file (env VOICEBRIDGE_* overrides it)")
+    campaign.add_argument("--standins", action="store_true", help="the local SpeechKit/OpenAI stand-ins")
 
     mp = command(sub, "map", "dialogue map tools", _NONE)
     msub = mp.add_subparsers(dest="map_command", required=True)
@@ -172,6 +189,65 @@ async def _serve_with(settings: Settings) -> int:
     return 0
 
 
+async def _campaign(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bridge.campaign import read_contacts
+    from bridge.logs import configure_logging
+    from bridge.settings import load_settings
+
+    settings = load_settings(args.config).model_copy(update={"dialogue_map": args.map, "numbers": {}})
+    configure_logging(settings.log, secrets=settings.secret_values(), level="DEBUG" if args.verbose else None)
+    contacts = read_contacts(args.contacts)
+    results = Path(args.results or f"{Path(args.contacts).with_suffix('')}.results.jsonl")
+    if args.standins:
+        try:
+            from testkit.standins.launch import running_standins
+        except ImportError as exc:
+            raise _testkit_missing(exc) from exc
+
+        async with running_standins(settings) as (patched, _, _):
+            return await _campaign_with(patched, contacts, results)
+    return await _campaign_with(settings, contacts, results)
+
+
+async def _campaign_with(settings: Settings, contacts: list[Contact], results: Path) -> int:
+    from bridge.app import VoicebridgeApp
+    from bridge.campaign import AmiDial, Campaign
+    from bridge.preflight import StartRefused, preflight
+    from bridge.stop_signals import stop_signals
+
+    problems = await preflight(settings)
+    if problems:
+        raise StartRefused(problems)
+    app = VoicebridgeApp(settings)
+    stop = asyncio.Event()
+    c = settings.campaign
+    dial = AmiDial(settings.ami, c, app, app=settings.ari.app, call_bound_s=c.call_bound_s)
+    campaign = Campaign(contacts, c, dial, results)
+    with stop_signals(app, stop):
+        try:
+            await app.start()
+            assert app.ari is not None
+            async with asyncio.timeout(settings.ari.timeout_s * 4):
+                await app.ari.connected.wait()
+            run = app.tasks.spawn(campaign.run(), "campaign")
+            stopper = app.tasks.spawn(stop.wait(), "campaign-stop")
+            await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                log.info("campaign stopped; run it again with the same results file to resume")
+            else:
+                run.result()  # a failure of the campaign itself: raised, not only logged
+        finally:
+            await app.close()
+    outcomes: dict[str, int] = {}
+    for record in campaign.results:
+        outcomes[str(record["outcome"])] = outcomes.get(str(record["outcome"]), 0) + 1
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "nothing dialled"
+    print(f"campaign: {summary}; {campaign.skipped} already done; results in {results}")
+    return 0
+
+
 async def _dial(number: str, config: str | None, timeout: float) -> int:
     from bridge.ami import originate
     from bridge.settings import load_settings
@@ -238,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_chat(args.map))
         if args.command == "serve":
             return _run_serve(args.config, args.standins, verbose=args.verbose)
+        if args.command == "campaign":
+            return asyncio.run(_campaign(args))
         if args.command == "dial":
             return asyncio.run(_dial(args.number, args.config, args.timeout))
         if args.command == "cache":

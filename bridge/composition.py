@@ -1,7 +1,8 @@
 """The composition root: every provider, cache and per-call factory, built from `Settings`.
 
-Process-wide (built once by `Composition.build_services()`): the dialogue map, the FlowEngine,
-the intent classifier, the audio cache (warmed), the SpeechKit gRPC channels, the OpenAI client,
+Process-wide (built once by `Composition.build_services()`): for each dialogue map (the default
+one and each `[numbers]` one) its FlowEngine, intent classifier and audio cache (warmed); shared
+by all maps: the SpeechKit gRPC channels, the OpenAI client,
 the safety checks and, with a service-account key, the IAM token provider. Per call (the
 factories in `CallServices`, called with the call id): the STT streamer, the TTS manager and the
 LLM manager. Each component's constructor takes its own section of the settings (its pydantic
@@ -14,6 +15,7 @@ loads the SpeechKit TTS stubs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -151,6 +153,18 @@ def file_metrics_sink(path: str, *, log_to: MetricsSink = log_sink) -> MetricsSi
     return sink
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every map's calls share: the providers and their circuits."""
+
+    client: openai.AsyncOpenAI | None
+    tts_factory: Callable[[str], TTSManager]
+    stt_factory: Callable[[str], STTStreamer]
+    stt_breaker: CircuitBreaker
+    llm_breaker: CircuitBreaker
+    metrics_sink: MetricsSink
+
+
 class Composition:
     """Builds the process-wide services once and owns what they opened (channels, clients, the
     IAM token provider) until `aclose()`."""
@@ -160,6 +174,8 @@ class Composition:
         self.clock = clock
         self.iam: IamTokenProvider | None = None
         self.tts_breaker: CircuitBreaker | None = None  # built with the services
+        # The services of each `[numbers]` entry (dialled number -> its map's services).
+        self.by_number: dict[str, CallServices] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def iam_token(self) -> str | None:
@@ -167,29 +183,51 @@ class Composition:
         return self.iam.token if self.iam is not None else None
 
     async def build_services(self) -> CallServices:
-        """Load the map, build every process-wide service, warm the audio cache.
+        """Load the maps, build every process-wide service, warm the audio cache.
+
+        Returns the services of the default map (`dialogue_map`); those of each `[numbers]` map
+        are in `by_number` then (a map named twice is built once). The providers are shared by
+        all maps; each map has its own flow engine, intent classifier, LLM prompt and phrases.
 
         Raises `ConfigError` (bad map, unusable settings, phrases that cannot be synthesized)
         or `ProviderError` (a provider unreachable at start). Call `aclose()` either way.
         """
         s = self.settings
-        dmap = load_dialogue_map(s.dialogue_map)
         self.iam = await start_iam_provider(s.yandex, self.clock)
         if self.iam is not None:
             self._closers.append(self.iam.aclose)
         client = self._openai_client()
-        classifier = await self._classifier(dmap, client)
-        intent_step = self._intent_step(dmap, classifier, client)
         tts_factory = self._tts_factory()
-        cache = self._audio_cache(dmap, tts_factory)
-        await self._warm(dmap, cache)
+        stt_factory, stt_probe = self._stt_factory()
+        shared = _Shared(
+            client=client,
+            tts_factory=tts_factory,
+            stt_factory=stt_factory,
+            stt_breaker=self._breaker("stt", stt_probe),
+            llm_breaker=self._breaker("llm", self._llm_probe(client)),
+            metrics_sink=self._metrics_sink(),
+        )
+        built: dict[str, CallServices] = {}
+        for path in dict.fromkeys([s.dialogue_map, *s.numbers.values()]):
+            built[path] = await self._services_for(path, shared)
+        self.by_number = {number: built[path] for number, path in s.numbers.items()}
+        return built[s.dialogue_map]
+
+    async def _services_for(self, path: str, shared: _Shared) -> CallServices:
+        """One map's services: loaded (a bad map raises `ConfigError` naming it), warmed."""
+        s = self.settings
+        dmap = load_dialogue_map(path)
+        classifier = await self._classifier(dmap, shared.client)
+        intent_step = self._intent_step(dmap, classifier, shared.client)
+        cache = self._audio_cache(dmap, shared.tts_factory)
+        await self._warm(dmap, cache, path)
         cache.start()
         log.info(
-            "audio cache: %.1f MB of the map's phrases held in memory (bound %.0f MB + the vital ones)",
+            "%s: %.1f MB of the map's phrases held in memory (bound %.0f MB + the vital ones)",
+            path,
             cache.memory_bytes / 2**20,
             s.redis.memory_max_mb,
         )
-        stt_factory, stt_probe = self._stt_factory()
         return CallServices(
             dialogue_map=dmap,
             flow_engine=MapFlowEngine(dmap),
@@ -197,14 +235,14 @@ class Composition:
             audio_cache=cache,
             clock=self.clock,
             render=render_template,
-            stt_factory=stt_factory,
-            tts_factory=tts_factory,
-            llm_factory=self._llm_factory(dmap, client),
-            metrics_sink=self._metrics_sink(),
+            stt_factory=shared.stt_factory,
+            tts_factory=shared.tts_factory,
+            llm_factory=self._llm_factory(dmap, shared.client),
+            metrics_sink=shared.metrics_sink,
             call=s.call,
             intent_step=intent_step,
-            stt_breaker=self._breaker("stt", stt_probe),
-            llm_breaker=self._breaker("llm", self._llm_probe(client)),
+            stt_breaker=shared.stt_breaker,
+            llm_breaker=shared.llm_breaker,
         )
 
     def _audio_cache(
@@ -305,15 +343,15 @@ class Composition:
         log.info("intent step: arbiter %s", arbiter.name)
         return ArbiterStep(dmap, classifier, arbiter, clock=self.clock)
 
-    async def _warm(self, dmap: DialogueMap, cache: AudioCache) -> None:
+    async def _warm(self, dmap: DialogueMap, cache: AudioCache, path: str) -> None:
         """Make sure every phrase of the map is in the cache (synthesizes only what is missing)."""
         from orchestrator.cache.warm import warm_cache
 
         async with tts_for_warming(self.settings, iam_token=self.iam_token()) as tts:
             report = await warm_cache(dmap, tts, cache, progress=False)
         if report.failed:
-            raise ConfigError(f"{self.settings.dialogue_map}: cannot produce audio: {report.summary()}")
-        log.info("audio cache ready: %s", report.summary())
+            raise ConfigError(f"{path}: cannot produce audio: {report.summary()}")
+        log.info("audio cache ready for %s: %s", path, report.summary())
 
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         from orchestrator.adapters.speechkit import speechkit_channel

@@ -12,6 +12,9 @@ Outbound (bot -> caller): `outbound` is a `Playout` registered with the shared `
 construction, so paced silence starts the moment the UUID has arrived (keeps Asterisk's
 read loop busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 s idle hang-up).
 
+Recording (`recorder`, a `bridge.recording.CallRecorder` built on the connection): each inbound
+frame and each frame the playout sends is also kept for the call's WAV; its owner opens and closes it.
+
 Hangup (EOF, 0x00, error, or `close()`): nothing more is delivered to the listener or the sink,
 `wait_hangup()` returns, the playout is closed and leaves the pacer. `hangup_reason` tells the
 Orchestrator why, from the connection's `LegEnd`: a malformed message or a silent leg is a
@@ -27,6 +30,7 @@ import logging
 from bridge.audiosocket.server import AudioSocketConnection, LegEnd
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutSettings
+from bridge.recording import CallRecorder
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
 from orchestrator.contracts import AudioSink, Clock, VoiceListener
@@ -59,6 +63,7 @@ class TelephonyGateway:
         vad_settings: VadSettings | None = None,
         playout_settings: PlayoutSettings | None = None,
         close_wait_s: float = 1.0,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self._conn = conn
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
@@ -76,7 +81,9 @@ class TelephonyGateway:
         self.speech_starts = 0
         self.speech_ends = 0
         self.dtmf_in = 0
-        self.outbound = Playout(conn, playout_settings)
+        # With a recorder, the playout sends through it (it keeps each frame, then sends it on).
+        self.recorder = recorder
+        self.outbound = Playout(conn if recorder is None else recorder, playout_settings)
         pacer.add(self.outbound)
         # Last: this may deliver buffered audio, and even the hangup, synchronously.
         conn.set_receiver(self)
@@ -132,6 +139,9 @@ class TelephonyGateway:
 
     def _frame(self, frame: bytes) -> None:
         self.frames_in += 1
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.caller_frame(frame)
         audio = self._audio
         if audio is not None:
             try:

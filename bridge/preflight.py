@@ -8,7 +8,7 @@ run tells the operator everything to fix:
   (the local stand-ins);
 - OpenAI: an `api_key` (every map sends what it cannot route to the LLM; the intent step and
   `intents = "openai"` use it too);
-- the dialogue map: loads and has no lint errors (`voicebridge map lint`);
+- each dialogue map (`dialogue_map` and the `[numbers]` ones): loads and has no lint errors (`voicebridge map lint`);
 - audio: Redis answers when `[redis] url` is set; every cache key the map plays is in the cache
   already or has text in `$.audio` and a TTS that can run at warm (espeak-ng found on PATH, or
   SpeechKit with a credential);
@@ -73,7 +73,8 @@ async def preflight(settings: Settings) -> list[Problem]:
     """Every problem that would make `serve` fail at start or fail every call (see the module
     docstring); an empty list when it can start. Logs a warning when ARI does not answer."""
     problems = _speechkit(settings) + _openai(settings)
-    problems += await _dialogue_map_and_audio(settings)
+    for path, setting in _map_settings(settings).items():
+        problems += await _dialogue_map_and_audio(settings, path, setting)
     listen = await listen_problem(settings)
     if listen is not None:
         problems.append(listen)
@@ -124,11 +125,18 @@ def _openai(s: Settings) -> list[Problem]:
     ]
 
 
-async def _dialogue_map_and_audio(s: Settings) -> list[Problem]:
+def _map_settings(s: Settings) -> dict[str, tuple[str, ...]]:
+    """Each map the service loads, once, with the setting that names it first."""
+    out: dict[str, tuple[str, ...]] = {s.dialogue_map: ("dialogue_map",)}
+    for number, path in s.numbers.items():
+        out.setdefault(path, ("numbers", number))
+    return out
+
+
+async def _dialogue_map_and_audio(s: Settings, path: str, setting: tuple[str, ...]) -> list[Problem]:
     from orchestrator.dialogue_map.lint import lint_map
     from orchestrator.dialogue_map.loader import audio_key_uses, load_dialogue_map
 
-    path = s.dialogue_map
     try:
         dmap = load_dialogue_map(path)
     except VoicebridgeError:
@@ -137,7 +145,7 @@ async def _dialogue_map_and_audio(s: Settings) -> list[Problem]:
     # below), so the lint's error about them is left to that check.
     textless = {p: k for p, k in audio_key_uses(dmap) if k not in dmap.audio} if dmap is not None else {}
     problems = [
-        Problem(("dialogue_map",), f"{path}: {issue.json_path}: {issue.message} (see `voicebridge map lint`)")
+        Problem(setting, f"{path}: {issue.json_path}: {issue.message} (see `voicebridge map lint`)")
         for issue in lint_map(path)
         if issue.severity == "error" and issue.json_path not in textless
     ]
@@ -158,7 +166,7 @@ async def _dialogue_map_and_audio(s: Settings) -> list[Problem]:
         if not present[key]:
             problems.append(
                 Problem(
-                    ("dialogue_map",),
+                    setting,
                     f"{path}: {json_path}: audio key {key!r} has no text in $.audio and is not in "
                     "the cache: add its text to $.audio (it is synthesized at start) or store it in Redis",
                 )

@@ -14,8 +14,10 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
     [service]      bridge.event_loop.ServiceSettings (the event loop: asyncio or uvloop)
     [registry]     bridge.registry.RegistrySettings
+    [recording]    bridge.recording.RecordingSettings      [campaign]  bridge.campaign.CampaignSettings
 
-plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
+plus the top-level `dialogue_map` and `metrics_file`, and the `[numbers]` table (dialled number ->
+dialogue map, for one process serving several numbers); the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
 runs offline on one machine (espeak-ng TTS, local intent classifier, in-memory cache).
 
@@ -27,22 +29,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
+from bridge.campaign import CampaignSettings
 from bridge.event_loop import ServiceSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
+from bridge.recording import RecordingSettings
 from bridge.registry import RegistrySettings
 from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
@@ -61,6 +66,8 @@ _NOT_SETTINGS = frozenset({"VOICEBRIDGE_CACHE"})
 # Settings whose values never appear in an error message.
 _SECRETS = frozenset({"password", "secret", "api_key", "iam_token"})
 _UNKNOWN = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+# A dialled number as the Stasis argument carries it (DID, extension, `s`).
+_NUMBER = re.compile(r"[0-9A-Za-z+*#_.-]{1,64}")
 # Settings as read, before validation: TOML tables / environment sections as nested dicts.
 RawSettings = dict[str, object]
 
@@ -81,7 +88,10 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"
+    dialogue_map: str = "dialogue_maps/cleaning_quote.ru.json"  # for calls to any other number
+    # Several numbers in one process: dialled number (the Stasis argument: DID or extension) ->
+    # its dialogue map; a call to a number not listed gets `dialogue_map`.
+    numbers: dict[str, str] = Field(default_factory=dict)
     metrics_file: str | None = None  # JSON lines; None: the log only
     redis: RedisSettings = Field(default_factory=RedisSettings)  # no url: in-memory audio cache
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)  # TTS, STT, LLM circuits
@@ -100,6 +110,8 @@ class Settings(BaseModel):
     log: LogSettings = Field(default_factory=LogSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)  # with [redis] url only
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)  # off by default
+    campaign: CampaignSettings = Field(default_factory=CampaignSettings)  # `voicebridge campaign`
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +130,18 @@ class Settings(BaseModel):
             raise ValueError("set the Redis URL once: [redis] url or the top-level redis_url, not both")
         data["redis"] = {**redis, "url": url}
         return data
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers(cls, numbers: dict[str, str]) -> dict[str, str]:
+        for number, path in numbers.items():
+            if not _NUMBER.fullmatch(number):
+                raise ValueError(
+                    f"{number!r} is not a dialled number: 1 to 64 of digits, letters and + * # _ . -"
+                )
+            if not path.strip():
+                raise ValueError(f"number {number!r}: the dialogue map path is empty")
+        return numbers
 
     @property
     def redis_url(self) -> str | None:

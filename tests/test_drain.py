@@ -45,9 +45,10 @@ class Serve:
     def output(self) -> str:
         return "".join(self.lines)
 
-    async def wait_for(self, text: str, timeout: float = 60) -> None:
+    async def wait_for(self, text: str, timeout: float = 60, *, count: int = 1) -> None:
+        """Until `count` lines of the output hold `text`."""
         async with asyncio.timeout(timeout):
-            while not any(text in line for line in self.lines):
+            while sum(text in line for line in self.lines) < count:
                 assert not self._reader.done(), f"serve exited before {text!r}:\n{self.output}"
                 self._changed.clear()
                 await self._changed.wait()

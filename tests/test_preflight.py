@@ -16,6 +16,7 @@ from bridge.preflight import Problem, StartRefused, preflight
 from bridge.settings import Settings, load_settings
 from orchestrator.cache.redis_cache import RedisAudioCache
 from orchestrator.cache.redis_settings import RedisSettings
+from orchestrator.domain.errors import ConfigError
 from testkit.fakes import clip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +117,17 @@ async def test_a_map_with_lint_errors_is_refused_with_its_json_paths(tmp_path: P
         f"dialogue_map (VOICEBRIDGE_DIALOGUE_MAP): {broken}: $.states.quote.transitions.agree: "
         "unknown target state 'nowhere' (see `voicebridge map lint`)"
     ]
+
+
+async def test_each_numbers_map_is_checked_and_named_by_its_number() -> None:
+    problems = await preflight(_settings(NUMBERS__200="/nowhere/dental.json", NUMBERS__300=str(MAP)))
+    assert list(_named(problems)) == ["numbers.200"]
+    assert str(problems[0]).startswith("[numbers] 200 (VOICEBRIDGE_NUMBERS__200): /nowhere/dental.json")
+
+
+def test_a_bad_dialled_number_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match=r"numbers .*'1 2' is not a dialled number"):
+        _settings(**{"NUMBERS__1 2": "x.json"})
 
 
 async def test_a_missing_map_is_named() -> None:

@@ -102,6 +102,8 @@ def test_sections_are_the_components_models() -> None:
         "log",
         "service",
         "registry",
+        "recording",
+        "campaign",
     }
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
@@ -117,6 +119,8 @@ def test_sections_are_the_components_models() -> None:
         "orchestrator.adapters.tts.espeak_settings",
         "orchestrator.cache.redis_settings",
         "bridge.admin",
+        "bridge.recording",
+        "bridge.campaign",
         "bridge.logs",
         "bridge.event_loop",
         "bridge.registry",
@@ -384,12 +388,15 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
         assert app.pacer.settings is s.pacer
         assert app.audiosocket is not None and app.audiosocket.settings is s.audiosocket
         assert app.ari is not None and app.ari._settings is s.ari
-        call = types.SimpleNamespace(call_id="c1", conn=object())
+        call = types.SimpleNamespace(
+            call_id="c1", channel_id="ch1", exten="100", caller_number=None, conn=object()
+        )
         await app.on_call(call)  # type: ignore[arg-type]
         kwargs = _RecordingGateway.kwargs
         assert kwargs["vad_settings"] is s.vad
         assert kwargs["playout_settings"] is s.playout
         assert kwargs["close_wait_s"] == s.audiosocket.close_wait_s
+        assert kwargs["recorder"] is None  # [recording] is off by default
         async with asyncio.timeout(5):
             await _RecordingAmiLogger.created.wait()
         assert _RecordingAmiLogger.settings[0] is s.ami
