@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from bridge.admin import AdminServer
+from bridge.admin import AdminServer, Readiness
 from bridge.ami import AmiError, AmiEventLogger
 from bridge.ari import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
@@ -33,8 +33,9 @@ from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
 from bridge.settings import Settings
+from orchestrator.cache.resilient import ResilientAudioCache
 from orchestrator.clock import LoopClock
-from orchestrator.domain.errors import CallSetupError, VoicebridgeError
+from orchestrator.domain.errors import CallSetupError
 from orchestrator.metrics import MetricsRecord, MetricsSink, log_sink
 from orchestrator.orchestrator import (
     CallEvent,
@@ -138,26 +139,37 @@ class VoicebridgeApp:
             s.ari.app,
         )
 
-    async def readiness(self) -> dict[str, str]:
-        """What keeps the service from taking calls, by name (empty: ready): ARI not connected,
-        AMI not logged in (when `[ami] log_events`), Redis unreachable (when configured), draining."""
-        problems: dict[str, str] = {}
+    def readiness(self) -> Readiness:
+        """What keeps the service from taking calls, and what calls do without, by name.
+
+        `not_ready` (empty: ready): ARI not connected, AMI not logged in (when `[ami]
+        log_events`), Redis down (when `[redis] url` is set), draining. `degraded`: the
+        providers whose circuit is open (calls fail fast to cached audio and the emergency
+        phrase). No I/O: Redis's state is the audio cache's own (a failed read marks it down,
+        its watch task's ping brings it back), so a probe never waits on a frozen Redis.
+        """
+        not_ready: dict[str, str] = {}
         if self.draining:
-            problems["draining"] = "the service is draining: no new calls"
+            not_ready["draining"] = "the service is draining: no new calls"
         if self.ari is None or not self.ari.connected.is_set():
-            problems["ari"] = "not connected"
+            not_ready["ari"] = "not connected"
         if self.settings.ami.log_events and (self._ami_logger is None or not self._ami_logger.connected):
-            problems["ami"] = "not logged in"
+            not_ready["ami"] = "not logged in"
         cache = self.services.audio_cache if self.services is not None else None
-        ping = getattr(cache, "ping", None)
-        if self.settings.redis.url and ping is not None:
-            try:
-                await ping()
-            except VoicebridgeError as exc:
-                problems["redis"] = f"unreachable ({type(exc.__cause__ or exc).__name__})"
-        elif self.settings.redis.url:
-            problems["redis"] = "not started"
-        return problems
+        if self.settings.redis.url:
+            if not isinstance(cache, ResilientAudioCache):
+                not_ready["redis"] = "not started"
+            elif not cache.redis_up:
+                down_s = self.clock.now() - cache.down_since
+                not_ready["redis"] = f"unreachable for {down_s:.0f} s (calls use memory and live TTS)"
+        degraded: dict[str, str] = {}
+        breakers = [self.composition.tts_breaker]
+        if self.services is not None:
+            breakers += [self.services.stt_breaker, self.services.llm_breaker]
+        for breaker in breakers:
+            if breaker is not None and breaker.is_open:
+                degraded[breaker.name] = f"circuit open for {breaker.open_for_s:.0f} s"
+        return Readiness(not_ready, degraded)
 
     def _metrics_sink(self, forward: MetricsSink) -> MetricsSink:
         observe = self.metrics.observe_record

@@ -9,9 +9,10 @@ run tells the operator everything to fix:
 - OpenAI: an `api_key` (every map sends what it cannot route to the LLM; the intent step and
   `intents = "openai"` use it too);
 - the dialogue map: loads and has no lint errors (`voicebridge map lint`);
-- audio: Redis answers when `[redis] url` is set; every cache key the map plays is in the cache
-  already or has text in `$.audio` and a TTS that can run at warm (espeak-ng found on PATH, or
-  SpeechKit with a credential);
+- audio: every cache key the map plays is in the cache already or has text in `$.audio` and a
+  TTS that can run at warm (espeak-ng found on PATH, or SpeechKit with a credential). Redis not
+  answering when `[redis] url` is set is only a warning when every phrase can still be produced
+  (memory and live TTS serve the calls, Redis is re-filled once it answers); a problem when not;
 - the AudioSocket address can be listened on (a bad `bind_host`, a port in use);
 - ARI: a refused login is a problem; ARI unreachable is only a warning, because the controller
   keeps reconnecting and takes calls once Asterisk answers.
@@ -71,16 +72,20 @@ class StartRefused(ConfigError):
 
 async def preflight(settings: Settings) -> list[Problem]:
     """Every problem that would make `serve` fail at start or fail every call (see the module
-    docstring); an empty list when it can start. Logs a warning when ARI does not answer."""
+    docstring); an empty list when it can start. Logs a warning when ARI or Redis does not answer."""
+    warnings: list[str] = []
     problems = _speechkit(settings) + _openai(settings)
-    problems += await _dialogue_map_and_audio(settings)
+    problems += await _dialogue_map_and_audio(settings, warnings)
     listen = await listen_problem(settings)
     if listen is not None:
         problems.append(listen)
     ari_problems, ari_warning = await _ari(settings)
     problems += ari_problems
-    if ari_warning and not problems:  # beside a refusal it would only distract
-        log.warning("%s", ari_warning)
+    if ari_warning:
+        warnings.append(ari_warning)
+    if not problems:  # beside a refusal they would only distract
+        for warning in warnings:
+            log.warning("%s", warning)
     return problems
 
 
@@ -124,7 +129,7 @@ def _openai(s: Settings) -> list[Problem]:
     ]
 
 
-async def _dialogue_map_and_audio(s: Settings) -> list[Problem]:
+async def _dialogue_map_and_audio(s: Settings, warnings: list[str]) -> list[Problem]:
     from orchestrator.dialogue_map.lint import lint_map
     from orchestrator.dialogue_map.loader import audio_key_uses, load_dialogue_map
 
@@ -148,25 +153,37 @@ async def _dialogue_map_and_audio(s: Settings) -> list[Problem]:
         return [*problems, cache_problem]
     try:
         present = {key: await _cached(cache, key) for key in dict.fromkeys([*textless.values(), *dmap.audio])}
-    except VoicebridgeError as exc:  # Redis down: what it holds is unknown, so all may need synthesis
-        return [*problems, _redis_problem(s, exc), *_tts_for_warm(s, len(dmap.audio))]
+    except VoicebridgeError as exc:
+        # Redis down: the calls are served from memory and live TTS, so every phrase must be
+        # synthesizable now; a key without text could only come from Redis.
+        missing = [
+            _textless_problem(path, json_path, key, where="the cache (Redis does not answer)")
+            for json_path, key in textless.items()
+        ]
+        tts = _tts_for_warm(s, len(dmap.audio))
+        if missing or tts:
+            return [*problems, _redis_problem(s, exc), *missing, *tts]
+        warnings.append(f"{_redis_problem(s, exc)}; serving anyway from memory and live TTS")
+        return problems
     finally:
         aclose = getattr(cache, "aclose", None)
         if aclose is not None:
             await aclose()
     for json_path, key in textless.items():
         if not present[key]:
-            problems.append(
-                Problem(
-                    ("dialogue_map",),
-                    f"{path}: {json_path}: audio key {key!r} has no text in $.audio and is not in "
-                    "the cache: add its text to $.audio (it is synthesized at start) or store it in Redis",
-                )
-            )
+            problems.append(_textless_problem(path, json_path, key, where="the cache"))
     to_synthesize = [k for k in dmap.audio if not present[k]]
     if to_synthesize:
         problems += _tts_for_warm(s, len(to_synthesize))
     return problems
+
+
+def _textless_problem(path: str, json_path: str, key: str, *, where: str) -> Problem:
+    return Problem(
+        ("dialogue_map",),
+        f"{path}: {json_path}: audio key {key!r} has no text in $.audio and is not in "
+        f"{where}: add its text to $.audio (it is synthesized at start) or store it in Redis",
+    )
 
 
 async def _cached(cache: AudioCache, key: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.admin import AdminServer, AdminSettings
+from bridge.admin import AdminServer, AdminSettings, Readiness
 from bridge.metrics import METRIC_NAMES, ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.playout import Playout
@@ -143,7 +143,7 @@ async def test_admin_port_serves_metrics_health_readiness_and_drain() -> None:
     admin = AdminServer(
         AdminSettings(port=0),
         exposition=_metrics().exposition,
-        readiness=lambda: _ready(problems),
+        readiness=lambda: Readiness(dict(problems), {"llm": "circuit open for 3 s"}),
         drain=lambda: drained.append(True),
     )
     await admin.start()
@@ -155,15 +155,17 @@ async def test_admin_port_serves_metrics_health_readiness_and_drain() -> None:
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 200
             async with http.get(f"{base}/readyz") as r:
-                assert r.status == 503 and await r.json() == {"ready": False, "not_ready": problems}
+                assert r.status == 503
+                assert await r.json() == {
+                    "ready": False,
+                    "not_ready": problems,
+                    "degraded": {"llm": "circuit open for 3 s"},
+                }
             problems.clear()
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 200
+                assert await r.json() == {"ready": True, "degraded": {"llm": "circuit open for 3 s"}}
             async with http.post(f"{base}/drain") as r:
                 assert r.status == 202 and drained == [True]
     finally:
         await admin.close()
-
-
-async def _ready(problems: dict[str, str]) -> dict[str, str]:
-    return dict(problems)
