@@ -25,7 +25,9 @@ with a bound before `run()` returns):
                  `[call] stt_stall_s` is a stalled STT: the emergency phrase (not interruptible),
                  the STT circuit opens; no result within `stt_recovery_s` more ends the call
                  ("stt_failure"); a result in time and the call goes on. A call that starts while
-                 the STT circuit is open hears the emergency phrase at once and ends the same way.
+                 the STT circuit is open waits for one probe (`[breaker] probe_every_s +
+                 probe_timeout_s`) for it to close; still open, it hears the emergency phrase and
+                 ends the same way.
 - `playback`     one parent task per bot turn (`current_playback_task`); barge-in cancels it, and
                  everything it started (synthesis, fillers, the LLM pipeline) is cancelled with it.
 Barge-in arrives synchronously from the gateway's VAD (`on_speech_start`), so the bot stops within
@@ -35,6 +37,7 @@ the current 20 ms frame: the playback task is cancelled and the outbound buffer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -167,7 +170,7 @@ class Orchestrator:
             turns=self.turns,
             results=self._user_results,
             intent_step=intent_step,
-            stt_open=lambda: stt_breaker is not None and stt_breaker.is_open,
+            stt_down=None if stt_breaker is None else self._stt_still_down,
         )
         self._watchdog = SttWatchdog(
             clock=clock,
@@ -384,6 +387,19 @@ class Orchestrator:
         return True
 
     # STT health (the watchdog's callbacks, in its task or in `_listen_stt`)
+    async def _stt_still_down(self) -> bool:
+        """At the call's start: whether the STT circuit is open and stays so for one probe
+        (`probe_every_s + probe_timeout_s`): another call's stall opened it, and a healthy STT
+        closes it on the next probe, so this call waits that long rather than fail at once."""
+        breaker = self._stt_breaker
+        assert breaker is not None
+        if breaker.is_open:
+            s = breaker.settings
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(s.probe_every_s + s.probe_timeout_s):
+                    await breaker.wait_state("closed")
+        return not breaker.allow()  # a refusal is counted
+
     def _stt_stalled(self, unheard_s: float) -> None:
         why = f"no recognition result for {unheard_s:.1f} s of the caller's speech"
         log.warning("call %s: STT stalled: %s", self.call_id, why, extra={"call_id": self.call_id})

@@ -120,9 +120,11 @@ def _services(breaker: CircuitBreaker, inbound: FakeInbound, **kw: Any) -> CallS
     )
 
 
-def test_a_call_that_starts_while_the_stt_circuit_is_open_hears_the_emergency_phrase_at_once() -> None:
-    async def main() -> None:
-        breaker = CircuitBreaker("stt", BreakerSettings(), clock=LoopClock(), probe=_never_answers)
+def _call_while_open(probe: Any) -> tuple[Any, list[Any], list[dict[str, Any]], CircuitBreaker]:
+    """One call started while another call's stall holds the STT circuit open."""
+
+    async def main() -> tuple[Any, list[Any], list[dict[str, Any]], CircuitBreaker]:
+        breaker = CircuitBreaker("stt", BreakerSettings(), clock=LoopClock(), probe=probe)
         breaker.failure("a call before this one stalled")
         pacer, playout, sink = make_playout()
         inbound = FakeInbound()
@@ -131,16 +133,49 @@ def test_a_call_that_starts_while_the_stt_circuit_is_open_hears_the_emergency_ph
         records: list[dict[str, Any]] = []
         services = _services(breaker, inbound)
         services.metrics_sink = records.append
-        orch = await create_orchestrator_instance("call-2", services)
-        outcome = await asyncio.wait_for(orch.run(inbound, playout), 60)
+        listening = asyncio.Event()
+
+        def observe(event: Any) -> None:
+            if event.kind == "listening":
+                listening.set()
+
+        orch = await create_orchestrator_instance("call-2", services, observer=observe)
+        run = asyncio.create_task(orch.run(inbound, playout))
+        if probe is not _never_answers:  # STT healthy: the call is greeted, then the caller hangs up
+            await asyncio.wait_for(listening.wait(), 60)
+            inbound.hang_up()
+        outcome = await asyncio.wait_for(run, 60)
         pacer.stop()
         playout.close()
         await breaker.aclose()
-        assert outcome.reason == "stt_failure" and records[-1]["reason"] == "stt_failure"
-        assert sink.labels() == [EMERGENCY]  # no greeting: nobody could hear the answer
-        assert next(t for t, lab in sink.frames if lab == EMERGENCY) <= 2 * FRAME_S
+        return outcome, sink.frames, records, breaker
 
-    run_virtual(main)
+    return run_virtual(main)
+
+
+def test_a_call_that_starts_while_the_stt_circuit_stays_open_hears_the_emergency_phrase_after_one_probe() -> (
+    None
+):
+    outcome, frames, records, breaker = _call_while_open(_never_answers)
+    assert outcome.reason == "stt_failure" and records[-1]["reason"] == "stt_failure"
+    assert [lab for _, lab in frames if lab][:1] == [EMERGENCY]  # no greeting: nobody could hear
+    assert {lab for _, lab in frames if lab} == {EMERGENCY}
+    # It waited one probe (probe_every_s + probe_timeout_s = 1.25 s) for the circuit to close.
+    bound = BreakerSettings().probe_every_s + BreakerSettings().probe_timeout_s
+    assert bound <= next(t for t, lab in frames if lab == EMERGENCY) <= bound + 3 * FRAME_S
+    assert breaker.refused == 1
+
+
+def test_a_call_that_starts_while_the_stt_circuit_is_open_is_greeted_once_a_healthy_stt_closes_it() -> None:
+    async def answers() -> None:
+        return None
+
+    outcome, frames, _records, breaker = _call_while_open(answers)
+    assert outcome.reason == "caller_hangup"
+    assert next(lab for _, lab in frames if lab) == label("static:greeting")
+    first = next(t for t, lab in frames if lab)
+    assert first <= BreakerSettings().probe_every_s + 3 * FRAME_S  # closed by the first probe
+    assert not breaker.is_open and breaker.refused == 0
 
 
 async def _never_answers() -> None:
