@@ -20,8 +20,9 @@ Small and ours rather than `aiobreaker`/`pybreaker`/`purgatory`: none takes an i
 (they read the wall clock), and none probes in the background.
 
 `GuardedLLM` puts an `LLMManager` behind a breaker: an open circuit fails the answer at its first
-step with `LLMError` (no request goes out), an `LLMError` from the answer is a failure, a first
-chunk is a success.
+step with `LLMError` (no request goes out; counted in `refused`), a retryable `LLMError` from the
+answer is a failure (a non-retryable one, e.g. HTTP 400 or 401, is this request's or this key's
+fault, not the server being down), a first chunk is a success.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class GuardedLLM:
         self, text: str, session: SessionState, attempt: int
     ) -> AsyncGenerator[LLMStreamChunk, None]:
         breaker = self._breaker
-        if breaker.is_open:
+        if not breaker.allow():  # counted in `refused`
             raise LLMError(f"circuit open for {breaker.open_for_s:.1f} s: not asked", provider=breaker.name)
         stream = self._inner.process_user_turn(text, session, attempt=attempt)
         first = True
@@ -211,7 +212,8 @@ class GuardedLLM:
                     first = False
                 yield chunk
         except LLMError as exc:
-            breaker.failure(exc)
+            if exc.retryable:  # a 400 (context too long) or 401 (bad key) says nothing of the server
+                breaker.failure(exc)
             raise
         finally:
             await stream.aclose()

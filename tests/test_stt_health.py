@@ -249,6 +249,38 @@ def test_an_open_llm_circuit_fails_the_answer_without_a_request() -> None:
             assert "circuit open" in str(exc)
         assert asyncio.get_running_loop().time() == started  # at once: no request, no timeout
         assert len(inner.calls) == 1
+        assert breaker.refused == 1
+        await breaker.aclose()
+
+    run_virtual(main)
+
+
+class _RejectingLLM:
+    """An LLM server that answers every request with a non-retryable error (HTTP 401, 400)."""
+
+    model_name = "rejecting"
+
+    def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> Any:
+        async def answer() -> Any:
+            raise LLMError("HTTP 401: invalid api key", provider="openai-compat", retryable=False)
+            yield  # an async generator
+
+        return answer()
+
+    async def shutdown(self) -> None:
+        return None
+
+
+def test_a_non_retryable_llm_error_does_not_open_the_circuit() -> None:
+    async def main() -> None:
+        breaker = CircuitBreaker("llm", BreakerSettings(), clock=LoopClock(), probe=_never_answers)
+        llm = GuardedLLM(_RejectingLLM(), breaker)  # type: ignore[arg-type]
+        session = SessionState(call_id="c", current_state_id="start")
+        for _ in range(3):
+            with pytest.raises(LLMError, match="401"):
+                async for _ in llm.process_user_turn("hi", session):
+                    pass
+        assert not breaker.is_open and breaker.openings == 0
         await breaker.aclose()
 
     run_virtual(main)
