@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Literal
@@ -140,7 +141,10 @@ class CircuitBreaker:
         self._changed.set()
         if self._prober is None or self._prober.done():
             with contextlib.suppress(RuntimeError):  # the owner is closed: the service is stopping
-                self._prober = self._tasks.spawn(self._probe_until_closed(), "probe")
+                # A fresh context: the probe serves the service, not the call whose failure
+                # opened the circuit (its log lines must not carry that call's trace id).
+                probe = self._probe_until_closed()
+                self._prober = self._tasks.spawn(probe, "probe", context=contextvars.Context())
 
     def success(self) -> None:
         """A call got a result from the provider: failures forgotten, an open circuit closed."""

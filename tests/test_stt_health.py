@@ -7,6 +7,7 @@ within a probe interval of the provider answering again."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -351,3 +352,25 @@ def test_a_call_that_cannot_be_set_up_is_recorded_as_setup_failed() -> None:
 
     records = run_virtual(main)
     assert records[-1]["reason"] == "setup_failed"  # what the service logs and counts too
+
+
+def test_the_probe_does_not_run_in_the_context_of_the_call_that_opened_the_circuit() -> None:
+    trace: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
+    seen: list[str] = []
+
+    async def probe() -> None:
+        seen.append(trace.get())
+
+    async def main() -> None:
+        breaker = CircuitBreaker("stt", BreakerSettings(), clock=LoopClock(), probe=probe)
+
+        async def call() -> None:
+            trace.set("call-1")
+            breaker.failure("call-1 stalled")
+
+        await asyncio.create_task(call())
+        await asyncio.wait_for(breaker.wait_state("closed"), 5)
+        await breaker.aclose()
+
+    run_virtual(main)
+    assert seen == [""]
