@@ -36,6 +36,7 @@ line quotes a payload.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import uuid
@@ -340,6 +341,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._rx_seen = False
         self._idle_s = 0.0
         self._throttled = False
+        self._ctx = contextvars.copy_context()  # the connection's, once its UUID set the trace id
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -436,7 +438,9 @@ class _ServerProtocol(asyncio.Protocol):
                 self._throttled = False
                 assert self._transport is not None
                 if not self._transport.is_closing():
-                    self._transport.resume_reading()
+                    # In the connection's context: the reader resume_reading() installs runs
+                    # every later read in the context current here (else the sweep's, no trace id).
+                    self._ctx.run(self._transport.resume_reading)
         elif self._rx_seen:
             self._idle_s = 0.0
         elif self._conn is not None and not self._conn.closed:
@@ -478,6 +482,7 @@ class _ServerProtocol(asyncio.Protocol):
         # barge-in, the hang-up): asyncio runs each read of a transport in the one context it
         # copied for the transport's reader, so setting it here, once, holds for the connection.
         TRACE_ID.set(str(first.uuid))
+        self._ctx = contextvars.copy_context()  # for resume_reading() after a throttle
         fut.set_result(conn)
         conn._on_messages(msgs[1:])
 
