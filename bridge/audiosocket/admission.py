@@ -12,7 +12,8 @@ Checked in order, the first that fails names the refusal:
    anybody else is a stranger or a test).
 4. `rate`: more than `max_accepts_per_s` accepts per second (token bucket, one second of burst).
 
-A refused connection is aborted at once (RST), so it costs no descriptor beyond that instant.
+A refused connection is closed at once (a plain close: the peer sees a FIN), so it costs no
+descriptor beyond that instant.
 """
 
 from __future__ import annotations

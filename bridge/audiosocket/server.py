@@ -15,7 +15,7 @@ delivered after the buffered messages.
 Limits (all in `AudioSocketSettings`, checked without a task or a per-frame allocation):
 
 - admission on accept (`bridge.audiosocket.admission`): descriptor headroom, total and per-peer
-  connection caps, accept rate; a refused connection is aborted at once and counted in `refused`.
+  connection caps, accept rate; a refused connection is closed at once and counted in `refused`.
 - `uuid_timeout_s`: a connection that has not sent its UUID is closed.
 - one sweep timer per server, every `SWEEP_S`, for every connection:
   - the inbound rate cap, a token bucket per connection (one second of `max_inbound_bytes_per_s`
@@ -323,6 +323,20 @@ def _set_keepalive(sock: socket.socket, settings: AudioSocketSettings) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, settings.keepalive_count)
 
 
+_REFUSAL_LOG: dict[Refusal, tuple[str, str]] = {
+    why: (
+        f"refused {why}",
+        f"AudioSocket connection from %s refused ({detail}); live calls go on; refused so far: %d",
+    )
+    for why, detail in (
+        ("fd", "%d descriptors in use, %d kept free"),
+        ("total", "%d connections open"),
+        ("peer", "%d connections open from this peer"),
+        ("rate", "over %g accepts per second"),
+    )
+}
+
+
 class _ServerProtocol(asyncio.Protocol):
     """Per-TCP-connection protocol: waits for a registered UUID, then feeds the connection."""
 
@@ -581,21 +595,21 @@ class AudioSocketServer:
             self._started_pacer = True
 
     def _refuse(self, why: Refusal, peer: str) -> None:
+        # In a flood this runs per connection: constant keys and formats, the numbers passed as
+        # arguments, so a suppressed line formats nothing.
         self.refused[why] += 1
         s = self.settings
-        detail = {
-            "fd": f"{self._admission.fd_ceiling} descriptors in use, {s.fd_headroom} kept free",
-            "total": f"{s.max_connections} connections open",
-            "peer": f"{s.max_connections_per_peer} connections open from this peer",
-            "rate": f"over {s.max_accepts_per_s:g} accepts per second",
-        }[why]
-        self.limited.warning(
-            f"refused {why}",
-            "AudioSocket connection from %s refused (%s); live calls go on; refused so far: %d",
-            peer,
-            detail,
-            self.refused[why],
-        )
+        args: tuple[object, ...]
+        if why == "fd":
+            args = (self._admission.fd_ceiling, s.fd_headroom)
+        elif why == "total":
+            args = (s.max_connections,)
+        elif why == "peer":
+            args = (s.max_connections_per_peer,)
+        else:
+            args = (s.max_accepts_per_s,)
+        key, message = _REFUSAL_LOG[why]
+        self.limited.warning(key, message, peer, *args, self.refused[why])
 
     def _on_acceptable(self) -> None:
         """The listening socket is readable: accept a batch, admit or refuse each at once."""
