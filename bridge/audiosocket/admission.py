@@ -88,6 +88,16 @@ class Admission:
         self._accepted_since_count += 1
         return None
 
+    def can_admit(self, pending: int = 0) -> Refusal | None:
+        """Whether one more connection, after `pending` announced ones not yet connected, would
+        pass the `fd` and `total` caps now (None), or which would refuse it. Counts nothing; the
+        peer and rate caps are judged on the connection itself."""
+        if self._fds_counted + self._accepted_since_count + pending >= self._fd_ceiling:
+            return "fd"
+        if self.open + pending >= self._limits.max_connections:
+            return "total"
+        return None
+
     def release(self, host: str) -> None:
         """An admitted connection closed."""
         self.open -= 1

@@ -684,6 +684,12 @@ class AudioSocketServer:
         port: int = self._listener.getsockname()[1]
         return port
 
+    def can_admit(self) -> Refusal | None:
+        """Whether a call announced now would get its connection past the descriptor headroom
+        and `max_connections` (None), or which refuses it; the connections already expected
+        count as open. For the ARI controller, to refuse a call before answering it."""
+        return self._admission.can_admit(len(self._expected))
+
     def expect(self, call_uuid: uuid.UUID) -> asyncio.Future[AudioSocketConnection]:
         """Accept one connection for `call_uuid`; the future resolves when it sends that UUID.
 
