@@ -323,17 +323,19 @@ def _set_keepalive(sock: socket.socket, settings: AudioSocketSettings) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, settings.keepalive_count)
 
 
+_REFUSAL_DETAIL: dict[Refusal, str] = {
+    "fd": "%d descriptors in use, %d kept free",
+    "total": "%d connections open",
+    "peer": "%d connections open from this peer",
+    "rate": "over %g accepts per second",
+}
+# (rate-limiter key, format) per refusal: built once, so a refusal in a flood formats nothing.
 _REFUSAL_LOG: dict[Refusal, tuple[str, str]] = {
     why: (
         f"refused {why}",
         f"AudioSocket connection from %s refused ({detail}); live calls go on; refused so far: %d",
     )
-    for why, detail in (
-        ("fd", "%d descriptors in use, %d kept free"),
-        ("total", "%d connections open"),
-        ("peer", "%d connections open from this peer"),
-        ("rate", "over %g accepts per second"),
-    )
+    for why, detail in _REFUSAL_DETAIL.items()
 }
 
 
