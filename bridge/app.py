@@ -43,6 +43,7 @@ from orchestrator.orchestrator import (
     Orchestrator,
     create_orchestrator_instance,
 )
+from orchestrator.responses import play_emergency
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -229,13 +230,13 @@ class VoicebridgeApp:
         except CallSetupError as exc:
             log.error("%s", exc)  # names the call
             reason = "setup_failed"
-            await self._apologise(gateway)
+            await self._apologise(call.call_id, gateway)
         except Exception:
             # A bug outside the dialogue (which apologises itself): logged once, with the call id;
             # the caller still hears the emergency phrase, and no other call is touched.
             log.exception("call %s failed", call.call_id)
             reason = "error"
-            await self._apologise(gateway)
+            await self._apologise(call.call_id, gateway)
         finally:
             # The ARI controller hangs the AudioSocket leg up itself, in the order Asterisk copes
             # with (AriController._delete_media).
@@ -268,18 +269,18 @@ class VoicebridgeApp:
             self._ami_logger = logger
             return
 
-    async def _apologise(self, gateway: TelephonyGateway) -> None:
+    async def _apologise(self, call_id: str, gateway: TelephonyGateway) -> None:
         """The call cannot be served: say the emergency phrase rather than hang up in silence."""
         assert self.services is not None
-        key = self.services.dialogue_map.settings.emergency_filler_key
-        try:
-            async with asyncio.timeout(self.settings.call.apologise_timeout_s):
-                clip = await self.services.audio_cache.get(key)
-                if clip is not None:
-                    await gateway.outbound.write(clip)
-                    await gateway.outbound.drain()
-        except Exception as exc:  # the caller is gone, the cache is down: nothing more to do
-            log.warning("call: cannot play %s before hanging up: %r", key, exc)
+        c = self.settings.call
+        await play_emergency(
+            self.services.audio_cache,
+            gateway.outbound,
+            self.services.dialogue_map.settings.emergency_filler_key,
+            call_id=call_id,
+            bound_s=c.apologise_timeout_s,
+            cache_timeout_s=c.cache_timeout_s,
+        )
 
     def begin_drain(self) -> None:
         """Stop taking calls and let the calls in progress end (see the module docstring).

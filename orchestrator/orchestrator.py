@@ -77,7 +77,7 @@ from orchestrator.events import (
 )
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
-from orchestrator.responses import Renderer, Responses
+from orchestrator.responses import Renderer, Responses, play_emergency
 from orchestrator.stt_watchdog import SttWatchdog
 from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 from orchestrator.turns import Floor, FloorLost, TurnEvent, TurnTaking, turn_state_of
@@ -298,25 +298,18 @@ class Orchestrator:
 
     async def _apologise(self) -> None:
         """After a failure nothing in the dialogue handled (a bug, e.g. in a map condition): the
-        map's emergency phrase from the cache, so the caller never hears the line go dead.
-
-        Written straight to the outbound stream (turn-taking may be in any state after a bug),
-        after what is queued, within `[call] apologise_timeout_s`. Never raises.
-        """
-        outbound = self._outbound
-        key = self.dialogue_map.settings.emergency_filler_key
-        if outbound is None:
+        map's emergency phrase (`responses.play_emergency`, bounded by `[call]
+        apologise_timeout_s`). Never raises."""
+        if self._outbound is None:
             return
-        try:
-            async with asyncio.timeout(self._call.apologise_timeout_s):
-                clip = await self._player.fetch(key)  # logs a missing key
-                if clip is not None:
-                    await outbound.write(clip)
-                    await outbound.drain()
-        except AudioClosed:
-            pass  # the caller hung up: nobody is left to hear it
-        except Exception as exc:  # the cache is down, or the bound passed: nothing more to do
-            log.warning("call %s: cannot play %s before hanging up: %r", self.call_id, key, exc)
+        await play_emergency(
+            self._player.cache,
+            self._outbound,
+            self.dialogue_map.settings.emergency_filler_key,
+            call_id=self.call_id,
+            bound_s=self._call.apologise_timeout_s,
+            cache_timeout_s=self._call.cache_timeout_s,
+        )
 
     async def shutdown(self) -> None:
         """Release the call's providers and emit the final metrics record. Idempotent."""
