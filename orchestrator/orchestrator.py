@@ -206,17 +206,21 @@ class Orchestrator:
             recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
             listener = self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
-            self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
+            watchdog = self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
             hangup = self.tasks.spawn(inbound_stream.wait_hangup(), "hangup")
             drain = self.tasks.spawn(self._drain_timer(), "drain")
-            pending = {hangup, dialogue, listener, drain}
-            # The listener may end quietly (the recognition ended); failing, it ends the call.
-            while {hangup, dialogue, drain} <= pending and _failure(listener) is None:
+            pending = {hangup, dialogue, listener, watchdog, drain}
+            # The listener may end quietly (the recognition ended); failing, it ends the call, as
+            # does a failing watchdog (else a stalled STT would go unnoticed for the whole call).
+            helpers = (listener, watchdog)
+            while {hangup, dialogue, drain} <= pending and not any(_failure(t) for t in helpers):
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            exc = _failure(dialogue) or _failure(listener)
-            if exc is not None:
-                log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
+            failed = next((t for t in (dialogue, *helpers) if _failure(t) is not None), None)
+            exc = None if failed is None else _failure(failed)
+            if failed is not None and exc is not None:
+                role = failed.get_name().rpartition(":")[2]
+                log.error("call %s: %s failed", self.call_id, role, exc_info=exc)
                 self.end_reason = "error"
                 self.end_detail = f"{type(exc).__name__}: {exc}"
             elif drain.done() and not dialogue.done() and not hangup.done():

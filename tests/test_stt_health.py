@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from orchestrator.domain.models import LLMStreamChunk, SessionState
 from orchestrator.events import END_REASONS
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.orchestrator import CallServices, create_orchestrator_instance
+from orchestrator.stt_watchdog import SttWatchdog
 from testkit.fakes import FakeInbound, FakeLLM, FakeSTT, FakeTTS, LLMAttempt, Say, make_playout
 from testkit.virtual_time import run_virtual
 from tests.test_orchestrator import (
@@ -374,3 +376,17 @@ def test_the_probe_does_not_run_in_the_context_of_the_call_that_opened_the_circu
 
     run_virtual(main)
     assert seen == [""]
+
+
+def test_a_failing_stt_watchdog_ends_the_call_as_an_error_and_is_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: object) -> None:
+        await asyncio.sleep(1.0)
+        raise RuntimeError("watchdog bug")
+
+    monkeypatch.setattr(SttWatchdog, "run", broken)
+    with caplog.at_level(logging.ERROR, logger="orchestrator.orchestrator"):
+        run = run_virtual(lambda: run_call([], hangup_at=20.0))
+    assert run.outcome.reason == "error"
+    assert "stt_watchdog failed" in caplog.text and "watchdog bug" in caplog.text
