@@ -399,19 +399,17 @@ class Orchestrator:
 
     def _stt_stalled(self, unheard_s: float) -> None:
         why = f"no recognition result for {unheard_s:.1f} s of the caller's speech"
-        log.warning("call %s: STT stalled: %s", self.call_id, why, extra={"call_id": self.call_id})
+        log.warning("call %s: STT stalled: %s", self.call_id, why)
         if self._stt_breaker is not None:
             self._stt_breaker.failure(f"call {self.call_id}: {why}")
         self._user_results.put_nowait(STTError(why, provider="stt", retryable=True))
 
     def _stt_recovered(self, stalled_s: float) -> None:
-        log.info(
-            "call %s: STT recovered after %.1f s", self.call_id, stalled_s, extra={"call_id": self.call_id}
-        )
+        log.info("call %s: STT recovered after %.1f s", self.call_id, stalled_s)
 
     def _stt_gave_up(self, stalled_s: float) -> None:
         why = f"no recognition result within {stalled_s:.1f} s of the stall"
-        log.warning("call %s: STT did not recover: %s", self.call_id, why, extra={"call_id": self.call_id})
+        log.warning("call %s: STT did not recover: %s", self.call_id, why)
         self._user_results.put_nowait(STTError(why, provider="stt", retryable=False))
 
     # ------------------------------------------------------------------ the bot's side (BotVoice)

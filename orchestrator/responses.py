@@ -104,7 +104,7 @@ class Responses:
 
     async def provider_failure(self, exc: BaseException, *, stage: str) -> None:
         """Any STT/TTS/LLM failure: the caller hears the emergency filler, the call goes on."""
-        log.warning("call %s: %s failure: %s", self._call_id, stage, exc, extra={"call_id": self._call_id})
+        log.warning("call %s: %s failure: %s", self._call_id, stage, exc)
         self._metrics.set(error=f"{stage}: {exc}")
         provider = getattr(exc, "provider", "") or stage
         self._observe(
