@@ -16,7 +16,7 @@ from bridge.metrics import METRIC_NAMES, ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
-from orchestrator.events import CallEvent, CallEventKind
+from orchestrator.events import END_REASONS, CallEvent, CallEventKind
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docker" / "grafana" / "voicebridge.json"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -169,3 +169,9 @@ async def test_admin_port_serves_metrics_health_readiness_and_drain() -> None:
                 assert r.status == 202 and drained == [True]
     finally:
         await admin.close()
+
+
+def test_the_readme_lists_every_call_outcome_and_no_other() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [row] = [line for line in readme.splitlines() if line.startswith("| `voicebridge_calls_total`")]
+    assert tuple(re.findall(r"`([a-z_]+)`", row.split("|")[3])) == END_REASONS
