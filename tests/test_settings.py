@@ -287,7 +287,7 @@ def test_the_password_rule_is_the_same_wherever_a_password_is_set(section: str, 
         messages.add(str(err.value).split("): ", 1)[1])
     assert messages == {
         "Value error, use 1 to 128 ASCII letters, digits and . _ ~ - only "
-        "(it goes unencoded into the ARI websocket URL and into AMI header lines)"
+        "(it goes unencoded into ARI requests, the HTTP Basic header and AMI header lines)"
     }
 
 
@@ -470,3 +470,15 @@ def test_addresses_are_checked_at_load(variable: str, value: str, expected: str)
 )
 def test_good_addresses_load(variable: str, value: str) -> None:
     load_settings(environ={variable: value})
+
+
+def test_help_shows_a_dataclass_default_factory_as_its_value() -> None:
+    from bridge.settings_help import _fields
+
+    @dataclasses.dataclass
+    class Section:
+        hosts: list[str] = dataclasses.field(default_factory=lambda: ["a", "b"])
+        port: int = 5
+        name: str | None = None
+
+    assert [(n, d) for n, _t, d in _fields(Section)] == [("hosts", ["a", "b"]), ("port", 5), ("name", None)]
