@@ -368,7 +368,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
 
         raise CallSetupError("test: no orchestrator")
 
-    async def no_apology(_gateway: Any) -> None:
+    async def no_apology(_call_id: str, _gateway: Any) -> None:
         return None
 
     monkeypatch.setattr(app_module, "create_orchestrator_instance", setup_fails)
