@@ -36,7 +36,7 @@ from bridge.settings import Settings
 from orchestrator.cache.resilient import ResilientAudioCache
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import CallSetupError
-from orchestrator.metrics import MetricsRecord, MetricsSink, log_sink
+from orchestrator.metrics import MetricsRecord, MetricsSink
 from orchestrator.orchestrator import (
     CallEvent,
     CallServices,
@@ -114,7 +114,9 @@ class VoicebridgeApp:
         raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
         self.metrics.install_gc_hook()
         self.services = await self.composition.build_services()
-        self.services.metrics_sink = self._metrics_sink(self.services.metrics_sink or log_sink)
+        forward = self.services.metrics_sink
+        assert forward is not None, "the composition always builds the metrics sink"
+        self.services.metrics_sink = self._metrics_sink(forward)
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         try:
