@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.settings import Settings
-from orchestrator.breaker import CircuitBreaker
+from orchestrator.breaker import CircuitBreaker, Probe
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.contracts import (
     AudioCache,
@@ -40,8 +40,6 @@ from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.metrics import TRANSCRIPT_FIELDS, MetricsRecord, MetricsSink, log_sink
 from orchestrator.orchestrator import CallServices
 
-Probe = Callable[[], Awaitable[None]]
-
 if TYPE_CHECKING:
     import grpc
     import openai
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from orchestrator.adapters.speechkit import YandexSettings
     from orchestrator.adapters.tts.espeak_settings import EspeakSettings
     from orchestrator.adapters.yandex_iam import IamTokenProvider
-    from orchestrator.breaker import CircuitBreaker
     from orchestrator.cache.resilient import ResilientAudioCache
     from orchestrator.intents.classifier import VectorIntentClassifier
 
@@ -344,7 +341,6 @@ class Composition:
     def _tts_factory(self) -> Callable[[str], TTSManager]:
         """Each call's TTS behind the provider's circuit breaker (probed with a fresh manager)."""
         from orchestrator.adapters.tts.breaker import BreakerTTS
-        from orchestrator.breaker import CircuitBreaker
 
         inner = self._raw_tts_factory()
 
@@ -355,10 +351,8 @@ class Composition:
             finally:
                 await tts.aclose()
 
-        name = f"TTS ({self.settings.providers.tts})"
-        breaker = CircuitBreaker(name, self.settings.breaker, clock=self.clock, probe=probe)
+        breaker = self._breaker(f"TTS ({self.settings.providers.tts})", probe)
         self.tts_breaker = breaker
-        self._closers.append(breaker.aclose)
         return lambda call_id: BreakerTTS(inner(call_id), breaker)
 
     def _raw_tts_factory(self) -> Callable[[str], TTSManager]:
