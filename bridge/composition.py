@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge.settings import Settings
 from orchestrator.breaker import CircuitBreaker, Probe
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Composition",
     "build_audio_cache",
-    "file_metrics_sink",
+    "FileMetricsSink",
     "logged_metrics_sink",
     "start_iam_provider",
     "tts_for_warming",
@@ -131,21 +131,31 @@ def logged_metrics_sink(*, transcripts: bool) -> MetricsSink:
     return sink
 
 
-def file_metrics_sink(path: str, *, log_to: MetricsSink = log_sink) -> MetricsSink:
-    """Append each metrics record as one JSON line to `path` (created 0600: it holds what callers
-    said) and hand it to `log_to`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(target, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
-    if target.stat().st_mode & 0o077:
-        log.warning("%s: readable by others (it holds transcripts); chmod 600 it", path)
+class FileMetricsSink:
+    """A `MetricsSink` that appends each record as one JSON line to `path` (created 0600: it
+    holds what callers said) and hands it to `log_to`.
 
-    def sink(record: dict[str, Any]) -> None:
-        log_to(record)
-        with target.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    One handle, opened once and line-buffered (each record reaches the file as it is written,
+    without an open/close per record on the event loop); `close()` closes it. Idempotent.
+    """
 
-    return sink
+    def __init__(self, path: str, *, log_to: MetricsSink = log_sink) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        if target.stat().st_mode & 0o077:
+            log.warning("%s: readable by others (it holds transcripts); chmod 600 it", path)
+        self._log_to = log_to
+
+    def __call__(self, record: MetricsRecord) -> None:
+        self._log_to(record)
+        if not self._file.closed:
+            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        """Close the file; later records only go to `log_to`."""
+        self._file.close()
 
 
 class Composition:
@@ -254,7 +264,15 @@ class Composition:
     def _metrics_sink(self) -> MetricsSink:
         s = self.settings
         logged = logged_metrics_sink(transcripts=s.log.transcripts)
-        return file_metrics_sink(s.metrics_file, log_to=logged) if s.metrics_file else logged
+        if not s.metrics_file:
+            return logged
+        sink = FileMetricsSink(s.metrics_file, log_to=logged)
+
+        async def close() -> None:
+            sink.close()
+
+        self._closers.append(close)
+        return sink
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
         p = self.settings.providers
