@@ -14,8 +14,9 @@ run tells the operator everything to fix:
   answering when `[redis] url` is set is only a warning when every phrase can still be produced
   (memory and live TTS serve the calls, Redis is re-filled once it answers); a problem when not;
 - the AudioSocket address can be listened on (a bad `bind_host`, a port in use);
-- ARI: a refused login is a problem; ARI unreachable is only a warning, because the controller
-  keeps reconnecting and takes calls once Asterisk answers.
+- ARI (with `[ari] ca_file`/`verify_tls`, as the controller connects): a refused login or a TLS
+  certificate that is not trusted is a problem; ARI unreachable is only a warning, because the
+  controller keeps reconnecting and takes calls once Asterisk answers.
 
 Addresses, URLs and finite positive durations are checked earlier, when the settings load.
 Each `Problem` names the setting (TOML `[section] key` and the environment variable) and the fix.
@@ -24,16 +25,17 @@ Each `Problem` names the setting (TOML `[section] key` and the environment varia
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import logging
 import shutil
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from bridge.logs import public_url
 from bridge.settings import Settings, setting_label
 from orchestrator.cache.audio_format import CacheValueError
 from orchestrator.contracts import AudioCache
@@ -271,29 +273,48 @@ async def listen_problem(s: Settings) -> Problem | None:
 
 async def _ari(s: Settings) -> tuple[list[Problem], str | None]:
     """A refused ARI login is a problem; ARI not answering is a warning (the controller retries)."""
+    from bridge.ari.http import basic_auth_header, tls_context
+
     a = s.ari
     url = a.url.rstrip("/") + "/ari/asterisk/info"
-    # By hand: aiohttp's BasicAuth is deprecated in new versions, its replacement absent in old ones.
-    credentials = base64.b64encode(f"{a.username}:{a.password}".encode()).decode("ascii")
+    try:
+        tls = tls_context(a)  # [ari] ca_file and verify_tls, as the controller will use them
+    except (ssl.SSLError, OSError) as exc:
+        return [Problem(("ari", "ca_file"), f"cannot load {a.ca_file}: {exc}")], None
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=a.timeout_s)) as http,
-            http.get(url, headers={"Authorization": f"Basic {credentials}"}) as response,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=a.timeout_s),
+                connector=aiohttp.TCPConnector(ssl=tls or True),
+                headers=basic_auth_header(a),
+            ) as http,
+            http.get(url) as response,
         ):
             status = response.status
+    except aiohttp.ClientSSLError as exc:
+        # Not "Asterisk is down": a certificate that is not trusted never becomes so by retrying.
+        problem = Problem(
+            ("ari", "ca_file"),
+            f"ARI at {public_url(a.url)}: TLS failed ({exc}): set [ari] ca_file to the CA that "
+            "signed Asterisk's certificate (or verify_tls = false on a trusted network)",
+        )
+        return [problem], None
     except (aiohttp.ClientError, TimeoutError) as exc:
         return [], (
-            f"ARI at {a.url} does not answer ({str(exc) or type(exc).__name__}): serving anyway; "
-            f"the controller retries every {a.reconnect_min_s:g} to {a.reconnect_max_s:g} s and "
-            "takes calls once Asterisk answers"
+            f"ARI at {public_url(a.url)} does not answer ({str(exc) or type(exc).__name__}): serving "
+            f"anyway; the controller retries every {a.reconnect_min_s:g} to {a.reconnect_max_s:g} s "
+            "and takes calls once Asterisk answers"
         )
     if status in (401, 403):
         problem = Problem(
             ("ari", "password"),
-            f"ARI at {a.url} refused user {a.username!r} (HTTP {status}): set [ari] username "
+            f"ARI at {public_url(a.url)} refused user {a.username!r} (HTTP {status}): set [ari] username "
             "and password as in Asterisk's ari.conf (asterisk_conf/ari.conf)",
         )
         return [problem], None
     if status != 200:
-        return [], f"ARI at {a.url} answered HTTP {status} to {url}: is [ari] url right?"
+        return (
+            [],
+            f"ARI at {public_url(a.url)} answered HTTP {status} to {public_url(url)}: is [ari] url right?",
+        )
     return [], None

@@ -226,3 +226,20 @@ async def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     )
     settings = {p.setting[0] for p in problems}
     assert {"yandex", "openai", "dialogue_map", "audiosocket"} <= settings
+
+
+async def test_ari_over_tls_is_checked_with_the_configured_ca(tmp_path: Path) -> None:
+    from testkit.fake_ari import FakeAri
+    from testkit.tls import make_ca_and_server_cert
+
+    certs = make_ca_and_server_cert(tmp_path)
+    fake = FakeAri(ssl_context=certs.server_context())
+    await fake.start()
+    try:
+        url = fake.url
+        assert await preflight(_settings(ARI__URL=url, ARI__CA_FILE=str(certs.ca_file))) == []
+        # The system's CAs do not know the certificate: a problem to fix, not "ARI is down".
+        named = _named(await preflight(_settings(ARI__URL=url)))
+        assert list(named) == ["ari.ca_file"] and "TLS failed" in named["ari.ca_file"]
+    finally:
+        await fake.close()
