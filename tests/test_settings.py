@@ -359,7 +359,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
     app = VoicebridgeApp(s)
 
     async def no_providers() -> Any:
-        return types.SimpleNamespace(metrics_sink=None)
+        return types.SimpleNamespace(metrics_sink=lambda _record: None)
 
     monkeypatch.setattr(app.composition, "build_services", no_providers)
 
@@ -482,3 +482,11 @@ def test_help_shows_a_dataclass_default_factory_as_its_value() -> None:
         name: str | None = None
 
     assert [(n, d) for n, _t, d in _fields(Section)] == [("hosts", ["a", "b"]), ("port", 5), ("name", None)]
+
+
+def test_an_ari_url_with_user_info_is_refused_pointing_to_the_credential_settings() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={"VOICEBRIDGE_ARI__URL": "http://asterisk:Pa55word@127.0.0.1:8088/"})
+    message = str(err.value)
+    assert "ari" in message and "[ari] username and password" in message
+    assert "Pa55word" not in message
