@@ -26,12 +26,12 @@ def _fields(model: object) -> Iterator[tuple[str, object, object]]:
     elif isinstance(model, type) and dataclasses.is_dataclass(model):
         for f in dataclasses.fields(model):
             if f.default is not dataclasses.MISSING:
-                default: object = f.default
+                value: object = f.default
             elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
+                value = f.default_factory()
             else:
-                default = None
-            yield f.name, f.type, default
+                value = None
+            yield f.name, f.type, value
 
 
 def _is_section(annotation: object) -> bool:
