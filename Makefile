@@ -74,8 +74,9 @@ images: install
 containers-up: images
 	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh compose up -d --no-build
 
+# -t 90: the bridge drains on SIGTERM (see stop_grace_period in docker-compose.yml); less cuts calls.
 containers-down:
-	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh compose down -t 10
+	VOICEBRIDGE_STANDINS=$(STANDINS) bash docker/containers.sh compose down -t 90
 
 # The cluster on this machine (cluster/cluster.sh): Kamailio + NODES x (Asterisk + voicebridge
 # --standins) + Redis on 127.0.77.x; the chroot Asterisk binary comes from asterisk-up.

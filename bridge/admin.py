@@ -2,18 +2,20 @@
 
     GET  /metrics   Prometheus text format (`bridge.metrics.ServiceMetrics`)
     GET  /healthz   200 {"status": "alive"} while the process serves HTTP at all
-    GET  /readyz    200 {"ready": true}, or 503 {"ready": false, "not_ready": {what: why}}
+    GET  /readyz    200 {"ready": true, "degraded": {what: why}}, or
+                    503 {"ready": false, "not_ready": {what: why}, "degraded": {what: why}}
     POST /drain     202 {"draining": true}: stop taking new calls (`VoicebridgeApp.begin_drain`)
 
-aiohttp rather than prometheus-client's own server thread: readiness needs the app's state and
-an async Redis ping, and `/drain` calls into the app, all on the loop that owns them; a scrape
+aiohttp rather than prometheus-client's own server thread: readiness reads the app's state and
+`/drain` calls into the app, both on the loop that owns them; a scrape
 reads the calls' counters on that same loop, so it sees them between frames, never mid-update.
 Loopback by default: the port can stop the service taking calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import pydantic.dataclasses
@@ -23,10 +25,16 @@ from pydantic import ConfigDict, Field
 from bridge.metrics import CONTENT_TYPE
 from orchestrator.domain.errors import ConfigError
 
-__all__ = ["AdminServer", "AdminSettings"]
+__all__ = ["AdminServer", "AdminSettings", "Readiness"]
 
-# name -> why it is not ready; empty when ready.
-Readiness = Callable[[], Awaitable[dict[str, str]]]
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """`/readyz`'s answer: what keeps the service from taking calls (name -> why; empty: ready),
+    and what is degraded without stopping it (name -> why; e.g. a provider's circuit open)."""
+
+    not_ready: dict[str, str] = field(default_factory=dict)
+    degraded: dict[str, str] = field(default_factory=dict)
 
 
 @pydantic.dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
@@ -46,7 +54,7 @@ class AdminServer:
         settings: AdminSettings,
         *,
         exposition: Callable[[], bytes],
-        readiness: Readiness,
+        readiness: Callable[[], Readiness],
         drain: Callable[[], None],
     ) -> None:
         self._settings = settings
@@ -94,10 +102,11 @@ class AdminServer:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        problems = await self._readiness()
-        if problems:
-            return web.json_response({"ready": False, "not_ready": problems}, status=503)
-        return web.json_response({"ready": True})
+        r = self._readiness()  # no I/O: a probe never waits on a dependency
+        if r.not_ready:
+            body = {"ready": False, "not_ready": r.not_ready, "degraded": r.degraded}
+            return web.json_response(body, status=503)
+        return web.json_response({"ready": True, "degraded": r.degraded})
 
     async def _post_drain(self, _request: web.Request) -> web.Response:
         self._drain()

@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from bridge.admin import AdminServer
+from bridge.admin import AdminServer, Readiness
 from bridge.ami import AmiError, AmiEventLogger
 from bridge.ari import AriCall, AriController
 from bridge.audiosocket.server import AudioSocketServer
@@ -35,15 +35,17 @@ from bridge.preflight import listen_error
 from bridge.recording import CallRecorder, recording_path, sweep_recordings
 from bridge.registry import NodeRegistry
 from bridge.settings import Settings
+from orchestrator.cache.resilient import ResilientAudioCache
 from orchestrator.clock import LoopClock
-from orchestrator.domain.errors import CallSetupError, VoicebridgeError
-from orchestrator.metrics import MetricsRecord, MetricsSink, log_sink
+from orchestrator.domain.errors import CallSetupError
+from orchestrator.metrics import MetricsRecord, MetricsSink
 from orchestrator.orchestrator import (
     CallEvent,
     CallServices,
     Orchestrator,
     create_orchestrator_instance,
 )
+from orchestrator.responses import play_emergency
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,9 @@ class VoicebridgeApp:
         raise_fd_limit()  # before anything opens sockets: the AudioSocket server budgets on it
         self.metrics.install_gc_hook()
         self.services = await self.composition.build_services()
-        sink = self._metrics_sink(self.services.metrics_sink or log_sink)
+        forward = self.services.metrics_sink
+        assert forward is not None, "the composition always builds the metrics sink"
+        sink = self._metrics_sink(forward)
         self.services_by_number = self.composition.by_number
         for services in (self.services, *self.services_by_number.values()):
             services.metrics_sink = sink
@@ -161,26 +165,37 @@ class VoicebridgeApp:
             s.ari.app,
         )
 
-    async def readiness(self) -> dict[str, str]:
-        """What keeps the service from taking calls, by name (empty: ready): ARI not connected,
-        AMI not logged in (when `[ami] log_events`), Redis unreachable (when configured), draining."""
-        problems: dict[str, str] = {}
+    def readiness(self) -> Readiness:
+        """What keeps the service from taking calls, and what calls do without, by name.
+
+        `not_ready` (empty: ready): ARI not connected, AMI not logged in (when `[ami]
+        log_events`), Redis down (when `[redis] url` is set), draining. `degraded`: the
+        providers whose circuit is open (calls fail fast to cached audio and the emergency
+        phrase). No I/O: Redis's state is the audio cache's own (a failed read marks it down,
+        its watch task's ping brings it back), so a probe never waits on a frozen Redis.
+        """
+        not_ready: dict[str, str] = {}
         if self.draining:
-            problems["draining"] = "the service is draining: no new calls"
+            not_ready["draining"] = "the service is draining: no new calls"
         if self.ari is None or not self.ari.connected.is_set():
-            problems["ari"] = "not connected"
+            not_ready["ari"] = "not connected"
         if self.settings.ami.log_events and (self._ami_logger is None or not self._ami_logger.connected):
-            problems["ami"] = "not logged in"
+            not_ready["ami"] = "not logged in"
         cache = self.services.audio_cache if self.services is not None else None
-        ping = getattr(cache, "ping", None)
-        if self.settings.redis.url and ping is not None:
-            try:
-                await ping()
-            except VoicebridgeError as exc:
-                problems["redis"] = f"unreachable ({type(exc.__cause__ or exc).__name__})"
-        elif self.settings.redis.url:
-            problems["redis"] = "not started"
-        return problems
+        if self.settings.redis.url:
+            if not isinstance(cache, ResilientAudioCache):
+                not_ready["redis"] = "not started"
+            elif not cache.redis_up:
+                down_s = self.clock.now() - cache.down_since
+                not_ready["redis"] = f"unreachable for {down_s:.0f} s (calls use memory and live TTS)"
+        degraded: dict[str, str] = {}
+        breakers = [self.composition.tts_breaker]
+        if self.services is not None:
+            breakers += [self.services.stt_breaker, self.services.llm_breaker]
+        for breaker in breakers:
+            if breaker is not None and breaker.is_open:
+                degraded[breaker.name] = f"circuit open for {breaker.open_for_s:.0f} s"
+        return Readiness(not_ready, degraded)
 
     def _metrics_sink(self, forward: MetricsSink) -> MetricsSink:
         observe = self.metrics.observe_record
@@ -250,13 +265,13 @@ class VoicebridgeApp:
         except CallSetupError as exc:
             log.error("%s", exc)  # names the call
             reason = "setup_failed"
-            await self._apologise(gateway)
+            await self._apologise(call.call_id, gateway)
         except Exception:
             # A bug outside the dialogue (which apologises itself): logged once, with the call id;
             # the caller still hears the emergency phrase, and no other call is touched.
             log.exception("call %s failed", call.call_id)
             reason = "error"
-            await self._apologise(gateway)
+            await self._apologise(call.call_id, gateway)
         finally:
             # The ARI controller hangs the AudioSocket leg up itself, in the order Asterisk copes
             # with (AriController._delete_media).
@@ -343,18 +358,18 @@ class VoicebridgeApp:
             self._ami_logger = logger
             return
 
-    async def _apologise(self, gateway: TelephonyGateway) -> None:
+    async def _apologise(self, call_id: str, gateway: TelephonyGateway) -> None:
         """The call cannot be served: say the emergency phrase rather than hang up in silence."""
         assert self.services is not None
-        key = self.services.dialogue_map.settings.emergency_filler_key
-        try:
-            async with asyncio.timeout(self.settings.call.apologise_timeout_s):
-                clip = await self.services.audio_cache.get(key)
-                if clip is not None:
-                    await gateway.outbound.write(clip)
-                    await gateway.outbound.drain()
-        except Exception as exc:  # the caller is gone, the cache is down: nothing more to do
-            log.warning("call: cannot play %s before hanging up: %r", key, exc)
+        c = self.settings.call
+        await play_emergency(
+            self.services.audio_cache,
+            gateway.outbound,
+            self.services.dialogue_map.settings.emergency_filler_key,
+            call_id=call_id,
+            bound_s=c.apologise_timeout_s,
+            cache_timeout_s=c.cache_timeout_s,
+        )
 
     def begin_drain(self) -> None:
         """Stop taking calls and let the calls in progress end (see the module docstring).

@@ -44,7 +44,7 @@ def check_asterisk_name(value: str) -> str:
     if not _UNRESERVED.fullmatch(value):
         raise ValueError(
             "use 1 to 128 ASCII letters, digits and . _ ~ - only "
-            "(it goes unencoded into the ARI websocket URL and into AMI header lines)"
+            "(it goes unencoded into ARI requests, the HTTP Basic header and AMI header lines)"
         )
     return value
 

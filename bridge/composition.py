@@ -21,10 +21,10 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge.settings import Settings
-from orchestrator.breaker import CircuitBreaker
+from orchestrator.breaker import CircuitBreaker, Probe
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.contracts import (
     AudioCache,
@@ -42,8 +42,6 @@ from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.metrics import TRANSCRIPT_FIELDS, MetricsRecord, MetricsSink, log_sink
 from orchestrator.orchestrator import CallServices
 
-Probe = Callable[[], Awaitable[None]]
-
 if TYPE_CHECKING:
     import grpc
     import openai
@@ -52,14 +50,13 @@ if TYPE_CHECKING:
     from orchestrator.adapters.speechkit import YandexSettings
     from orchestrator.adapters.tts.espeak_settings import EspeakSettings
     from orchestrator.adapters.yandex_iam import IamTokenProvider
-    from orchestrator.breaker import CircuitBreaker
     from orchestrator.cache.resilient import ResilientAudioCache
     from orchestrator.intents.classifier import VectorIntentClassifier
 
 __all__ = [
     "Composition",
     "build_audio_cache",
-    "file_metrics_sink",
+    "FileMetricsSink",
     "logged_metrics_sink",
     "start_iam_provider",
     "tts_for_warming",
@@ -136,21 +133,31 @@ def logged_metrics_sink(*, transcripts: bool) -> MetricsSink:
     return sink
 
 
-def file_metrics_sink(path: str, *, log_to: MetricsSink = log_sink) -> MetricsSink:
-    """Append each metrics record as one JSON line to `path` (created 0600: it holds what callers
-    said) and hand it to `log_to`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(target, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
-    if target.stat().st_mode & 0o077:
-        log.warning("%s: readable by others (it holds transcripts); chmod 600 it", path)
+class FileMetricsSink:
+    """A `MetricsSink` that appends each record as one JSON line to `path` (created 0600: it
+    holds what callers said) and hands it to `log_to`.
 
-    def sink(record: dict[str, Any]) -> None:
-        log_to(record)
-        with target.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    One handle, opened once and line-buffered (each record reaches the file as it is written,
+    without an open/close per record on the event loop); `close()` closes it. Idempotent.
+    """
 
-    return sink
+    def __init__(self, path: str, *, log_to: MetricsSink = log_sink) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        if target.stat().st_mode & 0o077:
+            log.warning("%s: readable by others (it holds transcripts); chmod 600 it", path)
+        self._log_to = log_to
+
+    def __call__(self, record: MetricsRecord) -> None:
+        self._log_to(record)
+        if not self._file.closed:
+            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        """Close the file; later records only go to `log_to`."""
+        self._file.close()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -295,7 +302,15 @@ class Composition:
     def _metrics_sink(self) -> MetricsSink:
         s = self.settings
         logged = logged_metrics_sink(transcripts=s.log.transcripts)
-        return file_metrics_sink(s.metrics_file, log_to=logged) if s.metrics_file else logged
+        if not s.metrics_file:
+            return logged
+        sink = FileMetricsSink(s.metrics_file, log_to=logged)
+
+        async def close() -> None:
+            sink.close()
+
+        self._closers.append(close)
+        return sink
 
     def _openai_client(self) -> openai.AsyncOpenAI | None:
         p = self.settings.providers
@@ -382,7 +397,6 @@ class Composition:
     def _tts_factory(self) -> Callable[[str], TTSManager]:
         """Each call's TTS behind the provider's circuit breaker (probed with a fresh manager)."""
         from orchestrator.adapters.tts.breaker import BreakerTTS
-        from orchestrator.breaker import CircuitBreaker
 
         inner = self._raw_tts_factory()
 
@@ -393,10 +407,8 @@ class Composition:
             finally:
                 await tts.aclose()
 
-        name = f"TTS ({self.settings.providers.tts})"
-        breaker = CircuitBreaker(name, self.settings.breaker, clock=self.clock, probe=probe)
+        breaker = self._breaker(f"TTS ({self.settings.providers.tts})", probe)
         self.tts_breaker = breaker
-        self._closers.append(breaker.aclose)
         return lambda call_id: BreakerTTS(inner(call_id), breaker)
 
     def _raw_tts_factory(self) -> Callable[[str], TTSManager]:

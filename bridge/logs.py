@@ -58,7 +58,8 @@ class LogSettings:
     # when stderr is a terminal, JSON otherwise (a service manager, a container).
     format: Literal["auto", "text", "json"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # What the caller said (transcripts) and caller numbers at INFO; off: DEBUG only.
+    # What the caller said (transcripts) at INFO; off: DEBUG only. Caller numbers are always
+    # logged at DEBUG only (the ARI controller, AMI events), whatever this says.
     transcripts: bool = False
     # A longer message is cut (a peer must not make us write megabytes per line), characters.
     max_message_chars: Annotated[int, Field(ge=200)] = 8000

@@ -9,12 +9,14 @@ run tells the operator everything to fix:
 - OpenAI: an `api_key` (every map sends what it cannot route to the LLM; the intent step and
   `intents = "openai"` use it too);
 - each dialogue map (`dialogue_map` and the `[numbers]` ones): loads and has no lint errors (`voicebridge map lint`);
-- audio: Redis answers when `[redis] url` is set; every cache key the map plays is in the cache
-  already or has text in `$.audio` and a TTS that can run at warm (espeak-ng found on PATH, or
-  SpeechKit with a credential);
+- audio: every cache key the map plays is in the cache already or has text in `$.audio` and a
+  TTS that can run at warm (espeak-ng found on PATH, or SpeechKit with a credential). Redis not
+  answering when `[redis] url` is set is only a warning when every phrase can still be produced
+  (memory and live TTS serve the calls, Redis is re-filled once it answers); a problem when not;
 - the AudioSocket address can be listened on (a bad `bind_host`, a port in use);
-- ARI: a refused login is a problem; ARI unreachable is only a warning, because the controller
-  keeps reconnecting and takes calls once Asterisk answers.
+- ARI (with `[ari] ca_file`/`verify_tls`, as the controller connects): a refused login or a TLS
+  certificate that is not trusted is a problem; ARI unreachable is only a warning, because the
+  controller keeps reconnecting and takes calls once Asterisk answers.
 
 Addresses, URLs and finite positive durations are checked earlier, when the settings load.
 Each `Problem` names the setting (TOML `[section] key` and the environment variable) and the fix.
@@ -23,16 +25,17 @@ Each `Problem` names the setting (TOML `[section] key` and the environment varia
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import logging
 import shutil
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from bridge.logs import public_url
 from bridge.settings import Settings, setting_label
 from orchestrator.cache.audio_format import CacheValueError
 from orchestrator.contracts import AudioCache
@@ -71,17 +74,21 @@ class StartRefused(ConfigError):
 
 async def preflight(settings: Settings) -> list[Problem]:
     """Every problem that would make `serve` fail at start or fail every call (see the module
-    docstring); an empty list when it can start. Logs a warning when ARI does not answer."""
+    docstring); an empty list when it can start. Logs a warning when ARI or Redis does not answer."""
+    warnings: list[str] = []
     problems = _speechkit(settings) + _openai(settings)
     for path, setting in _map_settings(settings).items():
-        problems += await _dialogue_map_and_audio(settings, path, setting)
+        problems += await _dialogue_map_and_audio(settings, path, setting, warnings)
     listen = await listen_problem(settings)
     if listen is not None:
         problems.append(listen)
     ari_problems, ari_warning = await _ari(settings)
     problems += ari_problems
-    if ari_warning and not problems:  # beside a refusal it would only distract
-        log.warning("%s", ari_warning)
+    if ari_warning:
+        warnings.append(ari_warning)
+    if not problems:  # beside a refusal they would only distract
+        for warning in warnings:
+            log.warning("%s", warning)
     return problems
 
 
@@ -133,7 +140,9 @@ def _map_settings(s: Settings) -> dict[str, tuple[str, ...]]:
     return out
 
 
-async def _dialogue_map_and_audio(s: Settings, path: str, setting: tuple[str, ...]) -> list[Problem]:
+async def _dialogue_map_and_audio(
+    s: Settings, path: str, setting: tuple[str, ...], warnings: list[str]
+) -> list[Problem]:
     from orchestrator.dialogue_map.lint import lint_map
     from orchestrator.dialogue_map.loader import audio_key_uses, load_dialogue_map
 
@@ -156,25 +165,39 @@ async def _dialogue_map_and_audio(s: Settings, path: str, setting: tuple[str, ..
         return [*problems, cache_problem]
     try:
         present = {key: await _cached(cache, key) for key in dict.fromkeys([*textless.values(), *dmap.audio])}
-    except VoicebridgeError as exc:  # Redis down: what it holds is unknown, so all may need synthesis
-        return [*problems, _redis_problem(s, exc), *_tts_for_warm(s, len(dmap.audio))]
+    except VoicebridgeError as exc:
+        # Redis down: the calls are served from memory and live TTS, so every phrase must be
+        # synthesizable now; a key without text could only come from Redis.
+        missing = [
+            _textless_problem(setting, path, json_path, key, where="the cache (Redis does not answer)")
+            for json_path, key in textless.items()
+        ]
+        tts = _tts_for_warm(s, len(dmap.audio))
+        if missing or tts:
+            return [*problems, _redis_problem(s, exc), *missing, *tts]
+        warnings.append(f"{_redis_problem(s, exc)}; serving anyway from memory and live TTS")
+        return problems
     finally:
         aclose = getattr(cache, "aclose", None)
         if aclose is not None:
             await aclose()
     for json_path, key in textless.items():
         if not present[key]:
-            problems.append(
-                Problem(
-                    setting,
-                    f"{path}: {json_path}: audio key {key!r} has no text in $.audio and is not in "
-                    "the cache: add its text to $.audio (it is synthesized at start) or store it in Redis",
-                )
-            )
+            problems.append(_textless_problem(setting, path, json_path, key, where="the cache"))
     to_synthesize = [k for k in dmap.audio if not present[k]]
     if to_synthesize:
         problems += _tts_for_warm(s, len(to_synthesize))
     return problems
+
+
+def _textless_problem(
+    setting: tuple[str, ...], path: str, json_path: str, key: str, *, where: str
+) -> Problem:
+    return Problem(
+        setting,
+        f"{path}: {json_path}: audio key {key!r} has no text in $.audio and is not in "
+        f"{where}: add its text to $.audio (it is synthesized at start) or store it in Redis",
+    )
 
 
 async def _cached(cache: AudioCache, key: str) -> bool:
@@ -262,29 +285,48 @@ async def listen_problem(s: Settings) -> Problem | None:
 
 async def _ari(s: Settings) -> tuple[list[Problem], str | None]:
     """A refused ARI login is a problem; ARI not answering is a warning (the controller retries)."""
+    from bridge.ari.http import basic_auth_header, tls_context
+
     a = s.ari
     url = a.url.rstrip("/") + "/ari/asterisk/info"
-    # By hand: aiohttp's BasicAuth is deprecated in new versions, its replacement absent in old ones.
-    credentials = base64.b64encode(f"{a.username}:{a.password}".encode()).decode("ascii")
+    try:
+        tls = tls_context(a)  # [ari] ca_file and verify_tls, as the controller will use them
+    except (ssl.SSLError, OSError) as exc:
+        return [Problem(("ari", "ca_file"), f"cannot load {a.ca_file}: {exc}")], None
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=a.timeout_s)) as http,
-            http.get(url, headers={"Authorization": f"Basic {credentials}"}) as response,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=a.timeout_s),
+                connector=aiohttp.TCPConnector(ssl=tls or True),
+                headers=basic_auth_header(a),
+            ) as http,
+            http.get(url) as response,
         ):
             status = response.status
+    except aiohttp.ClientSSLError as exc:
+        # Not "Asterisk is down": a certificate that is not trusted never becomes so by retrying.
+        problem = Problem(
+            ("ari", "ca_file"),
+            f"ARI at {public_url(a.url)}: TLS failed ({exc}): set [ari] ca_file to the CA that "
+            "signed Asterisk's certificate (or verify_tls = false on a trusted network)",
+        )
+        return [problem], None
     except (aiohttp.ClientError, TimeoutError) as exc:
         return [], (
-            f"ARI at {a.url} does not answer ({str(exc) or type(exc).__name__}): serving anyway; "
-            f"the controller retries every {a.reconnect_min_s:g} to {a.reconnect_max_s:g} s and "
-            "takes calls once Asterisk answers"
+            f"ARI at {public_url(a.url)} does not answer ({str(exc) or type(exc).__name__}): serving "
+            f"anyway; the controller retries every {a.reconnect_min_s:g} to {a.reconnect_max_s:g} s "
+            "and takes calls once Asterisk answers"
         )
     if status in (401, 403):
         problem = Problem(
             ("ari", "password"),
-            f"ARI at {a.url} refused user {a.username!r} (HTTP {status}): set [ari] username "
+            f"ARI at {public_url(a.url)} refused user {a.username!r} (HTTP {status}): set [ari] username "
             "and password as in Asterisk's ari.conf (asterisk_conf/ari.conf)",
         )
         return [problem], None
     if status != 200:
-        return [], f"ARI at {a.url} answered HTTP {status} to {url}: is [ari] url right?"
+        return (
+            [],
+            f"ARI at {public_url(a.url)} answered HTTP {status} to {public_url(url)}: is [ari] url right?",
+        )
     return [], None

@@ -243,6 +243,14 @@ def _where(
     return "default"
 
 
+_URL_USER_INFO = re.compile(r"(://)[^/@\s]*@")
+
+
+def _shown(value: object) -> object:
+    """A rejected value as an error message may quote it: a URL's user info masked."""
+    return _URL_USER_INFO.sub(r"\1***@", value) if isinstance(value, str) else value
+
+
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from `path` (TOML, optional) with `VOICEBRIDGE_*` variables of `environ`
     (default: `os.environ`) on top.
@@ -270,7 +278,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
                 problems.append(err["msg"])
                 continue
             where = _where(name, file_data, env, path)
-            value = "" if name[-1:] and name[-1] in _SECRETS else f" = {err['input']!r}"
+            value = "" if name[-1:] and name[-1] in _SECRETS else f" = {_shown(err['input'])!r}"
             what = "no such setting" if err["type"] in _UNKNOWN else err["msg"]
             problems.append(f"{'.'.join(name)}{value} ({where}): {what}")
         if len(problems) == 1:

@@ -25,7 +25,13 @@ def _fields(model: object) -> Iterator[tuple[str, object, object]]:
             yield name, info.annotation, default
     elif isinstance(model, type) and dataclasses.is_dataclass(model):
         for f in dataclasses.fields(model):
-            yield f.name, f.type, (f.default if f.default is not dataclasses.MISSING else None)
+            if f.default is not dataclasses.MISSING:
+                value: object = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = None
+            yield f.name, f.type, value
 
 
 def _is_section(annotation: object) -> bool:

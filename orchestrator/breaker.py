@@ -20,14 +20,16 @@ Small and ours rather than `aiobreaker`/`pybreaker`/`purgatory`: none takes an i
 (they read the wall clock), and none probes in the background.
 
 `GuardedLLM` puts an `LLMManager` behind a breaker: an open circuit fails the answer at its first
-step with `LLMError` (no request goes out), an `LLMError` from the answer is a failure, a first
-chunk is a success.
+step with `LLMError` (no request goes out; counted in `refused`), a retryable `LLMError` from the
+answer is a failure (a non-retryable one, e.g. HTTP 400 or 401, is this request's or this key's
+fault, not the server being down), a first chunk is a success.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Literal
@@ -139,7 +141,10 @@ class CircuitBreaker:
         self._changed.set()
         if self._prober is None or self._prober.done():
             with contextlib.suppress(RuntimeError):  # the owner is closed: the service is stopping
-                self._prober = self._tasks.spawn(self._probe_until_closed(), "probe")
+                # A fresh context: the probe serves the service, not the call whose failure
+                # opened the circuit (its log lines must not carry that call's trace id).
+                probe = self._probe_until_closed()
+                self._prober = self._tasks.spawn(probe, "probe", context=contextvars.Context())
 
     def success(self) -> None:
         """A call got a result from the provider: failures forgotten, an open circuit closed."""
@@ -200,7 +205,7 @@ class GuardedLLM:
         self, text: str, session: SessionState, attempt: int
     ) -> AsyncGenerator[LLMStreamChunk, None]:
         breaker = self._breaker
-        if breaker.is_open:
+        if not breaker.allow():  # counted in `refused`
             raise LLMError(f"circuit open for {breaker.open_for_s:.1f} s: not asked", provider=breaker.name)
         stream = self._inner.process_user_turn(text, session, attempt=attempt)
         first = True
@@ -211,7 +216,8 @@ class GuardedLLM:
                     first = False
                 yield chunk
         except LLMError as exc:
-            breaker.failure(exc)
+            if exc.retryable:  # a 400 (context too long) or 401 (bad key) says nothing of the server
+                breaker.failure(exc)
             raise
         finally:
             await stream.aclose()

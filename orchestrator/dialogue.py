@@ -122,15 +122,16 @@ class DialogueLoop:
         turns: TurnTaking,
         results: asyncio.Queue[UserEvent],
         intent_step: IntentStep | None = None,
-        stt_open: Callable[[], bool] = lambda: False,
+        stt_down: Callable[[], Awaitable[bool]] | None = None,
         control: Callable[[], CallControl | None] = lambda: None,
     ) -> None:
-        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it); `stt_open`:
-        whether the service's STT circuit is open (then the call ends at once, see `run`);
-        `control`: the call's `CallControl` for transfers (None: every transfer fails)."""
+        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it); `stt_down`:
+        whether the service's STT circuit is still open after a bounded wait for it to close
+        (then the call ends at once, see `run`; None: no circuit); `control`: the call's
+        `CallControl` for transfers (None: every transfer fails)."""
         self.end_reason: EndReason | None = None
         self.end_detail: str | None = None  # what failed, when a provider failure ends the call
-        self._stt_open = stt_open
+        self._stt_down = stt_down
         self._voice, self._unscripted, self._responses = voice, unscripted, responses
         self._session, self._map, self._metrics = ctx.session, ctx.dialogue_map, ctx.metrics
         self._flow, self._classifier, self._turns = flow_engine, classifier, turns
@@ -145,11 +146,11 @@ class DialogueLoop:
     async def run(self) -> None:
         """Greeting, then listen and reply until a reply ends the call (then END_CALL).
 
-        While the STT circuit is open the call cannot be heard: instead of the greeting the caller
-        hears the emergency phrase and the call ends ("stt_failure").
+        While the STT circuit stays open (`stt_down`) the call cannot be heard: instead of the
+        greeting the caller hears the emergency phrase and the call ends ("stt_failure").
         """
         reply: Reply = self._greet
-        if self._stt_open():
+        if self._stt_down is not None and await self._stt_down():
             down = STTError("circuit open: STT is down, the call is not answered", provider="stt")
             reply = functools.partial(self._stt_failure, down)
         while True:

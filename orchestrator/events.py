@@ -40,7 +40,9 @@ EndReason = Literal[
     # emergency phrase and the call goes on
     "llm_failure",
     "tts_failure",
-    # the call's providers could not be set up (its TTS connection): emergency phrase, hang-up
+    # the call's setup raised or overran `[call] setup_timeout_s` (a bug or a misconfigured
+    # adapter; a TTS provider being down is not one: its circuit breaker covers that and the call
+    # goes on with cached audio): emergency phrase, hang-up
     "setup_failed",
     # the bridge cut the media leg: a malformed AudioSocket message, or no media past the timeout
     "protocol_error",

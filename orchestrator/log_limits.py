@@ -1,12 +1,9 @@
 """Log lines a hostile or broken peer cannot multiply or inflate.
 
-- `RateLimitedLog`: at most `burst` lines per key per `period_s`; the lines held back are counted
-  and their number is added to the next line of that key, so nothing is hidden, only summarised.
-  Keys name a kind of event ("unknown AudioSocket kind"), never a peer or a call: the set of keys
-  stays small, whatever the peers do.
-- `clip(text)`: a text of unknown length cut to a bound, its length stated.
-- `hex_prefix(data)`: a short hex view of a payload, for a log line that must point at bytes
-  without quoting them.
+`RateLimitedLog`: at most `burst` lines per key per `period_s`; the lines held back are counted
+and their number is added to the next line of that key, so nothing is hidden, only summarised.
+Keys name a kind of event ("unknown AudioSocket kind"), never a peer or a call: the set of keys
+stays small, whatever the peers do.
 """
 
 from __future__ import annotations
@@ -15,23 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-__all__ = ["MAX_FIELD_CHARS", "RateLimitedLog", "clip", "hex_prefix"]
+__all__ = ["RateLimitedLog"]
 
-MAX_FIELD_CHARS = 200  # one interpolated field of a log line, at most
 _MAX_KEYS = 256  # a bound on the limiter's memory if a caller does make keys per peer
-
-
-def clip(text: str, limit: int = MAX_FIELD_CHARS) -> str:
-    """`text` if it has at most `limit` characters; otherwise its start and the total length."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text)} chars)"
-
-
-def hex_prefix(data: bytes | bytearray | memoryview, limit: int = 8) -> str:
-    """At most `limit` bytes of `data` in hex, then the total length: `"31 32 ... (65535 bytes)"`."""
-    shown = bytes(data[:limit]).hex(" ")
-    return f"{shown}{' ...' if len(data) > limit else ''} ({len(data)} bytes)"
 
 
 class RateLimitedLog:

@@ -25,7 +25,9 @@ with a bound before `run()` returns):
                  `[call] stt_stall_s` is a stalled STT: the emergency phrase (not interruptible),
                  the STT circuit opens; no result within `stt_recovery_s` more ends the call
                  ("stt_failure"); a result in time and the call goes on. A call that starts while
-                 the STT circuit is open hears the emergency phrase at once and ends the same way.
+                 the STT circuit is open waits for one probe (`[breaker] probe_every_s +
+                 probe_timeout_s`) for it to close; still open, it hears the emergency phrase and
+                 ends the same way.
 - `playback`     one parent task per bot turn (`current_playback_task`); barge-in cancels it, and
                  everything it started (synthesis, fillers, the LLM pipeline) is cancelled with it.
 Barge-in arrives synchronously from the gateway's VAD (`on_speech_start`), so the bot stops within
@@ -35,6 +37,7 @@ the current 20 ms frame: the playback task is cancelled and the outbound buffer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +77,7 @@ from orchestrator.events import (
 )
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
-from orchestrator.responses import Renderer, Responses
+from orchestrator.responses import Renderer, Responses, play_emergency
 from orchestrator.stt_watchdog import SttWatchdog
 from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 from orchestrator.turns import Floor, FloorLost, TurnEvent, TurnTaking, turn_state_of
@@ -168,7 +171,7 @@ class Orchestrator:
             turns=self.turns,
             results=self._user_results,
             intent_step=intent_step,
-            stt_open=lambda: stt_breaker is not None and stt_breaker.is_open,
+            stt_down=None if stt_breaker is None else self._stt_still_down,
             control=lambda: self._control,
         )
         self._watchdog = SttWatchdog(
@@ -214,17 +217,21 @@ class Orchestrator:
             recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
             listener = self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
-            self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
+            watchdog = self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
             hangup = self.tasks.spawn(inbound_stream.wait_hangup(), "hangup")
             drain = self.tasks.spawn(self._drain_timer(), "drain")
-            pending = {hangup, dialogue, listener, drain}
-            # The listener may end quietly (the recognition ended); failing, it ends the call.
-            while {hangup, dialogue, drain} <= pending and _failure(listener) is None:
+            pending = {hangup, dialogue, listener, watchdog, drain}
+            # The listener may end quietly (the recognition ended); failing, it ends the call, as
+            # does a failing watchdog (else a stalled STT would go unnoticed for the whole call).
+            helpers = (listener, watchdog)
+            while {hangup, dialogue, drain} <= pending and not any(_failure(t) for t in helpers):
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            exc = _failure(dialogue) or _failure(listener)
-            if exc is not None:
-                log.error("call %s: dialogue failed", self.call_id, exc_info=exc)
+            failed = next((t for t in (dialogue, *helpers) if _failure(t) is not None), None)
+            exc = None if failed is None else _failure(failed)
+            if failed is not None and exc is not None:
+                role = failed.get_name().rpartition(":")[2]
+                log.error("call %s: %s failed", self.call_id, role, exc_info=exc)
                 self.end_reason = "error"
                 self.end_detail = f"{type(exc).__name__}: {exc}"
             elif drain.done() and not dialogue.done() and not hangup.done():
@@ -306,25 +313,18 @@ class Orchestrator:
 
     async def _apologise(self) -> None:
         """After a failure nothing in the dialogue handled (a bug, e.g. in a map condition): the
-        map's emergency phrase from the cache, so the caller never hears the line go dead.
-
-        Written straight to the outbound stream (turn-taking may be in any state after a bug),
-        after what is queued, within `[call] apologise_timeout_s`. Never raises.
-        """
-        outbound = self._outbound
-        key = self.dialogue_map.settings.emergency_filler_key
-        if outbound is None:
+        map's emergency phrase (`responses.play_emergency`, bounded by `[call]
+        apologise_timeout_s`). Never raises."""
+        if self._outbound is None:
             return
-        try:
-            async with asyncio.timeout(self._call.apologise_timeout_s):
-                clip = await self._player.fetch(key)  # logs a missing key
-                if clip is not None:
-                    await outbound.write(clip)
-                    await outbound.drain()
-        except AudioClosed:
-            pass  # the caller hung up: nobody is left to hear it
-        except Exception as exc:  # the cache is down, or the bound passed: nothing more to do
-            log.warning("call %s: cannot play %s before hanging up: %r", self.call_id, key, exc)
+        await play_emergency(
+            self._player.cache,
+            self._outbound,
+            self.dialogue_map.settings.emergency_filler_key,
+            call_id=self.call_id,
+            bound_s=self._call.apologise_timeout_s,
+            cache_timeout_s=self._call.cache_timeout_s,
+        )
 
     async def shutdown(self) -> None:
         """Release the call's providers and emit the final metrics record. Idempotent."""
@@ -403,21 +403,32 @@ class Orchestrator:
         return True
 
     # STT health (the watchdog's callbacks, in its task or in `_listen_stt`)
+    async def _stt_still_down(self) -> bool:
+        """At the call's start: whether the STT circuit is open and stays so for one probe
+        (`probe_every_s + probe_timeout_s`): another call's stall opened it, and a healthy STT
+        closes it on the next probe, so this call waits that long rather than fail at once."""
+        breaker = self._stt_breaker
+        assert breaker is not None
+        if breaker.is_open:
+            s = breaker.settings
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(s.probe_every_s + s.probe_timeout_s):
+                    await breaker.wait_state("closed")
+        return not breaker.allow()  # a refusal is counted
+
     def _stt_stalled(self, unheard_s: float) -> None:
         why = f"no recognition result for {unheard_s:.1f} s of the caller's speech"
-        log.warning("call %s: STT stalled: %s", self.call_id, why, extra={"call_id": self.call_id})
+        log.warning("call %s: STT stalled: %s", self.call_id, why)
         if self._stt_breaker is not None:
             self._stt_breaker.failure(f"call {self.call_id}: {why}")
         self._user_results.put_nowait(STTError(why, provider="stt", retryable=True))
 
     def _stt_recovered(self, stalled_s: float) -> None:
-        log.info(
-            "call %s: STT recovered after %.1f s", self.call_id, stalled_s, extra={"call_id": self.call_id}
-        )
+        log.info("call %s: STT recovered after %.1f s", self.call_id, stalled_s)
 
     def _stt_gave_up(self, stalled_s: float) -> None:
         why = f"no recognition result within {stalled_s:.1f} s of the stall"
-        log.warning("call %s: STT did not recover: %s", self.call_id, why, extra={"call_id": self.call_id})
+        log.warning("call %s: STT did not recover: %s", self.call_id, why)
         self._user_results.put_nowait(STTError(why, provider="stt", retryable=False))
 
     # ------------------------------------------------------------------ the bot's side (BotVoice)

@@ -12,12 +12,14 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.call_context import CallContext
+from orchestrator.contracts import AudioCache, OutboundAudio
 from orchestrator.dialogue_map.models import PlaylistItem
-from orchestrator.domain.errors import ProviderError, VoicebridgeError
+from orchestrator.domain.errors import AudioClosed, ProviderError, VoicebridgeError
 from orchestrator.domain.models import SessionState
 from orchestrator.events import CallEventKind
 from orchestrator.playback import PlaylistPlayer, PreparedItem, prepare
@@ -27,6 +29,41 @@ log = logging.getLogger(__name__)
 Renderer = Callable[[str, SessionState], str]
 # Plays a prepared playlist with the current state's fillers (the Orchestrator's `_play_audio_playlist`).
 PlayPrepared = Callable[[Sequence[PreparedItem]], Awaitable[None]]
+
+
+async def play_emergency(
+    cache: AudioCache,
+    outbound: OutboundAudio,
+    key: str,
+    *,
+    call_id: str,
+    bound_s: float,
+    cache_timeout_s: float,
+) -> None:
+    """The call cannot go on (a bug, a failed setup): the map's emergency phrase `key` from the
+    cache, so the caller never hears the line go dead before the hang-up.
+
+    Written straight to `outbound` (turn-taking may be in any state), after what is queued; the
+    cache read is bounded by `cache_timeout_s` (`[call] cache_timeout_s`), the whole by `bound_s`
+    (`[call] apologise_timeout_s`). Never raises: a caller already gone is no news; anything
+    else (a key missing, the cache down, the bound passed) is logged with the call id.
+    """
+    try:
+        async with asyncio.timeout(bound_s):
+            try:
+                async with asyncio.timeout(cache_timeout_s):
+                    clip = await cache.get(key)
+            except TimeoutError as exc:
+                raise ProviderError(f"cache get {key!r} timed out", provider="cache") from exc
+            if clip is None:
+                log.error("call %s: audio %r is not in the cache", call_id, key)
+                return
+            await outbound.write(clip)
+            await outbound.drain()
+    except AudioClosed:
+        pass  # the caller hung up: nobody is left to hear it
+    except Exception as exc:
+        log.warning("call %s: cannot play %s before hanging up: %r", call_id, key, exc)
 
 
 class Responses:
@@ -67,7 +104,7 @@ class Responses:
 
     async def provider_failure(self, exc: BaseException, *, stage: str) -> None:
         """Any STT/TTS/LLM failure: the caller hears the emergency filler, the call goes on."""
-        log.warning("call %s: %s failure: %s", self._call_id, stage, exc, extra={"call_id": self._call_id})
+        log.warning("call %s: %s failure: %s", self._call_id, stage, exc)
         self._metrics.set(error=f"{stage}: {exc}")
         provider = getattr(exc, "provider", "") or stage
         self._observe(

@@ -20,6 +20,7 @@ Rules every module follows (the developers' guide: every task owned, named, awai
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
@@ -100,12 +101,15 @@ class TaskOwner:
         self._closed = False
         self.cancel_bound_s = cancel_bound_s
 
-    def spawn(self, coro: Coroutine[Any, Any, _T], role: str) -> asyncio.Task[_T]:
-        """Start `coro` as the task `<prefix>:<role>`. Raises RuntimeError after `aclose()`."""
+    def spawn(
+        self, coro: Coroutine[Any, Any, _T], role: str, *, context: contextvars.Context | None = None
+    ) -> asyncio.Task[_T]:
+        """Start `coro` as the task `<prefix>:<role>`, in `context` (default: a copy of the
+        current one, e.g. the call's trace id). Raises RuntimeError after `aclose()`."""
         if self._closed:
             coro.close()
             raise RuntimeError(f"{self._prefix}: cannot start {role!r}, the owner is closed")
-        task = asyncio.create_task(coro, name=f"{self._prefix}:{role}")
+        task = asyncio.create_task(coro, name=f"{self._prefix}:{role}", context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -8,6 +8,7 @@ keepalive. Logs: bounded per byte a peer sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -19,6 +20,7 @@ import pytest
 from bridge.audiosocket.protocol import encode_audio, encode_uuid
 from bridge.audiosocket.server import SWEEP_S, AudioSocketServer, AudioSocketSettings, LegEnd
 from bridge.gateway import TelephonyGateway
+from bridge.logs import TRACE_ID
 from bridge.pacer import Pacer
 from orchestrator.clock import LoopClock
 from tests.test_audiosocket_server import TONE, Recorder, accepted
@@ -174,6 +176,40 @@ async def test_a_sender_far_faster_than_real_time_is_capped(server: AudioSocketS
     assert server.inbound_dropped_bytes > 0
     assert not conn.closed  # capped, not cut off: a burst from Asterisk only waits
     writer.close()
+
+
+class _TraceRecorder(Recorder):
+    """Records the log's trace id each audio callback runs under, once reading was throttled."""
+
+    def __init__(self, server: AudioSocketServer) -> None:
+        super().__init__()
+        self._server = server
+        self.traces: set[str | None] = set()
+
+    def on_audio(self, pcm: bytes, sample_rate: int) -> None:
+        if self._server.throttled:
+            self.traces.add(TRACE_ID.get())
+        super().on_audio(pcm, sample_rate)
+
+
+@pytest.mark.parametrize("server", [{"max_inbound_bytes_per_s": 16_000}], indirect=True)
+async def test_reads_resumed_after_throttling_keep_the_call_trace_id(server: AudioSocketServer) -> None:
+    u = uuid.uuid4()
+    fut = server.expect(u)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(encode_uuid(u))
+    conn = await asyncio.wait_for(fut, T)
+    rec = _TraceRecorder(server)
+    conn.set_receiver(rec)
+    chunk = encode_audio(bytes(320)) * 800
+    async with asyncio.timeout(30):
+        while server.throttled < 3:  # paused, resumed (in the sweep) and read again, twice
+            writer.write(chunk)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_S):
+                    await writer.drain()
+    writer.close()
+    assert rec.traces == {str(u)}
 
 
 # --- admission (failure 2) ---

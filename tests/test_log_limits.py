@@ -1,4 +1,4 @@
-"""RateLimitedLog, clip and hex_prefix; the limit settings refuse what is not finite and positive."""
+"""RateLimitedLog; the limit settings refuse what is not finite and positive."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from bridge.settings import load_settings
 from orchestrator.domain.errors import ConfigError
-from orchestrator.log_limits import RateLimitedLog, clip, hex_prefix
+from orchestrator.log_limits import RateLimitedLog
 
 
 def test_repeats_within_the_period_are_held_back_and_counted(caplog: pytest.LogCaptureFixture) -> None:
@@ -26,13 +26,6 @@ def test_repeats_within_the_period_are_held_back_and_counted(caplog: pytest.LogC
         "bad thing 50 (48 similar suppressed)",
     ]
     assert limited.suppressed_total == 48
-
-
-def test_clip_and_hex_prefix_bound_what_they_show() -> None:
-    assert clip("short") == "short"
-    assert clip("x" * 1000, 10) == "xxxxxxxxxx... (1000 chars)"
-    assert hex_prefix(b"\x01\x02") == "01 02 (2 bytes)"
-    assert hex_prefix(bytes(70000), 2) == "00 00 ... (70000 bytes)"
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.admin import AdminServer, AdminSettings
+from bridge.admin import AdminServer, AdminSettings, Readiness
 from bridge.metrics import METRIC_NAMES, ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
-from orchestrator.events import CallEvent, CallEventKind
+from orchestrator.events import END_REASONS, CallEvent, CallEventKind
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docker" / "grafana" / "voicebridge.json"
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -143,7 +143,7 @@ async def test_admin_port_serves_metrics_health_readiness_and_drain() -> None:
     admin = AdminServer(
         AdminSettings(port=0),
         exposition=_metrics().exposition,
-        readiness=lambda: _ready(problems),
+        readiness=lambda: Readiness(dict(problems), {"llm": "circuit open for 3 s"}),
         drain=lambda: drained.append(True),
     )
     await admin.start()
@@ -155,15 +155,23 @@ async def test_admin_port_serves_metrics_health_readiness_and_drain() -> None:
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 200
             async with http.get(f"{base}/readyz") as r:
-                assert r.status == 503 and await r.json() == {"ready": False, "not_ready": problems}
+                assert r.status == 503
+                assert await r.json() == {
+                    "ready": False,
+                    "not_ready": problems,
+                    "degraded": {"llm": "circuit open for 3 s"},
+                }
             problems.clear()
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 200
+                assert await r.json() == {"ready": True, "degraded": {"llm": "circuit open for 3 s"}}
             async with http.post(f"{base}/drain") as r:
                 assert r.status == 202 and drained == [True]
     finally:
         await admin.close()
 
 
-async def _ready(problems: dict[str, str]) -> dict[str, str]:
-    return dict(problems)
+def test_the_readme_lists_every_call_outcome_and_no_other() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [row] = [line for line in readme.splitlines() if line.startswith("| `voicebridge_calls_total`")]
+    assert tuple(re.findall(r"`([a-z_]+)`", row.split("|")[3])) == END_REASONS

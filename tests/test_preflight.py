@@ -158,12 +158,31 @@ async def test_a_key_without_text_must_be_in_redis_already(tmp_path: Path, redis
         await cache.aclose()
 
 
-async def test_redis_that_does_not_answer_is_named_without_its_password() -> None:
+async def test_redis_that_does_not_answer_is_a_warning_while_tts_can_say_every_phrase(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
-    problems = await preflight(_settings(REDIS__URL=url))
+    with caplog.at_level(logging.WARNING, logger="bridge.preflight"):
+        assert await preflight(_settings(REDIS__URL=url)) == []
+    said = [r.getMessage() for r in caplog.records if r.name == "bridge.preflight"]
+    [redis] = [m for m in said if "Redis" in m]
+    assert "does not answer" in redis and "serving anyway" in redis and "hunter2" not in redis
+
+
+async def test_redis_that_does_not_answer_is_refused_when_no_tts_can_fill_in() -> None:
+    url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    problems = await preflight(_settings(REDIS__URL=url, ESPEAK__BINARY="no-such-espeak"))
     named = _named(problems)
-    assert list(named) == ["redis.url"]
+    assert list(named) == ["redis.url", "espeak.binary"]
     assert "does not answer" in named["redis.url"] and "hunter2" not in named["redis.url"]
+
+
+async def test_redis_that_does_not_answer_is_refused_for_a_key_only_redis_holds(tmp_path: Path) -> None:
+    path, key = _map_with_a_textless_key(tmp_path)
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    named = _named(await preflight(_settings(DIALOGUE_MAP=str(path), REDIS__URL=url)))
+    assert list(named) == ["redis.url", "dialogue_map"]
+    assert key in named["dialogue_map"]
 
 
 async def test_phrases_to_synthesize_need_a_tts_that_can_run() -> None:
@@ -219,3 +238,20 @@ async def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     )
     settings = {p.setting[0] for p in problems}
     assert {"yandex", "openai", "dialogue_map", "audiosocket"} <= settings
+
+
+async def test_ari_over_tls_is_checked_with_the_configured_ca(tmp_path: Path) -> None:
+    from testkit.fake_ari import FakeAri
+    from testkit.tls import make_ca_and_server_cert
+
+    certs = make_ca_and_server_cert(tmp_path)
+    fake = FakeAri(ssl_context=certs.server_context())
+    await fake.start()
+    try:
+        url = fake.url
+        assert await preflight(_settings(ARI__URL=url, ARI__CA_FILE=str(certs.ca_file))) == []
+        # The system's CAs do not know the certificate: a problem to fix, not "ARI is down".
+        named = _named(await preflight(_settings(ARI__URL=url)))
+        assert list(named) == ["ari.ca_file"] and "TLS failed" in named["ari.ca_file"]
+    finally:
+        await fake.close()

@@ -206,6 +206,8 @@ async def test_redis_frozen_costs_one_bounded_read_then_memory_and_live_tts_serv
             await service.call(hang_up_on=greeting)
         assert not cache.redis_up
         assert cache.stats.redis_failures == 1
+        # Readiness reads the cache's state (no ping that would wait on the frozen Redis).
+        assert "redis" in service.app.readiness().not_ready
         assert cache.stats.synthesized >= 1
         failures = [e for evs in service.events.values() for e in evs if e.kind == "provider_failure"]
         assert failures == []
@@ -214,6 +216,7 @@ async def test_redis_frozen_costs_one_bounded_read_then_memory_and_live_tts_serv
     # Redis answers again: the watch notices and re-warms (nothing was lost: nothing to write).
     await asyncio.wait_for(cache.wait_idle(), T)
     assert cache.redis_up and cache.stats.rewarms >= 1
+    assert "redis" not in service.app.readiness().not_ready
     hits = cache.stats.redis_hits
     await service.call(hang_up_on=greeting)
     assert cache.stats.redis_hits == hits + 1  # read from Redis again

@@ -296,7 +296,7 @@ def test_the_password_rule_is_the_same_wherever_a_password_is_set(section: str, 
         messages.add(str(err.value).split("): ", 1)[1])
     assert messages == {
         "Value error, use 1 to 128 ASCII letters, digits and . _ ~ - only "
-        "(it goes unencoded into the ARI websocket URL and into AMI header lines)"
+        "(it goes unencoded into ARI requests, the HTTP Basic header and AMI header lines)"
     }
 
 
@@ -368,7 +368,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
     app = VoicebridgeApp(s)
 
     async def no_providers() -> Any:
-        return types.SimpleNamespace(metrics_sink=None)
+        return types.SimpleNamespace(metrics_sink=lambda _record: None)
 
     monkeypatch.setattr(app.composition, "build_services", no_providers)
 
@@ -377,7 +377,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
 
         raise CallSetupError("test: no orchestrator")
 
-    async def no_apology(_gateway: Any) -> None:
+    async def no_apology(_call_id: str, _gateway: Any) -> None:
         return None
 
     monkeypatch.setattr(app_module, "create_orchestrator_instance", setup_fails)
@@ -501,3 +501,23 @@ def test_the_event_loop_setting_picks_the_loop_and_names_itself_when_uvloop_is_m
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"\[service\] event_loop"):
         loop_factory("uvloop")
+
+
+def test_help_shows_a_dataclass_default_factory_as_its_value() -> None:
+    from bridge.settings_help import _fields
+
+    @dataclasses.dataclass
+    class Section:
+        hosts: list[str] = dataclasses.field(default_factory=lambda: ["a", "b"])
+        port: int = 5
+        name: str | None = None
+
+    assert [(n, d) for n, _t, d in _fields(Section)] == [("hosts", ["a", "b"]), ("port", 5), ("name", None)]
+
+
+def test_an_ari_url_with_user_info_is_refused_pointing_to_the_credential_settings() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={"VOICEBRIDGE_ARI__URL": "http://asterisk:Pa55word@127.0.0.1:8088/"})
+    message = str(err.value)
+    assert "ari" in message and "[ari] username and password" in message
+    assert "Pa55word" not in message

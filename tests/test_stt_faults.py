@@ -233,7 +233,7 @@ async def test_stt_frozen_mid_call_ends_the_call_and_new_calls_fail_fast_until_i
     assert record["event"] == "call_end" and record["reason"] == "stt_failure"
     assert "stt" in record["end_detail"]
 
-    # A new call while STT is still frozen: the emergency phrase at once, not a wait.
+    # A new call while STT is still frozen: the emergency phrase after one probe's wait.
     cid2, caller2, handler2 = await service.call()
     started2 = time.monotonic()
     await asyncio.wait_for(handler2, 20)

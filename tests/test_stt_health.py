@@ -7,6 +7,8 @@ within a probe interval of the provider answering again."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from orchestrator.domain.models import LLMStreamChunk, SessionState
 from orchestrator.events import END_REASONS
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.orchestrator import CallServices, create_orchestrator_instance
+from orchestrator.stt_watchdog import SttWatchdog
 from testkit.fakes import FakeInbound, FakeLLM, FakeSTT, FakeTTS, LLMAttempt, Say, make_playout
 from testkit.virtual_time import run_virtual
 from tests.test_orchestrator import (
@@ -120,9 +123,11 @@ def _services(breaker: CircuitBreaker, inbound: FakeInbound, **kw: Any) -> CallS
     )
 
 
-def test_a_call_that_starts_while_the_stt_circuit_is_open_hears_the_emergency_phrase_at_once() -> None:
-    async def main() -> None:
-        breaker = CircuitBreaker("stt", BreakerSettings(), clock=LoopClock(), probe=_never_answers)
+def _call_while_open(probe: Any) -> tuple[Any, list[Any], list[dict[str, Any]], CircuitBreaker]:
+    """One call started while another call's stall holds the STT circuit open."""
+
+    async def main() -> tuple[Any, list[Any], list[dict[str, Any]], CircuitBreaker]:
+        breaker = CircuitBreaker("stt", BreakerSettings(), clock=LoopClock(), probe=probe)
         breaker.failure("a call before this one stalled")
         pacer, playout, sink = make_playout()
         inbound = FakeInbound()
@@ -131,16 +136,49 @@ def test_a_call_that_starts_while_the_stt_circuit_is_open_hears_the_emergency_ph
         records: list[dict[str, Any]] = []
         services = _services(breaker, inbound)
         services.metrics_sink = records.append
-        orch = await create_orchestrator_instance("call-2", services)
-        outcome = await asyncio.wait_for(orch.run(inbound, playout), 60)
+        listening = asyncio.Event()
+
+        def observe(event: Any) -> None:
+            if event.kind == "listening":
+                listening.set()
+
+        orch = await create_orchestrator_instance("call-2", services, observer=observe)
+        run = asyncio.create_task(orch.run(inbound, playout))
+        if probe is not _never_answers:  # STT healthy: the call is greeted, then the caller hangs up
+            await asyncio.wait_for(listening.wait(), 60)
+            inbound.hang_up()
+        outcome = await asyncio.wait_for(run, 60)
         pacer.stop()
         playout.close()
         await breaker.aclose()
-        assert outcome.reason == "stt_failure" and records[-1]["reason"] == "stt_failure"
-        assert sink.labels() == [EMERGENCY]  # no greeting: nobody could hear the answer
-        assert next(t for t, lab in sink.frames if lab == EMERGENCY) <= 2 * FRAME_S
+        return outcome, sink.frames, records, breaker
 
-    run_virtual(main)
+    return run_virtual(main)
+
+
+def test_a_call_that_starts_while_the_stt_circuit_stays_open_hears_the_emergency_phrase_after_one_probe() -> (
+    None
+):
+    outcome, frames, records, breaker = _call_while_open(_never_answers)
+    assert outcome.reason == "stt_failure" and records[-1]["reason"] == "stt_failure"
+    assert [lab for _, lab in frames if lab][:1] == [EMERGENCY]  # no greeting: nobody could hear
+    assert {lab for _, lab in frames if lab} == {EMERGENCY}
+    # It waited one probe (probe_every_s + probe_timeout_s = 1.25 s) for the circuit to close.
+    bound = BreakerSettings().probe_every_s + BreakerSettings().probe_timeout_s
+    assert bound <= next(t for t, lab in frames if lab == EMERGENCY) <= bound + 3 * FRAME_S
+    assert breaker.refused == 1
+
+
+def test_a_call_that_starts_while_the_stt_circuit_is_open_is_greeted_once_a_healthy_stt_closes_it() -> None:
+    async def answers() -> None:
+        return None
+
+    outcome, frames, _records, breaker = _call_while_open(answers)
+    assert outcome.reason == "caller_hangup"
+    assert next(lab for _, lab in frames if lab) == label("static:greeting")
+    first = next(t for t, lab in frames if lab)
+    assert first <= BreakerSettings().probe_every_s + 3 * FRAME_S  # closed by the first probe
+    assert not breaker.is_open and breaker.refused == 0
 
 
 async def _never_answers() -> None:
@@ -214,6 +252,38 @@ def test_an_open_llm_circuit_fails_the_answer_without_a_request() -> None:
             assert "circuit open" in str(exc)
         assert asyncio.get_running_loop().time() == started  # at once: no request, no timeout
         assert len(inner.calls) == 1
+        assert breaker.refused == 1
+        await breaker.aclose()
+
+    run_virtual(main)
+
+
+class _RejectingLLM:
+    """An LLM server that answers every request with a non-retryable error (HTTP 401, 400)."""
+
+    model_name = "rejecting"
+
+    def process_user_turn(self, text: str, session: SessionState, *, attempt: int = 0) -> Any:
+        async def answer() -> Any:
+            raise LLMError("HTTP 401: invalid api key", provider="openai-compat", retryable=False)
+            yield  # an async generator
+
+        return answer()
+
+    async def shutdown(self) -> None:
+        return None
+
+
+def test_a_non_retryable_llm_error_does_not_open_the_circuit() -> None:
+    async def main() -> None:
+        breaker = CircuitBreaker("llm", BreakerSettings(), clock=LoopClock(), probe=_never_answers)
+        llm = GuardedLLM(_RejectingLLM(), breaker)  # type: ignore[arg-type]
+        session = SessionState(call_id="c", current_state_id="start")
+        for _ in range(3):
+            with pytest.raises(LLMError, match="401"):
+                async for _ in llm.process_user_turn("hi", session):
+                    pass
+        assert not breaker.is_open and breaker.openings == 0
         await breaker.aclose()
 
     run_virtual(main)
@@ -284,3 +354,39 @@ def test_a_call_that_cannot_be_set_up_is_recorded_as_setup_failed() -> None:
 
     records = run_virtual(main)
     assert records[-1]["reason"] == "setup_failed"  # what the service logs and counts too
+
+
+def test_the_probe_does_not_run_in_the_context_of_the_call_that_opened_the_circuit() -> None:
+    trace: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
+    seen: list[str] = []
+
+    async def probe() -> None:
+        seen.append(trace.get())
+
+    async def main() -> None:
+        breaker = CircuitBreaker("stt", BreakerSettings(), clock=LoopClock(), probe=probe)
+
+        async def call() -> None:
+            trace.set("call-1")
+            breaker.failure("call-1 stalled")
+
+        await asyncio.create_task(call())
+        await asyncio.wait_for(breaker.wait_state("closed"), 5)
+        await breaker.aclose()
+
+    run_virtual(main)
+    assert seen == [""]
+
+
+def test_a_failing_stt_watchdog_ends_the_call_as_an_error_and_is_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: object) -> None:
+        await asyncio.sleep(1.0)
+        raise RuntimeError("watchdog bug")
+
+    monkeypatch.setattr(SttWatchdog, "run", broken)
+    with caplog.at_level(logging.ERROR, logger="orchestrator.orchestrator"):
+        run = run_virtual(lambda: run_call([], hangup_at=20.0))
+    assert run.outcome.reason == "error"
+    assert "stt_watchdog failed" in caplog.text and "watchdog bug" in caplog.text

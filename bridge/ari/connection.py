@@ -114,7 +114,7 @@ class AriConnection:
             await self._wait_app_registered(client)
             self.connects += 1
             self.connected.set()
-            log.info("ARI connected to %s, app %s", s.url, s.app)
+            log.info("ARI connected to %s, app %s", public_url(s.url), s.app)
             if self._on_connected is not None:
                 self._on_connected(self.connects)
             async for msg in ws:
@@ -146,7 +146,7 @@ class AriConnection:
             log.warning(
                 "ARI at %s is plain HTTP to another host: its password and every call's events cross "
                 "the network in the clear (use an https URL, Asterisk http.conf tlsenable)",
-                s.url,
+                public_url(s.url),
             )
 
     async def _wait_app_registered(self, client: Any) -> None:

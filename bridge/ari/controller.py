@@ -12,8 +12,10 @@ still unanswered channel up with cause congestion (`DELETE /channels/{id}?reason
 which PJSIP sends as SIP 503 Service Unavailable, so a proxy in front (Kamailio's dispatcher)
 retries the call on another node. Calls already taken go on.
 
-A caller's StasisStart beyond `max_calls` calls in progress is refused the same way, by a short
-task of its own, and nothing else is set up for it.
+A caller's StasisStart beyond `max_calls` calls in progress, or when the AudioSocket server could
+not take the call's connection (`AudioSocketServer.can_admit`: descriptor headroom, its
+`max_connections`), is refused the same way, before it is answered, by a short task of its own,
+and nothing else is set up for it.
 
 Transfer (`AriCall.transfer`, a map's `action: TRANSFER`): the operator's channel is originated
 into our app (`POST /channels` with `endpoint`, `app`, `appArgs=transfer`, our `channelId`,
@@ -85,6 +87,7 @@ class AriController:
         self._refusals = TaskOwner("ari-refuse", cancel_bound_s=settings.timeout_s)
         self._on_call = on_call
         self._connection = AriConnection(settings, self._dispatch_text, self._on_connected)
+        self._audiosocket = audiosocket
         self._legs = CallLegs(settings, self._connection, audiosocket)
         self._calls: dict[str, CallSession] = {}  # by caller channel id
         self._by_em: dict[str, CallSession] = {}  # by externalMedia channel id
@@ -96,7 +99,7 @@ class AriController:
         self.transferred_ended = 0  # transferred calls whose bridge we took down, for tests
         self._closing = False
         self._refusing = False
-        self.refused = 0  # calls refused (draining, or over max_calls), for tests and logs
+        self.refused = 0  # calls refused (draining, max_calls, AudioSocket full), for tests and logs
         # Set while no call is being set up, served or torn down (a drain waits for it).
         self.idle = asyncio.Event()
         self.idle.set()
@@ -272,6 +275,19 @@ class AriController:
                 "call on channel %s refused: %d calls in progress ([call] max_calls); refused so far: %d",
                 channel_id,
                 len(self._calls),
+                self.refused,
+            )
+            self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
+            return
+        full = self._audiosocket.can_admit()
+        if full is not None:  # refused now, unanswered, rather than answered and then cut off
+            self.refused += 1
+            limited.warning(
+                "audiosocket full",
+                "call on channel %s refused: no AudioSocket connection left (%s limit, see "
+                "[audiosocket] max_connections and fd_headroom); refused so far: %d",
+                channel_id,
+                full,
                 self.refused,
             )
             self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")

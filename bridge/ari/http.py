@@ -25,9 +25,16 @@ from aioswagger11.http_client import AsynchronousHttpClient  # type: ignore[impo
 
 from bridge.ari.settings import AriSettings
 
-__all__ = ["AriHttpClient", "tls_context"]
+__all__ = ["AriHttpClient", "basic_auth_header", "tls_context"]
 
 log = logging.getLogger(__name__)
+
+
+def basic_auth_header(settings: AriSettings) -> dict[str, str]:
+    """`{"Authorization": "Basic ..."}` for `[ari] username`/`password`. Built by hand: aiohttp's
+    `BasicAuth` is deprecated in new versions, its replacement absent in old ones."""
+    credentials = f"{settings.username}:{settings.password}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
 
 
 def tls_context(settings: AriSettings) -> ssl.SSLContext | None:
@@ -58,9 +65,8 @@ class AriHttpClient(AsynchronousHttpClient):  # type: ignore[misc]  # aioswagger
         base = urllib.parse.urlsplit(settings.url)
         self._tls = base.scheme == "https"
         self._netloc = base.netloc.rpartition("@")[2].lower()
-        credentials = f"{settings.username}:{settings.password}".encode()
         self.session = aiohttp.ClientSession(
-            headers={"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")},
+            headers=basic_auth_header(settings),
             connector=aiohttp.TCPConnector(ssl=tls_context(settings) or True),
         )
 

@@ -12,7 +12,8 @@ Checked in order, the first that fails names the refusal:
    anybody else is a stranger or a test).
 4. `rate`: more than `max_accepts_per_s` accepts per second (token bucket, one second of burst).
 
-A refused connection is aborted at once (RST), so it costs no descriptor beyond that instant.
+A refused connection is closed at once (a plain close: the peer sees a FIN), so it costs no
+descriptor beyond that instant.
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ class Admission:
         self._per_peer[host] = peer_open + 1
         self.open += 1
         self._accepted_since_count += 1
+        return None
+
+    def can_admit(self, pending: int = 0) -> Refusal | None:
+        """Whether one more connection, after `pending` announced ones not yet connected, would
+        pass the `fd` and `total` caps now (None), or which would refuse it. Counts nothing; the
+        peer and rate caps are judged on the connection itself."""
+        if self._fds_counted + self._accepted_since_count + pending >= self._fd_ceiling:
+            return "fd"
+        if self.open + pending >= self._limits.max_connections:
+            return "total"
         return None
 
     def release(self, host: str) -> None:

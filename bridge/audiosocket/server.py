@@ -15,7 +15,7 @@ delivered after the buffered messages.
 Limits (all in `AudioSocketSettings`, checked without a task or a per-frame allocation):
 
 - admission on accept (`bridge.audiosocket.admission`): descriptor headroom, total and per-peer
-  connection caps, accept rate; a refused connection is aborted at once and counted in `refused`.
+  connection caps, accept rate; a refused connection is closed at once and counted in `refused`.
 - `uuid_timeout_s`: a connection that has not sent its UUID is closed.
 - one sweep timer per server, every `SWEEP_S`, for every connection:
   - the inbound rate cap, a token bucket per connection (one second of `max_inbound_bytes_per_s`
@@ -36,6 +36,7 @@ line quotes a payload.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import uuid
@@ -322,6 +323,22 @@ def _set_keepalive(sock: socket.socket, settings: AudioSocketSettings) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, settings.keepalive_count)
 
 
+_REFUSAL_DETAIL: dict[Refusal, str] = {
+    "fd": "%d descriptors in use, %d kept free",
+    "total": "%d connections open",
+    "peer": "%d connections open from this peer",
+    "rate": "over %g accepts per second",
+}
+# (rate-limiter key, format) per refusal: built once, so a refusal in a flood formats nothing.
+_REFUSAL_LOG: dict[Refusal, tuple[str, str]] = {
+    why: (
+        f"refused {why}",
+        f"AudioSocket connection from %s refused ({detail}); live calls go on; refused so far: %d",
+    )
+    for why, detail in _REFUSAL_DETAIL.items()
+}
+
+
 class _ServerProtocol(asyncio.Protocol):
     """Per-TCP-connection protocol: waits for a registered UUID, then feeds the connection."""
 
@@ -340,6 +357,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._rx_seen = False
         self._idle_s = 0.0
         self._throttled = False
+        self._ctx = contextvars.copy_context()  # the connection's, once its UUID set the trace id
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -436,7 +454,9 @@ class _ServerProtocol(asyncio.Protocol):
                 self._throttled = False
                 assert self._transport is not None
                 if not self._transport.is_closing():
-                    self._transport.resume_reading()
+                    # In the connection's context: the reader resume_reading() installs runs
+                    # every later read in the context current here (else the sweep's, no trace id).
+                    self._ctx.run(self._transport.resume_reading)
         elif self._rx_seen:
             self._idle_s = 0.0
         elif self._conn is not None and not self._conn.closed:
@@ -478,6 +498,7 @@ class _ServerProtocol(asyncio.Protocol):
         # barge-in, the hang-up): asyncio runs each read of a transport in the one context it
         # copied for the transport's reader, so setting it here, once, holds for the connection.
         TRACE_ID.set(str(first.uuid))
+        self._ctx = contextvars.copy_context()  # for resume_reading() after a throttle
         fut.set_result(conn)
         conn._on_messages(msgs[1:])
 
@@ -576,21 +597,21 @@ class AudioSocketServer:
             self._started_pacer = True
 
     def _refuse(self, why: Refusal, peer: str) -> None:
+        # In a flood this runs per connection: constant keys and formats, the numbers passed as
+        # arguments, so a suppressed line formats nothing.
         self.refused[why] += 1
         s = self.settings
-        detail = {
-            "fd": f"{self._admission.fd_ceiling} descriptors in use, {s.fd_headroom} kept free",
-            "total": f"{s.max_connections} connections open",
-            "peer": f"{s.max_connections_per_peer} connections open from this peer",
-            "rate": f"over {s.max_accepts_per_s:g} accepts per second",
-        }[why]
-        self.limited.warning(
-            f"refused {why}",
-            "AudioSocket connection from %s refused (%s); live calls go on; refused so far: %d",
-            peer,
-            detail,
-            self.refused[why],
-        )
+        args: tuple[object, ...]
+        if why == "fd":
+            args = (self._admission.fd_ceiling, s.fd_headroom)
+        elif why == "total":
+            args = (s.max_connections,)
+        elif why == "peer":
+            args = (s.max_connections_per_peer,)
+        else:
+            args = (s.max_accepts_per_s,)
+        key, message = _REFUSAL_LOG[why]
+        self.limited.warning(key, message, peer, *args, self.refused[why])
 
     def _on_acceptable(self) -> None:
         """The listening socket is readable: accept a batch, admit or refuse each at once."""
@@ -664,6 +685,12 @@ class AudioSocketServer:
             raise RuntimeError("AudioSocket server is not started")
         port: int = self._listener.getsockname()[1]
         return port
+
+    def can_admit(self) -> Refusal | None:
+        """Whether a call announced now would get its connection past the descriptor headroom
+        and `max_connections` (None), or which refuses it; the connections already expected
+        count as open. For the ARI controller, to refuse a call before answering it."""
+        return self._admission.can_admit(len(self._expected))
 
     def expect(self, call_uuid: uuid.UUID) -> asyncio.Future[AudioSocketConnection]:
         """Accept one connection for `call_uuid`; the future resolves when it sends that UUID.

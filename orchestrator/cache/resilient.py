@@ -244,12 +244,6 @@ class ResilientAudioCache:
         """Whether Redis is read (False between a failure and its next answered ping)."""
         return self._redis is not None and self._redis_up
 
-    async def ping(self) -> None:
-        """Raise `CacheError` unless Redis, when configured, answers (bounded by `[redis]
-        timeout_s`); for readiness probes. Calls do not depend on it: they fall back to memory."""
-        if self._redis is not None:
-            await self._redis.ping()
-
     @property
     def memory_bytes(self) -> int:
         """PCM bytes held in process memory (vital and the rest)."""

@@ -29,7 +29,9 @@ def check_host_port(value: str) -> str:
 
 
 def check_http_url(value: str) -> str:
-    """An absolute `http://` or `https://` URL with a host (and a valid port, if any)."""
+    """An absolute `http://` or `https://` URL with a host (and a valid port, if any), without
+    user info: credentials have settings of their own (`[ari] username`/`password`), and a
+    `user:pass@` would be logged with the URL and clash with the Authorization header."""
     try:
         parts = urlsplit(value)
         port_ok = parts.port is None or 0 < parts.port < 65536
@@ -37,6 +39,11 @@ def check_http_url(value: str) -> str:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise ValueError("expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8088/")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "no user:password@ in the URL: set the credentials in their own settings "
+            "([ari] username and password; [openai] api_key)"
+        )
     return value
 
 

@@ -120,7 +120,6 @@ class YandexRecognitionStream:
         """`call_id`: the call this recognition serves; every log line names it."""
         self._channel = channel
         self._call_id = call_id
-        self._log_extra = {"call_id": call_id}
         self._stub = stt_service_pb2_grpc.RecognizerStub(channel)
         self._metadata = metadata
         self._buffer = AudioBuffer(max(1, int(settings.max_buffered_s * 1000) // FRAME_MS))
@@ -212,7 +211,7 @@ class YandexRecognitionStream:
             self._finish()
             raise
         except Exception as exc:  # a bug here must not leave the consumer waiting forever
-            log.exception("call %s: STT supervisor failed", self._call_id, extra=self._log_extra)
+            log.exception("call %s: STT supervisor failed", self._call_id)
             error = STTError(f"STT supervisor failed: {type(exc).__name__}: {exc}", provider=PROVIDER)
         self._finish(error)
 
@@ -273,7 +272,6 @@ class YandexRecognitionStream:
                     err,
                     delay,
                     call.unconfirmed_ms,
-                    extra=self._log_extra,
                 )
                 await asyncio.sleep(delay)
         finally:
@@ -366,7 +364,7 @@ def _crash(reader: asyncio.Task[STTError | None], call_id: str) -> STTError | No
     exc = reader.exception()
     if exc is None:
         return None
-    log.error("call %s: STT stream reader failed", call_id, exc_info=exc, extra={"call_id": call_id})
+    log.error("call %s: STT stream reader failed", call_id, exc_info=exc)
     return STTError(
         f"STT stream reader failed: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=False
     )

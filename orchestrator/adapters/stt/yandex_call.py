@@ -332,9 +332,7 @@ class RecognizeCall:
             self.pending_timer = loop.call_later(self.shared.settings.final_refinement_wait_s, self.flush)
         elif event == "status_code" and resp.status_code.code_type == stt_pb2.WARNING:
             cid = self.shared.call_id
-            log.warning(
-                "call %s: SpeechKit warning: %s", cid, resp.status_code.message, extra={"call_id": cid}
-            )
+            log.warning("call %s: SpeechKit warning: %s", cid, resp.status_code.message)
 
     def flush(self) -> None:
         """Emit the held final with its raw text (no refinement came in time)."""
