@@ -79,13 +79,27 @@ class Fault:
 @dataclass
 class Wait:
     owed: float  # seconds since the soak began
-    waited_s: float | None  # None: never answered
+    waited_s: float | None  # until the first bot audio; None: none came
     bound_s: float
     faults: list[str]
+    closed_s: float | None = None  # no bot audio, the line closed this long after `owed`
+
+    @property
+    def silent_s(self) -> float:
+        """What the caller heard of silence: until bot audio, or the line closing, or the
+        harness giving up (`RESPONSE_WAIT_S`)."""
+        if self.waited_s is not None:
+            return self.waited_s
+        return self.closed_s if self.closed_s is not None else RESPONSE_WAIT_S
+
+    @property
+    def mute(self) -> bool:
+        """No bot audio and the line stayed open: the caller was left in silence."""
+        return self.waited_s is None and self.closed_s is None
 
     @property
     def excess_s(self) -> float:
-        return 0.0 if self.waited_s is None else max(0.0, self.waited_s - self.bound_s)
+        return max(0.0, self.silent_s - self.bound_s)
 
 
 @dataclass
@@ -143,7 +157,8 @@ class SoakResult:
             "dead_air_beyond_bound_s": round(sum(w.excess_s for w in waits), 2),
             "dead_air_beyond_bound_no_fault_s": round(sum(w.excess_s for w in waits if not w.faults), 2),
             "waits_over_bound": sum(1 for w in waits if w.excess_s > 0),
-            "waits_never_answered": sum(1 for w in waits if w.waited_s is None),
+            "waits_ended_by_hangup": sum(1 for w in waits if w.closed_s is not None),
+            "waits_never_answered": sum(1 for w in waits if w.mute),
             "rss_mb_first": self.rss_mb[0][1] if self.rss_mb else 0.0,
             "rss_mb_max": max((mb for _, mb in self.rss_mb), default=0.0),
             "rss_mb_last": self.rss_mb[-1][1] if self.rss_mb else 0.0,
@@ -177,7 +192,8 @@ class SoakResult:
                 f"{s['dead_air_beyond_bound_s']} s over {s['waits_over_bound']} waits "
                 f"({s['dead_air_beyond_bound_no_fault_s']} s with no fault)",
             ),
-            ("waits never answered (went mute)", s["waits_never_answered"]),
+            ("waits ended by the bot hanging up, no audio", s["waits_ended_by_hangup"]),
+            ("waits never answered, line open (went mute)", s["waits_never_answered"]),
             (
                 "RSS first / max / last (MB)",
                 f"{s['rss_mb_first']:.1f} / {s['rss_mb_max']:.1f} / {s['rss_mb_last']:.1f}",
@@ -552,6 +568,8 @@ class Soak:
             async with asyncio.timeout(RESPONSE_WAIT_S):
                 await leg.wait_until(_finished)
         except (ConnectionError, TimeoutError):
+            if wait.waited_s is None and not leg.connected:
+                wait.closed_s = round(self.now() - owed, 3)
             return False
         return True
 
