@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
@@ -75,6 +76,7 @@ async def stack() -> AsyncIterator[Stack]:
         dialogue_map=MAP,
         audiosocket=AudioSocketSettings(bind_port=port),
         ami=AmiSettings(log_events=False),  # not the shared real Asterisk's AMI
+        admin=AdminSettings(port=0),  # 9180 may be taken by another run on this machine
         ari=AriSettings(
             url=fake.url,
             audiosocket_host=f"127.0.0.1:{port}",

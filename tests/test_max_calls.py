@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
@@ -40,6 +41,7 @@ async def one_call_app() -> AsyncIterator[tuple[VoicebridgeApp, FakeAri]]:
         call=CallSettings(max_calls=1),
         audiosocket=AudioSocketSettings(bind_port=port),
         ami=AmiSettings(log_events=False),
+        admin=AdminSettings(port=0),  # 9180 may be taken by another run on this machine
         ari=AriSettings(url=fake.url, audiosocket_host=f"127.0.0.1:{port}"),
     )
     async with running_standins(base) as (settings, _, _):
