@@ -66,6 +66,8 @@ QUIET_S = 0.8  # the bot has finished speaking once it has been quiet this long
 CALL_SETUP_S = 15.0  # bound on a call's media leg appearing
 RESPONSE_WAIT_S = 40.0  # a wait longer than this: the call is stuck, the caller hangs up
 END_WAIT_S = 30.0  # bound on the bot hanging up after the caller's last line
+HANGUP_WAIT_S = 5.0  # the bot finished speaking after the caller's lines: it hangs up within this
+REPEATS = 4  # times the caller says its last line again while the bot does not hang up
 
 
 @dataclass
@@ -109,6 +111,7 @@ class CallRecord:
     end: float = -1.0
     reason: str = "unknown"  # the service's end reason (app.outcomes)
     harness: str = ""  # what the harness had to do: "", "no_leg", "stuck_hangup"
+    repeats: int = 0  # times the caller said its last line again
     waits: list[Wait] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
 
@@ -150,6 +153,7 @@ class SoakResult:
             "failed_by_reason": dict(Counter(c.reason for c in failed)),
             "failed_unexplained": len(unexplained),
             "harness_actions": dict(Counter(c.harness for c in self.calls if c.harness)),
+            "calls_with_repeated_line": sum(1 for c in self.calls if c.repeats),
             "faults": dict(Counter(f"{f.target}:{f.action}" for f in self.faults)),
             "waits": len(waits),
             "wait_p50_s_no_fault": _pct([w.waited_s for w in healthy if w.waited_s is not None], 50),
@@ -182,6 +186,7 @@ class SoakResult:
             ("failed, by end reason", f"{s['failed']} {_fmt(s['failed_by_reason'])}"),
             ("failed with no fault overlapping", s["failed_unexplained"]),
             ("harness had to act", _fmt(s["harness_actions"]) or "never"),
+            ("calls where the caller repeated its last line", s["calls_with_repeated_line"]),
             ("bot owed audio (waits)", s["waits"]),
             (
                 "wait, no fault: p50 / max (s)",
@@ -331,7 +336,7 @@ class Soak:
         script.write_text(
             json.dumps(
                 {
-                    "stt": {"default": list(DEMO_CALLER_LINES)},
+                    "stt": {"default": [*DEMO_CALLER_LINES, *[DEMO_CALLER_LINES[-1]] * 10]},
                     "llm": {"rules": [list(rule) for rule in DEMO_LLM_ANSWERS]},
                 },
                 ensure_ascii=False,
@@ -525,15 +530,25 @@ class Soak:
         call_id = str(leg.uuid)
         try:
             owed = self.now()
-            for _line, pcm in self.lines:
+            # The lines in order, then the last one again while the bot answers but does not
+            # hang up: a restarted SpeechKit stand-in starts its script over (it "hears" the
+            # area again), so the dialogue needs more lines to reach its goodbye.
+            lines = [pcm for _line, pcm in self.lines] + [self.lines[-1][1]] * REPEATS
+            for n, pcm in enumerate(lines):
                 if not await self._await_bot(record, leg, owed):
                     break
+                if n >= len(self.lines):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(HANGUP_WAIT_S):  # the goodbye, then the hang-up
+                            await leg.wait_closed()
+                    if not leg.connected:
+                        break
+                    record.repeats += 1
                 leg.play(pcm)
                 async with asyncio.timeout(RESPONSE_WAIT_S):
                     await leg.wait_until(lambda c: c.audio_queued == 0 or not c.connected)
                 owed = self.now()
             else:
-                # The goodbye, then the bot hangs up.
                 if await self._await_bot(record, leg, owed):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(END_WAIT_S):
