@@ -76,6 +76,7 @@ async def serve(ari: FakeAri, **settings: str) -> Serve:
         "VOICEBRIDGE_ARI__URL": ari.url,
         "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(port),
         "VOICEBRIDGE_ARI__AUDIOSOCKET_HOST": f"127.0.0.1:{port}",
+        "VOICEBRIDGE_ADMIN__PORT": "0",  # 9180 may be held by another run on this machine
         **{f"VOICEBRIDGE_{k.upper()}": v for k, v in settings.items()},
     }
     proc = await asyncio.create_subprocess_exec(
