@@ -10,7 +10,7 @@ DEMO_ASTERISK ?= auto
 STANDINS ?= 1
 
 .PHONY: install system-deps test test-fast lint types check demo bench asterisk-up asterisk-down \
-	images containers-up containers-down cluster-up cluster-down cluster-test-long clean
+	images containers-up containers-down cluster-up cluster-down cluster-test-long soak clean
 
 install: system-deps $(VENV)/.installed
 
@@ -93,6 +93,13 @@ cluster-test-long: install asterisk-up
 
 bench: install
 	$(PY) -m bench
+
+# The soak with random faults (bench/soak.py; not part of `make test`): SOAK_CALLS calls at a time
+# for SOAK_MINUTES while Redis, the stand-ins and the ARI websocket are killed, frozen, restarted.
+SOAK_MINUTES ?= 10
+SOAK_CALLS ?= 6
+soak: install
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --calls $(SOAK_CALLS) --json soak.json --log soak.log
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

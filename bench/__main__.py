@@ -1,5 +1,6 @@
 """`python -m bench` (`make bench`): the hot-path capacity sweep, per-frame micro costs and dialogue
-latency, as plain-text tables. See bench/README.md for what each number means."""
+latency, as plain-text tables; `--only soak` (`make soak`, never by default): the soak with random
+faults. See bench/README.md for what each number means."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 from bench.dialogue import render_dialogue, run_dialogue
 from bench.hotpath import DEFAULT_STEPS, capacity_json, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
+from bench.soak import run_soak
 
-PARTS = ("capacity", "micro", "dialogue")
+PARTS = ("capacity", "micro", "dialogue", "soak")
+DEFAULT_PARTS = ("capacity", "micro", "dialogue")  # the soak takes minutes: only when asked for
 
 
 def _progress(line: str) -> None:
@@ -55,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also write the capacity results with machine, Python, commit",
     )
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak: minutes")
+    parser.add_argument("--soak-calls", type=int, default=6, help="soak: calls at a time")
+    parser.add_argument("--seed", type=int, default=1, help="soak: seed of the fault schedule")
     args = parser.parse_args(argv)
-    parts = args.only or list(PARTS)
+    parts = args.only or list(DEFAULT_PARTS)
     failed = False
     started = time.monotonic()
     if "capacity" in parts:
@@ -88,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     if "dialogue" in parts:
         _progress("dialogue latency ...")
         print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
+    if "soak" in parts:
+        _progress("soak with random faults ...")
+        result = run_soak(
+            minutes=args.minutes, concurrent=args.soak_calls, seed=args.seed, progress=_progress
+        )
+        print(result.render(), end="\n\n", flush=True)
+        summary = result.summary()
+        failed = failed or bool(summary["failed_unexplained"] or summary["leftover_tasks"])
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 

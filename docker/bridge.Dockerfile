@@ -13,7 +13,11 @@ RUN apt-get -o Acquire::Check-Valid-Until=false update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv espeak-ng ca-certificates \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
+    && python3 -m venv /opt/venv \
+    # The service runs as this unprivileged user (USER in the product stage); a fixed uid so a
+    # mounted volume (e.g. for the metrics or turns file) can be given to it.
+    && useradd --system --uid 10001 --user-group --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin voicebridge
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
@@ -41,6 +45,9 @@ FROM deps AS product
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 COPY dialogue_maps /app/dialogue_maps
+# Not root: the code and the venv stay root-owned and read-only to the service. Nothing needs a
+# privileged port (AudioSocket 9092, admin 9180).
+USER voicebridge
 CMD ["voicebridge", "serve"]
 
 FROM product AS standins

@@ -236,6 +236,8 @@ class FakeAsterisk(asyncio.Protocol):
         """
         if predicate(self):
             return
+        if self._closed is not None and self._closed.done():  # nothing more will arrive
+            raise ConnectionError(f"fake caller {self.uuid}: connection closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((predicate, fut))
         try:

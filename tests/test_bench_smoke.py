@@ -91,3 +91,44 @@ def test_dialogue_latency_counts_turns_and_classifier_calls() -> None:
     assert "response_p95_ms" in _header_cells(rendered)
     assert any(line.startswith("all ") for line in rendered.splitlines())
     assert "classify_intent, repeated" in rendered
+
+
+def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
+    # The soak itself runs for minutes (`make soak`); its accounting is checked on a made-up run.
+    from bench.soak import CallRecord, Fault, SoakResult, Wait
+
+    fault = Fault("speechkit", "kill", start=10.0, end=13.0)
+    ok = CallRecord(0, 0.0, 30.0, "end_call", waits=[Wait(1.0, 0.3, 4.0, []), Wait(5.0, 0.5, 4.0, [])])
+    hit = CallRecord(
+        1,
+        8.0,
+        40.0,
+        "stt_failure",
+        waits=[Wait(11.0, 9.5, 8.0, ["speechkit:kill@10"])],
+        faults=["speechkit:kill@10"],
+    )
+    odd = CallRecord(
+        2, 20.0, 50.0, "caller_hangup", harness="stuck_hangup", waits=[Wait(21.0, None, 4.0, [])]
+    )
+    slow = CallRecord(
+        3, 0.0, 30.0, "end_call", waits=[Wait(2.0, 6.0, 4.0, []), Wait(9.0, None, 4.0, [], closed_s=1.0)]
+    )
+    result = SoakResult(
+        minutes=1, concurrent=4, seed=1, calls=[ok, hit, odd, slow], faults=[fault],
+        rss_mb=[(0.0, 100.0), (30.0, 101.0), (60.0, 102.0)], fds=[(0.0, 20), (30.0, 25)],
+        baseline_tasks={"ari-controller": 1}, leftover_tasks={"call-handler-#": 1},
+        baseline_fds=20, end_fds=21, leftover_fd_kinds={"tcp:redis": 1}, bound_s=4.0, fault_bound_s=8.0,
+    )  # fmt: skip
+    s = result.summary()
+    assert (s["calls"], s["completed"], s["failed"]) == (4, 2, 2)
+    assert s["failed_by_reason"] == {"stt_failure": 1, "caller_hangup": 1}
+    assert s["failed_unexplained"] == 1  # the stuck call overlapped no fault
+    assert s["harness_actions"] == {"stuck_hangup": 1}
+    # 1.5 s (in a fault) + 2 s + the mute wait: 40 s heard, 36 s beyond the bound; the hang-up 1 s after: 0.
+    assert s["dead_air_beyond_bound_s"] == 39.5 and s["dead_air_beyond_bound_no_fault_s"] == 38.0
+    assert s["waits_over_bound"] == 3 and s["waits_never_answered"] == 1 and s["waits_ended_by_hangup"] == 1
+    assert s["rss_mb_per_min_second_half"] == 2.0 and s["fds_max_during"] == 25
+    assert (s["leftover_tasks"], s["leftover_fds"]) == (1, 1)
+    table = result.render()
+    for row in ("completed", "dead air beyond bound", "RSS slope", "leftover tasks", "leftover fds"):
+        assert row in table

@@ -4,7 +4,8 @@
 ("двухстах" -> cardinal 200, "тридцатого" -> ordinal 30, "сотен" -> the noun 100, "тыщи" ->
 1000): the morphological analyzer finds the lemma, and the lemma tables below give the value,
 so no per-case word lists are kept. `tokens(text)` splits STT text into words, digit runs and
-the punctuation the grammars need ("-", ",", ":", "."), lower-cased with ё -> е.
+the punctuation the grammars need ("-", ",", ":", "."), lower-cased with ё -> е; a run of more
+than `MAX_TOKEN_DIGITS` digits is one token of kind "long" that no grammar reads.
 """
 
 from __future__ import annotations
@@ -126,7 +127,12 @@ def is_numeral(word: str) -> bool:
     return any("NUMR" in p.tag for p in analyzer().parse(word))
 
 
-TokKind = Literal["word", "int", "dec", "ord", "clock", "punct"]
+TokKind = Literal["word", "int", "dec", "ord", "clock", "punct", "long"]
+
+# A digit run longer than this is kind "long", which no grammar reads: its entity is missing
+# and the map asks again. Longer runs are no phone, card or account number, and a 5,000-digit
+# one would overflow float arithmetic or hit Python's int-string limit (4,300 digits).
+MAX_TOKEN_DIGITS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +174,15 @@ def tokens(text: str) -> list[Token]:
         text_ = m.group(0)
         if tok_kind == "punct" and text_ in "–—":
             text_ = "-"
+        elif tok_kind != "word" and m.end() - m.start() > MAX_TOKEN_DIGITS and _too_many_digits(text_):
+            tok_kind = "long"
         out.append(Token(text_, tok_kind, norm[pos : m.start()]))
         pos = m.end()
     return out
+
+
+def _too_many_digits(text: str) -> bool:
+    return sum(c.isdigit() for c in text) > MAX_TOKEN_DIGITS
 
 
 def ordinal_digits(text: str) -> int:

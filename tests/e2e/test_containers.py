@@ -161,6 +161,29 @@ def test_product_image_has_no_test_infrastructure(stack: ContainerStack) -> None
     assert run.stdout.strip() == "clean", "testkit/ is importable in the product image"
 
 
+@pytest.mark.parametrize("image", ["bridge", "bridge-standins"])
+def test_the_bridge_runs_as_an_unprivileged_user(stack: ContainerStack, image: str) -> None:
+    run = subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", f"localhost/voicebridge/{image}:latest", "id", "-u"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() != "0", f"the {image} image runs as root"
+    # The running service too (the compose stack's bridge container).
+    ps = subprocess.run(
+        ["podman", "exec", f"{stack.project}_bridge_1", "id", "-u"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ps.returncode == 0, ps.stderr
+    assert ps.stdout.strip() != "0", "the bridge container's process runs as root"
+
+
 async def test_sipp_call_hears_the_greeting(stack: ContainerStack, tmp_path: Path) -> None:
     pcap = tmp_path / "caller.pcap"
     write_rtp_pcap(pcap, b"", lead_silence_s=0, total_s=HANGUP_S)  # the caller only listens

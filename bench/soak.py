@@ -1,0 +1,678 @@
+"""Soak with random faults: `python -m bench.soak --minutes 10 --calls 6` (`make soak`).
+
+N calls at a time for M minutes through the real service in this process (`VoicebridgeApp`
+with its ARI controller against `testkit.fake_ari.FakeAri`, the AudioSocket server, a fresh
+Orchestrator per call), every peer on real sockets: the callers are `FakeAsterisk` legs that
+speak espeak-ng Russian; Redis (`testkit.redis_server`), the SpeechKit stand-in (STT and TTS over
+gRPC) and the OpenAI stand-in (LLM over HTTP) are processes of their own. Meanwhile one fault at a
+time, drawn from a seeded `random.Random`: a process killed (SIGKILL, then restarted: Redis comes
+back empty) or frozen (SIGSTOP, then SIGCONT), or the ARI websocket dropped and refused for a
+while. Measured:
+
+- calls completed (the map's goodbye: end reason `end_call`) and the others by end reason, each
+  with the faults that overlapped it; a failed call that overlapped no fault is `unexplained`;
+- dead air: for each moment the bot owes the caller audio (the call connected: the greeting; the
+  caller finished a line: the answer), the wait until the caller hears bot audio; the seconds
+  beyond `--bound` (no fault active) or `--fault-bound` (a fault overlapped the wait), and waits
+  never answered before the line closed (a call that went mute);
+- RSS of this process (the service and the harness: callers, fake ARI) every 10 s, and the slope
+  over the second half;
+- tasks and file descriptors left at the end, against a baseline taken when idle before the first
+  call (after every fault was healed and all calls ended).
+
+Prints a table (stdout) and writes the whole record as JSON (`--json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import re
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bridge.admin import AdminSettings
+from bridge.ami import AmiSettings
+from bridge.app import VoicebridgeApp
+from bridge.ari import AriSettings
+from bridge.audiosocket.server import AudioSocketSettings
+from bridge.settings import ProvidersSettings, Settings
+from orchestrator.adapters.openai_settings import OpenAISettings
+from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.cache.redis_settings import RedisSettings
+from orchestrator.call_settings import CallSettings
+from testkit.fake_ari import FakeAri
+from testkit.fake_asterisk import FakeAsterisk
+from testkit.redis_server import RedisProcess
+from testkit.sip import espeak_pcm
+from testkit.standins.launch import DEMO_CALLER_LINES, DEMO_LLM_ANSWERS
+from testkit.standins.process import StandinProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+MAP = str(ROOT / "dialogue_maps" / "cleaning_quote.ru.json")
+TARGETS = ("redis", "speechkit", "openai", "ari")
+QUIET_S = 0.8  # the bot has finished speaking once it has been quiet this long
+CALL_SETUP_S = 15.0  # bound on a call's media leg appearing
+RESPONSE_WAIT_S = 40.0  # a wait longer than this: the call is stuck, the caller hangs up
+END_WAIT_S = 30.0  # bound on the bot hanging up after the caller's last line
+HANGUP_WAIT_S = 5.0  # the bot finished speaking after the caller's lines: it hangs up within this
+REPEATS = 4  # times the caller says its last line again while the bot does not hang up
+
+
+@dataclass
+class Fault:
+    target: str
+    action: str  # "kill" | "freeze" | "drop"
+    start: float  # seconds since the soak began
+    end: float = -1.0  # when it was healed
+
+
+@dataclass
+class Wait:
+    owed: float  # seconds since the soak began
+    waited_s: float | None  # until the first bot audio; None: none came
+    bound_s: float
+    faults: list[str]
+    closed_s: float | None = None  # no bot audio, the line closed this long after `owed`
+
+    @property
+    def silent_s(self) -> float:
+        """What the caller heard of silence: until bot audio, or the line closing, or the
+        harness giving up (`RESPONSE_WAIT_S`)."""
+        if self.waited_s is not None:
+            return self.waited_s
+        return self.closed_s if self.closed_s is not None else RESPONSE_WAIT_S
+
+    @property
+    def mute(self) -> bool:
+        """No bot audio and the line stayed open: the caller was left in silence."""
+        return self.waited_s is None and self.closed_s is None
+
+    @property
+    def excess_s(self) -> float:
+        return max(0.0, self.silent_s - self.bound_s)
+
+
+@dataclass
+class CallRecord:
+    slot: int
+    start: float
+    end: float = -1.0
+    reason: str = "unknown"  # the service's end reason (app.outcomes)
+    harness: str = ""  # what the harness had to do: "", "no_leg", "stuck_hangup"
+    repeats: int = 0  # times the caller said its last line again
+    waits: list[Wait] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SoakResult:
+    minutes: float
+    concurrent: int
+    seed: int
+    calls: list[CallRecord]
+    faults: list[Fault]
+    rss_mb: list[tuple[float, float]]  # (seconds since start, MB)
+    fds: list[tuple[float, int]]  # (seconds since start, open descriptors)
+    baseline_tasks: dict[str, int]
+    leftover_tasks: dict[str, int]
+    baseline_fds: int
+    end_fds: int
+    leftover_fd_kinds: dict[str, int]
+    bound_s: float
+    fault_bound_s: float
+
+    def summary(self) -> dict[str, object]:
+        """The numbers of the table, as a dict."""
+        reasons = Counter(c.reason for c in self.calls)
+        failed = [c for c in self.calls if c.reason != "end_call"]
+        unexplained = [c for c in failed if not c.faults]
+        waits = [w for c in self.calls for w in c.waits]
+        healthy = [w for w in waits if not w.faults and w.waited_s is not None]
+        half = [mb for t, mb in self.rss_mb if t >= self.rss_mb[-1][0] / 2] if self.rss_mb else []
+        slope = 0.0
+        if len(half) >= 2:
+            t0 = next(t for t, _ in self.rss_mb if t >= self.rss_mb[-1][0] / 2)
+            span_min = (self.rss_mb[-1][0] - t0) / 60
+            slope = (half[-1] - half[0]) / span_min if span_min > 0 else 0.0
+        return {
+            "calls": len(self.calls),
+            "completed": reasons.get("end_call", 0),
+            "failed": len(failed),
+            "failed_by_reason": dict(Counter(c.reason for c in failed)),
+            "failed_unexplained": len(unexplained),
+            "harness_actions": dict(Counter(c.harness for c in self.calls if c.harness)),
+            "calls_with_repeated_line": sum(1 for c in self.calls if c.repeats),
+            "faults": dict(Counter(f"{f.target}:{f.action}" for f in self.faults)),
+            "waits": len(waits),
+            "wait_p50_s_no_fault": _pct([w.waited_s for w in healthy if w.waited_s is not None], 50),
+            "wait_max_s_no_fault": max((w.waited_s or 0.0 for w in healthy), default=0.0),
+            "dead_air_beyond_bound_s": round(sum(w.excess_s for w in waits), 2),
+            "dead_air_beyond_bound_no_fault_s": round(sum(w.excess_s for w in waits if not w.faults), 2),
+            "waits_over_bound": sum(1 for w in waits if w.excess_s > 0),
+            "waits_ended_by_hangup": sum(1 for w in waits if w.closed_s is not None),
+            "waits_never_answered": sum(1 for w in waits if w.mute),
+            "rss_mb_first": self.rss_mb[0][1] if self.rss_mb else 0.0,
+            "rss_mb_max": max((mb for _, mb in self.rss_mb), default=0.0),
+            "rss_mb_last": self.rss_mb[-1][1] if self.rss_mb else 0.0,
+            "rss_mb_per_min_second_half": round(slope, 2),
+            "fds_max_during": max((n for _, n in self.fds), default=0),
+            "leftover_tasks": sum(self.leftover_tasks.values()),
+            "leftover_fds": self.end_fds - self.baseline_fds,
+        }
+
+    def render(self) -> str:
+        """The plain-text table."""
+        s = self.summary()
+        rows = [
+            (
+                "duration, concurrency, seed",
+                f"{self.minutes:g} min, {self.concurrent} calls, seed {self.seed}",
+            ),
+            ("faults injected", _fmt(s["faults"])),
+            ("calls", s["calls"]),
+            ("completed (goodbye, end_call)", s["completed"]),
+            ("failed, by end reason", f"{s['failed']} {_fmt(s['failed_by_reason'])}"),
+            ("failed with no fault overlapping", s["failed_unexplained"]),
+            ("harness had to act", _fmt(s["harness_actions"]) or "never"),
+            ("calls where the caller repeated its last line", s["calls_with_repeated_line"]),
+            ("bot owed audio (waits)", s["waits"]),
+            (
+                "wait, no fault: p50 / max (s)",
+                f"{s['wait_p50_s_no_fault']:.2f} / {s['wait_max_s_no_fault']:.2f}",
+            ),
+            (
+                f"dead air beyond bound ({self.bound_s:g} s; {self.fault_bound_s:g} s in a fault)",
+                f"{s['dead_air_beyond_bound_s']} s over {s['waits_over_bound']} waits "
+                f"({s['dead_air_beyond_bound_no_fault_s']} s with no fault)",
+            ),
+            ("waits ended by the bot hanging up, no audio", s["waits_ended_by_hangup"]),
+            ("waits never answered, line open (went mute)", s["waits_never_answered"]),
+            (
+                "RSS first / max / last (MB)",
+                f"{s['rss_mb_first']:.1f} / {s['rss_mb_max']:.1f} / {s['rss_mb_last']:.1f}",
+            ),
+            ("RSS slope, second half (MB/min)", s["rss_mb_per_min_second_half"]),
+            ("open fds: at the start / max during the soak", f"{self.baseline_fds} / {s['fds_max_during']}"),
+            ("leftover tasks at the end", f"{s['leftover_tasks']} {_fmt(self.leftover_tasks)}".strip()),
+            (
+                "leftover fds at the end",
+                f"{s['leftover_fds']} ({self.baseline_fds} -> {self.end_fds}) {_fmt(self.leftover_fd_kinds)}",
+            ),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"soak with random faults ({self.minutes:g} min)", "-" * (width + 40)]
+        lines += [f"{k:<{width}}  {v}" for k, v in rows]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"summary": self.summary(), **{k: v for k, v in asdict(self).items()}},
+            ensure_ascii=False,
+            indent=1,
+            default=str,
+        )
+
+
+def _fmt(d: object) -> str:
+    if not isinstance(d, dict) or not d:
+        return ""
+    return "(" + ", ".join(f"{k} {v}" for k, v in sorted(d.items())) + ")"
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _tcp_peers() -> dict[str, tuple[int, int]]:
+    """Socket inode -> (local port, remote port) of this host's TCP sockets."""
+    peers: dict[str, tuple[int, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as f:
+            for row in list(f)[1:]:
+                cols = row.split()
+                peers[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+    return peers
+
+
+def _fd_kinds(ports: dict[int, str]) -> Counter[str]:
+    """Open descriptors by kind: a TCP socket by the peer it talks to (`ports`: port -> name),
+    else "socket", "pipe", "anon_inode:[eventpoll]", or a path."""
+    kinds: Counter[str] = Counter()
+    peers = _tcp_peers()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            inode = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if inode is not None and inode.group(1) in peers:
+                local, remote = peers[inode.group(1)]
+                name = ports.get(remote) or ports.get(local)
+                target = f"tcp:{name}" if name else f"tcp:{remote or 'listen'}"
+            kinds[re.sub(r":\[\d+\]$", "", target)] += 1
+    return kinds
+
+
+_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9]+")
+
+
+def _task_names(exclude: set[asyncio.Task[object]]) -> Counter[str]:
+    """Live tasks by name, numbers and ids replaced (`ari-call-<uuid>` -> `ari-call-#`)."""
+    names: Counter[str] = Counter()
+    for task in asyncio.all_tasks():
+        if task in exclude:
+            continue
+        names[_ID.sub("#", task.get_name())] += 1
+    return names
+
+
+class Soak:
+    """The service, its peers, the callers and the fault injector of one soak run."""
+
+    def __init__(
+        self,
+        *,
+        minutes: float,
+        concurrent: int,
+        seed: int,
+        workdir: Path,
+        bound_s: float,
+        fault_bound_s: float,
+        fault_gap_s: tuple[float, float],
+        fault_hold_s: tuple[float, float],
+        progress: Callable[[str], None],
+    ) -> None:
+        self.minutes, self.concurrent, self.seed = minutes, concurrent, seed
+        self.workdir = workdir
+        self.bound_s, self.fault_bound_s = bound_s, fault_bound_s
+        self.fault_gap_s, self.fault_hold_s = fault_gap_s, fault_hold_s
+        self.progress = progress
+        self.rng = random.Random(seed)
+        self.t0 = 0.0
+        self.calls: list[CallRecord] = []
+        self.faults: list[Fault] = []
+        self.rss: list[tuple[float, float]] = []
+        self.fds: list[tuple[float, int]] = []
+        self.active_faults: list[Fault] = []
+        self.lines = [(line, espeak_pcm(line)) for line in DEMO_CALLER_LINES]
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def run(self) -> SoakResult:
+        """Start everything, soak, heal, measure what is left; stop everything."""
+        script = self.workdir / "script.json"
+        script.write_text(
+            json.dumps(
+                {
+                    "stt": {"default": [*DEMO_CALLER_LINES, *[DEMO_CALLER_LINES[-1]] * 10]},
+                    "llm": {"rules": [list(rule) for rule in DEMO_LLM_ANSWERS]},
+                },
+                ensure_ascii=False,
+            ),
+            encoding="utf-8",
+        )
+        redis = RedisProcess(self.workdir)
+        speechkit = StandinProcess(
+            "speechkit", _free_port(), script, cwd=ROOT, stderr=self.workdir / "speechkit.log"
+        )
+        openai_proc = StandinProcess(
+            "openai", _free_port(), script, cwd=ROOT, stderr=self.workdir / "openai.log"
+        )
+        fake = FakeAri()
+        await redis.start()
+        await speechkit.start()
+        await openai_proc.start()
+        await fake.start()
+        port = _free_port()
+        endpoint = f"127.0.0.1:{speechkit.port}"
+        settings = Settings(
+            dialogue_map=MAP,
+            redis=RedisSettings(url=redis.url, timeout_s=0.3),
+            providers=ProvidersSettings(tts="yandex", llm="openai"),
+            yandex=YandexSettings(stt_endpoint=endpoint, tts_endpoint=endpoint, tls=False),
+            openai=OpenAISettings(
+                base_url=f"http://127.0.0.1:{openai_proc.port}/v1", api_key="standin", moderation=False
+            ),
+            call=CallSettings(stt_stall_s=2.0, stt_recovery_s=6.0),
+            audiosocket=AudioSocketSettings(bind_port=port),
+            ami=AmiSettings(log_events=False),
+            admin=AdminSettings(port=0),
+            ari=AriSettings(
+                url=fake.url, audiosocket_host=f"127.0.0.1:{port}", reconnect_min_s=0.1, reconnect_max_s=1.0
+            ),
+        )
+        app = VoicebridgeApp(settings)
+        procs: dict[str, RedisProcess | StandinProcess] = {
+            "redis": redis,
+            "speechkit": speechkit,
+            "openai": openai_proc,
+        }
+        try:
+            await app.start()
+            assert app.ari is not None
+            async with asyncio.timeout(30):
+                await app.ari.connected.wait()
+            ports = {
+                redis.port: "redis",
+                speechkit.port: "speechkit",
+                openai_proc.port: "openai",
+                fake.port: "fake-ari",
+                port: "audiosocket",
+            }
+            harness: set[asyncio.Task[object]] = {t for t in asyncio.all_tasks()}
+            baseline_tasks = _task_names(set())
+            baseline_fds, baseline_fd_kinds = _fds(), _fd_kinds(ports)
+            self.t0 = time.monotonic()
+            deadline = self.minutes * 60
+            self.progress(f"soak: {self.minutes:g} min, {self.concurrent} calls at a time, seed {self.seed}")
+            async with asyncio.TaskGroup() as group:
+                sampler = group.create_task(self._sample_rss(deadline), name="soak-rss")
+                injector = group.create_task(self._inject(deadline, procs, fake), name="soak-faults")
+                slots = [
+                    group.create_task(self._slot(i, deadline, app, fake), name=f"soak-slot-{i}")
+                    for i in range(self.concurrent)
+                ]
+                harness |= {sampler, injector, *slots}
+            # Every fault healed, every call ended: let reconnections and re-warming settle.
+            async with asyncio.timeout(30):
+                while app.calls_active:  # noqa: ASYNC110 - a counter, no event to wait on
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(3.0)
+            current = asyncio.current_task()
+            leftover = _task_names(harness | ({current} if current else set())) - baseline_tasks
+            end_fds, end_fd_kinds = _fds(), _fd_kinds(ports)
+            self.rss.append((self.now(), _rss_mb()))
+            return SoakResult(
+                minutes=self.minutes,
+                concurrent=self.concurrent,
+                seed=self.seed,
+                calls=self.calls,
+                faults=self.faults,
+                rss_mb=self.rss,
+                fds=self.fds,
+                baseline_tasks=dict(baseline_tasks),
+                leftover_tasks=dict(leftover),
+                baseline_fds=baseline_fds,
+                end_fds=end_fds,
+                leftover_fd_kinds=dict(end_fd_kinds - baseline_fd_kinds),
+                bound_s=self.bound_s,
+                fault_bound_s=self.fault_bound_s,
+            )
+        finally:
+            await app.close()
+            await fake.close()
+            await speechkit.close()
+            await openai_proc.close()
+            redis.close()
+
+    async def _sample_rss(self, deadline: float) -> None:
+        while self.now() < deadline:
+            self.rss.append((round(self.now(), 1), round(_rss_mb(), 1)))
+            self.fds.append((round(self.now(), 1), _fds()))
+            self.progress(
+                f"soak: {self.now():5.0f} s, {len(self.calls)} calls, RSS {self.rss[-1][1]:.1f} MB, "
+                f"fds {self.fds[-1][1]}, faults {len(self.faults)}"
+            )
+            await asyncio.sleep(10.0)
+
+    async def _inject(
+        self, deadline: float, procs: dict[str, RedisProcess | StandinProcess], fake: FakeAri
+    ) -> None:
+        """One fault at a time until `deadline`: wait a random gap, break a random target, hold, heal."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(*self.fault_gap_s))
+            hold = self.rng.uniform(*self.fault_hold_s)
+            if self.now() + hold >= deadline - 5:
+                return
+            target = self.rng.choice(TARGETS)
+            action = "drop" if target == "ari" else self.rng.choice(("kill", "freeze"))
+            fault = Fault(target, action, round(self.now(), 2))
+            self.faults.append(fault)
+            self.active_faults.append(fault)
+            self.progress(f"soak: {fault.start:5.0f} s fault {target}:{action} for {hold:.1f} s")
+            try:
+                if target == "ari":
+                    await fake.drop_websocket(refuse=True)
+                    await asyncio.sleep(hold)
+                    fake.allow_websocket()
+                    continue
+                proc = procs[target]
+                if action == "freeze":
+                    proc.freeze()
+                    await asyncio.sleep(hold)
+                    proc.thaw()
+                elif isinstance(proc, RedisProcess):
+                    proc.kill()
+                    await asyncio.sleep(hold)
+                    await proc.start()  # empty: no persistence
+                else:
+                    await proc.kill()
+                    await asyncio.sleep(hold)
+                    await proc.start()
+            finally:
+                fault.end = round(self.now(), 2)
+                self.active_faults.remove(fault)
+
+    def _faults_between(self, start: float, end: float) -> list[str]:
+        """The faults active at some time in [start, end] (healed ones count for 2 s more)."""
+        found = [f for f in self.faults if f.start <= end and (f.end < 0 or f.end + 2.0 >= start)]
+        return [f"{f.target}:{f.action}@{f.start:.0f}" for f in found]
+
+    async def _slot(self, slot: int, deadline: float, app: VoicebridgeApp, fake: FakeAri) -> None:
+        await asyncio.sleep(slot * 1.5)  # calls out of step
+        while self.now() < deadline:
+            record = CallRecord(slot, round(self.now(), 2))
+            self.calls.append(record)
+            await self._call(record, app, fake)
+            record.end = round(self.now(), 2)
+            record.faults = self._faults_between(record.start, record.end)
+            for wait in record.waits:  # faults healed after the wait began count too
+                end = wait.owed + (wait.waited_s if wait.waited_s is not None else 0.0)
+                wait.faults = self._faults_between(wait.owed, end)
+                wait.bound_s = self.fault_bound_s if wait.faults else self.bound_s
+
+    async def _call(self, record: CallRecord, app: VoicebridgeApp, fake: FakeAri) -> None:
+        if not fake.websocket_up:  # no Stasis app registered: Asterisk refuses the call itself
+            record.reason, record.harness = "not_placed", "not_placed"
+            await asyncio.sleep(1.0)
+            return
+        try:
+            channel = await fake.place_call()
+        except (OSError, RuntimeError) as exc:  # the websocket is down: Asterisk would refuse
+            record.reason, record.harness = f"not_placed:{type(exc).__name__}", "not_placed"
+            await asyncio.sleep(1.0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await fake.wait_for(
+                lambda: fake.leg_of(channel) is not None or channel in fake.deleted, CALL_SETUP_S
+            )
+        leg = fake.leg_of(channel)
+        if leg is None:
+            deleted = fake.deleted.get(channel)
+            record.reason = f"refused:{deleted.hangup_reason}" if deleted is not None else "no_leg"
+            record.harness = "" if deleted is not None else "no_leg"
+            with contextlib.suppress(KeyError, OSError, RuntimeError):
+                await fake.hangup_caller(channel)
+            self._forget(fake, channel, None)
+            return
+        call_id = str(leg.uuid)
+        try:
+            owed = self.now()
+            # The lines in order, then the last one again while the bot answers but does not
+            # hang up: a restarted SpeechKit stand-in starts its script over (it "hears" the
+            # area again), so the dialogue needs more lines to reach its goodbye.
+            lines = [pcm for _line, pcm in self.lines] + [self.lines[-1][1]] * REPEATS
+            for n, pcm in enumerate(lines):
+                if not await self._await_bot(record, leg, owed):
+                    break
+                if n >= len(self.lines):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(HANGUP_WAIT_S):  # the goodbye, then the hang-up
+                            await leg.wait_closed()
+                    if not leg.connected:
+                        break
+                    record.repeats += 1
+                leg.play(pcm)
+                async with asyncio.timeout(RESPONSE_WAIT_S):
+                    await leg.wait_until(lambda c: c.audio_queued == 0 or not c.connected)
+                owed = self.now()
+            else:
+                if await self._await_bot(record, leg, owed):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(END_WAIT_S):
+                            await leg.wait_closed()
+        except (ConnectionError, TimeoutError):
+            pass
+        if leg.connected:
+            record.harness = "stuck_hangup"
+            with contextlib.suppress(KeyError, OSError, RuntimeError):
+                await fake.hangup_caller(channel)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(15):
+                    await leg.wait_closed()
+            leg.hangup()
+        # The service records the end reason when the call's handler has finished.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(15):
+                while (reason := _outcome(app, call_id)) is None:  # noqa: ASYNC110 - a deque, no event
+                    await asyncio.sleep(0.05)
+                record.reason = reason
+        self._forget(fake, channel, leg)
+
+    async def _await_bot(self, record: CallRecord, leg: FakeAsterisk, owed: float) -> bool:
+        """Wait for bot audio after `owed` and for the bot to finish; False if the line closed."""
+        spoken = leg.voice_count
+        wait = Wait(round(owed, 2), None, self.bound_s, [])
+        record.waits.append(wait)
+        try:
+            async with asyncio.timeout(RESPONSE_WAIT_S):
+                await leg.wait_until(lambda c: c.voice_count > spoken)
+            wait.waited_s = round(max(0.0, self.now() - owed), 3)
+            async with asyncio.timeout(RESPONSE_WAIT_S):
+                await leg.wait_until(_finished)
+        except (ConnectionError, TimeoutError):
+            if wait.waited_s is None and not leg.connected:
+                wait.closed_s = round(self.now() - owed, 3)
+            return False
+        return True
+
+    @staticmethod
+    def _forget(fake: FakeAri, channel: str, leg: FakeAsterisk | None) -> None:
+        """Drop the fake ARI's record of a finished call, so the harness does not grow."""
+        fake.deleted.pop(channel, None)
+        fake.channels.pop(channel, None)
+        if leg is not None:
+            leg.received.clear()
+            for cid in [c for c, ch in fake.deleted.items() if ch.leg is leg]:
+                fake.deleted.pop(cid, None)
+        del fake.requests[:]
+
+
+def _finished(c: FakeAsterisk) -> bool:
+    if not c.connected:
+        return True
+    last = c.received[-1].at if c.received else 0.0
+    return c.last_voice_at is not None and last - c.last_voice_at >= QUIET_S
+
+
+def _outcome(app: VoicebridgeApp, call_id: str) -> str | None:
+    for cid, reason in reversed(app.outcomes):
+        if cid == call_id:
+            return reason
+    return None
+
+
+def run_soak(
+    *,
+    minutes: float,
+    concurrent: int,
+    seed: int = 1,
+    bound_s: float = 4.0,
+    fault_bound_s: float = 8.0,
+    fault_gap_s: tuple[float, float] = (4.0, 12.0),
+    fault_hold_s: tuple[float, float] = (1.0, 8.0),
+    progress: Callable[[str], None] = lambda _line: None,
+) -> SoakResult:
+    """Run one soak (blocking; its own event loop) and return what it measured."""
+    with tempfile.TemporaryDirectory(prefix="voicebridge-soak-") as tmp:
+        soak = Soak(
+            minutes=minutes,
+            concurrent=concurrent,
+            seed=seed,
+            workdir=Path(tmp),
+            bound_s=bound_s,
+            fault_bound_s=fault_bound_s,
+            fault_gap_s=fault_gap_s,
+            fault_hold_s=fault_hold_s,
+            progress=progress,
+        )
+        return asyncio.run(soak.run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run the soak, print the table, write the JSON; 1 if a call failed unexplained or
+    anything was left behind."""
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--calls", type=int, default=6, help="calls at a time")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--bound", type=float, default=4.0, help="s the caller may wait for the bot (no fault)"
+    )
+    parser.add_argument("--fault-bound", type=float, default=8.0, help="s the caller may wait during a fault")
+    parser.add_argument("--json", type=Path, default=Path("soak.json"), help="where to write the record")
+    parser.add_argument("--log", type=Path, help="the service's log (WARNING and up) goes here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING,
+        filename=str(args.log) if args.log else None,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result = run_soak(
+        minutes=args.minutes,
+        concurrent=args.calls,
+        seed=args.seed,
+        bound_s=args.bound,
+        fault_bound_s=args.fault_bound,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(result.render(), flush=True)
+    args.json.write_text(result.to_json(), encoding="utf-8")
+    s = result.summary()
+    return 1 if s["failed_unexplained"] or s["leftover_tasks"] or s["waits_never_answered"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
