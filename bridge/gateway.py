@@ -12,6 +12,9 @@ Outbound (bot -> caller): `outbound` is a `Playout` registered with the shared `
 construction, so paced silence starts the moment the UUID has arrived (keeps Asterisk's
 read loop busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 s idle hang-up).
 
+Echo: every outbound frame's level goes to the call's `EchoGate`, which the VAD consults, so the
+bot's own voice returning on the line is not taken for the caller (bridge/echo_gate.py).
+
 Hangup (EOF, 0x00, error, or `close()`): nothing more is delivered to the listener or the sink,
 `wait_hangup()` returns, the playout is closed and leaves the pacer. `hangup_reason` tells the
 Orchestrator why, from the connection's `LegEnd`: a malformed message or a silent leg is a
@@ -25,6 +28,7 @@ import asyncio
 import logging
 
 from bridge.audiosocket.server import AudioSocketConnection, LegEnd
+from bridge.echo_gate import EchoGate, EchoSettings
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutSettings
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
@@ -47,6 +51,24 @@ _END_REASONS: dict[LegEnd, EndReason] = {
 }
 
 
+class _ReferencedSink:
+    """The connection as the playout's sink, telling the echo gate what went out."""
+
+    __slots__ = ("_conn", "_echo")
+
+    def __init__(self, conn: AudioSocketConnection, echo: EchoGate) -> None:
+        self._conn = conn
+        self._echo = echo
+
+    def send_audio(self, frame: bytearray) -> None:
+        self._echo.sent(frame)
+        self._conn.send_audio(frame)
+
+    def send_silence(self) -> None:
+        self._echo.sent_silence()
+        self._conn.send_silence()
+
+
 class TelephonyGateway:
     """`InboundAudio` + `outbound: Playout` for one call; the connection's `AudioReceiver`."""
 
@@ -57,6 +79,7 @@ class TelephonyGateway:
         *,
         clock: Clock,
         vad_settings: VadSettings | None = None,
+        echo_settings: EchoSettings | None = None,
         playout_settings: PlayoutSettings | None = None,
         close_wait_s: float = 1.0,
     ) -> None:
@@ -64,7 +87,8 @@ class TelephonyGateway:
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
         self._clock = clock
-        self._vad = VoiceActivityDetector(vad_settings)
+        self.echo = EchoGate(echo_settings)
+        self._vad = VoiceActivityDetector(vad_settings, self.echo)
         self._resampler = Resampler()
         self._partial = bytearray()  # inbound audio short of a whole 20 ms frame
         self._listener: VoiceListener | None = None
@@ -76,7 +100,7 @@ class TelephonyGateway:
         self.speech_starts = 0
         self.speech_ends = 0
         self.dtmf_in = 0
-        self.outbound = Playout(conn, playout_settings)
+        self.outbound = Playout(_ReferencedSink(conn, self.echo), playout_settings)
         pacer.add(self.outbound)
         # Last: this may deliver buffered audio, and even the hangup, synchronously.
         conn.set_receiver(self)

@@ -12,6 +12,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [redis]        orchestrator.cache.redis_settings.RedisSettings
     [breaker]      orchestrator.breaker.BreakerSettings
     [admin]        bridge.admin.AdminSettings              [log]     bridge.logs.LogSettings
+    [echo]         bridge.echo_gate.EchoSettings
 
 plus the top-level `dialogue_map` and `metrics_file`; the top-level `redis_url` is still accepted
 as `[redis] url`. Everything has a default that
@@ -40,6 +41,7 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
+from bridge.echo_gate import EchoSettings
 from bridge.vad import VadSettings
 from orchestrator.adapters.openai_settings import OpenAISettings
 from orchestrator.adapters.speechkit import YandexSettings
@@ -86,6 +88,7 @@ class Settings(BaseModel):
     ami: AmiSettings = Field(default_factory=AmiSettings)
     audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
+    echo: EchoSettings = Field(default_factory=EchoSettings)
     pacer: PacerSettings = Field(default_factory=PacerSettings)
     playout: PlayoutSettings = Field(default_factory=PlayoutSettings)
     call: CallSettings = Field(default_factory=CallSettings)

@@ -11,6 +11,8 @@ arrived, and returns a `VadEvent` when the caller starts or stops speaking.
   the bot off.
 - Hangover: speech ends only after `hangover_ms` without a voiced frame, so the pauses between
   words do not end the turn.
+- Echo: with an `EchoGate` (bridge/echo_gate.py), a frame no louder than the bot's own echo could
+  be is silence too, so the bot's voice coming back on the line does not cut the bot off.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pydantic.dataclasses
 import webrtcvad
 from pydantic import ConfigDict, Field
 
+from bridge.echo_gate import EchoGate
 from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
@@ -75,6 +78,7 @@ class VoiceActivityDetector:
     """One call's detector (webrtcvad keeps per-stream state)."""
 
     __slots__ = (
+        "_echo",
         "_gap_ms",
         "_gate",
         "_last_voiced",
@@ -84,12 +88,14 @@ class VoiceActivityDetector:
         "_vad",
         "_voiced_ms",
         "frames_checked",
+        "frames_echo",
         "frames_gated",
         "speaking",
     )
 
-    def __init__(self, settings: VadSettings | None = None) -> None:
+    def __init__(self, settings: VadSettings | None = None, echo: EchoGate | None = None) -> None:
         self._settings = s = settings or VadSettings()
+        self._echo = echo
         self._vad = webrtcvad.Vad(s.aggressiveness)
         self._gate = s.energy_gate_rms
         self.speaking = False
@@ -100,6 +106,7 @@ class VoiceActivityDetector:
         self._last_voiced = 0.0
         self.frames_gated = 0  # decided by the energy gate alone
         self.frames_checked = 0  # passed to webrtcvad
+        self.frames_echo = 0  # silence because no louder than the bot's echo could be
 
     @property
     def settings(self) -> VadSettings:
@@ -107,10 +114,17 @@ class VoiceActivityDetector:
         return self._settings
 
     def is_voiced(self, frame: bytes) -> bool:
-        """Classify one frame (gate, then webrtcvad)."""
-        if self._gate and rms(frame) < self._gate:
-            self.frames_gated += 1
-            return False
+        """Classify one frame (energy gate, echo gate, then webrtcvad)."""
+        gate = self._gate
+        echo_floor = self._echo.floor() if self._echo is not None else 0
+        if gate or echo_floor:
+            level = rms(frame)
+            if level < gate:
+                self.frames_gated += 1
+                return False
+            if level <= echo_floor:
+                self.frames_echo += 1
+                return False
         self.frames_checked += 1
         return bool(self._vad.is_speech(frame, SAMPLE_RATE))
 
