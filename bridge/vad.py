@@ -31,6 +31,8 @@ from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 
 _BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
+# Frame classes: below the gates or not speech; speech; no louder than the bot's echo could be.
+_SILENT, _VOICED, _MASKED = 0, 1, 2
 
 
 @pydantic.dataclasses.dataclass(
@@ -115,18 +117,21 @@ class VoiceActivityDetector:
 
     def is_voiced(self, frame: bytes) -> bool:
         """Classify one frame (energy gate, echo gate, then webrtcvad)."""
+        return self._classify(frame) is _VOICED
+
+    def _classify(self, frame: bytes) -> int:
         gate = self._gate
-        echo_floor = self._echo.floor() if self._echo is not None else 0
-        if gate or echo_floor:
+        echo = self._echo
+        if gate or echo is not None:
             level = rms(frame)
             if level < gate:
                 self.frames_gated += 1
-                return False
-            if level <= echo_floor:
+                return _SILENT
+            if echo is not None and echo.is_echo(level):
                 self.frames_echo += 1
-                return False
+                return _MASKED
         self.frames_checked += 1
-        return bool(self._vad.is_speech(frame, SAMPLE_RATE))
+        return _VOICED if self._vad.is_speech(frame, SAMPLE_RATE) else _SILENT
 
     def process(self, frame: bytes, now: float) -> VadEvent | None:
         """Feed one frame (10, 20 or 30 ms of 8 kHz slin) that arrived at `now`."""
@@ -135,7 +140,8 @@ class VoiceActivityDetector:
             raise ValueError(f"VAD frame of {n} bytes: need 10, 20 or 30 ms of 8 kHz slin")
         ms = n // _BYTES_PER_MS
         s = self._settings
-        voiced = self.is_voiced(frame)
+        kind = self._classify(frame)
+        voiced = kind is _VOICED
         if self.speaking:
             if voiced:
                 self._last_voiced = now
@@ -159,7 +165,9 @@ class VoiceActivityDetector:
             self._last_voiced = now
             self._silent_ms = 0
             return VadEvent(VadEventKind.SPEECH_START, self._onset, now)
-        if self._onset is not None:
+        if self._onset is not None and kind is not _MASKED:
+            # A frame the bot's echo may hide is no evidence either way: the caller's quieter
+            # syllables under the bot's loud ones must not restart a starting run.
             self._gap_ms += ms
             if self._gap_ms > s.max_gap_ms:
                 # Too short to be speech (a click, a cough): start over.
