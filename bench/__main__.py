@@ -1,5 +1,5 @@
-"""`python -m bench` (`make bench`): the hot-path capacity sweep, per-frame micro costs and dialogue
-latency, as plain-text tables. See bench/README.md for what each number means."""
+"""`python -m bench` (`make bench`): the hot-path capacity sweep, per-frame micro costs, dialogue
+latency and turn-taking on the labelled corpus, as plain-text tables. See bench/README.md for what each number means."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 from bench.dialogue import render_dialogue, run_dialogue
 from bench.hotpath import DEFAULT_STEPS, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
+from bench.turn_bench import render_turns, run_turns, write_json
+from bench.turn_corpus import build_corpus
 
-PARTS = ("capacity", "micro", "dialogue")
+PARTS = ("capacity", "micro", "dialogue", "turns")
 
 
 def _progress(line: str) -> None:
@@ -42,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         help="cProfile the bridge in each step into DIR and print the top",
     )
     parser.add_argument("--calls", type=int, default=20, help="scripted text-mode calls")
+    parser.add_argument("--turn-items", type=int, default=125, help="corpus items per turn-taking category")
+    parser.add_argument("--turn-seed", type=int, default=12, help="the turn corpus's seed")
+    parser.add_argument(
+        "--turn-json", type=Path, default=Path("bench-turns.json"), help="where the turn-taking results go"
+    )
     args = parser.parse_args(argv)
     parts = args.only or list(PARTS)
     failed = False
@@ -71,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     if "dialogue" in parts:
         _progress("dialogue latency ...")
         print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
+    if "turns" in parts:
+        _progress(f"turn-taking corpus ({args.turn_items} items per category) ...")
+        items = build_corpus(args.turn_items, seed=args.turn_seed)
+        results = run_turns(items)
+        print(render_turns(results), end="\n\n", flush=True)
+        write_json(args.turn_json, results, seed=args.turn_seed, per_category=args.turn_items)
+        _progress(f"turn-taking results written to {args.turn_json}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 

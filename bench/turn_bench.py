@@ -86,7 +86,10 @@ def _rate(results: Sequence[TurnResult]) -> float | None:
 def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float | int | None]:
     """The bench's numbers for one configuration (rates 0..1, latencies ms)."""
     results = [replay(item, config) for item in items]
-    by = {c: [r for r in results if r.item.category == c] for c in ("interruption", "backchannel", "nonspeech", "echo")}
+    by = {
+        c: [r for r in results if r.item.category == c]
+        for c in ("interruption", "backchannel", "nonspeech", "echo")
+    }
     inter = by["interruption"]
     latencies = [
         (r.stopped_at - r.item.onset_s) * 1000
@@ -94,7 +97,9 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
         if r.stopped_at is not None and r.item.onset_s is not None and r.stopped_at >= r.item.onset_s
     ]
     early = sum(
-        1 for r in inter if r.stopped_at is not None and r.item.onset_s is not None and r.stopped_at < r.item.onset_s
+        1
+        for r in inter
+        if r.stopped_at is not None and r.item.onset_s is not None and r.stopped_at < r.item.onset_s
     )
     out: dict[str, float | int | None] = {
         "items": len(items),
@@ -112,7 +117,9 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
     return out
 
 
-def run_turns(items: Sequence[TurnItem], configs: Sequence[TurnConfig] = CONFIGS) -> dict[str, dict[str, float | int | None]]:
+def run_turns(
+    items: Sequence[TurnItem], configs: Sequence[TurnConfig] = CONFIGS
+) -> dict[str, dict[str, float | int | None]]:
     """`evaluate` for each configuration, by name."""
     return {c.name: evaluate(items, c) for c in configs}
 
@@ -127,7 +134,18 @@ def _ms(v: float | int | None) -> str:
 
 def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
     """Two plain-text tables: the headline rates with targets, and false stops by echo level."""
-    headers = ("config", "items", "recall", "early", "lat_p50", "lat_p95", "f_backch", "f_nonsp", "f_echo", "f_echo<=-15")
+    headers = (
+        "config",
+        "items",
+        "recall",
+        "early",
+        "lat_p50",
+        "lat_p95",
+        "f_backch",
+        "f_nonsp",
+        "f_echo",
+        "f_echo<=-15",
+    )
     rows = [
         [
             name,
@@ -146,11 +164,17 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
     targets = ", ".join(f"{k} {op} {v:g}" for k, (op, v) in TARGETS.items())
     main = table(headers, rows, title=f"Turn-taking on the corpus (targets: {targets})")
     eh = ("config", *(f"{lv}dB" for lv in ECHO_LEVELS_DB))
-    erows = [[name, *(_pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()]
-    return main + "\n\n" + table(eh, erows, title="False stops by echo alone, by echo level (dB under the bot)")
+    erows = [
+        [name, *(_pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()
+    ]
+    return (
+        main + "\n\n" + table(eh, erows, title="False stops by echo alone, by echo level (dB under the bot)")
+    )
 
 
-def write_json(path: Path, results: dict[str, dict[str, float | int | None]], *, seed: int, per_category: int) -> None:
+def write_json(
+    path: Path, results: dict[str, dict[str, float | int | None]], *, seed: int, per_category: int
+) -> None:
     """The results with the corpus parameters and targets, as JSON."""
     doc = {"seed": seed, "per_category": per_category, "targets": TARGETS, "configs": results}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -148,7 +148,9 @@ def _nonspeech(rng: random.Random) -> tuple[np.ndarray, str]:
             x[at : at + 40] += np.exp(-np.arange(40) / 6.0) * rng.choice((-1, 1))
     elif kind == "crackle":
         n = rng.randint(150, 500) * _MS
-        x = _shaped_noise(rng, n, 0.9) * ((np.random.default_rng(rng.getrandbits(64)).random(n) < 0.05) * 4 + 0.2)
+        x = _shaped_noise(rng, n, 0.9) * (
+            (np.random.default_rng(rng.getrandbits(64)).random(n) < 0.05) * 4 + 0.2
+        )
     else:  # breath: soft, long, dark
         n = rng.randint(300, 700) * _MS
         x = _shaped_noise(rng, n, 0.15) * np.hanning(n)
@@ -218,8 +220,8 @@ def build_corpus(per_category: int = 40, seed: int = 12) -> list[TurnItem]:
     Raises `FileNotFoundError` when espeak-ng is missing (install it with `make system-deps`).
     """
     rng = random.Random(seed)
-    items = []
-    for i in range(per_category):
+    items: list[TurnItem] = []
+    for _ in range(per_category):
         for category in CATEGORIES:
             items.append(_item(rng, len(items), category))
     return items

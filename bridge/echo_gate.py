@@ -1,14 +1,20 @@
 """Echo gate: the bot's own voice, coming back on the line, must not count as the caller.
 
 The bridge knows exactly what it sent. `EchoGate` keeps the RMS of the last outbound frames (a
-fixed ring covering the longest echo path) and, for each inbound frame, gives the level below
-which that frame may be nothing but the bot's echo: the loudest outbound frame within the echo
-window, lowered by the worst echo return loss the line is assumed to have. The VAD treats inbound
-frames under that floor as silence while the bot talks; when the bot is quiet the floor is 0.
+fixed ring covering the longest echo path) and judges each inbound frame against it:
 
-Taking the maximum over the whole window makes the gate indifferent to the exact delay (20-300 ms
-on real lines), at the price of needing the caller to be louder than the loudest echo could be.
-Per frame: one RMS of the outbound frame and a max over a short list of ints; no allocation.
+- delay search: per lag (whole frames), a decaying correlation of inbound and outbound levels,
+  fed only by frames that could be echo; the best lag is the echo path's delay;
+- echo gain: a running median of inbound / outbound level at that lag, frozen while the inbound
+  is clearly louder (the caller talking over the bot, as echo cancellers freeze in double talk);
+- an inbound frame no louder than the expected echo (outbound level at the lag, its neighbours
+  included, times the measured gain plus 6 dB, never more than `min_return_loss_db` allows) may
+  be only echo: the VAD treats it as no evidence either way. Before the delay is known, the
+  loudest frame of the whole window times the worst-case gain is the expectation.
+
+Level gating cannot hear a caller quieter than the echo they talk over (an echo canceller such
+as speexdsp's could); the bench (bench/turn_bench.py) measures what it costs in recall.
+Per frame: one RMS of the outbound frame, a pass over the short ring; no containers allocated.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class EchoGate:
         n = -(-s.max_delay_ms // FRAME_MS) + 2  # whole frames covering the delay, plus one each side
         self._ring = [0] * n  # outbound RMS; _ring[_pos - 1] is the newest
         self._pos = 0
-        self._gain = 10.0 ** (-s.min_return_loss_db / 20.0)
+        self._gain: float = 10.0 ** (-s.min_return_loss_db / 20.0)
         # Delay search: per lag (frames), a decaying sum of inbound x outbound level and of the
         # outbound level squared; the lag with the best normalised sum is the echo path's delay.
         self._corr = [0.0] * n
@@ -61,7 +67,7 @@ class EchoGate:
         self._active = 0  # frames the bot was heard on the reference so far
         self._delay = -1  # lag in frames; -1 until the search has seen enough of the bot
         # Echo gain measured at that lag (inbound / outbound level, its running median).
-        self._erl = self._gain
+        self._erl: float = self._gain
 
     @property
     def delay_frames(self) -> int:
@@ -113,7 +119,9 @@ class EchoGate:
             expected = peak  # delay unknown: the loudest the echo could be
         else:
             # The frame at the lag and its neighbours: the echo straddles frame boundaries.
-            expected = max(ring[(newest - delay) % n], ring[(newest - delay - 1) % n], ring[(newest - delay + 1) % n])
+            expected = max(
+                ring[(newest - delay) % n], ring[(newest - delay - 1) % n], ring[(newest - delay + 1) % n]
+            )
             if expected > _ACTIVE_RMS:
                 erl = self._erl
                 ratio = level / expected
