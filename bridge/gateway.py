@@ -98,6 +98,7 @@ class TelephonyGateway:
         self._closed = False
         self.frames_in = 0
         self.speech_starts = 0
+        self.speech_onsets = 0
         self.speech_ends = 0
         self.dtmf_in = 0
         self.outbound = Playout(_ReferencedSink(conn, self.echo), playout_settings)
@@ -171,20 +172,27 @@ class TelephonyGateway:
 
     def _on_vad(self, event: VadEvent) -> None:
         listener = self._listener
-        if event.kind is VadEventKind.SPEECH_START:
+        kind = event.kind
+        if kind is VadEventKind.SPEECH_START:
             self.speech_starts += 1
-        else:
+        elif kind is VadEventKind.SPEECH_END:
             self.speech_ends += 1
+        elif kind is VadEventKind.SPEECH_ONSET:
+            self.speech_onsets += 1
         if listener is None:
             return
         try:
-            if event.kind is VadEventKind.SPEECH_START:
+            if kind is VadEventKind.SPEECH_START:
                 listener.on_speech_start(event.at)
-            else:
+            elif kind is VadEventKind.SPEECH_END:
                 listener.on_speech_end(event.at)
+            elif kind is VadEventKind.SPEECH_ONSET:
+                listener.on_speech_onset(event.at)
+            else:
+                listener.on_speech_rejected(event.at)
         except Exception:
             # A broken listener must not kill the call's audio path.
-            log.exception("call %s: voice listener failed on %s", self.uuid, event.kind.value)
+            log.exception("call %s: voice listener failed on %s", self.uuid, kind.value)
 
     def on_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller."""
@@ -237,6 +245,7 @@ class TelephonyGateway:
         return {
             "frames_in": self.frames_in,
             "speech_starts": self.speech_starts,
+            "speech_onsets": self.speech_onsets,
             "speech_ends": self.speech_ends,
             "dtmf_in": self.dtmf_in,
             "frames_out": self.outbound.frames_sent,

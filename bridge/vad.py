@@ -11,6 +11,9 @@ arrived, and returns a `VadEvent` when the caller starts or stops speaking.
   the bot off.
 - Hangover: speech ends only after `hangover_ms` without a voiced frame, so the pauses between
   words do not end the turn.
+- Two stages: after `pause_after_ms` of voiced audio in a starting run, SPEECH_ONSET (the bot may
+  pause: it costs nothing if the run turns out to be a cough); if the run then dies before
+  `min_speech_ms`, or is still undecided after `max_decision_ms`, SPEECH_REJECTED (resume).
 - Echo: with an `EchoGate` (bridge/echo_gate.py), a frame no louder than the bot's own echo could
   be is silence too, so the bot's voice coming back on the line does not cut the bot off.
 """
@@ -50,6 +53,12 @@ class VadSettings:
     min_speech_ms: Annotated[int, Field(ge=20)] = 200
     # Silence needed before speech ends, ms (the pauses between words are shorter).
     hangover_ms: Annotated[int, Field(ge=20)] = 400
+    # Voiced audio after which a starting run is announced (SPEECH_ONSET: the bot pauses), ms;
+    # 0, or not below min_speech_ms: no onset events.
+    pause_after_ms: Annotated[int, Field(ge=0)] = 60
+    # A starting run still undecided this long after its first voiced frame is rejected, ms (the
+    # bot's echo can hide the caller's frames; a paused bot must not wait for ever).
+    max_decision_ms: Annotated[int, Field(ge=20)] = 800
     # Unvoiced gap tolerated inside a starting run, ms.
     max_gap_ms: Annotated[int, Field(ge=0)] = 60
     # Frames below this RMS (s16) are silence without asking webrtcvad; 100 is about -50 dBFS, 0: off.
@@ -59,6 +68,8 @@ class VadSettings:
 class VadEventKind(enum.Enum):
     """What changed."""
 
+    SPEECH_ONSET = "speech_onset"  # a starting run reached pause_after_ms: maybe speech
+    SPEECH_REJECTED = "speech_rejected"  # that run was not speech after all
     SPEECH_START = "speech_start"
     SPEECH_END = "speech_end"
 
@@ -67,8 +78,9 @@ class VadEventKind(enum.Enum):
 class VadEvent:
     """A change of speaking state.
 
-    `at` is the arrival time of the first voiced frame of the run (start), or of the last voiced
-    frame before the hangover ran out (end). `detected_at` is when the event was emitted.
+    `at` is the arrival time of the first voiced frame of the run (onset, rejected, start), or of
+    the last voiced frame before the hangover ran out (end). `detected_at` is when the event was
+    emitted.
     """
 
     kind: VadEventKind
@@ -83,8 +95,10 @@ class VoiceActivityDetector:
         "_echo",
         "_gap_ms",
         "_gate",
+        "_announced",
         "_last_voiced",
         "_onset",
+        "_run_ms",
         "_settings",
         "_silent_ms",
         "_vad",
@@ -102,6 +116,8 @@ class VoiceActivityDetector:
         self._gate = s.energy_gate_rms
         self.speaking = False
         self._onset: float | None = None
+        self._announced = False  # SPEECH_ONSET sent for the starting run
+        self._run_ms = 0  # since the starting run's first voiced frame
         self._voiced_ms = 0
         self._gap_ms = 0
         self._silent_ms = 0
@@ -151,32 +167,54 @@ class VoiceActivityDetector:
             if self._silent_ms < s.hangover_ms:
                 return None
             self.speaking = False
-            self._onset = None
-            self._voiced_ms = self._gap_ms = self._silent_ms = 0
+            self._forget_run()
             return VadEvent(VadEventKind.SPEECH_END, self._last_voiced, now)
+        onset = self._onset
+        if onset is not None:
+            self._run_ms += ms
         if voiced:
-            if self._onset is None:
-                self._onset = now
+            if onset is None:
+                self._onset = onset = now
+                self._run_ms = ms
             self._voiced_ms += ms
             self._gap_ms = 0
-            if self._voiced_ms < s.min_speech_ms:
-                return None
-            self.speaking = True
-            self._last_voiced = now
-            self._silent_ms = 0
-            return VadEvent(VadEventKind.SPEECH_START, self._onset, now)
-        if self._onset is not None and kind is not _MASKED:
-            # A frame the bot's echo may hide is no evidence either way: the caller's quieter
-            # syllables under the bot's loud ones must not restart a starting run.
-            self._gap_ms += ms
+            if self._voiced_ms >= s.min_speech_ms:
+                self.speaking = True
+                self._last_voiced = now
+                self._silent_ms = 0
+                self._announced = False
+                return VadEvent(VadEventKind.SPEECH_START, onset, now)
+            if not self._announced and 0 < s.pause_after_ms <= self._voiced_ms:
+                self._announced = True
+                return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
+            return self._undecided(onset, now)
+        if onset is not None:
+            if kind is not _MASKED:
+                # A frame the bot's echo may hide is no evidence either way: the caller's quieter
+                # syllables under the bot's loud ones must not restart a starting run.
+                self._gap_ms += ms
             if self._gap_ms > s.max_gap_ms:
                 # Too short to be speech (a click, a cough): start over.
-                self._onset = None
-                self._voiced_ms = self._gap_ms = 0
+                return self._reject(onset, now)
+            return self._undecided(onset, now)
         return None
+
+    def _undecided(self, onset: float, now: float) -> VadEvent | None:
+        if self._run_ms > self._settings.max_decision_ms:
+            return self._reject(onset, now)
+        return None
+
+    def _reject(self, onset: float, now: float) -> VadEvent | None:
+        announced = self._announced
+        self._forget_run()
+        return VadEvent(VadEventKind.SPEECH_REJECTED, onset, now) if announced else None
+
+    def _forget_run(self) -> None:
+        self._onset = None
+        self._announced = False
+        self._voiced_ms = self._gap_ms = self._silent_ms = self._run_ms = 0
 
     def reset(self) -> None:
         """Forget the current state (not the webrtcvad noise model)."""
         self.speaking = False
-        self._onset = None
-        self._voiced_ms = self._gap_ms = self._silent_ms = 0
+        self._forget_run()

@@ -30,6 +30,9 @@ with a bound before `run()` returns):
                  everything it started (synthesis, fillers, the LLM pipeline) is cancelled with it.
 Barge-in arrives synchronously from the gateway's VAD (`on_speech_start`), so the bot stops within
 the current 20 ms frame: the playback task is cancelled and the outbound buffer cleared at once.
+It has two stages: at the first tens of ms of possible speech (`on_speech_onset`) an interruptible
+turn's audio pauses (the queue kept); a run that turns out not to be speech (`on_speech_rejected`)
+resumes it from the next unsent frame, and confirmed speech cancels it as above.
 """
 
 from __future__ import annotations
@@ -181,6 +184,9 @@ class Orchestrator:
         self._inbound: InboundAudio | None = None
         self._recognition: RecognitionStream | None = None
         self._stt_results_dropped = 0
+        self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
+        self.pauses = 0  # onsets that paused the bot
+        self.resumes = 0  # of those, false alarms: the bot went on from where it paused
         self._shut_down = False
         self._drain_deadline: float | None = None  # clock time; set once by `drain_by`
         self._draining = asyncio.Event()
@@ -354,11 +360,35 @@ class Orchestrator:
             self._user_results.put_nowait(event)
 
     # VoiceListener (called synchronously by the gateway)
+    def on_speech_onset(self, at: float) -> None:
+        """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
+        task = self.current_playback_task
+        outbound = self._outbound
+        if self._paused or outbound is None or task is None or task.done() or not self.turns.bot_may_speak:
+            return
+        outbound.pause()  # silence from the next frame; the queue and its writers wait
+        self._paused = True
+        self.pauses += 1
+
+    def on_speech_rejected(self, at: float) -> None:
+        """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
+        if self._resume():
+            self.resumes += 1
+
+    def _resume(self) -> bool:
+        outbound = self._outbound
+        if not self._paused or outbound is None:
+            return False
+        self._paused = False
+        outbound.resume()
+        return True
+
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
         self._watchdog.speech_start(at)
-        self.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
+        if not self.handle_barge_in():  # a no-op unless an interruptible bot turn is playing
+            self._resume()  # paused, but the turn is not interruptible now (or already over)
 
     def on_speech_end(self, at: float) -> None:
         """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
@@ -379,6 +409,7 @@ class Orchestrator:
         if self._cut is not None and not self._cut.done():
             self._cut.set_result(None)
         self._player.interrupt()  # fillers cut, queued audio dropped: the next frame is silence
+        self._resume()  # the queue is gone: the next bot turn must not start paused
         self.metrics_logger.mark(Mark.BARGE_IN)
         self._observe(CallEventKind.BARGE_IN)
         return True
@@ -424,6 +455,7 @@ class Orchestrator:
             await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.current_playback_task = self._cut = None
+            self._resume()  # a turn that ended (or was cancelled) while paused leaves no pause
             if not task.done() or cut.done():  # cut, or we are cancelled: bounded unwinding
                 await cancel_and_wait(task, timeout=self._call.cancel_bound_s)
         interrupted = self.turns.floor is Floor.INTERRUPTED
