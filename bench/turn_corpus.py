@@ -33,7 +33,7 @@ import numpy as np
 from orchestrator.adapters.tts.espeak import parse_wav
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
 
-__all__ = ["CATEGORIES", "ECHO_LEVELS_DB", "TurnItem", "build_corpus", "synth"]
+__all__ = ["CATEGORIES", "ECHO_LEVELS_DB", "LineEcho", "TurnItem", "build_corpus", "synth"]
 
 Category = Literal["interruption", "backchannel", "nonspeech", "echo"]
 CATEGORIES: tuple[Category, ...] = ("interruption", "backchannel", "nonspeech", "echo")
@@ -64,16 +64,20 @@ _MS = SAMPLE_RATE // 1000
 
 @dataclass(frozen=True, slots=True)
 class TurnItem:
-    """One labelled overlap. Audio is 8 kHz s16le, both the same whole number of 20 ms frames.
+    """One labelled overlap. Audio is 8 kHz s16le, all the same whole number of 20 ms frames.
 
-    `onset_s`: when the caller's sound starts in `inbound` (None for echo only); `bot_end_s`: when
-    the bot's speech ends in `bot` (silence after). `interrupts`: whether the bot should stop.
+    `inbound` is `caller` plus the echo of all of `bot`, through u-law; a replay that pauses the bot
+    rebuilds the echo from what it really sent (`echo_of`).
+
+        `onset_s`: when the caller's sound starts in `inbound` (None for echo only); `bot_end_s`: when
+        the bot's speech ends in `bot` (silence after). `interrupts`: whether the bot should stop.
     """
 
     name: str
     category: Category
     bot: bytes
     inbound: bytes
+    caller: bytes  # the caller's side alone (their sound and line noise, before u-law)
     interrupts: bool
     onset_s: float | None
     bot_end_s: float
@@ -179,8 +183,6 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
         echo_db = rng.uniform(-30.0, -12.0)
         delay_ms = rng.randint(40, 60)
     inbound = np.zeros(total)
-    d = delay_ms * _MS
-    inbound[d:] += bot_full[: total - d] * 10 ** (echo_db / 20)
     inbound += _shaped_noise(rng, total, 0.6) * 32768 * 10 ** (rng.uniform(-62.0, -50.0) / 20) * 2.5
     onset_s: float | None = None
     text = ""
@@ -199,11 +201,16 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
         end = min(total, start + len(caller))
         inbound[start:end] += caller[: end - start]
         onset_s = (start + _onset(caller)) / SAMPLE_RATE
+    caller_side = np.clip(np.round(inbound), -32768, 32767)
+    inbound = caller_side.copy()
+    d = delay_ms * _MS
+    inbound[d:] += bot_full[: total - d] * 10 ** (echo_db / 20)
     return TurnItem(
         name=f"{index:04d}-{category}",
         category=category,
         bot=np.clip(bot_full, -32768, 32767).astype(np.int16).tobytes(),
         inbound=np.clip(_ulaw(inbound), -32768, 32767).astype(np.int16).tobytes(),
+        caller=caller_side.astype(np.int16).tobytes(),
         interrupts=category == "interruption",
         onset_s=onset_s,
         bot_end_s=bot_end / SAMPLE_RATE,
@@ -225,3 +232,29 @@ def build_corpus(per_category: int = 40, seed: int = 12) -> list[TurnItem]:
         for category in CATEGORIES:
             items.append(_item(rng, len(items), category))
     return items
+
+
+class LineEcho:
+    """The caller's side of one item with the echo of what the bot really sends, frame by frame.
+
+    `frame(i, sent)`: the bot sent `sent` (slin, 320 bytes) as frame i; returns inbound frame i
+    (the caller's side plus the echo, delayed and attenuated, through u-law).
+    """
+
+    def __init__(self, item: TurnItem) -> None:
+        self._caller = np.frombuffer(item.caller, dtype=np.int16).astype(np.float64)
+        self._sent = np.zeros(len(self._caller))
+        self._delay = item.echo_delay_ms * _MS
+        self._gain = 10 ** (item.echo_db / 20)
+
+    def frame(self, i: int, sent: bytes) -> bytes:
+        """Inbound frame i, given the bot's frame i."""
+        a, b = i * 160, (i + 1) * 160
+        self._sent[a:b] = np.frombuffer(sent, dtype=np.int16)
+        x = self._caller[a:b].copy()
+        lo, hi = a - self._delay, b - self._delay
+        if hi > 0:
+            seg = self._sent[max(lo, 0) : hi]
+            x[len(x) - len(seg) :] += seg * self._gain
+        pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16).tobytes()
+        return audioop.ulaw2lin(audioop.lin2ulaw(pcm, 2), 2)

@@ -36,6 +36,8 @@ __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 _BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
 # Frame classes: below the gates or not speech; speech; no louder than the bot's echo could be.
 _SILENT, _VOICED, _MASKED = 0, 1, 2
+# Voiced audio after which echo-masked frames stop counting as gaps when onsets are off, ms.
+_TRUSTED_MS = 60
 
 
 @pydantic.dataclasses.dataclass(
@@ -189,9 +191,11 @@ class VoiceActivityDetector:
                 return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
             return self._undecided(onset, now)
         if onset is not None:
-            if kind is not _MASKED:
-                # A frame the bot's echo may hide is no evidence either way: the caller's quieter
-                # syllables under the bot's loud ones must not restart a starting run.
+            if kind is not _MASKED or self._voiced_ms < (s.pause_after_ms or _TRUSTED_MS):
+                # Once a run has enough voiced audio to be announced, a frame the bot's echo may
+                # hide is no evidence either way: the caller's quieter syllables under the bot's
+                # loud ones must not restart it. Before, it is a gap: stray frames of echo must
+                # not add up to an onset.
                 self._gap_ms += ms
             if self._gap_ms > s.max_gap_ms:
                 # Too short to be speech (a click, a cough): start over.

@@ -55,7 +55,7 @@ def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     corpus: list[TurnItem], tmp_path: Path
 ) -> None:
     results = run_turns(corpus)
-    before, after = (results[c.name] for c in CONFIGS)
+    before, after, staged = (results[c.name] for c in CONFIGS[:3])
     # Before: the bot's own echo at -12..-24 dB stops it (the measurement).
     assert before["false_echo_15"] is not None and before["false_echo_15"] > 0.3
     # After: no echo at -12 dB or quieter stops the bot ...
@@ -64,8 +64,16 @@ def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     # ... and true interruptions still do, never before the caller spoke.
     assert after["recall"] is not None and after["recall"] >= 0.9
     assert after["stopped_before_onset"] == 0
+    # Two stages: the bot goes quiet at the onset, long before the cancel, and no earlier.
+    assert staged["recall"] is not None and staged["recall"] >= 0.9
+    assert staged["stopped_before_onset"] == 0
+    p50, c50 = staged["pause_p50_ms"], staged["cancel_p50_ms"]
+    assert p50 is not None and c50 is not None and p50 < 120 < c50
+    assert staged["false_echo_15"] in (None, 0.0)
+    # False alarms paused the bot and it went on: some resume gap was measured.
+    assert staged["resume_gap_p95_ms"] is not None
     rendered = render_turns(results)
-    assert "recall" in rendered.splitlines()[1] and "-15dB" in rendered
+    assert "recall" in rendered.splitlines()[1] and "-15dB" in rendered and "resume_gap95" in rendered
     out = tmp_path / "turns.json"
     write_json(out, results, seed=12, per_category=12)
     doc = json.loads(out.read_text())
