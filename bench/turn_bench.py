@@ -148,6 +148,7 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
         "pause_p95_ms": _p(pauses, 95),
         "cancel_p50_ms": _p(cancels, 50),
         "cancel_p95_ms": _p(cancels, 95),
+        "resume_gap_p50_ms": _p(gaps, 50),
         "resume_gap_p95_ms": _p(gaps, 95),
         "false_backchannel": _rate(by["backchannel"]),
         "false_nonspeech": _rate(by["nonspeech"]),
@@ -212,13 +213,14 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
     ]
     targets = ", ".join(f"{k} {op} {v:g}" for k, (op, v) in TARGETS.items())
     main = table(headers, rows, title=f"Turn-taking: cancels (f_ = false cancel rate; targets: {targets})")
-    ph = ("config", "paused_backch", "paused_nonsp", "paused_echo", "resume_gap95")
+    ph = ("config", "paused_backch", "paused_nonsp", "paused_echo", "resume_gap50", "resume_gap95")
     prows = [
         [
             name,
             _pct(r["paused_backchannel"]),
             _pct(r["paused_nonspeech"]),
             _pct(r["paused_echo"]),
+            _ms(r["resume_gap_p50_ms"]),
             _ms(r["resume_gap_p95_ms"]),
         ]
         for name, r in results.items()
