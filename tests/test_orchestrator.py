@@ -461,6 +461,23 @@ def test_a_non_interruptible_turn_is_not_paused() -> None:
     assert len(greeting) == 50 and max(greeting) == pytest.approx(1.0, abs=0.03)  # played straight through
 
 
+def test_a_backchannel_whose_final_comes_after_the_bot_finished_is_dropped() -> None:
+    # The case: "ага" near the end of the greeting, too short to barge in; its final
+    # arrives after the greeting ended. It is not the caller's next turn.
+    run = call([Say(0.8, "ага", duration=0.3, vad=False, onset=True, stt_delay=0.4)], hangup_at=4.0)
+    assert run.sink.labels() == [label("static:greeting")]
+    assert "ага" in [e.data["text"] for e in run.events if e.kind == "stt_dropped"]
+    assert run.orchestrator.session_state.transcript == []
+
+
+def test_speech_begun_after_the_bot_finished_is_heard_despite_an_earlier_backchannel() -> None:
+    run = call(
+        [Say(0.8, "ага", duration=0.3, vad=False, onset=True, stt_delay=0.1), Say(1.4, "площадь 45 метров")],
+        hangup_at=6.0,
+    )
+    assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
+
+
 def test_speech_over_an_uninterrupted_bot_turn_is_not_taken_as_a_turn() -> None:
     # No VAD report (too short to count), so no barge-in: the STT result is dropped as a backchannel.
     run = call([Say(0.2, "ага", duration=0.3, vad=False)], hangup_at=4.0)
