@@ -16,7 +16,6 @@ Turn-taking moves only through `TurnTaking.handle()`, never by setting a flag.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,9 +30,6 @@ from orchestrator.flow_engine import missing_entities
 from orchestrator.metrics import Mark
 from orchestrator.responses import Responses
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
-
-# How long a final waits for the next one while the VAD says the caller is still talking, s.
-_JOIN_WAIT_S = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +75,6 @@ class DialogueLoop:
         self._session, self._map, self._metrics = ctx.session, ctx.dialogue_map, ctx.metrics
         self._flow, self._classifier, self._turns = flow_engine, classifier, turns
         self._clock, self._results, self._observe = ctx.clock, results, ctx.observe
-        self.finals_joined = 0  # STT finals joined to the one before (the caller had not finished)
         self._provider_timeout_s = ctx.call.provider_timeout_s
         self._intent_step = intent_step
         self._no_input_count = 0
@@ -128,38 +123,8 @@ class DialogueLoop:
                 self._turns.handle(TurnEvent.PARTIAL)
                 leader, stable = await self._classify_partial(event, leader, stable)
                 continue
-            event = await self._join_split_final(event)
             self._turns.handle(TurnEvent.FINAL)
             return functools.partial(self._user_turn, event, leader)
-
-    async def _join_split_final(self, final: SttResult) -> SttResult:
-        """`final`, joined with the finals that follow while the caller is still speaking.
-
-        STT finalises on its own pause detection ("сто" ... "двадцать квадратных метров"); when
-        the VAD says the caller is talking when a final arrives, the answer is not over: wait
-        (at most `_JOIN_WAIT_S` per final) for the next final and join the texts. Partials in
-        between are skipped; an STT error goes back to the queue for the listen loop.
-        """
-        while self._turns.caller_speaking:
-            try:
-                async with asyncio.timeout(_JOIN_WAIT_S):
-                    nxt = await self._results.get()
-                    while isinstance(nxt, SttResult) and not nxt.is_final:
-                        nxt = await self._results.get()
-            except TimeoutError:
-                return final
-            if not isinstance(nxt, SttResult):
-                self._results.put_nowait(nxt)  # handled by the listen loop after this turn
-                return final
-            if nxt.text.strip():
-                final = dataclasses.replace(
-                    final,
-                    text=f"{final.text} {nxt.text}",
-                    received_at=nxt.received_at,
-                    audio_end_ms=nxt.audio_end_ms,
-                )
-                self.finals_joined += 1
-        return final
 
     def _close_unfinished_turn(self) -> None:
         """A turn that had partials but will get no final still gets its metrics record."""

@@ -478,25 +478,6 @@ def test_speech_begun_after_the_bot_finished_is_heard_despite_an_earlier_backcha
     assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
 
 
-def test_a_final_while_the_caller_still_speaks_is_joined_with_the_next() -> None:
-    # "площадь сорок" ... "пять метров": STT finalises the first part in the pause, when the VAD
-    # already hears the caller again.
-    run = call(
-        [Say(1.5, "площадь сорок", duration=0.6, stt_delay=0.5), Say(2.4, "пять метров", duration=0.6)],
-        hangup_at=8.0,
-    )
-    said = [e.data["text"] for e in run.events if e.kind == "user_said"]
-    assert said == ["площадь сорок пять метров"]  # one turn, not "площадь сорок" then another
-    assert run.orchestrator._dialogue.finals_joined == 1
-
-
-def test_a_final_after_the_caller_stopped_is_not_held() -> None:
-    run = call([Say(1.5, "площадь 45 метров", duration=0.6, stt_delay=0.3)], hangup_at=6.0)
-    turn = run.turns()[1]
-    assert turn["t2_stt_final"] == pytest.approx(2.4, abs=0.03)  # taken when it came
-    assert turn["t3_logic_start"] - turn["t2_stt_final"] < 0.1
-
-
 def test_speech_over_an_uninterrupted_bot_turn_is_not_taken_as_a_turn() -> None:
     # No VAD report (too short to count), so no barge-in: the STT result is dropped as a backchannel.
     run = call([Say(0.2, "ага", duration=0.3, vad=False)], hangup_at=4.0)
