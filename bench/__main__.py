@@ -1,6 +1,6 @@
-"""`python -m bench` (`make bench`): the hot-path capacity sweep, per-frame micro costs and dialogue
-latency, as plain-text tables; `--only soak` (`make soak`, never by default): the soak with random
-faults. See bench/README.md for what each number means."""
+"""`python -m bench` (`make bench`): the hot-path capacity sweep, per-frame micro costs, dialogue
+latency and turn-taking on the labelled corpus, as plain-text tables; `--only soak` (`make soak`,
+never by default): the soak with random faults. See bench/README.md for what each number means."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from bench.dialogue import render_dialogue, run_dialogue
 from bench.hotpath import DEFAULT_STEPS, capacity_json, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
 from bench.soak import run_soak
+from bench.turn_bench import render_turns, run_turns, write_json
+from bench.turn_corpus import build_corpus
 
-PARTS = ("capacity", "micro", "dialogue", "soak")
-DEFAULT_PARTS = ("capacity", "micro", "dialogue")  # the soak takes minutes: only when asked for
+PARTS = ("capacity", "micro", "dialogue", "turns", "soak")
+DEFAULT_PARTS = ("capacity", "micro", "dialogue", "turns")  # the soak takes minutes: only when asked for
 
 
 def _progress(line: str) -> None:
@@ -61,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="soak: minutes")
     parser.add_argument("--soak-calls", type=int, default=6, help="soak: calls at a time")
     parser.add_argument("--seed", type=int, default=1, help="soak: seed of the fault schedule")
+    parser.add_argument("--turn-items", type=int, default=125, help="corpus items per turn-taking category")
+    parser.add_argument("--turn-seed", type=int, default=12, help="the turn corpus's seed")
+    parser.add_argument(
+        "--turn-json", type=Path, default=Path("bench-turns.json"), help="where the turn-taking results go"
+    )
     args = parser.parse_args(argv)
     parts = args.only or list(DEFAULT_PARTS)
     failed = False
@@ -102,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         print(result.render(), end="\n\n", flush=True)
         summary = result.summary()
         failed = failed or bool(summary["failed_unexplained"] or summary["leftover_tasks"])
+    if "turns" in parts:
+        _progress(f"turn-taking corpus ({args.turn_items} items per category) ...")
+        items = build_corpus(args.turn_items, seed=args.turn_seed)
+        results = run_turns(items)
+        print(render_turns(results), end="\n\n", flush=True)
+        write_json(args.turn_json, results, seed=args.turn_seed, per_category=args.turn_items)
+        _progress(f"turn-taking results written to {args.turn_json}")
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 

@@ -234,6 +234,7 @@ class VoicebridgeApp:
             self.pacer,
             clock=self.clock,
             vad_settings=s.vad,
+            echo_settings=s.echo,
             playout_settings=s.playout,
             close_wait_s=s.audiosocket.close_wait_s,
             recorder=recorder,

@@ -15,6 +15,9 @@ read loop busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 
 Recording (`recorder`, a `bridge.recording.CallRecorder` built on the connection): each inbound
 frame and each frame the playout sends is also kept for the call's WAV; its owner opens and closes it.
 
+Echo: every outbound frame's level goes to the call's `EchoGate`, which the VAD consults, so the
+bot's own voice returning on the line is not taken for the caller (bridge/echo_gate.py).
+
 Hangup (EOF, 0x00, error, or `close()`): nothing more is delivered to the listener or the sink,
 `wait_hangup()` returns, the playout is closed and leaves the pacer. `hangup_reason` tells the
 Orchestrator why, from the connection's `LegEnd`: a malformed message or a silent leg is a
@@ -28,8 +31,9 @@ import asyncio
 import logging
 
 from bridge.audiosocket.server import AudioSocketConnection, LegEnd
+from bridge.echo_gate import EchoGate, EchoSettings
 from bridge.pacer import Pacer
-from bridge.playout import Playout, PlayoutSettings
+from bridge.playout import FrameSink, Playout, PlayoutSettings
 from bridge.recording import CallRecorder
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
@@ -51,6 +55,25 @@ _END_REASONS: dict[LegEnd, EndReason] = {
 }
 
 
+class _ReferencedSink:
+    """The connection (or the recorder in front of it) as the playout's sink, telling the echo
+    gate what went out."""
+
+    __slots__ = ("_conn", "_echo")
+
+    def __init__(self, conn: FrameSink, echo: EchoGate) -> None:
+        self._conn = conn
+        self._echo = echo
+
+    def send_audio(self, frame: bytearray) -> None:
+        self._echo.sent(frame)
+        self._conn.send_audio(frame)
+
+    def send_silence(self) -> None:
+        self._echo.sent_silence()
+        self._conn.send_silence()
+
+
 class TelephonyGateway:
     """`InboundAudio` + `outbound: Playout` for one call; the connection's `AudioReceiver`."""
 
@@ -61,6 +84,7 @@ class TelephonyGateway:
         *,
         clock: Clock,
         vad_settings: VadSettings | None = None,
+        echo_settings: EchoSettings | None = None,
         playout_settings: PlayoutSettings | None = None,
         close_wait_s: float = 1.0,
         recorder: CallRecorder | None = None,
@@ -69,7 +93,8 @@ class TelephonyGateway:
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
         self._clock = clock
-        self._vad = VoiceActivityDetector(vad_settings)
+        self.echo = EchoGate(echo_settings)
+        self._vad = VoiceActivityDetector(vad_settings, self.echo)
         self._resampler = Resampler()
         self._partial = bytearray()  # inbound audio short of a whole 20 ms frame
         self._listener: VoiceListener | None = None
@@ -79,11 +104,14 @@ class TelephonyGateway:
         self._closed = False
         self.frames_in = 0
         self.speech_starts = 0
+        self.speech_onsets = 0
         self.speech_ends = 0
         self.dtmf_in = 0
-        # With a recorder, the playout sends through it (it keeps each frame, then sends it on).
+        # With a recorder, the playout sends through it (it keeps each frame, then sends it on);
+        # either way the echo gate hears every frame that goes out.
         self.recorder = recorder
-        self.outbound = Playout(conn if recorder is None else recorder, playout_settings)
+        sink: FrameSink = conn if recorder is None else recorder
+        self.outbound = Playout(_ReferencedSink(sink, self.echo), playout_settings)
         pacer.add(self.outbound)
         # Last: this may deliver buffered audio, and even the hangup, synchronously.
         conn.set_receiver(self)
@@ -157,20 +185,27 @@ class TelephonyGateway:
 
     def _on_vad(self, event: VadEvent) -> None:
         listener = self._listener
-        if event.kind is VadEventKind.SPEECH_START:
+        kind = event.kind
+        if kind is VadEventKind.SPEECH_START:
             self.speech_starts += 1
-        else:
+        elif kind is VadEventKind.SPEECH_END:
             self.speech_ends += 1
+        elif kind is VadEventKind.SPEECH_ONSET:
+            self.speech_onsets += 1
         if listener is None:
             return
         try:
-            if event.kind is VadEventKind.SPEECH_START:
+            if kind is VadEventKind.SPEECH_START:
                 listener.on_speech_start(event.at)
-            else:
+            elif kind is VadEventKind.SPEECH_END:
                 listener.on_speech_end(event.at)
+            elif kind is VadEventKind.SPEECH_ONSET:
+                listener.on_speech_onset(event.at)
+            else:
+                listener.on_speech_rejected(event.at)
         except Exception:
             # A broken listener must not kill the call's audio path.
-            log.exception("call %s: voice listener failed on %s", self.uuid, event.kind.value)
+            log.exception("call %s: voice listener failed on %s", self.uuid, kind.value)
 
     def on_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller."""
@@ -223,6 +258,7 @@ class TelephonyGateway:
         return {
             "frames_in": self.frames_in,
             "speech_starts": self.speech_starts,
+            "speech_onsets": self.speech_onsets,
             "speech_ends": self.speech_ends,
             "dtmf_in": self.dtmf_in,
             "frames_out": self.outbound.frames_sent,

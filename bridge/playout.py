@@ -6,7 +6,9 @@ send exactly one 320-byte frame every 20 ms, and silence when the bot has nothin
 writers only append to the buffer and wait for room, so nothing here runs per frame except `tick`.
 
 Barge-in and filler cuts call `clear()`, which drops queued audio synchronously: the next tick
-sends silence or newer audio, so no stale frame reaches the caller after that instant.
+sends silence or newer audio, so no stale frame reaches the caller after that instant. At a
+possible barge-in (speech onset) `pause()` sends silence while keeping the queue; `resume()` goes
+on from the next unsent frame (a false alarm: nothing repeated or lost); `clear()` ends a pause.
 
 Counters for metrics (plain integers, read at scrape time; nothing is reported per frame):
 `frames_sent`, `silence_sent`, and `underflows`, silent frames sent in the middle of a segment
@@ -70,6 +72,7 @@ class Playout:
         "_frames_sent",
         "_high_water",
         "_in_segment",
+        "_paused",
         "_resampler",
         "_sink",
         "_space_waiters",
@@ -89,6 +92,7 @@ class Playout:
         self.silence_sent = 0
         self.underflows = 0
         self._in_segment = False  # bot audio written, segment not ended yet
+        self._paused = False  # silence is sent, the queue kept (two-stage barge-in)
         self._cut_at: float | None = None
         self._cut_report: Callable[[float], None] | None = None
         self._closed = False
@@ -128,8 +132,22 @@ class Playout:
         self._buf.clear()
         self._resampler.reset()
         self._in_segment = False
+        self._paused = False
         self._wake(self._space_waiters)
         self._wake(self._drain_waiters)
+
+    def pause(self) -> None:
+        """Send silence from the next frame on, keeping what is queued (writers wait as usual)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Go on from the frame after the last one sent: nothing repeated, nothing skipped."""
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether `pause()` is in force."""
+        return self._paused
 
     def watch_cut(self, at: float, report: Callable[[float], None]) -> None:
         """Call `report(s)` at the first silent frame sent from now on, with `s` the seconds since
@@ -156,6 +174,10 @@ class Playout:
     def tick(self) -> None:
         """Send exactly one frame: queued audio if a whole frame is ready, else silence."""
         buf = self._buf
+        if self._paused:
+            self.silence_sent += 1
+            self._sink.send_silence()
+            return
         if len(buf) >= FRAME_BYTES:
             frame = buf[:FRAME_BYTES]
             del buf[:FRAME_BYTES]

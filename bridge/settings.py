@@ -15,6 +15,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [service]      bridge.event_loop.ServiceSettings (the event loop: asyncio or uvloop)
     [registry]     bridge.registry.RegistrySettings
     [recording]    bridge.recording.RecordingSettings      [campaign]  bridge.campaign.CampaignSettings
+    [echo]         bridge.echo_gate.EchoSettings
 
 plus the top-level `dialogue_map` and `metrics_file`, and the `[numbers]` table (dialled number ->
 dialogue map, for one process serving several numbers); the top-level `redis_url` is still accepted
@@ -43,6 +44,7 @@ from bridge.ami import AmiSettings
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
 from bridge.campaign import CampaignSettings
+from bridge.echo_gate import EchoSettings
 from bridge.event_loop import ServiceSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
@@ -100,6 +102,7 @@ class Settings(BaseModel):
     ami: AmiSettings = Field(default_factory=AmiSettings)
     audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
+    echo: EchoSettings = Field(default_factory=EchoSettings)
     pacer: PacerSettings = Field(default_factory=PacerSettings)
     playout: PlayoutSettings = Field(default_factory=PlayoutSettings)
     call: CallSettings = Field(default_factory=CallSettings)

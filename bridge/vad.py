@@ -11,6 +11,11 @@ arrived, and returns a `VadEvent` when the caller starts or stops speaking.
   the bot off.
 - Hangover: speech ends only after `hangover_ms` without a voiced frame, so the pauses between
   words do not end the turn.
+- Two stages: after `pause_after_ms` of voiced audio in a starting run, SPEECH_ONSET (the bot may
+  pause: it costs nothing if the run turns out to be a cough); if the run then dies before
+  `min_speech_ms`, or is still undecided after `max_decision_ms`, SPEECH_REJECTED (resume).
+- Echo: with an `EchoGate` (bridge/echo_gate.py), a frame no louder than the bot's own echo could
+  be is silence too, so the bot's voice coming back on the line does not cut the bot off.
 """
 
 from __future__ import annotations
@@ -23,11 +28,16 @@ import pydantic.dataclasses
 import webrtcvad
 from pydantic import ConfigDict, Field
 
+from bridge.echo_gate import EchoGate
 from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 
 _BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
+# Frame classes: below the gates or not speech; speech; no louder than the bot's echo could be.
+_SILENT, _VOICED, _MASKED = 0, 1, 2
+# Voiced audio after which echo-masked frames stop counting as gaps when onsets are off, ms.
+_TRUSTED_MS = 60
 
 
 @pydantic.dataclasses.dataclass(
@@ -45,6 +55,12 @@ class VadSettings:
     min_speech_ms: Annotated[int, Field(ge=20)] = 200
     # Silence needed before speech ends, ms (the pauses between words are shorter).
     hangover_ms: Annotated[int, Field(ge=20)] = 400
+    # Voiced audio after which a starting run is announced (SPEECH_ONSET: the bot pauses), ms;
+    # 0, or not below min_speech_ms: no onset events.
+    pause_after_ms: Annotated[int, Field(ge=0)] = 60
+    # A starting run still undecided this long after its first voiced frame is rejected, ms (the
+    # bot's echo can hide the caller's frames; a paused bot must not wait for ever).
+    max_decision_ms: Annotated[int, Field(ge=20)] = 800
     # Unvoiced gap tolerated inside a starting run, ms.
     max_gap_ms: Annotated[int, Field(ge=0)] = 60
     # Frames below this RMS (s16) are silence without asking webrtcvad; 100 is about -50 dBFS, 0: off.
@@ -54,6 +70,8 @@ class VadSettings:
 class VadEventKind(enum.Enum):
     """What changed."""
 
+    SPEECH_ONSET = "speech_onset"  # a starting run reached pause_after_ms: maybe speech
+    SPEECH_REJECTED = "speech_rejected"  # that run was not speech after all
     SPEECH_START = "speech_start"
     SPEECH_END = "speech_end"
 
@@ -62,8 +80,9 @@ class VadEventKind(enum.Enum):
 class VadEvent:
     """A change of speaking state.
 
-    `at` is the arrival time of the first voiced frame of the run (start), or of the last voiced
-    frame before the hangover ran out (end). `detected_at` is when the event was emitted.
+    `at` is the arrival time of the first voiced frame of the run (onset, rejected, start), or of
+    the last voiced frame before the hangover ran out (end). `detected_at` is when the event was
+    emitted.
     """
 
     kind: VadEventKind
@@ -75,31 +94,39 @@ class VoiceActivityDetector:
     """One call's detector (webrtcvad keeps per-stream state)."""
 
     __slots__ = (
+        "_echo",
         "_gap_ms",
         "_gate",
+        "_announced",
         "_last_voiced",
         "_onset",
+        "_run_ms",
         "_settings",
         "_silent_ms",
         "_vad",
         "_voiced_ms",
         "frames_checked",
+        "frames_echo",
         "frames_gated",
         "speaking",
     )
 
-    def __init__(self, settings: VadSettings | None = None) -> None:
+    def __init__(self, settings: VadSettings | None = None, echo: EchoGate | None = None) -> None:
         self._settings = s = settings or VadSettings()
+        self._echo = echo
         self._vad = webrtcvad.Vad(s.aggressiveness)
         self._gate = s.energy_gate_rms
         self.speaking = False
         self._onset: float | None = None
+        self._announced = False  # SPEECH_ONSET sent for the starting run
+        self._run_ms = 0  # since the starting run's first voiced frame
         self._voiced_ms = 0
         self._gap_ms = 0
         self._silent_ms = 0
         self._last_voiced = 0.0
         self.frames_gated = 0  # decided by the energy gate alone
         self.frames_checked = 0  # passed to webrtcvad
+        self.frames_echo = 0  # silence because no louder than the bot's echo could be
 
     @property
     def settings(self) -> VadSettings:
@@ -107,12 +134,22 @@ class VoiceActivityDetector:
         return self._settings
 
     def is_voiced(self, frame: bytes) -> bool:
-        """Classify one frame (gate, then webrtcvad)."""
-        if self._gate and rms(frame) < self._gate:
-            self.frames_gated += 1
-            return False
+        """Classify one frame (energy gate, echo gate, then webrtcvad)."""
+        return self._classify(frame) is _VOICED
+
+    def _classify(self, frame: bytes) -> int:
+        gate = self._gate
+        echo = self._echo
+        if gate or echo is not None:
+            level = rms(frame)
+            if level < gate:
+                self.frames_gated += 1
+                return _SILENT
+            if echo is not None and echo.is_echo(level):
+                self.frames_echo += 1
+                return _MASKED
         self.frames_checked += 1
-        return bool(self._vad.is_speech(frame, SAMPLE_RATE))
+        return _VOICED if self._vad.is_speech(frame, SAMPLE_RATE) else _SILENT
 
     def process(self, frame: bytes, now: float) -> VadEvent | None:
         """Feed one frame (10, 20 or 30 ms of 8 kHz slin) that arrived at `now`."""
@@ -121,7 +158,8 @@ class VoiceActivityDetector:
             raise ValueError(f"VAD frame of {n} bytes: need 10, 20 or 30 ms of 8 kHz slin")
         ms = n // _BYTES_PER_MS
         s = self._settings
-        voiced = self.is_voiced(frame)
+        kind = self._classify(frame)
+        voiced = kind is _VOICED
         if self.speaking:
             if voiced:
                 self._last_voiced = now
@@ -131,30 +169,56 @@ class VoiceActivityDetector:
             if self._silent_ms < s.hangover_ms:
                 return None
             self.speaking = False
-            self._onset = None
-            self._voiced_ms = self._gap_ms = self._silent_ms = 0
+            self._forget_run()
             return VadEvent(VadEventKind.SPEECH_END, self._last_voiced, now)
+        onset = self._onset
+        if onset is not None:
+            self._run_ms += ms
         if voiced:
-            if self._onset is None:
-                self._onset = now
+            if onset is None:
+                self._onset = onset = now
+                self._run_ms = ms
             self._voiced_ms += ms
             self._gap_ms = 0
-            if self._voiced_ms < s.min_speech_ms:
-                return None
-            self.speaking = True
-            self._last_voiced = now
-            self._silent_ms = 0
-            return VadEvent(VadEventKind.SPEECH_START, self._onset, now)
-        if self._onset is not None:
-            self._gap_ms += ms
+            if self._voiced_ms >= s.min_speech_ms:
+                self.speaking = True
+                self._last_voiced = now
+                self._silent_ms = 0
+                self._announced = False
+                return VadEvent(VadEventKind.SPEECH_START, onset, now)
+            if not self._announced and 0 < s.pause_after_ms <= self._voiced_ms:
+                self._announced = True
+                return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
+            return self._undecided(onset, now)
+        if onset is not None:
+            if kind is not _MASKED or self._voiced_ms < (s.pause_after_ms or _TRUSTED_MS):
+                # Once a run has enough voiced audio to be announced, a frame the bot's echo may
+                # hide is no evidence either way: the caller's quieter syllables under the bot's
+                # loud ones must not restart it. Before, it is a gap: stray frames of echo must
+                # not add up to an onset.
+                self._gap_ms += ms
             if self._gap_ms > s.max_gap_ms:
                 # Too short to be speech (a click, a cough): start over.
-                self._onset = None
-                self._voiced_ms = self._gap_ms = 0
+                return self._reject(onset, now)
+            return self._undecided(onset, now)
         return None
+
+    def _undecided(self, onset: float, now: float) -> VadEvent | None:
+        if self._run_ms > self._settings.max_decision_ms:
+            return self._reject(onset, now)
+        return None
+
+    def _reject(self, onset: float, now: float) -> VadEvent | None:
+        announced = self._announced
+        self._forget_run()
+        return VadEvent(VadEventKind.SPEECH_REJECTED, onset, now) if announced else None
+
+    def _forget_run(self) -> None:
+        self._onset = None
+        self._announced = False
+        self._voiced_ms = self._gap_ms = self._silent_ms = self._run_ms = 0
 
     def reset(self) -> None:
         """Forget the current state (not the webrtcvad noise model)."""
         self.speaking = False
-        self._onset = None
-        self._voiced_ms = self._gap_ms = self._silent_ms = 0
+        self._forget_run()

@@ -261,6 +261,14 @@ class AudioCache(Protocol):
 class VoiceListener(Protocol):
     """Receives the gateway's voice-activity and DTMF signals, synchronously, as they happen."""
 
+    def on_speech_onset(self, at: float) -> None:
+        """Maybe speech, from clock time `at` (a few tens of ms of it): the bot may pause."""
+        ...
+
+    def on_speech_rejected(self, at: float) -> None:
+        """The run announced by `on_speech_onset(at)` was not speech: a paused bot resumes."""
+        ...
+
     def on_speech_start(self, at: float) -> None:
         """The caller started speaking (after the VAD's minimum speech duration), at clock time `at`."""
         ...
@@ -341,6 +349,14 @@ class OutboundAudio(Protocol):
 
     async def drain(self) -> None:
         """Wait until everything queued has been sent. Raises `AudioClosed` once the caller hung up."""
+        ...
+
+    def pause(self) -> None:
+        """Send silence from the next frame on, keeping what is queued (a possible barge-in)."""
+        ...
+
+    def resume(self) -> None:
+        """Continue from where `pause()` stopped: no frame repeated, none skipped."""
         ...
 
     def clear(self) -> None:

@@ -32,6 +32,9 @@ with a bound before `run()` returns):
                  everything it started (synthesis, fillers, the LLM pipeline) is cancelled with it.
 Barge-in arrives synchronously from the gateway's VAD (`on_speech_start`), so the bot stops within
 the current 20 ms frame: the playback task is cancelled and the outbound buffer cleared at once.
+It has two stages: at the first tens of ms of possible speech (`on_speech_onset`) an interruptible
+turn's audio pauses (the queue kept); a run that turns out not to be speech (`on_speech_rejected`)
+resumes it from the next unsent frame, and confirmed speech cancels it as above.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ __all__ = [
     "Renderer",
     "create_orchestrator_instance",
 ]
+
+# How long after an uninterrupted bot turn the results of speech that began over it are dropped
+# as a backchannel (SpeechKit finalises 0.3-0.8 s after the speech ends), s.
+_LATE_BACKCHANNEL_S = 1.5
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +193,11 @@ class Orchestrator:
         self._inbound: InboundAudio | None = None
         self._recognition: RecognitionStream | None = None
         self._stt_results_dropped = 0
+        self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
+        self._overlap_open = False  # the caller spoke over the bot's turn, no final heard yet
+        self._backchannel_until: float | None = None  # drop that speech's results until then
+        self.pauses = 0  # onsets that paused the bot
+        self.resumes = 0  # of those, false alarms: the bot went on from where it paused
         self._shut_down = False
         self._drain_deadline: float | None = None  # clock time; set once by `drain_by`
         self._draining = asyncio.Event()
@@ -359,17 +371,68 @@ class Orchestrator:
                 self._stt_breaker.failure(f"call {self.call_id}: {event}")
             if isinstance(event, SttResult) and not self.turns.hears_caller:
                 # Heard while the bot spoke and nobody interrupted: echo or a backchannel.
-                self._stt_results_dropped += 1
-                self._observe(CallEventKind.STT_DROPPED, text=event.text)
+                self._overlap_open = not event.is_final  # its final may come after the turn
+                self._drop(event)
+                continue
+            if isinstance(event, SttResult) and self._late_backchannel(event):
                 continue
             self._user_results.put_nowait(event)
 
+    def _drop(self, event: SttResult) -> None:
+        self._stt_results_dropped += 1
+        self._observe(CallEventKind.STT_DROPPED, text=event.text)
+
+    def _late_backchannel(self, event: SttResult) -> bool:
+        """Whether `event` ends speech that began during an uninterrupted bot turn (dropped)."""
+        until = self._backchannel_until
+        if until is None:
+            return False
+        if self.clock.now() > until:
+            self._backchannel_until = None
+            return False
+        if event.is_final:
+            self._backchannel_until = None
+        self._drop(event)
+        return True
+
     # VoiceListener (called synchronously by the gateway)
+    def on_speech_onset(self, at: float) -> None:
+        """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
+        self._new_speech()
+        task = self.current_playback_task
+        outbound = self._outbound
+        if self._paused or outbound is None or task is None or task.done() or not self.turns.bot_may_speak:
+            return
+        outbound.pause()  # silence from the next frame; the queue and its writers wait
+        self._paused = True
+        self.pauses += 1
+
+    def on_speech_rejected(self, at: float) -> None:
+        """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
+        if self._resume():
+            self.resumes += 1
+
+    def _new_speech(self) -> None:
+        if self.turns.floor is Floor.BOT_TURN:
+            self._overlap_open = True  # over the bot: if it does not interrupt, a backchannel
+        else:
+            self._backchannel_until = None  # the caller speaks anew: their results are a turn
+
+    def _resume(self) -> bool:
+        outbound = self._outbound
+        if not self._paused or outbound is None:
+            return False
+        self._paused = False
+        outbound.resume()
+        return True
+
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
         self._watchdog.speech_start(at)
-        self.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
+        self._new_speech()
+        if not self.handle_barge_in():  # a no-op unless an interruptible bot turn is playing
+            self._resume()  # paused, but the turn is not interruptible now (or already over)
 
     def on_speech_end(self, at: float) -> None:
         """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
@@ -398,6 +461,7 @@ class Orchestrator:
         if self._cut is not None and not self._cut.done():
             self._cut.set_result(None)
         self._player.interrupt()  # fillers cut, queued audio dropped: the next frame is silence
+        self._resume()  # the queue is gone: the next bot turn must not start paused
         self.metrics_logger.mark(Mark.BARGE_IN)
         self._observe(CallEventKind.BARGE_IN)
         return True
@@ -454,9 +518,15 @@ class Orchestrator:
             await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.current_playback_task = self._cut = None
+            self._resume()  # a turn that ended (or was cancelled) while paused leaves no pause
             if not task.done() or cut.done():  # cut, or we are cancelled: bounded unwinding
                 await cancel_and_wait(task, timeout=self._call.cancel_bound_s)
         interrupted = self.turns.floor is Floor.INTERRUPTED
+        if not interrupted and self._overlap_open and self.turns.floor is Floor.BOT_TURN:
+            # Speech began over this turn and did not interrupt it: its results still to come
+            # are a backchannel ("ага"), not the caller's next turn.
+            self._backchannel_until = self.clock.now() + _LATE_BACKCHANNEL_S
+        self._overlap_open = False
         self.turns.handle(TurnEvent.PLAYBACK_DONE)
         if interrupted:
             self.metrics_logger.set(interrupted=True)

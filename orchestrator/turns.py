@@ -32,7 +32,8 @@ Rules:
    `on_change` callback, on every change and at construction, and is set nowhere else:
    BOT_TURN while the bot speaks, USER_TURN otherwise.
 6. SPEECH_END while SILENT is legal and changes nothing (the VAD may have heard the start before
-   the Orchestrator attached); SPEECH_START while SPEAKING is illegal.
+   the Orchestrator attached); SPEECH_START while SPEAKING is legal too and takes the new onset
+   (an end the listener did not see): raising there would lose the barge-in it carries.
 7. ENDED is final: only HANG_UP (a no-op there) is legal.
 """
 
@@ -135,6 +136,7 @@ VOICE_TRANSITIONS: Mapping[Voice, Mapping[TurnEvent, Voice]] = MappingProxyType(
             TurnEvent.SPEECH_END: Voice.SILENT,
         },
         Voice.SPEAKING: {
+            TurnEvent.SPEECH_START: Voice.SPEAKING,
             TurnEvent.SPEECH_END: Voice.SILENT,
         },
     }

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import audioop
 import math
 import socket
 import uuid
 import wave
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -82,8 +84,16 @@ class FakeAsterisk(asyncio.Protocol):
         kind: Kind = Kind.SLIN,
         send_silence: bool = True,
         keep_messages: bool = True,
+        echo_db: float | None = None,
+        echo_delay_frames: int = 3,
     ) -> None:
         self.uuid = call_uuid
+        # Line echo: each bot frame received comes back, `echo_db` down, mixed into the caller's
+        # audio `echo_delay_frames` ticks later (a hybrid's reflection; slin only).
+        self._echo_gain = None if echo_db is None else 10 ** (echo_db / 20)
+        self._echo: deque[bytes] = deque(
+            [bytes(FRAME_BYTES)] * echo_delay_frames, maxlen=echo_delay_frames + 50
+        )
         self.kind = kind
         self._frame_bytes = FRAME_BYTES * ({Kind.SLIN: 1, Kind.SLIN16: 2, Kind.SLIN48: 6}.get(kind, 1))
         self.send_silence = send_silence  # a live line sends frames even when the caller is quiet
@@ -148,6 +158,8 @@ class FakeAsterisk(asyncio.Protocol):
             self.received.append(Received(now, msg))
         if type(msg) is Audio:
             self.audio_count += 1
+            if self._echo_gain is not None:
+                self._echo.append(audioop.mul(msg.pcm, 2, self._echo_gain))
             last = self._last_audio_at
             if last is not None:
                 gap = now - last
@@ -197,11 +209,14 @@ class FakeAsterisk(asyncio.Protocol):
             return
         buf = self._audio
         n = self._frame_bytes
-        if buf:
+        echo = self._echo.popleft() if self._echo_gain is not None and self._echo else None
+        if buf or echo is not None:
             frame = bytes(buf[:n])
             del buf[:n]
             if len(frame) < n:
                 frame += bytes(n - len(frame))
+            if echo is not None and len(echo) == n:
+                frame = audioop.add(frame, echo, 2)
             transport.write(encode_audio(frame, self.kind))
         elif self.send_silence:
             transport.write(self._silence if self.kind is not Kind.SLIN else _SILENCE_MESSAGE)
@@ -302,6 +317,8 @@ class FakeCallerPool:
         kind: Kind = Kind.SLIN,
         send_silence: bool = True,
         keep_messages: bool = True,
+        echo_db: float | None = None,
+        echo_delay_frames: int = 3,
     ) -> FakeAsterisk:
         """Connect one more caller (sending its UUID) and start streaming `audio` on the tick."""
         caller = FakeAsterisk(
@@ -309,6 +326,8 @@ class FakeCallerPool:
             kind=kind,
             send_silence=send_silence,
             keep_messages=keep_messages,
+            echo_db=echo_db,
+            echo_delay_frames=echo_delay_frames,
         )
         await caller.connect(self.host, self.port)
         caller.play(audio)

@@ -127,6 +127,10 @@ class Say:
     stt_delay: float = 0.3
     partials: bool = True
     vad: bool = True  # whether the gateway's VAD reports the speech
+    # Two-stage barge-in: the VAD announces the run at `at` (SPEECH_ONSET); SPEECH_START then
+    # follows `start_delay` later if `vad`, else SPEECH_REJECTED at `at` + `duration`.
+    onset: bool = False
+    start_delay: float = 0.0
 
 
 @dataclass
@@ -217,27 +221,36 @@ class FakeInbound:
         return frames[label]
 
     def _schedule_vad(self, line: Say) -> None:
-        if not line.vad:
-            return
         loop = asyncio.get_running_loop()
         end = line.at + line.duration
-        self._vad_handles.append(loop.call_at(line.at, self._vad_soon, True, line.at))
-        self._vad_handles.append(loop.call_at(end, self._vad_soon, False, end))
+        handles = self._vad_handles
+        if line.onset:
+            handles.append(loop.call_at(line.at, self._vad_soon, "onset", line.at))
+            if not line.vad:
+                handles.append(loop.call_at(end, self._vad_soon, "rejected", line.at))
+        if not line.vad:
+            return
+        handles.append(loop.call_at(line.at + line.start_delay, self._vad_soon, "start", line.at))
+        handles.append(loop.call_at(end, self._vad_soon, "end", end))
 
-    def _vad_soon(self, start: bool, at: float) -> None:
+    def _vad_soon(self, kind: str, at: float) -> None:
         # After the frame tick due at the same instant, as the gateway reports voice activity
         # after the frame that confirmed it.
-        asyncio.get_running_loop().call_soon(self._vad, start, at)
+        asyncio.get_running_loop().call_soon(self._vad, kind, at)
 
-    def _vad(self, start: bool, at: float) -> None:
+    def _vad(self, kind: str, at: float) -> None:
         listener = self.listener
         if listener is None:
             return
         try:
-            if start:
+            if kind == "start":
                 listener.on_speech_start(at)
-            else:
+            elif kind == "end":
                 listener.on_speech_end(at)
+            elif kind == "onset":
+                listener.on_speech_onset(at)
+            else:
+                listener.on_speech_rejected(at)
         except Exception as exc:  # as the gateway does: log and go on; tests check the list
             self.listener_errors.append(exc)
 

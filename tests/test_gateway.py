@@ -41,6 +41,12 @@ class Listener:
         self.events.append((kind, value, at))
         self.changed.set()
 
+    def on_speech_onset(self, at: float) -> None:
+        self._add("onset", None, at)
+
+    def on_speech_rejected(self, at: float) -> None:
+        self._add("rejected", None, at)
+
     def on_speech_start(self, at: float) -> None:
         assert self.gateway is not None
         self._add("start", self.gateway.frames_in, at)
@@ -312,6 +318,12 @@ async def test_close_hangs_up_the_audiosocket_leg(env: Env) -> None:
 
 
 class Raising:
+    def on_speech_onset(self, at: float) -> None:
+        raise RuntimeError("listener bug")
+
+    def on_speech_rejected(self, at: float) -> None:
+        raise RuntimeError("listener bug")
+
     def on_speech_start(self, at: float) -> None:
         raise RuntimeError("listener bug")
 

@@ -431,6 +431,59 @@ def test_barge_in_stops_the_bot_within_one_frame_and_the_turn_is_heard() -> None
     assert run.turns()[0]["interrupted"] is True
 
 
+def test_a_false_alarm_pauses_the_greeting_and_it_resumes_where_it_stopped() -> None:
+    # "ага" for 0.3 s: announced at its onset, never confirmed (too short), rejected at its end.
+    run = call([Say(0.4, "ага", duration=0.3, vad=False, onset=True)], hangup_at=4.0)
+    greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
+    assert len(greeting) == 50  # the whole greeting: nothing dropped ...
+    assert run.sink.segments() == [(label("static:greeting"), 50)]  # ... nor repeated
+    # Silent from the next frame after the onset until the rejection, then on again.
+    assert not [t for t in greeting if 0.42 < t < 0.7]
+    assert max(greeting) == pytest.approx(1.0 + 0.3, abs=0.03)  # later by the pause, no more
+    assert run.event_times("barge_in") == []
+    assert (run.orchestrator.pauses, run.orchestrator.resumes) == (1, 1)
+
+
+def test_a_true_interruption_pauses_at_onset_and_cancels_when_confirmed() -> None:
+    run = call([Say(0.5, "площадь 45 метров", onset=True, start_delay=0.2)], hangup_at=6.0)
+    greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
+    assert max(greeting) <= 0.52  # quiet from the onset's frame, not the confirmation's
+    assert run.event_times("barge_in") == [pytest.approx(0.7)]
+    assert (run.orchestrator.pauses, run.orchestrator.resumes) == (1, 0)
+    assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
+    assert run.turns()[0]["interrupted"] is True
+
+
+def test_a_non_interruptible_turn_is_not_paused() -> None:
+    data = make_map().model_dump(mode="json", exclude_unset=True)
+    data["states"]["start"]["interruptible"] = False
+    run = call(
+        [Say(0.4, "ага", duration=0.3, vad=False, onset=True)],
+        dmap=DialogueMap.model_validate(data),
+        hangup_at=3.0,
+    )
+    greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
+    assert run.orchestrator.pauses == 0
+    assert len(greeting) == 50 and max(greeting) == pytest.approx(1.0, abs=0.03)  # played straight through
+
+
+def test_a_backchannel_whose_final_comes_after_the_bot_finished_is_dropped() -> None:
+    # The case: "ага" near the end of the greeting, too short to barge in; its final
+    # arrives after the greeting ended. It is not the caller's next turn.
+    run = call([Say(0.8, "ага", duration=0.3, vad=False, onset=True, stt_delay=0.4)], hangup_at=4.0)
+    assert run.sink.labels() == [label("static:greeting")]
+    assert "ага" in [e.data["text"] for e in run.events if e.kind == "stt_dropped"]
+    assert run.orchestrator.session_state.transcript == []
+
+
+def test_speech_begun_after_the_bot_finished_is_heard_despite_an_earlier_backchannel() -> None:
+    run = call(
+        [Say(0.8, "ага", duration=0.3, vad=False, onset=True, stt_delay=0.1), Say(1.4, "площадь 45 метров")],
+        hangup_at=6.0,
+    )
+    assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
+
+
 def test_speech_over_an_uninterrupted_bot_turn_is_not_taken_as_a_turn() -> None:
     # No VAD report (too short to count), so no barge-in: the STT result is dropped as a backchannel.
     run = call([Say(0.2, "ага", duration=0.3, vad=False)], hangup_at=4.0)

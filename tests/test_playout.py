@@ -110,6 +110,30 @@ def test_clear_leaves_no_stale_frame_after_that_instant() -> None:
     assert sink.silence_after(cut)
 
 
+def test_pause_sends_silence_and_resume_goes_on_with_the_next_frame() -> None:
+    async def main() -> tuple[RecordingSink, Playout]:
+        pacer, sink, playout = setup()
+        loop = asyncio.get_running_loop()
+        loop.call_at(0.21, playout.pause)  # after 10 frames (0.02 .. 0.20)
+        loop.call_at(0.41, playout.resume)  # 10 silent frames later
+        await playout.write(AudioChunk(frames(30)))
+        assert playout.paused is False
+        await playout.drain()
+        loop.call_at(loop.time() + 0.001, playout.pause)
+        loop.call_at(loop.time() + 0.05, playout.clear)  # a cut ends a pause
+        await asyncio.sleep(0.1)
+        pacer.stop()
+        return sink, playout
+
+    sink, playout = run_virtual(main)
+    assert sink.audio() == [frames(1, i) for i in range(1, 31)]  # all, in order: none repeated or lost
+    labels = [f[:2] for _, f in sink.frames[:40]]
+    assert labels[10:20] == [b""] * 10  # paused: silence
+    assert sink.frames[20][1] == frames(1, 11)  # resumed with the frame after the last one sent
+    assert playout.underflows == 0  # a pause is not a gap in the audio
+    assert not playout.paused
+
+
 def test_drain_pads_the_tail_and_waits_for_the_last_frame() -> None:
     async def main() -> tuple[RecordingSink, float]:
         pacer, sink, playout = setup()

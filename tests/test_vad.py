@@ -47,11 +47,15 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_russian_speech(tmp_path_factory.mktemp("speech"))
 
 
-def run(vad: VoiceActivityDetector, pcm: bytes, t0: float = 0.0) -> list[VadEvent]:
+_STAGES = (VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_REJECTED)
+
+
+def run(vad: VoiceActivityDetector, pcm: bytes, t0: float = 0.0, *, stages: bool = False) -> list[VadEvent]:
+    """The events for `pcm`; SPEECH_ONSET/REJECTED only with `stages`."""
     events = []
     for i in range(0, len(pcm), FRAME_BYTES):
         ev = vad.process(pcm[i : i + FRAME_BYTES], t0 + i // FRAME_BYTES * 0.02)
-        if ev is not None:
+        if ev is not None and (stages or ev.kind not in _STAGES):
             events.append(ev)
     return events
 
@@ -136,3 +140,39 @@ def test_without_the_gate_webrtcvad_hangover_turns_clicks_into_speech() -> None:
     train = (click() + silence(60)) * 3 + silence(300)
     ungated = VoiceActivityDetector(VadSettings(energy_gate_rms=0))
     assert [e.kind for e in run(ungated, train)] == [VadEventKind.SPEECH_START]
+
+
+def test_onset_comes_early_and_then_start_confirms(speech: bytes) -> None:
+    events = run(VoiceActivityDetector(), silence(200) + speech + silence(600), stages=True)
+    kinds = [e.kind for e in events]
+    assert kinds == [VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
+    onset, start = events[0], events[1]
+    assert onset.at == start.at  # the same run
+    # Announced after pause_after_ms (60) of voiced audio, well before the 200 ms confirmation.
+    assert onset.detected_at - onset.at < 0.1
+    assert start.detected_at - onset.detected_at >= 0.12
+
+
+@pytest.mark.parametrize(
+    "burst", [noise(120), (click() + silence(40)) * 3], ids=["120 ms noise", "click train"]
+)
+def test_a_short_run_is_announced_then_rejected(burst: bytes) -> None:
+    events = run(VoiceActivityDetector(), silence(200) + burst + silence(400), stages=True)
+    kinds = [e.kind for e in events]
+    # Either never announced, or announced and then rejected: never a start.
+    assert kinds in ([], [VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_REJECTED])
+    if kinds:
+        assert events[1].detected_at - events[0].detected_at <= 0.2
+
+
+def test_an_undecided_run_is_rejected_after_max_decision_ms(speech: bytes) -> None:
+    vad = VoiceActivityDetector(VadSettings(min_speech_ms=10_000, max_decision_ms=300, max_gap_ms=10_000))
+    events = run(vad, speech, stages=True)
+    assert events[0].kind is VadEventKind.SPEECH_ONSET
+    assert events[1].kind is VadEventKind.SPEECH_REJECTED
+    assert 0.3 <= events[1].detected_at - events[0].at <= 0.34
+
+
+def test_no_onset_events_when_pause_after_is_off(speech: bytes) -> None:
+    events = run(VoiceActivityDetector(VadSettings(pause_after_ms=0)), speech + silence(600), stages=True)
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]

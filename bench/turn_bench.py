@@ -1,0 +1,251 @@
+"""Turn-taking bench on the labelled corpus (bench/turn_corpus.py): does the bot stop when it should?
+
+Each item is replayed frame by frame through the bridge's own detector, as the gateway and the
+Orchestrator run it: the bot's next frame goes out (and to the `EchoGate`), the line returns the
+caller's side plus the echo of what was really sent (`LineEcho`), and the inbound frame goes to the
+`VoiceActivityDetector`. SPEECH_ONSET while the bot talks pauses it (silence is sent, its place is
+kept), SPEECH_REJECTED resumes it, SPEECH_START cancels it. Per configuration:
+
+- interruption recall (cancelled), onset -> pause and onset -> cancel (ms after the caller's sound
+  began, p50/p95; the frame that decides counts as complete at its end);
+- false cancels and false pauses: backchannels, non-speech, echo alone (overall, at -15 dB or
+  quieter), as a fraction of the category's items; the resume gap (how long a false pause kept
+  the bot quiet, p95 ms).
+
+Targets are the issue's (#12): recall >= 0.98, backchannel <= 5 %, non-speech <= 2 %, echo at
+-15 dB or quieter 0 %, onset -> pause p95 <= 60 ms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import percentile, table
+from bench.turn_corpus import ECHO_LEVELS_DB, LineEcho, TurnItem
+from bridge.echo_gate import EchoGate, EchoSettings
+from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
+from orchestrator.audio import FRAME_BYTES, FRAME_S
+
+__all__ = ["CONFIGS", "TARGETS", "TurnConfig", "TurnResult", "evaluate", "render_turns", "run_turns"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    """One detector configuration under test; `echo` None: no echo gate."""
+
+    name: str
+    vad: VadSettings
+    echo: EchoSettings | None
+
+
+CONFIGS = (
+    TurnConfig("vad (before)", VadSettings(pause_after_ms=0), None),
+    TurnConfig("vad+echo", VadSettings(pause_after_ms=0), EchoSettings()),
+    TurnConfig("2-stage+echo", VadSettings(), EchoSettings()),
+    TurnConfig("2-stage+echo c400", VadSettings(min_speech_ms=400), EchoSettings()),
+)
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "recall": (">=", 0.98),
+    "false_backchannel": ("<=", 0.05),
+    "false_nonspeech": ("<=", 0.02),
+    "false_echo_15": ("<=", 0.0),
+    "pause_p95_ms": ("<=", 60.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """One item's outcome, in s into the item: first pause, cancel (None: none), paused time."""
+
+    item: TurnItem
+    paused_at: float | None
+    stopped_at: float | None
+    resumed_gap_s: float  # silence added by pauses that were resumed (false alarms)
+
+
+def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
+    """Run one item through a fresh detector, pausing, resuming and cancelling the bot as it says."""
+    echo = EchoGate(config.echo) if config.echo is not None else None
+    vad = VoiceActivityDetector(config.vad, echo)
+    line = LineEcho(item)
+    silent = bytes(FRAME_BYTES)
+    bot, n_bot = item.bot, int(round(item.bot_end_s / FRAME_S))
+    pos = 0  # next bot frame to send
+    paused_since: float | None = None
+    paused_at: float | None = None
+    gap = 0.0
+    for i in range(len(item.caller) // FRAME_BYTES):
+        now = i * FRAME_S
+        talking = pos < n_bot
+        if talking and paused_since is None:
+            out = bot[pos * FRAME_BYTES : (pos + 1) * FRAME_BYTES]
+            pos += 1
+        else:
+            out = silent
+        if echo is not None:
+            echo.sent(out) if out is not silent else echo.sent_silence()
+        event = vad.process(line.frame(i, out), now)
+        if event is None or not talking:
+            continue
+        done = now + FRAME_S  # the deciding frame is complete at its end
+        kind = event.kind
+        if kind is VadEventKind.SPEECH_ONSET and paused_since is None:
+            paused_since = done
+            if paused_at is None:
+                paused_at = done
+        elif kind is VadEventKind.SPEECH_REJECTED and paused_since is not None:
+            gap += done - paused_since
+            paused_since = None
+        elif kind is VadEventKind.SPEECH_START:
+            return TurnResult(item, paused_at if paused_at is not None else done, done, gap)
+    return TurnResult(item, paused_at, None, gap)
+
+
+def _rate(results: Sequence[TurnResult], paused: bool = False) -> float | None:
+    if not results:
+        return None
+    return sum((r.paused_at if paused else r.stopped_at) is not None for r in results) / len(results)
+
+
+def _after_onset(results: Sequence[TurnResult], attr: str) -> list[float]:
+    out = []
+    for r in results:
+        t, onset = getattr(r, attr), r.item.onset_s
+        if t is not None and onset is not None and t >= onset:
+            out.append((t - onset) * 1000)
+    return out
+
+
+def _p(values: Sequence[float], q: float) -> float | None:
+    return percentile(values, q) if values else None
+
+
+def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float | int | None]:
+    """The bench's numbers for one configuration (rates 0..1, times ms)."""
+    results = [replay(item, config) for item in items]
+    by = {
+        c: [r for r in results if r.item.category == c]
+        for c in ("interruption", "backchannel", "nonspeech", "echo")
+    }
+    inter = by["interruption"]
+    pauses = _after_onset(inter, "paused_at")
+    cancels = _after_onset(inter, "stopped_at")
+    gaps = [r.resumed_gap_s * 1000 for r in results if r.stopped_at is None and r.resumed_gap_s > 0]
+    early = sum(
+        1
+        for r in inter
+        if r.stopped_at is not None and r.item.onset_s is not None and r.stopped_at < r.item.onset_s
+    )
+    out: dict[str, float | int | None] = {
+        "items": len(items),
+        "recall": _rate(inter),
+        "stopped_before_onset": early,
+        "pause_p50_ms": _p(pauses, 50),
+        "pause_p95_ms": _p(pauses, 95),
+        "cancel_p50_ms": _p(cancels, 50),
+        "cancel_p95_ms": _p(cancels, 95),
+        "resume_gap_p50_ms": _p(gaps, 50),
+        "resume_gap_p95_ms": _p(gaps, 95),
+        "false_backchannel": _rate(by["backchannel"]),
+        "false_nonspeech": _rate(by["nonspeech"]),
+        "false_echo": _rate(by["echo"]),
+        "false_echo_15": _rate([r for r in by["echo"] if r.item.echo_db <= -15]),
+        "paused_backchannel": _rate(by["backchannel"], paused=True),
+        "paused_nonspeech": _rate(by["nonspeech"], paused=True),
+        "paused_echo": _rate(by["echo"], paused=True),
+    }
+    for level in ECHO_LEVELS_DB:
+        out[f"false_echo_{-level}db"] = _rate([r for r in by["echo"] if r.item.echo_db == level])
+    return out
+
+
+def run_turns(
+    items: Sequence[TurnItem], configs: Sequence[TurnConfig] = CONFIGS
+) -> dict[str, dict[str, float | int | None]]:
+    """`evaluate` for each configuration, by name."""
+    return {c.name: evaluate(items, c) for c in configs}
+
+
+def _pct(v: float | int | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _ms(v: float | int | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
+    """Three plain-text tables: cancels with targets, pauses (false alarms), false cancels by echo level."""
+    headers = (
+        "config",
+        "items",
+        "recall",
+        "early",
+        "pause50",
+        "pause95",
+        "cancel50",
+        "cancel95",
+        "f_backch",
+        "f_nonsp",
+        "f_echo",
+        "f_echo<=-15",
+    )
+    rows = [
+        [
+            name,
+            r["items"],
+            _pct(r["recall"]),
+            r["stopped_before_onset"],
+            _ms(r["pause_p50_ms"]),
+            _ms(r["pause_p95_ms"]),
+            _ms(r["cancel_p50_ms"]),
+            _ms(r["cancel_p95_ms"]),
+            _pct(r["false_backchannel"]),
+            _pct(r["false_nonspeech"]),
+            _pct(r["false_echo"]),
+            _pct(r["false_echo_15"]),
+        ]
+        for name, r in results.items()
+    ]
+    targets = ", ".join(f"{k} {op} {v:g}" for k, (op, v) in TARGETS.items())
+    main = table(headers, rows, title=f"Turn-taking: cancels (f_ = false cancel rate; targets: {targets})")
+    ph = ("config", "paused_backch", "paused_nonsp", "paused_echo", "resume_gap50", "resume_gap95")
+    prows = [
+        [
+            name,
+            _pct(r["paused_backchannel"]),
+            _pct(r["paused_nonspeech"]),
+            _pct(r["paused_echo"]),
+            _ms(r["resume_gap_p50_ms"]),
+            _ms(r["resume_gap_p95_ms"]),
+        ]
+        for name, r in results.items()
+    ]
+    pauses = table(
+        ph,
+        prows,
+        title="False alarms that only paused the bot (resumed from where it stopped), and the silence they added (ms)",
+    )
+    eh = ("config", *(f"{lv}dB" for lv in ECHO_LEVELS_DB))
+    erows = [
+        [name, *(_pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()
+    ]
+    return "\n\n".join(
+        (
+            main,
+            pauses,
+            table(eh, erows, title="False cancels by echo alone, by echo level (dB under the bot)"),
+        )
+    )
+
+
+def write_json(
+    path: Path, results: dict[str, dict[str, float | int | None]], *, seed: int, per_category: int
+) -> None:
+    """The results with the corpus parameters and targets, as JSON."""
+    doc = {"seed": seed, "per_category": per_category, "targets": TARGETS, "configs": results}
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

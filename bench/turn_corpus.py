@@ -1,0 +1,260 @@
+"""A labelled, seeded corpus of caller audio overlapping the bot's speech, for turn-taking.
+
+Every item is one bot utterance (what the bridge sends, 8 kHz slin) and what comes back from the
+line meanwhile (8 kHz slin after G.711 u-law): the bot's own voice as line echo, background line
+noise, and, depending on the category, the caller:
+
+- "interruption": a Russian question or objection ("подождите", "нет-нет, не надо", ...) starting
+  at a random offset into the bot's speech. Label: the bot must stop.
+- "backchannel": "угу", "ага", "да-да", "так", "ну", "мхм", "понятно". Label: the bot goes on.
+- "nonspeech": cough-like shaped noise bursts, clicks, a crackle of line noise. Label: goes on.
+- "echo": nothing from the caller, only the echo, scanned over levels and delays. Label: goes on.
+
+Speech is espeak-ng (several voice variants, speeds and pitches), resampled to 8 kHz. Every level
+is drawn from `random.Random(seed)`: the same seed gives the same bytes (espeak-ng's output is
+deterministic for the same text and parameters). Synthesis is cached per process.
+
+Levels (dBFS RMS over the voiced part): bot -18; caller -26..-14; echo -12..-30 dB under the bot
+(40-60 ms late) in every item, -6..-35 dB (20-250 ms) in the "echo" category; line noise -62..-50.
+"""
+
+from __future__ import annotations
+
+import audioop
+import functools
+import random
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from orchestrator.adapters.tts.espeak import parse_wav
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
+
+__all__ = ["CATEGORIES", "ECHO_LEVELS_DB", "LineEcho", "TurnItem", "build_corpus", "synth"]
+
+Category = Literal["interruption", "backchannel", "nonspeech", "echo"]
+CATEGORIES: tuple[Category, ...] = ("interruption", "backchannel", "nonspeech", "echo")
+
+BOT_PHRASES = (
+    "Здравствуйте! Вас приветствует клининговая компания. Я помогу рассчитать стоимость уборки.",
+    "Стоимость генеральной уборки квартиры площадью шестьдесят квадратных метров составит девять тысяч рублей.",
+    "Уточните, пожалуйста, адрес квартиры и удобное время, и мы пришлём мастера в ближайшие дни.",
+)
+INTERRUPTIONS = (
+    "подождите",
+    "нет-нет, не надо",
+    "а сколько это стоит?",
+    "извините, можно вопрос?",
+    "стоп, я не это спрашивал",
+    "мне нужна уборка офиса",
+    "девушка, послушайте",
+    "нет, спасибо, не интересно",
+)
+BACKCHANNELS = ("угу", "ага", "да-да", "так", "ну", "мхм", "понятно")
+VOICES = ("ru", "ru+m3", "ru+f2", "ru+f4", "ru+m7", "ru-lv")
+# Echo levels (dB under the bot) scanned by the "echo" category.
+ECHO_LEVELS_DB = (-6, -9, -12, -15, -18, -21, -24, -30, -35)
+
+_BOT_DBFS = -18.0
+_MS = SAMPLE_RATE // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TurnItem:
+    """One labelled overlap. Audio is 8 kHz s16le, all the same whole number of 20 ms frames.
+
+    `inbound` is `caller` plus the echo of all of `bot`, through u-law; a replay that pauses the bot
+    rebuilds the echo from what it really sent (`echo_of`).
+
+        `onset_s`: when the caller's sound starts in `inbound` (None for echo only); `bot_end_s`: when
+        the bot's speech ends in `bot` (silence after). `interrupts`: whether the bot should stop.
+    """
+
+    name: str
+    category: Category
+    bot: bytes
+    inbound: bytes
+    caller: bytes  # the caller's side alone (their sound and line noise, before u-law)
+    interrupts: bool
+    onset_s: float | None
+    bot_end_s: float
+    echo_db: float
+    echo_delay_ms: int
+    text: str = ""
+    meta: dict[str, float | str] = field(default_factory=dict)
+
+    def frames(self) -> Iterator[tuple[bytes, bytes]]:
+        """(bot frame sent, inbound frame received) per 20 ms."""
+        for i in range(0, len(self.bot), FRAME_BYTES):
+            yield self.bot[i : i + FRAME_BYTES], self.inbound[i : i + FRAME_BYTES]
+
+
+@functools.lru_cache(maxsize=512)
+def synth(text: str, voice: str = "ru", speed: int = 160, pitch: int = 50) -> bytes:
+    """`text` spoken by espeak-ng, 8 kHz s16le, leading/trailing silence trimmed. Cached."""
+    args = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"]
+    proc = subprocess.run(args, input=text.encode(), capture_output=True, timeout=30, check=True)
+    pcm, rate = parse_wav(proc.stdout)
+    x = np.frombuffer(resample(pcm, rate, SAMPLE_RATE), dtype=np.int16)
+    loud = np.flatnonzero(np.abs(x.astype(np.int32)) > 0.02 * max(1, int(np.abs(x.astype(np.int32)).max())))
+    if loud.size:
+        x = x[loud[0] : loud[-1] + 1]
+    return x.tobytes()
+
+
+def _to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+
+
+def _at_dbfs(x: np.ndarray, dbfs: float) -> np.ndarray:
+    """`x` scaled so the RMS of its voiced part (frames above -30 dB of its peak frame) is `dbfs`."""
+    n = len(x) // 160 * 160
+    if n == 0:
+        return x
+    frames = x[:n].reshape(-1, 160)
+    r = np.sqrt((frames**2).mean(axis=1))
+    voiced = r[r > r.max() * 10 ** (-30 / 20)]
+    level = float(np.sqrt((voiced**2).mean())) if voiced.size else 1.0
+    return x * (32768.0 * 10 ** (dbfs / 20) / max(level, 1e-9))
+
+
+def _ulaw(x: np.ndarray) -> np.ndarray:
+    """Clip to s16 and pass through G.711 u-law and back."""
+    pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16).tobytes()
+    return _to_float(audioop.ulaw2lin(audioop.lin2ulaw(pcm, 2), 2))
+
+
+def _shaped_noise(rng: random.Random, n: int, cutoff: float) -> np.ndarray:
+    """White noise through a short exponential low-pass (`cutoff` 0..1: higher is brighter)."""
+    w = np.random.default_rng(rng.getrandbits(64)).standard_normal(n)
+    taps = int(min(64, max(1, 4 / cutoff)))
+    kernel = cutoff * (1 - cutoff) ** np.arange(taps)
+    return np.convolve(w, kernel)[:n]
+
+
+def _nonspeech(rng: random.Random) -> tuple[np.ndarray, str]:
+    """A cough-like burst, a click train or a crackle; at -30..-14 dBFS."""
+    kind = rng.choice(("cough", "clicks", "crackle", "breath"))
+    if kind == "cough":
+        n = rng.randint(100, 280) * _MS
+        env = np.exp(-np.arange(n) / (n / rng.uniform(2.0, 4.0)))
+        env[: 8 * _MS] *= np.linspace(0, 1, 8 * _MS)
+        x = _shaped_noise(rng, n, rng.uniform(0.2, 0.5)) * env
+        if rng.random() < 0.5:  # a double cough
+            x = np.concatenate([x, np.zeros(rng.randint(80, 200) * _MS), x * rng.uniform(0.5, 0.9)])
+    elif kind == "clicks":
+        x = np.zeros(rng.randint(200, 600) * _MS)
+        for _ in range(rng.randint(1, 5)):
+            at = rng.randrange(0, len(x) - 40)
+            x[at : at + 40] += np.exp(-np.arange(40) / 6.0) * rng.choice((-1, 1))
+    elif kind == "crackle":
+        n = rng.randint(150, 500) * _MS
+        x = _shaped_noise(rng, n, 0.9) * (
+            (np.random.default_rng(rng.getrandbits(64)).random(n) < 0.05) * 4 + 0.2
+        )
+    else:  # breath: soft, long, dark
+        n = rng.randint(300, 700) * _MS
+        x = _shaped_noise(rng, n, 0.15) * np.hanning(n)
+    return _at_dbfs(x, rng.uniform(-30.0, -14.0)), kind
+
+
+def _onset(x: np.ndarray) -> int:
+    """First sample of `x` above 5 % of its peak."""
+    a = np.abs(x)
+    loud = np.flatnonzero(a > 0.05 * max(1.0, float(a.max())))
+    return int(loud[0]) if loud.size else 0
+
+
+def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
+    bot_text = rng.choice(BOT_PHRASES)
+    bot = _at_dbfs(_to_float(synth(bot_text, "ru", 170, 50)), _BOT_DBFS)
+    bot = _ulaw(bot)  # what the bridge sends is u-law by the time it is on the line
+    bot_end = len(bot)
+    total = (len(bot) + SAMPLE_RATE) // 160 * 160  # 1 s after the bot ends, whole frames
+    bot_full = np.zeros(total)
+    bot_full[:bot_end] = bot
+    if category == "echo":
+        echo_db = float(rng.choice(ECHO_LEVELS_DB))
+        delay_ms = rng.randint(20, 250)
+    else:
+        echo_db = rng.uniform(-30.0, -12.0)
+        delay_ms = rng.randint(40, 60)
+    inbound = np.zeros(total)
+    inbound += _shaped_noise(rng, total, 0.6) * 32768 * 10 ** (rng.uniform(-62.0, -50.0) / 20) * 2.5
+    onset_s: float | None = None
+    text = ""
+    meta: dict[str, float | str] = {}
+    if category != "echo":
+        if category == "nonspeech":
+            caller, text = _nonspeech(rng)
+        else:
+            text = rng.choice(INTERRUPTIONS if category == "interruption" else BACKCHANNELS)
+            voice = rng.choice(VOICES)
+            speed = rng.randint(130, 200)
+            pitch = rng.randint(25, 75)
+            caller = _at_dbfs(_to_float(synth(text, voice, speed, pitch)), rng.uniform(-26.0, -14.0))
+            meta = {"voice": voice, "speed": float(speed), "pitch": float(pitch)}
+        start = rng.randint(int(0.3 * SAMPLE_RATE), max(int(0.3 * SAMPLE_RATE) + 1, bot_end - SAMPLE_RATE))
+        end = min(total, start + len(caller))
+        inbound[start:end] += caller[: end - start]
+        onset_s = (start + _onset(caller)) / SAMPLE_RATE
+    caller_side = np.clip(np.round(inbound), -32768, 32767)
+    inbound = caller_side.copy()
+    d = delay_ms * _MS
+    inbound[d:] += bot_full[: total - d] * 10 ** (echo_db / 20)
+    return TurnItem(
+        name=f"{index:04d}-{category}",
+        category=category,
+        bot=np.clip(bot_full, -32768, 32767).astype(np.int16).tobytes(),
+        inbound=np.clip(_ulaw(inbound), -32768, 32767).astype(np.int16).tobytes(),
+        caller=caller_side.astype(np.int16).tobytes(),
+        interrupts=category == "interruption",
+        onset_s=onset_s,
+        bot_end_s=bot_end / SAMPLE_RATE,
+        echo_db=echo_db,
+        echo_delay_ms=delay_ms,
+        text=text,
+        meta=meta,
+    )
+
+
+def build_corpus(per_category: int = 40, seed: int = 12) -> list[TurnItem]:
+    """`per_category` items of each category, reproducible from `seed`.
+
+    Raises `FileNotFoundError` when espeak-ng is missing (install it with `make system-deps`).
+    """
+    rng = random.Random(seed)
+    items: list[TurnItem] = []
+    for _ in range(per_category):
+        for category in CATEGORIES:
+            items.append(_item(rng, len(items), category))
+    return items
+
+
+class LineEcho:
+    """The caller's side of one item with the echo of what the bot really sends, frame by frame.
+
+    `frame(i, sent)`: the bot sent `sent` (slin, 320 bytes) as frame i; returns inbound frame i
+    (the caller's side plus the echo, delayed and attenuated, through u-law).
+    """
+
+    def __init__(self, item: TurnItem) -> None:
+        self._caller = np.frombuffer(item.caller, dtype=np.int16).astype(np.float64)
+        self._sent = np.zeros(len(self._caller))
+        self._delay = item.echo_delay_ms * _MS
+        self._gain = 10 ** (item.echo_db / 20)
+
+    def frame(self, i: int, sent: bytes) -> bytes:
+        """Inbound frame i, given the bot's frame i."""
+        a, b = i * 160, (i + 1) * 160
+        self._sent[a:b] = np.frombuffer(sent, dtype=np.int16)
+        x = self._caller[a:b].copy()
+        lo, hi = a - self._delay, b - self._delay
+        if hi > 0:
+            seg = self._sent[max(lo, 0) : hi]
+            x[len(x) - len(seg) :] += seg * self._gain
+        pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16).tobytes()
+        return audioop.ulaw2lin(audioop.lin2ulaw(pcm, 2), 2)

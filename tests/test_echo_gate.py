@@ -1,0 +1,151 @@
+"""The echo gate: the bot's own voice returning on the line does not count as the caller.
+
+Unit level on synthetic levels, the VAD with the gate on real espeak-ng speech, and the gateway
+end to end on real sockets with a fake Asterisk whose line reflects the bot's audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import struct
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
+from bridge.echo_gate import EchoGate, EchoSettings
+from bridge.gateway import TelephonyGateway
+from bridge.pacer import Pacer
+from bridge.vad import VadEventKind, VoiceActivityDetector
+from orchestrator.audio import FRAME_BYTES
+from orchestrator.clock import LoopClock
+from orchestrator.domain.models import AudioChunk
+from testkit.fake_asterisk import FakeCallerPool
+from tests.test_gateway import Listener
+from tests.test_vad import make_russian_speech, silence
+
+T = 15.0  # bound on any one wait
+
+
+def tone(level: int) -> bytes:
+    """A 20 ms frame whose RMS is about `level`."""
+    return struct.pack("<160h", *([level, -level] * 80))
+
+
+def test_delay_is_found_and_echo_is_masked_but_louder_speech_is_not() -> None:
+    gate = EchoGate(EchoSettings())
+    # The bot's levels vary frame to frame; the echo is the same envelope 3 frames late, -20 dB.
+    levels = [(3000 if (i // 4) % 2 else 300) + 50 * (i % 7) for i in range(200)]
+    masked = 0
+    for i, out in enumerate(levels):
+        gate.sent(tone(out))
+        echo = levels[i - 3] // 10 if i >= 3 else 0
+        masked += gate.is_echo(echo)
+    assert gate.delay_frames == 3
+    assert masked >= 190  # echo alone: masked (the first frames too, by the worst-case bound)
+    # Speech at the bot's own level over the echo is the caller.
+    gate.sent(tone(3000))
+    assert not gate.is_echo(3000)
+
+
+def test_no_bot_audio_no_masking_and_off_means_off() -> None:
+    gate = EchoGate(EchoSettings())
+    for _ in range(20):
+        gate.sent_silence()
+    assert not gate.is_echo(50)  # the bot is quiet: nothing can be its echo
+    off = EchoGate(EchoSettings(enabled=False))
+    off.sent(tone(10000))
+    assert not off.is_echo(10)
+
+
+def test_bad_echo_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="max_delay_ms"):
+        EchoSettings(max_delay_ms=5)
+
+
+@pytest.fixture(scope="module")
+def greeting(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    text = "Здравствуйте! Вас приветствует клининговая компания. Я помогу рассчитать стоимость уборки."
+    pcm = make_russian_speech(tmp_path_factory.mktemp("greeting"), text)
+    return audioop.mul(pcm, 2, 10 ** (-18 / 20) * 32768 / max(1, audioop.rms(pcm, 2)))  # -18 dBFS
+
+
+def _starts_on_echo(greeting: bytes, echo_db: float, settings: EchoSettings) -> int:
+    """SPEECH_STARTs while the bot says `greeting` and its echo comes back `echo_db` down, 60 ms late."""
+    gate = EchoGate(settings)
+    vad = VoiceActivityDetector(echo=gate)
+    frames = [greeting[i : i + FRAME_BYTES] for i in range(0, len(greeting), FRAME_BYTES)]
+    gain = 10 ** (echo_db / 20)
+    starts = 0
+    for i, out in enumerate(frames):
+        gate.sent(out)
+        back = audioop.mul(frames[i - 3], 2, gain) if i >= 3 else bytes(FRAME_BYTES)
+        back = audioop.ulaw2lin(audioop.lin2ulaw(back, 2), 2)
+        event = vad.process(back, i * 0.02)
+        starts += event is not None and event.kind is VadEventKind.SPEECH_START
+    return starts
+
+
+@pytest.mark.parametrize("echo_db", [-12.0, -18.0, -24.0])
+def test_echo_of_the_greeting_does_not_start_speech(greeting: bytes, echo_db: float) -> None:
+    assert _starts_on_echo(greeting, echo_db, EchoSettings()) == 0
+    # The same echo without the gate is taken for the caller: the case this gate is for.
+    assert _starts_on_echo(greeting, echo_db, EchoSettings(enabled=False)) >= 1
+
+
+Env = tuple[AudioSocketServer, FakeCallerPool]
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    pacer = Pacer()
+    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=pacer)
+    await server.start()
+    pool = FakeCallerPool("127.0.0.1", server.port)  # real time: the echo keeps step with the bot
+    try:
+        yield server, pool
+    finally:
+        await pool.close()
+        await server.close()
+
+
+async def _greet_over_echo(env: Env, greeting: bytes, echo: EchoSettings, caller_audio: bytes = b"") -> int:
+    """Play `greeting` to a caller whose line echoes it at -18 dB, 60 ms late; SPEECH_STARTs seen."""
+    server, pool = env
+    u = uuid.uuid4()
+    fut = server.expect(u)
+    caller = await pool.connect(u, audio=caller_audio, echo_db=-18.0, echo_delay_frames=3)
+    async with asyncio.timeout(T):
+        conn = await fut
+    gateway = TelephonyGateway(conn, server.pacer, clock=LoopClock(), echo_settings=echo)
+    listener = Listener()
+    listener.gateway = gateway
+    gateway.attach(listener, None)
+    try:
+        await gateway.outbound.write(AudioChunk(greeting[: 2 * 8000 * 3]))  # its first 3 s
+        gateway.outbound.end_segment()
+        async with asyncio.timeout(T):
+            await gateway.outbound.drain()
+            n = caller.frames_sent
+            await caller.wait_until(lambda c: c.frames_sent >= n + 10)  # the echo's tail is back
+        return gateway.speech_starts
+    finally:
+        await gateway.close()
+
+
+async def test_gateway_does_not_take_the_bots_echo_for_the_caller(env: Env, greeting: bytes) -> None:
+    assert await _greet_over_echo(env, greeting, EchoSettings()) == 0
+
+
+async def test_gateway_without_the_gate_is_cut_off_by_its_echo(env: Env, greeting: bytes) -> None:
+    assert await _greet_over_echo(env, greeting, EchoSettings(enabled=False)) >= 1
+
+
+async def test_gateway_hears_the_caller_over_the_echo(
+    env: Env, greeting: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    words = make_russian_speech(tmp_path_factory.mktemp("caller"), "подождите, пожалуйста, у меня вопрос")
+    caller = silence(1000) + audioop.mul(words, 2, 10 ** (-20 / 20) * 32768 / max(1, audioop.rms(words, 2)))
+    assert await _greet_over_echo(env, greeting, EchoSettings(), caller) >= 1
