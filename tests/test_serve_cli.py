@@ -123,7 +123,12 @@ async def _run(*args: str, env: dict[str, str], stdin: bytes | None = None) -> t
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(stdin or b""), 60)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(stdin or b""), 60)
+    finally:
+        if proc.returncode is None:  # timed out: never leave a service running behind the test
+            proc.kill()
+            await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 
