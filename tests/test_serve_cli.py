@@ -191,7 +191,7 @@ _NO_TTS = {"VOICEBRIDGE_PROVIDERS__TTS": "espeak", "VOICEBRIDGE_ESPEAK__BINARY":
             {},
         ),
         (
-            f"redis://127.0.0.1:{_free_port()}/0",
+            "redis://127.0.0.1:{port}/0",
             "[redis] url (VOICEBRIDGE_REDIS__URL): Redis at 127.0.0.1:",
             _NO_TTS,
         ),
@@ -200,7 +200,14 @@ _NO_TTS = {"VOICEBRIDGE_PROVIDERS__TTS": "espeak", "VOICEBRIDGE_ESPEAK__BINARY":
 async def test_serve_refuses_a_bad_or_unreachable_redis(
     url: str, expected: str, extra: dict[str, str]
 ) -> None:
-    rc, out = await _run("serve", "--standins", env=_clean_env(VOICEBRIDGE_REDIS__URL=url, **extra))
+    # The unreachable port is bound (never listening) for the whole test, so no other process on
+    # the machine (a Redis another test started) can take it between choosing and connecting.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        url = url.format(port=held.getsockname()[1])
+        # No --standins: they would bring a SpeechKit TTS that can say every phrase, and then an
+        # unreachable Redis is only a warning.
+        rc, out = await _run("serve", env=_clean_env(VOICEBRIDGE_REDIS__URL=url, **extra))
     assert rc == 2, out
     assert "Traceback" not in out, out
     assert expected in out, out
