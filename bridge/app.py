@@ -34,6 +34,7 @@ from bridge.pacer import Pacer
 from bridge.preflight import listen_error
 from bridge.recording import CallRecorder, recording_path, sweep_recordings
 from bridge.registry import NodeRegistry
+from bridge.ringback import RingbackControl, ringback_frames
 from bridge.settings import Settings
 from orchestrator.cache.resilient import ResilientAudioCache
 from orchestrator.clock import LoopClock
@@ -49,6 +50,7 @@ from orchestrator.responses import play_emergency
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 log = logging.getLogger(__name__)
+_RINGBACK = ringback_frames()  # built once, shared read-only by every call
 
 
 class VoicebridgeApp:
@@ -256,7 +258,8 @@ class VoicebridgeApp:
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
             try:
-                outcome = await orchestrator.run(gateway, gateway.outbound, call)
+                control = RingbackControl(call, gateway.outbound, _RINGBACK) if s.playout.ringback else call
+                outcome = await orchestrator.run(gateway, gateway.outbound, control)
             finally:
                 self._orchestrators.discard(orchestrator)
             reason = outcome.reason

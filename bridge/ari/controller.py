@@ -241,7 +241,7 @@ class AriController:
                 caller_gone=session.caller_gone,
                 setup_s=loop.time() - session.started_at,
                 _hangup=lambda: self._legs.delete_caller(session),
-                _transfer=lambda request: self._transfers.transfer(session, request),
+                _transfer=lambda request, on_answer: self._transfers.transfer(session, request, on_answer),
             )
             log.info(
                 "call %s: channel %s to %s set up in %.0f ms",

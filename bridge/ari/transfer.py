@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -88,9 +89,12 @@ class Transfers:
         return True
 
     # --- one transfer ---
-    async def transfer(self, session: CallSession, request: TransferRequest) -> TransferOutcome:
+    async def transfer(
+        self, session: CallSession, request: TransferRequest, on_answer: Callable[[], None] | None = None
+    ) -> TransferOutcome:
         """Originate the operator's channel and, when it answers, bridge it with the caller.
 
+        `on_answer()` runs as soon as the operator's channel has answered, before it is bridged.
         Never raises but for cancellation; see the module docstring for the outcomes.
         """
         client = self._connection.client
@@ -130,6 +134,8 @@ class Transfers:
                 waits, timeout=request.timeout_s + timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             if session.op_started.done() and not session.op_gone.done() and not session.caller_gone.is_set():
+                if on_answer is not None:
+                    on_answer()
                 try:
                     async with asyncio.timeout(timeout_s):
                         await client.bridges.addChannel(bridgeId=session.bridge_id, channel=op_id)
