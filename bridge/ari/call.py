@@ -28,6 +28,9 @@ class AriCall:
     conn: AudioSocketConnection
     caller_gone: asyncio.Event  # set when the caller hung up
     setup_s: float = 0.0  # StasisStart -> handler called (loop clock)
+    # The caller channel's variables that ari.conf `channelvars` lists (e.g. VB_RECORD), as
+    # Asterisk put them into the StasisStart event; empty when none are configured.
+    channel_vars: dict[str, str] = field(default_factory=dict)
     _hangup: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     _transfer: Callable[[TransferRequest, Callable[[], None] | None], Awaitable[TransferOutcome]] | None = (
         field(default=None, repr=False)

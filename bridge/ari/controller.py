@@ -216,6 +216,7 @@ class AriController:
         args = event.get("args") or []
         exten = str(args[0]) if args else (channel.get("dialplan") or {}).get("exten")
         caller_number = (channel.get("caller") or {}).get("number") or None
+        channel_vars = {str(k): str(v) for k, v in (channel.get("channelvars") or {}).items()}
         self._calls[channel_id] = session
         self.idle.clear()
         self._by_em[session.em_id] = session
@@ -223,11 +224,15 @@ class AriController:
         context = contextvars.copy_context()
         context.run(TRACE_ID.set, session.uuid)
         session.task = loop.create_task(
-            self._run_call(session, caller_number, exten), name=f"ari-call-{channel_id}", context=context
+            self._run_call(session, caller_number, exten, channel_vars),
+            name=f"ari-call-{channel_id}",
+            context=context,
         )
 
     # --- one call ---
-    async def _run_call(self, session: CallSession, caller_number: str | None, exten: str | None) -> None:
+    async def _run_call(
+        self, session: CallSession, caller_number: str | None, exten: str | None, channel_vars: dict[str, str]
+    ) -> None:
         loop = asyncio.get_running_loop()
         conn: AudioSocketConnection | None = None
         try:
@@ -240,6 +245,7 @@ class AriController:
                 conn=conn,
                 caller_gone=session.caller_gone,
                 setup_s=loop.time() - session.started_at,
+                channel_vars=channel_vars,
                 _hangup=lambda: self._legs.delete_caller(session),
                 _transfer=lambda request, on_answer: self._transfers.transfer(session, request, on_answer),
             )
