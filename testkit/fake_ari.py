@@ -205,6 +205,7 @@ class Originated:
     app_args: str
     timeout: int
     variables: dict[str, str]
+    caller_id: str = ""  # `callerId`, what the operator's phone shows
 
 
 @dataclass
@@ -502,7 +503,14 @@ class FakeAri:
         channel = FakeChannel(q.get("channelId") or f"op-{n}", f"{endpoint}-{n:08x}", "", "")
         timeout = int(q.get("timeout", "30"))
         self.originated.append(
-            Originated(endpoint, channel.id, q.get("appArgs", ""), timeout, dict(body.get("variables") or {}))
+            Originated(
+                endpoint,
+                channel.id,
+                q.get("appArgs", ""),
+                timeout,
+                dict(body.get("variables") or {}),
+                q.get("callerId", ""),
+            )
         )
         self.channels[channel.id] = channel
         task = asyncio.get_running_loop().create_task(

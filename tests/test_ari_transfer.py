@@ -113,6 +113,7 @@ async def test_answered_transfer_bridges_caller_and_operator_and_releases_the_bo
         (orig,) = fake.originated
         assert len(ctl.answered_members) == 1 and orig.channel_id not in ctl.answered_members[0]
         assert orig.endpoint == "PJSIP/operator" and orig.app_args == "transfer" and orig.timeout == 1
+        assert orig.caller_id == "79990000001"  # the caller's number, shown on the operator's phone
         assert orig.variables["VB_INTENT"] == "operator"
         assert orig.variables["VB_TRANSCRIPT"] == "user: позовите оператора"
         assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"

@@ -212,10 +212,10 @@ class AriController:
             self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
             return
         loop = asyncio.get_running_loop()
-        session = CallSession(channel_id, loop.time())
         args = event.get("args") or []
         exten = str(args[0]) if args else (channel.get("dialplan") or {}).get("exten")
         caller_number = (channel.get("caller") or {}).get("number") or None
+        session = CallSession(channel_id, loop.time(), caller_number)
         channel_vars = {str(k): str(v) for k, v in (channel.get("channelvars") or {}).items()}
         self._calls[channel_id] = session
         self.idle.clear()

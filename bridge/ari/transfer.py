@@ -2,7 +2,8 @@
 
 Transfer (`AriCall.transfer`, a map's `action: TRANSFER`): the operator's channel is originated
 into our app (`POST /channels` with `endpoint`, `app`, `appArgs=transfer`, our `channelId`,
-`timeout` and the call's `VB_*` channel variables in the body; for a PJSIP endpoint also as
+`timeout`, the caller's number as `callerId` (what the operator's phone shows; none when Asterisk
+had none) and the call's `VB_*` channel variables in the body; for a PJSIP endpoint also as
 `PJSIP_HEADER(add,X-VB-...)`, which chan_pjsip puts into the INVITE). Asterisk sends the
 channel's StasisStart when it answers (its `Dial` events carry the dial status); then it is added
 to the caller's bridge and the bot's media leg alone is deleted: the caller and the operator talk
@@ -112,6 +113,7 @@ class Transfers:
                 variables[f"PJSIP_HEADER(add,X-{name.replace('_', '-')})"] = value
         outcome: TransferOutcome = "failed"
         timeout_s = self._settings.timeout_s
+        caller_id = {"callerId": session.caller_number} if session.caller_number else {}
         try:
             try:
                 async with asyncio.timeout(timeout_s):
@@ -122,6 +124,7 @@ class Transfers:
                         channelId=op_id,
                         timeout=max(1, math.ceil(request.timeout_s)),
                         variables=variables,
+                        **caller_id,
                     )
             except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning(

@@ -195,6 +195,7 @@ async def test_transfer_to_a_pjsip_operator_sends_headers_rings_back_and_carries
         name.strip().lower(): value.strip()
         for name, _, value in (line.partition(":") for line in invite.splitlines()[1:])
     }
+    assert "79990001122" in headers.get("from", ""), invite  # the caller's number (callerId)
     assert headers.get("x-vb-intent") == "operator", invite
     assert headers.get("x-vb-state") == "greeting", invite
     assert headers.get("x-vb-var-order-id") == "A-17", invite
