@@ -32,8 +32,16 @@ from bridge.logs import TRACE_ID, public_url
 from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
-from bridge.recording import CallRecorder, recording_path, sweep_recordings
+from bridge.recording import (
+    RECORD_VARIABLE,
+    CallRecorder,
+    parse_record_flag,
+    recording_path,
+    recording_wanted,
+    sweep_recordings,
+)
 from bridge.registry import NodeRegistry
+from bridge.ringback import RingbackControl, ringback_frames
 from bridge.settings import Settings
 from orchestrator.cache.resilient import ResilientAudioCache
 from orchestrator.clock import LoopClock
@@ -49,6 +57,7 @@ from orchestrator.responses import play_emergency
 from orchestrator.tasks import TaskOwner, cancel_and_wait
 
 log = logging.getLogger(__name__)
+_RINGBACK = ringback_frames()  # built once, shared read-only by every call
 
 
 class VoicebridgeApp:
@@ -98,6 +107,7 @@ class VoicebridgeApp:
         self._expected: dict[str, tuple[dict[str, str], asyncio.Future[tuple[str, str, float]]]] = {}
         # Recorded calls in progress: call id -> its WAV, named in the call's `call_end` record.
         self._recordings: dict[str, str] = {}
+        self._sweeping = False  # the recordings' retention sweep was started
 
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
@@ -150,8 +160,9 @@ class VoicebridgeApp:
                 ari=public_url(s.ari.url),
             )
             self._registry_task = self.tasks.spawn(self.registry.run(), "node-registry")
-        if s.recording.enabled:
-            self.tasks.spawn(sweep_recordings(s.recording), "recording-retention")
+        maps = [self.services, *self.services_by_number.values()]
+        if s.recording.enabled or any(m is not None and m.dialogue_map.recording for m in maps):
+            self._sweep_recordings()
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations so a full collection does not stall the 20 ms tick (measured: 55 ms at 650 calls).
         gc.collect()
@@ -228,7 +239,9 @@ class VoicebridgeApp:
         self.calls_active += 1
         s = self.settings
         started = self.clock.now()
-        recorder = await self._start_recording(call) if s.recording.enabled else None
+        services = self.services_for(call.exten)
+        wanted = self._recording_wanted(call, services.dialogue_map.recording)
+        recorder = await self._start_recording(call) if wanted else None
         gateway = TelephonyGateway(
             call.conn,
             self.pacer,
@@ -249,14 +262,14 @@ class VoicebridgeApp:
                 if obs is not None:
                     obs(cid, event)
 
-            services = self.services_for(call.exten)
             orchestrator = await create_orchestrator_instance(call.call_id, services, observer=observer)
             orchestrator.session_state.variables.update(self._session_variables(call))
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
             try:
-                outcome = await orchestrator.run(gateway, gateway.outbound, call)
+                control = RingbackControl(call, gateway.outbound, _RINGBACK) if s.playout.ringback else call
+                outcome = await orchestrator.run(gateway, gateway.outbound, control)
             finally:
                 self._orchestrators.discard(orchestrator)
             reason = outcome.reason
@@ -288,8 +301,26 @@ class VoicebridgeApp:
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
 
+    def _recording_wanted(self, call: AriCall, map_recording: bool | None) -> bool:
+        """Whether `call` is recorded: its VB_RECORD, its map's `recording`, `[recording] enabled`
+        (`recording_wanted`); a VB_RECORD that is no flag is logged and ignored."""
+        try:
+            call_record = parse_record_flag(call.channel_vars.get(RECORD_VARIABLE))
+        except ValueError as exc:
+            log.warning("call %s: %s; ignored", call.call_id, exc)
+            call_record = None
+        return recording_wanted(self.settings.recording.enabled, map_recording, call_record)
+
+    def _sweep_recordings(self) -> None:
+        """Start the retention sweep once: at start when recording may be on, else at the first
+        recorded call (a directory is never swept unless this service records into it)."""
+        if not self._sweeping:
+            self._sweeping = True
+            self.tasks.spawn(sweep_recordings(self.settings.recording), "recording-retention")
+
     async def _start_recording(self, call: AriCall) -> CallRecorder | None:
         """The call's recorder, its file created (None if it cannot be: the call goes on)."""
+        self._sweep_recordings()
         recorder = CallRecorder(
             call.conn, recording_path(self.settings.recording, call.call_id), self.settings.recording
         )

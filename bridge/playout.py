@@ -10,6 +10,10 @@ sends silence or newer audio, so no stale frame reaches the caller after that in
 possible barge-in (speech onset) `pause()` sends silence while keeping the queue; `resume()` goes
 on from the next unsent frame (a false alarm: nothing repeated or lost); `clear()` ends a pause.
 
+`ring(frames)` loops prepared frames (a transfer's ringback, bridge/ringback.py) in place of the
+silence of an empty buffer until `stop_ring()`: queued bot audio still goes first, and the frame
+after `stop_ring()` is silence (or bot audio); the loop's frames are built once, not per tick.
+
 Counters for metrics (plain integers, read at scrape time; nothing is reported per frame):
 `frames_sent`, `silence_sent`, and `underflows`, silent frames sent in the middle of a segment
 (bot audio was written and the segment not ended, but no whole frame was ready: the caller
@@ -58,6 +62,9 @@ class PlayoutSettings:
     # Audio left queued when `write()` returns, ms (rounded down to whole 20 ms frames, at least one):
     # enough to ride over a late writer, small enough that a barge-in cannot leave much behind.
     high_water_ms: Annotated[int, Field(ge=20)] = 60
+    # While a transfer rings the operator, the caller hears a ringback tone (425 Hz, 1 s on, 4 s
+    # off: the Russian one) from the bot's leg instead of silence, until the operator answers.
+    ringback: bool = True
 
 
 class Playout:
@@ -74,6 +81,8 @@ class Playout:
         "_in_segment",
         "_paused",
         "_resampler",
+        "_ring",
+        "_ring_at",
         "_sink",
         "_space_waiters",
         "silence_sent",
@@ -95,6 +104,8 @@ class Playout:
         self._paused = False  # silence is sent, the queue kept (two-stage barge-in)
         self._cut_at: float | None = None
         self._cut_report: Callable[[float], None] | None = None
+        self._ring: tuple[bytearray, ...] = ()  # frames looped instead of silence (`ring`)
+        self._ring_at = 0
         self._closed = False
 
     # --- writer side (the Orchestrator) ---
@@ -144,6 +155,19 @@ class Playout:
         """Go on from the frame after the last one sent: nothing repeated, nothing skipped."""
         self._paused = False
 
+    def ring(self, frames: tuple[bytearray, ...]) -> None:
+        """Loop `frames` (320-byte slin each) whenever no bot audio is queued, from the next tick."""
+        self._ring, self._ring_at = frames, 0
+
+    def stop_ring(self) -> None:
+        """Stop the loop of `ring()`: the next frame is bot audio or silence; idempotent."""
+        self._ring = ()
+
+    @property
+    def ringing(self) -> bool:
+        """Whether `ring()` is in force."""
+        return bool(self._ring)
+
     @property
     def paused(self) -> bool:
         """Whether `pause()` is in force."""
@@ -187,6 +211,10 @@ class Playout:
                 self._wake(self._space_waiters)
             if self._drain_waiters and not buf:
                 self._wake(self._drain_waiters)
+        elif self._ring and not self._in_segment:
+            ring = self._ring
+            self._sink.send_audio(ring[self._ring_at])
+            self._ring_at = (self._ring_at + 1) % len(ring)
         else:
             self.silence_sent += 1
             if self._in_segment:
@@ -204,6 +232,7 @@ class Playout:
     def close(self) -> None:
         """The call is gone: fail pending and future writes with `PlayoutClosed`."""
         self._closed = True
+        self._ring = ()
         self._buf.clear()
         for waiters in (self._space_waiters, self._drain_waiters):
             while waiters:

@@ -36,7 +36,15 @@ from bridge.playout import FrameSink
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, SAMPLE_WIDTH, SILENCE_FRAME
 from orchestrator.tasks import TaskOwner
 
-__all__ = ["CallRecorder", "RecordingSettings", "delete_old_recordings", "sweep_recordings"]
+__all__ = [
+    "RECORD_VARIABLE",
+    "CallRecorder",
+    "RecordingSettings",
+    "delete_old_recordings",
+    "parse_record_flag",
+    "recording_wanted",
+    "sweep_recordings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,43 @@ class RecordingSettings:
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     # Bound on the last write and close at the call's end, s.
     close_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+# The caller channel's variable that turns recording on or off for one call (dialplan `Set()`
+# before `Stasis()`, or an originate's variables); ari.conf `channelvars` must list it.
+RECORD_VARIABLE = "VB_RECORD"
+_ON = frozenset({"1", "yes", "true", "on"})
+_OFF = frozenset({"0", "no", "false", "off"})
+
+
+def parse_record_flag(value: str | None) -> bool | None:
+    """A VB_RECORD value: "1"/"yes"/"true"/"on" -> True, "0"/"no"/"false"/"off" -> False
+    (any case), unset or empty -> None. Raises ValueError naming the variable otherwise."""
+    if value is None or not value.strip():
+        return None
+    flag = value.strip().lower()
+    if flag in _ON:
+        return True
+    if flag in _OFF:
+        return False
+    raise ValueError(
+        f"channel variable {RECORD_VARIABLE}={value[:20]!r}: expected 1 or 0 (yes/no, true/false, on/off)"
+    )
+
+
+def recording_wanted(service: bool, map_recording: bool | None, call_record: bool | None) -> bool:
+    """Whether one call is recorded. `service`: `[recording] enabled`; `map_recording`: the map's
+    `recording` (None: not set); `call_record`: the call's VB_RECORD (None: not set).
+
+    Off wins from the narrower switches: a call's VB_RECORD=0 or a map's `false` means not recorded
+    whatever else says (consent, a map with sensitive data). Otherwise a call's VB_RECORD=1 or a
+    map's `true` records; with neither, the service's `enabled` decides.
+    """
+    if call_record is False or map_recording is False:
+        return False
+    if call_record or map_recording:
+        return True
+    return service
 
 
 def recording_path(settings: RecordingSettings, call_id: str, *, now: float | None = None) -> Path:

@@ -6,6 +6,10 @@ OpenAI stand-ins on loopback (the offline stand-ins for Yandex and OpenAI: no ke
 `voicebridge serve` in this process, and a sipp caller that dials the SIP trunk and speaks
 Russian phrases made with espeak-ng. It prints the dialogue as the bot hears and answers it, the
 per-turn latency table, and writes what the caller heard to var/demo/caller_heard.wav.
+
+The caller ends by asking for an operator: the map transfers the call to the stand-in operator of
+asterisk_conf/extensions.conf (`[voicebridge-operators]` operator), which rings 2 s (the caller
+hears ringback), answers, plays a 1 kHz tone for 8 s in place of a person, and hangs up.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from pathlib import Path
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.orchestrator import CallEvent
+
+# What the demo caller says, one line per turn: a quote, an off-script question, then a person.
+DEMO_LINES = (
+    "у нас квартира шестьдесят метров",
+    "а вы работаете по воскресеньям",
+    "соедините с оператором",
+)
+RINGBACK_HZ = 425.0  # bridge/ringback.py
+OPERATOR_HZ = 1000.0  # the stand-in operator's tone
 
 
 def describe(event: CallEvent, dmap: DialogueMap) -> str | None:
@@ -41,6 +54,8 @@ def describe(event: CallEvent, dmap: DialogueMap) -> str | None:
         return f"  -- сбой {d.get('stage')}: {d.get('error')}"
     if event.kind == "end_call":
         return "  -- END_CALL: бот кладёт трубку"
+    if event.kind == "transfer":
+        return f"  -- TRANSFER: перевод на {d.get('target')}: {d.get('outcome')}"
     if event.kind == "user_said":
         return f"звонящий: {d['text']}"
     return None
@@ -95,7 +110,7 @@ async def run_phone_demo(map_path: str) -> int:
         print("voicebridge demo: needs root (sipp plays RTP through a raw socket; Asterisk runs in a chroot)")
         return 2
     from testkit.phone_call import MAP, run_phone_call
-    from testkit.sip import UAC_MEDIA_PORT
+    from testkit.sip import UAC_MEDIA_PORT, near_tone
 
     if not _same_file(map_path, MAP):
         print(f"voicebridge demo: the phone demo scripts its caller for {MAP}; use --text for other maps")
@@ -104,14 +119,12 @@ async def run_phone_demo(map_path: str) -> int:
     if await up.wait() != 0:
         print("voicebridge demo: Asterisk did not come up (see above)")
         return 1
-    from testkit.standins.launch import DEMO_CALLER_LINES
-
     work = _work_dir("var/demo")
     dmap = load_dialogue_map(map_path)
     print(
         "Звонок: sipp -> SIP-транк Asterisk 22 -> ARI -> AudioSocket -> voicebridge (стенды SpeechKit/OpenAI)"
     )
-    result = await run_phone_call(work, list(DEMO_CALLER_LINES))
+    result = await run_phone_call(work, list(DEMO_LINES))
     for event in result.events:
         line = describe(event, dmap)
         if line:
@@ -130,13 +143,23 @@ async def run_phone_demo(map_path: str) -> int:
         f"RTP to the caller (port {UAC_MEDIA_PORT}): {pacing.packets} packets over {pacing.span_s:.1f} s, "
         f"{pacing.packets_per_s:.1f}/s, max gap {pacing.max_gap_s * 1000:.0f} ms, {pacing.burst_packets} bursts"
     )
+    transfers = [e.data for e in result.events if e.kind == "transfer"]
+    voiced = result.analysis.voiced
+    ringback = near_tone(voiced, RINGBACK_HZ)
+    operator = near_tone(voiced, OPERATOR_HZ)
+    for t in transfers:
+        print(
+            f"Transfer to {t.get('target')}: {t.get('outcome')}; the caller heard {len(ringback) * 0.02:.1f} s "
+            f"of ringback (425 Hz) while it rang, then {len(operator) * 0.02:.1f} s of the operator (1 kHz)"
+        )
     print(f"BYE from Asterisk: {'yes' if result.analysis.bye_seen else 'NO'}; outcome: {result.outcomes}")
     print(f"What the caller heard: {result.heard_wav}; per-turn metrics: {work / 'turns.jsonl'}")
     ok = (
         result.sipp.ok
         and result.analysis.bye_seen
         and bool(result.outcomes)
-        and result.outcomes[0][1] == "end_call"
+        and result.outcomes[0][1] == "transferred"
+        and len(operator) > 0
     )
     return 0 if ok else 1
 

@@ -172,6 +172,7 @@ class FakeChannel:
     leg: FakeAsterisk | None = None  # the AudioSocket leg of an externalMedia channel
     answered: bool = False
     hangup_reason: str | None = None  # `reason` (or `reason_code`) of the bridge's DELETE, if any
+    channelvars: dict[str, str] | None = None  # ari.conf `channelvars` as Asterisk sends them
 
     def json(self) -> dict[str, Any]:
         return {
@@ -182,6 +183,7 @@ class FakeChannel:
             "connected": {"name": "", "number": ""},
             "dialplan": {"context": "voicebridge-inbound", "exten": self.exten, "priority": 2},
             "language": "en",
+            **({"channelvars": self.channelvars} if self.channelvars is not None else {}),
         }
 
 
@@ -203,6 +205,7 @@ class Originated:
     app_args: str
     timeout: int
     variables: dict[str, str]
+    caller_id: str = ""  # `callerId`, what the operator's phone shows
 
 
 @dataclass
@@ -289,10 +292,13 @@ class FakeAri:
         """Whether the app's events websocket is connected."""
         return self._ws is not None and not self._ws.closed
 
-    async def place_call(self, exten: str = "100", caller: str = "79990000001") -> str:
-        """A caller enters the Stasis app: returns its channel id (StasisStart is sent)."""
+    async def place_call(
+        self, exten: str = "100", caller: str = "79990000001", *, channelvars: dict[str, str] | None = None
+    ) -> str:
+        """A caller enters the Stasis app: returns its channel id (StasisStart is sent, with
+        `channelvars` in the channel's JSON when given, as ari.conf `channelvars` makes Asterisk do)."""
         n = next(self._numbers)
-        channel = FakeChannel(f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller)
+        channel = FakeChannel(f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller, channelvars=channelvars)
         self.channels[channel.id] = channel
         await self._send({"type": "StasisStart", "args": [exten], "channel": channel.json()})
         self._changed()
@@ -497,7 +503,14 @@ class FakeAri:
         channel = FakeChannel(q.get("channelId") or f"op-{n}", f"{endpoint}-{n:08x}", "", "")
         timeout = int(q.get("timeout", "30"))
         self.originated.append(
-            Originated(endpoint, channel.id, q.get("appArgs", ""), timeout, dict(body.get("variables") or {}))
+            Originated(
+                endpoint,
+                channel.id,
+                q.get("appArgs", ""),
+                timeout,
+                dict(body.get("variables") or {}),
+                q.get("callerId", ""),
+            )
         )
         self.channels[channel.id] = channel
         task = asyncio.get_running_loop().create_task(

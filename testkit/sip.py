@@ -7,7 +7,8 @@
 - `run_sipp`: one sipp call from a scenario in `scenarios/` (placeholders `@NAME@` filled in).
 - `Capture`: tcpdump on `lo` with a port filter, started and stopped reliably.
 - `analyse`: RTP toward the sipp media port (arrival times, u-law decode, per-packet energy,
-  voiced span, pacing) and whether Asterisk sent a BYE to sipp.
+  voiced span, pacing) and whether Asterisk sent a BYE to sipp; `near_tone` picks a tone's
+  packets (a single DFT bin's share of the packet's energy).
 
 Everything is on 127.0.0.1. `play_pcap_audio` and tcpdump need root.
 """
@@ -27,6 +28,8 @@ import wave
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
@@ -394,6 +397,24 @@ def _rtp(t: float, udp_payload: bytes) -> RtpPacket | None:
     elif p.pt == 8:
         p.rms = int(audioop.rms(audioop.alaw2lin(p.payload, 2), 2))
     return p
+
+
+def tone_share(packet: RtpPacket, hz: float) -> float:
+    """How much of one G.711 packet's energy is a `hz` sine (0..1; about 0.9 and up for a pure
+    tone, low for speech): a single-bin DFT over the packet's samples."""
+    law = audioop.alaw2lin if packet.pt == 8 else audioop.ulaw2lin
+    x = np.frombuffer(law(packet.payload, 2), dtype=np.int16).astype(np.float64)
+    total = float(np.dot(x, x))
+    if total == 0.0:
+        return 0.0
+    phase = 2 * np.pi * hz / SAMPLE_RATE * np.arange(len(x))
+    c, s = float(np.dot(x, np.cos(phase))), float(np.dot(x, np.sin(phase)))
+    return min(1.0, 2 * (c * c + s * s) / (len(x) * total))
+
+
+def near_tone(packets: list[RtpPacket], hz: float, *, share: float = 0.7) -> list[RtpPacket]:
+    """The packets that are mostly a `hz` tone (`tone_share` at least `share`)."""
+    return [p for p in packets if tone_share(p, hz) >= share]
 
 
 def rtp_from(path: Path, *, src_port: int) -> list[RtpPacket]:

@@ -48,13 +48,19 @@ class Transferring:
             timeout_s=2.0,
         )
         self.request = request
+        self.fake = fake
         self.outcomes: list[TransferOutcome] = []
+        # Who was in a bridge each time `on_answer` ran (a ringback stops there, before bridging).
+        self.answered_members: list[set[str]] = []
         self.done = asyncio.Event()
         self.controller = AriController(settings, audiosocket, self._on_call)
         self.task = asyncio.create_task(self.controller.run(), name="test-ari-controller")
 
     async def _on_call(self, call: AriCall) -> None:
-        self.outcomes.append(await call.transfer(self.request))
+        def on_answer() -> None:
+            self.answered_members.append(set().union(*self.fake.bridges.values()))
+
+        self.outcomes.append(await call.transfer(self.request, on_answer=on_answer))
         self.done.set()
 
     async def close(self) -> None:
@@ -105,7 +111,9 @@ async def test_answered_transfer_bridges_caller_and_operator_and_releases_the_bo
             await ctl.done.wait()
         assert ctl.outcomes == ["answered"]
         (orig,) = fake.originated
+        assert len(ctl.answered_members) == 1 and orig.channel_id not in ctl.answered_members[0]
         assert orig.endpoint == "PJSIP/operator" and orig.app_args == "transfer" and orig.timeout == 1
+        assert orig.caller_id == "79990000001"  # the caller's number, shown on the operator's phone
         assert orig.variables["VB_INTENT"] == "operator"
         assert orig.variables["VB_TRANSCRIPT"] == "user: позовите оператора"
         assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"
@@ -155,7 +163,7 @@ async def test_busy_or_unanswered_operator_leaves_the_caller_with_the_bot(
         caller = await fake.place_call()
         async with asyncio.timeout(T):
             await ctl.done.wait()
-        assert ctl.outcomes == [outcome]
+        assert ctl.outcomes == [outcome] and ctl.answered_members == []
         op = fake.originated[0].channel_id
         assert op not in fake.channels  # gone: busy, or hung up by Asterisk after the timeout
         # The handler returned: the call ends the ordinary way (the bot hangs the caller up).

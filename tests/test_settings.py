@@ -370,7 +370,9 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
     app = VoicebridgeApp(s)
 
     async def no_providers() -> Any:
-        return types.SimpleNamespace(metrics_sink=lambda _record: None)
+        return types.SimpleNamespace(
+            metrics_sink=lambda _record: None, dialogue_map=types.SimpleNamespace(recording=None)
+        )
 
     monkeypatch.setattr(app.composition, "build_services", no_providers)
 
@@ -391,7 +393,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
         assert app.audiosocket is not None and app.audiosocket.settings is s.audiosocket
         assert app.ari is not None and app.ari._settings is s.ari
         call = types.SimpleNamespace(
-            call_id="c1", channel_id="ch1", exten="100", caller_number=None, conn=object()
+            call_id="c1", channel_id="ch1", exten="100", caller_number=None, conn=object(), channel_vars={}
         )
         await app.on_call(call)  # type: ignore[arg-type]
         kwargs = _RecordingGateway.kwargs

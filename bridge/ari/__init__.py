@@ -9,8 +9,9 @@ stream and a call handler.
 - `legs`: `CallLegs`, a call's channels and bridge set up and torn down in the order Asterisk 22
   needs, including the Asterisk 22.10.1 stall workaround (never create and tear down AudioSocket
   channels at the same time).
-- `controller`: `AriController`, event dispatch, one owned task per call, and the reconciliation
-  of live calls after every reconnection.
+- `transfer`: `Transfers`, a call's hand-over to an operator and the bridge left behind it.
+- `reconcile`: `Reconciler`, the live calls checked against Asterisk after every reconnection.
+- `controller`: `AriController`, event dispatch, one owned task per call, refusals.
 """
 
 from bridge.ari.call import AriCall, AriError, CallHandler

@@ -28,9 +28,12 @@ class AriCall:
     conn: AudioSocketConnection
     caller_gone: asyncio.Event  # set when the caller hung up
     setup_s: float = 0.0  # StasisStart -> handler called (loop clock)
+    # The caller channel's variables that ari.conf `channelvars` lists (e.g. VB_RECORD), as
+    # Asterisk put them into the StasisStart event; empty when none are configured.
+    channel_vars: dict[str, str] = field(default_factory=dict)
     _hangup: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
-    _transfer: Callable[[TransferRequest], Awaitable[TransferOutcome]] | None = field(
-        default=None, repr=False
+    _transfer: Callable[[TransferRequest, Callable[[], None] | None], Awaitable[TransferOutcome]] | None = (
+        field(default=None, repr=False)
     )
 
     async def hangup(self) -> None:
@@ -38,12 +41,15 @@ class AriCall:
         if self._hangup is not None:
             await self._hangup()
 
-    async def transfer(self, request: TransferRequest) -> TransferOutcome:
+    async def transfer(
+        self, request: TransferRequest, *, on_answer: Callable[[], None] | None = None
+    ) -> TransferOutcome:
         """`CallControl.transfer`: dial the operator and join the caller to it (see
-        `AriController`); "failed" when this call cannot transfer."""
+        `bridge.ari.transfer`); "failed" when this call cannot transfer. `on_answer()` is called
+        the moment the operator's channel answers, before it is bridged (a ringback stops there)."""
         if self._transfer is None:
             return "failed"
-        return await self._transfer(request)
+        return await self._transfer(request, on_answer)
 
 
 # Called once per answered call, in the call's own task; the call ends (caller hung up, media and

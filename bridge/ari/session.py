@@ -26,6 +26,7 @@ class CallSession:
         "bridge_id",
         "caller_deleted",
         "caller_gone",
+        "caller_number",
         "channel_id",
         "em_ended",
         "em_id",
@@ -43,9 +44,10 @@ class CallSession:
         "uuid",
     )
 
-    def __init__(self, channel_id: str, started_at: float) -> None:
+    def __init__(self, channel_id: str, started_at: float, caller_number: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.channel_id = channel_id  # the caller's channel
+        self.caller_number = caller_number  # shown to the operator of a transfer (callerId)
         self.uuid = str(uuid.uuid4())
         self.bridge_id = f"vb-{self.uuid}"
         self.em_id = f"vb-em-{self.uuid}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 _ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _KEY = r"^[a-z_]+:[A-Za-z0-9_.:-]+$"  # e.g. static:greeting, filler:hmm
@@ -343,6 +343,10 @@ class DialogueMap(_Strict):
     # Cache key -> the text to synthesize for it, so every key a playlist uses can be produced
     # (`voicebridge cache warm`). A key used by the map but absent here is a lint error.
     audio: dict[Annotated[str, Field(pattern=_KEY)], Annotated[str, Field(min_length=1)]] = {}
+    # Whether this map's calls are recorded: true or false overrides the service's `[recording]
+    # enabled`; absent: the service decides. A call's VB_RECORD may turn it off, or on unless the
+    # map says false (bridge.recording.recording_wanted).
+    recording: StrictBool | None = None
 
     def state(self, state_id: str) -> State:
         """The state `state_id` (KeyError if the map has none)."""
