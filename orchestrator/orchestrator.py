@@ -66,6 +66,13 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError
 from orchestrator.domain.errors import AudioClosed, ProviderError
 from orchestrator.domain.models import SessionState, SttResult
+from orchestrator.end_of_turn import (
+    EndOfTurn,
+    ends_on_number,
+    expected_entities,
+    expects_number,
+    join_finals,
+)
 from orchestrator.events import (
     CallEvent,
     CallEventKind,
@@ -158,6 +165,12 @@ class Orchestrator:
         self.responses = Responses(ctx, render=render, player=self._player, play=self._play_prepared)
         self._user_results: asyncio.Queue[UserEvent] = asyncio.Queue()
         self._stt_health = SttHealth(call_id, stt_breaker, self._user_results.put_nowait)
+        self.end_of_turn = EndOfTurn(
+            clock=clock,
+            forward=self._user_results.put_nowait,
+            number_hold=self._number_hold,
+            join=self._join_finals,
+        )
         self.barge_in = BargeIn(
             turns=self.turns,
             player=self._player,
@@ -290,6 +303,7 @@ class Orchestrator:
         if self._shut_down:
             return
         self._shut_down = True
+        self.end_of_turn.close()
         if self._inbound is not None:
             self._inbound.attach(None, None)
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("llm", self.llm_manager.shutdown)]
@@ -313,29 +327,49 @@ class Orchestrator:
             if isinstance(event, SttResult):
                 self._watchdog.heard(self.clock.now())  # echo too: STT is alive
             self._stt_health.result(event)
-            if isinstance(event, SttResult) and not self.barge_in.screen(event):
-                continue
-            self._user_results.put_nowait(event)
+            if not isinstance(event, SttResult):
+                self.end_of_turn.flush()  # what the caller said before the error is theirs
+                self._user_results.put_nowait(event)
+            elif self.barge_in.screen(event):
+                self.end_of_turn.result(event)  # held until the caller's silence ends the turn
+        self.end_of_turn.flush()
+
+    def _join_finals(self, left: str, right: str) -> str:
+        """Two finals of one answer as one text; numbers merged where the state expects one."""
+        kinds = expected_entities(self.dialogue_map, self.session_state.current_state_id)
+        return join_finals(left, right, numbers="number" in kinds and "digits" not in kinds)
+
+    def _number_hold(self, final: SttResult) -> float:
+        """How long after the caller's speech ended `final` waits for more, s (end_of_turn)."""
+        hold_ms = self.dialogue_map.settings.turn_number_hold_ms
+        state_id = self.session_state.current_state_id
+        if hold_ms and expects_number(self.dialogue_map, state_id) and ends_on_number(final.text):
+            return hold_ms / 1000
+        return 0.0
 
     # VoiceListener (called synchronously by the gateway)
     def on_speech_onset(self, at: float) -> None:
         """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
         self.barge_in.on_speech_onset(at)
+        self.end_of_turn.speech_onset(at)
 
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
         self.barge_in.on_speech_rejected(at)
+        self.end_of_turn.speech_rejected(at)
 
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
         self._watchdog.speech_start(at)
         self.barge_in.speech_start()
+        self.end_of_turn.speech_start(at)
 
     def on_speech_end(self, at: float) -> None:
-        """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
+        """Caller speech ended at `at` (its last voiced frame): a held STT final may be due."""
         self.turns.handle(TurnEvent.SPEECH_END, at)
         self._watchdog.speech_end(at)
+        self.end_of_turn.speech_end(at)
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means
