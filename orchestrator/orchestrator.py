@@ -42,6 +42,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.answer import AnswerPipeline
+from orchestrator.backchannel import takes_backchannel
 from orchestrator.barge_in import BargeIn
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.call_context import CallContext
@@ -178,6 +179,7 @@ class Orchestrator:
             metrics=self.metrics_logger,
             observe=self._observe,
             outbound=lambda: self._outbound,
+            takes_backchannel=lambda: takes_backchannel(dialogue_map, self.session_state.current_state_id),
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(

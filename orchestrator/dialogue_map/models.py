@@ -223,7 +223,8 @@ class State(_Strict):
     collect_digits: CollectDigits | None = None
     # What a backchannel word ("да", "ага", "угу") begun over this state's playlist is: "drop"
     # (not a turn), or "answer" (a turn: a yes/no question). None: "answer" when an intent this
-    # state routes has that word among its examples, else "drop" (orchestrator/barge_in.py).
+    # state routes has a backchannel word among its examples, else "drop"
+    # (orchestrator/backchannel.py).
     backchannel: Literal["drop", "answer"] | None = None
 
     @model_validator(mode="after")
