@@ -12,9 +12,11 @@ screen) and the dialogue's queue:
     final that ends on a number word or digits ("сто", "в десять") is held `number_hold_s`
     (the map's `settings.turn_number_hold_ms`, 1000 ms by default) from the speech end:
     the caller may go on ("... двадцать");
-  - if the caller's voice went on after the final arrived (the VAD's speech end is later than
-    the final: more speech than that final covers), its own final is awaited for at most
-    `final_wait_s` after the speech end.
+  - if the caller's voice went on after the final arrived (a new onset, or the VAD's speech end
+    `voice_after_s` or more after the final: more speech than that final covers), its own final
+    is awaited for at most `final_wait_s` after the speech end.
+- A rejected onset (too short to barge in: "сто" can be 0.2 s) counts as voice that ended when
+  it was rejected.
 - The next final while one is held is joined to it (`join`, the later timing): one turn.
   Partials in between go on with the held text before them. SpeechKit's normalisation writes
   numbers in digits, so "сто" ... "двадцать" comes as "100" and "20": where the state expects a
@@ -46,6 +48,9 @@ __all__ = ["EndOfTurn", "ends_on_number", "expects_number", "join_finals"]
 # How long the final of speech heard after a held final is awaited after that speech ended, s
 # (SpeechKit finalises 0.3-0.8 s after the speech ends).
 FINAL_WAIT_S = 1.0
+# Voice heard this long after a final arrived (the same VAD run going on) is more speech than the
+# final covers, s: below it, a VAD run's noisy tail would hold ordinary answers FINAL_WAIT_S.
+VOICE_AFTER_S = 0.2
 # No final is held longer than this after the last one arrived, whatever the VAD says, s.
 MAX_HOLD_S = 4.0
 
@@ -113,6 +118,7 @@ class EndOfTurn:
         join: Callable[[str, str], str] = lambda a, b: f"{a} {b}",
         final_wait_s: float = FINAL_WAIT_S,
         max_hold_s: float = MAX_HOLD_S,
+        voice_after_s: float = VOICE_AFTER_S,
     ) -> None:
         self._clock = clock
         self._forward = forward
@@ -120,6 +126,7 @@ class EndOfTurn:
         self._join = join
         self._final_wait_s = final_wait_s
         self._max_hold_s = max_hold_s
+        self._voice_after_s = voice_after_s
         self._held: SttResult | None = None
         self._hold_s = 0.0  # the held final's own hold
         self._speaking = False  # VAD: speech started and not ended
@@ -181,9 +188,10 @@ class EndOfTurn:
         self._voice(at)
 
     def speech_rejected(self, at: float) -> None:
+        # Too short to barge in ("сто" can be 0.2 s) is still the caller's voice: it ended now
+        # (the detector rejects a run within tens of ms of its last voiced frame).
         self._onset = False
-        if self._held is not None and self._voice_after is not None and not self._speaking:
-            self._voice_after = None  # not speech after all: nothing more to wait for
+        self._last_end = self._clock.now()
         self._decide()
 
     def speech_start(self, at: float) -> None:
@@ -220,7 +228,7 @@ class EndOfTurn:
                 due = now  # no VAD report near this final: nothing to wait for
             else:
                 hold = self._hold_s
-                if self._voice_after is not None or end > held.received_at:
+                if self._voice_after is not None or end >= held.received_at + self._voice_after_s:
                     hold = max(hold, self._final_wait_s)  # voice after the final: its final
                 due = min(end + hold, cap)
         if due <= now:

@@ -115,7 +115,8 @@ def test_voice_after_a_final_without_a_final_of_its_own_is_waited_for_boundedly(
     assert out == [(3.0, "да")]
 
 
-def test_a_rejected_onset_does_not_hold_the_final() -> None:
+def test_a_short_run_after_a_held_number_is_voice_whose_final_is_awaited() -> None:
+    # Too short to barge in ("двадцать" said fast), the VAD rejects it; it is still the caller.
     steps = [
         vad("start", 1.0),
         vad("end", 1.8, edge=1.4),
@@ -123,8 +124,9 @@ def test_a_rejected_onset_does_not_hold_the_final() -> None:
         vad("onset", 2.0),
         vad("rejected", 2.2),
     ]
-    out = timeline(steps, hold=1.0)
-    assert out == [(2.4, "сто")]  # the onset changed nothing: due at the speech end + the hold
+    assert timeline(steps, hold=1.0) == [(3.2, "сто")]  # its final never came: 1 s after it
+    steps.append(offer("двадцать", 2.6))
+    assert timeline(steps, hold=1.0) == [(3.2, "сто двадцать")]  # came: joined; the hold from 2.2
 
 
 def test_no_final_is_held_without_bound_while_the_vad_says_speaking() -> None:
