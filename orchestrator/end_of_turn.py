@@ -105,8 +105,9 @@ class EndOfTurn:
     """One call's end-of-turn stage; `forward` puts a result on the dialogue's queue.
 
     `number_hold`: the hold (s) for `final` in the current state (0: none); called when a final
-    is held. `join`: two finals' texts as one (`join_finals`). Synchronous throughout: the VAD's events come from the gateway's frame loop, results
-    from the STT listener; the release timer runs on the event loop (one `call_at` handle, no task).
+    is held. `join`: two finals' texts as one (`join_finals`). Synchronous throughout: the VAD's
+    events come from the gateway's frame loop, results from the STT listener; the release timer
+    runs on the event loop (one `call_later` handle, no task). Times are the injected clock's.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class EndOfTurn:
         self._max_hold_s = max_hold_s
         self._voice_after_s = voice_after_s
         self._held: SttResult | None = None
+        self._arrived = 0.0  # when the last final joined into `_held` arrived (clock time)
         self._hold_s = 0.0  # the held final's own hold
         self._speaking = False  # VAD: speech started and not ended
         self._onset = False  # VAD: an onset not yet confirmed or rejected
@@ -159,6 +161,7 @@ class EndOfTurn:
             else:
                 event = held
         self._held = event
+        self._arrived = self._clock.now()
         self._voice_after = None
         self._hold_s = self._number_hold(event)
         self._decide()
@@ -219,16 +222,17 @@ class EndOfTurn:
             return
         self._cancel_timer()
         now = self._clock.now()
-        cap = held.received_at + self._max_hold_s
+        arrived = self._arrived
+        cap = arrived + self._max_hold_s
         if self._speaking or self._onset:
             due = cap  # the caller is talking: the turn is not over
         else:
             end = self._last_end
-            if end is None or (end < held.received_at - self._max_hold_s):
+            if end is None or end < arrived - self._max_hold_s:
                 due = now  # no VAD report near this final: nothing to wait for
             else:
                 hold = self._hold_s
-                if self._voice_after is not None or end >= held.received_at + self._voice_after_s:
+                if self._voice_after is not None or end >= arrived + self._voice_after_s:
                     hold = max(hold, self._final_wait_s)  # voice after the final: its final
                 due = min(end + hold, cap)
         if due <= now:
