@@ -37,13 +37,14 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import TypedDict
 
 from orchestrator.contracts import Clock
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import SttResult
 from orchestrator.entities.morph import number_word
 
-__all__ = ["EndOfTurn", "ends_on_number", "expects_number", "join_finals"]
+__all__ = ["EndOfTurn", "Policy", "ends_on_number", "expects_number", "join_finals", "state_policy"]
 
 # How long the final of speech heard after a held final is awaited after that speech ended, s
 # (SpeechKit finalises 0.3-0.8 s after the speech ends).
@@ -99,6 +100,31 @@ def ends_on_number(text: str) -> bool:
         return False
     word = m.group(1)
     return word.isdigit() or number_word(word) is not None
+
+
+class Policy(TypedDict):
+    """`EndOfTurn`'s `number_hold` and `join` for a call (`state_policy`)."""
+
+    number_hold: Callable[[SttResult], float]
+    join: Callable[[str, str], str]
+
+
+def state_policy(dialogue_map: DialogueMap, state_id: Callable[[], str]) -> Policy:
+    """The hold and the join of the call's current state (`state_id()`): a final ending on a
+    number waits `settings.turn_number_hold_ms` where the state expects a number, digits, a date
+    or a time; digits are merged where it expects a number (and no digit string)."""
+    hold_s = dialogue_map.settings.turn_number_hold_ms / 1000
+
+    def number_hold(final: SttResult) -> float:
+        if hold_s and expects_number(dialogue_map, state_id()) and ends_on_number(final.text):
+            return hold_s
+        return 0.0
+
+    def join(left: str, right: str) -> str:
+        kinds = expected_entities(dialogue_map, state_id())
+        return join_finals(left, right, numbers="number" in kinds and "digits" not in kinds)
+
+    return {"number_hold": number_hold, "join": join}
 
 
 class EndOfTurn:

@@ -67,13 +67,7 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError
 from orchestrator.domain.errors import AudioClosed, ProviderError
 from orchestrator.domain.models import SessionState, SttResult
-from orchestrator.end_of_turn import (
-    EndOfTurn,
-    ends_on_number,
-    expected_entities,
-    expects_number,
-    join_finals,
-)
+from orchestrator.end_of_turn import EndOfTurn, state_policy
 from orchestrator.events import (
     CallEvent,
     CallEventKind,
@@ -169,8 +163,7 @@ class Orchestrator:
         self.end_of_turn = EndOfTurn(
             clock=clock,
             forward=self._user_results.put_nowait,
-            number_hold=self._number_hold,
-            join=self._join_finals,
+            **state_policy(dialogue_map, lambda: self.session_state.current_state_id),
         )
         self.barge_in = BargeIn(
             turns=self.turns,
@@ -335,19 +328,6 @@ class Orchestrator:
             elif self.barge_in.screen(event):
                 self.end_of_turn.result(event)  # held until the caller's silence ends the turn
         self.end_of_turn.flush()
-
-    def _join_finals(self, left: str, right: str) -> str:
-        """Two finals of one answer as one text; numbers merged where the state expects one."""
-        kinds = expected_entities(self.dialogue_map, self.session_state.current_state_id)
-        return join_finals(left, right, numbers="number" in kinds and "digits" not in kinds)
-
-    def _number_hold(self, final: SttResult) -> float:
-        """How long after the caller's speech ended `final` waits for more, s (end_of_turn)."""
-        hold_ms = self.dialogue_map.settings.turn_number_hold_ms
-        state_id = self.session_state.current_state_id
-        if hold_ms and expects_number(self.dialogue_map, state_id) and ends_on_number(final.text):
-            return hold_ms / 1000
-        return 0.0
 
     # VoiceListener (called synchronously by the gateway)
     def on_speech_onset(self, at: float) -> None:
