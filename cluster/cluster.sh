@@ -5,7 +5,10 @@
 #   cluster.sh up [N]             start Redis, N nodes (default 2) and Kamailio; wait until every
 #                                 node is ready and the dispatcher has every node active
 #   cluster.sh down               stop everything started by `up` (by pid)
-#   cluster.sh status             processes and the dispatcher's view (kamcmd dispatcher.list)
+#   cluster.sh status             processes, the dispatcher's view (flags, calls in progress per
+#                                 node) and the node registry
+#   cluster.sh disable I          no new calls to node I (dispatcher state D: not probed, not chosen)
+#   cluster.sh enable I           node I takes new calls again (state A)
 #   cluster.sh drain I            SIGTERM node I's voicebridge (graceful drain)
 #   cluster.sh kill-asterisk I    SIGKILL node I's Asterisk
 #   cluster.sh start-asterisk I   (re)start node I's Asterisk
@@ -148,9 +151,10 @@ start_voicebridge() {  # $1: node number
 
 kamcmd_() { kamcmd -s "unix:$(ctl_socket)" "$@"; }
 
-# Prints "uri flags" per dispatcher destination (flags: AP active+probing, IP inactive, ...).
+# Prints "uri flags load" per dispatcher destination (flags: AP active+probing, IP inactive,
+# DX disabled, ...; load: the calls in progress the proxy routed there, DLGLOAD).
 ds_state() {
-    kamcmd_ dispatcher.list | awk '/URI:/ {u=$2} /FLAGS:/ {print u, $2}'
+    kamcmd_ dispatcher.list | awk '/URI:/ {u=$2} /FLAGS:/ {f=$2} /DLGLOAD:/ {print u, f, $2}'
 }
 
 all_active() {  # every node of 1..$1 active in the dispatcher
@@ -164,7 +168,7 @@ start_kamailio() {  # $1: number of nodes
     alive "$DIR/kamailio.pid" >/dev/null && return 0
     : >"$DIR/dispatcher.list"
     for ((i = 1; i <= n; i++)); do
-        echo "1 sip:$(node_ip "$i"):5060 0 0 name=node$i" >>"$DIR/dispatcher.list"
+        echo "1 sip:$(node_ip "$i"):5060 0 0 duid=node$i" >>"$DIR/dispatcher.list"
     done
     fill "$HERE/kamailio.cfg" "$DIR/kamailio.cfg" PROXY_IP="$PROXY_IP" PROXY_PORT="$PROXY_PORT" \
         DISPATCHER_LIST="$DIR/dispatcher.list" DS_PING_S="$DS_PING_S" FR_TIMER_MS="$FR_TIMER_MS" \
@@ -211,7 +215,8 @@ cmd_status() {
         echo "node$i $(node_ip "$i"): asterisk $(alive "$DIR/node$i/asterisk.pid" || echo down)," \
             "voicebridge $(alive "$DIR/node$i/voicebridge.pid" || echo down)"
     done
-    ds_state
+    echo "dispatcher (uri flags calls-in-progress):"
+    ds_state | sed 's/^/  /'
     local key
     echo "registry (Redis $REDIS_IP:$REDIS_PORT):"
     for key in $(redis-cli -h "$REDIS_IP" -p "$REDIS_PORT" --scan --pattern 'voicebridge:node:*' | sort); do
@@ -241,7 +246,7 @@ cmd_add_node() {
     start_asterisk "$i"
     start_voicebridge "$i"
     grep -q "sip:$(node_ip "$i"):5060 " "$DIR/dispatcher.list" ||
-        echo "1 sip:$(node_ip "$i"):5060 0 0 name=node$i" >>"$DIR/dispatcher.list"
+        echo "1 sip:$(node_ip "$i"):5060 0 0 duid=node$i" >>"$DIR/dispatcher.list"
     ((i > n)) && echo "$i" >"$DIR/nodes"
     ds_reload
     log "node $i is in the proxy's set"
@@ -257,6 +262,11 @@ cmd_remove_node() {
     fi
 }
 
+ds_set_state() {  # $1: a (active) or d (disabled), $2: node number
+    kamcmd_ dispatcher.set_state "$1" 1 "sip:$(node_ip "$2"):5060" >/dev/null
+    log "node $2: dispatcher state $1"
+}
+
 node_arg() { [[ ${1:-} =~ ^[1-9]$ ]] || die "expected a node number 1..9, got '${1:-}'"; echo "$1"; }
 
 case ${1:-} in
@@ -264,11 +274,13 @@ up) cmd_up "${2:-2}" ;;
 down) cmd_down ;;
 status) cmd_status ;;
 ds-state) ds_state ;;
+disable) i=$(node_arg "${2:-}"); ds_set_state d "$i" ;;
+enable) i=$(node_arg "${2:-}"); ds_set_state a "$i" ;;
 drain) i=$(node_arg "${2:-}"); signal_node TERM "$DIR/node$i/voicebridge.pid" "node $i's voicebridge" ;;
 kill-asterisk) i=$(node_arg "${2:-}"); signal_node KILL "$DIR/node$i/asterisk.pid" "node $i's Asterisk" ;;
 start-asterisk) i=$(node_arg "${2:-}"); start_asterisk "$i" ;;
 start-voicebridge) i=$(node_arg "${2:-}"); start_voicebridge "$i" ;;
 add-node) i=$(node_arg "${2:-}"); cmd_add_node "$i" ;;
 remove-node) i=$(node_arg "${2:-}"); cmd_remove_node "$i" ;;
-*) sed -n '2,16p' "$0" >&2; exit 2 ;;
+*) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac
