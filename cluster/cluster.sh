@@ -49,6 +49,9 @@ node_ip() { echo "$NET.$((10 + $1))"; }
 node_conf() { echo "/etc/voicebridge-cluster-node$1"; }          # inside the chroot
 node_state() { echo "/var/lib/voicebridge-cluster/node$1"; }     # inside the chroot
 ctl_socket() { echo "$DIR/kamailio_ctl"; }
+# The node in the dispatcher's set: its OPTIONS probes ask for the extension `vbready`, which the
+# node's health follower keeps in its dialplan only while its voicebridge is ready (/readyz).
+ds_uri() { echo "sip:vbready@$(node_ip "$1"):5060"; }
 
 alive() {  # $1: pid file; prints the pid if that process runs
     [[ -f $1 ]] || return 1
@@ -149,6 +152,37 @@ start_voicebridge() {  # $1: node number
     log "node $i: voicebridge ready on $(node_ip "$i") (pid $(<"$DIR/node$i/voicebridge.pid"))"
 }
 
+ast_rx() {  # $1: node number, $2: an Asterisk CLI command for that node's Asterisk
+    chroot "$ROOT" asterisk -C "$(node_conf "$1")/asterisk.conf" -rx "$2"
+}
+
+# Node $1's health follower (runs until killed): keeps the extension vbready@vb-health in the
+# node's dialplan while its voicebridge's /readyz answers 200, removes it otherwise (draining,
+# stopped, ARI lost). Asterisk answers an OPTIONS for sip:vbready@node 200 while the extension
+# exists and 404 otherwise, so the proxy's probes see the voicebridge, not only the Asterisk.
+# Acts on a change of readiness or of the Asterisk process (a restarted one forgot the extension).
+follow_health() {
+    local i=$1 want have="" ready
+    while :; do
+        if node_ready "$i" >/dev/null 2>&1; then ready=1; else ready=0; fi
+        want="$ready:$(alive "$DIR/node$i/asterisk.pid" || echo down)"
+        if [[ $want != "$have" && $want != *:down ]]; then
+            if ((ready)); then
+                ast_rx "$i" "dialplan add extension vbready,1,Hangup() into vb-health replace" >/dev/null 2>&1
+            else
+                ast_rx "$i" "dialplan remove extension vbready@vb-health" >/dev/null 2>&1
+                true  # removing what is not there fails, and is fine
+            fi && have=$want && log "node $i: voicebridge ready=$ready, probe answers $( ((ready)) && echo 200 || echo 404)"
+        fi
+        sleep 0.5
+    done
+}
+
+start_health() {  # $1: node number
+    alive "$DIR/node$1/health.pid" >/dev/null && return 0
+    spawn "$DIR/node$1/health.log" "$DIR/node$1/health.pid" bash "$HERE/cluster.sh" follow-health "$1"
+}
+
 kamcmd_() { kamcmd -s "unix:$(ctl_socket)" "$@"; }
 
 # Prints "uri flags load" per dispatcher destination (flags: AP active+probing, IP inactive,
@@ -168,7 +202,7 @@ start_kamailio() {  # $1: number of nodes
     alive "$DIR/kamailio.pid" >/dev/null && return 0
     : >"$DIR/dispatcher.list"
     for ((i = 1; i <= n; i++)); do
-        echo "1 sip:$(node_ip "$i"):5060 0 0 duid=node$i" >>"$DIR/dispatcher.list"
+        echo "1 $(ds_uri "$i") 0 0 duid=node$i" >>"$DIR/dispatcher.list"
     done
     fill "$HERE/kamailio.cfg" "$DIR/kamailio.cfg" PROXY_IP="$PROXY_IP" PROXY_PORT="$PROXY_PORT" \
         DISPATCHER_LIST="$DIR/dispatcher.list" DS_PING_S="$DS_PING_S" FR_TIMER_MS="$FR_TIMER_MS" \
@@ -190,7 +224,7 @@ cmd_up() {
     alive "$DIR/kamailio.pid" >/dev/null || rm -f "$DIR"/*.log "$DIR"/node*/*.log "$DIR"/node*/*.out
     start_redis
     for ((i = 1; i <= n; i++)); do install_node_conf "$i"; start_asterisk "$i"; done
-    for ((i = 1; i <= n; i++)); do start_voicebridge "$i"; done
+    for ((i = 1; i <= n; i++)); do start_voicebridge "$i"; start_health "$i"; done
     start_kamailio "$n"
 }
 
@@ -201,6 +235,7 @@ cmd_down() {
     for ((i = 1; i <= n; i++)); do
         # SIGINT: voicebridge stops at once (SIGTERM would drain).
         if pid=$(alive "$DIR/node$i/voicebridge.pid"); then kill -INT "$pid" 2>/dev/null || true; fi
+        stop_pid "$DIR/node$i/health.pid" "node $i's health follower"
         stop_pid "$DIR/node$i/voicebridge.pid" "node $i's voicebridge"
         stop_pid "$DIR/node$i/asterisk.pid" "node $i's Asterisk"
     done
@@ -245,8 +280,9 @@ cmd_add_node() {
     install_node_conf "$i"
     start_asterisk "$i"
     start_voicebridge "$i"
-    grep -q "sip:$(node_ip "$i"):5060 " "$DIR/dispatcher.list" ||
-        echo "1 sip:$(node_ip "$i"):5060 0 0 duid=node$i" >>"$DIR/dispatcher.list"
+    start_health "$i"
+    grep -q "$(ds_uri "$i") " "$DIR/dispatcher.list" ||
+        echo "1 $(ds_uri "$i") 0 0 duid=node$i" >>"$DIR/dispatcher.list"
     ((i > n)) && echo "$i" >"$DIR/nodes"
     ds_reload
     log "node $i is in the proxy's set"
@@ -254,7 +290,7 @@ cmd_add_node() {
 
 cmd_remove_node() {
     local i=$1
-    sed -i "\|sip:$(node_ip "$i"):5060 |d" "$DIR/dispatcher.list"
+    sed -i "\|$(ds_uri "$i") |d" "$DIR/dispatcher.list"
     ds_reload
     log "node $i is out of the proxy's set; draining it"
     if alive "$DIR/node$i/voicebridge.pid" >/dev/null; then
@@ -263,7 +299,7 @@ cmd_remove_node() {
 }
 
 ds_set_state() {  # $1: a (active) or d (disabled), $2: node number
-    kamcmd_ dispatcher.set_state "$1" 1 "sip:$(node_ip "$2"):5060" >/dev/null
+    kamcmd_ dispatcher.set_state "$1" 1 "$(ds_uri "$2")" >/dev/null
     log "node $2: dispatcher state $1"
 }
 
@@ -276,6 +312,7 @@ status) cmd_status ;;
 ds-state) ds_state ;;
 disable) i=$(node_arg "${2:-}"); ds_set_state d "$i" ;;
 enable) i=$(node_arg "${2:-}"); ds_set_state a "$i" ;;
+follow-health) i=$(node_arg "${2:-}"); follow_health "$i" ;;
 drain) i=$(node_arg "${2:-}"); signal_node TERM "$DIR/node$i/voicebridge.pid" "node $i's voicebridge" ;;
 kill-asterisk) i=$(node_arg "${2:-}"); signal_node KILL "$DIR/node$i/asterisk.pid" "node $i's Asterisk" ;;
 start-asterisk) i=$(node_arg "${2:-}"); start_asterisk "$i" ;;
