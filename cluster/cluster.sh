@@ -7,6 +7,8 @@
 #   cluster.sh down               stop everything started by `up` (by pid)
 #   cluster.sh status             processes, the dispatcher's view (flags, calls in progress per
 #                                 node) and the node registry
+#   cluster.sh call [N] [S]       place N test calls (default 1) of S seconds each (default 10)
+#                                 through the proxy with sipp; prints which node answered each
 #   cluster.sh disable I          no new calls to node I (dispatcher state D: not probed, not chosen)
 #   cluster.sh enable I           node I takes new calls again (state A)
 #   cluster.sh drain I            SIGTERM node I's voicebridge (graceful drain)
@@ -248,7 +250,8 @@ cmd_status() {
     for p in redis kamailio; do echo "$p: $(alive "$DIR/$p.pid" || echo down)"; done
     for ((i = 1; i <= n; i++)); do
         echo "node$i $(node_ip "$i"): asterisk $(alive "$DIR/node$i/asterisk.pid" || echo down)," \
-            "voicebridge $(alive "$DIR/node$i/voicebridge.pid" || echo down)"
+            "voicebridge $(alive "$DIR/node$i/voicebridge.pid" || echo down)," \
+            "health follower $(alive "$DIR/node$i/health.pid" || echo down)"
     done
     echo "dispatcher (uri flags calls-in-progress):"
     ds_state | sed 's/^/  /'
@@ -303,12 +306,36 @@ ds_set_state() {  # $1: a (active) or d (disabled), $2: node number
     log "node $2: dispatcher state $1"
 }
 
+cmd_call() {  # $1: number of calls, $2: seconds each
+    local n=${1:-1} hold=${2:-10} work rc=0 ci
+    [[ $n =~ ^[0-9]+$ && $hold =~ ^[0-9]+$ && $n -ge 1 ]] || die "call [N] [S]: whole numbers, got '$n' '$hold'"
+    alive "$DIR/kamailio.pid" >/dev/null || die "the cluster is not up (cluster.sh up)"
+    work=$(mktemp -d "$DIR/call.XXXXXX")
+    # The test's caller scenario without its recorded audio: the caller stays silent.
+    sed -e "s|@HOLD_MS@|$((hold * 1000))|" -e "s|@ANSWER_TIMEOUT_MS@|15000|" -e '/<nop>/,/<\/nop>/d' \
+        "$HERE/sipp/uac_call.xml" >"$work/call.xml"
+    log "$n call(s) of $hold s through $PROXY_IP:$PROXY_PORT (sipp; its files in $work)"
+    sipp "$PROXY_IP:$PROXY_PORT" -sf "$work/call.xml" -s 100 -i "$NET.3" -p 5080 -mi "$NET.3" \
+        -m "$n" -r 1 -l "$n" -nostdin -timeout "$((n + hold + 60))s" -timeout_error \
+        -trace_err -error_file "$work/errors.log" -trace_msg -message_file "$work/messages.log" \
+        >"$work/screen.log" 2>&1 || rc=$?
+    # Which node answered each call: the proxy's log line for its final answer (VBCLUSTER reply).
+    for ci in $(grep -o '^Call-ID: .*' "$work/messages.log" | sort -u | cut -d' ' -f2 | tr -d '\r'); do
+        grep "VBCLUSTER.* reply ci=$ci " "$DIR/kamailio.log" | tail -n 1 |
+            awk -v ci="$ci" -v net="$NET." '{split($0, a, "code="); split(a[2], b, " src="); n = b[2];
+                sub(net, "", n); printf "call %s: %s from node%d (%s)\n", ci, b[1], n - 10, b[2]}'
+    done
+    if ((rc == 0)); then log "all $n call(s) completed"; else log "sipp exited $rc: see $work/errors.log"; fi
+    return "$rc"
+}
+
 node_arg() { [[ ${1:-} =~ ^[1-9]$ ]] || die "expected a node number 1..9, got '${1:-}'"; echo "$1"; }
 
 case ${1:-} in
 up) cmd_up "${2:-2}" ;;
 down) cmd_down ;;
 status) cmd_status ;;
+call) cmd_call "${2:-1}" "${3:-10}" ;;
 ds-state) ds_state ;;
 disable) i=$(node_arg "${2:-}"); ds_set_state d "$i" ;;
 enable) i=$(node_arg "${2:-}"); ds_set_state a "$i" ;;
@@ -319,5 +346,5 @@ start-asterisk) i=$(node_arg "${2:-}"); start_asterisk "$i" ;;
 start-voicebridge) i=$(node_arg "${2:-}"); start_voicebridge "$i" ;;
 add-node) i=$(node_arg "${2:-}"); cmd_add_node "$i" ;;
 remove-node) i=$(node_arg "${2:-}"); cmd_remove_node "$i" ;;
-*) sed -n '2,17p' "$0" >&2; exit 2 ;;
+*) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
