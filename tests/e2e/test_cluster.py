@@ -206,11 +206,13 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
         )
         try:
             drained_at = await _drain_node1(cluster)
+            drain_out_at = await cluster.wait_ds("node1", "I", 10)  # its probe follows /readyz
             await cluster.wait_for(
                 "node 1's voicebridge exiting", lambda: cluster.pid("node1/voicebridge") is None, 40
             )
-            await cluster.sh("start-voicebridge", "1", timeout_s=60)
+            await cluster.sh("start-voicebridge", "1", timeout_s=60)  # returns when /readyz is 200
             back_at = now()
+            node1_in_at = await cluster.wait_ds("node1", "A", 10)
             # Node 1 takes calls again, then node 2's Asterisk dies.
             await cluster.wait_for(
                 "node 1 answering again",
@@ -262,6 +264,8 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
             calls,
             [
                 ("in progress on node 1 at the drain", str(len(in_progress_drained))),
+                ("drain -> proxy marks node 1 inactive", f"{drain_out_at - drained_at:.1f} s"),
+                ("node 1 ready again -> active at the proxy", f"{node1_in_at - back_at:.1f} s"),
                 ("in progress on node 2 at the kill (lost, about)", str(len(lost_with_node2))),
                 ("kill -> dispatcher marks node 2 inactive", f"{marked_at - killed_at:.1f} s"),
                 ("kill -> last new call tried on node 2", f"{last_try_node2 - killed_at:.1f} s"),
@@ -281,6 +285,8 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
     # No call fails, not even those in progress on the killed Asterisk (their media died with
     # it, but the proxy answers their BYE).
     assert load.failed == 0, load.errors[-2000:]
+    # New calls avoid the killed node within two probe intervals (DS_PING_S, 2 s).
+    assert last_try_node2 - killed_at <= 4.0, last_try_node2 - killed_at
     assert sum(c.bye_answered_by_proxy for c in calls.values()) <= len(lost_with_node2)
     assert all(c.final_code == 200 for c in calls.values()), [
         c for c in calls.values() if c.final_code != 200
