@@ -5,7 +5,12 @@
 #   cluster.sh up [N]             start Redis, N nodes (default 2) and Kamailio; wait until every
 #                                 node is ready and the dispatcher has every node active
 #   cluster.sh down               stop everything started by `up` (by pid)
-#   cluster.sh status             processes and the dispatcher's view (kamcmd dispatcher.list)
+#   cluster.sh status             processes, the dispatcher's view (flags, calls in progress per
+#                                 node) and the node registry
+#   cluster.sh call [N] [S]       place N test calls (default 1) of S seconds each (default 10)
+#                                 through the proxy with sipp; prints which node answered each
+#   cluster.sh disable I          no new calls to node I (dispatcher state D: not probed, not chosen)
+#   cluster.sh enable I           node I takes new calls again (state A)
 #   cluster.sh drain I            SIGTERM node I's voicebridge (graceful drain)
 #   cluster.sh kill-asterisk I    SIGKILL node I's Asterisk
 #   cluster.sh start-asterisk I   (re)start node I's Asterisk
@@ -46,6 +51,9 @@ node_ip() { echo "$NET.$((10 + $1))"; }
 node_conf() { echo "/etc/voicebridge-cluster-node$1"; }          # inside the chroot
 node_state() { echo "/var/lib/voicebridge-cluster/node$1"; }     # inside the chroot
 ctl_socket() { echo "$DIR/kamailio_ctl"; }
+# The node in the dispatcher's set: its OPTIONS probes ask for the extension `vbready`, which the
+# node's health follower keeps in its dialplan only while its voicebridge is ready (/readyz).
+ds_uri() { echo "sip:vbready@$(node_ip "$1"):5060"; }
 
 alive() {  # $1: pid file; prints the pid if that process runs
     [[ -f $1 ]] || return 1
@@ -146,11 +154,43 @@ start_voicebridge() {  # $1: node number
     log "node $i: voicebridge ready on $(node_ip "$i") (pid $(<"$DIR/node$i/voicebridge.pid"))"
 }
 
+ast_rx() {  # $1: node number, $2: an Asterisk CLI command for that node's Asterisk
+    chroot "$ROOT" asterisk -C "$(node_conf "$1")/asterisk.conf" -rx "$2"
+}
+
+# Node $1's health follower (runs until killed): keeps the extension vbready@vb-health in the
+# node's dialplan while its voicebridge's /readyz answers 200, removes it otherwise (draining,
+# stopped, ARI lost). Asterisk answers an OPTIONS for sip:vbready@node 200 while the extension
+# exists and 404 otherwise, so the proxy's probes see the voicebridge, not only the Asterisk.
+# Acts on a change of readiness or of the Asterisk process (a restarted one forgot the extension).
+follow_health() {
+    local i=$1 want have="" ready
+    while :; do
+        if node_ready "$i" >/dev/null 2>&1; then ready=1; else ready=0; fi
+        want="$ready:$(alive "$DIR/node$i/asterisk.pid" || echo down)"
+        if [[ $want != "$have" && $want != *:down ]]; then
+            if ((ready)); then
+                ast_rx "$i" "dialplan add extension vbready,1,Hangup() into vb-health replace" >/dev/null 2>&1
+            else
+                ast_rx "$i" "dialplan remove extension vbready@vb-health" >/dev/null 2>&1
+                true  # removing what is not there fails, and is fine
+            fi && have=$want && log "node $i: voicebridge ready=$ready, probe answers $( ((ready)) && echo 200 || echo 404)"
+        fi
+        sleep 0.5
+    done
+}
+
+start_health() {  # $1: node number
+    alive "$DIR/node$1/health.pid" >/dev/null && return 0
+    spawn "$DIR/node$1/health.log" "$DIR/node$1/health.pid" bash "$HERE/cluster.sh" follow-health "$1"
+}
+
 kamcmd_() { kamcmd -s "unix:$(ctl_socket)" "$@"; }
 
-# Prints "uri flags" per dispatcher destination (flags: AP active+probing, IP inactive, ...).
+# Prints "uri flags load" per dispatcher destination (flags: AP active+probing, IP inactive,
+# DX disabled, ...; load: the calls in progress the proxy routed there, DLGLOAD).
 ds_state() {
-    kamcmd_ dispatcher.list | awk '/URI:/ {u=$2} /FLAGS:/ {print u, $2}'
+    kamcmd_ dispatcher.list | awk '/URI:/ {u=$2} /FLAGS:/ {f=$2} /DLGLOAD:/ {print u, f, $2}'
 }
 
 all_active() {  # every node of 1..$1 active in the dispatcher
@@ -164,7 +204,7 @@ start_kamailio() {  # $1: number of nodes
     alive "$DIR/kamailio.pid" >/dev/null && return 0
     : >"$DIR/dispatcher.list"
     for ((i = 1; i <= n; i++)); do
-        echo "1 sip:$(node_ip "$i"):5060 0 0 name=node$i" >>"$DIR/dispatcher.list"
+        echo "1 $(ds_uri "$i") 0 0 duid=node$i" >>"$DIR/dispatcher.list"
     done
     fill "$HERE/kamailio.cfg" "$DIR/kamailio.cfg" PROXY_IP="$PROXY_IP" PROXY_PORT="$PROXY_PORT" \
         DISPATCHER_LIST="$DIR/dispatcher.list" DS_PING_S="$DS_PING_S" FR_TIMER_MS="$FR_TIMER_MS" \
@@ -186,7 +226,7 @@ cmd_up() {
     alive "$DIR/kamailio.pid" >/dev/null || rm -f "$DIR"/*.log "$DIR"/node*/*.log "$DIR"/node*/*.out
     start_redis
     for ((i = 1; i <= n; i++)); do install_node_conf "$i"; start_asterisk "$i"; done
-    for ((i = 1; i <= n; i++)); do start_voicebridge "$i"; done
+    for ((i = 1; i <= n; i++)); do start_voicebridge "$i"; start_health "$i"; done
     start_kamailio "$n"
 }
 
@@ -197,6 +237,7 @@ cmd_down() {
     for ((i = 1; i <= n; i++)); do
         # SIGINT: voicebridge stops at once (SIGTERM would drain).
         if pid=$(alive "$DIR/node$i/voicebridge.pid"); then kill -INT "$pid" 2>/dev/null || true; fi
+        stop_pid "$DIR/node$i/health.pid" "node $i's health follower"
         stop_pid "$DIR/node$i/voicebridge.pid" "node $i's voicebridge"
         stop_pid "$DIR/node$i/asterisk.pid" "node $i's Asterisk"
     done
@@ -209,9 +250,11 @@ cmd_status() {
     for p in redis kamailio; do echo "$p: $(alive "$DIR/$p.pid" || echo down)"; done
     for ((i = 1; i <= n; i++)); do
         echo "node$i $(node_ip "$i"): asterisk $(alive "$DIR/node$i/asterisk.pid" || echo down)," \
-            "voicebridge $(alive "$DIR/node$i/voicebridge.pid" || echo down)"
+            "voicebridge $(alive "$DIR/node$i/voicebridge.pid" || echo down)," \
+            "health follower $(alive "$DIR/node$i/health.pid" || echo down)"
     done
-    ds_state
+    echo "dispatcher (uri flags calls-in-progress):"
+    ds_state | sed 's/^/  /'
     local key
     echo "registry (Redis $REDIS_IP:$REDIS_PORT):"
     for key in $(redis-cli -h "$REDIS_IP" -p "$REDIS_PORT" --scan --pattern 'voicebridge:node:*' | sort); do
@@ -240,8 +283,9 @@ cmd_add_node() {
     install_node_conf "$i"
     start_asterisk "$i"
     start_voicebridge "$i"
-    grep -q "sip:$(node_ip "$i"):5060 " "$DIR/dispatcher.list" ||
-        echo "1 sip:$(node_ip "$i"):5060 0 0 name=node$i" >>"$DIR/dispatcher.list"
+    start_health "$i"
+    grep -q "$(ds_uri "$i") " "$DIR/dispatcher.list" ||
+        echo "1 $(ds_uri "$i") 0 0 duid=node$i" >>"$DIR/dispatcher.list"
     ((i > n)) && echo "$i" >"$DIR/nodes"
     ds_reload
     log "node $i is in the proxy's set"
@@ -249,12 +293,40 @@ cmd_add_node() {
 
 cmd_remove_node() {
     local i=$1
-    sed -i "\|sip:$(node_ip "$i"):5060 |d" "$DIR/dispatcher.list"
+    sed -i "\|$(ds_uri "$i") |d" "$DIR/dispatcher.list"
     ds_reload
     log "node $i is out of the proxy's set; draining it"
     if alive "$DIR/node$i/voicebridge.pid" >/dev/null; then
         signal_node TERM "$DIR/node$i/voicebridge.pid" "node $i's voicebridge"
     fi
+}
+
+ds_set_state() {  # $1: a (active) or d (disabled), $2: node number
+    kamcmd_ dispatcher.set_state "$1" 1 "$(ds_uri "$2")" >/dev/null
+    log "node $2: dispatcher state $1"
+}
+
+cmd_call() {  # $1: number of calls, $2: seconds each
+    local n=${1:-1} hold=${2:-10} work rc=0 ci
+    [[ $n =~ ^[0-9]+$ && $hold =~ ^[0-9]+$ && $n -ge 1 ]] || die "call [N] [S]: whole numbers, got '$n' '$hold'"
+    alive "$DIR/kamailio.pid" >/dev/null || die "the cluster is not up (cluster.sh up)"
+    work=$(mktemp -d "$DIR/call.XXXXXX")
+    # The test's caller scenario without its recorded audio: the caller stays silent.
+    sed -e "s|@HOLD_MS@|$((hold * 1000))|" -e "s|@ANSWER_TIMEOUT_MS@|15000|" -e '/<nop>/,/<\/nop>/d' \
+        "$HERE/sipp/uac_call.xml" >"$work/call.xml"
+    log "$n call(s) of $hold s through $PROXY_IP:$PROXY_PORT (sipp; its files in $work)"
+    sipp "$PROXY_IP:$PROXY_PORT" -sf "$work/call.xml" -s 100 -i "$NET.3" -p 5080 -mi "$NET.3" \
+        -m "$n" -r 1 -l "$n" -nostdin -timeout "$((n + hold + 60))s" -timeout_error \
+        -trace_err -error_file "$work/errors.log" -trace_msg -message_file "$work/messages.log" \
+        >"$work/screen.log" 2>&1 || rc=$?
+    # Which node answered each call: the proxy's log line for its final answer (VBCLUSTER reply).
+    for ci in $(grep -o '^Call-ID: .*' "$work/messages.log" | sort -u | cut -d' ' -f2 | tr -d '\r'); do
+        grep "VBCLUSTER.* reply ci=$ci " "$DIR/kamailio.log" | tail -n 1 |
+            awk -v ci="$ci" -v net="$NET." '{split($0, a, "code="); split(a[2], b, " src="); n = b[2];
+                sub(net, "", n); printf "call %s: %s from node%d (%s)\n", ci, b[1], n - 10, b[2]}'
+    done
+    if ((rc == 0)); then log "all $n call(s) completed"; else log "sipp exited $rc: see $work/errors.log"; fi
+    return "$rc"
 }
 
 node_arg() { [[ ${1:-} =~ ^[1-9]$ ]] || die "expected a node number 1..9, got '${1:-}'"; echo "$1"; }
@@ -263,12 +335,16 @@ case ${1:-} in
 up) cmd_up "${2:-2}" ;;
 down) cmd_down ;;
 status) cmd_status ;;
+call) cmd_call "${2:-1}" "${3:-10}" ;;
 ds-state) ds_state ;;
+disable) i=$(node_arg "${2:-}"); ds_set_state d "$i" ;;
+enable) i=$(node_arg "${2:-}"); ds_set_state a "$i" ;;
+follow-health) i=$(node_arg "${2:-}"); follow_health "$i" ;;
 drain) i=$(node_arg "${2:-}"); signal_node TERM "$DIR/node$i/voicebridge.pid" "node $i's voicebridge" ;;
 kill-asterisk) i=$(node_arg "${2:-}"); signal_node KILL "$DIR/node$i/asterisk.pid" "node $i's Asterisk" ;;
 start-asterisk) i=$(node_arg "${2:-}"); start_asterisk "$i" ;;
 start-voicebridge) i=$(node_arg "${2:-}"); start_voicebridge "$i" ;;
 add-node) i=$(node_arg "${2:-}"); cmd_add_node "$i" ;;
 remove-node) i=$(node_arg "${2:-}"); cmd_remove_node "$i" ;;
-*) sed -n '2,16p' "$0" >&2; exit 2 ;;
+*) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac

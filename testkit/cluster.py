@@ -3,7 +3,8 @@ sipp load placed through the proxy, the proxy's per-call log, and the printed ta
 
 Kamailio logs one `VBCLUSTER` line per routing step (cluster/kamailio.cfg): `try` (first node),
 `retry` (after a 503/408/timeout, to the next node), `timeout` (no answer at all), `reply` (the
-final answer of an INVITE with its code and node), `exhausted`/`nonode` (no node left). Times are
+final answer of an INVITE with its code and node), `exhausted`/`nonode` (no node left), `byelost`
+(the node never answered the caller's BYE: the proxy answered it). Times are
 Unix epoch seconds (`$TV(Sn)`), the same clock as `time.time()`.
 """
 
@@ -72,6 +73,7 @@ class CallRecord:
     final_code: int | None = None
     final_node: str | None = None
     answered_at: float | None = None
+    bye_answered_by_proxy: bool = False  # the node was gone: the proxy answered the caller's BYE
 
     @property
     def retried(self) -> bool:
@@ -96,6 +98,8 @@ def parse_proxy_log(text: str) -> dict[str, CallRecord]:
                 rec.final_code, rec.final_node = code, _node_of(kv["src"])
             if code == 200 and rec.answered_at is None:
                 rec.answered_at = t
+        elif kind == "byelost":
+            rec.bye_answered_by_proxy = True
         elif kind in ("exhausted", "nonode"):
             rec.final_code = rec.final_code or 503
     return calls
@@ -183,10 +187,20 @@ class Cluster:
         finally:
             await client.aclose()
 
+    async def ds_table(self) -> dict[str, tuple[str, int]]:
+        """The dispatcher's view per node: its flags (`AP` active, `IP` inactive, `DX` disabled,
+        ...) and the calls in progress the proxy counts on it (call-load algorithm)."""
+        out = await self.sh("ds-state", timeout_s=10)
+        rows = (line.split() for line in out.splitlines() if line)
+        return {_node_of(uri): (flags, int(load)) for uri, flags, load in rows}
+
     async def ds_state(self) -> dict[str, str]:
         """The dispatcher's flags per node (`AP` active, `IP` inactive, ...)."""
-        out = await self.sh("ds-state", timeout_s=10)
-        return {_node_of(uri): flags for uri, flags in (line.split() for line in out.splitlines() if line)}
+        return {node: flags for node, (flags, _) in (await self.ds_table()).items()}
+
+    async def ds_loads(self) -> dict[str, int]:
+        """The calls in progress the dispatcher counts per node."""
+        return {node: load for node, (_, load) in (await self.ds_table()).items()}
 
     async def wait_ds(self, node: str, flags: str, timeout_s: float) -> float:
         """Poll the dispatcher until `node`'s flags start with `flags` ("I" inactive, "A" active),
@@ -234,10 +248,18 @@ async def running_cluster(nodes: int = 2, *, drain_timeout_s: float = 30.0) -> A
 
 
 async def place_calls(
-    work_dir: Path, *, calls: int, rate_per_s: float, hold_ms: int, answer_timeout_ms: int = 15_000
+    work_dir: Path,
+    *,
+    calls: int,
+    rate_per_s: float,
+    hold_ms: int,
+    answer_timeout_ms: int = 15_000,
+    sip_port: int = 5070,
+    media_port: int = 16600,
 ) -> LoadResult:
     """`calls` sipp calls through the proxy at a steady rate, each held `hold_ms` then hung up by
-    the caller (BYE); returns when every call has ended (bounded by their total length + 60 s)."""
+    the caller (BYE); returns when every call has ended (bounded by their total length + 60 s).
+    Two loads at once need their own `work_dir`, `sip_port` and `media_port`."""
     exe = shutil.which("sipp")
     if exe is None:
         raise RuntimeError("sipp is not installed (Debian package sip-tester; make system-deps)")
@@ -252,7 +274,7 @@ async def place_calls(
     err_file, stat_file = work_dir / "sipp.errors.log", work_dir / "sipp.stat.csv"
     proc = await asyncio.create_subprocess_exec(
         exe, f"{PROXY[0]}:{PROXY[1]}", "-sf", str(scenario), "-s", "100",
-        "-i", CALLER_IP, "-p", "5070", "-mi", CALLER_IP, "-mp", "16600",
+        "-i", CALLER_IP, "-p", str(sip_port), "-mi", CALLER_IP, "-mp", str(media_port),
         "-m", str(calls), "-r", str(int(rate_per_s * 10)), "-rp", "10000", "-l", str(calls),
         "-nostdin", "-timeout", f"{int(total_s)}s", "-timeout_error",
         "-trace_err", "-error_file", str(err_file),
@@ -299,6 +321,10 @@ def table(title: str, load: LoadResult, calls: dict[str, CallRecord], extra: lis
             (f"  proxy final {c.final_code}", c.call_id)
             for c in calls.values()
             if c.final_code not in (200, None)
+        ),
+        (
+            "caller's BYE answered by the proxy (node gone)",
+            str(sum(c.bye_answered_by_proxy for c in calls.values())),
         ),
         ("answered per node", ", ".join(f"{k} {v}" for k, v in sorted(per_node.items()))),
         *extra,

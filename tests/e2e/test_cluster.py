@@ -2,10 +2,15 @@
 Asterisk + one `voicebridge serve --standins`, cluster/cluster.sh), Redis shared; sipp places
 calls through the proxy at a steady rate.
 
+- call load (in `make test`): node 2 disabled at the proxy, long calls land on node 1; node 2
+  enabled again, the next calls all go to node 2 (the proxy counts calls in progress per node:
+  Kamailio's dispatcher algorithm 10; round-robin would send every other one to node 1), and the
+  counts go back to 0 as the calls end.
 - both: the nodes' entries in the node registry (Redis), node 1 marked draining, then gone.
 - short (in `make test`): node 1 is drained (SIGTERM to its voicebridge) mid-run. Its calls in
-  progress complete, its new calls are refused with 503 and the proxy retries them on node 2: every
-  call placed completes.
+  progress complete; the proxy's probe of node 1 fails (its voicebridge is not ready) and takes it
+  out; calls that reached it before that are refused with 503 and retried on node 2: every call
+  placed completes.
 - long (`make cluster-test-long`, CLUSTER_LONG=1): the drain, node 1 back, then node 2's
   Asterisk SIGKILLed and restarted; measured: time until the dispatcher marks it inactive and
   until new calls stop going to it, time until it takes calls again.
@@ -79,6 +84,8 @@ async def test_drain_sends_new_calls_to_the_other_node_and_lets_calls_finish(
             drained_at = await _drain_node1(cluster)
             # The drain shows in the registry within its interval (2 s), while node 1's call goes on.
             await _until_registry(cluster, lambda r: r.get("node1") is not None and r["node1"].draining)
+            # Its voicebridge is not ready any more: the proxy's probe fails and takes node 1 out.
+            await cluster.wait_ds("node1", "I", 10)
             load = await load_task
         finally:
             if not load_task.done():
@@ -117,7 +124,75 @@ async def test_drain_sends_new_calls_to_the_other_node_and_lets_calls_finish(
     assert load.failed == 0 and load.successful == calls_n, load.errors[-2000:] + load.output[-1500:]
     assert in_progress, "no call was in progress on node 1 when it was drained"
     assert not after_drain_on_node1, [c.call_id for c in after_drain_on_node1]
-    assert retried and all(c.retried_after == ["503"] and c.tried[0] == "node1" for c in retried), retried
+    # Calls that reached node 1 before its failed probe got 503 and were retried on node 2.
+    assert all(c.retried_after == ["503"] and c.tried[0] == "node1" for c in retried), retried
+
+
+async def _until_loads(cluster: Cluster, want: dict[str, int], timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while await cluster.ds_loads() != want:  # noqa: ASYNC110 - Kamailio's state
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise AssertionError(f"dispatcher loads {await cluster.ds_loads()}, want {want}") from None
+
+
+async def test_new_calls_go_to_the_node_with_fewer_calls_in_progress(asterisk: str, tmp_path: Path) -> None:
+    long_n, short_n = 4, 3
+    (tmp_path / "long").mkdir()
+    (tmp_path / "short").mkdir()
+    async with running_cluster(2) as cluster:
+        await cluster.sh("disable", "2", timeout_s=10)
+        long_task = asyncio.create_task(
+            place_calls(tmp_path / "long", calls=long_n, rate_per_s=2.0, hold_ms=25_000),
+            name="test-cluster-long-calls",
+        )
+        try:
+            # Node 2 out: the long calls all land on node 1, and the proxy counts them there.
+            await _until_loads(cluster, {"node1": long_n, "node2": 0}, 20)
+            await cluster.sh("enable", "2", timeout_s=10)
+            short = await place_calls(
+                tmp_path / "short",
+                calls=short_n,
+                rate_per_s=1.0,
+                hold_ms=2000,
+                sip_port=5072,
+                media_port=16700,
+            )
+            # The short calls ended (their BYE went through the proxy): node 2 counts 0 again.
+            loads_after_short = await cluster.ds_loads()
+            long = await long_task
+        finally:
+            if not long_task.done():
+                long_task.cancel()
+                await asyncio.gather(long_task, return_exceptions=True)
+        loads_after_long = await cluster.ds_loads()
+        calls = cluster.proxy_log()
+
+    by_node = {c.call_id: c.final_node for c in calls.values()}
+    on_node1 = _answered_by(calls, "node1")
+    on_node2 = _answered_by(calls, "node2")
+    _report(
+        tmp_path,
+        table(
+            f"cluster call load: {long_n} long calls on node 1 (node 2 disabled), then node 2 enabled"
+            f" and {short_n} short calls",
+            long,
+            calls,
+            [
+                ("short calls placed / completed", f"{short.placed} / {short.successful}"),
+                ("dispatcher load after the short calls", str(loads_after_short)),
+                ("dispatcher load after the long calls", str(loads_after_long)),
+            ],
+        ),
+    )
+    assert long.successful == long_n and short.successful == short_n, (
+        long.errors[-1500:],
+        short.errors[-1500:],
+    )
+    assert len(on_node1) == long_n and len(on_node2) == short_n, by_node
+    assert loads_after_short == {"node1": long_n, "node2": 0}
+    assert loads_after_long == {"node1": 0, "node2": 0}
 
 
 @pytest.mark.skipif(
@@ -131,11 +206,13 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
         )
         try:
             drained_at = await _drain_node1(cluster)
+            drain_out_at = await cluster.wait_ds("node1", "I", 10)  # its probe follows /readyz
             await cluster.wait_for(
                 "node 1's voicebridge exiting", lambda: cluster.pid("node1/voicebridge") is None, 40
             )
-            await cluster.sh("start-voicebridge", "1", timeout_s=60)
+            await cluster.sh("start-voicebridge", "1", timeout_s=60)  # returns when /readyz is 200
             back_at = now()
+            node1_in_at = await cluster.wait_ds("node1", "A", 10)
             # Node 1 takes calls again, then node 2's Asterisk dies.
             await cluster.wait_for(
                 "node 1 answering again",
@@ -187,6 +264,8 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
             calls,
             [
                 ("in progress on node 1 at the drain", str(len(in_progress_drained))),
+                ("drain -> proxy marks node 1 inactive", f"{drain_out_at - drained_at:.1f} s"),
+                ("node 1 ready again -> active at the proxy", f"{node1_in_at - back_at:.1f} s"),
                 ("in progress on node 2 at the kill (lost, about)", str(len(lost_with_node2))),
                 ("kill -> dispatcher marks node 2 inactive", f"{marked_at - killed_at:.1f} s"),
                 ("kill -> last new call tried on node 2", f"{last_try_node2 - killed_at:.1f} s"),
@@ -203,8 +282,12 @@ async def test_long_drain_then_asterisk_killed_and_restarted(asterisk: str, tmp_
             ],
         ),
     )
-    # Only the calls in progress on the killed Asterisk may fail (their media died with it).
-    assert load.failed <= len(lost_with_node2), load.errors[-2000:]
+    # No call fails, not even those in progress on the killed Asterisk (their media died with
+    # it, but the proxy answers their BYE).
+    assert load.failed == 0, load.errors[-2000:]
+    # New calls avoid the killed node within two probe intervals (DS_PING_S, 2 s).
+    assert last_try_node2 - killed_at <= 4.0, last_try_node2 - killed_at
+    assert sum(c.bye_answered_by_proxy for c in calls.values()) <= len(lost_with_node2)
     assert all(c.final_code == 200 for c in calls.values()), [
         c for c in calls.values() if c.final_code != 200
     ]
