@@ -16,6 +16,7 @@ from typing import Protocol
 
 from bridge.audiosocket.protocol import (
     HEADER,
+    SAMPLE_RATES,
     Audio,
     Dtmf,
     Error,
@@ -146,8 +147,14 @@ class AudioSocketConnection:
             receiver.on_dtmf(msg.digit)
 
     def _on_messages(self, msgs: list[Message]) -> None:
+        receiver = self._receiver
         for msg in msgs:
-            if type(msg) is Audio or type(msg) is Dtmf:
+            if type(msg) is Audio and receiver is not None:
+                # The hot path, 50 a second per call: straight to the receiver (no `_dispatch`
+                # call, no `sample_rate` property call).
+                kind, pcm = msg
+                receiver.on_audio(pcm, SAMPLE_RATES[kind])
+            elif type(msg) is Audio or type(msg) is Dtmf:
                 self._dispatch(msg)
             elif type(msg) is Unknown:
                 # Framed by its length, so skipping it is safe (Asterisk adds kinds now and then).
