@@ -10,13 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench.call_figures import figures_json, realtime, render_figures, run_figures, run_short_calls
+from bench.call_figures import realtime, run_figures
 from bench.dialogue import render_dialogue, run_dialogue
+from bench.figures_report import figures_json, render_figures
 from bench.hotpath import DEFAULT_STEPS, capacity_json, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
+from bench.short_calls import run_short_calls
 from bench.soak import run_soak
 from bench.turn_bench import render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
+from bench.virtual_figures import run_virtual_figures
 
 PARTS = ("capacity", "micro", "dialogue", "turns", "figures", "soak")
 DEFAULT_PARTS = (
@@ -125,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
     if "figures" in parts:
         _progress(f"per-call figures (1, {args.figure_calls} calls; {args.short_calls} short calls) ...")
+        virtual = run_virtual_figures()
         with realtime(not args.no_rt) as scheduling:
             levels = run_figures((1, *args.figure_calls), repeat_single=args.single_calls)
             short = run_short_calls(args.short_calls, progress=_progress) if args.short_calls else None
-        print(render_figures(levels, short), end="\n\n", flush=True)
-        data = figures_json(levels, short) | {"scheduling": scheduling}
+        print(render_figures(levels, short, virtual), end="\n\n", flush=True)
+        data = figures_json(levels, short, virtual) | {"scheduling": scheduling}
         args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures written to {args.figures_json}")
     if "soak" in parts:

@@ -38,13 +38,13 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import GcTimer, percentile, table
-from bench.hotpath import machine_info
+from bench.bridge_side import rss_kb
+from bench.common import GcTimer
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriCall
 from bridge.audiosocket.connection import AudioSocketConnection
@@ -77,14 +77,15 @@ BARGE_AFTER_FRAMES = 50  # the caller speaks 1 s into the answer
 T = 30.0  # bound on any wait of one call
 
 __all__ = [
+    "PROBES",
+    "T",
+    "CallBench",
     "CallFigures",
     "FiguresResult",
-    "ShortCalls",
-    "figures_json",
+    "Probes",
+    "figures_of",
     "realtime",
-    "render_figures",
     "run_figures",
-    "run_short_calls",
 ]
 
 
@@ -104,7 +105,7 @@ class _Probe:
     answer_frames: int = 0
 
 
-_probes: dict[str, _Probe] = {}
+PROBES: dict[str, _Probe] = {}
 
 
 def _probe_connection(conn: AudioSocketConnection, probe: _Probe) -> None:
@@ -132,7 +133,7 @@ def _probe_connection(conn: AudioSocketConnection, probe: _Probe) -> None:
     setattr(conn, "send_silence", silence)  # noqa: B010
 
 
-class _Probes:
+class Probes:
     """Bench-only probes on the server protocol (UUID received) and the gateway (VAD decisions)."""
 
     def __enter__(self) -> None:
@@ -142,12 +143,12 @@ class _Probes:
 
         def first_messages(proto: ServerProtocol, msgs: list[Message]) -> None:
             head = msgs[0]
-            if type(head) is Uuid and (probe := _probes.get(str(head.uuid))) is not None:
+            if type(head) is Uuid and (probe := PROBES.get(str(head.uuid))) is not None:
                 probe.uuid_at = asyncio.get_running_loop().time()
             first(proto, msgs)
 
         def on_vad(gateway: TelephonyGateway, event: VadEvent) -> None:
-            if event.kind is VadEventKind.SPEECH_ONSET and (probe := _probes.get(gateway.uuid)):
+            if event.kind is VadEventKind.SPEECH_ONSET and (probe := PROBES.get(gateway.uuid)):
                 probe.onsets.append(asyncio.get_running_loop().time())
             vad(gateway, event)
 
@@ -195,7 +196,7 @@ class CallFigures:
     barge_ms: float | None = None
 
 
-def _figures(probe: _Probe, greeting_label: int, filler_labels: set[int]) -> CallFigures:
+def figures_of(probe: _Probe, greeting_label: int, filler_labels: set[int]) -> CallFigures:
     fig = CallFigures()
     frames = probe.frames
     first_greeting = next((t for t, lab in frames if lab == greeting_label), None)
@@ -262,23 +263,23 @@ def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[
     return labels["static:greeting"], filler_labels
 
 
-class _Bench:
+class CallBench:
     """The service, its AudioSocket server and a pool of callers in this loop."""
 
     def __init__(self) -> None:
         self.app = VoicebridgeApp(Settings(dialogue_map=str(MAP_PATH)), observer=self._observe)
-        self.greeting_label, self.filler_labels = _services(self.app, _probes)
+        self.greeting_label, self.filler_labels = _services(self.app, PROBES)
         settings = AudioSocketSettings(bind_port=0, max_accepts_per_s=10_000, max_connections=5000)
         self.server = AudioSocketServer(settings, pacer=self.app.pacer)
         self.pool: FakeCallerPool | None = None
 
     @staticmethod
     def _observe(cid: str, event: CallEvent) -> None:
-        probe = _probes.get(cid)
+        probe = PROBES.get(cid)
         if probe is not None and event.kind == "listening":
             probe.listening.set()
 
-    async def __aenter__(self) -> _Bench:
+    async def __aenter__(self) -> CallBench:
         # As `VoicebridgeApp.start()` does: what lives as long as the process is kept out of the
         # collector's generations (before the pacer starts: a full collection stalls its ticks).
         gc.collect()
@@ -297,7 +298,7 @@ class _Bench:
         assert self.pool is not None
         u = uuid.uuid4()
         cid = str(u)
-        probe = _probes[cid] = _Probe(greeting_label=self.greeting_label)
+        probe = PROBES[cid] = _Probe(greeting_label=self.greeting_label)
         connected = self.server.expect(u)
         caller = await self.pool.connect(u, keep_messages=False)
         conn = await asyncio.wait_for(connected, T)
@@ -313,25 +314,20 @@ class _Bench:
         self.pool.callers.remove(caller)
 
 
-async def _one_call(bench: _Bench, question: bytes, stop: bytes, delay_s: float) -> CallFigures:
+async def _one_call(bench: CallBench, question: bytes, stop: bytes, delay_s: float) -> CallFigures:
     await asyncio.sleep(delay_s)
     cid, caller, handler = await bench.start_call()
-    probe = _probes[cid]
+    probe = PROBES[cid]
     try:
         await asyncio.wait_for(probe.listening.wait(), T)  # the greeting is over
         caller.play(question)
         await asyncio.wait_for(probe.answering.wait(), T)
         caller.play(stop)
         await bench.end_call(caller, handler)
-        return _figures(probe, bench.greeting_label, bench.filler_labels)
+        return figures_of(probe, bench.greeting_label, bench.filler_labels)
     finally:
         handler.cancel()
-        _probes.pop(cid, None)
-
-
-def _rss_kb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+        PROBES.pop(cid, None)
 
 
 @dataclass
@@ -349,15 +345,15 @@ class FiguresResult:
 
 
 async def _run_level(concurrent: int, question: bytes, stop: bytes, stagger_s: float) -> FiguresResult:
-    async with _Bench() as bench:
-        base = _rss_kb()
+    async with CallBench() as bench:
+        base = rss_kb()
         peak = base
         done = asyncio.Event()
 
         async def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _rss_kb())
+                peak = max(peak, rss_kb())
                 await asyncio.sleep(0.25)
 
         sampler = asyncio.create_task(sample(), name="bench-rss-sampler")
@@ -417,7 +413,7 @@ def run_figures(levels: tuple[int, ...] = (1, 50, 200), *, repeat_single: int = 
     question = espeak_pcm_sync(QUESTION) + bytes(8000)
     stop = espeak_pcm_sync(STOP) + bytes(8000)
     out: list[FiguresResult] = []
-    with _Probes():
+    with Probes():
         for n in levels:
             if n == 1:
                 parts = [asyncio.run(_run_level(1, question, stop, 0.0)) for _ in range(repeat_single)]
@@ -438,179 +434,3 @@ def run_figures(levels: tuple[int, ...] = (1, 50, 200), *, repeat_single: int = 
             else:
                 out.append(asyncio.run(_run_level(n, question, stop, 0.01)))
     return out
-
-
-@dataclass
-class ShortCalls:
-    """N short sequential calls: RSS, tasks and descriptors after warm-up and at the end."""
-
-    calls: int
-    warmup: int
-    seconds: float
-    rss_start_kb: float
-    rss_warm_kb: float
-    rss_end_kb: float
-    fds_warm: int
-    fds_end: int
-    leftover_tasks: list[str]
-    greeting_ms: list[float]
-
-    @property
-    def growth_mb(self) -> float:
-        """RSS growth from after the warm-up to the end, MB."""
-        return (self.rss_end_kb - self.rss_warm_kb) / 1024
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def _short_calls(calls: int, warmup: int, progress: Callable[[str], None] | None) -> ShortCalls:
-    async with _Bench() as bench:
-        baseline = {t.get_name() for t in asyncio.all_tasks()}
-        rss_start = _rss_kb()
-        rss_warm, fds_warm = rss_start, _fds()
-        greeting: list[float] = []
-        started = time.monotonic()
-        for i in range(calls):
-            if i == warmup:
-                gc.collect()
-                rss_warm, fds_warm = _rss_kb(), _fds()
-            cid, caller, handler = await bench.start_call()
-            probe = _probes[cid]
-            try:
-                await asyncio.wait_for(probe.greeted.wait(), T)
-                assert bench.pool is not None
-                bench.pool.hangup(caller)
-                await asyncio.wait_for(handler, T)
-                await asyncio.wait_for(caller.wait_closed(), T)
-                bench.pool.callers.remove(caller)
-                fig = _figures(probe, bench.greeting_label, bench.filler_labels)
-                if fig.greeting_ms is not None:
-                    greeting.append(fig.greeting_ms)
-            finally:
-                _probes.pop(cid, None)
-            if progress is not None and (i + 1) % 1000 == 0:
-                progress(f"  {i + 1} short calls, RSS {_rss_kb() / 1024:.1f} MB")
-        gc.collect()
-        me = asyncio.current_task()
-        leftover = sorted(
-            t.get_name() for t in asyncio.all_tasks() if t is not me and t.get_name() not in baseline
-        )
-        return ShortCalls(
-            calls,
-            warmup,
-            time.monotonic() - started,
-            rss_start,
-            rss_warm,
-            _rss_kb(),
-            fds_warm,
-            _fds(),
-            leftover,
-            greeting,
-        )
-
-
-def run_short_calls(
-    calls: int = 10_000, *, warmup: int = 200, progress: Callable[[str], None] | None = None
-) -> ShortCalls:
-    """`calls` sequential calls, each hung up by the caller at the first greeting frame."""
-    with _Probes():
-        return asyncio.run(_short_calls(calls, min(warmup, calls - 1), progress))
-
-
-def _p(values: list[float], q: float) -> float:
-    return percentile(values, q)
-
-
-def render_figures(levels: list[FiguresResult], short: ShortCalls | None) -> str:
-    """The figures as one table: figure, calls, p50/p95/p99/max, target."""
-    rows: list[list[object]] = []
-
-    def add(name: str, level: FiguresResult, values: list[float], target: str) -> None:
-        rows.append(
-            [name, level.concurrent, len(values), _p(values, 50), _p(values, 95), _p(values, 99),
-             max(values) if values else None, target]
-        )  # fmt: skip
-
-    for lv in levels:
-        c = lv.calls
-        add("overhead_ms (written)", lv, [f.overhead_ms for f in c if f.overhead_ms is not None], "")
-        target = "<= 2" if lv.concurrent == 1 else "<= 5"
-        add(
-            "overhead_ms (queued)",
-            lv,
-            [f.overhead_queued_ms for f in c if f.overhead_queued_ms is not None],
-            target,
-        )
-        add(
-            "overhead_ms (own: t2->t4, t5->queued)",
-            lv,
-            [f.overhead_own_ms for f in c if f.overhead_own_ms is not None],
-            "",
-        )
-        add(
-            "barge-in frames after", lv, [float(f.barge_frames) for f in c if f.barge_frames is not None], "0"
-        )
-        add(
-            "barge-in last frame - decision ms", lv, [f.barge_ms for f in c if f.barge_ms is not None], "<= 0"
-        )
-        add("filler hand-over ms", lv, [f.handover_ms for f in c if f.handover_ms is not None], "<= 20")
-        add("underflow frames", lv, [float(f.underflow) for f in c if f.underflow is not None], "0")
-        add("greeting_ms", lv, [f.greeting_ms for f in c if f.greeting_ms is not None], "<= 50")
-        rows.append(
-            ["RSS per active call kB", lv.concurrent, len(c), lv.rss_per_call_kb, None, None, None, ""]
-        )
-        rows.append(["process CPU %", lv.concurrent, len(c), lv.cpu_pct, None, None, None, ""])
-        rows.append(["longest gc pause ms", lv.concurrent, len(c), lv.gc_ms, None, None, None, ""])
-        rows.append(
-            ["pacer lateness ms (n: resyncs)", lv.concurrent, lv.resyncs, lv.late_ms, None, None, None, ""]
-        )
-        if lv.failed:
-            rows.append(["calls failed", lv.concurrent, lv.failed, None, None, None, None, "0"])
-    if short is not None:
-        rows.append(["short calls: RSS growth MB", 1, short.calls, short.growth_mb, None, None, None, "< 10"])
-        rows.append(["short calls: leftover tasks", 1, short.calls, float(len(short.leftover_tasks)),
-                     None, None, None, "0"])  # fmt: skip
-        rows.append(["short calls: fds end - warm", 1, short.calls, float(short.fds_end - short.fds_warm),
-                     None, None, None, "0"])  # fmt: skip
-    headers = ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
-    return table(headers, rows, title="Per-call figures on real sockets (in-process fakes)")
-
-
-def figures_json(levels: list[FiguresResult], short: ShortCalls | None) -> dict[str, object]:
-    """The figures as plain data, every call's figures included, with `machine_info()`."""
-    return {
-        "machine": machine_info(),
-        "llm_first_token_s": LLM_DELAY_S,
-        "tts_first_audio_s": TTS_DELAY_S,
-        "levels": [
-            {
-                "concurrent": lv.concurrent,
-                "failed": lv.failed,
-                "rss_per_active_call_kb": round(lv.rss_per_call_kb, 1),
-                "process_cpu_pct": round(lv.cpu_pct, 1),
-                "pacer_max_lateness_ms": round(lv.late_ms, 1),
-                "pacer_resyncs": lv.resyncs,
-                "gc_max_pause_ms": round(lv.gc_ms, 1),
-                "calls": [asdict(c) for c in lv.calls],
-            }
-            for lv in levels
-        ],
-        "short_calls": None
-        if short is None
-        else {
-            "calls": short.calls,
-            "warmup": short.warmup,
-            "seconds": round(short.seconds, 1),
-            "rss_start_kb": short.rss_start_kb,
-            "rss_after_warmup_kb": short.rss_warm_kb,
-            "rss_end_kb": short.rss_end_kb,
-            "rss_growth_mb": round(short.growth_mb, 2),
-            "fds_after_warmup": short.fds_warm,
-            "fds_end": short.fds_end,
-            "leftover_tasks": short.leftover_tasks,
-            "greeting_ms_p50": percentile(short.greeting_ms, 50),
-            "greeting_ms_p99": percentile(short.greeting_ms, 99),
-        },
-    }

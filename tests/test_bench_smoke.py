@@ -10,11 +10,14 @@ import shutil
 
 import pytest
 
-from bench.call_figures import figures_json, render_figures, run_figures, run_short_calls
+from bench.call_figures import run_figures
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
+from bench.figures_report import figures_json, render_figures
 from bench.hotpath import HEADERS, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
+from bench.short_calls import run_short_calls
+from bench.virtual_figures import run_virtual_figures
 
 needs_espeak = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("sox")),
@@ -145,7 +148,10 @@ def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() 
         assert fig.handover_silence == 0  # the answer follows the cut filler at the next frame
         assert fig.underflow == 0  # the answer's audio came faster than it is played
         assert fig.barge_frames == 0  # nothing of the answer after the VAD's decision
-    rendered = render_figures(levels, None)
+    virtual = run_virtual_figures()
+    assert (virtual.barge_frames, virtual.underflow) == (0, 0)
+    assert virtual.handover_ms == pytest.approx(20.0)  # the answer's first frame on the next tick
+    rendered = render_figures(levels, None, virtual)
     assert _header_cells(rendered) == ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
     assert "barge-in frames after" in rendered
 
