@@ -25,8 +25,8 @@ them, underflow (silence frames written between the answer's first frame and its
 barge-in), barge-in frames/ms (answer frames written after the VAD's onset decision; the last
 answer frame's time - the decision, negative when none followed it).
 
-`run_short_calls`: N sequential calls that hang up at the first greeting frame; RSS, asyncio
-tasks and open descriptors after warm-up and at the end.
+`bench.short_calls` runs many short calls on the same harness; `bench.figures_report` renders
+the figures; `bench.virtual_figures` runs the same call on virtual time.
 """
 
 from __future__ import annotations
