@@ -10,22 +10,27 @@ import sys
 import time
 from pathlib import Path
 
+from bench.call_figures import realtime, run_figures
 from bench.dialogue import render_dialogue, run_dialogue
 from bench.eot_bench import render_eot, run_eot
+from bench.figures_report import figures_json, render_figures
 from bench.hotpath import DEFAULT_STEPS, capacity_json, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
+from bench.short_calls import run_short_calls
 from bench.soak import run_soak
 from bench.split_corpus import build_split_corpus
 from bench.turn_bench import render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
+from bench.virtual_figures import run_virtual_figures
 
-PARTS = ("capacity", "micro", "dialogue", "turns", "eot", "soak")
+PARTS = ("capacity", "micro", "dialogue", "turns", "eot", "figures", "soak")
 DEFAULT_PARTS = (
     "capacity",
     "micro",
     "dialogue",
     "turns",
     "eot",
+    "figures",
 )  # the soak takes minutes: only when asked for
 
 
@@ -47,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each measurement")
     parser.add_argument("--all-steps", action="store_true", help="do not stop at the first failing step")
     parser.add_argument(
-        "--no-rt", action="store_true", help="no SCHED_FIFO for the two capacity processes (nice only)"
+        "--no-rt",
+        action="store_true",
+        help="no SCHED_FIFO for the capacity processes (nice only) and the figures",
     )
     parser.add_argument(
         "--profile",
@@ -76,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turn-seed", type=int, default=12, help="the turn corpus's seed")
     parser.add_argument(
         "--turn-json", type=Path, default=Path("bench-turns.json"), help="where the turn-taking results go"
+    )
+    parser.add_argument(
+        "--figure-calls",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[50, 200],
+        help="figures: concurrent calls of the loaded levels, comma-separated (default %(default)s)",
+    )
+    parser.add_argument("--single-calls", type=int, default=10, help="figures: one-at-a-time calls")
+    parser.add_argument(
+        "--short-calls", type=int, default=10_000, help="figures: short sequential calls (memory)"
+    )
+    parser.add_argument(
+        "--figures-json", type=Path, default=Path("bench-figures.json"), help="where the figures go"
     )
     args = parser.parse_args(argv)
     parts = args.only or list(DEFAULT_PARTS)
@@ -110,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     if "dialogue" in parts:
         _progress("dialogue latency ...")
         print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
+    if "figures" in parts:
+        _progress(f"per-call figures (1, {args.figure_calls} calls; {args.short_calls} short calls) ...")
+        virtual = run_virtual_figures()
+        with realtime(not args.no_rt) as scheduling:
+            levels = run_figures((1, *args.figure_calls), repeat_single=args.single_calls)
+            short = run_short_calls(args.short_calls, progress=_progress) if args.short_calls else None
+        print(render_figures(levels, short, virtual), end="\n\n", flush=True)
+        data = figures_json(levels, short, virtual) | {"scheduling": scheduling}
+        args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
+        _progress(f"figures written to {args.figures_json}")
     if "soak" in parts:
         _progress("soak with random faults ...")
         result = run_soak(

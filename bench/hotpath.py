@@ -376,6 +376,8 @@ def run_capacity(
     goes, not for capacity); see `profile_summary`.
     """
     bridge_cpu, caller_cpu = _cores()
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")  # a clean interpreter per side: no inherited loop or threads
     results: list[StepResult] = []
     with contextlib.ExitStack() as stack:

@@ -10,10 +10,14 @@ import shutil
 
 import pytest
 
+from bench.call_figures import run_figures
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
+from bench.figures_report import figures_json, render_figures
 from bench.hotpath import HEADERS, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
+from bench.short_calls import run_short_calls
+from bench.virtual_figures import run_virtual_figures
 
 needs_espeak = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("sox")),
@@ -132,3 +136,30 @@ def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
     table = result.render()
     for row in ("completed", "dead air beyond bound", "RSS slope", "leftover tasks", "leftover fds"):
         assert row in table
+
+
+@needs_espeak
+def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() -> None:
+    levels = run_figures((1, 3), repeat_single=1)
+    assert [(lv.concurrent, len(lv.calls), lv.failed) for lv in levels] == [(1, 1, 0), (3, 3, 0)]
+    for fig in (c for lv in levels for c in lv.calls):
+        assert fig.greeting_ms is not None and fig.overhead_ms is not None
+        assert fig.overhead_queued_ms is not None and fig.overhead_own_ms is not None
+        assert fig.handover_silence == 0  # the answer follows the cut filler at the next frame
+        assert fig.underflow == 0  # the answer's audio came faster than it is played
+        assert fig.barge_frames == 0  # nothing of the answer after the VAD's decision
+    virtual = run_virtual_figures()
+    assert (virtual.barge_frames, virtual.underflow) == (0, 0)
+    assert virtual.handover_ms == pytest.approx(20.0)  # the answer's first frame on the next tick
+    rendered = render_figures(levels, None, virtual)
+    assert _header_cells(rendered) == ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
+    assert "barge-in frames after" in rendered
+
+
+def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
+    short = run_short_calls(30, warmup=10)
+    assert short.leftover_tasks == []
+    assert short.fds_end == short.fds_warm
+    assert len(short.greeting_ms) == 30  # every call got its greeting before the caller hung up
+    data = figures_json([], short)
+    assert data["short_calls"] is not None and "python" in data["machine"]  # type: ignore[operator]

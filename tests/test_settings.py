@@ -109,7 +109,7 @@ def test_sections_are_the_components_models() -> None:
     assert {m.__module__ for m in (Settings.model_fields[s].annotation for s in SECTIONS)} == {
         "bridge.ari.settings",
         "bridge.ami",
-        "bridge.audiosocket.server",
+        "bridge.audiosocket.settings",
         "bridge.vad",
         "bridge.echo_gate",
         "bridge.pacer",

@@ -158,6 +158,9 @@ class Audio(NamedTuple):
         return SAMPLE_RATES[self.kind]
 
 
+_new_tuple = tuple.__new__  # builds a named tuple in C: what `Audio._make` calls, minus its checks
+
+
 @dataclass(frozen=True, slots=True)
 class Error:
     """Error report (kind 0xFF); `code` is None when the message had no payload."""
@@ -254,7 +257,8 @@ class Decoder:
                     # The hot path, 50 times a second per call: one slice (bytes from bytes;
                     # from the carry-over bytearray, one copy into bytes) and the message.
                     payload = buf[pos + 3 : pos + 3 + n]
-                    out.append(Audio(kind, payload if type(payload) is bytes else bytes(payload)))
+                    pcm = payload if type(payload) is bytes else bytes(payload)
+                    out.append(_new_tuple(Audio, (kind, pcm)))  # Audio(kind, pcm) without its Python __new__
                 else:
                     out.append(_decode_payload(kind, bytes(buf[pos + 3 : pos + 3 + n]), self._offset + pos))
                 pos += 3 + n
