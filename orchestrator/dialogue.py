@@ -284,6 +284,7 @@ class DialogueLoop:
             )
             metrics.emit_turn()
             return
+        intent = self._keys.said(text) or intent  # digits said where the state collects them
         metrics.set(
             intent=intent.intent_id if intent else None,
             confidence=round(intent.score, 3) if intent else None,

@@ -5,6 +5,12 @@ words that meant it. In a state with `collect_digits`, other keys build a digit 
 the entity's terminator, at its `max_length`, or when the caller pauses `inter_digit_timeout_s`
 (the dialogue's wait, on the injected clock); then the state's intent is routed with the string
 as the entity (too short or too long: no entity, so the intent's clarify playlist).
+
+The same state takes the string said too (`said`): words holding digits ("восемь девятьсот
+шестнадцать ...", "+7 916 123-45-67") are the state's intent whatever the classifier thought,
+with the one digit string that fits the entity, or without it (clarify) when none or several do.
+A digit string is strong evidence in a state that asks for one; a classifier of whole phrases
+mistakes "восемь девятьсот ..." for a time or a number of some other intent.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from orchestrator.contracts import FlowEngine, SttEvent
 from orchestrator.dialogue_map.models import DialogueMap, DigitsEntity
 from orchestrator.domain.models import IntentResult, SessionState
+from orchestrator.entities.digits import digit_strings, extract_digits
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +100,16 @@ class DigitCollector:
             entities[entity.entity] = digits
         intent = IntentResult(intent_id, 1.0, entities, intent_id)
         return KeyTurn(intent, f"[DTMF {digits}]", at)
+
+    def said(self, text: str) -> IntentResult | None:
+        """The state's digit-string intent when the caller said digits in a collecting state
+        (with the entity when exactly one string fits it); None otherwise."""
+        collecting = self.collecting()
+        if collecting is None or not digit_strings(text):
+            return None
+        intent_id, spec = collecting
+        entity = self._map.state(self._session.current_state_id).collect_digits
+        assert entity is not None
+        value = extract_digits(text, spec)
+        entities: dict[str, object] = {} if value is None else {entity.entity: value}
+        return IntentResult(intent_id, 1.0, entities, intent_id)
