@@ -39,6 +39,7 @@ from orchestrator.domain.models import (
 )
 from orchestrator.events import CallEventKind, EndReason
 from orchestrator.flow_engine import missing_entities
+from orchestrator.machine_check import MachineCheck
 from orchestrator.metrics import Mark
 from orchestrator.responses import Responses
 from orchestrator.transfer_step import dial_transfer
@@ -99,6 +100,8 @@ class DialogueLoop:
         self._no_input_count = 0
         self._keys = DigitCollector(self._map, self._session, flow_engine)
         self._last_intent: str | None = None  # the last routed intent (VB_INTENT of a transfer)
+        # Outbound calls screened for answering machines: the greeting waits for its verdict.
+        self.machine_check: MachineCheck | None = None
 
     async def run(self) -> None:
         """Greeting, then listen and reply until a reply ends the call (then END_CALL).
@@ -110,6 +113,13 @@ class DialogueLoop:
         if self._stt_down is not None and await self._stt_down():
             down = STTError("circuit open: STT is down, the call is not answered", provider="stt")
             reply = functools.partial(self._stt_failure, down)
+        elif self.machine_check is not None:
+            verdict = await self.machine_check.verdict()
+            self._observe(CallEventKind.MACHINE_CHECK, verdict=verdict)
+            if verdict == "machine":
+                reply = self._voicemail
+            while not self._results.empty():  # a person's "алло?" was an answer, not a turn
+                self._results.get_nowait()
         while True:
             await reply()
             if self.end_reason is not None:
@@ -233,6 +243,18 @@ class DialogueLoop:
         await self._voice.bot_turn(lambda: self._responses.play_items(state.system_response.playlist))
         self._metrics.emit_turn()
         self._maybe_end_call("scripted")
+
+    async def _voicemail(self) -> None:
+        """An answering machine: the map's voicemail message after its greeting, then hang up."""
+        playlist = self._map.settings.voicemail_playlist
+        self.end_reason = "machine"
+        if not playlist or self.machine_check is None:
+            return
+        await self.machine_check.wait_quiet()
+        self._metrics.start_bot_only_turn()
+        self._metrics.set(route="voicemail", state=self._session.current_state_id)
+        await self._voice.bot_turn(lambda: self._responses.play_items(playlist), interruptible=False)
+        self._metrics.emit_turn()
 
     async def _no_input(self) -> None:
         """The caller said nothing: reprompt, and after too many reprompts say goodbye and end."""
