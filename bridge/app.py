@@ -263,6 +263,9 @@ class VoicebridgeApp:
 
             orchestrator = await create_orchestrator_instance(call.call_id, services, observer=observer)
             orchestrator.session_state.variables.update(self._session_variables(call))
+            machine_check = s.campaign.machine_check()
+            if machine_check is not None and call.channel_id in self._expected:  # outbound only
+                orchestrator.screen_for_machine(machine_check)
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)

@@ -77,6 +77,7 @@ from orchestrator.events import (
     Observer,
     notify,
 )
+from orchestrator.machine_check import MachineCheck, MachineCheckSettings
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
 from orchestrator.responses import Renderer, Responses, play_emergency
@@ -344,6 +345,8 @@ class Orchestrator:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
         self._watchdog.speech_start(at)
+        if (check := self._dialogue.machine_check) is not None:
+            check.speech_start(at)
         self.barge_in.speech_start()
         self.end_of_turn.speech_start(at)
 
@@ -352,6 +355,13 @@ class Orchestrator:
         self.turns.handle(TurnEvent.SPEECH_END, at)
         self._watchdog.speech_end(at)
         self.end_of_turn.speech_end(at)
+        if (check := self._dialogue.machine_check) is not None:
+            check.speech_end(at)
+
+    def screen_for_machine(self, settings: MachineCheckSettings) -> None:
+        """Check an outbound call for an answering machine before the greeting (call before
+        `run`): a machine hears the map's voicemail message and the call ends ("machine")."""
+        self._dialogue.machine_check = MachineCheck(self.clock, settings)
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means

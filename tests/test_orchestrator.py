@@ -27,6 +27,7 @@ from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
 from orchestrator.domain.models import LLMStreamChunk, SttResult
 from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.machine_check import MachineCheckSettings
 from orchestrator.orchestrator import (
     CallEvent,
     CallOutcome,
@@ -182,9 +183,11 @@ async def run_call(
     drain: tuple[float, float] | None = None,
     control: CallControl | None = None,
     keys: Sequence[tuple[float, str]] = (),
+    machine_check: MachineCheckSettings | None = None,
 ) -> CallRun:
     """`drain`: (at, deadline): the service begins draining at `at` with that deadline;
-    `control`: the call's transfers; `keys`: (at, digit) DTMF the caller presses."""
+    `control`: the call's transfers; `keys`: (at, digit) DTMF the caller presses;
+    `machine_check`: screen the call for an answering machine."""
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
     llm = llm or FakeLLM([LLMAttempt([(0.3, LLMStreamChunk("Да, работаем."))])])
@@ -217,6 +220,8 @@ async def run_call(
         loop.call_at(drain[0], orch.drain_by, drain[1])
     for at, digit in keys:
         loop.call_at(at, orch.on_dtmf, digit, at)
+    if machine_check is not None:
+        orch.screen_for_machine(machine_check)
     try:
         outcome = await asyncio.wait_for(orch.run(inbound, playout, control), 300)
     finally:

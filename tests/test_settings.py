@@ -45,6 +45,7 @@ SPECIAL = {
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",
     ("log", "format"): "json",
+    ("campaign", "amd"): "bot",
     ("log", "level"): "DEBUG",
     ("service", "event_loop"): "uvloop",
 }
