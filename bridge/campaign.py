@@ -330,5 +330,7 @@ class AmiDial:
         except TimeoutError:
             self._waiter.forget_call(channel_id)
             return Attempt("answered", detail=f"the call did not end within {self._call_bound_s:.0f} s")
+        if not call_id:  # answered, but the service never served it (refused, setup failed)
+            return Attempt("failed", end_reason=reason, detail=f"answered but not served: {reason}")
         outcome: Outcome = "machine" if reason == "machine" else "answered"
         return Attempt(outcome, call_id=call_id, end_reason=reason, duration_s=round(duration, 1))
