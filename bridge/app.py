@@ -38,12 +38,11 @@ from bridge.settings import Settings
 from orchestrator.cache.resilient import ResilientAudioCache
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import CallSetupError
+from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.metrics import MetricsRecord, MetricsSink
 from orchestrator.orchestrator import (
     CallEvent,
-    CallServices,
     Orchestrator,
-    create_orchestrator_instance,
 )
 from orchestrator.responses import play_emergency
 from orchestrator.tasks import TaskOwner, cancel_and_wait

@@ -38,9 +38,9 @@ from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import ConfigError
+from orchestrator.factory import CallServices
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.metrics import TRANSCRIPT_FIELDS, MetricsRecord, MetricsSink, log_sink
-from orchestrator.orchestrator import CallServices
 
 if TYPE_CHECKING:
     import grpc

@@ -23,11 +23,11 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.models import AudioChunk
 from orchestrator.events import CallEvent, CallEventKind, CallOutcome
+from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.ngram import CharNgramEmbedder
 from orchestrator.metrics import MetricsRecord, MetricsSink
-from orchestrator.orchestrator import CallServices, create_orchestrator_instance
 from orchestrator.tasks import TaskOwner
 from testkit.fakes import FakeInbound, FakeLLM, FakeSTT, FakeTTS, Say
 

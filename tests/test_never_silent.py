@@ -25,8 +25,9 @@ from orchestrator.contracts import FlowEngine, IntentStep
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.models import FlowResult, IntentResult, SessionState
+from orchestrator.factory import CallServices
 from orchestrator.flow_engine import MapFlowEngine
-from orchestrator.orchestrator import CallEvent, CallServices
+from orchestrator.orchestrator import CallEvent
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
 from testkit.fakes import FakeLLM, FakeTTS, KeywordClassifier, clip, label_of
 from testkit.sip import tone_pcm

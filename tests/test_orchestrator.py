@@ -25,13 +25,12 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
 from orchestrator.domain.models import LLMStreamChunk, SttResult
+from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.orchestrator import (
     CallEvent,
     CallOutcome,
-    CallServices,
     Orchestrator,
-    create_orchestrator_instance,
 )
 from orchestrator.playback import Cover, FillerSequence, PlaylistPlayer
 from orchestrator.tasks import TaskOwner
@@ -441,7 +440,7 @@ def test_a_false_alarm_pauses_the_greeting_and_it_resumes_where_it_stopped() -> 
     assert not [t for t in greeting if 0.42 < t < 0.7]
     assert max(greeting) == pytest.approx(1.0 + 0.3, abs=0.03)  # later by the pause, no more
     assert run.event_times("barge_in") == []
-    assert (run.orchestrator.pauses, run.orchestrator.resumes) == (1, 1)
+    assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 1)
 
 
 def test_a_true_interruption_pauses_at_onset_and_cancels_when_confirmed() -> None:
@@ -449,7 +448,7 @@ def test_a_true_interruption_pauses_at_onset_and_cancels_when_confirmed() -> Non
     greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
     assert max(greeting) <= 0.52  # quiet from the onset's frame, not the confirmation's
     assert run.event_times("barge_in") == [pytest.approx(0.7)]
-    assert (run.orchestrator.pauses, run.orchestrator.resumes) == (1, 0)
+    assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 0)
     assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
     assert run.turns()[0]["interrupted"] is True
 
@@ -463,7 +462,7 @@ def test_a_non_interruptible_turn_is_not_paused() -> None:
         hangup_at=3.0,
     )
     greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
-    assert run.orchestrator.pauses == 0
+    assert run.orchestrator.barge_in.pauses == 0
     assert len(greeting) == 50 and max(greeting) == pytest.approx(1.0, abs=0.03)  # played straight through
 
 

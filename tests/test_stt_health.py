@@ -21,8 +21,8 @@ from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import CallSetupError, LLMError
 from orchestrator.domain.models import LLMStreamChunk, SessionState
 from orchestrator.events import END_REASONS
+from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
-from orchestrator.orchestrator import CallServices, create_orchestrator_instance
 from orchestrator.stt_watchdog import SttWatchdog
 from testkit.fakes import FakeInbound, FakeLLM, FakeSTT, FakeTTS, LLMAttempt, Say, make_playout
 from testkit.virtual_time import run_virtual

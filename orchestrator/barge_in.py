@@ -1,0 +1,149 @@
+"""The caller's speech over the bot: pause at onset, resume after a false alarm, cut, backchannels.
+
+Barge-in arrives synchronously from the gateway's VAD (through the Orchestrator's
+`VoiceListener` methods), so the bot stops within the current 20 ms frame: the playback task is
+cancelled and the outbound buffer cleared at once. It has two stages: at the first tens of ms of
+possible speech (`on_speech_onset`) an interruptible turn's audio pauses (the queue kept); a run
+that turns out not to be speech (`on_speech_rejected`) resumes it from the next unsent frame, and
+confirmed speech (`speech_start`) cancels it.
+
+Speech that began over an uninterrupted bot turn is a backchannel (or echo): its recognition
+results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from orchestrator.contracts import Clock, OutboundAudio
+from orchestrator.domain.models import SttResult
+from orchestrator.events import CallEventKind, Observe
+from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.playback import PlaylistPlayer
+from orchestrator.turns import Floor, TurnEvent, TurnTaking
+
+__all__ = ["BargeIn"]
+
+# How long after an uninterrupted bot turn the results of speech that began over it are dropped
+# as a backchannel (SpeechKit finalises 0.3-0.8 s after the speech ends), s.
+_LATE_BACKCHANNEL_S = 1.5
+
+
+class BargeIn:
+    """One call's barge-in state: the bot turn that may be cut, its pause, the backchannel window."""
+
+    def __init__(
+        self,
+        *,
+        turns: TurnTaking,
+        player: PlaylistPlayer,
+        clock: Clock,
+        metrics: MetricsLogger,
+        observe: Observe,
+        outbound: Callable[[], OutboundAudio | None],
+    ) -> None:
+        """`outbound`: the call's outbound stream once `run()` set it (None before)."""
+        self._turns = turns
+        self._player = player
+        self._clock = clock
+        self._metrics = metrics
+        self._observe = observe
+        self._outbound = outbound
+        self.current_playback_task: asyncio.Task[None] | None = None
+        self.cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
+        self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
+        self._overlap_open = False  # the caller spoke over the bot's turn, no final heard yet
+        self._backchannel_until: float | None = None  # drop that speech's results until then
+        self.pauses = 0  # onsets that paused the bot
+        self.resumes = 0  # of those, false alarms: the bot went on from where it paused
+        self.results_dropped = 0  # recognition results dropped as echo or backchannel
+
+    # ------------------------------------------------------------------ recognition results
+    def screen(self, event: SttResult) -> bool:
+        """Whether `event` is the caller's (True) or echo/backchannel, dropped (False)."""
+        if not self._turns.hears_caller:
+            # Heard while the bot spoke and nobody interrupted: echo or a backchannel.
+            self._overlap_open = not event.is_final  # its final may come after the turn
+            self._drop(event)
+            return False
+        return not self._late_backchannel(event)
+
+    def _drop(self, event: SttResult) -> None:
+        self.results_dropped += 1
+        self._observe(CallEventKind.STT_DROPPED, text=event.text)
+
+    def _late_backchannel(self, event: SttResult) -> bool:
+        """Whether `event` ends speech that began during an uninterrupted bot turn (dropped)."""
+        until = self._backchannel_until
+        if until is None:
+            return False
+        if self._clock.now() > until:
+            self._backchannel_until = None
+            return False
+        if event.is_final:
+            self._backchannel_until = None
+        self._drop(event)
+        return True
+
+    # ------------------------------------------------------------------ the VAD's events
+    def on_speech_onset(self, at: float) -> None:
+        """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
+        self.new_speech()
+        task = self.current_playback_task
+        outbound = self._outbound()
+        if self._paused or outbound is None or task is None or task.done() or not self._turns.bot_may_speak:
+            return
+        outbound.pause()  # silence from the next frame; the queue and its writers wait
+        self._paused = True
+        self.pauses += 1
+
+    def on_speech_rejected(self, at: float) -> None:
+        """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
+        if self.resume():
+            self.resumes += 1
+
+    def new_speech(self) -> None:
+        """The caller may have begun to speak: over the bot, or as a new turn."""
+        if self._turns.floor is Floor.BOT_TURN:
+            self._overlap_open = True  # over the bot: if it does not interrupt, a backchannel
+        else:
+            self._backchannel_until = None  # the caller speaks anew: their results are a turn
+
+    def resume(self) -> bool:
+        """Resume a paused outbound; True if it was paused."""
+        outbound = self._outbound()
+        if not self._paused or outbound is None:
+            return False
+        self._paused = False
+        outbound.resume()
+        return True
+
+    def speech_start(self) -> None:
+        """Confirmed speech: barge in if the bot is talking, else undo a pause."""
+        self.new_speech()
+        if not self.handle_barge_in():  # a no-op unless an interruptible bot turn is playing
+            self.resume()  # paused, but the turn is not interruptible now (or already over)
+
+    def handle_barge_in(self) -> bool:
+        """Stop the bot now (spec 2.5); True if playback was cut."""
+        task = self.current_playback_task
+        if not self._turns.allows(TurnEvent.BARGE_IN) or task is None or task.done():
+            return False
+        self._turns.handle(TurnEvent.BARGE_IN)  # the bot may not write from this instant
+        task.cancel()  # now, within this frame; `bot_turn` waits for the unwinding, bounded
+        if self.cut is not None and not self.cut.done():
+            self.cut.set_result(None)
+        self._player.interrupt()  # fillers cut, queued audio dropped: the next frame is silence
+        self.resume()  # the queue is gone: the next bot turn must not start paused
+        self._metrics.mark(Mark.BARGE_IN)
+        self._observe(CallEventKind.BARGE_IN)
+        return True
+
+    # ------------------------------------------------------------------ the bot's turn
+    def turn_over(self, *, interrupted: bool) -> None:
+        """A bot turn ended (before `PLAYBACK_DONE`): speech that began over it and did not
+        interrupt it makes its results still to come a backchannel ("ага"), not a turn."""
+        if not interrupted and self._overlap_open and self._turns.floor is Floor.BOT_TURN:
+            self._backchannel_until = self._clock.now() + _LATE_BACKCHANNEL_S
+        self._overlap_open = False
