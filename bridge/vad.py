@@ -56,11 +56,11 @@ class VadSettings:
     # "webrtc" (webrtcvad, the fallback).
     engine: Engine = "ten"
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
-    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     # webrtcvad mode: 0 (least) .. 3 (most eager to call audio noise "not speech").
     aggressiveness: Annotated[int, Field(ge=0, le=3)] = 2
     # Voiced audio needed before speech starts, ms (shorter runs are clicks and coughs).
-    min_speech_ms: Annotated[int, Field(ge=20)] = 200
+    min_speech_ms: Annotated[int, Field(ge=20)] = 300
     # Silence needed before speech ends, ms (the pauses between words are shorter).
     hangover_ms: Annotated[int, Field(ge=20)] = 400
     # Voiced audio after which a starting run is announced (SPEECH_ONSET: the bot pauses), ms;
@@ -235,6 +235,10 @@ class VoiceActivityDetector:
         self._onset = None
         self._announced = False
         self._voiced_ms = self._gap_ms = self._silent_ms = self._run_ms = 0
+
+    def close(self) -> None:
+        """The call is over: release the classifier (a pooled model goes back). Idempotent."""
+        self._cls.close()
 
     def reset(self) -> None:
         """Forget the current state (not the classifier's)."""

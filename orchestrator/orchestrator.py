@@ -75,6 +75,7 @@ from orchestrator.events import (
     Observer,
     notify,
 )
+from orchestrator.interruption import InterruptionSettings
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
 from orchestrator.responses import Renderer, Responses, play_emergency
@@ -116,9 +117,11 @@ class Orchestrator:
         call: CallSettings | None = None,
         intent_step: IntentStep | None = None,
         stt_breaker: CircuitBreaker | None = None,
+        interruption: InterruptionSettings | None = None,
     ) -> None:
         """`call`: the service's bounds on one call (`[call]`; defaults when None);
-        `stt_breaker`: the service's STT circuit (None: none)."""
+        `stt_breaker`: the service's STT circuit (None: none); `interruption`: how speech over
+        the bot is judged (`[interruption]`; defaults when None)."""
         settings = dialogue_map.settings
         call = call if call is not None else CallSettings()
         self.call_id = call_id
@@ -165,6 +168,7 @@ class Orchestrator:
             metrics=self.metrics_logger,
             observe=self._observe,
             outbound=lambda: self._outbound,
+            interruption=interruption,
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
@@ -336,6 +340,7 @@ class Orchestrator:
         """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
         self.turns.handle(TurnEvent.SPEECH_END, at)
         self._watchdog.speech_end(at)
+        self.barge_in.speech_end()
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means
