@@ -106,7 +106,9 @@ class SileroClassifier:
         buf, fill = self._buf, self._fill
         x = np.frombuffer(frame, dtype=np.int16)
         end = fill + len(x)
-        np.multiply(x, _SCALE, out=buf[fill:end])
+        part = buf[fill:end]
+        part[:] = x  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
+        part *= _SCALE
         n = len(self._win_np)
         if end >= n:
             self._win_np[:] = buf[:n]
@@ -130,34 +132,53 @@ class SileroClassifier:
 
 
 class TenClassifier:
-    """TEN VAD on 8 kHz frames upsampled to 16 kHz, two 10 ms hops per frame."""
+    """TEN VAD on 8 kHz frames upsampled to 16 kHz, two 10 ms hops per frame.
 
-    __slots__ = ("_hop", "_last", "_model", "_up", "windows")
+    Calls the wheel's C library through the handles its `TenVad` object exposes, with pointers
+    made once: the wrapper's per-call checks would allocate on every hop.
+    """
+
+    __slots__ = ("_args", "_hop", "_last", "_model", "_prob", "_process", "_sum", "_up", "_wide", "windows")
 
     def __init__(self) -> None:
         from ten_vad import TenVad  # a wheel with its model inside; OSError without libc++1
 
-        self._hop = _FRAME_SAMPLES  # 160 samples at 16 kHz: 10 ms
-        self._model = TenVad(hop_size=self._hop)
-        self._up = np.zeros(2 * _FRAME_SAMPLES, dtype=np.int16)
+        hop = self._hop = _FRAME_SAMPLES  # 160 samples at 16 kHz: 10 ms
+        self._model = model = TenVad(hop_size=hop)
+        self._up = np.zeros(2 * hop, dtype=np.int16)
+        self._sum = np.zeros(_FRAME_SAMPLES - 1, dtype=np.int32)
+        self._wide = np.zeros(_FRAME_SAMPLES, dtype=np.int32)
         self._last = 0  # the previous frame's last sample, for the interpolation across frames
+        self._prob = model.out_probability
+        base = self._up.ctypes.data
+        out = (ctypes.pointer(model.out_probability), ctypes.pointer(model.out_flags))
+        size = ctypes.c_size_t(hop)
+        self._args = tuple(
+            (model.vad_handler, ctypes.c_void_p(base + k * hop * 2), size, *out) for k in (0, 1)
+        )
+        self._process = model.vad_library.ten_vad_process
         self.windows = 0
 
     def speech(self, frame: bytes) -> float:
         if len(frame) != FRAME_BYTES:
             raise ValueError(f"TEN VAD frame of {len(frame)} bytes: need 20 ms of 8 kHz slin")
         x = np.frombuffer(frame, dtype=np.int16)
-        up = self._up
+        up, mid = self._up, self._sum
         up[1::2] = x
         # The sample between x[i-1] and x[i]: their mean (x[-1] is the previous frame's last).
         up[0] = (self._last + int(x[0])) >> 1
-        np.right_shift(x[:-1].astype(np.int32) + x[1:], 1, out=up[2::2], casting="unsafe")
+        wide = self._wide
+        wide[:] = x  # int32: the sums below must not overflow
+        np.add(wide[:-1], wide[1:], out=mid)
+        np.right_shift(mid, 1, out=mid)
+        up[2::2] = mid  # a plain strided copy: a ufunc writing there would buffer (2 kB a call)
         self._last = int(x[-1])
-        hop = self._hop
-        p1, _ = self._model.process(up[:hop])
-        p2, _ = self._model.process(up[hop:])
+        process, (first, second) = self._process, self._args
+        process(*first)
+        p1 = self._prob.value
+        process(*second)
         self.windows += 2
-        return float(max(p1, p2))
+        return max(p1, self._prob.value)
 
     def skip(self) -> None:
         self._last = 0

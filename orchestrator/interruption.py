@@ -31,23 +31,7 @@ from pydantic import ConfigDict, Field
 
 __all__ = ["InterruptionDecider", "InterruptionSettings", "PartialKind", "Verdict", "partial_kind"]
 
-BACKCHANNEL_WORDS = (
-    "угу",
-    "ага",
-    "да",
-    "так",
-    "ну",
-    "мхм",
-    "мгм",
-    "хм",
-    "понятно",
-    "ясно",
-    "ок",
-    "окей",
-    "хорошо",
-    "ладно",
-    "конечно",
-)
+BACKCHANNEL_WORDS = "угу ага да так ну мхм мгм хм понятно ясно ок окей хорошо ладно конечно"
 
 
 @pydantic.dataclasses.dataclass(
@@ -59,8 +43,8 @@ class InterruptionSettings:
     Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
     """
 
-    # Partials made only of these words (lower case, "ё" as is) are backchannels.
-    backchannel_words: tuple[str, ...] = BACKCHANNEL_WORDS
+    # Partials made only of these words (separated by spaces or commas, any case) are backchannels.
+    backchannel_words: str = BACKCHANNEL_WORDS
     # After an onset, how long the bot stays paused waiting for words, ms.
     window_ms: Annotated[int, Field(ge=0, le=3000)] = 900
     # The window closed with no words but the VAD confirmed speech: cancel (True: a caller is
@@ -116,7 +100,7 @@ class InterruptionDecider:
 
     def __init__(self, settings: InterruptionSettings | None = None) -> None:
         self._settings = s = settings or InterruptionSettings()
-        self._backchannel = frozenset(s.backchannel_words)
+        self._backchannel = frozenset(_WORD.findall(s.backchannel_words.lower()))
         self._engaged_until: float | None = None  # None: not engaged; inf: the run is on
         self._confirmed = False
         self._decided = False  # CANCEL given for this run

@@ -14,7 +14,7 @@ from orchestrator.interruption import (
 )
 
 F = 0.02  # one frame, s
-WORDS = frozenset(InterruptionSettings().backchannel_words)
+WORDS = frozenset(InterruptionSettings().backchannel_words.split())
 
 
 def frame(n: int) -> float:

@@ -47,6 +47,8 @@ SPECIAL = {
     ("log", "format"): "json",
     ("log", "level"): "DEBUG",
     ("service", "event_loop"): "uvloop",
+    ("vad", "engine"): "webrtc",
+    ("vad", "threshold"): 0.6,
 }
 
 
@@ -90,6 +92,7 @@ def test_sections_are_the_components_models() -> None:
         "ami",
         "audiosocket",
         "echo",
+        "interruption",
         "vad",
         "pacer",
         "playout",
@@ -112,6 +115,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.audiosocket.server",
         "bridge.vad",
         "bridge.echo_gate",
+        "orchestrator.interruption",
         "bridge.pacer",
         "bridge.playout",
         "orchestrator.call_settings",
