@@ -125,6 +125,10 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
                 continue
             done = now + FRAME_S  # the deciding frame is complete at its end
             verdicts = []
+            # Partials that arrived during this frame first, then the VAD's word on it.
+            while next_partial < len(heard) and heard[next_partial][0] <= done:
+                verdicts.append(decider.partial(heard[next_partial][1], done))
+                next_partial += 1
             if event is not None:
                 kind = event.kind
                 if kind is VadEventKind.SPEECH_ONSET:
@@ -135,9 +139,6 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
                     verdicts.append(decider.confirmed(done))
                 else:
                     verdicts.append(decider.speech_end(done))
-            while next_partial < len(heard) and heard[next_partial][0] <= done:
-                verdicts.append(decider.partial(heard[next_partial][1], done))
-                next_partial += 1
             verdicts.append(decider.tick(done))
             for verdict in verdicts:
                 if verdict is Verdict.PAUSE and paused_since is None:

@@ -175,10 +175,11 @@ class TenClassifier:
         self._last = int(x[-1])
         process, (first, second) = self._process, self._args
         process(*first)
-        p1 = self._prob.value
+        p1: float = self._prob.value
         process(*second)
         self.windows += 2
-        return max(p1, self._prob.value)
+        p2: float = self._prob.value
+        return p1 if p1 > p2 else p2
 
     def skip(self) -> None:
         self._last = 0

@@ -13,8 +13,8 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
 - `tick`: the window closed with no words: RESUME (the STT heard no words: noise, a cough, echo),
   or CANCEL if the VAD confirmed speech and `cancel_without_words` is on.
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
-  inside the window with no words: as at the window's end). Partials of that run still count for
-  `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
+  inside the window with no words yet: the window's end decides). Partials of that run still
+  count for `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
 
 So the bot is paused for at most `window_ms` after an onset before it goes on or is cancelled;
 speech goes on being watched after a resume (a content partial cancels while it lasts).
@@ -177,8 +177,8 @@ class InterruptionDecider:
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
-        """The confirmed speech ended: with no words heard in the window, CANCEL where the window
-        would (`cancel_without_words`), else RESUME."""
+        """The confirmed speech ended: RESUME, unless it had no words yet and no words would
+        cancel it (`cancel_without_words`): then the window still decides (KEEP, paused)."""
         s = self._settings
         if (
             self.deadline is not None
@@ -186,7 +186,9 @@ class InterruptionDecider:
             and s.cancel_without_words
             and self._heard is PartialKind.EMPTY
         ):
-            return self._cancel()
+            # Its words may still come (the STT lags the speech); the window's end is the bound.
+            self._engaged_until = self.deadline + s.partial_grace_ms / 1000
+            return Verdict.KEEP
         return self._release(now)
 
     def _release(self, now: float) -> Verdict:

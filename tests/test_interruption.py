@@ -82,7 +82,12 @@ def test_confirmed_speech_ending_inside_the_window_with_no_words_is_judged_then(
     d = InterruptionDecider(InterruptionSettings(window_ms=900))
     d.onset(frame(10))
     d.confirmed(frame(25))
-    assert d.speech_end(frame(40)) is Verdict.CANCEL  # a short "стоп" the STT has not shown yet
+    assert d.speech_end(frame(40)) is Verdict.KEEP  # its words may still come: paused
+    assert d.partial("ага", frame(50)) is Verdict.RESUME  # they came: a backchannel
+    d.onset(frame(100))
+    d.confirmed(frame(115))
+    assert d.speech_end(frame(130)) is Verdict.KEEP
+    assert d.tick(frame(145)) is Verdict.CANCEL  # none by the window's end: a caller, cut
     quiet = InterruptionDecider(InterruptionSettings(window_ms=900, cancel_without_words=False))
     quiet.onset(frame(10))
     quiet.confirmed(frame(25))
