@@ -11,14 +11,22 @@ import time
 from pathlib import Path
 
 from bench.dialogue import render_dialogue, run_dialogue
+from bench.eot_bench import render_eot, run_eot
 from bench.hotpath import DEFAULT_STEPS, capacity_json, profile_summary, run_capacity
 from bench.micro import render_micro, run_micro
 from bench.soak import run_soak
+from bench.split_corpus import build_split_corpus
 from bench.turn_bench import render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
 
-PARTS = ("capacity", "micro", "dialogue", "turns", "soak")
-DEFAULT_PARTS = ("capacity", "micro", "dialogue", "turns")  # the soak takes minutes: only when asked for
+PARTS = ("capacity", "micro", "dialogue", "turns", "eot", "soak")
+DEFAULT_PARTS = (
+    "capacity",
+    "micro",
+    "dialogue",
+    "turns",
+    "eot",
+)  # the soak takes minutes: only when asked for
 
 
 def _progress(line: str) -> None:
@@ -64,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-calls", type=int, default=6, help="soak: calls at a time")
     parser.add_argument("--seed", type=int, default=1, help="soak: seed of the fault schedule")
     parser.add_argument("--turn-items", type=int, default=125, help="corpus items per turn-taking category")
+    parser.add_argument("--split-items", type=int, default=200, help="split answers in the end-of-turn part")
     parser.add_argument("--turn-seed", type=int, default=12, help="the turn corpus's seed")
     parser.add_argument(
         "--turn-json", type=Path, default=Path("bench-turns.json"), help="where the turn-taking results go"
@@ -116,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         print(render_turns(results), end="\n\n", flush=True)
         write_json(args.turn_json, results, seed=args.turn_seed, per_category=args.turn_items)
         _progress(f"turn-taking results written to {args.turn_json}")
+    if "eot" in parts:
+        _progress(
+            f"end of turn on split utterances ({args.split_items} split, {args.split_items // 2} whole) ..."
+        )
+        split = build_split_corpus(args.split_items, args.split_items // 2, seed=args.turn_seed)
+        print(render_eot(run_eot(split)), end="\n\n", flush=True)
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 

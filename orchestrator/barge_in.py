@@ -10,7 +10,9 @@ VAD's events and the STT partials: content words cancel the turn, backchannel wo
 resume it from the next unsent frame. The window's end is one timer handle per overlap (no task).
 
 Speech that began over an uninterrupted bot turn is a backchannel (or echo): its recognition
-results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended.
+results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended;
+except a backchannel word's final ("да") in a state that takes it as the answer
+(`orchestrator.backchannel`): that goes to the dialogue, heard once the bot's turn is over.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from orchestrator.backchannel import is_backchannel
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
@@ -46,15 +49,19 @@ class BargeIn:
         observe: Observe,
         outbound: Callable[[], OutboundAudio | None],
         interruption: InterruptionSettings | None = None,
+        takes_backchannel: Callable[[], bool] = lambda: False,
     ) -> None:
         """`outbound`: the call's outbound stream once `run()` set it (None before);
-        `interruption`: the pause/cancel decision's settings (`[interruption]`)."""
+        `interruption`: the pause/cancel decision's settings (`[interruption]`);
+        `takes_backchannel`: whether the current state takes a backchannel word as the caller's
+        answer (a yes/no question, `orchestrator.backchannel`)."""
         self._turns = turns
         self._player = player
         self._clock = clock
         self._metrics = metrics
         self._observe = observe
         self._outbound = outbound
+        self._takes_backchannel = takes_backchannel
         self.current_playback_task: asyncio.Task[None] | None = None
         self.cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
         self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
@@ -73,11 +80,22 @@ class BargeIn:
             # Words over the bot: content words interrupt it (the result is then the caller's).
             self._apply(self._decider.partial(event.text, self._clock.now()))
         if not self._turns.hears_caller:
-            # Heard while the bot spoke and nobody interrupted: echo or a backchannel.
+            # Heard while the bot spoke and nobody interrupted: echo or a backchannel, or the
+            # answer to a yes/no question said over its end (queued: heard when the turn ends).
+            if self._answer(event):
+                self._overlap_open = False
+                return True
             self._overlap_open = not event.is_final  # its final may come after the turn
             self._drop(event)
             return False
+        if self._backchannel_until is not None and self._answer(event):
+            self._backchannel_until = None
+            return True
         return not self._late_backchannel(event)
+
+    def _answer(self, event: SttResult) -> bool:
+        """Whether `event` is a backchannel final that the current state takes as the answer."""
+        return event.is_final and is_backchannel(event.text) and self._takes_backchannel()
 
     def _drop(self, event: SttResult) -> None:
         self.results_dropped += 1

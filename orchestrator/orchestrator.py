@@ -42,6 +42,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.answer import AnswerPipeline
+from orchestrator.backchannel import takes_backchannel
 from orchestrator.barge_in import BargeIn
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.call_context import CallContext
@@ -66,6 +67,7 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError
 from orchestrator.domain.errors import AudioClosed, ProviderError
 from orchestrator.domain.models import SessionState, SttResult
+from orchestrator.end_of_turn import EndOfTurn, state_policy
 from orchestrator.events import (
     CallEvent,
     CallEventKind,
@@ -161,6 +163,11 @@ class Orchestrator:
         self.responses = Responses(ctx, render=render, player=self._player, play=self._play_prepared)
         self._user_results: asyncio.Queue[UserEvent] = asyncio.Queue()
         self._stt_health = SttHealth(call_id, stt_breaker, self._user_results.put_nowait)
+        self.end_of_turn = EndOfTurn(
+            clock=clock,
+            forward=self._user_results.put_nowait,
+            **state_policy(dialogue_map, lambda: self.session_state.current_state_id),
+        )
         self.barge_in = BargeIn(
             turns=self.turns,
             player=self._player,
@@ -169,6 +176,7 @@ class Orchestrator:
             observe=self._observe,
             outbound=lambda: self._outbound,
             interruption=interruption,
+            takes_backchannel=lambda: takes_backchannel(dialogue_map, self.session_state.current_state_id),
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
@@ -294,6 +302,7 @@ class Orchestrator:
         if self._shut_down:
             return
         self._shut_down = True
+        self.end_of_turn.close()
         if self._inbound is not None:
             self._inbound.attach(None, None)
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("llm", self.llm_manager.shutdown)]
@@ -317,30 +326,37 @@ class Orchestrator:
             if isinstance(event, SttResult):
                 self._watchdog.heard(self.clock.now())  # echo too: STT is alive
             self._stt_health.result(event)
-            if isinstance(event, SttResult) and not self.barge_in.screen(event):
-                continue
-            self._user_results.put_nowait(event)
+            if not isinstance(event, SttResult):
+                self.end_of_turn.flush()  # what the caller said before the error is theirs
+                self._user_results.put_nowait(event)
+            elif self.barge_in.screen(event):
+                self.end_of_turn.result(event)  # held until the caller's silence ends the turn
+        self.end_of_turn.flush()
 
     # VoiceListener (called synchronously by the gateway)
     def on_speech_onset(self, at: float) -> None:
         """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
         self.barge_in.on_speech_onset(at)
+        self.end_of_turn.speech_onset(at)
 
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
         self.barge_in.on_speech_rejected(at)
+        self.end_of_turn.speech_rejected(at)
 
     def on_speech_start(self, at: float) -> None:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
         self._watchdog.speech_start(at)
         self.barge_in.speech_start()
+        self.end_of_turn.speech_start(at)
 
     def on_speech_end(self, at: float) -> None:
-        """Caller speech ended (STT decides where the utterance ends; this only tracks talking)."""
+        """Caller speech ended at `at` (its last voiced frame): a held STT final may be due."""
         self.turns.handle(TurnEvent.SPEECH_END, at)
         self._watchdog.speech_end(at)
         self.barge_in.speech_end()
+        self.end_of_turn.speech_end(at)
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means

@@ -221,6 +221,11 @@ class State(_Strict):
     dtmf: dict[Annotated[str, Field(pattern=_DIGIT)], str] = {}
     # Keys not in the dtmf tables build a digit string for this entity (see `CollectDigits`).
     collect_digits: CollectDigits | None = None
+    # What a backchannel word ("да", "ага", "угу") begun over this state's playlist is: "drop"
+    # (not a turn), or "answer" (a turn: a yes/no question). None: "answer" when an intent this
+    # state routes has a backchannel word among its examples, else "drop"
+    # (orchestrator/backchannel.py).
+    backchannel: Literal["drop", "answer"] | None = None
 
     @model_validator(mode="after")
     def _transfer_given(self) -> State:
@@ -307,6 +312,10 @@ class Settings(_Strict):
     time_zone: str = "Europe/Moscow"
     # Settles 12-hour times said without "утра"/"вечера" ("в половине третьего" -> 14:30).
     business_hours: BusinessHours = BusinessHours()
+    # End of turn: in a state that expects a number, digits, a date or a time, an STT final that
+    # ends on a number ("сто" ...) waits this long after the caller's speech ended for more
+    # ("... двадцать"), ms; 0: never (orchestrator/end_of_turn.py).
+    turn_number_hold_ms: Annotated[int, Field(ge=0, le=3000)] = 1000
 
     @field_validator("time_zone")
     @classmethod

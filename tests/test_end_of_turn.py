@@ -1,0 +1,228 @@
+"""End of turn by speech timing (orchestrator/end_of_turn.py): split answers are one turn.
+
+Virtual time throughout: scripted STT finals and VAD events at exact instants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from orchestrator.clock import LoopClock
+from orchestrator.domain.models import SttResult
+from orchestrator.end_of_turn import EndOfTurn, ends_on_number, expects_number, join_finals
+from testkit.fakes import Say
+from testkit.virtual_time import run_virtual
+from tests.test_orchestrator import call, make_map
+
+Step = Callable[[EndOfTurn], None]
+
+
+def final(text: str, at: float) -> SttResult:
+    return SttResult(text, is_final=True, confidence=0.9, kind="final", received_at=at)
+
+
+def timeline(
+    steps: list[tuple[float, Step]], *, hold: float = 0.0, until: float = 10.0
+) -> list[tuple[float, str]]:
+    """Run `steps` (at, action) on virtual time; returns (time, text) of what was released."""
+
+    async def main() -> list[tuple[float, str]]:
+        loop = asyncio.get_running_loop()
+        out: list[tuple[float, str]] = []
+        eot = EndOfTurn(
+            clock=LoopClock(),
+            forward=lambda r: out.append((round(loop.time(), 3), r.text)),
+            number_hold=lambda r: hold if ends_on_number(r.text) else 0.0,
+        )
+        for at, step in steps:
+            loop.call_at(at, step, eot)
+        await asyncio.sleep(until)
+        eot.close()
+        return out
+
+    return run_virtual(main)
+
+
+def offer(text: str, at: float) -> tuple[float, Step]:
+    return at, lambda e: e.result(final(text, at))
+
+
+def vad(kind: str, at: float, edge: float | None = None) -> tuple[float, Step]:
+    """A VAD event reported at `at` about the instant `edge` (default `at`)."""
+    t = at if edge is None else edge
+    actions: dict[str, Step] = {
+        "start": lambda e: e.speech_start(t),
+        "end": lambda e: e.speech_end(t),
+        "onset": lambda e: e.speech_onset(t),
+        "rejected": lambda e: e.speech_rejected(t),
+    }
+    return at, actions[kind]
+
+
+def test_a_final_after_the_caller_stopped_is_released_at_once() -> None:
+    out = timeline([vad("start", 1.0), vad("end", 1.8), offer("да", 2.1)])
+    assert out == [(2.1, "да")]
+
+
+def test_a_final_in_the_vads_hangover_waits_only_for_the_speech_end() -> None:
+    # The reverted attempt waited up to 3 s for a next final here: the final arrives 0.3 s after
+    # the last voiced frame, the VAD reports the end 0.4 s after it (its hangover); no voice
+    # followed the final, so it goes at the report.
+    out = timeline([vad("start", 1.0), offer("хорошо", 2.3), vad("end", 2.4, edge=2.0)])
+    assert out == [(2.4, "хорошо")]
+
+
+def test_finals_of_one_answer_said_with_a_pause_are_joined() -> None:
+    # "сто" (0.4 s), pause 0.4 s, "двадцать квадратных метров": SpeechKit finalises "сто" once the
+    # caller already speaks again; the VAD (hangover 0.4 s) never saw the pause end the speech.
+    out = timeline(
+        [
+            vad("start", 1.0),
+            offer("сто", 1.9),
+            offer("двадцать квадратных метров", 3.7),
+            vad("end", 3.8, edge=3.4),
+        ],
+        hold=1.0,
+    )
+    assert out == [(3.8, "сто двадцать квадратных метров")]
+
+
+def test_a_number_waits_its_hold_and_speech_in_it_continues_the_turn() -> None:
+    steps = [vad("start", 1.0), vad("end", 1.8, edge=1.4), offer("сто", 1.9)]
+    steps += [
+        vad("onset", 2.1),
+        vad("start", 2.3, edge=2.1),
+        vad("end", 3.4, edge=3.0),
+        offer("двадцать", 3.5),
+    ]
+    out = timeline(steps, hold=1.0)
+    # "двадцать" ends on a number too: held until 1.0 s after the speech ended (3.0 + 1.0).
+    assert out == [(4.0, "сто двадцать")]
+
+
+def test_a_number_alone_goes_after_its_hold() -> None:
+    out = timeline([vad("start", 1.0), vad("end", 1.8, edge=1.4), offer("сто", 1.9)], hold=1.0)
+    assert out == [(2.4, "сто")]
+
+
+def test_voice_after_a_final_without_a_final_of_its_own_is_waited_for_boundedly() -> None:
+    # The caller's voice went on after "да" was final (a cough, a breath taken as speech) and no
+    # final of its own comes: "да" goes 1 s (FINAL_WAIT_S) after that voice ended.
+    out = timeline([vad("start", 1.0), offer("да", 1.7), vad("end", 2.4, edge=2.0)])
+    assert out == [(3.0, "да")]
+
+
+def test_a_short_run_after_a_held_number_is_voice_whose_final_is_awaited() -> None:
+    # Too short to barge in ("двадцать" said fast), the VAD rejects it; it is still the caller.
+    steps = [
+        vad("start", 1.0),
+        vad("end", 1.8, edge=1.4),
+        offer("сто", 1.9),
+        vad("onset", 2.0),
+        vad("rejected", 2.2),
+    ]
+    assert timeline(steps, hold=1.0) == [(3.2, "сто")]  # its final never came: 1 s after it
+    steps.append(offer("двадцать", 2.6))
+    assert timeline(steps, hold=1.0) == [(3.2, "сто двадцать")]  # came: joined; the hold from 2.2
+
+
+def test_no_final_is_held_without_bound_while_the_vad_says_speaking() -> None:
+    out = timeline([vad("start", 1.0), offer("сто", 1.5)], hold=1.0, until=20.0)
+    assert out == [(5.5, "сто")]  # MAX_HOLD_S after the final
+
+
+def test_without_any_vad_report_finals_are_not_held() -> None:
+    out = timeline([offer("сто", 1.5), offer("двадцать", 2.5)], hold=1.0)
+    assert out == [(1.5, "сто"), (2.5, "двадцать")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("сто", True),
+        ("площадь 45", True),
+        ("пятого", True),
+        ("сорок пять метров", False),
+        ("да", False),
+        ("", False),
+    ],
+)
+def test_ends_on_number(text: str, expected: bool) -> None:
+    assert ends_on_number(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "numbers", "joined"),
+    [
+        ("площадь 100", "20 квадратных метров", True, "площадь 120 квадратных метров"),
+        ("2000", "300", True, "2300"),
+        ("100", "5 метров", True, "105 метров"),
+        ("в 10", "30", True, "в 10 30"),  # 30 does not fit in 10's zero: a time, two numbers
+        ("100", "20", False, "100 20"),  # digits dictated in groups stay as said
+        ("сто", "двадцать", True, "сто двадцать"),
+        ("1,5", "00", True, "1,5 00"),
+    ],
+)
+def test_join_finals(left: str, right: str, numbers: bool, joined: str) -> None:
+    assert join_finals(left, right, numbers=numbers) == joined
+
+
+def test_which_states_expect_a_number() -> None:
+    dmap = make_map()
+    assert expects_number(dmap, "start")  # give_area carries a number entity
+    assert not expects_number(dmap, "quote")  # yes/no
+
+
+# --- whole calls (the Orchestrator wires the VAD and the STT listener) --------------------------
+
+
+def said(run: object) -> list[str]:
+    return [str(e.data["text"]) for e in run.events if e.kind == "user_said"]  # type: ignore[attr-defined]
+
+
+def test_the_issues_case_one_turn_area_120() -> None:
+    # "площадь сто" (0.4 s), pause 0.4 s, "двадцать квадратных метров"; the first final comes
+    # 0.5 s after its speech, when the caller already speaks again.
+    run = call(
+        [
+            Say(1.5, "площадь 100", duration=0.4, stt_delay=0.5),
+            Say(2.3, "20 квадратных метров", duration=1.0),
+        ],
+        hangup_at=9.0,
+    )
+    # SpeechKit normalises the numbers to digits: "100" and "20" are one number, 120.
+    assert said(run) == ["площадь 120 квадратных метров"]
+    assert run.orchestrator.session_state.variables["price"] == 12000
+    assert run.orchestrator.end_of_turn.finals_joined == 1
+
+
+def test_a_final_in_the_pause_waits_and_the_rest_of_the_number_joins_it() -> None:
+    # The first final arrives in the 0.6 s pause, before the caller goes on.
+    run = call(
+        [Say(1.5, "площадь 100", duration=0.4, stt_delay=0.3), Say(2.5, "20 метров", duration=0.8)],
+        hangup_at=9.0,
+    )
+    assert said(run) == ["площадь 120 метров"]
+    assert run.orchestrator.session_state.variables["price"] == 12000
+
+
+def test_a_complete_answer_is_taken_when_its_final_comes() -> None:
+    run = call([Say(1.5, "площадь 45 метров", duration=0.6, stt_delay=0.3)], hangup_at=6.0)
+    turn = run.turns()[1]
+    assert turn["t2_stt_final"] == pytest.approx(2.4, abs=0.03)
+    assert turn["t3_logic_start"] - turn["t2_stt_final"] < 0.05
+    assert run.orchestrator.end_of_turn.finals_held == 0
+
+
+def test_a_number_that_ends_the_answer_waits_the_maps_hold() -> None:
+    run = call(
+        [Say(1.5, "площадь 100", duration=0.4, stt_delay=0.3)],
+        hangup_at=8.0,
+        dmap=make_map(turn_number_hold_ms=800),
+    )
+    turn = run.turns()[1]
+    assert turn["t3_logic_start"] == pytest.approx(1.9 + 0.8, abs=0.03)  # speech end + the hold
+    assert run.orchestrator.session_state.variables["price"] == 10000
