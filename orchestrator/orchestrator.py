@@ -77,6 +77,7 @@ from orchestrator.events import (
     Observer,
     notify,
 )
+from orchestrator.interruption import InterruptionSettings
 from orchestrator.machine_check import MachineCheck, MachineCheckSettings
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
@@ -119,9 +120,11 @@ class Orchestrator:
         call: CallSettings | None = None,
         intent_step: IntentStep | None = None,
         stt_breaker: CircuitBreaker | None = None,
+        interruption: InterruptionSettings | None = None,
     ) -> None:
         """`call`: the service's bounds on one call (`[call]`; defaults when None);
-        `stt_breaker`: the service's STT circuit (None: none)."""
+        `stt_breaker`: the service's STT circuit (None: none); `interruption`: how speech over
+        the bot is judged (`[interruption]`; defaults when None)."""
         settings = dialogue_map.settings
         call = call if call is not None else CallSettings()
         self.call_id = call_id
@@ -173,6 +176,7 @@ class Orchestrator:
             metrics=self.metrics_logger,
             observe=self._observe,
             outbound=lambda: self._outbound,
+            interruption=interruption,
             takes_backchannel=lambda: takes_backchannel(dialogue_map, self.session_state.current_state_id),
         )
         self._control: CallControl | None = None
@@ -354,6 +358,7 @@ class Orchestrator:
         """Caller speech ended at `at` (its last voiced frame): a held STT final may be due."""
         self.turns.handle(TurnEvent.SPEECH_END, at)
         self._watchdog.speech_end(at)
+        self.barge_in.speech_end()
         self.end_of_turn.speech_end(at)
         if (check := self._dialogue.machine_check) is not None:
             check.speech_end(at)

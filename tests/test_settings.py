@@ -48,6 +48,8 @@ SPECIAL = {
     ("campaign", "amd"): "bot",
     ("log", "level"): "DEBUG",
     ("service", "event_loop"): "uvloop",
+    ("vad", "engine"): "webrtc",
+    ("vad", "threshold"): 0.6,
 }
 
 
@@ -91,6 +93,7 @@ def test_sections_are_the_components_models() -> None:
         "ami",
         "audiosocket",
         "echo",
+        "interruption",
         "vad",
         "pacer",
         "playout",
@@ -113,6 +116,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.audiosocket.settings",
         "bridge.vad",
         "bridge.echo_gate",
+        "orchestrator.interruption",
         "bridge.pacer",
         "bridge.playout",
         "orchestrator.call_settings",
