@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,23 +17,15 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.settings import Settings
 from orchestrator.call_settings import CallSettings
 from testkit.fake_ari import FakeAri
-from testkit.phone_call import MAP
+from testkit.phone_call import MAP, _free_port
 from testkit.standins.launch import running_standins
 
 T = 15.0  # bound on any one wait (s)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-async def one_call_app() -> AsyncIterator[tuple[VoicebridgeApp, FakeAri]]:
-    fake = FakeAri()
-    await fake.start()
+async def one_call_app(fake_ari: FakeAri) -> AsyncIterator[tuple[VoicebridgeApp, FakeAri]]:
+    fake = fake_ari
     port = _free_port()
     base = Settings(
         dialogue_map=MAP,
@@ -54,7 +45,6 @@ async def one_call_app() -> AsyncIterator[tuple[VoicebridgeApp, FakeAri]]:
             yield app, fake
         finally:
             await app.close()
-            await fake.close()
 
 
 async def test_the_call_beyond_max_calls_is_refused_with_congestion_and_the_first_goes_on(
