@@ -30,18 +30,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
-import re
-import socket
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.proc_stats import fd_count, fd_kinds, free_port, rss_mb, task_names
+from bench.soak_report import RESPONSE_WAIT_S, CallRecord, Fault, SoakResult, Wait
 from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
@@ -64,237 +61,9 @@ MAP = str(ROOT / "dialogue_maps" / "cleaning_quote.ru.json")
 TARGETS = ("redis", "speechkit", "openai", "ari")
 QUIET_S = 0.8  # the bot has finished speaking once it has been quiet this long
 CALL_SETUP_S = 15.0  # bound on a call's media leg appearing
-RESPONSE_WAIT_S = 40.0  # a wait longer than this: the call is stuck, the caller hangs up
 END_WAIT_S = 30.0  # bound on the bot hanging up after the caller's last line
 HANGUP_WAIT_S = 5.0  # the bot finished speaking after the caller's lines: it hangs up within this
 REPEATS = 4  # times the caller says its last line again while the bot does not hang up
-
-
-@dataclass
-class Fault:
-    target: str
-    action: str  # "kill" | "freeze" | "drop"
-    start: float  # seconds since the soak began
-    end: float = -1.0  # when it was healed
-
-
-@dataclass
-class Wait:
-    owed: float  # seconds since the soak began
-    waited_s: float | None  # until the first bot audio; None: none came
-    bound_s: float
-    faults: list[str]
-    closed_s: float | None = None  # no bot audio, the line closed this long after `owed`
-
-    @property
-    def silent_s(self) -> float:
-        """What the caller heard of silence: until bot audio, or the line closing, or the
-        harness giving up (`RESPONSE_WAIT_S`)."""
-        if self.waited_s is not None:
-            return self.waited_s
-        return self.closed_s if self.closed_s is not None else RESPONSE_WAIT_S
-
-    @property
-    def mute(self) -> bool:
-        """No bot audio and the line stayed open: the caller was left in silence."""
-        return self.waited_s is None and self.closed_s is None
-
-    @property
-    def excess_s(self) -> float:
-        return max(0.0, self.silent_s - self.bound_s)
-
-
-@dataclass
-class CallRecord:
-    slot: int
-    start: float
-    end: float = -1.0
-    reason: str = "unknown"  # the service's end reason (app.outcomes)
-    harness: str = ""  # what the harness had to do: "", "no_leg", "stuck_hangup"
-    repeats: int = 0  # times the caller said its last line again
-    waits: list[Wait] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SoakResult:
-    minutes: float
-    concurrent: int
-    seed: int
-    calls: list[CallRecord]
-    faults: list[Fault]
-    rss_mb: list[tuple[float, float]]  # (seconds since start, MB)
-    fds: list[tuple[float, int]]  # (seconds since start, open descriptors)
-    baseline_tasks: dict[str, int]
-    leftover_tasks: dict[str, int]
-    baseline_fds: int
-    end_fds: int
-    leftover_fd_kinds: dict[str, int]
-    bound_s: float
-    fault_bound_s: float
-
-    def summary(self) -> dict[str, object]:
-        """The numbers of the table, as a dict."""
-        reasons = Counter(c.reason for c in self.calls)
-        failed = [c for c in self.calls if c.reason != "end_call"]
-        unexplained = [c for c in failed if not c.faults]
-        waits = [w for c in self.calls for w in c.waits]
-        healthy = [w for w in waits if not w.faults and w.waited_s is not None]
-        half = [mb for t, mb in self.rss_mb if t >= self.rss_mb[-1][0] / 2] if self.rss_mb else []
-        slope = 0.0
-        if len(half) >= 2:
-            t0 = next(t for t, _ in self.rss_mb if t >= self.rss_mb[-1][0] / 2)
-            span_min = (self.rss_mb[-1][0] - t0) / 60
-            slope = (half[-1] - half[0]) / span_min if span_min > 0 else 0.0
-        return {
-            "calls": len(self.calls),
-            "completed": reasons.get("end_call", 0),
-            "failed": len(failed),
-            "failed_by_reason": dict(Counter(c.reason for c in failed)),
-            "failed_unexplained": len(unexplained),
-            "harness_actions": dict(Counter(c.harness for c in self.calls if c.harness)),
-            "calls_with_repeated_line": sum(1 for c in self.calls if c.repeats),
-            "faults": dict(Counter(f"{f.target}:{f.action}" for f in self.faults)),
-            "waits": len(waits),
-            "wait_p50_s_no_fault": _pct([w.waited_s for w in healthy if w.waited_s is not None], 50),
-            "wait_max_s_no_fault": max((w.waited_s or 0.0 for w in healthy), default=0.0),
-            "dead_air_beyond_bound_s": round(sum(w.excess_s for w in waits), 2),
-            "dead_air_beyond_bound_no_fault_s": round(sum(w.excess_s for w in waits if not w.faults), 2),
-            "waits_over_bound": sum(1 for w in waits if w.excess_s > 0),
-            "waits_ended_by_hangup": sum(1 for w in waits if w.closed_s is not None),
-            "waits_never_answered": sum(1 for w in waits if w.mute),
-            "rss_mb_first": self.rss_mb[0][1] if self.rss_mb else 0.0,
-            "rss_mb_max": max((mb for _, mb in self.rss_mb), default=0.0),
-            "rss_mb_last": self.rss_mb[-1][1] if self.rss_mb else 0.0,
-            "rss_mb_per_min_second_half": round(slope, 2),
-            "fds_max_during": max((n for _, n in self.fds), default=0),
-            "leftover_tasks": sum(self.leftover_tasks.values()),
-            "leftover_fds": self.end_fds - self.baseline_fds,
-        }
-
-    def render(self) -> str:
-        """The plain-text table."""
-        s = self.summary()
-        rows = [
-            (
-                "duration, concurrency, seed",
-                f"{self.minutes:g} min, {self.concurrent} calls, seed {self.seed}",
-            ),
-            ("faults injected", _fmt(s["faults"])),
-            ("calls", s["calls"]),
-            ("completed (goodbye, end_call)", s["completed"]),
-            ("failed, by end reason", f"{s['failed']} {_fmt(s['failed_by_reason'])}"),
-            ("failed with no fault overlapping", s["failed_unexplained"]),
-            ("harness had to act", _fmt(s["harness_actions"]) or "never"),
-            ("calls where the caller repeated its last line", s["calls_with_repeated_line"]),
-            ("bot owed audio (waits)", s["waits"]),
-            (
-                "wait, no fault: p50 / max (s)",
-                f"{s['wait_p50_s_no_fault']:.2f} / {s['wait_max_s_no_fault']:.2f}",
-            ),
-            (
-                f"dead air beyond bound ({self.bound_s:g} s; {self.fault_bound_s:g} s in a fault)",
-                f"{s['dead_air_beyond_bound_s']} s over {s['waits_over_bound']} waits "
-                f"({s['dead_air_beyond_bound_no_fault_s']} s with no fault)",
-            ),
-            ("waits ended by the bot hanging up, no audio", s["waits_ended_by_hangup"]),
-            ("waits never answered, line open (went mute)", s["waits_never_answered"]),
-            (
-                "RSS first / max / last (MB)",
-                f"{s['rss_mb_first']:.1f} / {s['rss_mb_max']:.1f} / {s['rss_mb_last']:.1f}",
-            ),
-            ("RSS slope, second half (MB/min)", s["rss_mb_per_min_second_half"]),
-            ("open fds: at the start / max during the soak", f"{self.baseline_fds} / {s['fds_max_during']}"),
-            ("leftover tasks at the end", f"{s['leftover_tasks']} {_fmt(self.leftover_tasks)}".strip()),
-            (
-                "leftover fds at the end",
-                f"{s['leftover_fds']} ({self.baseline_fds} -> {self.end_fds}) {_fmt(self.leftover_fd_kinds)}",
-            ),
-        ]
-        width = max(len(k) for k, _ in rows)
-        lines = [f"soak with random faults ({self.minutes:g} min)", "-" * (width + 40)]
-        lines += [f"{k:<{width}}  {v}" for k, v in rows]
-        return "\n".join(lines)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"summary": self.summary(), **{k: v for k, v in asdict(self).items()}},
-            ensure_ascii=False,
-            indent=1,
-            default=str,
-        )
-
-
-def _fmt(d: object) -> str:
-    if not isinstance(d, dict) or not d:
-        return ""
-    return "(" + ", ".join(f"{k} {v}" for k, v in sorted(d.items())) + ")"
-
-
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _tcp_peers() -> dict[str, tuple[int, int]]:
-    """Socket inode -> (local port, remote port) of this host's TCP sockets."""
-    peers: dict[str, tuple[int, int]] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table, encoding="ascii") as f:
-            for row in list(f)[1:]:
-                cols = row.split()
-                peers[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
-    return peers
-
-
-def _fd_kinds(ports: dict[int, str]) -> Counter[str]:
-    """Open descriptors by kind: a TCP socket by the peer it talks to (`ports`: port -> name),
-    else "socket", "pipe", "anon_inode:[eventpoll]", or a path."""
-    kinds: Counter[str] = Counter()
-    peers = _tcp_peers()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            inode = re.fullmatch(r"socket:\[(\d+)\]", target)
-            if inode is not None and inode.group(1) in peers:
-                local, remote = peers[inode.group(1)]
-                name = ports.get(remote) or ports.get(local)
-                target = f"tcp:{name}" if name else f"tcp:{remote or 'listen'}"
-            kinds[re.sub(r":\[\d+\]$", "", target)] += 1
-    return kinds
-
-
-_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9]+")
-
-
-def _task_names(exclude: set[asyncio.Task[object]]) -> Counter[str]:
-    """Live tasks by name, numbers and ids replaced (`ari-call-<uuid>` -> `ari-call-#`)."""
-    names: Counter[str] = Counter()
-    for task in asyncio.all_tasks():
-        if task in exclude:
-            continue
-        names[_ID.sub("#", task.get_name())] += 1
-    return names
 
 
 class Soak:
@@ -345,17 +114,17 @@ class Soak:
         )
         redis = RedisProcess(self.workdir)
         speechkit = StandinProcess(
-            "speechkit", _free_port(), script, cwd=ROOT, stderr=self.workdir / "speechkit.log"
+            "speechkit", free_port(), script, cwd=ROOT, stderr=self.workdir / "speechkit.log"
         )
         openai_proc = StandinProcess(
-            "openai", _free_port(), script, cwd=ROOT, stderr=self.workdir / "openai.log"
+            "openai", free_port(), script, cwd=ROOT, stderr=self.workdir / "openai.log"
         )
         fake = FakeAri()
         await redis.start()
         await speechkit.start()
         await openai_proc.start()
         await fake.start()
-        port = _free_port()
+        port = free_port()
         endpoint = f"127.0.0.1:{speechkit.port}"
         settings = Settings(
             dialogue_map=MAP,
@@ -392,8 +161,8 @@ class Soak:
                 port: "audiosocket",
             }
             harness: set[asyncio.Task[object]] = {t for t in asyncio.all_tasks()}
-            baseline_tasks = _task_names(set())
-            baseline_fds, baseline_fd_kinds = _fds(), _fd_kinds(ports)
+            baseline_tasks = task_names(set())
+            baseline_fds, baseline_fd_kinds = fd_count(), fd_kinds(ports)
             self.t0 = time.monotonic()
             deadline = self.minutes * 60
             self.progress(f"soak: {self.minutes:g} min, {self.concurrent} calls at a time, seed {self.seed}")
@@ -411,9 +180,9 @@ class Soak:
                     await asyncio.sleep(0.1)
             await asyncio.sleep(3.0)
             current = asyncio.current_task()
-            leftover = _task_names(harness | ({current} if current else set())) - baseline_tasks
-            end_fds, end_fd_kinds = _fds(), _fd_kinds(ports)
-            self.rss.append((self.now(), _rss_mb()))
+            leftover = task_names(harness | ({current} if current else set())) - baseline_tasks
+            end_fds, end_fd_kinds = fd_count(), fd_kinds(ports)
+            self.rss.append((self.now(), rss_mb()))
             return SoakResult(
                 minutes=self.minutes,
                 concurrent=self.concurrent,
@@ -439,8 +208,8 @@ class Soak:
 
     async def _sample_rss(self, deadline: float) -> None:
         while self.now() < deadline:
-            self.rss.append((round(self.now(), 1), round(_rss_mb(), 1)))
-            self.fds.append((round(self.now(), 1), _fds()))
+            self.rss.append((round(self.now(), 1), round(rss_mb(), 1)))
+            self.fds.append((round(self.now(), 1), fd_count()))
             self.progress(
                 f"soak: {self.now():5.0f} s, {len(self.calls)} calls, RSS {self.rss[-1][1]:.1f} MB, "
                 f"fds {self.fds[-1][1]}, faults {len(self.faults)}"

@@ -95,7 +95,7 @@ def test_dialogue_latency_counts_turns_and_classifier_calls() -> None:
 
 def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
     # The soak itself runs for minutes (`make soak`); its accounting is checked on a made-up run.
-    from bench.soak import CallRecord, Fault, SoakResult, Wait
+    from bench.soak_report import CallRecord, Fault, SoakResult, Wait
 
     fault = Fault("speechkit", "kill", start=10.0, end=13.0)
     ok = CallRecord(0, 0.0, 30.0, "end_call", waits=[Wait(1.0, 0.3, 4.0, []), Wait(5.0, 0.5, 4.0, [])])
