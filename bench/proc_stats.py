@@ -1,8 +1,8 @@
-"""What the soak reads of a process from /proc: RSS, open descriptors by kind, and free ports."""
+"""What the soak reads of a process from /proc (its own or the service's, by pid): RSS, open
+descriptors by kind; and free ports."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -16,16 +16,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
+def rss_mb(pid: int | str = "self") -> float:
+    """The process's resident set (VmRSS), MB; 0.0 once it has exited."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
-def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def fd_count(pid: int | str = "self") -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def tcp_peers() -> dict[str, tuple[int, int]]:
@@ -39,14 +40,14 @@ def tcp_peers() -> dict[str, tuple[int, int]]:
     return peers
 
 
-def fd_kinds(ports: dict[int, str]) -> Counter[str]:
+def fd_kinds(ports: dict[int, str], pid: int | str = "self") -> Counter[str]:
     """Open descriptors by kind: a TCP socket by the peer it talks to (`ports`: port -> name),
     else "socket", "pipe", "anon_inode:[eventpoll]", or a path."""
     kinds: Counter[str] = Counter()
     peers = tcp_peers()
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
             inode = re.fullmatch(r"socket:\[(\d+)\]", target)
             if inode is not None and inode.group(1) in peers:
                 local, remote = peers[inode.group(1)]
@@ -54,16 +55,3 @@ def fd_kinds(ports: dict[int, str]) -> Counter[str]:
                 target = f"tcp:{name}" if name else f"tcp:{remote or 'listen'}"
             kinds[re.sub(r":\[\d+\]$", "", target)] += 1
     return kinds
-
-
-_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9]+")
-
-
-def task_names(exclude: set[asyncio.Task[object]]) -> Counter[str]:
-    """Live tasks by name, numbers and ids replaced (`ari-call-<uuid>` -> `ari-call-#`)."""
-    names: Counter[str] = Counter()
-    for task in asyncio.all_tasks():
-        if task in exclude:
-            continue
-        names[_ID.sub("#", task.get_name())] += 1
-    return names

@@ -1,24 +1,27 @@
 """Soak with random faults: `python -m bench.soak --minutes 10 --calls 6` (`make soak`).
 
-N calls at a time for M minutes through the real service in this process (`VoicebridgeApp`
-with its ARI controller against `testkit.fake_ari.FakeAri`, the AudioSocket server, a fresh
-Orchestrator per call), every peer on real sockets: the callers are `FakeAsterisk` legs that
-speak espeak-ng Russian; Redis (`testkit.redis_server`), the SpeechKit stand-in (STT and TTS over
-gRPC) and the OpenAI stand-in (LLM over HTTP) are processes of their own. Meanwhile one fault at a
-time, drawn from a seeded `random.Random`: a process killed (SIGKILL, then restarted: Redis comes
-back empty) or frozen (SIGSTOP, then SIGCONT), or the ARI websocket dropped and refused for a
-while. Measured:
+N calls at a time for M minutes through `voicebridge serve` in a process of its own
+(`bench.soak_service`: its ARI controller against `testkit.fake_ari.FakeAri`, which runs here, its
+AudioSocket server, a fresh Orchestrator per call), every peer on real sockets: the callers are
+`FakeAsterisk` legs in this process that speak espeak-ng Russian; Redis (`testkit.redis_server`),
+the SpeechKit stand-in (STT and TTS over gRPC) and the OpenAI stand-in (LLM over HTTP) are
+processes of their own. Meanwhile one fault at a time, drawn from a seeded `random.Random`: a
+process killed (SIGKILL, then restarted: Redis comes back empty) or frozen (SIGSTOP, then SIGCONT),
+or the ARI websocket dropped and refused for a while. Measured:
 
-- calls completed (the map's goodbye: end reason `end_call`) and the others by end reason, each
-  with the faults that overlapped it; a failed call that overlapped no fault is `unexplained`;
+- calls completed (the map's goodbye: end reason `end_call`) and the others by end reason (the
+  service's `call_end` records), each with the faults that overlapped it; a failed call that
+  overlapped no fault is `unexplained`;
 - dead air: for each moment the bot owes the caller audio (the call connected: the greeting; the
   caller finished a line: the answer), the wait until the caller hears bot audio; the seconds
   beyond `--bound` (no fault active) or `--fault-bound` (a fault overlapped the wait), and waits
   never answered before the line closed (a call that went mute);
-- RSS of this process (the service and the harness: callers, fake ARI) every 10 s, and the slope
-  over the second half;
-- tasks and file descriptors left at the end, against a baseline taken when idle before the first
-  call (after every fault was healed and all calls ended).
+- the service process's RSS (/proc/<pid>/status) and open fds every 10 s, the RSS slope over the
+  second half; this (harness) process's RSS apart;
+- the service's tasks (its admin `/debug/tasks`) and fds left at the end, against a baseline
+  taken when idle before the first call (after every fault was healed and all calls ended), and
+  the object types whose count grew (`/debug/objects`); with `--trace-memory-at S`, the places
+  whose allocations grew most from S seconds in to the end (`/debug/tracemalloc`).
 
 Prints a table (stdout) and writes the whole record as JSON (`--json`).
 """
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -37,18 +41,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.proc_stats import fd_count, fd_kinds, free_port, rss_mb, task_names
+from bench.proc_stats import free_port, rss_mb
 from bench.soak_report import RESPONSE_WAIT_S, CallRecord, Fault, SoakResult, Wait
-from bridge.admin import AdminSettings
-from bridge.ami import AmiSettings
-from bridge.app import VoicebridgeApp
-from bridge.ari import AriSettings
-from bridge.audiosocket.server import AudioSocketSettings
-from bridge.settings import ProvidersSettings, Settings
-from orchestrator.adapters.openai_settings import OpenAISettings
-from orchestrator.adapters.speechkit import YandexSettings
-from orchestrator.cache.redis_settings import RedisSettings
-from orchestrator.call_settings import CallSettings
+from bench.soak_service import ServiceProcess
 from testkit.fake_ari import FakeAri
 from testkit.fake_asterisk import FakeAsterisk
 from testkit.redis_server import RedisProcess
@@ -81,6 +76,8 @@ class Soak:
         fault_gap_s: tuple[float, float],
         fault_hold_s: tuple[float, float],
         progress: Callable[[str], None],
+        trace_memory_at_s: float | None = None,
+        service_log: Path | None = None,
     ) -> None:
         self.minutes, self.concurrent, self.seed = minutes, concurrent, seed
         self.workdir = workdir
@@ -93,6 +90,10 @@ class Soak:
         self.faults: list[Fault] = []
         self.rss: list[tuple[float, float]] = []
         self.fds: list[tuple[float, int]] = []
+        self.harness_rss: list[tuple[float, float]] = []  # this process: callers, fake ARI
+        self.trace_memory_at_s = trace_memory_at_s
+        self.memory_top: dict[str, object] = {}
+        self.service_log = service_log
         self.active_faults: list[Fault] = []
         self.lines = [(line, espeak_pcm(line)) for line in DEMO_CALLER_LINES]
 
@@ -126,63 +127,77 @@ class Soak:
         await fake.start()
         port = free_port()
         endpoint = f"127.0.0.1:{speechkit.port}"
-        settings = Settings(
-            dialogue_map=MAP,
-            redis=RedisSettings(url=redis.url, timeout_s=0.3),
-            providers=ProvidersSettings(tts="yandex", llm="openai"),
-            yandex=YandexSettings(stt_endpoint=endpoint, tts_endpoint=endpoint, tls=False),
-            openai=OpenAISettings(
-                base_url=f"http://127.0.0.1:{openai_proc.port}/v1", api_key="standin", moderation=False
-            ),
-            call=CallSettings(stt_stall_s=2.0, stt_recovery_s=6.0),
-            audiosocket=AudioSocketSettings(bind_port=port),
-            ami=AmiSettings(log_events=False),
-            admin=AdminSettings(port=0),
-            ari=AriSettings(
-                url=fake.url, audiosocket_host=f"127.0.0.1:{port}", reconnect_min_s=0.1, reconnect_max_s=1.0
-            ),
+        service = ServiceProcess(
+            self.workdir,
+            {
+                "dialogue_map": MAP,
+                "redis__url": redis.url,
+                "redis__timeout_s": "0.3",
+                "providers__tts": "yandex",
+                "providers__llm": "openai",
+                "yandex__stt_endpoint": endpoint,
+                "yandex__tts_endpoint": endpoint,
+                "yandex__tls": "false",
+                "openai__base_url": f"http://127.0.0.1:{openai_proc.port}/v1",
+                "openai__api_key": "standin",
+                "openai__moderation": "false",
+                "call__stt_stall_s": "2.0",
+                "call__stt_recovery_s": "6.0",
+                "audiosocket__bind_port": str(port),
+                "ami__log_events": "false",
+                "ari__url": fake.url,
+                "ari__audiosocket_host": f"127.0.0.1:{port}",
+                "ari__reconnect_min_s": "0.1",
+                "ari__reconnect_max_s": "1.0",
+                "log__level": "WARNING",
+                "log__format": "text",
+            },
+            log=self.service_log,
         )
-        app = VoicebridgeApp(settings)
         procs: dict[str, RedisProcess | StandinProcess] = {
             "redis": redis,
             "speechkit": speechkit,
             "openai": openai_proc,
         }
         try:
-            await app.start()
-            assert app.ari is not None
-            async with asyncio.timeout(30):
-                await app.ari.connected.wait()
+            await service.start()
             ports = {
                 redis.port: "redis",
                 speechkit.port: "speechkit",
                 openai_proc.port: "openai",
                 fake.port: "fake-ari",
                 port: "audiosocket",
+                service.admin_port: "admin",
             }
-            harness: set[asyncio.Task[object]] = {t for t in asyncio.all_tasks()}
-            baseline_tasks = task_names(set())
-            baseline_fds, baseline_fd_kinds = fd_count(), fd_kinds(ports)
+            baseline_tasks = await service.tasks()
+            baseline_fds, baseline_fd_kinds = service.fd_count(), service.fd_kinds(ports)
+            baseline_objects = await service.objects()
             self.t0 = time.monotonic()
             deadline = self.minutes * 60
-            self.progress(f"soak: {self.minutes:g} min, {self.concurrent} calls at a time, seed {self.seed}")
+            self.progress(
+                f"soak: {self.minutes:g} min, {self.concurrent} calls at a time, seed {self.seed}, "
+                f"service pid {service.pid}"
+            )
             async with asyncio.TaskGroup() as group:
-                sampler = group.create_task(self._sample_rss(deadline), name="soak-rss")
-                injector = group.create_task(self._inject(deadline, procs, fake), name="soak-faults")
-                slots = [
-                    group.create_task(self._slot(i, deadline, app, fake), name=f"soak-slot-{i}")
-                    for i in range(self.concurrent)
-                ]
-                harness |= {sampler, injector, *slots}
+                group.create_task(self._sample(deadline, service), name="soak-rss")
+                group.create_task(self._inject(deadline, procs, fake), name="soak-faults")
+                if self.trace_memory_at_s is not None:
+                    group.create_task(self._trace_memory(service), name="soak-tracemalloc")
+                for i in range(self.concurrent):
+                    group.create_task(self._slot(i, deadline, service, fake), name=f"soak-slot-{i}")
             # Every fault healed, every call ended: let reconnections and re-warming settle.
             async with asyncio.timeout(30):
-                while app.calls_active:  # noqa: ASYNC110 - a counter, no event to wait on
-                    await asyncio.sleep(0.1)
+                while await service.calls_active():  # noqa: ASYNC110 - a gauge, no event to wait on
+                    await asyncio.sleep(0.2)
             await asyncio.sleep(3.0)
-            current = asyncio.current_task()
-            leftover = task_names(harness | ({current} if current else set())) - baseline_tasks
-            end_fds, end_fd_kinds = fd_count(), fd_kinds(ports)
-            self.rss.append((self.now(), rss_mb()))
+            leftover = (await service.tasks()) - baseline_tasks
+            end_fds, end_fd_kinds = service.fd_count(), service.fd_kinds(ports)
+            self.rss.append((round(self.now(), 1), round(service.rss_mb(), 1)))
+            self.harness_rss.append((round(self.now(), 1), round(rss_mb(), 1)))
+            objects = await service.objects()
+            grown = {k: v - baseline_objects.get(k, 0) for k, v in objects.items()}
+            if self.trace_memory_at_s is not None and self.now() > self.trace_memory_at_s:
+                self.memory_top = await service.get("/debug/tracemalloc")
             return SoakResult(
                 minutes=self.minutes,
                 concurrent=self.concurrent,
@@ -198,23 +213,38 @@ class Soak:
                 leftover_fd_kinds=dict(end_fd_kinds - baseline_fd_kinds),
                 bound_s=self.bound_s,
                 fault_bound_s=self.fault_bound_s,
+                harness_rss_mb=self.harness_rss,
+                objects_grown={k: v for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v},
+                memory_top=self.memory_top,
+                load=_load(),
             )
         finally:
-            await app.close()
+            await service.close()
             await fake.close()
             await speechkit.close()
             await openai_proc.close()
             redis.close()
 
-    async def _sample_rss(self, deadline: float) -> None:
+    async def _sample(self, deadline: float, service: ServiceProcess) -> None:
+        """The service's RSS and fds, and this process's RSS, every 10 s."""
         while self.now() < deadline:
-            self.rss.append((round(self.now(), 1), round(rss_mb(), 1)))
-            self.fds.append((round(self.now(), 1), fd_count()))
+            t = round(self.now(), 1)
+            self.rss.append((t, round(service.rss_mb(), 1)))
+            self.harness_rss.append((t, round(rss_mb(), 1)))
+            self.fds.append((t, service.fd_count()))
             self.progress(
-                f"soak: {self.now():5.0f} s, {len(self.calls)} calls, RSS {self.rss[-1][1]:.1f} MB, "
-                f"fds {self.fds[-1][1]}, faults {len(self.faults)}"
+                f"soak: {self.now():5.0f} s, {len(self.calls)} calls, service RSS {self.rss[-1][1]:.1f} MB, "
+                f"fds {self.fds[-1][1]}, harness RSS {self.harness_rss[-1][1]:.1f} MB, "
+                f"faults {len(self.faults)}, load {_load()}"
             )
             await asyncio.sleep(10.0)
+
+    async def _trace_memory(self, service: ServiceProcess) -> None:
+        """Start the service's allocation tracing at `trace_memory_at_s` (the diff is read at the end)."""
+        assert self.trace_memory_at_s is not None
+        await asyncio.sleep(max(0.0, self.trace_memory_at_s - self.now()))
+        await service.post("/debug/tracemalloc")
+        self.progress(f"soak: {self.now():5.0f} s, allocation tracing started in the service")
 
     async def _inject(
         self, deadline: float, procs: dict[str, RedisProcess | StandinProcess], fake: FakeAri
@@ -259,12 +289,12 @@ class Soak:
         found = [f for f in self.faults if f.start <= end and (f.end < 0 or f.end + 2.0 >= start)]
         return [f"{f.target}:{f.action}@{f.start:.0f}" for f in found]
 
-    async def _slot(self, slot: int, deadline: float, app: VoicebridgeApp, fake: FakeAri) -> None:
+    async def _slot(self, slot: int, deadline: float, service: ServiceProcess, fake: FakeAri) -> None:
         await asyncio.sleep(slot * 1.5)  # calls out of step
         while self.now() < deadline:
             record = CallRecord(slot, round(self.now(), 2))
             self.calls.append(record)
-            await self._call(record, app, fake)
+            await self._call(record, service, fake)
             record.end = round(self.now(), 2)
             record.faults = self._faults_between(record.start, record.end)
             for wait in record.waits:  # faults healed after the wait began count too
@@ -272,7 +302,7 @@ class Soak:
                 wait.faults = self._faults_between(wait.owed, end)
                 wait.bound_s = self.fault_bound_s if wait.faults else self.bound_s
 
-    async def _call(self, record: CallRecord, app: VoicebridgeApp, fake: FakeAri) -> None:
+    async def _call(self, record: CallRecord, service: ServiceProcess, fake: FakeAri) -> None:
         if not fake.websocket_up:  # no Stasis app registered: Asterisk refuses the call itself
             record.reason, record.harness = "not_placed", "not_placed"
             await asyncio.sleep(1.0)
@@ -335,7 +365,7 @@ class Soak:
         # The service records the end reason when the call's handler has finished.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(15):
-                while (reason := _outcome(app, call_id)) is None:  # noqa: ASYNC110 - a deque, no event
+                while (reason := service.outcome(call_id)) is None:  # noqa: ASYNC110 - a file, no event
                     await asyncio.sleep(0.05)
                 record.reason = reason
         self._forget(fake, channel, leg)
@@ -369,18 +399,16 @@ class Soak:
         del fake.requests[:]
 
 
+def _load() -> str:
+    """The machine's 1-minute load average (the soak shares its cores)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def _finished(c: FakeAsterisk) -> bool:
     if not c.connected:
         return True
     last = c.received[-1].at if c.received else 0.0
     return c.last_voice_at is not None and last - c.last_voice_at >= QUIET_S
-
-
-def _outcome(app: VoicebridgeApp, call_id: str) -> str | None:
-    for cid, reason in reversed(app.outcomes):
-        if cid == call_id:
-            return reason
-    return None
 
 
 def run_soak(
@@ -393,6 +421,8 @@ def run_soak(
     fault_gap_s: tuple[float, float] = (4.0, 12.0),
     fault_hold_s: tuple[float, float] = (1.0, 8.0),
     progress: Callable[[str], None] = lambda _line: None,
+    trace_memory_at_s: float | None = None,
+    service_log: Path | None = None,
 ) -> SoakResult:
     """Run one soak (blocking; its own event loop) and return what it measured."""
     with tempfile.TemporaryDirectory(prefix="voicebridge-soak-") as tmp:
@@ -406,6 +436,8 @@ def run_soak(
             fault_gap_s=fault_gap_s,
             fault_hold_s=fault_hold_s,
             progress=progress,
+            trace_memory_at_s=trace_memory_at_s,
+            service_log=service_log,
         )
         return asyncio.run(soak.run())
 
@@ -423,12 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-bound", type=float, default=8.0, help="s the caller may wait during a fault")
     parser.add_argument("--json", type=Path, default=Path("soak.json"), help="where to write the record")
     parser.add_argument("--log", type=Path, help="the service's log (WARNING and up) goes here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        filename=str(args.log) if args.log else None,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    parser.add_argument(
+        "--trace-memory-at",
+        type=float,
+        metavar="S",
+        help="start the service's allocation tracing S seconds in; the table lists what grew since",
     )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_soak(
         minutes=args.minutes,
         concurrent=args.calls,
@@ -436,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         bound_s=args.bound,
         fault_bound_s=args.fault_bound,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        trace_memory_at_s=args.trace_memory_at,
+        service_log=args.log.resolve() if args.log else None,
     )
     print(result.render(), flush=True)
     args.json.write_text(result.to_json(), encoding="utf-8")

@@ -4,6 +4,7 @@ owed the caller audio, and the numbers the README's soak table gives (`SoakResul
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -72,6 +73,10 @@ class SoakResult:
     leftover_fd_kinds: dict[str, int]
     bound_s: float
     fault_bound_s: float
+    harness_rss_mb: list[tuple[float, float]] = field(default_factory=list)  # the harness's own
+    objects_grown: dict[str, int] = field(default_factory=dict)  # the service's, by type, end - start
+    memory_top: dict[str, object] = field(default_factory=dict)  # its /debug/tracemalloc diff
+    load: str = ""  # the machine's load average at the end
 
     def summary(self) -> dict[str, object]:
         """The numbers of the table, as a dict."""
@@ -80,12 +85,14 @@ class SoakResult:
         unexplained = [c for c in failed if not c.faults]
         waits = [w for c in self.calls for w in c.waits]
         healthy = [w for w in waits if not w.faults and w.waited_s is not None]
-        half = [mb for t, mb in self.rss_mb if t >= self.rss_mb[-1][0] / 2] if self.rss_mb else []
-        slope = 0.0
-        if len(half) >= 2:
-            t0 = next(t for t, _ in self.rss_mb if t >= self.rss_mb[-1][0] / 2)
-            span_min = (self.rss_mb[-1][0] - t0) / 60
-            slope = (half[-1] - half[0]) / span_min if span_min > 0 else 0.0
+        slope = (
+            _slope([(t, mb) for t, mb in self.rss_mb if t >= self.rss_mb[-1][0] / 2]) if self.rss_mb else 0.0
+        )
+        at_minute = {
+            m: min(self.rss_mb, key=lambda sample: abs(sample[0] - m * 60))[1]
+            for m in _minutes(self.minutes)
+            if self.rss_mb
+        }
         return {
             "calls": len(self.calls),
             "completed": reasons.get("end_call", 0),
@@ -107,6 +114,9 @@ class SoakResult:
             "rss_mb_max": max((mb for _, mb in self.rss_mb), default=0.0),
             "rss_mb_last": self.rss_mb[-1][1] if self.rss_mb else 0.0,
             "rss_mb_per_min_second_half": round(slope, 2),
+            "rss_mb_at_minute": at_minute,
+            "harness_rss_mb_first": self.harness_rss_mb[0][1] if self.harness_rss_mb else 0.0,
+            "harness_rss_mb_last": self.harness_rss_mb[-1][1] if self.harness_rss_mb else 0.0,
             "fds_max_during": max((n for _, n in self.fds), default=0),
             "leftover_tasks": sum(self.leftover_tasks.values()),
             "leftover_fds": self.end_fds - self.baseline_fds,
@@ -140,10 +150,15 @@ class SoakResult:
             ("waits ended by the bot hanging up, no audio", s["waits_ended_by_hangup"]),
             ("waits never answered, line open (went mute)", s["waits_never_answered"]),
             (
-                "RSS first / max / last (MB)",
+                "service RSS first / max / last (MB)",
                 f"{s['rss_mb_first']:.1f} / {s['rss_mb_max']:.1f} / {s['rss_mb_last']:.1f}",
             ),
-            ("RSS slope, second half (MB/min)", s["rss_mb_per_min_second_half"]),
+            ("service RSS at minute (MB)", _fmt(s["rss_mb_at_minute"])),
+            ("service RSS slope, second half (MB/min, least squares)", s["rss_mb_per_min_second_half"]),
+            (
+                "harness RSS first / last (MB)",
+                f"{s['harness_rss_mb_first']:.1f} / {s['harness_rss_mb_last']:.1f}",
+            ),
             ("open fds: at the start / max during the soak", f"{self.baseline_fds} / {s['fds_max_during']}"),
             ("leftover tasks at the end", f"{s['leftover_tasks']} {_fmt(self.leftover_tasks)}".strip()),
             (
@@ -151,6 +166,20 @@ class SoakResult:
                 f"{s['leftover_fds']} ({self.baseline_fds} -> {self.end_fds}) {_fmt(self.leftover_fd_kinds)}",
             ),
         ]
+        if self.objects_grown:
+            top = dict(list(self.objects_grown.items())[:8])
+            rows.append(("service objects grown, by type (end - start)", _fmt(top)))
+        places = self.memory_top.get("top")
+        if isinstance(places, list):
+            grown = [p for p in places[:8] if isinstance(p, dict)]
+            rows.append(
+                (
+                    "service allocations grown since tracing began (KB)",
+                    ", ".join(f"{p['where']} {p['size_diff_kb']:+}" for p in grown),
+                )
+            )
+        if self.load:
+            rows.append(("machine load average (1 min) at the end", self.load))
         width = max(len(k) for k, _ in rows)
         lines = [f"soak with random faults ({self.minutes:g} min)", "-" * (width + 40)]
         lines += [f"{k:<{width}}  {v}" for k, v in rows]
@@ -169,6 +198,18 @@ def _fmt(d: object) -> str:
     if not isinstance(d, dict) or not d:
         return ""
     return "(" + ", ".join(f"{k} {v}" for k, v in sorted(d.items())) + ")"
+
+
+def _slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, MB per minute; 0.0 for fewer than 2."""
+    if len(samples) < 2 or len({t for t, _ in samples}) < 2:
+        return 0.0
+    return statistics.linear_regression([t for t, _ in samples], [mb for _, mb in samples]).slope * 60
+
+
+def _minutes(total: float) -> list[int]:
+    """The minutes the RSS series is reported at: 1, 5, 10, 15, ... up to `total`."""
+    return [m for m in (1, *range(5, int(total) + 1, 5)) if m <= total]
 
 
 def _pct(values: list[float], p: float) -> float:
