@@ -7,7 +7,9 @@ import json
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
 RESPONSE_WAIT_S = 40.0  # a wait longer than this: the call is stuck, the caller hangs up
 
 
@@ -174,8 +176,14 @@ class SoakResult:
             grown = [p for p in places[:8] if isinstance(p, dict)]
             rows.append(
                 (
-                    "service allocations grown since tracing began (KB)",
-                    ", ".join(f"{p['where']} {p['size_diff_kb']:+}" for p in grown),
+                    "service allocations made since tracing began, still live (MB)",
+                    self.memory_top.get("traced_mb", "?"),
+                )
+            )
+            rows.append(
+                (
+                    "  most of them, by source line (KB)",
+                    ", ".join(f"{_short(str(p['where']))} {p['size_diff_kb']:+}" for p in grown),
                 )
             )
         if self.load:
@@ -198,6 +206,16 @@ def _fmt(d: object) -> str:
     if not isinstance(d, dict) or not d:
         return ""
     return "(" + ", ".join(f"{k} {v}" for k, v in sorted(d.items())) + ")"
+
+
+def _short(where: str) -> str:
+    """A source path from the package on: `.../site-packages/grpc/aio/_call.py:367` -> `grpc/aio/_call.py:367`."""
+    if where.startswith(_ROOT):
+        return where[len(_ROOT) :]
+    for marker in ("site-packages/", "/lib/python3.11/"):
+        if marker in where:
+            return where.rsplit(marker, 1)[1]
+    return where
 
 
 def _slope(samples: list[tuple[float, float]]) -> float:
