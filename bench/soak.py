@@ -58,6 +58,8 @@ QUIET_S = 0.8  # the bot has finished speaking once it has been quiet this long
 CALL_SETUP_S = 15.0  # bound on a call's media leg appearing
 END_WAIT_S = 30.0  # bound on the bot hanging up after the caller's last line
 HANGUP_WAIT_S = 5.0  # the bot finished speaking after the caller's lines: it hangs up within this
+RESTART_ATTEMPTS = 3  # a killed peer is started this many times at most
+RESTART_S = 60.0  # bound on one start (the machine may be loaded by other jobs)
 REPEATS = 4  # times the caller says its last line again while the bot does not hang up
 
 
@@ -90,6 +92,7 @@ class Soak:
         self.faults: list[Fault] = []
         self.rss: list[tuple[float, float]] = []
         self.fds: list[tuple[float, int]] = []
+        self.restart_failures = 0  # starts of a killed peer that timed out (harness, not service)
         self.harness_rss: list[tuple[float, float]] = []  # this process: callers, fake ARI
         self.trace_memory_at_s = trace_memory_at_s
         self.memory_top: dict[str, object] = {}
@@ -217,6 +220,7 @@ class Soak:
                 objects_grown={k: v for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v},
                 memory_top=self.memory_top,
                 load=_load(),
+                restart_failures=self.restart_failures,
             )
         finally:
             await service.close()
@@ -275,14 +279,30 @@ class Soak:
                 elif isinstance(proc, RedisProcess):
                     proc.kill()
                     await asyncio.sleep(hold)
-                    await proc.start()  # empty: no persistence
+                    await self._restart(target, proc)  # empty: no persistence
                 else:
                     await proc.kill()
                     await asyncio.sleep(hold)
-                    await proc.start()
+                    await self._restart(target, proc)
             finally:
                 fault.end = round(self.now(), 2)
                 self.active_faults.remove(fault)
+
+    async def _restart(self, target: str, proc: RedisProcess | StandinProcess) -> None:
+        """Start a killed peer again; on a loaded machine a start can outlast its bound: then it
+        is killed and started again (the fault lasts until one start succeeds)."""
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            try:
+                await proc.start(timeout_s=RESTART_S)
+                return
+            except (TimeoutError, RuntimeError) as exc:
+                self.restart_failures += 1
+                self.progress(f"soak: {self.now():5.0f} s {target} restart {attempt} failed ({exc!r}); again")
+                if isinstance(proc, RedisProcess):
+                    proc.kill()
+                else:
+                    await proc.kill()
+        raise RuntimeError(f"{target} did not restart in {RESTART_ATTEMPTS} attempts")
 
     def _faults_between(self, start: float, end: float) -> list[str]:
         """The faults active at some time in [start, end] (healed ones count for 2 s more)."""

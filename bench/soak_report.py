@@ -79,6 +79,7 @@ class SoakResult:
     objects_grown: dict[str, int] = field(default_factory=dict)  # the service's, by type, end - start
     memory_top: dict[str, object] = field(default_factory=dict)  # its /debug/tracemalloc diff
     load: str = ""  # the machine's load average at the end
+    restart_failures: int = 0  # starts of a killed peer that outlasted their bound (then retried)
 
     def summary(self) -> dict[str, object]:
         """The numbers of the table, as a dict."""
@@ -186,6 +187,8 @@ class SoakResult:
                     ", ".join(f"{_short(str(p['where']))} {p['size_diff_kb']:+}" for p in grown),
                 )
             )
+        if self.restart_failures:
+            rows.append(("peer restarts that timed out and were retried", self.restart_failures))
         if self.load:
             rows.append(("machine load average (1 min) at the end", self.load))
         width = max(len(k) for k, _ in rows)
