@@ -118,6 +118,7 @@ def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
         rss_mb=[(0.0, 100.0), (30.0, 101.0), (60.0, 102.0)], fds=[(0.0, 20), (30.0, 25)],
         baseline_tasks={"ari-controller": 1}, leftover_tasks={"call-handler-#": 1},
         baseline_fds=20, end_fds=21, leftover_fd_kinds={"tcp:redis": 1}, bound_s=4.0, fault_bound_s=8.0,
+        harness_rss_mb=[(0.0, 90.0), (60.0, 91.0)], objects_grown={"dict": 12},
     )  # fmt: skip
     s = result.summary()
     assert (s["calls"], s["completed"], s["failed"]) == (4, 2, 2)
@@ -129,6 +130,14 @@ def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
     assert s["waits_over_bound"] == 3 and s["waits_never_answered"] == 1 and s["waits_ended_by_hangup"] == 1
     assert s["rss_mb_per_min_second_half"] == 2.0 and s["fds_max_during"] == 25
     assert (s["leftover_tasks"], s["leftover_fds"]) == (1, 1)
+    assert s["rss_mb_at_minute"] == {1: 102.0} and s["harness_rss_mb_last"] == 91.0
     table = result.render()
-    for row in ("completed", "dead air beyond bound", "RSS slope", "leftover tasks", "leftover fds"):
+    for row in (
+        "completed",
+        "dead air beyond bound",
+        "RSS slope",
+        "harness RSS",
+        "objects grown",
+        "leftover fds",
+    ):
         assert row in table
