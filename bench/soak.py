@@ -1,24 +1,27 @@
 """Soak with random faults: `python -m bench.soak --minutes 10 --calls 6` (`make soak`).
 
-N calls at a time for M minutes through the real service in this process (`VoicebridgeApp`
-with its ARI controller against `testkit.fake_ari.FakeAri`, the AudioSocket server, a fresh
-Orchestrator per call), every peer on real sockets: the callers are `FakeAsterisk` legs that
-speak espeak-ng Russian; Redis (`testkit.redis_server`), the SpeechKit stand-in (STT and TTS over
-gRPC) and the OpenAI stand-in (LLM over HTTP) are processes of their own. Meanwhile one fault at a
-time, drawn from a seeded `random.Random`: a process killed (SIGKILL, then restarted: Redis comes
-back empty) or frozen (SIGSTOP, then SIGCONT), or the ARI websocket dropped and refused for a
-while. Measured:
+N calls at a time for M minutes through `voicebridge serve` in a process of its own
+(`bench.soak_service`: its ARI controller against `testkit.fake_ari.FakeAri`, which runs here, its
+AudioSocket server, a fresh Orchestrator per call), every peer on real sockets: the callers are
+`FakeAsterisk` legs in this process that speak espeak-ng Russian; Redis (`testkit.redis_server`),
+the SpeechKit stand-in (STT and TTS over gRPC) and the OpenAI stand-in (LLM over HTTP) are
+processes of their own. Meanwhile one fault at a time, drawn from a seeded `random.Random`: a
+process killed (SIGKILL, then restarted: Redis comes back empty) or frozen (SIGSTOP, then SIGCONT),
+or the ARI websocket dropped and refused for a while. Measured:
 
-- calls completed (the map's goodbye: end reason `end_call`) and the others by end reason, each
-  with the faults that overlapped it; a failed call that overlapped no fault is `unexplained`;
+- calls completed (the map's goodbye: end reason `end_call`) and the others by end reason (the
+  service's `call_end` records), each with the faults that overlapped it; a failed call that
+  overlapped no fault is `unexplained`;
 - dead air: for each moment the bot owes the caller audio (the call connected: the greeting; the
   caller finished a line: the answer), the wait until the caller hears bot audio; the seconds
   beyond `--bound` (no fault active) or `--fault-bound` (a fault overlapped the wait), and waits
   never answered before the line closed (a call that went mute);
-- RSS of this process (the service and the harness: callers, fake ARI) every 10 s, and the slope
-  over the second half;
-- tasks and file descriptors left at the end, against a baseline taken when idle before the first
-  call (after every fault was healed and all calls ended).
+- the service process's RSS (/proc/<pid>/status) and open fds every 10 s, the RSS slope over the
+  second half; this (harness) process's RSS apart;
+- the service's tasks (its admin `/debug/tasks`) and fds left at the end, against a baseline
+  taken when idle before the first call (after every fault was healed and all calls ended), and
+  the object types whose count grew (`/debug/objects`); with `--trace-memory-at S`, the places
+  whose allocations grew most from S seconds in to the end (`/debug/tracemalloc`).
 
 Prints a table (stdout) and writes the whole record as JSON (`--json`).
 """
@@ -32,26 +35,15 @@ import json
 import logging
 import os
 import random
-import re
-import socket
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bridge.admin import AdminSettings
-from bridge.ami import AmiSettings
-from bridge.app import VoicebridgeApp
-from bridge.ari import AriSettings
-from bridge.audiosocket.server import AudioSocketSettings
-from bridge.settings import ProvidersSettings, Settings
-from orchestrator.adapters.openai_settings import OpenAISettings
-from orchestrator.adapters.speechkit import YandexSettings
-from orchestrator.cache.redis_settings import RedisSettings
-from orchestrator.call_settings import CallSettings
+from bench.proc_stats import free_port, rss_mb
+from bench.soak_report import RESPONSE_WAIT_S, CallRecord, Fault, SoakResult, Wait
+from bench.soak_service import ServiceProcess
 from testkit.fake_ari import FakeAri
 from testkit.fake_asterisk import FakeAsterisk
 from testkit.redis_server import RedisProcess
@@ -64,237 +56,11 @@ MAP = str(ROOT / "dialogue_maps" / "cleaning_quote.ru.json")
 TARGETS = ("redis", "speechkit", "openai", "ari")
 QUIET_S = 0.8  # the bot has finished speaking once it has been quiet this long
 CALL_SETUP_S = 15.0  # bound on a call's media leg appearing
-RESPONSE_WAIT_S = 40.0  # a wait longer than this: the call is stuck, the caller hangs up
 END_WAIT_S = 30.0  # bound on the bot hanging up after the caller's last line
 HANGUP_WAIT_S = 5.0  # the bot finished speaking after the caller's lines: it hangs up within this
+RESTART_ATTEMPTS = 3  # a killed peer is started this many times at most
+RESTART_S = 60.0  # bound on one start (the machine may be loaded by other jobs)
 REPEATS = 4  # times the caller says its last line again while the bot does not hang up
-
-
-@dataclass
-class Fault:
-    target: str
-    action: str  # "kill" | "freeze" | "drop"
-    start: float  # seconds since the soak began
-    end: float = -1.0  # when it was healed
-
-
-@dataclass
-class Wait:
-    owed: float  # seconds since the soak began
-    waited_s: float | None  # until the first bot audio; None: none came
-    bound_s: float
-    faults: list[str]
-    closed_s: float | None = None  # no bot audio, the line closed this long after `owed`
-
-    @property
-    def silent_s(self) -> float:
-        """What the caller heard of silence: until bot audio, or the line closing, or the
-        harness giving up (`RESPONSE_WAIT_S`)."""
-        if self.waited_s is not None:
-            return self.waited_s
-        return self.closed_s if self.closed_s is not None else RESPONSE_WAIT_S
-
-    @property
-    def mute(self) -> bool:
-        """No bot audio and the line stayed open: the caller was left in silence."""
-        return self.waited_s is None and self.closed_s is None
-
-    @property
-    def excess_s(self) -> float:
-        return max(0.0, self.silent_s - self.bound_s)
-
-
-@dataclass
-class CallRecord:
-    slot: int
-    start: float
-    end: float = -1.0
-    reason: str = "unknown"  # the service's end reason (app.outcomes)
-    harness: str = ""  # what the harness had to do: "", "no_leg", "stuck_hangup"
-    repeats: int = 0  # times the caller said its last line again
-    waits: list[Wait] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SoakResult:
-    minutes: float
-    concurrent: int
-    seed: int
-    calls: list[CallRecord]
-    faults: list[Fault]
-    rss_mb: list[tuple[float, float]]  # (seconds since start, MB)
-    fds: list[tuple[float, int]]  # (seconds since start, open descriptors)
-    baseline_tasks: dict[str, int]
-    leftover_tasks: dict[str, int]
-    baseline_fds: int
-    end_fds: int
-    leftover_fd_kinds: dict[str, int]
-    bound_s: float
-    fault_bound_s: float
-
-    def summary(self) -> dict[str, object]:
-        """The numbers of the table, as a dict."""
-        reasons = Counter(c.reason for c in self.calls)
-        failed = [c for c in self.calls if c.reason != "end_call"]
-        unexplained = [c for c in failed if not c.faults]
-        waits = [w for c in self.calls for w in c.waits]
-        healthy = [w for w in waits if not w.faults and w.waited_s is not None]
-        half = [mb for t, mb in self.rss_mb if t >= self.rss_mb[-1][0] / 2] if self.rss_mb else []
-        slope = 0.0
-        if len(half) >= 2:
-            t0 = next(t for t, _ in self.rss_mb if t >= self.rss_mb[-1][0] / 2)
-            span_min = (self.rss_mb[-1][0] - t0) / 60
-            slope = (half[-1] - half[0]) / span_min if span_min > 0 else 0.0
-        return {
-            "calls": len(self.calls),
-            "completed": reasons.get("end_call", 0),
-            "failed": len(failed),
-            "failed_by_reason": dict(Counter(c.reason for c in failed)),
-            "failed_unexplained": len(unexplained),
-            "harness_actions": dict(Counter(c.harness for c in self.calls if c.harness)),
-            "calls_with_repeated_line": sum(1 for c in self.calls if c.repeats),
-            "faults": dict(Counter(f"{f.target}:{f.action}" for f in self.faults)),
-            "waits": len(waits),
-            "wait_p50_s_no_fault": _pct([w.waited_s for w in healthy if w.waited_s is not None], 50),
-            "wait_max_s_no_fault": max((w.waited_s or 0.0 for w in healthy), default=0.0),
-            "dead_air_beyond_bound_s": round(sum(w.excess_s for w in waits), 2),
-            "dead_air_beyond_bound_no_fault_s": round(sum(w.excess_s for w in waits if not w.faults), 2),
-            "waits_over_bound": sum(1 for w in waits if w.excess_s > 0),
-            "waits_ended_by_hangup": sum(1 for w in waits if w.closed_s is not None),
-            "waits_never_answered": sum(1 for w in waits if w.mute),
-            "rss_mb_first": self.rss_mb[0][1] if self.rss_mb else 0.0,
-            "rss_mb_max": max((mb for _, mb in self.rss_mb), default=0.0),
-            "rss_mb_last": self.rss_mb[-1][1] if self.rss_mb else 0.0,
-            "rss_mb_per_min_second_half": round(slope, 2),
-            "fds_max_during": max((n for _, n in self.fds), default=0),
-            "leftover_tasks": sum(self.leftover_tasks.values()),
-            "leftover_fds": self.end_fds - self.baseline_fds,
-        }
-
-    def render(self) -> str:
-        """The plain-text table."""
-        s = self.summary()
-        rows = [
-            (
-                "duration, concurrency, seed",
-                f"{self.minutes:g} min, {self.concurrent} calls, seed {self.seed}",
-            ),
-            ("faults injected", _fmt(s["faults"])),
-            ("calls", s["calls"]),
-            ("completed (goodbye, end_call)", s["completed"]),
-            ("failed, by end reason", f"{s['failed']} {_fmt(s['failed_by_reason'])}"),
-            ("failed with no fault overlapping", s["failed_unexplained"]),
-            ("harness had to act", _fmt(s["harness_actions"]) or "never"),
-            ("calls where the caller repeated its last line", s["calls_with_repeated_line"]),
-            ("bot owed audio (waits)", s["waits"]),
-            (
-                "wait, no fault: p50 / max (s)",
-                f"{s['wait_p50_s_no_fault']:.2f} / {s['wait_max_s_no_fault']:.2f}",
-            ),
-            (
-                f"dead air beyond bound ({self.bound_s:g} s; {self.fault_bound_s:g} s in a fault)",
-                f"{s['dead_air_beyond_bound_s']} s over {s['waits_over_bound']} waits "
-                f"({s['dead_air_beyond_bound_no_fault_s']} s with no fault)",
-            ),
-            ("waits ended by the bot hanging up, no audio", s["waits_ended_by_hangup"]),
-            ("waits never answered, line open (went mute)", s["waits_never_answered"]),
-            (
-                "RSS first / max / last (MB)",
-                f"{s['rss_mb_first']:.1f} / {s['rss_mb_max']:.1f} / {s['rss_mb_last']:.1f}",
-            ),
-            ("RSS slope, second half (MB/min)", s["rss_mb_per_min_second_half"]),
-            ("open fds: at the start / max during the soak", f"{self.baseline_fds} / {s['fds_max_during']}"),
-            ("leftover tasks at the end", f"{s['leftover_tasks']} {_fmt(self.leftover_tasks)}".strip()),
-            (
-                "leftover fds at the end",
-                f"{s['leftover_fds']} ({self.baseline_fds} -> {self.end_fds}) {_fmt(self.leftover_fd_kinds)}",
-            ),
-        ]
-        width = max(len(k) for k, _ in rows)
-        lines = [f"soak with random faults ({self.minutes:g} min)", "-" * (width + 40)]
-        lines += [f"{k:<{width}}  {v}" for k, v in rows]
-        return "\n".join(lines)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"summary": self.summary(), **{k: v for k, v in asdict(self).items()}},
-            ensure_ascii=False,
-            indent=1,
-            default=str,
-        )
-
-
-def _fmt(d: object) -> str:
-    if not isinstance(d, dict) or not d:
-        return ""
-    return "(" + ", ".join(f"{k} {v}" for k, v in sorted(d.items())) + ")"
-
-
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _tcp_peers() -> dict[str, tuple[int, int]]:
-    """Socket inode -> (local port, remote port) of this host's TCP sockets."""
-    peers: dict[str, tuple[int, int]] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table, encoding="ascii") as f:
-            for row in list(f)[1:]:
-                cols = row.split()
-                peers[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
-    return peers
-
-
-def _fd_kinds(ports: dict[int, str]) -> Counter[str]:
-    """Open descriptors by kind: a TCP socket by the peer it talks to (`ports`: port -> name),
-    else "socket", "pipe", "anon_inode:[eventpoll]", or a path."""
-    kinds: Counter[str] = Counter()
-    peers = _tcp_peers()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            inode = re.fullmatch(r"socket:\[(\d+)\]", target)
-            if inode is not None and inode.group(1) in peers:
-                local, remote = peers[inode.group(1)]
-                name = ports.get(remote) or ports.get(local)
-                target = f"tcp:{name}" if name else f"tcp:{remote or 'listen'}"
-            kinds[re.sub(r":\[\d+\]$", "", target)] += 1
-    return kinds
-
-
-_ID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9]+")
-
-
-def _task_names(exclude: set[asyncio.Task[object]]) -> Counter[str]:
-    """Live tasks by name, numbers and ids replaced (`ari-call-<uuid>` -> `ari-call-#`)."""
-    names: Counter[str] = Counter()
-    for task in asyncio.all_tasks():
-        if task in exclude:
-            continue
-        names[_ID.sub("#", task.get_name())] += 1
-    return names
 
 
 class Soak:
@@ -312,6 +78,8 @@ class Soak:
         fault_gap_s: tuple[float, float],
         fault_hold_s: tuple[float, float],
         progress: Callable[[str], None],
+        trace_memory_at_s: float | None = None,
+        service_log: Path | None = None,
     ) -> None:
         self.minutes, self.concurrent, self.seed = minutes, concurrent, seed
         self.workdir = workdir
@@ -324,6 +92,11 @@ class Soak:
         self.faults: list[Fault] = []
         self.rss: list[tuple[float, float]] = []
         self.fds: list[tuple[float, int]] = []
+        self.restart_failures = 0  # starts of a killed peer that timed out (harness, not service)
+        self.harness_rss: list[tuple[float, float]] = []  # this process: callers, fake ARI
+        self.trace_memory_at_s = trace_memory_at_s
+        self.memory_top: dict[str, object] = {}
+        self.service_log = service_log
         self.active_faults: list[Fault] = []
         self.lines = [(line, espeak_pcm(line)) for line in DEMO_CALLER_LINES]
 
@@ -345,75 +118,89 @@ class Soak:
         )
         redis = RedisProcess(self.workdir)
         speechkit = StandinProcess(
-            "speechkit", _free_port(), script, cwd=ROOT, stderr=self.workdir / "speechkit.log"
+            "speechkit", free_port(), script, cwd=ROOT, stderr=self.workdir / "speechkit.log"
         )
         openai_proc = StandinProcess(
-            "openai", _free_port(), script, cwd=ROOT, stderr=self.workdir / "openai.log"
+            "openai", free_port(), script, cwd=ROOT, stderr=self.workdir / "openai.log"
         )
         fake = FakeAri()
         await redis.start()
         await speechkit.start()
         await openai_proc.start()
         await fake.start()
-        port = _free_port()
+        port = free_port()
         endpoint = f"127.0.0.1:{speechkit.port}"
-        settings = Settings(
-            dialogue_map=MAP,
-            redis=RedisSettings(url=redis.url, timeout_s=0.3),
-            providers=ProvidersSettings(tts="yandex", llm="openai"),
-            yandex=YandexSettings(stt_endpoint=endpoint, tts_endpoint=endpoint, tls=False),
-            openai=OpenAISettings(
-                base_url=f"http://127.0.0.1:{openai_proc.port}/v1", api_key="standin", moderation=False
-            ),
-            call=CallSettings(stt_stall_s=2.0, stt_recovery_s=6.0),
-            audiosocket=AudioSocketSettings(bind_port=port),
-            ami=AmiSettings(log_events=False),
-            admin=AdminSettings(port=0),
-            ari=AriSettings(
-                url=fake.url, audiosocket_host=f"127.0.0.1:{port}", reconnect_min_s=0.1, reconnect_max_s=1.0
-            ),
+        service = ServiceProcess(
+            self.workdir,
+            {
+                "dialogue_map": MAP,
+                "redis__url": redis.url,
+                "redis__timeout_s": "0.3",
+                "providers__tts": "yandex",
+                "providers__llm": "openai",
+                "yandex__stt_endpoint": endpoint,
+                "yandex__tts_endpoint": endpoint,
+                "yandex__tls": "false",
+                "openai__base_url": f"http://127.0.0.1:{openai_proc.port}/v1",
+                "openai__api_key": "standin",
+                "openai__moderation": "false",
+                "call__stt_stall_s": "2.0",
+                "call__stt_recovery_s": "6.0",
+                "audiosocket__bind_port": str(port),
+                "ami__log_events": "false",
+                "ari__url": fake.url,
+                "ari__audiosocket_host": f"127.0.0.1:{port}",
+                "ari__reconnect_min_s": "0.1",
+                "ari__reconnect_max_s": "1.0",
+                "log__level": "WARNING",
+                "log__format": "text",
+            },
+            log=self.service_log,
         )
-        app = VoicebridgeApp(settings)
         procs: dict[str, RedisProcess | StandinProcess] = {
             "redis": redis,
             "speechkit": speechkit,
             "openai": openai_proc,
         }
         try:
-            await app.start()
-            assert app.ari is not None
-            async with asyncio.timeout(30):
-                await app.ari.connected.wait()
+            await service.start()
             ports = {
                 redis.port: "redis",
                 speechkit.port: "speechkit",
                 openai_proc.port: "openai",
                 fake.port: "fake-ari",
                 port: "audiosocket",
+                service.admin_port: "admin",
             }
-            harness: set[asyncio.Task[object]] = {t for t in asyncio.all_tasks()}
-            baseline_tasks = _task_names(set())
-            baseline_fds, baseline_fd_kinds = _fds(), _fd_kinds(ports)
+            baseline_tasks = await service.tasks()
+            baseline_fds, baseline_fd_kinds = service.fd_count(), service.fd_kinds(ports)
+            baseline_objects = await service.objects()
             self.t0 = time.monotonic()
             deadline = self.minutes * 60
-            self.progress(f"soak: {self.minutes:g} min, {self.concurrent} calls at a time, seed {self.seed}")
+            self.progress(
+                f"soak: {self.minutes:g} min, {self.concurrent} calls at a time, seed {self.seed}, "
+                f"service pid {service.pid}"
+            )
             async with asyncio.TaskGroup() as group:
-                sampler = group.create_task(self._sample_rss(deadline), name="soak-rss")
-                injector = group.create_task(self._inject(deadline, procs, fake), name="soak-faults")
-                slots = [
-                    group.create_task(self._slot(i, deadline, app, fake), name=f"soak-slot-{i}")
-                    for i in range(self.concurrent)
-                ]
-                harness |= {sampler, injector, *slots}
+                group.create_task(self._sample(deadline, service), name="soak-rss")
+                group.create_task(self._inject(deadline, procs, fake), name="soak-faults")
+                if self.trace_memory_at_s is not None:
+                    group.create_task(self._trace_memory(service), name="soak-tracemalloc")
+                for i in range(self.concurrent):
+                    group.create_task(self._slot(i, deadline, service, fake), name=f"soak-slot-{i}")
             # Every fault healed, every call ended: let reconnections and re-warming settle.
             async with asyncio.timeout(30):
-                while app.calls_active:  # noqa: ASYNC110 - a counter, no event to wait on
-                    await asyncio.sleep(0.1)
+                while await service.calls_active():  # noqa: ASYNC110 - a gauge, no event to wait on
+                    await asyncio.sleep(0.2)
             await asyncio.sleep(3.0)
-            current = asyncio.current_task()
-            leftover = _task_names(harness | ({current} if current else set())) - baseline_tasks
-            end_fds, end_fd_kinds = _fds(), _fd_kinds(ports)
-            self.rss.append((self.now(), _rss_mb()))
+            leftover = (await service.tasks()) - baseline_tasks
+            end_fds, end_fd_kinds = service.fd_count(), service.fd_kinds(ports)
+            self.rss.append((round(self.now(), 1), round(service.rss_mb(), 1)))
+            self.harness_rss.append((round(self.now(), 1), round(rss_mb(), 1)))
+            objects = await service.objects()
+            grown = {k: v - baseline_objects.get(k, 0) for k, v in objects.items()}
+            if self.trace_memory_at_s is not None and self.now() > self.trace_memory_at_s:
+                self.memory_top = await service.get("/debug/tracemalloc")
             return SoakResult(
                 minutes=self.minutes,
                 concurrent=self.concurrent,
@@ -429,23 +216,39 @@ class Soak:
                 leftover_fd_kinds=dict(end_fd_kinds - baseline_fd_kinds),
                 bound_s=self.bound_s,
                 fault_bound_s=self.fault_bound_s,
+                harness_rss_mb=self.harness_rss,
+                objects_grown={k: v for k, v in sorted(grown.items(), key=lambda kv: -kv[1]) if v},
+                memory_top=self.memory_top,
+                load=_load(),
+                restart_failures=self.restart_failures,
             )
         finally:
-            await app.close()
+            await service.close()
             await fake.close()
             await speechkit.close()
             await openai_proc.close()
             redis.close()
 
-    async def _sample_rss(self, deadline: float) -> None:
+    async def _sample(self, deadline: float, service: ServiceProcess) -> None:
+        """The service's RSS and fds, and this process's RSS, every 10 s."""
         while self.now() < deadline:
-            self.rss.append((round(self.now(), 1), round(_rss_mb(), 1)))
-            self.fds.append((round(self.now(), 1), _fds()))
+            t = round(self.now(), 1)
+            self.rss.append((t, round(service.rss_mb(), 1)))
+            self.harness_rss.append((t, round(rss_mb(), 1)))
+            self.fds.append((t, service.fd_count()))
             self.progress(
-                f"soak: {self.now():5.0f} s, {len(self.calls)} calls, RSS {self.rss[-1][1]:.1f} MB, "
-                f"fds {self.fds[-1][1]}, faults {len(self.faults)}"
+                f"soak: {self.now():5.0f} s, {len(self.calls)} calls, service RSS {self.rss[-1][1]:.1f} MB, "
+                f"fds {self.fds[-1][1]}, harness RSS {self.harness_rss[-1][1]:.1f} MB, "
+                f"faults {len(self.faults)}, load {_load()}"
             )
             await asyncio.sleep(10.0)
+
+    async def _trace_memory(self, service: ServiceProcess) -> None:
+        """Start the service's allocation tracing at `trace_memory_at_s` (the diff is read at the end)."""
+        assert self.trace_memory_at_s is not None
+        await asyncio.sleep(max(0.0, self.trace_memory_at_s - self.now()))
+        await service.post("/debug/tracemalloc")
+        self.progress(f"soak: {self.now():5.0f} s, allocation tracing started in the service")
 
     async def _inject(
         self, deadline: float, procs: dict[str, RedisProcess | StandinProcess], fake: FakeAri
@@ -476,26 +279,42 @@ class Soak:
                 elif isinstance(proc, RedisProcess):
                     proc.kill()
                     await asyncio.sleep(hold)
-                    await proc.start()  # empty: no persistence
+                    await self._restart(target, proc)  # empty: no persistence
                 else:
                     await proc.kill()
                     await asyncio.sleep(hold)
-                    await proc.start()
+                    await self._restart(target, proc)
             finally:
                 fault.end = round(self.now(), 2)
                 self.active_faults.remove(fault)
+
+    async def _restart(self, target: str, proc: RedisProcess | StandinProcess) -> None:
+        """Start a killed peer again; on a loaded machine a start can outlast its bound: then it
+        is killed and started again (the fault lasts until one start succeeds)."""
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            try:
+                await proc.start(timeout_s=RESTART_S)
+                return
+            except (TimeoutError, RuntimeError) as exc:
+                self.restart_failures += 1
+                self.progress(f"soak: {self.now():5.0f} s {target} restart {attempt} failed ({exc!r}); again")
+                if isinstance(proc, RedisProcess):
+                    proc.kill()
+                else:
+                    await proc.kill()
+        raise RuntimeError(f"{target} did not restart in {RESTART_ATTEMPTS} attempts")
 
     def _faults_between(self, start: float, end: float) -> list[str]:
         """The faults active at some time in [start, end] (healed ones count for 2 s more)."""
         found = [f for f in self.faults if f.start <= end and (f.end < 0 or f.end + 2.0 >= start)]
         return [f"{f.target}:{f.action}@{f.start:.0f}" for f in found]
 
-    async def _slot(self, slot: int, deadline: float, app: VoicebridgeApp, fake: FakeAri) -> None:
+    async def _slot(self, slot: int, deadline: float, service: ServiceProcess, fake: FakeAri) -> None:
         await asyncio.sleep(slot * 1.5)  # calls out of step
         while self.now() < deadline:
             record = CallRecord(slot, round(self.now(), 2))
             self.calls.append(record)
-            await self._call(record, app, fake)
+            await self._call(record, service, fake)
             record.end = round(self.now(), 2)
             record.faults = self._faults_between(record.start, record.end)
             for wait in record.waits:  # faults healed after the wait began count too
@@ -503,7 +322,7 @@ class Soak:
                 wait.faults = self._faults_between(wait.owed, end)
                 wait.bound_s = self.fault_bound_s if wait.faults else self.bound_s
 
-    async def _call(self, record: CallRecord, app: VoicebridgeApp, fake: FakeAri) -> None:
+    async def _call(self, record: CallRecord, service: ServiceProcess, fake: FakeAri) -> None:
         if not fake.websocket_up:  # no Stasis app registered: Asterisk refuses the call itself
             record.reason, record.harness = "not_placed", "not_placed"
             await asyncio.sleep(1.0)
@@ -566,7 +385,7 @@ class Soak:
         # The service records the end reason when the call's handler has finished.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(15):
-                while (reason := _outcome(app, call_id)) is None:  # noqa: ASYNC110 - a deque, no event
+                while (reason := service.outcome(call_id)) is None:  # noqa: ASYNC110 - a file, no event
                     await asyncio.sleep(0.05)
                 record.reason = reason
         self._forget(fake, channel, leg)
@@ -600,18 +419,16 @@ class Soak:
         del fake.requests[:]
 
 
+def _load() -> str:
+    """The machine's 1-minute load average (the soak shares its cores)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def _finished(c: FakeAsterisk) -> bool:
     if not c.connected:
         return True
     last = c.received[-1].at if c.received else 0.0
     return c.last_voice_at is not None and last - c.last_voice_at >= QUIET_S
-
-
-def _outcome(app: VoicebridgeApp, call_id: str) -> str | None:
-    for cid, reason in reversed(app.outcomes):
-        if cid == call_id:
-            return reason
-    return None
 
 
 def run_soak(
@@ -624,6 +441,8 @@ def run_soak(
     fault_gap_s: tuple[float, float] = (4.0, 12.0),
     fault_hold_s: tuple[float, float] = (1.0, 8.0),
     progress: Callable[[str], None] = lambda _line: None,
+    trace_memory_at_s: float | None = None,
+    service_log: Path | None = None,
 ) -> SoakResult:
     """Run one soak (blocking; its own event loop) and return what it measured."""
     with tempfile.TemporaryDirectory(prefix="voicebridge-soak-") as tmp:
@@ -637,6 +456,8 @@ def run_soak(
             fault_gap_s=fault_gap_s,
             fault_hold_s=fault_hold_s,
             progress=progress,
+            trace_memory_at_s=trace_memory_at_s,
+            service_log=service_log,
         )
         return asyncio.run(soak.run())
 
@@ -654,12 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-bound", type=float, default=8.0, help="s the caller may wait during a fault")
     parser.add_argument("--json", type=Path, default=Path("soak.json"), help="where to write the record")
     parser.add_argument("--log", type=Path, help="the service's log (WARNING and up) goes here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        filename=str(args.log) if args.log else None,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    parser.add_argument(
+        "--trace-memory-at",
+        type=float,
+        metavar="S",
+        help="start the service's allocation tracing S seconds in; the table lists what grew since",
     )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_soak(
         minutes=args.minutes,
         concurrent=args.calls,
@@ -667,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         bound_s=args.bound,
         fault_bound_s=args.fault_bound,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        trace_memory_at_s=args.trace_memory_at,
+        service_log=args.log.resolve() if args.log else None,
     )
     print(result.render(), flush=True)
     args.json.write_text(result.to_json(), encoding="utf-8")

@@ -5,6 +5,8 @@
     GET  /readyz    200 {"ready": true, "degraded": {what: why}}, or
                     503 {"ready": false, "not_ready": {what: why}, "degraded": {what: why}}
     POST /drain     202 {"draining": true}: stop taking new calls (`VoicebridgeApp.begin_drain`)
+    /debug/...      with `debug = true` only: tasks, object counts, allocation diffs
+                    (`bridge.admin_debug`)
 
 aiohttp rather than prometheus-client's own server thread: readiness reads the app's state and
 `/drain` calls into the app, both on the loop that owns them; a scrape
@@ -22,6 +24,7 @@ import pydantic.dataclasses
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
+from bridge.admin_debug import DebugEndpoints
 from bridge.metrics import CONTENT_TYPE
 from orchestrator.domain.errors import ConfigError
 
@@ -44,6 +47,8 @@ class AdminSettings:
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback: anyone who reaches it can drain the service
     port: Annotated[int, Field(ge=0, le=65535)] = 9180  # 0: any free port (tests)
+    # The /debug/ endpoints (a leak hunt, the soak): off, they cost CPU when used.
+    debug: bool = False
 
 
 class AdminServer:
@@ -75,6 +80,8 @@ class AdminServer:
                 web.post("/drain", self._post_drain),
             ]
         )
+        if self._settings.debug:
+            app.add_routes(DebugEndpoints().routes())
         runner = web.AppRunner(app, access_log=None)  # a scrape every few seconds is not news
         await runner.setup()
         site = web.TCPSite(runner, self._settings.host, self._settings.port)

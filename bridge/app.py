@@ -121,6 +121,8 @@ class VoicebridgeApp:
             log.info(
                 "admin port on http://%s:%d (/metrics /healthz /readyz /drain)", s.admin.host, admin.port
             )
+            if s.admin.debug:
+                log.warning("[admin] debug is on: /debug/ endpoints (tasks, objects, tracemalloc) are served")
         try:
             await self._start_calls()
         except BaseException:

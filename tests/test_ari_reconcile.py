@@ -10,33 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
 
-from bridge.admin import AdminSettings
-from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
-from bridge.ari import AriSettings
-from bridge.audiosocket.server import AudioSocketSettings
-from bridge.settings import Settings
+from testkit.ari_service import running_service
 from testkit.fake_ari import FakeAri
 from testkit.fake_asterisk import FakeAsterisk
-from testkit.phone_call import MAP
-from testkit.standins.launch import running_standins
 
 T = 15.0  # bound on any one wait
 END_BOUND_S = 3.0  # a call whose caller is gone ends within this after the websocket is back
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _until(predicate: Callable[[], bool], timeout: float) -> None:
@@ -68,33 +54,9 @@ class Stack:
 
 
 @pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    fake = FakeAri()
-    await fake.start()
-    port = _free_port()
-    base = Settings(
-        admin=AdminSettings(port=0),  # never the default 9180 another service may hold
-        dialogue_map=MAP,
-        audiosocket=AudioSocketSettings(bind_port=port),
-        ami=AmiSettings(log_events=False),  # not the shared real Asterisk's AMI
-        ari=AriSettings(
-            url=fake.url,
-            audiosocket_host=f"127.0.0.1:{port}",
-            reconnect_min_s=0.05,
-            reconnect_max_s=0.2,
-        ),
-    )
-    async with running_standins(base) as (settings, _, _):
-        app = VoicebridgeApp(settings)
-        await app.start()
-        try:
-            assert app.ari is not None
-            async with asyncio.timeout(T):
-                await app.ari.connected.wait()
-            yield Stack(app, fake)
-        finally:
-            await app.close()
-            await fake.close()
+async def stack(fake_ari: FakeAri) -> AsyncIterator[Stack]:
+    async with running_service(fake_ari, reconnect_s=(0.05, 0.2)) as app:
+        yield Stack(app, fake_ari)
     assert _call_tasks() == []
 
 

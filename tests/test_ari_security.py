@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pydantic
@@ -20,8 +20,7 @@ import pytest
 from bridge import asterisk_names
 from bridge.ami import AmiError, AmiSettings, originate
 from bridge.ari import AriCall, AriController, AriSettings
-from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
-from bridge.pacer import Pacer
+from bridge.audiosocket.server import AudioSocketServer
 from testkit.fake_ari import FakeAri
 from testkit.tls import Certs, make_ca_and_server_cert
 
@@ -67,19 +66,6 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def certs(tmp_path: Path) -> Certs:
     return make_ca_and_server_cert(tmp_path)
-
-
-@pytest.fixture
-async def audiosocket() -> AsyncIterator[AudioSocketServer]:
-    pacer = Pacer()
-    pacer.start()
-    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=pacer)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
-        pacer.stop()
 
 
 class Controller:

@@ -8,14 +8,13 @@ the originate with its channel variables and SIP headers, the bridge's members, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from bridge.ari import AriController, AriSettings
 from bridge.ari.call import AriCall
-from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
-from bridge.pacer import Pacer
+from bridge.audiosocket.server import AudioSocketServer
 from orchestrator.domain.models import TransferOutcome, TransferRequest
 from testkit.fake_ari import FakeAri, Operator
 
@@ -39,16 +38,16 @@ async def _until(predicate: Callable[[], bool]) -> None:
 class Transferring:
     """An AriController whose handler transfers every call and records the outcome."""
 
-    def __init__(self, fake: FakeAri, audiosocket: AudioSocketServer, request: TransferRequest) -> None:
+    def __init__(self, fake_ari: FakeAri, audiosocket: AudioSocketServer, request: TransferRequest) -> None:
         settings = AriSettings(
-            url=fake.url,
+            url=fake_ari.url,
             audiosocket_host=f"127.0.0.1:{audiosocket.port}",
             reconnect_min_s=0.05,
             reconnect_max_s=0.2,
             timeout_s=2.0,
         )
         self.request = request
-        self.fake = fake
+        self.fake = fake_ari
         self.outcomes: list[TransferOutcome] = []
         # Who was in a bridge each time `on_answer` ran (a ringback stops there, before bridging).
         self.answered_members: list[set[str]] = []
@@ -68,49 +67,26 @@ class Transferring:
         await asyncio.wait_for(self.task, T)
 
 
-@pytest.fixture
-async def audiosocket() -> AsyncIterator[AudioSocketServer]:
-    pacer = Pacer()
-    pacer.start()
-    server = AudioSocketServer(AudioSocketSettings(bind_port=0), pacer=pacer)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
-        pacer.stop()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAri]:
-    ari = FakeAri()
-    await ari.start()
-    try:
-        yield ari
-    finally:
-        await ari.close()
-
-
 async def _call(
-    fake: FakeAri, audiosocket: AudioSocketServer, request: TransferRequest = REQUEST
+    fake_ari: FakeAri, audiosocket: AudioSocketServer, request: TransferRequest = REQUEST
 ) -> Transferring:
-    ctl = Transferring(fake, audiosocket, request)
+    ctl = Transferring(fake_ari, audiosocket, request)
     async with asyncio.timeout(T):
         await ctl.controller.connected.wait()
     return ctl
 
 
 async def test_answered_transfer_bridges_caller_and_operator_and_releases_the_bot(
-    fake: FakeAri, audiosocket: AudioSocketServer
+    fake_ari: FakeAri, audiosocket: AudioSocketServer
 ) -> None:
-    fake.operators["PJSIP/operator"] = Operator(answer_after_s=0.1)
-    ctl = await _call(fake, audiosocket)
+    fake_ari.operators["PJSIP/operator"] = Operator(answer_after_s=0.1)
+    ctl = await _call(fake_ari, audiosocket)
     try:
-        caller = await fake.place_call()
+        caller = await fake_ari.place_call()
         async with asyncio.timeout(T):
             await ctl.done.wait()
         assert ctl.outcomes == ["answered"]
-        (orig,) = fake.originated
+        (orig,) = fake_ari.originated
         assert len(ctl.answered_members) == 1 and orig.channel_id not in ctl.answered_members[0]
         assert orig.endpoint == "PJSIP/operator" and orig.app_args == "transfer" and orig.timeout == 1
         assert orig.caller_id == "79990000001"  # the caller's number, shown on the operator's phone
@@ -119,32 +95,32 @@ async def test_answered_transfer_bridges_caller_and_operator_and_releases_the_bo
         assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"
         # The bot's leg goes; the caller stays, bridged with the operator, not hung up.
         await _until(lambda: ctl.controller.active_calls == 0)
-        (members,) = fake.bridges.values()
+        (members,) = fake_ari.bridges.values()
         assert members == {caller, orig.channel_id}
-        assert caller not in fake.deleted and caller in fake.channels
-        assert all(ch.name.startswith("AudioSocket/") for ch in fake.deleted.values())
-        assert fake.legs() == [] or all(not leg.connected for leg in fake.legs())
+        assert caller not in fake_ari.deleted and caller in fake_ari.channels
+        assert all(ch.name.startswith("AudioSocket/") for ch in fake_ari.deleted.values())
+        assert fake_ari.legs() == [] or all(not leg.connected for leg in fake_ari.legs())
         # The operator hangs up: the caller is hung up and the bridge destroyed.
-        await fake.hangup_channel(orig.channel_id)
-        await fake.wait_for(lambda: not fake.bridges and caller in fake.deleted, T)
+        await fake_ari.hangup_channel(orig.channel_id)
+        await fake_ari.wait_for(lambda: not fake_ari.bridges and caller in fake_ari.deleted, T)
         await _until(lambda: ctl.controller.transferred_ended == 1)
     finally:
         await ctl.close()
 
 
 async def test_caller_hanging_up_after_the_transfer_hangs_up_the_operator(
-    fake: FakeAri, audiosocket: AudioSocketServer
+    fake_ari: FakeAri, audiosocket: AudioSocketServer
 ) -> None:
-    fake.operators["PJSIP/operator"] = Operator(answer_after_s=0.05)
-    ctl = await _call(fake, audiosocket)
+    fake_ari.operators["PJSIP/operator"] = Operator(answer_after_s=0.05)
+    ctl = await _call(fake_ari, audiosocket)
     try:
-        caller = await fake.place_call()
+        caller = await fake_ari.place_call()
         async with asyncio.timeout(T):
             await ctl.done.wait()
         await _until(lambda: ctl.controller.active_calls == 0)
-        await fake.hangup_caller(caller)
-        op = fake.originated[0].channel_id
-        await fake.wait_for(lambda: op in fake.deleted and not fake.bridges, T)
+        await fake_ari.hangup_caller(caller)
+        op = fake_ari.originated[0].channel_id
+        await fake_ari.wait_for(lambda: op in fake_ari.deleted and not fake_ari.bridges, T)
     finally:
         await ctl.close()
 
@@ -155,31 +131,31 @@ async def test_caller_hanging_up_after_the_transfer_hangs_up_the_operator(
     ids=["busy", "no_answer"],
 )
 async def test_busy_or_unanswered_operator_leaves_the_caller_with_the_bot(
-    fake: FakeAri, audiosocket: AudioSocketServer, operator: Operator, outcome: TransferOutcome
+    fake_ari: FakeAri, audiosocket: AudioSocketServer, operator: Operator, outcome: TransferOutcome
 ) -> None:
-    fake.operators["PJSIP/operator"] = operator
-    ctl = await _call(fake, audiosocket)
+    fake_ari.operators["PJSIP/operator"] = operator
+    ctl = await _call(fake_ari, audiosocket)
     try:
-        caller = await fake.place_call()
+        caller = await fake_ari.place_call()
         async with asyncio.timeout(T):
             await ctl.done.wait()
         assert ctl.outcomes == [outcome] and ctl.answered_members == []
-        op = fake.originated[0].channel_id
-        assert op not in fake.channels  # gone: busy, or hung up by Asterisk after the timeout
+        op = fake_ari.originated[0].channel_id
+        assert op not in fake_ari.channels  # gone: busy, or hung up by Asterisk after the timeout
         # The handler returned: the call ends the ordinary way (the bot hangs the caller up).
-        await fake.wait_for(lambda: caller in fake.deleted and not fake.bridges, T)
+        await fake_ari.wait_for(lambda: caller in fake_ari.deleted and not fake_ari.bridges, T)
     finally:
         await ctl.close()
 
 
 async def test_unknown_endpoint_fails_without_touching_the_call(
-    fake: FakeAri, audiosocket: AudioSocketServer
+    fake_ari: FakeAri, audiosocket: AudioSocketServer
 ) -> None:
-    ctl = await _call(fake, audiosocket)
+    ctl = await _call(fake_ari, audiosocket)
     try:
-        await fake.place_call()
+        await fake_ari.place_call()
         async with asyncio.timeout(T):
             await ctl.done.wait()
-        assert ctl.outcomes == ["failed"] and fake.originated == []
+        assert ctl.outcomes == ["failed"] and fake_ari.originated == []
     finally:
         await ctl.close()

@@ -99,7 +99,7 @@ def test_dialogue_latency_counts_turns_and_classifier_calls() -> None:
 
 def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
     # The soak itself runs for minutes (`make soak`); its accounting is checked on a made-up run.
-    from bench.soak import CallRecord, Fault, SoakResult, Wait
+    from bench.soak_report import CallRecord, Fault, SoakResult, Wait
 
     fault = Fault("speechkit", "kill", start=10.0, end=13.0)
     ok = CallRecord(0, 0.0, 30.0, "end_call", waits=[Wait(1.0, 0.3, 4.0, []), Wait(5.0, 0.5, 4.0, [])])
@@ -122,6 +122,7 @@ def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
         rss_mb=[(0.0, 100.0), (30.0, 101.0), (60.0, 102.0)], fds=[(0.0, 20), (30.0, 25)],
         baseline_tasks={"ari-controller": 1}, leftover_tasks={"call-handler-#": 1},
         baseline_fds=20, end_fds=21, leftover_fd_kinds={"tcp:redis": 1}, bound_s=4.0, fault_bound_s=8.0,
+        harness_rss_mb=[(0.0, 90.0), (60.0, 91.0)], objects_grown={"dict": 12},
     )  # fmt: skip
     s = result.summary()
     assert (s["calls"], s["completed"], s["failed"]) == (4, 2, 2)
@@ -133,8 +134,16 @@ def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
     assert s["waits_over_bound"] == 3 and s["waits_never_answered"] == 1 and s["waits_ended_by_hangup"] == 1
     assert s["rss_mb_per_min_second_half"] == 2.0 and s["fds_max_during"] == 25
     assert (s["leftover_tasks"], s["leftover_fds"]) == (1, 1)
+    assert s["rss_mb_at_minute"] == {1: 102.0} and s["harness_rss_mb_last"] == 91.0
     table = result.render()
-    for row in ("completed", "dead air beyond bound", "RSS slope", "leftover tasks", "leftover fds"):
+    for row in (
+        "completed",
+        "dead air beyond bound",
+        "RSS slope",
+        "harness RSS",
+        "objects grown",
+        "leftover fds",
+    ):
         assert row in table
 
 

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -58,16 +57,6 @@ class Serve:
             rc = await self.proc.wait()
             await self._reader
         return rc
-
-
-@pytest.fixture
-async def fake_ari() -> AsyncIterator[FakeAri]:
-    ari = FakeAri()
-    await ari.start()
-    try:
-        yield ari
-    finally:
-        await ari.close()
 
 
 async def serve(ari: FakeAri, **settings: str) -> Serve:

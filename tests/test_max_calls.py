@@ -7,56 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.admin import AdminSettings
-from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
-from bridge.ari import AriSettings
-from bridge.audiosocket.server import AudioSocketSettings
-from bridge.settings import Settings
 from orchestrator.call_settings import CallSettings
+from testkit.ari_service import running_service
 from testkit.fake_ari import FakeAri
-from testkit.phone_call import MAP
-from testkit.standins.launch import running_standins
 
 T = 15.0  # bound on any one wait (s)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-async def one_call_app() -> AsyncIterator[tuple[VoicebridgeApp, FakeAri]]:
-    fake = FakeAri()
-    await fake.start()
-    port = _free_port()
-    base = Settings(
-        dialogue_map=MAP,
-        call=CallSettings(max_calls=1),
-        audiosocket=AudioSocketSettings(bind_port=port),
-        ami=AmiSettings(log_events=False),
-        admin=AdminSettings(port=0),  # 9180 may be taken by another run on this machine
-        ari=AriSettings(url=fake.url, audiosocket_host=f"127.0.0.1:{port}"),
-    )
-    async with running_standins(base) as (settings, _, _):
-        app = VoicebridgeApp(settings)
-        await app.start()
-        try:
-            assert app.ari is not None
-            async with asyncio.timeout(T):
-                await app.ari.connected.wait()
-            yield app, fake
-        finally:
-            await app.close()
-            await fake.close()
+async def one_call_app(fake_ari: FakeAri) -> AsyncIterator[tuple[VoicebridgeApp, FakeAri]]:
+    async with running_service(fake_ari, CallSettings(max_calls=1)) as app:
+        yield app, fake_ari
 
 
 async def test_the_call_beyond_max_calls_is_refused_with_congestion_and_the_first_goes_on(

@@ -17,9 +17,7 @@ from bridge.recording import parse_record_flag, recording_wanted
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.domain.errors import DialogueMapError
 from testkit.fake_ari import FakeAri
-from tests.test_drain import ROOT, fake_ari, serve, stop
-
-__all__ = ["fake_ari"]  # the fixture
+from tests.test_drain import ROOT, serve, stop
 
 CLEANING = ROOT / "dialogue_maps" / "cleaning_quote.ru.json"
 

@@ -39,19 +39,6 @@ T = 60  # bound on any one wait (s); a healthy run takes a few seconds
 GREETING, GOODBYE = "static:greeting", "static:goodbye_refusal"
 
 
-@pytest.fixture
-async def redis_proc(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    try:
-        proc = RedisProcess(tmp_path)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    await proc.start()
-    try:
-        yield proc
-    finally:
-        proc.close()
-
-
 @dataclass
 class Service:
     app: VoicebridgeApp

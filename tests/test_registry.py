@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,19 +14,6 @@ from orchestrator.tasks import cancel_and_wait
 from testkit.redis_server import RedisProcess
 
 T = 10.0  # bound on any one wait, s
-
-
-@pytest.fixture
-async def redis_proc(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    try:
-        proc = RedisProcess(tmp_path)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    await proc.start()
-    try:
-        yield proc
-    finally:
-        proc.close()
 
 
 @pytest.fixture

@@ -17,9 +17,7 @@ import numpy as np
 
 from testkit.fake_ari import FakeAri
 from testkit.sip import espeak_pcm
-from tests.test_drain import ROOT, bot_finished, fake_ari, serve, stop
-
-__all__ = ["fake_ari"]  # the fixture
+from tests.test_drain import ROOT, bot_finished, serve, stop
 
 DENTAL = "dialogue_maps/dental_appointment.ru.json"
 

@@ -58,6 +58,11 @@ class Transfers:
         self.transferred_ended = 0  # transferred calls whose bridge we took down, for tests
 
     # --- events (synchronous, on the websocket reader) ---
+    @property
+    def tracked(self) -> int:
+        """Calls this holds on to (transferring, or handed over and bridged): 0 when idle."""
+        return len(self._by_op) + len(self._bridged)
+
     def on_dial(self, event: dict[str, Any]) -> None:
         """A `Dial` event: remember an operator channel's dial status (BUSY, NOANSWER, ...).
 

@@ -1,0 +1,54 @@
+"""TEST INFRASTRUCTURE: the whole service (`VoicebridgeApp`: ARI controller, AudioSocket server, a
+fresh Orchestrator per call) in this process, against a `FakeAri` on real sockets, with the
+SpeechKit and OpenAI stand-ins (`running_standins`) and the in-memory audio cache."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
+from bridge.admin import AdminSettings
+from bridge.ami import AmiSettings
+from bridge.app import VoicebridgeApp
+from bridge.ari import AriSettings
+from bridge.audiosocket.server import AudioSocketSettings
+from bridge.settings import Settings
+from orchestrator.call_settings import CallSettings
+from testkit.fake_ari import FakeAri
+from testkit.phone_call import MAP, _free_port
+from testkit.standins.launch import running_standins
+
+CONNECT_S = 15.0  # bound on the controller's first ARI connection
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    fake: FakeAri, call: CallSettings | None = None, *, reconnect_s: tuple[float, float] | None = None
+) -> AsyncIterator[VoicebridgeApp]:
+    """Start the service on free ports (admin port 0: never the default another run may hold),
+    wait until its ARI websocket is up, yield it; close it on exit. `reconnect_s`: the ARI
+    reconnect backoff (min, max) s, for tests that drop the websocket."""
+    port = _free_port()
+    ari = AriSettings(url=fake.url, audiosocket_host=f"127.0.0.1:{port}")
+    if reconnect_s is not None:
+        ari = dataclasses.replace(ari, reconnect_min_s=reconnect_s[0], reconnect_max_s=reconnect_s[1])
+    base = Settings(
+        dialogue_map=MAP,
+        call=call or CallSettings(),
+        audiosocket=AudioSocketSettings(bind_port=port),
+        ami=AmiSettings(log_events=False),
+        admin=AdminSettings(port=0),
+        ari=ari,
+    )
+    async with running_standins(base) as (settings, _, _):
+        app = VoicebridgeApp(settings)
+        await app.start()
+        try:
+            assert app.ari is not None
+            async with asyncio.timeout(CONNECT_S):
+                await app.ari.connected.wait()
+            yield app
+        finally:
+            await app.close()
