@@ -42,7 +42,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.answer import AnswerPipeline
-from orchestrator.backchannel import takes_backchannel
+from orchestrator.backchannel import answer_words
 from orchestrator.barge_in import BargeIn
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.call_context import CallContext
@@ -177,7 +177,7 @@ class Orchestrator:
             observe=self._observe,
             outbound=lambda: self._outbound,
             interruption=interruption,
-            takes_backchannel=lambda: takes_backchannel(dialogue_map, self.session_state.current_state_id),
+            answer_words=lambda: answer_words(dialogue_map, self.session_state.current_state_id),
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
