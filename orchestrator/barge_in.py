@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from orchestrator.backchannel import is_answer, is_backchannel
+from orchestrator.backchannel import is_answer
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
