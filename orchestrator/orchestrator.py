@@ -378,6 +378,7 @@ class Orchestrator:
         state = self.dialogue_map.state(state_id)
         if state.collect_digits is not None or self.dialogue_map.dtmf_intent(state_id, digit) is not None:
             self.barge_in.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
+        self.end_of_turn.flush()  # what the caller said before the key is their turn first
         self._user_results.put_nowait(DtmfPress(digit, at))
 
     def handle_barge_in(self) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from orchestrator.clock import LoopClock
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import SttResult
 from orchestrator.end_of_turn import EndOfTurn, ends_on_number, expects_number, join_finals
 from testkit.fakes import Say
@@ -261,3 +262,19 @@ def test_a_number_that_ends_the_answer_waits_the_maps_hold() -> None:
     turn = run.turns()[1]
     assert turn["t3_logic_start"] == pytest.approx(1.9 + 0.8, abs=0.03)  # speech end + the hold
     assert run.orchestrator.session_state.variables["price"] == 10000
+
+
+def test_a_key_pressed_while_a_final_is_held_comes_after_it() -> None:
+    # "площадь 100" is held for the number hold (speech end 1.9 + 1.0 s); the caller presses "1"
+    # at 2.5: what they said is their turn first, the key then answers the quote.
+    data = make_map().model_dump(by_alias=True, exclude_none=True)
+    data["states"]["quote"]["dtmf"] = {"1": "agree"}
+    run = call(
+        [Say(1.5, "площадь 100", duration=0.4, stt_delay=0.3)],
+        hangup_at=12.0,
+        dmap=DialogueMap.model_validate(data),
+        keys=[(2.5, "1")],
+    )
+    assert said(run) == ["площадь 100"]
+    assert [t.get("dtmf", False) for t in run.turns()[1:]] == [False, True]
+    assert run.orchestrator.session_state.current_state_id == "goodbye_ok"
