@@ -319,6 +319,8 @@ class Orchestrator:
             state_history=list(self.session_state.state_history),
             stt_frames_dropped=self._recognition.frames_dropped if self._recognition is not None else 0,
             stt_results_dropped=self.barge_in.results_dropped,
+            finals_held=self.end_of_turn.finals_held,
+            finals_joined=self.end_of_turn.finals_joined,
         )
 
     # ------------------------------------------------------------------ the caller's side

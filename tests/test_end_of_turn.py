@@ -233,6 +233,8 @@ def test_the_issues_case_one_turn_area_120() -> None:
     assert said(run) == ["площадь 120 квадратных метров"]
     assert run.orchestrator.session_state.variables["price"] == 12000
     assert run.orchestrator.end_of_turn.finals_joined == 1
+    final = run.records[-1]  # the call-end record reports both
+    assert final["event"] == "call_end" and (final["finals_held"], final["finals_joined"]) == (1, 1)
 
 
 def test_a_final_in_the_pause_waits_and_the_rest_of_the_number_joins_it() -> None:
