@@ -65,6 +65,9 @@ _HELP = {
     "voicebridge_outbound_underflows": "silent frames sent in the middle of bot speech (the answer's audio was late: the caller heard a gap)",
 }
 
+# voicebridge_end_of_turn_finals' kinds: the call-end record's field for each.
+_END_OF_TURN_FINALS = {"held": "finals_held", "joined": "finals_joined"}
+
 METRIC_NAMES = frozenset(
     {
         "voicebridge_calls_active",
@@ -84,6 +87,7 @@ METRIC_NAMES = frozenset(
         "voicebridge_gc_pause_seconds",
         "voicebridge_ari_connected",
         "voicebridge_transfers_total",
+        "voicebridge_end_of_turn_finals_total",
     }
 )
 
@@ -170,6 +174,15 @@ class ServiceMetrics(Collector):
             ["provider", "kind"],
             registry=r,
         )
+        self.end_of_turn_finals = Counter(
+            "voicebridge_end_of_turn_finals",
+            "STT finals the end of turn held for the caller's silence (a turn's first), and joined to "
+            "the one before (a turn said with a pause), from the call-end records",
+            ["kind"],
+            registry=r,
+        )
+        for kind in _END_OF_TURN_FINALS:
+            self.end_of_turn_finals.labels(kind)
         r.register(self)
 
     # --- lifecycle ---
@@ -227,6 +240,10 @@ class ServiceMetrics(Collector):
             dropped = record.get("stt_frames_dropped")
             if isinstance(dropped, int):
                 self._retired["stt_dropped"] += dropped
+            for kind, key in _END_OF_TURN_FINALS.items():
+                count = record.get(key)
+                if isinstance(count, int) and count > 0:
+                    self.end_of_turn_finals.labels(kind).inc(count)
 
     # --- scrape time ---
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:

@@ -61,8 +61,9 @@ class VadSettings:
     aggressiveness: Annotated[int, Field(ge=0, le=3)] = 2
     # Voiced audio needed before speech starts, ms (shorter runs are clicks and coughs).
     min_speech_ms: Annotated[int, Field(ge=20)] = 300
-    # Silence needed before speech ends, ms (the pauses between words are shorter).
-    hangover_ms: Annotated[int, Field(ge=20)] = 400
+    # Silence needed before speech ends, ms (the pauses between words are shorter); at most 2000:
+    # a longer one would outlast the end of turn's bound on a held final (4 s).
+    hangover_ms: Annotated[int, Field(ge=20, le=2000)] = 400
     # Voiced audio after which a starting run is announced (SPEECH_ONSET: the bot pauses), ms;
     # 0, or not below min_speech_ms: no onset events.
     pause_after_ms: Annotated[int, Field(ge=0)] = 60

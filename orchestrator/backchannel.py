@@ -5,6 +5,11 @@ Speech that began over an uninterrupted bot turn is a backchannel ("угу", "а
 the end of the question is the answer. A state's `backchannel` says so ("answer" / "drop");
 unset, a state whose routed intents (its transitions) have a backchannel word among their
 examples ("да" for a `confirm` intent) takes them as answers.
+
+Only the backchannel words that are themselves whole examples of the state's routed intents are
+answers there ("да", not "так"): the bot's own filler "Так..." coming back as echo, or a "ну"
+said while listening, is no answer to a yes/no question. A state set to "answer" whose intents
+have no such example takes every backchannel word.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.text import normalize
 
-__all__ = ["BACKCHANNEL_WORDS", "is_backchannel", "takes_backchannel"]
+__all__ = ["BACKCHANNEL_WORDS", "answer_words", "is_answer", "is_backchannel", "takes_backchannel"]
 
 # Words a listener says to show they follow, not to take the floor (normalised).
 BACKCHANNEL_WORDS = frozenset(
@@ -26,16 +31,30 @@ def is_backchannel(text: str) -> bool:
     return bool(words) and all(w in BACKCHANNEL_WORDS for w in words)
 
 
-def takes_backchannel(dialogue_map: DialogueMap, state_id: str) -> bool:
-    """Whether a backchannel begun over `state_id`'s playlist is the caller's answer (computed
-    per result: a few per turn)."""
+def answer_words(dialogue_map: DialogueMap, state_id: str) -> frozenset[str]:
+    """The backchannel words (normalised) that `state_id` takes as the caller's answer when begun
+    over its playlist: those that are whole examples of its routed intents ("да" for `agree`);
+    empty: none (computed per result: a few per turn)."""
     state = dialogue_map.states.get(state_id)
-    if state is None:
-        return False
-    if state.backchannel is not None:
-        return state.backchannel == "answer"
+    if state is None or state.backchannel == "drop":
+        return frozenset()
+    words: set[str] = set()
     for intent_id in state.transitions:
         intent = dialogue_map.intent(intent_id)
-        if intent is not None and any(is_backchannel(example) for example in intent.examples):
-            return True
-    return False
+        for example in intent.examples if intent is not None else ():
+            if is_backchannel(example):
+                words.update(normalize(example).split())
+    if not words and state.backchannel == "answer":
+        return BACKCHANNEL_WORDS
+    return frozenset(words)
+
+
+def is_answer(text: str, words: frozenset[str]) -> bool:
+    """Whether `text` is only words of `words` ("да", "да-да" for {"да"})."""
+    said = normalize(text).split()
+    return bool(said) and all(w in words for w in said)
+
+
+def takes_backchannel(dialogue_map: DialogueMap, state_id: str) -> bool:
+    """Whether any backchannel word begun over `state_id`'s playlist is the caller's answer."""
+    return bool(answer_words(dialogue_map, state_id))

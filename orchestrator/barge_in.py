@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from orchestrator.backchannel import is_backchannel
+from orchestrator.backchannel import is_answer
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
@@ -49,19 +49,19 @@ class BargeIn:
         observe: Observe,
         outbound: Callable[[], OutboundAudio | None],
         interruption: InterruptionSettings | None = None,
-        takes_backchannel: Callable[[], bool] = lambda: False,
+        answer_words: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         """`outbound`: the call's outbound stream once `run()` set it (None before);
         `interruption`: the pause/cancel decision's settings (`[interruption]`);
-        `takes_backchannel`: whether the current state takes a backchannel word as the caller's
-        answer (a yes/no question, `orchestrator.backchannel`)."""
+        `answer_words`: the backchannel words the current state takes as the caller's answer
+        ("да" for a yes/no question; empty: none; `orchestrator.backchannel.answer_words`)."""
         self._turns = turns
         self._player = player
         self._clock = clock
         self._metrics = metrics
         self._observe = observe
         self._outbound = outbound
-        self._takes_backchannel = takes_backchannel
+        self._answer_words = answer_words
         self.current_playback_task: asyncio.Task[None] | None = None
         self.cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
         self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
@@ -95,7 +95,7 @@ class BargeIn:
 
     def _answer(self, event: SttResult) -> bool:
         """Whether `event` is a backchannel final that the current state takes as the answer."""
-        return event.is_final and is_backchannel(event.text) and self._takes_backchannel()
+        return event.is_final and is_answer(event.text, self._answer_words())
 
     def _drop(self, event: SttResult) -> None:
         self.results_dropped += 1

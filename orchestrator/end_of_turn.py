@@ -27,8 +27,13 @@ screen) and the dialogue's queue:
 
 A final that arrives in the VAD's hangover (after the last voiced frame, before the speech end
 is reported) waits for that report only (at most the hangover, 400 ms by default); it does not
-wait for a next final, since no voice followed it. Every hold is bounded (`max_hold_s` from the
-last final, even if the VAD never reports the end).
+wait for a next final, since no voice followed it.
+
+While the VAD says the caller speaks, a final is held `final_wait_s` from its arrival, and up to
+`max_hold_s` only once a partial with new text came after it (the recogniser hears the caller
+go on): a noisy line, or a VAD stuck in speech, costs a turn `final_wait_s`, not `max_hold_s`.
+Every hold is bounded (`max_hold_s` from the last final, even if the VAD never reports the end).
+An empty final (noise the recogniser turned into nothing) is dropped: it changes nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from orchestrator.contracts import Clock
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import SttResult
 from orchestrator.entities.morph import number_word
+from orchestrator.text import normalize
 
 __all__ = ["EndOfTurn", "Policy", "ends_on_number", "expects_number", "join_finals", "state_policy"]
 
@@ -83,6 +89,8 @@ def expects_number(dialogue_map: DialogueMap, state_id: str) -> bool:
 def join_finals(left: str, right: str, *, numbers: bool) -> str:
     """`left` and `right` as one text; with `numbers`, "100" + "20 метров" is "120 метров"."""
     left, right = left.rstrip(), right.lstrip()
+    if not left or not right:
+        return left or right
     if numbers:
         a, b = _TRAILING_DIGITS.search(left), _LEADING_DIGITS.match(right)
         if a is not None and b is not None:
@@ -161,9 +169,10 @@ class EndOfTurn:
         self._onset = False  # VAD: an onset not yet confirmed or rejected
         self._last_end: float | None = None  # the last speech end's `at` (last voiced frame)
         self._voice_after: float | None = None  # a speech start or onset after the held final
+        self._words_after = False  # a partial with new text came after the held final
         self._timer: asyncio.TimerHandle | None = None
         self.finals_joined = 0  # finals joined to the one before (the caller had not finished)
-        self.finals_held = 0  # finals not released at once
+        self.finals_held = 0  # turns whose first final was not released at once
 
     # ------------------------------------------------------------------ results
     def result(self, event: SttResult) -> None:
@@ -171,27 +180,32 @@ class EndOfTurn:
         held = self._held
         if not event.is_final:
             if held is not None and event.text.strip():
+                # New words, not the held final's repeated: the caller goes on.
+                if not normalize(held.text).endswith(normalize(event.text)):
+                    self._words_after = True
                 event = dataclasses.replace(event, text=f"{held.text} {event.text}")
+                self._decide()
             self._forward(event)
             return
+        if not event.text.strip():
+            return  # noise the recogniser turned into nothing: no words to hold or join
+        joined = held is not None
         if held is not None:
-            if event.text.strip():
-                event = dataclasses.replace(
-                    held,
-                    text=self._join(held.text, event.text),
-                    confidence=min(held.confidence, event.confidence),
-                    received_at=event.received_at,
-                    audio_end_ms=event.audio_end_ms,
-                )
-                self.finals_joined += 1
-            else:
-                event = held
+            event = dataclasses.replace(
+                held,
+                text=self._join(held.text, event.text),
+                confidence=min(held.confidence, event.confidence),
+                received_at=event.received_at,
+                audio_end_ms=event.audio_end_ms,
+            )
+            self.finals_joined += 1
         self._held = event
         self._arrived = self._clock.now()
         self._voice_after = None
+        self._words_after = False
         self._hold_s = self._number_hold(event)
         self._decide()
-        if self._held is not None:
+        if self._held is not None and not joined:
             self.finals_held += 1
 
     def flush(self) -> None:
@@ -251,7 +265,10 @@ class EndOfTurn:
         arrived = self._arrived
         cap = arrived + self._max_hold_s
         if self._speaking or self._onset:
-            due = cap  # the caller is talking: the turn is not over
+            # The caller is talking: the turn is not over if the recogniser hears new words;
+            # without them (line noise, a VAD stuck in speech) the next final is awaited only
+            # as long as after any voice.
+            due = cap if self._words_after else min(arrived + self._final_wait_s, cap)
         else:
             end = self._last_end
             if end is None or end < arrived - self._max_hold_s:

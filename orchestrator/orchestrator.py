@@ -42,7 +42,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.answer import AnswerPipeline
-from orchestrator.backchannel import takes_backchannel
+from orchestrator.backchannel import answer_words
 from orchestrator.barge_in import BargeIn
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.call_context import CallContext
@@ -177,7 +177,7 @@ class Orchestrator:
             observe=self._observe,
             outbound=lambda: self._outbound,
             interruption=interruption,
-            takes_backchannel=lambda: takes_backchannel(dialogue_map, self.session_state.current_state_id),
+            answer_words=lambda: answer_words(dialogue_map, self.session_state.current_state_id),
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
@@ -319,6 +319,8 @@ class Orchestrator:
             state_history=list(self.session_state.state_history),
             stt_frames_dropped=self._recognition.frames_dropped if self._recognition is not None else 0,
             stt_results_dropped=self.barge_in.results_dropped,
+            finals_held=self.end_of_turn.finals_held,
+            finals_joined=self.end_of_turn.finals_joined,
         )
 
     # ------------------------------------------------------------------ the caller's side
@@ -378,6 +380,7 @@ class Orchestrator:
         state = self.dialogue_map.state(state_id)
         if state.collect_digits is not None or self.dialogue_map.dtmf_intent(state_id, digit) is not None:
             self.barge_in.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
+        self.end_of_turn.flush()  # what the caller said before the key is their turn first
         self._user_results.put_nowait(DtmfPress(digit, at))
 
     def handle_barge_in(self) -> bool:

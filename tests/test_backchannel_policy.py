@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.backchannel import is_backchannel, takes_backchannel
+from orchestrator.backchannel import answer_words, is_backchannel, takes_backchannel
 from orchestrator.dialogue_map.models import DialogueMap
 from testkit.fakes import KeywordClassifier, Say
 from tests.test_orchestrator import call, make_map
@@ -86,9 +86,23 @@ def test_only_backchannel_words_are_answers_there() -> None:
     assert said(run) == ["площадь 45 метров"]
 
 
+@pytest.mark.parametrize("word", ["так", "ну", "понятно"])
+def test_a_backchannel_word_no_routed_intent_has_as_an_example_is_dropped(word: str) -> None:
+    # The quote plays a filler "Так...": its echo recognised as "так" is not the caller's answer;
+    # only "да" (a whole example of `agree`) is.
+    run = call(
+        [AREA, Say(3.2, word, duration=0.3, vad=False, stt_delay=0.2)],
+        hangup_at=9.0,
+        classifier=classifier(),
+    )
+    assert said(run) == ["площадь 45 метров"]
+    assert run.orchestrator.barge_in.results_dropped == 1
+
+
 def test_the_policy_of_the_example_maps() -> None:
     dmap = make_map()
     assert takes_backchannel(dmap, "quote")  # agree: "да"
     assert not takes_backchannel(dmap, "start")
     assert not takes_backchannel(with_quote_policy("drop"), "quote")
+    assert answer_words(dmap, "quote") == {"да"} and answer_words(dmap, "start") == frozenset()
     assert is_backchannel("Да-да.") and is_backchannel("угу") and not is_backchannel("да, записывайте")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from orchestrator.clock import LoopClock
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import SttResult
 from orchestrator.end_of_turn import EndOfTurn, ends_on_number, expects_number, join_finals
 from testkit.fakes import Say
@@ -27,14 +28,14 @@ def final(text: str, at: float) -> SttResult:
 def timeline(
     steps: list[tuple[float, Step]], *, hold: float = 0.0, until: float = 10.0
 ) -> list[tuple[float, str]]:
-    """Run `steps` (at, action) on virtual time; returns (time, text) of what was released."""
+    """Run `steps` (at, action) on virtual time; returns (time, text) of the finals released."""
 
     async def main() -> list[tuple[float, str]]:
         loop = asyncio.get_running_loop()
         out: list[tuple[float, str]] = []
         eot = EndOfTurn(
             clock=LoopClock(),
-            forward=lambda r: out.append((round(loop.time(), 3), r.text)),
+            forward=lambda r: out.append((round(loop.time(), 3), r.text)) if r.is_final else None,
             number_hold=lambda r: hold if ends_on_number(r.text) else 0.0,
         )
         for at, step in steps:
@@ -48,6 +49,12 @@ def timeline(
 
 def offer(text: str, at: float) -> tuple[float, Step]:
     return at, lambda e: e.result(final(text, at))
+
+
+def partial(text: str, at: float) -> tuple[float, Step]:
+    return at, lambda e: e.result(
+        SttResult(text, is_final=False, confidence=0.5, kind="partial", received_at=at)
+    )
 
 
 def vad(kind: str, at: float, edge: float | None = None) -> tuple[float, Step]:
@@ -82,6 +89,7 @@ def test_finals_of_one_answer_said_with_a_pause_are_joined() -> None:
         [
             vad("start", 1.0),
             offer("сто", 1.9),
+            partial("двадцать", 2.6),  # the recogniser hears the caller go on
             offer("двадцать квадратных метров", 3.7),
             vad("end", 3.8, edge=3.4),
         ],
@@ -95,6 +103,7 @@ def test_a_number_waits_its_hold_and_speech_in_it_continues_the_turn() -> None:
     steps += [
         vad("onset", 2.1),
         vad("start", 2.3, edge=2.1),
+        partial("двадцать", 2.8),
         vad("end", 3.4, edge=3.0),
         offer("двадцать", 3.5),
     ]
@@ -130,8 +139,33 @@ def test_a_short_run_after_a_held_number_is_voice_whose_final_is_awaited() -> No
 
 
 def test_no_final_is_held_without_bound_while_the_vad_says_speaking() -> None:
-    out = timeline([vad("start", 1.0), offer("сто", 1.5)], hold=1.0, until=20.0)
+    out = timeline([vad("start", 1.0), offer("сто", 1.5), partial("двадцать", 2.0)], hold=1.0, until=20.0)
     assert out == [(5.5, "сто")]  # MAX_HOLD_S after the final
+
+
+@pytest.mark.parametrize("hold", [0.0, 1.0])
+def test_a_vad_stuck_in_speech_holds_a_final_only_the_final_wait(hold: float) -> None:
+    # Line noise keeps the VAD in speech; no new words come: the final goes FINAL_WAIT_S after it.
+    out = timeline([vad("start", 1.0), offer("сто", 1.5), partial("сто", 1.6)], hold=hold, until=20.0)
+    assert out == [(2.5, "сто")]
+
+
+def test_an_empty_final_is_neither_held_nor_joined() -> None:
+    assert timeline([vad("start", 1.0), vad("end", 1.8), offer("", 2.1)]) == []
+    steps = [vad("start", 1.0), vad("end", 1.8, edge=1.4), offer("сто", 1.9), offer(" ", 2.0)]
+    assert timeline(steps, hold=1.0) == [(2.4, "сто")]
+
+
+def test_a_joined_turn_counts_as_one_held() -> None:
+    async def main() -> tuple[int, int]:
+        eot = EndOfTurn(clock=LoopClock(), forward=lambda r: None, number_hold=lambda r: 1.0)
+        eot.speech_start(0.0)
+        eot.result(final("сто", 0.5))
+        eot.result(final("двадцать", 0.9))
+        eot.flush()
+        return eot.finals_held, eot.finals_joined
+
+    assert run_virtual(main) == (1, 1)
 
 
 def test_without_any_vad_report_finals_are_not_held() -> None:
@@ -164,6 +198,8 @@ def test_ends_on_number(text: str, expected: bool) -> None:
         ("100", "20", False, "100 20"),  # digits dictated in groups stay as said
         ("сто", "двадцать", True, "сто двадцать"),
         ("1,5", "00", True, "1,5 00"),
+        ("", "20 метров", True, "20 метров"),
+        ("сто ", "", False, "сто"),
     ],
 )
 def test_join_finals(left: str, right: str, numbers: bool, joined: str) -> None:
@@ -197,6 +233,8 @@ def test_the_issues_case_one_turn_area_120() -> None:
     assert said(run) == ["площадь 120 квадратных метров"]
     assert run.orchestrator.session_state.variables["price"] == 12000
     assert run.orchestrator.end_of_turn.finals_joined == 1
+    final = run.records[-1]  # the call-end record reports both
+    assert final["event"] == "call_end" and (final["finals_held"], final["finals_joined"]) == (1, 1)
 
 
 def test_a_final_in_the_pause_waits_and_the_rest_of_the_number_joins_it() -> None:
@@ -226,3 +264,19 @@ def test_a_number_that_ends_the_answer_waits_the_maps_hold() -> None:
     turn = run.turns()[1]
     assert turn["t3_logic_start"] == pytest.approx(1.9 + 0.8, abs=0.03)  # speech end + the hold
     assert run.orchestrator.session_state.variables["price"] == 10000
+
+
+def test_a_key_pressed_while_a_final_is_held_comes_after_it() -> None:
+    # "площадь 100" is held for the number hold (speech end 1.9 + 1.0 s); the caller presses "1"
+    # at 2.5: what they said is their turn first, the key then answers the quote.
+    data = make_map().model_dump(by_alias=True, exclude_none=True)
+    data["states"]["quote"]["dtmf"] = {"1": "agree"}
+    run = call(
+        [Say(1.5, "площадь 100", duration=0.4, stt_delay=0.3)],
+        hangup_at=12.0,
+        dmap=DialogueMap.model_validate(data),
+        keys=[(2.5, "1")],
+    )
+    assert said(run) == ["площадь 100"]
+    assert [t.get("dtmf", False) for t in run.turns()[1:]] == [False, True]
+    assert run.orchestrator.session_state.current_state_id == "goodbye_ok"

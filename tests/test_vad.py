@@ -125,6 +125,9 @@ def test_bad_frames_and_settings_are_named() -> None:
         VadSettings(aggressiveness=4)
     with pytest.raises(ValueError, match="hangover_ms"):
         VadSettings(hangover_ms=-1)
+    with pytest.raises(ValueError, match=r"hangover_ms\n  Input should be less than or equal to 2000"):
+        VadSettings(hangover_ms=4000)  # longer than the end of turn holds a final
+    assert VadSettings(hangover_ms=2000).hangover_ms == 2000
 
 
 def test_reset_forgets_speaking(speech: bytes) -> None:

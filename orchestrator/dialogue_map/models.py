@@ -222,9 +222,9 @@ class State(_Strict):
     # Keys not in the dtmf tables build a digit string for this entity (see `CollectDigits`).
     collect_digits: CollectDigits | None = None
     # What a backchannel word ("да", "ага", "угу") begun over this state's playlist is: "drop"
-    # (not a turn), or "answer" (a turn: a yes/no question). None: "answer" when an intent this
-    # state routes has a backchannel word among its examples, else "drop"
-    # (orchestrator/backchannel.py).
+    # (not a turn), or "answer" (a turn: a yes/no question; only the words that are whole
+    # examples of the intents it routes, or any if none is). None: "answer" when an intent this
+    # state routes has a backchannel word as an example, else "drop" (orchestrator/backchannel.py).
     backchannel: Literal["drop", "answer"] | None = None
 
     @model_validator(mode="after")
