@@ -183,3 +183,29 @@ async def test_unknown_endpoint_fails_without_touching_the_call(
         assert ctl.outcomes == ["failed"] and fake.originated == []
     finally:
         await ctl.close()
+
+
+async def test_sip_header_values_are_bounded_in_utf8_bytes_at_the_longest_transcript(
+    fake: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    transcript = "у" * 999 + "z"  # VB_TRANSCRIPT's 1000-character maximum, ~2 KB of UTF-8
+    request = TransferRequest(
+        endpoint="PJSIP/operator",
+        timeout_s=1.0,
+        variables={"VB_INTENT": "operator", "VB_TRANSCRIPT": transcript},
+        sip_headers=True,
+    )
+    fake.operators["PJSIP/operator"] = Operator(answer_after_s=0.05)
+    ctl = await _call(fake, audiosocket, request)
+    try:
+        await fake.place_call()
+        async with asyncio.timeout(T):
+            await ctl.done.wait()
+        (orig,) = fake.originated
+        header = orig.variables["PJSIP_HEADER(add,X-VB-TRANSCRIPT)"]
+        assert len(header.encode()) <= 400 and header == transcript[-len(header) :]
+        assert len(header) == 200 and header.endswith("z")  # 199 two-byte letters + "z": no half letter
+        assert orig.variables["VB_TRANSCRIPT"] == transcript  # the channel variable keeps it all
+        assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"
+    finally:
+        await ctl.close()

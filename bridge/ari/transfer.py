@@ -4,7 +4,8 @@ Transfer (`AriCall.transfer`, a map's `action: TRANSFER`): the operator's channe
 into our app (`POST /channels` with `endpoint`, `app`, `appArgs=transfer`, our `channelId`,
 `timeout`, the caller's number as `callerId` (what the operator's phone shows; none when Asterisk
 had none) and the call's `VB_*` channel variables in the body; for a PJSIP endpoint also as
-`PJSIP_HEADER(add,X-VB-...)`, which chan_pjsip puts into the INVITE). Asterisk sends the
+`PJSIP_HEADER(add,X-VB-...)`, which chan_pjsip puts into the INVITE, each value cut to
+`SIP_HEADER_BYTES` of UTF-8 at a character boundary so the INVITE stays a small UDP datagram). Asterisk sends the
 channel's StasisStart when it answers (its `Dial` events carry the dial status); then it is added
 to the caller's bridge and the bot's media leg alone is deleted: the caller and the operator talk
 in the bridge, and when either hangs up the other is hung up and the bridge destroyed (no task per
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 # Q.850 hang-up causes of an operator channel that never answered.
 _BUSY_CAUSES = frozenset({17})  # user busy
 _NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer
+# An X-VB-* header value's bound in UTF-8 bytes: 1000 Cyrillic characters of VB_TRANSCRIPT are
+# ~2 KB, and a UDP INVITE past the ~1300-byte MTU budget fragments (or goes over TCP).
+SIP_HEADER_BYTES = 400
+
+
+def sip_header_value(value: str, bound: int = SIP_HEADER_BYTES) -> str:
+    """`value` cut to at most `bound` bytes of UTF-8 at a character boundary, its end kept (as
+    VB_TRANSCRIPT keeps its newest turns)."""
+    raw = value.encode()
+    return value if len(raw) <= bound else raw[-bound:].decode(errors="ignore")
 
 
 class Transfers:
@@ -110,7 +121,7 @@ class Transfers:
         variables = dict(request.variables)
         if request.sip_headers:
             for name, value in request.variables.items():
-                variables[f"PJSIP_HEADER(add,X-{name.replace('_', '-')})"] = value
+                variables[f"PJSIP_HEADER(add,X-{name.replace('_', '-')})"] = sip_header_value(value)
         outcome: TransferOutcome = "failed"
         timeout_s = self._settings.timeout_s
         caller_id = {"callerId": session.caller_number} if session.caller_number else {}
