@@ -16,7 +16,9 @@ from bridge.ari import AriController, AriSettings
 from bridge.ari.call import AriCall
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.pacer import Pacer
-from orchestrator.domain.models import TransferOutcome, TransferRequest
+from orchestrator.dialogue_map.models import Transfer
+from orchestrator.domain.models import SessionState, TransferOutcome, TransferRequest
+from orchestrator.transfer_step import dial_transfer
 from testkit.fake_ari import FakeAri, Operator
 
 T = 10.0
@@ -209,3 +211,53 @@ async def test_sip_header_values_are_bounded_in_utf8_bytes_at_the_longest_transc
         assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"
     finally:
         await ctl.close()
+
+
+class _Control:
+    """The `CallControl` the dialogue sees: `AriCall.transfer`, recording `on_answer` calls."""
+
+    def __init__(self, call: AriCall) -> None:
+        self.call, self.answered = call, 0
+
+    async def transfer(self, request: TransferRequest) -> TransferOutcome:
+        def on_answer() -> None:
+            self.answered += 1
+
+        return await self.call.transfer(request, on_answer=on_answer)
+
+
+async def test_an_operator_answering_late_is_given_up_by_the_transfer_not_cut_mid_bridging(
+    fake: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    """Ring 1 s; [call] provider_timeout_s 0.5 s; [ari] timeout_s 2 s. The operator answers at
+    1.8 s (a late or lost event) and addChannel stalls 0.5 s. The transfer's own deadline gives
+    the answer up (no_answer, ringback never stopped); the dialogue's outer bound never fires."""
+    fake.operators["PJSIP/operator"] = Operator(answer_after_s=1.8)
+    fake.add_channel_delay_s = 0.5
+    spec = Transfer(endpoint="PJSIP/operator", timeout_s=1.0, on_transfer_failed="start")
+    session = SessionState(call_id="late", current_state_id="start")
+    results: list[tuple[TransferOutcome, int]] = []
+    done = asyncio.Event()
+
+    async def on_call(call: AriCall) -> None:
+        control = _Control(call)
+        results.append((await dial_transfer(control, session, spec, "operator", 0.5), control.answered))
+        done.set()
+
+    settings = AriSettings(
+        url=fake.url, audiosocket_host=f"127.0.0.1:{audiosocket.port}", reconnect_min_s=0.05, timeout_s=2.0
+    )
+    controller = AriController(settings, audiosocket, on_call)
+    task = asyncio.create_task(controller.run(), name="test-ari-controller")
+    try:
+        async with asyncio.timeout(T):
+            await controller.connected.wait()
+        await fake.place_call()
+        async with asyncio.timeout(T):
+            await done.wait()
+        assert results == [("no_answer", 0)]  # not "failed" after on_answer stopped the ringback
+        (orig,) = fake.originated
+        await fake.wait_for(lambda: orig.channel_id in fake.deleted, T)  # the operator hung up
+    finally:
+        await controller.close()
+        await asyncio.wait_for(task, T)
