@@ -90,7 +90,7 @@ class BridgeStats:
     calls: int
     wall_s: float
     cpu_pct: float
-    frames_out: int  # bot audio + silence sent
+    frames_out: int  # bot audio + silence + ringback sent
     voice_out: int  # bot audio frames only
     frames_in: int
     inbound_drops: int
@@ -215,7 +215,7 @@ class BridgeSide:
         for c in self.calls:
             gw = c.gateway
             voice += gw.outbound.frames_sent
-            out += gw.outbound.frames_sent + gw.outbound.silence_sent
+            out += gw.outbound.frames_sent + gw.outbound.silence_sent + gw.outbound.ring_sent
             inn += gw.frames_in
             drops += c.recognizer.buffer.dropped
             odrops += c.conn.frames_dropped

@@ -32,14 +32,7 @@ from bridge.logs import TRACE_ID, public_url
 from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
 from bridge.preflight import listen_error
-from bridge.recording import (
-    RECORD_VARIABLE,
-    CallRecorder,
-    parse_record_flag,
-    recording_path,
-    recording_wanted,
-    sweep_recordings,
-)
+from bridge.recording import CallRecorder, Recordings
 from bridge.registry import NodeRegistry
 from bridge.ringback import RingbackControl, ringback_frames
 from bridge.settings import Settings
@@ -104,9 +97,8 @@ class VoicebridgeApp:
         # Calls expected by channel id (outbound campaigns): their session variables, and the
         # future that gets (call id, end reason, duration s) when the call is over.
         self._expected: dict[str, tuple[dict[str, str], asyncio.Future[tuple[str, str, float]]]] = {}
-        # Recorded calls in progress: call id -> its WAV, named in the call's `call_end` record.
-        self._recordings: dict[str, str] = {}
-        self._sweeping = False  # the recordings' retention sweep was started
+        # Which calls are recorded, and their WAVs (named in each call's `call_end` record).
+        self.recordings = Recordings(settings.recording, self.tasks)
 
     async def start(self) -> None:
         """Load the map, build the providers, warm the cache, start listening for calls."""
@@ -165,7 +157,7 @@ class VoicebridgeApp:
             self._registry_task = self.tasks.spawn(self.registry.run(), "node-registry")
         maps = [self.services, *self.services_by_number.values()]
         if s.recording.enabled or any(m is not None and m.dialogue_map.recording for m in maps):
-            self._sweep_recordings()
+            self.recordings.sweep()
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations so a full collection does not stall the 20 ms tick (measured: 55 ms at 650 calls).
         gc.collect()
@@ -213,11 +205,11 @@ class VoicebridgeApp:
 
     def _metrics_sink(self, forward: MetricsSink) -> MetricsSink:
         observe = self.metrics.observe_record
-        recordings = self._recordings
+        path_of = self.recordings.path_of
 
         def sink(record: MetricsRecord) -> None:
             if record.get("event") == "call_end":
-                wav = recordings.get(str(record.get("trace_id")))
+                wav = path_of(str(record.get("trace_id")))
                 if wav is not None:
                     record["recording"] = wav
             observe(record)
@@ -258,8 +250,8 @@ class VoicebridgeApp:
         services = self.services_for(call.exten)
         recorder: CallRecorder | None = None
         try:
-            if self._recording_wanted(call, services.dialogue_map.recording):
-                recorder = await self._start_recording(call)
+            if self.recordings.wanted(call.call_id, call.channel_vars, services.dialogue_map.recording):
+                recorder = await self.recordings.start(call.call_id, call.conn)
         except Exception:  # recording never fails a call (e.g. the sweep cannot start)
             log.exception("call %s: recording not started", call.call_id)
         self.calls_active += 1
@@ -316,41 +308,12 @@ class VoicebridgeApp:
             await gateway.close(hang_up=False)
             if recorder is not None:
                 await recorder.close()
-                self._recordings.pop(call.call_id, None)
+                self.recordings.forget(call.call_id)
             self.metrics.call_ended(gateway, reason)
             self._end_expected(call.channel_id, call.call_id, reason, self.clock.now() - started)
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)
-
-    def _recording_wanted(self, call: AriCall, map_recording: bool | None) -> bool:
-        """Whether `call` is recorded: its VB_RECORD, its map's `recording`, `[recording] enabled`
-        (`recording_wanted`); a VB_RECORD that is no flag is logged and ignored."""
-        try:
-            call_record = parse_record_flag(call.channel_vars.get(RECORD_VARIABLE))
-        except ValueError as exc:
-            log.warning("call %s: %s; ignored", call.call_id, exc)
-            call_record = None
-        return recording_wanted(self.settings.recording.enabled, map_recording, call_record)
-
-    def _sweep_recordings(self) -> None:
-        """Start the retention sweep once: at start when recording may be on, else at the first
-        recorded call (a directory is never swept unless this service records into it)."""
-        if not self._sweeping:
-            self._sweeping = True
-            self.tasks.spawn(sweep_recordings(self.settings.recording), "recording-retention")
-
-    async def _start_recording(self, call: AriCall) -> CallRecorder | None:
-        """The call's recorder, its file created (None if it cannot be: the call goes on)."""
-        self._sweep_recordings()
-        recorder = CallRecorder(
-            call.conn, recording_path(self.settings.recording, call.call_id), self.settings.recording
-        )
-        await recorder.open()
-        if recorder.path is None:
-            return None
-        self._recordings[call.call_id] = str(recorder.path)
-        return recorder
 
     def expect_call(
         self, channel_id: str, variables: dict[str, str]

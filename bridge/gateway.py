@@ -264,6 +264,7 @@ class TelephonyGateway:
             "dtmf_in": self.dtmf_in,
             "frames_out": self.outbound.frames_sent,
             "silence_out": self.outbound.silence_sent,
+            "ring_out": self.outbound.ring_sent,
             "underflows": self.outbound.underflows,
             "dropped_in": self._conn.dropped_before_receiver,
             "dropped_out": self._conn.frames_dropped,

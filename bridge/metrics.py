@@ -54,6 +54,7 @@ _CALL_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
     "frames_in": ("voicebridge_frames", {"direction": "inbound", "kind": "audio"}),
     "frames_out": ("voicebridge_frames", {"direction": "outbound", "kind": "audio"}),
     "silence_out": ("voicebridge_frames", {"direction": "outbound", "kind": "silence"}),
+    "ring_out": ("voicebridge_frames", {"direction": "outbound", "kind": "ringback"}),
     "dropped_in": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "before_call"}),
     "stt_dropped": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "stt_buffer"}),
     "dropped_out": ("voicebridge_frames_dropped", {"direction": "outbound", "where": "socket"}),

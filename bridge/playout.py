@@ -15,10 +15,11 @@ silence of an empty buffer until `stop_ring()`: queued bot audio still goes firs
 after `stop_ring()` is silence (or bot audio); the loop's frames are built once, not per tick.
 
 Counters for metrics (plain integers, read at scrape time; nothing is reported per frame):
-`frames_sent`, `silence_sent`, and `underflows`, silent frames sent in the middle of a segment
+`frames_sent`, `silence_sent`, `ring_sent` (frames of the `ring()` loop; the three add up to the
+ticks), and `underflows`, silent frames sent in the middle of a segment
 (bot audio was written and the segment not ended, but no whole frame was ready: the caller
-hears a gap). `watch_cut(at, report)` measures a barge-in: the first silent frame after it calls
-`report(seconds since at)` once.
+hears a gap). `watch_cut(at, report)` measures a barge-in: the first silent (or ringback) frame
+after it calls `report(seconds since at)` once.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Playout:
         "_ring_at",
         "_sink",
         "_space_waiters",
+        "ring_sent",
         "silence_sent",
         "underflows",
     )
@@ -99,6 +101,7 @@ class Playout:
         self._resampler = Resampler()
         self._frames_sent = 0
         self.silence_sent = 0
+        self.ring_sent = 0
         self.underflows = 0
         self._in_segment = False  # bot audio written, segment not ended yet
         self._paused = False  # silence is sent, the queue kept (two-stage barge-in)
@@ -174,7 +177,7 @@ class Playout:
         return self._paused
 
     def watch_cut(self, at: float, report: Callable[[float], None]) -> None:
-        """Call `report(s)` at the first silent frame sent from now on, with `s` the seconds since
+        """Call `report(s)` at the first silent or ringback frame sent from now on, with `s` the seconds since
         `at` (a `time.monotonic()` instant, the loop clock's): how long the caller still heard the
         bot after a barge-in decided at `at`."""
         self._cut_at, self._cut_report = at, report
@@ -213,8 +216,11 @@ class Playout:
                 self._wake(self._drain_waiters)
         elif self._ring and not self._in_segment:
             ring = self._ring
+            self.ring_sent += 1
             self._sink.send_audio(ring[self._ring_at])
             self._ring_at = (self._ring_at + 1) % len(ring)
+            if self._cut_report is not None:  # the bot's audio ended here too
+                self._report_cut()
         else:
             self.silence_sent += 1
             if self._in_segment:

@@ -25,6 +25,7 @@ import os
 import re
 import time
 import wave
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -40,6 +41,7 @@ __all__ = [
     "RECORD_VARIABLE",
     "CallRecorder",
     "RecordingSettings",
+    "Recordings",
     "delete_old_recordings",
     "parse_record_flag",
     "recording_wanted",
@@ -323,3 +325,57 @@ async def sweep_recordings(settings: RecordingSettings) -> None:
         except OSError as exc:
             log.error("recordings: retention sweep of %s failed: %s", directory, exc)
         await asyncio.sleep(settings.sweep_interval_s)
+
+
+class Recordings:
+    """The service's recording policy: which calls are recorded, their recorders, the sweep.
+
+    `wanted()` decides per call; `start()` opens a call's recorder (and the retention sweep, once,
+    as a task of `tasks`); `path_of()` names a recorded call's WAV until `forget()`.
+    """
+
+    def __init__(self, settings: RecordingSettings, tasks: TaskOwner) -> None:
+        self._settings = settings
+        self._tasks = tasks
+        self._paths: dict[str, str] = {}  # call id -> its WAV, while the call lasts
+        self._sweeping = False  # the retention sweep was started
+
+    @property
+    def in_progress(self) -> int:
+        """Recorded calls in progress (their files named in `call_end` records)."""
+        return len(self._paths)
+
+    def wanted(self, call_id: str, channel_vars: Mapping[str, str], map_recording: bool | None) -> bool:
+        """Whether the call is recorded: its VB_RECORD, its map's `recording`, `[recording]
+        enabled` (`recording_wanted`); a VB_RECORD that is no flag is logged and ignored."""
+        try:
+            call_record = parse_record_flag(channel_vars.get(RECORD_VARIABLE))
+        except ValueError as exc:
+            log.warning("call %s: %s; ignored", call_id, exc)
+            call_record = None
+        return recording_wanted(self._settings.enabled, map_recording, call_record)
+
+    def sweep(self) -> None:
+        """Start the retention sweep once: at start when recording may be on, else at the first
+        recorded call (a directory is never swept unless this service records into it)."""
+        if not self._sweeping:
+            self._sweeping = True
+            self._tasks.spawn(sweep_recordings(self._settings), "recording-retention")
+
+    async def start(self, call_id: str, sink: FrameSink) -> CallRecorder | None:
+        """The call's recorder in front of `sink`, its file created (None if it cannot be)."""
+        self.sweep()
+        recorder = CallRecorder(sink, recording_path(self._settings, call_id), self._settings)
+        await recorder.open()
+        if recorder.path is None:
+            return None
+        self._paths[call_id] = str(recorder.path)
+        return recorder
+
+    def path_of(self, call_id: str) -> str | None:
+        """The WAV of a call being recorded, or None."""
+        return self._paths.get(call_id)
+
+    def forget(self, call_id: str) -> None:
+        """The call's recording is closed."""
+        self._paths.pop(call_id, None)

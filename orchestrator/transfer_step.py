@@ -52,19 +52,23 @@ async def dial_transfer(
     provider_timeout_s: float,
 ) -> TransferOutcome:
     """Dial the transfer's target through `control` (None: "failed"); never raises. The control
-    bounds its own ringing (`spec.timeout_s`); a stuck one is cut after that plus twice
-    `provider_timeout_s` (seconds) and counts as "failed"."""
+    finishes the dial within `request.bound_s` (`spec.timeout_s` of ringing plus
+    `provider_timeout_s` seconds for originating and bridging); a stuck one is cut
+    `provider_timeout_s` after that (the margin for hanging up an operator that did not answer),
+    and counts as "failed". The outer bound thus always exceeds the control's own: a late answer
+    is never cut here mid-bridging."""
     target = spec.dial_string()
     request = TransferRequest(
         endpoint=target,
         timeout_s=spec.timeout_s,
         variables=transfer_variables(session, spec, intent),
         sip_headers=spec.endpoint is not None and spec.endpoint.upper().startswith("PJSIP/"),
+        setup_s=provider_timeout_s,
     )
     outcome: TransferOutcome = "failed"
     if control is not None:
         try:
-            async with asyncio.timeout(spec.timeout_s + 2 * provider_timeout_s):
+            async with asyncio.timeout(request.bound_s + provider_timeout_s):
                 outcome = await control.transfer(request)
         except TimeoutError:
             log.warning("call %s: transfer to %s did not finish in time", session.call_id, target)

@@ -242,6 +242,7 @@ class FakeAri:
         self._waiters: list[_Waiter] = []
         self.operators: dict[str, Operator] = {}  # endpoint -> how it answers an originate
         self.external_media_status: int | None = None  # set: externalMedia fails with this status
+        self.add_channel_delay_s = 0.0  # how long `addChannel` stalls before it answers (ARI stall)
         self.originated: list[Originated] = []
         self._dialling: set[asyncio.Task[None]] = set()
 
@@ -580,6 +581,8 @@ class FakeAri:
         return web.Response(status=204)
 
     async def _add_channel(self, request: web.Request) -> web.Response:
+        if self.add_channel_delay_s:
+            await asyncio.sleep(self.add_channel_delay_s)
         members = self.bridges.get(request.match_info["id"])
         if members is None:
             raise web.HTTPNotFound()

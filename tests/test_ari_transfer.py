@@ -1,7 +1,7 @@
-"""Transfer through ARI (`AriCall.transfer`), against a fake ARI on real sockets (testkit.fake_ari).
+"""Transfer through ARI (`AriCall.transfer`), against a fake_ari ARI on real sockets (testkit.fake_ari).
 
 The handler stands in for the Orchestrator: it asks for a transfer and returns, as the dialogue
-does after "transferred" (or goes on after a failure). What the bridge did is read off the fake:
+does after "transferred" (or goes on after a failure). What the bridge did is read off the fake_ari:
 the originate with its channel variables and SIP headers, the bridge's members, what was deleted.
 """
 
@@ -15,7 +15,9 @@ import pytest
 from bridge.ari import AriController, AriSettings
 from bridge.ari.call import AriCall
 from bridge.audiosocket.server import AudioSocketServer
-from orchestrator.domain.models import TransferOutcome, TransferRequest
+from orchestrator.dialogue_map.models import Transfer
+from orchestrator.domain.models import SessionState, TransferOutcome, TransferRequest
+from orchestrator.transfer_step import dial_transfer
 from testkit.fake_ari import FakeAri, Operator
 
 T = 10.0
@@ -159,3 +161,82 @@ async def test_unknown_endpoint_fails_without_touching_the_call(
         assert ctl.outcomes == ["failed"] and fake_ari.originated == []
     finally:
         await ctl.close()
+
+
+async def test_sip_header_values_are_bounded_in_utf8_bytes_at_the_longest_transcript(
+    fake_ari: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    transcript = "у" * 999 + "z"  # VB_TRANSCRIPT's 1000-character maximum, ~2 KB of UTF-8
+    request = TransferRequest(
+        endpoint="PJSIP/operator",
+        timeout_s=1.0,
+        variables={"VB_INTENT": "operator", "VB_TRANSCRIPT": transcript},
+        sip_headers=True,
+    )
+    fake_ari.operators["PJSIP/operator"] = Operator(answer_after_s=0.05)
+    ctl = await _call(fake_ari, audiosocket, request)
+    try:
+        await fake_ari.place_call()
+        async with asyncio.timeout(T):
+            await ctl.done.wait()
+        (orig,) = fake_ari.originated
+        header = orig.variables["PJSIP_HEADER(add,X-VB-TRANSCRIPT)"]
+        assert len(header.encode()) <= 400 and header == transcript[-len(header) :]
+        assert len(header) == 200 and header.endswith("z")  # 199 two-byte letters + "z": no half letter
+        assert orig.variables["VB_TRANSCRIPT"] == transcript  # the channel variable keeps it all
+        assert orig.variables["PJSIP_HEADER(add,X-VB-INTENT)"] == "operator"
+    finally:
+        await ctl.close()
+
+
+class _Control:
+    """The `CallControl` the dialogue sees: `AriCall.transfer`, recording `on_answer` calls."""
+
+    def __init__(self, call: AriCall) -> None:
+        self.call, self.answered = call, 0
+
+    async def transfer(self, request: TransferRequest) -> TransferOutcome:
+        def on_answer() -> None:
+            self.answered += 1
+
+        return await self.call.transfer(request, on_answer=on_answer)
+
+
+async def test_an_operator_answering_late_is_given_up_by_the_transfer_not_cut_mid_bridging(
+    fake_ari: FakeAri, audiosocket: AudioSocketServer
+) -> None:
+    """Ring 1 s; [call] provider_timeout_s 0.5 s; [ari] timeout_s 2 s. The operator answers at
+    1.8 s (a late or lost event) and addChannel stalls 0.5 s. The transfer's own deadline gives
+    the answer up (no_answer, ringback never stopped); the dialogue's outer bound never fires."""
+    fake_ari.operators["PJSIP/operator"] = Operator(answer_after_s=1.8)
+    fake_ari.add_channel_delay_s = 0.5
+    spec = Transfer(endpoint="PJSIP/operator", timeout_s=1.0, on_transfer_failed="start")
+    session = SessionState(call_id="late", current_state_id="start")
+    results: list[tuple[TransferOutcome, int]] = []
+    done = asyncio.Event()
+
+    async def on_call(call: AriCall) -> None:
+        control = _Control(call)
+        results.append((await dial_transfer(control, session, spec, "operator", 0.5), control.answered))
+        done.set()
+
+    settings = AriSettings(
+        url=fake_ari.url,
+        audiosocket_host=f"127.0.0.1:{audiosocket.port}",
+        reconnect_min_s=0.05,
+        timeout_s=2.0,
+    )
+    controller = AriController(settings, audiosocket, on_call)
+    task = asyncio.create_task(controller.run(), name="test-ari-controller")
+    try:
+        async with asyncio.timeout(T):
+            await controller.connected.wait()
+        await fake_ari.place_call()
+        async with asyncio.timeout(T):
+            await done.wait()
+        assert results == [("no_answer", 0)]  # not "failed" after on_answer stopped the ringback
+        (orig,) = fake_ari.originated
+        await fake_ari.wait_for(lambda: orig.channel_id in fake_ari.deleted, T)  # the operator hung up
+    finally:
+        await controller.close()
+        await asyncio.wait_for(task, T)

@@ -123,3 +123,24 @@ def test_the_russian_cadence_is_one_second_of_425_hz_in_five() -> None:
     frames = ringback_frames()
     assert len(frames) == 250 and all(len(f) == FRAME_BYTES for f in frames)
     assert [any(f) for f in frames] == [True] * 50 + [False] * 200
+
+
+def test_ringback_frames_are_counted_and_end_a_pending_cut() -> None:
+    async def main() -> tuple[int, Playout, list[float]]:
+        pacer, sink = Pacer(), CrossingSink()
+        playout = Playout(sink)
+        pacer.add(playout)
+        cuts: list[float] = []
+        await playout.write(AudioChunk(struct.pack("<160h", *([1000, -1000] * 80)) * 3))
+        playout.end_segment()
+        playout.ring(ringback_frames())
+        playout.watch_cut(asyncio.get_running_loop().time(), cuts.append)
+        pacer.start()
+        await asyncio.sleep(0.5)
+        pacer.stop()
+        return len(sink.frames), playout, cuts
+
+    ticks, playout, cuts = run_virtual(main)
+    assert playout.frames_sent == 3 and playout.ring_sent == ticks - 3 > 0
+    assert playout.frames_sent + playout.silence_sent + playout.ring_sent == ticks
+    assert len(cuts) == 1  # reported at the first ringback frame, not after the whole ring

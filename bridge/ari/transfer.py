@@ -4,7 +4,8 @@ Transfer (`AriCall.transfer`, a map's `action: TRANSFER`): the operator's channe
 into our app (`POST /channels` with `endpoint`, `app`, `appArgs=transfer`, our `channelId`,
 `timeout`, the caller's number as `callerId` (what the operator's phone shows; none when Asterisk
 had none) and the call's `VB_*` channel variables in the body; for a PJSIP endpoint also as
-`PJSIP_HEADER(add,X-VB-...)`, which chan_pjsip puts into the INVITE). Asterisk sends the
+`PJSIP_HEADER(add,X-VB-...)`, which chan_pjsip puts into the INVITE, each value cut to
+`SIP_HEADER_BYTES` of UTF-8 at a character boundary so the INVITE stays a small UDP datagram). Asterisk sends the
 channel's StasisStart when it answers (its `Dial` events carry the dial status); then it is added
 to the caller's bridge and the bot's media leg alone is deleted: the caller and the operator talk
 in the bridge, and when either hangs up the other is hung up and the bridge destroyed (no task per
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 # Q.850 hang-up causes of an operator channel that never answered.
 _BUSY_CAUSES = frozenset({17})  # user busy
 _NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer
+# An X-VB-* header value's bound in UTF-8 bytes: 1000 Cyrillic characters of VB_TRANSCRIPT are
+# ~2 KB, and a UDP INVITE past the ~1300-byte MTU budget fragments (or goes over TCP).
+SIP_HEADER_BYTES = 400
+
+
+def sip_header_value(value: str, bound: int = SIP_HEADER_BYTES) -> str:
+    """`value` cut to at most `bound` bytes of UTF-8 at a character boundary, its end kept (as
+    VB_TRANSCRIPT keeps its newest turns)."""
+    raw = value.encode()
+    return value if len(raw) <= bound else raw[-bound:].decode(errors="ignore")
 
 
 class Transfers:
@@ -101,7 +112,9 @@ class Transfers:
         """Originate the operator's channel and, when it answers, bridge it with the caller.
 
         `on_answer()` runs as soon as the operator's channel has answered, before it is bridged.
-        Never raises but for cancellation; see the module docstring for the outcomes.
+        Originating, ringing and bridging finish within `request.bound_s` seconds (then an operator
+        channel not bridged is hung up, bounded by `[ari] timeout_s`). Never raises but for
+        cancellation; see the module docstring for the outcomes.
         """
         client = self._connection.client
         if client is None or session.caller_gone.is_set() or session.transferred:
@@ -115,65 +128,91 @@ class Transfers:
         variables = dict(request.variables)
         if request.sip_headers:
             for name, value in request.variables.items():
-                variables[f"PJSIP_HEADER(add,X-{name.replace('_', '-')})"] = value
+                variables[f"PJSIP_HEADER(add,X-{name.replace('_', '-')})"] = sip_header_value(value)
         outcome: TransferOutcome = "failed"
         timeout_s = self._settings.timeout_s
         caller_id = {"callerId": session.caller_number} if session.caller_number else {}
+        # One deadline over originate + ring + bridging (`request.bound_s`), which the caller of
+        # `transfer` bounds with a margin: a late answer is bridged or given up here, never cut
+        # from outside after `on_answer`. Asterisk gives up ringing after `timeout` itself; the
+        # answer is awaited half of `setup_s` longer (a lost event), the rest is for bridging.
+        start = loop.time()
+        deadline = start + request.bound_s
+        answer_by = start + request.timeout_s + request.setup_s / 2
         try:
             try:
-                async with asyncio.timeout(timeout_s):
-                    await client.channels.originate(
-                        endpoint=request.endpoint,
-                        app=self._settings.app,
-                        appArgs="transfer",
-                        channelId=op_id,
-                        timeout=max(1, math.ceil(request.timeout_s)),
-                        variables=variables,
-                        **caller_id,
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            await client.channels.originate(
+                                endpoint=request.endpoint,
+                                app=self._settings.app,
+                                appArgs="transfer",
+                                channelId=op_id,
+                                timeout=max(1, math.ceil(request.timeout_s)),
+                                variables=variables,
+                                **caller_id,
+                            )
+                    except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        log.warning(
+                            "call %s: transfer to %s: originate failed: %r",
+                            session.uuid,
+                            request.endpoint,
+                            exc,
+                        )
+                        return outcome
+                    waits: set[asyncio.Future[Any]] = {session.op_started, session.op_gone, session.gone}
+                    await asyncio.wait(
+                        waits, timeout=max(0.0, answer_by - loop.time()), return_when=asyncio.FIRST_COMPLETED
                     )
-            except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning(
-                    "call %s: transfer to %s: originate failed: %r", session.uuid, request.endpoint, exc
-                )
-                return outcome
-            waits: set[asyncio.Future[Any]] = {session.op_started, session.op_gone, session.gone}
-            # Asterisk gives up ringing after `timeout` itself; ours only guards a lost event.
-            await asyncio.wait(
-                waits, timeout=request.timeout_s + timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if session.op_started.done() and not session.op_gone.done() and not session.caller_gone.is_set():
-                if on_answer is not None:
-                    on_answer()
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        await client.bridges.addChannel(bridgeId=session.bridge_id, channel=op_id)
-                except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.warning("call %s: transfer: bridging the operator failed: %r", session.uuid, exc)
-                    return outcome
-                session.transferred = True
-                outcome = "answered"
-            elif session.op_gone.done():
-                cause = session.op_gone.result()
-                status = session.op_dialstatus
-                log.info(
-                    "call %s: transfer to %s: not answered (dial status %s, cause %s)",
-                    session.uuid,
-                    request.endpoint,
-                    status or "-",
-                    cause,
-                )
-                if status == "BUSY" or cause in _BUSY_CAUSES:
-                    outcome = "busy"
-                elif status == "NOANSWER" or cause in _NO_ANSWER_CAUSES:
-                    outcome = "no_answer"
-            elif not session.caller_gone.is_set():
-                outcome = "no_answer"
+                    outcome = await self._settle(session, request, op_id, on_answer)
+            except TimeoutError:  # the deadline (while bridging): the operator is hung up below
+                log.warning("call %s: transfer to %s: not done in time", session.uuid, request.endpoint)
             return outcome
         finally:
             if not session.transferred:
                 self._by_op.pop(op_id, None)
                 if not session.op_gone.done():  # still ringing, or answered too late: not ours
                     await self._legs.hang_up_channel(session, op_id, "operator channel")
+
+    async def _settle(
+        self,
+        session: CallSession,
+        request: TransferRequest,
+        op_id: str,
+        on_answer: Callable[[], None] | None,
+    ) -> TransferOutcome:
+        """After the wait for an answer: bridge an answered operator, or name why there is none."""
+        if session.op_started.done() and not session.op_gone.done() and not session.caller_gone.is_set():
+            if on_answer is not None:
+                on_answer()
+            client = self._connection.client
+            try:
+                if client is None:
+                    raise OSError("ARI not connected")
+                async with asyncio.timeout(self._settings.timeout_s):
+                    await client.bridges.addChannel(bridgeId=session.bridge_id, channel=op_id)
+            except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("call %s: transfer: bridging the operator failed: %r", session.uuid, exc)
+                return "failed"
+            session.transferred = True
+            return "answered"
+        if session.op_gone.done():
+            cause = session.op_gone.result()
+            status = session.op_dialstatus
+            log.info(
+                "call %s: transfer to %s: not answered (dial status %s, cause %s)",
+                session.uuid,
+                request.endpoint,
+                status or "-",
+                cause,
+            )
+            if status == "BUSY" or cause in _BUSY_CAUSES:
+                return "busy"
+            if status == "NOANSWER" or cause in _NO_ANSWER_CAUSES:
+                return "no_answer"
+            return "failed"
+        return "failed" if session.caller_gone.is_set() else "no_answer"
 
     def hand_over(self, session: CallSession, *, closing: bool) -> None:
         """After a transferred call's bot side is torn down: watch the bridge (or end it now)."""

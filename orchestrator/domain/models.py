@@ -100,6 +100,14 @@ class TransferRequest:
     # values are bounded strings.
     variables: dict[str, str]
     sip_headers: bool  # also send them as `X-VB-*` SIP headers (a PJSIP endpoint target)
+    # Seconds beyond `timeout_s` for originating and bridging: the control finishes the dial
+    # within `bound_s` (then only hangs up an operator channel that did not answer).
+    setup_s: float = 5.0
+
+    @property
+    def bound_s(self) -> float:
+        """The whole dial's bound in seconds (originate + ring + bridging): `timeout_s + setup_s`."""
+        return self.timeout_s + self.setup_s
 
 
 # How a transfer ended: the target answered (the caller is now joined to it), was busy, did not
