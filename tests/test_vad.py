@@ -65,7 +65,7 @@ def test_speech_starts_after_min_duration_and_ends_after_hangover(speech: bytes)
     events = run(vad, silence(500) + speech + silence(1000))
     assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
     start, end = events
-    # Onset: where the speech begins (TEN VAD at its 0.7 threshold takes "Здравствуйте" for
+    # Onset: where the speech begins (a neural VAD at its 0.7 threshold may take "Здравствуйте" for
     # speech only from its vowel, up to 0.3 s in).
     assert 0.5 <= start.at <= 0.8
     assert start.detected_at - start.at >= 0.2 - 0.02 - 1e-9  # min speech duration
