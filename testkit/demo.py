@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from bridge.ringback import RINGBACK_HZ
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.orchestrator import CallEvent
@@ -29,7 +30,6 @@ DEMO_LINES = (
     "а вы работаете по воскресеньям",
     "соедините с оператором",
 )
-RINGBACK_HZ = 425.0  # bridge/ringback.py
 OPERATOR_HZ = 1000.0  # the stand-in operator's tone
 
 

@@ -21,6 +21,7 @@ from typing import cast
 
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
 from orchestrator.tasks import TaskOwner
+from testkit.sip import VOICED_RMS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # stdlib audioop on 3.11/3.12
@@ -30,7 +31,6 @@ __all__ = ["Heard", "RtpLine"]
 
 _PACKET_S = 0.02
 _SSRC = 0x11EC0001
-_VOICED_RMS = 200  # as testkit.sip.VOICED_RMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ class RtpLine:
         pcm = audioop.ulaw2lin(data[12 + 4 * cc :], 2)
         heard = Heard(now - self._t0, pcm)
         self.heard.append(heard)
-        if self.voice_start is None and heard.rms >= _VOICED_RMS:
+        if self.voice_start is None and heard.rms >= VOICED_RMS:
             self.voice_start = heard.t
             for at_s, said in self._pending:
                 self.say(heard.t + at_s, said)

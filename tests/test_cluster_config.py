@@ -37,8 +37,9 @@ def test_the_proxy_config_passes_kamailios_check(tmp_path: Path) -> None:
     cfg.write_text(text)
     done = subprocess.run(["kamailio", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Call load needs its table and the load kept up to date on every path of a call.
-    for needed in ('ds_select_dst("1", "10")', '"ds_hash_size"', "ds_load_update()", "ds_load_unset()"):
+    # Routing by call load needs algorithm 10 and its call table (the e2e call-load test checks the
+    # load is kept up to date).
+    for needed in ('ds_select_dst("1", "10")', '"ds_hash_size"'):
         assert needed in text, needed
 
 

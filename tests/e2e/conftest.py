@@ -185,3 +185,13 @@ def call_tasks() -> list[asyncio.Task[object]]:
         for t in asyncio.all_tasks()
         if t.get_name().startswith(("ari-call-", "call-handler-")) and not t.done()
     ]
+
+
+async def udp_port_bound(port: int, timeout_s: float = 5.0) -> None:
+    """Wait until something listens on 127.0.0.1:`port`/udp (sipp as UAS is ready)."""
+    needle = f"0100007F:{port:04X}"
+    udp = Path("/proc/net/udp")
+    async with asyncio.timeout(timeout_s):
+        # Another process's readiness has no event to wait on; poll the kernel's socket table.
+        while needle not in udp.read_text():  # noqa: ASYNC240, ASYNC110
+            await asyncio.sleep(0.02)

@@ -20,19 +20,9 @@ from testkit.sip import (
     tone_pcm,
     write_rtp_pcap,
 )
-from tests.e2e.conftest import Stack, call_tasks
+from tests.e2e.conftest import Stack, call_tasks, udp_port_bound
 
 pytestmark = pytest.mark.asterisk
-
-
-async def udp_port_bound(port: int, timeout_s: float = 5.0) -> None:
-    """Wait until something listens on 127.0.0.1:`port`/udp (sipp as UAS is ready)."""
-    needle = f"0100007F:{port:04X}"
-    udp = Path("/proc/net/udp")
-    async with asyncio.timeout(timeout_s):
-        # Another process's readiness has no event to wait on; poll the kernel's socket table.
-        while needle not in udp.read_text():  # noqa: ASYNC240, ASYNC110
-            await asyncio.sleep(0.02)
 
 
 async def test_originate_lands_in_stasis(

@@ -17,8 +17,7 @@ from bridge.campaign import AmiDial, Campaign, CampaignSettings, Contact
 from bridge.playout import Playout
 from orchestrator.domain.models import AudioChunk
 from testkit.sip import UAS_MEDIA_PORT, UAS_SIP_PORT, render_scenario, run_sipp, tone_pcm, write_rtp_pcap
-from tests.e2e.conftest import Stack
-from tests.e2e.test_ami import udp_port_bound
+from tests.e2e.conftest import Stack, udp_port_bound
 
 pytestmark = pytest.mark.asterisk
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from testkit.sip import UAS_MEDIA_PORT, UAS_SIP_PORT, espeak_pcm, render_scenario, run_sipp, write_rtp_pcap
-from tests.e2e.test_ami import udp_port_bound
+from tests.e2e.conftest import udp_port_bound
 from tests.test_serve_cli import ROOT, _free_port
 
 pytestmark = pytest.mark.asterisk

@@ -38,8 +38,7 @@ from testkit.sip import (
     tone_pcm,
     write_rtp_pcap,
 )
-from tests.e2e.conftest import ARI, Stack, ari_get
-from tests.e2e.test_ami import udp_port_bound
+from tests.e2e.conftest import ARI, Stack, ari_get, udp_port_bound
 
 pytestmark = pytest.mark.asterisk
 log = logging.getLogger(__name__)
