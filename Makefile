@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2 kamailio
+APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2 kamailio libc++1
 PYTEST_ARGS ?=
 # asterisk.sh mode for `make demo`: auto (a container if an engine answers), chroot or container.
 DEMO_ASTERISK ?= auto

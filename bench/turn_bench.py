@@ -3,33 +3,45 @@
 Each item is replayed frame by frame through the bridge's own detector, as the gateway and the
 Orchestrator run it: the bot's next frame goes out (and to the `EchoGate`), the line returns the
 caller's side plus the echo of what was really sent (`LineEcho`), and the inbound frame goes to the
-`VoiceActivityDetector`. SPEECH_ONSET while the bot talks pauses it (silence is sent, its place is
-kept), SPEECH_REJECTED resumes it, SPEECH_START cancels it. Per configuration:
+`VoiceActivityDetector`. Its events, and the STT partials the caller's words would give
+(bench/turn_partials.py: modelled from the transcript with timing), go to the Orchestrator's
+`InterruptionDecider` (orchestrator/interruption.py), which pauses the bot (silence is sent, its
+place is kept), resumes it or cancels it. Per configuration:
 
 - interruption recall (cancelled), onset -> pause and onset -> cancel (ms after the caller's sound
   began, p50/p95; the frame that decides counts as complete at its end);
 - false cancels and false pauses: backchannels, non-speech, echo alone (overall, at -15 dB or
-  quieter), as a fraction of the category's items; the resume gap (how long a false pause kept
-  the bot quiet, p95 ms).
+  quieter), background noise (by SNR), as a fraction of the category's items; the resume gap
+  (how long a false pause kept the bot quiet, p95 ms);
+- the detector's CPU (energy gate, echo gate, classifier; process time) per second of call audio.
 
 Targets are the issue's (#12): recall >= 0.98, backchannel <= 5 %, non-speech <= 2 %, echo at
--15 dB or quieter 0 %, onset -> pause p95 <= 60 ms.
+-15 dB or quieter 0 %, noise <= 2 %, onset -> pause p95 <= 60 ms, detector <= 3 % of a core.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import percentile, table
-from bench.turn_corpus import ECHO_LEVELS_DB, LineEcho, TurnItem
+from bench.turn_corpus import CATEGORIES, ECHO_LEVELS_DB, NOISE_SNRS_DB, LineEcho, TurnItem
+from bench.turn_partials import partials
 from bridge.echo_gate import EchoGate, EchoSettings
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, FRAME_S
+from orchestrator.interruption import InterruptionDecider, InterruptionSettings, Verdict
 
 __all__ = ["CONFIGS", "TARGETS", "TurnConfig", "TurnResult", "evaluate", "render_turns", "run_turns"]
+
+
+# The VAD alone decides: confirmed speech cancels (the decision before STT partials were used).
+_VAD_ALONE = InterruptionSettings(use_partials=False)
+# The detector before this bench chose one: webrtcvad, 200 ms of speech confirms.
+_WEBRTC_BEFORE = VadSettings(engine="webrtc", min_speech_ms=200, threshold=0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +51,23 @@ class TurnConfig:
     name: str
     vad: VadSettings
     echo: EchoSettings | None
+    decision: InterruptionSettings = _VAD_ALONE
+    stt_words: bool = True  # False: the STT gives no partials at all (slow or down)
 
 
 CONFIGS = (
-    TurnConfig("vad (before)", VadSettings(pause_after_ms=0), None),
-    TurnConfig("vad+echo", VadSettings(pause_after_ms=0), EchoSettings()),
-    TurnConfig("2-stage+echo", VadSettings(), EchoSettings()),
-    TurnConfig("2-stage+echo c400", VadSettings(min_speech_ms=400), EchoSettings()),
+    TurnConfig("webrtc vad", VadSettings(engine="webrtc", min_speech_ms=200, pause_after_ms=0), None),
+    TurnConfig("webrtc 2-stage+echo (before)", _WEBRTC_BEFORE, EchoSettings()),
+    TurnConfig("silero 2-stage+echo", VadSettings(engine="silero", threshold=0.5), EchoSettings()),
+    TurnConfig("ten 2-stage+echo", VadSettings(engine="ten"), EchoSettings()),
+    TurnConfig("webrtc +words", _WEBRTC_BEFORE, EchoSettings(), InterruptionSettings()),
+    TurnConfig("ten +words (default)", VadSettings(), EchoSettings(), InterruptionSettings()),
+    TurnConfig(
+        "webrtc +words, STT mute", _WEBRTC_BEFORE, EchoSettings(), InterruptionSettings(), stt_words=False
+    ),
+    TurnConfig(
+        "ten +words, STT mute", VadSettings(), EchoSettings(), InterruptionSettings(), stt_words=False
+    ),
 )
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -53,7 +75,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "false_backchannel": ("<=", 0.05),
     "false_nonspeech": ("<=", 0.02),
     "false_echo_15": ("<=", 0.0),
+    "false_noise": ("<=", 0.02),
     "pause_p95_ms": ("<=", 60.0),
+    "cpu_pct": ("<=", 3.0),
 }
 
 
@@ -65,44 +89,70 @@ class TurnResult:
     paused_at: float | None
     stopped_at: float | None
     resumed_gap_s: float  # silence added by pauses that were resumed (false alarms)
+    cpu_s: float = 0.0  # process time in the detector
 
 
 def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
-    """Run one item through a fresh detector, pausing, resuming and cancelling the bot as it says."""
+    """Run one item through a fresh detector and decider, pausing, resuming and cancelling the bot."""
     echo = EchoGate(config.echo) if config.echo is not None else None
     vad = VoiceActivityDetector(config.vad, echo)
+    decider = InterruptionDecider(config.decision)
+    heard = partials(item) if config.decision.use_partials and config.stt_words else []
     line = LineEcho(item)
     silent = bytes(FRAME_BYTES)
     bot, n_bot = item.bot, int(round(item.bot_end_s / FRAME_S))
     pos = 0  # next bot frame to send
+    next_partial = 0
     paused_since: float | None = None
     paused_at: float | None = None
-    gap = 0.0
-    for i in range(len(item.caller) // FRAME_BYTES):
-        now = i * FRAME_S
-        talking = pos < n_bot
-        if talking and paused_since is None:
-            out = bot[pos * FRAME_BYTES : (pos + 1) * FRAME_BYTES]
-            pos += 1
-        else:
-            out = silent
-        if echo is not None:
-            echo.sent(out) if out is not silent else echo.sent_silence()
-        event = vad.process(line.frame(i, out), now)
-        if event is None or not talking:
-            continue
-        done = now + FRAME_S  # the deciding frame is complete at its end
-        kind = event.kind
-        if kind is VadEventKind.SPEECH_ONSET and paused_since is None:
-            paused_since = done
-            if paused_at is None:
-                paused_at = done
-        elif kind is VadEventKind.SPEECH_REJECTED and paused_since is not None:
-            gap += done - paused_since
-            paused_since = None
-        elif kind is VadEventKind.SPEECH_START:
-            return TurnResult(item, paused_at if paused_at is not None else done, done, gap)
-    return TurnResult(item, paused_at, None, gap)
+    gap = cpu = 0.0
+    try:
+        for i in range(len(item.caller) // FRAME_BYTES):
+            now = i * FRAME_S
+            talking = pos < n_bot
+            if talking and paused_since is None:
+                out = bot[pos * FRAME_BYTES : (pos + 1) * FRAME_BYTES]
+                pos += 1
+            else:
+                out = silent
+            inbound = line.frame(i, out)
+            t0 = time.process_time()
+            if echo is not None:
+                echo.sent(out) if out is not silent else echo.sent_silence()
+            event = vad.process(inbound, now)
+            cpu += time.process_time() - t0
+            if not talking:
+                continue
+            done = now + FRAME_S  # the deciding frame is complete at its end
+            verdicts = []
+            # Partials that arrived during this frame first, then the VAD's word on it.
+            while next_partial < len(heard) and heard[next_partial][0] <= done:
+                verdicts.append(decider.partial(heard[next_partial][1], done))
+                next_partial += 1
+            if event is not None:
+                kind = event.kind
+                if kind is VadEventKind.SPEECH_ONSET:
+                    verdicts.append(decider.onset(done))
+                elif kind is VadEventKind.SPEECH_REJECTED:
+                    verdicts.append(decider.rejected(done))
+                elif kind is VadEventKind.SPEECH_START:
+                    verdicts.append(decider.confirmed(done))
+                else:
+                    verdicts.append(decider.speech_end(done))
+            verdicts.append(decider.tick(done))
+            for verdict in verdicts:
+                if verdict is Verdict.PAUSE and paused_since is None:
+                    paused_since = done
+                    if paused_at is None:
+                        paused_at = done
+                elif verdict is Verdict.RESUME and paused_since is not None:
+                    gap += done - paused_since
+                    paused_since = None
+                elif verdict is Verdict.CANCEL:
+                    return TurnResult(item, paused_at if paused_at is not None else done, done, gap, cpu)
+        return TurnResult(item, paused_at, None, gap, cpu)
+    finally:
+        vad.close()
 
 
 def _rate(results: Sequence[TurnResult], paused: bool = False) -> float | None:
@@ -127,10 +177,8 @@ def _p(values: Sequence[float], q: float) -> float | None:
 def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float | int | None]:
     """The bench's numbers for one configuration (rates 0..1, times ms)."""
     results = [replay(item, config) for item in items]
-    by = {
-        c: [r for r in results if r.item.category == c]
-        for c in ("interruption", "backchannel", "nonspeech", "echo")
-    }
+    by = {c: [r for r in results if r.item.category == c] for c in CATEGORIES}
+    audio_s = sum(len(r.item.caller) for r in results) / FRAME_BYTES * FRAME_S
     inter = by["interruption"]
     pauses = _after_onset(inter, "paused_at")
     cancels = _after_onset(inter, "stopped_at")
@@ -157,7 +205,12 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
         "paused_backchannel": _rate(by["backchannel"], paused=True),
         "paused_nonspeech": _rate(by["nonspeech"], paused=True),
         "paused_echo": _rate(by["echo"], paused=True),
+        "false_noise": _rate(by["noise"]),
+        "paused_noise": _rate(by["noise"], paused=True),
+        "cpu_pct": 100 * sum(r.cpu_s for r in results) / audio_s if audio_s else None,
     }
+    for snr in NOISE_SNRS_DB:
+        out[f"false_noise_{snr}db"] = _rate([r for r in by["noise"] if r.item.meta.get("snr_db") == snr])
     for level in ECHO_LEVELS_DB:
         out[f"false_echo_{-level}db"] = _rate([r for r in by["echo"] if r.item.echo_db == level])
     return out
@@ -193,6 +246,8 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
         "f_nonsp",
         "f_echo",
         "f_echo<=-15",
+        "f_noise",
+        "cpu%",
     )
     rows = [
         [
@@ -208,18 +263,29 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
             _pct(r["false_nonspeech"]),
             _pct(r["false_echo"]),
             _pct(r["false_echo_15"]),
+            _pct(r["false_noise"]),
+            "-" if r["cpu_pct"] is None else f"{r['cpu_pct']:.2f}",
         ]
         for name, r in results.items()
     ]
     targets = ", ".join(f"{k} {op} {v:g}" for k, (op, v) in TARGETS.items())
     main = table(headers, rows, title=f"Turn-taking: cancels (f_ = false cancel rate; targets: {targets})")
-    ph = ("config", "paused_backch", "paused_nonsp", "paused_echo", "resume_gap50", "resume_gap95")
+    ph = (
+        "config",
+        "paused_backch",
+        "paused_nonsp",
+        "paused_echo",
+        "paused_noise",
+        "resume_gap50",
+        "resume_gap95",
+    )
     prows = [
         [
             name,
             _pct(r["paused_backchannel"]),
             _pct(r["paused_nonspeech"]),
             _pct(r["paused_echo"]),
+            _pct(r["paused_noise"]),
             _ms(r["resume_gap_p50_ms"]),
             _ms(r["resume_gap_p95_ms"]),
         ]
@@ -234,11 +300,16 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
     erows = [
         [name, *(_pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()
     ]
+    nh = ("config", *(f"SNR {snr} dB" for snr in NOISE_SNRS_DB))
+    nrows = [
+        [name, *(_pct(r[f"false_noise_{snr}db"]) for snr in NOISE_SNRS_DB)] for name, r in results.items()
+    ]
     return "\n\n".join(
         (
             main,
             pauses,
             table(eh, erows, title="False cancels by echo alone, by echo level (dB under the bot)"),
+            table(nh, nrows, title="False cancels by background noise, by SNR (against a -20 dBFS caller)"),
         )
     )
 

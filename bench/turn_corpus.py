@@ -9,6 +9,10 @@ noise, and, depending on the category, the caller:
 - "backchannel": "угу", "ага", "да-да", "так", "ну", "мхм", "понятно". Label: the bot goes on.
 - "nonspeech": cough-like shaped noise bursts, clicks, a crackle of line noise. Label: goes on.
 - "echo": nothing from the caller, only the echo, scanned over levels and delays. Label: goes on.
+- "noise": background noise on the caller's line (traffic-like rumble, babble-like modulated
+  noise, hiss) for most of the bot's turn, at 20, 10 or 5 dB SNR against a caller speaking at
+  -20 dBFS. Label: goes on. Built from a second generator (`seed + 1`), so the other categories'
+  items stay those of earlier corpora with the same seed.
 
 Speech is espeak-ng (several voice variants, speeds and pitches), resampled to 8 kHz. Every level
 is drawn from `random.Random(seed)`: the same seed gives the same bytes (espeak-ng's output is
@@ -33,10 +37,12 @@ import numpy as np
 from orchestrator.adapters.tts.espeak import parse_wav
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
 
-__all__ = ["CATEGORIES", "ECHO_LEVELS_DB", "LineEcho", "TurnItem", "build_corpus", "synth"]
+__all__ = ["CATEGORIES", "ECHO_LEVELS_DB", "NOISE_SNRS_DB", "LineEcho", "TurnItem", "build_corpus", "synth"]
 
-Category = Literal["interruption", "backchannel", "nonspeech", "echo"]
-CATEGORIES: tuple[Category, ...] = ("interruption", "backchannel", "nonspeech", "echo")
+Category = Literal["interruption", "backchannel", "nonspeech", "echo", "noise"]
+CATEGORIES: tuple[Category, ...] = ("interruption", "backchannel", "nonspeech", "echo", "noise")
+NOISE_SNRS_DB = (20, 10, 5)
+_SPEECH_DBFS = -20.0  # the nominal caller level the SNRs refer to
 
 BOT_PHRASES = (
     "Здравствуйте! Вас приветствует клининговая компания. Я помогу рассчитать стоимость уборки.",
@@ -161,6 +167,23 @@ def _nonspeech(rng: random.Random) -> tuple[np.ndarray, str]:
     return _at_dbfs(x, rng.uniform(-30.0, -14.0)), kind
 
 
+def _background(rng: random.Random, n: int, snr_db: float) -> tuple[np.ndarray, str]:
+    """`n` samples of steady background noise at `snr_db` under a -20 dBFS caller."""
+    kind = rng.choice(("traffic", "babble", "hiss"))
+    if kind == "traffic":
+        x = _shaped_noise(rng, n, rng.uniform(0.03, 0.08))
+    elif kind == "babble":  # speech-shaped noise, modulated at syllable rates
+        t = np.arange(n) / SAMPLE_RATE
+        env = 1.0 + 0.6 * np.sin(2 * np.pi * rng.uniform(3.0, 6.0) * t) * np.sin(
+            2 * np.pi * rng.uniform(0.3, 1.0) * t
+        )
+        x = _shaped_noise(rng, n, rng.uniform(0.2, 0.4)) * env
+    else:
+        x = _shaped_noise(rng, n, 0.9)
+    x = x * (32768.0 * 10 ** ((_SPEECH_DBFS - snr_db) / 20) / max(float(np.sqrt((x**2).mean())), 1e-9))
+    return x, kind
+
+
 def _onset(x: np.ndarray) -> int:
     """First sample of `x` above 5 % of its peak."""
     a = np.abs(x)
@@ -187,7 +210,16 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
     onset_s: float | None = None
     text = ""
     meta: dict[str, float | str] = {}
-    if category != "echo":
+    if category == "noise":
+        snr = float(rng.choice(NOISE_SNRS_DB))
+        start = rng.randint(0, int(0.5 * SAMPLE_RATE))
+        noise, kind = _background(rng, total - start, snr)
+        fade = min(len(noise) // 2, 80 * _MS)  # no click at its ends
+        noise[:fade] *= np.linspace(0, 1, fade)
+        inbound[start:] += noise
+        text = kind
+        meta = {"snr_db": snr}
+    elif category != "echo":
         if category == "nonspeech":
             caller, text = _nonspeech(rng)
         else:
@@ -196,7 +228,12 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
             speed = rng.randint(130, 200)
             pitch = rng.randint(25, 75)
             caller = _at_dbfs(_to_float(synth(text, voice, speed, pitch)), rng.uniform(-26.0, -14.0))
-            meta = {"voice": voice, "speed": float(speed), "pitch": float(pitch)}
+            meta = {
+                "voice": voice,
+                "speed": float(speed),
+                "pitch": float(pitch),
+                "speech_s": len(caller) / SAMPLE_RATE,
+            }
         start = rng.randint(int(0.3 * SAMPLE_RATE), max(int(0.3 * SAMPLE_RATE) + 1, bot_end - SAMPLE_RATE))
         end = min(total, start + len(caller))
         inbound[start:end] += caller[: end - start]
@@ -229,8 +266,11 @@ def build_corpus(per_category: int = 40, seed: int = 12) -> list[TurnItem]:
     rng = random.Random(seed)
     items: list[TurnItem] = []
     for _ in range(per_category):
-        for category in CATEGORIES:
+        for category in CATEGORIES[:4]:
             items.append(_item(rng, len(items), category))
+    noise_rng = random.Random(seed + 1)
+    for _ in range(per_category):
+        items.append(_item(noise_rng, len(items), "noise"))
     return items
 
 

@@ -146,7 +146,9 @@ class VoicebridgeApp:
             await self.audiosocket.start()
         except OSError as exc:  # preflight listened there a moment ago; someone took it since
             raise listen_error(exc, s.audiosocket.bind_host, s.audiosocket.bind_port) from exc
-        self.ari = AriController(s.ari, self.audiosocket, self.on_call, max_calls=s.call.max_calls)
+        self.ari = AriController(
+            s.ari, self.audiosocket, self.on_call, max_calls=s.call.max_calls, on_unserved=self.on_unserved
+        )
         if self.draining:  # SIGTERM while starting
             self.ari.refuse_new_calls()
         self._ari_task = self.tasks.spawn(self.ari.run(), "ari-controller")
@@ -233,16 +235,34 @@ class VoicebridgeApp:
             await self._serve_call(call)
         finally:
             TRACE_ID.reset(token)
+            # Only when the call failed before its gateway existed (`_serve_call` pops it itself):
+            # an outbound campaign waiting for this call must still hear that it is over.
+            self._end_expected(call.channel_id, call.call_id, "error", 0.0)
+
+    def _end_expected(self, channel_id: str, call_id: str, reason: str, duration_s: float) -> None:
+        expected = self._expected.pop(channel_id, None)
+        if expected is not None and not expected[1].done():
+            expected[1].set_result((call_id, reason, duration_s))
+
+    def on_unserved(self, channel_id: str, reason: str) -> None:
+        """A caller channel the ARI controller never handed to `on_call` (refused, hung up or
+        failed during setup, `AriController`'s `on_unserved`): an outbound call expected on it is
+        over, with `reason` as its end reason and no call id."""
+        self._end_expected(channel_id, "", reason, 0.0)
 
     async def _serve_call(self, call: AriCall) -> None:
         assert self.services is not None
         self.calls_total += 1
-        self.calls_active += 1
         s = self.settings
         started = self.clock.now()
         services = self.services_for(call.exten)
-        wanted = self._recording_wanted(call, services.dialogue_map.recording)
-        recorder = await self._start_recording(call) if wanted else None
+        recorder: CallRecorder | None = None
+        try:
+            if self._recording_wanted(call, services.dialogue_map.recording):
+                recorder = await self._start_recording(call)
+        except Exception:  # recording never fails a call (e.g. the sweep cannot start)
+            log.exception("call %s: recording not started", call.call_id)
+        self.calls_active += 1
         gateway = TelephonyGateway(
             call.conn,
             self.pacer,
@@ -265,6 +285,9 @@ class VoicebridgeApp:
 
             orchestrator = await create_orchestrator_instance(call.call_id, services, observer=observer)
             orchestrator.session_state.variables.update(self._session_variables(call))
+            machine_check = s.campaign.machine_check()
+            if machine_check is not None and call.channel_id in self._expected:  # outbound only
+                orchestrator.screen_for_machine(machine_check)
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
@@ -295,9 +318,7 @@ class VoicebridgeApp:
                 await recorder.close()
                 self._recordings.pop(call.call_id, None)
             self.metrics.call_ended(gateway, reason)
-            expected = self._expected.pop(call.channel_id, None)
-            if expected is not None and not expected[1].done():
-                expected[1].set_result((call.call_id, reason, self.clock.now() - started))
+            self._end_expected(call.channel_id, call.call_id, reason, self.clock.now() - started)
             self.calls_active -= 1
             self.outcomes.append((call.call_id, reason))
             log.info("call %s ended: %s", call.call_id, reason)

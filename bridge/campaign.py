@@ -7,7 +7,8 @@ map's templates). `Campaign.run()` dials them:
   (ringing or in the dialogue);
 - a busy or unanswered contact is tried again after `retry_delay_s`, up to `max_attempts` in all;
 - each contact's final result is appended to the results file (JSON lines) as soon as it is
-  known: `number`, `attempts`, `outcome` (`answered`, `busy`, `no_answer`, `failed`), `call_id`,
+  known: `number`, `attempts`, `outcome` (`answered`, `busy`, `no_answer`, `failed`, `machine`:
+  an answering machine took it, see `amd`), `call_id`,
   `end_reason` (how the dialogue ended), `duration_s`, `detail`. A campaign started again with the
   same results file skips the contacts already there: it resumes where it stopped.
 
@@ -35,6 +36,7 @@ from pydantic import ConfigDict, Field
 
 from bridge.ami import AmiError, AmiSettings, OriginateError, originate
 from orchestrator.domain.errors import ConfigError
+from orchestrator.machine_check import MachineCheckSettings
 from orchestrator.tasks import TaskOwner
 
 __all__ = [
@@ -51,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["answered", "busy", "no_answer", "failed"]
+Outcome = Literal["answered", "busy", "no_answer", "failed", "machine"]
 _RETRIED: frozenset[Outcome] = frozenset({"busy", "no_answer"})
 _NUMBER = re.compile(r"\+?[0-9]{1,32}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -77,6 +79,23 @@ class CampaignSettings:
     caller_id: str | None = None
     # An answered call not over after this is given up on (the contact counts as answered), s.
     call_bound_s: Annotated[float, Field(gt=0)] = 3600.0
+    # Answering-machine check of answered calls: "bot" listens before the greeting
+    # (`orchestrator.machine_check`): speech longer than `amd_greeting_s` with no pause of
+    # `amd_pause_s` is a machine, which hears the map's `voicemail_playlist` (if any) and is hung
+    # up; the contact's outcome is `machine`. "off": every answered call is greeted at once.
+    amd: Literal["off", "bot"] = "off"
+    amd_greeting_s: Annotated[float, Field(gt=0, le=30)] = 3.5
+    amd_pause_s: Annotated[float, Field(gt=0, le=5)] = 0.8
+    # No speech at all for this long: a person waiting for the bot; the greeting plays, s.
+    amd_silence_s: Annotated[float, Field(gt=0, le=30)] = 5.0
+
+    def machine_check(self) -> MachineCheckSettings | None:
+        """The answering-machine check's settings, None when `amd` is off."""
+        if self.amd == "off":
+            return None
+        return MachineCheckSettings(
+            greeting_s=self.amd_greeting_s, pause_s=self.amd_pause_s, silence_s=self.amd_silence_s
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,4 +330,7 @@ class AmiDial:
         except TimeoutError:
             self._waiter.forget_call(channel_id)
             return Attempt("answered", detail=f"the call did not end within {self._call_bound_s:.0f} s")
-        return Attempt("answered", call_id=call_id, end_reason=reason, duration_s=round(duration, 1))
+        if not call_id:  # answered, but the service never served it (refused, setup failed)
+            return Attempt("failed", end_reason=reason, detail=f"answered but not served: {reason}")
+        outcome: Outcome = "machine" if reason == "machine" else "answered"
+        return Attempt(outcome, call_id=call_id, end_reason=reason, duration_s=round(duration, 1))

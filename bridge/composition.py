@@ -247,6 +247,7 @@ class Composition:
             llm_factory=self._llm_factory(dmap, shared.client),
             metrics_sink=shared.metrics_sink,
             call=s.call,
+            interruption=s.interruption,
             intent_step=intent_step,
             stt_breaker=shared.stt_breaker,
             llm_breaker=shared.llm_breaker,

@@ -230,6 +230,7 @@ class TelephonyGateway:
         self._hangup.set()
         self._pacer.remove(self.outbound)
         self.outbound.close()
+        self._vad.close()
 
     # --- lifecycle ---
     async def close(self, *, hang_up: bool = True) -> None:

@@ -13,6 +13,7 @@ run tells the operator everything to fix:
   TTS that can run at warm (espeak-ng found on PATH, or SpeechKit with a credential). Redis not
   answering when `[redis] url` is set is only a warning when every phrase can still be produced
   (memory and live TTS serve the calls, Redis is re-filled once it answers); a problem when not;
+- the VAD engine (`[vad] engine`) loads: its wheel is installed and, for TEN VAD, Debian's libc++1;
 - the AudioSocket address can be listened on (a bad `bind_host`, a port in use);
 - ARI (with `[ari] ca_file`/`verify_tls`, as the controller connects): a refused login or a TLS
   certificate that is not trusted is a problem; ARI unreachable is only a warning, because the
@@ -76,7 +77,7 @@ async def preflight(settings: Settings) -> list[Problem]:
     """Every problem that would make `serve` fail at start or fail every call (see the module
     docstring); an empty list when it can start. Logs a warning when ARI or Redis does not answer."""
     warnings: list[str] = []
-    problems = _speechkit(settings) + _openai(settings)
+    problems = _speechkit(settings) + _openai(settings) + _vad_engine(settings)
     for path, setting in _map_settings(settings).items():
         problems += await _dialogue_map_and_audio(settings, path, setting, warnings)
     listen = await listen_problem(settings)
@@ -115,6 +116,18 @@ def _speechkit(s: Settings) -> list[Problem]:
             )
         )
     return problems
+
+
+def _vad_engine(s: Settings) -> list[Problem]:
+    from bridge.vad_engines import classifier
+
+    engine = s.vad.engine
+    try:
+        classifier(engine, s.vad.aggressiveness).close()
+    except (ImportError, OSError) as exc:
+        fix = "install Debian's libc++1 (make system-deps)" if engine == "ten" else "reinstall the package"
+        return [Problem(("vad", "engine"), f'"{engine}" does not load ({exc}): {fix}, or choose "webrtc"')]
+    return []
 
 
 def _openai(s: Settings) -> list[Problem]:

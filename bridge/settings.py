@@ -16,7 +16,8 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [registry]     bridge.registry.RegistrySettings
     [recording]    bridge.recording.RecordingSettings      [campaign]  bridge.campaign.CampaignSettings
     [echo]         bridge.echo_gate.EchoSettings
-    [gc]           bridge.gc_policy.GcSettings (freezing live calls out of full collections)
+    [gc]           bridge.gc_policy.GcSettings (how often a full collection runs)
+    [interruption] orchestrator.interruption.InterruptionSettings (pause/resume/cancel over the bot)
 
 plus the top-level `dialogue_map` and `metrics_file`, and the `[numbers]` table (dialled number ->
 dialogue map, for one process serving several numbers); the top-level `redis_url` is still accepted
@@ -61,6 +62,7 @@ from orchestrator.breaker import BreakerSettings
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
+from orchestrator.interruption import InterruptionSettings
 
 __all__ = ["ENV_PREFIX", "ProvidersSettings", "Settings", "env_var", "load_settings", "setting_label"]
 
@@ -106,6 +108,7 @@ class Settings(BaseModel):
     vad: VadSettings = Field(default_factory=VadSettings)
     echo: EchoSettings = Field(default_factory=EchoSettings)
     gc: GcSettings = Field(default_factory=GcSettings)
+    interruption: InterruptionSettings = Field(default_factory=InterruptionSettings)
     pacer: PacerSettings = Field(default_factory=PacerSettings)
     playout: PlayoutSettings = Field(default_factory=PlayoutSettings)
     call: CallSettings = Field(default_factory=CallSettings)

@@ -9,9 +9,10 @@ ARG BASE=debian:bookworm-slim
 
 FROM ${BASE} AS runtime
 # espeak-ng: the offline TTS provider (providers.tts = "espeak") and the stand-ins' voice.
+# libc++1: TEN VAD's native library (the [vad] engine "ten").
 RUN apt-get -o Acquire::Check-Valid-Until=false update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-venv espeak-ng ca-certificates \
+        python3 python3-venv espeak-ng libc++1 ca-certificates \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv \
     # The service runs as this unprivileged user (USER in the product stage); a fixed uid so a

@@ -3,9 +3,11 @@
 Barge-in arrives synchronously from the gateway's VAD (through the Orchestrator's
 `VoiceListener` methods), so the bot stops within the current 20 ms frame: the playback task is
 cancelled and the outbound buffer cleared at once. It has two stages: at the first tens of ms of
-possible speech (`on_speech_onset`) an interruptible turn's audio pauses (the queue kept); a run
-that turns out not to be speech (`on_speech_rejected`) resumes it from the next unsent frame, and
-confirmed speech (`speech_start`) cancels it.
+possible speech (`on_speech_onset`) an interruptible turn's audio pauses (the queue kept); then the
+call's `InterruptionDecider` (orchestrator/interruption.py) decides within a bounded window, from the
+VAD's events and the STT partials: content words cancel the turn, backchannel words ("угу",
+"понятно"), a run that turns out not to be speech (`on_speech_rejected`) or a window with no words
+resume it from the next unsent frame. The window's end is one timer handle per overlap (no task).
 
 Speech that began over an uninterrupted bot turn is a backchannel (or echo): its recognition
 results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended;
@@ -22,6 +24,7 @@ from orchestrator.backchannel import is_backchannel
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
+from orchestrator.interruption import InterruptionDecider, InterruptionSettings, Verdict
 from orchestrator.metrics import Mark, MetricsLogger
 from orchestrator.playback import PlaylistPlayer
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
@@ -45,9 +48,11 @@ class BargeIn:
         metrics: MetricsLogger,
         observe: Observe,
         outbound: Callable[[], OutboundAudio | None],
+        interruption: InterruptionSettings | None = None,
         takes_backchannel: Callable[[], bool] = lambda: False,
     ) -> None:
         """`outbound`: the call's outbound stream once `run()` set it (None before);
+        `interruption`: the pause/cancel decision's settings (`[interruption]`);
         `takes_backchannel`: whether the current state takes a backchannel word as the caller's
         answer (a yes/no question, `orchestrator.backchannel`)."""
         self._turns = turns
@@ -65,10 +70,15 @@ class BargeIn:
         self.pauses = 0  # onsets that paused the bot
         self.resumes = 0  # of those, false alarms: the bot went on from where it paused
         self.results_dropped = 0  # recognition results dropped as echo or backchannel
+        self._decider = InterruptionDecider(interruption)
+        self._timer: asyncio.TimerHandle | None = None  # the decision window's end
 
     # ------------------------------------------------------------------ recognition results
     def screen(self, event: SttResult) -> bool:
         """Whether `event` is the caller's (True) or echo/backchannel, dropped (False)."""
+        if not self._turns.hears_caller and self._playing():
+            # Words over the bot: content words interrupt it (the result is then the caller's).
+            self._apply(self._decider.partial(event.text, self._clock.now()))
         if not self._turns.hears_caller:
             # Heard while the bot spoke and nobody interrupted: echo or a backchannel, or the
             # answer to a yes/no question said over its end (queued: heard when the turn ends).
@@ -105,21 +115,69 @@ class BargeIn:
         return True
 
     # ------------------------------------------------------------------ the VAD's events
+    def _playing(self) -> bool:
+        """Whether an interruptible bot turn is playing now."""
+        task = self.current_playback_task
+        return task is not None and not task.done() and self._turns.bot_may_speak
+
     def on_speech_onset(self, at: float) -> None:
         """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
         self.new_speech()
-        task = self.current_playback_task
+        if self._playing():
+            self._apply(self._decider.onset(self._clock.now()))
+
+    def on_speech_rejected(self, at: float) -> None:
+        """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
+        self._decider.rejected(self._clock.now())
+        self._disarm()
+        if self.resume():
+            self.resumes += 1
+
+    def speech_end(self) -> None:
+        """The caller's confirmed speech ended: a turn still paused for it goes on."""
+        if self._playing():
+            self._apply(self._decider.speech_end(self._clock.now()))
+
+    def _apply(self, verdict: Verdict) -> None:
+        if verdict is Verdict.PAUSE:
+            self._pause()
+        elif verdict is Verdict.RESUME:
+            if self.resume():
+                self.resumes += 1
+        elif verdict is Verdict.CANCEL:
+            self._disarm()
+            if not self.handle_barge_in():
+                self.resume()
+            return
+        self._arm()
+
+    def _pause(self) -> None:
         outbound = self._outbound()
-        if self._paused or outbound is None or task is None or task.done() or not self._turns.bot_may_speak:
+        if self._paused or outbound is None:
             return
         outbound.pause()  # silence from the next frame; the queue and its writers wait
         self._paused = True
         self.pauses += 1
 
-    def on_speech_rejected(self, at: float) -> None:
-        """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
-        if self.resume():
-            self.resumes += 1
+    def _arm(self) -> None:
+        """A timer for the decision window's end, if one is open (else none)."""
+        self._disarm()
+        deadline = self._decider.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock.now())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._window_closed)
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _window_closed(self) -> None:
+        self._timer = None
+        if self._playing():
+            self._apply(self._decider.tick(self._clock.now()))
+        else:
+            self.resume()
 
     def new_speech(self) -> None:
         """The caller may have begun to speak: over the bot, or as a new turn."""
@@ -138,9 +196,11 @@ class BargeIn:
         return True
 
     def speech_start(self) -> None:
-        """Confirmed speech: barge in if the bot is talking, else undo a pause."""
+        """Confirmed speech: the decider's say if the bot is talking, else undo a pause."""
         self.new_speech()
-        if not self.handle_barge_in():  # a no-op unless an interruptible bot turn is playing
+        if self._playing():
+            self._apply(self._decider.confirmed(self._clock.now()))
+        else:
             self.resume()  # paused, but the turn is not interruptible now (or already over)
 
     def handle_barge_in(self) -> bool:
@@ -165,3 +225,5 @@ class BargeIn:
         if not interrupted and self._overlap_open and self._turns.floor is Floor.BOT_TURN:
             self._backchannel_until = self._clock.now() + _LATE_BACKCHANNEL_S
         self._overlap_open = False
+        self._disarm()
+        self._decider.reset()

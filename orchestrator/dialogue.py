@@ -12,16 +12,10 @@ intent -> the FAQ, else the constrained intent step when the turn is unsure (`In
 may pick an intent or a FAQ entry, routed as above), else the LLM (`_handle_unscripted_flow`).
 Turn-taking moves only through `TurnTaking.handle()`, never by setting a flag.
 
-DTMF (`DtmfPress` in the same queue as the STT events): a key the state's `dtmf` (else the map's
-`global_dtmf`) names is routed as that intent, like words that meant it. In a state with
-`collect_digits`, other keys build a digit string, done at the entity's terminator, at its
-`max_length`, or when the caller pauses `inter_digit_timeout_s` (on the injected clock); then
-the state's intent is routed with the string as the entity (too short: its clarify playlist).
-
-TRANSFER: a scripted turn that enters an `action: TRANSFER` state plays its playlist, then asks
-the `CallControl` to dial the target with what the call collected (`transfer_variables`). Answered:
-the call ends with "transferred". Busy, no answer or a failure: the dialogue goes on in the
-state's `on_transfer_failed`, whose playlist is played.
+DTMF (`DtmfPress` in the same queue as the STT events): keys and digit strings are read by the
+`DigitCollector` (`orchestrator.digit_keys`); a complete key turn is routed here as its intent.
+TRANSFER: after a scripted turn into an `action: TRANSFER` state, `orchestrator.transfer_step`
+dials; a failed transfer goes on in the state's `on_transfer_failed` (its playlist played).
 """
 
 from __future__ import annotations
@@ -30,26 +24,25 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from orchestrator.call_context import CallContext
-from orchestrator.contracts import CallControl, FlowEngine, IntentClassifier, IntentStep, SttEvent
-from orchestrator.dialogue_map.models import DigitsEntity, Transfer
+from orchestrator.contracts import CallControl, FlowEngine, IntentClassifier, IntentStep
+from orchestrator.dialogue_map.models import Transfer
+from orchestrator.digit_keys import DigitCollector, DtmfPress, KeyTurn, UserEvent
 from orchestrator.domain.errors import ClassifierError, ProviderError, STTError
 from orchestrator.domain.models import (
     FaqAnswer,
     IntentResult,
-    SessionState,
     SttResult,
     TranscriptEntry,
-    TransferOutcome,
-    TransferRequest,
 )
 from orchestrator.events import CallEventKind, EndReason
 from orchestrator.flow_engine import missing_entities
+from orchestrator.machine_check import MachineCheck
 from orchestrator.metrics import Mark
 from orchestrator.responses import Responses
+from orchestrator.transfer_step import dial_transfer
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
 
 log = logging.getLogger(__name__)
@@ -57,42 +50,7 @@ log = logging.getLogger(__name__)
 Route = Literal["scripted", "clarify", "flow_error", "faq", "llm"]
 Reply = Callable[[], Awaitable[None]]
 
-_TRANSCRIPT_CHARS = 1000  # VB_TRANSCRIPT's bound: SIP headers and channel variables stay small
-_VALUE_CHARS = 200  # any other VB_* value's bound
-
-
-@dataclass(slots=True, frozen=True)
-class DtmfPress:
-    """A key the caller pressed, at clock time `at` (queued with the STT events)."""
-
-    digit: str
-    at: float
-
-
-UserEvent = SttEvent | DtmfPress
-
-
-def transfer_variables(session: SessionState, spec: Transfer, intent: str | None) -> dict[str, str]:
-    """The channel variables a transfer passes to the operator's side: `VB_INTENT`, `VB_STATE`
-    (the state the caller was in before the transfer state), `VB_TRANSCRIPT` (the last
-    `spec.transcript_turns` entries as "user: ... | bot: ...", at most 1000 characters, the newest
-    kept) and `VB_VAR_<NAME>` per `spec.variables` (missing ones empty); each value one line."""
-
-    def clean(value: object, bound: int = _VALUE_CHARS) -> str:
-        text = " ".join(str(value).split())  # one line: no CR/LF into a SIP header
-        return text[-bound:] if len(text) > bound else text
-
-    history = session.state_history
-    out = {
-        "VB_INTENT": clean(intent or ""),
-        "VB_STATE": clean(history[-1] if history else session.current_state_id),
-    }
-    turns = session.transcript[-spec.transcript_turns :] if spec.transcript_turns else []
-    out["VB_TRANSCRIPT"] = clean(" | ".join(f"{t.role}: {t.text}" for t in turns), _TRANSCRIPT_CHARS)
-    for name in spec.variables:
-        value = session.variables.get(name)
-        out[f"VB_VAR_{name.upper()}"] = "" if value is None else clean(value)
-    return out
+__all__ = ["BotVoice", "DialogueLoop", "DtmfPress", "Reply", "Route", "Unscripted", "UserEvent"]
 
 
 class BotVoice(Protocol):
@@ -140,8 +98,10 @@ class DialogueLoop:
         self._intent_step = intent_step
         self._control = control
         self._no_input_count = 0
-        self._digits: list[str] = []  # a digit string being keyed in (`collect_digits`)
+        self._keys = DigitCollector(self._map, self._session, flow_engine)
         self._last_intent: str | None = None  # the last routed intent (VB_INTENT of a transfer)
+        # Outbound calls screened for answering machines: the greeting waits for its verdict.
+        self.machine_check: MachineCheck | None = None
 
     async def run(self) -> None:
         """Greeting, then listen and reply until a reply ends the call (then END_CALL).
@@ -153,6 +113,13 @@ class DialogueLoop:
         if self._stt_down is not None and await self._stt_down():
             down = STTError("circuit open: STT is down, the call is not answered", provider="stt")
             reply = functools.partial(self._stt_failure, down)
+        elif self.machine_check is not None:
+            verdict = await self.machine_check.verdict()
+            self._observe(CallEventKind.MACHINE_CHECK, verdict=verdict)
+            if verdict == "machine":
+                reply = self._voicemail
+            while not self._results.empty():  # a person's "алло?" was an answer, not a turn
+                self._results.get_nowait()
         while True:
             await reply()
             if self.end_reason is not None:
@@ -170,17 +137,18 @@ class DialogueLoop:
             try:
                 event = await self._next_user_event()
             except TimeoutError:
-                if self._digits:  # the caller paused between keys: what was keyed is the string
+                if self._keys.keying:  # the caller paused between keys: what was keyed is the string
                     self._close_unfinished_turn()
                     self._turns.handle(TurnEvent.KEY)
-                    return self._digits_done(self._clock.now())
+                    return self._key_reply(self._keys.done(self._clock.now()))
                 self._close_unfinished_turn()
                 self._turns.handle(TurnEvent.NO_INPUT)
                 return self._no_input
             if isinstance(event, DtmfPress):
-                reply = self._on_digit(event)
-                if reply is None:
+                key_turn = self._keys.on_key(event)
+                if key_turn is None:
                     continue
+                reply = self._key_reply(key_turn)
                 self._no_input_count = 0
                 self._close_unfinished_turn()
                 self._turns.handle(TurnEvent.KEY)
@@ -215,8 +183,8 @@ class DialogueLoop:
         Also bounded while a turn is open: a partial whose final never comes (noise the
         recogniser dropped, a stream reset) must not leave the line silent for good.
         """
-        spec = self._collecting()
-        if self._digits and spec is not None:
+        spec = self._keys.collecting()
+        if self._keys.keying and spec is not None:
             async with asyncio.timeout(spec[1].inter_digit_timeout_s):
                 return await self._results.get()
         timeout = self._map.settings.no_input_timeout_s
@@ -253,48 +221,8 @@ class DialogueLoop:
         return new_leader, stable
 
     # ------------------------------------------------------------------ keys
-    def _collecting(self) -> tuple[str, DigitsEntity] | None:
-        """The state's digit-string intent and entity spec, when it collects digits."""
-        collect = self._map.state(self._session.current_state_id).collect_digits
-        if collect is None:
-            return None
-        spec = self._map.entities.get(collect.entity)
-        return (collect.intent, spec) if isinstance(spec, DigitsEntity) else None
-
-    def _on_digit(self, press: DtmfPress) -> Reply | None:
-        """The reply a key asks for, or None when it only adds to a digit string or means nothing."""
-        state_id, digit = self._session.current_state_id, press.digit
-        intent_id = self._map.dtmf_intent(state_id, digit)
-        collecting = self._collecting()
-        if collecting is not None and (self._digits or intent_id is None):
-            spec = collecting[1]
-            if digit == spec.terminator:
-                return self._digits_done(press.at) if self._digits else None
-            if digit.isdigit():
-                self._digits.append(digit)
-                if len(self._digits) >= spec.max_length:
-                    return self._digits_done(press.at)
-            return None
-        if intent_id is None or not self._flow.has_transition(state_id, intent_id):
-            log.info("call %s: key %r means nothing in state %s", self._session.call_id, digit, state_id)
-            return None
-        intent = IntentResult(intent_id, 1.0, None, intent_id)
-        return functools.partial(self._key_turn, intent, f"[DTMF {digit}]", press.at)
-
-    def _digits_done(self, at: float) -> Reply:
-        """The keyed digit string is complete: route the state's intent with it (or clarify)."""
-        collecting = self._collecting()
-        digits = "".join(self._digits)
-        self._digits.clear()
-        assert collecting is not None, "digits are only kept while the state collects them"
-        intent_id, spec = collecting
-        entity = self._map.state(self._session.current_state_id).collect_digits
-        assert entity is not None
-        entities: dict[str, object] = {}
-        if spec.min_length <= len(digits) <= spec.max_length:
-            entities[entity.entity] = digits
-        intent = IntentResult(intent_id, 1.0, entities, intent_id)
-        return functools.partial(self._key_turn, intent, f"[DTMF {digits}]", at)
+    def _key_reply(self, turn: KeyTurn) -> Reply:
+        return functools.partial(self._key_turn, turn.intent, turn.text, turn.at)
 
     async def _key_turn(self, intent: IntentResult, text: str, at: float) -> None:
         """A turn the caller took with keys: routed as `intent`, as if said."""
@@ -315,6 +243,18 @@ class DialogueLoop:
         await self._voice.bot_turn(lambda: self._responses.play_items(state.system_response.playlist))
         self._metrics.emit_turn()
         self._maybe_end_call("scripted")
+
+    async def _voicemail(self) -> None:
+        """An answering machine: the map's voicemail message after its greeting, then hang up."""
+        playlist = self._map.settings.voicemail_playlist
+        self.end_reason = "machine"
+        if not playlist or self.machine_check is None:
+            return
+        await self.machine_check.wait_quiet()
+        self._metrics.start_bot_only_turn()
+        self._metrics.set(route="voicemail", state=self._session.current_state_id)
+        await self._voice.bot_turn(lambda: self._responses.play_items(playlist), interruptible=False)
+        self._metrics.emit_turn()
 
     async def _no_input(self) -> None:
         """The caller said nothing: reprompt, and after too many reprompts say goodbye and end."""
@@ -366,6 +306,7 @@ class DialogueLoop:
             )
             metrics.emit_turn()
             return
+        intent = self._keys.said(text) or intent  # digits said where the state collects them
         metrics.set(
             intent=intent.intent_id if intent else None,
             confidence=round(intent.score, 3) if intent else None,
@@ -455,22 +396,8 @@ class DialogueLoop:
     async def _transfer(self, spec: Transfer) -> None:
         """Hand the caller over (its playlist was played); see the module docstring."""
         session, target = self._session, spec.dial_string()
-        request = TransferRequest(
-            endpoint=target,
-            timeout_s=spec.timeout_s,
-            variables=transfer_variables(session, spec, self._last_intent),
-            sip_headers=spec.endpoint is not None and spec.endpoint.upper().startswith("PJSIP/"),
-        )
         control = self._control()
-        outcome: TransferOutcome = "failed"
-        if control is not None:
-            # The control bounds its own ringing; this bound only guards against a stuck one.
-            try:
-                async with asyncio.timeout(spec.timeout_s + 2 * self._provider_timeout_s):
-                    outcome = await control.transfer(request)
-            except TimeoutError:
-                log.warning("call %s: transfer to %s did not finish in time", session.call_id, target)
-        log.info("call %s: transfer to %s: %s", session.call_id, target, outcome)
+        outcome = await dial_transfer(control, session, spec, self._last_intent, self._provider_timeout_s)
         self._observe(CallEventKind.TRANSFER, target=target, outcome=outcome)
         if outcome == "answered":
             self.end_reason = "transferred"

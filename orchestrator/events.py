@@ -28,6 +28,9 @@ EndReason = Literal[
     # handed over to a person: an `action: TRANSFER` state's target answered (the caller's line
     # stays up, joined to the operator; only the bot's leg ends)
     "transferred",
+    # an outbound call answered by an answering machine (`orchestrator.machine_check`): the map's
+    # voicemail message was left, if it has one, and the bot hung up
+    "machine",
     # the caller hung up
     "caller_hangup",
     # the caller stayed silent past the map's reprompts (and heard its goodbye)
@@ -78,6 +81,7 @@ class CallEventKind(StrEnum):
     LLM_UNSAFE = "llm_unsafe"  # reason, attempt
     LLM_SAID = "llm_said"  # text: what the LLM answer said, as spoken
     TRANSFER = "transfer"  # target, outcome ("answered" | "busy" | "no_answer" | "failed")
+    MACHINE_CHECK = "machine_check"  # verdict ("human" | "machine" | "silent")
 
 
 # What a PLAY event played: a scripted clip, a filler, a synthesized playlist item, the LLM answer.
@@ -143,6 +147,10 @@ class UnsafePayload(TypedDict):
     attempt: int  # 0 for the first answer
 
 
+class VerdictPayload(TypedDict):
+    verdict: str  # a `machine_check.Verdict`
+
+
 class TransferPayload(TypedDict):
     target: str  # the dial string ("PJSIP/operator", "Local/100@operators")
     outcome: str  # a `TransferOutcome`
@@ -166,6 +174,7 @@ PAYLOADS: Mapping[CallEventKind, type] = {
     K.LLM_UNSAFE: UnsafePayload,
     K.LLM_SAID: TextPayload,
     K.TRANSFER: TransferPayload,
+    K.MACHINE_CHECK: VerdictPayload,
 }
 
 
@@ -227,6 +236,8 @@ class Observe(Protocol):
     def __call__(self, event: Literal[K.LLM_UNSAFE], /, *, reason: str | None, attempt: int) -> None: ...
     @overload
     def __call__(self, event: Literal[K.TRANSFER], /, *, target: str, outcome: str) -> None: ...
+    @overload
+    def __call__(self, event: Literal[K.MACHINE_CHECK], /, *, verdict: str) -> None: ...
     def __call__(self, event: CallEventKind, /, **data: EventValue) -> None:
         """Report one event."""
         ...

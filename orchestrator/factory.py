@@ -21,6 +21,7 @@ from orchestrator.contracts import (
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import CallSetupError
 from orchestrator.events import Observer
+from orchestrator.interruption import InterruptionSettings
 from orchestrator.metrics import MetricsSink
 from orchestrator.orchestrator import Orchestrator
 from orchestrator.responses import Renderer
@@ -48,6 +49,8 @@ class CallServices:
     # ends at once (emergency phrase); while the LLM's is open, answers fail without a request.
     stt_breaker: CircuitBreaker | None = None
     llm_breaker: CircuitBreaker | None = None
+    # How speech over the bot is judged (pause, resume, cancel: `[interruption]`).
+    interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
 
 
 async def create_orchestrator_instance(
@@ -74,6 +77,7 @@ async def create_orchestrator_instance(
         call=services.call,
         intent_step=services.intent_step,
         stt_breaker=services.stt_breaker,
+        interruption=services.interruption,
     )
     try:
         async with asyncio.timeout(services.call.setup_timeout_s):

@@ -77,6 +77,8 @@ from orchestrator.events import (
     Observer,
     notify,
 )
+from orchestrator.interruption import InterruptionSettings
+from orchestrator.machine_check import MachineCheck, MachineCheckSettings
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
 from orchestrator.responses import Renderer, Responses, play_emergency
@@ -118,9 +120,11 @@ class Orchestrator:
         call: CallSettings | None = None,
         intent_step: IntentStep | None = None,
         stt_breaker: CircuitBreaker | None = None,
+        interruption: InterruptionSettings | None = None,
     ) -> None:
         """`call`: the service's bounds on one call (`[call]`; defaults when None);
-        `stt_breaker`: the service's STT circuit (None: none)."""
+        `stt_breaker`: the service's STT circuit (None: none); `interruption`: how speech over
+        the bot is judged (`[interruption]`; defaults when None)."""
         settings = dialogue_map.settings
         call = call if call is not None else CallSettings()
         self.call_id = call_id
@@ -172,6 +176,7 @@ class Orchestrator:
             metrics=self.metrics_logger,
             observe=self._observe,
             outbound=lambda: self._outbound,
+            interruption=interruption,
             takes_backchannel=lambda: takes_backchannel(dialogue_map, self.session_state.current_state_id),
         )
         self._control: CallControl | None = None
@@ -344,6 +349,8 @@ class Orchestrator:
         """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
         self.turns.handle(TurnEvent.SPEECH_START, at)
         self._watchdog.speech_start(at)
+        if (check := self._dialogue.machine_check) is not None:
+            check.speech_start(at)
         self.barge_in.speech_start()
         self.end_of_turn.speech_start(at)
 
@@ -351,7 +358,15 @@ class Orchestrator:
         """Caller speech ended at `at` (its last voiced frame): a held STT final may be due."""
         self.turns.handle(TurnEvent.SPEECH_END, at)
         self._watchdog.speech_end(at)
+        self.barge_in.speech_end()
         self.end_of_turn.speech_end(at)
+        if (check := self._dialogue.machine_check) is not None:
+            check.speech_end(at)
+
+    def screen_for_machine(self, settings: MachineCheckSettings) -> None:
+        """Check an outbound call for an answering machine before the greeting (call before
+        `run`): a machine hears the map's voicemail message and the call ends ("machine")."""
+        self._dialogue.machine_check = MachineCheck(self.clock, settings)
 
     def on_dtmf(self, digit: str, at: float) -> None:
         """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means

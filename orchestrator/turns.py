@@ -11,7 +11,8 @@ FLOOR, whose move it is. The call starts in RESPONDING: the bot has the first mo
                                   INTERRUPTED --PLAYBACK_DONE--> LISTENING
     LISTENING, HEARING --FINAL, NO_INPUT, STT_ERROR, KEY--> RESPONDING   (the bot's move: its reply)
     LISTENING --TRANSFER_FAILED--> RESPONDING   (nobody took a transfer: the bot goes on)
-    LISTENING --END_CALL--> ENDED            every state --HANG_UP--> ENDED
+    LISTENING, RESPONDING --END_CALL--> ENDED   (RESPONDING: a machine, and no message to leave)
+    every state --HANG_UP--> ENDED
     every state but ENDED --WIND_UP--> RESPONDING   (the service takes the floor for a last goodbye)
 
 VOICE, the caller's voice activity as the gateway's VAD reports it: SILENT <-SPEECH_START/END-> SPEAKING.
@@ -90,6 +91,7 @@ FLOOR_TRANSITIONS: Mapping[Floor, Mapping[TurnEvent, Floor]] = MappingProxyType(
         Floor.RESPONDING: {
             TurnEvent.WIND_UP: Floor.RESPONDING,
             TurnEvent.BOT_TURN_START: Floor.BOT_TURN,
+            TurnEvent.END_CALL: Floor.ENDED,
             TurnEvent.HANG_UP: Floor.ENDED,
         },
         Floor.BOT_TURN: {

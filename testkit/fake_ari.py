@@ -241,6 +241,7 @@ class FakeAri:
         self._numbers = itertools.count(1)
         self._waiters: list[_Waiter] = []
         self.operators: dict[str, Operator] = {}  # endpoint -> how it answers an originate
+        self.external_media_status: int | None = None  # set: externalMedia fails with this status
         self.originated: list[Originated] = []
         self._dialling: set[asyncio.Task[None]] = set()
 
@@ -293,12 +294,20 @@ class FakeAri:
         return self._ws is not None and not self._ws.closed
 
     async def place_call(
-        self, exten: str = "100", caller: str = "79990000001", *, channelvars: dict[str, str] | None = None
+        self,
+        exten: str = "100",
+        caller: str = "79990000001",
+        *,
+        channelvars: dict[str, str] | None = None,
+        channel_id: str | None = None,
     ) -> str:
         """A caller enters the Stasis app: returns its channel id (StasisStart is sent, with
-        `channelvars` in the channel's JSON when given, as ari.conf `channelvars` makes Asterisk do)."""
+        `channelvars` in the channel's JSON when given, as ari.conf `channelvars` makes Asterisk do;
+        `channel_id` as an originate with a chosen id gives it)."""
         n = next(self._numbers)
-        channel = FakeChannel(f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller, channelvars=channelvars)
+        channel = FakeChannel(
+            channel_id or f"caller-{n}", f"PJSIP/trunk-{n:08x}", exten, caller, channelvars=channelvars
+        )
         self.channels[channel.id] = channel
         await self._send({"type": "StasisStart", "args": [exten], "channel": channel.json()})
         self._changed()
@@ -543,6 +552,8 @@ class FakeAri:
             self._changed()
 
     async def _external_media(self, request: web.Request) -> web.Response:
+        if self.external_media_status is not None:  # as Asterisk does when it cannot make the leg
+            return web.json_response({"message": "fake failure"}, status=self.external_media_status)
         q = request.query
         host, _, port = q["external_host"].rpartition(":")
         n = next(self._numbers)

@@ -5,7 +5,8 @@ bench. Only the edges are stand-ins, the shared fakes of `testkit.fakes`: each t
 listens, the next utterance is said on the `FakeInbound` (a short burst of labelled audio pushed
 through the recognizer's real buffer, no VAD) and the `FakeSTT` turns it into one final;
 `FakeTTS` and `silent_cache` produce silent audio as long as the words would take to say, and a
-canned `FakeLLM` answers off-script turns with one fixed reply. The Orchestrator, FlowEngine,
+canned `FakeLLM` answers off-script turns with one fixed reply. An utterance "keys: 89161234567#"
+presses those keys (DTMF) instead of speaking, one per 100 ms. The Orchestrator, FlowEngine,
 classifier, playback, fillers, pacing and metrics are the real ones.
 """
 
@@ -28,12 +29,15 @@ from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.ngram import CharNgramEmbedder
 from orchestrator.metrics import MetricsRecord, MetricsSink
+from orchestrator.orchestrator import Orchestrator
 from orchestrator.tasks import TaskOwner
 from testkit.fakes import FakeInbound, FakeLLM, FakeSTT, FakeTTS, Say
 
 SECONDS_PER_CHAR = 0.06  # about how long Russian speech takes per written character
 CANNED_REPLY = "Хороший вопрос, уточню у менеджера и перезвоню вам."
 UTTERANCE_S = 0.1  # how long each typed utterance is "said" on the line (5 frames)
+KEYS_PREFIX = "keys:"  # "keys: 123#": DTMF keys instead of words
+KEY_GAP_S = 0.1  # between two keys of one "keys:" utterance
 
 
 def silence_for(text: str, seconds_per_char: float = SECONDS_PER_CHAR) -> AudioChunk:
@@ -85,6 +89,7 @@ async def run_text_call(
     stt = FakeSTT(inbound)
     tts = FakeTTS(latency=0.0, seconds_per_char=seconds_per_char, default_label=0, stream_label=0)
     result = TextCall(outcome=CallOutcome("error", 0))
+    started: asyncio.Future[Orchestrator] = asyncio.get_running_loop().create_future()
 
     def observe(event: CallEvent) -> None:
         result.events.append(event)
@@ -108,6 +113,12 @@ async def run_text_call(
             if text is None:
                 inbound.hang_up()
                 return
+            if text.lower().startswith(KEYS_PREFIX):
+                orchestrator = await started
+                for key in text[len(KEYS_PREFIX) :].strip():
+                    orchestrator.on_dtmf(key, loop.time())
+                    await asyncio.sleep(KEY_GAP_S)
+                continue
             inbound.say(
                 Say(loop.time(), text, duration=UTTERANCE_S, stt_delay=0.0, partials=False, vad=False)
             )
@@ -133,6 +144,7 @@ async def run_text_call(
     tasks.spawn(caller(), "text-caller")
     try:
         orchestrator = await create_orchestrator_instance(call_id, services, observer=observe)
+        started.set_result(orchestrator)
         result.outcome = await orchestrator.run(inbound, playout)
     finally:
         await tasks.aclose()

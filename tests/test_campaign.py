@@ -147,7 +147,9 @@ async def test_a_stopped_campaign_resumes_with_the_contacts_left(tmp_path: Path)
 class Waiter:
     """The service side: answered calls 'end' at once with a known reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, end_reason: str = "end_call", *, served: bool = True) -> None:
+        self.end_reason = end_reason
+        self.served = served  # False: the service never served the call (no call id)
         self.expected: dict[str, dict[str, str]] = {}
         self.forgotten: list[str] = []
 
@@ -156,7 +158,8 @@ class Waiter:
     ) -> asyncio.Future[tuple[str, str, float]]:
         self.expected[channel_id] = variables
         future: asyncio.Future[tuple[str, str, float]] = asyncio.get_running_loop().create_future()
-        future.set_result((f"call-of-{channel_id}", "end_call", 12.34))
+        call_id = f"call-of-{channel_id}" if self.served else ""
+        future.set_result((call_id, self.end_reason, 12.34 if self.served else 0.0))
         return future
 
     def forget_call(self, channel_id: str) -> None:
@@ -203,6 +206,36 @@ async def test_the_ami_dial_reads_the_originate_outcome(fake_ami: FakeAmi, tmp_p
     assert waiter.expected[first["ChannelId"]] == {"name": "Анна"}
     assert answered["call_id"] == f"call-of-{first['ChannelId']}"
     assert len(waiter.forgotten) == 2 + 2 + 1  # every unanswered attempt
+
+
+async def test_a_call_a_machine_answered_is_the_outcome_machine(fake_ami: FakeAmi, tmp_path: Path) -> None:
+    settings = CampaignSettings(calls_per_s=50, max_attempts=3, answer_timeout_s=2, amd="bot")
+    waiter = Waiter(end_reason="machine")  # the dialogue ended it: `orchestrator.machine_check`
+    dial = AmiDial(
+        AmiSettings(port=fake_ami.port, login_timeout_s=2), settings, waiter, app="vb", call_bound_s=5
+    )
+    campaign = Campaign([Contact("79990000004")], settings, dial, tmp_path / "r.jsonl")
+    async with asyncio.timeout(T):
+        (record,) = await campaign.run()
+    assert (record["outcome"], record["attempts"], record["end_reason"]) == ("machine", 1, "machine")
+    check = settings.machine_check()
+    assert check is not None and (check.greeting_s, check.pause_s) == (3.5, 0.8)
+    assert CampaignSettings().machine_check() is None  # off by default
+
+
+async def test_an_answered_call_the_service_never_served_is_failed_not_answered(
+    fake_ami: FakeAmi, tmp_path: Path
+) -> None:
+    settings = CampaignSettings(calls_per_s=50, max_attempts=3, answer_timeout_s=2)
+    waiter = Waiter(end_reason="setup_failed", served=False)  # e.g. externalMedia failed
+    dial = AmiDial(
+        AmiSettings(port=fake_ami.port, login_timeout_s=2), settings, waiter, app="vb", call_bound_s=5
+    )
+    campaign = Campaign([Contact("79990000004")], settings, dial, tmp_path / "r.jsonl")
+    async with asyncio.timeout(T):
+        (record,) = await campaign.run()
+    assert (record["outcome"], record["attempts"], record["end_reason"]) == ("failed", 1, "setup_failed")
+    assert record["call_id"] is None
 
 
 @pytest.mark.parametrize(

@@ -137,3 +137,48 @@ def test_dental_times_in_a_call(words: str, spoken: str | None) -> None:
 def test_day_of_month_in_a_booking_call() -> None:
     said = _said_in_call(MAP, ["сорок пять метров", "да", "на двадцать первое"])
     assert any(", 21 " in s and "стоимость 6750 рублей" in s for s in said), said
+
+
+def _dental_call(phone: list[str]) -> tuple[list[str], list[dict[str, object]]]:
+    dmap = load_dialogue_map(MAP.parent / "dental_appointment.ru.json")
+    script = iter(["мне к терапевту", "в десять тридцать", "да", *phone, "да"])
+
+    async def next_utterance() -> str | None:
+        return next(script, None)
+
+    async def main() -> tuple[list[str], list[dict[str, object]]]:
+        call = await run_text_call(dmap, next_utterance, sink=RecordingSink())
+        return call.said, call.metrics
+
+    return run_virtual(main)
+
+
+# The dental booking takes a contact phone said in words or digits, or keyed in (DTMF, `#` ends
+# it), and reads it back in groups before booking.
+@pytest.mark.parametrize(
+    ("phone", "spoken"),
+    [
+        (["восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь"], "8 916 123 45 67"),
+        (["мой номер +7 916 123-45-67"], "7 916 123 45 67"),
+        (["телефон девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь"], "916 123 45 67"),
+        (["keys: 89161234567#"], "8 916 123 45 67"),
+        (["keys: 9161234567#"], "916 123 45 67"),
+        (["keys: 89161234567"], "8 916 123 45 67"),  # max length reached: no `#` needed
+        (["keys: 12345#", "keys: 9161234567#"], "916 123 45 67"),  # too short: asked again
+        (
+            [
+                "восемь девятьсот шестнадцать",
+                "восемь девятьсот шестнадцать один два три четыре пять шесть семь",
+            ],
+            "8 916 123 45 67",
+        ),
+    ],
+)
+def test_dental_phone_by_voice_or_keys(phone: list[str], spoken: str) -> None:
+    said, metrics = _dental_call(phone)
+    confirm = [s for s in said if s.startswith("Ваш номер")]
+    assert confirm == [f"Ваш номер {spoken}. Верно?"], said
+    final = metrics[-1]
+    assert final["event"] == "call_end" and final["final_state"] == "booked", final
+    turns = [m for m in metrics if m["event"] == "turn"]
+    assert any(t.get("missing_entities") == ["phone"] for t in turns) == (len(phone) > 1), turns

@@ -1,5 +1,7 @@
 """`[call] max_calls`: a caller beyond the limit is refused with `congestion`, the call in
-progress is untouched (a fake ARI on real sockets, the real service, the stand-ins)."""
+progress is untouched; a call the service never serves (refused, its media leg failed) is reported
+to whoever expected it (an outbound campaign), not left waiting (a fake ARI on real sockets, the
+real service, the stand-ins)."""
 
 from __future__ import annotations
 
@@ -83,6 +85,29 @@ async def test_the_call_beyond_max_calls_is_refused_with_congestion_and_the_firs
     async with asyncio.timeout(T):
         await leg.wait_until(lambda c: c.audio_count >= frames + 25)
     assert leg.connected
+
+
+async def test_an_expected_outbound_call_that_is_refused_or_fails_setup_is_reported_over(
+    one_call_app: tuple[VoicebridgeApp, FakeAri],
+) -> None:
+    app, fake = one_call_app
+    # Its media leg cannot be made (Asterisk answers externalMedia with 500).
+    fake.external_media_status = 500
+    failed = app.expect_call("out-failed", {"name": "Анна"})
+    await fake.place_call(channel_id="out-failed")
+    async with asyncio.timeout(T):
+        assert await failed == ("", "setup_failed", 0.0)
+    assert app.calls_active == 0
+    fake.external_media_status = None
+
+    # Refused: one call is in progress and max_calls is 1.
+    first = await fake.place_call()
+    await fake.wait_for(lambda: fake.leg_of(first) is not None, T)
+    refused = app.expect_call("out-refused", {})
+    await fake.place_call(channel_id="out-refused")
+    async with asyncio.timeout(T):
+        assert await refused == ("", "refused", 0.0)
+    assert first in fake.channels and first not in fake.deleted  # the call in progress goes on
 
 
 def test_max_calls_must_be_at_least_one() -> None:

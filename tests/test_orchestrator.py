@@ -27,6 +27,8 @@ from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
 from orchestrator.domain.models import LLMStreamChunk, SttResult
 from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
+from orchestrator.interruption import InterruptionSettings
+from orchestrator.machine_check import MachineCheckSettings
 from orchestrator.orchestrator import (
     CallEvent,
     CallOutcome,
@@ -182,9 +184,13 @@ async def run_call(
     drain: tuple[float, float] | None = None,
     control: CallControl | None = None,
     keys: Sequence[tuple[float, str]] = (),
+    machine_check: MachineCheckSettings | None = None,
+    interruption: InterruptionSettings | None = None,
 ) -> CallRun:
     """`drain`: (at, deadline): the service begins draining at `at` with that deadline;
-    `control`: the call's transfers; `keys`: (at, digit) DTMF the caller presses."""
+    `control`: the call's transfers; `keys`: (at, digit) DTMF the caller presses;
+    `machine_check`: screen the call for an answering machine;
+    `interruption`: how speech over the bot is judged (default: words from the STT decide)."""
     dmap = dmap or make_map()
     tts = tts or FakeTTS({"4500": PRICE_LABEL}, stream_label=LLM_LABEL)
     llm = llm or FakeLLM([LLMAttempt([(0.3, LLMStreamChunk("Да, работаем."))])])
@@ -209,6 +215,7 @@ async def run_call(
         metrics_sink=records.append,
         intent_step=intent_step,
         call=call_settings or CallSettings(),
+        interruption=interruption or InterruptionSettings(),
     )
     orch = await create_orchestrator_instance("call-1", services, observer=events.append)
     loop = asyncio.get_running_loop()
@@ -217,6 +224,8 @@ async def run_call(
         loop.call_at(drain[0], orch.drain_by, drain[1])
     for at, digit in keys:
         loop.call_at(at, orch.on_dtmf, digit, at)
+    if machine_check is not None:
+        orch.screen_for_machine(machine_check)
     try:
         outcome = await asyncio.wait_for(orch.run(inbound, playout, control), 300)
     finally:
@@ -419,8 +428,13 @@ def test_global_timeout_loops_neutral_fillers_then_plays_the_emergency_filler() 
 # --- barge-in ------------------------------------------------------------------------------
 
 
+# The VAD alone decides (confirmed speech cancels): for tests of what follows a cut, at the instant
+# the speech is confirmed.
+VAD_DECIDES = InterruptionSettings(use_partials=False)
+
+
 def test_barge_in_stops_the_bot_within_one_frame_and_the_turn_is_heard() -> None:
-    run = call([Say(0.5, "площадь 45 метров")], hangup_at=6.0)
+    run = call([Say(0.5, "площадь 45 метров")], hangup_at=6.0, interruption=VAD_DECIDES)
     barge = run.event_times("barge_in")
     assert barge == [pytest.approx(0.5)]
     greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
@@ -443,8 +457,33 @@ def test_a_false_alarm_pauses_the_greeting_and_it_resumes_where_it_stopped() -> 
     assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 1)
 
 
+def test_content_words_cancel_the_paused_bot_and_the_turn_is_heard() -> None:
+    # Confirmed speech pauses the bot; its first partial with content words cancels the turn.
+    run = call([Say(0.5, "площадь 45 метров")], hangup_at=6.0)
+    greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
+    assert max(greeting) <= 0.52  # quiet from the speech's frame ...
+    barge = run.event_times("barge_in")
+    # ... cut on the words: the fake STT's first partial ("площадь") comes a third into the line.
+    assert barge == [pytest.approx(0.5 + 1 / 3)]
+    assert run.sink.labels()[1:] == [label("static:intro"), PRICE_LABEL, label("static:rub")]
+    assert run.turns()[0]["interrupted"] is True
+
+
+def test_backchannel_words_resume_the_paused_bot() -> None:
+    # "ну да" confirmed as speech, its partials only backchannel words: the greeting goes on whole.
+    run = call([Say(0.5, "ну да", duration=0.6, stt_delay=0.2)], hangup_at=4.0)
+    greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
+    assert run.sink.segments()[0] == (label("static:greeting"), 50)  # nothing dropped nor repeated
+    assert run.event_times("barge_in") == []
+    assert not [t for t in greeting if 0.52 < t < 0.6]  # paused at the speech ...
+    assert max(greeting) < 1.0 + 0.6  # ... and resumed on the words, within the window
+    assert run.orchestrator.barge_in.resumes >= 1
+
+
 def test_a_true_interruption_pauses_at_onset_and_cancels_when_confirmed() -> None:
-    run = call([Say(0.5, "площадь 45 метров", onset=True, start_delay=0.2)], hangup_at=6.0)
+    run = call(
+        [Say(0.5, "площадь 45 метров", onset=True, start_delay=0.2)], hangup_at=6.0, interruption=VAD_DECIDES
+    )
     greeting = [t for t, lab in run.sink.frames if lab == label("static:greeting")]
     assert max(greeting) <= 0.52  # quiet from the onset's frame, not the confirmation's
     assert run.event_times("barge_in") == [pytest.approx(0.7)]
@@ -593,7 +632,7 @@ def test_silence_reprompts_then_says_goodbye_and_ends() -> None:
 
 def test_speech_resets_the_silence_count() -> None:
     dmap = make_map(no_input_timeout_s=3.0, no_input_max_reprompts=1)
-    run = call([Say(5.0, "это дорого")], dmap=dmap, hangup_at=14.0)
+    run = call([Say(5.0, "это дорого")], dmap=dmap, hangup_at=14.0, interruption=VAD_DECIDES)
     # A reprompt at 4.0, the caller answers, then after 3 s of silence another reprompt, not the
     # goodbye: the answer reset the count (the two greetings merge into one run of labels).
     assert run.sink.labels() == [
@@ -670,6 +709,7 @@ def test_barge_in_during_the_llm_filler_leaks_no_filler_frame(llm_delay: float, 
         llm=llm,
         tts=tts,
         hangup_at=10.0,
+        interruption=VAD_DECIDES,
     )
     barge = run.event_times("barge_in")
     assert barge == [pytest.approx(4.51)]
@@ -928,6 +968,7 @@ def test_a_stuck_cleanup_after_barge_in_holds_the_dialogue_for_the_cancel_bound_
         tts=tts,
         hangup_at=12.0,
         call_settings=bounds,
+        interruption=VAD_DECIDES,
     )
     barge = run.event_times("barge_in")
     assert barge == [pytest.approx(4.5)]

@@ -255,3 +255,17 @@ async def test_ari_over_tls_is_checked_with_the_configured_ca(tmp_path: Path) ->
         assert list(named) == ["ari.ca_file"] and "TLS failed" in named["ari.ca_file"]
     finally:
         await fake.close()
+
+
+async def test_a_vad_engine_that_does_not_load_is_named(
+    ari_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.vad_engines
+
+    def missing(engine: str, aggressiveness: int = 2) -> bridge.vad_engines.SpeechClassifier:
+        raise OSError("libc++.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(bridge.vad_engines, "classifier", missing)
+    problems = await preflight(_settings(ARI__URL=ari_server))
+    assert [p.setting for p in problems] == [("vad", "engine")]
+    assert "libc++1" in str(problems[0]) and '"webrtc"' in str(problems[0])

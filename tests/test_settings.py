@@ -45,8 +45,11 @@ SPECIAL = {
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",
     ("log", "format"): "json",
+    ("campaign", "amd"): "bot",
     ("log", "level"): "DEBUG",
     ("service", "event_loop"): "uvloop",
+    ("vad", "engine"): "webrtc",
+    ("vad", "threshold"): 0.6,
 }
 
 
@@ -91,6 +94,7 @@ def test_sections_are_the_components_models() -> None:
         "audiosocket",
         "echo",
         "gc",
+        "interruption",
         "vad",
         "pacer",
         "playout",
@@ -114,6 +118,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.vad",
         "bridge.echo_gate",
         "bridge.gc_policy",
+        "orchestrator.interruption",
         "bridge.pacer",
         "bridge.playout",
         "orchestrator.call_settings",

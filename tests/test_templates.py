@@ -64,6 +64,11 @@ def test_render(template: str, expected: str) -> None:
         (True, "да"),
         (False, "нет"),
         ("субботу", "субботу"),
+        ("89161234567", "8 916 123 45 67"),  # a digits entity's value: read in groups
+        ("9161234567", "916 123 45 67"),
+        ("123456", "12 34 56"),
+        ("1234", "1234"),  # short: as is
+        ("8 916", "8 916"),
         (0, "0"),
     ],
 )

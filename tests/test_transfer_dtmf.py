@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from orchestrator.cache.memory import InMemoryAudioCache
-from orchestrator.dialogue import transfer_variables
 from orchestrator.dialogue_map.loader import reference_problems
 from orchestrator.dialogue_map.models import DialogueMap, Transfer
 from orchestrator.domain.models import SessionState, TranscriptEntry, TransferOutcome, TransferRequest
+from orchestrator.transfer_step import transfer_variables
 from testkit.fakes import KeywordClassifier, Say, clip
 from tests.test_orchestrator import CACHED, CLIPS, CallRun, call, make_map
 

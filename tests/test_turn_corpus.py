@@ -2,7 +2,9 @@
 
 The corpus must be reproducible and its labels consistent; on a small slice of it, the echo gate
 must keep the bot's own echo from stopping it without losing true interruptions, while the plain
-VAD (the configuration before the gate) is stopped by that echo: the comparison can fail.
+VAD (the configuration before the gate) is stopped by that echo: the comparison can fail. The
+default detector and decision (TEN VAD, words from the modelled STT partials) keep the false cancel
+rates under bounds on a seeded subset (rates, not timing).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.turn_bench import CONFIGS, render_turns, run_turns, write_json
+from bench.turn_bench import CONFIGS, TurnConfig, evaluate, render_turns, run_turns, write_json
 from bench.turn_corpus import CATEGORIES, TurnItem, build_corpus
+from bench.turn_partials import partials
 from orchestrator.audio import FRAME_BYTES
 
 pytestmark = pytest.mark.skipif(
@@ -44,6 +47,8 @@ def test_labels_are_consistent(corpus: list[TurnItem]) -> None:
         assert item.interrupts == (item.category == "interruption")
         if item.category == "echo":
             assert item.onset_s is None and item.text == ""
+        elif item.category == "noise":
+            assert item.onset_s is None and item.meta["snr_db"] in (20, 10, 5)
         else:
             # The caller's sound starts while the bot is still speaking.
             assert item.onset_s is not None and 0.3 <= item.onset_s < item.bot_end_s
@@ -54,16 +59,17 @@ def test_labels_are_consistent(corpus: list[TurnItem]) -> None:
 def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     corpus: list[TurnItem], tmp_path: Path
 ) -> None:
-    results = run_turns(corpus)
-    before, after, staged = (results[c.name] for c in CONFIGS[:3])
+    results = run_turns(corpus, CONFIGS[:2] + CONFIGS[5:6])
+    before, staged, default = (results[c.name] for c in CONFIGS[:2] + CONFIGS[5:6])
     # Before: the bot's own echo at -12..-24 dB stops it (the issue's measurement).
     assert before["false_echo_15"] is not None and before["false_echo_15"] > 0.3
     # After: no echo at -12 dB or quieter stops the bot ...
     for level in (12, 15, 18, 21, 24, 30, 35):
-        assert after[f"false_echo_{level}db"] in (None, 0.0), level
+        assert staged[f"false_echo_{level}db"] in (None, 0.0), level
+        assert default[f"false_echo_{level}db"] in (None, 0.0), level
     # ... and true interruptions still do, never before the caller spoke.
-    assert after["recall"] is not None and after["recall"] >= 0.9
-    assert after["stopped_before_onset"] == 0
+    assert default["recall"] is not None and default["recall"] >= 0.9
+    assert default["stopped_before_onset"] == 0
     # Two stages: the bot goes quiet at the onset, long before the cancel, and no earlier.
     assert staged["recall"] is not None and staged["recall"] >= 0.9
     assert staged["stopped_before_onset"] == 0
@@ -78,3 +84,32 @@ def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     write_json(out, results, seed=12, per_category=12)
     doc = json.loads(out.read_text())
     assert doc["configs"][CONFIGS[1].name]["items"] == len(corpus)
+    assert 0 < doc["configs"][CONFIGS[5].name]["cpu_pct"] < 100
+
+
+def test_partials_follow_the_words_in_time(corpus: list[TurnItem]) -> None:
+    item = next(i for i in corpus if i.category == "interruption" and " " in i.text)
+    heard = partials(item, latency_s=0.3)
+    assert [text for _, text in heard][-1] == " ".join(
+        item.text.replace("-", " ").replace(",", "").split()
+    ).rstrip("?")
+    times = [t for t, _ in heard]
+    assert times == sorted(times)
+    assert item.onset_s is not None and times[0] > item.onset_s + 0.3
+    assert times[-1] == pytest.approx(item.onset_s + float(item.meta["speech_s"]) + 0.3)
+    assert partials(next(i for i in corpus if i.category == "nonspeech")) == []
+
+
+def test_default_decision_keeps_false_cancels_under_bounds(corpus: list[TurnItem]) -> None:
+    # 12 items per category (seed 12): recall and false cancels as rates; the bounds leave room
+    # for one unlucky item beyond the bench's targets, and fail if backchannels or noise cut the
+    # bot as they did with the VAD alone (77 % and 60 % on the full corpus).
+    default = next(c for c in CONFIGS if "default" in c.name)
+    r = evaluate(corpus, default)
+    assert r["recall"] is not None and r["recall"] >= 11 / 12
+    for key in ("false_backchannel", "false_nonspeech", "false_noise", "false_echo_15"):
+        assert r[key] is not None and r[key] <= 1 / 12, (key, r[key])
+    # The same items with the STT silent: the VAD's confirmation and the window decide.
+    mute = evaluate(corpus, TurnConfig("mute", default.vad, default.echo, default.decision, stt_words=False))
+    assert mute["recall"] is not None and mute["recall"] >= 11 / 12
+    assert mute["false_nonspeech"] is not None and mute["false_nonspeech"] <= 1 / 12

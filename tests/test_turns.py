@@ -34,6 +34,7 @@ F, E = Floor, TurnEvent
 EXPECTED_FLOOR: list[tuple[Floor, TurnEvent, Floor]] = [
     (F.RESPONDING, E.BOT_TURN_START, F.BOT_TURN),
     (F.RESPONDING, E.HANG_UP, F.ENDED),
+    (F.RESPONDING, E.END_CALL, F.ENDED),  # a machine answered and there is no message to leave
     (F.BOT_TURN, E.BARGE_IN, F.INTERRUPTED),
     (F.BOT_TURN, E.PLAYBACK_DONE, F.LISTENING),
     (F.BOT_TURN, E.HANG_UP, F.ENDED),

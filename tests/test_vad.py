@@ -65,7 +65,9 @@ def test_speech_starts_after_min_duration_and_ends_after_hangover(speech: bytes)
     events = run(vad, silence(500) + speech + silence(1000))
     assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
     start, end = events
-    assert start.at == pytest.approx(0.5, abs=0.1)  # onset: where the speech begins
+    # Onset: where the speech begins (TEN VAD at its 0.7 threshold takes "Здравствуйте" for
+    # speech only from its vowel, up to 0.3 s in).
+    assert 0.5 <= start.at <= 0.8
     assert start.detected_at - start.at >= 0.2 - 0.02 - 1e-9  # min speech duration
     speech_end = 0.5 + len(speech) / 16000
     assert end.at <= speech_end
@@ -138,7 +140,7 @@ def test_without_the_gate_webrtcvad_hangover_turns_clicks_into_speech() -> None:
     # webrtcvad keeps saying "speech" for a while after a transient; the gate cuts that tail off
     # (silent frames never reach it), which is what keeps the click train above from barging in.
     train = (click() + silence(60)) * 3 + silence(300)
-    ungated = VoiceActivityDetector(VadSettings(energy_gate_rms=0))
+    ungated = VoiceActivityDetector(VadSettings(engine="webrtc", min_speech_ms=200, energy_gate_rms=0))
     assert [e.kind for e in run(ungated, train)] == [VadEventKind.SPEECH_START]
 
 

@@ -27,6 +27,7 @@ import asyncio
 import contextvars
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bridge.ari.call import AriCall, AriError, CallHandler
@@ -59,8 +60,15 @@ class AriController:
         on_call: CallHandler,
         *,
         max_calls: int | None = None,
+        on_unserved: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`on_call` serves each call that was set up; `on_unserved(channel id, reason)` hears of
+        each caller channel that entered the app and never reached `on_call`: reason "refused"
+        (draining, `max_calls`, AudioSocket full), "caller_hangup" (gone during setup) or
+        "setup_failed" (ARI or the media leg failed), so whoever waits for that call (an outbound
+        campaign) is not left waiting."""
         self._settings = settings
+        self._on_unserved = on_unserved
         self._max_calls = max_calls
         self._refusals = TaskOwner("ari-refuse", cancel_bound_s=settings.timeout_s)
         self._on_call = on_call
@@ -185,7 +193,7 @@ class AriController:
         if self._refusing:
             self.refused += 1
             log.info("draining: refusing the new call on channel %s (congestion, SIP 503)", channel_id)
-            self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
+            self._refuse(channel_id)
             return
         if self._max_calls is not None and len(self._calls) >= self._max_calls:
             self.refused += 1
@@ -196,7 +204,7 @@ class AriController:
                 len(self._calls),
                 self.refused,
             )
-            self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
+            self._refuse(channel_id)
             return
         full = self._audiosocket.can_admit()
         if full is not None:  # refused now, unanswered, rather than answered and then cut off
@@ -209,7 +217,7 @@ class AriController:
                 full,
                 self.refused,
             )
-            self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
+            self._refuse(channel_id)
             return
         loop = asyncio.get_running_loop()
         args = event.get("args") or []
@@ -229,12 +237,24 @@ class AriController:
             context=context,
         )
 
+    def _refuse(self, channel_id: str) -> None:
+        self._refusals.spawn(self._legs.refuse(channel_id), f"channel-{channel_id}")
+        self._unserved(channel_id, "refused")
+
+    def _unserved(self, channel_id: str, reason: str) -> None:
+        if self._on_unserved is not None:
+            try:
+                self._on_unserved(channel_id, reason)
+            except Exception:  # the callback's bug must not take the controller down
+                log.exception("channel %s: on_unserved failed", channel_id)
+
     # --- one call ---
     async def _run_call(
         self, session: CallSession, caller_number: str | None, exten: str | None, channel_vars: dict[str, str]
     ) -> None:
         loop = asyncio.get_running_loop()
         conn: AudioSocketConnection | None = None
+        unserved: str | None = "setup_failed"  # until the handler gets the call
         try:
             conn = await self._legs.set_up(session)
             call = AriCall(
@@ -257,8 +277,11 @@ class AriController:
                 call.setup_s * 1000,
             )
             log.debug("call %s: caller number %s", session.uuid, caller_number)  # personal data: DEBUG only
+            unserved = None
             await self._run_handler(session, call)
         except CallerGone as exc:
+            if unserved is not None:
+                unserved = "caller_hangup"
             log.info("call %s: caller hung up during setup (%s)", session.uuid, exc)
         except AriError as exc:  # expected kind of failure: no traceback needed
             log.error("call %s (channel %s) failed: %s", session.uuid, session.channel_id, exc)
@@ -273,6 +296,8 @@ class AriController:
                 self._transfers.hand_over(session, closing=self._closing)
                 if not self._calls:
                     self.idle.set()
+                if unserved is not None:
+                    self._unserved(session.channel_id, unserved)
                 log.info("call %s: cleaned up", session.uuid)
 
     async def _run_handler(self, session: CallSession, call: AriCall) -> None:

@@ -305,6 +305,9 @@ class Settings(_Strict):
     # ... at most this many times in a row; then the goodbye below plays and the call ends.
     no_input_max_reprompts: Annotated[int, Field(ge=0, le=10)] = 2
     no_input_goodbye_playlist: Playlist = []
+    # Outbound calls with the answering-machine check: the message left on a machine, after its
+    # greeting (empty: the bot hangs up without one).
+    voicemail_playlist: Playlist = []
     llm: LLMSettings = LLMSettings()
     intent_arbiter: IntentArbiterSettings = IntentArbiterSettings()
     # IANA time zone of the business: dates ("завтра", "двадцать пятого") are counted from the

