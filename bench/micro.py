@@ -155,7 +155,7 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
         for _ in range(n):
             is_echo(echo_level)
 
-    add("EchoGate.is_echo, bot talking (its lag locked)", echo_talking)
+    add("EchoGate.is_echo, bot talking (delay search)", echo_talking)
     quiet = EchoGate()
     for _ in range(20):
         quiet.sent_silence()

@@ -4,9 +4,7 @@ The bridge knows exactly what it sent. `EchoGate` keeps the RMS of the last outb
 fixed ring covering the longest echo path) and judges each inbound frame against it:
 
 - delay search: per lag (whole frames), a decaying correlation of inbound and outbound levels,
-  fed only by frames that could be echo; the best lag is the echo path's delay. A call's echo
-  path does not move, so once the same lag has won `_LOCK_FRAMES` updates in a row the search
-  stops (it was most of the gate's per-frame cost: a pass over every lag);
+  fed only by frames that could be echo; the best lag is the echo path's delay;
 - echo gain: a running median of inbound / outbound level at that lag, frozen while the inbound
   is clearly louder (the caller talking over the bot, as echo cancellers freeze in double talk);
 - an inbound frame no louder than the expected echo (outbound level at the lag, its neighbours
@@ -53,18 +51,7 @@ class EchoSettings:
 class EchoGate:
     """One call's echo reference: `sent()` per outbound frame, `is_echo(level)` per inbound frame."""
 
-    __slots__ = (
-        "_active",
-        "_corr",
-        "_delay",
-        "_energy",
-        "_erl",
-        "_gain",
-        "_pos",
-        "_ring",
-        "_stable",
-        "enabled",
-    )
+    __slots__ = ("_active", "_corr", "_delay", "_energy", "_erl", "_gain", "_pos", "_ring", "enabled")
 
     def __init__(self, settings: EchoSettings | None = None) -> None:
         s = settings or EchoSettings()
@@ -79,7 +66,6 @@ class EchoGate:
         self._energy = [0.0] * n
         self._active = 0  # frames the bot was heard on the reference so far
         self._delay = -1  # lag in frames; -1 until the search has seen enough of the bot
-        self._stable = 0  # searches in a row that found `_delay` again; the search stops at _LOCK_FRAMES
         # Echo gain measured at that lag (inbound / outbound level, its running median).
         self._erl: float = self._gain
 
@@ -87,11 +73,6 @@ class EchoGate:
     def delay_frames(self) -> int:
         """The echo delay found, in 20 ms frames (-1: not yet known)."""
         return self._delay
-
-    @property
-    def locked(self) -> bool:
-        """Whether the delay search has stopped, its lag found again `_LOCK_FRAMES` times in a row."""
-        return self._stable >= _LOCK_FRAMES
 
     def sent(self, frame: bytes | bytearray) -> None:
         """The bot's frame (slin, any length) just went out."""
@@ -118,7 +99,7 @@ class EchoGate:
         peak = max(ring)
         if peak == 0:
             return False
-        if self._stable < _LOCK_FRAMES and peak > _ACTIVE_RMS and level <= peak * self._gain:
+        if peak > _ACTIVE_RMS and level <= peak * self._gain:
             # Only frames that can be echo (no louder than the worst case) feed the search: the
             # caller's voice is not correlated with the bot's, and would drag the lag around.
             self._active += 1
@@ -132,7 +113,6 @@ class EchoGate:
                     if score > best_score:
                         best, best_score = lag, score
             if self._active >= _SETTLE_FRAMES and best >= 0:
-                self._stable = self._stable + 1 if best == self._delay else 0
                 self._delay = best
         delay = self._delay
         if delay < 0:
@@ -170,5 +150,3 @@ _ERL_CREEP = 1.002
 _ERL_MARGIN = 2.0
 # Talking frames the search needs before its lag is trusted (0.4 s).
 _SETTLE_FRAMES = 20
-# Searches in a row finding the same lag after which it is the call's for good (2 s of echo).
-_LOCK_FRAMES = 100
