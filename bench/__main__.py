@@ -70,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the bridge's event loop"
     )
     parser.add_argument(
+        "--bridge-vad",
+        choices=("", "webrtc", "silero", "ten"),
+        default="",
+        help="capacity: the bridge's [vad] engine (default: the service's default)",
+    )
+    parser.add_argument(
+        "--bridge-echo", choices=("on", "off"), default="on", help="capacity: the bridge's echo gate"
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         metavar="FILE",
@@ -114,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress=_progress,
                 repeat=args.repeat,
                 event_loop=args.loop,
+                vad_engine=args.bridge_vad,
+                echo=args.bridge_echo == "on",
             )
             print(capacity.render(), end="\n\n", flush=True)
             if args.json is not None:

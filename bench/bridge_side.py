@@ -36,10 +36,12 @@ from multiprocessing.connection import Connection
 from bench.callers import commands, involuntary_switches, prepare_process
 from bench.common import GcTimer, Histogram
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, AudioSocketSettings
+from bridge.echo_gate import EchoSettings
 from bridge.event_loop import EventLoopKind, loop_factory
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
+from bridge.vad import VadSettings
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import ConfigError
 from orchestrator.domain.models import AudioChunk
@@ -53,8 +55,16 @@ CHUNK_BYTES = 3200  # 200 ms of 8 kHz audio per write, as the TTS adapters hand 
 class BridgeCall:
     """One call's gateway, its stand-in recognizer and their two tasks."""
 
-    def __init__(self, conn: AudioSocketConnection, pacer: Pacer, clip: bytes, delay_s: float) -> None:
-        self.gateway = TelephonyGateway(conn, pacer, clock=LoopClock())
+    def __init__(
+        self,
+        conn: AudioSocketConnection,
+        pacer: Pacer,
+        clip: bytes,
+        delay_s: float,
+        vad: VadSettings | None = None,
+        echo: EchoSettings | None = None,
+    ) -> None:
+        self.gateway = TelephonyGateway(conn, pacer, clock=LoopClock(), vad_settings=vad, echo_settings=echo)
         self.recognizer = BenchRecognizer()
         self.gateway.attach(None, self.recognizer)
         self.conn = conn
@@ -156,8 +166,9 @@ class TickProbe:
 class BridgeSide:
     """The AudioSocket server, the pacer and the calls of the current step."""
 
-    def __init__(self, clip: bytes) -> None:
+    def __init__(self, clip: bytes, vad: VadSettings | None = None, echo: EchoSettings | None = None) -> None:
         self._clip = clip
+        self._vad, self._echo = vad, echo
         self._rnd = random.Random(11)
         self.pacer = Pacer()
         self.probe = TickProbe()
@@ -199,7 +210,7 @@ class BridgeSide:
     def _on_connection(self, fut: asyncio.Future[AudioSocketConnection], delay_s: float) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
-        self.calls.append(BridgeCall(fut.result(), self.pacer, self._clip, delay_s))
+        self.calls.append(BridgeCall(fut.result(), self.pacer, self._clip, delay_s, self._vad, self._echo))
         if len(self.calls) >= self._expected:
             self._arrived.set()
 
@@ -280,8 +291,8 @@ class BridgeSide:
         await self.server.close()
 
 
-async def _serve(conn: Connection, wav_path: str) -> None:
-    side = BridgeSide(read_wav_8k(wav_path))
+async def _serve(conn: Connection, wav_path: str, vad: VadSettings, echo: EchoSettings) -> None:
+    side = BridgeSide(read_wav_8k(wav_path), vad, echo)
     await side.start()
     queue = await commands(conn)
     try:
@@ -309,15 +320,21 @@ def bridge_main(
     realtime: bool,
     wav_path: str,
     event_loop: EventLoopKind = "asyncio",
+    vad_engine: str = "",
+    echo: bool = True,
 ) -> None:
-    """Process entry point; `event_loop` as `[service] event_loop` of the service."""
+    """Process entry point; `event_loop` as `[service] event_loop` of the service, `vad_engine`
+    as `[vad] engine` ("": its default), `echo` as `[echo] enabled`."""
     scheduling = prepare_process(cpu, nice, realtime)
     try:
         factory = loop_factory(event_loop)
     except ConfigError as exc:
         conn.send(("error", str(exc)))
         return
-    conn.send(("hello", f"{scheduling}, {event_loop} loop"))
+    vad = VadSettings(engine=vad_engine) if vad_engine else VadSettings()  # type: ignore[arg-type]
+    conn.send(
+        ("hello", f"{scheduling}, {event_loop} loop, VAD {vad.engine}, echo gate {'on' if echo else 'off'}")
+    )
     # Hundreds of hang-ups at the end of a step would each log at DEBUG/WARNING: keep it quiet.
     logging.basicConfig(level=logging.ERROR)
     # As `voicebridge serve` does once started: what lives as long as the process is kept out of
@@ -325,4 +342,4 @@ def bridge_main(
     gc.collect()
     gc.freeze()
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(conn, wav_path))
+        runner.run(_serve(conn, wav_path, vad, EchoSettings(enabled=echo)))

@@ -52,6 +52,7 @@ from bridge.audiosocket.protocol import Message, Uuid
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.audiosocket.stream import ServerProtocol
 from bridge.gateway import TelephonyGateway
+from bridge.gc_policy import apply_gc_settings
 from bridge.settings import Settings
 from bridge.vad import VadEvent, VadEventKind
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
@@ -285,6 +286,8 @@ class CallBench:
         # collector's generations (before the pacer starts: a full collection stalls its ticks).
         gc.collect()
         gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        apply_gc_settings(self.app.settings.gc)
         await self.server.start()
         self.pool = FakeCallerPool("127.0.0.1", self.server.port)
         return self
@@ -294,6 +297,7 @@ class CallBench:
         await self.pool.close()
         await self.server.close()
         gc.unfreeze()
+        gc.set_threshold(*self._gc_threshold)
 
     async def start_call(self) -> tuple[str, FakeAsterisk, asyncio.Task[None]]:
         assert self.pool is not None

@@ -366,10 +366,13 @@ def run_capacity(
     progress: Callable[[str], None] | None = None,
     repeat: int = 1,
     event_loop: EventLoopKind = "asyncio",
+    vad_engine: str = "",
+    echo: bool = True,
 ) -> CapacityResult:
     """Run the sweep; see the module docstring. Each N is run `repeat` times in a row (the verdict
     needs every run within the limits; the capacity figure is their median, with its spread);
-    `event_loop` is the bridge's loop, as `[service] event_loop`.
+    `event_loop` is the bridge's loop, as `[service] event_loop`; `vad_engine` its `[vad] engine`
+    ("": the default), `echo` its `[echo] enabled`.
 
     With `profile_dir`, the bridge process is profiled (cProfile) over each step's window into
     `bridge-<N>.prof` there (the profiler slows the bridge: use those steps for where the time
@@ -386,7 +389,9 @@ def run_capacity(
         bot_wav = make_speech_wav(tmp / "bot.wav", BOT_PHRASE)
         priority = (nice, realtime)
         bridge = stack.enter_context(
-            _Child(ctx, bridge_main, bridge_cpu, priority, bot_wav, "bench-bridge", event_loop)
+            _Child(
+                ctx, bridge_main, bridge_cpu, priority, bot_wav, "bench-bridge", event_loop, vad_engine, echo
+            )
         )
         callers = stack.enter_context(
             _Child(ctx, callers_main, caller_cpu, priority, caller_wav, "bench-callers")

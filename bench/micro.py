@@ -19,6 +19,7 @@ from typing import Any
 from bench.common import CALLER_PHRASE, make_speech_wav, table
 from bridge.audiosocket.protocol import Decoder, encode_audio
 from bridge.audiosocket.server import AudioSocketConnection
+from bridge.echo_gate import EchoGate
 from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import Playout, PlayoutSettings
@@ -123,7 +124,15 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
         for i in range(n):
             process(voiced[i], i * 0.02)
 
-    add("VAD.process, speech (webrtcvad)", vad_speech)
+    add(f"VAD.process, speech ({settings.engine}, the default)", vad_speech)
+    vad_webrtc = VoiceActivityDetector(VadSettings(engine="webrtc"))
+
+    def vad_speech_webrtc(n: int) -> None:
+        process = vad_webrtc.process
+        for i in range(n):
+            process(voiced[i], i * 0.02)
+
+    add("VAD.process, speech (webrtc)", vad_speech_webrtc)
     vad_quiet = VoiceActivityDetector(settings)
 
     def vad_silence(n: int) -> None:
@@ -132,6 +141,31 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
             process(SILENCE_FRAME, i * 0.02)
 
     add("VAD.process, silence (energy gate)", vad_silence)
+
+    # Echo gate, per inbound frame above the energy gate: the bot talking (the reference ring
+    # full of its frames) with an echo-level frame (the delay search runs), and the bot quiet.
+    bot = _voiced_frames(speech, settings.energy_gate_rms)
+    talking = EchoGate()
+    for f in bot[:20]:
+        talking.sent(f)
+    echo_level = max(1, int(rms(bot[0]) * 0.1))
+
+    def echo_talking(n: int) -> None:
+        is_echo = talking.is_echo
+        for _ in range(n):
+            is_echo(echo_level)
+
+    add("EchoGate.is_echo, bot talking (delay search)", echo_talking)
+    quiet = EchoGate()
+    for _ in range(20):
+        quiet.sent_silence()
+
+    def echo_quiet(n: int) -> None:
+        is_echo = quiet.is_echo
+        for _ in range(n):
+            is_echo(echo_level)
+
+    add("EchoGate.is_echo, bot quiet", echo_quiet)
 
     # AudioSocket codec: one whole 323-byte message per feed, as the kernel usually hands it over.
     message = encode_audio(voiced[0])

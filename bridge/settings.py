@@ -16,6 +16,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [registry]     bridge.registry.RegistrySettings
     [recording]    bridge.recording.RecordingSettings      [campaign]  bridge.campaign.CampaignSettings
     [echo]         bridge.echo_gate.EchoSettings
+    [gc]           bridge.gc_policy.GcSettings (how often a full collection runs)
     [interruption] orchestrator.interruption.InterruptionSettings (pause/resume/cancel over the bot)
 
 plus the top-level `dialogue_map` and `metrics_file`, and the `[numbers]` table (dialled number ->
@@ -47,6 +48,7 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.campaign import CampaignSettings
 from bridge.echo_gate import EchoSettings
 from bridge.event_loop import ServiceSettings
+from bridge.gc_policy import GcSettings
 from bridge.logs import LogSettings
 from bridge.pacer import PacerSettings
 from bridge.playout import PlayoutSettings
@@ -105,6 +107,7 @@ class Settings(BaseModel):
     audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
     echo: EchoSettings = Field(default_factory=EchoSettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
     interruption: InterruptionSettings = Field(default_factory=InterruptionSettings)
     pacer: PacerSettings = Field(default_factory=PacerSettings)
     playout: PlayoutSettings = Field(default_factory=PlayoutSettings)
