@@ -74,6 +74,12 @@ class EchoGate:
         """The echo delay found, in 20 ms frames (-1: not yet known)."""
         return self._delay
 
+    @property
+    def bot_audible(self) -> bool:
+        """Whether the bot sent audio within the echo window (`max_delay_ms`): its voice, or its
+        echo, may be on the inbound line now."""
+        return max(self._ring) > 0
+
     def sent(self, frame: bytes | bytearray) -> None:
         """The bot's frame (slin, any length) just went out."""
         ring = self._ring

@@ -62,6 +62,11 @@ class VadSettings:
     # Agora's offerings or lets third parties build or deploy applications), which an open
     # voice-agent system's users should choose knowingly, not inherit from a default.
     engine: Engine = "silero"
+    # A neural engine judges frames only while the bot is audible on the line (its audio sent
+    # within the echo window): the barge-in decisions, where telling a cough or an echo from a
+    # caller matters; otherwise webrtcvad does, about a tenth of the CPU (a caller talking to a
+    # quiet bot is heard by the STT anyway). false: the neural engine judges every frame.
+    neural_only_over_bot: bool = True
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     # webrtcvad mode: 0 (least) .. 3 (most eager to call audio noise "not speech").
@@ -110,8 +115,10 @@ class VoiceActivityDetector:
     """One call's detector (the classifiers keep per-stream state)."""
 
     __slots__ = (
+        "_cheap",
         "_cls",
         "_echo",
+        "_neural_idle",
         "_gap_ms",
         "_gate",
         "_announced",
@@ -133,6 +140,12 @@ class VoiceActivityDetector:
         self._settings = s = settings or VadSettings()
         self._echo = echo
         self._cls: SpeechClassifier = classifier(s.engine, s.aggressiveness)
+        # webrtcvad for frames while the bot is quiet (`neural_only_over_bot`; needs the echo
+        # gate's record of what the bot sent); None: `_cls` judges every frame.
+        self._cheap: SpeechClassifier | None = None
+        if s.engine != "webrtc" and s.neural_only_over_bot and echo is not None:
+            self._cheap = classifier("webrtc", s.aggressiveness)
+        self._neural_idle = False  # the neural classifier missed frames: restart its window
         self._threshold = s.threshold
         self.probability = 0.0  # the classifier's last answer
         self._gate = s.energy_gate_rms
@@ -171,7 +184,15 @@ class VoiceActivityDetector:
         # The classifier hears every frame above the gate, echo or not: a neural model's window
         # and recurrent state stay continuous through the caller talking over the bot.
         self.frames_checked += 1
-        p = self.probability = self._cls.speech(frame)
+        cheap = self._cheap
+        if cheap is not None and echo is not None and not echo.bot_audible:
+            if not self._neural_idle:
+                self._neural_idle = True
+                self._cls.skip()  # its next window starts afresh when the bot speaks again
+            p = self.probability = cheap.speech(frame)
+        else:
+            self._neural_idle = False
+            p = self.probability = self._cls.speech(frame)
         if echo is not None and echo.is_echo(level):
             self.frames_echo += 1
             return _MASKED
@@ -247,6 +268,8 @@ class VoiceActivityDetector:
     def close(self) -> None:
         """The call is over: release the classifier (a pooled model goes back). Idempotent."""
         self._cls.close()
+        if self._cheap is not None:
+            self._cheap.close()
 
     def reset(self) -> None:
         """Forget the current state (not the classifier's)."""

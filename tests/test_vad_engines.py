@@ -5,6 +5,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from bridge.echo_gate import EchoGate
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
 from bridge.vad_engines import ENGINES, SileroClassifier, classifier
 from orchestrator.audio import FRAME_BYTES
@@ -81,3 +82,34 @@ def test_each_engine_detects_the_phrase_behind_the_detector(engine: str, speech:
 def test_an_unknown_engine_is_refused_by_name() -> None:
     with pytest.raises(pydantic.ValidationError, match="engine"):
         VadSettings(engine="bogus")  # type: ignore[arg-type]
+
+
+def test_the_neural_engine_judges_frames_only_while_the_bot_is_audible(speech: bytes) -> None:
+    # `neural_only_over_bot` (default): while the bot is quiet webrtcvad judges the caller, at a
+    # tenth of the CPU; once the bot sent audio within the echo window, Silero does.
+    echo = EchoGate()
+    vad = VoiceActivityDetector(VadSettings(engine="silero"), echo)
+    neural = vad._cls
+    assert isinstance(neural, SileroClassifier)
+    try:
+        for f in frames(speech)[:50]:
+            vad.process(f, 0.0)
+        assert neural.windows == 0 and vad.frames_checked > 0  # all judged, none by Silero
+        echo.sent(noise(20, amplitude=6000))  # one frame of the bot's audio went out
+        for f in frames(speech)[50:60]:
+            vad.process(f, 0.0)
+        assert neural.windows > 0  # the bot is audible: Silero judges
+    finally:
+        vad.close()
+
+
+def test_the_neural_engine_judges_every_frame_when_asked_to(speech: bytes) -> None:
+    vad = VoiceActivityDetector(VadSettings(engine="silero", neural_only_over_bot=False), EchoGate())
+    neural = vad._cls
+    assert isinstance(neural, SileroClassifier)
+    try:
+        for f in frames(speech)[:50]:
+            vad.process(f, 0.0)
+        assert neural.windows > 0
+    finally:
+        vad.close()
