@@ -77,7 +77,9 @@ async def test_a_true_interruption_with_echo_on_the_line_stops_the_bot(asterisk:
     assert onset is not None
     stop = max((h.t for h in result.line.voiced_between(onset - 0.5, onset + 2.0)), default=onset)
     print(f"interruption: last greeting packet {1000 * (stop - onset):.0f} ms after the caller's onset")
-    assert stop < onset + 0.4, "the bot talked on over the caller"
+    # A frame count, not a time: at most 20 voiced bot packets (400 ms of audio) after the onset.
+    talked_on = len(result.line.voiced_between(onset, onset + 2.0))
+    assert talked_on <= 20, f"the bot talked on over the caller for {talked_on} packets"
     assert _greeting_heard(result) < result.greeting_voiced  # cut
     assert result.states()[0] == ("greeting", "quote")
     assert [e.data["text"] for e in result.events if e.kind == "user_said"][0] == area
