@@ -65,6 +65,9 @@ class Turn:
     final_at: float
 
 
+PARTIAL_AFTER_S = 0.3  # speech before a part's first partial arrives (bench/turn_partials.py's figure)
+
+
 def vad_events(item: SplitItem, settings: VadSettings) -> list[VadEvent]:
     """The detector's events over the item (a frame arrives at the end of its 20 ms)."""
     vad = VoiceActivityDetector(settings)
@@ -87,7 +90,8 @@ def replay(
         turns: list[Turn] = []
 
         def forward(r: SttResult) -> None:
-            turns.append(Turn(loop.time(), r.text, r.received_at))
+            if r.is_final:  # a partial passed on is no turn
+                turns.append(Turn(loop.time(), r.text, r.received_at))
 
         eot = EndOfTurn(
             clock=LoopClock(),
@@ -104,8 +108,15 @@ def replay(
         }
         for event in events:
             loop.call_at(event.detected_at, handlers[event.kind], event.at)
-        for (_, end, text), delay in zip(item.parts, delays, strict=True):
-            t = end + delay
+        previous_final = 0.0
+        for (start, end, text), delay in zip(item.parts, delays, strict=True):
+            if previous_final and config.enabled:
+                # SpeechKit's first partial of a part: its first word about 0.3 s into it, never
+                # before the previous part's final (one stream, in order).
+                at = max(start + PARTIAL_AFTER_S, previous_final + 0.05)
+                partial = SttResult(text.split()[0], False, 0.5, "partial", received_at=at)
+                loop.call_at(at, eot.result, partial)
+            t = previous_final = end + delay
             final = SttResult(text, True, 0.9, "final", received_at=t)
             loop.call_at(t, eot.result if config.enabled else forward, final)
         await asyncio.sleep(len(item.audio) / 16000 + 6.0)
