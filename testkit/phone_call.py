@@ -26,6 +26,7 @@ from bridge.admin import AdminSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
+from bridge.recording import RecordingSettings
 from bridge.settings import Settings
 from orchestrator.orchestrator import CallEvent, Orchestrator
 from testkit.sip import (
@@ -116,21 +117,36 @@ async def run_phone_call(
     barge_in_at: float | None = None,
     call_timeout_s: float = 90.0,
     dtmf: Sequence[tuple[float, str]] = (),
+    dialogue_map: str = MAP,
+    exten: str = "100",
+    sounds: Sequence[tuple[float, bytes]] = (),
+    recording_dir: Path | None = None,
+    heard_lines: Sequence[str] | None = None,
 ) -> PhoneCallResult:
     """Place one call through Asterisk and run it to its end (the bot's BYE or the timeout).
 
-    `dtmf`: (s from the call's start, digit) keys the caller presses (RFC 4733 in its RTP)."""
+    `dtmf`: (s from the call's start, digit) keys the caller presses (RFC 4733 in its RTP).
+    `sounds`: (s from the call's start, 8 kHz PCM) the caller plays besides its lines.
+    `exten`: the number dialed (extensions.conf; "recorded" sets VB_RECORD=1).
+    `recording_dir`: where the bridge writes recorded calls (`[recording] directory`).
+    `heard_lines`: what the STT stand-in transcribes, one per utterance (default `lines`; a
+    sound the VAD takes for speech is an utterance too)."""
     port = _free_port()
     (work_dir / "turns.jsonl").unlink(missing_ok=True)  # this call's records only
     base = Settings(
-        dialogue_map=MAP,
+        dialogue_map=dialogue_map,
         metrics_file=str(work_dir / "turns.jsonl"),
         audiosocket=AudioSocketSettings(bind_port=port),
         ari=AriSettings(audiosocket_host=f"127.0.0.1:{port}"),
         admin=AdminSettings(port=0),
+        recording=RecordingSettings(directory=str(recording_dir or work_dir / "recordings")),
     )
     events: list[CallEvent] = []
-    async with running_standins(base, caller_lines=lines) as (settings, _, _):
+    async with running_standins(base, caller_lines=lines if heard_lines is None else heard_lines) as (
+        settings,
+        _,
+        _,
+    ):
         app = VoicebridgeApp(settings, observer=lambda _cid, event: events.append(event))
         await app.start()
         try:
@@ -142,12 +158,16 @@ async def run_phone_call(
             for at, line in zip(offsets, lines, strict=True):
                 pad = int(at * 8000) * 2 - len(pcm)
                 pcm += bytes(max(pad, 0)) + espeak_pcm(line)
+            for at, sound in sounds:
+                start = int(at * 8000) * 2
+                pcm += bytes(max(start + len(sound) - len(pcm), 0))
+                pcm[start : start + len(sound)] = sound
             pcap = work_dir / "caller.pcap"
             write_rtp_pcap(pcap, bytes(pcm), lead_silence_s=0, total_s=call_timeout_s, dtmf=dtmf)
             scenario = render_scenario(
                 "uac_wait_bye",
                 work_dir,
-                exten="100",
+                exten=exten,
                 caller="79990001122",
                 pcap=pcap,
                 bye_timeout_ms=int(call_timeout_s * 1000),
