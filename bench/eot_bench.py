@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from bench.common import percentile, table
 from bench.split_corpus import SplitItem
+from bench.turn_bench import ms_or_dash, pct
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_S
 from orchestrator.clock import LoopClock
@@ -172,14 +173,6 @@ def run_eot(
     return {c.name: evaluate(items, c) for c in configs}
 
 
-def _pct(v: float | int | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def _ms(v: float | int | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
 def render_eot(results: dict[str, dict[str, float | int | None]]) -> str:
     """One plain-text table."""
     headers = (
@@ -199,15 +192,15 @@ def render_eot(results: dict[str, dict[str, float | int | None]]) -> str:
         [
             name,
             r["split_items"],
-            _pct(r["joined"]),
-            _pct(r["joined_number"]),
-            _pct(r["joined_other"]),
-            _pct(r["right_number"]),
+            pct(r["joined"]),
+            pct(r["joined_number"]),
+            pct(r["joined_other"]),
+            pct(r["right_number"]),
             r["whole_items"],
-            _ms(r["added_number_p50_ms"]),
-            _ms(r["added_number_p95_ms"]),
-            _ms(r["added_other_p50_ms"]),
-            _ms(r["added_other_p95_ms"]),
+            ms_or_dash(r["added_number_p50_ms"]),
+            ms_or_dash(r["added_number_p95_ms"]),
+            ms_or_dash(r["added_other_p50_ms"]),
+            ms_or_dash(r["added_other_p95_ms"]),
         ]
         for name, r in results.items()
     ]

@@ -227,11 +227,11 @@ def run_turns(
     return {c.name: evaluate(items, c) for c in configs}
 
 
-def _pct(v: float | int | None) -> str:
+def pct(v: float | int | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def _ms(v: float | int | None) -> str:
+def ms_or_dash(v: float | int | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
@@ -257,17 +257,17 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
         [
             name,
             r["items"],
-            _pct(r["recall"]),
+            pct(r["recall"]),
             r["stopped_before_onset"],
-            _ms(r["pause_p50_ms"]),
-            _ms(r["pause_p95_ms"]),
-            _ms(r["cancel_p50_ms"]),
-            _ms(r["cancel_p95_ms"]),
-            _pct(r["false_backchannel"]),
-            _pct(r["false_nonspeech"]),
-            _pct(r["false_echo"]),
-            _pct(r["false_echo_15"]),
-            _pct(r["false_noise"]),
+            ms_or_dash(r["pause_p50_ms"]),
+            ms_or_dash(r["pause_p95_ms"]),
+            ms_or_dash(r["cancel_p50_ms"]),
+            ms_or_dash(r["cancel_p95_ms"]),
+            pct(r["false_backchannel"]),
+            pct(r["false_nonspeech"]),
+            pct(r["false_echo"]),
+            pct(r["false_echo_15"]),
+            pct(r["false_noise"]),
             "-" if r["cpu_pct"] is None else f"{r['cpu_pct']:.2f}",
         ]
         for name, r in results.items()
@@ -286,12 +286,12 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
     prows = [
         [
             name,
-            _pct(r["paused_backchannel"]),
-            _pct(r["paused_nonspeech"]),
-            _pct(r["paused_echo"]),
-            _pct(r["paused_noise"]),
-            _ms(r["resume_gap_p50_ms"]),
-            _ms(r["resume_gap_p95_ms"]),
+            pct(r["paused_backchannel"]),
+            pct(r["paused_nonspeech"]),
+            pct(r["paused_echo"]),
+            pct(r["paused_noise"]),
+            ms_or_dash(r["resume_gap_p50_ms"]),
+            ms_or_dash(r["resume_gap_p95_ms"]),
         ]
         for name, r in results.items()
     ]
@@ -301,12 +301,10 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
         title="False alarms that only paused the bot (resumed from where it stopped), and the silence they added (ms)",
     )
     eh = ("config", *(f"{lv}dB" for lv in ECHO_LEVELS_DB))
-    erows = [
-        [name, *(_pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()
-    ]
+    erows = [[name, *(pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()]
     nh = ("config", *(f"SNR {snr} dB" for snr in NOISE_SNRS_DB))
     nrows = [
-        [name, *(_pct(r[f"false_noise_{snr}db"]) for snr in NOISE_SNRS_DB)] for name, r in results.items()
+        [name, *(pct(r[f"false_noise_{snr}db"]) for snr in NOISE_SNRS_DB)] for name, r in results.items()
     ]
     return "\n\n".join(
         (

@@ -51,7 +51,18 @@ class EchoSettings:
 class EchoGate:
     """One call's echo reference: `sent()` per outbound frame, `is_echo(level)` per inbound frame."""
 
-    __slots__ = ("_active", "_corr", "_delay", "_energy", "_erl", "_gain", "_pos", "_ring", "enabled")
+    __slots__ = (
+        "_active",
+        "_corr",
+        "_delay",
+        "_energy",
+        "_erl",
+        "_gain",
+        "_pos",
+        "_quiet",
+        "_ring",
+        "enabled",
+    )
 
     def __init__(self, settings: EchoSettings | None = None) -> None:
         s = settings or EchoSettings()
@@ -59,6 +70,7 @@ class EchoGate:
         n = -(-s.max_delay_ms // FRAME_MS) + 2  # whole frames covering the delay, plus one each side
         self._ring = [0] * n  # outbound RMS; _ring[_pos - 1] is the newest
         self._pos = 0
+        self._quiet = n  # silent frames sent in a row (>= len(_ring): the ring holds no audio)
         self._gain: float = 10.0 ** (-s.min_return_loss_db / 20.0)
         # Delay search: per lag (frames), a decaying sum of inbound x outbound level and of the
         # outbound level squared; the lag with the best normalised sum is the echo path's delay.
@@ -77,20 +89,22 @@ class EchoGate:
     @property
     def bot_audible(self) -> bool:
         """Whether the bot sent audio within the echo window (`max_delay_ms`): its voice, or its
-        echo, may be on the inbound line now."""
-        return max(self._ring) > 0
+        echo, may be on the inbound line now. O(1): read per inbound frame."""
+        return self._quiet < len(self._ring)
 
     def sent(self, frame: bytes | bytearray) -> None:
         """The bot's frame (slin, any length) just went out."""
         ring = self._ring
-        ring[self._pos] = audioop.rms(frame, SAMPLE_WIDTH)
+        level = ring[self._pos] = audioop.rms(frame, SAMPLE_WIDTH)
         self._pos = (self._pos + 1) % len(ring)
+        self._quiet = 0 if level else self._quiet + 1
 
     def sent_silence(self) -> None:
         """A silent frame went out."""
         ring = self._ring
         ring[self._pos] = 0
         self._pos = (self._pos + 1) % len(ring)
+        self._quiet += 1
 
     def is_echo(self, level: int) -> bool:
         """Whether an inbound frame of RMS `level` (s16) may be nothing but the bot's echo.
