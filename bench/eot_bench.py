@@ -74,6 +74,7 @@ EOT_CONFIGS = (
     EotConfig("+ incomplete hold 0.9 s", 1.0, 0.9),
     EotConfig("+ incomplete hold 1.0 s (default)", 1.0, 1.0),
     EotConfig("+ incomplete hold 1.2 s", 1.0, 1.2),
+    EotConfig("default + one-word finals held 0.5 s", 1.0, 1.0, one_word_hold_s=0.5),
     EotConfig("default + one-word finals held 1.0 s", 1.0, 1.0, one_word_hold_s=1.0),
 )
 
