@@ -5,8 +5,8 @@ a sentence: SpeechKit finalises the first part after its own pause detection, an
 comes it would be a turn of its own. `looks_incomplete` tells such a final by its last word
 (after a trailing "пожалуйста", which goes with any request and changes nothing):
 
-- a preposition ("к", "на", "для", "по поводу"), a conjunction ("и", "а", "чтобы", "потому что"), the
-  particles "не" and "бы" ("я хотел бы"), the pronoun "мне" ("можно мне");
+- a preposition ("к", "на", "для", "по поводу"), a conjunction ("и", "а", "чтобы", "потому
+  что"), the particles "не", "ни" and "бы" ("я хотел бы"), the pronoun "мне" ("можно мне");
 - a modal or intent word that needs a complement ("нужно", "хочу", "можно", "скажите"), unless
   a yes/no or a negation answers with it ("да, можно", "нет, не нужно": complete); or such a
   word then a transitive infinitive with no object yet ("я хотела бы перенести", "нужно
