@@ -14,7 +14,8 @@ comes it would be a turn of its own. `looks_incomplete` tells such a final by it
 - a hesitation ("э", "эм", "ну", "вот");
 - a round number a smaller one may follow ("двадцать", "сто", "1000"; not "пять", "10").
 
-Question words are not in the lists: "что?", "как?", "а когда?" are whole questions. A bare
+A final that ends on "?" (SpeechKit's punctuation) is a whole question ("а?", "можно мне?"),
+and question words are not in the lists: "что", "как", "а когда" are whole questions. A bare
 "да" or "нет" is complete: it is the answer a yes/no state asks for (bench/README.md, 4b).
 """
 
@@ -76,7 +77,9 @@ def _objectless_infinitive(words: list[str]) -> bool:
 def looks_incomplete(text: str) -> bool:
     """Whether `text` (an STT final, any case and punctuation) ends where a sentence cannot:
     on a preposition, conjunction, particle, modal needing a complement, hesitation or a round
-    number; False for an empty text."""
+    number; False for an empty text or a question ("а?": the caller asks to hear it again)."""
+    if text.rstrip().endswith("?"):
+        return False
     words = normalize(text).split()
     while words and words[-1] in _TRANSPARENT:
         words.pop()

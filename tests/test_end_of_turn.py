@@ -251,7 +251,9 @@ def test_a_complete_answer_is_not_held_by_the_incomplete_hold() -> None:
         ("я хочу записаться", False),  # intransitive: complete
         ("мне к терапевту", False),
         ("запишите меня на среду", False),
-        ("а когда?", False),  # a whole question
+        ("а когда", False),  # a whole question
+        ("а", True),  # "а" ... "сколько это стоит"
+        ("а?", False),  # punctuated as a question: "pardon?"
         ("пять", False),
         ("в 10", False),
         ("", False),
