@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             f"end of turn on split utterances ({args.split_items} split, {args.split_items // 2} whole) ..."
         )
         split = build_split_corpus(args.split_items, args.split_items // 2, seed=args.turn_seed)
-        print(render_eot(run_eot(split)), end="\n\n", flush=True)
+        print(render_eot(run_eot(split), f"seed {args.turn_seed}"), end="\n\n", flush=True)
+        # Held out: another seed and other-state phrases the incompleteness check was not tuned on.
+        heldout = build_split_corpus(
+            args.split_items, args.split_items // 2, seed=args.turn_seed + 1000, heldout=True
+        )
+        print(render_eot(run_eot(heldout), f"held out, seed {args.turn_seed + 1000}"), end="\n\n", flush=True)
     print(f"benchmarks took {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 

@@ -8,10 +8,12 @@ screen) and the dialogue's queue:
 - A final is held while the gateway's VAD hears the caller (speech started, not ended; or an
   onset not yet decided), and released when the caller's silence since the VAD's speech end
   (`at`: the last voiced frame, not the end of the hangover) reaches the hold:
-  - the hold is 0, except in a state that expects a number, digits, a date or a time, where a
-    final that ends on a number word or digits ("сто", "в десять") is held `number_hold_s`
-    (the map's `settings.turn_number_hold_ms`, 1000 ms by default) from the speech end:
-    the caller may go on ("... двадцать");
+  - the hold is 0 for a final that looks complete; in a state that expects a number, digits,
+    a date or a time, a final that ends on a number word or digits ("сто", "в десять") is held
+    the map's `settings.turn_number_hold_ms` (1000 ms by default) from the speech end: the
+    caller may go on ("... двадцать"); in any state, a final whose words cannot end a sentence
+    ("мне нужно", "я хотел бы", "скажите", "запишите на", "э-э": `looks_incomplete`) is held
+    `settings.turn_incomplete_hold_ms` (1000 ms by default) from the speech end;
   - if the caller's voice went on after the final arrived (a new onset, or the VAD's speech end
     `voice_after_s` or more after the final: more speech than that final covers), its own final
     is awaited for at most `final_wait_s` after the speech end.
@@ -49,8 +51,17 @@ from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import SttResult
 from orchestrator.entities.morph import number_word
 from orchestrator.text import normalize
+from orchestrator.turn_completion import looks_incomplete
 
-__all__ = ["EndOfTurn", "Policy", "ends_on_number", "expects_number", "join_finals", "state_policy"]
+__all__ = [
+    "EndOfTurn",
+    "Policy",
+    "ends_on_number",
+    "expects_number",
+    "final_hold",
+    "join_finals",
+    "state_policy",
+]
 
 # How long the final of speech heard after a held final is awaited after that speech ended, s
 # (SpeechKit finalises 0.3-0.8 s after the speech ends).
@@ -111,35 +122,50 @@ def ends_on_number(text: str) -> bool:
 
 
 class Policy(TypedDict):
-    """`EndOfTurn`'s `number_hold` and `join` for a call (`state_policy`)."""
+    """`EndOfTurn`'s `hold` and `join` for a call (`state_policy`)."""
 
-    number_hold: Callable[[SttResult], float]
+    hold: Callable[[SttResult], float]
     join: Callable[[str, str], str]
+
+
+def final_hold(text: str, *, number_state: bool, number_hold_s: float, incomplete_hold_s: float) -> float:
+    """How long (s, from the caller's speech end) a final with `text` waits for more: in a state
+    that expects a number (`number_state`), a final ending on one waits `number_hold_s` (the
+    map's choice for numbers, also over a round number's dangling look); else one whose words
+    cannot end a sentence (`looks_incomplete`) waits `incomplete_hold_s`; 0 for the rest."""
+    if number_state and ends_on_number(text):
+        return number_hold_s
+    return incomplete_hold_s if incomplete_hold_s and looks_incomplete(text) else 0.0
 
 
 def state_policy(dialogue_map: DialogueMap, state_id: Callable[[], str]) -> Policy:
     """The hold and the join of the call's current state (`state_id()`): a final ending on a
     number waits `settings.turn_number_hold_ms` where the state expects a number, digits, a date
-    or a time; digits are merged where it expects a number (and no digit string)."""
-    hold_s = dialogue_map.settings.turn_number_hold_ms / 1000
+    or a time; one whose words cannot end a sentence waits `settings.turn_incomplete_hold_ms`
+    (`final_hold`); digits are merged where the state expects a number (and no digit string)."""
+    number_hold_s = dialogue_map.settings.turn_number_hold_ms / 1000
+    incomplete_hold_s = dialogue_map.settings.turn_incomplete_hold_ms / 1000
 
-    def number_hold(final: SttResult) -> float:
-        if hold_s and expects_number(dialogue_map, state_id()) and ends_on_number(final.text):
-            return hold_s
-        return 0.0
+    def hold(final: SttResult) -> float:
+        return final_hold(
+            final.text,
+            number_state=expects_number(dialogue_map, state_id()),
+            number_hold_s=number_hold_s,
+            incomplete_hold_s=incomplete_hold_s,
+        )
 
     def join(left: str, right: str) -> str:
         kinds = expected_entities(dialogue_map, state_id())
         return join_finals(left, right, numbers="number" in kinds and "digits" not in kinds)
 
-    return {"number_hold": number_hold, "join": join}
+    return {"hold": hold, "join": join}
 
 
 class EndOfTurn:
     """One call's end-of-turn stage; `forward` puts a result on the dialogue's queue.
 
-    `number_hold`: the hold (s) for `final` in the current state (0: none); called when a final
-    is held. `join`: two finals' texts as one (`join_finals`). Synchronous throughout: the VAD's
+    `hold`: the hold (s, from the caller's speech end) for a final in the current state (0:
+    none; `final_hold`); called when a final is held. `join`: two finals' texts as one (`join_finals`). Synchronous throughout: the VAD's
     events come from the gateway's frame loop, results from the STT listener; the release timer
     runs on the event loop (one `call_later` handle, no task). Times are the injected clock's.
     """
@@ -149,7 +175,7 @@ class EndOfTurn:
         *,
         clock: Clock,
         forward: Callable[[SttResult], None],
-        number_hold: Callable[[SttResult], float],
+        hold: Callable[[SttResult], float],
         join: Callable[[str, str], str] = lambda a, b: f"{a} {b}",
         final_wait_s: float = FINAL_WAIT_S,
         max_hold_s: float = MAX_HOLD_S,
@@ -157,7 +183,7 @@ class EndOfTurn:
     ) -> None:
         self._clock = clock
         self._forward = forward
-        self._number_hold = number_hold
+        self._hold = hold
         self._join = join
         self._final_wait_s = final_wait_s
         self._max_hold_s = max_hold_s
@@ -203,7 +229,7 @@ class EndOfTurn:
         self._arrived = self._clock.now()
         self._voice_after = None
         self._words_after = False
-        self._hold_s = self._number_hold(event)
+        self._hold_s = self._hold(event)
         self._decide()
         if self._held is not None and not joined:
             self.finals_held += 1

@@ -13,8 +13,15 @@ import pytest
 from orchestrator.clock import LoopClock
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import SttResult
-from orchestrator.end_of_turn import EndOfTurn, ends_on_number, expects_number, join_finals
-from testkit.fakes import Say
+from orchestrator.end_of_turn import (
+    EndOfTurn,
+    ends_on_number,
+    expects_number,
+    final_hold,
+    join_finals,
+)
+from orchestrator.turn_completion import looks_incomplete
+from testkit.fakes import Say, SttFailure
 from testkit.virtual_time import run_virtual
 from tests.test_orchestrator import call, make_map
 
@@ -26,9 +33,15 @@ def final(text: str, at: float) -> SttResult:
 
 
 def timeline(
-    steps: list[tuple[float, Step]], *, hold: float = 0.0, until: float = 10.0
+    steps: list[tuple[float, Step]],
+    *,
+    hold: float = 0.0,
+    incomplete_hold: float = 0.0,
+    until: float = 10.0,
 ) -> list[tuple[float, str]]:
-    """Run `steps` (at, action) on virtual time; returns (time, text) of the finals released."""
+    """Run `steps` (at, action) on virtual time; returns (time, text) of the finals released.
+    `hold`: a number-expecting state's hold of a final ending on a number; `incomplete_hold`:
+    the hold of a final whose words cannot end a sentence (`final_hold`)."""
 
     async def main() -> list[tuple[float, str]]:
         loop = asyncio.get_running_loop()
@@ -36,7 +49,9 @@ def timeline(
         eot = EndOfTurn(
             clock=LoopClock(),
             forward=lambda r: out.append((round(loop.time(), 3), r.text)) if r.is_final else None,
-            number_hold=lambda r: hold if ends_on_number(r.text) else 0.0,
+            hold=lambda r: final_hold(
+                r.text, number_state=True, number_hold_s=hold, incomplete_hold_s=incomplete_hold
+            ),
         )
         for at, step in steps:
             loop.call_at(at, step, eot)
@@ -158,7 +173,7 @@ def test_an_empty_final_is_neither_held_nor_joined() -> None:
 
 def test_a_joined_turn_counts_as_one_held() -> None:
     async def main() -> tuple[int, int]:
-        eot = EndOfTurn(clock=LoopClock(), forward=lambda r: None, number_hold=lambda r: 1.0)
+        eot = EndOfTurn(clock=LoopClock(), forward=lambda r: None, hold=lambda r: 1.0)
         eot.speech_start(0.0)
         eot.result(final("сто", 0.5))
         eot.result(final("двадцать", 0.9))
@@ -171,6 +186,90 @@ def test_a_joined_turn_counts_as_one_held() -> None:
 def test_without_any_vad_report_finals_are_not_held() -> None:
     out = timeline([offer("сто", 1.5), offer("двадцать", 2.5)], hold=1.0)
     assert out == [(1.5, "сто"), (2.5, "двадцать")]
+
+
+# --- words that say the caller is not done (orchestrator/turn_completion.py) -------------------
+
+
+def test_an_unfinished_final_in_the_pause_waits_and_the_rest_joins_it() -> None:
+    # "мне нужно" (speech 1.0-1.6), pause 0.7 s, "к хирургу" (2.3-3.0). SpeechKit finalises
+    # "мне нужно" at 2.0, in the pause: taken at once it is a turn of its own (the bot answers
+    # half a sentence). Its words cannot end a sentence: held 1 s from the speech end (2.6); the
+    # caller's voice at 2.3 then waits for the rest's final.
+    steps = [
+        vad("start", 1.0),
+        vad("end", 2.0, edge=1.6),
+        offer("мне нужно", 2.0),
+        vad("onset", 2.34, edge=2.3),
+        vad("start", 2.6, edge=2.3),
+        partial("к", 2.7),
+        vad("end", 3.4, edge=3.0),
+        offer("к хирургу", 3.5),
+    ]
+    assert timeline(steps) == [(2.0, "мне нужно"), (3.5, "к хирургу")]  # without the hold
+    assert timeline(steps, incomplete_hold=1.0) == [(3.5, "мне нужно к хирургу")]
+
+
+def test_an_unfinished_final_alone_goes_after_its_hold_from_the_speech_end() -> None:
+    # The caller stopped after "я хотел бы" and said nothing more: the turn is theirs 1 s after
+    # their last voiced frame (1.6), not 1 s after the final arrived (2.0).
+    steps = [vad("start", 1.0), vad("end", 2.0, edge=1.6), offer("я хотел бы", 2.0)]
+    assert timeline(steps, incomplete_hold=1.0) == [(2.6, "я хотел бы")]
+
+
+def test_a_complete_answer_is_not_held_by_the_incomplete_hold() -> None:
+    # "да" is a whole answer: it goes when its final comes, and what the caller adds after the
+    # pause ("всё верно") is a turn of its own (bench/README.md 4b: joining it would hold every
+    # yes/no answer).
+    steps = [vad("start", 1.0), vad("end", 1.7, edge=1.3), offer("да", 1.8)]
+    steps += [vad("onset", 2.04, edge=2.0), vad("start", 2.3, edge=2.0), vad("end", 3.0, edge=2.6)]
+    steps.append(offer("всё верно", 3.1))
+    assert timeline(steps, incomplete_hold=1.0) == [(1.8, "да"), (3.1, "всё верно")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("мне нужно", True),
+        ("я хотел бы", True),
+        ("скажите", True),
+        ("Скажите, пожалуйста", True),  # "пожалуйста" goes with any request
+        ("запишите меня на", True),
+        ("это по поводу", True),
+        ("потому что", True),
+        ("э-э", True),
+        ("я хотела бы перенести", True),  # a modal, a transitive infinitive, no object yet
+        ("двадцать", True),  # a round number a smaller one may follow
+        ("100", True),
+        ("я не", True),
+        ("да", False),
+        ("нет", False),
+        ("подождите", False),
+        ("да, пожалуйста", False),
+        ("да, можно", False),
+        ("нет, не нужно", False),
+        ("я хочу записаться", False),  # intransitive: complete
+        ("мне к терапевту", False),
+        ("запишите меня на среду", False),
+        ("а когда", False),  # a whole question
+        ("а", True),  # "а" ... "сколько это стоит"
+        ("а?", False),  # punctuated as a question: "pardon?"
+        ("пять", False),
+        ("в 10", False),
+        ("", False),
+    ],
+)
+def test_looks_incomplete(text: str, expected: bool) -> None:
+    assert looks_incomplete(text) is expected
+
+
+def test_final_hold_by_state_and_words() -> None:
+    kw = {"number_hold_s": 0.8, "incomplete_hold_s": 1.0}
+    assert final_hold("сто", number_state=True, **kw) == 0.8  # the map's hold for numbers
+    assert final_hold("сто", number_state=False, **kw) == 1.0  # a dangling number elsewhere
+    assert final_hold("мне нужно", number_state=True, **kw) == 1.0  # words, in any state
+    assert final_hold("45 метров", number_state=True, **kw) == 0.0
+    assert final_hold("мне нужно", number_state=False, number_hold_s=1.0, incomplete_hold_s=0.0) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -255,15 +354,21 @@ def test_a_complete_answer_is_taken_when_its_final_comes() -> None:
     assert run.orchestrator.end_of_turn.finals_held == 0
 
 
-def test_a_number_that_ends_the_answer_waits_the_maps_hold() -> None:
+@pytest.mark.parametrize(
+    ("text", "setting", "hold"),
+    [
+        ("площадь 100", "turn_number_hold_ms", 0.8),  # a number where the state expects one
+        ("мне нужно", "turn_incomplete_hold_ms", 0.7),  # words that cannot end a sentence
+    ],
+)
+def test_a_held_final_waits_the_maps_hold(text: str, setting: str, hold: float) -> None:
     run = call(
-        [Say(1.5, "площадь 100", duration=0.4, stt_delay=0.3)],
+        [Say(1.5, text, duration=0.4, stt_delay=0.3)],
         hangup_at=8.0,
-        dmap=make_map(turn_number_hold_ms=800),
+        dmap=make_map(**{setting: round(hold * 1000)}),
     )
     turn = run.turns()[1]
-    assert turn["t3_logic_start"] == pytest.approx(1.9 + 0.8, abs=0.03)  # speech end + the hold
-    assert run.orchestrator.session_state.variables["price"] == 10000
+    assert turn["t3_logic_start"] == pytest.approx(1.9 + hold, abs=0.03)  # speech end + the hold
 
 
 def test_a_key_pressed_while_a_final_is_held_comes_after_it() -> None:
@@ -280,3 +385,17 @@ def test_a_key_pressed_while_a_final_is_held_comes_after_it() -> None:
     assert said(run) == ["площадь 100"]
     assert [t.get("dtmf", False) for t in run.turns()[1:]] == [False, True]
     assert run.orchestrator.session_state.current_state_id == "goodbye_ok"
+
+
+def test_an_unfinished_request_and_its_rest_are_one_turn_in_a_call() -> None:
+    # "скажите" (0.4 s), its final 0.3 s later in the 0.6 s pause, then "это дорого": one turn,
+    # the FAQ's answer; with the map's incomplete hold 0, "скажите" alone is a turn first.
+    script: list[Say | SttFailure] = [
+        Say(1.5, "скажите", duration=0.4, stt_delay=0.3),
+        Say(2.5, "это дорого", duration=0.6),
+    ]
+    run = call(script, hangup_at=9.0)
+    assert said(run) == ["скажите это дорого"]
+    assert run.orchestrator.end_of_turn.finals_joined == 1
+    off = call(script, hangup_at=9.0, dmap=make_map(turn_incomplete_hold_ms=0))
+    assert said(off) == ["скажите", "это дорого"]

@@ -319,6 +319,10 @@ class Settings(_Strict):
     # ends on a number ("сто" ...) waits this long after the caller's speech ended for more
     # ("... двадцать"), ms; 0: never (orchestrator/end_of_turn.py).
     turn_number_hold_ms: Annotated[int, Field(ge=0, le=3000)] = 1000
+    # End of turn, any state: an STT final whose words cannot end a sentence ("мне нужно",
+    # "я хотел бы", "скажите", "запишите на", "э-э") waits this long after the caller's speech
+    # ended for the rest ("... к хирургу"), ms; 0: never (orchestrator/turn_completion.py).
+    turn_incomplete_hold_ms: Annotated[int, Field(ge=0, le=3000)] = 1000
 
     @field_validator("time_zone")
     @classmethod
