@@ -111,6 +111,7 @@ class EchoGate:
         "_since_search",
         "_tmp",
         "enabled",
+        "paths",
         "searches",
     )
 
@@ -157,6 +158,7 @@ class EchoGate:
         self._res: F32 = np.zeros(_FRAME, dtype=np.float32)
         self._tmp: F32 = np.zeros(_FRAME, dtype=np.float32)
         self.searches = 0  # delay searches run (for tests and the bench)
+        self.paths = 0  # echo paths taken into use (a new one: the VAD re-judges a run)
 
     @property
     def delay_frames(self) -> int:
@@ -314,28 +316,25 @@ class EchoGate:
         corr = np.fft.irfft(spec, nfft)[: d + 1]  # corr[m] = sum x[t] y[t + m] (whitened)
         m = int(np.argmax(corr))
         z = y[m : m + w]
-        ez = float(np.dot(z, z))
-        ex = float(np.dot(x, x))
-        if ez <= 0.0 or ex <= 0.0:
+        fit = _fit(x, z)
+        if fit is None:
             return
-        g = float(np.dot(x, z)) / ez
-        erle = _erle(ex, x - g * z)
+        g, erle = fit
         # x[t] (inbound sample in_n - w + t) is the echo of y[t + m] (sent sample lo + t + m).
         offset = lo + m - (self._in_n - w)
         if self._offset is not None:
             # Keep the current path unless the new one cancels this window better.
-            b = self._in_n - w + self._offset
-            cur = self._window(b, w)
-            ec = float(np.dot(cur, cur))
-            cur_erle = _erle(ex, x - self._path_gain * cur) if ec > 0.0 else 0.0
-            if erle <= cur_erle + _SWITCH_DB:
+            cur = self._window(self._in_n - w + self._offset, w)
+            cur_fit = _fit(x, cur, self._path_gain)
+            if cur_fit is not None and erle <= cur_fit[1] + _SWITCH_DB:
                 return
         if erle < self._min_erle or not 0.0 < g <= 1.0:
             return
         self._offset = offset
         self._path_gain = g
-        self._e_in = ex / (w / _FRAME)  # start the tracker at the window's ERLE, one frame's weight
-        self._e_res = self._e_in * 10.0 ** (-erle / 10.0)
+        self.paths += 1
+        self._e_in = 1.0  # the tracker starts at the window's ERLE, with one frame's weight
+        self._e_res = 10.0 ** (-erle / 10.0)
 
     def _window(self, lo: int, length: int) -> npt.NDArray[np.float64]:
         """Sent samples [lo, lo + length) as float64; zeros where not (or no longer) in the ring."""
@@ -415,9 +414,33 @@ class EchoGate:
         return level <= expected * self._gain
 
 
-def _erle(ex: float, residual: npt.NDArray[np.float64]) -> float:
-    er = float(np.dot(residual, residual))
-    return 60.0 if er <= 0.0 else 10.0 * math.log10(ex / er)
+def _fit(
+    x: npt.NDArray[np.float64], z: npt.NDArray[np.float64], gain: float | None = None
+) -> tuple[float, float] | None:
+    """The echo path's gain and ERLE (dB) of `x` less gain x `z`, over the 20 ms frames where the
+    reference `z` is active: least squares and energy over all of them, or if that cancels less
+    than `_FIT_DB`, the median of the per-frame gains and ERLEs (robust to the caller talking over
+    part of the window). None: too few such frames. `gain` given: only the ERLE at that gain."""
+    k = len(x) // _FRAME
+    xf = x[: k * _FRAME].reshape(k, _FRAME)
+    zf = z[: k * _FRAME].reshape(k, _FRAME)
+    ez = np.einsum("ij,ij->i", zf, zf)
+    active = ez > _ACTIVE_ENERGY
+    if int(active.sum()) < _MIN_FIT_FRAMES:
+        return None
+    xf, zf, ez = xf[active], zf[active], ez[active]
+    xz = np.einsum("ij,ij->i", xf, zf)
+    ex = np.einsum("ij,ij->i", xf, xf)
+    g = float(xz.sum() / ez.sum()) if gain is None else gain
+    er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
+    whole = 10.0 * math.log10(max(float(ex.sum()), 1.0) / max(float(er.sum()), 1.0))
+    if whole >= _FIT_DB:
+        return g, whole
+    if gain is None:
+        g = float(np.median(xz / ez))
+        er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
+    erle = 10.0 * np.log10(np.maximum(ex, 1.0) / np.maximum(er, 1.0))
+    return g, max(whole, float(np.median(erle)))
 
 
 # Outbound RMS above which the bot counts as talking for the delay search (about -50 dBFS).
@@ -433,6 +456,10 @@ _ERL_CREEP = 1.002
 _ERL_MARGIN = 2.0
 # Talking frames the search needs before its lag is trusted (0.4 s).
 _SETTLE_FRAMES = 20
+# Frames of the bot heard that a path's fit needs in the window; the whole window's ERLE above
+# which the least-squares fit stands (else the per-frame medians are tried), dB.
+_MIN_FIT_FRAMES = 8
+_FIT_DB = 10.0
 # Delay searches while no path is found: one per this many frames (0.2 s) of the bot heard.
 _RETRY_FRAMES = 10
 # Subtraction: ERLE's memory (0.96 per frame of the bot heard: about 0.5 s), the ERLE under which

@@ -150,6 +150,7 @@ class VoiceActivityDetector:
         "_announced",
         "_last_voiced",
         "_onset",
+        "_paths",
         "_run_ms",
         "_settings",
         "_silent_ms",
@@ -195,6 +196,7 @@ class VoiceActivityDetector:
         self._energy_run = False  # the current run was announced by energy, not yet confirmed
         self._run_db = 0.0  # sum of the run's frame levels, dB (for the floor if it is rejected)
         self._run_frames = 0
+        self._paths = 0  # the echo gate's `paths` when last seen
 
     @property
     def settings(self) -> VadSettings:
@@ -257,6 +259,16 @@ class VoiceActivityDetector:
             self._forget_run()
             return VadEvent(VadEventKind.SPEECH_END, self._last_voiced, now)
         onset = self._onset
+        echo = self._echo
+        if echo is not None and echo.paths != self._paths:
+            self._paths = echo.paths
+            if onset is not None and self._voiced_ms:
+                # A new echo path: what the run heard so far may have been the bot's echo. Its
+                # voiced audio is forgotten; an announced run must be confirmed on the residual.
+                self._voiced_ms = self._gap_ms = 0
+                if self._announced:
+                    self._energy_run = True
+                    self._run_ms = 0
         rise = self._rise_db
         level_db = 0.0
         loud = False
@@ -264,7 +276,7 @@ class VoiceActivityDetector:
             level = self._level
             level_db = 20.0 * math.log10(level) if level > 1 else 0.0
             loud = kind is not _MASKED and level >= self._gate and level_db >= self._floor_db + rise
-            if loud and self._echo is not None and self._echo.may_be_echo(level):
+            if loud and echo is not None and echo.may_be_echo(level):
                 loud = False  # no echo path yet: only a frame louder than any echo could be fires
         if onset is not None:
             self._run_ms += ms
