@@ -218,14 +218,21 @@ class VoiceActivityDetector:
         level = self._level = audioop.rms(audio, SAMPLE_WIDTH)
         if level < gate:
             self.frames_gated += 1
-            self._cls.skip()
+            if self._onset is not None and not self._neural_idle:
+                # Inside a run (the stop before a syllable): the classifier still hears the frame,
+                # so its window and state stay continuous and the next syllable counts at once.
+                self._cls.speech(audio)
+            else:
+                self._cls.skip()
             self.probability = 0.0
             return _SILENT
         # The classifier hears every frame above the gate, echo or not: a neural model's window
         # and recurrent state stay continuous through the caller talking over the bot.
         self.frames_checked += 1
         cheap = self._cheap
-        if cheap is not None and echo is not None and not echo.bot_audible:
+        # webrtcvad only while the bot is quiet and no run is being judged: a run that began over
+        # the bot is judged to its end by the neural engine, also once the bot paused for it.
+        if cheap is not None and echo is not None and not echo.bot_audible and self._onset is None:
             if not self._neural_idle:
                 self._neural_idle = True
                 self._cls.skip()  # its next window starts afresh when the bot speaks again
