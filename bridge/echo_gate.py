@@ -69,7 +69,7 @@ class EchoSettings:
     # Subtract the echo (the delayed, scaled reference) before the VAD; off: the level gate only.
     cancel: bool = True
     # The bot's speech (and inbound line) the delay search needs, and its window, ms.
-    search_ms: Annotated[int, Field(ge=200, le=4000)] = 600
+    search_ms: Annotated[int, Field(ge=200, le=4000)] = 300
     # A path found is used only if it removes at least this much of the inbound energy, dB.
     min_erle_db: Annotated[float, Field(ge=0.0, le=60.0)] = 6.0
 
