@@ -104,6 +104,7 @@ class EchoGate:
         "_res",
         "_res_bytes",
         "_res16",
+        "_residual",
         "_ring",
         "_search_active",
         "_search_frames",
@@ -146,6 +147,7 @@ class EchoGate:
         self._in_n = 0  # samples received so far
         self._offset: int | None = None  # inbound sample i is the echo of sent sample i + offset
         self._path_gain = 0.0
+        self._residual = 1.0  # echo left after subtraction, as a fraction of the echo (its amplitude)
         self._search_active = 0  # frames of the bot heard since the last search
         self._since_search = 0  # inbound frames since then
         self._e_in = self._e_res = 0.0  # decaying energies while the bot is heard (ERLE)
@@ -264,7 +266,8 @@ class EchoGate:
         ref = self._ref[b : b + _FRAME]
         e_ref = float(np.dot(ref, ref))
         if e_ref < _ACTIVE_ENERGY:
-            return frame  # nothing of the bot's at that lag: nothing to take out
+            self._expected_residual = 0.0  # nothing of the bot's at that lag: no echo to fear
+            return frame
         tmp, res = self._tmp, self._res
         g = self._path_gain
         np.multiply(ref, np.float32(g), out=tmp)
@@ -274,15 +277,11 @@ class EchoGate:
         self._e_in = self._e_in * _ERLE_DECAY + e_in
         self._e_res = self._e_res * _ERLE_DECAY + e_res
         # The echo the subtraction leaves: the reference's level times the gain, less the ERLE
-        # measured on the search window (never counted as more than the raw echo).
-        self._expected_residual = math.sqrt(e_ref / _FRAME) * g * self._residual_fraction()
+        # measured on the search window (not the running one: the caller talking lowers that).
+        self._expected_residual = math.sqrt(e_ref / _FRAME) * g * self._residual
         np.clip(res, -32768.0, 32767.0, out=res)
         self._res16[:] = res
         return self._res_bytes
-
-    def _residual_fraction(self) -> float:
-        erle = min(max(self.erle_db, 0.0), 30.0)
-        return float(10.0 ** (-erle / 20.0))
 
     def _search_due(self) -> bool:
         if self._offset is None:
@@ -332,6 +331,7 @@ class EchoGate:
             return
         self._offset = offset
         self._path_gain = g
+        self._residual = 10.0 ** (-min(erle, 30.0) / 20.0)
         self.paths += 1
         self._e_in = 1.0  # the tracker starts at the window's ERLE, with one frame's weight
         self._e_res = 10.0 ** (-erle / 10.0)

@@ -145,6 +145,7 @@ class VoiceActivityDetector:
         "_run_db",
         "_run_frames",
         "_neural_idle",
+        "_neural_run",
         "_gap_ms",
         "_gate",
         "_announced",
@@ -174,6 +175,7 @@ class VoiceActivityDetector:
         if s.engine != "webrtc" and s.neural_only_over_bot and echo is not None:
             self._cheap = classifier("webrtc", s.aggressiveness)
         self._neural_idle = False  # the neural classifier missed frames: restart its window
+        self._neural_run = False  # the current run began over the bot: the neural engine judges it
         self._threshold = s.threshold
         self.probability = 0.0  # the classifier's last answer
         self._gate = s.energy_gate_rms
@@ -218,7 +220,7 @@ class VoiceActivityDetector:
         level = self._level = audioop.rms(audio, SAMPLE_WIDTH)
         if level < gate:
             self.frames_gated += 1
-            if self._onset is not None and not self._neural_idle:
+            if self._neural_run:
                 # Inside a run (the stop before a syllable): the classifier still hears the frame,
                 # so its window and state stay continuous and the next syllable counts at once.
                 self._cls.speech(audio)
@@ -232,7 +234,7 @@ class VoiceActivityDetector:
         cheap = self._cheap
         # webrtcvad only while the bot is quiet and no run is being judged: a run that began over
         # the bot is judged to its end by the neural engine, also once the bot paused for it.
-        if cheap is not None and echo is not None and not echo.bot_audible and self._onset is None:
+        if cheap is not None and echo is not None and not echo.bot_audible and not self._neural_run:
             if not self._neural_idle:
                 self._neural_idle = True
                 self._cls.skip()  # its next window starts afresh when the bot speaks again
@@ -294,6 +296,7 @@ class VoiceActivityDetector:
             if loud:
                 # Fast onset: the first frame well above the floor; the classifier confirms later.
                 self._onset = now
+                self._neural_run = not self._neural_idle
                 self._run_ms = ms
                 self._voiced_ms = ms if voiced else 0
                 self._gap_ms = 0
@@ -305,6 +308,7 @@ class VoiceActivityDetector:
         if voiced:
             if onset is None:
                 self._onset = onset = now
+                self._neural_run = not self._neural_idle
                 self._run_ms = ms
             self._voiced_ms += ms
             self._gap_ms = 0
@@ -334,7 +338,9 @@ class VoiceActivityDetector:
             if not self._announced and loud:
                 self._start_energy_run(level_db)
                 return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
-            if kind is not _MASKED or self._voiced_ms < (s.pause_after_ms or _TRUSTED_MS):
+            if loud and self._announced:
+                pass  # still well above the floor (a syllable the classifier lags on): no gap
+            elif kind is not _MASKED or self._voiced_ms < (s.pause_after_ms or _TRUSTED_MS):
                 # Once a run has enough voiced audio to be announced, a frame the bot's echo may
                 # hide is no evidence either way: the caller's quieter syllables under the bot's
                 # loud ones must not restart it. Before, it is a gap: stray frames of echo must
@@ -368,7 +374,7 @@ class VoiceActivityDetector:
 
     def _forget_run(self) -> None:
         self._onset = None
-        self._announced = self._energy_run = False
+        self._announced = self._energy_run = self._neural_run = False
         self._voiced_ms = self._gap_ms = self._silent_ms = self._run_ms = 0
 
     def close(self) -> None:
