@@ -193,7 +193,9 @@ class VoiceActivityDetector:
         self.frames_residual = 0  # judged after the bot's echo was subtracted
         # Fast onset: the noise floor (dB re 1 LSB RMS), the rise that fires, the run it started.
         self._rise_db = s.onset_rise_db if 0 < s.pause_after_ms < s.min_speech_ms else 0.0
-        self._floor_db = 0.0
+        # The floor starts at the energy gate's level (a call's first frames are no floor yet);
+        # a quieter line pulls it down within a few frames.
+        self._floor_db = 20.0 * math.log10(max(s.energy_gate_rms, 1))
         self._level = 0  # the last frame's RMS (after echo subtraction)
         self._energy_run = False  # the current run was announced by energy, not yet confirmed
         self._run_db = 0.0  # sum of the run's frame levels, dB (for the floor if it is rejected)
