@@ -79,7 +79,8 @@ class VadSettings:
     # A neural engine judges frames only while the bot is audible on the line (its audio sent
     # within the echo window): the barge-in decisions, where telling a cough or an echo from a
     # caller matters; otherwise webrtcvad does, about a tenth of the CPU (a caller talking to a
-    # quiet bot is heard by the STT anyway). false: the neural engine judges every frame.
+    # quiet bot is heard by the STT anyway); a run that began while the bot was audible is judged
+    # by it to its end, also once the bot paused. false: the neural engine judges every frame.
     neural_only_over_bot: bool = True
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
