@@ -103,7 +103,7 @@ class VadSettings:
     energy_gate_rms: Annotated[int, Field(ge=0, le=32767)] = 100
     # A frame this much louder than the noise floor fires SPEECH_ONSET at once, dB; 0: off (onsets
     # only after pause_after_ms of voiced frames). Needs pause_after_ms > 0.
-    onset_rise_db: Annotated[float, Field(ge=0.0, le=60.0)] = 12.0
+    onset_rise_db: Annotated[float, Field(ge=0.0, le=60.0)] = 10.0
     # After such an onset, the classifier must confirm (pause_after_ms of voiced frames) within
     # this, ms, or the run is rejected (the bot resumes).
     onset_confirm_ms: Annotated[int, Field(ge=20, le=2000)] = 200
