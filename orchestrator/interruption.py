@@ -260,19 +260,27 @@ class InterruptionDecider:
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
-        """The confirmed speech ended: RESUME, unless it had no words yet and the window is
-        open: then the window still decides (KEEP, paused) as its words may still come."""
+        """The confirmed speech ended: RESUME (its words, if any come, still count for the
+        grace), unless the STT is not known to work and the window is open: then the window
+        still decides (KEEP, paused), as the first words may still come."""
         if self._run_from is not None and self._confirmed:
             self._voiced_s += max(0.0, now - self._run_from)
         self._run_from = None
         self._sustain_at = None
         self._set_deadline()
         s = self._settings
-        if self._window_end is not None and self._confirmed and self._heard is PartialKind.EMPTY:
+        if (
+            self._window_end is not None
+            and self._confirmed
+            and self._heard is PartialKind.EMPTY
+            and not self.stt_known(now)
+        ):
             # Its words may still come (the STT lags the speech); the window's end is the bound.
             self._engaged_until = self._window_end + s.partial_grace_ms / 1000
             self._confirmed = False
             return Verdict.KEEP
+        if self._confirmed and self._heard is PartialKind.EMPTY and not self._decided:
+            self._timed_out = True  # a whole run with no words: its further runs do not pause
         return self._release(now)
 
     def _release(self, now: float) -> Verdict:
