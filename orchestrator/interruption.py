@@ -62,6 +62,9 @@ class InterruptionSettings:
     # Voiced speech (from its onset, summed over the overlap's runs) that cancels without words
     # while the STT is not known to work, ms.
     sustained_ms: Annotated[int, Field(ge=0, le=5000)] = 600
+    # The window closed while the VAD still hears the confirmed run: its words may still come,
+    # so the bot stays paused until the run ends, at most this long after the onset, ms.
+    max_pause_ms: Annotated[int, Field(ge=0, le=10000)] = 2000
     # Partials of a run the VAD rejected or ended still count this long after, ms.
     partial_grace_ms: Annotated[int, Field(ge=0, le=2000)] = 600
     # Off: partials are ignored, the VAD alone decides (confirmed speech cancels).
@@ -117,6 +120,8 @@ class InterruptionDecider:
         "_decided",
         "_engaged_until",
         "_heard",
+        "_held",
+        "_pause_end",
         "_run_from",
         "_settings",
         "_sustain_at",
@@ -138,6 +143,8 @@ class InterruptionDecider:
         self._heard = PartialKind.EMPTY  # the newest partial's kind in this run
         self._timed_out = False  # the window closed with no words: new runs of it do not pause
         self._window_end: float | None = None
+        self._pause_end = 0.0  # the window's bound while the confirmed run goes on
+        self._held = False  # the window closed during a confirmed run: held to its end
         self._run_from: float | None = None  # the current run's onset
         self._voiced_s = 0.0  # confirmed speech of the overlap's ended runs
         self._sustain_at: float | None = None  # the STT unknown: the confirmed run cancels then
@@ -194,6 +201,8 @@ class InterruptionDecider:
         undecided = not (self._decided or self._timed_out) and self._heard is PartialKind.EMPTY
         if self._window_end is None and undecided and s.use_partials:
             self._window_end = now + s.window_ms / 1000  # a window per run still unjudged
+            self._held = False
+            self._pause_end = now + max(s.window_ms, s.max_pause_ms) / 1000
             self._set_deadline()
         self._engaged_until = float("inf")
 
@@ -245,7 +254,10 @@ class InterruptionDecider:
             self._sustain_at = None
         if self._window_end is not None and now >= self._window_end:
             self._window_end = None
-            if not (self._confirmed and self._sustain_at is not None):
+            if self._confirmed and self._sustain_at is None and now < self._pause_end:
+                self._window_end = self._pause_end  # the run goes on: wait for its end or words
+                self._held = True
+            elif not (self._confirmed and self._sustain_at is not None):
                 # No words: nothing recognisable (or, the STT unknown, nothing sustained).
                 self._sustain_at = None
                 self._set_deadline()
@@ -260,9 +272,9 @@ class InterruptionDecider:
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
-        """The confirmed speech ended: RESUME (its words, if any come, still count for the
-        grace), unless the STT is not known to work and the window is open: then the window
-        still decides (KEEP, paused), as the first words may still come."""
+        """The confirmed speech ended: RESUME, unless it had no words yet and the window is
+        open: then the window still decides (KEEP, paused), as its words may still come (the
+        STT lags the speech: a final 0.1-0.8 s after it)."""
         if self._run_from is not None and self._confirmed:
             self._voiced_s += max(0.0, now - self._run_from)
         self._run_from = None
@@ -271,9 +283,9 @@ class InterruptionDecider:
         s = self._settings
         if (
             self._window_end is not None
+            and not self._held
             and self._confirmed
             and self._heard is PartialKind.EMPTY
-            and not self.stt_known(now)
         ):
             # Its words may still come (the STT lags the speech); the window's end is the bound.
             self._engaged_until = self._window_end + s.partial_grace_ms / 1000

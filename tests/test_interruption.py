@@ -75,6 +75,7 @@ def test_no_words_by_the_window_cancels_confirmed_speech_or_resumes() -> None:
     quiet = InterruptionDecider(InterruptionSettings(window_ms=600, cancel_without_words=False))
     quiet.onset(frame(10))
     quiet.confirmed(frame(25))
+    assert quiet.speech_end(frame(35)) is Verdict.KEEP
     assert quiet.tick(frame(40)) is Verdict.RESUME  # the STT heard no words: noise
     # That overlap is judged: its further runs do not pause the bot again, only words cut it.
     assert quiet.onset(frame(50)) is Verdict.KEEP
@@ -106,18 +107,29 @@ def test_once_the_stt_gave_words_a_window_with_no_words_resumes_even_sustained_s
     assert d.confirmed(t0 + 0.24) is Verdict.PAUSE
     assert d.deadline == pytest.approx(t0 + 0.9)  # no sustained-speech deadline
     assert d.tick(t0 + 0.7) is Verdict.KEEP  # 0.7 s of voiced noise: no cancel
-    assert d.tick(t0 + 0.9) is Verdict.RESUME
-    assert d.onset(t0 + 1.0) is Verdict.KEEP  # judged: its further runs do not pause
-    assert d.partial("подождите", t0 + 1.2) is Verdict.CANCEL  # words still cut it
+    assert d.tick(t0 + 0.9) is Verdict.KEEP  # the run goes on: its words may still come ...
+    assert d.deadline == pytest.approx(t0 + 2.0)  # ... until max_pause_ms after the onset
+    assert d.speech_end(t0 + 1.3) is Verdict.RESUME  # it ended with none
+    assert d.onset(t0 + 1.4) is Verdict.KEEP  # judged: its further runs do not pause
+    assert d.partial("подождите", t0 + 1.6) is Verdict.CANCEL  # words still cut it
+    # Noise that never ends: paused for max_pause_ms at most.
+    n = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
+    n.words("да", 0.0)
+    n.onset(t0)
+    n.confirmed(t0 + 0.24)
+    assert n.tick(t0 + 0.9) is Verdict.KEEP
+    assert n.tick(t0 + 1.98) is Verdict.KEEP
+    assert n.tick(t0 + 2.0) is Verdict.RESUME
 
 
-def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_its_end() -> None:
-    d = InterruptionDecider()
+def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_the_windows_end() -> None:
+    d = InterruptionDecider(InterruptionSettings(window_ms=900))
     d.words("да", 0.0)
     d.onset(frame(10))
     d.confirmed(frame(25))
-    assert d.speech_end(frame(40)) is Verdict.RESUME  # the STT would have heard its words
-    assert d.onset(frame(45)) is Verdict.KEEP  # the same overlap: not paused again
+    assert d.speech_end(frame(40)) is Verdict.KEEP  # its words may still come (the STT lags)
+    assert d.tick(frame(55)) is Verdict.RESUME  # none came: nothing recognisable
+    assert d.onset(frame(57)) is Verdict.KEEP  # the same overlap: not paused again
     assert d.partial("стоп", frame(60)) is Verdict.CANCEL  # late words of it still count
 
 
@@ -149,7 +161,8 @@ def test_while_the_stt_is_not_known_sustained_speech_cancels_without_words() -> 
     never = InterruptionDecider(InterruptionSettings(window_ms=900, cancel_without_words=False))
     never.onset(frame(10))
     never.confirmed(frame(25))
-    assert never.tick(frame(55)) is Verdict.RESUME
+    assert never.tick(frame(55)) is Verdict.KEEP  # the run goes on: held for its words
+    assert never.speech_end(frame(70)) is Verdict.RESUME  # ended with none
 
 
 def test_a_stall_makes_the_stt_unknown_and_knowledge_expires() -> None:

@@ -87,7 +87,12 @@ def test_echo_gate_stops_echo_false_stops_and_keeps_interruptions(
     # False alarms paused the bot and it went on: some resume gap was measured.
     assert staged["resume_gap_p95_ms"] is not None
     rendered = render_turns(results)
-    assert "recall" in rendered.splitlines()[1] and "-15dB" in rendered and "resume_gap95" in rendered
+    assert (
+        "recall" in rendered.splitlines()[1]
+        and "-15dB" in rendered
+        and "silence95" in rendered
+        and "resume_max" in rendered
+    )
     out = tmp_path / "turns.json"
     write_json(out, results, seed=12, per_category=12)
     doc = json.loads(out.read_text())
