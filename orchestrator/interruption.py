@@ -13,17 +13,19 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   with `use_partials` off: the VAD alone decides), else PAUSE (if not yet) and wait for words.
 - `tick`: time passed. The window closed with no words: RESUME when the STT is known to work
   (`words`: it gave words within `stt_known_s`), since the caller then said nothing recognisable
-  (noise, a cough, echo). While it is not known to work (the call's start, a stalled STT),
-  speech the VAD confirmed that has lasted `sustained_ms` (summed over the overlap's runs)
-  CANCELs as soon as it reaches that, so a caller is heard even when the STT is down
-  (`cancel_without_words`); shorter runs RESUME at the window's end.
+  (noise, a cough, echo); if the VAD still hears the confirmed run, only at its end (its words
+  may still come), at most `max_pause_ms` after the onset. While the STT is not known to work
+  (the call's start, a stalled STT: `stt_lost`), speech the VAD confirmed that has lasted
+  `sustained_ms` from its onset (summed over the overlap's runs) CANCELs as soon as it reaches
+  that, so a caller is heard even when the STT is down (`cancel_without_words`); shorter runs
+  RESUME at the window's end.
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
   inside the window with no words yet: the window's end decides). Partials of that run still
   count for `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
 
-So the bot is paused for at most `window_ms` after an onset before it goes on or is cancelled
-(or, with the STT not known to work, until speech reaches `sustained_ms`); speech goes on being
-watched after a resume (a content partial cancels while it lasts).
+So the bot is paused for at most `max_pause_ms` after an onset before it goes on or is cancelled
+(`window_ms` unless confirmed speech outlasts it); speech goes on being watched after a resume (a
+content partial cancels while it lasts).
 """
 
 from __future__ import annotations
