@@ -311,10 +311,10 @@ class InterruptionDecider:
         return Verdict.CANCEL
 
     def reset(self) -> None:
-        """The bot's turn is over: forget the overlap (not what is known of the STT)."""
+        """The bot's turn is over: forget the overlap (not what is known of the STT, nor the
+        bot's last words, whose echo may still be recognised)."""
         self._engaged_until = self.deadline = self._window_end = self._sustain_at = None
         self._run_from = None
         self._voiced_s = 0.0
         self._confirmed = self._decided = self._timed_out = False
         self._heard = PartialKind.EMPTY
-        self._bot = ""

@@ -513,6 +513,23 @@ def test_while_the_stt_gave_no_words_sustained_speech_cuts_the_greeting() -> Non
     assert max(t for t, _ in greeting_frames(run)) <= 0.52
 
 
+@pytest.mark.parametrize("heard, cut", [("4500", False), ("4600", True)])
+def test_the_bots_own_words_recognised_from_its_echo_do_not_cut_it(heard: str, cut: bool) -> None:
+    # The price (TTS "4500", 2 s from 3.9) echoes loudly enough for the VAD and the STT: its
+    # final "4500" is the bot's own words (the Orchestrator knows the text it plays), not a cut;
+    # other words at the same instant are the caller's and cut it.
+    tts = FakeTTS({"4500": PRICE_LABEL}, seconds_per_char=0.5)
+    script = [Say(2.0, "площадь 45 метров"), Say(4.2, heard, duration=0.4, stt_delay=0.1)]
+    run = call(script, tts=tts, hangup_at=8.0)
+    price = [t for t, lab in run.sink.frames if lab == PRICE_LABEL]
+    if cut:
+        assert run.event_times("barge_in") == [pytest.approx(4.2 + 0.4 + 0.1, abs=0.021)]
+        assert max(price) <= 4.22
+    else:
+        assert run.event_times("barge_in") == []
+        assert len(price) == 100  # the whole price, paused over the echo and resumed
+
+
 def test_content_words_cancel_the_paused_bot_and_the_turn_is_heard() -> None:
     # Confirmed speech pauses the bot; its first partial with content words cancels the turn.
     run = call([Say(0.5, "площадь 45 метров")], hangup_at=6.0)
