@@ -19,7 +19,7 @@ from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.soak import run_soak
 from bench.split_corpus import build_split_corpus
-from bench.turn_bench import render_turns, run_turns, write_json
+from bench.turn_bench import HELDOUT_CONFIGS, render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
 from bench.virtual_figures import run_virtual_figures
 
@@ -163,8 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"turn-taking corpus ({args.turn_items} items per category) ...")
         items = build_corpus(args.turn_items, seed=args.turn_seed)
         results = run_turns(items)
-        print(render_turns(results), end="\n\n", flush=True)
-        write_json(args.turn_json, results, seed=args.turn_seed, per_category=args.turn_items)
+        print(render_turns(results, f"tuning, seed {args.turn_seed}"), end="\n\n", flush=True)
+        # Held out: another seed, phrases, backchannel variants and voices the decision was not tuned on.
+        held_seed = args.turn_seed + 1000
+        held = run_turns(build_corpus(args.turn_items, seed=held_seed, heldout=True), HELDOUT_CONFIGS)
+        print(render_turns(held, f"held out, seed {held_seed}"), end="\n\n", flush=True)
+        write_json(
+            args.turn_json,
+            results,
+            seed=args.turn_seed,
+            per_category=args.turn_items,
+            heldout=held,
+            heldout_seed=held_seed,
+        )
         _progress(f"turn-taking results written to {args.turn_json}")
     if "eot" in parts:
         _progress(

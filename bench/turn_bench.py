@@ -29,13 +29,22 @@ from pathlib import Path
 
 from bench.common import percentile, table
 from bench.turn_corpus import CATEGORIES, ECHO_LEVELS_DB, NOISE_SNRS_DB, LineEcho, TurnItem
-from bench.turn_partials import partials
+from bench.turn_partials import echo_partials, partials
 from bridge.echo_gate import EchoGate, EchoSettings
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, FRAME_S
 from orchestrator.interruption import InterruptionDecider, InterruptionSettings, Verdict
 
-__all__ = ["CONFIGS", "TARGETS", "TurnConfig", "TurnResult", "evaluate", "render_turns", "run_turns"]
+__all__ = [
+    "CONFIGS",
+    "HELDOUT_CONFIGS",
+    "TARGETS",
+    "TurnConfig",
+    "TurnResult",
+    "evaluate",
+    "render_turns",
+    "run_turns",
+]
 
 
 # The VAD alone decides: confirmed speech cancels (the decision before STT partials were used).
@@ -55,6 +64,10 @@ class TurnConfig:
     echo: EchoSettings | None
     decision: InterruptionSettings = _VAD_ALONE
     stt_words: bool = True  # False: the STT gives no partials at all (slow or down)
+    # The STT gave words earlier in the call (known to work) when the bot's turn begins; False:
+    # the call's start (its greeting), words only from this overlap.
+    stt_known: bool = True
+    echo_words: bool = True  # the decider knows the bot's text (its recognised echo is ignored)
 
 
 CONFIGS = (
@@ -65,6 +78,16 @@ CONFIGS = (
     TurnConfig("webrtc +words", _WEBRTC_BEFORE, EchoSettings(), InterruptionSettings()),
     TurnConfig("silero +words (default)", VadSettings(), EchoSettings(), InterruptionSettings()),
     TurnConfig("ten +words (opt-in)", _TEN, EchoSettings(), InterruptionSettings()),
+    TurnConfig(
+        "silero +words, call start", VadSettings(), EchoSettings(), InterruptionSettings(), stt_known=False
+    ),
+    TurnConfig(
+        "silero +words, bot text unknown",
+        VadSettings(),
+        EchoSettings(),
+        InterruptionSettings(),
+        echo_words=False,
+    ),
     TurnConfig(
         "webrtc +words, STT mute", _WEBRTC_BEFORE, EchoSettings(), InterruptionSettings(), stt_words=False
     ),
@@ -81,6 +104,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "false_echo_15": ("<=", 0.0),
     "false_noise": ("<=", 0.02),
     "pause_p95_ms": ("<=", 60.0),
+    "resume_lag_max_ms": ("<=", 20.0),
     "cpu_pct": ("<=", 3.0),
 }
 
@@ -94,6 +118,9 @@ class TurnResult:
     stopped_at: float | None
     resumed_gap_s: float  # silence added by pauses that were resumed (false alarms)
     cpu_s: float = 0.0  # process time in the detector
+    # Per resume: its decision -> the end of the first bot frame sent after it, s (one frame: 0.02).
+    resume_lags_s: tuple[float, ...] = ()
+    repeated: int = 0  # bot frames sent twice or skipped (a resume not at the next unsent frame)
 
 
 def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
@@ -101,7 +128,13 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
     echo = EchoGate(config.echo) if config.echo is not None else None
     vad = VoiceActivityDetector(config.vad, echo)
     decider = InterruptionDecider(config.decision)
-    heard = partials(item) if config.decision.use_partials and config.stt_words else []
+    heard: list[tuple[float, str]] = []
+    if config.decision.use_partials and config.stt_words:
+        heard = sorted(partials(item) + echo_partials(item))
+        if config.stt_known:
+            decider.words("да", 0.0)  # the caller's earlier answer on this call
+    if config.echo_words:
+        decider.bot_says(str(item.meta.get("bot_text", "")))
     line = LineEcho(item)
     silent = bytes(FRAME_BYTES)
     bot, n_bot = item.bot, int(round(item.bot_end_s / FRAME_S))
@@ -110,13 +143,20 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
     paused_since: float | None = None
     paused_at: float | None = None
     gap = cpu = 0.0
+    resumed_at: float | None = None  # a RESUME decided, its first frame not yet sent
+    lags: list[float] = []
+    sent: list[int] = []  # the bot frame index of each frame sent
     try:
         for i in range(len(item.caller) // FRAME_BYTES):
             now = i * FRAME_S
             talking = pos < n_bot
             if talking and paused_since is None:
                 out = bot[pos * FRAME_BYTES : (pos + 1) * FRAME_BYTES]
+                sent.append(pos)
                 pos += 1
+                if resumed_at is not None:
+                    lags.append(now + FRAME_S - resumed_at)
+                    resumed_at = None
             else:
                 out = silent
             inbound = line.frame(i, out)
@@ -152,11 +192,19 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
                 elif verdict is Verdict.RESUME and paused_since is not None:
                     gap += done - paused_since
                     paused_since = None
+                    resumed_at = done
                 elif verdict is Verdict.CANCEL:
-                    return TurnResult(item, paused_at if paused_at is not None else done, done, gap, cpu)
-        return TurnResult(item, paused_at, None, gap, cpu)
+                    first = paused_at if paused_at is not None else done
+                    return TurnResult(item, first, done, gap, cpu, tuple(lags), _repeats(sent))
+        return TurnResult(item, paused_at, None, gap, cpu, tuple(lags), _repeats(sent))
     finally:
         vad.close()
+
+
+def _repeats(sent: Sequence[int]) -> int:
+    """Frames out of order: each bot frame must follow the one before it (none repeated, none
+    skipped over a pause)."""
+    return sum(b != a + 1 for a, b in zip(sent, sent[1:], strict=False))
 
 
 def _rate(results: Sequence[TurnResult], paused: bool = False) -> float | None:
@@ -187,6 +235,7 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
     pauses = _after_onset(inter, "paused_at")
     cancels = _after_onset(inter, "stopped_at")
     gaps = [r.resumed_gap_s * 1000 for r in results if r.stopped_at is None and r.resumed_gap_s > 0]
+    lags = [lag * 1000 for r in results for lag in r.resume_lags_s]
     early = sum(
         1
         for r in inter
@@ -202,6 +251,9 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
         "cancel_p95_ms": _p(cancels, 95),
         "resume_gap_p50_ms": _p(gaps, 50),
         "resume_gap_p95_ms": _p(gaps, 95),
+        "resume_lag_p50_ms": _p(lags, 50),
+        "resume_lag_max_ms": max(lags) if lags else None,
+        "frames_repeated": sum(r.repeated for r in results),
         "false_backchannel": _rate(by["backchannel"]),
         "false_nonspeech": _rate(by["nonspeech"]),
         "false_echo": _rate(by["echo"]),
@@ -220,6 +272,10 @@ def evaluate(items: Sequence[TurnItem], config: TurnConfig) -> dict[str, float |
     return out
 
 
+# Held out: the configurations that use words (the decision under test), not the VAD-alone rows.
+HELDOUT_CONFIGS = tuple(c for c in CONFIGS if c.decision.use_partials)
+
+
 def run_turns(
     items: Sequence[TurnItem], configs: Sequence[TurnConfig] = CONFIGS
 ) -> dict[str, dict[str, float | int | None]]:
@@ -235,8 +291,10 @@ def ms_or_dash(v: float | int | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
-def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
-    """Three plain-text tables: cancels with targets, pauses (false alarms), false cancels by echo level."""
+def render_turns(results: dict[str, dict[str, float | int | None]], corpus: str = "") -> str:
+    """Four plain-text tables: cancels with targets, pauses (false alarms), false cancels by echo
+    level and by noise SNR; `corpus` names the corpus in each title."""
+    at = f" [{corpus}]" if corpus else ""
     headers = (
         "config",
         "items",
@@ -273,15 +331,20 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
         for name, r in results.items()
     ]
     targets = ", ".join(f"{k} {op} {v:g}" for k, (op, v) in TARGETS.items())
-    main = table(headers, rows, title=f"Turn-taking: cancels (f_ = false cancel rate; targets: {targets})")
+    main = table(
+        headers, rows, title=f"Turn-taking{at}: cancels (f_ = false cancel rate; targets: {targets})"
+    )
     ph = (
         "config",
         "paused_backch",
         "paused_nonsp",
         "paused_echo",
         "paused_noise",
-        "resume_gap50",
-        "resume_gap95",
+        "silence50",
+        "silence95",
+        "resume50",
+        "resume_max",
+        "repeated",
     )
     prows = [
         [
@@ -292,13 +355,20 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
             pct(r["paused_noise"]),
             ms_or_dash(r["resume_gap_p50_ms"]),
             ms_or_dash(r["resume_gap_p95_ms"]),
+            ms_or_dash(r["resume_lag_p50_ms"]),
+            ms_or_dash(r["resume_lag_max_ms"]),
+            r["frames_repeated"],
         ]
         for name, r in results.items()
     ]
     pauses = table(
         ph,
         prows,
-        title="False alarms that only paused the bot (resumed from where it stopped), and the silence they added (ms)",
+        title=(
+            f"False alarms{at} that only paused the bot: the whole silence of a false pause (onset -> resume, ms),"
+            " the resume (its decision -> end of the first resumed frame, ms; target <= 20) and bot frames"
+            " repeated or skipped"
+        ),
     )
     eh = ("config", *(f"{lv}dB" for lv in ECHO_LEVELS_DB))
     erows = [[name, *(pct(r[f"false_echo_{-lv}db"]) for lv in ECHO_LEVELS_DB)] for name, r in results.items()]
@@ -310,15 +380,31 @@ def render_turns(results: dict[str, dict[str, float | int | None]]) -> str:
         (
             main,
             pauses,
-            table(eh, erows, title="False cancels by echo alone, by echo level (dB under the bot)"),
-            table(nh, nrows, title="False cancels by background noise, by SNR (against a -20 dBFS caller)"),
+            table(eh, erows, title=f"False cancels{at} by echo alone, by echo level (dB under the bot)"),
+            table(
+                nh, nrows, title=f"False cancels{at} by background noise, by SNR (against a -20 dBFS caller)"
+            ),
         )
     )
 
 
 def write_json(
-    path: Path, results: dict[str, dict[str, float | int | None]], *, seed: int, per_category: int
+    path: Path,
+    results: dict[str, dict[str, float | int | None]],
+    *,
+    seed: int,
+    per_category: int,
+    heldout: dict[str, dict[str, float | int | None]] | None = None,
+    heldout_seed: int | None = None,
 ) -> None:
-    """The results with the corpus parameters and targets, as JSON."""
-    doc = {"seed": seed, "per_category": per_category, "targets": TARGETS, "configs": results}
+    """The results with the corpus parameters and targets, as JSON; `heldout`: the held-out
+    corpus's (`build_corpus(heldout=True)`, seed `heldout_seed`)."""
+    doc: dict[str, object] = {
+        "seed": seed,
+        "per_category": per_category,
+        "targets": TARGETS,
+        "configs": results,
+    }
+    if heldout is not None:
+        doc["heldout"] = {"seed": heldout_seed, "configs": heldout}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

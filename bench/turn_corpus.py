@@ -37,7 +37,18 @@ import numpy as np
 from orchestrator.adapters.tts.espeak import parse_wav
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
 
-__all__ = ["CATEGORIES", "ECHO_LEVELS_DB", "NOISE_SNRS_DB", "LineEcho", "TurnItem", "build_corpus", "synth"]
+__all__ = [
+    "CATEGORIES",
+    "ECHO_LEVELS_DB",
+    "HELDOUT_BACKCHANNELS",
+    "HELDOUT_INTERRUPTIONS",
+    "HELDOUT_VOICES",
+    "NOISE_SNRS_DB",
+    "LineEcho",
+    "TurnItem",
+    "build_corpus",
+    "synth",
+]
 
 Category = Literal["interruption", "backchannel", "nonspeech", "echo", "noise"]
 CATEGORIES: tuple[Category, ...] = ("interruption", "backchannel", "nonspeech", "echo", "noise")
@@ -61,6 +72,38 @@ INTERRUPTIONS = (
 )
 BACKCHANNELS = ("угу", "ага", "да-да", "так", "ну", "мхм", "понятно")
 VOICES = ("ru", "ru+m3", "ru+f2", "ru+f4", "ru+m7", "ru-lv")
+# Held out (`build_corpus(heldout=True)`): written before the decision was tuned, never tuned on;
+# other phrases, backchannel variants (two with words outside the backchannel list: "верно",
+# "точно"), other voices and speeds, another seed.
+HELDOUT_INTERRUPTIONS = (
+    "стойте, стойте",
+    "погодите минутку",
+    "а можно подешевле?",
+    "я вас не понимаю",
+    "алло, вы меня слышите?",
+    "нет, мне это не нужно",
+    "секундочку, я запишу",
+    "давайте лучше завтра",
+    "какой у вас адрес?",
+    "я уже заказывал у вас",
+)
+HELDOUT_BACKCHANNELS = (
+    "угу-угу",
+    "ага, ага",
+    "да",
+    "ну да",
+    "так-так",
+    "хорошо",
+    "ясно",
+    "мгм",
+    "ну ладно",
+    "ага, понятно",
+    "да, конечно",
+    "угу, ясно",
+    "да, верно",
+    "мхм, точно",
+)
+HELDOUT_VOICES = ("ru+m1", "ru+m4", "ru+f1", "ru+f3", "ru+m6", "ru+klatt")
 # Echo levels (dB under the bot) scanned by the "echo" category.
 ECHO_LEVELS_DB = (-6, -9, -12, -15, -18, -21, -24, -30, -35)
 
@@ -191,7 +234,19 @@ def _onset(x: np.ndarray) -> int:
     return int(loud[0]) if loud.size else 0
 
 
-def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
+@dataclass(frozen=True, slots=True)
+class _Phrases:
+    interruptions: tuple[str, ...]
+    backchannels: tuple[str, ...]
+    voices: tuple[str, ...]
+    speeds: tuple[int, int]
+
+
+_TUNING = _Phrases(INTERRUPTIONS, BACKCHANNELS, VOICES, (130, 200))
+_HELDOUT = _Phrases(HELDOUT_INTERRUPTIONS, HELDOUT_BACKCHANNELS, HELDOUT_VOICES, (120, 210))
+
+
+def _item(rng: random.Random, index: int, category: Category, phrases: _Phrases = _TUNING) -> TurnItem:
     bot_text = rng.choice(BOT_PHRASES)
     bot = _at_dbfs(_to_float(synth(bot_text, "ru", 170, 50)), _BOT_DBFS)
     bot = _ulaw(bot)  # what the bridge sends is u-law by the time it is on the line
@@ -223,9 +278,9 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
         if category == "nonspeech":
             caller, text = _nonspeech(rng)
         else:
-            text = rng.choice(INTERRUPTIONS if category == "interruption" else BACKCHANNELS)
-            voice = rng.choice(VOICES)
-            speed = rng.randint(130, 200)
+            text = rng.choice(phrases.interruptions if category == "interruption" else phrases.backchannels)
+            voice = rng.choice(phrases.voices)
+            speed = rng.randint(*phrases.speeds)
             pitch = rng.randint(25, 75)
             caller = _at_dbfs(_to_float(synth(text, voice, speed, pitch)), rng.uniform(-26.0, -14.0))
             meta = {
@@ -238,6 +293,7 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
         end = min(total, start + len(caller))
         inbound[start:end] += caller[: end - start]
         onset_s = (start + _onset(caller)) / SAMPLE_RATE
+    meta["bot_text"] = bot_text
     caller_side = np.clip(np.round(inbound), -32768, 32767)
     inbound = caller_side.copy()
     d = delay_ms * _MS
@@ -258,19 +314,21 @@ def _item(rng: random.Random, index: int, category: Category) -> TurnItem:
     )
 
 
-def build_corpus(per_category: int = 40, seed: int = 12) -> list[TurnItem]:
-    """`per_category` items of each category, reproducible from `seed`.
+def build_corpus(per_category: int = 40, seed: int = 12, *, heldout: bool = False) -> list[TurnItem]:
+    """`per_category` items of each category, reproducible from `seed`. `heldout`: the callers
+    say the held-out phrases in the held-out voices (use another seed too).
 
     Raises `FileNotFoundError` when espeak-ng is missing (install it with `make system-deps`).
     """
     rng = random.Random(seed)
+    phrases = _HELDOUT if heldout else _TUNING
     items: list[TurnItem] = []
     for _ in range(per_category):
         for category in CATEGORIES[:4]:
-            items.append(_item(rng, len(items), category))
+            items.append(_item(rng, len(items), category, phrases))
     noise_rng = random.Random(seed + 1)
     for _ in range(per_category):
-        items.append(_item(noise_rng, len(items), "noise"))
+        items.append(_item(noise_rng, len(items), "noise", phrases))
     return items
 
 

@@ -6,8 +6,10 @@ cancelled and the outbound buffer cleared at once. It has two stages: at the fir
 possible speech (`on_speech_onset`) an interruptible turn's audio pauses (the queue kept); then the
 call's `InterruptionDecider` (orchestrator/interruption.py) decides within a bounded window, from the
 VAD's events and the STT partials: content words cancel the turn, backchannel words ("угу",
-"понятно"), a run that turns out not to be speech (`on_speech_rejected`) or a window with no words
-resume it from the next unsent frame. The window's end is one timer handle per overlap (no task).
+"понятно"), the bot's own words (`bot_says`), a run that turns out not to be speech
+(`on_speech_rejected`) or a window with no words resume it from the next unsent frame; while the
+STT is not known to work (no words from it yet, or `stt_lost` after a stall), sustained speech
+cancels without words. The window's end is one timer handle per overlap (no task).
 
 Speech that began over an uninterrupted bot turn is a backchannel (or echo): its recognition
 results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended;
@@ -76,6 +78,7 @@ class BargeIn:
     # ------------------------------------------------------------------ recognition results
     def screen(self, event: SttResult) -> bool:
         """Whether `event` is the caller's (True) or echo/backchannel, dropped (False)."""
+        self._decider.words(event.text, self._clock.now())  # words: the STT is known to work
         if not self._turns.hears_caller and self._playing():
             # Words over the bot: content words interrupt it (the result is then the caller's).
             self._apply(self._decider.partial(event.text, self._clock.now()))
@@ -113,6 +116,14 @@ class BargeIn:
             self._backchannel_until = None
         self._drop(event)
         return True
+
+    def stt_lost(self) -> None:
+        """The STT stalled: until it gives words again, sustained speech over the bot cuts it."""
+        self._decider.stt_lost()
+
+    def bot_says(self, text: str) -> None:
+        """The bot starts saying `text`: the STT's partials made of its words are its echo."""
+        self._decider.bot_says(text)
 
     # ------------------------------------------------------------------ the VAD's events
     def _playing(self) -> bool:

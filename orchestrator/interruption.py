@@ -7,17 +7,25 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   and the decision window (`window_ms`) opens.
 - `partial`: an STT partial while engaged. Words beyond the backchannel list ("угу", "ага",
   "да-да", "так", "ну", "мхм", "понятно", ...): CANCEL at once, confirmed by the VAD or not.
-  Only backchannel words: RESUME (a later partial with content words still cancels).
+  Only backchannel words: RESUME (a later partial with content words still cancels). Words that
+  are a run of what the bot is saying (`bot_says`): its own echo, recognised; ignored.
 - `confirmed`: the VAD heard `[vad] min_speech_ms` of speech: CANCEL after a content partial (or
   with `use_partials` off: the VAD alone decides), else PAUSE (if not yet) and wait for words.
-- `tick`: the window closed with no words: RESUME (the STT heard no words: noise, a cough, echo),
-  or CANCEL if the VAD confirmed speech and `cancel_without_words` is on.
+- `tick`: time passed. The window closed with no words: RESUME when the STT is known to work
+  (`words`: it gave words within `stt_known_s`), since the caller then said nothing recognisable
+  (noise, a cough, echo); if the VAD still hears the confirmed run, only at its end (its words
+  may still come), at most `max_pause_ms` after the onset. While the STT is not known to work
+  (the call's start, a stalled STT: `stt_lost`), speech the VAD confirmed that has lasted
+  `sustained_ms` from its onset (summed over the overlap's runs) CANCELs as soon as it reaches
+  that, so a caller is heard even when the STT is down (`cancel_without_words`); shorter runs
+  RESUME at the window's end.
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
   inside the window with no words yet: the window's end decides). Partials of that run still
   count for `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
 
-So the bot is paused for at most `window_ms` after an onset before it goes on or is cancelled;
-speech goes on being watched after a resume (a content partial cancels while it lasts).
+So the bot is paused for at most `max_pause_ms` after an onset before it goes on or is cancelled
+(`window_ms` unless confirmed speech outlasts it); speech goes on being watched after a resume (a
+content partial cancels while it lasts).
 """
 
 from __future__ import annotations
@@ -47,9 +55,18 @@ class InterruptionSettings:
     backchannel_words: str = BACKCHANNEL_WORDS
     # After an onset, how long the bot stays paused waiting for words, ms.
     window_ms: Annotated[int, Field(ge=0, le=3000)] = 900
-    # The window closed with no words but the VAD confirmed speech: cancel (True: a caller is
-    # heard even when the STT gives no words in time) or resume.
+    # While the STT is not known to work, confirmed speech of `sustained_ms` cancels without
+    # words (True: a caller is heard even when the STT is down) or never does (False).
     cancel_without_words: bool = True
+    # The STT is known to work for this long after it last gave words (any result), s; a stall
+    # (`stt_lost`) forgets it at once.
+    stt_known_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Voiced speech (from its onset, summed over the overlap's runs) that cancels without words
+    # while the STT is not known to work, ms.
+    sustained_ms: Annotated[int, Field(ge=0, le=5000)] = 600
+    # The window closed while the VAD still hears the confirmed run: its words may still come,
+    # so the bot stays paused until the run ends, at most this long after the onset, ms.
+    max_pause_ms: Annotated[int, Field(ge=0, le=10000)] = 2000
     # Partials of a run the VAD rejected or ended still count this long after, ms.
     partial_grace_ms: Annotated[int, Field(ge=0, le=2000)] = 600
     # Off: partials are ignored, the VAD alone decides (confirmed speech cancels).
@@ -71,41 +88,68 @@ class PartialKind(enum.Enum):
     EMPTY = "empty"
     BACKCHANNEL = "backchannel"
     CONTENT = "content"
+    ECHO = "echo"  # a run of the bot's own words
 
 
-_WORD = re.compile(r"[а-яёa-z]+")
+_WORD = re.compile(r"[а-яёa-z0-9]+")
 
 
-def partial_kind(text: str, backchannel: frozenset[str]) -> PartialKind:
-    """EMPTY (no words), BACKCHANNEL (only words of `backchannel`) or CONTENT."""
-    words = _WORD.findall(text.lower())
+def words_of(text: str) -> list[str]:
+    """The lower-case words of `text` ("ё" kept, hyphens and punctuation split)."""
+    return _WORD.findall(text.lower())
+
+
+def partial_kind(text: str, backchannel: frozenset[str], bot: str = "") -> PartialKind:
+    """EMPTY (no words), BACKCHANNEL (only words of `backchannel`), ECHO (its words are a
+    contiguous run of `bot`'s, the bot's own text, space-joined lower-case words) or CONTENT."""
+    words = words_of(text)
     if not words:
         return PartialKind.EMPTY
-    return PartialKind.BACKCHANNEL if all(w in backchannel for w in words) else PartialKind.CONTENT
+    if all(w in backchannel for w in words):
+        return PartialKind.BACKCHANNEL
+    if bot and f" {' '.join(words)} " in f" {bot} ":
+        return PartialKind.ECHO
+    return PartialKind.CONTENT
 
 
 class InterruptionDecider:
-    """One call's decision; see the module's docstring. `deadline`: when `tick` may CANCEL."""
+    """One call's decision; see the module's docstring. `deadline`: when `tick` may decide."""
 
     __slots__ = (
         "_backchannel",
+        "_bot",
         "_confirmed",
         "_decided",
         "_engaged_until",
         "_heard",
+        "_held",
+        "_pause_end",
+        "_run_from",
         "_settings",
+        "_sustain_at",
         "_timed_out",
+        "_voiced_s",
+        "_window_end",
+        "_words_at",
         "deadline",
     )
 
     def __init__(self, settings: InterruptionSettings | None = None) -> None:
         self._settings = s = settings or InterruptionSettings()
-        self._backchannel = frozenset(_WORD.findall(s.backchannel_words.lower()))
+        self._backchannel = frozenset(words_of(s.backchannel_words))
+        self._bot = ""  # the bot's words now and just before, space-joined
+        self._words_at: float | None = None  # when the STT last gave words
         self._engaged_until: float | None = None  # None: not engaged; inf: the run is on
         self._confirmed = False
         self._decided = False  # CANCEL given for this run
         self._heard = PartialKind.EMPTY  # the newest partial's kind in this run
         self._timed_out = False  # the window closed with no words: new runs of it do not pause
+        self._window_end: float | None = None
+        self._pause_end = 0.0  # the window's bound while the confirmed run goes on
+        self._held = False  # the window closed during a confirmed run: held to its end
+        self._run_from: float | None = None  # the current run's onset
+        self._voiced_s = 0.0  # confirmed speech of the overlap's ended runs
+        self._sustain_at: float | None = None  # the STT unknown: the confirmed run cancels then
         self.deadline: float | None = None
 
     @property
@@ -113,14 +157,37 @@ class InterruptionDecider:
         """The settings in use."""
         return self._settings
 
+    # ------------------------------------------------------------------ what is known of the call
+    def words(self, text: str, now: float) -> None:
+        """Any STT result (taken or dropped): if it has words, the STT is known to work."""
+        if _WORD.search(text.lower()):
+            self._words_at = now
+
+    def stt_lost(self) -> None:
+        """The STT stalled: it is not known to work until it gives words again."""
+        self._words_at = None
+
+    def stt_known(self, now: float) -> bool:
+        """Whether the STT gave words within `stt_known_s` of `now`."""
+        at = self._words_at
+        return at is not None and now - at <= self._settings.stt_known_s
+
+    def bot_says(self, text: str) -> None:
+        """The bot starts saying `text`: partials made of a run of its words (with the previous
+        text's) are its echo."""
+        previous = self._bot.split()[-30:]  # the end of what it said before, still echoing
+        self._bot = " ".join([*previous, *words_of(text)])
+
     def engaged(self, now: float) -> bool:
         """Whether partials arriving now belong to the caller's speech over the bot."""
         until = self._engaged_until
         return until is not None and now <= until
 
+    # ------------------------------------------------------------------ the VAD's events
     def onset(self, now: float) -> Verdict:
         """The VAD's onset: possible speech."""
         self._open(now)
+        self._run_from = now
         if self._decided or self._timed_out or self._heard is PartialKind.BACKCHANNEL:
             return Verdict.KEEP  # the same overlap, already judged: only words change it now
         return Verdict.PAUSE
@@ -129,70 +196,109 @@ class InterruptionDecider:
         if not self.engaged(now):  # a fresh overlap (else a new run inside the last one's grace)
             self._confirmed = self._decided = self._timed_out = False
             self._heard = PartialKind.EMPTY
-            self.deadline = None
+            self._window_end = self._sustain_at = self.deadline = None
+            self._voiced_s = 0.0
+            self._run_from = None
         s = self._settings
         undecided = not (self._decided or self._timed_out) and self._heard is PartialKind.EMPTY
-        if self.deadline is None and undecided and s.use_partials:
-            self.deadline = now + s.window_ms / 1000  # a window per run still unjudged
+        if self._window_end is None and undecided and s.use_partials:
+            self._window_end = now + s.window_ms / 1000  # a window per run still unjudged
+            self._held = False
+            self._pause_end = now + max(s.window_ms, s.max_pause_ms) / 1000
+            self._set_deadline()
         self._engaged_until = float("inf")
+
+    def _set_deadline(self) -> None:
+        times = [t for t in (self._window_end, self._sustain_at) if t is not None]
+        self.deadline = min(times) if times else None
 
     def confirmed(self, now: float) -> Verdict:
         """The VAD confirmed speech (its `min_speech_ms`)."""
         self._open(now)
+        if self._run_from is None:
+            self._run_from = now
         self._confirmed = True
         if self._decided:
             return Verdict.KEEP
         s = self._settings
         if not s.use_partials or self._heard is PartialKind.CONTENT:
             return self._cancel()
+        if s.cancel_without_words and not self.stt_known(now):
+            left = max(0.0, s.sustained_ms / 1000 - self._voiced_s)
+            self._sustain_at = max(now, self._run_from + left)
+            self._set_deadline()
         # Paused already after an onset; with onsets off, this is the first word of it.
         return Verdict.KEEP if self._timed_out or self._heard is PartialKind.BACKCHANNEL else Verdict.PAUSE
 
     def partial(self, text: str, now: float) -> Verdict:
         """An STT partial (or final) arrived."""
+        self.words(text, now)
         if not self._settings.use_partials or self._decided or not self.engaged(now):
             return Verdict.KEEP
-        kind = partial_kind(text, self._backchannel)
-        if kind is PartialKind.EMPTY:
+        kind = partial_kind(text, self._backchannel, self._bot)
+        if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP
         self._heard = kind
         if kind is PartialKind.CONTENT:
             return self._cancel()
-        self.deadline = None
+        self._window_end = self._sustain_at = self.deadline = None
         return Verdict.RESUME
 
     def tick(self, now: float) -> Verdict:
-        """Time passed: once `deadline` is reached with no words, RESUME (or CANCEL, see above)."""
+        """Time passed: at `deadline`, sustained speech with the STT not known to work CANCELs;
+        a window closed with no words RESUMEs (see the module's docstring)."""
         deadline = self.deadline
         if deadline is None or now < deadline or self._decided:
             return Verdict.KEEP
-        self.deadline = None
-        if self._confirmed and (self._settings.cancel_without_words or not self._settings.use_partials):
-            return self._cancel()
-        self._timed_out = True
-        return Verdict.RESUME
+        if self._sustain_at is not None and now >= self._sustain_at:
+            if not self.stt_known(now):  # (words may have come meanwhile: then words decide)
+                return self._cancel()
+            self._sustain_at = None
+        if self._window_end is not None and now >= self._window_end:
+            self._window_end = None
+            if self._confirmed and self._sustain_at is None and now < self._pause_end:
+                self._window_end = self._pause_end  # the run goes on: wait for its end or words
+                self._held = True
+            elif not (self._confirmed and self._sustain_at is not None):
+                # No words: nothing recognisable (or, the STT unknown, nothing sustained).
+                self._sustain_at = None
+                self._set_deadline()
+                self._timed_out = True
+                return Verdict.RESUME
+        self._set_deadline()
+        return Verdict.KEEP
 
     def rejected(self, now: float) -> Verdict:
         """The VAD's run was not speech: RESUME (its partials still count for the grace)."""
+        self._run_from = None
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
-        """The confirmed speech ended: RESUME, unless it had no words yet and no words would
-        cancel it (`cancel_without_words`): then the window still decides (KEEP, paused)."""
+        """The confirmed speech ended: RESUME, unless it had no words yet and the window is
+        open: then the window still decides (KEEP, paused), as its words may still come (the
+        STT lags the speech: a final 0.1-0.8 s after it)."""
+        if self._run_from is not None and self._confirmed:
+            self._voiced_s += max(0.0, now - self._run_from)
+        self._run_from = None
+        self._sustain_at = None
+        self._set_deadline()
         s = self._settings
         if (
-            self.deadline is not None
+            self._window_end is not None
+            and not self._held
             and self._confirmed
-            and s.cancel_without_words
             and self._heard is PartialKind.EMPTY
         ):
             # Its words may still come (the STT lags the speech); the window's end is the bound.
-            self._engaged_until = self.deadline + s.partial_grace_ms / 1000
+            self._engaged_until = self._window_end + s.partial_grace_ms / 1000
+            self._confirmed = False
             return Verdict.KEEP
+        if self._confirmed and self._heard is PartialKind.EMPTY and not self._decided:
+            self._timed_out = True  # a whole run with no words: its further runs do not pause
         return self._release(now)
 
     def _release(self, now: float) -> Verdict:
-        self.deadline = None
+        self._window_end = self._sustain_at = self.deadline = None
         self._confirmed = False
         if self._engaged_until is None:
             return Verdict.RESUME
@@ -201,11 +307,14 @@ class InterruptionDecider:
 
     def _cancel(self) -> Verdict:
         self._decided = True
-        self.deadline = None
+        self._window_end = self._sustain_at = self.deadline = None
         return Verdict.CANCEL
 
     def reset(self) -> None:
-        """The bot's turn is over: forget the overlap."""
-        self._engaged_until = self.deadline = None
+        """The bot's turn is over: forget the overlap (not what is known of the STT, nor the
+        bot's last words, whose echo may still be recognised)."""
+        self._engaged_until = self.deadline = self._window_end = self._sustain_at = None
+        self._run_from = None
+        self._voiced_s = 0.0
         self._confirmed = self._decided = self._timed_out = False
         self._heard = PartialKind.EMPTY

@@ -197,7 +197,7 @@ class Orchestrator:
             clock=clock,
             stall_s=call.stt_stall_s,
             recovery_s=call.stt_recovery_s,
-            on_stall=self._stt_health.stalled,
+            on_stall=self._stt_stalled,
             on_recover=self._stt_health.recovered,
             on_give_up=self._stt_health.gave_up,
         )
@@ -462,7 +462,13 @@ class Orchestrator:
             self.metrics_logger.mark(Mark.ANSWER_AUDIO)
 
     def _observe(self, kind: CallEventKind, /, **data: EventValue) -> None:
+        if kind is CallEventKind.PLAY and isinstance(text := data.get("text"), str):
+            self.barge_in.bot_says(text)  # its words recognised from its echo are not the caller's
         notify(self._observer, CallEvent(kind, self.clock.now(), data))
+
+    def _stt_stalled(self, unheard_s: float) -> None:
+        self.barge_in.stt_lost()  # sustained speech over the bot cuts it until words come again
+        self._stt_health.stalled(unheard_s)
 
 
 def _failure(task: asyncio.Task[None]) -> BaseException | None:

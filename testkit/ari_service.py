@@ -17,7 +17,8 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.settings import Settings
 from orchestrator.call_settings import CallSettings
 from testkit.fake_ari import FakeAri
-from testkit.phone_call import MAP, _free_port
+from testkit.phone_call import MAP
+from testkit.ports import free_port
 from testkit.standins.launch import running_standins
 
 CONNECT_S = 15.0  # bound on the controller's first ARI connection
@@ -30,7 +31,7 @@ async def running_service(
     """Start the service on free ports (admin port 0: never the default another run may hold),
     wait until its ARI websocket is up, yield it; close it on exit. `reconnect_s`: the ARI
     reconnect backoff (min, max) s, for tests that drop the websocket."""
-    port = _free_port()
+    port = free_port()
     ari = AriSettings(url=fake.url, audiosocket_host=f"127.0.0.1:{port}")
     if reconnect_s is not None:
         ari = dataclasses.replace(ari, reconnect_min_s=reconnect_s[0], reconnect_max_s=reconnect_s[1])

@@ -24,7 +24,8 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.settings import Settings
 from orchestrator.audio import FRAME_BYTES
 from orchestrator.orchestrator import CallEvent, Orchestrator
-from testkit.phone_call import MAP, _clip_s, _free_port
+from testkit.phone_call import MAP, _clip_s
+from testkit.ports import free_port
 from testkit.rtp_line import RtpLine
 from testkit.sip import (
     UAC_MEDIA_PORT,
@@ -80,7 +81,7 @@ async def run_line_call(
     the greeting's first voiced packet, or "after+N": N s after the greeting should have ended. The STT
     stand-in "recognises" each voiced stretch it hears as the next of `stt_lines`. The call ends
     with the bot's BYE, or the caller's `hangup_after_s` after it was answered."""
-    port = _free_port()
+    port = free_port()
     (work_dir / "turns.jsonl").unlink(missing_ok=True)
     base = Settings(
         dialogue_map=MAP,

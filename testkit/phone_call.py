@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import socket
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.recording import RecordingSettings
 from bridge.settings import Settings
 from orchestrator.orchestrator import CallEvent, Orchestrator
+from testkit.ports import free_port
 from testkit.sip import (
     UAC_MEDIA_PORT,
     UAC_SIP_PORT,
@@ -78,12 +78,6 @@ class PhoneCallResult:
         return self.caller_rtp[0].t
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _clip_s(app: VoicebridgeApp, key: str) -> float:
     assert app.services is not None
     clip = await app.services.audio_cache.get(key)
@@ -131,7 +125,7 @@ async def run_phone_call(
     `recording_dir`: where the bridge writes recorded calls (`[recording] directory`).
     `heard_lines`: what the STT stand-in transcribes, one per utterance (default `lines`; a
     sound the VAD takes for speech is an utterance too)."""
-    port = _free_port()
+    port = free_port()
     (work_dir / "turns.jsonl").unlink(missing_ok=True)  # this call's records only
     base = Settings(
         dialogue_map=dialogue_map,

@@ -11,17 +11,12 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
+from testkit.ports import free_port
+
 __all__ = ["RedisProcess"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisProcess:
@@ -34,7 +29,7 @@ class RedisProcess:
             raise FileNotFoundError("redis-server not installed (apt-get install redis-server)")
         self._binary = found
         self._dir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -26,14 +26,9 @@ import pytest
 
 from orchestrator.adapters.speechkit import speechkit_channel
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
+from testkit.ports import free_port
 from testkit.standins.openai_server import OpenAIStandin
 from testkit.standins.speechkit_server import SpeechKitStandin
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +37,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed (apt-get install redis-server)")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [

@@ -5,27 +5,20 @@ Real sockets: a fake ARI (testkit.fake_ari) and the real AudioSocket server."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from bridge.ari import AriCall, AriController, AriSettings
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.pacer import Pacer
 from testkit.fake_ari import FakeAri
+from testkit.ports import free_port
 
 T = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_a_call_beyond_the_audiosocket_connection_cap_is_refused_unanswered() -> None:
     fake = FakeAri()
     await fake.start()
-    port = _free_port()
+    port = free_port()
     server = AudioSocketServer(AudioSocketSettings(bind_port=port, max_connections=1), pacer=Pacer())
     await server.start()
     served: list[str] = []

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from testkit.fake_ami import FakeAmi
 from testkit.fake_ari import FakeAri
-from tests.test_serve_cli import ROOT, _free_port
+from testkit.ports import free_port
+from tests.test_serve_cli import ROOT
 
 MAP = ROOT / "dialogue_maps" / "dental_appointment.ru.json"
 REASONS = {"79990000001": "5", "79990000002": "3", "79990000003": "0", "79990000004": "5",
@@ -30,7 +31,7 @@ def _env(ari: FakeAri, ami: FakeAmi) -> dict[str, str]:
         "VOICEBRIDGE_ARI__URL": ari.url,
         "VOICEBRIDGE_ARI__APP": "vb-campaign-cli-test",
         "VOICEBRIDGE_AMI__PORT": str(ami.port),
-        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()),
+        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(free_port()),
         "VOICEBRIDGE_ADMIN__PORT": "0",
         # One contact at a time, two a second: the stop lands in the middle of the campaign.
         "VOICEBRIDGE_CAMPAIGN__CALLS_PER_S": "2",

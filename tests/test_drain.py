@@ -17,7 +17,7 @@ import pytest
 
 from testkit.fake_ari import FakeAri
 from testkit.fake_asterisk import FakeAsterisk
-from testkit.phone_call import _free_port
+from testkit.ports import free_port
 from testkit.sip import espeak_pcm
 from testkit.standins.launch import DEMO_CALLER_LINES
 
@@ -60,7 +60,7 @@ class Serve:
 
 
 async def serve(ari: FakeAri, **settings: str) -> Serve:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "VOICEBRIDGE_ARI__URL": ari.url,

@@ -34,10 +34,13 @@ def frame(n: int) -> float:
         ("подождите", PartialKind.CONTENT),
         ("да но", PartialKind.CONTENT),
         ("нет-нет", PartialKind.CONTENT),
+        ("уборки квартиры", PartialKind.ECHO),
+        ("квартиры уборки", PartialKind.CONTENT),
+        ("уборк", PartialKind.CONTENT),  # whole words only
     ],
 )
 def test_partial_kinds(text: str, kind: PartialKind) -> None:
-    assert partial_kind(text, WORDS) is kind
+    assert partial_kind(text, WORDS, "стоимость уборки квартиры") is kind
 
 
 def test_content_words_cancel_before_the_vad_confirms() -> None:
@@ -72,6 +75,7 @@ def test_no_words_by_the_window_cancels_confirmed_speech_or_resumes() -> None:
     quiet = InterruptionDecider(InterruptionSettings(window_ms=600, cancel_without_words=False))
     quiet.onset(frame(10))
     quiet.confirmed(frame(25))
+    assert quiet.speech_end(frame(35)) is Verdict.KEEP
     assert quiet.tick(frame(40)) is Verdict.RESUME  # the STT heard no words: noise
     # That overlap is judged: its further runs do not pause the bot again, only words cut it.
     assert quiet.onset(frame(50)) is Verdict.KEEP
@@ -79,19 +83,125 @@ def test_no_words_by_the_window_cancels_confirmed_speech_or_resumes() -> None:
 
 
 def test_confirmed_speech_ending_inside_the_window_with_no_words_is_judged_then() -> None:
+    # The STT not yet known to work (the call's start): the first words may still come.
     d = InterruptionDecider(InterruptionSettings(window_ms=900))
     d.onset(frame(10))
     d.confirmed(frame(25))
     assert d.speech_end(frame(40)) is Verdict.KEEP  # its words may still come: paused
     assert d.partial("ага", frame(50)) is Verdict.RESUME  # they came: a backchannel
-    d.onset(frame(100))
-    d.confirmed(frame(115))
-    assert d.speech_end(frame(130)) is Verdict.KEEP
-    assert d.tick(frame(145)) is Verdict.CANCEL  # none by the window's end: a caller, cut
-    quiet = InterruptionDecider(InterruptionSettings(window_ms=900, cancel_without_words=False))
+    quiet = InterruptionDecider(InterruptionSettings(window_ms=900))
     quiet.onset(frame(10))
     quiet.confirmed(frame(25))
-    assert quiet.speech_end(frame(40)) is Verdict.RESUME
+    assert quiet.speech_end(frame(40)) is Verdict.KEEP
+    assert quiet.tick(frame(54)) is Verdict.KEEP
+    assert quiet.tick(frame(55)) is Verdict.RESUME  # none by the window's end; 0.3 s of speech
+
+
+def test_once_the_stt_gave_words_a_window_with_no_words_resumes_even_sustained_speech() -> None:
+    # A cough, line noise: the STT works (it gave words 20 s ago) and heard nothing in it.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    d.words("площадь сорок пять", 0.0)
+    assert d.stt_known(20.0)
+    t0 = 20.0
+    assert d.onset(t0) is Verdict.PAUSE
+    assert d.confirmed(t0 + 0.24) is Verdict.PAUSE
+    assert d.deadline == pytest.approx(t0 + 0.9)  # no sustained-speech deadline
+    assert d.tick(t0 + 0.7) is Verdict.KEEP  # 0.7 s of voiced noise: no cancel
+    assert d.tick(t0 + 0.9) is Verdict.KEEP  # the run goes on: its words may still come ...
+    assert d.deadline == pytest.approx(t0 + 2.0)  # ... until max_pause_ms after the onset
+    assert d.speech_end(t0 + 1.3) is Verdict.RESUME  # it ended with none
+    assert d.onset(t0 + 1.4) is Verdict.KEEP  # judged: its further runs do not pause
+    assert d.partial("подождите", t0 + 1.6) is Verdict.CANCEL  # words still cut it
+    # Noise that never ends: paused for max_pause_ms at most.
+    n = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
+    n.words("да", 0.0)
+    n.onset(t0)
+    n.confirmed(t0 + 0.24)
+    assert n.tick(t0 + 0.9) is Verdict.KEEP
+    assert n.tick(t0 + 1.98) is Verdict.KEEP
+    assert n.tick(t0 + 2.0) is Verdict.RESUME
+
+
+def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_the_windows_end() -> None:
+    d = InterruptionDecider(InterruptionSettings(window_ms=900))
+    d.words("да", 0.0)
+    d.onset(frame(10))
+    d.confirmed(frame(25))
+    assert d.speech_end(frame(40)) is Verdict.KEEP  # its words may still come (the STT lags)
+    assert d.tick(frame(55)) is Verdict.RESUME  # none came: nothing recognisable
+    assert d.onset(frame(57)) is Verdict.KEEP  # the same overlap: not paused again
+    assert d.partial("стоп", frame(60)) is Verdict.CANCEL  # late words of it still count
+
+
+def test_while_the_stt_is_not_known_sustained_speech_cancels_without_words() -> None:
+    # Before any words on the call (or after a stall): 600 ms of speech from its onset cancels.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    assert d.onset(frame(10)) is Verdict.PAUSE
+    assert d.confirmed(frame(25)) is Verdict.PAUSE
+    assert d.deadline == pytest.approx(frame(10) + 0.6)
+    assert d.tick(frame(39)) is Verdict.KEEP
+    assert d.tick(frame(40)) is Verdict.CANCEL
+    # A shorter run (a cough, "угу" with the STT down) resumes at the window's end.
+    short = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    short.onset(frame(10))
+    short.confirmed(frame(25))
+    assert short.speech_end(frame(30)) is Verdict.KEEP
+    assert short.tick(frame(40)) is Verdict.KEEP  # not sustained: the run ended
+    assert short.tick(frame(55)) is Verdict.RESUME
+    # Runs of one overlap add up: 0.3 s + 0.3 s of the next run.
+    runs = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600, partial_grace_ms=600))
+    runs.onset(frame(10))
+    runs.confirmed(frame(20))
+    runs.speech_end(frame(25))  # 0.3 s voiced
+    runs.onset(frame(30))
+    runs.confirmed(frame(40))
+    assert runs.deadline == pytest.approx(frame(30) + 0.3)
+    assert runs.tick(frame(45)) is Verdict.CANCEL
+    # cancel_without_words off: never without words.
+    never = InterruptionDecider(InterruptionSettings(window_ms=900, cancel_without_words=False))
+    never.onset(frame(10))
+    never.confirmed(frame(25))
+    assert never.tick(frame(55)) is Verdict.KEEP  # the run goes on: held for its words
+    assert never.speech_end(frame(70)) is Verdict.RESUME  # ended with none
+
+
+def test_a_stall_makes_the_stt_unknown_and_knowledge_expires() -> None:
+    d = InterruptionDecider(InterruptionSettings(stt_known_s=60.0, sustained_ms=600))
+    d.words("", 0.0)
+    assert not d.stt_known(0.0)  # no words: nothing known
+    d.words("да", 1.0)
+    assert d.stt_known(61.0) and not d.stt_known(61.1)
+    d.stt_lost()
+    assert not d.stt_known(2.0)
+    d.onset(2.0)
+    d.confirmed(2.3)
+    assert d.tick(2.6) is Verdict.CANCEL  # sustained speech with the STT stalled: heard
+
+
+def test_words_that_arrive_before_the_sustained_deadline_decide_instead() -> None:
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    d.onset(frame(10))
+    d.confirmed(frame(25))
+    assert d.partial("угу", frame(35)) is Verdict.RESUME  # a backchannel, and the STT works
+    assert d.tick(frame(40)) is Verdict.KEEP
+    assert d.deadline is None
+
+
+def test_the_bots_own_words_recognised_from_its_echo_do_not_cancel() -> None:
+    d = InterruptionDecider()
+    d.words("да", 0.0)
+    d.bot_says("Стоимость генеральной уборки составит девять тысяч рублей.")
+    d.onset(frame(10))  # the echo passed the VAD
+    assert d.partial("генеральной уборки", frame(20)) is Verdict.KEEP  # its own words
+    assert d.partial("девять тысяч рублей", frame(30)) is Verdict.KEEP
+    assert d.partial("уборки рублей", frame(35)) is Verdict.CANCEL  # not a run of them: the caller
+    # The previous utterance's end still echoes just after the next one starts.
+    e = InterruptionDecider()
+    e.bot_says("девять тысяч рублей")
+    e.bot_says("Уточните адрес")
+    e.onset(frame(10))
+    assert e.partial("тысяч рублей", frame(20)) is Verdict.KEEP
+    assert e.partial("адрес квартиры", frame(25)) is Verdict.CANCEL
 
 
 def test_an_unconfirmed_run_resumes_at_the_window_even_when_no_words_cancel() -> None:
@@ -139,8 +249,12 @@ def test_vad_alone_cancels_on_confirmation() -> None:
 
 def test_confirmation_without_an_onset_pauses_and_opens_the_window() -> None:
     d = InterruptionDecider(InterruptionSettings(window_ms=900))
+    d.words("да", 0.0)  # the STT known to work: only the window bounds the pause
     assert d.confirmed(frame(10)) is Verdict.PAUSE
     assert d.deadline == pytest.approx(frame(10) + 0.9)
+    unknown = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    assert unknown.confirmed(frame(10)) is Verdict.PAUSE
+    assert unknown.deadline == pytest.approx(frame(10) + 0.6)  # sustained from the confirmation
 
 
 def test_reset_forgets_the_overlap() -> None:

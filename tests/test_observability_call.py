@@ -40,6 +40,7 @@ from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.orchestrator import CallEvent
 from testkit.fake_asterisk import FakeCallerPool
+from testkit.ports import free_port
 from testkit.standins.openai_server import OpenAIStandin
 from testkit.standins.speechkit_server import SpeechKitStandin
 
@@ -55,18 +56,12 @@ SECRETS = {
 LINES = ["у нас квартира шестьдесят метров", "а вы работаете по воскресеньям"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server not installed (apt-get install redis-server)")
-    port = _free_port()
+    port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(tmp_path), "--requirepass", SECRETS["redis"]]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,7 +93,7 @@ async def refusing_ari() -> AsyncIterator[tuple[str, asyncio.Event]]:
     app.router.add_route("*", "/{tail:.*}", refuse)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}/", hit

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.audio import FRAME_BYTES, FRAME_S
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.call_settings import CallSettings
 from orchestrator.clock import LoopClock
@@ -24,7 +25,7 @@ from orchestrator.contracts import CallControl, IntentClassifier, IntentStep
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
-from orchestrator.domain.models import LLMStreamChunk, SttResult
+from orchestrator.domain.models import AudioChunk, LLMStreamChunk, SttResult
 from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.interruption import InterruptionSettings
@@ -455,6 +456,78 @@ def test_a_false_alarm_pauses_the_greeting_and_it_resumes_where_it_stopped() -> 
     assert max(greeting) == pytest.approx(1.0 + 0.3, abs=0.03)  # later by the pause, no more
     assert run.event_times("barge_in") == []
     assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 1)
+
+
+def numbered(first: int, seconds: float) -> AudioChunk:
+    """`seconds` of audio whose frame i is labelled `first + i`: frame order shows on the line."""
+    frames = round(seconds / FRAME_S)
+    sample = FRAME_BYTES // 2
+    return AudioChunk(
+        b"".join((first + i).to_bytes(2, "little", signed=True) * sample for i in range(frames))
+    )
+
+
+def numbered_greeting(seconds: float) -> InMemoryAudioCache:
+    return InMemoryAudioCache({**CACHED, "static:greeting": numbered(1000, seconds)})
+
+
+def greeting_frames(run: CallRun) -> list[tuple[float, int]]:
+    return [(t, lab) for t, lab in run.sink.frames if 1000 <= lab < 2000]
+
+
+def test_a_resumed_greeting_goes_on_with_the_next_unsent_frame_at_the_next_tick() -> None:
+    # A rejected run (0.4-0.7 s): silence from the frame after the onset, then frame k+1 after
+    # frame k, at the first tick after the rejection: nothing repeated, skipped or added.
+    run = call(
+        [Say(0.4, "ага", duration=0.3, vad=False, onset=True)], hangup_at=4.0, cache=numbered_greeting(1.0)
+    )
+    frames = greeting_frames(run)
+    assert [lab for _, lab in frames] == list(range(1000, 1050))
+    times = [t for t, _ in frames]
+    gaps = [(a, b) for a, b in zip(times, times[1:], strict=False) if b - a > FRAME_S + 1e-6]
+    assert len(gaps) == 1  # one pause
+    (last, first), rejected = gaps[0], 0.4 + 0.3
+    assert last <= 0.42 + 1e-6  # quiet from the frame after the onset
+    assert rejected < first <= rejected + FRAME_S + 1e-6  # resumed at the very next tick
+    assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 1)
+
+
+def test_once_the_stt_gave_words_speech_with_none_resumes_the_greeting() -> None:
+    # "ага" (words: the STT works), then 0.8 s of confirmed sound the STT finds no words in (a
+    # cough, noise): the greeting pauses and goes on when the 900 ms window closes with no
+    # words, none of it lost (before, that sound cut the greeting).
+    script = [Say(0.3, "ага", duration=0.3, stt_delay=0.1), Say(2.0, "", duration=0.8)]
+    run = call(script, hangup_at=6.0, cache=numbered_greeting(3.0))
+    frames = greeting_frames(run)
+    assert [lab for _, lab in frames] == list(range(1000, 1150))
+    assert run.event_times("barge_in") == []
+    assert not [t for t, _ in frames if 2.02 < t < 2.9 - 1e-6]  # paused over the sound ...
+    assert [t for t, _ in frames if 2.9 - 1e-6 <= t <= 2.92 + 1e-6]  # ... on again at the window's end
+
+
+def test_while_the_stt_gave_no_words_sustained_speech_cuts_the_greeting() -> None:
+    # The STT not known to work (no words on this call yet): 0.6 s of confirmed speech cancels,
+    # so a caller is heard even when the STT is down.
+    run = call([Say(0.5, "", duration=1.0)], hangup_at=4.0, cache=numbered_greeting(3.0))
+    assert run.event_times("barge_in") == [pytest.approx(0.5 + 0.6, abs=0.021)]
+    assert max(t for t, _ in greeting_frames(run)) <= 0.52
+
+
+@pytest.mark.parametrize("heard, cut", [("4500", False), ("4600", True)])
+def test_the_bots_own_words_recognised_from_its_echo_do_not_cut_it(heard: str, cut: bool) -> None:
+    # The price (TTS "4500", 2 s from 3.9) echoes loudly enough for the VAD and the STT: its
+    # final "4500" is the bot's own words (the Orchestrator knows the text it plays), not a cut;
+    # other words at the same instant are the caller's and cut it.
+    tts = FakeTTS({"4500": PRICE_LABEL}, seconds_per_char=0.5)
+    script = [Say(2.0, "площадь 45 метров"), Say(4.2, heard, duration=0.4, stt_delay=0.1)]
+    run = call(script, tts=tts, hangup_at=8.0)
+    price = [t for t, lab in run.sink.frames if lab == PRICE_LABEL]
+    if cut:
+        assert run.event_times("barge_in") == [pytest.approx(4.2 + 0.4 + 0.1, abs=0.021)]
+        assert max(price) <= 4.22
+    else:
+        assert run.event_times("barge_in") == []
+        assert len(price) == 100  # the whole price, paused over the echo and resumed
 
 
 def test_content_words_cancel_the_paused_bot_and_the_turn_is_heard() -> None:

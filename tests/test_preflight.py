@@ -18,15 +18,10 @@ from orchestrator.cache.redis_cache import RedisAudioCache
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.domain.errors import ConfigError
 from testkit.fakes import clip
+from testkit.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAP = ROOT / "dialogue_maps" / "cleaning_quote.ru.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _settings(**env: str) -> Settings:
@@ -34,7 +29,7 @@ def _settings(**env: str) -> Settings:
     base = {
         "YANDEX__API_KEY": "test-key",
         "OPENAI__API_KEY": "test-key",
-        "ARI__URL": f"http://127.0.0.1:{_free_port()}/",  # nobody there: a warning only
+        "ARI__URL": f"http://127.0.0.1:{free_port()}/",  # nobody there: a warning only
         "AUDIOSOCKET__BIND_PORT": "0",
     }
     return load_settings(environ={f"VOICEBRIDGE_{k}": v for k, v in {**base, **env}.items()})
@@ -161,7 +156,7 @@ async def test_a_key_without_text_must_be_in_redis_already(tmp_path: Path, redis
 async def test_redis_that_does_not_answer_is_a_warning_while_tts_can_say_every_phrase(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     with caplog.at_level(logging.WARNING, logger="bridge.preflight"):
         assert await preflight(_settings(REDIS__URL=url)) == []
     said = [r.getMessage() for r in caplog.records if r.name == "bridge.preflight"]
@@ -170,7 +165,7 @@ async def test_redis_that_does_not_answer_is_a_warning_while_tts_can_say_every_p
 
 
 async def test_redis_that_does_not_answer_is_refused_when_no_tts_can_fill_in() -> None:
-    url = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     problems = await preflight(_settings(REDIS__URL=url, ESPEAK__BINARY="no-such-espeak"))
     named = _named(problems)
     assert list(named) == ["redis.url", "espeak.binary"]
@@ -179,7 +174,7 @@ async def test_redis_that_does_not_answer_is_refused_when_no_tts_can_fill_in() -
 
 async def test_redis_that_does_not_answer_is_refused_for_a_key_only_redis_holds(tmp_path: Path) -> None:
     path, key = _map_with_a_textless_key(tmp_path)
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     named = _named(await preflight(_settings(DIALOGUE_MAP=str(path), REDIS__URL=url)))
     assert list(named) == ["redis.url", "dialogue_map"]
     assert key in named["dialogue_map"]
@@ -217,7 +212,7 @@ async def test_ari_refusing_the_login_is_a_problem(ari_server: str) -> None:
 
 
 async def test_ari_not_answering_is_only_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    port = _free_port()
+    port = free_port()
     with caplog.at_level(logging.WARNING, logger="bridge.preflight"):
         assert await preflight(_settings(ARI__URL=f"http://127.0.0.1:{port}/")) == []
     [record] = [r for r in caplog.records if r.name == "bridge.preflight"]

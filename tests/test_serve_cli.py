@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -41,8 +37,8 @@ async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
 async def test_serve_starts_and_stops_cleanly_on_a_signal(sig: signal.Signals, event_loop: str) -> None:
     # No Asterisk on this port: the controller keeps retrying, the service stays up and stops on demand.
     env = {
-        "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{_free_port()}/",
-        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()),
+        "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{free_port()}/",
+        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(free_port()),
         "VOICEBRIDGE_ADMIN__PORT": "0",
         "VOICEBRIDGE_SERVICE__EVENT_LOOP": event_loop,
     }
@@ -103,8 +99,8 @@ async def test_map_lint_names_file_and_json_path_of_a_broken_map(tmp_path: Path)
 def _clean_env(**settings: str) -> dict[str, str]:
     """ARI and AudioSocket on free loopback ports, then `settings` (see `_run`: nothing else)."""
     return {
-        "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{_free_port()}/",
-        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()),
+        "VOICEBRIDGE_ARI__URL": f"http://127.0.0.1:{free_port()}/",
+        "VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(free_port()),
         **settings,
     }
 

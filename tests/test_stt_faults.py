@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from orchestrator.breaker import BreakerSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.orchestrator import CallEvent
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
+from testkit.ports import free_port
 from testkit.standins.openai_server import OpenAIStandin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,12 +42,6 @@ MAP = str(ROOT / "dialogue_maps" / "cleaning_quote.ru.json")
 LINE = "а вы работаете по воскресеньям"
 STALL_S = 2.0
 RECOVERY_S = 12.0  # long enough for the stand-in to restart on a loaded 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class StandinProcess:
@@ -84,7 +78,7 @@ class StandinProcess:
 def standin(tmp_path: Path) -> Iterator[StandinProcess]:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"stt": {"default": [LINE] * 30}}), encoding="utf-8")
-    proc = StandinProcess(_free_port(), script)
+    proc = StandinProcess(free_port(), script)
     proc.start()
     try:
         yield proc

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -25,19 +24,13 @@ from bridge.audiosocket.server import AudioSocketSettings
 from bridge.settings import Settings
 from orchestrator.orchestrator import CallEvent
 from testkit.phone_call import MAP
+from testkit.ports import free_port
 from testkit.sip import UAC_MEDIA_PORT, UAC_SIP_PORT, render_scenario, run_sipp, write_rtp_pcap
 from testkit.standins.launch import running_standins
 from tests.e2e.conftest import asterisk_sh, call_tasks, clear_leftovers
 
 pytestmark = pytest.mark.asterisk
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _until(predicate: object, timeout: float) -> None:
@@ -49,7 +42,7 @@ async def _until(predicate: object, timeout: float) -> None:
 
 async def test_asterisk_restart_during_calls(asterisk: str, tmp_path: Path, caller_pcm: bytes) -> None:
     clear_leftovers()
-    port = _free_port()
+    port = free_port()
     base = Settings(
         admin=AdminSettings(port=0),  # never the default 9180 another service may hold
         dialogue_map=MAP,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from testkit.ports import free_port
 from testkit.sip import UAS_MEDIA_PORT, UAS_SIP_PORT, espeak_pcm, render_scenario, run_sipp, write_rtp_pcap
 from tests.e2e.conftest import udp_port_bound
-from tests.test_serve_cli import ROOT, _free_port
+from tests.test_serve_cli import ROOT
 
 pytestmark = pytest.mark.asterisk
 
@@ -50,7 +51,7 @@ async def _campaign(tmp_path: Path, name: str, pcm: bytes) -> dict[str, object]:
     contacts.write_text("number\n79990000001\n", encoding="utf-8")
     results = tmp_path / f"{name}.jsonl"
     base = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBRIDGE_")}
-    port = _free_port()
+    port = free_port()
     env = {
         **base,
         "VOICEBRIDGE_ARI__APP": "vb-campaign-amd-test",

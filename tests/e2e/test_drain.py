@@ -22,7 +22,8 @@ from bridge.settings import Settings
 from bridge.stop_signals import stop_signals
 from orchestrator.call_settings import CallSettings
 from orchestrator.orchestrator import CallEvent
-from testkit.phone_call import MAP, _free_port, plan_caller_lines
+from testkit.phone_call import MAP, plan_caller_lines
+from testkit.ports import free_port
 from testkit.sip import UAC_MEDIA_PORT, UAC_SIP_PORT, espeak_pcm, render_scenario, run_sipp, write_rtp_pcap
 from testkit.standins.launch import DEMO_CALLER_LINES, running_standins
 
@@ -34,7 +35,7 @@ CALL_S = 90.0
 async def test_sigterm_lets_the_call_finish_and_refuses_a_new_call_with_503(
     asterisk: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     base = Settings(
         admin=AdminSettings(port=0),  # never the default 9180 another service may hold
         dialogue_map=MAP,

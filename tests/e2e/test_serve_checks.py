@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+
+from testkit.ports import free_port
 
 pytestmark = pytest.mark.asterisk
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _serve(*args: str, env: dict[str, str]) -> tuple[int, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBRIDGE_")}
-    env = {"VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(_free_port()), **env}
+    env = {"VOICEBRIDGE_AUDIOSOCKET__BIND_PORT": str(free_port()), **env}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
