@@ -8,6 +8,7 @@ so a figure is the cost of our code (and the C calls it makes), not of the kerne
 from __future__ import annotations
 
 import asyncio
+import audioop
 import tempfile
 import time
 import uuid
@@ -166,6 +167,25 @@ async def _measure(speech: bytes, number: int, repeat: int) -> list[MicroResult]
             is_echo(echo_level)
 
     add("EchoGate.is_echo, bot quiet", echo_quiet)
+
+    # Echo subtraction with the path found: the bot's frame out (`sent`) and an echo frame in
+    # (`cancel`: the delayed, scaled reference taken out), one pair per frame.
+    canceller = EchoGate()
+    echo_frames = [audioop.mul(f, 2, 0.1) for f in bot]
+    for i in range(40):
+        canceller.sent(bot[i % len(bot)])
+        canceller.cancel(echo_frames[i % len(bot) - 1] if i else SILENCE_FRAME)
+    assert canceller.delay_samples is not None, "micro bench: the echo path was not found"
+    pairs = [(bot[i % len(bot)], echo_frames[i % len(bot) - 1]) for i in range(len(bot))]
+
+    def echo_cancel(n: int) -> None:
+        sent, cancel = canceller.sent, canceller.cancel
+        for i in range(n):
+            out, back = pairs[i % len(pairs)]
+            sent(out)
+            cancel(back)
+
+    add("EchoGate.sent + cancel, path known (subtraction)", echo_cancel)
 
     # AudioSocket codec: one whole 323-byte message per feed, as the kernel usually hands it over.
     message = encode_audio(voiced[0])

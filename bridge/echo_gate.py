@@ -1,33 +1,53 @@
 """Echo gate: the bot's own voice, coming back on the line, must not count as the caller.
 
-The bridge knows exactly what it sent. `EchoGate` keeps the RMS of the last outbound frames (a
-fixed ring covering the longest echo path) and judges each inbound frame against it:
+The bridge knows exactly what it sent. `EchoGate` keeps what went out and takes it back out of
+what comes in:
 
-- delay search: per lag (whole frames), a decaying correlation of inbound and outbound levels,
-  fed only by frames that could be echo; the best lag is the echo path's delay;
-- echo gain: a running median of inbound / outbound level at that lag, frozen while the inbound
-  is clearly louder (the caller talking over the bot, as echo cancellers freeze in double talk);
-- an inbound frame no louder than the expected echo (outbound level at the lag, its neighbours
-  included, times the measured gain plus 6 dB, never more than `min_return_loss_db` allows) may
-  be only echo: the VAD treats it as no evidence either way. Before the delay is known, the
-  loudest frame of the whole window times the worst-case gain is the expectation.
+- Echo subtraction (`cancel(frame)`, per inbound frame): once `search_ms` of the bot's speech and
+  of the inbound line have been seen, the echo path's delay is found by cross-correlation with
+  PHAT weighting (numpy FFT over the last `search_ms`, lags 0..`max_delay_ms`), its gain by least
+  squares at that lag; the path is used only if it removes at least `min_erle_db` of the inbound
+  energy over that window. From then on each inbound frame minus the delayed, scaled reference is
+  the RESIDUAL the VAD judges (the STT keeps the raw audio). Streams are aligned by sample count
+  (inbound sample i is the echo of sent sample i + offset), not by which callback ran first.
+  The echo return loss enhancement (ERLE: inbound / residual energy while the bot is heard) is
+  tracked; if it drops below `_RESEARCH_ERLE_DB` (the path moved, or frames were lost on one side)
+  the search runs again, at most once per `search_ms` of the bot's speech, and its result replaces
+  the path only if it cancels better on the same window (so the caller talking over the bot, which
+  also lowers ERLE, does not throw a good path away).
+- Level gate (`is_echo(level)`), the fallback while no path is known: the RMS of the last outbound
+  frames; per lag (whole frames) a decaying correlation of inbound and outbound levels, fed only
+  by frames that could be echo; a running median of the echo gain at the best lag, frozen while
+  the inbound is clearly louder (double talk); an inbound frame no louder than the expected echo
+  (its neighbours included, times the gain plus 6 dB, never more than `min_return_loss_db`
+  allows) may be only echo, and the VAD takes it as no evidence either way. Once the path is
+  known, a residual frame is echo only if it is no louder than `_RESIDUAL_MARGIN` times the
+  echo left after subtraction (`is_echo` then judges the residual's level).
 
-Level gating cannot hear a caller quieter than the echo they talk over (an echo canceller such
-as speexdsp's could); the bench (bench/turn_bench.py) measures what it costs in recall.
-Per frame: one RMS of the outbound frame, a pass over the short ring; no containers allocated.
+Cost per inbound frame: a copy into a preallocated ring and, with a path known and the bot heard,
+a handful of numpy operations on 160 samples (no buffers allocated). The search (three FFTs of a
+few thousand points) runs about once per call. Per outbound frame: one RMS and a copy into the ring.
 """
 
 from __future__ import annotations
 
 import audioop
+import math
 from typing import Annotated
 
+import numpy as np
+import numpy.typing as npt
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
-from orchestrator.audio import FRAME_MS, SAMPLE_WIDTH
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH
 
 __all__ = ["EchoGate", "EchoSettings"]
+
+_FRAME = FRAME_BYTES // SAMPLE_WIDTH  # samples per 20 ms frame: 160
+_PER_MS = SAMPLE_RATE // 1000
+
+F32 = npt.NDArray[np.float32]
 
 
 @pydantic.dataclasses.dataclass(
@@ -46,22 +66,54 @@ class EchoSettings:
     # The smallest echo return loss assumed, dB: echo is at least this much quieter than the bot.
     # Lines measure 15-25 dB; the gate floor is the bot's level minus this.
     min_return_loss_db: Annotated[float, Field(ge=0.0, le=60.0)] = 9.0
+    # Subtract the echo (the delayed, scaled reference) before the VAD; off: the level gate only.
+    cancel: bool = True
+    # The bot's speech (and inbound line) the delay search needs, and its window, ms.
+    search_ms: Annotated[int, Field(ge=200, le=4000)] = 300
+    # A path found is used only if it removes at least this much of the inbound energy, dB.
+    min_erle_db: Annotated[float, Field(ge=0.0, le=60.0)] = 6.0
 
 
 class EchoGate:
-    """One call's echo reference: `sent()` per outbound frame, `is_echo(level)` per inbound frame."""
+    """One call's echo reference: `sent()` per outbound frame, `cancel(frame)` then `is_echo(level)`
+    per inbound frame (`is_echo` alone: the level gate only)."""
 
     __slots__ = (
         "_active",
+        "_cancel",
         "_corr",
         "_delay",
+        "_e_in",
+        "_e_res",
         "_energy",
         "_erl",
+        "_expected_residual",
         "_gain",
+        "_in",
+        "_in_n",
+        "_in_bytes",
+        "_in16",
+        "_min_erle",
+        "_offset",
+        "_out_n",
+        "_path_gain",
         "_pos",
         "_quiet",
+        "_ref",
+        "_ref_len",
+        "_res",
+        "_res_bytes",
+        "_res16",
+        "_residual",
         "_ring",
+        "_search_active",
+        "_search_frames",
+        "_search_len",
+        "_since_search",
+        "_tmp",
         "enabled",
+        "paths",
+        "searches",
     )
 
     def __init__(self, settings: EchoSettings | None = None) -> None:
@@ -81,10 +133,60 @@ class EchoGate:
         # Echo gain measured at that lag (inbound / outbound level, its running median).
         self._erl: float = self._gain
 
+        # --- subtraction ---
+        self._cancel = s.enabled and s.cancel
+        w = self._search_len = s.search_ms * _PER_MS
+        self._search_frames = -(-s.search_ms // FRAME_MS)
+        self._min_erle = s.min_erle_db
+        # Sent audio: a window plus the longest delay plus slack, each sample written twice (at
+        # i and i + len) so any frame's reference is one contiguous slice.
+        ref_len = self._ref_len = w + s.max_delay_ms * _PER_MS + 4 * _FRAME
+        self._ref: F32 = np.zeros(2 * ref_len, dtype=np.float32)
+        self._in: F32 = np.zeros(2 * w, dtype=np.float32)  # the inbound line, the same way
+        self._out_n = 0  # samples sent so far
+        self._in_n = 0  # samples received so far
+        self._offset: int | None = None  # inbound sample i is the echo of sent sample i + offset
+        self._path_gain = 0.0
+        self._residual = 1.0  # echo left after subtraction, as a fraction of the echo (its amplitude)
+        self._search_active = 0  # frames of the bot heard since the last search
+        self._since_search = 0  # inbound frames since then
+        self._e_in = self._e_res = 0.0  # decaying energies while the bot is heard (ERLE)
+        # Echo left in the current frame's residual (RMS); -1: no residual (raw frame).
+        self._expected_residual = -1.0
+        self._in_bytes = bytearray(FRAME_BYTES)
+        self._in16 = np.frombuffer(self._in_bytes, dtype=np.int16)
+        self._res_bytes = bytearray(FRAME_BYTES)
+        self._res16 = np.frombuffer(self._res_bytes, dtype=np.int16)
+        self._res: F32 = np.zeros(_FRAME, dtype=np.float32)
+        self._tmp: F32 = np.zeros(_FRAME, dtype=np.float32)
+        self.searches = 0  # delay searches run (for tests and the bench)
+        self.paths = 0  # echo paths taken into use (a new one: the VAD re-judges a run)
+
     @property
     def delay_frames(self) -> int:
-        """The echo delay found, in 20 ms frames (-1: not yet known)."""
+        """The level gate's echo delay, in 20 ms frames (-1: not yet known)."""
         return self._delay
+
+    @property
+    def delay_samples(self) -> int | None:
+        """The echo path's delay found by the search, in samples at the current alignment (None:
+        not known; inbound and outbound started together: the plain path delay)."""
+        if self._offset is None:
+            return None
+        return -self._offset
+
+    @property
+    def path_gain(self) -> float:
+        """The echo path's gain found by the search (0.0: not known)."""
+        return self._path_gain if self._offset is not None else 0.0
+
+    @property
+    def erle_db(self) -> float:
+        """Echo return loss enhancement so far, dB (inbound over residual energy while the bot is
+        heard); 0.0 before any frame was cancelled."""
+        if self._e_res <= 0.0 or self._e_in <= 0.0:
+            return 0.0
+        return 10.0 * math.log10(self._e_in / self._e_res)
 
     @property
     def bot_audible(self) -> bool:
@@ -93,11 +195,15 @@ class EchoGate:
         return self._quiet < len(self._ring)
 
     def sent(self, frame: bytes | bytearray) -> None:
-        """The bot's frame (slin, any length) just went out."""
+        """The bot's frame (slin, 20 ms) just went out."""
         ring = self._ring
         level = ring[self._pos] = audioop.rms(frame, SAMPLE_WIDTH)
         self._pos = (self._pos + 1) % len(ring)
         self._quiet = 0 if level else self._quiet + 1
+        if self._cancel:
+            if level > _ACTIVE_RMS:
+                self._search_active += 1
+            self._keep(np.frombuffer(frame, dtype=np.int16))
 
     def sent_silence(self) -> None:
         """A silent frame went out."""
@@ -105,14 +211,163 @@ class EchoGate:
         ring[self._pos] = 0
         self._pos = (self._pos + 1) % len(ring)
         self._quiet += 1
+        if self._cancel:
+            self._keep(None)
+
+    def _keep(self, x: npt.NDArray[np.int16] | None) -> None:
+        n, ref = self._ref_len, self._ref
+        a = self._out_n % n
+        k = len(x) if x is not None else _FRAME
+        self._out_n += k
+        first = min(k, n - a)  # the part before the ring wraps
+        for base in (a, a + n):
+            if x is None:
+                ref[base : base + first] = 0.0
+            else:
+                ref[base : base + first] = x[:first]
+        if first < k:  # wrapped: the rest at the ring's start (and its copy)
+            for base in (0, n):
+                if x is None:
+                    ref[base : base + k - first] = 0.0
+                else:
+                    ref[base : base + k - first] = x[first:]
+
+    def cancel(self, frame: bytes) -> bytes | bytearray:
+        """The inbound 20 ms frame (slin) minus the bot's echo: the residual for the VAD.
+
+        Returns `frame` itself while no echo path is known or the bot's reference is silent there,
+        else a buffer owned by the gate, valid until the next call. Runs the delay search when due.
+        """
+        if not self._cancel or len(frame) != FRAME_BYTES:
+            self._expected_residual = -1.0
+            return frame
+        w, buf = self._search_len, self._in
+        a = self._in_n % w
+        self._in_bytes[:] = frame
+        x = self._in16
+        buf[a : a + _FRAME] = x
+        buf[a + w : a + w + _FRAME] = x
+        if a + _FRAME > w:  # a window not a whole number of frames: keep the copies whole
+            over = a + _FRAME - w
+            buf[:over] = buf[w : w + over]
+        start = self._in_n
+        self._in_n += _FRAME
+        self._since_search += 1
+        if self._in_n >= w and self._search_due():
+            self._search()
+        offset = self._offset
+        self._expected_residual = -1.0
+        if offset is None:
+            return frame
+        r0 = start + offset
+        if r0 < self._out_n - self._ref_len + _FRAME or r0 + _FRAME > self._out_n:
+            return frame  # its reference is not (or no longer) in the ring: a frame was lost
+        b = r0 % self._ref_len
+        ref = self._ref[b : b + _FRAME]
+        e_ref = float(np.dot(ref, ref))
+        if e_ref < _ACTIVE_ENERGY:
+            self._expected_residual = 0.0  # nothing of the bot's at that lag: no echo to fear
+            return frame
+        tmp, res = self._tmp, self._res
+        g = self._path_gain
+        np.multiply(ref, np.float32(g), out=tmp)
+        np.subtract(buf[a : a + _FRAME], tmp, out=res)
+        e_in = float(np.dot(buf[a : a + _FRAME], buf[a : a + _FRAME]))
+        e_res = float(np.dot(res, res))
+        self._e_in = self._e_in * _ERLE_DECAY + e_in
+        self._e_res = self._e_res * _ERLE_DECAY + e_res
+        # The echo the subtraction leaves: the reference's level times the gain, less the ERLE
+        # measured on the search window (not the running one: the caller talking lowers that).
+        self._expected_residual = math.sqrt(e_ref / _FRAME) * g * self._residual
+        np.clip(res, -32768.0, 32767.0, out=res)
+        self._res16[:] = res
+        return self._res_bytes
+
+    def _search_due(self) -> bool:
+        if self._offset is None:
+            # Not found yet: once the window held enough of the bot, then every _RETRY_FRAMES.
+            if self.searches == 0:
+                return self._search_active >= self._search_frames
+            return self._since_search >= _RETRY_FRAMES and self._search_active >= _RETRY_FRAMES
+        # A path is known: search again only once it stopped cancelling, with new bot speech.
+        return (
+            self.erle_db < _RESEARCH_ERLE_DB
+            and self._since_search >= self._search_frames
+            and self._search_active >= self._search_frames
+        )
+
+    def _search(self) -> None:
+        """Find the echo path on the last `search_ms`: GCC-PHAT for the lag, least squares for the gain."""
+        self.searches += 1
+        self._search_active = 0
+        self._since_search = 0
+        w = self._search_len
+        d = self._ref_len - w - 4 * _FRAME  # the longest delay, samples
+        a = self._in_n % w
+        x = self._in[a : a + w].astype(np.float64)  # the window, oldest first
+        # The reference that can have produced it: sent samples [in_n - w - d, in_n) at the
+        # streams' nominal alignment (both sides' counts move together in real time).
+        lo = self._out_n - w - d
+        y = self._window(lo, w + d)
+        nfft = 1 << (2 * w + d - 1).bit_length()
+        spec = np.conj(np.fft.rfft(x, nfft)) * np.fft.rfft(y, nfft)
+        spec /= np.abs(spec) + 1e-9
+        corr = np.fft.irfft(spec, nfft)[: d + 1]  # corr[m] = sum x[t] y[t + m] (whitened)
+        m = int(np.argmax(corr))
+        z = y[m : m + w]
+        fit = _fit(x, z)
+        if fit is None:
+            return
+        g, erle = fit
+        # x[t] (inbound sample in_n - w + t) is the echo of y[t + m] (sent sample lo + t + m).
+        offset = lo + m - (self._in_n - w)
+        if self._offset is not None:
+            # Keep the current path unless the new one cancels this window better.
+            cur = self._window(self._in_n - w + self._offset, w)
+            cur_fit = _fit(x, cur, self._path_gain)
+            if cur_fit is not None and erle <= cur_fit[1] + _SWITCH_DB:
+                return
+        if erle < self._min_erle or not 0.0 < g <= 1.0:
+            return
+        self._offset = offset
+        self._path_gain = g
+        self._residual = 10.0 ** (-min(erle, 30.0) / 20.0)
+        self.paths += 1
+        self._e_in = 1.0  # the tracker starts at the window's ERLE, with one frame's weight
+        self._e_res = 10.0 ** (-erle / 10.0)
+
+    def _window(self, lo: int, length: int) -> npt.NDArray[np.float64]:
+        """Sent samples [lo, lo + length) as float64; zeros where not (or no longer) in the ring."""
+        out = np.zeros(length)
+        n = self._ref_len
+        first = max(lo, self._out_n - n, 0)
+        last = min(lo + length, self._out_n)
+        if last > first:
+            b = first % n
+            out[first - lo : last - lo] = self._ref[b : b + last - first]
+        return out
+
+    def may_be_echo(self, level: int) -> bool:
+        """Whether an inbound frame of RMS `level` may be echo by the worst case: no path known,
+        the bot audible and `level` no louder than its loudest recent frame less
+        `min_return_loss_db` (with a path known, `is_echo` on the residual is the test). Does
+        not feed the level gate's search."""
+        if not self.enabled or self._expected_residual >= 0.0:
+            return False
+        return level <= max(self._ring) * self._gain
 
     def is_echo(self, level: int) -> bool:
         """Whether an inbound frame of RMS `level` (s16) may be nothing but the bot's echo.
 
-        Also feeds the delay search. False when the gate is off or the bot was quiet.
+        After `cancel()` returned a residual, `level` is the residual's and is judged against the
+        echo the subtraction leaves. Else the level gate: also feeds its delay search. False when
+        the gate is off or the bot was quiet.
         """
         if not self.enabled:
             return False
+        expected_residual = self._expected_residual
+        if expected_residual >= 0.0:
+            return level <= expected_residual * _RESIDUAL_MARGIN
         ring, corr, energy = self._ring, self._corr, self._energy
         n = len(ring)
         newest = self._pos - 1
@@ -159,8 +414,39 @@ class EchoGate:
         return level <= expected * self._gain
 
 
+def _fit(
+    x: npt.NDArray[np.float64], z: npt.NDArray[np.float64], gain: float | None = None
+) -> tuple[float, float] | None:
+    """The echo path's gain and ERLE (dB) of `x` less gain x `z`, over the 20 ms frames where the
+    reference `z` is active: least squares and energy over all of them, or if that cancels less
+    than `_FIT_DB`, the median of the per-frame gains and ERLEs (robust to the caller talking over
+    part of the window). None: too few such frames. `gain` given: only the ERLE at that gain."""
+    k = len(x) // _FRAME
+    xf = x[: k * _FRAME].reshape(k, _FRAME)
+    zf = z[: k * _FRAME].reshape(k, _FRAME)
+    ez = np.einsum("ij,ij->i", zf, zf)
+    active = ez > _ACTIVE_ENERGY
+    if int(active.sum()) < _MIN_FIT_FRAMES:
+        return None
+    xf, zf, ez = xf[active], zf[active], ez[active]
+    xz = np.einsum("ij,ij->i", xf, zf)
+    ex = np.einsum("ij,ij->i", xf, xf)
+    g = float(xz.sum() / ez.sum()) if gain is None else gain
+    er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
+    whole = 10.0 * math.log10(max(float(ex.sum()), 1.0) / max(float(er.sum()), 1.0))
+    if whole >= _FIT_DB:
+        return g, whole
+    if gain is None:
+        g = float(np.median(xz / ez))
+        er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
+    erle = 10.0 * np.log10(np.maximum(ex, 1.0) / np.maximum(er, 1.0))
+    return g, max(whole, float(np.median(erle)))
+
+
 # Outbound RMS above which the bot counts as talking for the delay search (about -50 dBFS).
 _ACTIVE_RMS = 100
+# The same as the energy of one frame.
+_ACTIVE_ENERGY = float(_ACTIVE_RMS * _ACTIVE_RMS * _FRAME)
 # The search's memory: 0.98 per frame is about a 1 s time constant.
 _DECAY = 0.98
 # The median tracker's step per frame (x1.02: 0.17 dB; x1.002 while frozen), and the margin over the median echo gain
@@ -170,3 +456,16 @@ _ERL_CREEP = 1.002
 _ERL_MARGIN = 2.0
 # Talking frames the search needs before its lag is trusted (0.4 s).
 _SETTLE_FRAMES = 20
+# Frames of the bot heard that a path's fit needs in the window; the whole window's ERLE above
+# which the least-squares fit stands (else the per-frame medians are tried), dB.
+_MIN_FIT_FRAMES = 8
+_FIT_DB = 10.0
+# Delay searches while no path is found: one per this many frames (0.2 s) of the bot heard.
+_RETRY_FRAMES = 10
+# Subtraction: ERLE's memory (0.96 per frame of the bot heard: about 0.5 s), the ERLE under which
+# the path is searched again, and how much better a new path must cancel to replace it, dB.
+_ERLE_DECAY = 0.96
+_RESEARCH_ERLE_DB = 3.0
+_SWITCH_DB = 3.0
+# A residual frame up to this many times the echo the subtraction leaves (6 dB) may be echo.
+_RESIDUAL_MARGIN = 2.0

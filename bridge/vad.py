@@ -18,13 +18,23 @@ arrived, and returns a `VadEvent` when the caller starts or stops speaking.
 - Two stages: after `pause_after_ms` of voiced audio in a starting run, SPEECH_ONSET (the bot may
   pause: it costs nothing if the run turns out to be a cough); if the run then dies before
   `min_speech_ms`, or is still undecided after `max_decision_ms`, SPEECH_REJECTED (resume).
-- Echo: with an `EchoGate` (bridge/echo_gate.py), a frame no louder than the bot's own echo could
-  be is silence too, so the bot's voice coming back on the line does not cut the bot off.
+- Fast onset: a frame whose RMS rises `onset_rise_db` above the running noise floor (and is above
+  the energy gate, and not possibly echo) fires SPEECH_ONSET on that very frame (the bot pauses
+  within a frame of the caller's sound); the classifier must then confirm it (`pause_after_ms` of
+  voiced frames) within `onset_confirm_ms`, or the run is SPEECH_REJECTED (the bot resumes). The
+  floor (dB) follows the frames between runs only (down fast, up slowly) and jumps to a rejected
+  run's level, so steady background noise fires at most once, when it begins.
+- Echo: with an `EchoGate` (bridge/echo_gate.py), each frame first has the bot's echo subtracted
+  (once the gate found the echo path); the residual is what the gates and the classifier judge
+  (the STT keeps the raw audio). A frame no louder than the bot's echo could be (the residual's
+  echo, or before the path is known, the raw echo's) is no evidence either way.
 """
 
 from __future__ import annotations
 
+import audioop
 import enum
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -33,7 +43,7 @@ from pydantic import ConfigDict, Field
 
 from bridge.echo_gate import EchoGate
 from bridge.vad_engines import Engine, SpeechClassifier, classifier
-from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
+from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 
@@ -42,6 +52,10 @@ _BYTES_PER_MS = SAMPLE_RATE * SAMPLE_WIDTH // 1000  # 16
 _SILENT, _VOICED, _MASKED = 0, 1, 2
 # Voiced audio after which echo-masked frames stop counting as gaps when onsets are off, ms.
 _TRUSTED_MS = 60
+# The noise floor's step toward a quieter frame (fast: a cough's level is forgotten in a few
+# frames) and toward a louder one (slow: about 0.4 s), per frame between runs.
+_FLOOR_DOWN = 0.5
+_FLOOR_UP = 0.05
 
 
 @pydantic.dataclasses.dataclass(
@@ -65,7 +79,8 @@ class VadSettings:
     # A neural engine judges frames only while the bot is audible on the line (its audio sent
     # within the echo window): the barge-in decisions, where telling a cough or an echo from a
     # caller matters; otherwise webrtcvad does, about a tenth of the CPU (a caller talking to a
-    # quiet bot is heard by the STT anyway). false: the neural engine judges every frame.
+    # quiet bot is heard by the STT anyway); a run that began while the bot was audible is judged
+    # by it to its end, also once the bot paused. false: the neural engine judges every frame.
     neural_only_over_bot: bool = True
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
@@ -86,6 +101,12 @@ class VadSettings:
     max_gap_ms: Annotated[int, Field(ge=0)] = 60
     # Frames below this RMS (s16) are silence without asking webrtcvad; 100 is about -50 dBFS, 0: off.
     energy_gate_rms: Annotated[int, Field(ge=0, le=32767)] = 100
+    # A frame this much louder than the noise floor fires SPEECH_ONSET at once, dB; 0: off (onsets
+    # only after pause_after_ms of voiced frames). Needs pause_after_ms > 0.
+    onset_rise_db: Annotated[float, Field(ge=0.0, le=60.0)] = 10.0
+    # After such an onset, the classifier must confirm (pause_after_ms of voiced frames) within
+    # this, ms, or the run is rejected (the bot resumes).
+    onset_confirm_ms: Annotated[int, Field(ge=20, le=2000)] = 200
 
 
 class VadEventKind(enum.Enum):
@@ -118,12 +139,20 @@ class VoiceActivityDetector:
         "_cheap",
         "_cls",
         "_echo",
+        "_energy_run",
+        "_floor_db",
+        "_level",
+        "_rise_db",
+        "_run_db",
+        "_run_frames",
         "_neural_idle",
+        "_neural_run",
         "_gap_ms",
         "_gate",
         "_announced",
         "_last_voiced",
         "_onset",
+        "_paths",
         "_run_ms",
         "_settings",
         "_silent_ms",
@@ -132,6 +161,7 @@ class VoiceActivityDetector:
         "frames_checked",
         "frames_echo",
         "frames_gated",
+        "frames_residual",
         "probability",
         "speaking",
     )
@@ -146,6 +176,7 @@ class VoiceActivityDetector:
         if s.engine != "webrtc" and s.neural_only_over_bot and echo is not None:
             self._cheap = classifier("webrtc", s.aggressiveness)
         self._neural_idle = False  # the neural classifier missed frames: restart its window
+        self._neural_run = False  # the current run began over the bot: the neural engine judges it
         self._threshold = s.threshold
         self.probability = 0.0  # the classifier's last answer
         self._gate = s.energy_gate_rms
@@ -160,6 +191,17 @@ class VoiceActivityDetector:
         self.frames_gated = 0  # decided by the energy gate alone
         self.frames_checked = 0  # passed to the classifier
         self.frames_echo = 0  # silence because no louder than the bot's echo could be
+        self.frames_residual = 0  # judged after the bot's echo was subtracted
+        # Fast onset: the noise floor (dB re 1 LSB RMS), the rise that fires, the run it started.
+        self._rise_db = s.onset_rise_db if 0 < s.pause_after_ms < s.min_speech_ms else 0.0
+        # The floor starts at the energy gate's level (a call's first frames are no floor yet);
+        # a quieter line pulls it down within a few frames.
+        self._floor_db = 20.0 * math.log10(max(s.energy_gate_rms, 1))
+        self._level = 0  # the last frame's RMS (after echo subtraction)
+        self._energy_run = False  # the current run was announced by energy, not yet confirmed
+        self._run_db = 0.0  # sum of the run's frame levels, dB (for the floor if it is rejected)
+        self._run_frames = 0
+        self._paths = 0  # the echo gate's `paths` when last seen
 
     @property
     def settings(self) -> VadSettings:
@@ -167,32 +209,42 @@ class VoiceActivityDetector:
         return self._settings
 
     def is_voiced(self, frame: bytes) -> bool:
-        """Classify one frame (energy gate, classifier, echo gate)."""
+        """Classify one frame (echo subtraction, energy gate, classifier, echo gate)."""
         return self._classify(frame) is _VOICED
 
     def _classify(self, frame: bytes) -> int:
         gate = self._gate
         echo = self._echo
-        level = 0
-        if gate or echo is not None:
-            level = rms(frame)
-            if level < gate:
-                self.frames_gated += 1
+        audio: bytes | bytearray = frame
+        if echo is not None:
+            audio = echo.cancel(frame)
+            if audio is not frame:
+                self.frames_residual += 1
+        level = self._level = audioop.rms(audio, SAMPLE_WIDTH)
+        if level < gate:
+            self.frames_gated += 1
+            if self._neural_run:
+                # Inside a run (the stop before a syllable): the classifier still hears the frame,
+                # so its window and state stay continuous and the next syllable counts at once.
+                self._cls.speech(audio)
+            else:
                 self._cls.skip()
-                self.probability = 0.0
-                return _SILENT
+            self.probability = 0.0
+            return _SILENT
         # The classifier hears every frame above the gate, echo or not: a neural model's window
         # and recurrent state stay continuous through the caller talking over the bot.
         self.frames_checked += 1
         cheap = self._cheap
-        if cheap is not None and echo is not None and not echo.bot_audible:
+        # webrtcvad only while the bot is quiet and no run is being judged: a run that began over
+        # the bot is judged to its end by the neural engine, also once the bot paused for it.
+        if cheap is not None and echo is not None and not echo.bot_audible and not self._neural_run:
             if not self._neural_idle:
                 self._neural_idle = True
                 self._cls.skip()  # its next window starts afresh when the bot speaks again
-            p = self.probability = cheap.speech(frame)
+            p = self.probability = cheap.speech(audio)
         else:
             self._neural_idle = False
-            p = self.probability = self._cls.speech(frame)
+            p = self.probability = self._cls.speech(audio)
         if echo is not None and echo.is_echo(level):
             self.frames_echo += 1
             return _MASKED
@@ -219,11 +271,47 @@ class VoiceActivityDetector:
             self._forget_run()
             return VadEvent(VadEventKind.SPEECH_END, self._last_voiced, now)
         onset = self._onset
+        echo = self._echo
+        if echo is not None and echo.paths != self._paths:
+            self._paths = echo.paths
+            if onset is not None and self._voiced_ms:
+                # A new echo path: what the run heard so far may have been the bot's echo. Its
+                # voiced audio is forgotten; an announced run must be confirmed on the residual.
+                self._voiced_ms = self._gap_ms = 0
+                if self._announced:
+                    self._energy_run = True
+                    self._run_ms = 0
+        rise = self._rise_db
+        level_db = 0.0
+        loud = False
+        if rise:
+            level = self._level
+            level_db = 20.0 * math.log10(level) if level > 1 else 0.0
+            loud = kind is not _MASKED and level >= self._gate and level_db >= self._floor_db + rise
+            if loud and echo is not None and echo.may_be_echo(level):
+                loud = False  # no echo path yet: only a frame louder than any echo could be fires
         if onset is not None:
             self._run_ms += ms
+            if self._energy_run:
+                self._run_db += level_db
+                self._run_frames += 1
+        elif rise:
+            if loud:
+                # Fast onset: the first frame well above the floor; the classifier confirms later.
+                self._onset = now
+                self._neural_run = not self._neural_idle
+                self._run_ms = ms
+                self._voiced_ms = ms if voiced else 0
+                self._gap_ms = 0
+                self._start_energy_run(level_db)
+                return VadEvent(VadEventKind.SPEECH_ONSET, now, now)
+            # Between runs: the floor follows the line, down fast, up slowly.
+            floor = self._floor_db
+            self._floor_db = floor + (_FLOOR_DOWN if level_db < floor else _FLOOR_UP) * (level_db - floor)
         if voiced:
             if onset is None:
                 self._onset = onset = now
+                self._neural_run = not self._neural_idle
                 self._run_ms = ms
             self._voiced_ms += ms
             self._gap_ms = 0
@@ -232,13 +320,30 @@ class VoiceActivityDetector:
                 self._last_voiced = now
                 self._silent_ms = 0
                 self._announced = False
+                self._energy_run = False
                 return VadEvent(VadEventKind.SPEECH_START, onset, now)
+            if self._energy_run and self._voiced_ms >= s.pause_after_ms:
+                self._energy_run = False  # confirmed: from here on a run like any other
             if not self._announced and 0 < s.pause_after_ms <= self._voiced_ms:
                 self._announced = True
                 return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
+            if not self._announced and loud:
+                self._start_energy_run(level_db)
+                return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
             return self._undecided(onset, now)
         if onset is not None:
-            if kind is not _MASKED or self._voiced_ms < (s.pause_after_ms or _TRUSTED_MS):
+            if self._energy_run:
+                # Announced by its energy: the classifier has onset_confirm_ms to hear speech in
+                # it (a neural model's window lags the sound); gaps do not count until then.
+                if self._run_ms > s.onset_confirm_ms:
+                    return self._reject(onset, now)
+                return None
+            if not self._announced and loud:
+                self._start_energy_run(level_db)
+                return VadEvent(VadEventKind.SPEECH_ONSET, onset, now)
+            if loud and self._announced:
+                pass  # still well above the floor (a syllable the classifier lags on): no gap
+            elif kind is not _MASKED or self._voiced_ms < (s.pause_after_ms or _TRUSTED_MS):
                 # Once a run has enough voiced audio to be announced, a frame the bot's echo may
                 # hide is no evidence either way: the caller's quieter syllables under the bot's
                 # loud ones must not restart it. Before, it is a gap: stray frames of echo must
@@ -250,6 +355,12 @@ class VoiceActivityDetector:
             return self._undecided(onset, now)
         return None
 
+    def _start_energy_run(self, level_db: float) -> None:
+        self._announced = True
+        self._energy_run = True
+        self._run_db = level_db
+        self._run_frames = 1
+
     def _undecided(self, onset: float, now: float) -> VadEvent | None:
         if self._run_ms > self._settings.max_decision_ms:
             return self._reject(onset, now)
@@ -257,12 +368,16 @@ class VoiceActivityDetector:
 
     def _reject(self, onset: float, now: float) -> VadEvent | None:
         announced = self._announced
+        if self._energy_run and self._run_frames:
+            # Not speech: the floor rises to its level, so steady noise that just began does not
+            # fire again (a cough's level is forgotten in a few quiet frames: the floor falls fast).
+            self._floor_db = max(self._floor_db, self._run_db / self._run_frames)
         self._forget_run()
         return VadEvent(VadEventKind.SPEECH_REJECTED, onset, now) if announced else None
 
     def _forget_run(self) -> None:
         self._onset = None
-        self._announced = False
+        self._announced = self._energy_run = self._neural_run = False
         self._voiced_ms = self._gap_ms = self._silent_ms = self._run_ms = 0
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ _SCALE = np.float32(1.0 / 32768.0)
 class SpeechClassifier(Protocol):
     """One call's frame classifier."""
 
-    def speech(self, frame: bytes) -> float:
+    def speech(self, frame: bytes | bytearray) -> float:
         """Speech probability 0..1 of the newest audio judged, after taking one 20 ms frame."""
         ...
 
@@ -70,7 +70,7 @@ class WebrtcClassifier:
     def __init__(self, aggressiveness: int) -> None:
         self._vad = webrtcvad.Vad(aggressiveness)
 
-    def speech(self, frame: bytes) -> float:
+    def speech(self, frame: bytes | bytearray) -> float:
         return 1.0 if self._vad.is_speech(frame, SAMPLE_RATE) else 0.0
 
     def skip(self) -> None:
@@ -105,7 +105,7 @@ class SileroClassifier:
         self._prob = 0.0
         self.windows = 0  # model runs, for the CPU figures
 
-    def speech(self, frame: bytes) -> float:
+    def speech(self, frame: bytes | bytearray) -> float:
         buf, fill = self._buf, self._fill
         x = np.frombuffer(frame, dtype=np.int16)
         end = fill + len(x)
@@ -162,7 +162,7 @@ class TenClassifier:
         self._process = model.vad_library.ten_vad_process
         self.windows = 0
 
-    def speech(self, frame: bytes) -> float:
+    def speech(self, frame: bytes | bytearray) -> float:
         if len(frame) != FRAME_BYTES:
             raise ValueError(f"TEN VAD frame of {len(frame)} bytes: need 20 ms of 8 kHz slin")
         x = np.frombuffer(frame, dtype=np.int16)

@@ -12,6 +12,7 @@ import struct
 import uuid
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
@@ -149,3 +150,100 @@ async def test_gateway_hears_the_caller_over_the_echo(
     words = make_russian_speech(tmp_path_factory.mktemp("caller"), "подождите, пожалуйста, у меня вопрос")
     caller = silence(1000) + audioop.mul(words, 2, 10 ** (-20 / 20) * 32768 / max(1, audioop.rms(words, 2)))
     assert await _greet_over_echo(env, greeting, EchoSettings(), caller) >= 1
+
+
+# --- echo subtraction (sample counts, no clock) ---
+
+
+def _bot_audio(seconds: float, seed: int = 3) -> np.ndarray:
+    """Speech-like bot audio: noise with a syllable-rate envelope, s16, about -20 dBFS."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 8000) // 160 * 160
+    env = 1.0 + 0.8 * np.sin(np.arange(n) * 2 * np.pi * 4 / 8000)
+    return np.clip(rng.standard_normal(n) * 2500 * env, -32768, 32767).astype(np.int16)
+
+
+def _echo_of(bot: np.ndarray, delay: int, gain: float) -> np.ndarray:
+    out = np.zeros(len(bot))
+    out[delay:] = bot[: len(bot) - delay] * gain
+    return out
+
+
+def _frames(x: np.ndarray) -> list[bytes]:
+    pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16).tobytes()
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+
+
+def test_the_residual_cancels_a_delayed_scaled_copy_of_what_was_sent() -> None:
+    bot = _bot_audio(2.0)
+    gate = EchoGate(EchoSettings(search_ms=300))
+    sent, back = _frames(bot.astype(np.float64)), _frames(_echo_of(bot, 437, 0.25))
+    first_residual = None
+    for i, (out, inbound) in enumerate(zip(sent, back, strict=True)):
+        gate.sent(out)
+        res = gate.cancel(inbound)
+        if res is inbound:
+            assert first_residual is None  # raw audio only until the path is found
+            continue
+        first_residual = i if first_residual is None else first_residual
+        assert audioop.rms(res, 2) <= 1  # frame-exact: nothing of the echo left
+        assert gate.is_echo(audioop.rms(res, 2))
+    # Found on the frame that completed 300 ms of the bot (15 frames), with one search.
+    assert first_residual == 14
+    assert gate.searches == 1
+    assert gate.delay_samples == 437
+    assert abs(gate.path_gain - 0.25) < 0.005
+    assert gate.erle_db > 40
+
+
+def test_the_caller_over_the_echo_is_kept_whole() -> None:
+    bot = _bot_audio(2.0)
+    caller = np.zeros(len(bot))
+    caller[8000:9600] = _bot_audio(0.2, seed=9)[:1600] * 0.5  # 0.2 s at 1.0 s, uncorrelated
+    gate = EchoGate(EchoSettings(search_ms=300))
+    sent, back = _frames(bot.astype(np.float64)), _frames(_echo_of(bot, 300, 0.3) + caller)
+    alone = _frames(caller)
+    for i, (out, inbound) in enumerate(zip(sent, back, strict=True)):
+        gate.sent(out)
+        res = gate.cancel(inbound)
+        if 50 <= i < 60:  # the caller's frames: what is left is the caller, to a sample or two
+            diff = np.frombuffer(res, np.int16).astype(int) - np.frombuffer(alone[i], np.int16)
+            assert int(np.abs(diff).max()) <= 2
+            assert not gate.is_echo(audioop.rms(res, 2))
+
+
+def test_a_moved_echo_path_is_searched_again_and_found() -> None:
+    bot = _bot_audio(4.0)
+    first, second = _echo_of(bot, 200, 0.3), _echo_of(bot, 640, 0.2)
+    back = np.concatenate([first[:16000], second[16000:]])  # the path moves at 2 s
+    gate = EchoGate(EchoSettings(search_ms=300))
+    delays = []
+    for out, inbound in zip(_frames(bot.astype(np.float64)), _frames(back), strict=True):
+        gate.sent(out)
+        gate.cancel(inbound)
+        delays.append(gate.delay_samples)
+    assert delays[99] == 200  # before the move
+    assert delays[-1] == 640
+    assert gate.searches <= 3  # bounded: the first search, then only once the ERLE fell
+
+
+def test_no_path_no_subtraction_and_cancel_off() -> None:
+    gate = EchoGate(EchoSettings(search_ms=300))
+    frame = tone(2000)
+    for _ in range(50):
+        gate.sent_silence()
+        assert gate.cancel(frame) is frame  # the bot never spoke: no search, no residual
+    assert gate.searches == 0 and gate.delay_samples is None
+    off = EchoGate(EchoSettings(cancel=False))
+    bot = _frames(_bot_audio(1.0).astype(np.float64))
+    for out in bot:
+        off.sent(out)
+        assert off.cancel(out) is out
+    assert off.searches == 0
+
+
+def test_bad_cancel_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="search_ms"):
+        EchoSettings(search_ms=100)
+    with pytest.raises(ValueError, match="min_erle_db"):
+        EchoSettings(min_erle_db=-1.0)

@@ -181,3 +181,81 @@ def test_an_undecided_run_is_rejected_after_max_decision_ms(speech: bytes) -> No
 def test_no_onset_events_when_pause_after_is_off(speech: bytes) -> None:
     events = run(VoiceActivityDetector(VadSettings(pause_after_ms=0)), speech + silence(600), stages=True)
     assert [e.kind for e in events] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
+
+
+# --- fast onset: energy rise over the noise floor, confirmed by the classifier ---
+
+
+class _Stub:
+    """A classifier that always answers `p` (the onset logic alone, no model)."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.frames = 0
+
+    def speech(self, frame: bytes | bytearray) -> float:
+        self.frames += 1
+        return self.p
+
+    def skip(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _stubbed(p: float, settings: VadSettings | None = None) -> VoiceActivityDetector:
+    vad = VoiceActivityDetector(settings)
+    vad._cls = _Stub(p)
+    return vad
+
+
+def test_the_onset_fires_on_the_first_loud_frame(speech: bytes) -> None:
+    pcm = silence(400) + trim(speech)
+    first_loud = next(i for i in range(0, len(pcm), FRAME_BYTES) if rms(pcm[i : i + FRAME_BYTES]) >= 100)
+    events = run(VoiceActivityDetector(), pcm + silence(600), stages=True)
+    onset = events[0]
+    assert onset.kind is VadEventKind.SPEECH_ONSET
+    assert onset.at == onset.detected_at == first_loud // FRAME_BYTES * 0.02  # that very frame
+    assert [e.kind for e in events[1:]] == [VadEventKind.SPEECH_START, VadEventKind.SPEECH_END]
+
+
+def test_an_energy_onset_the_classifier_does_not_confirm_is_rejected() -> None:
+    vad = _stubbed(0.0)  # never speech
+    events = run(vad, silence(200) + noise(1000, amplitude=3000) + silence(200), stages=True)
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_REJECTED]
+    onset, rejected = events
+    assert onset.at == onset.detected_at == 0.2
+    # Rejected on the frame that ends onset_confirm_ms (200) of the run: the 11th.
+    assert rejected.detected_at == pytest.approx(onset.at + 0.2)
+
+
+def test_a_confirmed_energy_onset_goes_on_to_speech_start() -> None:
+    vad = _stubbed(1.0)  # every frame above the gate is speech
+    events = run(vad, silence(200) + noise(1000, amplitude=3000), stages=True)
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_START]
+    assert events[0].detected_at == 0.2
+    assert events[1].at == 0.2 and events[1].detected_at == pytest.approx(0.2 + 0.28)  # 300 ms voiced
+
+
+@pytest.mark.parametrize("level", [300, 3000])
+def test_steady_noise_fires_at_most_once_when_it_begins(level: int) -> None:
+    vad = _stubbed(0.0)
+    events = run(vad, silence(200) + noise(3000, amplitude=level, seed=4), stages=True)
+    # The noise's first frame may pause the bot once; then the floor is the noise's: nothing more.
+    assert [e.kind for e in events] == [VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_REJECTED]
+    assert events[1].detected_at <= 0.2 + 0.2 + 1e-9
+
+
+def test_noise_present_from_the_start_sets_the_floor_and_a_louder_sound_still_fires() -> None:
+    vad = _stubbed(0.0)
+    quiet = noise(2000, amplitude=150, seed=5)  # about -50 dBFS: the floor settles on it
+    events = run(vad, quiet + noise(200, amplitude=6000, seed=6) + silence(200), stages=True)
+    kinds = [e.kind for e in events]
+    assert kinds == [VadEventKind.SPEECH_ONSET, VadEventKind.SPEECH_REJECTED]
+    assert events[0].at == pytest.approx(2.0)
+
+
+def test_no_energy_onsets_when_the_rise_is_off() -> None:
+    vad = _stubbed(0.0, VadSettings(onset_rise_db=0.0))
+    assert run(vad, silence(200) + noise(1000, amplitude=3000), stages=True) == []
