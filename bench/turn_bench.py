@@ -67,6 +67,9 @@ class TurnConfig:
     # The STT gave words earlier in the call (known to work) when the bot's turn begins; False:
     # the call's start (its greeting), words only from this overlap.
     stt_known: bool = True
+    # The STT stalled before the bot's turn (the watchdog told the decider: `stt_lost`), so
+    # `sustained_ms`, not `sustained_start_ms`, decides speech with no words.
+    stt_lost: bool = False
     echo_words: bool = True  # the decider knows the bot's text (its recognised echo is ignored)
 
 
@@ -93,6 +96,14 @@ CONFIGS = (
     ),
     TurnConfig(
         "silero +words, STT mute", VadSettings(), EchoSettings(), InterruptionSettings(), stt_words=False
+    ),
+    TurnConfig(
+        "silero +words, STT stalled",
+        VadSettings(),
+        EchoSettings(),
+        InterruptionSettings(),
+        stt_words=False,
+        stt_lost=True,
     ),
     TurnConfig("ten +words, STT mute", _TEN, EchoSettings(), InterruptionSettings(), stt_words=False),
 )
@@ -133,6 +144,8 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
         heard = sorted(partials(item) + echo_partials(item))
         if config.stt_known:
             decider.words("да", 0.0)  # the caller's earlier answer on this call
+    if config.stt_lost:
+        decider.stt_lost()
     if config.echo_words:
         decider.bot_says(str(item.meta.get("bot_text", "")))
     line = LineEcho(item)

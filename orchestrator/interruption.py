@@ -16,7 +16,8 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   (noise, a cough, echo); if the VAD still hears the confirmed run, only at its end (its words
   may still come), at most `max_pause_ms` after the onset. While the STT is not known to work
   (the call's start, a stalled STT: `stt_lost`), speech the VAD confirmed that has lasted
-  `sustained_ms` from its onset (summed over the overlap's runs) CANCELs as soon as it reaches
+  `sustained_ms` from its onset (`sustained_start_ms` before the STT's first words on the call;
+  summed over the overlap's runs) CANCELs as soon as it reaches
   that, so a caller is heard even when the STT is down (`cancel_without_words`); shorter runs
   RESUME at the window's end.
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
@@ -24,8 +25,11 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   count for `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
 
 So the bot is paused for at most `max_pause_ms` after an onset before it goes on or is cancelled
-(`window_ms` unless confirmed speech outlasts it); speech goes on being watched after a resume (a
-content partial cancels while it lasts).
+(`window_ms` unless confirmed speech outlasts it); confirmed speech still going at `max_pause_ms`
+with no STT result at all since its onset cancels (the STT is behind the caller: seen on a line
+whose echo the recogniser took for the start of an utterance, whose partials then stopped while
+the caller spoke); speech goes on being watched after a resume (a content partial cancels while
+it lasts).
 """
 
 from __future__ import annotations
@@ -62,11 +66,22 @@ class InterruptionSettings:
     # (`stt_lost`) forgets it at once.
     stt_known_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # Voiced speech (from its onset, summed over the overlap's runs) that cancels without words
-    # while the STT is not known to work, ms.
+    # after the STT stalled (`stt_lost`), ms.
     sustained_ms: Annotated[int, Field(ge=0, le=5000)] = 600
+    # The same before the STT has given any words on this call (its greeting), ms: longer, as
+    # callers answer a greeting with "алло", "угу" whose words come 0.3 s after them (turn
+    # corpus, call start: backchannel false cancels 44.8 % at 600 ms, 3.2 % at 900; with an STT
+    # dead from the start, recall 98.4 % and 88.8 %).
+    sustained_start_ms: Annotated[int, Field(ge=0, le=5000)] = 900
     # The window closed while the VAD still hears the confirmed run: its words may still come,
-    # so the bot stays paused until the run ends, at most this long after the onset, ms.
+    # so the bot stays paused until the run ends, at most this long after the onset, ms. A run
+    # still going then, with no STT result at all since its onset, cancels (the STT is behind
+    # the caller: the bot must not talk over that much speech); one with results resumes.
     max_pause_ms: Annotated[int, Field(ge=0, le=10000)] = 2000
+    # Confirmed speech with no words yet ended (the VAD's speech end, `[vad] hangover_ms` after
+    # its last voiced frame): the bot stays paused this long for its words, within max_pause_ms,
+    # ms. SpeechKit finalises 0.3-0.8 s after the speech; an STT whose partials lag shows it too.
+    final_wait_ms: Annotated[int, Field(ge=0, le=3000)] = 400
     # Partials of a run the VAD rejected or ended still count this long after, ms.
     partial_grace_ms: Annotated[int, Field(ge=0, le=2000)] = 600
     # Off: partials are ignored, the VAD alone decides (confirmed speech cancels).
@@ -123,7 +138,9 @@ class InterruptionDecider:
         "_engaged_until",
         "_heard",
         "_held",
+        "_lost",
         "_pause_end",
+        "_results",
         "_run_from",
         "_settings",
         "_sustain_at",
@@ -139,6 +156,7 @@ class InterruptionDecider:
         self._backchannel = frozenset(words_of(s.backchannel_words))
         self._bot = ""  # the bot's words now and just before, space-joined
         self._words_at: float | None = None  # when the STT last gave words
+        self._lost = False  # the STT stalled (not merely silent since the call began)
         self._engaged_until: float | None = None  # None: not engaged; inf: the run is on
         self._confirmed = False
         self._decided = False  # CANCEL given for this run
@@ -147,6 +165,7 @@ class InterruptionDecider:
         self._window_end: float | None = None
         self._pause_end = 0.0  # the window's bound while the confirmed run goes on
         self._held = False  # the window closed during a confirmed run: held to its end
+        self._results = False  # an STT result (any, even empty) arrived since the overlap opened
         self._run_from: float | None = None  # the current run's onset
         self._voiced_s = 0.0  # confirmed speech of the overlap's ended runs
         self._sustain_at: float | None = None  # the STT unknown: the confirmed run cancels then
@@ -166,6 +185,7 @@ class InterruptionDecider:
     def stt_lost(self) -> None:
         """The STT stalled: it is not known to work until it gives words again."""
         self._words_at = None
+        self._lost = True
 
     def stt_known(self, now: float) -> bool:
         """Whether the STT gave words within `stt_known_s` of `now`."""
@@ -199,6 +219,7 @@ class InterruptionDecider:
             self._window_end = self._sustain_at = self.deadline = None
             self._voiced_s = 0.0
             self._run_from = None
+            self._results = False
         s = self._settings
         undecided = not (self._decided or self._timed_out) and self._heard is PartialKind.EMPTY
         if self._window_end is None and undecided and s.use_partials:
@@ -224,7 +245,8 @@ class InterruptionDecider:
         if not s.use_partials or self._heard is PartialKind.CONTENT:
             return self._cancel()
         if s.cancel_without_words and not self.stt_known(now):
-            left = max(0.0, s.sustained_ms / 1000 - self._voiced_s)
+            sustained = s.sustained_ms if self._lost else s.sustained_start_ms
+            left = max(0.0, sustained / 1000 - self._voiced_s)
             self._sustain_at = max(now, self._run_from + left)
             self._set_deadline()
         # Paused already after an onset; with onsets off, this is the first word of it.
@@ -235,6 +257,7 @@ class InterruptionDecider:
         self.words(text, now)
         if not self._settings.use_partials or self._decided or not self.engaged(now):
             return Verdict.KEEP
+        self._results = True
         kind = partial_kind(text, self._backchannel, self._bot)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP
@@ -256,6 +279,8 @@ class InterruptionDecider:
             self._sustain_at = None
         if self._window_end is not None and now >= self._window_end:
             self._window_end = None
+            if self._held and self._confirmed and self._run_from is not None and not self._results:
+                return self._cancel()  # speech for max_pause_ms and the STT said nothing of it
             if self._confirmed and self._sustain_at is None and now < self._pause_end:
                 self._window_end = self._pause_end  # the run goes on: wait for its end or words
                 self._held = True
@@ -283,16 +308,20 @@ class InterruptionDecider:
         self._sustain_at = None
         self._set_deadline()
         s = self._settings
-        if (
-            self._window_end is not None
-            and not self._held
-            and self._confirmed
-            and self._heard is PartialKind.EMPTY
-        ):
-            # Its words may still come (the STT lags the speech); the window's end is the bound.
-            self._engaged_until = self._window_end + s.partial_grace_ms / 1000
-            self._confirmed = False
-            return Verdict.KEEP
+        if self._window_end is not None and self._confirmed and self._heard is PartialKind.EMPTY:
+            # Its words may still come (the STT lags the speech: a final 0.3-0.8 s after it):
+            # paused until the window's end, and `final_wait_ms` after this end, within
+            # max_pause_ms of the onset.
+            wait = min(now + s.final_wait_ms / 1000, self._pause_end)
+            if not self._held:
+                wait = max(wait, self._window_end)
+            if wait > now:
+                self._window_end = wait
+                self._held = False
+                self._set_deadline()
+                self._engaged_until = wait + s.partial_grace_ms / 1000
+                self._confirmed = False
+                return Verdict.KEEP
         if self._confirmed and self._heard is PartialKind.EMPTY and not self._decided:
             self._timed_out = True  # a whole run with no words: its further runs do not pause
         return self._release(now)

@@ -462,8 +462,15 @@ class Orchestrator:
             self.metrics_logger.mark(Mark.ANSWER_AUDIO)
 
     def _observe(self, kind: CallEventKind, /, **data: EventValue) -> None:
-        if kind is CallEventKind.PLAY and isinstance(text := data.get("text"), str):
-            self.barge_in.bot_says(text)  # its words recognised from its echo are not the caller's
+        if kind is CallEventKind.PLAY:
+            # Its words recognised from its echo are not the caller's: a TTS item carries its
+            # text, a cached clip's is the map's `audio` text for its key (fillers have none).
+            text = data.get("text")
+            if not isinstance(text, str):
+                key = data.get("key")
+                text = self.dialogue_map.audio.get(key) if isinstance(key, str) else None
+            if text:
+                self.barge_in.bot_says(text)
         notify(self._observer, CallEvent(kind, self.clock.now(), data))
 
     def _stt_stalled(self, unheard_s: float) -> None:

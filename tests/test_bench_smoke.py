@@ -75,9 +75,8 @@ def test_capacity_sweep_runs_two_processes_and_counts_frames() -> None:
 @needs_espeak
 def test_micro_costs_table_has_every_operation() -> None:
     results = run_micro(number=200, repeat=2)
-    assert (
-        len(results) == 13
-    )  # 11 hot-path rows (VAD on speech with two engines, echo gate) + 2 resampler rows
+    # 12 hot-path rows (VAD on speech with two engines, echo gate, echo subtraction) + 2 resampler rows
+    assert len(results) == 14
     assert all(r.ns_per_frame > 0 and r.calls == 400 for r in results)
     rendered = render_micro(results)
     assert rendered.splitlines()[1].split() == ["operation", "ns/frame", "calls", "per", "20", "ms/core"]

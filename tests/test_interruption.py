@@ -64,7 +64,7 @@ def test_backchannel_words_resume_and_later_content_still_cancels() -> None:
 
 
 def test_no_words_by_the_window_cancels_confirmed_speech_or_resumes() -> None:
-    settings = InterruptionSettings(window_ms=600)
+    settings = InterruptionSettings(window_ms=600, sustained_start_ms=600)
     d = InterruptionDecider(settings)
     d.onset(frame(10))
     assert d.deadline == pytest.approx(frame(10) + 0.6)
@@ -72,7 +72,9 @@ def test_no_words_by_the_window_cancels_confirmed_speech_or_resumes() -> None:
     assert d.tick(frame(39)) is Verdict.KEEP  # not yet
     assert d.tick(frame(40)) is Verdict.CANCEL  # confirmed speech and an STT with no words
 
-    quiet = InterruptionDecider(InterruptionSettings(window_ms=600, cancel_without_words=False))
+    quiet = InterruptionDecider(
+        InterruptionSettings(window_ms=600, cancel_without_words=False, final_wait_ms=0)
+    )
     quiet.onset(frame(10))
     quiet.confirmed(frame(25))
     assert quiet.speech_end(frame(35)) is Verdict.KEEP
@@ -89,7 +91,7 @@ def test_confirmed_speech_ending_inside_the_window_with_no_words_is_judged_then(
     d.confirmed(frame(25))
     assert d.speech_end(frame(40)) is Verdict.KEEP  # its words may still come: paused
     assert d.partial("ага", frame(50)) is Verdict.RESUME  # they came: a backchannel
-    quiet = InterruptionDecider(InterruptionSettings(window_ms=900))
+    quiet = InterruptionDecider(InterruptionSettings(window_ms=900, final_wait_ms=0))
     quiet.onset(frame(10))
     quiet.confirmed(frame(25))
     assert quiet.speech_end(frame(40)) is Verdict.KEEP
@@ -99,7 +101,7 @@ def test_confirmed_speech_ending_inside_the_window_with_no_words_is_judged_then(
 
 def test_once_the_stt_gave_words_a_window_with_no_words_resumes_even_sustained_speech() -> None:
     # A cough, line noise: the STT works (it gave words 20 s ago) and heard nothing in it.
-    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600, final_wait_ms=0))
     d.words("площадь сорок пять", 0.0)
     assert d.stt_known(20.0)
     t0 = 20.0
@@ -112,18 +114,40 @@ def test_once_the_stt_gave_words_a_window_with_no_words_resumes_even_sustained_s
     assert d.speech_end(t0 + 1.3) is Verdict.RESUME  # it ended with none
     assert d.onset(t0 + 1.4) is Verdict.KEEP  # judged: its further runs do not pause
     assert d.partial("подождите", t0 + 1.6) is Verdict.CANCEL  # words still cut it
-    # Noise that never ends: paused for max_pause_ms at most.
+    # Noise that never ends, the STT giving results of it (empty, or the bot's echo): paused for
+    # max_pause_ms at most.
     n = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
     n.words("да", 0.0)
     n.onset(t0)
     n.confirmed(t0 + 0.24)
+    assert n.partial("", t0 + 0.5) is Verdict.KEEP
     assert n.tick(t0 + 0.9) is Verdict.KEEP
     assert n.tick(t0 + 1.98) is Verdict.KEEP
     assert n.tick(t0 + 2.0) is Verdict.RESUME
 
 
+def test_speech_lasting_the_whole_pause_with_no_stt_result_since_its_onset_cancels() -> None:
+    # The STT worked (words before the overlap) but says nothing of 2 s of confirmed speech: it is
+    # behind the caller (on a real line: the recogniser took the echo for an utterance's start,
+    # then its partials stopped while the caller spoke), so the bot must not talk over them.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
+    t0 = 5.0
+    assert d.partial("у нас", t0 - 1.0) is Verdict.KEEP  # before the onset: not this overlap's
+    assert d.onset(t0) is Verdict.PAUSE
+    assert d.confirmed(t0 + 0.24) is Verdict.PAUSE
+    assert d.tick(t0 + 0.9) is Verdict.KEEP  # held for its words
+    assert d.tick(t0 + 2.0) is Verdict.CANCEL
+    # The same speech ending before max_pause_ms resumes at the window's end (a long cough).
+    e = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000, final_wait_ms=0))
+    e.words("да", 0.0)
+    e.onset(t0)
+    e.confirmed(t0 + 0.24)
+    assert e.tick(t0 + 0.9) is Verdict.KEEP
+    assert e.speech_end(t0 + 1.5) is Verdict.RESUME
+
+
 def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_the_windows_end() -> None:
-    d = InterruptionDecider(InterruptionSettings(window_ms=900))
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, final_wait_ms=0))
     d.words("да", 0.0)
     d.onset(frame(10))
     d.confirmed(frame(25))
@@ -133,9 +157,36 @@ def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_the_window
     assert d.partial("стоп", frame(60)) is Verdict.CANCEL  # late words of it still count
 
 
+def test_speech_that_ended_with_no_words_keeps_the_bot_paused_for_its_final() -> None:
+    # The STT gives no partials, only a final 0.3-0.8 s after the speech: "нет, спасибо" ended
+    # (the VAD's speech end, 0.4 s after its last voiced frame) 80 ms before the window's end;
+    # the bot stays paused final_wait_ms more, so the final cuts it instead of a resume first.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, final_wait_ms=400, max_pause_ms=2000))
+    d.words("да", 0.0)
+    t0 = 3.34
+    assert d.onset(t0) is Verdict.PAUSE
+    assert d.confirmed(t0 + 0.42) is Verdict.PAUSE
+    assert d.speech_end(t0 + 0.82) is Verdict.KEEP
+    assert d.deadline == pytest.approx(t0 + 1.22)
+    assert d.tick(t0 + 0.9) is Verdict.KEEP  # the window's end: still waiting for the final
+    assert d.partial("нет, спасибо", t0 + 0.96) is Verdict.CANCEL
+    # None comes: resumed at the wait's end; held runs wait after their end too, within
+    # max_pause_ms of the onset.
+    n = InterruptionDecider(InterruptionSettings(window_ms=900, final_wait_ms=400, max_pause_ms=2000))
+    n.words("да", 0.0)
+    n.onset(t0)
+    n.confirmed(t0 + 0.24)
+    assert n.partial("", t0 + 0.3) is Verdict.KEEP
+    assert n.tick(t0 + 0.9) is Verdict.KEEP  # held: the run goes on
+    assert n.speech_end(t0 + 1.8) is Verdict.KEEP
+    assert n.deadline == pytest.approx(t0 + 2.0)  # max_pause_ms bounds the wait
+    assert n.tick(t0 + 2.0) is Verdict.RESUME
+
+
 def test_while_the_stt_is_not_known_sustained_speech_cancels_without_words() -> None:
-    # Before any words on the call (or after a stall): 600 ms of speech from its onset cancels.
+    # After a stall: 600 ms of speech from its onset cancels.
     d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    d.stt_lost()
     assert d.onset(frame(10)) is Verdict.PAUSE
     assert d.confirmed(frame(25)) is Verdict.PAUSE
     assert d.deadline == pytest.approx(frame(10) + 0.6)
@@ -143,6 +194,7 @@ def test_while_the_stt_is_not_known_sustained_speech_cancels_without_words() -> 
     assert d.tick(frame(40)) is Verdict.CANCEL
     # A shorter run (a cough, "угу" with the STT down) resumes at the window's end.
     short = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    short.stt_lost()
     short.onset(frame(10))
     short.confirmed(frame(25))
     assert short.speech_end(frame(30)) is Verdict.KEEP
@@ -150,6 +202,7 @@ def test_while_the_stt_is_not_known_sustained_speech_cancels_without_words() -> 
     assert short.tick(frame(55)) is Verdict.RESUME
     # Runs of one overlap add up: 0.3 s + 0.3 s of the next run.
     runs = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600, partial_grace_ms=600))
+    runs.stt_lost()
     runs.onset(frame(10))
     runs.confirmed(frame(20))
     runs.speech_end(frame(25))  # 0.3 s voiced
@@ -157,8 +210,24 @@ def test_while_the_stt_is_not_known_sustained_speech_cancels_without_words() -> 
     runs.confirmed(frame(40))
     assert runs.deadline == pytest.approx(frame(30) + 0.3)
     assert runs.tick(frame(45)) is Verdict.CANCEL
+    # Before the STT's first words on the call (its greeting): sustained_start_ms, so an "угу"
+    # whose word comes 0.3 s after it resumes the bot first.
+    start = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600, sustained_start_ms=900))
+    assert start.onset(frame(10)) is Verdict.PAUSE
+    assert start.confirmed(frame(25)) is Verdict.PAUSE
+    assert start.deadline == pytest.approx(frame(10) + 0.9)
+    assert start.partial("угу", frame(40)) is Verdict.RESUME
+    started = InterruptionDecider(
+        InterruptionSettings(window_ms=900, sustained_ms=600, sustained_start_ms=900)
+    )
+    started.onset(frame(10))
+    started.confirmed(frame(25))
+    assert started.tick(frame(54)) is Verdict.KEEP
+    assert started.tick(frame(55)) is Verdict.CANCEL
     # cancel_without_words off: never without words.
-    never = InterruptionDecider(InterruptionSettings(window_ms=900, cancel_without_words=False))
+    never = InterruptionDecider(
+        InterruptionSettings(window_ms=900, cancel_without_words=False, final_wait_ms=0)
+    )
     never.onset(frame(10))
     never.confirmed(frame(25))
     assert never.tick(frame(55)) is Verdict.KEEP  # the run goes on: held for its words
@@ -252,7 +321,7 @@ def test_confirmation_without_an_onset_pauses_and_opens_the_window() -> None:
     d.words("да", 0.0)  # the STT known to work: only the window bounds the pause
     assert d.confirmed(frame(10)) is Verdict.PAUSE
     assert d.deadline == pytest.approx(frame(10) + 0.9)
-    unknown = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    unknown = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_start_ms=600))
     assert unknown.confirmed(frame(10)) is Verdict.PAUSE
     assert unknown.deadline == pytest.approx(frame(10) + 0.6)  # sustained from the confirmation
 

@@ -494,22 +494,23 @@ def test_a_resumed_greeting_goes_on_with_the_next_unsent_frame_at_the_next_tick(
 
 def test_once_the_stt_gave_words_speech_with_none_resumes_the_greeting() -> None:
     # "ага" (words: the STT works), then 0.8 s of confirmed sound the STT finds no words in (a
-    # cough, noise): the greeting pauses and goes on when the 900 ms window closes with no
-    # words, none of it lost (before, that sound cut the greeting).
+    # cough, noise): the greeting pauses and goes on when no words came by the 900 ms window's
+    # end and final_wait_ms (400) after the sound, none of it lost (before, that sound cut the
+    # greeting).
     script = [Say(0.3, "ага", duration=0.3, stt_delay=0.1), Say(2.0, "", duration=0.8)]
     run = call(script, hangup_at=6.0, cache=numbered_greeting(3.0))
     frames = greeting_frames(run)
     assert [lab for _, lab in frames] == list(range(1000, 1150))
     assert run.event_times("barge_in") == []
-    assert not [t for t, _ in frames if 2.02 < t < 2.9 - 1e-6]  # paused over the sound ...
-    assert [t for t, _ in frames if 2.9 - 1e-6 <= t <= 2.92 + 1e-6]  # ... on again at the window's end
+    assert not [t for t, _ in frames if 2.02 < t < 3.2 - 1e-6]  # paused over the sound ...
+    assert [t for t, _ in frames if 3.2 - 1e-6 <= t <= 3.22 + 1e-6]  # ... on again at the wait's end
 
 
 def test_while_the_stt_gave_no_words_sustained_speech_cuts_the_greeting() -> None:
-    # The STT not known to work (no words on this call yet): 0.6 s of confirmed speech cancels,
-    # so a caller is heard even when the STT is down.
-    run = call([Say(0.5, "", duration=1.0)], hangup_at=4.0, cache=numbered_greeting(3.0))
-    assert run.event_times("barge_in") == [pytest.approx(0.5 + 0.6, abs=0.021)]
+    # The STT not known to work (no words on this call yet): 0.9 s of confirmed speech
+    # (`sustained_start_ms`) cancels, so a caller is heard even when the STT is down.
+    run = call([Say(0.5, "", duration=1.2)], hangup_at=4.0, cache=numbered_greeting(3.0))
+    assert run.event_times("barge_in") == [pytest.approx(0.5 + 0.9, abs=0.021)]
     assert max(t for t, _ in greeting_frames(run)) <= 0.52
 
 
@@ -528,6 +529,21 @@ def test_the_bots_own_words_recognised_from_its_echo_do_not_cut_it(heard: str, c
     else:
         assert run.event_times("barge_in") == []
         assert len(price) == 100  # the whole price, paused over the echo and resumed
+
+
+@pytest.mark.parametrize("heard, cut", [("клининговая компания", False), ("подождите", True)])
+def test_a_cached_clips_words_recognised_from_its_echo_do_not_cut_it(heard: str, cut: bool) -> None:
+    # The greeting is a cached clip: its words are the map's `audio` text for its key, so their
+    # echo recognised by the STT is the bot's own (not a cut); other words are the caller's.
+    dmap = make_map()
+    dmap.audio["static:greeting"] = "Здравствуйте! Это клининговая компания «Чистый дом»."
+    script = [Say(1.0, heard, duration=0.4, stt_delay=0.1)]
+    run = call(script, dmap=dmap, hangup_at=5.0, cache=numbered_greeting(3.0))
+    if cut:
+        assert run.event_times("barge_in") == [pytest.approx(1.0 + 0.4 + 0.1, abs=0.021)]
+    else:
+        assert run.event_times("barge_in") == []
+        assert [lab for _, lab in greeting_frames(run)] == list(range(1000, 1150))  # whole, in order
 
 
 def test_content_words_cancel_the_paused_bot_and_the_turn_is_heard() -> None:

@@ -136,8 +136,11 @@ def test_decision_with_words_keeps_false_cancels_under_bounds(corpus: list[TurnI
     assert r["recall"] is not None and r["recall"] >= 11 / 12
     for key in ("false_backchannel", "false_nonspeech", "false_noise", "false_echo_15"):
         assert r[key] is not None and r[key] <= 1 / 12, (key, r[key])
-    # The same items with the STT silent: the VAD's confirmation and the window decide.
-    mute = evaluate(corpus, TurnConfig("mute", default.vad, default.echo, default.decision, stt_words=False))
+    # The same items with the STT stalled: the VAD's confirmation and the window decide.
+    mute = evaluate(
+        corpus,
+        TurnConfig("stalled", default.vad, default.echo, default.decision, stt_words=False, stt_lost=True),
+    )
     assert mute["recall"] is not None and mute["recall"] >= 11 / 12
     assert mute["false_nonspeech"] is not None and mute["false_nonspeech"] <= 1 / 12
 
@@ -167,14 +170,14 @@ def test_default_decision_keeps_the_bot_going_through_noise_and_resumes_at_the_n
 ) -> None:
     # Silero + words with the STT known to work (it gave words earlier in the call): no-words
     # windows resume, so coughs, noise and echo do not cut the bot; every resume plays the next
-    # unsent bot frame at the next tick. With no words ever (STT mute), sustained speech cuts.
+    # unsent bot frame at the next tick. With a stalled STT, sustained speech cuts.
     r = evaluate(corpus, _config("(default)"))
     assert r["recall"] is not None and r["recall"] >= 11 / 12
     for key in ("false_backchannel", "false_nonspeech", "false_noise", "false_echo_15"):
         assert r[key] is not None and r[key] <= 1 / 12, (key, r[key])
     assert r["resume_lag_max_ms"] is not None and r["resume_lag_max_ms"] <= 20.0 + 1e-6
     assert r["frames_repeated"] == 0
-    mute = evaluate(corpus, _config("silero +words, STT mute"))
+    mute = evaluate(corpus, _config("silero +words, STT stalled"))
     assert mute["recall"] is not None and mute["recall"] >= 11 / 12
 
 
