@@ -209,10 +209,14 @@ class CapacityResult:
     @property
     def capacity(self) -> StepSummary | None:
         """The CPU-based capacity figure: from the largest N within the jitter limits (its cost
-        per call is the one under load), else from the largest N measured; None if nothing ran."""
+        per call is the one under load), else from the largest N whose every run stayed under
+        `MAX_CPU_PCT`; None if nothing ran or every step saturated the bridge (a saturated
+        bridge's cost per call-second is its 95 % / N, which says nothing of the calls it carries)."""
         summaries = self.summaries
         ok = [s for s in summaries if s.ok]
-        return (ok or summaries)[-1] if summaries else None
+        unsaturated = [s for s in summaries if all(r.bridge.cpu_pct < MAX_CPU_PCT for r in s.runs)]
+        found = ok or unsaturated
+        return found[-1] if found else None
 
     def render(self) -> str:
         """The plain-text table, the verdict and the reference line."""
@@ -239,6 +243,11 @@ class CapacityResult:
             lines.append(
                 f"CPU capacity: {cap.capacity:.0f} calls per core at {CORE_SHARE:.0%} "
                 f"(from {cap.calls} calls, {len(cap.runs)} runs, spread {cap.spread_pct:.1f} %)"
+            )
+        elif self.steps:
+            lines.append(
+                f"CPU capacity: none: the bridge saturated (>= {MAX_CPU_PCT:g} % CPU) at every step; "
+                "run smaller steps"
             )
         lines.append(PIPECAT_REFERENCE)
         return "\n".join(lines)

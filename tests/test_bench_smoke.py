@@ -7,14 +7,18 @@ counted; never how fast anything was (that is what `make bench` is for).
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from bench.bridge_side import BridgeStats, Leftovers
 from bench.call_figures import run_figures
+from bench.callers import CallerStats
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
 from bench.figures_report import figures_json, render_figures
-from bench.hotpath import HEADERS, capacity_json, run_capacity
+from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.virtual_figures import run_virtual_figures
@@ -173,3 +177,23 @@ def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
     assert len(short.greeting_ms) == 30  # every call got its greeting before the caller hung up
     data = figures_json([], short)
     assert data["short_calls"] is not None and "python" in data["machine"]  # type: ignore[operator]
+
+
+def _step(calls: int, cpu_pct: float, *, ok: bool) -> StepResult:
+    # Only what the verdicts read: the step's CPU and call count, the callers' gaps and p99.
+    bridge = SimpleNamespace(calls=calls, cpu_pct=cpu_pct, cpu_ms_per_call_s=10 * cpu_pct / calls)
+    bridge.calls_per_core = lambda share: share * 1000 / bridge.cpu_ms_per_call_s
+    callers = SimpleNamespace(bad_gaps=0 if ok else 5, p99_ms=21.0 if ok else 90.0)
+    return StepResult(calls, cast(BridgeStats, bridge), cast(CallerStats, callers), cast(Leftovers, None))
+
+
+def test_capacity_is_not_quoted_from_a_saturated_step() -> None:
+    sweep = [_step(100, 40.0, ok=False), _step(200, 70.0, ok=False), _step(300, 95.0, ok=False)]
+    result = CapacityResult(sweep, pinned=True, duration_s=1.0, scheduling="test")
+    # No step within the jitter limits: the largest one under 90 % CPU, not the saturated 300.
+    assert result.max_ok_calls == 0
+    cap = result.capacity
+    assert cap is not None and cap.calls == 200
+    assert round(cap.capacity) == round(0.8 * 1000 / 3.5)
+    saturated = CapacityResult(sweep[2:], pinned=True, duration_s=1.0, scheduling="test")
+    assert saturated.capacity is None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -371,3 +373,33 @@ async def test_a_broken_sink_is_detached_and_the_vad_goes_on(
     assert sink.calls == 1 and caplog.text.count("audio sink failed") == 1
     assert not gw.hung_up
     await gw.close()
+
+
+async def test_a_finished_calls_gateway_is_freed_by_refcount_not_the_collector(env: Env) -> None:
+    # Each call's gateway holds its VAD (a Silero model is ~10 MB of RSS); anything that still
+    # points at it after the leg ended, in a cycle or from the server, keeps that memory until a
+    # full collection (rare by design: bridge/gc_policy.py) or forever. With the collector off,
+    # only reference counting can free it: the gateway must be gone once the caller hung up and
+    # the TCP connection closed, the local names dropped.
+    server, pool = env
+    gc.collect()
+    gc.disable()
+    try:
+        call = await open_call(env)
+        gw = call.gateway
+        sink, listener = Sink(), Listener()
+        gw.attach(listener, sink)
+        call.caller.play(b"".join(ramp_frames(5)))
+        await sink.wait_frames(5)
+        pool.hangup(call.caller)
+        async with asyncio.timeout(T):
+            await gw.wait_hangup()
+            await call.caller.wait_closed()
+            while server.connections:  # noqa: ASYNC110 - connection_lost comes a loop turn after EOF
+                await asyncio.sleep(0)
+        gone = weakref.ref(gw)
+        del gw, call, sink, listener
+        await asyncio.sleep(0)
+        assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone()) if r is not None]
+    finally:
+        gc.enable()

