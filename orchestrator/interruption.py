@@ -279,7 +279,8 @@ class InterruptionDecider:
             self._sustain_at = None
         if self._window_end is not None and now >= self._window_end:
             self._window_end = None
-            if self._held and self._confirmed and self._run_from is not None and not self._results:
+            one_run = self._run_from is not None and self._voiced_s == 0.0  # none ended yet
+            if self._held and self._confirmed and one_run and not self._results:
                 return self._cancel()  # speech for max_pause_ms and the STT said nothing of it
             if self._confirmed and self._sustain_at is None and now < self._pause_end:
                 self._window_end = self._pause_end  # the run goes on: wait for its end or words

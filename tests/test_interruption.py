@@ -144,6 +144,16 @@ def test_speech_lasting_the_whole_pause_with_no_stt_result_since_its_onset_cance
     e.confirmed(t0 + 0.24)
     assert e.tick(t0 + 0.9) is Verdict.KEEP
     assert e.speech_end(t0 + 1.5) is Verdict.RESUME
+    # Runs that stop and start (intermittent noise) are not one unheard stretch of speech.
+    f = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000, final_wait_ms=400))
+    f.words("да", 0.0)
+    f.onset(t0)
+    f.confirmed(t0 + 0.24)
+    assert f.speech_end(t0 + 0.6) is Verdict.KEEP  # waiting for its words
+    f.onset(t0 + 0.8)
+    f.confirmed(t0 + 0.9)
+    assert f.tick(t0 + 1.0) is Verdict.KEEP  # held: the new run goes on
+    assert f.tick(t0 + 2.0) is Verdict.RESUME
 
 
 def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_the_windows_end() -> None:
