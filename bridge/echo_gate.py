@@ -69,7 +69,7 @@ class EchoSettings:
     # Subtract the echo (the delayed, scaled reference) before the VAD; off: the level gate only.
     cancel: bool = True
     # The bot's speech (and inbound line) the delay search needs, and its window, ms.
-    search_ms: Annotated[int, Field(ge=200, le=4000)] = 300
+    search_ms: Annotated[int, Field(ge=200, le=4000, multiple_of=20)] = 300
     # A path found is used only if it removes at least this much of the inbound energy, dB.
     min_erle_db: Annotated[float, Field(ge=0.0, le=60.0)] = 6.0
 
@@ -110,6 +110,7 @@ class EchoGate:
         "_search_frames",
         "_search_len",
         "_since_search",
+        "_slipped",
         "_tmp",
         "enabled",
         "paths",
@@ -150,6 +151,7 @@ class EchoGate:
         self._residual = 1.0  # echo left after subtraction, as a fraction of the echo (its amplitude)
         self._search_active = 0  # frames of the bot heard since the last search
         self._since_search = 0  # inbound frames since then
+        self._slipped = 0  # frames the known path did not fit, less those it did (`_misaligned`)
         self._e_in = self._e_res = 0.0  # decaying energies while the bot is heard (ERLE)
         # Echo left in the current frame's residual (RMS); -1: no residual (raw frame).
         self._expected_residual = -1.0
@@ -261,7 +263,7 @@ class EchoGate:
             return frame
         r0 = start + offset
         if r0 < self._out_n - self._ref_len + _FRAME or r0 + _FRAME > self._out_n:
-            return frame  # its reference is not (or no longer) in the ring: a frame was lost
+            return self._misaligned(frame)  # its reference is not in the ring: frames were lost
         b = r0 % self._ref_len
         ref = self._ref[b : b + _FRAME]
         e_ref = float(np.dot(ref, ref))
@@ -274,6 +276,13 @@ class EchoGate:
         np.subtract(buf[a : a + _FRAME], tmp, out=res)
         e_in = float(np.dot(buf[a : a + _FRAME], buf[a : a + _FRAME]))
         e_res = float(np.dot(res, res))
+        if e_res > _SLIP_RATIO * e_in:
+            # Subtracting made it louder: the reference is not this frame's echo (the pacer
+            # skipped frames after a stall, or inbound audio was lost, and the counts slipped;
+            # a wrong reference about doubles the echo's energy, double talk alone never does).
+            return self._misaligned(frame)
+        if self._slipped:
+            self._slipped -= 1
         self._e_in = self._e_in * _ERLE_DECAY + e_in
         self._e_res = self._e_res * _ERLE_DECAY + e_res
         # The echo the subtraction leaves: the reference's level times the gain, less the ERLE
@@ -282,6 +291,19 @@ class EchoGate:
         np.clip(res, -32768.0, 32767.0, out=res)
         self._res16[:] = res
         return self._res_bytes
+
+    def _misaligned(self, frame: bytes) -> bytes:
+        """The raw frame, for a frame the known path does not fit; once such frames outnumber
+        those it fits by `_SLIPPED_FRAMES`, the path is dropped (the level gate judges, and the
+        search runs again)."""
+        self._slipped += 1
+        if self._slipped >= _SLIPPED_FRAMES:
+            self._slipped = 0
+            self._offset = None
+            self._residual = 1.0
+            self._since_search = 0
+            self._e_in = self._e_res = 0.0
+        return frame
 
     def _search_due(self) -> bool:
         if self._offset is None:
@@ -469,3 +491,7 @@ _RESEARCH_ERLE_DB = 3.0
 _SWITCH_DB = 3.0
 # A residual frame up to this many times the echo the subtraction leaves (6 dB) may be echo.
 _RESIDUAL_MARGIN = 2.0
+# Frames in a row that the known path makes louder (or whose reference left the ring) after which
+# it is dropped: 100 ms, longer than a double-talk frame's chance excess, shorter than a word.
+_SLIPPED_FRAMES = 5
+_SLIP_RATIO = 1.5  # residual energy over the frame's (+1.8 dB)

@@ -124,7 +124,7 @@ def _vad_engine(s: Settings) -> list[Problem]:
     engine = s.vad.engine
     try:
         classifier(engine, s.vad.aggressiveness).close()
-    except (ImportError, OSError) as exc:
+    except Exception as exc:  # ImportError/OSError, or ONNX Runtime's own error on the model
         fix = "install Debian's libc++1 (make system-deps)" if engine == "ten" else "reinstall the package"
         return [Problem(("vad", "engine"), f'"{engine}" does not load ({exc}): {fix}, or choose "webrtc"')]
     return []

@@ -281,6 +281,9 @@ class VoiceActivityDetector:
                 if self._announced:
                     self._energy_run = True
                     self._run_ms = 0
+                    # Its levels so far were the raw line's (echo included): not a noise floor.
+                    self._run_db = 0.0
+                    self._run_frames = 0
         rise = self._rise_db
         level_db = 0.0
         loud = False

@@ -44,6 +44,8 @@ from pydantic import ConfigDict, Field
 __all__ = ["InterruptionDecider", "InterruptionSettings", "PartialKind", "Verdict", "partial_kind"]
 
 BACKCHANNEL_WORDS = "угу ага да так ну мхм мгм хм понятно ясно ок окей хорошо ладно конечно"
+# Words a caller stops the bot with: never taken for the bot's echo, even where its text has them.
+STOP_WORDS = "стоп нет подождите погодите стойте постойте хватит алло оператор оператора"
 
 
 @pydantic.dataclasses.dataclass(
@@ -57,6 +59,9 @@ class InterruptionSettings:
 
     # Partials made only of these words (separated by spaces or commas, any case) are backchannels.
     backchannel_words: str = BACKCHANNEL_WORDS
+    # A partial with one of these words is the caller's, even if the bot's own text has it too
+    # ("стоп" in "скажите стоп"): the echo rule never hides them.
+    stop_words: str = STOP_WORDS
     # After an onset, how long the bot stays paused waiting for words, ms.
     window_ms: Annotated[int, Field(ge=0, le=3000)] = 900
     # While the STT is not known to work, confirmed speech of `sustained_ms` cancels without
@@ -76,7 +81,8 @@ class InterruptionSettings:
     # The window closed while the VAD still hears the confirmed run: its words may still come,
     # so the bot stays paused until the run ends, at most this long after the onset, ms. A run
     # still going then, with no STT result at all since its onset, cancels (the STT is behind
-    # the caller: the bot must not talk over that much speech); one with results resumes.
+    # the caller: the bot must not talk over that much speech; an empty partial or the bot's
+    # echo is no sign of the caller's); one with results resumes.
     max_pause_ms: Annotated[int, Field(ge=0, le=10000)] = 2000
     # Confirmed speech with no words yet ended (the VAD's speech end, `[vad] hangover_ms` after
     # its last voiced frame): the bot stays paused this long for its words, within max_pause_ms,
@@ -114,15 +120,18 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def partial_kind(text: str, backchannel: frozenset[str], bot: str = "") -> PartialKind:
+def partial_kind(
+    text: str, backchannel: frozenset[str], bot: str = "", stop: frozenset[str] = frozenset()
+) -> PartialKind:
     """EMPTY (no words), BACKCHANNEL (only words of `backchannel`), ECHO (its words are a
-    contiguous run of `bot`'s, the bot's own text, space-joined lower-case words) or CONTENT."""
+    contiguous run of `bot`'s, the bot's own text, space-joined lower-case words, and none is in
+    `stop`) or CONTENT."""
     words = words_of(text)
     if not words:
         return PartialKind.EMPTY
     if all(w in backchannel for w in words):
         return PartialKind.BACKCHANNEL
-    if bot and f" {' '.join(words)} " in f" {bot} ":
+    if bot and not any(w in stop for w in words) and f" {' '.join(words)} " in f" {bot} ":
         return PartialKind.ECHO
     return PartialKind.CONTENT
 
@@ -143,6 +152,7 @@ class InterruptionDecider:
         "_results",
         "_run_from",
         "_settings",
+        "_stop",
         "_sustain_at",
         "_timed_out",
         "_voiced_s",
@@ -154,6 +164,7 @@ class InterruptionDecider:
     def __init__(self, settings: InterruptionSettings | None = None) -> None:
         self._settings = s = settings or InterruptionSettings()
         self._backchannel = frozenset(words_of(s.backchannel_words))
+        self._stop = frozenset(words_of(s.stop_words))
         self._bot = ""  # the bot's words now and just before, space-joined
         self._words_at: float | None = None  # when the STT last gave words
         self._lost = False  # the STT stalled (not merely silent since the call began)
@@ -165,7 +176,7 @@ class InterruptionDecider:
         self._window_end: float | None = None
         self._pause_end = 0.0  # the window's bound while the confirmed run goes on
         self._held = False  # the window closed during a confirmed run: held to its end
-        self._results = False  # an STT result (any, even empty) arrived since the overlap opened
+        self._results = False  # a partial of the caller's words arrived since the overlap opened
         self._run_from: float | None = None  # the current run's onset
         self._voiced_s = 0.0  # confirmed speech of the overlap's ended runs
         self._sustain_at: float | None = None  # the STT unknown: the confirmed run cancels then
@@ -257,10 +268,10 @@ class InterruptionDecider:
         self.words(text, now)
         if not self._settings.use_partials or self._decided or not self.engaged(now):
             return Verdict.KEEP
-        self._results = True
-        kind = partial_kind(text, self._backchannel, self._bot)
+        kind = partial_kind(text, self._backchannel, self._bot, self._stop)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
-            return Verdict.KEEP
+            return Verdict.KEEP  # (no sign the STT hears the caller: nothing, or the bot's echo)
+        self._results = True
         self._heard = kind
         if kind is PartialKind.CONTENT:
             return self._cancel()

@@ -242,8 +242,34 @@ def test_no_path_no_subtraction_and_cancel_off() -> None:
     assert off.searches == 0
 
 
+def test_a_skipped_outbound_frame_drops_the_path_instead_of_adding_echo() -> None:
+    # The pacer skips a frame after a stall: the counts slip by 160 samples, so the known path
+    # would subtract the wrong reference (about doubling the echo's energy). The gate hands the
+    # VAD the raw frame instead, drops the path within a few frames and finds the shifted one.
+    bot = _bot_audio(4.0)
+    sent, back = _frames(bot.astype(np.float64)), _frames(_echo_of(bot, 296, 0.3))
+    gate = EchoGate(EchoSettings(search_ms=300))
+    dropped_at = None
+    for i, (out, inbound) in enumerate(zip(sent, back, strict=True)):
+        if i != 100:  # frame 100 never went out
+            gate.sent(out)
+        res = gate.cancel(inbound)
+        # Never more than 1.5 times the line's energy (a wrong reference gives about 2 times).
+        assert audioop.rms(res, 2) <= 1.23 * audioop.rms(inbound, 2)
+        if i == 99:
+            assert gate.delay_samples == 296
+        if i > 100 and dropped_at is None and gate.delay_samples is None:
+            dropped_at = i
+        last = audioop.rms(res, 2), audioop.rms(inbound, 2)
+    assert dropped_at is not None and dropped_at <= 100 + 10  # within 200 ms of the slip
+    assert gate.delay_samples == 296 + 160  # found again, at the slipped alignment
+    assert last[0] < last[1] / 10  # and cancelling again
+
+
 def test_bad_cancel_settings_are_named() -> None:
     with pytest.raises(ValueError, match="search_ms"):
         EchoSettings(search_ms=100)
+    with pytest.raises(ValueError, match="search_ms"):
+        EchoSettings(search_ms=310)  # not whole 20 ms frames
     with pytest.raises(ValueError, match="min_erle_db"):
         EchoSettings(min_erle_db=-1.0)

@@ -114,8 +114,8 @@ def test_once_the_stt_gave_words_a_window_with_no_words_resumes_even_sustained_s
     assert d.speech_end(t0 + 1.3) is Verdict.RESUME  # it ended with none
     assert d.onset(t0 + 1.4) is Verdict.KEEP  # judged: its further runs do not pause
     assert d.partial("подождите", t0 + 1.6) is Verdict.CANCEL  # words still cut it
-    # Noise that never ends, the STT giving results of it (empty, or the bot's echo): paused for
-    # max_pause_ms at most.
+    # Sound that never ends, the STT giving only empty results of it: paused for max_pause_ms at
+    # most, then the bot stops talking over it (nothing shows the STT hears what the VAD hears).
     n = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
     n.words("да", 0.0)
     n.onset(t0)
@@ -123,7 +123,7 @@ def test_once_the_stt_gave_words_a_window_with_no_words_resumes_even_sustained_s
     assert n.partial("", t0 + 0.5) is Verdict.KEEP
     assert n.tick(t0 + 0.9) is Verdict.KEEP
     assert n.tick(t0 + 1.98) is Verdict.KEEP
-    assert n.tick(t0 + 2.0) is Verdict.RESUME
+    assert n.tick(t0 + 2.0) is Verdict.CANCEL
 
 
 def test_speech_lasting_the_whole_pause_with_no_stt_result_since_its_onset_cancels() -> None:
@@ -154,6 +154,34 @@ def test_speech_lasting_the_whole_pause_with_no_stt_result_since_its_onset_cance
     f.confirmed(t0 + 0.9)
     assert f.tick(t0 + 1.0) is Verdict.KEEP  # held: the new run goes on
     assert f.tick(t0 + 2.0) is Verdict.RESUME
+
+
+def test_the_bots_echo_recognised_during_the_pause_is_no_sign_the_stt_hears_the_caller() -> None:
+    # The STT turns the echo into the bot's words and says nothing of the caller: 2 s of speech
+    # with only echo partials still cancels at max_pause_ms.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
+    d.bot_says("Добрый день! Чем могу помочь?")
+    d.words("да", 0.0)
+    assert d.onset(1.0) is Verdict.PAUSE
+    d.confirmed(1.2)
+    assert d.partial("добрый день", 1.4) is Verdict.KEEP  # echo
+    assert d.partial("", 1.6) is Verdict.KEEP  # nothing
+    assert d.tick(1.9) is Verdict.KEEP
+    assert d.tick(3.0) is Verdict.CANCEL
+
+
+def test_stop_words_are_the_callers_even_where_the_bot_said_them() -> None:
+    d = InterruptionDecider()
+    d.bot_says("Если передумаете, скажите стоп. Нет проблем.")
+    d.words("да", 0.0)
+    d.onset(1.0)
+    d.confirmed(1.2)
+    assert d.partial("передумаете", 1.3) is Verdict.KEEP  # the bot's word: its echo
+    assert d.partial("стоп", 1.4) is Verdict.CANCEL  # a stop word: the caller's
+    e = InterruptionDecider()
+    e.bot_says("Нет проблем.")
+    e.onset(1.0)
+    assert e.partial("нет", 1.1) is Verdict.CANCEL
 
 
 def test_with_the_stt_known_confirmed_speech_with_no_words_resumes_at_the_windows_end() -> None:

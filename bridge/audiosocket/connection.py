@@ -157,6 +157,8 @@ class AudioSocketConnection:
                 # call, no `sample_rate` property call).
                 kind, pcm = msg
                 receiver.on_audio(pcm, SAMPLE_RATES[kind])
+                if self._receiver is not receiver:
+                    return  # that audio ended the leg: nothing more of this batch is delivered
             elif type(msg) is Audio or type(msg) is Dtmf:
                 self._dispatch(msg)
             elif type(msg) is Unknown:
