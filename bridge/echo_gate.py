@@ -88,6 +88,7 @@ class EchoGate:
         "_energy",
         "_erl",
         "_expected_residual",
+        "_fruitless",
         "_gain",
         "_in",
         "_in_n",
@@ -151,6 +152,7 @@ class EchoGate:
         self._residual = 1.0  # echo left after subtraction, as a fraction of the echo (its amplitude)
         self._search_active = 0  # frames of the bot heard since the last search
         self._since_search = 0  # inbound frames since then
+        self._fruitless = 0  # searches in a row that took no new path (they back off)
         self._slipped = 0  # frames the known path did not fit, less those it did (`_misaligned`)
         self._e_in = self._e_res = 0.0  # decaying energies while the bot is heard (ERLE)
         # Echo left in the current frame's residual (RMS); -1: no residual (raw frame).
@@ -306,21 +308,29 @@ class EchoGate:
         return frame
 
     def _search_due(self) -> bool:
+        # Searches that found nothing new back off (x2 each, at most x128): a line with no echo
+        # (a digital trunk, an echo canceller upstream) would otherwise pay a search (about
+        # 1.5 ms) every 0.2 s of the bot's speech for the whole call (2.1 ms per call-second
+        # measured; the level gate judges meanwhile).
+        backoff = min(self._fruitless, _BACKOFF_DOUBLINGS)
         if self._offset is None:
             # Not found yet: once the window held enough of the bot, then every _RETRY_FRAMES.
             if self.searches == 0:
                 return self._search_active >= self._search_frames
-            return self._since_search >= _RETRY_FRAMES and self._search_active >= _RETRY_FRAMES
+            due = _RETRY_FRAMES << backoff
+            return self._since_search >= due and self._search_active >= _RETRY_FRAMES
         # A path is known: search again only once it stopped cancelling, with new bot speech.
+        due = self._search_frames << backoff
         return (
             self.erle_db < _RESEARCH_ERLE_DB
-            and self._since_search >= self._search_frames
+            and self._since_search >= due
             and self._search_active >= self._search_frames
         )
 
     def _search(self) -> None:
         """Find the echo path on the last `search_ms`: GCC-PHAT for the lag, least squares for the gain."""
         self.searches += 1
+        self._fruitless += 1  # until a path is taken below
         self._search_active = 0
         self._since_search = 0
         w = self._search_len
@@ -354,6 +364,7 @@ class EchoGate:
         self._offset = offset
         self._path_gain = g
         self._residual = 10.0 ** (-min(erle, 30.0) / 20.0)
+        self._fruitless = 0
         self.paths += 1
         self._e_in = 1.0  # the tracker starts at the window's ERLE, with one frame's weight
         self._e_res = 10.0 ** (-erle / 10.0)
@@ -495,3 +506,6 @@ _RESIDUAL_MARGIN = 2.0
 # it is dropped: 100 ms, longer than a double-talk frame's chance excess, shorter than a word.
 _SLIPPED_FRAMES = 5
 _SLIP_RATIO = 1.5  # residual energy over the frame's (+1.8 dB)
+# Fruitless searches double the interval to the next one, at most this many times (x128: a
+# search per 25.6 s with no path found).
+_BACKOFF_DOUBLINGS = 7
