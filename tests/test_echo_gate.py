@@ -273,3 +273,16 @@ def test_bad_cancel_settings_are_named() -> None:
         EchoSettings(search_ms=310)  # not whole 20 ms frames
     with pytest.raises(ValueError, match="min_erle_db"):
         EchoSettings(min_erle_db=-1.0)
+
+
+def test_a_line_with_no_echo_is_not_searched_every_fifth_of_a_second() -> None:
+    # No echo path at all (a digital trunk): each fruitless search doubles the wait for the next
+    # (0.2, 0.4, 0.8 ... s of the bot), so 10 s of the bot's speech cost 5 searches, not 49.
+    bot = _frames(_bot_audio(10.0).astype(np.float64))
+    line = _frames(_bot_audio(10.0, seed=11).astype(np.float64) * 0.1)  # the caller's line noise
+    gate = EchoGate(EchoSettings(search_ms=300))
+    for out, inbound in zip(bot, line, strict=True):
+        gate.sent(out)
+        assert gate.cancel(inbound) is inbound
+    assert gate.delay_samples is None
+    assert gate.searches == 5
