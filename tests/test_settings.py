@@ -42,6 +42,7 @@ SPECIAL = {
     ("ari", "url"): "https://pbx.example:8089/",
     ("ari", "ca_file"): __file__,  # any readable file
     ("yandex", "speed"): 1.5,
+    ("echo", "search_ms"): 320,  # whole 20 ms frames
     ("espeak", "speed_wpm"): 150,
     ("openai", "intent_arbiter_format"): "json_object",
     ("log", "format"): "json",
