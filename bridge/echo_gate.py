@@ -40,11 +40,12 @@ import numpy.typing as npt
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
+from bridge.echo_path import ACTIVE_ENERGY, ACTIVE_RMS, FRAME, fit_path, gcc_phat_lag
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH
 
 __all__ = ["EchoGate", "EchoSettings"]
 
-_FRAME = FRAME_BYTES // SAMPLE_WIDTH  # samples per 20 ms frame: 160
+_FRAME = FRAME  # samples per 20 ms frame: 160 (bridge.echo_path)
 _PER_MS = SAMPLE_RATE // 1000
 
 F32 = npt.NDArray[np.float32]
@@ -205,7 +206,7 @@ class EchoGate:
         self._pos = (self._pos + 1) % len(ring)
         self._quiet = 0 if level else self._quiet + 1
         if self._cancel:
-            if level > _ACTIVE_RMS:
+            if level > ACTIVE_RMS:
                 self._search_active += 1
             self._keep(np.frombuffer(frame, dtype=np.int16))
 
@@ -269,7 +270,7 @@ class EchoGate:
         b = r0 % self._ref_len
         ref = self._ref[b : b + _FRAME]
         e_ref = float(np.dot(ref, ref))
-        if e_ref < _ACTIVE_ENERGY:
+        if e_ref < ACTIVE_ENERGY:
             self._expected_residual = 0.0  # nothing of the bot's at that lag: no echo to fear
             return frame
         tmp, res = self._tmp, self._res
@@ -341,13 +342,8 @@ class EchoGate:
         # streams' nominal alignment (both sides' counts move together in real time).
         lo = self._out_n - w - d
         y = self._window(lo, w + d)
-        nfft = 1 << (2 * w + d - 1).bit_length()
-        spec = np.conj(np.fft.rfft(x, nfft)) * np.fft.rfft(y, nfft)
-        spec /= np.abs(spec) + 1e-9
-        corr = np.fft.irfft(spec, nfft)[: d + 1]  # corr[m] = sum x[t] y[t + m] (whitened)
-        m = int(np.argmax(corr))
-        z = y[m : m + w]
-        fit = _fit(x, z)
+        m = gcc_phat_lag(x, y, d)
+        fit = fit_path(x, y[m : m + w])
         if fit is None:
             return
         g, erle = fit
@@ -356,7 +352,7 @@ class EchoGate:
         if self._offset is not None:
             # Keep the current path unless the new one cancels this window better.
             cur = self._window(self._in_n - w + self._offset, w)
-            cur_fit = _fit(x, cur, self._path_gain)
+            cur_fit = fit_path(x, cur, self._path_gain)
             if cur_fit is not None and erle <= cur_fit[1] + _SWITCH_DB:
                 return
         if erle < self._min_erle or not 0.0 < g <= 1.0:
@@ -407,7 +403,7 @@ class EchoGate:
         peak = max(ring)
         if peak == 0:
             return False
-        if peak > _ACTIVE_RMS and level <= peak * self._gain:
+        if peak > ACTIVE_RMS and level <= peak * self._gain:
             # Only frames that can be echo (no louder than the worst case) feed the search: the
             # caller's voice is not correlated with the bot's, and would drag the lag around.
             self._active += 1
@@ -430,7 +426,7 @@ class EchoGate:
             expected = max(
                 ring[(newest - delay) % n], ring[(newest - delay - 1) % n], ring[(newest - delay + 1) % n]
             )
-            if expected > _ACTIVE_RMS:
+            if expected > ACTIVE_RMS:
                 erl = self._erl
                 ratio = level / expected
                 if ratio <= erl * _ERL_MARGIN:
@@ -447,39 +443,6 @@ class EchoGate:
         return level <= expected * self._gain
 
 
-def _fit(
-    x: npt.NDArray[np.float64], z: npt.NDArray[np.float64], gain: float | None = None
-) -> tuple[float, float] | None:
-    """The echo path's gain and ERLE (dB) of `x` less gain x `z`, over the 20 ms frames where the
-    reference `z` is active: least squares and energy over all of them, or if that cancels less
-    than `_FIT_DB`, the median of the per-frame gains and ERLEs (robust to the caller talking over
-    part of the window). None: too few such frames. `gain` given: only the ERLE at that gain."""
-    k = len(x) // _FRAME
-    xf = x[: k * _FRAME].reshape(k, _FRAME)
-    zf = z[: k * _FRAME].reshape(k, _FRAME)
-    ez = np.einsum("ij,ij->i", zf, zf)
-    active = ez > _ACTIVE_ENERGY
-    if int(active.sum()) < _MIN_FIT_FRAMES:
-        return None
-    xf, zf, ez = xf[active], zf[active], ez[active]
-    xz = np.einsum("ij,ij->i", xf, zf)
-    ex = np.einsum("ij,ij->i", xf, xf)
-    g = float(xz.sum() / ez.sum()) if gain is None else gain
-    er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
-    whole = 10.0 * math.log10(max(float(ex.sum()), 1.0) / max(float(er.sum()), 1.0))
-    if whole >= _FIT_DB:
-        return g, whole
-    if gain is None:
-        g = float(np.median(xz / ez))
-        er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
-    erle = 10.0 * np.log10(np.maximum(ex, 1.0) / np.maximum(er, 1.0))
-    return g, max(whole, float(np.median(erle)))
-
-
-# Outbound RMS above which the bot counts as talking for the delay search (about -50 dBFS).
-_ACTIVE_RMS = 100
-# The same as the energy of one frame.
-_ACTIVE_ENERGY = float(_ACTIVE_RMS * _ACTIVE_RMS * _FRAME)
 # The search's memory: 0.98 per frame is about a 1 s time constant.
 _DECAY = 0.98
 # The median tracker's step per frame (x1.02: 0.17 dB; x1.002 while frozen), and the margin over the median echo gain
@@ -489,10 +452,6 @@ _ERL_CREEP = 1.002
 _ERL_MARGIN = 2.0
 # Talking frames the search needs before its lag is trusted (0.4 s).
 _SETTLE_FRAMES = 20
-# Frames of the bot heard that a path's fit needs in the window; the whole window's ERLE above
-# which the least-squares fit stands (else the per-frame medians are tried), dB.
-_MIN_FIT_FRAMES = 8
-_FIT_DB = 10.0
 # Delay searches while no path is found: one per this many frames (0.2 s) of the bot heard.
 _RETRY_FRAMES = 10
 # Subtraction: ERLE's memory (0.96 per frame of the bot heard: about 0.5 s), the ERLE under which

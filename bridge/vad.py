@@ -32,7 +32,6 @@ arrived, and returns a `VadEvent` when the caller starts or stops speaking.
 
 from __future__ import annotations
 
-import audioop
 import enum
 import math
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from pydantic import ConfigDict, Field
 
 from bridge.echo_gate import EchoGate
 from bridge.vad_engines import Engine, SpeechClassifier, classifier
-from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH
+from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 
@@ -220,7 +219,7 @@ class VoiceActivityDetector:
             audio = echo.cancel(frame)
             if audio is not frame:
                 self.frames_residual += 1
-        level = self._level = audioop.rms(audio, SAMPLE_WIDTH)
+        level = self._level = rms(audio)
         if level < gate:
             self.frames_gated += 1
             if self._neural_run:

@@ -84,7 +84,7 @@ class Resampler:
         self._rate, self._stream = self._dst, None
 
 
-def rms(pcm: bytes) -> int:
+def rms(pcm: bytes | bytearray) -> int:
     """Root-mean-square level of s16le audio."""
     return int(audioop.rms(pcm, SAMPLE_WIDTH))
 
