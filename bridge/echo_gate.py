@@ -276,8 +276,9 @@ class EchoGate:
         tmp, res = self._tmp, self._res
         g = self._path_gain
         np.multiply(ref, np.float32(g), out=tmp)
-        np.subtract(buf[a : a + _FRAME], tmp, out=res)
-        e_in = float(np.dot(buf[a : a + _FRAME], buf[a : a + _FRAME]))
+        seg = buf[a : a + _FRAME]  # this frame, as float32 (one view, not three)
+        np.subtract(seg, tmp, out=res)
+        e_in = float(np.dot(seg, seg))
         e_res = float(np.dot(res, res))
         if e_res > _SLIP_RATIO * e_in:
             # Subtracting made it louder: the reference is not this frame's echo (the pacer
