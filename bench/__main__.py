@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         held_seed = args.turn_seed + 1000
         held = run_turns(build_corpus(args.turn_items, seed=held_seed, heldout=True), HELDOUT_CONFIGS)
         print(render_turns(held, f"held out, seed {held_seed}"), end="\n\n", flush=True)
+        # Held out again: phrases written blind after the backchannel list grew (seed + 2000).
+        held2_seed = args.turn_seed + 2000
+        held2 = run_turns(build_corpus(args.turn_items, seed=held2_seed, heldout=2), HELDOUT_CONFIGS)
+        print(render_turns(held2, f"held out 2 (written blind), seed {held2_seed}"), end="\n\n", flush=True)
         write_json(
             args.turn_json,
             results,
@@ -175,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             per_category=args.turn_items,
             heldout=held,
             heldout_seed=held_seed,
+            heldout2=held2,
+            heldout2_seed=held2_seed,
         )
         _progress(f"turn-taking results written to {args.turn_json}")
     if "eot" in parts:

@@ -409,9 +409,11 @@ def write_json(
     per_category: int,
     heldout: dict[str, dict[str, float | int | None]] | None = None,
     heldout_seed: int | None = None,
+    heldout2: dict[str, dict[str, float | int | None]] | None = None,
+    heldout2_seed: int | None = None,
 ) -> None:
-    """The results with the corpus parameters and targets, as JSON; `heldout`: the held-out
-    corpus's (`build_corpus(heldout=True)`, seed `heldout_seed`)."""
+    """The results with the corpus parameters and targets, as JSON; `heldout`/`heldout2`: the
+    held-out corpora's (`build_corpus(heldout=1 or 2)`, seeds `heldout_seed`, `heldout2_seed`)."""
     doc: dict[str, object] = {
         "seed": seed,
         "per_category": per_category,
@@ -420,4 +422,6 @@ def write_json(
     }
     if heldout is not None:
         doc["heldout"] = {"seed": heldout_seed, "configs": heldout}
+    if heldout2 is not None:
+        doc["heldout2"] = {"seed": heldout2_seed, "configs": heldout2}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -31,7 +31,6 @@ few thousand points) runs about once per call. Per outbound frame: one RMS and a
 
 from __future__ import annotations
 
-import audioop
 import math
 from typing import Annotated
 
@@ -41,7 +40,7 @@ import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
 from bridge.echo_path import ACTIVE_ENERGY, ACTIVE_RMS, FRAME, fit_path, gcc_phat_lag
-from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, rms
 
 __all__ = ["EchoGate", "EchoSettings"]
 
@@ -202,7 +201,7 @@ class EchoGate:
     def sent(self, frame: bytes | bytearray) -> None:
         """The bot's frame (slin, 20 ms) just went out."""
         ring = self._ring
-        level = ring[self._pos] = audioop.rms(frame, SAMPLE_WIDTH)
+        level = ring[self._pos] = rms(frame)
         self._pos = (self._pos + 1) % len(ring)
         self._quiet = 0 if level else self._quiet + 1
         if self._cancel:

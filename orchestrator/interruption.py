@@ -41,9 +41,10 @@ from typing import Annotated
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
+from orchestrator.backchannel import BACKCHANNEL_TEXT
+
 __all__ = ["InterruptionDecider", "InterruptionSettings", "PartialKind", "Verdict", "partial_kind"]
 
-BACKCHANNEL_WORDS = "угу ага да так ну мхм мгм хм понятно ясно ок окей хорошо ладно конечно"
 # Words a caller stops the bot with: never taken for the bot's echo, even where its text has them.
 STOP_WORDS = "стоп нет подождите погодите стойте постойте хватит алло оператор оператора"
 
@@ -58,7 +59,7 @@ class InterruptionSettings:
     """
 
     # Partials made only of these words (separated by spaces or commas, any case) are backchannels.
-    backchannel_words: str = BACKCHANNEL_WORDS
+    backchannel_words: str = BACKCHANNEL_TEXT
     # A partial with one of these words is the caller's, even if the bot's own text has it too
     # ("стоп" in "скажите стоп"): the echo rule never hides them.
     stop_words: str = STOP_WORDS

@@ -23,6 +23,9 @@ from bench.turn_corpus import (
     BACKCHANNELS,
     BOT_PHRASES,
     CATEGORIES,
+    HELDOUT2_BACKCHANNELS,
+    HELDOUT2_INTERRUPTIONS,
+    HELDOUT2_VOICES,
     HELDOUT_BACKCHANNELS,
     HELDOUT_INTERRUPTIONS,
     HELDOUT_VOICES,
@@ -163,6 +166,18 @@ def test_heldout_corpus_has_other_phrases_voices_and_seed() -> None:
     assert not {i.text for i in spoken} & set(INTERRUPTIONS + BACKCHANNELS) - {"да"}
     assert all(i.meta["voice"] in HELDOUT_VOICES and i.meta["voice"] not in VOICES for i in spoken)
     assert all(i.meta["bot_text"] in BOT_PHRASES for i in held)
+
+
+def test_second_heldout_corpus_shares_no_phrase_or_voice_with_the_others() -> None:
+    held = build_corpus(3, seed=2012, heldout=2)
+    spoken = [i for i in held if i.category in ("interruption", "backchannel")]
+    assert spoken and all(i.text in HELDOUT2_INTERRUPTIONS + HELDOUT2_BACKCHANNELS for i in spoken)
+    earlier = set(INTERRUPTIONS + BACKCHANNELS + HELDOUT_INTERRUPTIONS + HELDOUT_BACKCHANNELS)
+    assert not set(HELDOUT2_INTERRUPTIONS + HELDOUT2_BACKCHANNELS) & earlier
+    assert not set(HELDOUT2_VOICES) & set(VOICES + HELDOUT_VOICES)
+    assert all(i.meta["voice"] in HELDOUT2_VOICES for i in spoken)
+    with pytest.raises(ValueError, match="heldout=3"):
+        build_corpus(1, heldout=3)
 
 
 def test_default_decision_keeps_the_bot_going_through_noise_and_resumes_at_the_next_frame(
