@@ -29,8 +29,9 @@ __all__ = [
 # Words a listener says to show they follow or agree, not to take the floor (normalised: "е" for
 # "ё"): listening tokens, acknowledgements and agreement, not hesitations ("э", "эм": the caller
 # is starting to talk) nor "а" ("а?": the caller did not hear). "записываю": callers take down
-# prices and addresses (added after the second held-out set's only misses, "угу, записываю"). The one list behind the barge-in
-# decision (`[interruption] backchannel_words`' default) and the yes/no states' answers.
+# prices and addresses (added after the second held-out set's only misses, "угу, записываю").
+# The one list behind the barge-in decision (`[interruption] backchannel_words`' default) and the
+# yes/no states' answers.
 BACKCHANNEL_TEXT = (
     "да ага угу угум мхм мгм хм ну так ясно понятно понятненько ясненько хорошо ладно ладушки "
     "ок окей конечно разумеется естественно верно точно правильно именно понял поняла слушаю "
