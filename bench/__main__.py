@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         held2_seed = args.turn_seed + 2000
         held2 = run_turns(build_corpus(args.turn_items, seed=held2_seed, heldout=2), HELDOUT_CONFIGS)
         print(render_turns(held2, f"held out 2 (written blind), seed {held2_seed}"), end="\n\n", flush=True)
+        # And a third, read only after the decision's last rules were committed (seed + 3000).
+        held3_seed = args.turn_seed + 3000
+        held3 = run_turns(build_corpus(args.turn_items, seed=held3_seed, heldout=3), HELDOUT_CONFIGS)
+        print(render_turns(held3, f"held out 3 (written blind), seed {held3_seed}"), end="\n\n", flush=True)
         write_json(
             args.turn_json,
             results,
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             heldout_seed=held_seed,
             heldout2=held2,
             heldout2_seed=held2_seed,
+            heldout3=held3,
+            heldout3_seed=held3_seed,
         )
         _progress(f"turn-taking results written to {args.turn_json}")
     if "eot" in parts:

@@ -411,9 +411,11 @@ def write_json(
     heldout_seed: int | None = None,
     heldout2: dict[str, dict[str, float | int | None]] | None = None,
     heldout2_seed: int | None = None,
+    heldout3: dict[str, dict[str, float | int | None]] | None = None,
+    heldout3_seed: int | None = None,
 ) -> None:
-    """The results with the corpus parameters and targets, as JSON; `heldout`/`heldout2`: the
-    held-out corpora's (`build_corpus(heldout=1 or 2)`, seeds `heldout_seed`, `heldout2_seed`)."""
+    """The results with the corpus parameters and targets, as JSON; `heldout`/`heldout2`/`heldout3`:
+    the held-out corpora's (`build_corpus(heldout=1, 2 or 3)`, seeds `heldout_seed` ...)."""
     doc: dict[str, object] = {
         "seed": seed,
         "per_category": per_category,
@@ -424,4 +426,6 @@ def write_json(
         doc["heldout"] = {"seed": heldout_seed, "configs": heldout}
     if heldout2 is not None:
         doc["heldout2"] = {"seed": heldout2_seed, "configs": heldout2}
+    if heldout3 is not None:
+        doc["heldout3"] = {"seed": heldout3_seed, "configs": heldout3}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

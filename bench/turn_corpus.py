@@ -41,6 +41,9 @@ __all__ = [
     "CATEGORIES",
     "ECHO_LEVELS_DB",
     "HELDOUT2_BACKCHANNELS",
+    "HELDOUT3_BACKCHANNELS",
+    "HELDOUT3_INTERRUPTIONS",
+    "HELDOUT3_VOICES",
     "HELDOUT2_INTERRUPTIONS",
     "HELDOUT2_VOICES",
     "HELDOUT_BACKCHANNELS",
@@ -143,6 +146,54 @@ HELDOUT2_BACKCHANNELS = (
     "ну хорошо",
 )
 HELDOUT2_VOICES = ("ru+m2", "ru+m5", "ru+f5", "ru+klatt2", "ru+klatt3", "ru+m8")
+# A third held-out set, written blind on 2026-12-02 and not read until the short-partial rule
+# (`[interruption] content_words`) and the backchannel list were committed: `build_corpus(heldout=3)`.
+# Its phrases may repeat earlier sets' (what callers say most is "ага", "угу"), not its voices.
+HELDOUT3_INTERRUPTIONS = (
+    "стоп",
+    "подождите",
+    "секундочку",
+    "алло",
+    "что-что?",
+    "стоп, стоп, стоп",
+    "девушка, подождите",
+    "повторите, пожалуйста",
+    "нет, это не так",
+    "вы ошибаетесь",
+    "соедините с оператором",
+    "позовите живого человека",
+    "а сколько это стоит?",
+    "я этого не заказывал",
+    "подождите, я не понял",
+    "нет, адрес другой",
+    "а можно доставить побыстрее?",
+    "это слишком дорого",
+    "минуточку, можно вопрос?",
+    "не надо, спасибо",
+)
+HELDOUT3_BACKCHANNELS = (
+    "ага",
+    "угу",
+    "мгм",
+    "да-да",
+    "так",
+    "так-так",
+    "ну да",
+    "понятно",
+    "ясно",
+    "хорошо",
+    "ладно",
+    "ага, понял",
+    "угу, поняла",
+    "да, слушаю",
+    "записываю",
+    "окей",
+    "ну",
+    "ага-ага",
+    "да, да, да",
+    "конечно",
+)
+HELDOUT3_VOICES = ("ru+klatt4", "ru+Andy", "ru+Annie", "ru+Michael", "ru+Linda", "ru+Storm")
 # Echo levels (dB under the bot) scanned by the "echo" category.
 ECHO_LEVELS_DB = (-6, -9, -12, -15, -18, -21, -24, -30, -35)
 
@@ -284,6 +335,7 @@ class _Phrases:
 _TUNING = _Phrases(INTERRUPTIONS, BACKCHANNELS, VOICES, (130, 200))
 _HELDOUT = _Phrases(HELDOUT_INTERRUPTIONS, HELDOUT_BACKCHANNELS, HELDOUT_VOICES, (120, 210))
 _HELDOUT2 = _Phrases(HELDOUT2_INTERRUPTIONS, HELDOUT2_BACKCHANNELS, HELDOUT2_VOICES, (125, 205))
+_HELDOUT3 = _Phrases(HELDOUT3_INTERRUPTIONS, HELDOUT3_BACKCHANNELS, HELDOUT3_VOICES, (120, 200))
 
 
 def _item(rng: random.Random, index: int, category: Category, phrases: _Phrases = _TUNING) -> TurnItem:
@@ -355,15 +407,15 @@ def _item(rng: random.Random, index: int, category: Category, phrases: _Phrases 
 
 
 def build_corpus(per_category: int = 40, seed: int = 12, *, heldout: int = 0) -> list[TurnItem]:
-    """`per_category` items of each category, reproducible from `seed`. `heldout` 1 (or True) or
-    2: the callers say that held-out set's phrases in its voices (use another seed too).
+    """`per_category` items of each category, reproducible from `seed`. `heldout` 1 (or True), 2
+    or 3: the callers say that held-out set's phrases in its voices (use another seed too).
 
     Raises `FileNotFoundError` when espeak-ng is missing (install it with `make system-deps`).
     """
     rng = random.Random(seed)
-    if heldout not in (0, 1, 2):
-        raise ValueError(f"heldout={heldout!r}: 0 (tuning), 1 or 2")
-    phrases = (_TUNING, _HELDOUT, _HELDOUT2)[int(heldout)]
+    if heldout not in (0, 1, 2, 3):
+        raise ValueError(f"heldout={heldout!r}: 0 (tuning), 1, 2 or 3")
+    phrases = (_TUNING, _HELDOUT, _HELDOUT2, _HELDOUT3)[int(heldout)]
     items: list[TurnItem] = []
     for _ in range(per_category):
         for category in CATEGORIES[:4]:

@@ -314,6 +314,7 @@ class EchoGate:
         # streams' nominal alignment (both sides' counts move together in real time).
         lo = self._out_n - w - d
         y = self._window(lo, w + d)
+        self._level.bound(_gain_bound(x, y))
         m = gcc_phat_lag(x, y, d)
         fit = fit_path(x, y[m : m + w])
         if fit is None:
@@ -388,3 +389,15 @@ _SLIP_RATIO = 1.5  # residual energy over the frame's (+1.8 dB)
 # Fruitless searches double the interval to the next one, at most this many times (x128: a
 # search per 25.6 s with no path found).
 _BACKOFF_DOUBLINGS = 7
+
+
+def _gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
+    """The most the echo path's gain can be, whatever its delay: the inbound window `x` holds the
+    echo of `y[m : m + len(x)]` for some m (plus noise and the caller), so its energy bounds the
+    echo's; against the quietest such stretch of `y`. inf while `y` has no audio."""
+    w = len(x)
+    c = np.concatenate(([0.0], np.cumsum(y * y)))
+    quietest = float((c[w:] - c[: len(c) - w]).min())
+    if quietest <= ACTIVE_ENERGY * (w // _FRAME):
+        return math.inf
+    return math.sqrt(float(np.dot(x, x)) / quietest)

@@ -33,7 +33,18 @@ _SETTLE_FRAMES = 20
 class LevelGate:
     """One call's outbound levels and the level test (`is_echo`), in RMS of s16 frames."""
 
-    __slots__ = ("_active", "_corr", "_delay", "_energy", "_erl", "_gain", "_pos", "_quiet", "_ring")
+    __slots__ = (
+        "_active",
+        "_corr",
+        "_delay",
+        "_energy",
+        "_erl",
+        "_gain",
+        "_limit",
+        "_pos",
+        "_quiet",
+        "_ring",
+    )
 
     def __init__(self, max_delay_ms: int, min_return_loss_db: float) -> None:
         n = -(-max_delay_ms // FRAME_MS) + 2  # whole frames covering the delay, plus one each side
@@ -49,6 +60,8 @@ class LevelGate:
         self._delay = -1  # lag in frames; -1 until the search has seen enough of the bot
         # Echo gain measured at that lag (inbound / outbound level, its running median).
         self._erl: float = self._gain
+        # The gain no lag's echo can exceed (`bound`), with the margin; the worst case until then.
+        self._limit: float = self._gain
 
     @property
     def delay(self) -> int:
@@ -67,6 +80,19 @@ class LevelGate:
         self._pos = (self._pos + 1) % len(ring)
         self._quiet = 0 if level else self._quiet + 1
 
+    def bound(self, gain: float) -> None:
+        """The echo gain is at most `gain` (measured on a window of the line against the bot's
+        audio, `EchoGate`'s search): the worst case drops to it (+6 dB) until the next window's,
+        and the median tracker to it.
+
+        Why: the median steps 0.17 dB a frame from the worst case (9 dB), so on a line whose
+        echo is 25-30 dB down, under the line noise (no subtraction path), it took 2 s and more
+        to learn it, and a caller 10-15 dB quieter than the bot was taken for echo meanwhile."""
+        limit = gain * _ERL_MARGIN
+        self._limit = limit if limit < self._gain else self._gain  # the newest window's: a path may change
+        if gain < self._erl:
+            self._erl = gain
+
     def may_be_echo(self, level: int) -> bool:
         """Whether an inbound frame of RMS `level` may be the bot's echo, by what `is_echo` has
         learned so far without feeding it: once its delay is settled, no louder than the bot's
@@ -80,14 +106,14 @@ class LevelGate:
         ring = self._ring
         delay = self._delay
         if delay < 0:
-            return level <= max(ring) * self._gain
+            return level <= max(ring) * self._limit
         n = len(ring)
         newest = self._pos - 1
         expected = max(
             ring[(newest - delay) % n], ring[(newest - delay - 1) % n], ring[(newest - delay + 1) % n]
         )
         gain = self._erl * _ERL_MARGIN
-        return level <= expected * (gain if gain < self._gain else self._gain)
+        return level <= expected * (gain if gain < self._limit else self._limit)
 
     def is_echo(self, level: int) -> bool:
         """Whether an inbound frame of RMS `level` may be nothing but the bot's echo; feeds the
@@ -134,5 +160,5 @@ class LevelGate:
                     self._erl = erl * _ERL_CREEP
             # The measured gain with a margin, never above the configured worst case.
             gain = self._erl * _ERL_MARGIN
-            return level <= expected * (gain if gain < self._gain else self._gain)
-        return level <= expected * self._gain
+            return level <= expected * (gain if gain < self._limit else self._limit)
+        return level <= expected * self._limit

@@ -56,3 +56,15 @@ def test_quiet_bot_is_no_echo() -> None:
         gate.sent(0)
         assert not gate.is_echo(500)
     assert not gate.bot_audible
+
+
+def test_a_measured_bound_replaces_the_worst_case_before_the_delay_settles() -> None:
+    gate = LevelGate(max_delay_ms=300, min_return_loss_db=9.0)
+    _talk(gate, 5, ECHO)
+    assert gate.delay < 0 and gate.may_be_echo(BOT // 6)
+    gate.bound(ECHO / BOT)  # the line's window: no echo louder than 27 dB down
+    assert not gate.may_be_echo(BOT // 6)
+    assert gate.may_be_echo(ECHO * 3 // 2)  # within the margin (+6 dB)
+    assert gate.is_echo(ECHO)
+    gate.bound(1.0)  # the next window's bound is loose (the caller talked): the worst case again
+    assert gate.may_be_echo(BOT // 6) and not gate.may_be_echo(BOT // 2)

@@ -26,6 +26,9 @@ from bench.turn_corpus import (
     HELDOUT2_BACKCHANNELS,
     HELDOUT2_INTERRUPTIONS,
     HELDOUT2_VOICES,
+    HELDOUT3_BACKCHANNELS,
+    HELDOUT3_INTERRUPTIONS,
+    HELDOUT3_VOICES,
     HELDOUT_BACKCHANNELS,
     HELDOUT_INTERRUPTIONS,
     HELDOUT_VOICES,
@@ -176,8 +179,8 @@ def test_second_heldout_corpus_shares_no_phrase_or_voice_with_the_others() -> No
     assert not set(HELDOUT2_INTERRUPTIONS + HELDOUT2_BACKCHANNELS) & earlier
     assert not set(HELDOUT2_VOICES) & set(VOICES + HELDOUT_VOICES)
     assert all(i.meta["voice"] in HELDOUT2_VOICES for i in spoken)
-    with pytest.raises(ValueError, match="heldout=3"):
-        build_corpus(1, heldout=3)
+    with pytest.raises(ValueError, match="heldout=4"):
+        build_corpus(1, heldout=4)
 
 
 def test_default_decision_keeps_the_bot_going_through_noise_and_resumes_at_the_next_frame(
@@ -211,3 +214,11 @@ def test_the_bots_recognised_echo_is_not_the_caller(corpus: list[TurnItem]) -> N
     assert known["false_echo"] == 0.0
     assert level_gate["false_echo"] is not None and level_gate["false_echo"] >= 0.5
     assert unknown["false_echo"] is not None and unknown["false_echo"] <= level_gate["false_echo"]
+
+
+def test_third_heldout_corpus_has_its_own_voices() -> None:
+    held = build_corpus(2, seed=3012, heldout=3)
+    spoken = [i for i in held if i.category in ("interruption", "backchannel")]
+    assert spoken and all(i.text in HELDOUT3_INTERRUPTIONS + HELDOUT3_BACKCHANNELS for i in spoken)
+    assert not set(HELDOUT3_VOICES) & set(VOICES + HELDOUT_VOICES + HELDOUT2_VOICES)
+    assert all(i.meta["voice"] in HELDOUT3_VOICES for i in spoken)
