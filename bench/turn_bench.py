@@ -413,9 +413,11 @@ def write_json(
     heldout2_seed: int | None = None,
     heldout3: dict[str, dict[str, float | int | None]] | None = None,
     heldout3_seed: int | None = None,
+    heldout4: dict[str, dict[str, float | int | None]] | None = None,
+    heldout4_seed: int | None = None,
 ) -> None:
-    """The results with the corpus parameters and targets, as JSON; `heldout`/`heldout2`/`heldout3`:
-    the held-out corpora's (`build_corpus(heldout=1, 2 or 3)`, seeds `heldout_seed` ...)."""
+    """The results with the corpus parameters and targets, as JSON; `heldout`, `heldout2` ...
+    `heldout4`: the held-out corpora's (`build_corpus(heldout=1 ... 4)`, seeds `heldout_seed` ...)."""
     doc: dict[str, object] = {
         "seed": seed,
         "per_category": per_category,
@@ -428,4 +430,6 @@ def write_json(
         doc["heldout2"] = {"seed": heldout2_seed, "configs": heldout2}
     if heldout3 is not None:
         doc["heldout3"] = {"seed": heldout3_seed, "configs": heldout3}
+    if heldout4 is not None:
+        doc["heldout4"] = {"seed": heldout4_seed, "configs": heldout4}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -29,6 +29,7 @@ from bench.turn_corpus import (
     HELDOUT3_BACKCHANNELS,
     HELDOUT3_INTERRUPTIONS,
     HELDOUT3_VOICES,
+    HELDOUT4_VOICES,
     HELDOUT_BACKCHANNELS,
     HELDOUT_INTERRUPTIONS,
     HELDOUT_VOICES,
@@ -179,8 +180,8 @@ def test_second_heldout_corpus_shares_no_phrase_or_voice_with_the_others() -> No
     assert not set(HELDOUT2_INTERRUPTIONS + HELDOUT2_BACKCHANNELS) & earlier
     assert not set(HELDOUT2_VOICES) & set(VOICES + HELDOUT_VOICES)
     assert all(i.meta["voice"] in HELDOUT2_VOICES for i in spoken)
-    with pytest.raises(ValueError, match="heldout=4"):
-        build_corpus(1, heldout=4)
+    with pytest.raises(ValueError, match="heldout=5"):
+        build_corpus(1, heldout=5)
 
 
 def test_default_decision_keeps_the_bot_going_through_noise_and_resumes_at_the_next_frame(
@@ -221,4 +222,5 @@ def test_third_heldout_corpus_has_its_own_voices() -> None:
     spoken = [i for i in held if i.category in ("interruption", "backchannel")]
     assert spoken and all(i.text in HELDOUT3_INTERRUPTIONS + HELDOUT3_BACKCHANNELS for i in spoken)
     assert not set(HELDOUT3_VOICES) & set(VOICES + HELDOUT_VOICES + HELDOUT2_VOICES)
+    assert not set(HELDOUT4_VOICES) & set(VOICES + HELDOUT_VOICES + HELDOUT2_VOICES + HELDOUT3_VOICES)
     assert all(i.meta["voice"] in HELDOUT3_VOICES for i in spoken)
