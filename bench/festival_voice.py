@@ -30,8 +30,9 @@ __all__ = ["PREFIX", "festival_pcm"]
 
 PREFIX = "festival:"
 # espeak-ng words-per-minute that festival's own pace stands for: tempo factor = speed / 170, so
-# the corpus's 120-210 wpm is 0.71-1.24 x its recorded pace (milder WSOLA than matching espeak's
-# durations, which would slow every phrase by 15-50 %). Pitch is the speaker's own: not varied.
+# the corpus's 120-210 wpm is 0.71-1.24 x its recorded pace. Matching espeak's durations instead
+# (its own pace is about espeak's 236 wpm) would slow every phrase by 11-49 %, more WSOLA artefact.
+# Pitch is the speaker's own: not varied.
 _NATURAL_WPM = 170
 
 
