@@ -14,9 +14,10 @@ noise, and, depending on the category, the caller:
   -20 dBFS. Label: goes on. Built from a second generator (`seed + 1`), so the other categories'
   items stay those of earlier corpora with the same seed.
 
-Speech is espeak-ng (several voice variants, speeds and pitches), resampled to 8 kHz. Every level
-is drawn from `random.Random(seed)`: the same seed gives the same bytes (espeak-ng's output is
-deterministic for the same text and parameters). Synthesis is cached per process.
+Speech is espeak-ng (several voice variants, speeds and pitches) and festival's festvox-ru voice
+(speeds only; since 2026-12-02, so a seed's caller voices differ from before), resampled to 8 kHz.
+Every level is drawn from `random.Random(seed)`: the same seed gives the same bytes (espeak-ng and
+festival are deterministic for the same text and parameters). Synthesis is cached per process.
 
 Levels (dBFS RMS over the voiced part): bot -18; caller -26..-14; echo -12..-30 dB under the bot
 (40-60 ms late) in every item, -6..-35 dB (20-250 ms) in the "echo" category; line noise -62..-50.
@@ -34,6 +35,8 @@ from typing import Literal
 
 import numpy as np
 
+from bench.festival_voice import PREFIX as FESTIVAL
+from bench.festival_voice import festival_pcm
 from orchestrator.adapters.tts.espeak import parse_wav
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, resample
 
@@ -78,7 +81,9 @@ INTERRUPTIONS = (
     "нет, спасибо, не интересно",
 )
 BACKCHANNELS = ("угу", "ага", "да-да", "так", "ну", "мхм", "понятно")
-VOICES = ("ru", "ru+m3", "ru+f2", "ru+f4", "ru+m7", "ru-lv")
+# Debian has one Russian festival voice: every set has it, so it is the one voice the sets share.
+FESTIVAL_RU = FESTIVAL + "msu_ru_nsh_clunits"
+VOICES = ("ru", "ru+m3", "ru+f2", "ru+f4", "ru+m7", "ru-lv", FESTIVAL_RU)
 # Held out (`build_corpus(heldout=True)`): written before the decision was tuned, never tuned on;
 # other phrases, backchannel variants (two with words that were outside the backchannel list
 # until 2026-12-02: "верно", "точно"; no longer a test of those), other voices and speeds, another seed.
@@ -110,7 +115,7 @@ HELDOUT_BACKCHANNELS = (
     "да, верно",
     "мхм, точно",
 )
-HELDOUT_VOICES = ("ru+m1", "ru+m4", "ru+f1", "ru+f3", "ru+m6", "ru+klatt")
+HELDOUT_VOICES = ("ru+m1", "ru+m4", "ru+f1", "ru+f3", "ru+m6", "ru+klatt", FESTIVAL_RU)
 # A second held-out set, written blind on 2026-12-02 (by a session that had not seen the code or
 # the backchannel list) after "верно", "точно" and other agreement words joined the list, so the
 # first set's two misses were no longer a test: `build_corpus(heldout=2)`, other voices, never tuned on.
@@ -146,7 +151,7 @@ HELDOUT2_BACKCHANNELS = (
     "так, записываю",
     "ну хорошо",
 )
-HELDOUT2_VOICES = ("ru+m2", "ru+m5", "ru+f5", "ru+klatt2", "ru+klatt3", "ru+m8")
+HELDOUT2_VOICES = ("ru+m2", "ru+m5", "ru+f5", "ru+klatt2", "ru+klatt3", "ru+m8", FESTIVAL_RU)
 # A third held-out set, written blind on 2026-12-02 and not read until the short-partial rule
 # (`[interruption] content_words`) and the backchannel list were committed: `build_corpus(heldout=3)`.
 # Its phrases may repeat earlier sets' (what callers say most is "ага", "угу"), not its voices.
@@ -238,10 +243,14 @@ class TurnItem:
 
 @functools.lru_cache(maxsize=512)
 def synth(text: str, voice: str = "ru", speed: int = 160, pitch: int = 50) -> bytes:
-    """`text` spoken by espeak-ng, 8 kHz s16le, leading/trailing silence trimmed. Cached."""
-    args = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"]
-    proc = subprocess.run(args, input=text.encode(), capture_output=True, timeout=30, check=True)
-    pcm, rate = parse_wav(proc.stdout)
+    """`text` spoken by espeak-ng, or by festival for a "festival:<voice>" voice (bench/festival_voice.py;
+    `pitch` ignored there), 8 kHz s16le, leading/trailing silence trimmed. Cached."""
+    if voice.startswith(FESTIVAL):
+        pcm, rate = festival_pcm(text, voice.removeprefix(FESTIVAL), speed)
+    else:
+        args = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"]
+        proc = subprocess.run(args, input=text.encode(), capture_output=True, timeout=30, check=True)
+        pcm, rate = parse_wav(proc.stdout)
     x = np.frombuffer(resample(pcm, rate, SAMPLE_RATE), dtype=np.int16)
     loud = np.flatnonzero(np.abs(x.astype(np.int32)) > 0.02 * max(1, int(np.abs(x.astype(np.int32)).max())))
     if loud.size:
@@ -416,7 +425,8 @@ def build_corpus(per_category: int = 40, seed: int = 12, *, heldout: int = 0) ->
     """`per_category` items of each category, reproducible from `seed`. `heldout` 1 (or True) to
     4: the callers say that held-out set's phrases in its voices (use another seed too).
 
-    Raises `FileNotFoundError` when espeak-ng is missing (install it with `make system-deps`).
+    Raises `FileNotFoundError` when espeak-ng, festival or festvox-ru is missing (install them
+    with `make system-deps`).
     """
     rng = random.Random(seed)
     if heldout not in (0, 1, 2, 3, 4):
