@@ -28,12 +28,16 @@ import ctypes
 import importlib.resources
 import logging
 import os
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from bridge.vad_batch import SileroBatch
 
 __all__ = [
     "ENGINES",
@@ -176,6 +180,18 @@ class _SharedSileroModel:
         x[:_SILERO_CONTEXT] = x[-_SILERO_CONTEXT:]  # the next window's context
         return float(self._out[0, 0])
 
+    @property
+    def state(self) -> npt.NDArray[np.float32]:
+        """The recurrent state the next window starts from, [2, 1, 128] float32 (written in place
+        by a `SileroBatch`)."""
+        return self._states[self._turn]
+
+    @property
+    def input_row(self) -> npt.NDArray[np.float32]:
+        """The next window's input, [288] float32: 32 samples of context, then `window`."""
+        row: npt.NDArray[np.float32] = self._input[0]
+        return row
+
     def reset(self) -> None:
         """A new stream: zero state and context."""
         self._input[:] = 0.0
@@ -214,13 +230,23 @@ def _new_silero_model() -> _SharedSileroModel | _LiteSileroModel:
 
 
 class SileroClassifier:
-    """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames."""
+    """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames.
 
-    __slots__ = ("_buf", "_fill", "_model", "_prob", "_win_np", "windows")
+    With `batch` None (the default), a completed window runs at once and `speech()` returns its
+    probability. With a `SileroBatch` (bridge/vad_batch.py; needs onnxruntime, else ignored), the
+    window is queued there and run with the other calls' windows at the batch's `flush()`:
+    `speech()` returns the newest probability it has, so a window's answer reaches the caller
+    one frame later than without a batch (on this call's next frame, the batch being flushed
+    once per event-loop iteration).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_batch", "_buf", "_fill", "_model", "_prob", "_slot", "_win_np", "windows")
+
+    def __init__(self, batch: SileroBatch | None = None) -> None:
         self._model: _SharedSileroModel | _LiteSileroModel | None
         self._model = model = _SILERO_POOL.pop() if _SILERO_POOL else _new_silero_model()
+        self._batch = batch if isinstance(model, _SharedSileroModel) else None
+        self._slot = -1  # the queued window's row in the batch; -1: none queued
         self._win_np = model.window  # the model's input window, written in place
         n = len(self._win_np)  # 256 at 8 kHz
         self._buf = np.zeros(n + 240, dtype=np.float32)  # a window plus a frame (up to 30 ms)
@@ -238,7 +264,11 @@ class SileroClassifier:
         n = len(self._win_np)
         if end >= n:
             self._win_np[:] = buf[:n]
-            self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
+            batch = self._batch
+            if batch is None:
+                self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
+            else:
+                batch.enqueue(self)  # answered at its flush: `_prob` and the state written there
             self.windows += 1
             rest = end - n
             buf[:rest] = buf[n:end]
@@ -247,10 +277,14 @@ class SileroClassifier:
         return self._prob
 
     def skip(self) -> None:
+        if self._slot >= 0:
+            self._batch.flush()  # type: ignore[union-attr]  # its answer must not outlive the skip
         self._fill = 0
         self._prob = 0.0
 
     def close(self) -> None:
+        if self._slot >= 0:
+            self._batch.cancel(self)  # type: ignore[union-attr]  # nothing written after this
         model, self._model = self._model, None
         if model is not None:
             model.reset()  # the recurrent state is the call's
@@ -319,11 +353,11 @@ class TenClassifier:
         return None  # 0.3 ms and no memory to speak of per instance: not pooled
 
 
-def classifier(engine: Engine, aggressiveness: int = 2) -> SpeechClassifier:
-    """A fresh classifier for one call. Raises `ImportError`/`OSError` if the engine's wheel (or,
-    for "ten", Debian's libc++1) is missing."""
+def classifier(engine: Engine, aggressiveness: int = 2, batch: SileroBatch | None = None) -> SpeechClassifier:
+    """A fresh classifier for one call (`batch`: Silero's windows run in it, see SileroClassifier).
+    Raises `ImportError`/`OSError` if the engine's wheel (or, for "ten", Debian's libc++1) is missing."""
     if engine == "silero":
-        return SileroClassifier()
+        return SileroClassifier(batch)
     if engine == "ten":
         return TenClassifier()
     return WebrtcClassifier(aggressiveness)

@@ -1,0 +1,226 @@
+"""Silero VAD windows of many calls in one ONNX Runtime run (bridge/vad_batch.py), on the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+import bridge.vad_batch as vad_batch
+import bridge.vad_engines as vad_engines
+from bridge.vad import VadSettings, VoiceActivityDetector
+from bridge.vad_batch import SileroBatch, running_batch
+from bridge.vad_engines import SileroClassifier
+from tests.test_vad import make_russian_speech, noise, silence
+from tests.test_vad_engines import frames
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return make_russian_speech(tmp_path_factory.mktemp("speech"))
+
+
+def calls_audio(speech: bytes, n: int) -> list[list[bytes]]:
+    """n calls of different audio, the same number of frames each (speech, noises, silence)."""
+    size = len(speech) // 2
+    pcms = [speech[:size], speech[size : 2 * size], silence(size // 16) + speech[: size // 2]]
+    pcms += [noise(size // 16, amplitude=500 + 700 * k, seed=k) for k in range(n)]
+    return [frames(p[:size]) for p in pcms[:n]]
+
+
+def alone(audio: list[bytes]) -> list[float]:
+    cls = SileroClassifier()
+    try:
+        return [cls.speech(f) for f in audio]
+    finally:
+        cls.close()
+
+
+def batched(batch: SileroBatch, calls: list[list[bytes]]) -> tuple[list[list[float]], list[SileroClassifier]]:
+    """Each tick gives every call one frame, then flushes (as one event-loop iteration does)."""
+    classifiers = [SileroClassifier(batch) for _ in calls]
+    probs: list[list[float]] = [[] for _ in calls]
+    for tick in range(len(calls[0])):
+        for k, cls in enumerate(classifiers):
+            probs[k].append(cls.speech(calls[k][tick]))
+        batch.flush()
+    return probs, classifiers
+
+
+@pytest.mark.parametrize("capacity", [16, 2])  # 2: the arrays double twice on the way
+def test_batched_answers_are_the_immediate_ones_one_frame_later(speech: bytes, capacity: int) -> None:
+    calls = calls_audio(speech, 5)
+    expected = [alone(a) for a in calls]
+    batch = SileroBatch(capacity=capacity)
+    probs, classifiers = batched(batch, calls)
+    try:
+        for ours, theirs in zip(probs, expected, strict=True):
+            assert ours[0] == 0.0
+            # Exactly one frame behind: frame k+1's answer is frame k's immediate one.
+            assert np.allclose(ours[1:], theirs[:-1], rtol=0, atol=TOL)
+        assert max(max(p) for p in probs) > 0.9 and min(min(p) for p in probs) < 0.1
+        assert batch.windows == sum(c.windows for c in classifiers)
+        assert batch.runs < batch.windows // 3  # several calls' windows per run
+    finally:
+        for cls in classifiers:
+            cls.close()
+
+
+def test_each_call_keeps_its_own_state_across_windows(speech: bytes) -> None:
+    calls = calls_audio(speech, 3)
+    immediate = [SileroClassifier() for _ in calls]
+    for k, cls in enumerate(immediate):
+        for f in calls[k]:
+            cls.speech(f)
+    _, classifiers = batched(SileroBatch(), calls)
+    try:
+        for a, b in zip(immediate, classifiers, strict=True):
+            ma, mb = a._model, b._model
+            assert isinstance(ma, vad_engines._SharedSileroModel)
+            assert isinstance(mb, vad_engines._SharedSileroModel)
+            assert np.any(mb.state)
+            assert np.allclose(ma.state, mb.state, rtol=0, atol=TOL)
+            assert np.array_equal(ma.input_row[:32], mb.input_row[:32])  # the same context
+    finally:
+        for cls in immediate + classifiers:
+            cls.close()
+
+
+def test_a_flush_with_nothing_queued_does_nothing() -> None:
+    batch = SileroBatch()
+    batch.flush()
+    assert (batch.runs, batch.windows, batch.failures, batch.pending) == (0, 0, 0, 0)
+
+
+def test_two_windows_of_one_call_in_one_iteration_run_in_order(speech: bytes) -> None:
+    # Several frames of a call before a flush (coalesced reads): its second window needs the
+    # first's state, so the batch flushes before queueing it; the answers stay right.
+    audio = frames(speech)
+    expected = alone(audio)
+    batch = SileroBatch()
+    cls = SileroClassifier(batch)
+    try:
+        got = []
+        for i in range(0, len(audio) - 3, 4):
+            got += [cls.speech(f) for f in audio[i : i + 4]]
+            batch.flush()
+        # After the flush, the next frame answers the group's last window.
+        assert np.allclose(got[4::4], expected[3 : len(got) - 1 : 4], rtol=0, atol=TOL)
+    finally:
+        cls.close()
+
+
+def test_a_call_closed_with_a_window_queued_leaves_the_pool_clean(speech: bytes) -> None:
+    audio = frames(speech)
+    expected = alone(audio)
+    batch = SileroBatch()
+    closing, staying = SileroClassifier(batch), SileroClassifier(batch)
+    model = closing._model
+    assert isinstance(model, vad_engines._SharedSileroModel)
+    probs = []
+    try:
+        for k, f in enumerate(audio):
+            if closing._model is not None:
+                closing.speech(f)
+            probs.append(staying.speech(f))
+            if k >= 20 and batch.pending == 2:
+                closing.close()  # its window is still queued
+                assert model in vad_engines._SILERO_POOL
+            batch.flush()
+        assert closing._model is None
+        assert not np.any(model.state) and not np.any(model.input_row)  # not written into
+        # The other call of that batch is answered as if alone.
+        assert np.allclose(probs[1:], expected[:-1], rtol=0, atol=TOL)
+        reused = SileroClassifier(batch)
+        assert reused._model is model
+        reused.close()
+    finally:
+        staying.close()
+
+
+class _Failing:
+    """The real session, whose runs raise while `failing` is set (a fault injected, the model real)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.failing = True
+
+    def io_binding(self) -> Any:
+        return self.session.io_binding()
+
+    def run_with_iobinding(self, io: Any) -> None:
+        if self.failing:
+            raise RuntimeError("injected")
+        self.session.run_with_iobinding(io)
+
+
+def test_a_failing_run_is_logged_once_and_its_calls_hear_silence(
+    speech: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    audio = frames(speech)
+    batch = SileroBatch()
+    failing = _Failing(batch._session)
+    batch._session = failing
+    a, b = SileroClassifier(batch), SileroClassifier(batch)
+    try:
+        with caplog.at_level(logging.ERROR, logger="bridge.vad_batch"):
+            for f in audio[:20]:
+                a.speech(f)
+                b.speech(f)
+                batch.flush()  # raises nothing
+        assert batch.failures > 2 and batch.runs == 0
+        assert len(caplog.records) == 1
+        assert a.speech(audio[20]) == 0.0 and a._slot in (-1, 0)
+        failing.failing = False
+        batch.flush()
+        assert batch.runs == 1 and a._slot == -1 and b._slot == -1
+        # The calls go on: later windows are answered again.
+        probs = []
+        for f in audio[21:]:
+            probs.append(a.speech(f))
+            b.speech(f)
+            batch.flush()
+        assert max(probs) > 0.9
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_setting_off_or_no_running_loop_gives_immediate_windows() -> None:
+    vad = VoiceActivityDetector(VadSettings())
+    try:
+        assert isinstance(vad._cls, SileroClassifier) and vad._cls._batch is None  # no loop
+    finally:
+        vad.close()
+
+
+async def test_on_a_loop_every_call_of_an_iteration_shares_one_run(speech: bytes) -> None:
+    off = VoiceActivityDetector(VadSettings(batch_across_calls=False))
+    assert isinstance(off._cls, SileroClassifier) and off._cls._batch is None
+    off.close()
+    vads = [VoiceActivityDetector(VadSettings()) for _ in range(4)]
+    batch = running_batch()
+    assert batch is not None and batch is vad_batch.running_batch()
+    classifiers = [v._cls for v in vads if isinstance(v._cls, SileroClassifier) and v._cls._batch is batch]
+    assert len(classifiers) == 4
+    loop = asyncio.get_running_loop()
+    audio = frames(speech)[:8]
+    runs, windows = batch.runs, batch.windows
+    try:
+        for f in audio:
+            done = asyncio.Event()
+            for c in classifiers:  # as the sockets' callbacks of one iteration
+                loop.call_soon(c.speech, f)
+            loop.call_soon(loop.call_soon, done.set)  # after the flush those schedule
+            await asyncio.wait_for(done.wait(), 5)
+            assert batch.pending == 0
+        assert batch.windows - windows == sum(c.windows for c in classifiers)
+        assert batch.runs - runs == classifiers[0].windows
+    finally:
+        for v in vads:
+            v.close()
