@@ -59,6 +59,7 @@ class SileroBatch:
         "_bindings",
         "_cap",
         "_failed_at",
+        "_flushing",
         "_input",
         "_loop",
         "_members",
@@ -83,6 +84,7 @@ class SileroBatch:
         self._session = session
         self._loop = loop
         self._n = 0  # windows queued
+        self._flushing = False  # in flush(): windows queued meanwhile run in its next round
         self._failed_at = -_LOG_EVERY_S
         self.runs = 0  # flushes that ran the model
         self.windows = 0  # windows they ran
@@ -114,12 +116,8 @@ class SileroBatch:
         return self._n
 
     def enqueue(self, cls: SileroClassifier) -> None:
-        """Queue `cls`'s completed window (its model's `input_row`, [288] float32) and state.
-
-        A call whose previous window is still queued (two windows' audio in one iteration) has
-        the batch flushed first: its new window needs that window's state."""
-        if cls._slot >= 0:
-            self.flush()
+        """Queue `cls`'s completed window (its model's `input_row`, [288] float32) and state;
+        `cls` has no window queued (one completed meanwhile waits in its buffer)."""
         i = self._n
         if i == self._cap:
             self._alloc(2 * i)
@@ -131,7 +129,7 @@ class SileroBatch:
         self._members[i] = cls
         cls._slot = i
         self._n = i + 1
-        if i == 0 and self._loop is not None:
+        if i == 0 and self._loop is not None and not self._flushing:
             try:
                 self._loop.call_soon(self.flush)
             except RuntimeError:  # the loop is closed (a call outliving it): answer at once
@@ -163,13 +161,25 @@ class SileroBatch:
 
     def flush(self) -> None:
         """Run every queued window in one session run; write each live call's probability
-        (`speech()`'s next answer) and state back; empty the batch. No-op when empty.
+        (`speech()`'s next answer) and state back; empty the batch. Calls holding another
+        complete window queue it, and those run in a next round, until none is left. No-op when
+        empty (or called from within a flush).
 
         Never raises: a failing run is logged (at most once a minute), its calls' probabilities
-        are 0 and their states stay as they were (the window is lost); the next flush tries again."""
-        n = self._n
-        if n == 0:
+        are 0 and their states stay as they were (the window and the audio buffered after it are
+        lost); the next flush tries again."""
+        if self._n == 0 or self._flushing:
             return
+        self._flushing = True
+        try:
+            while self._n and self._round():
+                pass
+        finally:
+            self._flushing = False
+
+    def _round(self) -> bool:
+        """One session run over the queued windows; False if it failed."""
+        n = self._n
         self._n = 0
         members = self._members
         size = 2 * n * _STATE
@@ -189,7 +199,9 @@ class SileroBatch:
                     members[i] = None
                     cls._slot = -1
                     cls._prob = 0.0
-            return
+                    cls._mute = False
+                    cls._fill = 0  # audio held back after the lost window: dropped with it
+            return False
         self.runs += 1
         self.windows += n
         out = self._out
@@ -201,7 +213,16 @@ class SileroBatch:
             members[i] = None
             cls._slot = -1
             cls._model.state[:, 0] = state[:, i]  # type: ignore[union-attr]
-            cls._prob = float(out[i, 0])
+            if cls._mute:
+                cls._mute = False
+            else:
+                cls._prob = float(out[i, 0])
+            if cls._fill >= _SILERO_WINDOW:
+                # A window held back: queued for the next round. It takes row `_n` <= i, whose
+                # input, state and member this round has done with (outputs are separate arrays).
+                cls.take_window()
+                self.enqueue(cls)
+        return True
 
 
 def running_batch() -> SileroBatch | None:

@@ -237,19 +237,23 @@ class SileroClassifier:
     window is queued there and run with the other calls' windows at the batch's `flush()`:
     `speech()` returns the newest probability it has, so a window's answer reaches the caller
     one frame later than without a batch (on this call's next frame, the batch being flushed
-    once per event-loop iteration).
+    once per event-loop iteration). A window completed while the previous one is still queued
+    waits in the buffer; the flush runs it in a second round (its state follows the first's).
     """
 
-    __slots__ = ("_batch", "_buf", "_fill", "_model", "_prob", "_slot", "_win_np", "windows")
+    __slots__ = ("_batch", "_buf", "_fill", "_model", "_mute", "_prob", "_slot", "_win_np", "windows")
 
     def __init__(self, batch: SileroBatch | None = None) -> None:
         self._model: _SharedSileroModel | _LiteSileroModel | None
         self._model = model = _SILERO_POOL.pop() if _SILERO_POOL else _new_silero_model()
         self._batch = batch if isinstance(model, _SharedSileroModel) else None
         self._slot = -1  # the queued window's row in the batch; -1: none queued
+        self._mute = False  # skipped since its window was queued: the flush keeps `_prob` 0
         self._win_np = model.window  # the model's input window, written in place
         n = len(self._win_np)  # 256 at 8 kHz
-        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window plus a frame (up to 30 ms)
+        # Four windows and a frame (30 ms at most): a batch holds windows back while the previous
+        # one is queued (frames of the call read together in one loop iteration); 5 kB a call.
+        self._buf = np.zeros(4 * n + 240, dtype=np.float32)
         self._fill = 0
         self._prob = 0.0
         self.windows = 0  # model runs, for the CPU figures
@@ -258,27 +262,39 @@ class SileroClassifier:
         buf, fill = self._buf, self._fill
         x = np.frombuffer(frame, dtype=np.int16)
         end = fill + len(x)
+        if end > len(buf):  # windows held back by a batch (a burst of frames): answered now
+            self._batch.flush()  # type: ignore[union-attr]  # only a batch holds windows back
+            fill = self._fill
+            end = fill + len(x)
         part = buf[fill:end]
         part[:] = x  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
         part *= _SCALE
-        n = len(self._win_np)
-        if end >= n:
-            self._win_np[:] = buf[:n]
+        self._fill = end
+        if end >= len(self._win_np):
             batch = self._batch
             if batch is None:
+                self.take_window()
                 self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
-            else:
+            elif self._slot < 0:
+                self.take_window()
                 batch.enqueue(self)  # answered at its flush: `_prob` and the state written there
-            self.windows += 1
-            rest = end - n
-            buf[:rest] = buf[n:end]
-            end = rest
-        self._fill = end
+            # else: held in the buffer until the flush answers the queued window (then queued)
         return self._prob
+
+    def take_window(self) -> None:
+        """Move the buffer's oldest complete window into the model's input window."""
+        buf, end, n = self._buf, self._fill, len(self._win_np)
+        self._win_np[:] = buf[:n]
+        rest = self._fill = end - n
+        buf[:rest] = buf[n:end]
+        self.windows += 1
 
     def skip(self) -> None:
         if self._slot >= 0:
-            self._batch.flush()  # type: ignore[union-attr]  # its answer must not outlive the skip
+            if self._fill >= len(self._win_np):  # a window held back: it would have run by now
+                self._batch.flush()  # type: ignore[union-attr]
+            else:
+                self._mute = True  # the queued window's answer comes after the skip: not used
         self._fill = 0
         self._prob = 0.0
 
