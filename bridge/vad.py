@@ -82,10 +82,11 @@ class VadSettings:
     # quiet bot is heard by the STT anyway); a run that began while the bot was audible is judged
     # by it to its end, also once the bot paused. false: the neural engine judges every frame.
     neural_only_over_bot: bool = True
-    # Silero: the calls' windows of one event-loop iteration run as one batch (bridge/vad_batch.py;
-    # measured here: ~134 us a window alone, ~53 us in a batch of 8, ~45 us from 16); each answer
-    # reaches the VAD one frame (20 ms) later. Outside a running loop, windows run at once.
-    batch_across_calls: bool = True
+    # Silero: the calls' windows of one loop iteration run as one batch (bridge/vad_batch.py; ~134 us
+    # a window alone, ~45 us in 16+; bridge CPU per call-second 10-27 % lower at 150-250 calls). Each
+    # answer comes a frame later, costing a run a voiced frame per syllable: off until the detector
+    # judges a frame once its answer is in (the barge-in "подождите" was missed: tests/test_bench_smoke).
+    batch_across_calls: bool = False
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
     # webrtcvad mode: 0 (least) .. 3 (most eager to call audio noise "not speech").

@@ -9,7 +9,7 @@ queued in an iteration schedules the flush with `call_soon`: the sockets' callba
 iteration are already queued before it, so one run holds every call whose audio arrived together,
 and each answer is there for that call's next frame (one frame later than an immediate run).
 
-Measured here (2 cores, onnxruntime 1.23, one intra-op thread), per window: batch 1 ~134 us,
+Measured here (2 cores, onnxruntime 1.32, one intra-op thread), per window: batch 1 ~134 us,
 8 ~53 us, 16 and more ~45 us; the runtime's fixed cost per run is what a batch shares.
 
 The arrays grow by doubling when more calls queue at once than they hold, never per frame; the
@@ -86,9 +86,9 @@ class SileroBatch:
         self._n = 0  # windows queued
         self._flushing = False  # in flush(): windows queued meanwhile run in its next round
         self._failed_at = -_LOG_EVERY_S
-        self.runs = 0  # flushes that ran the model
+        self.runs = 0  # session runs (a flush takes a round per window a call has queued or held)
         self.windows = 0  # windows they ran
-        self.failures = 0  # flushes whose run raised
+        self.failures = 0  # runs that raised
         self._alloc(max(1, capacity))
 
     def _alloc(self, cap: int) -> None:

@@ -237,8 +237,10 @@ class SileroClassifier:
     window is queued there and run with the other calls' windows at the batch's `flush()`:
     `speech()` returns the newest probability it has, so a window's answer reaches the caller
     one frame later than without a batch (on this call's next frame, the batch being flushed
-    once per event-loop iteration). A window completed while the previous one is still queued
-    waits in the buffer; the flush runs it in a second round (its state follows the first's).
+    once per event-loop iteration; with several of its frames read at once, on the first frame
+    of its next read). A window completed while the previous one is still queued waits in the
+    buffer; the flush runs it in a next round (its state follows the first's). A buffer full of
+    held windows (about 8 frames without a flush) has the batch flushed at once.
     """
 
     __slots__ = ("_batch", "_buf", "_fill", "_model", "_mute", "_prob", "_slot", "_win_np", "windows")

@@ -233,7 +233,7 @@ def test_a_failing_run_is_logged_once_and_its_calls_hear_silence(
 
 
 def test_the_setting_off_or_no_running_loop_gives_immediate_windows() -> None:
-    vad = VoiceActivityDetector(VadSettings())
+    vad = VoiceActivityDetector(VadSettings(batch_across_calls=True))
     try:
         assert isinstance(vad._cls, SileroClassifier) and vad._cls._batch is None  # no loop
     finally:
@@ -244,7 +244,7 @@ async def test_on_a_loop_every_call_of_an_iteration_shares_one_run(speech: bytes
     off = VoiceActivityDetector(VadSettings(batch_across_calls=False))
     assert isinstance(off._cls, SileroClassifier) and off._cls._batch is None
     off.close()
-    vads = [VoiceActivityDetector(VadSettings()) for _ in range(4)]
+    vads = [VoiceActivityDetector(VadSettings(batch_across_calls=True)) for _ in range(4)]
     batch = running_batch()
     assert batch is not None and batch is vad_batch.running_batch()
     classifiers = [v._cls for v in vads if isinstance(v._cls, SileroClassifier) and v._cls._batch is batch]
