@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2 kamailio libc++1
+APT_PACKAGES := redis-server sip-tester espeak-ng sox debootstrap tcpdump podman runc curl iproute2 kamailio libc++1 festival festvox-ru
 PYTEST_ARGS ?=
 # asterisk.sh mode for `make demo`: auto (a container if an engine answers), chroot or container.
 DEMO_ASTERISK ?= auto
@@ -14,8 +14,8 @@ STANDINS ?= 1
 
 install: system-deps $(VENV)/.installed
 
-# Debian packages the tests and the demo use (Redis, sipp, espeak-ng, sox, debootstrap, tcpdump;
-# Podman with runc for the containers).
+# Debian packages the tests and the demo use (Redis, sipp, espeak-ng, festival with festvox-ru,
+# sox, debootstrap, tcpdump; Podman with runc for the containers).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -168,6 +168,18 @@ def main(argv: list[str] | None = None) -> int:
         held_seed = args.turn_seed + 1000
         held = run_turns(build_corpus(args.turn_items, seed=held_seed, heldout=True), HELDOUT_CONFIGS)
         print(render_turns(held, f"held out, seed {held_seed}"), end="\n\n", flush=True)
+        # Held out again: phrases written blind after the backchannel list grew (seed + 2000).
+        held2_seed = args.turn_seed + 2000
+        held2 = run_turns(build_corpus(args.turn_items, seed=held2_seed, heldout=2), HELDOUT_CONFIGS)
+        print(render_turns(held2, f"held out 2 (written blind), seed {held2_seed}"), end="\n\n", flush=True)
+        # And a third, read only after the decision's last rules were committed (seed + 3000).
+        held3_seed = args.turn_seed + 3000
+        held3 = run_turns(build_corpus(args.turn_items, seed=held3_seed, heldout=3), HELDOUT_CONFIGS)
+        print(render_turns(held3, f"held out 3 (written blind), seed {held3_seed}"), end="\n\n", flush=True)
+        # Its phrases in six voices not looked at before (seed + 4000): the pause, blind.
+        held4_seed = args.turn_seed + 4000
+        held4 = run_turns(build_corpus(args.turn_items, seed=held4_seed, heldout=4), HELDOUT_CONFIGS)
+        print(render_turns(held4, f"held out 4 (new voices), seed {held4_seed}"), end="\n\n", flush=True)
         write_json(
             args.turn_json,
             results,
@@ -175,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             per_category=args.turn_items,
             heldout=held,
             heldout_seed=held_seed,
+            heldout2=held2,
+            heldout2_seed=held2_seed,
+            heldout3=held3,
+            heldout3_seed=held3_seed,
+            heldout4=held4,
+            heldout4_seed=held4_seed,
         )
         _progress(f"turn-taking results written to {args.turn_json}")
     if "eot" in parts:

@@ -8,7 +8,7 @@ digits, as the adapter asks), the state kind ("number": the state expects a numb
 time; "other"), the number the whole answer means (None: not a number answer), and whether
 part one is a whole answer in itself (`lead_complete`: "да" ... "всё верно").
 
-Seeded (`random.Random(seed)`), espeak-ng voices as in bench/turn_corpus.py. `heldout=True`
+Seeded (`random.Random(seed)`), voices as in bench/turn_corpus.py (espeak-ng, festival). `heldout=True`
 draws the other-state answers from lists the incompleteness check was not tuned on (the number
 splits are the same lists: their hold predates this corpus's other-state part).
 """

@@ -409,9 +409,15 @@ def write_json(
     per_category: int,
     heldout: dict[str, dict[str, float | int | None]] | None = None,
     heldout_seed: int | None = None,
+    heldout2: dict[str, dict[str, float | int | None]] | None = None,
+    heldout2_seed: int | None = None,
+    heldout3: dict[str, dict[str, float | int | None]] | None = None,
+    heldout3_seed: int | None = None,
+    heldout4: dict[str, dict[str, float | int | None]] | None = None,
+    heldout4_seed: int | None = None,
 ) -> None:
-    """The results with the corpus parameters and targets, as JSON; `heldout`: the held-out
-    corpus's (`build_corpus(heldout=True)`, seed `heldout_seed`)."""
+    """The results with the corpus parameters and targets, as JSON; `heldout`, `heldout2` ...
+    `heldout4`: the held-out corpora's (`build_corpus(heldout=1 ... 4)`, seeds `heldout_seed` ...)."""
     doc: dict[str, object] = {
         "seed": seed,
         "per_category": per_category,
@@ -420,4 +426,10 @@ def write_json(
     }
     if heldout is not None:
         doc["heldout"] = {"seed": heldout_seed, "configs": heldout}
+    if heldout2 is not None:
+        doc["heldout2"] = {"seed": heldout2_seed, "configs": heldout2}
+    if heldout3 is not None:
+        doc["heldout3"] = {"seed": heldout3_seed, "configs": heldout3}
+    if heldout4 is not None:
+        doc["heldout4"] = {"seed": heldout4_seed, "configs": heldout4}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -15,13 +15,9 @@ what comes in:
   the search runs again, at most once per `search_ms` of the bot's speech, and its result replaces
   the path only if it cancels better on the same window (so the caller talking over the bot, which
   also lowers ERLE, does not throw a good path away).
-- Level gate (`is_echo(level)`), the fallback while no path is known: the RMS of the last outbound
-  frames; per lag (whole frames) a decaying correlation of inbound and outbound levels, fed only
-  by frames that could be echo; a running median of the echo gain at the best lag, frozen while
-  the inbound is clearly louder (double talk); an inbound frame no louder than the expected echo
-  (its neighbours included, times the gain plus 6 dB, never more than `min_return_loss_db`
-  allows) may be only echo, and the VAD takes it as no evidence either way. Once the path is
-  known, a residual frame is echo only if it is no louder than `_RESIDUAL_MARGIN` times the
+- Level gate (`is_echo(level)`), the fallback while no path is known: `bridge.echo_level.LevelGate`
+  (outbound frame levels, a level-correlation delay search, the echo gain's running median). Once
+  the path is known, a residual frame is echo only if it is no louder than `_RESIDUAL_MARGIN` times the
   echo left after subtraction (`is_echo` then judges the residual's level).
 
 Cost per inbound frame: a copy into a preallocated ring and, with a path known and the bot heard,
@@ -31,7 +27,6 @@ few thousand points) runs about once per call. Per outbound frame: one RMS and a
 
 from __future__ import annotations
 
-import audioop
 import math
 from typing import Annotated
 
@@ -40,8 +35,9 @@ import numpy.typing as npt
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
+from bridge.echo_level import LevelGate
 from bridge.echo_path import ACTIVE_ENERGY, ACTIVE_RMS, FRAME, fit_path, gcc_phat_lag
-from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, rms
 
 __all__ = ["EchoGate", "EchoSettings"]
 
@@ -80,34 +76,26 @@ class EchoGate:
     per inbound frame (`is_echo` alone: the level gate only)."""
 
     __slots__ = (
-        "_active",
         "_cancel",
-        "_corr",
-        "_delay",
         "_e_in",
         "_e_res",
-        "_energy",
-        "_erl",
         "_expected_residual",
         "_fruitless",
-        "_gain",
         "_in",
         "_in_n",
+        "_level",
         "_in_bytes",
         "_in16",
         "_min_erle",
         "_offset",
         "_out_n",
         "_path_gain",
-        "_pos",
-        "_quiet",
         "_ref",
         "_ref_len",
         "_res",
         "_res_bytes",
         "_res16",
         "_residual",
-        "_ring",
         "_search_active",
         "_search_frames",
         "_search_len",
@@ -122,19 +110,7 @@ class EchoGate:
     def __init__(self, settings: EchoSettings | None = None) -> None:
         s = settings or EchoSettings()
         self.enabled = s.enabled
-        n = -(-s.max_delay_ms // FRAME_MS) + 2  # whole frames covering the delay, plus one each side
-        self._ring = [0] * n  # outbound RMS; _ring[_pos - 1] is the newest
-        self._pos = 0
-        self._quiet = n  # silent frames sent in a row (>= len(_ring): the ring holds no audio)
-        self._gain: float = 10.0 ** (-s.min_return_loss_db / 20.0)
-        # Delay search: per lag (frames), a decaying sum of inbound x outbound level and of the
-        # outbound level squared; the lag with the best normalised sum is the echo path's delay.
-        self._corr = [0.0] * n
-        self._energy = [0.0] * n
-        self._active = 0  # frames the bot was heard on the reference so far
-        self._delay = -1  # lag in frames; -1 until the search has seen enough of the bot
-        # Echo gain measured at that lag (inbound / outbound level, its running median).
-        self._erl: float = self._gain
+        self._level = LevelGate(s.max_delay_ms, s.min_return_loss_db)
 
         # --- subtraction ---
         self._cancel = s.enabled and s.cancel
@@ -170,7 +146,7 @@ class EchoGate:
     @property
     def delay_frames(self) -> int:
         """The level gate's echo delay, in 20 ms frames (-1: not yet known)."""
-        return self._delay
+        return self._level.delay
 
     @property
     def delay_samples(self) -> int | None:
@@ -197,14 +173,12 @@ class EchoGate:
     def bot_audible(self) -> bool:
         """Whether the bot sent audio within the echo window (`max_delay_ms`): its voice, or its
         echo, may be on the inbound line now. O(1): read per inbound frame."""
-        return self._quiet < len(self._ring)
+        return self._level.bot_audible
 
     def sent(self, frame: bytes | bytearray) -> None:
         """The bot's frame (slin, 20 ms) just went out."""
-        ring = self._ring
-        level = ring[self._pos] = audioop.rms(frame, SAMPLE_WIDTH)
-        self._pos = (self._pos + 1) % len(ring)
-        self._quiet = 0 if level else self._quiet + 1
+        level = rms(frame)
+        self._level.sent(level)
         if self._cancel:
             if level > ACTIVE_RMS:
                 self._search_active += 1
@@ -212,10 +186,7 @@ class EchoGate:
 
     def sent_silence(self) -> None:
         """A silent frame went out."""
-        ring = self._ring
-        ring[self._pos] = 0
-        self._pos = (self._pos + 1) % len(ring)
-        self._quiet += 1
+        self._level.sent(0)
         if self._cancel:
             self._keep(None)
 
@@ -343,6 +314,7 @@ class EchoGate:
         # streams' nominal alignment (both sides' counts move together in real time).
         lo = self._out_n - w - d
         y = self._window(lo, w + d)
+        self._level.bound(_gain_bound(x, y))
         m = gcc_phat_lag(x, y, d)
         fit = fit_path(x, y[m : m + w])
         if fit is None:
@@ -384,7 +356,7 @@ class EchoGate:
         not feed the level gate's search."""
         if not self.enabled or self._expected_residual >= 0.0:
             return False
-        return level <= max(self._ring) * self._gain
+        return self._level.may_be_echo(level)
 
     def is_echo(self, level: int) -> bool:
         """Whether an inbound frame of RMS `level` (s16) may be nothing but the bot's echo.
@@ -398,61 +370,9 @@ class EchoGate:
         expected_residual = self._expected_residual
         if expected_residual >= 0.0:
             return level <= expected_residual * _RESIDUAL_MARGIN
-        ring, corr, energy = self._ring, self._corr, self._energy
-        n = len(ring)
-        newest = self._pos - 1
-        peak = max(ring)
-        if peak == 0:
-            return False
-        if peak > ACTIVE_RMS and level <= peak * self._gain:
-            # Only frames that can be echo (no louder than the worst case) feed the search: the
-            # caller's voice is not correlated with the bot's, and would drag the lag around.
-            self._active += 1
-            best, best_score = -1, 0.0
-            for lag in range(n):
-                ref = ring[(newest - lag) % n]
-                c = corr[lag] = corr[lag] * _DECAY + level * ref
-                e = energy[lag] = energy[lag] * _DECAY + ref * ref
-                if c > 0.0 and e > 0.0:
-                    score = c * c / e
-                    if score > best_score:
-                        best, best_score = lag, score
-            if self._active >= _SETTLE_FRAMES and best >= 0:
-                self._delay = best
-        delay = self._delay
-        if delay < 0:
-            expected = peak  # delay unknown: the loudest the echo could be
-        else:
-            # The frame at the lag and its neighbours: the echo straddles frame boundaries.
-            expected = max(
-                ring[(newest - delay) % n], ring[(newest - delay - 1) % n], ring[(newest - delay + 1) % n]
-            )
-            if expected > ACTIVE_RMS:
-                erl = self._erl
-                ratio = level / expected
-                if ratio <= erl * _ERL_MARGIN:
-                    # A running median (a step up or down per frame) of frames that may be echo;
-                    # misaligned frames move it one step, not to their value.
-                    self._erl = erl * _ERL_STEP if ratio > erl else erl / _ERL_STEP
-                else:
-                    # Louder than echo: the caller talking over the bot (frozen, as echo
-                    # cancellers freeze in double talk), or a louder echo path (a slow rise).
-                    self._erl = erl * _ERL_CREEP
-            # The measured gain with a margin, never above the configured worst case.
-            gain = self._erl * _ERL_MARGIN
-            return level <= expected * (gain if gain < self._gain else self._gain)
-        return level <= expected * self._gain
+        return self._level.is_echo(level)
 
 
-# The search's memory: 0.98 per frame is about a 1 s time constant.
-_DECAY = 0.98
-# The median tracker's step per frame (x1.02: 0.17 dB; x1.002 while frozen), and the margin over the median echo gain
-# that the inbound level must exceed to count as the caller (x2.0: 6 dB).
-_ERL_STEP = 1.02
-_ERL_CREEP = 1.002
-_ERL_MARGIN = 2.0
-# Talking frames the search needs before its lag is trusted (0.4 s).
-_SETTLE_FRAMES = 20
 # Delay searches while no path is found: one per this many frames (0.2 s) of the bot heard.
 _RETRY_FRAMES = 10
 # Subtraction: ERLE's memory (0.96 per frame of the bot heard: about 0.5 s), the ERLE under which
@@ -469,3 +389,15 @@ _SLIP_RATIO = 1.5  # residual energy over the frame's (+1.8 dB)
 # Fruitless searches double the interval to the next one, at most this many times (x128: a
 # search per 25.6 s with no path found).
 _BACKOFF_DOUBLINGS = 7
+
+
+def _gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
+    """The most the echo path's gain can be, whatever its delay: the inbound window `x` holds the
+    echo of `y[m : m + len(x)]` for some m (plus noise and the caller), so its energy bounds the
+    echo's; against the quietest such stretch of `y`. inf while `y` has no audio."""
+    w = len(x)
+    c = np.concatenate(([0.0], np.cumsum(y * y)))
+    quietest = float((c[w:] - c[: len(c) - w]).min())
+    if quietest <= ACTIVE_ENERGY * (w // _FRAME):
+        return math.inf
+    return math.sqrt(float(np.dot(x, x)) / quietest)

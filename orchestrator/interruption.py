@@ -5,10 +5,13 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
 
 - `onset`: the VAD heard tens of ms of possible speech: PAUSE (the bot goes quiet, keeps its place),
   and the decision window (`window_ms`) opens.
-- `partial`: an STT partial while engaged. Words beyond the backchannel list ("угу", "ага",
-  "да-да", "так", "ну", "мхм", "понятно", ...): CANCEL at once, confirmed by the VAD or not.
-  Only backchannel words: RESUME (a later partial with content words still cancels). Words that
-  are a run of what the bot is saying (`bot_says`): its own echo, recognised; ignored.
+- `partial`: an STT partial while engaged. `content_words` (2) words beyond the backchannel list
+  ("угу", "ага", "да-да", "так", "ну", "мхм", "понятно", ...), or one stop or floor word
+  ("подождите", "сколько", "извините"): CANCEL at once, confirmed by the VAD or not. Fewer
+  ("так, дальше": a listener's word the list lacks): the bot stays paused, and resumes when the
+  run ends or the window closes unless more words come. Only backchannel words: RESUME (a later
+  partial with content words still cancels). Words that are a run of what the bot is saying
+  (`bot_says`): its own echo, recognised; ignored.
 - `confirmed`: the VAD heard `[vad] min_speech_ms` of speech: CANCEL after a content partial (or
   with `use_partials` off: the VAD alone decides), else PAUSE (if not yet) and wait for words.
 - `tick`: time passed. The window closed with no words: RESUME when the STT is known to work
@@ -41,11 +44,20 @@ from typing import Annotated
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
+from orchestrator.backchannel import BACKCHANNEL_TEXT
+
 __all__ = ["InterruptionDecider", "InterruptionSettings", "PartialKind", "Verdict", "partial_kind"]
 
-BACKCHANNEL_WORDS = "угу ага да так ну мхм мгм хм понятно ясно ок окей хорошо ладно конечно"
 # Words a caller stops the bot with: never taken for the bot's echo, even where its text has them.
 STOP_WORDS = "стоп нет подождите погодите стойте постойте хватит алло оператор оператора"
+# Words that take the floor at once, a question or a call for attention ("сколько?", "извините",
+# "не то"), where a single other word would not (see `content_words`); echo of the bot's own text
+# can still have them (its echo rule applies first).
+FLOOR_WORDS = (
+    "извините простите секунду секундочку минуту минутку минуточку подожди погоди постой слушайте "
+    "послушайте девушка мужчина повторите сколько когда где куда откуда как какой какая какое какие "
+    "почему зачем что чего кто чей можно не"
+)
 
 
 @pydantic.dataclasses.dataclass(
@@ -58,10 +70,19 @@ class InterruptionSettings:
     """
 
     # Partials made only of these words (separated by spaces or commas, any case) are backchannels.
-    backchannel_words: str = BACKCHANNEL_WORDS
+    backchannel_words: str = BACKCHANNEL_TEXT
     # A partial with one of these words is the caller's, even if the bot's own text has it too
     # ("стоп" in "скажите стоп"): the echo rule never hides them.
     stop_words: str = STOP_WORDS
+    # Words beyond the backchannel list that cancel at once when a partial has them (unless it is
+    # the bot's echo), with `stop_words`.
+    floor_words: str = FLOOR_WORDS
+    # A partial cancels once it has this many words outside the backchannel list (or one of
+    # `stop_words`/`floor_words`); fewer ("так, дальше", "аха": a listener's word the list lacks)
+    # keep the bot paused until the caller's run ends, then it resumes (a later partial with
+    # more words still cancels). 1: every word outside the list cancels (Pipecat's and LiveKit's
+    # "minimum words to interrupt" is the same idea).
+    content_words: Annotated[int, Field(ge=1, le=10)] = 2
     # After an onset, how long the bot stays paused waiting for words, ms.
     window_ms: Annotated[int, Field(ge=0, le=3000)] = 900
     # While the STT is not known to work, confirmed speech of `sustained_ms` cancels without
@@ -109,10 +130,13 @@ class PartialKind(enum.Enum):
     EMPTY = "empty"
     BACKCHANNEL = "backchannel"
     CONTENT = "content"
+    SHORT = "short"  # fewer than `content_words` words outside the list, none a stop/floor word
     ECHO = "echo"  # a run of the bot's own words
 
 
 _WORD = re.compile(r"[а-яёa-z0-9]+")
+# What was heard so far leaves the overlap undecided: the window still runs.
+_UNDECIDED = frozenset({PartialKind.EMPTY, PartialKind.SHORT})
 
 
 def words_of(text: str) -> list[str]:
@@ -121,11 +145,18 @@ def words_of(text: str) -> list[str]:
 
 
 def partial_kind(
-    text: str, backchannel: frozenset[str], bot: str = "", stop: frozenset[str] = frozenset()
+    text: str,
+    backchannel: frozenset[str],
+    bot: str = "",
+    stop: frozenset[str] = frozenset(),
+    floor: frozenset[str] = frozenset(),
+    content_words: int = 1,
 ) -> PartialKind:
     """EMPTY (no words), BACKCHANNEL (only words of `backchannel`), ECHO (its words are a
     contiguous run of `bot`'s, the bot's own text, space-joined lower-case words, and none is in
-    `stop`) or CONTENT."""
+    `stop`), SHORT (fewer than `content_words` words outside `backchannel`, none in `stop` or
+    `floor` nor a number in digits: a number said over the bot is an answer or a correction) or
+    CONTENT."""
     words = words_of(text)
     if not words:
         return PartialKind.EMPTY
@@ -133,6 +164,12 @@ def partial_kind(
         return PartialKind.BACKCHANNEL
     if bot and not any(w in stop for w in words) and f" {' '.join(words)} " in f" {bot} ":
         return PartialKind.ECHO
+    if (
+        content_words > 1
+        and not any(w in stop or w in floor or w.isdigit() for w in words)
+        and sum(w not in backchannel for w in words) < content_words
+    ):
+        return PartialKind.SHORT
     return PartialKind.CONTENT
 
 
@@ -145,6 +182,7 @@ class InterruptionDecider:
         "_confirmed",
         "_decided",
         "_engaged_until",
+        "_floor",
         "_heard",
         "_held",
         "_lost",
@@ -165,6 +203,7 @@ class InterruptionDecider:
         self._settings = s = settings or InterruptionSettings()
         self._backchannel = frozenset(words_of(s.backchannel_words))
         self._stop = frozenset(words_of(s.stop_words))
+        self._floor = frozenset(words_of(s.floor_words))
         self._bot = ""  # the bot's words now and just before, space-joined
         self._words_at: float | None = None  # when the STT last gave words
         self._lost = False  # the STT stalled (not merely silent since the call began)
@@ -232,7 +271,7 @@ class InterruptionDecider:
             self._run_from = None
             self._results = False
         s = self._settings
-        undecided = not (self._decided or self._timed_out) and self._heard is PartialKind.EMPTY
+        undecided = not (self._decided or self._timed_out) and self._heard in _UNDECIDED
         if self._window_end is None and undecided and s.use_partials:
             self._window_end = now + s.window_ms / 1000  # a window per run still unjudged
             self._held = False
@@ -268,10 +307,15 @@ class InterruptionDecider:
         self.words(text, now)
         if not self._settings.use_partials or self._decided or not self.engaged(now):
             return Verdict.KEEP
-        kind = partial_kind(text, self._backchannel, self._bot, self._stop)
+        s = self._settings
+        kind = partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP  # (no sign the STT hears the caller: nothing, or the bot's echo)
         self._results = True
+        if kind is PartialKind.SHORT:
+            if self._heard is PartialKind.EMPTY:
+                self._heard = kind
+            return Verdict.KEEP  # paused (if it was) until the run ends or more words come
         self._heard = kind
         if kind is PartialKind.CONTENT:
             return self._cancel()

@@ -286,3 +286,29 @@ def test_a_line_with_no_echo_is_not_searched_every_fifth_of_a_second() -> None:
         assert gate.cancel(inbound) is inbound
     assert gate.delay_samples is None
     assert gate.searches == 5
+
+
+def test_echo_under_the_line_noise_bounds_what_may_be_echo_after_the_first_search() -> None:
+    # Echo 27 dB down under noise about as loud: no path cancels 6 dB, so none is taken; but the
+    # window bounds the echo, and a caller 10 dB under the bot is no longer taken for it.
+    bot = _bot_audio(1.0)
+    noise = np.random.default_rng(9).standard_normal(len(bot)) * 120
+    gate = EchoGate(EchoSettings(search_ms=300))
+    level = int(audioop.rms(bot.tobytes(), 2))
+    sent, back = _frames(bot.astype(np.float64)), _frames(_echo_of(bot, 400, 10 ** (-27 / 20)) + noise)
+    caller_masked: list[bool] = []
+    searches: list[int] = []
+    for out, inbound in zip(sent[:40], back[:40], strict=True):
+        gate.sent(out)
+        assert gate.cancel(inbound) is inbound  # no path: the raw frame
+        gate.is_echo(audioop.rms(inbound, 2))
+        caller_masked.append(gate.may_be_echo(level // 3))
+        searches.append(gate.searches)
+    assert gate.delay_samples is None
+    # The first search (0.3 s of the bot) has lags reaching back before it spoke: no bound. The
+    # second one's window is all the bot's: from its frame on, the bound, not the worst case (the
+    # level gate's median alone still masks a caller 10 dB down then).
+    second = searches.index(2)
+    assert caller_masked[:20] == [True] * 20  # (the level gate's own delay settles after 20)
+    assert not any(caller_masked[second:])
+    assert gate.may_be_echo(int(level * 10 ** (-27 / 20)))  # the echo's own level still may be

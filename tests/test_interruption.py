@@ -376,3 +376,63 @@ def test_reset_forgets_the_overlap() -> None:
 def test_bad_settings_name_the_field() -> None:
     with pytest.raises(pydantic.ValidationError, match="window_ms"):
         InterruptionSettings(window_ms=-1)
+
+
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("так, дальше", PartialKind.SHORT),  # one word outside the list
+        ("аха", PartialKind.SHORT),
+        ("дальше давайте", PartialKind.CONTENT),  # two
+        ("а сколько", PartialKind.CONTENT),  # a floor word
+        ("извините", PartialKind.CONTENT),
+        ("не то", PartialKind.CONTENT),
+        ("4600", PartialKind.CONTENT),  # a number said over the bot
+        ("стоп", PartialKind.CONTENT),
+        ("ну да", PartialKind.BACKCHANNEL),
+        ("уборки", PartialKind.ECHO),  # the echo rule first
+    ],
+)
+def test_short_partials_with_two_content_words(text: str, kind: PartialKind) -> None:
+    s = InterruptionSettings()
+    floor = frozenset(s.floor_words.split())
+    stop = frozenset(s.stop_words.split())
+    got = partial_kind(text, WORDS, "стоимость уборки квартиры", stop, floor, content_words=2)
+    assert got is kind
+
+
+def test_a_short_partial_holds_the_pause_then_resumes_at_the_runs_end() -> None:
+    d = InterruptionDecider()
+    assert d.onset(frame(10)) is Verdict.PAUSE
+    assert d.confirmed(frame(25)) is Verdict.PAUSE
+    assert d.partial("так дальше", frame(40)) is Verdict.KEEP  # paused: more words may come
+    assert d.tick(frame(41)) is Verdict.KEEP
+    assert d.speech_end(frame(50)) is Verdict.RESUME  # the run ended with one listener's word
+    # Still watched for its grace: more words of it cut the bot.
+    assert d.partial("так дальше давайте", frame(60)) is Verdict.CANCEL
+
+
+def test_a_short_partial_then_a_second_word_cancels() -> None:
+    d = InterruptionDecider()
+    d.onset(frame(10))
+    assert d.partial("мне", frame(30)) is Verdict.KEEP
+    assert d.partial("мне нужна", frame(45)) is Verdict.CANCEL
+
+
+def test_a_short_partial_in_a_long_run_resumes_at_the_pause_bound_not_cancels() -> None:
+    # Words came (the STT hears the caller), just one outside the list: the no-result cancel at
+    # max_pause_ms is for an STT that heard nothing.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
+    d.words("да", 0.0)
+    d.onset(frame(10))
+    d.confirmed(frame(25))
+    assert d.partial("аха", frame(40)) is Verdict.KEEP
+    verdicts = [d.tick(frame(n)) for n in range(41, 120)]
+    assert Verdict.CANCEL not in verdicts
+    assert verdicts.index(Verdict.RESUME) == 110 - 41  # onset + 2 s
+
+
+def test_content_words_one_cancels_on_any_word_outside_the_list() -> None:
+    d = InterruptionDecider(InterruptionSettings(content_words=1))
+    d.onset(frame(10))
+    assert d.partial("аха", frame(30)) is Verdict.CANCEL

@@ -6,7 +6,8 @@ VAD (the configuration before the gate) is stopped by that echo: the comparison 
 words from the modelled STT partials (and the STT known to work), the default (Silero VAD) and
 TEN VAD keep the false cancel rates under bounds on a seeded subset (rates, not timing); every
 resume plays the next unsent frame at the next tick; the bot's recognised echo does not cut it
-when its text is known; the held-out corpus shares no phrase or voice with the tuning one.
+when its text is known; the held-out corpus shares no phrase, and no voice but the one festival
+voice, with the tuning one; that festival voice speaks Russian at 8 kHz.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.turn_bench import CONFIGS, TurnConfig, evaluate, render_turns, run_turns, write_json
@@ -23,6 +25,14 @@ from bench.turn_corpus import (
     BACKCHANNELS,
     BOT_PHRASES,
     CATEGORIES,
+    FESTIVAL_RU,
+    HELDOUT2_BACKCHANNELS,
+    HELDOUT2_INTERRUPTIONS,
+    HELDOUT2_VOICES,
+    HELDOUT3_BACKCHANNELS,
+    HELDOUT3_INTERRUPTIONS,
+    HELDOUT3_VOICES,
+    HELDOUT4_VOICES,
     HELDOUT_BACKCHANNELS,
     HELDOUT_INTERRUPTIONS,
     HELDOUT_VOICES,
@@ -30,11 +40,12 @@ from bench.turn_corpus import (
     VOICES,
     TurnItem,
     build_corpus,
+    synth,
 )
 from bench.turn_partials import echo_partials, partials
 from bridge.echo_gate import EchoSettings
 from bridge.vad import VadSettings
-from orchestrator.audio import FRAME_BYTES
+from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("espeak-ng"), reason="espeak-ng is needed (make system-deps)"
@@ -161,8 +172,22 @@ def test_heldout_corpus_has_other_phrases_voices_and_seed() -> None:
     spoken = [i for i in held if i.category in ("interruption", "backchannel")]
     assert spoken and all(i.text in HELDOUT_INTERRUPTIONS + HELDOUT_BACKCHANNELS for i in spoken)
     assert not {i.text for i in spoken} & set(INTERRUPTIONS + BACKCHANNELS) - {"да"}
-    assert all(i.meta["voice"] in HELDOUT_VOICES and i.meta["voice"] not in VOICES for i in spoken)
+    # Debian has one Russian festival voice, so every set has it: the one voice they share.
+    assert set(HELDOUT_VOICES) & set(VOICES) == {FESTIVAL_RU}
+    assert all(i.meta["voice"] in HELDOUT_VOICES for i in spoken)
     assert all(i.meta["bot_text"] in BOT_PHRASES for i in held)
+
+
+def test_second_heldout_corpus_shares_no_phrase_or_voice_with_the_others() -> None:
+    held = build_corpus(3, seed=2012, heldout=2)
+    spoken = [i for i in held if i.category in ("interruption", "backchannel")]
+    assert spoken and all(i.text in HELDOUT2_INTERRUPTIONS + HELDOUT2_BACKCHANNELS for i in spoken)
+    earlier = set(INTERRUPTIONS + BACKCHANNELS + HELDOUT_INTERRUPTIONS + HELDOUT_BACKCHANNELS)
+    assert not set(HELDOUT2_INTERRUPTIONS + HELDOUT2_BACKCHANNELS) & earlier
+    assert set(HELDOUT2_VOICES) & set(VOICES + HELDOUT_VOICES) == {FESTIVAL_RU}  # the one festival voice
+    assert all(i.meta["voice"] in HELDOUT2_VOICES for i in spoken)
+    with pytest.raises(ValueError, match="heldout=5"):
+        build_corpus(1, heldout=5)
 
 
 def test_default_decision_keeps_the_bot_going_through_noise_and_resumes_at_the_next_frame(
@@ -196,3 +221,34 @@ def test_the_bots_recognised_echo_is_not_the_caller(corpus: list[TurnItem]) -> N
     assert known["false_echo"] == 0.0
     assert level_gate["false_echo"] is not None and level_gate["false_echo"] >= 0.5
     assert unknown["false_echo"] is not None and unknown["false_echo"] <= level_gate["false_echo"]
+
+
+def test_third_heldout_corpus_has_its_own_voices() -> None:
+    held = build_corpus(2, seed=3012, heldout=3)
+    spoken = [i for i in held if i.category in ("interruption", "backchannel")]
+    assert spoken and all(i.text in HELDOUT3_INTERRUPTIONS + HELDOUT3_BACKCHANNELS for i in spoken)
+    assert not set(HELDOUT3_VOICES) & set(VOICES + HELDOUT_VOICES + HELDOUT2_VOICES)
+    assert not set(HELDOUT4_VOICES) & set(VOICES + HELDOUT_VOICES + HELDOUT2_VOICES + HELDOUT3_VOICES)
+    assert all(i.meta["voice"] in HELDOUT3_VOICES for i in spoken)
+
+
+@pytest.mark.skipif(
+    not shutil.which("text2wave")
+    or not Path("/usr/share/festival/voices/russian/msu_ru_nsh_clunits").is_dir(),
+    reason="festival with festvox-ru is needed (make system-deps installs festival festvox-ru)",
+)
+def test_festival_voice_speaks_russian_at_8khz() -> None:
+    # Speech, not silence and not spelled letters (9 letters would take several seconds): a word's
+    # length and a speaking level. Festival's clunits voice ignores its Duration_Stretch, so the
+    # speed (sox tempo) must still change the length.
+    pcm = synth("подождите", FESTIVAL_RU)
+    x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+    assert 0.3 <= len(x) / SAMPLE_RATE <= 2.5
+    rms_dbfs = 20 * np.log10(np.sqrt(np.mean(x**2)) / 32768)
+    assert -35 <= rms_dbfs <= -6, rms_dbfs
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
+    voiced = np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-40 / 20) * 32768
+    assert voiced.mean() >= 0.5  # mostly voiced, not a click and silence
+    assert len(synth("подождите", FESTIVAL_RU, 120)) > len(pcm) * 1.2
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        synth("да", "festival:no_such_voice")
