@@ -94,7 +94,9 @@ class TelephonyGateway:
         self._pacer = pacer
         self._clock = clock
         self.echo = EchoGate(echo_settings)
-        self._vad = VoiceActivityDetector(vad_settings, self.echo)
+        # With `[vad] batch_across_calls`, a frame's VAD events may come later, from the Silero
+        # batch's flush (the frame's arrival times kept): they go to `_on_vad` from there.
+        self._vad = VoiceActivityDetector(vad_settings, self.echo, self._on_vad)
         self._resampler = Resampler()
         self._partial = bytearray()  # inbound audio short of a whole 20 ms frame
         self._listener: VoiceListener | None = None

@@ -2,12 +2,15 @@
 
 A `SileroClassifier` made with a `SileroBatch` does not run its completed 256-sample window: it
 copies the window (with its 32 samples of context) into the batch's input row and its recurrent
-state into the batch's state rows (`enqueue`), and answers with the newest probability it has.
-`flush()` runs the model once on every queued window (input [n, 288], state [2, n, 128]) and
-writes each call's probability and new state back. Bound to an event loop, the first window
-queued in an iteration schedules the flush with `call_soon`: the sockets' callbacks of that
-iteration are already queued before it, so one run holds every call whose audio arrived together,
-and each answer is there for that call's next frame (one frame later than an immediate run).
+state into the batch's state rows (`enqueue`). `flush()` runs the model once on every queued
+window (input [n, 288], state [2, n, 128]), writes each call's probability and new state back,
+then calls each call's `on_answer`: its detector judges the frame that completed the window with
+that window's probability, and the call's frames queued behind it (bridge/vad_defer.py), until one
+completes another window, which the flush runs in its next round with the other calls' next
+windows. Bound to an event loop, the first window queued in an iteration schedules the flush with
+`call_soon`: the sockets' callbacks of that iteration are already queued before it, so one run
+holds every call whose audio arrived together. The decisions are the immediate path's; only the
+events come later (at the flush, with their frames' arrival times).
 
 Measured here (2 cores, onnxruntime 1.32, one intra-op thread), per window: batch 1 ~134 us,
 8 ~53 us, 16 and more ~45 us; the runtime's fixed cost per run is what a batch shares.
@@ -58,6 +61,7 @@ class SileroBatch:
     __slots__ = (
         "_bindings",
         "_cap",
+        "_done",
         "_failed_at",
         "_flushing",
         "_input",
@@ -95,6 +99,7 @@ class SileroBatch:
         n = self._n
         if n:
             old_input, old_stage, old_members = self._input, self._stage, self._members
+            old_done = self._done
         self._cap = cap
         self._input = np.zeros((cap, _ROW), np.float32)
         # Each call's state is gathered per row here ([cap, 2, 128]) and transposed into the
@@ -104,11 +109,13 @@ class SileroBatch:
         self._state_out = np.zeros(2 * cap * _STATE, np.float32)
         self._out = np.zeros((cap, 1), np.float32)
         self._members = [None] * cap
+        self._done: list[SileroClassifier | None] = [None] * cap  # a round's answered calls
         self._bindings: dict[int, Any] = {}  # batch size -> io binding on the arrays above
         if n:
             self._input[:n] = old_input[:n]
             self._stage[:n] = old_stage[:n]
             self._members[:n] = old_members[:n]
+            self._done[: len(old_done)] = old_done
 
     @property
     def pending(self) -> int:
@@ -117,7 +124,7 @@ class SileroBatch:
 
     def enqueue(self, cls: SileroClassifier) -> None:
         """Queue `cls`'s completed window (its model's `input_row`, [288] float32) and state;
-        `cls` has no window queued (one completed meanwhile waits in its buffer)."""
+        `cls` has no window queued."""
         i = self._n
         if i == self._cap:
             self._alloc(2 * i)
@@ -136,8 +143,9 @@ class SileroBatch:
                 self.flush()
 
     def cancel(self, cls: SileroClassifier) -> None:
-        """`cls` is closing with a window queued: nothing is written back to it (its model goes
-        back to the pool reset; the window still runs, its answer unused)."""
+        """`cls` is closing with a window queued: nothing is written back to it and its
+        `on_answer` is not called (its model goes back to the pool reset; the window still runs,
+        its answer unused)."""
         slot = cls._slot
         if slot >= 0 and self._members[slot] is cls:
             self._members[slot] = None
@@ -160,69 +168,75 @@ class SileroBatch:
         return io
 
     def flush(self) -> None:
-        """Run every queued window in one session run; write each live call's probability
-        (`speech()`'s next answer) and state back; empty the batch. Calls holding another
-        complete window queue it, and those run in a next round, until none is left. No-op when
-        empty (or called from within a flush).
+        """Run every queued window in one session run; write each live call's probability and
+        state back, then call its `on_answer`; windows queued by those run in a next round, until
+        none is left. No-op when empty (or called from within a flush).
 
-        Never raises: a failing run is logged (at most once a minute), its calls' probabilities
-        are 0 and their states stay as they were (the window and the audio buffered after it are
-        lost); the next flush tries again."""
+        Never raises: a failing run (or `on_answer`) is logged (at most once a minute); a failed
+        run's calls get probability 0 and keep their states (the window is lost); the next round
+        tries again."""
         if self._n == 0 or self._flushing:
             return
         self._flushing = True
         try:
-            while self._n and self._round():
-                pass
+            while self._n:  # each round judges a frame of each call queued: it ends
+                self._round()
         finally:
             self._flushing = False
 
-    def _round(self) -> bool:
-        """One session run over the queued windows; False if it failed."""
+    def _round(self) -> None:
+        """One session run over the queued windows; then each answered call's `on_answer` (its
+        detector judges its frames, and may queue its next window: the next round's)."""
         n = self._n
         self._n = 0
-        members = self._members
+        members, done = self._members, self._done
         size = 2 * n * _STATE
+        ok = True
         try:
             io = self._binding(n)
             np.copyto(self._state_in[:size].reshape(2, n, _STATE), self._stage[:n].transpose(1, 0, 2))
             self._session.run_with_iobinding(io)
         except Exception:
+            ok = False
             self.failures += 1
             now = time.monotonic()
             if now - self._failed_at >= _LOG_EVERY_S:
                 self._failed_at = now
                 log.exception("Silero VAD batch of %d windows failed: their calls hear silence", n)
-            for i in range(n):
-                cls = members[i]
-                if cls is not None:
-                    members[i] = None
-                    cls._slot = -1
-                    cls._prob = 0.0
-                    cls._mute = False
-                    cls._fill = 0  # audio held back after the lost window: dropped with it
-            return False
-        self.runs += 1
-        self.windows += n
+        if ok:
+            self.runs += 1
+            self.windows += n
         out = self._out
         state = self._state_out[:size].reshape(2, n, _STATE)
+        m = 0
         for i in range(n):
             cls = members[i]
             if cls is None:
                 continue  # closed while queued
             members[i] = None
             cls._slot = -1
-            cls._model.state[:, 0] = state[:, i]  # type: ignore[union-attr]
-            if cls._mute:
-                cls._mute = False
-            else:
+            if ok:
+                cls._model.state[:, 0] = state[:, i]  # type: ignore[union-attr]
                 cls._prob = float(out[i, 0])
-            if cls._fill >= _SILERO_WINDOW:
-                # A window held back: queued for the next round. It takes row `_n` <= i, whose
-                # input, state and member this round has done with (outputs are separate arrays).
-                cls.take_window()
-                self.enqueue(cls)
-        return True
+            else:
+                cls._prob = 0.0  # the window is lost; the state stays as it was
+            done[m] = cls
+            m += 1
+        # All written back before any call goes on: a call's `on_answer` may queue its next
+        # window (rows from 0 again: this round is done with them) or close another call.
+        for k in range(m):
+            cls = done[k]
+            done[k] = None
+            callback = None if cls is None else cls.on_answer  # None: closed, or used alone
+            if callback is None:
+                continue
+            try:
+                callback()
+            except Exception:
+                now = time.monotonic()
+                if now - self._failed_at >= _LOG_EVERY_S:
+                    self._failed_at = now
+                    log.exception("Silero VAD batch: a call's detector failed on its answer")
 
 
 def running_batch() -> SileroBatch | None:

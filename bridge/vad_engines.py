@@ -28,6 +28,7 @@ import ctypes
 import importlib.resources
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -234,53 +235,60 @@ class SileroClassifier:
 
     With `batch` None (the default), a completed window runs at once and `speech()` returns its
     probability. With a `SileroBatch` (bridge/vad_batch.py; needs onnxruntime, else ignored), the
-    window is queued there and run with the other calls' windows at the batch's `flush()`:
-    `speech()` returns the newest probability it has, so a window's answer reaches the caller
-    one frame later than without a batch (on this call's next frame, the batch being flushed
-    once per event-loop iteration; with several of its frames read at once, on the first frame
-    of its next read). A window completed while the previous one is still queued waits in the
-    buffer; the flush runs it in a next round (its state follows the first's). A buffer full of
-    held windows (about 8 frames without a flush) has the batch flushed at once.
+    window is queued there (`pending`) and run with the other calls' windows at the batch's
+    `flush()`, which writes `answer` and then calls `on_answer` (the detector judges the frame
+    then: bridge/vad_defer.py). `speech()` returns the previous answer meanwhile. A caller
+    should not give it frames while `pending`; if it does, the batch is flushed first (the
+    window answered at once, as without a batch).
     """
 
-    __slots__ = ("_batch", "_buf", "_fill", "_model", "_mute", "_prob", "_slot", "_win_np", "windows")
+    __slots__ = ("_batch", "_buf", "_fill", "_model", "_prob", "_slot", "_win_np", "on_answer", "windows")
 
     def __init__(self, batch: SileroBatch | None = None) -> None:
         self._model: _SharedSileroModel | _LiteSileroModel | None
         self._model = model = _SILERO_POOL.pop() if _SILERO_POOL else _new_silero_model()
         self._batch = batch if isinstance(model, _SharedSileroModel) else None
         self._slot = -1  # the queued window's row in the batch; -1: none queued
-        self._mute = False  # skipped since its window was queued: the flush keeps `_prob` 0
+        self.on_answer: Callable[[], None] | None = None  # called by the batch after answering
         self._win_np = model.window  # the model's input window, written in place
         n = len(self._win_np)  # 256 at 8 kHz
-        # Four windows and a frame (30 ms at most): a batch holds windows back while the previous
-        # one is queued (frames of the call read together in one loop iteration); 5 kB a call.
-        self._buf = np.zeros(4 * n + 240, dtype=np.float32)
+        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window and a frame (30 ms at most)
         self._fill = 0
         self._prob = 0.0
         self.windows = 0  # model runs, for the CPU figures
 
+    @property
+    def batched(self) -> bool:
+        """Whether its windows run in a `SileroBatch`."""
+        return self._batch is not None
+
+    @property
+    def pending(self) -> bool:
+        """Whether a window is queued in the batch, not answered yet."""
+        return self._slot >= 0
+
+    @property
+    def answer(self) -> float:
+        """The newest window's speech probability, 0..1 (0 after a skip)."""
+        return self._prob
+
     def speech(self, frame: bytes | bytearray) -> float:
+        if self._slot >= 0:
+            self._batch.flush()  # type: ignore[union-attr]  # only a batch queues windows
         buf, fill = self._buf, self._fill
         x = np.frombuffer(frame, dtype=np.int16)
         end = fill + len(x)
-        if end > len(buf):  # windows held back by a batch (a burst of frames): answered now
-            self._batch.flush()  # type: ignore[union-attr]  # only a batch holds windows back
-            fill = self._fill
-            end = fill + len(x)
         part = buf[fill:end]
         part[:] = x  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
         part *= _SCALE
         self._fill = end
         if end >= len(self._win_np):
+            self.take_window()
             batch = self._batch
             if batch is None:
-                self.take_window()
                 self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
-            elif self._slot < 0:
-                self.take_window()
+            else:
                 batch.enqueue(self)  # answered at its flush: `_prob` and the state written there
-            # else: held in the buffer until the flush answers the queued window (then queued)
         return self._prob
 
     def take_window(self) -> None:
@@ -293,16 +301,14 @@ class SileroClassifier:
 
     def skip(self) -> None:
         if self._slot >= 0:
-            if self._fill >= len(self._win_np):  # a window held back: it would have run by now
-                self._batch.flush()  # type: ignore[union-attr]
-            else:
-                self._mute = True  # the queued window's answer comes after the skip: not used
+            self._batch.flush()  # type: ignore[union-attr]  # the queued window's state is needed
         self._fill = 0
         self._prob = 0.0
 
     def close(self) -> None:
         if self._slot >= 0:
             self._batch.cancel(self)  # type: ignore[union-attr]  # nothing written after this
+        self.on_answer = None
         model, self._model = self._model, None
         if model is not None:
             model.reset()  # the recurrent state is the call's
