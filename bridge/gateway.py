@@ -4,7 +4,9 @@ Inbound (caller -> STT, the `InboundAudio` contract): each message from Asterisk
 8 kHz if it came at another rate (kinds 0x11-0x18) and cut into 20 ms frames; each frame goes,
 synchronously inside the socket callback, to the attached `AudioSink` (the call's recognizer:
 `RecognitionStream.push_audio`), then through the VAD. VAD and DTMF signals go to the attached
-`VoiceListener` the same way, so barge-in reacts within the frame that confirmed the speech.
+`VoiceListener` the same way, so barge-in reacts within the frame that confirmed the speech
+(with `[vad] batch_across_calls`, a frame that completes a Silero window is judged, and its event
+delivered, from the batch's flush at the end of the loop iteration: same decisions, same times).
 The gateway keeps no queue of its own: the recognizer's one bounded buffer is the only one
 between the socket and the provider, and its drop counter the only one (`frames_dropped` there).
 
