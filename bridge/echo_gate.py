@@ -36,7 +36,7 @@ import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
 from bridge.echo_level import LevelGate
-from bridge.echo_path import ACTIVE_ENERGY, ACTIVE_RMS, FRAME, fit_path, gcc_phat_lag
+from bridge.echo_path import ACTIVE_ENERGY, ACTIVE_RMS, FRAME, fit_path, gain_bound, gcc_phat_lag
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, rms
 
 __all__ = ["EchoGate", "EchoSettings"]
@@ -96,6 +96,7 @@ class EchoGate:
         "_res_bytes",
         "_res16",
         "_residual",
+        "_bound_active",
         "_search_active",
         "_search_frames",
         "_search_len",
@@ -128,6 +129,7 @@ class EchoGate:
         self._path_gain = 0.0
         self._residual = 1.0  # echo left after subtraction, as a fraction of the echo (its amplitude)
         self._search_active = 0  # frames of the bot heard since the last search
+        self._bound_active = 0  # and since the level gate's bound was last measured
         self._since_search = 0  # inbound frames since then
         self._fruitless = 0  # searches in a row that took no new path (they back off)
         self._slipped = 0  # frames the known path did not fit, less those it did (`_misaligned`)
@@ -182,6 +184,7 @@ class EchoGate:
         if self._cancel:
             if level > ACTIVE_RMS:
                 self._search_active += 1
+                self._bound_active += 1
             self._keep(np.frombuffer(frame, dtype=np.int16))
 
     def sent_silence(self) -> None:
@@ -229,8 +232,15 @@ class EchoGate:
         start = self._in_n
         self._in_n += _FRAME
         self._since_search += 1
-        if self._in_n >= w and self._search_due():
-            self._search()
+        if self._in_n >= w:
+            if self._search_due():
+                self._search()
+            elif self._offset is None and self._bound_active >= self._search_frames:
+                # The level gate judges: its bound is measured on every window of the bot's speech
+                # (about 30 us), not backed off like the search: one window where the line was
+                # muted must not set it for long.
+                window, sent, _ = self._windows()
+                self._bound(window, sent)
         offset = self._offset
         self._expected_residual = -1.0
         if offset is None:
@@ -307,14 +317,9 @@ class EchoGate:
         self._search_active = 0
         self._since_search = 0
         w = self._search_len
-        d = self._ref_len - w - 4 * _FRAME  # the longest delay, samples
-        a = self._in_n % w
-        x = self._in[a : a + w].astype(np.float64)  # the window, oldest first
-        # The reference that can have produced it: sent samples [in_n - w - d, in_n) at the
-        # streams' nominal alignment (both sides' counts move together in real time).
-        lo = self._out_n - w - d
-        y = self._window(lo, w + d)
-        self._level.bound(_gain_bound(x, y))
+        x, y, lo = self._windows()
+        self._bound(x, y)
+        d = len(y) - w
         m = gcc_phat_lag(x, y, d)
         fit = fit_path(x, y[m : m + w])
         if fit is None:
@@ -338,6 +343,21 @@ class EchoGate:
         self._e_in = 1.0  # the tracker starts at the window's ERLE, with one frame's weight
         self._e_res = 10.0 ** (-erle / 10.0)
 
+    def _windows(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
+        """The last `search_ms` inbound (oldest first), the sent audio that can have produced it
+        (sent samples [lo, in_n) at the streams' nominal alignment: both sides' counts move
+        together in real time; `max_delay_ms` more than the window), and lo."""
+        w = self._search_len
+        d = self._ref_len - w - 4 * _FRAME  # the longest delay, samples
+        a = self._in_n % w
+        x = self._in[a : a + w].astype(np.float64)
+        lo = self._out_n - w - d
+        return x, self._window(lo, w + d), lo
+
+    def _bound(self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> None:
+        self._bound_active = 0
+        self._level.bound(gain_bound(x, y))
+
     def _window(self, lo: int, length: int) -> npt.NDArray[np.float64]:
         """Sent samples [lo, lo + length) as float64; zeros where not (or no longer) in the ring."""
         out = np.zeros(length)
@@ -350,10 +370,10 @@ class EchoGate:
         return out
 
     def may_be_echo(self, level: int) -> bool:
-        """Whether an inbound frame of RMS `level` may be echo by the worst case: no path known,
-        the bot audible and `level` no louder than its loudest recent frame less
-        `min_return_loss_db` (with a path known, `is_echo` on the residual is the test). Does
-        not feed the level gate's search."""
+        """Whether an inbound frame of RMS `level` may be echo while no path is known, by the level
+        gate (`LevelGate.may_be_echo`: the worst case, or what was measured of the echo); False
+        with a path known (`is_echo` on the residual is the test). Does not feed the level
+        gate's search."""
         if not self.enabled or self._expected_residual >= 0.0:
             return False
         return self._level.may_be_echo(level)
@@ -389,15 +409,3 @@ _SLIP_RATIO = 1.5  # residual energy over the frame's (+1.8 dB)
 # Fruitless searches double the interval to the next one, at most this many times (x128: a
 # search per 25.6 s with no path found).
 _BACKOFF_DOUBLINGS = 7
-
-
-def _gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
-    """The most the echo path's gain can be, whatever its delay: the inbound window `x` holds the
-    echo of `y[m : m + len(x)]` for some m (plus noise and the caller), so its energy bounds the
-    echo's; against the quietest such stretch of `y`. inf while `y` has no audio."""
-    w = len(x)
-    c = np.concatenate(([0.0], np.cumsum(y * y)))
-    quietest = float((c[w:] - c[: len(c) - w]).min())
-    if quietest <= ACTIVE_ENERGY * (w // _FRAME):
-        return math.inf
-    return math.sqrt(float(np.dot(x, x)) / quietest)

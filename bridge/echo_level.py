@@ -4,15 +4,19 @@ The fallback of `bridge.echo_gate.EchoGate` while the echo path is not known (be
 search found one, or on a line where subtraction is off): the RMS of the last outbound frames in
 a ring; per lag (whole 20 ms frames) a decaying correlation of inbound and outbound levels, fed
 only by frames that could be echo; a running median of the echo gain at the best lag, frozen
-while the inbound is clearly louder (double talk, as echo cancellers freeze). An inbound frame
-no louder than the expected echo (its neighbours included, times the gain plus 6 dB, never more
-than `min_return_loss_db` allows) may be only echo.
+while the inbound is clearly louder (double talk, as echo cancellers freeze; 2 s of that and
+it starts again from the worst case: the echo rose). An inbound frame no louder than the
+expected echo (its neighbours included, times the gain plus 6 dB, never more than the limit:
+`min_return_loss_db`'s worst case, or what the newest window of the line bounds the echo to,
+`bound`) may be only echo.
 
 Cost per inbound frame: one pass over the ring's lags (17 at 300 ms) in plain Python, only while
 the frame could be echo; per outbound frame: one store.
 """
 
 from __future__ import annotations
+
+import math
 
 from bridge.echo_path import ACTIVE_RMS
 from orchestrator.audio import FRAME_MS
@@ -28,6 +32,11 @@ _ERL_CREEP = 1.002
 _ERL_MARGIN = 2.0
 # Talking frames the search needs before its lag is trusted (0.4 s).
 _SETTLE_FRAMES = 20
+# Frames in a row louder than the measured echo after which it is taken to have risen (2 s:
+# `[interruption] max_pause_ms`; a caller talking that long over the bot would have cut it).
+_RISEN_FRAMES = 100
+# Windows (`search_ms` of the bot's speech each) whose least bound on the echo gain is the limit.
+_BOUNDS = 4
 
 
 class LevelGate:
@@ -41,6 +50,9 @@ class LevelGate:
         "_erl",
         "_gain",
         "_limit",
+        "_louder",
+        "_bound_pos",
+        "_bounds",
         "_pos",
         "_quiet",
         "_ring",
@@ -62,6 +74,9 @@ class LevelGate:
         self._erl: float = self._gain
         # The gain no lag's echo can exceed (`bound`), with the margin; the worst case until then.
         self._limit: float = self._gain
+        self._louder = 0  # frames in a row louder than the echo measured
+        self._bounds = [math.inf] * _BOUNDS  # the last windows' bounds on the echo gain
+        self._bound_pos = 0
 
     @property
     def delay(self) -> int:
@@ -82,22 +97,27 @@ class LevelGate:
 
     def bound(self, gain: float) -> None:
         """The echo gain is at most `gain` (measured on a window of the line against the bot's
-        audio, `EchoGate`'s search): the worst case drops to it (+6 dB) until the next window's,
-        and the median tracker to it.
+        audio by `EchoGate`, every `search_ms` of the bot's speech; inf: no information): the
+        limit is the least of the last `_BOUNDS` windows' +6 dB, never above the worst case.
 
         Why: the median steps 0.17 dB a frame from the worst case (9 dB), so on a line whose
         echo is 25-30 dB down, under the line noise (no subtraction path), it took 2 s and more
-        to learn it, and a caller 10-15 dB quieter than the bot was taken for echo meanwhile."""
-        limit = gain * _ERL_MARGIN
-        self._limit = limit if limit < self._gain else self._gain  # the newest window's: a path may change
-        if gain < self._erl:
-            self._erl = gain
+        to learn it, and a caller 10-15 dB quieter than the bot was taken for echo meanwhile.
+        The median itself is left alone: a window that heard nothing would pin it."""
+        bounds = self._bounds
+        bounds[self._bound_pos] = gain
+        self._bound_pos = (self._bound_pos + 1) % len(bounds)
+        # The least of the last few windows': a window the caller talked in bounds nothing;
+        # only the last few: the echo may have risen since (a speakerphone).
+        limit = min(bounds) * _ERL_MARGIN
+        self._limit = limit if limit < self._gain else self._gain
 
     def may_be_echo(self, level: int) -> bool:
         """Whether an inbound frame of RMS `level` may be the bot's echo, by what `is_echo` has
         learned so far without feeding it: once its delay is settled, no louder than the bot's
-        frames at that lag times the measured echo gain (+6 dB, never above the worst case); before,
-        no louder than the bot's loudest recent frame less `min_return_loss_db`.
+        frames at that lag times the measured echo gain (+6 dB); before, no louder than the bot's
+        loudest recent frame times the limit (`min_return_loss_db`'s worst case, or the newest
+        window's bound, `bound`).
 
         The measured gain, not the worst case, once known: on a line whose echo is under the line
         noise the subtraction finds no path, and a 9 dB worst case hid every caller quieter than
@@ -154,10 +174,17 @@ class LevelGate:
                     # A running median (a step up or down per frame) of frames that may be echo;
                     # misaligned frames move it one step, not to their value.
                     self._erl = erl * _ERL_STEP if ratio > erl else erl / _ERL_STEP
+                    self._louder = 0
                 else:
                     # Louder than echo: the caller talking over the bot (frozen, as echo
                     # cancellers freeze in double talk), or a louder echo path (a slow rise).
                     self._erl = erl * _ERL_CREEP
+                    self._louder += 1
+                    if self._louder >= _RISEN_FRAMES:
+                        # Too long for a caller the bot talked over: the echo got louder (a
+                        # speakerphone): start again from the worst case.
+                        self._erl = self._gain
+                        self._louder = 0
             # The measured gain with a margin, never above the configured worst case.
             gain = self._erl * _ERL_MARGIN
             return level <= expected * (gain if gain < self._limit else self._limit)

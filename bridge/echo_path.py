@@ -16,7 +16,16 @@ import numpy.typing as npt
 
 from orchestrator.audio import FRAME_BYTES, SAMPLE_WIDTH
 
-__all__ = ["ACTIVE_ENERGY", "ACTIVE_RMS", "FIT_DB", "FRAME", "MIN_FIT_FRAMES", "fit_path", "gcc_phat_lag"]
+__all__ = [
+    "ACTIVE_ENERGY",
+    "ACTIVE_RMS",
+    "FIT_DB",
+    "FRAME",
+    "MIN_FIT_FRAMES",
+    "fit_path",
+    "gain_bound",
+    "gcc_phat_lag",
+]
 
 FRAME = FRAME_BYTES // SAMPLE_WIDTH  # samples per 20 ms frame: 160
 # Outbound RMS above which the bot counts as talking (about -50 dBFS), and the same as the
@@ -70,3 +79,28 @@ def fit_path(
         er = np.einsum("ij,ij->i", xf - g * zf, xf - g * zf)
     erle = 10.0 * np.log10(np.maximum(ex, 1.0) / np.maximum(er, 1.0))
     return g, max(whole, float(np.median(erle)))
+
+
+# Below this inbound RMS a window says nothing of the echo: a muted line, an echo suppressor, no
+# media yet (its bound would be ~0 and hide nothing, letting the bot's echo through later).
+_QUIET_RMS = 16.0
+
+
+def gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
+    """The most the echo path's gain can be, whatever its delay: the inbound window `x` holds the
+    echo of `y[m : m + len(x)]` for some m in 0..len(y) - len(x) (plus noise and the caller), so
+    its energy bounds the echo's, against the quietest such stretch of `y`. inf when `y` has a
+    stretch with no audio or `x` is near silence (no information).
+
+    Wrong (too low) only if the echo's delay is beyond `y` (longer than `max_delay_ms`) or the
+    streams' sample counts slipped (lost frames), as the search itself.
+    """
+    w = len(x)
+    ex = float(np.dot(x, x))
+    if ex < _QUIET_RMS * _QUIET_RMS * w:
+        return math.inf
+    c = np.concatenate(([0.0], np.cumsum(y * y)))
+    quietest = float((c[w:] - c[: len(c) - w]).min())
+    if quietest <= ACTIVE_ENERGY * (w // FRAME):
+        return math.inf
+    return math.sqrt(ex / quietest)

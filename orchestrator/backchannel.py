@@ -15,6 +15,7 @@ have no such example takes every backchannel word.
 from __future__ import annotations
 
 from orchestrator.dialogue_map.models import DialogueMap
+from orchestrator.overlap_words import BACKCHANNEL_TEXT
 from orchestrator.text import normalize
 
 __all__ = [
@@ -26,17 +27,6 @@ __all__ = [
     "takes_backchannel",
 ]
 
-# Words a listener says to show they follow or agree, not to take the floor (normalised: "е" for
-# "ё"): listening tokens, acknowledgements and agreement, not hesitations ("э", "эм": the caller
-# is starting to talk) nor "а" ("а?": the caller did not hear). "записываю": callers take down
-# prices and addresses (added after the second held-out set's only misses, "угу, записываю").
-# The one list behind the barge-in decision (`[interruption] backchannel_words`' default) and the
-# yes/no states' answers.
-BACKCHANNEL_TEXT = (
-    "да ага угу угум мхм мгм хм ну так ясно понятно понятненько ясненько хорошо ладно ладушки "
-    "ок окей конечно разумеется естественно верно точно правильно именно понял поняла слушаю "
-    "отлично замечательно прекрасно записываю записал записала"
-)
 BACKCHANNEL_WORDS = frozenset(BACKCHANNEL_TEXT.split())
 
 
@@ -48,8 +38,9 @@ def is_backchannel(text: str) -> bool:
 
 def answer_words(dialogue_map: DialogueMap, state_id: str) -> frozenset[str]:
     """The backchannel words (normalised) that `state_id` takes as the caller's answer when begun
-    over its playlist: those that are whole examples of its routed intents ("да" for `agree`);
-    empty: none (computed per result: a few per turn)."""
+    over its playlist: those that are whole one-word examples of its routed intents ("да", or
+    "да-да", for `agree`; not the words of "именно так": a lone "так" is no answer); empty: none
+    (computed per result: a few per turn)."""
     state = dialogue_map.states.get(state_id)
     if state is None or state.backchannel == "drop":
         return frozenset()
@@ -57,8 +48,9 @@ def answer_words(dialogue_map: DialogueMap, state_id: str) -> frozenset[str]:
     for intent_id in state.transitions:
         intent = dialogue_map.intent(intent_id)
         for example in intent.examples if intent is not None else ():
-            if is_backchannel(example):
-                words.update(normalize(example).split())
+            said = set(normalize(example).split())
+            if len(said) == 1 and said <= BACKCHANNEL_WORDS:
+                words.update(said)
     if not words and state.backchannel == "answer":
         return BACKCHANNEL_WORDS
     return frozenset(words)

@@ -38,26 +38,21 @@ it lasts).
 from __future__ import annotations
 
 import enum
-import re
 from typing import Annotated
 
 import pydantic.dataclasses
 from pydantic import ConfigDict, Field
 
-from orchestrator.backchannel import BACKCHANNEL_TEXT
+from orchestrator.overlap_words import (
+    BACKCHANNEL_TEXT,
+    FLOOR_WORDS,
+    STOP_WORDS,
+    PartialKind,
+    partial_kind,
+    words_of,
+)
 
 __all__ = ["InterruptionDecider", "InterruptionSettings", "PartialKind", "Verdict", "partial_kind"]
-
-# Words a caller stops the bot with: never taken for the bot's echo, even where its text has them.
-STOP_WORDS = "стоп нет подождите погодите стойте постойте хватит алло оператор оператора"
-# Words that take the floor at once, a question or a call for attention ("сколько?", "извините",
-# "не то"), where a single other word would not (see `content_words`); echo of the bot's own text
-# can still have them (its echo rule applies first).
-FLOOR_WORDS = (
-    "извините простите секунду секундочку минуту минутку минуточку подожди погоди постой слушайте "
-    "послушайте девушка мужчина повторите сколько когда где куда откуда как какой какая какое какие "
-    "почему зачем что чего кто чей можно не"
-)
 
 
 @pydantic.dataclasses.dataclass(
@@ -124,53 +119,8 @@ class Verdict(enum.Enum):
     CANCEL = "cancel"
 
 
-class PartialKind(enum.Enum):
-    """What a partial's words say about the speech."""
-
-    EMPTY = "empty"
-    BACKCHANNEL = "backchannel"
-    CONTENT = "content"
-    SHORT = "short"  # fewer than `content_words` words outside the list, none a stop/floor word
-    ECHO = "echo"  # a run of the bot's own words
-
-
-_WORD = re.compile(r"[а-яёa-z0-9]+")
 # What was heard so far leaves the overlap undecided: the window still runs.
 _UNDECIDED = frozenset({PartialKind.EMPTY, PartialKind.SHORT})
-
-
-def words_of(text: str) -> list[str]:
-    """The lower-case words of `text` ("ё" kept, hyphens and punctuation split)."""
-    return _WORD.findall(text.lower())
-
-
-def partial_kind(
-    text: str,
-    backchannel: frozenset[str],
-    bot: str = "",
-    stop: frozenset[str] = frozenset(),
-    floor: frozenset[str] = frozenset(),
-    content_words: int = 1,
-) -> PartialKind:
-    """EMPTY (no words), BACKCHANNEL (only words of `backchannel`), ECHO (its words are a
-    contiguous run of `bot`'s, the bot's own text, space-joined lower-case words, and none is in
-    `stop`), SHORT (fewer than `content_words` words outside `backchannel`, none in `stop` or
-    `floor` nor a number in digits: a number said over the bot is an answer or a correction) or
-    CONTENT."""
-    words = words_of(text)
-    if not words:
-        return PartialKind.EMPTY
-    if all(w in backchannel for w in words):
-        return PartialKind.BACKCHANNEL
-    if bot and not any(w in stop for w in words) and f" {' '.join(words)} " in f" {bot} ":
-        return PartialKind.ECHO
-    if (
-        content_words > 1
-        and not any(w in stop or w in floor or w.isdigit() for w in words)
-        and sum(w not in backchannel for w in words) < content_words
-    ):
-        return PartialKind.SHORT
-    return PartialKind.CONTENT
 
 
 class InterruptionDecider:
@@ -229,7 +179,7 @@ class InterruptionDecider:
     # ------------------------------------------------------------------ what is known of the call
     def words(self, text: str, now: float) -> None:
         """Any STT result (taken or dropped): if it has words, the STT is known to work."""
-        if _WORD.search(text.lower()):
+        if words_of(text):
             self._words_at = now
 
     def stt_lost(self) -> None:
@@ -311,11 +261,12 @@ class InterruptionDecider:
         kind = partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP  # (no sign the STT hears the caller: nothing, or the bot's echo)
-        self._results = True
         if kind is PartialKind.SHORT:
+            # Not a result for the no-result cancel: an STT behind the caller can give one word.
             if self._heard is PartialKind.EMPTY:
                 self._heard = kind
             return Verdict.KEEP  # paused (if it was) until the run ends or more words come
+        self._results = True
         self._heard = kind
         if kind is PartialKind.CONTENT:
             return self._cancel()
@@ -355,16 +306,16 @@ class InterruptionDecider:
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
-        """The confirmed speech ended: RESUME, unless it had no words yet and the window is
-        open: then the window still decides (KEEP, paused), as its words may still come (the
-        STT lags the speech: a final 0.1-0.8 s after it)."""
+        """The confirmed speech ended: RESUME, unless it had no words yet (or one short of
+        `content_words`) and the window is open: then the window still decides (KEEP, paused),
+        as its words may still come (the STT lags the speech: a final 0.1-0.8 s after it)."""
         if self._run_from is not None and self._confirmed:
             self._voiced_s += max(0.0, now - self._run_from)
         self._run_from = None
         self._sustain_at = None
         self._set_deadline()
         s = self._settings
-        if self._window_end is not None and self._confirmed and self._heard is PartialKind.EMPTY:
+        if self._window_end is not None and self._confirmed and self._heard in _UNDECIDED:
             # Its words may still come (the STT lags the speech: a final 0.3-0.8 s after it):
             # paused until the window's end, and `final_wait_ms` after this end, within
             # max_pause_ms of the onset.
@@ -378,7 +329,7 @@ class InterruptionDecider:
                 self._engaged_until = wait + s.partial_grace_ms / 1000
                 self._confirmed = False
                 return Verdict.KEEP
-        if self._confirmed and self._heard is PartialKind.EMPTY and not self._decided:
+        if self._confirmed and self._heard in _UNDECIDED and not self._decided:
             self._timed_out = True  # a whole run with no words: its further runs do not pause
         return self._release(now)
 

@@ -6,11 +6,13 @@ bot's turn, its STT final during the turn or just after it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator.backchannel import answer_words, is_backchannel, takes_backchannel
+from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
 from testkit.fakes import KeywordClassifier, Say
 from tests.test_orchestrator import call, make_map
@@ -106,3 +108,12 @@ def test_the_policy_of_the_example_maps() -> None:
     assert not takes_backchannel(with_quote_policy("drop"), "quote")
     assert answer_words(dmap, "quote") == {"да"} and answer_words(dmap, "start") == frozenset()
     assert is_backchannel("Да-да.") and is_backchannel("угу") and not is_backchannel("да, записывайте")
+
+
+def test_answer_words_come_from_one_word_examples_only() -> None:
+    # The dental map's `confirm` intent has "именно так" and "ага, верно" among its examples; only
+    # its one-word ones ("да", "правильно") answer: a lone "так" (or the bot's own "Так..." as
+    # echo) is no yes.
+    dental = load_dialogue_map(Path(__file__).parents[1] / "dialogue_maps" / "dental_appointment.ru.json")
+    assert answer_words(dental, "confirm_booking") == frozenset({"да", "правильно"})
+    assert answer_words(dental, "confirm_phone") == frozenset({"да", "правильно"})

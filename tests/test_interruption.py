@@ -407,9 +407,23 @@ def test_a_short_partial_holds_the_pause_then_resumes_at_the_runs_end() -> None:
     assert d.confirmed(frame(25)) is Verdict.PAUSE
     assert d.partial("так дальше", frame(40)) is Verdict.KEEP  # paused: more words may come
     assert d.tick(frame(41)) is Verdict.KEEP
-    assert d.speech_end(frame(50)) is Verdict.RESUME  # the run ended with one listener's word
+    # The run ended with one listener's word: its final may still bring more (paused for it).
+    assert d.speech_end(frame(50)) is Verdict.KEEP
+    assert d.tick(frame(69)) is Verdict.KEEP
+    # None by final_wait_ms (400 ms) after the run's end: the bot goes on.
+    assert d.tick(frame(70) + 1e-9) is Verdict.RESUME
+    assert d.onset(frame(75)) is Verdict.KEEP  # judged: a further run of it does not pause again
     # Still watched for its grace: more words of it cut the bot.
-    assert d.partial("так дальше давайте", frame(60)) is Verdict.CANCEL
+    assert d.partial("так дальше давайте", frame(77)) is Verdict.CANCEL
+
+
+def test_a_short_partial_then_a_final_with_a_stop_word_cancels_without_resuming() -> None:
+    d = InterruptionDecider()
+    d.onset(frame(10))
+    d.confirmed(frame(25))
+    assert d.partial("так дальше", frame(40)) is Verdict.KEEP
+    assert d.speech_end(frame(45)) is Verdict.KEEP
+    assert d.partial("так дальше подождите", frame(50)) is Verdict.CANCEL
 
 
 def test_a_short_partial_then_a_second_word_cancels() -> None:
@@ -419,17 +433,17 @@ def test_a_short_partial_then_a_second_word_cancels() -> None:
     assert d.partial("мне нужна", frame(45)) is Verdict.CANCEL
 
 
-def test_a_short_partial_in_a_long_run_resumes_at_the_pause_bound_not_cancels() -> None:
-    # Words came (the STT hears the caller), just one outside the list: the no-result cancel at
-    # max_pause_ms is for an STT that heard nothing.
+def test_a_short_partial_in_a_long_run_still_cancels_at_the_pause_bound() -> None:
+    # Two seconds of confirmed speech with one word recognised: the STT is behind the caller (it
+    # can give one word of it), as with none.
     d = InterruptionDecider(InterruptionSettings(window_ms=900, max_pause_ms=2000))
     d.words("да", 0.0)
     d.onset(frame(10))
     d.confirmed(frame(25))
     assert d.partial("аха", frame(40)) is Verdict.KEEP
     verdicts = [d.tick(frame(n)) for n in range(41, 120)]
-    assert Verdict.CANCEL not in verdicts
-    assert verdicts.index(Verdict.RESUME) == 110 - 41  # onset + 2 s
+    assert Verdict.RESUME not in verdicts
+    assert verdicts.index(Verdict.CANCEL) == 110 - 41  # onset + 2 s
 
 
 def test_content_words_one_cancels_on_any_word_outside_the_list() -> None:
