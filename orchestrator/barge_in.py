@@ -26,7 +26,7 @@ from orchestrator.backchannel import is_answer
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
-from orchestrator.interruption import InterruptionDecider, InterruptionSettings, Verdict
+from orchestrator.interruption import InterruptionDecider, InterruptionSettings, PartialKind, Verdict
 from orchestrator.metrics import Mark, MetricsLogger
 from orchestrator.playback import PlaylistPlayer
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
@@ -110,6 +110,11 @@ class BargeIn:
         if until is None:
             return False
         if self._clock.now() > until:
+            self._backchannel_until = None
+            return False
+        if event.is_final and self._decider.kind(event.text) is PartialKind.CONTENT:
+            # Its words would have cut the bot (the decision was still waiting for them when the
+            # turn ended: one word short, or none yet): the caller's, heard.
             self._backchannel_until = None
             return False
         if event.is_final:

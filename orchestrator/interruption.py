@@ -252,13 +252,17 @@ class InterruptionDecider:
         # Paused already after an onset; with onsets off, this is the first word of it.
         return Verdict.KEEP if self._timed_out or self._heard is PartialKind.BACKCHANNEL else Verdict.PAUSE
 
+    def kind(self, text: str) -> PartialKind:
+        """What `text`'s words say by this decider's lists (no state changes)."""
+        s = self._settings
+        return partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
+
     def partial(self, text: str, now: float) -> Verdict:
         """An STT partial (or final) arrived."""
         self.words(text, now)
         if not self._settings.use_partials or self._decided or not self.engaged(now):
             return Verdict.KEEP
-        s = self._settings
-        kind = partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
+        kind = self.kind(text)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP  # (no sign the STT hears the caller: nothing, or the bot's echo)
         if kind is PartialKind.SHORT:
