@@ -39,6 +39,8 @@ class VadSettings:
     # Silero: the calls' windows of one loop iteration run as one batch (bridge/vad_batch.py; ~134 us
     # a window alone, ~45 us in 16+). A frame completing a window is judged when the batch answers
     # (bridge/vad_defer.py): the same decisions as without, the events at the flush, same times.
+    # Bench capacity, 5 runs each (noisy box): ms CPU per call-second, median, 150 calls 4.60 -> 3.35,
+    # 250 calls 3.58 -> 3.16 (false -> true).
     batch_across_calls: bool = True
     # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
