@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         "--bridge-echo", choices=("on", "off"), default="on", help="capacity: the bridge's echo gate"
     )
     parser.add_argument(
+        "--bridge-vad-batch",
+        choices=("", "on", "off"),
+        default="",
+        help="capacity: the bridge's [vad] batch_across_calls (default: the service's default)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         metavar="FILE",
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 event_loop=args.loop,
                 vad_engine=args.bridge_vad,
                 echo=args.bridge_echo == "on",
+                vad_batch=args.bridge_vad_batch,
             )
             print(capacity.render(), end="\n\n", flush=True)
             if args.json is not None:

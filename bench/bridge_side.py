@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import dataclasses
 import functools
 import gc
 import logging
@@ -322,9 +323,11 @@ def bridge_main(
     event_loop: EventLoopKind = "asyncio",
     vad_engine: str = "",
     echo: bool = True,
+    vad_batch: str = "",
 ) -> None:
     """Process entry point; `event_loop` as `[service] event_loop` of the service, `vad_engine`
-    as `[vad] engine` ("": its default), `echo` as `[echo] enabled`."""
+    as `[vad] engine` ("": its default), `echo` as `[echo] enabled`, `vad_batch` as `[vad]
+    batch_across_calls` ("on"/"off"; "": its default)."""
     scheduling = prepare_process(cpu, nice, realtime)
     try:
         factory = loop_factory(event_loop)
@@ -332,8 +335,14 @@ def bridge_main(
         conn.send(("error", str(exc)))
         return
     vad = VadSettings(engine=vad_engine) if vad_engine else VadSettings()  # type: ignore[arg-type]
+    if vad_batch:
+        vad = dataclasses.replace(vad, batch_across_calls=vad_batch == "on")
+    batched = "batched" if vad.batch_across_calls else "unbatched"
     conn.send(
-        ("hello", f"{scheduling}, {event_loop} loop, VAD {vad.engine}, echo gate {'on' if echo else 'off'}")
+        (
+            "hello",
+            f"{scheduling}, {event_loop} loop, VAD {vad.engine} ({batched}), echo gate {'on' if echo else 'off'}",
+        )
     )
     # Hundreds of hang-ups at the end of a step would each log at DEBUG/WARNING: keep it quiet.
     logging.basicConfig(level=logging.ERROR)

@@ -377,11 +377,13 @@ def run_capacity(
     event_loop: EventLoopKind = "asyncio",
     vad_engine: str = "",
     echo: bool = True,
+    vad_batch: str = "",
 ) -> CapacityResult:
     """Run the sweep; see the module docstring. Each N is run `repeat` times in a row (the verdict
     needs every run within the limits; the capacity figure is their median, with its spread);
     `event_loop` is the bridge's loop, as `[service] event_loop`; `vad_engine` its `[vad] engine`
-    ("": the default), `echo` its `[echo] enabled`.
+    ("": the default), `echo` its `[echo] enabled`, `vad_batch` its `[vad] batch_across_calls`
+    ("on"/"off"; "": the default).
 
     With `profile_dir`, the bridge process is profiled (cProfile) over each step's window into
     `bridge-<N>.prof` there (the profiler slows the bridge: use those steps for where the time
@@ -399,7 +401,16 @@ def run_capacity(
         priority = (nice, realtime)
         bridge = stack.enter_context(
             _Child(
-                ctx, bridge_main, bridge_cpu, priority, bot_wav, "bench-bridge", event_loop, vad_engine, echo
+                ctx,
+                bridge_main,
+                bridge_cpu,
+                priority,
+                bot_wav,
+                "bench-bridge",
+                event_loop,
+                vad_engine,
+                echo,
+                vad_batch,
             )
         )
         callers = stack.enter_context(

@@ -4,7 +4,9 @@ Inbound (caller -> STT, the `InboundAudio` contract): each message from Asterisk
 8 kHz if it came at another rate (kinds 0x11-0x18) and cut into 20 ms frames; each frame goes,
 synchronously inside the socket callback, to the attached `AudioSink` (the call's recognizer:
 `RecognitionStream.push_audio`), then through the VAD. VAD and DTMF signals go to the attached
-`VoiceListener` the same way, so barge-in reacts within the frame that confirmed the speech.
+`VoiceListener` the same way, so barge-in reacts within the frame that confirmed the speech
+(with `[vad] batch_across_calls`, a frame that completes a Silero window is judged, and its event
+delivered, from the batch's flush at the end of the loop iteration: same decisions, same times).
 The gateway keeps no queue of its own: the recognizer's one bounded buffer is the only one
 between the socket and the provider, and its drop counter the only one (`frames_dropped` there).
 
@@ -94,7 +96,9 @@ class TelephonyGateway:
         self._pacer = pacer
         self._clock = clock
         self.echo = EchoGate(echo_settings)
-        self._vad = VoiceActivityDetector(vad_settings, self.echo)
+        # With `[vad] batch_across_calls`, a frame's VAD events may come later, from the Silero
+        # batch's flush (the frame's arrival times kept): they go to `_on_vad` from there.
+        self._vad = VoiceActivityDetector(vad_settings, self.echo, self._on_vad)
         self._resampler = Resampler()
         self._partial = bytearray()  # inbound audio short of a whole 20 ms frame
         self._listener: VoiceListener | None = None

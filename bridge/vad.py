@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
-
-import pydantic.dataclasses
-from pydantic import ConfigDict, Field
 
 from bridge.echo_gate import EchoGate
-from bridge.vad_engines import Engine, SpeechClassifier, classifier
+from bridge.vad_batch import running_batch
+from bridge.vad_defer import DeferredFrames
+from bridge.vad_engines import SileroClassifier, SpeechClassifier, classifier
+from bridge.vad_settings import VadSettings
 from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
@@ -55,57 +55,6 @@ _TRUSTED_MS = 60
 # frames) and toward a louder one (slow: about 0.4 s), per frame between runs.
 _FLOOR_DOWN = 0.5
 _FLOOR_UP = 0.05
-
-
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
-)
-class VadSettings:
-    """Tuning of the detector (section `[vad]`); the defaults suit 8 kHz telephone audio.
-
-    `engine` defaults to Silero VAD (MIT). TEN VAD (`engine = "ten"`) is opt-in: its licence adds
-    non-competition and deployment conditions to Apache 2.0 (see the field's comment).
-
-    Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
-    """
-
-    # Frame classifier: "silero" (Silero VAD, MIT), "webrtc" (webrtcvad, BSD; the fallback) or
-    # "ten" (TEN VAD; needs Debian's libc++1). TEN is opt-in because of its licence: Apache 2.0
-    # WITH additional conditions (its wheel's licenses/LICENSE: no deployment that competes with
-    # Agora's offerings or lets third parties build or deploy applications), which an open
-    # voice-agent system's users should choose knowingly, not inherit from a default.
-    engine: Engine = "silero"
-    # A neural engine judges frames only while the bot is audible on the line (its audio sent
-    # within the echo window): the barge-in decisions, where telling a cough or an echo from a
-    # caller matters; otherwise webrtcvad does, about a tenth of the CPU (a caller talking to a
-    # quiet bot is heard by the STT anyway); a run that began while the bot was audible is judged
-    # by it to its end, also once the bot paused. false: the neural engine judges every frame.
-    neural_only_over_bot: bool = True
-    # Speech probability at or above which a frame is voiced (the neural engines; webrtc gives 0/1).
-    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
-    # webrtcvad mode: 0 (least) .. 3 (most eager to call audio noise "not speech").
-    aggressiveness: Annotated[int, Field(ge=0, le=3)] = 2
-    # Voiced audio needed before speech starts, ms (shorter runs are clicks and coughs).
-    min_speech_ms: Annotated[int, Field(ge=20)] = 300
-    # Silence needed before speech ends, ms (the pauses between words are shorter); at most 2000:
-    # a longer one would outlast the end of turn's bound on a held final (4 s).
-    hangover_ms: Annotated[int, Field(ge=20, le=2000)] = 400
-    # Voiced audio after which a starting run is announced (SPEECH_ONSET: the bot pauses), ms;
-    # 0, or not below min_speech_ms: no onset events.
-    pause_after_ms: Annotated[int, Field(ge=0)] = 60
-    # A starting run still undecided this long after its first voiced frame is rejected, ms (the
-    # bot's echo can hide the caller's frames; a paused bot must not wait for ever).
-    max_decision_ms: Annotated[int, Field(ge=20)] = 800
-    # Unvoiced gap tolerated inside a starting run, ms.
-    max_gap_ms: Annotated[int, Field(ge=0)] = 60
-    # Frames below this RMS (s16) are silence without asking webrtcvad; 100 is about -50 dBFS, 0: off.
-    energy_gate_rms: Annotated[int, Field(ge=0, le=32767)] = 100
-    # A frame this much louder than the noise floor fires SPEECH_ONSET at once, dB; 0: off (onsets
-    # only after pause_after_ms of voiced frames). Needs pause_after_ms > 0.
-    onset_rise_db: Annotated[float, Field(ge=0.0, le=60.0)] = 10.0
-    # After such an onset, the classifier must confirm (pause_after_ms of voiced frames) within
-    # this, ms, or the run is rejected (the bot resumes).
-    onset_confirm_ms: Annotated[int, Field(ge=20, le=2000)] = 200
 
 
 class VadEventKind(enum.Enum):
@@ -132,15 +81,26 @@ class VadEvent:
 
 
 class VoiceActivityDetector:
-    """One call's detector (the classifiers keep per-stream state)."""
+    """One call's detector (the classifiers keep per-stream state).
+
+    `on_event`: with `[vad] batch_across_calls` and a running event loop, Silero's windows run in
+    the loop's `SileroBatch`, and a frame that completes one is judged when the batch answers
+    (bridge/vad_defer.py): its event, and those of the call's frames queued behind it, go to
+    `on_event` from the batch's flush (same `at`/`detected_at`: the frames' arrival times), and
+    `process()` returns None for them. Without `on_event`, windows run at once.
+    """
 
     __slots__ = (
+        "_audible",
         "_cheap",
         "_cls",
+        "_defer",
         "_echo",
         "_energy_run",
         "_floor_db",
         "_level",
+        "_masked",
+        "_maybe_echo",
         "_rise_db",
         "_run_db",
         "_run_frames",
@@ -152,6 +112,7 @@ class VoiceActivityDetector:
         "_last_voiced",
         "_onset",
         "_paths",
+        "_paths_now",
         "_run_ms",
         "_settings",
         "_silent_ms",
@@ -165,10 +126,21 @@ class VoiceActivityDetector:
         "speaking",
     )
 
-    def __init__(self, settings: VadSettings | None = None, echo: EchoGate | None = None) -> None:
+    def __init__(
+        self,
+        settings: VadSettings | None = None,
+        echo: EchoGate | None = None,
+        on_event: Callable[[VadEvent], None] | None = None,
+    ) -> None:
         self._settings = s = settings or VadSettings()
         self._echo = echo
-        self._cls: SpeechClassifier = classifier(s.engine, s.aggressiveness)
+        batch = None
+        if on_event is not None and s.batch_across_calls and s.engine == "silero":
+            batch = running_batch()
+        self._cls: SpeechClassifier = classifier(s.engine, s.aggressiveness, batch)
+        self._defer: DeferredFrames | None = None
+        if batch is not None and isinstance(self._cls, SileroClassifier) and self._cls.batched:
+            self._defer = DeferredFrames(self, self._cls, on_event)  # type: ignore[arg-type]
         # webrtcvad for frames while the bot is quiet (`neural_only_over_bot`; needs the echo
         # gate's record of what the bot sent); None: `_cls` judges every frame.
         self._cheap: SpeechClassifier | None = None
@@ -201,26 +173,45 @@ class VoiceActivityDetector:
         self._run_db = 0.0  # sum of the run's frame levels, dB (for the floor if it is rejected)
         self._run_frames = 0
         self._paths = 0  # the echo gate's `paths` when last seen
+        # The frame being judged, as the echo gate saw it on arrival (`_arrive`).
+        self._masked = False  # no louder than the bot's echo could be
+        self._maybe_echo = False  # may be echo by the worst case (no path known yet)
+        self._audible = False  # the bot audible on the line
+        self._paths_now = 0
 
     @property
     def settings(self) -> VadSettings:
         """The settings in use."""
         return self._settings
 
-    def is_voiced(self, frame: bytes) -> bool:
-        """Classify one frame (echo subtraction, energy gate, classifier, echo gate)."""
-        return self._classify(frame) is _VOICED
-
-    def _classify(self, frame: bytes) -> int:
-        gate = self._gate
+    def _arrive(self, frame: bytes) -> bytes | bytearray:
+        """A frame's part that must see the echo gate as it is on arrival: the residual (valid
+        until the next frame), its level, and the gate's verdicts on it (`_masked`, `_maybe_echo`,
+        `_audible`, `_paths_now`), asked exactly as the judging would ask them (`is_echo` feeds
+        the gate's search: only for frames above the energy gate)."""
         echo = self._echo
         audio: bytes | bytearray = frame
-        if echo is not None:
-            audio = echo.cancel(frame)
-            if audio is not frame:
-                self.frames_residual += 1
+        if echo is None:
+            self._level = rms(audio)
+            self._masked = self._maybe_echo = self._audible = False
+            return audio
+        audio = echo.cancel(frame)
+        if audio is not frame:
+            self.frames_residual += 1
         level = self._level = rms(audio)
-        if level < gate:
+        self._audible = echo.bot_audible
+        self._paths_now = echo.paths
+        if level < self._gate:
+            self._masked = self._maybe_echo = False
+        else:
+            self._masked = echo.is_echo(level)
+            self._maybe_echo = echo.may_be_echo(level)
+        return audio
+
+    def _feed(self, audio: bytes | bytearray) -> float:
+        """Give the frame to a classifier (the energy gate's and the cheap engine's choice);
+        its probability, or with a batch a window queued (`_cls.pending`) to be answered."""
+        if self._level < self._gate:
             self.frames_gated += 1
             if self._neural_run:
                 # Inside a run (the stop before a syllable): the classifier still hears the frame,
@@ -228,35 +219,42 @@ class VoiceActivityDetector:
                 self._cls.speech(audio)
             else:
                 self._cls.skip()
-            self.probability = 0.0
-            return _SILENT
+            return 0.0
         # The classifier hears every frame above the gate, echo or not: a neural model's window
         # and recurrent state stay continuous through the caller talking over the bot.
         self.frames_checked += 1
         cheap = self._cheap
         # webrtcvad only while the bot is quiet and no run is being judged: a run that began over
         # the bot is judged to its end by the neural engine, also once the bot paused for it.
-        if cheap is not None and echo is not None and not echo.bot_audible and not self._neural_run:
+        if cheap is not None and not self._audible and not self._neural_run:
             if not self._neural_idle:
                 self._neural_idle = True
                 self._cls.skip()  # its next window starts afresh when the bot speaks again
-            p = self.probability = cheap.speech(audio)
-        else:
-            self._neural_idle = False
-            p = self.probability = self._cls.speech(audio)
-        if echo is not None and echo.is_echo(level):
-            self.frames_echo += 1
-            return _MASKED
-        return _VOICED if p >= self._threshold else _SILENT
+            return cheap.speech(audio)
+        self._neural_idle = False
+        return self._cls.speech(audio)
 
     def process(self, frame: bytes, now: float) -> VadEvent | None:
-        """Feed one frame (10, 20 or 30 ms of 8 kHz slin) that arrived at `now`."""
+        """Feed one frame (10, 20 or 30 ms of 8 kHz slin) that arrived at `now`; its event, or
+        None (also when it waits for a batch: its event then goes to `on_event`)."""
         n = len(frame)
         if n not in (160, 320, 480):
             raise ValueError(f"VAD frame of {n} bytes: need 10, 20 or 30 ms of 8 kHz slin")
-        ms = n // _BYTES_PER_MS
+        audio = self._arrive(frame)
+        defer = self._defer
+        if defer is not None:
+            return defer.push(audio, n // _BYTES_PER_MS, now)
+        return self._decide(self._feed(audio), n // _BYTES_PER_MS, now)
+
+    def _decide(self, p: float, ms: int, now: float) -> VadEvent | None:
+        """The frame's class from its probability `p` and the arrival fields, then the state machine."""
+        self.probability = p
         s = self._settings
-        kind = self._classify(frame)
+        if self._masked:
+            self.frames_echo += 1
+            kind = _MASKED
+        else:
+            kind = _VOICED if p >= self._threshold else _SILENT
         voiced = kind is _VOICED
         if self.speaking:
             if voiced:
@@ -271,8 +269,8 @@ class VoiceActivityDetector:
             return VadEvent(VadEventKind.SPEECH_END, self._last_voiced, now)
         onset = self._onset
         echo = self._echo
-        if echo is not None and echo.paths != self._paths:
-            self._paths = echo.paths
+        if echo is not None and self._paths_now != self._paths:
+            self._paths = self._paths_now
             if onset is not None and self._voiced_ms:
                 # A new echo path: what the run heard so far may have been the bot's echo. Its
                 # voiced audio is forgotten; an announced run must be confirmed on the residual.
@@ -290,7 +288,7 @@ class VoiceActivityDetector:
             level = self._level
             level_db = 20.0 * math.log10(level) if level > 1 else 0.0
             loud = kind is not _MASKED and level >= self._gate and level_db >= self._floor_db + rise
-            if loud and echo is not None and echo.may_be_echo(level):
+            if loud and self._maybe_echo:
                 loud = False  # no echo path yet: only a frame louder than any echo could be fires
         if onset is not None:
             self._run_ms += ms
@@ -383,7 +381,13 @@ class VoiceActivityDetector:
         self._voiced_ms = self._gap_ms = self._silent_ms = self._run_ms = 0
 
     def close(self) -> None:
-        """The call is over: release the classifier (a pooled model goes back). Idempotent."""
+        """The call is over: release the classifier (a pooled model goes back) and drop the
+        frames waiting for a batch (no events after this). Idempotent."""
+        if self._defer is not None:
+            # It and the classifier point back at this detector and its owner: no cycle is left
+            # (a finished call's gateway is freed by reference counting, not the collector).
+            self._defer.close()
+            self._defer = None
         self._cls.close()
         if self._cheap is not None:
             self._cheap.close()

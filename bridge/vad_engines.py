@@ -28,12 +28,17 @@ import ctypes
 import importlib.resources
 import logging
 import os
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from bridge.vad_batch import SileroBatch
 
 __all__ = [
     "ENGINES",
@@ -176,6 +181,18 @@ class _SharedSileroModel:
         x[:_SILERO_CONTEXT] = x[-_SILERO_CONTEXT:]  # the next window's context
         return float(self._out[0, 0])
 
+    @property
+    def state(self) -> npt.NDArray[np.float32]:
+        """The recurrent state the next window starts from, [2, 1, 128] float32 (written in place
+        by a `SileroBatch`)."""
+        return self._states[self._turn]
+
+    @property
+    def input_row(self) -> npt.NDArray[np.float32]:
+        """The next window's input, [288] float32: 32 samples of context, then `window`."""
+        row: npt.NDArray[np.float32] = self._input[0]
+        return row
+
     def reset(self) -> None:
         """A new stream: zero state and context."""
         self._input[:] = 0.0
@@ -214,43 +231,84 @@ def _new_silero_model() -> _SharedSileroModel | _LiteSileroModel:
 
 
 class SileroClassifier:
-    """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames."""
+    """Silero VAD at 8 kHz on 256-sample windows, buffered from 160-sample frames.
 
-    __slots__ = ("_buf", "_fill", "_model", "_prob", "_win_np", "windows")
+    With `batch` None (the default), a completed window runs at once and `speech()` returns its
+    probability. With a `SileroBatch` (bridge/vad_batch.py; needs onnxruntime, else ignored), the
+    window is queued there (`pending`) and run with the other calls' windows at the batch's
+    `flush()`, which writes `answer` and then calls `on_answer` (the detector judges the frame
+    then: bridge/vad_defer.py). `speech()` returns the previous answer meanwhile. A caller
+    should not give it frames while `pending`; if it does, the batch is flushed first (the
+    window answered at once, as without a batch).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_batch", "_buf", "_fill", "_model", "_prob", "_slot", "_win_np", "on_answer", "windows")
+
+    def __init__(self, batch: SileroBatch | None = None) -> None:
         self._model: _SharedSileroModel | _LiteSileroModel | None
         self._model = model = _SILERO_POOL.pop() if _SILERO_POOL else _new_silero_model()
+        self._batch = batch if isinstance(model, _SharedSileroModel) else None
+        self._slot = -1  # the queued window's row in the batch; -1: none queued
+        self.on_answer: Callable[[], None] | None = None  # called by the batch after answering
         self._win_np = model.window  # the model's input window, written in place
         n = len(self._win_np)  # 256 at 8 kHz
-        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window plus a frame (up to 30 ms)
+        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window and a frame (30 ms at most)
         self._fill = 0
         self._prob = 0.0
         self.windows = 0  # model runs, for the CPU figures
 
+    @property
+    def batched(self) -> bool:
+        """Whether its windows run in a `SileroBatch`."""
+        return self._batch is not None
+
+    @property
+    def pending(self) -> bool:
+        """Whether a window is queued in the batch, not answered yet."""
+        return self._slot >= 0
+
+    @property
+    def answer(self) -> float:
+        """The newest window's speech probability, 0..1 (0 after a skip)."""
+        return self._prob
+
     def speech(self, frame: bytes | bytearray) -> float:
+        if self._slot >= 0:
+            self._batch.flush()  # type: ignore[union-attr]  # only a batch queues windows
         buf, fill = self._buf, self._fill
         x = np.frombuffer(frame, dtype=np.int16)
         end = fill + len(x)
         part = buf[fill:end]
         part[:] = x  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
         part *= _SCALE
-        n = len(self._win_np)
-        if end >= n:
-            self._win_np[:] = buf[:n]
-            self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
-            self.windows += 1
-            rest = end - n
-            buf[:rest] = buf[n:end]
-            end = rest
         self._fill = end
+        if end >= len(self._win_np):
+            self.take_window()
+            batch = self._batch
+            if batch is None:
+                self._prob = self._model.run()  # type: ignore[union-attr]  # None only after close()
+            else:
+                batch.enqueue(self)  # answered at its flush: `_prob` and the state written there
         return self._prob
 
+    def take_window(self) -> None:
+        """Move the buffer's oldest complete window into the model's input window."""
+        buf, end, n = self._buf, self._fill, len(self._win_np)
+        self._win_np[:] = buf[:n]
+        rest = self._fill = end - n
+        buf[:rest] = buf[n:end]
+        self.windows += 1
+
     def skip(self) -> None:
+        if self._slot >= 0:
+            self._batch.flush()  # type: ignore[union-attr]  # the queued window's state is needed
         self._fill = 0
         self._prob = 0.0
 
     def close(self) -> None:
+        if self._slot >= 0:
+            self._batch.cancel(self)  # type: ignore[union-attr]  # nothing written after this
+        self.on_answer = None
         model, self._model = self._model, None
         if model is not None:
             model.reset()  # the recurrent state is the call's
@@ -319,11 +377,11 @@ class TenClassifier:
         return None  # 0.3 ms and no memory to speak of per instance: not pooled
 
 
-def classifier(engine: Engine, aggressiveness: int = 2) -> SpeechClassifier:
-    """A fresh classifier for one call. Raises `ImportError`/`OSError` if the engine's wheel (or,
-    for "ten", Debian's libc++1) is missing."""
+def classifier(engine: Engine, aggressiveness: int = 2, batch: SileroBatch | None = None) -> SpeechClassifier:
+    """A fresh classifier for one call (`batch`: Silero's windows run in it, see SileroClassifier).
+    Raises `ImportError`/`OSError` if the engine's wheel (or, for "ten", Debian's libc++1) is missing."""
     if engine == "silero":
-        return SileroClassifier()
+        return SileroClassifier(batch)
     if engine == "ten":
         return TenClassifier()
     return WebrtcClassifier(aggressiveness)

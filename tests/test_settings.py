@@ -116,7 +116,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.ari.settings",
         "bridge.ami",
         "bridge.audiosocket.settings",
-        "bridge.vad",
+        "bridge.vad_settings",
         "bridge.echo_gate",
         "bridge.gc_policy",
         "orchestrator.interruption",
