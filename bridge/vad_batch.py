@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ _STATE = 128  # per layer and call
 _LOG_EVERY_S = 60.0  # a failing run is logged at most this often
 
 # The process-wide batch and the loop it flushes on (a new loop, as in tests, gets a new batch).
-_SHARED: SileroBatch | None = None
+_BATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatch] = weakref.WeakKeyDictionary()
 
 
 class SileroBatch:
@@ -86,7 +87,9 @@ class SileroBatch:
         if session is None:
             raise RuntimeError("onnxruntime does not import: no batched Silero VAD")
         self._session = session
-        self._loop = loop
+        # Weak: the per-loop registry is keyed by the loop, and a batch holding it would keep
+        # every finished loop (and its arrays) alive.
+        self._loop = None if loop is None else weakref.ref(loop)
         self._n = 0  # windows queued
         self._flushing = False  # in flush(): windows queued meanwhile run in its next round
         self._failed_at = -_LOG_EVERY_S
@@ -136,10 +139,14 @@ class SileroBatch:
         self._members[i] = cls
         cls._slot = i
         self._n = i + 1
+        loop = None if self._loop is None else self._loop()
         if i == 0 and self._loop is not None and not self._flushing:
+            if loop is None or asyncio._get_running_loop() is not loop:
+                self.flush()  # not on its loop (a call outliving it): answer at once, never late
+                return
             try:
-                self._loop.call_soon(self.flush)
-            except RuntimeError:  # the loop is closed (a call outliving it): answer at once
+                loop.call_soon(self.flush)
+            except RuntimeError:  # the loop is closed: answer at once
                 self.flush()
 
     def cancel(self, cls: SileroClassifier) -> None:
@@ -183,6 +190,10 @@ class SileroBatch:
                 self._round()
         finally:
             self._flushing = False
+            loop = None if self._loop is None else self._loop()
+            if self._n and loop is not None and not loop.is_closed():
+                # A round raised with windows queued: nothing else would schedule them.
+                loop.call_soon(self.flush)
 
     def _round(self) -> None:
         """One session run over the queued windows; then each answered call's `on_answer` (its
@@ -224,6 +235,7 @@ class SileroBatch:
             m += 1
         # All written back before any call goes on: a call's `on_answer` may queue its next
         # window (rows from 0 again: this round is done with them) or close another call.
+        fatal: BaseException | None = None
         for k in range(m):
             cls = done[k]
             done[k] = None
@@ -237,22 +249,24 @@ class SileroBatch:
                 if now - self._failed_at >= _LOG_EVERY_S:
                     self._failed_at = now
                     log.exception("Silero VAD batch: a call's detector failed on its answer")
+            except BaseException as exc:  # (cancellation, exit): the other calls still answered
+                fatal = fatal or exc
+        if fatal is not None:
+            raise fatal
 
 
 def running_batch() -> SileroBatch | None:
     """The process-wide batch flushed on the running event loop (made on first use; a new one
     if the loop changed), or None outside a running loop or without onnxruntime: then windows
     run at once."""
-    global _SHARED
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
-    batch = _SHARED
-    if batch is None or batch._loop is not loop:
+    batch = _BATCHES.get(loop)
+    if batch is None:
         if _silero_session() is None:
             return None
-        if batch is not None:
-            batch.flush()  # the old loop's windows: answered now rather than never
-        _SHARED = batch = SileroBatch(loop)
+        # One per loop: a loop's flush must never run another loop's calls (threads, tests).
+        _BATCHES[loop] = batch = SileroBatch(loop)
     return batch

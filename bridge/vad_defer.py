@@ -24,6 +24,7 @@ at once; `close()` drops the queue (the batch then writes nothing back to the ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from bridge.vad_engines import SileroClassifier
 
 __all__ = ["DeferredFrames"]
+
+log = logging.getLogger(__name__)
 
 _CAPACITY = 32  # frames a call may queue behind a window: more than one socket read brings
 _FRAME = 320  # bytes: 20 ms of 8 kHz slin, the gateway's frames
@@ -153,7 +156,12 @@ class DeferredFrames:
             self._n -= 1
             event = vad._decide(p, self._ms[i], self._now[i])
             if event is not None:
-                emit(event)
+                try:
+                    emit(event)
+                except Exception:
+                    # The frames behind it must still be judged: a raise here would leave them
+                    # queued with no window pending, and the call deaf for good.
+                    log.exception("VAD listener failed on %s (deferred frame)", event.kind.value)
             if not self._n:
                 return
             i = self._head

@@ -185,3 +185,63 @@ async def test_a_call_closed_with_frames_queued_drops_them_and_leaves_the_others
     finally:
         for c in calls:
             c.vad.close()
+
+
+class Raising(Batched):
+    """A call whose listener raises on its first deferred event."""
+
+    def on_event(self, event: VadEvent) -> None:
+        self.deferred += 1
+        if self.deferred == 1:
+            raise RuntimeError("listener broke")
+        self.events.append(key(event))
+
+
+async def test_a_listener_that_raises_from_the_flush_does_not_leave_the_call_deaf(speech: bytes) -> None:
+    audio = scenarios(speech)
+    expected = immediate(audio[0], 7)
+    calls = [Raising(audio[0])]
+    try:
+        await run_batched(calls, 7)
+        c = calls[0]
+        assert c.deferred >= 2  # the flush went on after the raise and on later frames
+        assert c.vad._defer is not None and c.vad._defer.waiting == 0
+        # Every event but the one whose delivery raised.
+        assert len(c.events) == len(expected) - 1 and set(c.events) <= set(expected)
+    finally:
+        for c in calls:
+            c.vad.close()
+
+
+async def test_each_loop_has_its_own_batch_and_a_detector_off_its_loop_is_answered_at_once(
+    speech: bytes,
+) -> None:
+    import threading
+
+    mine = running_batch()
+    assert mine is not None and running_batch() is mine
+    other: list[object] = []
+    t = threading.Thread(target=lambda: other.append(asyncio.run(_batch_of_a_new_loop())))
+    t.start()
+    t.join(T)
+    assert other and other[0] is not mine  # another loop, another batch
+    # A call made on this loop, fed where no loop runs (its loop gone): answered at once.
+    call = Batched(scenarios(speech)[0])
+    try:
+        result: list[int] = []
+
+        def feed() -> None:
+            for k in range(40):
+                call.read(k, 1)
+            result.append(call.vad._defer.waiting if call.vad._defer is not None else -1)
+
+        t = threading.Thread(target=feed)
+        t.start()
+        t.join(T)
+        assert result == [0]  # nothing left waiting for a flush that would never come
+    finally:
+        call.vad.close()
+
+
+async def _batch_of_a_new_loop() -> object:
+    return running_batch()
