@@ -69,6 +69,7 @@ class BargeIn:
         self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
         self._overlap_open = False  # the caller spoke over the bot's turn, no final heard yet
         self._backchannel_until: float | None = None  # drop that speech's results until then
+        self._undecided_at_end = False  # the turn ended while a decision on the caller's speech waited
         self.pauses = 0  # onsets that paused the bot
         self.resumes = 0  # of those, false alarms: the bot went on from where it paused
         self.results_dropped = 0  # recognition results dropped as echo or backchannel
@@ -112,9 +113,14 @@ class BargeIn:
         if self._clock.now() > until:
             self._backchannel_until = None
             return False
-        if event.is_final and self._decider.kind(event.text) is PartialKind.CONTENT:
-            # Its words would have cut the bot (the decision was still waiting for them when the
-            # turn ended: one word short, or none yet): the caller's, heard.
+        if (
+            self._undecided_at_end
+            and event.is_final
+            and self._decider.kind(event.text) is PartialKind.CONTENT
+        ):
+            # Its words would have cut the bot, and the decision on speech the VAD heard was still
+            # waiting for them when the turn ended (one word short, or none yet): the caller's,
+            # heard. (Without such a decision it is what the STT made of the bot's echo.)
             self._backchannel_until = None
             return False
         if event.is_final:
@@ -240,6 +246,7 @@ class BargeIn:
         interrupt it makes its results still to come a backchannel ("ага"), not a turn."""
         if not interrupted and self._overlap_open and self._turns.floor is Floor.BOT_TURN:
             self._backchannel_until = self._clock.now() + _LATE_BACKCHANNEL_S
+            self._undecided_at_end = self._decider.pending()
         self._overlap_open = False
         self._disarm()
         self._decider.reset()

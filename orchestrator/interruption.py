@@ -252,6 +252,10 @@ class InterruptionDecider:
         # Paused already after an onset; with onsets off, this is the first word of it.
         return Verdict.KEEP if self._timed_out or self._heard is PartialKind.BACKCHANNEL else Verdict.PAUSE
 
+    def pending(self) -> bool:
+        """Whether a decision on speech the VAD heard is still open (its window runs)."""
+        return self._window_end is not None and not self._decided
+
     def kind(self, text: str) -> PartialKind:
         """What `text`'s words say by this decider's lists (no state changes)."""
         s = self._settings
