@@ -14,8 +14,9 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   (`bot_says`): its own echo, recognised; ignored.
 - `confirmed`: the VAD heard `[vad] min_speech_ms` of speech: CANCEL after a content partial (or
   with `use_partials` off: the VAD alone decides), else PAUSE (if not yet) and wait for words.
-- `tick`: time passed. The window closed with no words: RESUME when the STT is known to work
-  (`words`: it gave words within `stt_known_s`), since the caller then said nothing recognisable
+- `tick`: time passed. The window closed with no words (or one short of `content_words`):
+  RESUME when the STT is known to work (`words`: it gave words within `stt_known_s`), since the
+  caller then said nothing recognisable
   (noise, a cough, echo); if the VAD still hears the confirmed run, only at its end (its words
   may still come), at most `max_pause_ms` after the onset. While the STT is not known to work
   (the call's start, a stalled STT: `stt_lost`), speech the VAD confirmed that has lasted
