@@ -67,6 +67,10 @@ class TurnConfig:
     # The STT gave words earlier in the call (known to work) when the bot's turn begins; False:
     # the call's start (its greeting), words only from this overlap.
     stt_known: bool = True
+    # The STT's service answered the call's recognition at its start (SpeechKit's `status_code`
+    # WORKING opens every stream): it is known to work before it gives words. False: no answer
+    # yet (the service not reached, or down from the start).
+    stt_answers: bool = True
     # The STT stalled before the bot's turn (the watchdog told the decider: `stt_lost`), so
     # `sustained_ms`, not `sustained_start_ms`, decides speech with no words.
     stt_lost: bool = False
@@ -85,17 +89,44 @@ CONFIGS = (
         "silero +words, call start", VadSettings(), EchoSettings(), InterruptionSettings(), stt_known=False
     ),
     TurnConfig(
+        "silero +words, call start, no STT answer",
+        VadSettings(),
+        EchoSettings(),
+        InterruptionSettings(),
+        stt_known=False,
+        stt_answers=False,
+    ),
+    TurnConfig(
         "silero +words, bot text unknown",
         VadSettings(),
         EchoSettings(),
         InterruptionSettings(),
         echo_words=False,
     ),
+    # "STT mute": down from the call's start, never answering (no words, no status).
     TurnConfig(
-        "webrtc +words, STT mute", _WEBRTC_BEFORE, EchoSettings(), InterruptionSettings(), stt_words=False
+        "webrtc +words, STT mute",
+        _WEBRTC_BEFORE,
+        EchoSettings(),
+        InterruptionSettings(),
+        stt_words=False,
+        stt_answers=False,
     ),
     TurnConfig(
-        "silero +words, STT mute", VadSettings(), EchoSettings(), InterruptionSettings(), stt_words=False
+        "silero +words, STT mute",
+        VadSettings(),
+        EchoSettings(),
+        InterruptionSettings(),
+        stt_words=False,
+        stt_answers=False,
+    ),
+    # It answers (its stream opened) but gives no words at all: only `max_pause_ms` cancels.
+    TurnConfig(
+        "silero +words, STT answers, no words",
+        VadSettings(),
+        EchoSettings(),
+        InterruptionSettings(),
+        stt_words=False,
     ),
     TurnConfig(
         "silero +words, STT stalled",
@@ -105,7 +136,14 @@ CONFIGS = (
         stt_words=False,
         stt_lost=True,
     ),
-    TurnConfig("ten +words, STT mute", _TEN, EchoSettings(), InterruptionSettings(), stt_words=False),
+    TurnConfig(
+        "ten +words, STT mute",
+        _TEN,
+        EchoSettings(),
+        InterruptionSettings(),
+        stt_words=False,
+        stt_answers=False,
+    ),
 )
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -144,6 +182,8 @@ def replay(item: TurnItem, config: TurnConfig) -> TurnResult:
         heard = sorted(partials(item) + echo_partials(item))
         if config.stt_known:
             decider.words("да", 0.0)  # the caller's earlier answer on this call
+    if config.stt_answers:
+        decider.answered(0.0)  # the stream's opening status, before the bot's turn
     if config.stt_lost:
         decider.stt_lost()
     if config.echo_words:

@@ -8,8 +8,8 @@ call's `InterruptionDecider` (orchestrator/interruption.py) decides within a bou
 VAD's events and the STT partials: content words cancel the turn, backchannel words ("угу",
 "понятно"), the bot's own words (`bot_says`), a run that turns out not to be speech
 (`on_speech_rejected`) or a window with no words resume it from the next unsent frame; while the
-STT is not known to work (no words from it yet, or `stt_lost` after a stall), sustained speech
-cancels without words. The window's end is one timer handle per overlap (no task).
+STT is not known to work (neither words nor an answer from its service yet, or `stt_lost` after
+a stall), sustained speech cancels without words. The window's end is one timer handle per overlap (no task).
 
 Speech that began over an uninterrupted bot turn is a backchannel (or echo): its recognition
 results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended;
@@ -52,11 +52,14 @@ class BargeIn:
         outbound: Callable[[], OutboundAudio | None],
         interruption: InterruptionSettings | None = None,
         answer_words: Callable[[], frozenset[str]] = frozenset,
+        stt_answered: Callable[[], float | None] = lambda: None,
     ) -> None:
         """`outbound`: the call's outbound stream once `run()` set it (None before);
         `interruption`: the pause/cancel decision's settings (`[interruption]`);
         `answer_words`: the backchannel words the current state takes as the caller's answer
-        ("да" for a yes/no question; empty: none; `orchestrator.backchannel.answer_words`)."""
+        ("да" for a yes/no question; empty: none; `orchestrator.backchannel.answer_words`);
+        `stt_answered`: when the STT's service last answered the call's recognition, on `clock`
+        (`RecognitionStream.answered_at`; None: not yet)."""
         self._turns = turns
         self._player = player
         self._clock = clock
@@ -64,6 +67,7 @@ class BargeIn:
         self._observe = observe
         self._outbound = outbound
         self._answer_words = answer_words
+        self._stt_answered = stt_answered
         self.current_playback_task: asyncio.Task[None] | None = None
         self.cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
         self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
@@ -146,7 +150,7 @@ class BargeIn:
         """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
         self.new_speech()
         if self._playing():
-            self._apply(self._decider.onset(self._clock.now()))
+            self._apply(self._decider.onset(self._clock.now()))  # (pauses whatever the STT)
 
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
@@ -197,6 +201,7 @@ class BargeIn:
     def _window_closed(self) -> None:
         self._timer = None
         if self._playing():
+            self._decider.answered(self._stt_answered())
             self._apply(self._decider.tick(self._clock.now()))
         else:
             self.resume()
@@ -221,6 +226,7 @@ class BargeIn:
         """Confirmed speech: the decider's say if the bot is talking, else undo a pause."""
         self.new_speech()
         if self._playing():
+            self._decider.answered(self._stt_answered())  # whether the STT is known to work
             self._apply(self._decider.confirmed(self._clock.now()))
         else:
             self.resume()  # paused, but the turn is not interruptible now (or already over)

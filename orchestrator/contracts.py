@@ -63,6 +63,14 @@ class RecognitionStream(Protocol):
         """Frames lost because the provider fell behind (exported in the call's final record)."""
         ...
 
+    @property
+    def answered_at(self) -> float | None:
+        """When the service last answered this recognition (any response, with words or not:
+        SpeechKit's first response on a stream is a `status_code`, protocols.md section 6), on
+        the call's clock; None: not yet, or its connection failed since. A service that answers
+        is working: the caller's words, if any, will come (`InterruptionDecider.answered`)."""
+        ...
+
     def end_input(self) -> None:
         """No more audio (the caller hung up); results still arrive until the service finishes."""
         ...

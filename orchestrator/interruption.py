@@ -15,13 +15,14 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
 - `confirmed`: the VAD heard `[vad] min_speech_ms` of speech: CANCEL after a content partial (or
   with `use_partials` off: the VAD alone decides), else PAUSE (if not yet) and wait for words.
 - `tick`: time passed. The window closed with no words (or one short of `content_words`):
-  RESUME when the STT is known to work (`words`: it gave words within `stt_known_s`), since the
-  caller then said nothing recognisable
-  (noise, a cough, echo); if the VAD still hears the confirmed run, only at its end (its words
-  may still come), at most `max_pause_ms` after the onset. While the STT is not known to work
-  (the call's start, a stalled STT: `stt_lost`), speech the VAD confirmed that has lasted
-  `sustained_ms` from its onset (`sustained_start_ms` before the STT's first words on the call;
-  summed over the overlap's runs) CANCELs as soon as it reaches
+  RESUME when the STT is known to work (`words`: it gave words within `stt_known_s`; or
+  `answered`: the service answered the call's recognition within `stt_known_s`, e.g. SpeechKit's
+  `status_code` WORKING that opens every stream, and no stall since), since the caller then said
+  nothing recognisable (noise, a cough, echo); if the VAD still hears the confirmed run, only at
+  its end (its words may still come), at most `max_pause_ms` after the onset. While the STT is
+  not known to work (no answer from it yet on this call, a stalled STT: `stt_lost`), speech the
+  VAD confirmed that has lasted `sustained_ms` from its onset (`sustained_start_ms` before the
+  STT's first words on the call; summed over the overlap's runs) CANCELs as soon as it reaches
   that, so a caller is heard even when the STT is down (`cancel_without_words`); shorter runs
   RESUME at the window's end.
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
@@ -84,16 +85,18 @@ class InterruptionSettings:
     # While the STT is not known to work, confirmed speech of `sustained_ms` cancels without
     # words (True: a caller is heard even when the STT is down) or never does (False).
     cancel_without_words: bool = True
-    # The STT is known to work for this long after it last gave words (any result), s; a stall
-    # (`stt_lost`) forgets it at once.
+    # The STT is known to work for this long after it last gave words (any result) or its
+    # service last answered (`answered`), s; a stall (`stt_lost`) forgets it at once, and until
+    # the STT's next words its answers do not count.
     stt_known_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # Voiced speech (from its onset, summed over the overlap's runs) that cancels without words
     # after the STT stalled (`stt_lost`), ms.
     sustained_ms: Annotated[int, Field(ge=0, le=5000)] = 600
-    # The same before the STT has given any words on this call (its greeting), ms: longer, as
-    # callers answer a greeting with "алло", "угу" whose words come 0.3 s after them (turn
-    # corpus, call start: backchannel false cancels 44.8 % at 600 ms, 3.2 % at 900; with an STT
-    # dead from the start, recall 98.4 % and 88.8 %).
+    # The same before the STT has given any words or answer on this call (the service not yet
+    # reached, or down from the start), ms: longer, as callers answer a greeting with "алло",
+    # "угу" whose words come 0.3 s after them (turn corpus, call start with no answer yet:
+    # backchannel false cancels 44.8 % at 600 ms, 3.2 % at 900; with an STT dead from the start,
+    # recall 98.4 % and 88.8 %).
     sustained_start_ms: Annotated[int, Field(ge=0, le=5000)] = 900
     # The window closed while the VAD still hears the confirmed run: its words may still come,
     # so the bot stays paused until the run ends, at most this long after the onset, ms. A run
@@ -129,6 +132,7 @@ class InterruptionDecider:
 
     __slots__ = (
         "_backchannel",
+        "_answered_at",
         "_bot",
         "_confirmed",
         "_decided",
@@ -144,6 +148,7 @@ class InterruptionDecider:
         "_stop",
         "_sustain_at",
         "_timed_out",
+        "_trust_answers",
         "_voiced_s",
         "_window_end",
         "_words_at",
@@ -158,6 +163,8 @@ class InterruptionDecider:
         self._bot = ""  # the bot's words now and just before, space-joined
         self._words_at: float | None = None  # when the STT last gave words
         self._lost = False  # the STT stalled (not merely silent since the call began)
+        self._answered_at: float | None = None  # when its service last answered (words or not)
+        self._trust_answers = True  # False from a stall to the STT's next words
         self._engaged_until: float | None = None  # None: not engaged; inf: the run is on
         self._confirmed = False
         self._decided = False  # CANCEL given for this run
@@ -182,16 +189,30 @@ class InterruptionDecider:
         """Any STT result (taken or dropped): if it has words, the STT is known to work."""
         if words_of(text):
             self._words_at = now
+            self._trust_answers = True
+
+    def answered(self, at: float | None) -> None:
+        """When the STT's service last answered this call's recognition (any response: a status,
+        an empty partial; None: not yet, or its connection failed since): a service that answers
+        is working, so the caller's words, if any, will come (`RecognitionStream.answered_at`)."""
+        self._answered_at = at
 
     def stt_lost(self) -> None:
-        """The STT stalled: it is not known to work until it gives words again."""
+        """The STT stalled: it is not known to work until it gives words again (its service's
+        answers meanwhile do not count: it answers but does not hear the caller)."""
         self._words_at = None
         self._lost = True
+        self._trust_answers = False
 
     def stt_known(self, now: float) -> bool:
-        """Whether the STT gave words within `stt_known_s` of `now`."""
+        """Whether the STT gave words, or its service answered (no stall since), within
+        `stt_known_s` of `now`."""
+        known_s = self._settings.stt_known_s
         at = self._words_at
-        return at is not None and now - at <= self._settings.stt_known_s
+        if at is not None and now - at <= known_s:
+            return True
+        answered = self._answered_at
+        return self._trust_answers and answered is not None and now - answered <= known_s
 
     def bot_says(self, text: str) -> None:
         """The bot starts saying `text`: partials made of a run of its words (with the previous

@@ -178,6 +178,7 @@ class Orchestrator:
             outbound=lambda: self._outbound,
             interruption=interruption,
             answer_words=lambda: answer_words(dialogue_map, self.session_state.current_state_id),
+            stt_answered=self._stt_answered,
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
@@ -324,6 +325,10 @@ class Orchestrator:
         )
 
     # ------------------------------------------------------------------ the caller's side
+    def _stt_answered(self) -> float | None:
+        recognition = self._recognition
+        return recognition.answered_at if recognition is not None else None
+
     async def _listen_stt(self, recognition: RecognitionStream) -> None:
         async for event in recognition:
             if isinstance(event, SttResult):

@@ -281,6 +281,8 @@ class FakeRecognition:
         self._results_ended = False  # the last item (None) is queued
         self._input_done = False  # the recognizer consumed everything after end_input()
         self._closed = False
+        # As SpeechKit's `status_code` WORKING that opens a stream, when the STT is set to.
+        self.answered_at: float | None = asyncio.get_running_loop().time() if stt.answers else None
         for failure in stt.failures:
             self._at(failure.at, failure.error)
         self._tasks = TaskOwner("fake-stt")
@@ -324,6 +326,8 @@ class FakeRecognition:
         """Deliver `event` now; a non-retryable failure is the last item."""
         if self._results_ended:
             return
+        # A result is the service's answer; a failure means it is not known to work.
+        self.answered_at = asyncio.get_running_loop().time() if isinstance(event, SttResult) else None
         self._results.put_nowait(event)
         if isinstance(event, ProviderError) and not event.retryable:
             self._end_results()
@@ -401,7 +405,9 @@ class FakeSTT:
 
     `failures` are reported in-band at their times; `stall=(at, seconds)` makes the recognizer
     stop consuming at `at` for `seconds` (its buffer holds `buffer_frames`). Frames are taken
-    `settings.chunk_ms` at a time (default: `YandexSettings()`'s).
+    `settings.chunk_ms` at a time (default: `YandexSettings()`'s). `answers`: the service answers
+    each stream as it opens (SpeechKit's `status_code` WORKING; `answered_at`); False: only its
+    results answer (a service not yet reached).
     """
 
     def __init__(
@@ -412,8 +418,10 @@ class FakeSTT:
         buffer_frames: int = 250,
         stall: tuple[float, float] | None = None,
         settings: YandexSettings | None = None,
+        answers: bool = False,
     ) -> None:
         self.inbound = inbound
+        self.answers = answers
         self.failures = list(failures)
         self.buffer_frames = buffer_frames
         self.batch_frames = max(1, (settings or YandexSettings()).chunk_ms // FRAME_MS)

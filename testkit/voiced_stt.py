@@ -29,6 +29,7 @@ class VoicedLineRecognition:
         self._voiced = 0
         self._quiet = 0
         self._ended = False
+        self.answered_at: float | None = None  # its last final (it says nothing else)
 
     def push_audio(self, frame: bytes) -> None:
         if self._ended:
@@ -43,6 +44,7 @@ class VoicedLineRecognition:
             if self._lines:
                 loop = asyncio.get_running_loop()
                 text = self._lines.pop(0)
+                self.answered_at = loop.time()
                 self._results.put_nowait(SttResult(text, True, 0.9, "final", received_at=loop.time()))
 
     @property

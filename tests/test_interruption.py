@@ -450,3 +450,42 @@ def test_content_words_one_cancels_on_any_word_outside_the_list() -> None:
     d = InterruptionDecider(InterruptionSettings(content_words=1))
     d.onset(frame(10))
     assert d.partial("аха", frame(30)) is Verdict.CANCEL
+
+
+def test_an_stt_whose_service_answered_is_known_to_work_before_its_first_words() -> None:
+    # The call's start: no words yet, but the recognition's stream opened with the service's
+    # answer (SpeechKit's WORKING status): speech with no words is not sustained-cancelled (an
+    # "алло" whose word comes late, a cough); the window's end and the run's end decide.
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_start_ms=900, final_wait_ms=0))
+    assert not d.stt_known(0.0)
+    d.answered(0.0)
+    assert d.stt_known(60.0) and not d.stt_known(60.1)  # for stt_known_s after the answer
+    assert d.onset(frame(10)) is Verdict.PAUSE
+    assert d.confirmed(frame(15)) is Verdict.PAUSE
+    assert d.deadline == pytest.approx(frame(10) + 0.9)  # the window only: no sustained deadline
+    assert d.speech_end(frame(45)) is Verdict.KEEP  # 0.7 s with no words: the window decides
+    assert d.tick(frame(55)) is Verdict.RESUME
+    # Its connection failed since (no answer: None): not known, sustained speech cancels.
+    failed = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_start_ms=900))
+    failed.answered(0.0)
+    failed.answered(None)
+    failed.onset(frame(10))
+    failed.confirmed(frame(15))
+    assert failed.tick(frame(55)) is Verdict.CANCEL
+
+
+def test_after_a_stall_the_services_answers_do_not_count_until_its_words() -> None:
+    d = InterruptionDecider(InterruptionSettings(window_ms=900, sustained_ms=600))
+    d.answered(0.0)
+    d.stt_lost()  # it answers, but did not hear the caller
+    d.answered(1.0)
+    assert not d.stt_known(1.0)
+    d.onset(frame(100))
+    d.confirmed(frame(110))
+    assert d.tick(frame(130)) is Verdict.CANCEL  # sustained_ms from the onset
+    d.reset()
+    d.words("да", 3.0)  # words again: its answers count once more
+    assert d.stt_known(3.0 + 60.0)
+    assert d.stt_known(3.0 + 61.0 - 60.0)
+    d.answered(70.0)
+    assert d.stt_known(125.0)  # the answer at 70 s, the words at 3 s long forgotten

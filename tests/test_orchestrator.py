@@ -514,6 +514,21 @@ def test_while_the_stt_gave_no_words_sustained_speech_cuts_the_greeting() -> Non
     assert max(t for t, _ in greeting_frames(run)) <= 0.52
 
 
+def test_an_stt_that_answered_keeps_the_greeting_through_speech_with_no_words() -> None:
+    # The same 1.2 s of sound, but the recognition's service answered as its stream opened
+    # (SpeechKit's WORKING): the STT works and found no words in it (a cough, line noise), so
+    # the greeting pauses over it and goes on, whole and in order.
+    run = call(
+        [Say(0.5, "", duration=1.2)],
+        hangup_at=5.0,
+        cache=numbered_greeting(3.0),
+        stt_options={"answers": True},
+    )
+    assert run.event_times("barge_in") == []
+    assert [lab for _, lab in greeting_frames(run)] == list(range(1000, 1150))
+    assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 1)
+
+
 @pytest.mark.parametrize("heard, cut", [("4500", False), ("4600", True)])
 def test_the_bots_own_words_recognised_from_its_echo_do_not_cut_it(heard: str, cut: bool) -> None:
     # The price (TTS "4500", 2 s from 3.9) echoes loudly enough for the VAD and the STT: its

@@ -212,6 +212,32 @@ async def test_retryable_failure_reconnects_and_recognition_goes_on(
     assert speechkit_standin.stt_sessions[0].ended == "fault"
 
 
+async def test_answered_at_is_the_services_last_answer_and_forgotten_when_a_call_fails(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # The barge-in decision takes a service that answered (the WORKING status that opens each
+    # stream, before any words) as working; a failed call is not, until the next one answers.
+    speechkit_standin.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=200)
+    clock = LoopClock()
+    settings = replace(SETTINGS, reconnect_backoff_s=0.5)  # long enough to see the gap
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=clock).open_stream()
+    assert stt.answered_at is None  # nothing from the service yet
+    opened = clock.now()
+    await until(lambda: stt.answered_at is not None)
+    first = stt.answered_at
+    assert first is not None and first >= opened
+    feed(stt, silence(400))  # the stream fails after 200 ms of audio
+    await until(lambda: stt.answered_at is None)
+    failed_at = clock.now()
+    await until(lambda: stt.answered_at is not None)  # the next call's WORKING
+    second = stt.answered_at
+    assert second is not None and second >= failed_at
+    assert stt.streams_opened == 2 and stt.reconnects == 1
+    stt.end_input()
+    await rest(stt)
+    await stt.aclose()
+
+
 @pytest.mark.parametrize("in_flight", ["speech", "end_of_input"])
 async def test_audio_in_flight_when_the_service_fails_is_resent(
     speechkit_standin: SpeechKitStandin,

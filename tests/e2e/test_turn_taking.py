@@ -49,6 +49,28 @@ async def test_a_backchannel_over_the_greeting_does_not_stop_it(asterisk: str, t
     assert result.orchestrators_left == 0
 
 
+async def test_a_sound_with_no_words_over_the_greeting_does_not_stop_it(
+    asterisk: str, tmp_path: Path
+) -> None:
+    # Laughter (0.85 s voiced) 1.5 s into the greeting, in which the STT finds no words (its
+    # final is empty). No words on the call yet, but the STT's service answered the stream
+    # (WORKING): it is known to work, so no words means nothing was said; before, 900 ms of
+    # confirmed sound with no words cut the greeting in case the STT was down.
+    # The greeting pauses over it (its run, the VAD's hangover, the wait for a final: about
+    # 1.5 s), so the caller's goodbye comes later than in the tests above.
+    laugh = "ха ха ха ха"
+    result = await run_line_call(tmp_path, [(1.5, laugh), ("after+3.5", BYE)], stt_lines=["", BYE])
+    assert result.sipp.ok, result.sipp.describe()
+    start = result.line.voice_start
+    assert start is not None
+    heard = len(result.line.voiced_between(start, start + result.greeting_s + 3.0))
+    print(f"laughter: greeting {heard}/{result.greeting_voiced} voiced frames heard, {result.kinds()}")
+    assert "barge_in" not in result.kinds()
+    assert abs(heard - result.greeting_voiced) <= 3  # all of it, nothing repeated
+    assert [e.data["text"] for e in result.events if e.kind == "user_said"] == [BYE]
+    assert result.states() == [("greeting", "goodbye_refusal")]
+
+
 async def test_the_greetings_own_echo_does_not_stop_it(asterisk: str, tmp_path: Path) -> None:
     # Every voiced stretch of echo is "recognised" by the STT stand-in too: all lines say BYE.
     result = await run_line_call(

@@ -150,6 +150,11 @@ class YandexRecognitionStream:
         """Frames lost because SpeechKit fell behind (or was down longer than `max_buffered_s`)."""
         return self._buffer.dropped
 
+    @property
+    def answered_at(self) -> float | None:
+        """When SpeechKit last answered (any response; None: not yet, or a call failed since)."""
+        return self._shared.answered_at
+
     def end_input(self) -> None:
         """No more audio: what is queued is sent, then the last call half-closes."""
         self._buffer.end()
@@ -248,6 +253,7 @@ class YandexRecognitionStream:
                     if draining:
                         await asyncio.wait(set(draining))
                     return None
+                self._shared.answered_at = None  # not known to work until the next call answers
                 if call.got_results:
                     failures = 0
                 failures += 1

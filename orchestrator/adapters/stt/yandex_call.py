@@ -92,6 +92,7 @@ class Shared:
     call_id: str = ""  # the call this recognition serves, for log lines
     audio_bytes_sent: int = 0  # resent (replayed) audio counts again
     silence_ms_sent: int = 0
+    answered_at: float | None = None  # the service's last response, on `clock` (None: failed since)
 
 
 class _Wait(enum.Enum):
@@ -298,6 +299,7 @@ class RecognizeCall:
     def handle(self, resp: stt_pb2.StreamingResponse) -> None:
         """Turn one response into results (emitted through `Shared.emit`)."""
         event = resp.WhichOneof("Event")
+        self.shared.answered_at = self.shared.clock.now()  # any response: the service works
         self._confirm(resp.audio_cursors.final_time_ms)
         # Progress, which resets the reconnect budget: a final, or a partial beyond the replayed
         # audio (not the WORKING status every call starts with, nor the same replay heard again).
