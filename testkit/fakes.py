@@ -282,7 +282,12 @@ class FakeRecognition:
         self._input_done = False  # the recognizer consumed everything after end_input()
         self._closed = False
         # As SpeechKit's `status_code` WORKING that opens a stream, when the STT is set to.
-        self.answered_at: float | None = asyncio.get_running_loop().time() if stt.answers else None
+        self.answered_at: float | None = None
+        self._answer: asyncio.TimerHandle | None = None
+        if stt.answers and stt.answer_delay_s <= 0:
+            self.answered_at = asyncio.get_running_loop().time()
+        elif stt.answers:
+            self._answer = asyncio.get_running_loop().call_later(stt.answer_delay_s, self._answered)
         for failure in stt.failures:
             self._at(failure.at, failure.error)
         self._tasks = TaskOwner("fake-stt")
@@ -308,6 +313,8 @@ class FakeRecognition:
         for handle in self._handles:
             handle.cancel()
         self._handles.clear()
+        if self._answer is not None:
+            self._answer.cancel()
         await self._tasks.aclose()
         self._end_results()
 
@@ -320,6 +327,11 @@ class FakeRecognition:
             self._results.put_nowait(None)  # stays ended for any later reader
             raise StopAsyncIteration
         return item
+
+    def _answered(self) -> None:
+        self._answer = None
+        if self.answered_at is None:  # (a result or failure may have come first)
+            self.answered_at = asyncio.get_running_loop().time()
 
     # --- test hooks ---
     def emit(self, event: SttEvent) -> None:
@@ -406,8 +418,8 @@ class FakeSTT:
     `failures` are reported in-band at their times; `stall=(at, seconds)` makes the recognizer
     stop consuming at `at` for `seconds` (its buffer holds `buffer_frames`). Frames are taken
     `settings.chunk_ms` at a time (default: `YandexSettings()`'s). `answers`: the service answers
-    each stream as it opens (SpeechKit's `status_code` WORKING; `answered_at`); False: only its
-    results answer (a service not yet reached).
+    each stream as it opens (SpeechKit's `status_code` WORKING; `answered_at`), `answer_delay_s`
+    after it (a slow connect); False: only its results answer (a service not yet reached).
     """
 
     def __init__(
@@ -419,9 +431,11 @@ class FakeSTT:
         stall: tuple[float, float] | None = None,
         settings: YandexSettings | None = None,
         answers: bool = False,
+        answer_delay_s: float = 0.0,
     ) -> None:
         self.inbound = inbound
         self.answers = answers
+        self.answer_delay_s = answer_delay_s
         self.failures = list(failures)
         self.buffer_frames = buffer_frames
         self.batch_frames = max(1, (settings or YandexSettings()).chunk_ms // FRAME_MS)

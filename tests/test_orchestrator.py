@@ -529,6 +529,20 @@ def test_an_stt_that_answered_keeps_the_greeting_through_speech_with_no_words() 
     assert (run.orchestrator.barge_in.pauses, run.orchestrator.barge_in.resumes) == (1, 1)
 
 
+def test_an_stt_answer_that_comes_after_the_speech_was_confirmed_still_counts() -> None:
+    # A slow connect: the service's first answer comes 1.0 s into the call, after the VAD
+    # confirmed the sound (0.8 s) but before its sustained deadline (0.5 + 0.9 s): at the
+    # deadline the STT is known to work, so the sound with no words does not cut the greeting.
+    run = call(
+        [Say(0.5, "", duration=1.2)],
+        hangup_at=5.0,
+        cache=numbered_greeting(3.0),
+        stt_options={"answers": True, "answer_delay_s": 1.0},
+    )
+    assert run.event_times("barge_in") == []
+    assert [lab for _, lab in greeting_frames(run)] == list(range(1000, 1150))
+
+
 @pytest.mark.parametrize("heard, cut", [("4500", False), ("4600", True)])
 def test_the_bots_own_words_recognised_from_its_echo_do_not_cut_it(heard: str, cut: bool) -> None:
     # The price (TTS "4500", 2 s from 3.9) echoes loudly enough for the VAD and the STT: its

@@ -503,6 +503,27 @@ async def test_a_crashed_reader_is_an_in_band_error_not_a_silent_death(
     await stt.aclose()
 
 
+async def test_a_reader_that_crashed_after_the_service_answered_forgets_the_answer(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bug in the response handling after the WORKING status: recognition is over (the in-band
+    # error), so the barge-in decision must not go on taking the service as working.
+    handle = RecognizeCall.handle
+
+    def crash_after_it(call: RecognizeCall, resp: stt_pb2.StreamingResponse) -> None:
+        handle(call, resp)
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setattr(RecognizeCall, "handle", crash_after_it)
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
+    [err] = await rest(stt, timeout=3.0)
+    assert isinstance(err, STTError) and not err.retryable and "handler bug" in str(err)
+    assert stt.answered_at is None
+    await stt.aclose()
+
+
 async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:

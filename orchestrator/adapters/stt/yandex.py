@@ -152,7 +152,8 @@ class YandexRecognitionStream:
 
     @property
     def answered_at(self) -> float | None:
-        """When SpeechKit last answered (any response; None: not yet, or a call failed since)."""
+        """When SpeechKit last answered, on `clock` (any response; None: not yet, a call failed
+        since, or recognition ended)."""
         return self._shared.answered_at
 
     def end_input(self) -> None:
@@ -207,6 +208,7 @@ class YandexRecognitionStream:
         if error is not None:
             self._results.put_nowait(error)
         self._finished = True
+        self._shared.answered_at = None  # nothing answers this recognition any more
         self._results.put_nowait(_END)
 
     async def _run(self) -> None:
