@@ -114,6 +114,7 @@ class BridgeStats:
     gc_full: int  # collections of the oldest generation (the slow kind) in the window
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
     cpu_s: float  # user + system CPU time of the bridge process in the window
+    sys_s: float  # of which in the kernel (system time): the sockets' recv/send, epoll
     rss_kb_per_call: float  # (RSS at the window's end - RSS before the first call) / calls
 
     @property
@@ -122,6 +123,15 @@ class BridgeStats:
         if not self.calls or not self.wall_s:
             return float("nan")
         return 1000 * self.cpu_s / (self.calls * self.wall_s)
+
+    @property
+    def sys_ms_per_call_s(self) -> float:
+        """The kernel's part of `cpu_ms_per_call_s` (system time), in ms; NaN for no calls. The
+        rest (user time) is the Python work that code changes can remove; this part is the floor
+        of one recv and one send per frame (less with larger reads)."""
+        if not self.calls or not self.wall_s:
+            return float("nan")
+        return 1000 * self.sys_s / (self.calls * self.wall_s)
 
     def calls_per_core(self, share: float = 0.8) -> float:
         """Calls one core would carry at `share` of it busy, at this step's cost per call."""
@@ -242,6 +252,7 @@ class BridgeSide:
         if profiler is not None:
             profiler.enable()
         start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
+        sys0 = os.times().system
         gc_timer = GcTimer()
         before = self._totals()
         resyncs0 = self.pacer.resyncs
@@ -249,6 +260,7 @@ class BridgeSide:
         ticks = self.probe.hist = Histogram()
         await asyncio.sleep(max(0.0, t1 - loop.time()))
         wall, cpu = loop.time() - start, time.process_time() - cpu0
+        sys_s = os.times().system - sys0
         gc_timer.close()
         self.probe.hist = None
         if profiler is not None and profile_path:
@@ -272,6 +284,7 @@ class BridgeSide:
             gc_full=gc_timer.full,
             gc_max_ms=1000 * gc_timer.max_s,
             cpu_s=cpu,
+            sys_s=sys_s,
             rss_kb_per_call=(rss_kb() - self.base_rss_kb) / max(1, len(self.calls)),
         )
 

@@ -1,11 +1,14 @@
 """The fake-caller side of the capacity benchmark; runs in its own process, pinned to its own core.
 
-Each caller is a `FakeAsterisk` streaming a looping Russian espeak-ng clip in real time (20 ms
-frames from one shared `Pacer`, as `FakeCallerPool` does), and timing every audio message the
-bridge sends back by the kernel's receive timestamp (SO_TIMESTAMPNS, read with `recvmsg`), so
-how late the caller process itself got round to reading is not in the figure. Only running
-counters and one shared histogram are kept, so the caller side stays cheap and the bridge's core
-is the one that saturates.
+Each caller is a `FakeAsterisk` sending 20 ms frames in real time (from one shared `Pacer`, as
+`FakeCallerPool` does) and timing every audio message the bridge sends back by the kernel's
+receive timestamp (SO_TIMESTAMPNS, read with `recvmsg`), so how late the caller process itself
+got round to reading is not in the figure. Only running counters and one shared histogram are
+kept, so the caller side stays cheap and the bridge's core is the one that saturates.
+
+A caller takes turns with the bot, as a person on a call does (see `BenchCaller`): it says its
+Russian espeak-ng phrase once the bot has paused, sometimes talks over the bot instead
+(`BARGE_IN_SHARE` of the bot's turns), and otherwise sends line noise at `LINE_NOISE_DBFS`.
 
 Driven over a `multiprocessing` pipe by `bench.hotpath` with tuples:
   ("connect", port, [uuid str, ...]) -> ("connected", n)
@@ -16,9 +19,12 @@ Driven over a `multiprocessing` pipe by `bench.hotpath` with tuples:
 
 from __future__ import annotations
 
+import array
 import asyncio
+import audioop
 import contextlib
 import logging
+import math
 import os
 import random
 import resource
@@ -39,6 +45,23 @@ from testkit.fake_asterisk import FakeAsterisk, read_wav_8k
 BURST_S = 0.005  # two frames closer than this arrived as a burst
 GAP_S = 0.040  # longer than two frame periods: the caller's jitter buffer had to stretch
 BAD_GAP_S = 0.060  # three frame periods: heard as a drop-out
+
+# How the callers talk. Until this bench took turns, each caller looped its phrase with 2 s of
+# digital silence regardless of the bot: it talked over the bot for half of the bot's speech,
+# and its pauses were exact zeros. A caller on a bot call mostly listens while the bot talks,
+# answers in its pauses, and now and then cuts in; a phone line is never digitally silent.
+LINE_NOISE_DBFS = -65.0  # a quiet phone line between words: -60..-70 dBFS
+BARGE_IN_SHARE = 0.25  # of the bot's turns the caller talks over (starting 1-3 s into the turn)
+REPLY_AFTER_FRAMES = (15, 35)  # the caller answers 0.3-0.7 s after the bot went quiet
+TURN_GAP_FRAMES = 50  # bot audio after 1 s of its silence begins a new bot turn
+
+
+def line_noise(frames: int, seed: int) -> bytes:
+    """`frames` 20 ms frames of white noise at `LINE_NOISE_DBFS` RMS, s16 8 kHz."""
+    rnd = random.Random(seed)
+    sigma = 32768.0 * 10.0 ** (LINE_NOISE_DBFS / 20.0)
+    samples = array.array("h", (round(rnd.gauss(0.0, sigma)) for _ in range(frames * FRAME_BYTES // 2)))
+    return samples.tobytes()
 
 
 class ArrivalWindow:
@@ -77,21 +100,42 @@ _READ_BYTES = 65536
 
 
 class BenchCaller(FakeAsterisk):
-    """A fake caller that loops its clip forever and times the bridge's frames.
+    """A fake caller that takes turns with the bot and times the bridge's frames.
+
+    Turns: bot audio (any frame that is not all zeros) after `TURN_GAP_FRAMES` of none begins a
+    bot turn; the caller says `phrase` once per bot turn, `REPLY_AFTER_FRAMES` after the bot went
+    quiet, or in `BARGE_IN_SHARE` of the turns 1-3 s into it, over the bot. Between its phrases
+    it sends `noise` (line noise, also mixed under the phrase), from `offset` on.
 
     Reads its socket itself with `recvmsg` (the transport's reading is paused) to get each read's
     kernel receive timestamp; writes still go through the transport.
     """
 
-    def __init__(self, call_uuid: uuid.UUID, clip: bytes, offset: int, window: ArrivalWindow) -> None:
+    def __init__(
+        self,
+        call_uuid: uuid.UUID,
+        phrase: bytes,
+        noise: bytes,
+        offset: int,
+        window: ArrivalWindow,
+        rnd: random.Random,
+    ) -> None:
         super().__init__(call_uuid, keep_messages=False)
-        self._clip = clip
+        self._phrase = phrase
+        self._noise = noise
+        self._noise_at = offset
+        self._rnd = rnd
         self._window = window
         self._last_at: float | None = None
         self._arrived_at = 0.0  # kernel receive time of the read being handled (CLOCK_REALTIME, s)
         self._sock: socket.socket | None = None
         self.kernel_stamped = 0  # reads that carried a kernel timestamp
-        self.play(clip[offset:])
+        self._quiet = TURN_GAP_FRAMES  # ticks since the bot's last audio frame arrived
+        self._turn = -1  # ticks into the bot's current turn; -1: answered (or none yet)
+        self._barge_at = -1  # tick of the turn at which the caller cuts in; -1: it waits
+        self._reply_after = REPLY_AFTER_FRAMES[0]
+        self.phrases = 0  # phrases started (turns taken)
+        self.barge_ins = 0  # of which over the bot
 
     async def connect(self, host: str, port: int) -> None:
         """Connect on our own socket (so `recvmsg` is ours to call) and send the UUID."""
@@ -159,16 +203,39 @@ class BenchCaller(FakeAsterisk):
         super().hangup()
 
     def tick(self) -> None:
+        self._quiet += 1
+        if self._turn >= 0:
+            self._turn += 1
         if self.audio_queued < FRAME_BYTES:
-            self.play(self._clip)  # loop the clip: the caller never runs out of audio
+            turn, answer = self._turn, self._quiet >= self._reply_after
+            if turn >= 0 and (answer or 0 <= self._barge_at <= turn):
+                self._turn = -1  # this bot turn is answered
+                self.phrases += 1
+                self.barge_ins += not answer
+                self.play(self._phrase)
+            else:
+                noise, at = self._noise, self._noise_at
+                self.play(noise[at : at + FRAME_BYTES])
+                self._noise_at = (at + FRAME_BYTES) % len(noise)
         super().tick()
 
+    def _bot_frame(self) -> None:
+        """A frame of the bot's audio arrived."""
+        if self._quiet >= TURN_GAP_FRAMES:  # a new bot turn
+            rnd = self._rnd
+            self._turn = 0
+            self._barge_at = rnd.randint(50, 150) if rnd.random() < BARGE_IN_SHARE else -1
+            self._reply_after = rnd.randint(*REPLY_AFTER_FRAMES)
+        self._quiet = 0
+
     def data_received(self, data: bytes) -> None:
-        before = self.audio_count
+        before, voice = self.audio_count, self.voice_count
         super().data_received(data)
         n = self.audio_count - before
         if not n:
             return
+        if self.voice_count != voice:
+            self._bot_frame()
         now = self._arrived_at
         window = self._window
         if window.measuring and self._last_at is not None:
@@ -200,24 +267,30 @@ class CallerStats:
     preempted: int
     gc_max_ms: float
     kernel_stamps: int  # reads timed by the kernel's receive timestamp (the rest: by the loop)
+    phrases: int  # phrases the callers started (their turns)
+    barge_ins: int  # of which over the bot
 
 
 class CallerSide:
     """All fake callers of one step, on one pacer."""
 
     def __init__(self, clip: bytes) -> None:
-        self._clip = clip
-        self._frames = len(clip) // FRAME_BYTES
+        self._noise = line_noise(50, seed=5)
+        # The phrase with the line's noise under it, trimmed to whole frames.
+        n = len(clip) // FRAME_BYTES * FRAME_BYTES
+        reps = math.ceil(n / len(self._noise))
+        self._phrase = audioop.add(clip[:n], (self._noise * reps)[:n], 2)
         self._rnd = random.Random(7)
         self.window = ArrivalWindow()
         self.pacer = Pacer()
         self.callers: list[BenchCaller] = []
 
     async def connect(self, port: int, uuids: list[str]) -> int:
-        """Connect one caller per UUID; each starts at a random point of the clip."""
+        """Connect one caller per UUID; each with its own random turn-taking."""
         for u in uuids:
-            offset = self._rnd.randrange(self._frames) * FRAME_BYTES
-            caller = BenchCaller(uuid.UUID(u), self._clip, offset, self.window)
+            offset = self._rnd.randrange(len(self._noise) // FRAME_BYTES) * FRAME_BYTES
+            rnd = random.Random(self._rnd.getrandbits(32))
+            caller = BenchCaller(uuid.UUID(u), self._phrase, self._noise, offset, self.window, rnd)
             await caller.connect("127.0.0.1", port)
             self.callers.append(caller)
             self.pacer.add(caller)
@@ -225,21 +298,23 @@ class CallerSide:
                 self.pacer.start()
         return len(self.callers)
 
-    def _totals(self) -> tuple[int, int, int, int]:
-        sent = recv = voice = stamped = 0
+    def _totals(self) -> tuple[int, int, int, int, int, int]:
+        sent = recv = voice = stamped = phrases = barge_ins = 0
         for c in self.callers:
             sent += c.frames_sent
             recv += c.audio_count
             voice += c.voice_count
             stamped += c.kernel_stamped
-        return sent, recv, voice, stamped
+            phrases += c.phrases
+            barge_ins += c.barge_ins
+        return sent, recv, voice, stamped, phrases, barge_ins
 
     async def measure(self, t0: float, t1: float) -> CallerStats:
         """Counters between loop times t0 and t1."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, t0 - loop.time()))
         start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
-        sent0, recv0, voice0, stamped0 = self._totals()
+        sent0, recv0, voice0, stamped0, phrases0, barge0 = self._totals()
         resyncs0 = self.pacer.resyncs
         self.pacer.max_lateness_s = 0.0
         self.window.reset()
@@ -249,7 +324,7 @@ class CallerSide:
         self.window.measuring = False
         gc_timer.close()
         wall, cpu = loop.time() - start, time.process_time() - cpu0
-        sent, recv, voice, stamped = self._totals()
+        sent, recv, voice, stamped, phrases, barge_ins = self._totals()
         h = self.window.hist
         return CallerStats(
             calls=len(self.callers),
@@ -270,6 +345,8 @@ class CallerSide:
             preempted=involuntary_switches() - switches0,
             gc_max_ms=1000 * gc_timer.max_s,
             kernel_stamps=stamped - stamped0,
+            phrases=phrases - phrases0,
+            barge_ins=barge_ins - barge0,
         )
 
     async def hangup(self) -> None:

@@ -95,6 +95,7 @@ class TelephonyGateway:
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
         self._clock = clock
+        self._now = clock.now  # bound once: read per inbound frame
         self.echo = EchoGate(echo_settings)
         # With `[vad] batch_across_calls`, a frame's VAD events may come later, from the Silero
         # batch's flush (the frame's arrival times kept): they go to `_on_vad` from there.
@@ -183,7 +184,7 @@ class TelephonyGateway:
                 # DTMF) keeps working: the call goes on without recognition rather than not at all.
                 self._audio = None
                 log.exception("call %s: audio sink failed; detached", self.uuid)
-        event = self._vad.process(frame, self._clock.now())
+        event = self._vad.process(frame, self._now())
         if event is not None:
             self._on_vad(event)
 
