@@ -66,9 +66,10 @@ class RecognitionStream(Protocol):
     @property
     def answered_at(self) -> float | None:
         """When the service last answered this recognition (any response, with words or not:
-        SpeechKit's first response on a stream is a `status_code`, protocols.md section 6), on
-        the call's clock; None: not yet, or its connection failed since. A service that answers
-        is working: the caller's words, if any, will come (`InterruptionDecider.answered`)."""
+        SpeechKit's first response on a stream is a `status_code`: the streaming example in
+        its documentation), on the call's clock (s); None: not yet, or its connection failed
+        since, or the recognition ended. A service that answers is working: the caller's words,
+        if any, will come (`InterruptionDecider.answered`)."""
         ...
 
     def end_input(self) -> None:

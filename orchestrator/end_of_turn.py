@@ -16,7 +16,9 @@ screen) and the dialogue's queue:
     `settings.turn_incomplete_hold_ms` (1000 ms by default) from the speech end;
   - if the caller's voice went on after the final arrived (a new onset, or the VAD's speech end
     `voice_after_s` or more after the final: more speech than that final covers), its own final
-    is awaited for at most `final_wait_s` after the speech end.
+    is awaited for at most `final_wait_s` after the speech end; `words_wait_s` if the
+    recogniser's partials already showed new words after the held final (their final will
+    come; releasing the held one alone first would make "100" a turn of "100" ... "10").
 - A rejected onset (too short to barge in: "сто" can be 0.2 s) counts as voice that ended when
   it was rejected.
 - The next final while one is held is joined to it (`join`, the later timing): one turn.
@@ -34,7 +36,8 @@ wait for a next final, since no voice followed it.
 While the VAD says the caller speaks, a final is held `final_wait_s` from its arrival, and up to
 `max_hold_s` only once a partial with new text came after it (the recogniser hears the caller
 go on): a noisy line, or a VAD stuck in speech, costs a turn `final_wait_s`, not `max_hold_s`.
-Every hold is bounded (`max_hold_s` from the last final, even if the VAD never reports the end).
+Every hold is bounded (`max_hold_s` from the last final, or from the latest partial with new
+words after it, even if the VAD never reports the end).
 An empty final (noise the recogniser turned into nothing) is dropped: it changes nothing.
 """
 
@@ -69,6 +72,11 @@ FINAL_WAIT_S = 1.0
 # Voice heard this long after a final arrived (the same VAD run going on) is more speech than the
 # final covers, s: below it, a VAD run's noisy tail would hold ordinary answers FINAL_WAIT_S.
 VOICE_AFTER_S = 0.2
+# The final of words the recogniser heard after a held final (a partial with new text) is
+# awaited this long after the VAD's speech end, s: it will come, and SpeechKit's end of
+# utterance follows its own end of speech, which can be later than the VAD's last voiced frame
+# (a quiet "...метров": split corpus, "100" ... "10 метров" whose final came 1.03 s after it).
+WORDS_WAIT_S = 2.0
 # No final is held longer than this after the last one arrived, whatever the VAD says, s.
 MAX_HOLD_S = 4.0
 
@@ -180,6 +188,7 @@ class EndOfTurn:
         final_wait_s: float = FINAL_WAIT_S,
         max_hold_s: float = MAX_HOLD_S,
         voice_after_s: float = VOICE_AFTER_S,
+        words_wait_s: float = WORDS_WAIT_S,
     ) -> None:
         self._clock = clock
         self._forward = forward
@@ -188,6 +197,7 @@ class EndOfTurn:
         self._final_wait_s = final_wait_s
         self._max_hold_s = max_hold_s
         self._voice_after_s = voice_after_s
+        self._words_wait_s = words_wait_s
         self._held: SttResult | None = None
         self._arrived = 0.0  # when the last final joined into `_held` arrived (clock time)
         self._hold_s = 0.0  # the held final's own hold
@@ -196,6 +206,7 @@ class EndOfTurn:
         self._last_end: float | None = None  # the last speech end's `at` (last voiced frame)
         self._voice_after: float | None = None  # a speech start or onset after the held final
         self._words_after = False  # a partial with new text came after the held final
+        self._words_at = 0.0  # when the latest such partial arrived
         self._timer: asyncio.TimerHandle | None = None
         self.finals_joined = 0  # finals joined to the one before (the caller had not finished)
         self.finals_held = 0  # turns whose first final was not released at once
@@ -209,6 +220,7 @@ class EndOfTurn:
                 # New words, not the held final's repeated: the caller goes on.
                 if not normalize(held.text).endswith(normalize(event.text)):
                     self._words_after = True
+                    self._words_at = self._clock.now()
                 event = dataclasses.replace(event, text=f"{held.text} {event.text}")
                 self._decide()
             self._forward(event)
@@ -289,7 +301,9 @@ class EndOfTurn:
         self._cancel_timer()
         now = self._clock.now()
         arrived = self._arrived
-        cap = arrived + self._max_hold_s
+        # Bounded from the held final, or from the recogniser's latest new words after it: a
+        # long continuation ("... двадцать квадратных метров", 3 s) is still being heard.
+        cap = (self._words_at if self._words_after else arrived) + self._max_hold_s
         if self._speaking or self._onset:
             # The caller is talking: the turn is not over if the recogniser hears new words;
             # without them (line noise, a VAD stuck in speech) the next final is awaited only
@@ -301,7 +315,9 @@ class EndOfTurn:
                 due = now  # no VAD report near this final: nothing to wait for
             else:
                 hold = self._hold_s
-                if self._voice_after is not None or end >= arrived + self._voice_after_s:
+                if self._words_after:
+                    hold = max(hold, self._words_wait_s)  # words after the final: their final
+                elif self._voice_after is not None or end >= arrived + self._voice_after_s:
                     hold = max(hold, self._final_wait_s)  # voice after the final: its final
                 due = min(end + hold, cap)
         if due <= now:

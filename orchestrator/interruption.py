@@ -16,8 +16,8 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   with `use_partials` off: the VAD alone decides), else PAUSE (if not yet) and wait for words.
 - `tick`: time passed. The window closed with no words (or one short of `content_words`):
   RESUME when the STT is known to work (`words`: it gave words within `stt_known_s`; or
-  `answered`: the service answered the call's recognition within `stt_known_s`, e.g. SpeechKit's
-  `status_code` WORKING that opens every stream, and no stall since), since the caller then said
+  `answered`: the service answered the call's recognition within `stt_known_s`, e.g. the
+  `status_code` SpeechKit sends first on a stream, and no stall since), since the caller then said
   nothing recognisable (noise, a cough, echo); if the VAD still hears the confirmed run, only at
   its end (its words may still come), at most `max_pause_ms` after the onset. While the STT is
   not known to work (no answer from it yet on this call, a stalled STT: `stt_lost`), speech the
@@ -92,8 +92,9 @@ class InterruptionSettings:
     # Voiced speech (from its onset, summed over the overlap's runs) that cancels without words
     # after the STT stalled (`stt_lost`), ms.
     sustained_ms: Annotated[int, Field(ge=0, le=5000)] = 600
-    # The same before the STT has given any words or answer on this call (the service not yet
-    # reached, or down from the start), ms: longer, as callers answer a greeting with "алло",
+    # The same while the STT is not known to work and has not stalled on this call (no words or
+    # answer yet: the service not reached, or down from the start; or none for `stt_known_s`),
+    # ms: longer, as callers answer a greeting with "алло",
     # "угу" whose words come 0.3 s after them (turn corpus, call start with no answer yet:
     # backchannel false cancels 44.8 % at 600 ms, 3.2 % at 900; with an STT dead from the start,
     # recall 98.4 % and 88.8 %).
@@ -192,9 +193,10 @@ class InterruptionDecider:
             self._trust_answers = True
 
     def answered(self, at: float | None) -> None:
-        """When the STT's service last answered this call's recognition (any response: a status,
-        an empty partial; None: not yet, or its connection failed since): a service that answers
-        is working, so the caller's words, if any, will come (`RecognitionStream.answered_at`)."""
+        """When the STT's service last answered this call's recognition, on the clock of the
+        `now` arguments (s; any response: a status, an empty partial; None: not yet, or its
+        connection failed since): a service that answers is working, so the caller's words, if
+        any, will come (`RecognitionStream.answered_at`)."""
         self._answered_at = at
 
     def stt_lost(self) -> None:

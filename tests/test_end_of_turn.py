@@ -127,6 +127,33 @@ def test_a_number_waits_its_hold_and_speech_in_it_continues_the_turn() -> None:
     assert out == [(4.0, "сто двадцать")]
 
 
+def test_the_final_of_words_heard_after_a_held_number_is_awaited_past_the_final_wait() -> None:
+    # Split corpus, seed 12: "100" (rejected onsets: too short), then "10 метров" whose quiet
+    # end the VAD does not count: its final comes 1.03 s after the VAD's last voiced frame.
+    # The recogniser's partial "10" showed new words, so their final is awaited (`words_wait_s`,
+    # 2 s) and the turn is "110", not "100" then "10 метров" (with `final_wait_s` only: 3.58).
+    steps = [vad("onset", 0.44), vad("rejected", 0.96, edge=0.66), vad("onset", 1.26)]
+    steps += [offer("100", 1.42), vad("start", 1.56, edge=1.26), partial("10", 1.56)]
+    steps += [vad("end", 2.98, edge=2.58), offer("10 метров", 3.61)]
+    assert timeline(steps, hold=1.0) == [(3.61, "100 10 метров")]
+    # No final for those words ever comes: bounded, 2 s after the speech end.
+    assert timeline(steps[:-1], hold=1.0) == [(4.58, "100")]
+
+
+def test_a_long_continuation_is_bounded_from_its_latest_words_not_the_held_final() -> None:
+    # "100", then 3.2 s of "двадцать квадратных метров": the hold's bound (`max_hold_s`, 4 s)
+    # counts from the recogniser's latest new words, so the held "100" (at 1.70) does not go
+    # alone at 5.70 while the continuation is still being finalised (5.72).
+    steps = [vad("onset", 0.86), vad("rejected", 1.14, edge=0.86), offer("100", 1.70)]
+    steps += [vad("onset", 1.76), vad("start", 2.06, edge=1.76), partial("20", 2.04)]
+    steps += [partial("20 квадратных", 3.0), vad("end", 4.94, edge=4.54)]
+    assert timeline([*steps, offer("20 квадратных метров", 5.72)], hold=1.0) == [
+        (5.72, "100 20 квадратных метров")
+    ]
+    # Still bounded when neither the final nor the VAD's end comes: 4 s after the latest words.
+    assert timeline(steps[:-1], hold=1.0) == [(7.0, "100")]
+
+
 def test_a_number_alone_goes_after_its_hold() -> None:
     out = timeline([vad("start", 1.0), vad("end", 1.8, edge=1.4), offer("сто", 1.9)], hold=1.0)
     assert out == [(2.4, "сто")]
@@ -155,7 +182,7 @@ def test_a_short_run_after_a_held_number_is_voice_whose_final_is_awaited() -> No
 
 def test_no_final_is_held_without_bound_while_the_vad_says_speaking() -> None:
     out = timeline([vad("start", 1.0), offer("сто", 1.5), partial("двадцать", 2.0)], hold=1.0, until=20.0)
-    assert out == [(5.5, "сто")]  # MAX_HOLD_S after the final
+    assert out == [(6.0, "сто")]  # MAX_HOLD_S after the latest new words (the final: 1.5)
 
 
 @pytest.mark.parametrize("hold", [0.0, 1.0])
