@@ -417,9 +417,10 @@ class FakeSTT:
 
     `failures` are reported in-band at their times; `stall=(at, seconds)` makes the recognizer
     stop consuming at `at` for `seconds` (its buffer holds `buffer_frames`). Frames are taken
-    `settings.chunk_ms` at a time (default: `YandexSettings()`'s). `answers`: the service answers
-    each stream as it opens (SpeechKit's `status_code` WORKING; `answered_at`), `answer_delay_s`
-    after it (a slow connect); False: only its results answer (a service not yet reached).
+    `settings.chunk_ms` at a time (default: `YandexSettings()`'s). `answers` (default, as the
+    real service): the service answers each stream as it opens (SpeechKit's first response is a
+    `status_code`; `answered_at`), `answer_delay_s` after it (a slow connect); False: only its
+    results answer (a service not yet reached, or down).
     """
 
     def __init__(
@@ -430,7 +431,7 @@ class FakeSTT:
         buffer_frames: int = 250,
         stall: tuple[float, float] | None = None,
         settings: YandexSettings | None = None,
-        answers: bool = False,
+        answers: bool = True,
         answer_delay_s: float = 0.0,
     ) -> None:
         self.inbound = inbound

@@ -507,22 +507,27 @@ def test_once_the_stt_gave_words_speech_with_none_resumes_the_greeting() -> None
 
 
 def test_while_the_stt_gave_no_words_sustained_speech_cuts_the_greeting() -> None:
-    # The STT not known to work (no words on this call yet): 0.9 s of confirmed speech
-    # (`sustained_start_ms`) cancels, so a caller is heard even when the STT is down.
-    run = call([Say(0.5, "", duration=1.2)], hangup_at=4.0, cache=numbered_greeting(3.0))
+    # The STT not known to work (no words and no answer from its service on this call yet):
+    # 0.9 s of confirmed speech (`sustained_start_ms`) cancels, so a caller is heard even when
+    # the STT is down.
+    run = call(
+        [Say(0.5, "", duration=1.2)],
+        hangup_at=4.0,
+        cache=numbered_greeting(3.0),
+        stt_options={"answers": False},
+    )
     assert run.event_times("barge_in") == [pytest.approx(0.5 + 0.9, abs=0.021)]
     assert max(t for t, _ in greeting_frames(run)) <= 0.52
 
 
 def test_an_stt_that_answered_keeps_the_greeting_through_speech_with_no_words() -> None:
     # The same 1.2 s of sound, but the recognition's service answered as its stream opened
-    # (SpeechKit's WORKING): the STT works and found no words in it (a cough, line noise), so
+    # (the default FakeSTT, as SpeechKit): the STT works and found no words in it (a cough, line noise), so
     # the greeting pauses over it and goes on, whole and in order.
     run = call(
         [Say(0.5, "", duration=1.2)],
         hangup_at=5.0,
         cache=numbered_greeting(3.0),
-        stt_options={"answers": True},
     )
     assert run.event_times("barge_in") == []
     assert [lab for _, lab in greeting_frames(run)] == list(range(1000, 1150))
@@ -537,7 +542,7 @@ def test_an_stt_answer_that_comes_after_the_speech_was_confirmed_still_counts() 
         [Say(0.5, "", duration=1.2)],
         hangup_at=5.0,
         cache=numbered_greeting(3.0),
-        stt_options={"answers": True, "answer_delay_s": 1.0},
+        stt_options={"answer_delay_s": 1.0},
     )
     assert run.event_times("barge_in") == []
     assert [lab for _, lab in greeting_frames(run)] == list(range(1000, 1150))
