@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-items", type=int, default=200, help="split answers in the end-of-turn part")
     parser.add_argument("--turn-seed", type=int, default=12, help="the turn corpus's seed")
     parser.add_argument(
-        "--turn-json", type=Path, default=Path("bench-turns.json"), help="where the turn-taking results go"
+        "--turn-json",
+        type=Path,
+        default=None,
+        help="where the turn-taking results go (default bench/results/turns-seed<seed>-<items>.json)",
     )
     parser.add_argument(
         "--figure-calls",
@@ -187,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         held4_seed = args.turn_seed + 4000
         held4 = run_turns(build_corpus(args.turn_items, seed=held4_seed, heldout=4), HELDOUT_CONFIGS)
         print(render_turns(held4, f"held out 4 (new voices), seed {held4_seed}"), end="\n\n", flush=True)
+        turn_json = args.turn_json or Path(f"bench/results/turns-seed{args.turn_seed}-{args.turn_items}.json")
         write_json(
-            args.turn_json,
+            turn_json,
             results,
             seed=args.turn_seed,
             per_category=args.turn_items,
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             heldout4=held4,
             heldout4_seed=held4_seed,
         )
-        _progress(f"turn-taking results written to {args.turn_json}")
+        _progress(f"turn-taking results written to {turn_json}")
     if "eot" in parts:
         _progress(
             f"end of turn on split utterances ({args.split_items} split, {args.split_items // 2} whole) ..."

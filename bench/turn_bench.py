@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import percentile, table
+from bench.hotpath import machine_info
 from bench.turn_corpus import CATEGORIES, ECHO_LEVELS_DB, NOISE_SNRS_DB, LineEcho, TurnItem
 from bench.turn_partials import echo_partials, partials
 from bridge.echo_gate import EchoGate, EchoSettings
@@ -459,6 +460,7 @@ def write_json(
     """The results with the corpus parameters and targets, as JSON; `heldout`, `heldout2` ...
     `heldout4`: the held-out corpora's (`build_corpus(heldout=1 ... 4)`, seeds `heldout_seed` ...)."""
     doc: dict[str, object] = {
+        "machine": machine_info(),
         "seed": seed,
         "per_category": per_category,
         "targets": TARGETS,
