@@ -126,9 +126,9 @@ class BridgeStats:
 
     @property
     def sys_ms_per_call_s(self) -> float:
-        """The kernel's part of `cpu_ms_per_call_s` (system time), in ms; NaN for no calls. The
-        rest (user time) is the Python work that code changes can remove; this part is the floor
-        of one recv and one send per frame (less with larger reads)."""
+        """The kernel's part of `cpu_ms_per_call_s` (system time), in ms; NaN for no calls: the
+        sockets' recv and send (about one each per frame; less with larger reads) and epoll. The
+        rest (user time) is Python, numpy and ONNX Runtime."""
         if not self.calls or not self.wall_s:
             return float("nan")
         return 1000 * self.sys_s / (self.calls * self.wall_s)

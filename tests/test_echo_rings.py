@@ -1,0 +1,115 @@
+"""The echo gate's sample rings against a plain numpy record of every sample sent and received.
+
+The rings are bytearrays written by slice copies, each sample twice, with nothing written for
+silence once the sent ring holds only zeros; a wrong index, a copy that misses its second half
+or a skipped write that shifts positions would hand the search or the subtraction the wrong
+samples. Random streams: bursts, all-zero frames, long silences, frames straddling the ring's end.
+"""
+
+from __future__ import annotations
+
+import audioop
+
+import numpy as np
+import pytest
+
+from bridge.echo_gate import EchoGate, EchoSettings
+from orchestrator.audio import FRAME_BYTES
+
+_FRAME = FRAME_BYTES // 2
+
+
+def _expected_ring(sent: np.ndarray, n: int) -> np.ndarray:
+    """Ring position p holds the last sample j < len(sent) with j % n == p (zeros if none)."""
+    ring = np.zeros(n, dtype=np.int16)
+    tail = sent[-n:]
+    start = len(sent) - len(tail)
+    ring[(start + np.arange(len(tail))) % n] = tail
+    return ring
+
+
+def _expected_window(sent: np.ndarray, lo: int, length: int, n: int) -> np.ndarray:
+    """Sent samples [lo, lo + length), zeros where not (or no longer) in a ring of n."""
+    out = np.zeros(length)
+    first, last = max(lo, len(sent) - n, 0), min(lo + length, len(sent))
+    if last > first:
+        out[first - lo : last - lo] = sent[first:last]
+    return out
+
+
+# max_delay_ms 250: a ring of 5,040 samples, not whole frames (31.5), so frames straddle its end.
+@pytest.mark.parametrize("max_delay_ms", [250, 300, 37])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_rings_hold_what_was_sent_and_received(max_delay_ms: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    gate = EchoGate(EchoSettings(max_delay_ms=max_delay_ms, search_ms=200))
+    n, w = gate._ref_len, gate._search_len
+    sent: list[np.ndarray] = []
+    received: list[np.ndarray] = []
+    silent = np.zeros(_FRAME, dtype=np.int16)
+    for _ in range(300):
+        kind = rng.integers(5)
+        if kind == 0:  # a burst of the bot
+            for _ in range(rng.integers(1, 40)):
+                x = (rng.standard_normal(_FRAME) * rng.choice([30, 3000, 20000])).clip(-32768, 32767)
+                frame = x.astype(np.int16)
+                gate.sent(frame.tobytes())
+                sent.append(frame)
+        elif kind == 1:  # silence, often longer than the ring (nothing written then)
+            for _ in range(rng.integers(1, 3 * n // _FRAME)):
+                gate.sent_silence()
+                sent.append(silent)
+        elif kind == 2:  # an all-zero frame sent as audio
+            gate.sent(bytes(FRAME_BYTES))
+            sent.append(silent)
+        else:  # the inbound line
+            frame = (rng.standard_normal(_FRAME) * 1000).astype(np.int16)
+            gate.cancel(frame.tobytes())
+            received.append(frame)
+        all_sent = np.concatenate(sent) if sent else np.zeros(0, dtype=np.int16)
+        assert gate._out_n == len(all_sent)
+        ring = _expected_ring(all_sent, n)
+        # Both copies, every position: a frame's reference is one contiguous slice of either.
+        np.testing.assert_array_equal(gate._ref[:n], ring)
+        np.testing.assert_array_equal(gate._ref[n:], ring)
+        lo = int(rng.integers(-2 * n, len(all_sent) + 1))
+        length = int(rng.integers(1, n + 1))
+        np.testing.assert_array_equal(gate._window(lo, length), _expected_window(all_sent, lo, length, n))
+        if received:
+            inbound = np.concatenate(received)[-w:]
+            x = gate._windows()[0]
+            np.testing.assert_array_equal(x[w - len(inbound) :], inbound)
+            assert not x[: w - len(inbound)].any()
+
+
+def _bot(frames: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = frames * _FRAME
+    env = 1.0 + 0.8 * np.sin(np.arange(n) * 2 * np.pi * 4 / 8000)
+    return np.clip(rng.standard_normal(n) * 2500 * env, -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("max_delay_ms", [250, 300])
+def test_the_path_still_cancels_after_a_silence_longer_than_the_ring(max_delay_ms: int) -> None:
+    # Bot, then 3 s of silence (nothing written to the ring after its first ~0.6 s), then the bot
+    # again: the echo's reference must be at the same lag, so the residual is frame-exact at once.
+    delay, gain = 437, 0.25
+    bot = np.concatenate([_bot(60, 3), np.zeros(150 * _FRAME, np.int16), _bot(60, 4)])
+    echo = np.zeros(len(bot))
+    echo[delay:] = bot[: len(bot) - delay] * gain
+    back = np.round(echo).astype(np.int16).tobytes()
+    gate = EchoGate(EchoSettings(max_delay_ms=max_delay_ms, search_ms=300))
+    leftovers = []
+    for i in range(len(bot) // _FRAME):
+        out = bot[i * _FRAME : (i + 1) * _FRAME]
+        if out.any():
+            gate.sent(out.tobytes())
+        else:
+            gate.sent_silence()
+        inbound = back[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
+        res = gate.cancel(inbound)
+        if i >= 213:  # the second burst's echo, one frame in
+            leftovers.append(audioop.rms(res, 2) if res is not inbound else -1)
+    assert gate.paths == 1 and gate.delay_samples == delay
+    assert max(leftovers) <= 1  # a residual (not the raw frame), nothing of the echo left
+    assert gate.searches == 1
