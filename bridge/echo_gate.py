@@ -337,10 +337,13 @@ class EchoGate:
         w = self._search_len
         x, y, lo = self._windows()
         self._bound(x, y)
-        if float(np.dot(x, x)) < _LINE_SILENCE_ENERGY * w:
-            # The line no louder than a phone line's silence: echo in it (if any) is too weak to
-            # bring a frame to the VAD's energy gate, and the level gate judges meanwhile. Counted
-            # as fruitless (the same back-off), without the FFTs (about 0.3 ms).
+        frames = x[: w - w % _FRAME].reshape(-1, _FRAME)
+        if float(np.einsum("ij,ij->i", frames, frames).max()) < _LINE_SILENCE_ENERGY * _FRAME:
+            # No frame of the line louder than a phone line's silence: echo in it (if any) is too
+            # weak to bring a frame to the VAD's energy gate, and the level gate judges meanwhile
+            # (the loudest frame, not the window's mean: one loud syllable's echo in a quiet
+            # window can pass that gate). Counted as fruitless (the same back-off), without the
+            # FFTs (about 0.3 ms).
             return
         d = len(y) - w
         m = gcc_phat_lag(x, y, d)
@@ -417,7 +420,7 @@ class EchoGate:
 
 
 # The loudest a phone line's silence is, -60 dBFS (RMS 33 of s16; quiet lines -70), as the mean
-# energy per sample of a window: below it the delay search is not run.
+# energy per sample of a 20 ms frame: with no frame above it, the delay search is not run.
 _LINE_SILENCE_ENERGY = 33.0 * 33.0
 # Delay searches while no path is found: one per this many frames (0.2 s) of the bot heard.
 _RETRY_FRAMES = 10
