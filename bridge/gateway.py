@@ -273,4 +273,5 @@ class TelephonyGateway:
             "underflows": self.outbound.underflows,
             "dropped_in": self._conn.dropped_before_receiver,
             "dropped_out": self._conn.frames_dropped,
+            "vad_dropped": self._vad.frames_dropped,
         }

@@ -58,11 +58,12 @@ _CALL_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
     "dropped_in": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "before_call"}),
     "stt_dropped": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "stt_buffer"}),
     "dropped_out": ("voicebridge_frames_dropped", {"direction": "outbound", "where": "socket"}),
+    "vad_dropped": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "vad_queue"}),
     "underflows": ("voicebridge_outbound_underflows", {}),
 }
 _HELP = {
     "voicebridge_frames": "20 ms audio frames received from and sent to callers",
-    "voicebridge_frames_dropped": "audio frames dropped: inbound before a call took them or by the STT buffer (provider behind), outbound when the socket could not take them",
+    "voicebridge_frames_dropped": "audio frames dropped: inbound before a call took them, by the STT buffer (provider behind) or unjudged by the VAD's batch queue (full), outbound when the socket could not take them",
     "voicebridge_outbound_underflows": "silent frames sent in the middle of bot speech (the answer's audio was late: the caller heard a gap)",
 }
 

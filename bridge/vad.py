@@ -184,6 +184,13 @@ class VoiceActivityDetector:
         """The settings in use."""
         return self._settings
 
+    @property
+    def frames_dropped(self) -> int:
+        """Frames never judged: the batched path's queue was full and a flush could not empty it
+        (re-entered from a listener; `bridge.vad_defer`). 0 on the immediate path."""
+        defer = self._defer
+        return defer.dropped if defer is not None else 0
+
     def _arrive(self, frame: bytes) -> bytes | bytearray:
         """A frame's part that must see the echo gate as it is on arrival: the residual (valid
         until the next frame), its level, and the gate's verdicts on it (`_masked`, `_maybe_echo`,

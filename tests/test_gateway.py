@@ -237,6 +237,7 @@ async def test_inbound_frames_reach_the_sink_and_wideband_is_converted(env: Env)
     await listener.wait_for("dtmf")
     assert len(sink.frames) == 3 + wide and call.gateway.frames_in == 3 + wide + 1
     assert "frames_dropped" not in call.gateway.stats()  # the recognizer's counter is the one
+    assert call.gateway.stats()["vad_dropped"] == 0  # every frame judged (the VAD's batch queue)
     await call.gateway.close()
 
 

@@ -245,3 +245,35 @@ async def test_each_loop_has_its_own_batch_and_a_detector_off_its_loop_is_answer
 
 async def _batch_of_a_new_loop() -> object:
     return running_batch()
+
+
+async def test_a_full_queue_that_a_flush_cannot_empty_drops_the_frame_and_counts_it(speech: bytes) -> None:
+    # A listener that feeds the detector from inside the flush (re-entry: the batch does not
+    # flush again) fills the call's queue of 32 frames: the frames after that are not judged,
+    # and `frames_dropped` says how many (exported as voicebridge_frames_dropped_total
+    # {where="vad_queue"}).
+    audio = frames(speech)
+    more = audio[:40]
+    state = {"reentered": False}
+
+    def on_event(_event: VadEvent) -> None:
+        if not state["reentered"]:
+            state["reentered"] = True
+            for f in more:
+                vad.process(f, 100.0)
+
+    vad = VoiceActivityDetector(
+        VadSettings(batch_across_calls=True, neural_only_over_bot=False), None, on_event
+    )
+    try:
+        assert vad._defer is not None and vad.frames_dropped == 0
+        for i, f in enumerate(audio):
+            vad.process(f, i * FRAME_S)  # (an event judged at once is not the flush's)
+            await asyncio.sleep(0)  # the batch's flush runs between socket reads
+        assert state["reentered"]
+        assert vad.frames_dropped == vad._defer.dropped > 0
+    finally:
+        vad.close()
+    immediate = VoiceActivityDetector(VadSettings(batch_across_calls=False))
+    assert immediate.frames_dropped == 0
+    immediate.close()
