@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="stand-ins: before a level of many calls, wait (<= 10 min) for the 1-min load average to be <= this",
     )
+    parser.add_argument(
+        "--standins-stt",
+        choices=("standin", "fake"),
+        default="standin",
+        help="stand-ins: the STT over gRPC (default) or the in-process fake (to see what gRPC STT costs)",
+    )
     args = parser.parse_args(argv)
     parts = args.only or list(DEFAULT_PARTS)
     failed = False
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 (1, *args.figure_calls),
                 repeat_single=args.single_calls,
                 max_load=args.max_load,
+                real_stt=args.standins_stt == "standin",
                 progress=_progress,
             )
         print(render_standins(over), end="\n\n", flush=True)

@@ -152,9 +152,10 @@ class Standins:
 
 
 class StandinCallBench(CallBench):
-    """`CallBench` whose STT, TTS and LLM are the product adapters on the stand-ins."""
+    """`CallBench` whose STT, TTS and LLM are the product adapters on the stand-ins (with
+    `real_stt=False` the STT stays `call_figures`' in-process fake: what the gRPC STT costs)."""
 
-    def __init__(self, standins: Standins) -> None:
+    def __init__(self, standins: Standins, *, real_stt: bool = True) -> None:
         super().__init__()
         services = self.app.services
         assert services is not None
@@ -170,7 +171,9 @@ class StandinCallBench(CallBench):
         clock = self.app.clock
         self.app.services = dataclasses.replace(
             services,
-            stt_factory=lambda cid: YandexSttStreamer(stt_channel, yandex, clock=clock, request_id=cid),
+            stt_factory=(lambda cid: YandexSttStreamer(stt_channel, yandex, clock=clock, request_id=cid))
+            if real_stt
+            else services.stt_factory,
             tts_factory=lambda cid: YandexTTSManager(tts_channel, yandex, request_id=cid),
             llm_factory=lambda _cid: OpenAICompatLLMManager(client, o, llm, safety=safety),
         )
@@ -236,21 +239,24 @@ def run_standin_figures(
     *,
     repeat_single: int = 10,
     max_load: float | None = None,
+    real_stt: bool = True,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[StandinLevel]:
     """Each level as `run_figures` runs it, over the stand-ins, after one uncounted call; with
     `max_load`, a level of more than one call first waits for the load average to come down to
-    it (see `wait_for_load`)."""
+    it (see `wait_for_load`). `real_stt`: see `StandinCallBench`."""
     out: list[StandinLevel] = []
     # The process's first call pays lazy imports and first-use costs in the adapters (greeting
     # 120 ms, LLM first token +70 ms): one call, not counted, first.
-    run_figures((1,), repeat_single=1, bench_factory=lambda: StandinCallBench(standins))
+    run_figures((1,), repeat_single=1, bench_factory=lambda: StandinCallBench(standins, real_stt=real_stt))
     for n in levels:
         load = wait_for_load(max_load, progress) if max_load is not None and n > 1 else os.getloadavg()[0]
         progress(f"stand-ins: {n} call(s), load average {load:.2f}")
         cpu0, wall0 = standins.cpu_s(), time.monotonic()
         (result,) = run_figures(
-            (n,), repeat_single=repeat_single, bench_factory=lambda: StandinCallBench(standins)
+            (n,),
+            repeat_single=repeat_single,
+            bench_factory=lambda: StandinCallBench(standins, real_stt=real_stt),
         )
         pct = (standins.cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
         out.append(StandinLevel(result, pct, load))
@@ -306,6 +312,7 @@ def standins_json(levels: list[StandinLevel], scheduling: str) -> dict[str, obje
                 "process_cpu_pct": round(lv.result.cpu_pct, 1),
                 "standins_cpu_pct": round(lv.standins_cpu_pct, 1),
                 "pacer_max_lateness_ms": round(lv.result.late_ms, 1),
+                "pacer_resyncs": lv.result.resyncs,
                 "gc_max_pause_ms": round(lv.result.gc_ms, 1),
                 "calls": [asdict(c) for c in lv.result.calls],
             }
