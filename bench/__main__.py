@@ -19,11 +19,12 @@ from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.soak import run_soak
 from bench.split_corpus import build_split_corpus
+from bench.standin_figures import Standins, render_standins, run_standin_figures, standins_json
 from bench.turn_bench import HELDOUT_CONFIGS, render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
 from bench.virtual_figures import run_virtual_figures
 
-PARTS = ("capacity", "micro", "dialogue", "turns", "eot", "figures", "soak")
+PARTS = ("capacity", "micro", "dialogue", "turns", "eot", "figures", "standins", "soak")
 DEFAULT_PARTS = (
     "capacity",
     "micro",
@@ -31,6 +32,7 @@ DEFAULT_PARTS = (
     "turns",
     "eot",
     "figures",
+    "standins",
 )  # the soak takes minutes: only when asked for
 
 
@@ -115,6 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--figures-json", type=Path, default=Path("bench-figures.json"), help="where the figures go"
     )
+    parser.add_argument(
+        "--standins-json",
+        type=Path,
+        default=Path("bench-figures-standins.json"),
+        help="where the figures over the stand-ins go",
+    )
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="stand-ins: before a level of many calls, wait (<= 10 min) for the 1-min load average to be <= this",
+    )
+    parser.add_argument(
+        "--standins-stt",
+        choices=("standin", "fake"),
+        default="standin",
+        help="stand-ins: the STT over gRPC (default) or the in-process fake (to see what gRPC STT costs)",
+    )
     args = parser.parse_args(argv)
     parts = args.only or list(DEFAULT_PARTS)
     failed = False
@@ -161,6 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         data = figures_json(levels, short, virtual) | {"scheduling": scheduling}
         args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures written to {args.figures_json}")
+    if "standins" in parts:
+        _progress(f"per-call figures over the stand-ins (1, {args.figure_calls} calls) ...")
+        with Standins() as standins, realtime(not args.no_rt) as scheduling:
+            over = run_standin_figures(
+                standins,
+                (1, *args.figure_calls),
+                repeat_single=args.single_calls,
+                max_load=args.max_load,
+                real_stt=args.standins_stt == "standin",
+                progress=_progress,
+            )
+        print(render_standins(over), end="\n\n", flush=True)
+        args.standins_json.write_text(json.dumps(standins_json(over, scheduling), indent=1) + "\n")
+        _progress(f"figures over the stand-ins written to {args.standins_json}")
     if "soak" in parts:
         _progress("soak with random faults ...")
         result = run_soak(

@@ -38,7 +38,7 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,6 +311,10 @@ class CallBench:
         call = AriCall(cid, f"channel-{cid}", None, None, conn, asyncio.Event())
         return cid, caller, asyncio.create_task(self.app.on_call(call), name=f"bench-call-{cid}")
 
+    def figures(self, probe: _Probe) -> CallFigures:
+        """One finished call's figures (a variant with other providers overrides this)."""
+        return figures_of(probe, self.greeting_label, self.filler_labels)
+
     async def end_call(self, caller: FakeAsterisk, handler: asyncio.Task[None]) -> None:
         assert self.pool is not None
         await asyncio.wait_for(handler, T)
@@ -329,7 +333,7 @@ async def _one_call(bench: CallBench, question: bytes, stop: bytes, delay_s: flo
         await asyncio.wait_for(probe.answering.wait(), T)
         caller.play(stop)
         await bench.end_call(caller, handler)
-        return figures_of(probe, bench.greeting_label, bench.filler_labels)
+        return bench.figures(probe)
     finally:
         handler.cancel()
         PROBES.pop(cid, None)
@@ -349,8 +353,10 @@ class FiguresResult:
     gc_ms: float = 0.0  # the longest garbage-collector pause
 
 
-async def _run_level(concurrent: int, question: bytes, stop: bytes, stagger_s: float) -> FiguresResult:
-    async with CallBench() as bench:
+async def _run_level(
+    concurrent: int, question: bytes, stop: bytes, stagger_s: float, bench_factory: Callable[[], CallBench]
+) -> FiguresResult:
+    async with bench_factory() as bench:
         base = rss_kb()
         peak = base
         done = asyncio.Event()
@@ -412,16 +418,24 @@ def realtime(enabled: bool = True) -> Iterator[str]:
             os.sched_setscheduler(0, policy, param)
 
 
-def run_figures(levels: tuple[int, ...] = (1, 50, 200), *, repeat_single: int = 10) -> list[FiguresResult]:
+def run_figures(
+    levels: tuple[int, ...] = (1, 50, 200),
+    *,
+    repeat_single: int = 10,
+    bench_factory: Callable[[], CallBench] = CallBench,
+) -> list[FiguresResult]:
     """Each level's calls at once (starts 10 ms apart); the 1-call level runs `repeat_single`
-    calls one after the other."""
+    calls one after the other. `bench_factory` (called in each level's loop) builds the harness."""
     question = espeak_pcm_sync(QUESTION) + bytes(8000)
     stop = espeak_pcm_sync(STOP) + bytes(8000)
     out: list[FiguresResult] = []
     with Probes():
         for n in levels:
             if n == 1:
-                parts = [asyncio.run(_run_level(1, question, stop, 0.0)) for _ in range(repeat_single)]
+                parts = [
+                    asyncio.run(_run_level(1, question, stop, 0.0, bench_factory))
+                    for _ in range(repeat_single)
+                ]
                 merged = [c for p in parts for c in p.calls]
                 rss = sum(p.rss_per_call_kb for p in parts) / len(parts)
                 out.append(
@@ -437,5 +451,5 @@ def run_figures(levels: tuple[int, ...] = (1, 50, 200), *, repeat_single: int = 
                     )
                 )
             else:
-                out.append(asyncio.run(_run_level(n, question, stop, 0.01)))
+                out.append(asyncio.run(_run_level(n, question, stop, 0.01, bench_factory)))
     return out

@@ -21,6 +21,13 @@ from bench.figures_report import figures_json, render_figures
 from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
+from bench.standin_figures import (
+    StandinFigures,
+    Standins,
+    render_standins,
+    run_standin_figures,
+    standins_json,
+)
 from bench.virtual_figures import run_virtual_figures
 
 needs_espeak = pytest.mark.skipif(
@@ -171,6 +178,26 @@ def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() 
     rendered = render_figures(levels, None, virtual)
     assert _header_cells(rendered) == ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
     assert "barge-in frames after" in rendered
+
+
+@needs_espeak
+def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
+    with Standins() as standins:
+        levels = run_standin_figures(standins, (1, 3), repeat_single=1)
+    assert [(lv.result.concurrent, len(lv.result.calls), lv.result.failed) for lv in levels] == [
+        (1, 1, 0),
+        (3, 3, 0),
+    ]
+    for fig in (c for lv in levels for c in lv.result.calls):
+        assert isinstance(fig, StandinFigures)
+        assert fig.overhead_own_ms is not None and fig.overhead_measured_ms is not None
+        # The stand-ins' own delays (300 ms to the first token, 100 ms to the audio) are inside
+        # what the turn record measured: the answer really went over HTTP and gRPC.
+        assert fig.llm_first_token_ms is not None and fig.llm_first_token_ms >= 300
+        assert fig.tts_first_audio_ms is not None and fig.tts_first_audio_ms >= 100
+        assert fig.barge_frames == 0
+    assert "own: t2->t4 + t5->queued" in render_standins(levels)
+    assert len(standins_json(levels, "default")["levels"]) == 2  # type: ignore[arg-type]
 
 
 def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
