@@ -83,7 +83,7 @@ def test_capacity_sweep_runs_two_processes_and_counts_frames() -> None:
     assert "calls per core at 80%" in rendered and "external figure" in rendered
     data = capacity_json(result, "asyncio")
     assert len(data["runs"]) == 2 and len(data["steps"]) == 1  # type: ignore[arg-type]
-    assert {"cpu", "python", "commit"} <= set(data["machine"])  # type: ignore[arg-type]
+    assert {"cpu", "python", "commit"} <= set(data["machine"])  # type: ignore[call-overload]
 
 
 @needs_espeak
