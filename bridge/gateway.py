@@ -39,6 +39,7 @@ from bridge.playout import FrameSink, Playout, PlayoutSettings
 from bridge.recording import CallRecorder
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
+from orchestrator.clock import LoopClock
 from orchestrator.contracts import AudioSink, Clock, VoiceListener
 from orchestrator.events import EndReason
 
@@ -55,25 +56,6 @@ _END_REASONS: dict[LegEnd, EndReason] = {
     LegEnd.LOCAL: "shutdown",
     LegEnd.SERVER_CLOSING: "shutdown",
 }
-
-
-class _ReferencedSink:
-    """The connection (or the recorder in front of it) as the playout's sink, telling the echo
-    gate what went out."""
-
-    __slots__ = ("_conn", "_echo")
-
-    def __init__(self, conn: FrameSink, echo: EchoGate) -> None:
-        self._conn = conn
-        self._echo = echo
-
-    def send_audio(self, frame: bytearray) -> None:
-        self._echo.sent(frame)
-        self._conn.send_audio(frame)
-
-    def send_silence(self) -> None:
-        self._echo.sent_silence()
-        self._conn.send_silence()
 
 
 class TelephonyGateway:
@@ -95,7 +77,8 @@ class TelephonyGateway:
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
         self._clock = clock
-        self._now = clock.now  # bound once: read per inbound frame
+        # Read per inbound frame: the loop clock's time source bound once (same values).
+        self._now = clock.reader() if isinstance(clock, LoopClock) else clock.now
         self.echo = EchoGate(echo_settings)
         # With `[vad] batch_across_calls`, a frame's VAD events may come later, from the Silero
         # batch's flush (the frame's arrival times kept): they go to `_on_vad` from there.
@@ -116,7 +99,7 @@ class TelephonyGateway:
         # either way the echo gate hears every frame that goes out.
         self.recorder = recorder
         sink: FrameSink = conn if recorder is None else recorder
-        self.outbound = Playout(_ReferencedSink(sink, self.echo), playout_settings)
+        self.outbound = Playout(sink, playout_settings, monitor=self.echo)
         pacer.add(self.outbound)
         # Last: this may deliver buffered audio, and even the hangup, synchronously.
         conn.set_receiver(self)

@@ -42,7 +42,7 @@ from bridge.vad_batch import running_batch
 from bridge.vad_defer import DeferredFrames
 from bridge.vad_engines import SileroClassifier, SpeechClassifier, classifier
 from bridge.vad_settings import VadSettings
-from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
+from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, audioop_rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 
@@ -173,7 +173,7 @@ class VoiceActivityDetector:
         self._run_db = 0.0  # sum of the run's frame levels, dB (for the floor if it is rejected)
         self._run_frames = 0
         self._paths = 0  # the echo gate's `paths` when last seen
-        # The frame being judged, as the echo gate saw it on arrival (`_arrive`).
+        # The frame being judged, as the echo gate saw it on arrival (the arrival part of `process`).
         self._masked = False  # no louder than the bot's echo could be
         self._maybe_echo = False  # may be echo by the worst case (no path known yet)
         self._audible = False  # the bot audible on the line
@@ -183,30 +183,6 @@ class VoiceActivityDetector:
     def settings(self) -> VadSettings:
         """The settings in use."""
         return self._settings
-
-    def _arrive(self, frame: bytes) -> bytes | bytearray:
-        """A frame's part that must see the echo gate as it is on arrival: the residual (valid
-        until the next frame), its level, and the gate's verdicts on it (`_masked`, `_maybe_echo`,
-        `_audible`, `_paths_now`), asked exactly as the judging would ask them (`is_echo` feeds
-        the gate's search: only for frames above the energy gate)."""
-        echo = self._echo
-        audio: bytes | bytearray = frame
-        if echo is None:
-            self._level = rms(audio)
-            self._masked = self._maybe_echo = self._audible = False
-            return audio
-        audio = echo.cancel(frame)
-        if audio is not frame:
-            self.frames_residual += 1
-        level = self._level = rms(audio)
-        self._audible = echo.bot_audible
-        self._paths_now = echo.paths
-        if level < self._gate:
-            self._masked = self._maybe_echo = False
-        else:
-            self._masked = echo.is_echo(level)
-            self._maybe_echo = echo.may_be_echo(level)
-        return audio
 
     def _feed(self, audio: bytes | bytearray) -> float:
         """Give the frame to a classifier (the energy gate's and the cheap engine's choice);
@@ -240,7 +216,27 @@ class VoiceActivityDetector:
         n = len(frame)
         if n not in (160, 320, 480):
             raise ValueError(f"VAD frame of {n} bytes: need 10, 20 or 30 ms of 8 kHz slin")
-        audio = self._arrive(frame)
+        # The arrival part (inline: it runs per frame), which must see the echo gate as it is
+        # now: the residual (valid until the next frame), its level, and the gate's verdicts on
+        # it, asked exactly as the judging would ask them (`is_echo` feeds the gate's search:
+        # only for frames above the energy gate).
+        echo = self._echo
+        audio: bytes | bytearray = frame
+        if echo is None:
+            self._level = audioop_rms(audio, SAMPLE_WIDTH)
+            self._masked = self._maybe_echo = self._audible = False
+        else:
+            audio = echo.cancel(frame)
+            if audio is not frame:
+                self.frames_residual += 1
+            level = self._level = audioop_rms(audio, SAMPLE_WIDTH)
+            self._audible = echo.bot_audible
+            self._paths_now = echo.paths
+            if level < self._gate:
+                self._masked = self._maybe_echo = False
+            else:
+                self._masked = echo.is_echo(level)
+                self._maybe_echo = echo.may_be_echo(level)
         defer = self._defer
         if defer is not None:
             return defer.push(audio, n // _BYTES_PER_MS, now)
