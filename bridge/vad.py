@@ -116,6 +116,7 @@ class VoiceActivityDetector:
         "_run_ms",
         "_settings",
         "_silent_ms",
+        "_skipped",
         "_threshold",
         "_voiced_ms",
         "frames_checked",
@@ -146,6 +147,7 @@ class VoiceActivityDetector:
         self._cheap: SpeechClassifier | None = None
         if s.engine != "webrtc" and s.neural_only_over_bot and echo is not None:
             self._cheap = classifier("webrtc", s.aggressiveness)
+        self._skipped = False  # `_cls` was told `skip()` and has heard no frame since
         self._neural_idle = False  # the neural classifier missed frames: restart its window
         self._neural_run = False  # the current run began over the bot: the neural engine judges it
         self._threshold = s.threshold
@@ -192,8 +194,11 @@ class VoiceActivityDetector:
             if self._neural_run:
                 # Inside a run (the stop before a syllable): the classifier still hears the frame,
                 # so its window and state stay continuous and the next syllable counts at once.
+                self._skipped = False
                 self._cls.speech(audio)
-            else:
+            elif not self._skipped:
+                # Once: a skip after a skip changes nothing (most frames are a listener's silence).
+                self._skipped = True
                 self._cls.skip()
             return 0.0
         # The classifier hears every frame above the gate, echo or not: a neural model's window
@@ -205,9 +210,11 @@ class VoiceActivityDetector:
         if cheap is not None and not self._audible and not self._neural_run:
             if not self._neural_idle:
                 self._neural_idle = True
+                self._skipped = True
                 self._cls.skip()  # its next window starts afresh when the bot speaks again
             return cheap.speech(audio)
         self._neural_idle = False
+        self._skipped = False
         return self._cls.speech(audio)
 
     def process(self, frame: bytes, now: float) -> VadEvent | None:
