@@ -38,6 +38,7 @@ PIPECAT_REFERENCE = (
     "reference (external figure, not measured here): Pipecat carried about 25 calls per core "
     "on this kind of machine"
 )
+MIN_FED = 0.98  # share of the expected inbound frames below which a step's CPU figure is not quoted
 CORE_SHARE = 0.8  # calls-per-core is quoted at this share of the bridge's core busy
 HEADERS = (
     "calls",
@@ -88,6 +89,14 @@ class StepResult:
             and self.callers.p99_ms <= MAX_P99_MS
             and self.bridge.cpu_pct < MAX_CPU_PCT
         )
+
+    @property
+    def fed(self) -> bool:
+        """The bridge took in at least `MIN_FED` of the frames the step's calls send: its CPU time
+        is that load's (a starved caller process sends less, and the cost per call-second
+        divides less work by the same calls)."""
+        b = self.bridge
+        return b.wall_s > 0 and b.frames_in / b.wall_s >= MIN_FED * self.calls * 50
 
     def row(self) -> list[object]:
         """The table row."""
@@ -216,11 +225,12 @@ class CapacityResult:
     def capacity(self) -> StepSummary | None:
         """The CPU-based capacity figure: from the largest N within the jitter limits (its cost
         per call is the one under load), else from the largest N whose every run stayed under
-        `MAX_CPU_PCT`; None if nothing ran or every step saturated the bridge (a saturated
-        bridge's cost per call-second is its 95 % / N, which says nothing of the calls it carries)."""
+        `MAX_CPU_PCT` and was fed its load (`StepResult.fed`); None if nothing ran or every step
+        saturated the bridge (a saturated bridge's cost per call-second is its 95 % / N, which says
+        nothing of the calls it carries)."""
         summaries = self.summaries
         ok = [s for s in summaries if s.ok]
-        unsaturated = [s for s in summaries if all(r.bridge.cpu_pct < MAX_CPU_PCT for r in s.runs)]
+        unsaturated = [s for s in summaries if all(r.bridge.cpu_pct < MAX_CPU_PCT and r.fed for r in s.runs)]
         found = ok or unsaturated
         return found[-1] if found else None
 

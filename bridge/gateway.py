@@ -39,6 +39,7 @@ from bridge.playout import FrameSink, Playout, PlayoutSettings
 from bridge.recording import CallRecorder
 from bridge.vad import VadEvent, VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, SAMPLE_RATE, Resampler
+from orchestrator.clock import LoopClock
 from orchestrator.contracts import AudioSink, Clock, VoiceListener
 from orchestrator.events import EndReason
 
@@ -55,25 +56,6 @@ _END_REASONS: dict[LegEnd, EndReason] = {
     LegEnd.LOCAL: "shutdown",
     LegEnd.SERVER_CLOSING: "shutdown",
 }
-
-
-class _ReferencedSink:
-    """The connection (or the recorder in front of it) as the playout's sink, telling the echo
-    gate what went out."""
-
-    __slots__ = ("_conn", "_echo")
-
-    def __init__(self, conn: FrameSink, echo: EchoGate) -> None:
-        self._conn = conn
-        self._echo = echo
-
-    def send_audio(self, frame: bytearray) -> None:
-        self._echo.sent(frame)
-        self._conn.send_audio(frame)
-
-    def send_silence(self) -> None:
-        self._echo.sent_silence()
-        self._conn.send_silence()
 
 
 class TelephonyGateway:
@@ -95,7 +77,8 @@ class TelephonyGateway:
         self._close_wait_s = close_wait_s  # bound on the TCP teardown in close()
         self._pacer = pacer
         self._clock = clock
-        self._now = clock.now  # bound once: read per inbound frame
+        # Read per inbound frame: the loop clock's time source bound once (same values).
+        self._now = clock.reader() if isinstance(clock, LoopClock) else clock.now
         self.echo = EchoGate(echo_settings)
         # With `[vad] batch_across_calls`, a frame's VAD events may come later, from the Silero
         # batch's flush (the frame's arrival times kept): they go to `_on_vad` from there.
@@ -116,7 +99,7 @@ class TelephonyGateway:
         # either way the echo gate hears every frame that goes out.
         self.recorder = recorder
         sink: FrameSink = conn if recorder is None else recorder
-        self.outbound = Playout(_ReferencedSink(sink, self.echo), playout_settings)
+        self.outbound = Playout(sink, playout_settings, monitor=self.echo)
         pacer.add(self.outbound)
         # Last: this may deliver buffered audio, and even the hangup, synchronously.
         conn.set_receiver(self)
@@ -158,35 +141,44 @@ class TelephonyGateway:
         """Inbound audio at any AudioSocket rate."""
         if self._hung_up:
             return
-        if sample_rate != SAMPLE_RATE:
-            pcm = self._resampler.convert(pcm, sample_rate)
-        partial = self._partial
-        if not partial and len(pcm) == FRAME_BYTES:
-            self._frame(pcm)  # the usual case: one whole 8 kHz frame, no copy
+        if sample_rate != SAMPLE_RATE or len(pcm) != FRAME_BYTES or self._partial:
+            self._reframe(pcm, sample_rate)
             return
-        partial += pcm
-        while len(partial) >= FRAME_BYTES:
-            frame = bytes(partial[:FRAME_BYTES])
-            del partial[:FRAME_BYTES]
-            self._frame(frame)
-
-    def _frame(self, frame: bytes) -> None:
+        # The usual case, inline (it runs per frame): one whole 8 kHz frame, no copy.
         self.frames_in += 1
         recorder = self.recorder
         if recorder is not None:
-            recorder.caller_frame(frame)
+            recorder.caller_frame(pcm)
         audio = self._audio
         if audio is not None:
             try:
-                audio.push_audio(frame)
+                audio.push_audio(pcm)
             except Exception:
                 # Detached so a sink that fails on every frame logs once, and the VAD (barge-in,
                 # DTMF) keeps working: the call goes on without recognition rather than not at all.
                 self._audio = None
                 log.exception("call %s: audio sink failed; detached", self.uuid)
-        event = self._vad.process(frame, self._now())
+        event = self._vad.process(pcm, self._now())
         if event is not None:
             self._on_vad(event)
+
+    def _reframe(self, pcm: bytes, sample_rate: int) -> None:
+        """Audio that is not one whole 8 kHz frame (another rate, another length, or a part
+        frame held): converted, cut into whole frames, each through `on_audio`; the rest held."""
+        if sample_rate != SAMPLE_RATE:
+            pcm = self._resampler.convert(pcm, sample_rate)
+        partial = self._partial
+        partial += pcm
+        whole = len(partial) // FRAME_BYTES * FRAME_BYTES
+        if not whole:
+            return
+        frames = bytes(partial[:whole])
+        tail = bytes(partial[whole:])
+        partial.clear()  # so each frame takes the whole-frame path
+        for start in range(0, whole, FRAME_BYTES):
+            self.on_audio(frames[start : start + FRAME_BYTES], SAMPLE_RATE)  # nothing after a hang-up
+        if not self._hung_up:
+            partial += tail
 
     def _on_vad(self, event: VadEvent) -> None:
         listener = self._listener

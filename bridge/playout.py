@@ -50,6 +50,18 @@ class FrameSink(Protocol):
         ...
 
 
+class FrameMonitor(Protocol):
+    """Told of every frame the playout sends, before its sink sends it (the call's echo gate)."""
+
+    def sent(self, frame: bytes | bytearray) -> None:
+        """A frame of audio (bot or ringback) goes out."""
+        ...
+
+    def sent_silence(self) -> None:
+        """A frame of silence goes out."""
+        ...
+
+
 class PlayoutClosed(AudioClosed):
     """The call's outbound leg is gone (hangup); nothing more can be played."""
 
@@ -80,6 +92,7 @@ class Playout:
         "_frames_sent",
         "_high_water",
         "_in_segment",
+        "_monitor",
         "_paused",
         "_resampler",
         "_ring",
@@ -91,8 +104,12 @@ class Playout:
         "underflows",
     )
 
-    def __init__(self, sink: FrameSink, settings: PlayoutSettings | None = None) -> None:
+    def __init__(
+        self, sink: FrameSink, settings: PlayoutSettings | None = None, *, monitor: FrameMonitor | None = None
+    ) -> None:
         self._sink = sink
+        # Called in `tick` itself: a sink wrapped to tell it would cost a call per frame per call.
+        self._monitor = monitor
         s = settings or PlayoutSettings()
         self._high_water = max(1, s.high_water_ms // FRAME_MS) * FRAME_BYTES
         self._buf = bytearray()
@@ -200,15 +217,19 @@ class Playout:
     # --- pacer side ---
     def tick(self) -> None:
         """Send exactly one frame: queued audio if a whole frame is ready, else silence."""
-        buf = self._buf
+        buf, monitor = self._buf, self._monitor
         if self._paused:
             self.silence_sent += 1
+            if monitor is not None:
+                monitor.sent_silence()
             self._sink.send_silence()
             return
         if len(buf) >= FRAME_BYTES:
             frame = buf[:FRAME_BYTES]
             del buf[:FRAME_BYTES]
             self._frames_sent += 1
+            if monitor is not None:
+                monitor.sent(frame)
             self._sink.send_audio(frame)
             if self._space_waiters and len(buf) <= self._high_water:
                 self._wake(self._space_waiters)
@@ -217,7 +238,10 @@ class Playout:
         elif self._ring and not self._in_segment:
             ring = self._ring
             self.ring_sent += 1
-            self._sink.send_audio(ring[self._ring_at])
+            frame = ring[self._ring_at]
+            if monitor is not None:
+                monitor.sent(frame)
+            self._sink.send_audio(frame)
             self._ring_at = (self._ring_at + 1) % len(ring)
             if self._cut_report is not None:  # the bot's audio ended here too
                 self._report_cut()
@@ -225,6 +249,8 @@ class Playout:
             self.silence_sent += 1
             if self._in_segment:
                 self.underflows += 1
+            if monitor is not None:
+                monitor.sent_silence()
             self._sink.send_silence()
             if self._cut_report is not None:
                 self._report_cut()

@@ -42,7 +42,7 @@ from bridge.vad_batch import running_batch
 from bridge.vad_defer import DeferredFrames
 from bridge.vad_engines import SileroClassifier, SpeechClassifier, classifier
 from bridge.vad_settings import VadSettings
-from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, rms
+from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, audioop_rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]
 
@@ -116,6 +116,7 @@ class VoiceActivityDetector:
         "_run_ms",
         "_settings",
         "_silent_ms",
+        "_skipped",
         "_threshold",
         "_voiced_ms",
         "frames_checked",
@@ -146,6 +147,7 @@ class VoiceActivityDetector:
         self._cheap: SpeechClassifier | None = None
         if s.engine != "webrtc" and s.neural_only_over_bot and echo is not None:
             self._cheap = classifier("webrtc", s.aggressiveness)
+        self._skipped = False  # `_cls` was told `skip()` and has heard no frame since
         self._neural_idle = False  # the neural classifier missed frames: restart its window
         self._neural_run = False  # the current run began over the bot: the neural engine judges it
         self._threshold = s.threshold
@@ -173,7 +175,7 @@ class VoiceActivityDetector:
         self._run_db = 0.0  # sum of the run's frame levels, dB (for the floor if it is rejected)
         self._run_frames = 0
         self._paths = 0  # the echo gate's `paths` when last seen
-        # The frame being judged, as the echo gate saw it on arrival (`_arrive`).
+        # The frame being judged, as the echo gate saw it on arrival (the arrival part of `process`).
         self._masked = False  # no louder than the bot's echo could be
         self._maybe_echo = False  # may be echo by the worst case (no path known yet)
         self._audible = False  # the bot audible on the line
@@ -191,30 +193,6 @@ class VoiceActivityDetector:
         defer = self._defer
         return defer.dropped if defer is not None else 0
 
-    def _arrive(self, frame: bytes) -> bytes | bytearray:
-        """A frame's part that must see the echo gate as it is on arrival: the residual (valid
-        until the next frame), its level, and the gate's verdicts on it (`_masked`, `_maybe_echo`,
-        `_audible`, `_paths_now`), asked exactly as the judging would ask them (`is_echo` feeds
-        the gate's search: only for frames above the energy gate)."""
-        echo = self._echo
-        audio: bytes | bytearray = frame
-        if echo is None:
-            self._level = rms(audio)
-            self._masked = self._maybe_echo = self._audible = False
-            return audio
-        audio = echo.cancel(frame)
-        if audio is not frame:
-            self.frames_residual += 1
-        level = self._level = rms(audio)
-        self._audible = echo.bot_audible
-        self._paths_now = echo.paths
-        if level < self._gate:
-            self._masked = self._maybe_echo = False
-        else:
-            self._masked = echo.is_echo(level)
-            self._maybe_echo = echo.may_be_echo(level)
-        return audio
-
     def _feed(self, audio: bytes | bytearray) -> float:
         """Give the frame to a classifier (the energy gate's and the cheap engine's choice);
         its probability, or with a batch a window queued (`_cls.pending`) to be answered."""
@@ -223,8 +201,11 @@ class VoiceActivityDetector:
             if self._neural_run:
                 # Inside a run (the stop before a syllable): the classifier still hears the frame,
                 # so its window and state stay continuous and the next syllable counts at once.
+                self._skipped = False
                 self._cls.speech(audio)
-            else:
+            elif not self._skipped:
+                # Once: a skip after a skip changes nothing (most frames are a listener's silence).
+                self._skipped = True
                 self._cls.skip()
             return 0.0
         # The classifier hears every frame above the gate, echo or not: a neural model's window
@@ -236,9 +217,11 @@ class VoiceActivityDetector:
         if cheap is not None and not self._audible and not self._neural_run:
             if not self._neural_idle:
                 self._neural_idle = True
+                self._skipped = True
                 self._cls.skip()  # its next window starts afresh when the bot speaks again
             return cheap.speech(audio)
         self._neural_idle = False
+        self._skipped = False
         return self._cls.speech(audio)
 
     def process(self, frame: bytes, now: float) -> VadEvent | None:
@@ -247,7 +230,27 @@ class VoiceActivityDetector:
         n = len(frame)
         if n not in (160, 320, 480):
             raise ValueError(f"VAD frame of {n} bytes: need 10, 20 or 30 ms of 8 kHz slin")
-        audio = self._arrive(frame)
+        # The arrival part (inline: it runs per frame), which must see the echo gate as it is
+        # now: the residual (valid until the next frame), its level, and the gate's verdicts on
+        # it, asked exactly as the judging would ask them (`is_echo` feeds the gate's search:
+        # only for frames above the energy gate).
+        echo = self._echo
+        audio: bytes | bytearray = frame
+        if echo is None:
+            self._level = audioop_rms(audio, SAMPLE_WIDTH)
+            self._masked = self._maybe_echo = self._audible = False
+        else:
+            audio = echo.cancel(frame)
+            if audio is not frame:
+                self.frames_residual += 1
+            level = self._level = audioop_rms(audio, SAMPLE_WIDTH)
+            self._audible = echo.bot_audible
+            self._paths_now = echo.paths
+            if level < self._gate:
+                self._masked = self._maybe_echo = False
+            else:
+                self._masked = echo.is_echo(level)
+                self._maybe_echo = echo.may_be_echo(level)
         defer = self._defer
         if defer is not None:
             return defer.push(audio, n // _BYTES_PER_MS, now)

@@ -5,7 +5,7 @@ judged until the batch's flush has run the window. So that the batched path deci
 the immediate one (the frame judged with its own window's probability, not the previous one's),
 the detector's work on a frame is split in three (bridge/vad.py):
 
-- `_arrive`: on arrival, the echo gate's part (the residual, its level, the gate's verdicts on
+- arrival (the first part of `process`): the echo gate's part (the residual, its level, the gate's verdicts on
   it: the gate moves on as the bot's frames go out, so this cannot wait);
 - `_feed`: the energy gate and the classifier (its window queued in the batch, maybe);
 - `_decide`: the frame's class from the probability, the onset/start/end/reject state machine.
@@ -77,7 +77,7 @@ class DeferredFrames:
         self._audio = [bytearray(_FRAME) for _ in range(capacity)]
         self._ms = [0] * capacity  # frame length, ms
         self._now = [0.0] * capacity  # arrival time
-        self._level = [0] * capacity  # the vad's arrival fields (`_arrive`)
+        self._level = [0] * capacity  # the vad's arrival fields (set on arrival in `process`)
         self._masked = [False] * capacity
         self._maybe = [False] * capacity
         self._audible = [False] * capacity
@@ -92,7 +92,7 @@ class DeferredFrames:
         return self._n
 
     def push(self, audio: bytes | bytearray, ms: int, now: float) -> VadEvent | None:
-        """The vad's frame after `_arrive` (its residual `audio`, `ms` long, arrived at `now`): its
+        """The vad's frame after its arrival part (its residual `audio`, `ms` long, arrived at `now`): its
         event if judged at once, None if it waits (then its event goes to `on_event`)."""
         vad = self._vad
         if self._n == len(self._audio):
@@ -110,7 +110,7 @@ class DeferredFrames:
             self._store(audio, ms, now)
             return None
         p = vad._feed(audio)
-        if not self._cls.pending:
+        if self._cls._slot < 0:  # not `pending`: a property call per frame
             return vad._decide(p, ms, now)
         self._store(None, ms, now)  # fed already: it waits for the answer
         return None

@@ -65,7 +65,8 @@ class SpeechClassifier(Protocol):
         ...
 
     def skip(self) -> None:
-        """A frame was not passed in (gated): a window in progress is dropped."""
+        """A frame was not passed in (gated): a window in progress is dropped. A second skip
+        with no `speech()` between changes nothing (the detector calls it once)."""
         ...
 
     def close(self) -> None:

@@ -84,6 +84,11 @@ class Resampler:
         self._rate, self._stream = self._dst, None
 
 
+# audioop's own RMS, `(pcm, SAMPLE_WIDTH) -> int`: what `rms` returns, without its Python call
+# (for code that measures every frame).
+audioop_rms = audioop.rms
+
+
 def rms(pcm: bytes | bytearray) -> int:
     """Root-mean-square level of s16le audio."""
     return int(audioop.rms(pcm, SAMPLE_WIDTH))

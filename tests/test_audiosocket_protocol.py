@@ -233,3 +233,41 @@ def test_round_trip_in_any_chunking(msgs: list[Message], chunk: int) -> None:
         got += dec.feed(wire[i : i + chunk])
     dec.feed_eof()
     assert got == msgs
+
+
+def test_lone_frame_takes_exactly_what_feed_would() -> None:
+    frame = bytes(range(256)) + bytes(64)
+    wire = encode_audio(frame)
+    fast, slow = Decoder(), Decoder()
+    assert fast.lone_frame(wire) == frame
+    assert slow.feed(wire) == [Audio(Kind.SLIN, frame)]
+    # Consumed the same: a malformed message after it is reported at the same stream offset.
+    bad = b"\x03\x00\x02##"
+    with pytest.raises(AudioSocketProtocolError) as fast_err:
+        fast.feed(bad)
+    with pytest.raises(AudioSocketProtocolError) as slow_err:
+        slow.feed(bad)
+    assert str(fast_err.value) == str(slow_err.value)
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        encode_audio(bytes(318)),  # another length
+        encode_audio(bytes(320), Kind.SLIN16),  # another kind
+        encode_audio(bytes(320)) + b"\x00",  # more than one message
+        encode_dtmf("1") * 80 + b"\x03\x00\x01",  # 323 bytes, not audio
+    ],
+)
+def test_lone_frame_leaves_anything_else_to_feed(wire: bytes) -> None:
+    decoder = Decoder()
+    assert decoder.lone_frame(wire) is None
+    assert decoder.pending == 0
+
+
+def test_lone_frame_never_skips_a_carried_over_tail() -> None:
+    decoder = Decoder()
+    whole = encode_audio(bytes(320))
+    assert decoder.feed(whole[:100]) == []
+    assert decoder.lone_frame(whole) is None  # it would follow the held 100 bytes
+    assert decoder.pending == 100

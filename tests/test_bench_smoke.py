@@ -209,9 +209,16 @@ def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
     assert data["short_calls"] is not None and "python" in data["machine"]  # type: ignore[operator]
 
 
-def _step(calls: int, cpu_pct: float, *, ok: bool) -> StepResult:
-    # Only what the verdicts read: the step's CPU and call count, the callers' gaps and p99.
-    bridge = SimpleNamespace(calls=calls, cpu_pct=cpu_pct, cpu_ms_per_call_s=10 * cpu_pct / calls)
+def _step(calls: int, cpu_pct: float, *, ok: bool, fed: float = 1.0) -> StepResult:
+    # Only what the verdicts read: the step's CPU and call count, the frames it took in (`fed`:
+    # the share of its calls' 50 a second), the callers' gaps and p99.
+    bridge = SimpleNamespace(
+        calls=calls,
+        cpu_pct=cpu_pct,
+        cpu_ms_per_call_s=10 * cpu_pct / calls,
+        wall_s=10.0,
+        frames_in=fed * calls * 50 * 10.0,
+    )
     bridge.calls_per_core = lambda share: share * 1000 / bridge.cpu_ms_per_call_s
     callers = SimpleNamespace(bad_gaps=0 if ok else 5, p99_ms=21.0 if ok else 90.0)
     return StepResult(calls, cast(BridgeStats, bridge), cast(CallerStats, callers), cast(Leftovers, None))
@@ -227,3 +234,11 @@ def test_capacity_is_not_quoted_from_a_saturated_step() -> None:
     assert round(cap.capacity) == round(0.8 * 1000 / 3.5)
     saturated = CapacityResult(sweep[2:], pinned=True, duration_s=1.0, scheduling="test")
     assert saturated.capacity is None
+
+
+def test_capacity_is_not_quoted_from_a_step_its_callers_did_not_feed() -> None:
+    # The caller process starved (other work on its core): the bridge took in 77 % of the
+    # frames, so its CPU per call-second is low for the wrong reason.
+    sweep = [_step(250, 36.0, ok=False), _step(500, 52.0, ok=False, fed=0.77), _step(750, 95.0, ok=False)]
+    cap = CapacityResult(sweep, pinned=True, duration_s=1.0, scheduling="test").capacity
+    assert cap is not None and cap.calls == 250

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.audiosocket.connection import AudioSocketConnection
 from bridge.audiosocket.protocol import Kind, encode_audio
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.gateway import TelephonyGateway
@@ -404,3 +405,32 @@ async def test_a_finished_calls_gateway_is_freed_by_refcount_not_the_collector(e
         assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone()) if r is not None]
     finally:
         gc.enable()
+
+
+class _Quiet(asyncio.Transport):
+    """Takes the playout's writes and drops them."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+async def test_inbound_audio_in_any_split_reaches_the_sink_as_whole_frames_in_order() -> None:
+    conn = AudioSocketConnection(uuid.uuid4(), _Quiet(), "test")
+    gw = TelephonyGateway(conn, Pacer(), clock=LoopClock())
+    sink = Sink()
+    gw.attach(None, sink)
+    audio = b"".join(ramp_frames(7))
+    pos = 0
+    for size in (100, 500, 40, 320, 2, 358, 320, 600):  # 2240 bytes: 7 frames
+        gw.on_audio(audio[pos : pos + size], 8000)
+        pos += size
+    assert pos == len(audio)
+    assert sink.frames == [audio[i : i + FRAME_BYTES] for i in range(0, len(audio), FRAME_BYTES)]
+    assert gw.frames_in == 7
+    gw.on_audio(audio[:100], 8000)
+    gw.on_hangup()
+    gw.on_audio(audio[100:320], 8000)  # after the hang-up: nothing, not even the held part
+    assert len(sink.frames) == 7

@@ -178,7 +178,11 @@ class Unknown:
 
 Message = Hangup | Uuid | Dtmf | Audio | Error | Unknown
 _HANGUP = Hangup()
-_SLIN = Kind.SLIN  # a module constant: `Kind.SLIN` is an attribute lookup through the enum class
+_SLIN = Kind.SLIN
+_SLIN_FRAME_HEADER = HEADER.pack(Kind.SLIN, 320)
+_SLIN_FRAME_MESSAGE = (
+    HEADER.size + 320
+)  # 323 bytes: one 20 ms frame at 8 kHz  # a module constant: `Kind.SLIN` is an attribute lookup through the enum class
 
 
 def _hex_prefix(data: bytes, limit: int = 8) -> str:
@@ -272,6 +276,18 @@ class Decoder:
         elif pos < end:
             self._buf += buf[pos:]
         return out
+
+    def lone_frame(self, data: bytes) -> bytes | None:
+        """The 320-byte payload when `data` is exactly one SLIN message of one 20 ms frame and
+        nothing is carried over (the usual read: `feed` would return that one `Audio`, and this
+        consumes it as `feed` would, without the list and the message); else None, nothing
+        consumed (then `feed` it)."""
+        if len(data) != _SLIN_FRAME_MESSAGE or self._buf or self._failed is not None:
+            return None
+        if not data.startswith(_SLIN_FRAME_HEADER):
+            return None
+        self._offset += _SLIN_FRAME_MESSAGE
+        return data[3:]
 
     def feed_eof(self) -> None:
         """The stream ended: an error if it ended inside a message."""
