@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from orchestrator.clock import LoopClock
+from testkit.virtual_time import run_virtual
 
 
 class _ShiftedLoop(asyncio.SelectorEventLoop):
@@ -42,3 +45,35 @@ def test_reader_follows_a_loop_with_its_own_time() -> None:
 def test_reader_outside_a_loop_is_now() -> None:
     clock = LoopClock()
     assert clock.reader() == clock.now
+
+
+def test_reader_on_uvloop_reads_its_loop_time() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+
+        async def main() -> tuple[float, float, float]:
+            clock = LoopClock()
+            read = clock.reader()
+            before = clock.now()
+            await asyncio.sleep(0.002)  # the loop's cached time moves on between iterations
+            value = read()
+            return before, value, clock.now()
+
+        before, value, after = loop.run_until_complete(main())
+        assert before < value == after  # the loop's own (cached) time, not time.monotonic()
+    finally:
+        loop.close()
+
+
+def test_reader_on_virtual_time_follows_the_virtual_clock() -> None:
+    async def main() -> list[float]:
+        read = LoopClock().reader()
+        seen = [read()]
+        await asyncio.sleep(5.0)  # virtual: no real wait
+        seen.append(read())
+        return seen
+
+    start, later = run_virtual(main)
+    assert start == 0.0
+    assert later >= 5.0

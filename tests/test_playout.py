@@ -207,3 +207,46 @@ def _max_diff(a: bytes, b: bytes) -> int:
     return max(
         abs(x - y) for x, y in zip(struct.unpack(f"<{n}h", a), struct.unpack(f"<{n}h", b), strict=True)
     )
+
+
+class _Log:
+    """A FrameSink and a FrameMonitor writing to one log, to see who is told first."""
+
+    def __init__(self, name: str, log: list[tuple[str, str, bytes]]) -> None:
+        self.name, self.log = name, log
+
+    def send_audio(self, frame: bytearray) -> None:
+        self.log.append((self.name, "audio", bytes(frame)))
+
+    def send_silence(self) -> None:
+        self.log.append((self.name, "silence", b""))
+
+    def sent(self, frame: bytes | bytearray) -> None:
+        self.send_audio(bytearray(frame))
+
+    def sent_silence(self) -> None:
+        self.send_silence()
+
+
+def test_the_monitor_hears_every_frame_before_the_sink_and_is_optional() -> None:
+    async def main() -> None:
+        log: list[tuple[str, str, bytes]] = []
+        watched = Playout(_Log("sink", log), monitor=_Log("monitor", log))
+        plain_log: list[tuple[str, str, bytes]] = []
+        plain = Playout(_Log("sink", plain_log))  # no monitor: the sink alone
+        ring = (bytearray(frames(1, start=7)),)
+        for p in (watched, plain):
+            p.tick()  # silence
+            await p.write(AudioChunk(pcm=frames(1), sample_rate=8000))
+            p.tick()  # audio
+            p.pause()
+            p.tick()  # paused: silence
+            p.resume()
+            p.end_segment()
+            p.ring(ring)
+            p.tick()  # ringback
+        sent = [("silence", b""), ("audio", frames(1)), ("silence", b""), ("audio", frames(1, start=7))]
+        assert log == [(who, *s) for s in sent for who in ("monitor", "sink")]
+        assert plain_log == [("sink", *s) for s in sent]
+
+    run_virtual(main)

@@ -191,3 +191,42 @@ def test_retention_deletes_old_recordings_only_up_to_the_limit(tmp_path: Path) -
     assert not any(p.exists() for p in old)
     assert fresh.exists() and other.exists()
     assert delete_old_recordings(tmp_path / "missing", older_than_s=1, limit=1, now=now) == 0
+
+
+class _Quiet(asyncio.Transport):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _Frames:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def push_audio(self, frame: bytes) -> None:
+        self.frames.append(bytes(frame))
+
+
+async def test_the_recorder_gets_every_caller_frame_whole_split_or_resampled(tmp_path: Path) -> None:
+    """The gateway's whole-frame path is inline and the rest goes through its reframing: the
+    recorder's caller side must still hold every frame the recognition gets, in order."""
+    from bridge.audiosocket.connection import AudioSocketConnection
+
+    conn = AudioSocketConnection(uuid.uuid4(), _Quiet(), "test")
+    settings = RecordingSettings(enabled=True, directory=str(tmp_path))
+    recorder = CallRecorder(conn, tmp_path / "call.wav", settings)
+    gateway = TelephonyGateway(conn, Pacer(), clock=LoopClock(), recorder=recorder)
+    sink = _Frames()
+    gateway.attach(None, sink)
+    audio = noise(12, 3)
+    gateway.on_audio(audio[:FRAME_BYTES], 8000)  # whole
+    gateway.on_audio(audio[FRAME_BYTES : FRAME_BYTES + 100], 8000)  # split ...
+    gateway.on_audio(audio[FRAME_BYTES + 100 : 3 * FRAME_BYTES], 8000)  # ... and whole after it
+    gateway.on_audio(audio[3 * FRAME_BYTES : 4 * FRAME_BYTES], 8000)  # whole, after the split
+    for _ in range(8):
+        gateway.on_audio(noise(1, 4) * 2, 16000)  # 20 ms at 16 kHz
+    assert sink.frames[:4] == [audio[i * FRAME_BYTES : (i + 1) * FRAME_BYTES] for i in range(4)]
+    assert len(sink.frames) == gateway.frames_in > 4
+    assert recorder._caller == b"".join(sink.frames)

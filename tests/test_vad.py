@@ -259,3 +259,56 @@ def test_noise_present_from_the_start_sets_the_floor_and_a_louder_sound_still_fi
 def test_no_energy_onsets_when_the_rise_is_off() -> None:
     vad = _stubbed(0.0, VadSettings(onset_rise_db=0.0))
     assert run(vad, silence(200) + noise(1000, amplitude=3000), stages=True) == []
+
+
+class _Calls:
+    """A SpeechClassifier that logs what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def speech(self, frame: bytes | bytearray) -> float:
+        self.calls.append("speech")
+        return 0.0
+
+    def skip(self) -> None:
+        self.calls.append("skip")
+
+    def close(self) -> None:
+        return None
+
+
+def test_the_classifier_is_told_skip_once_per_stretch_of_gated_frames() -> None:
+    # No energy onset, and a classifier that hears no speech: no run, whose gated frames it would hear.
+    vad = VoiceActivityDetector(VadSettings(engine="webrtc", onset_rise_db=0.0))
+    cls = vad._cls = _Calls()
+    loud = noise(20, amplitude=3000, seed=4)
+    t = 0.0
+    for frame in [silence(20)] * 3 + [loud] * 2 + [silence(20)] * 3 + [loud]:
+        vad.process(frame, t)
+        t += 0.02
+    assert cls.calls == ["skip", "speech", "speech", "skip", "speech"]
+
+
+def test_silero_after_one_skip_is_silero_after_a_skip_per_frame(speech: bytes) -> None:
+    """The detector folds a gated stretch's skips into one: the model must see the same."""
+    from bridge.vad_engines import SileroClassifier
+
+    pytest.importorskip("onnxruntime")
+    once, each = SileroClassifier(), SileroClassifier()
+    out_once: list[float] = []
+    out_each: list[float] = []
+    try:
+        for i in range(0, len(speech), FRAME_BYTES):
+            frame = speech[i : i + FRAME_BYTES]
+            if (i // FRAME_BYTES) % 9 in (3, 4, 5):  # a stretch of three gated frames
+                once.skip() if (i // FRAME_BYTES) % 9 == 3 else None
+                each.skip()
+                continue
+            out_once.append(once.speech(frame))
+            out_each.append(each.speech(frame))
+    finally:
+        once.close()
+        each.close()
+    assert out_once == out_each
+    assert max(out_once) > 0.5  # the model did hear speech

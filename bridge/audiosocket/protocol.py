@@ -178,11 +178,9 @@ class Unknown:
 
 Message = Hangup | Uuid | Dtmf | Audio | Error | Unknown
 _HANGUP = Hangup()
-_SLIN = Kind.SLIN
+_SLIN = Kind.SLIN  # a module constant: `Kind.SLIN` is an attribute lookup through the enum class
 _SLIN_FRAME_HEADER = HEADER.pack(Kind.SLIN, 320)
-_SLIN_FRAME_MESSAGE = (
-    HEADER.size + 320
-)  # 323 bytes: one 20 ms frame at 8 kHz  # a module constant: `Kind.SLIN` is an attribute lookup through the enum class
+_SLIN_FRAME_MESSAGE = HEADER.size + 320  # 323 bytes: one 20 ms frame at 8 kHz
 
 
 def _hex_prefix(data: bytes, limit: int = 8) -> str:
