@@ -330,15 +330,18 @@ class FakeRecognition:
 
     def _answered(self) -> None:
         self._answer = None
-        if self.answered_at is None:  # (a result or failure may have come first)
-            self.answered_at = asyncio.get_running_loop().time()
+        self.answered_at = asyncio.get_running_loop().time()
 
     # --- test hooks ---
     def emit(self, event: SttEvent) -> None:
         """Deliver `event` now; a non-retryable failure is the last item."""
         if self._results_ended:
             return
-        # A result is the service's answer; a failure means it is not known to work.
+        # A result is the service's answer; a failure means it is not known to work. Either
+        # way the stream's opening answer, if still due, is news no more.
+        if self._answer is not None:
+            self._answer.cancel()
+            self._answer = None
         self.answered_at = asyncio.get_running_loop().time() if isinstance(event, SttResult) else None
         self._results.put_nowait(event)
         if isinstance(event, ProviderError) and not event.retryable:
