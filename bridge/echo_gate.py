@@ -20,7 +20,7 @@ what comes in:
   the path is known, a residual frame is echo only if it is no louder than `_RESIDUAL_MARGIN` times the
   echo left after subtraction (`is_echo` then judges the residual's level).
 
-Cost per inbound frame: two byte copies into a preallocated ring and, with a path known and the bot
+Cost per inbound frame: one byte copy into a preallocated ring and, with a path known and the bot
 heard, a handful of numpy operations on 160 samples (no buffers allocated). The search (three FFTs
 of a few thousand points) runs about once per call. Per outbound frame: one RMS and two byte
 copies into the ring (none for silence once the ring holds nothing else). The rings keep the s16
@@ -40,7 +40,7 @@ from pydantic import ConfigDict, Field
 
 from bridge.echo_level import LevelGate
 from bridge.echo_path import ACTIVE_ENERGY, ACTIVE_RMS, FRAME, fit_path, gain_bound, gcc_phat_lag
-from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, rms
+from orchestrator.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH, audioop_rms
 
 __all__ = ["EchoGate", "EchoSettings"]
 
@@ -111,6 +111,7 @@ class EchoGate:
         "_since_search",
         "_slipped",
         "_tmp",
+        "bot_audible",
         "enabled",
         "paths",
         "searches",
@@ -126,13 +127,15 @@ class EchoGate:
         w = self._search_len = s.search_ms * _PER_MS
         self._search_frames = -(-s.search_ms // FRAME_MS)
         self._min_erle = s.min_erle_db
-        # Sent audio: a window plus the longest delay plus slack, each sample written twice (at
-        # i and i + len) so any frame's reference is one contiguous slice. s16 bytes, read
-        # through the int16 view `_ref` (`_in`: the inbound line, the same way).
+        # Sent audio: a window plus the longest delay plus slack, as s16 bytes read through the
+        # int16 view `_ref`; each sample once (a frame's reference straddles the ring's end in
+        # about 3 % of frames: those are read in two parts).
         ref_len = self._ref_len = w + s.max_delay_ms * _PER_MS + 4 * _FRAME
-        self._ref_b = bytearray(2 * ref_len * 2)
+        self._ref_b = bytearray(ref_len * 2)
         self._ref: I16 = np.frombuffer(self._ref_b, dtype=np.int16)
-        self._in_b = bytearray(2 * w * 2)
+        # The inbound line: the last `search_ms`, once (frames never straddle its end: it is a
+        # whole number of frames; the rare window read joins the two parts).
+        self._in_b = bytearray(w * 2)
         self._in: I16 = np.frombuffer(self._in_b, dtype=np.int16)
         self._zero_run = ref_len  # silent samples sent in a row (>= ref_len: the ring is all zeros)
         self._out_n = 0  # samples sent so far
@@ -154,6 +157,9 @@ class EchoGate:
         self._res16 = np.frombuffer(self._res_bytes, dtype=np.int16)
         self._res: F32 = np.zeros(_FRAME, dtype=np.float32)
         self._tmp: F32 = np.zeros(_FRAME, dtype=np.float32)
+        # Whether the bot sent audio within the echo window (`max_delay_ms`): its voice, or its
+        # echo, may be on the inbound line now. A plain attribute: read per inbound frame.
+        self.bot_audible = False
         self.searches = 0  # delay searches run (for tests and the bench)
         self.paths = 0  # echo paths taken into use (a new one: the VAD re-judges a run)
 
@@ -183,26 +189,26 @@ class EchoGate:
             return 0.0
         return 10.0 * math.log10(self._e_in / self._e_res)
 
-    @property
-    def bot_audible(self) -> bool:
-        """Whether the bot sent audio within the echo window (`max_delay_ms`): its voice, or its
-        echo, may be on the inbound line now. O(1): read per inbound frame."""
-        return self._level.bot_audible
-
     def sent(self, frame: bytes | bytearray) -> None:
         """The bot's frame (slin, 20 ms) just went out."""
-        level = rms(frame)
-        self._level.sent(level)
+        level = audioop_rms(frame, SAMPLE_WIDTH)
+        self.bot_audible = self._level.sent(level)
         if self._cancel:
             if level > ACTIVE_RMS:
                 self._search_active += 1
                 self._bound_active += 1
             self._zero_run = 0
-            self._keep(frame)
+            # `_keep`, inline for the usual whole frame that does not wrap (it runs per frame).
+            a = self._out_n % self._ref_len
+            if len(frame) == FRAME_BYTES and a + _FRAME <= self._ref_len:
+                self._ref_b[2 * a : 2 * a + FRAME_BYTES] = frame
+                self._out_n += _FRAME
+            else:
+                self._keep(frame)
 
     def sent_silence(self) -> None:
         """A silent frame went out."""
-        self._level.sent(0)
+        self.bot_audible = self._level.sent(0)
         if self._cancel:
             if self._zero_run >= self._ref_len:
                 self._out_n += _FRAME  # the ring holds only zeros already: nothing to write
@@ -211,22 +217,15 @@ class EchoGate:
             self._keep(_SILENT_FRAME)
 
     def _keep(self, frame: bytes | bytearray) -> None:
-        """Append `frame` (s16) to the sent ring, at both of its copies."""
+        """Append `frame` (s16, at most the ring's length) to the sent ring."""
         n, ref = self._ref_len, self._ref_b
         a = self._out_n % n
         k = len(frame) // 2
         self._out_n += k
         first = min(k, n - a)  # the part before the ring wraps
-        if first == k:
-            ref[2 * a : 2 * (a + k)] = frame
-            ref[2 * (a + n) : 2 * (a + n + k)] = frame
-            return
-        # Wrapped: the rest at the ring's start (and its copy).
-        head, tail = frame[: 2 * first], frame[2 * first : 2 * k]
-        ref[2 * a : 2 * n] = head
-        ref[2 * (a + n) : 4 * n] = head
-        ref[: 2 * (k - first)] = tail
-        ref[2 * n : 2 * (n + k - first)] = tail
+        ref[2 * a : 2 * (a + first)] = frame[: 2 * first]
+        if first < k:  # wrapped: the rest at the ring's start
+            ref[: 2 * (k - first)] = frame[2 * first : 2 * k]
 
     def cancel(self, frame: bytes) -> bytes | bytearray:
         """The inbound 20 ms frame (slin) minus the bot's echo: the residual for the VAD.
@@ -240,7 +239,6 @@ class EchoGate:
         w, buf = self._search_len, self._in_b
         a = self._in_n % w  # a whole number of frames: the window is (`search_ms` is x20)
         buf[2 * a : 2 * a + FRAME_BYTES] = frame
-        buf[2 * (a + w) : 2 * (a + w) + FRAME_BYTES] = frame
         start = self._in_n
         self._in_n += _FRAME
         self._since_search += 1
@@ -264,9 +262,15 @@ class EchoGate:
         r0 = start + offset
         if r0 < self._out_n - self._ref_len + _FRAME or r0 + _FRAME > self._out_n:
             return self._misaligned(frame)  # its reference is not in the ring: frames were lost
-        b = r0 % self._ref_len
+        n = self._ref_len
+        b = r0 % n
         ref = self._ref32
-        np.copyto(ref, self._ref[b : b + _FRAME])
+        if b + _FRAME <= n:
+            np.copyto(ref, self._ref[b : b + _FRAME])
+        else:  # it straddles the ring's end
+            k = n - b
+            ref[:k] = self._ref[b:]
+            ref[k:] = self._ref[: _FRAME - k]
         e_ref = float(np.dot(ref, ref))
         if e_ref < ACTIVE_ENERGY:
             self._expected_residual = 0.0  # nothing of the bot's at that lag: no echo to fear
@@ -376,7 +380,9 @@ class EchoGate:
         w = self._search_len
         d = self._ref_len - w - 4 * _FRAME  # the longest delay, samples
         a = self._in_n % w
-        x = self._in[a : a + w].astype(np.float64)
+        x = np.empty(w)
+        x[: w - a] = self._in[a:]  # oldest first: the ring from the write position on, then its start
+        x[w - a :] = self._in[:a]
         lo = self._out_n - w - d
         return x, self._window(lo, w + d), lo
 
@@ -392,7 +398,11 @@ class EchoGate:
         last = min(lo + length, self._out_n)
         if last > first:
             b = first % n
-            out[first - lo : last - lo] = self._ref[b : b + last - first]
+            m = last - first  # at most n
+            k = min(m, n - b)  # the part before the ring's end
+            out[first - lo : first - lo + k] = self._ref[b : b + k]
+            if k < m:
+                out[first - lo + k : last - lo] = self._ref[: m - k]
         return out
 
     def may_be_echo(self, level: int) -> bool:

@@ -88,12 +88,16 @@ class LevelGate:
         """Whether the bot sent audio within the echo window (`max_delay_ms`). O(1)."""
         return self._quiet < len(self._ring)
 
-    def sent(self, level: int) -> None:
-        """The bot's frame of RMS `level` just went out (0: a silent frame)."""
+    def sent(self, level: int) -> bool:
+        """The bot's frame of RMS `level` just went out (0: a silent frame); returns
+        `bot_audible` after it (read per inbound frame: the echo gate keeps it as a plain
+        attribute rather than calling through)."""
         ring = self._ring
+        n = len(ring)
         ring[self._pos] = level
-        self._pos = (self._pos + 1) % len(ring)
-        self._quiet = 0 if level else self._quiet + 1
+        self._pos = (self._pos + 1) % n
+        quiet = self._quiet = 0 if level else self._quiet + 1
+        return quiet < n
 
     def bound(self, gain: float) -> None:
         """The echo gain is at most `gain` (measured on a window of the line against the bot's

@@ -99,8 +99,11 @@ def gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
     ex = float(np.dot(x, x))
     if ex < _QUIET_RMS * _QUIET_RMS * w:
         return math.inf
-    c = np.concatenate(([0.0], np.cumsum(y * y)))
-    quietest = float((c[w:] - c[: len(c) - w]).min())
+    # Every stretch's energy from one running sum (exact: sums of s16 squares stay below 2**53).
+    c = np.cumsum(y * y)
+    stretch = c[w - 1 :].copy()  # stretch j ends at sample j + w - 1
+    stretch[1:] -= c[: len(c) - w]
+    quietest = float(stretch.min())
     if quietest <= ACTIVE_ENERGY * (w // FRAME):
         return math.inf
     return math.sqrt(ex / quietest)

@@ -243,7 +243,18 @@ class SileroClassifier:
     window answered at once, as without a batch).
     """
 
-    __slots__ = ("_batch", "_buf", "_fill", "_model", "_prob", "_slot", "_win_np", "on_answer", "windows")
+    __slots__ = (
+        "_batch",
+        "_fill",
+        "_model",
+        "_pcm",
+        "_pcm16",
+        "_prob",
+        "_slot",
+        "_win_np",
+        "on_answer",
+        "windows",
+    )
 
     def __init__(self, batch: SileroBatch | None = None) -> None:
         self._model: _SharedSileroModel | _LiteSileroModel | None
@@ -253,8 +264,11 @@ class SileroClassifier:
         self.on_answer: Callable[[], None] | None = None  # called by the batch after answering
         self._win_np = model.window  # the model's input window, written in place
         n = len(self._win_np)  # 256 at 8 kHz
-        self._buf = np.zeros(n + 240, dtype=np.float32)  # a window and a frame (30 ms at most)
-        self._fill = 0
+        # Frames wait as s16 bytes (a slice copy per frame, no numpy call); a completed window is
+        # converted once. Room for a window and a frame (30 ms at most).
+        self._pcm = bytearray(2 * (n + 240))
+        self._pcm16 = np.frombuffer(self._pcm, dtype=np.int16)
+        self._fill = 0  # bytes held in `_pcm`
         self._prob = 0.0
         self.windows = 0  # model runs, for the CPU figures
 
@@ -276,14 +290,10 @@ class SileroClassifier:
     def speech(self, frame: bytes | bytearray) -> float:
         if self._slot >= 0:
             self._batch.flush()  # type: ignore[union-attr]  # only a batch queues windows
-        buf, fill = self._buf, self._fill
-        x = np.frombuffer(frame, dtype=np.int16)
-        end = fill + len(x)
-        part = buf[fill:end]
-        part[:] = x  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
-        part *= _SCALE
-        self._fill = end
-        if end >= len(self._win_np):
+        fill = self._fill
+        end = self._fill = fill + len(frame)
+        self._pcm[fill:end] = frame
+        if end >= 2 * len(self._win_np):
             self.take_window()
             batch = self._batch
             if batch is None:
@@ -294,10 +304,13 @@ class SileroClassifier:
 
     def take_window(self) -> None:
         """Move the buffer's oldest complete window into the model's input window."""
-        buf, end, n = self._buf, self._fill, len(self._win_np)
-        self._win_np[:] = buf[:n]
-        rest = self._fill = end - n
-        buf[:rest] = buf[n:end]
+        win, end = self._win_np, self._fill
+        n = len(win)
+        win[:] = self._pcm16[:n]  # a cast copy, then scaled in place: a mixed-type ufunc would buffer
+        win *= _SCALE
+        rest = self._fill = end - 2 * n
+        pcm = self._pcm
+        pcm[:rest] = pcm[2 * n : end]
         self.windows += 1
 
     def skip(self) -> None:
