@@ -43,6 +43,7 @@ from bridge.gateway import TelephonyGateway
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from bridge.vad import VadSettings
+from bridge.vad_batch import running_batch
 from orchestrator.clock import LoopClock
 from orchestrator.domain.errors import ConfigError
 from orchestrator.domain.models import AudioChunk
@@ -115,6 +116,7 @@ class BridgeStats:
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
     cpu_s: float  # user + system CPU time of the bridge process in the window
     sys_s: float  # of which in the kernel (system time): the sockets' recv/send, epoll
+    onnx_s: float  # of which in ONNX Runtime's Silero runs (the batch's `run_s`; 0 without a batch)
     rss_kb_per_call: float  # (RSS at the window's end - RSS before the first call) / calls
 
     @property
@@ -132,6 +134,14 @@ class BridgeStats:
         if not self.calls or not self.wall_s:
             return float("nan")
         return 1000 * self.sys_s / (self.calls * self.wall_s)
+
+    @property
+    def onnx_ms_per_call_s(self) -> float:
+        """ONNX Runtime's part of `cpu_ms_per_call_s` (the Silero windows), in ms; NaN for no
+        calls. The rest, less `sys_ms_per_call_s`, is Python (and webrtcvad, numpy)."""
+        if not self.calls or not self.wall_s:
+            return float("nan")
+        return 1000 * self.onnx_s / (self.calls * self.wall_s)
 
     def calls_per_core(self, share: float = 0.8) -> float:
         """Calls one core would carry at `share` of it busy, at this step's cost per call."""
@@ -253,6 +263,10 @@ class BridgeSide:
             profiler.enable()
         start, cpu0, switches0 = loop.time(), time.process_time(), involuntary_switches()
         sys0 = os.times().system
+        vad = self._vad or VadSettings()
+        # Only where the calls use one: asking makes it (and loads the model) otherwise.
+        batch = running_batch() if vad.engine == "silero" and vad.batch_across_calls else None
+        onnx0 = batch.run_s if batch is not None else 0.0
         gc_timer = GcTimer()
         before = self._totals()
         resyncs0 = self.pacer.resyncs
@@ -261,6 +275,7 @@ class BridgeSide:
         await asyncio.sleep(max(0.0, t1 - loop.time()))
         wall, cpu = loop.time() - start, time.process_time() - cpu0
         sys_s = os.times().system - sys0
+        onnx_s = batch.run_s - onnx0 if batch is not None else 0.0
         gc_timer.close()
         self.probe.hist = None
         if profiler is not None and profile_path:
@@ -285,6 +300,7 @@ class BridgeSide:
             gc_max_ms=1000 * gc_timer.max_s,
             cpu_s=cpu,
             sys_s=sys_s,
+            onnx_s=onnx_s,
             rss_kb_per_call=(rss_kb() - self.base_rss_kb) / max(1, len(self.calls)),
         )
 

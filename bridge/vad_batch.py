@@ -75,6 +75,7 @@ class SileroBatch:
         "_state_in",
         "_state_out",
         "failures",
+        "run_s",
         "runs",
         "windows",
     )
@@ -96,6 +97,9 @@ class SileroBatch:
         self.runs = 0  # session runs (a flush takes a round per window a call has queued or held)
         self.windows = 0  # windows they ran
         self.failures = 0  # runs that raised
+        # Seconds inside the session's runs (ONNX Runtime, one intra-op thread: this thread's
+        # CPU): read twice per flush round, not per window; the bench splits a call's cost by it.
+        self.run_s = 0.0
         self._alloc(max(1, capacity))
 
     def _alloc(self, cap: int) -> None:
@@ -206,7 +210,9 @@ class SileroBatch:
         try:
             io = self._binding(n)
             np.copyto(self._state_in[:size].reshape(2, n, _STATE), self._stage[:n].transpose(1, 0, 2))
+            t0 = time.perf_counter()
             self._session.run_with_iobinding(io)
+            self.run_s += time.perf_counter() - t0
         except Exception:
             ok = False
             self.failures += 1

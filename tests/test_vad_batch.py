@@ -67,6 +67,7 @@ def test_batched_answers_after_the_flush_are_the_immediate_ones(speech: bytes, c
         assert max(max(p) for p in probs) > 0.9 and min(min(p) for p in probs) < 0.1
         assert batch.windows == sum(c.windows for c in classifiers)
         assert batch.runs < batch.windows // 3  # several calls' windows per run
+        assert batch.run_s > 0.0  # the session's time is counted (the bench's onnx_ms)
     finally:
         for cls in classifiers:
             cls.close()
@@ -95,7 +96,7 @@ def test_each_call_keeps_its_own_state_across_windows(speech: bytes) -> None:
 def test_a_flush_with_nothing_queued_does_nothing() -> None:
     batch = SileroBatch()
     batch.flush()
-    assert (batch.runs, batch.windows, batch.failures, batch.pending) == (0, 0, 0, 0)
+    assert (batch.runs, batch.windows, batch.failures, batch.pending, batch.run_s) == (0, 0, 0, 0, 0.0)
 
 
 def test_a_frame_given_while_its_window_is_queued_flushes_the_batch_first(speech: bytes) -> None:
