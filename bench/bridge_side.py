@@ -40,6 +40,7 @@ from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, 
 from bridge.echo_gate import EchoSettings
 from bridge.event_loop import EventLoopKind, loop_factory
 from bridge.gateway import TelephonyGateway
+from bridge.gc_policy import GcSettings, apply_gc_settings
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from bridge.vad import VadSettings
@@ -379,5 +380,6 @@ def bridge_main(
     # the collector's generations.
     gc.collect()
     gc.freeze()
+    apply_gc_settings(GcSettings())  # and its full collections as rare ([gc] full_every)
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(_serve(conn, wav_path, vad, EchoSettings(enabled=echo)))
