@@ -109,6 +109,7 @@ class EchoGate:
         "_search_frames",
         "_search_len",
         "_since_search",
+        "_search_gate",
         "_slipped",
         "_tmp",
         "bot_audible",
@@ -147,6 +148,9 @@ class EchoGate:
         self._bound_active = 0  # and since the level gate's bound was last measured
         self._since_search = 0  # inbound frames since then
         self._fruitless = 0  # searches in a row that took no new path (they back off)
+        # `_since_search` below which `_search_due` is False whatever else holds (it is asked
+        # only from there on: most frames skip the call); kept by `_gate_search`.
+        self._search_gate = 0
         self._slipped = 0  # frames the known path did not fit, less those it did (`_misaligned`)
         self._e_in = self._e_res = 0.0  # decaying energies while the bot is heard (ERLE)
         # Echo left in the current frame's residual (RMS); -1: no residual (raw frame).
@@ -245,7 +249,8 @@ class EchoGate:
         # Both need a few frames of the bot since the last search or bound (`_search_due`: at
         # least _RETRY_FRAMES): most frames skip the calls.
         if self._in_n >= w and (
-            self._search_active >= _RETRY_FRAMES or self._bound_active >= self._search_frames
+            (self._search_active >= _RETRY_FRAMES and self._since_search >= self._search_gate)
+            or self._bound_active >= self._search_frames
         ):
             if self._search_due():
                 self._search()
@@ -309,6 +314,7 @@ class EchoGate:
             self._offset = None
             self._residual = 1.0
             self._since_search = 0
+            self._gate_search()
             self._e_in = self._e_res = 0.0
         return frame
 
@@ -332,8 +338,21 @@ class EchoGate:
             and self._search_active >= self._search_frames
         )
 
+    def _gate_search(self) -> None:
+        # The least `_since_search` at which `_search_due` can hold, as it reads the state now.
+        backoff = min(self._fruitless, _BACKOFF_DOUBLINGS)
+        if self._offset is None:
+            self._search_gate = 0 if self.searches == 0 else _RETRY_FRAMES << backoff
+        else:
+            self._search_gate = self._search_frames << backoff
+
     def _search(self) -> None:
-        """Find the echo path on the last `search_ms`: GCC-PHAT for the lag, least squares for the gain."""
+        """Find the echo path on the last `search_ms` (`_find_path`); then when the next may run."""
+        self._find_path()
+        self._gate_search()
+
+    def _find_path(self) -> None:
+        """GCC-PHAT for the lag, least squares for the gain."""
         self.searches += 1
         self._fruitless += 1  # until a path is taken below
         self._search_active = 0
