@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bridge.echo_gate import EchoGate, EchoSettings
+from bridge.echo_path import ACTIVE_ENERGY, gain_bound
 from orchestrator.audio import FRAME_BYTES
 
 _FRAME = FRAME_BYTES // 2
@@ -111,3 +112,70 @@ def test_the_path_still_cancels_after_a_silence_longer_than_the_ring(max_delay_m
     assert gate.paths == 1 and gate.delay_samples == delay
     assert max(leftovers) <= 1  # a residual (not the raw frame), nothing of the echo left
     assert gate.searches == 1
+
+
+@pytest.mark.parametrize("max_delay_ms", [250, 37])
+@pytest.mark.parametrize("seed", [4, 5])
+def test_sent_frames_of_any_length_wrap_the_ring_sample_exact(max_delay_ms: int, seed: int) -> None:
+    # `sent` writes whole 20 ms frames inline and hands other lengths to `_keep`; random lengths
+    # (1..600 samples) put the ring's end at every offset inside a frame, including one sample
+    # before the end (a wrap of one sample).
+    rng = np.random.default_rng(seed)
+    gate = EchoGate(EchoSettings(max_delay_ms=max_delay_ms, search_ms=200))
+    n = gate._ref_len
+    sent: list[np.ndarray] = []
+    for _ in range(600):
+        k = int(rng.choice([_FRAME, int(rng.integers(1, 601))]))
+        frame = (rng.standard_normal(k) * 3000).astype(np.int16)
+        gate.sent(frame.tobytes())
+        sent.append(frame)
+        np.testing.assert_array_equal(gate._ref, _expected_ring(np.concatenate(sent), n))
+    # A frame one sample longer than the room left: its last sample goes to the ring's start.
+    k = n - gate._out_n % n + 1
+    frame = (rng.standard_normal(k) * 3000).astype(np.int16)
+    gate.sent(frame.tobytes())
+    sent.append(frame)
+    np.testing.assert_array_equal(gate._ref, _expected_ring(np.concatenate(sent), n))
+
+
+@pytest.mark.parametrize("max_delay_ms", [20, 250, 300])
+def test_bot_audible_is_true_while_the_echo_window_holds_a_sent_frame(max_delay_ms: int) -> None:
+    # After each outbound frame: audible iff one of the last `ceil(max_delay_ms / 20) + 2` frames
+    # sent (the level gate's window) had audio; an all-zero frame sent as audio counts as silence.
+    rng = np.random.default_rng(max_delay_ms)
+    gate = EchoGate(EchoSettings(max_delay_ms=max_delay_ms))
+    window = -(-max_delay_ms // 20) + 2
+    loud: list[bool] = []
+    last = 0
+    flips, before = 0, False
+    for _ in range(2000):
+        kind = int(rng.integers(3)) if not loud or rng.random() < 0.05 else last  # runs of a few frames
+        if kind == 0:
+            gate.sent((rng.standard_normal(_FRAME) * 2000).astype(np.int16).tobytes())
+        elif kind == 1:
+            gate.sent_silence()
+        else:
+            gate.sent(bytes(FRAME_BYTES))
+        loud.append(kind == 0)
+        last = kind
+        expected = any(loud[-window:])
+        assert gate.bot_audible is expected
+        assert gate._level.bot_audible is expected
+        flips, before = flips + (expected != before), expected
+    assert flips > 20  # it went on and off many times
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gain_bound_takes_the_quietest_stretch_of_every_start(seed: int) -> None:
+    # Against every stretch's energy summed directly; a quiet stretch is put at several starts, the
+    # first ones included (the running sum's first stretch has nothing to subtract).
+    rng = np.random.default_rng(seed)
+    w = 160 * int(rng.integers(1, 4))
+    x = np.round(rng.standard_normal(w) * 1500)
+    y = np.round(rng.standard_normal(w + int(rng.integers(1, 400))) * 3000)
+    for start in (0, 1, 2, len(y) - w, int(rng.integers(0, len(y) - w + 1))):
+        z = y.copy()
+        z[start : start + w] = np.round(z[start : start + w] * 0.05)  # quiet, s16 values (sums exact)
+        stretches = [float(np.dot(z[j : j + w], z[j : j + w])) for j in range(len(z) - w + 1)]
+        assert min(stretches) > ACTIVE_ENERGY * (w // 160)  # not the "no information" case
+        assert gain_bound(x, z) == np.sqrt(float(np.dot(x, x)) / min(stretches))
