@@ -242,3 +242,95 @@ def test_the_neural_engine_judges_every_frame_when_asked_to(speech: bytes) -> No
         assert neural.windows > 0
     finally:
         vad.close()
+
+
+class _WindowRecorder:
+    """Stands in for a Silero model: records each window handed to it (the classifier writes the
+    window into `window` in place, then calls `run`)."""
+
+    def __init__(self, window: np.ndarray) -> None:
+        self.window = window
+        self.seen: list[np.ndarray] = []
+
+    def run(self) -> float:
+        self.seen.append(self.window.copy())
+        return 0.5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_silero_windows_are_the_samples_since_the_last_skip_in_order(seed: int) -> None:
+    # Frames of 10, 20 and 30 ms wait as s16 bytes; each 256-sample window the model gets is the
+    # next 256 samples heard since the last skip(), scaled to [-1, 1) in float32; a skip drops
+    # the part-window held (the next window starts with the next frame).
+    rng = np.random.default_rng(seed)
+    cls = SileroClassifier()
+    model = cls._model
+    rec = _WindowRecorder(cls._win_np)
+    cls._model = rec  # type: ignore[assignment]
+    expected: list[np.ndarray] = []
+    held = np.zeros(0, dtype=np.int16)
+    skips = 0
+    try:
+        for _ in range(400):
+            if rng.random() < 0.05:
+                cls.skip()
+                held = held[:0]
+                skips += 1
+                continue
+            x = (rng.standard_normal(int(rng.choice([80, 160, 240]))) * 4000).astype(np.int16)
+            cls.speech(x.tobytes())
+            held = np.concatenate([held, x])
+            if len(held) >= 256:
+                expected.append(held[:256].astype(np.float32) * np.float32(1.0 / 32768.0))
+                held = held[256:]
+        assert skips > 5 and len(rec.seen) == len(expected) == cls.windows > 100
+        for got, want in zip(rec.seen, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    finally:
+        cls._model = model
+        cls.close()
+
+
+def test_a_silero_skip_drops_the_part_window_it_held() -> None:
+    cls = SileroClassifier()
+    try:
+        cls.speech(noise(20))  # 160 samples held, no window yet
+        cls.skip()
+        cls.speech(noise(20, seed=2))  # 160 again: still no window
+        assert cls.windows == 0 and cls.answer == 0.0
+        cls.speech(noise(20, seed=3))  # 320: one window, 64 samples held
+        assert cls.windows == 1
+    finally:
+        cls.close()
+
+
+class _FixedProbability:
+    """A classifier answering `p` for every frame."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.windows = 0
+
+    def speech(self, frame: bytes | bytearray) -> float:
+        return self.p
+
+    def skip(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("engine", ["silero", "webrtc"])
+def test_a_probability_equal_to_the_threshold_is_voiced(engine: str) -> None:
+    # "at or above `threshold`": a run answered exactly 0.7 (a float32 model's 0.7 compares the
+    # same way) starts speech after min_speech_ms; just below, it never does.
+    starts = {}
+    for p in (0.7, float(np.nextafter(0.7, 0.0))):
+        vad = VoiceActivityDetector(VadSettings(engine=engine, threshold=0.7, neural_only_over_bot=False))  # type: ignore[arg-type]
+        vad._cls.close()
+        vad._cls = _FixedProbability(p)
+        events = run(vad, noise(1000, amplitude=3000))
+        starts[p] = [e for e in events if e.kind is VadEventKind.SPEECH_START]
+    assert len(starts[0.7]) == 1
+    assert starts[float(np.nextafter(0.7, 0.0))] == []
