@@ -97,8 +97,10 @@ class SileroBatch:
         self.runs = 0  # session runs (a flush takes a round per window a call has queued or held)
         self.windows = 0  # windows they ran
         self.failures = 0  # runs that raised
-        # Seconds inside the session's runs (ONNX Runtime, one intra-op thread: this thread's
-        # CPU): read twice per flush round, not per window; the bench splits a call's cost by it.
+        # Wall-clock seconds inside the session's runs (time.perf_counter around each run: with
+        # one intra-op thread about this thread's CPU there, plus any time it was descheduled;
+        # a run that raised is not counted). The clock is read twice per flush round, not per
+        # window; the bench splits a call's cost by it.
         self.run_s = 0.0
         self._alloc(max(1, capacity))
 
