@@ -22,8 +22,8 @@ what comes in:
 
 Cost per inbound frame: one byte copy into a preallocated ring and, with a path known and the bot
 heard, a handful of numpy operations on 160 samples (no buffers allocated). The search (three FFTs
-of a few thousand points) runs about once per call. Per outbound frame: one RMS and two byte
-copies into the ring (none for silence once the ring holds nothing else). The rings keep the s16
+of a few thousand points) runs about once per call. Per outbound frame: one RMS and one byte
+copy into the ring (two where it wraps; none for silence once the ring holds nothing else). The rings keep the s16
 samples as they came (bytearrays, written by slice assignment: no numpy call per frame); the
 search and the subtraction read them through int16 views, as float64 / float32.
 """
@@ -247,10 +247,12 @@ class EchoGate:
         self._in_n += _FRAME
         self._since_search += 1
         # Both need a few frames of the bot since the last search or bound (`_search_due`: at
-        # least _RETRY_FRAMES): most frames skip the calls.
+        # least _RETRY_FRAMES, and `_search_gate` frames since the last search); the bound only
+        # while no path is known (with one, `_bound_active` is `_search_active`: the clause
+        # would ask `_search_due` every frame past the gate). Most frames skip the calls.
         if self._in_n >= w and (
             (self._search_active >= _RETRY_FRAMES and self._since_search >= self._search_gate)
-            or self._bound_active >= self._search_frames
+            or (self._offset is None and self._bound_active >= self._search_frames)
         ):
             if self._search_due():
                 self._search()
@@ -333,9 +335,9 @@ class EchoGate:
         # A path is known: search again only once it stopped cancelling, with new bot speech.
         due = self._search_frames << backoff
         return (
-            self.erle_db < _RESEARCH_ERLE_DB
-            and self._since_search >= due
+            self._since_search >= due
             and self._search_active >= self._search_frames
+            and self.erle_db < _RESEARCH_ERLE_DB  # last: a log10
         )
 
     def _gate_search(self) -> None:

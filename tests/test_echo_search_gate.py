@@ -41,7 +41,7 @@ class _Checked(EchoGate):
             )
             asked_now = in_n >= self._search_len and (
                 (self._search_active >= 10 and since >= self._search_gate)
-                or self._bound_active >= self._search_frames
+                or (self._offset is None and self._bound_active >= self._search_frames)
             )
             if asked_before and not asked_now:
                 self.skipped += 1
@@ -149,9 +149,7 @@ def test_a_line_with_no_echo_asks_about_once_per_search_window() -> None:
 def test_with_a_path_known_a_fruitless_search_backs_off_to_the_frame() -> None:
     # A path (one frame, -10 dB), then the echo gone under a loud caller: the ERLE falls, the path
     # stays (no search finds a better one, the caller is no misfit) and each fruitless search
-    # doubles the wait: 30, 60, 120, 240 frames of the bot after one another, to the frame. (With
-    # a path known `_bound_active` equals `_search_active`, so the `or` asks `_search_due` on
-    # every frame where it can hold, whatever `_search_gate` says: this pins the back-off itself.)
+    # doubles the wait: 30, 60, 120, 240 frames of the bot after one another, to the frame.
     rng = np.random.default_rng(7)
     gate = _Checked(EchoSettings(search_ms=300))
     at: list[int] = []
@@ -172,3 +170,35 @@ def test_with_a_path_known_a_fruitless_search_backs_off_to_the_frame() -> None:
     assert at[0] < 200 <= at[1]
     assert np.diff(at[1:]).tolist() == [30, 60, 120, 240]
     assert gate.due_when_skipped == 0
+
+
+def test_with_a_path_known_nothing_is_asked_before_the_gate() -> None:
+    # With a path known the level gate's bound is not measured, so only `_search_gate` opens the
+    # question: after a fruitless search with a path (backed off x2, x4 ...) `_search_due` is not
+    # asked until that many frames of the bot have passed (it once was on every frame from
+    # `_search_frames` on, `_bound_active` being `_search_active` then).
+    rng = np.random.default_rng(7)
+    gate = _Checked(EchoSettings(search_ms=300))
+    prev = np.zeros(_FRAME)
+    early = 0
+    for i in range(900):
+        out = np.clip(rng.standard_normal(_FRAME) * 3000, -32768, 32767).astype(np.int16)
+        gate.sent(out.tobytes())
+        line = (
+            np.round(prev * 0.3 + rng.standard_normal(_FRAME) * 20)
+            if i < 200
+            else rng.standard_normal(_FRAME) * 2000
+        )
+        prev = out.astype(np.float64)
+        asked = gate.asked
+        gate.cancel(line.astype(np.int16).tobytes())
+        if (
+            gate.asked > asked
+            and gate._offset is not None
+            and gate._since_search
+            and gate._since_search < gate._search_gate
+        ):
+            early += 1
+    assert gate.paths == 1 and gate.searches >= 5
+    assert early == 0
+    assert gate.asked < 900 - 200  # skipped while backed off (the ungated code asked ~all frames)
