@@ -117,7 +117,7 @@ class BridgeStats:
     gc_max_ms: float  # the longest garbage collection pause (any generation) in the window
     cpu_s: float  # user + system CPU time of the bridge process in the window
     sys_s: float  # of which in the kernel (system time): the sockets' recv/send, epoll
-    onnx_s: float  # of which in ONNX Runtime's Silero runs (the batch's `run_s`; 0 without a batch)
+    onnx_s: float  # ONNX Runtime's Silero runs, wall time on the loop's thread (the batch's `run_s`: its CPU unless preempted; 0 without a batch)
     rss_kb_per_call: float  # (RSS at the window's end - RSS before the first call) / calls
 
     @property

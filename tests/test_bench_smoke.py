@@ -69,7 +69,7 @@ def test_capacity_sweep_runs_two_processes_and_counts_frames() -> None:
         assert step.bridge.cpu_s > 0 and step.bridge.cpu_ms_per_call_s > 0
         # The kernel's part is a part: the sockets' time is in the total.
         assert 0 <= step.bridge.sys_s <= step.bridge.cpu_s
-        assert 0 <= step.bridge.onnx_s <= step.bridge.cpu_s
+        assert 0 <= step.bridge.onnx_s <= step.bridge.wall_s  # wall time: may exceed CPU when preempted
         assert step.bridge.sys_ms_per_call_s <= step.bridge.cpu_ms_per_call_s
         assert step.bridge.calls_per_core(0.8) == pytest.approx(800 / step.bridge.cpu_ms_per_call_s)
         # Closing the calls left nothing behind.
