@@ -14,7 +14,8 @@ the STT final (T0, `VoicedLineSTT`) goes to the LLM route: a filler (1 s clips) 
 LLM's first token comes at T0 + 300 ms, the TTS's first audio 100 ms after its first text, so
 the answer could start at T0 + 400 ms; 1 s into the answer the caller speaks again ("barge-in"),
 which the VAD announces (SPEECH_ONSET: the bot pauses) and confirms; that line is "нет, спасибо",
-the map says goodbye and the bot hangs up.
+the map says goodbye and the bot hangs up. The map is the bench's own copy without the no-input
+reprompt (`bench_map`).
 
 Figures per call: greeting_ms (UUID received -> first greeting frame written), overhead_ms
 (first answer frame written - T0 - 400 ms; it includes waiting for the pacer's next 20 ms tick)
@@ -58,6 +59,7 @@ from bridge.vad import VadEvent, VadEventKind
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.models import LLMStreamChunk
 from orchestrator.factory import CallServices
@@ -82,6 +84,7 @@ __all__ = [
     "PROBES",
     "T",
     "CallBench",
+    "bench_map",
     "CallFigures",
     "FiguresResult",
     "Probes",
@@ -233,9 +236,19 @@ def figures_of(probe: _Probe, greeting_label: int, filler_labels: set[int]) -> C
     return fig
 
 
-def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[int]]:
-    """The cleaning map with labelled clips and fakes on fixed delays; (greeting, filler labels)."""
+def bench_map() -> DialogueMap:
+    """The bench's own copy of the cleaning map: no no-input reprompt (`no_input_timeout_s` None).
+
+    A caller waiting for its turn slot, or a turn slowed by load, would otherwise get the state's
+    playlist again after 10 s of silence, and that audio would sit where the figures are read."""
     dmap = load_dialogue_map(str(MAP_PATH))
+    quiet = dmap.settings.model_copy(update={"no_input_timeout_s": None})
+    return dmap.model_copy(update={"settings": quiet})
+
+
+def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[int]]:
+    """`bench_map()` with labelled clips and fakes on fixed delays; (greeting, filler labels)."""
+    dmap = bench_map()
     labels = {key: i + 1 for i, key in enumerate(dmap.audio)}
     cache = InMemoryAudioCache(
         {key: clip(lab, 1.0 if key.startswith("filler:") else 0.3) for key, lab in labels.items()}

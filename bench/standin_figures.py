@@ -9,6 +9,15 @@ their own: `testkit.standins.openai_server` (first token 300 ms after the reques
 tokens all at once) and `bench.standin_speechkit` (the SpeechKit stand-in's recognition; its
 synthesis is labelled audio 100 ms after a sentence's text, as espeak-ng's time is not fixed).
 
+The levels (`bench.standin_levels`): one call at a time (10 in turn); N calls paced (the default
+row: all N live past their greeting, then their turns spread over `--turn-window` s, even or
+Poisson arrivals); the largest N once more in a burst ("stress": every call turns as soon as its
+greeting ends, all within about 2 s). The map is the bench's own copy without the no-input
+reprompt (`call_figures.bench_map`): a caller waiting for its slot, or a turn slowed by load,
+gets no reprompt that would spoil the figures. A caller hangs up itself 10 s after its line
+if the bot has neither answered nor hung up; such calls are failures, each with its stage and
+error in the JSON.
+
 Provider times are then measured, not fixed. T0 is the STT final as the adapter read it off the
 wire (the turn record's t2 = the result's `received_at`). Per call, ms:
 - overhead_own_ms: the Orchestrator's own part, (t2 -> t4 LLM request) + (t5 TTS first chunk ->
@@ -43,28 +52,32 @@ from bench.call_figures import (
     LLM_DELAY_S,
     QUESTION,
     ROOT,
+    STOP,
     TTS_DELAY_S,
     CallBench,
     CallFigures,
     FiguresResult,
+    Probes,
     T,
     _Probe,
     figures_of,
-    run_figures,
 )
 from bench.common import percentile, table
 from bench.hotpath import machine_info
+from bench.standin_levels import PATIENCE_S, Arrivals, LevelPlan, LevelRun, run_level
 from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import CombinedSafety, LocalRulesSafety, ModerationSafety
 from orchestrator.adapters.openai_settings import OpenAISettings, openai_client
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.stt.yandex import YandexSttStreamer
+from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.adapters.tts.yandex import YandexTTSManager
 
 __all__ = [
     "StandinFigures",
     "StandinLevel",
     "Standins",
+    "level_plans",
     "render_standins",
     "run_standin_figures",
     "standins_json",
@@ -215,11 +228,16 @@ class StandinCallBench(CallBench):
 
 @dataclass
 class StandinLevel:
-    """One level's figures, the stand-ins' CPU over it (% of one core) and the load it ran at."""
+    """One level's run (see `bench.standin_levels`), the stand-ins' CPU over it (% of one core)
+    and the 1-minute load average before it."""
 
-    result: FiguresResult
+    run: LevelRun
     standins_cpu_pct: float
     load_before: float
+
+    @property
+    def result(self) -> FiguresResult:
+        return self.run.result
 
 
 def wait_for_load(
@@ -233,33 +251,61 @@ def wait_for_load(
     return load
 
 
+def level_plans(
+    levels: tuple[int, ...],
+    *,
+    window_s: float = 8.0,
+    arrivals: Arrivals = "even",
+    seed: int = 1,
+    stress: bool = True,
+) -> list[LevelPlan]:
+    """The levels' plans: 1 -> one call at a time; N > 1 -> N paced over `window_s` (N in a burst
+    when `window_s` is 0); with `stress` and a window, the largest N once more in a burst."""
+    plans = [
+        LevelPlan("single", 1) if n == 1
+        else LevelPlan("paced", n, window_s, arrivals, seed) if window_s > 0
+        else LevelPlan("burst", n)
+        for n in levels
+    ]  # fmt: skip
+    many = [n for n in levels if n > 1]
+    if stress and window_s > 0 and many:
+        plans.append(LevelPlan("burst", max(many)))
+    return plans
+
+
 def run_standin_figures(
     standins: Standins,
-    levels: tuple[int, ...] = (1, 50, 200),
+    plans: list[LevelPlan],
     *,
     repeat_single: int = 10,
     max_load: float | None = None,
     real_stt: bool = True,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[StandinLevel]:
-    """Each level as `run_figures` runs it, over the stand-ins, after one uncounted call; with
-    `max_load`, a level of more than one call first waits for the load average to come down to
-    it (see `wait_for_load`). `real_stt`: see `StandinCallBench`."""
+    """Each level (`level_plans`) over the stand-ins, after one uncounted call; the 1-call level
+    `repeat_single` times in turn. With `max_load`, a level of more than one call first waits
+    for the load average to come down to it (see `wait_for_load`). `real_stt`: see
+    `StandinCallBench`."""
+    lines = (espeak_pcm_sync(QUESTION) + bytes(8000), espeak_pcm_sync(STOP) + bytes(8000))
+
+    def bench() -> StandinCallBench:
+        return StandinCallBench(standins, real_stt=real_stt)
+
     out: list[StandinLevel] = []
-    # The process's first call pays lazy imports and first-use costs in the adapters (greeting
-    # 120 ms, LLM first token +70 ms): one call, not counted, first.
-    run_figures((1,), repeat_single=1, bench_factory=lambda: StandinCallBench(standins, real_stt=real_stt))
-    for n in levels:
-        load = wait_for_load(max_load, progress) if max_load is not None and n > 1 else os.getloadavg()[0]
-        progress(f"stand-ins: {n} call(s), load average {load:.2f}")
-        cpu0, wall0 = standins.cpu_s(), time.monotonic()
-        (result,) = run_figures(
-            (n,),
-            repeat_single=repeat_single,
-            bench_factory=lambda: StandinCallBench(standins, real_stt=real_stt),
-        )
-        pct = (standins.cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
-        out.append(StandinLevel(result, pct, load))
+    with Probes():
+        # The process's first call pays lazy imports and first-use costs in the adapters
+        # (greeting 120 ms, LLM first token +70 ms): one call, not counted, first.
+        run_level(LevelPlan("single", 1), lines, bench)
+        for plan in plans:
+            many = plan.calls > 1
+            load = wait_for_load(max_load, progress) if max_load is not None and many else os.getloadavg()[0]
+            progress(f"stand-ins: {plan.label}, load average {load:.2f}")
+            cpu0, wall0 = standins.cpu_s(), time.monotonic()
+            run = run_level(plan, lines, bench, repeat=1 if many else repeat_single)
+            pct = (standins.cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
+            out.append(StandinLevel(run, pct, load))
+            if run.failures:
+                progress(f"  {len(run.failures)} call(s) failed, first: {run.failures[0]}")
     return out
 
 
@@ -280,40 +326,55 @@ def _values(calls: list[CallFigures], name: str) -> list[float]:
 
 
 def render_standins(levels: list[StandinLevel]) -> str:
-    """The figures per level as one table: figure, calls, n, p50/p95/p99/max, target."""
+    """The figures per level as one table: figure, level, n, p50/p95/p99/max, target; then each
+    level's CPU (bridge + callers process, stand-ins, the callers' share of the loop) and failures."""
     rows: list[list[object]] = []
     for lv in levels:
-        r = lv.result
-        for name, label, target in _ROWS:
+        r, label = lv.result, lv.run.plan.label
+        for name, text, target in _ROWS:
             v = _values(r.calls, name)
             q = [percentile(v, p) for p in (50, 95, 99)]
-            rows.append([label, r.concurrent, len(v), *q, max(v) if v else None, target])
-        rows.append(["bridge+callers CPU % / stand-ins CPU %", r.concurrent, len(r.calls), r.cpu_pct,
-                     lv.standins_cpu_pct, None, None, ""])  # fmt: skip
-        rows.append(["load average before", r.concurrent, None, lv.load_before, None, None, None, ""])
-        if r.failed:
-            rows.append(["calls failed", r.concurrent, r.failed, None, None, None, None, "0"])
-    headers = ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
-    return table(headers, rows, title="Per-call figures over the stand-ins (gRPC SpeechKit, HTTP OpenAI)")
+            rows.append([text, label, len(v), *q, max(v) if v else None, target])
+        rows.append(["CPU %: bridge+callers / stand-ins / callers' loop share", label, len(r.calls),
+                     r.cpu_pct, lv.standins_cpu_pct, lv.run.callers_loop_pct, None, ""])  # fmt: skip
+        rows.append(["turns spread over s / load average before", label, None, lv.run.turn_span_s,
+                     lv.load_before, None, None, ""])  # fmt: skip
+        rows.append(["calls failed", label, r.failed, None, None, None, None, "0"])
+    headers = ["figure", "level", "n", "p50", "p95", "p99", "max", "target"]
+    out = table(headers, rows, title="Per-call figures over the stand-ins (gRPC SpeechKit, HTTP OpenAI)")
+    failed = [f"  {lv.run.plan.label}: call {f.index} ({f.stage}): {f.error}; call_end {f.call_end}"
+              for lv in levels for f in lv.run.failures[:5]]  # fmt: skip
+    return "\n".join([out, "failed calls (first 5 per level; all in the JSON):", *failed]) if failed else out
 
 
 def standins_json(levels: list[StandinLevel], scheduling: str) -> dict[str, object]:
-    """The figures as plain data, every call's included, with `machine_info()`."""
+    """The figures as plain data, every call's and every failure's included, with `machine_info()`."""
     return {
         "machine": machine_info(),
         "scheduling": scheduling,
         "llm_first_token_s_nominal": LLM_DELAY_S,
         "tts_first_audio_s_nominal": TTS_DELAY_S,
+        "caller_patience_s": PATIENCE_S,
         "levels": [
             {
+                "label": lv.run.plan.label,
+                "mode": lv.run.plan.mode,
                 "concurrent": lv.result.concurrent,
+                "turn_window_s": lv.run.plan.window_s,
+                "turn_arrivals": lv.run.plan.arrivals if lv.run.plan.mode == "paced" else None,
+                "turn_seed": lv.run.plan.seed if lv.run.plan.mode == "paced" else None,
+                "turn_span_s": round(lv.run.turn_span_s, 3),
+                "wall_s": round(lv.run.wall_s, 1),
                 "failed": lv.result.failed,
+                "failures": [asdict(f) for f in lv.run.failures],
                 "load_average_before": round(lv.load_before, 2),
                 "process_cpu_pct": round(lv.result.cpu_pct, 1),
                 "standins_cpu_pct": round(lv.standins_cpu_pct, 1),
+                "callers_loop_pct": round(lv.run.callers_loop_pct, 1),
                 "pacer_max_lateness_ms": round(lv.result.late_ms, 1),
                 "pacer_resyncs": lv.result.resyncs,
                 "gc_max_pause_ms": round(lv.result.gc_ms, 1),
+                "rss_per_call_kb": round(lv.result.rss_per_call_kb, 1),
                 "calls": [asdict(c) for c in lv.result.calls],
             }
             for lv in levels
