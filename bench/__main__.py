@@ -19,7 +19,8 @@ from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.soak import run_soak
 from bench.split_corpus import build_split_corpus
-from bench.standin_figures import Standins, level_plans, render_standins, run_standin_figures, standins_json
+from bench.standin_figures import Standins, level_plans, run_standin_figures
+from bench.standin_report import render_standins, standins_json
 from bench.turn_bench import HELDOUT_CONFIGS, render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
 from bench.virtual_figures import run_virtual_figures

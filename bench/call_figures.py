@@ -102,12 +102,14 @@ class _Probe:
     frames: list[tuple[float, int]] = field(default_factory=list)  # (loop time, label; 0 silence)
     finals: list[float] = field(default_factory=list)  # STT finals (T0s)
     onsets: list[float] = field(default_factory=list)  # VAD SPEECH_ONSET decisions
+    speech_ends: list[tuple[float, float]] = field(default_factory=list)  # VAD SPEECH_END (reported, at)
     records: list[dict[str, Any]] = field(default_factory=list)
     listening: asyncio.Event = field(default_factory=asyncio.Event)
     answering: asyncio.Event = field(default_factory=asyncio.Event)
     greeted: asyncio.Event = field(default_factory=asyncio.Event)  # the first greeting frame written
     greeting_label: int = -1
     answer_frames: int = 0
+    events: list[tuple[float, str, str | None]] = field(default_factory=list)  # (loop time, kind, text)
 
 
 PROBES: dict[str, _Probe] = {}
@@ -155,6 +157,8 @@ class Probes:
         def on_vad(gateway: TelephonyGateway, event: VadEvent) -> None:
             if event.kind is VadEventKind.SPEECH_ONSET and (probe := PROBES.get(gateway.uuid)):
                 probe.onsets.append(asyncio.get_running_loop().time())
+            elif event.kind is VadEventKind.SPEECH_END and (probe := PROBES.get(gateway.uuid)):
+                probe.speech_ends.append((asyncio.get_running_loop().time(), event.at))
             vad(gateway, event)
 
         setattr(ServerProtocol, "_first_messages", first_messages)  # noqa: B010
@@ -291,8 +295,14 @@ class CallBench:
     @staticmethod
     def _observe(cid: str, event: CallEvent) -> None:
         probe = PROBES.get(cid)
-        if probe is not None and event.kind == "listening":
+        if probe is None:
+            return
+        if event.kind == "listening":
             probe.listening.set()
+        text = event.data.get("text")
+        probe.events.append(
+            (asyncio.get_running_loop().time(), event.kind, text if isinstance(text, str) else None)
+        )
 
     async def __aenter__(self) -> CallBench:
         # As `VoicebridgeApp.start()` does: what lives as long as the process is kept out of the

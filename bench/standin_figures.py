@@ -27,7 +27,15 @@ wire (the turn record's t2 = the result's `received_at`). Per call, ms:
 - overhead_ms: first answer frame written - T0 - 400 ms (the nominal 300 + 100): also holds
   what the wire, the adapters and the stand-ins add to the providers' nominal delays;
 - llm_first_token_ms: t4 -> the LLM adapter's first chunk (the first sentence, moderated);
-- tts_first_audio_ms: that chunk (its text pushed into the synthesis stream) -> t5.
+- tts_first_audio_ms: that chunk (its text pushed into the synthesis stream) -> t5;
+- own in parts: own_to_logic_ms (t2 -> t3), of which stt_refinement_wait_ms (the STT adapter
+  holds a final until its normalized text, `final_refinement_wait_s` 300 ms at most: final ->
+  released, by the `FinalRelease` probe), own_logic_ms (t3 -> t4), own_queue_ms (t5 -> queued),
+  own_after_refinement_ms (own - the refinement wait);
+- vad_end_after_final_ms, vad_end_lag_ms, stt_final_after_speech_ms: the gateway VAD's report of
+  the question's speech end - T0 and - the last voiced frame; T0 - that frame (the stand-in
+  finalises after 500 ms of silence): where the turn's time went before T0.
+`bench.standin_report` renders the table and the JSON.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from bench.call_figures import (
     ANSWER,
     ANSWER_LABEL,
     LLM_DELAY_S,
+    PROBES,
     QUESTION,
     ROOT,
     STOP,
@@ -62,14 +71,13 @@ from bench.call_figures import (
     _Probe,
     figures_of,
 )
-from bench.common import percentile, table
-from bench.hotpath import machine_info
-from bench.standin_levels import PATIENCE_S, Arrivals, LevelPlan, LevelRun, run_level
+from bench.standin_levels import Arrivals, LevelPlan, LevelRun, run_level
 from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import CombinedSafety, LocalRulesSafety, ModerationSafety
 from orchestrator.adapters.openai_settings import OpenAISettings, openai_client
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.stt.yandex import YandexSttStreamer
+from orchestrator.adapters.stt.yandex_call import RecognizeCall
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.adapters.tts.yandex import YandexTTSManager
 
@@ -78,9 +86,7 @@ __all__ = [
     "StandinLevel",
     "Standins",
     "level_plans",
-    "render_standins",
     "run_standin_figures",
-    "standins_json",
 ]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -93,6 +99,18 @@ class StandinFigures(CallFigures):
     llm_first_token_ms: float | None = None
     tts_first_audio_ms: float | None = None
     overhead_measured_ms: float | None = None
+    # overhead_own_ms in its parts: t2 -> t3 (the final to the dialogue logic: the end-of-turn
+    # decision and the loop's delay), t3 -> t4 (the logic to the LLM request), t5 -> answer queued.
+    own_to_logic_ms: float | None = None
+    stt_refinement_wait_ms: float | None = None  # of t2 -> t3: the adapter's wait for the normalized text
+    own_after_refinement_ms: float | None = None  # overhead_own_ms - stt_refinement_wait_ms
+    own_logic_ms: float | None = None
+    own_queue_ms: float | None = None
+    # The gateway's VAD reported the question's speech end this long after T0 (> 0: the final
+    # waited for it, `EndOfTurn`), and this long after the last voiced frame (hangover + delay).
+    vad_end_after_final_ms: float | None = None
+    vad_end_lag_ms: float | None = None
+    stt_final_after_speech_ms: float | None = None  # T0 - the last voiced frame (500 ms nominal)
 
 
 class Standins:
@@ -220,10 +238,40 @@ class StandinCallBench(CallBench):
         probe.finals[:] = [t2]
         fig = StandinFigures(**asdict(figures_of(probe, self.greeting_label, self.filler_labels)))
         fig.llm_first_token_ms = (token - t4) * 1000
+        if (t3 := turn.get("t3_logic_start")) is not None:
+            fig.own_to_logic_ms, fig.own_logic_ms = (float(t3) - t2) * 1000, (t4 - float(t3)) * 1000
+        fig.own_queue_ms = (float(turn["answer_audio_at"]) - t5) * 1000
+        released = next((t for t, kind, _ in probe.events if kind == "stt_final_released" and t >= t2), None)
+        if released is not None:
+            fig.stt_refinement_wait_ms = (released - t2) * 1000
+            if fig.overhead_own_ms is not None:
+                fig.own_after_refinement_ms = fig.overhead_own_ms - fig.stt_refinement_wait_ms
+        if probe.speech_ends:  # the first is the question's (the caller is silent before it)
+            reported, at = probe.speech_ends[0]
+            fig.vad_end_after_final_ms, fig.vad_end_lag_ms = (reported - t2) * 1000, (reported - at) * 1000
+            fig.stt_final_after_speech_ms = (t2 - at) * 1000
         fig.tts_first_audio_ms = (t5 - token) * 1000
         if fig.overhead_ms is not None:
             fig.overhead_measured_ms = fig.overhead_ms + (LLM_DELAY_S + TTS_DELAY_S - (t5 - t4)) * 1000
         return fig
+
+
+class FinalRelease:
+    """Bench-only probe: when the STT adapter releases a final (its normalized text came, or
+    `final_refinement_wait_s` ran out), as a "stt_final_released" event in the call's probe."""
+
+    def __enter__(self) -> None:
+        self._emit = emit = RecognizeCall._emit_pending
+
+        def emit_pending(call: RecognizeCall, text: str) -> None:
+            if (probe := PROBES.get(call.shared.call_id)) is not None:
+                probe.events.append((asyncio.get_running_loop().time(), "stt_final_released", text))
+            emit(call, text)
+
+        setattr(RecognizeCall, "_emit_pending", emit_pending)  # noqa: B010 - a bench-only probe
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(RecognizeCall, "_emit_pending", self._emit)  # noqa: B010
 
 
 @dataclass
@@ -292,7 +340,7 @@ def run_standin_figures(
         return StandinCallBench(standins, real_stt=real_stt)
 
     out: list[StandinLevel] = []
-    with Probes():
+    with Probes(), FinalRelease():
         # The process's first call pays lazy imports and first-use costs in the adapters
         # (greeting 120 ms, LLM first token +70 ms): one call, not counted, first.
         run_level(LevelPlan("single", 1), lines, bench)
@@ -307,76 +355,3 @@ def run_standin_figures(
             if run.failures:
                 progress(f"  {len(run.failures)} call(s) failed, first: {run.failures[0]}")
     return out
-
-
-_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("overhead_own_ms", "own: t2->t4 + t5->queued", "<= 2 (1), <= 5 (200)"),
-    ("overhead_measured_ms", "first frame - T0 - measured LLM+TTS", ""),
-    ("overhead_ms", "first frame - T0 - 400 ms", ""),
-    ("llm_first_token_ms", "LLM first token (t4 -> chunk; 300 nominal)", ""),
-    ("tts_first_audio_ms", "TTS first audio (chunk -> t5; 100 nominal)", ""),
-    ("handover_ms", "filler hand-over ms", "<= 20"),
-    ("barge_frames", "barge-in frames after", "0"),
-    ("greeting_ms", "greeting_ms", "<= 50"),
-)
-
-
-def _values(calls: list[CallFigures], name: str) -> list[float]:
-    return [float(v) for c in calls if (v := getattr(c, name, None)) is not None]
-
-
-def render_standins(levels: list[StandinLevel]) -> str:
-    """The figures per level as one table: figure, level, n, p50/p95/p99/max, target; then each
-    level's CPU (bridge + callers process, stand-ins, the callers' share of the loop) and failures."""
-    rows: list[list[object]] = []
-    for lv in levels:
-        r, label = lv.result, lv.run.plan.label
-        for name, text, target in _ROWS:
-            v = _values(r.calls, name)
-            q = [percentile(v, p) for p in (50, 95, 99)]
-            rows.append([text, label, len(v), *q, max(v) if v else None, target])
-        rows.append(["CPU %: bridge+callers / stand-ins / callers' loop share", label, len(r.calls),
-                     r.cpu_pct, lv.standins_cpu_pct, lv.run.callers_loop_pct, None, ""])  # fmt: skip
-        rows.append(["turns spread over s / load average before", label, None, lv.run.turn_span_s,
-                     lv.load_before, None, None, ""])  # fmt: skip
-        rows.append(["calls failed", label, r.failed, None, None, None, None, "0"])
-    headers = ["figure", "level", "n", "p50", "p95", "p99", "max", "target"]
-    out = table(headers, rows, title="Per-call figures over the stand-ins (gRPC SpeechKit, HTTP OpenAI)")
-    failed = [f"  {lv.run.plan.label}: call {f.index} ({f.stage}): {f.error}; call_end {f.call_end}"
-              for lv in levels for f in lv.run.failures[:5]]  # fmt: skip
-    return "\n".join([out, "failed calls (first 5 per level; all in the JSON):", *failed]) if failed else out
-
-
-def standins_json(levels: list[StandinLevel], scheduling: str) -> dict[str, object]:
-    """The figures as plain data, every call's and every failure's included, with `machine_info()`."""
-    return {
-        "machine": machine_info(),
-        "scheduling": scheduling,
-        "llm_first_token_s_nominal": LLM_DELAY_S,
-        "tts_first_audio_s_nominal": TTS_DELAY_S,
-        "caller_patience_s": PATIENCE_S,
-        "levels": [
-            {
-                "label": lv.run.plan.label,
-                "mode": lv.run.plan.mode,
-                "concurrent": lv.result.concurrent,
-                "turn_window_s": lv.run.plan.window_s,
-                "turn_arrivals": lv.run.plan.arrivals if lv.run.plan.mode == "paced" else None,
-                "turn_seed": lv.run.plan.seed if lv.run.plan.mode == "paced" else None,
-                "turn_span_s": round(lv.run.turn_span_s, 3),
-                "wall_s": round(lv.run.wall_s, 1),
-                "failed": lv.result.failed,
-                "failures": [asdict(f) for f in lv.run.failures],
-                "load_average_before": round(lv.load_before, 2),
-                "process_cpu_pct": round(lv.result.cpu_pct, 1),
-                "standins_cpu_pct": round(lv.standins_cpu_pct, 1),
-                "callers_loop_pct": round(lv.run.callers_loop_pct, 1),
-                "pacer_max_lateness_ms": round(lv.result.late_ms, 1),
-                "pacer_resyncs": lv.result.resyncs,
-                "gc_max_pause_ms": round(lv.result.gc_ms, 1),
-                "rss_per_call_kb": round(lv.result.rss_per_call_kb, 1),
-                "calls": [asdict(c) for c in lv.result.calls],
-            }
-            for lv in levels
-        ],
-    }

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bench.bridge_side import rss_kb
-from bench.call_figures import PROBES, CallBench, CallFigures, FiguresResult, T, _Probe
+from bench.call_figures import ANSWER_LABEL, PROBES, CallBench, CallFigures, FiguresResult, T, _Probe
 from bench.common import GcTimer
 from testkit.fake_asterisk import FakeAsterisk
 
@@ -38,10 +38,12 @@ __all__ = [
     "PATIENCE_S",
     "Arrivals",
     "CallFailure",
+    "CallerGaveUp",
     "CallerTimer",
     "LevelPlan",
     "LevelRun",
     "arrival_offsets",
+    "caller_wait",
     "run_level",
 ]
 
@@ -110,6 +112,9 @@ class CallFailure:
     call_end: dict[str, Any] | None = None
     turn_records: int = 0
     answer_frames: int = 0
+    # (s since the call's start, what, text): the call's events, the VAD's onset decisions and
+    # the answer's first frame written.
+    timeline: list[tuple[float, str, str | None]] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -126,7 +131,7 @@ class LevelRun:
     wall_s: float
 
 
-class _Stuck(Exception):
+class CallerGaveUp(Exception):
     """A bounded wait of the caller's ran out."""
 
 
@@ -181,12 +186,16 @@ class CallerTimer:
         setattr(FakeAsterisk, "data_received", self._received)  # noqa: B010
 
 
-async def _bounded(waited: Awaitable[object], handler: asyncio.Task[None], bound_s: float, what: str) -> None:
-    """Wait for `waited` at most `bound_s`; `_Stuck` if it did not come, or if the call's handler
+async def caller_wait(
+    waited: Awaitable[object], handler: asyncio.Task[None], bound_s: float, what: str
+) -> None:
+    """Wait for `waited` at most `bound_s`; `CallerGaveUp` if it did not come, or if the call's handler
     ended first (its exception, if any, is raised as is)."""
     task = asyncio.ensure_future(waited)
     try:
         await asyncio.wait({task, handler}, timeout=bound_s, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.sleep(0)  # a handler already over returns at once: let `waited` have its step
     finally:
         if not task.done():
             task.cancel()
@@ -195,8 +204,8 @@ async def _bounded(waited: Awaitable[object], handler: asyncio.Task[None], bound
         return
     if handler.done():
         handler.result()  # the call's own exception, if it raised
-        raise _Stuck(f"the bot ended the call before {what}")
-    raise _Stuck(f"no {what} within {bound_s:.1f} s")
+        raise CallerGaveUp(f"the bot ended the call before {what}")
+    raise CallerGaveUp(f"no {what} within {bound_s:.1f} s")
 
 
 def _patience(line: bytes) -> float:
@@ -220,31 +229,33 @@ async def _call(
         leg = cid, caller, handler = await asyncio.wait_for(bench.start_call(), T)
         probe = PROBES[cid]
         stage = "greeting"
-        await _bounded(probe.listening.wait(), handler, T, "greeting")
+        await caller_wait(probe.listening.wait(), handler, T, "greeting")
         if sched.paced:
             stage, arrived = "all-live", True
             sched.arrive()
-            await _bounded(sched.all_live.wait(), handler, T + sched.offsets[-1], "moment all calls are live")
+            await caller_wait(
+                sched.all_live.wait(), handler, T + sched.offsets[-1], "moment all calls are live"
+            )
             await asyncio.sleep(max(0.0, sched.t0 + sched.offsets[i] - loop.time()))
         stage = "answer"
         sched.turns.append(loop.time())
         caller.play(question)
-        await _bounded(probe.answering.wait(), handler, _patience(question), "answer")
+        await caller_wait(probe.answering.wait(), handler, _patience(question), "answer")
         stage = "goodbye"
         caller.play(stop)
-        await _bounded(asyncio.shield(handler), handler, _patience(stop), "hang-up by the bot")
+        await caller_wait(asyncio.shield(handler), handler, _patience(stop), "hang-up by the bot")
         stage = "end"
         pool.hangup(caller)
         await asyncio.wait_for(caller.wait_closed(), T)
         return bench.figures(probe)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the level goes on
-        error = str(exc) if isinstance(exc, _Stuck) else repr(exc)
+        error = str(exc) if isinstance(exc, CallerGaveUp) else repr(exc)
         if leg is not None:
             pool.hangup(leg[1])  # the caller gives up: the bot sees the EOF and ends the call
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(leg[2]), 5.0)
         probe_or_none = PROBES.get(leg[0]) if leg is not None else None
-        failures.append(_failure(i, leg[0] if leg else "", stage, error, loop.time() - began, probe_or_none))
+        failures.append(_failure(i, leg[0] if leg else "", stage, error, began, probe_or_none))
         return None
     finally:
         if sched.paced and not arrived:
@@ -256,18 +267,24 @@ async def _call(
                 pool.callers.remove(leg[1])
 
 
-def _failure(i: int, cid: str, stage: str, error: str, at_s: float, probe: _Probe | None) -> CallFailure:
-    records = probe.records if probe is not None else []
-    end = next((r for r in records if r.get("event") == "call_end"), None)
+def _failure(i: int, cid: str, stage: str, error: str, began: float, probe: _Probe | None) -> CallFailure:
+    at = asyncio.get_running_loop().time() - began
+    if probe is None:
+        return CallFailure(i, cid, stage, error, round(at, 3))
+    end = next((r for r in probe.records if r.get("event") == "call_end"), None)
+    first = next((t for t, lab in probe.frames if lab == ANSWER_LABEL), None)
+    marks = [*probe.events, *((t, "vad_onset", None) for t in probe.onsets)]
+    marks += [(first, "answer_first_frame", None)] if first is not None else []
     return CallFailure(
         i,
         cid,
         stage,
         error,
-        round(at_s, 3),
+        round(at, 3),
         {k: end.get(k) for k in _CALL_END_KEYS} if end is not None else None,
-        sum(1 for r in records if r.get("event") != "call_end"),
-        probe.answer_frames if probe is not None else 0,
+        sum(1 for r in probe.records if r.get("event") != "call_end"),
+        probe.answer_frames,
+        [(round(t - began, 3), what, text) for t, what, text in sorted(marks, key=lambda m: m[0])],
     )
 
 

@@ -6,6 +6,7 @@ counted; never how fast anything was (that is what `make bench` is for).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from types import SimpleNamespace
 from typing import cast
@@ -21,15 +22,9 @@ from bench.figures_report import figures_json, render_figures
 from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
-from bench.standin_figures import (
-    StandinFigures,
-    Standins,
-    level_plans,
-    render_standins,
-    run_standin_figures,
-    standins_json,
-)
-from bench.standin_levels import arrival_offsets
+from bench.standin_figures import StandinFigures, Standins, level_plans, run_standin_figures
+from bench.standin_levels import CallerGaveUp, arrival_offsets, caller_wait
+from bench.standin_report import render_standins, standins_json
 from bench.virtual_figures import run_virtual_figures
 
 needs_espeak = pytest.mark.skipif(
@@ -229,6 +224,24 @@ def test_turn_arrivals_fill_the_window_evenly_or_as_a_seeded_poisson_process() -
     assert 0.9 < sd / mean < 1.1
     with pytest.raises(ValueError):
         arrival_offsets(3, 1.0, "bursty")  # type: ignore[arg-type]
+
+
+def test_a_caller_gives_up_on_a_silent_bot_and_says_why() -> None:
+    async def main() -> None:
+        never = asyncio.Event()
+        live = asyncio.create_task(asyncio.sleep(60))
+        with pytest.raises(CallerGaveUp, match=r"^no answer within 0\.1 s$"):
+            await caller_wait(never.wait(), live, 0.1, "answer")
+        live.cancel()
+        ended = asyncio.create_task(asyncio.sleep(0))
+        await ended
+        with pytest.raises(CallerGaveUp, match="the bot ended the call before answer"):
+            await caller_wait(never.wait(), ended, 60, "answer")
+        came = asyncio.Event()
+        came.set()
+        await caller_wait(came.wait(), ended, 60, "answer")  # it came, though the call is over since
+
+    asyncio.run(main())
 
 
 def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
