@@ -153,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         "--turn-seed-standins", type=int, default=1, help="stand-ins: seed of Poisson arrivals"
     )
     parser.add_argument(
+        "--standins-sched",
+        choices=("fifo", "default"),
+        default="fifo",
+        help="stand-ins: SCHED_FIFO like the bench's process (default; not with --no-rt), so it "
+        "does not starve them as it would not starve remote services; or the default scheduling",
+    )
+    parser.add_argument(
         "--standins-stt",
         choices=("standin", "fake"),
         default="standin",
@@ -212,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.turn_seed_standins,
         )
         _progress(f"per-call figures over the stand-ins ({', '.join(p.label for p in plans)}) ...")
-        with Standins() as standins, realtime(not args.no_rt) as scheduling:
+        standins_rt = args.standins_sched == "fifo" and not args.no_rt
+        with Standins(realtime=standins_rt) as standins, realtime(not args.no_rt) as scheduling:
             over = run_standin_figures(
                 standins,
                 plans,
@@ -222,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress=_progress,
             )
         print(render_standins(over), end="\n\n", flush=True)
-        args.standins_json.write_text(json.dumps(standins_json(over, scheduling), indent=1) + "\n")
+        data = standins_json(over, scheduling, standins.scheduling)
+        args.standins_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures over the stand-ins written to {args.standins_json}")
     if "soak" in parts:
         _progress("soak with random faults ...")

@@ -58,11 +58,14 @@ def render_standins(levels: list[StandinLevel]) -> str:
     return "\n".join([out, "failed calls (first 5 per level; all in the JSON):", *failed]) if failed else out
 
 
-def standins_json(levels: list[StandinLevel], scheduling: str) -> dict[str, object]:
+def standins_json(
+    levels: list[StandinLevel], scheduling: str, standins_scheduling: str = ""
+) -> dict[str, object]:
     """The figures as plain data, every call's and every failure's included, with `machine_info()`."""
     return {
         "machine": machine_info(),
         "scheduling": scheduling,
+        "standins_scheduling": standins_scheduling,
         "llm_first_token_s_nominal": LLM_DELAY_S,
         "tts_first_audio_s_nominal": TTS_DELAY_S,
         "caller_patience_s": PATIENCE_S,
