@@ -299,10 +299,9 @@ class CallBench:
             return
         if event.kind == "listening":
             probe.listening.set()
-        text = event.data.get("text")
-        probe.events.append(
-            (asyncio.get_running_loop().time(), event.kind, text if isinstance(text, str) else None)
-        )
+        # What was said, else the payload in short (a provider failure's stage and error).
+        text = event.data.get("text") or ", ".join(f"{k}={v}" for k, v in event.data.items())
+        probe.events.append((asyncio.get_running_loop().time(), str(event.kind), str(text) or None))
 
     async def __aenter__(self) -> CallBench:
         # As `VoicebridgeApp.start()` does: what lives as long as the process is kept out of the
