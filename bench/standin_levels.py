@@ -234,7 +234,10 @@ async def _call(
             stage, arrived = "all-live", True
             sched.arrive()
             await caller_wait(
-                sched.all_live.wait(), handler, T + sched.offsets[-1], "moment all calls are live"
+                sched.all_live.wait(),
+                handler,
+                T + len(sched.offsets) * START_GAP_S,
+                "moment all calls are live",
             )
             await asyncio.sleep(max(0.0, sched.t0 + sched.offsets[i] - loop.time()))
         stage = "answer"
