@@ -19,7 +19,8 @@ from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.soak import run_soak
 from bench.split_corpus import build_split_corpus
-from bench.standin_figures import Standins, render_standins, run_standin_figures, standins_json
+from bench.standin_figures import Standins, level_plans, run_standin_figures
+from bench.standin_report import render_standins, standins_json
 from bench.turn_bench import HELDOUT_CONFIGS, render_turns, run_turns, write_json
 from bench.turn_corpus import build_corpus
 from bench.virtual_figures import run_virtual_figures
@@ -130,6 +131,35 @@ def main(argv: list[str] | None = None) -> int:
         help="stand-ins: before a level of many calls, wait (<= 10 min) for the 1-min load average to be <= this",
     )
     parser.add_argument(
+        "--standins-calls",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[200],
+        help="stand-ins: concurrent calls of the loaded levels, comma-separated (default %(default)s)",
+    )
+    parser.add_argument(
+        "--turn-window",
+        type=float,
+        default=8.0,
+        help="stand-ins: spread the loaded levels' turns over this many s once all calls are live "
+        "(0: burst only; default %(default)s); the largest level also runs as a burst (stress)",
+    )
+    parser.add_argument(
+        "--turn-arrivals",
+        choices=("even", "poisson"),
+        default="even",
+        help="stand-ins: turn times in the window, evenly spaced or Poisson (seeded exponential gaps)",
+    )
+    parser.add_argument(
+        "--turn-seed-standins", type=int, default=1, help="stand-ins: seed of Poisson arrivals"
+    )
+    parser.add_argument(
+        "--standins-sched",
+        choices=("fifo", "default"),
+        default="fifo",
+        help="stand-ins: SCHED_FIFO like the bench's process (default; not with --no-rt), so it "
+        "does not starve them as it would not starve remote services; or the default scheduling",
+    )
+    parser.add_argument(
         "--standins-stt",
         choices=("standin", "fake"),
         default="standin",
@@ -182,18 +212,26 @@ def main(argv: list[str] | None = None) -> int:
         args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures written to {args.figures_json}")
     if "standins" in parts:
-        _progress(f"per-call figures over the stand-ins (1, {args.figure_calls} calls) ...")
-        with Standins() as standins, realtime(not args.no_rt) as scheduling:
+        plans = level_plans(
+            (1, *args.standins_calls),
+            window_s=args.turn_window,
+            arrivals=args.turn_arrivals,
+            seed=args.turn_seed_standins,
+        )
+        _progress(f"per-call figures over the stand-ins ({', '.join(p.label for p in plans)}) ...")
+        standins_rt = args.standins_sched == "fifo" and not args.no_rt
+        with Standins(realtime=standins_rt) as standins, realtime(not args.no_rt) as scheduling:
             over = run_standin_figures(
                 standins,
-                (1, *args.figure_calls),
+                plans,
                 repeat_single=args.single_calls,
                 max_load=args.max_load,
                 real_stt=args.standins_stt == "standin",
                 progress=_progress,
             )
         print(render_standins(over), end="\n\n", flush=True)
-        args.standins_json.write_text(json.dumps(standins_json(over, scheduling), indent=1) + "\n")
+        data = standins_json(over, scheduling, standins.scheduling)
+        args.standins_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures over the stand-ins written to {args.standins_json}")
     if "soak" in parts:
         _progress("soak with random faults ...")

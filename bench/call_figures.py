@@ -14,7 +14,8 @@ the STT final (T0, `VoicedLineSTT`) goes to the LLM route: a filler (1 s clips) 
 LLM's first token comes at T0 + 300 ms, the TTS's first audio 100 ms after its first text, so
 the answer could start at T0 + 400 ms; 1 s into the answer the caller speaks again ("barge-in"),
 which the VAD announces (SPEECH_ONSET: the bot pauses) and confirms; that line is "нет, спасибо",
-the map says goodbye and the bot hangs up.
+the map says goodbye and the bot hangs up. The map is the bench's own copy without the no-input
+reprompt (`bench_map`).
 
 Figures per call: greeting_ms (UUID received -> first greeting frame written), overhead_ms
 (first answer frame written - T0 - 400 ms; it includes waiting for the pacer's next 20 ms tick)
@@ -58,6 +59,7 @@ from bridge.vad import VadEvent, VadEventKind
 from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.dialogue_map.loader import load_dialogue_map
+from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import render_template
 from orchestrator.domain.models import LLMStreamChunk
 from orchestrator.factory import CallServices
@@ -82,6 +84,7 @@ __all__ = [
     "PROBES",
     "T",
     "CallBench",
+    "bench_map",
     "CallFigures",
     "FiguresResult",
     "Probes",
@@ -99,12 +102,14 @@ class _Probe:
     frames: list[tuple[float, int]] = field(default_factory=list)  # (loop time, label; 0 silence)
     finals: list[float] = field(default_factory=list)  # STT finals (T0s)
     onsets: list[float] = field(default_factory=list)  # VAD SPEECH_ONSET decisions
+    speech_ends: list[tuple[float, float]] = field(default_factory=list)  # VAD SPEECH_END (reported, at)
     records: list[dict[str, Any]] = field(default_factory=list)
     listening: asyncio.Event = field(default_factory=asyncio.Event)
     answering: asyncio.Event = field(default_factory=asyncio.Event)
     greeted: asyncio.Event = field(default_factory=asyncio.Event)  # the first greeting frame written
     greeting_label: int = -1
     answer_frames: int = 0
+    events: list[tuple[float, str, str | None]] = field(default_factory=list)  # (loop time, kind, text)
 
 
 PROBES: dict[str, _Probe] = {}
@@ -152,6 +157,8 @@ class Probes:
         def on_vad(gateway: TelephonyGateway, event: VadEvent) -> None:
             if event.kind is VadEventKind.SPEECH_ONSET and (probe := PROBES.get(gateway.uuid)):
                 probe.onsets.append(asyncio.get_running_loop().time())
+            elif event.kind is VadEventKind.SPEECH_END and (probe := PROBES.get(gateway.uuid)):
+                probe.speech_ends.append((asyncio.get_running_loop().time(), event.at))
             vad(gateway, event)
 
         setattr(ServerProtocol, "_first_messages", first_messages)  # noqa: B010
@@ -233,9 +240,19 @@ def figures_of(probe: _Probe, greeting_label: int, filler_labels: set[int]) -> C
     return fig
 
 
-def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[int]]:
-    """The cleaning map with labelled clips and fakes on fixed delays; (greeting, filler labels)."""
+def bench_map() -> DialogueMap:
+    """The bench's own copy of the cleaning map: no no-input reprompt (`no_input_timeout_s` None).
+
+    A caller waiting for its turn slot, or a turn slowed by load, would otherwise get the state's
+    playlist again after 10 s of silence, and that audio would sit where the figures are read."""
     dmap = load_dialogue_map(str(MAP_PATH))
+    quiet = dmap.settings.model_copy(update={"no_input_timeout_s": None})
+    return dmap.model_copy(update={"settings": quiet})
+
+
+def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[int]]:
+    """`bench_map()` with labelled clips and fakes on fixed delays; (greeting, filler labels)."""
+    dmap = bench_map()
     labels = {key: i + 1 for i, key in enumerate(dmap.audio)}
     cache = InMemoryAudioCache(
         {key: clip(lab, 1.0 if key.startswith("filler:") else 0.3) for key, lab in labels.items()}
@@ -278,8 +295,13 @@ class CallBench:
     @staticmethod
     def _observe(cid: str, event: CallEvent) -> None:
         probe = PROBES.get(cid)
-        if probe is not None and event.kind == "listening":
+        if probe is None:
+            return
+        if event.kind == "listening":
             probe.listening.set()
+        # What was said, else the payload in short (a provider failure's stage and error).
+        text = event.data.get("text") or ", ".join(f"{k}={v}" for k, v in event.data.items())
+        probe.events.append((asyncio.get_running_loop().time(), str(event.kind), str(text) or None))
 
     async def __aenter__(self) -> CallBench:
         # As `VoicebridgeApp.start()` does: what lives as long as the process is kept out of the

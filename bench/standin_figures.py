@@ -9,6 +9,15 @@ their own: `testkit.standins.openai_server` (first token 300 ms after the reques
 tokens all at once) and `bench.standin_speechkit` (the SpeechKit stand-in's recognition; its
 synthesis is labelled audio 100 ms after a sentence's text, as espeak-ng's time is not fixed).
 
+The levels (`bench.standin_levels`): one call at a time (10 in turn); N calls paced (the default
+row: all N live past their greeting, then their turns spread over `--turn-window` s, even or
+Poisson arrivals); the largest N once more in a burst ("stress": every call turns as soon as its
+greeting ends, all within about 2 s). The map is the bench's own copy without the no-input
+reprompt (`call_figures.bench_map`): a caller waiting for its slot, or a turn slowed by load,
+gets no reprompt that would spoil the figures. A caller hangs up itself 10 s after its line
+if the bot has neither answered nor hung up; such calls are failures, each with its stage and
+error in the JSON.
+
 Provider times are then measured, not fixed. T0 is the STT final as the adapter read it off the
 wire (the turn record's t2 = the result's `received_at`). Per call, ms:
 - overhead_own_ms: the Orchestrator's own part, (t2 -> t4 LLM request) + (t5 TTS first chunk ->
@@ -18,7 +27,15 @@ wire (the turn record's t2 = the result's `received_at`). Per call, ms:
 - overhead_ms: first answer frame written - T0 - 400 ms (the nominal 300 + 100): also holds
   what the wire, the adapters and the stand-ins add to the providers' nominal delays;
 - llm_first_token_ms: t4 -> the LLM adapter's first chunk (the first sentence, moderated);
-- tts_first_audio_ms: that chunk (its text pushed into the synthesis stream) -> t5.
+- tts_first_audio_ms: that chunk (its text pushed into the synthesis stream) -> t5;
+- own in parts: own_to_logic_ms (t2 -> t3), of which stt_refinement_wait_ms (the STT adapter
+  holds a final until its normalized text, `final_refinement_wait_s` 300 ms at most: final ->
+  released, by the `FinalRelease` probe), own_logic_ms (t3 -> t4), own_queue_ms (t5 -> queued),
+  own_after_refinement_ms (own - the refinement wait);
+- vad_end_after_final_ms, vad_end_lag_ms, stt_final_after_speech_ms: the gateway VAD's report of
+  the question's speech end - T0 and - the last voiced frame; T0 - that frame (the stand-in
+  finalises after 500 ms of silence): where the turn's time went before T0.
+`bench.standin_report` renders the table and the JSON.
 """
 
 from __future__ import annotations
@@ -41,33 +58,35 @@ from bench.call_figures import (
     ANSWER,
     ANSWER_LABEL,
     LLM_DELAY_S,
+    PROBES,
     QUESTION,
     ROOT,
+    STOP,
     TTS_DELAY_S,
     CallBench,
     CallFigures,
     FiguresResult,
+    Probes,
     T,
     _Probe,
     figures_of,
-    run_figures,
 )
-from bench.common import percentile, table
-from bench.hotpath import machine_info
+from bench.standin_levels import Arrivals, LevelPlan, LevelRun, run_level
 from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import CombinedSafety, LocalRulesSafety, ModerationSafety
 from orchestrator.adapters.openai_settings import OpenAISettings, openai_client
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.stt.yandex import YandexSttStreamer
+from orchestrator.adapters.stt.yandex_call import RecognizeCall
+from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.adapters.tts.yandex import YandexTTSManager
 
 __all__ = [
     "StandinFigures",
     "StandinLevel",
     "Standins",
-    "render_standins",
+    "level_plans",
     "run_standin_figures",
-    "standins_json",
 ]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -80,20 +99,43 @@ class StandinFigures(CallFigures):
     llm_first_token_ms: float | None = None
     tts_first_audio_ms: float | None = None
     overhead_measured_ms: float | None = None
+    # overhead_own_ms in its parts: t2 -> t3 (the final to the dialogue logic: the end-of-turn
+    # decision and the loop's delay), t3 -> t4 (the logic to the LLM request), t5 -> answer queued.
+    own_to_logic_ms: float | None = None
+    stt_refinement_wait_ms: float | None = None  # of t2 -> t3: the adapter's wait for the normalized text
+    own_after_refinement_ms: float | None = None  # overhead_own_ms - stt_refinement_wait_ms
+    own_logic_ms: float | None = None
+    own_queue_ms: float | None = None
+    # The gateway's VAD reported the question's speech end this long after T0 (> 0: the final
+    # waited for it, `EndOfTurn`), and this long after the last voiced frame (hangover + delay).
+    vad_end_after_final_ms: float | None = None
+    vad_end_lag_ms: float | None = None
+    stt_final_after_speech_ms: float | None = None  # T0 - the last voiced frame (500 ms nominal)
+
+
+def _fifo() -> None:
+    with contextlib.suppress(OSError):  # without the right to it: the default scheduling
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
 
 
 class Standins:
     """The OpenAI and SpeechKit stand-ins as child processes (`with Standins() as s:`).
 
-    Started from the caller's scheduling (start them before `realtime()`: they stand for remote
-    services, not for the bridge). `OSError`/`RuntimeError` when one does not come up.
+    They stand for remote services, which the bridge's process cannot starve: with `realtime`
+    they run SCHED_FIFO (set in the child before exec, so their threads have it too) next to the
+    SCHED_FIFO bench, else the default scheduling, where the bench's process (most of a core at
+    200 calls, on 2 cores) delays them: in a trial at 200 paced calls the final -> refinement
+    wait was p50 45 / p99 300 ms that way, 3 / 137 ms with SCHED_FIFO. `scheduling` says which
+    they got. `OSError`/`RuntimeError` when one does not come up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, realtime: bool = False) -> None:
+        self._realtime = realtime  # SCHED_FIFO (as the bench's process), where allowed
         self._dir = tempfile.TemporaryDirectory(prefix="bench-standins-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.llm_url = ""
         self.speechkit = ""
+        self.scheduling = ""  # what the stand-ins got: "SCHED_FIFO" or "default"
 
     def __enter__(self) -> Standins:
         script = Path(self._dir.name) / "script.json"
@@ -114,6 +156,8 @@ class Standins:
                 script=script,
             )  # fmt: skip
             self.speechkit = re.sub(r".*listening on (\S+).*", r"\1", sk)
+            fifo = all(os.sched_getscheduler(p.pid) == os.SCHED_FIFO for p in self.procs)
+            self.scheduling = "SCHED_FIFO" if fifo else "default"
         except BaseException:
             self.__exit__()
             raise
@@ -121,7 +165,13 @@ class Standins:
 
     def _start(self, module: str, *args: str, script: Path) -> str:
         cmd = [sys.executable, "-m", module, "--port", "0", "--script", str(script), *args]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            preexec_fn=_fifo if self._realtime else None,  # before exec: its threads inherit it
+        )
         self.procs.append(proc)
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()  # its one line, once it listens
@@ -207,19 +257,54 @@ class StandinCallBench(CallBench):
         probe.finals[:] = [t2]
         fig = StandinFigures(**asdict(figures_of(probe, self.greeting_label, self.filler_labels)))
         fig.llm_first_token_ms = (token - t4) * 1000
+        if (t3 := turn.get("t3_logic_start")) is not None:
+            fig.own_to_logic_ms, fig.own_logic_ms = (float(t3) - t2) * 1000, (t4 - float(t3)) * 1000
+        fig.own_queue_ms = (float(turn["answer_audio_at"]) - t5) * 1000
+        released = next((t for t, kind, _ in probe.events if kind == "stt_final_released" and t >= t2), None)
+        if released is not None:
+            fig.stt_refinement_wait_ms = (released - t2) * 1000
+            if fig.overhead_own_ms is not None:
+                fig.own_after_refinement_ms = fig.overhead_own_ms - fig.stt_refinement_wait_ms
+        if probe.speech_ends:  # the first is the question's (the caller is silent before it)
+            reported, at = probe.speech_ends[0]
+            fig.vad_end_after_final_ms, fig.vad_end_lag_ms = (reported - t2) * 1000, (reported - at) * 1000
+            fig.stt_final_after_speech_ms = (t2 - at) * 1000
         fig.tts_first_audio_ms = (t5 - token) * 1000
         if fig.overhead_ms is not None:
             fig.overhead_measured_ms = fig.overhead_ms + (LLM_DELAY_S + TTS_DELAY_S - (t5 - t4)) * 1000
         return fig
 
 
+class FinalRelease:
+    """Bench-only probe: when the STT adapter releases a final (its normalized text came, or
+    `final_refinement_wait_s` ran out), as a "stt_final_released" event in the call's probe."""
+
+    def __enter__(self) -> None:
+        self._emit = emit = RecognizeCall._emit_pending
+
+        def emit_pending(call: RecognizeCall, text: str) -> None:
+            if (probe := PROBES.get(call.shared.call_id)) is not None:
+                probe.events.append((asyncio.get_running_loop().time(), "stt_final_released", text))
+            emit(call, text)
+
+        setattr(RecognizeCall, "_emit_pending", emit_pending)  # noqa: B010 - a bench-only probe
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(RecognizeCall, "_emit_pending", self._emit)  # noqa: B010
+
+
 @dataclass
 class StandinLevel:
-    """One level's figures, the stand-ins' CPU over it (% of one core) and the load it ran at."""
+    """One level's run (see `bench.standin_levels`), the stand-ins' CPU over it (% of one core)
+    and the 1-minute load average before it."""
 
-    result: FiguresResult
+    run: LevelRun
     standins_cpu_pct: float
     load_before: float
+
+    @property
+    def result(self) -> FiguresResult:
+        return self.run.result
 
 
 def wait_for_load(
@@ -233,89 +318,59 @@ def wait_for_load(
     return load
 
 
+def level_plans(
+    levels: tuple[int, ...],
+    *,
+    window_s: float = 8.0,
+    arrivals: Arrivals = "even",
+    seed: int = 1,
+    stress: bool = True,
+) -> list[LevelPlan]:
+    """The levels' plans: 1 -> one call at a time; N > 1 -> N paced over `window_s` (N in a burst
+    when `window_s` is 0); with `stress` and a window, the largest N once more in a burst."""
+    plans = [
+        LevelPlan("single", 1) if n == 1
+        else LevelPlan("paced", n, window_s, arrivals, seed) if window_s > 0
+        else LevelPlan("burst", n)
+        for n in levels
+    ]  # fmt: skip
+    many = [n for n in levels if n > 1]
+    if stress and window_s > 0 and many:
+        plans.append(LevelPlan("burst", max(many)))
+    return plans
+
+
 def run_standin_figures(
     standins: Standins,
-    levels: tuple[int, ...] = (1, 50, 200),
+    plans: list[LevelPlan],
     *,
     repeat_single: int = 10,
     max_load: float | None = None,
     real_stt: bool = True,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[StandinLevel]:
-    """Each level as `run_figures` runs it, over the stand-ins, after one uncounted call; with
-    `max_load`, a level of more than one call first waits for the load average to come down to
-    it (see `wait_for_load`). `real_stt`: see `StandinCallBench`."""
+    """Each level (`level_plans`) over the stand-ins, after one uncounted call; the 1-call level
+    `repeat_single` times in turn. With `max_load`, a level of more than one call first waits
+    for the load average to come down to it (see `wait_for_load`). `real_stt`: see
+    `StandinCallBench`."""
+    lines = (espeak_pcm_sync(QUESTION) + bytes(8000), espeak_pcm_sync(STOP) + bytes(8000))
+
+    def bench() -> StandinCallBench:
+        return StandinCallBench(standins, real_stt=real_stt)
+
     out: list[StandinLevel] = []
-    # The process's first call pays lazy imports and first-use costs in the adapters (greeting
-    # 120 ms, LLM first token +70 ms): one call, not counted, first.
-    run_figures((1,), repeat_single=1, bench_factory=lambda: StandinCallBench(standins, real_stt=real_stt))
-    for n in levels:
-        load = wait_for_load(max_load, progress) if max_load is not None and n > 1 else os.getloadavg()[0]
-        progress(f"stand-ins: {n} call(s), load average {load:.2f}")
-        cpu0, wall0 = standins.cpu_s(), time.monotonic()
-        (result,) = run_figures(
-            (n,),
-            repeat_single=repeat_single,
-            bench_factory=lambda: StandinCallBench(standins, real_stt=real_stt),
-        )
-        pct = (standins.cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
-        out.append(StandinLevel(result, pct, load))
+    with Probes(), FinalRelease():
+        # The process's first call pays lazy imports and first-use costs in the adapters
+        # (greeting 120 ms, LLM first token +70 ms): one call, not counted, first.
+        run_level(LevelPlan("single", 1), lines, bench)
+        for plan in plans:
+            many = plan.calls > 1
+            load = wait_for_load(max_load, progress) if max_load is not None and many else os.getloadavg()[0]
+            progress(f"stand-ins: {plan.label}, load average {load:.2f}")
+            cpu0, wall0 = standins.cpu_s(), time.monotonic()
+            run = run_level(plan, lines, bench, repeat=1 if many else repeat_single)
+            pct = (standins.cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
+            out.append(StandinLevel(run, pct, load))
+            if run.failures:
+                progress(f"  {len(run.failures)} call(s) failed, first: {run.failures[0]}")
     return out
-
-
-_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("overhead_own_ms", "own: t2->t4 + t5->queued", "<= 2 (1), <= 5 (200)"),
-    ("overhead_measured_ms", "first frame - T0 - measured LLM+TTS", ""),
-    ("overhead_ms", "first frame - T0 - 400 ms", ""),
-    ("llm_first_token_ms", "LLM first token (t4 -> chunk; 300 nominal)", ""),
-    ("tts_first_audio_ms", "TTS first audio (chunk -> t5; 100 nominal)", ""),
-    ("handover_ms", "filler hand-over ms", "<= 20"),
-    ("barge_frames", "barge-in frames after", "0"),
-    ("greeting_ms", "greeting_ms", "<= 50"),
-)
-
-
-def _values(calls: list[CallFigures], name: str) -> list[float]:
-    return [float(v) for c in calls if (v := getattr(c, name, None)) is not None]
-
-
-def render_standins(levels: list[StandinLevel]) -> str:
-    """The figures per level as one table: figure, calls, n, p50/p95/p99/max, target."""
-    rows: list[list[object]] = []
-    for lv in levels:
-        r = lv.result
-        for name, label, target in _ROWS:
-            v = _values(r.calls, name)
-            q = [percentile(v, p) for p in (50, 95, 99)]
-            rows.append([label, r.concurrent, len(v), *q, max(v) if v else None, target])
-        rows.append(["bridge+callers CPU % / stand-ins CPU %", r.concurrent, len(r.calls), r.cpu_pct,
-                     lv.standins_cpu_pct, None, None, ""])  # fmt: skip
-        rows.append(["load average before", r.concurrent, None, lv.load_before, None, None, None, ""])
-        if r.failed:
-            rows.append(["calls failed", r.concurrent, r.failed, None, None, None, None, "0"])
-    headers = ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
-    return table(headers, rows, title="Per-call figures over the stand-ins (gRPC SpeechKit, HTTP OpenAI)")
-
-
-def standins_json(levels: list[StandinLevel], scheduling: str) -> dict[str, object]:
-    """The figures as plain data, every call's included, with `machine_info()`."""
-    return {
-        "machine": machine_info(),
-        "scheduling": scheduling,
-        "llm_first_token_s_nominal": LLM_DELAY_S,
-        "tts_first_audio_s_nominal": TTS_DELAY_S,
-        "levels": [
-            {
-                "concurrent": lv.result.concurrent,
-                "failed": lv.result.failed,
-                "load_average_before": round(lv.load_before, 2),
-                "process_cpu_pct": round(lv.result.cpu_pct, 1),
-                "standins_cpu_pct": round(lv.standins_cpu_pct, 1),
-                "pacer_max_lateness_ms": round(lv.result.late_ms, 1),
-                "pacer_resyncs": lv.result.resyncs,
-                "gc_max_pause_ms": round(lv.result.gc_ms, 1),
-                "calls": [asdict(c) for c in lv.result.calls],
-            }
-            for lv in levels
-        ],
-    }

@@ -6,6 +6,7 @@ counted; never how fast anything was (that is what `make bench` is for).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from types import SimpleNamespace
 from typing import cast
@@ -21,13 +22,9 @@ from bench.figures_report import figures_json, render_figures
 from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, run_capacity
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
-from bench.standin_figures import (
-    StandinFigures,
-    Standins,
-    render_standins,
-    run_standin_figures,
-    standins_json,
-)
+from bench.standin_figures import StandinFigures, Standins, level_plans, run_standin_figures
+from bench.standin_levels import CallerGaveUp, arrival_offsets, caller_wait
+from bench.standin_report import render_standins, standins_json
 from bench.virtual_figures import run_virtual_figures
 
 needs_espeak = pytest.mark.skipif(
@@ -183,10 +180,13 @@ def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() 
 
 @needs_espeak
 def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
+    plans = level_plans((1, 3), window_s=0.3, arrivals="poisson")
+    assert [p.mode for p in plans] == ["single", "paced", "burst"]  # the burst: the stress row
     with Standins() as standins:
-        levels = run_standin_figures(standins, (1, 3), repeat_single=1)
+        levels = run_standin_figures(standins, plans, repeat_single=1)
     assert [(lv.result.concurrent, len(lv.result.calls), lv.result.failed) for lv in levels] == [
         (1, 1, 0),
+        (3, 3, 0),
         (3, 3, 0),
     ]
     for fig in (c for lv in levels for c in lv.result.calls):
@@ -197,8 +197,51 @@ def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
         assert fig.llm_first_token_ms is not None and fig.llm_first_token_ms >= 300
         assert fig.tts_first_audio_ms is not None and fig.tts_first_audio_ms >= 100
         assert fig.barge_frames == 0
-    assert "own: t2->t4 + t5->queued" in render_standins(levels)
-    assert len(standins_json(levels, "default")["levels"]) == 2  # type: ignore[arg-type]
+    # The callers' code ran on the loop and was timed; the paced calls all waited for one moment.
+    assert all(lv.run.callers_loop_pct > 0 for lv in levels)
+    rendered = render_standins(levels)
+    assert "own: t2->t4 + t5->queued" in rendered and "3 burst (stress)" in rendered
+    data = standins_json(levels, "default")
+    rows = data["levels"]
+    assert isinstance(rows, list) and [r["mode"] for r in rows] == ["single", "paced", "burst"]
+    assert all(r["failures"] == [] for r in rows)
+
+
+def test_turn_arrivals_fill_the_window_evenly_or_as_a_seeded_poisson_process() -> None:
+    even = arrival_offsets(4, 8.0)
+    assert even == [0.0, 2.0, 4.0, 6.0]
+    assert arrival_offsets(3, 0.0, "poisson") == [0.0, 0.0, 0.0]  # no window: a burst
+    n, window = 2000, 8.0
+    a = arrival_offsets(n, window, "poisson", seed=7)
+    assert len(a) == n and a[0] == 0.0 and a == sorted(a) and a[-1] < window
+    assert a == arrival_offsets(n, window, "poisson", seed=7)  # the seed alone decides
+    assert a != arrival_offsets(n, window, "poisson", seed=8)
+    gaps = [y - x for x, y in zip(a, [*a[1:], window], strict=True)]  # the last gap closes the window
+    mean = sum(gaps) / n
+    assert mean == pytest.approx(window / n)  # the same mean gap as even
+    # Exponential gaps: spread as wide as their mean (uniform gaps would give 0.58, even 0).
+    sd = (sum((g - mean) ** 2 for g in gaps) / n) ** 0.5
+    assert 0.9 < sd / mean < 1.1
+    with pytest.raises(ValueError):
+        arrival_offsets(3, 1.0, "bursty")  # type: ignore[arg-type]
+
+
+def test_a_caller_gives_up_on_a_silent_bot_and_says_why() -> None:
+    async def main() -> None:
+        never = asyncio.Event()
+        live = asyncio.create_task(asyncio.sleep(60))
+        with pytest.raises(CallerGaveUp, match=r"^no answer within 0\.1 s$"):
+            await caller_wait(never.wait(), live, 0.1, "answer")
+        live.cancel()
+        ended = asyncio.create_task(asyncio.sleep(0))
+        await ended
+        with pytest.raises(CallerGaveUp, match="the bot ended the call before answer"):
+            await caller_wait(never.wait(), ended, 60, "answer")
+        came = asyncio.Event()
+        came.set()
+        await caller_wait(came.wait(), ended, 60, "answer")  # it came, though the call is over since
+
+    asyncio.run(main())
 
 
 def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
