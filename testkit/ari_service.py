@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from bridge.admin import AdminSettings
 from bridge.ami import AmiSettings
@@ -53,3 +53,39 @@ async def running_service(
             yield app
         finally:
             await app.close()
+
+
+async def talk_and_hang_up(
+    app: VoicebridgeApp,
+    fake: FakeAri,
+    line: bytes,
+    *,
+    timeout_s: float = 30.0,
+    on_greeting: Callable[[], None] | None = None,
+) -> None:
+    """One call through the service: the greeting, `line` (8 kHz s16 PCM) said by the caller, the
+    bot's answer, then the caller hangs up; returns once the service recorded the call's outcome.
+    `on_greeting` runs once the caller heard the greeting (the call is in its dialogue). Each wait
+    is bounded by `timeout_s`. The fake's own record of the call is then forgotten (as the soak
+    does): what is left is the service's."""
+    ended = len(app.outcomes)
+    channel = await fake.place_call()
+    await fake.wait_for(lambda: fake.leg_of(channel) is not None, timeout_s)
+    leg = fake.leg_of(channel)
+    assert leg is not None
+    async with asyncio.timeout(timeout_s):
+        await leg.wait_until(lambda c: c.voice_count > 0)  # the greeting
+    if on_greeting is not None:
+        on_greeting()
+    leg.play(line)
+    heard = leg.voice_count
+    async with asyncio.timeout(timeout_s):
+        await leg.wait_until(lambda c: c.audio_queued == 0)
+        await leg.wait_until(lambda c: c.voice_count > heard + 10)  # the answer
+    await fake.hangup_caller(channel)
+    async with asyncio.timeout(timeout_s):
+        while len(app.outcomes) == ended:  # noqa: ASYNC110 - a deque, no event to wait on
+            await asyncio.sleep(0.02)
+    fake.deleted.clear()
+    fake.channels.clear()
+    del fake.requests[:]
