@@ -14,6 +14,7 @@ from bridge.ami import AmiSettings
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriSettings
 from bridge.audiosocket.server import AudioSocketSettings
+from bridge.gc_policy import GcSettings
 from bridge.settings import Settings
 from orchestrator.call_settings import CallSettings
 from testkit.fake_ari import FakeAri
@@ -26,11 +27,16 @@ CONNECT_S = 15.0  # bound on the controller's first ARI connection
 
 @contextlib.asynccontextmanager
 async def running_service(
-    fake: FakeAri, call: CallSettings | None = None, *, reconnect_s: tuple[float, float] | None = None
+    fake: FakeAri,
+    call: CallSettings | None = None,
+    *,
+    reconnect_s: tuple[float, float] | None = None,
+    gc_settings: GcSettings | None = None,
 ) -> AsyncIterator[VoicebridgeApp]:
     """Start the service on free ports (admin port 0: never the default another run may hold),
     wait until its ARI websocket is up, yield it; close it on exit. `reconnect_s`: the ARI
-    reconnect backoff (min, max) s, for tests that drop the websocket."""
+    reconnect backoff (min, max) s, for tests that drop the websocket; `gc_settings`: `[gc]`
+    (default: its defaults)."""
     port = free_port()
     ari = AriSettings(url=fake.url, audiosocket_host=f"127.0.0.1:{port}")
     if reconnect_s is not None:
@@ -42,6 +48,7 @@ async def running_service(
         ami=AmiSettings(log_events=False),
         admin=AdminSettings(port=0),
         ari=ari,
+        gc=gc_settings or GcSettings(),
     )
     async with running_standins(base) as (settings, _, _):
         app = VoicebridgeApp(settings)

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from bridge.app import VoicebridgeApp
+from bridge.gc_policy import GcSettings
 from orchestrator.adapters.stt.yandex import YandexRecognitionStream
 from orchestrator.orchestrator import Orchestrator
 from orchestrator.tasks import TaskOwner, cancel_and_wait
@@ -109,6 +110,30 @@ async def test_a_finished_call_is_freed_by_reference_counting(fake_ari: FakeAri)
             assert Counter(_collected(app.audiosocket.port)) == Counter()
         finally:
             gc.enable()
+
+
+async def test_a_call_frozen_once_set_up_is_still_freed_by_reference_counting(fake_ari: FakeAri) -> None:
+    # [gc] freeze_calls: each call's set-up freezes every live object; frozen objects are never
+    # collected, so a call must leave the frozen set by reference counting when it ends.
+    line = espeak_pcm(DEMO_CALLER_LINES[0])
+    async with running_service(fake_ari, gc_settings=GcSettings(freeze_calls=True)) as app:
+        await _call(app, fake_ari, line)
+        base = gc.get_freeze_count()
+        frozen: list[int] = []
+        taken: list[weakref.ref[Orchestrator]] = []
+
+        def take() -> None:
+            frozen.append(gc.get_freeze_count())
+            (orchestrator,) = app._orchestrators
+            taken.append(weakref.ref(orchestrator))
+
+        await talk_and_hang_up(app, fake_ari, line, timeout_s=T, on_greeting=take)
+        assert app.ari is not None
+        async with asyncio.timeout(T):
+            await app.ari.idle.wait()
+        assert frozen[0] > base, "the call's set-up froze nothing"
+        assert taken[0]() is None, "the frozen Orchestrator outlived its call"
+    gc.unfreeze()  # the service's own start-up freeze and the calls': back to the collector
 
 
 class _Holder:
