@@ -76,14 +76,15 @@ def _collected(audiosocket_port: int) -> Iterator[str]:
     yield from found
 
 
-async def _call(app: VoicebridgeApp, fake: FakeAri, line: bytes) -> weakref.ref[Orchestrator]:
-    """One call to its end (`talk_and_hang_up`) and the service idle again; a weak reference to
-    its Orchestrator, taken while the call was in its dialogue."""
-    taken: list[weakref.ref[Orchestrator]] = []
+async def _call(app: VoicebridgeApp, fake: FakeAri, line: bytes) -> tuple[weakref.ref[Orchestrator], int]:
+    """One call to its end (`talk_and_hang_up`) and the service idle again. Returns a weak
+    reference to its Orchestrator and `gc.get_freeze_count()`, both taken while the call was in
+    its dialogue."""
+    taken: list[tuple[weakref.ref[Orchestrator], int]] = []
 
     def take() -> None:
         (orchestrator,) = app._orchestrators
-        taken.append(weakref.ref(orchestrator))
+        taken.append((weakref.ref(orchestrator), gc.get_freeze_count()))
 
     await talk_and_hang_up(app, fake, line, timeout_s=T, on_greeting=take)
     assert app.ari is not None
@@ -99,7 +100,7 @@ async def test_a_finished_call_is_freed_by_reference_counting(fake_ari: FakeAri)
         gc.collect()
         gc.disable()
         try:
-            gone = await _call(app, fake_ari, line)
+            gone, _ = await _call(app, fake_ari, line)
             assert app.outcomes[-1][1] == "caller_hangup"
             assert app.ari is not None and app.audiosocket is not None
             async with asyncio.timeout(T):
@@ -119,20 +120,9 @@ async def test_a_call_frozen_once_set_up_is_still_freed_by_reference_counting(fa
     async with running_service(fake_ari, gc_settings=GcSettings(freeze_calls=True)) as app:
         await _call(app, fake_ari, line)
         base = gc.get_freeze_count()
-        frozen: list[int] = []
-        taken: list[weakref.ref[Orchestrator]] = []
-
-        def take() -> None:
-            frozen.append(gc.get_freeze_count())
-            (orchestrator,) = app._orchestrators
-            taken.append(weakref.ref(orchestrator))
-
-        await talk_and_hang_up(app, fake_ari, line, timeout_s=T, on_greeting=take)
-        assert app.ari is not None
-        async with asyncio.timeout(T):
-            await app.ari.idle.wait()
-        assert frozen[0] > base, "the call's set-up froze nothing"
-        assert taken[0]() is None, "the frozen Orchestrator outlived its call"
+        gone, frozen = await _call(app, fake_ari, line)
+        assert frozen > base, "the call's set-up froze nothing"
+        assert gone() is None, "the frozen Orchestrator outlived its call"
     gc.unfreeze()  # the service's own start-up freeze and the calls': back to the collector
 
 
