@@ -28,7 +28,7 @@ from bridge.audiosocket.server import AudioSocketServer
 from bridge.composition import Composition
 from bridge.fd_limit import raise_fd_limit
 from bridge.gateway import TelephonyGateway
-from bridge.gc_policy import apply_gc_settings
+from bridge.gc_policy import apply_gc_settings, freeze_call_objects
 from bridge.logs import TRACE_ID, public_url
 from bridge.metrics import ServiceMetrics
 from bridge.pacer import Pacer
@@ -285,6 +285,7 @@ class VoicebridgeApp:
             if self._drain_deadline is not None:  # taken just before the drain began
                 orchestrator.drain_by(self._drain_deadline)
             self._orchestrators.add(orchestrator)
+            freeze_call_objects(s.gc)  # [gc] freeze_calls: the set-up's objects out of full collections
             try:
                 control = RingbackControl(call, gateway.outbound, _RINGBACK) if s.playout.ringback else call
                 outcome = await orchestrator.run(gateway, gateway.outbound, control)

@@ -138,7 +138,10 @@ class Playout:
         while len(self._buf) > self._high_water:
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
-            await fut
+            try:
+                await fut
+            finally:
+                del fut  # its PlayoutClosed's traceback holds this frame: no cycle through it
 
     def end_segment(self) -> None:
         """Take the resampler's held-back tail, pad the last partial frame with silence."""
@@ -156,7 +159,10 @@ class Playout:
         if self._buf:
             fut = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(fut)
-            await fut
+            try:
+                await fut
+            finally:
+                del fut  # its PlayoutClosed's traceback holds this frame: no cycle through it
 
     def clear(self) -> None:
         """Drop everything queued, now."""

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from orchestrator.answer import AnswerPipeline
 from orchestrator.backchannel import answer_words
@@ -61,7 +63,7 @@ from orchestrator.contracts import (
     STTStreamer,
     TTSManager,
 )
-from orchestrator.dialogue import DialogueLoop, DtmfPress, Reply, UserEvent
+from orchestrator.dialogue import BotVoice, DialogueLoop, DtmfPress, Reply, UserEvent
 from orchestrator.dialogue_map.expressions import ExpressionError
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.dialogue_map.templates import TemplateError
@@ -86,6 +88,7 @@ from orchestrator.stt_health import SttHealth
 from orchestrator.stt_watchdog import SttWatchdog
 from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
 from orchestrator.turns import Floor, FloorLost, TurnEvent, TurnTaking, turn_state_of
+from orchestrator.weak import weakly
 from orchestrator.wind_up import DrainDeadline, wind_up
 
 __all__ = [
@@ -137,7 +140,11 @@ class Orchestrator:
         self.clock = clock
         self.session_state = SessionState(call_id=call_id, current_state_id=dialogue_map.initial_state)
         self.metrics_logger = MetricsLogger(trace_id=call_id, clock=clock, sink=metrics_sink)
-        self.turns = TurnTaking(on_change=self._on_floor)
+        # The call's parts call back into this Orchestrator through `weakly` (and the dialogue
+        # speaks through a weak proxy): it holds them, so strong callbacks would make the whole
+        # call one reference cycle, freed only by a full collection (bridge/gc_policy.py).
+        self.turns = TurnTaking(on_change=weakly(self._on_floor))
+        observe = weakly(self._observe)
         self.end_reason: EndReason | None = None
         self.end_detail: str | None = None  # what failed, for provider failures and errors
         self.tasks = TaskOwner(call_id, cancel_bound_s=call.cancel_bound_s)
@@ -151,40 +158,40 @@ class Orchestrator:
             tasks=self.tasks,
             neutral_filler_keys=settings.neutral_filler_keys,
             operation_timeout_s=settings.operation_timeout_s,
-            floor=lambda: self.turns.floor,
-            on_audio=self._on_bot_audio,
-            on_tts_first_chunk=lambda: self.metrics_logger.mark(Mark.T5_TTS_FIRST_CHUNK),
-            observe=self._observe,
+            floor=weakly(self._floor),
+            on_audio=weakly(self._on_bot_audio),
+            on_tts_first_chunk=weakly(self._on_tts_first_chunk),
+            observe=observe,
             cache_timeout_s=call.cache_timeout_s,
         )
         ctx = self._ctx = CallContext(
-            call_id, dialogue_map, self.session_state, self.metrics_logger, clock, call, self._observe
+            call_id, dialogue_map, self.session_state, self.metrics_logger, clock, call, observe
         )
         self._answers = AnswerPipeline(ctx, player=self._player, tts=tts_manager, llm=llm_manager)
-        self.responses = Responses(ctx, render=render, player=self._player, play=self._play_prepared)
+        self.responses = Responses(ctx, render=render, player=self._player, play=weakly(self._play_prepared))
         self._user_results: asyncio.Queue[UserEvent] = asyncio.Queue()
         self._stt_health = SttHealth(call_id, stt_breaker, self._user_results.put_nowait)
         self.end_of_turn = EndOfTurn(
             clock=clock,
             forward=self._user_results.put_nowait,
-            **state_policy(dialogue_map, lambda: self.session_state.current_state_id),
+            **state_policy(dialogue_map, weakly(self._state_id)),
         )
         self.barge_in = BargeIn(
             turns=self.turns,
             player=self._player,
             clock=clock,
             metrics=self.metrics_logger,
-            observe=self._observe,
-            outbound=lambda: self._outbound,
+            observe=observe,
+            outbound=weakly(self._outbound_now),
             interruption=interruption,
-            answer_words=lambda: answer_words(dialogue_map, self.session_state.current_state_id),
-            stt_answered=self._stt_answered,
+            answer_words=weakly(self._answer_words),
+            stt_answered=weakly(self._stt_answered),
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
             ctx,
-            voice=self,
-            unscripted=self._handle_unscripted_flow,
+            voice=cast(BotVoice, weakref.proxy(self)),
+            unscripted=weakly(self._handle_unscripted_flow),
             responses=self.responses,
             flow_engine=flow_engine,
             classifier=intent_classifier,
@@ -192,13 +199,13 @@ class Orchestrator:
             results=self._user_results,
             intent_step=intent_step,
             stt_down=None if stt_breaker is None else self._stt_health.still_down,
-            control=lambda: self._control,
+            control=weakly(self._control_now),
         )
         self._watchdog = SttWatchdog(
             clock=clock,
             stall_s=call.stt_stall_s,
             recovery_s=call.stt_recovery_s,
-            on_stall=self._stt_stalled,
+            on_stall=weakly(self._stt_stalled),
             on_recover=self._stt_health.recovered,
             on_give_up=self._stt_health.gave_up,
         )
@@ -268,6 +275,7 @@ class Orchestrator:
             raise
         finally:
             await self.tasks.aclose()
+            self.tasks.keep_alive(self)  # the parts call back weakly (`weakly`)
             self.turns.handle(TurnEvent.HANG_UP)
             if self.end_reason == "error":
                 await self._apologise()
@@ -458,6 +466,24 @@ class Orchestrator:
         await self._answers.answer(text, self.session_state, state.fillers)
 
     # ------------------------------------------------------------------ callbacks
+    def _floor(self) -> Floor:
+        return self.turns.floor
+
+    def _state_id(self) -> str:
+        return self.session_state.current_state_id
+
+    def _outbound_now(self) -> OutboundAudio | None:
+        return self._outbound
+
+    def _control_now(self) -> CallControl | None:
+        return self._control
+
+    def _answer_words(self) -> frozenset[str]:
+        return answer_words(self.dialogue_map, self.session_state.current_state_id)
+
+    def _on_tts_first_chunk(self) -> None:
+        self.metrics_logger.mark(Mark.T5_TTS_FIRST_CHUNK)
+
     def _on_floor(self, floor: Floor) -> None:
         self.session_state.turn_state = turn_state_of(floor)
 

@@ -20,7 +20,9 @@ Rules every module follows (the developers' guide: every task owned, named, awai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
@@ -57,9 +59,16 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, timeout: float = C
             name = t.get_name() if isinstance(t, asyncio.Task) else repr(t)
             log.error("task %s did not stop within %.1f s of being cancelled", name, timeout)
     for t in live:
+        if t.cancelled():
+            # A cancelled task keeps the CancelledError its coroutine ended with (and so its
+            # traceback's frames and their locals, often an object that holds the task: a
+            # reference cycle) until it is asked for; asking hands it over and it is dropped.
+            with contextlib.suppress(asyncio.CancelledError):
+                t.exception()
+            continue
         # Retrieve outcomes so no "exception was never retrieved" noise reaches the logs. A
         # provider failure is the domain's to handle; anything else is a bug and must be seen.
-        if t.done() and not t.cancelled():
+        if t.done():
             exc = t.exception()
             if exc is not None and not isinstance(exc, VoicebridgeError):
                 name = t.get_name() if isinstance(t, asyncio.Task) else repr(t)
@@ -123,3 +132,13 @@ class TaskOwner:
         self._closed = True
         bound = self.cancel_bound_s if timeout is None else timeout
         await cancel_and_wait(*list(self._tasks), timeout=bound)
+
+    def keep_alive(self, obj: object) -> None:
+        """Hold `obj` until every task still running (one that outlived `aclose`'s bound) ends:
+        an owner whose parts reach it only weakly must not vanish under such a task."""
+        for task in self._tasks:
+            task.add_done_callback(functools.partial(_hold, obj))
+
+
+def _hold(obj: object, task: asyncio.Future[Any]) -> None:
+    """A done callback whose only work is to have referenced `obj` until the task ended."""

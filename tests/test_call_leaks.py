@@ -12,7 +12,6 @@ import asyncio
 import gc
 from collections import Counter
 
-from bridge.app import VoicebridgeApp
 from bridge.ari.call import AriCall
 from bridge.audiosocket.server import AudioSocketConnection
 from bridge.gateway import TelephonyGateway
@@ -20,7 +19,7 @@ from bridge.playout import Playout
 from orchestrator.adapters.stt.yandex_call import RecognizeCall
 from orchestrator.dialogue import DialogueLoop
 from orchestrator.orchestrator import Orchestrator
-from testkit.ari_service import running_service
+from testkit.ari_service import running_service, talk_and_hang_up
 from testkit.fake_ari import FakeAri
 from testkit.sip import espeak_pcm
 from testkit.standins.launch import DEMO_CALLER_LINES
@@ -43,34 +42,11 @@ def _alive() -> Counter[str]:
     return Counter(type(o).__name__ for o in gc.get_objects() if isinstance(o, PER_CALL))
 
 
-async def _one_call(app: VoicebridgeApp, fake: FakeAri, line: bytes) -> None:
-    ended = len(app.outcomes)
-    channel = await fake.place_call()
-    await fake.wait_for(lambda: fake.leg_of(channel) is not None, T)
-    leg = fake.leg_of(channel)
-    assert leg is not None
-    async with asyncio.timeout(T):
-        await leg.wait_until(lambda c: c.voice_count > 0)  # the greeting
-    leg.play(line)
-    heard = leg.voice_count
-    async with asyncio.timeout(T):
-        await leg.wait_until(lambda c: c.audio_queued == 0)
-        await leg.wait_until(lambda c: c.voice_count > heard + 10)  # the answer
-    await fake.hangup_caller(channel)
-    async with asyncio.timeout(T):
-        while len(app.outcomes) == ended:  # noqa: ASYNC110 - a deque, no event to wait on
-            await asyncio.sleep(0.02)
-    # The fake's own record of the call (the soak forgets it the same way): not the service's.
-    fake.deleted.clear()
-    fake.channels.clear()
-    del fake.requests[:]
-
-
 async def test_sequential_calls_leave_no_call_object_and_no_entry_behind(fake_ari: FakeAri) -> None:
     line = espeak_pcm(DEMO_CALLER_LINES[0])
     async with running_service(fake_ari) as app:
         for _ in range(CALLS):
-            await _one_call(app, fake_ari, line)
+            await talk_and_hang_up(app, fake_ari, line, timeout_s=T)
         assert [reason for _, reason in app.outcomes] == ["caller_hangup"] * CALLS
         assert app.ari is not None and app.audiosocket is not None
         async with asyncio.timeout(T):

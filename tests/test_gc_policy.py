@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
 
-from bridge.gc_policy import GcSettings, apply_gc_settings
+from bridge.gc_policy import GcSettings, apply_gc_settings, freeze_call_objects
 
 
 @pytest.fixture
@@ -48,3 +49,28 @@ def test_full_collections_are_rarer() -> None:
 def test_a_bad_value_names_the_setting() -> None:
     with pytest.raises(ValidationError, match="full_every"):
         GcSettings(full_every=0)
+
+
+class _Node:
+    """A node of a reference cycle."""
+
+    other: object = None
+
+
+def test_freezing_a_call_freezes_what_lives_and_not_the_young_garbage() -> None:
+    gc.collect()
+    try:
+        before = gc.get_freeze_count()  # not 0: the suite's services froze their start-up
+        assert not freeze_call_objects(GcSettings())  # off by default
+        assert gc.get_freeze_count() == before
+        live = _Node()
+        dead = _Node()
+        dead.other = dead  # young cyclic garbage: the young collection frees it before the freeze
+        gone = weakref.ref(dead)
+        del dead
+        assert freeze_call_objects(GcSettings(freeze_calls=True))
+        assert gone() is None
+        assert gc.get_freeze_count() > before
+        assert not any(o is live for o in gc.get_objects())  # frozen: no generation holds it
+    finally:
+        gc.unfreeze()

@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp import web_exceptions
 
 from bridge.ari.call import AriError
-from bridge.ari.connection import AriConnection
+from bridge.ari.connection import AriConnection, ari_op
 from bridge.ari.session import CallerGone, CallSession
 from bridge.ari.settings import AriSettings
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
@@ -73,9 +73,13 @@ class CallLegs:
         if client is None:
             raise AriError(f"call {session.uuid}: ARI connection lost before setup")
         cid, bid, em = session.channel_id, session.bridge_id, session.em_id
-        await self._step(session, "answer", client.channels.answer(channelId=cid))
-        await self._step(session, "create bridge", client.bridges.create(type="mixing", bridgeId=bid))
-        await self._step(session, "add caller", client.bridges.addChannel(bridgeId=bid, channel=cid))
+        await self._step(session, "answer", ari_op(client, "channels", "answer", channelId=cid))
+        await self._step(
+            session, "create bridge", ari_op(client, "bridges", "create", type="mixing", bridgeId=bid)
+        )
+        await self._step(
+            session, "add caller", ari_op(client, "bridges", "addChannel", bridgeId=bid, channel=cid)
+        )
         # Register before the POST: Asterisk connects inside the externalMedia request.
         conn_future = self._audiosocket.expect(uuid.UUID(session.uuid))
         try:
@@ -83,7 +87,10 @@ class CallLegs:
                 await self._step(
                     session,
                     "externalMedia",
-                    client.channels.externalMedia(
+                    ari_op(
+                        client,
+                        "channels",
+                        "externalMedia",
                         app=s.app,
                         channelId=em,
                         external_host=s.audiosocket_host,
@@ -95,7 +102,9 @@ class CallLegs:
                 )
             await self._step(session, "externalMedia StasisStart", session.em_started)
             await self._step(
-                session, "add externalMedia", client.bridges.addChannel(bridgeId=bid, channel=em)
+                session,
+                "add externalMedia",
+                ari_op(client, "bridges", "addChannel", bridgeId=bid, channel=em),
             )
             return await self._step(session, "AudioSocket connection", conn_future)
         except BaseException:
@@ -219,7 +228,7 @@ class CallLegs:
                 client = self._connection.client
                 if client is None:
                     raise TimeoutError("ARI not connected")
-                await getattr(getattr(client, repo), op)(**params)
+                await ari_op(client, repo, op, **params)
         except web_exceptions.HTTPNotFound:
             pass  # already gone
         except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:

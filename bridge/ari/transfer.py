@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web_exceptions
 
-from bridge.ari.connection import AriConnection
+from bridge.ari.connection import AriConnection, ari_op
 from bridge.ari.legs import CallLegs
 from bridge.ari.session import CallSession
 from bridge.ari.settings import AriSettings
@@ -144,7 +144,10 @@ class Transfers:
                 async with asyncio.timeout_at(deadline):
                     try:
                         async with asyncio.timeout(timeout_s):
-                            await client.channels.originate(
+                            await ari_op(
+                                client,
+                                "channels",
+                                "originate",
                                 endpoint=request.endpoint,
                                 app=self._settings.app,
                                 appArgs="transfer",
@@ -191,7 +194,7 @@ class Transfers:
                 if client is None:
                     raise OSError("ARI not connected")
                 async with asyncio.timeout(self._settings.timeout_s):
-                    await client.bridges.addChannel(bridgeId=session.bridge_id, channel=op_id)
+                    await ari_op(client, "bridges", "addChannel", bridgeId=session.bridge_id, channel=op_id)
             except (web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("call %s: transfer: bridging the operator failed: %r", session.uuid, exc)
                 return "failed"

@@ -246,6 +246,7 @@ class ServerProtocol(asyncio.Protocol):
             self._server._admission.release(self._host)
         if self._conn is not None:
             self._conn._connection_lost()
+        _drop_read_callback(self._transport)
 
     def abort(self) -> None:
         """Drop the connection (server shutdown)."""
@@ -254,3 +255,12 @@ class ServerProtocol(asyncio.Protocol):
         elif self._transport is not None:
             self._rejected = True
             self._transport.close()
+
+
+def _drop_read_callback(transport: asyncio.BaseTransport | None) -> None:
+    """Drop a closed selector transport's `_read_ready_cb`: on CPython 3.11 it keeps that bound
+    method of itself after closing (3.12 drops it in `close()`), a reference cycle that holds
+    the transport and its socket until a full collection. Only ever called once the connection
+    is lost (nothing reads any more); transports without it (uvloop's) are left alone."""
+    if getattr(transport, "_read_ready_cb", None) is not None:
+        setattr(transport, "_read_ready_cb", None)  # noqa: B010 - a private attribute of asyncio's

@@ -48,6 +48,7 @@ from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer
 from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.errors import STTError
 from orchestrator.tasks import TaskOwner, cancel_and_wait
+from orchestrator.weak import weakly
 
 __all__ = [
     "PROVIDER",
@@ -127,7 +128,7 @@ class YandexRecognitionStream:
             settings=settings,
             clock=clock,
             buffer=self._buffer,
-            emit=self._put,
+            emit=weakly(self._put),  # self holds Shared: a bound method would be a cycle
             chunk_frames=max(1, settings.chunk_ms * BYTES_PER_MS // FRAME_BYTES),
             call_id=call_id,
         )
@@ -309,7 +310,8 @@ class YandexRecognitionStream:
 
                 def _drain_deadline(_f: object) -> None:
                     if active:  # the callback may run after the timeout block has ended
-                        cm.reschedule(min(cm.when() or math.inf, loop.time() + s.drain_timeout_s))
+                        # (F821: `cm` is deleted in the finally below, once `active` is False)
+                        cm.reschedule(min(cm.when() or math.inf, loop.time() + s.drain_timeout_s))  # noqa: F821
 
                 call.ended.add_done_callback(_drain_deadline)
                 try:
@@ -322,8 +324,7 @@ class YandexRecognitionStream:
         except TimeoutError:
             err = STTError("RecognizeStreaming did not finish in time", provider=PROVIDER, retryable=True)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if _cancelling():
                 raise  # aclose(): ours
             # gRPC cancelled the call under us: our request generator raised (see `failure`).
             why = f": {type(call.failure).__name__}: {call.failure}" if call.failure else ""
@@ -334,11 +335,21 @@ class YandexRecognitionStream:
             call.flush()
             rpc.cancel()
             call.abandon()
+            # The timeout points at this task, which keeps the CancelledError of aclose(), whose
+            # traceback holds this frame: without this, that cycle outlives the call.
+            del cm
         if err is None and call.ended.result() not in ("renew", "eof"):
             err = STTError("SpeechKit closed the stream", provider=PROVIDER, retryable=True)
         if err is not None:
             log.debug("call %s: STT stream at %d ms ended: %s", self._call_id, call.base_ms, err)
         return err
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (no local of the caller's names the task: one
+    in a frame its own cancellation's traceback holds would be a reference cycle)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def probe_recognizer(
