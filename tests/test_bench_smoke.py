@@ -13,6 +13,7 @@ from typing import cast
 
 import pytest
 
+import bench.__main__ as bench_main
 from bench.bridge_side import BridgeStats, Leftovers
 from bench.call_figures import run_figures
 from bench.callers import CallerStats
@@ -242,6 +243,31 @@ def test_a_caller_gives_up_on_a_silent_bot_and_says_why() -> None:
         await caller_wait(came.wait(), ended, 60, "answer")  # it came, though the call is over since
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--turn-window", "-1"),  # was run as burst only, 200 calls
+        ("--turn-window", "nan"),
+        ("--standins-calls", "0"),  # was a ValueError traceback after the stand-ins' warm-up call
+        ("--standins-calls", "1,200"),  # was the 1-call level twice
+        ("--single-calls", "0"),  # was a ZeroDivisionError after the levels had run
+        ("--figure-calls", "0"),
+    ],
+)
+def test_bench_options_refuse_bad_values_before_running_anything(
+    option: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def reached(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the bench ran with a bad option value")
+
+    monkeypatch.setattr(bench_main, "level_plans", reached)
+    monkeypatch.setattr(bench_main, "run_figures", reached)
+    with pytest.raises(SystemExit) as exited:
+        bench_main.main(["--only", "standins", "--only", "figures", option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: {value}" in capsys.readouterr().err
 
 
 def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
