@@ -198,8 +198,16 @@ def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
         assert fig.llm_first_token_ms is not None and fig.llm_first_token_ms >= 300
         assert fig.tts_first_audio_ms is not None and fig.tts_first_audio_ms >= 100
         assert fig.barge_frames == 0
-    # The callers' code ran on the loop and was timed; the paced calls all waited for one moment.
+    # The callers' code ran on the loop and was timed.
     assert all(lv.run.callers_loop_pct > 0 for lv in levels)
+    # The paced calls all waited for the moment all were live, then each for its own slot (a
+    # sleep never ends early; 1 ms for the clock's resolution); the others kept no schedule.
+    planned = arrival_offsets(3, 0.3, "poisson")
+    actual = levels[1].run.turn_offsets_s
+    assert len(actual) == 3 and all(
+        a is not None and a >= p - 0.001 for a, p in zip(actual, planned, strict=True)
+    )
+    assert levels[0].run.turn_offsets_s == levels[2].run.turn_offsets_s == []
     rendered = render_standins(levels)
     assert "own: t2->t4 + t5->queued" in rendered and "3 burst (stress)" in rendered
     data = standins_json(levels, "default")
