@@ -256,6 +256,11 @@ async def _call(
         return bench.figures(probe)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the level goes on
         error = str(exc) if isinstance(exc, CallerGaveUp) else repr(exc)
+        if sched.paced and not arrived:
+            # Now, not after the hang-up's wait below (up to 5 s): the others' wait for all live
+            # is bounded by T plus the start offsets, and this call is not coming.
+            arrived = True
+            sched.arrive()
         if leg is not None:
             pool.hangup(leg[1])  # the caller gives up: the bot sees the EOF and ends the call
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -265,7 +270,7 @@ async def _call(
         return None
     finally:
         if sched.paced and not arrived:
-            sched.arrive()  # a call that failed before it was live does not hold the others
+            sched.arrive()  # cancelled before it was live: it does not hold the others
         if leg is not None:
             leg[2].cancel()
             PROBES.pop(leg[0], None)

@@ -14,8 +14,9 @@ from typing import cast
 import pytest
 
 import bench.__main__ as bench_main
+from bench import standin_levels
 from bench.bridge_side import BridgeStats, Leftovers
-from bench.call_figures import run_figures
+from bench.call_figures import PROBES, CallBench, CallFigures, _Probe, run_figures
 from bench.callers import CallerStats
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
@@ -24,7 +25,7 @@ from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, ru
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.standin_figures import StandinFigures, Standins, level_plans, run_standin_figures
-from bench.standin_levels import CallerGaveUp, arrival_offsets, caller_wait
+from bench.standin_levels import CallerGaveUp, CallFailure, LevelPlan, arrival_offsets, caller_wait
 from bench.standin_report import render_standins, standins_json
 from bench.virtual_figures import run_virtual_figures
 
@@ -251,6 +252,78 @@ def test_a_caller_gives_up_on_a_silent_bot_and_says_why() -> None:
         await caller_wait(came.wait(), ended, 60, "answer")  # it came, though the call is over since
 
     asyncio.run(main())
+
+
+class _Leg:
+    """A fake caller for `_call`: `play` of the question makes the bot answer, of the last line
+    makes it hang up; the pool's hang-up ends a silent bot only `linger_s` later."""
+
+    def __init__(self, probe: _Probe, linger_s: float) -> None:
+        self.probe, self.linger_s, self.lines = probe, linger_s, 0
+        self.ended = asyncio.Event()
+        self.handler = asyncio.create_task(self._bot(), name="test-fake-handler")
+
+    async def _bot(self) -> None:
+        await self.ended.wait()
+
+    def play(self, _pcm: bytes) -> None:
+        self.lines += 1
+        (self.probe.answering if self.lines == 1 else self.ended).set()
+
+    def hung_up(self) -> None:
+        asyncio.get_running_loop().call_later(self.linger_s, self.ended.set)
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.callers: list[_Leg] = []
+
+    def hangup(self, leg: _Leg) -> None:
+        leg.hung_up()
+
+
+class _Bench:
+    """Call 0 is greeted at once; call 1 never is, and its bot takes 1 s to end after the hang-up."""
+
+    def __init__(self) -> None:
+        self.pool = _Pool()
+        self.started = 0
+
+    async def start_call(self) -> tuple[str, _Leg, asyncio.Task[None]]:
+        cid, self.started = f"test-call-{self.started}", self.started + 1
+        probe = PROBES[cid] = _Probe()
+        if cid == "test-call-0":
+            probe.listening.set()
+        leg = _Leg(probe, 0.0 if cid == "test-call-0" else 1.0)
+        self.pool.callers.append(leg)
+        return cid, leg, leg.handler
+
+    def figures(self, _probe: _Probe) -> CallFigures:
+        return CallFigures()
+
+
+def test_a_paced_call_that_fails_before_it_is_live_does_not_hold_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every bound 0.2 s: call 0 waits 0.2 s (+ the start offsets) for all calls to be live; call 1
+    # gives up on its greeting at 0.2 s, and its bot takes 1 s to end after that hang-up.
+    monkeypatch.setattr(standin_levels, "T", 0.2)
+
+    async def main() -> tuple[list[CallFigures | None], list[CallFailure]]:
+        sched = standin_levels._Schedule(LevelPlan("paced", 2, 0.01))
+        failures: list[CallFailure] = []
+        bench = cast(CallBench, _Bench())
+        lines = (b"q", b"bye")
+        calls = [standin_levels._call(bench, i, lines, sched, failures) for i in range(2)]
+        return await asyncio.gather(*calls), failures
+
+    results, failures = asyncio.run(main())
+    # Call 1 counted as arrived when it gave up, not after the bot's 1 s: call 0 had its turn.
+    assert [(f.index, f.stage, f.error) for f in failures] == [(1, "greeting", "no greeting within 0.2 s")]
+    assert isinstance(results[0], CallFigures) and results[1] is None
 
 
 @pytest.mark.parametrize(
