@@ -7,7 +7,13 @@ counted; never how fast anything was (that is what `make bench` is for).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import cast
 
@@ -16,7 +22,7 @@ import pytest
 import bench.__main__ as bench_main
 from bench import standin_levels
 from bench.bridge_side import BridgeStats, Leftovers
-from bench.call_figures import PROBES, CallBench, CallFigures, _Probe, run_figures
+from bench.call_figures import PROBES, ROOT, CallBench, CallFigures, _Probe, run_figures
 from bench.callers import CallerStats
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
@@ -215,6 +221,32 @@ def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
     rows = data["levels"]
     assert isinstance(rows, list) and [r["mode"] for r in rows] == ["single", "paced", "burst"]
     assert all(r["failures"] == [] for r in rows)
+
+
+def test_the_standins_die_with_a_killed_bench() -> None:
+    # A bench killed by SIGKILL (or SIGTERM) runs no __exit__: the stand-ins must go by themselves.
+    code = (
+        "import sys, threading\n"
+        "from bench.standin_figures import Standins\n"
+        "with Standins() as s:\n"
+        "    print(*(p.pid for p in s.procs), flush=True)\n"
+        "    threading.Event().wait()\n"
+    )
+    bench = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert bench.stdout is not None
+    pids = [int(p) for p in bench.stdout.readline().split()]
+    assert len(pids) == 2
+    fds = [os.pidfd_open(pid) for pid in pids]
+    try:
+        bench.kill()
+        bench.wait()
+        for fd in fds:  # a pidfd is readable once its process has exited
+            assert select.select([fd], [], [], 10.0)[0] == [fd], "a stand-in outlived the bench"
+    finally:
+        for fd in fds:  # whatever the outcome, nothing left running
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
 
 
 def test_turn_arrivals_fill_the_window_evenly_or_as_a_seeded_poisson_process() -> None:
