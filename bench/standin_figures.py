@@ -47,6 +47,7 @@ import dataclasses
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -147,11 +148,12 @@ class Standins:
     wait was p50 45 / p99 300 ms that way, 3 / 137 ms with SCHED_FIFO. `scheduling` says which
     they got. They get SIGTERM if the thread that entered this dies (the bench killed), so
     enter it on a thread that lives as long as the block. `OSError`/`RuntimeError` when one
-    does not come up.
+    does not come up (or has not said it listens within `start_timeout_s`, s).
     """
 
-    def __init__(self, *, realtime: bool = False) -> None:
+    def __init__(self, *, realtime: bool = False, start_timeout_s: float = T) -> None:
         self._realtime = realtime  # SCHED_FIFO (as the bench's process), where allowed
+        self._start_timeout_s = start_timeout_s  # for each one's "listening" line
         self._dir = tempfile.TemporaryDirectory(prefix="bench-standins-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.llm_url = ""
@@ -195,7 +197,10 @@ class Standins:
         )
         self.procs.append(proc)
         assert proc.stdout is not None
-        line = proc.stdout.readline().decode().strip()  # its one line, once it listens
+        # Its one line, once it listens; bounded, as a stand-in stuck before it would hang the bench.
+        if not select.select([proc.stdout], [], [], self._start_timeout_s)[0]:
+            raise RuntimeError(f"{module} did not start within {self._start_timeout_s:g} s")
+        line = proc.stdout.readline().decode().strip()
         if "listening" not in line:
             raise RuntimeError(f"{module} did not start: {line!r}")
         return line

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
@@ -247,6 +248,32 @@ def test_the_standins_die_with_a_killed_bench() -> None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
             os.close(fd)
+
+
+def test_a_standin_that_never_says_it_listens_fails_the_start_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in stuck before its "listening" line (here: one that never writes it) once hung the
+    # bench in readline for good; now the start fails and the one already up is stopped too.
+    (tmp_path / "silent_standin.py").write_text("import threading\nthreading.Event().wait()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    real_start = Standins._start
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(self: Standins, module: str, *args: str, script: Path) -> str:
+        module = "silent_standin" if module == "bench.standin_speechkit" else module
+        try:
+            return real_start(self, module, *args, script=script)
+        finally:
+            started.extend(p for p in self.procs if p not in started)
+
+    monkeypatch.setattr(Standins, "_start", start)
+    with (
+        pytest.raises(RuntimeError, match=r"^silent_standin did not start within 0\.5 s$"),
+        Standins(start_timeout_s=0.5),
+    ):
+        pass
+    assert len(started) == 2 and all(p.returncode is not None for p in started)
 
 
 def test_turn_arrivals_fill_the_window_evenly_or_as_a_seeded_poisson_process() -> None:
