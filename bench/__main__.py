@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,30 @@ DEFAULT_PARTS = (
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (0 calls would run the stand-ins and then fail on an empty level)."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
+    return n
+
+
+def _loaded_levels(text: str) -> list[int]:
+    """argparse type: comma-separated call counts, each >= 2 (the 1-call level always runs)."""
+    levels = [int(x) for x in text.split(",")]
+    if any(n < 2 for n in levels):
+        raise argparse.ArgumentTypeError(f"{text}: each level needs at least 2 calls (1 call always runs)")
+    return levels
+
+
+def _window_s(text: str) -> float:
+    """argparse type: a finite window in s, >= 0 (a negative or NaN one would silently mean burst only)."""
+    w = float(text)
+    if not math.isfinite(w) or w < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number of seconds >= 0")
+    return w
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--figure-calls",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=_loaded_levels,
         default=[50, 200],
         help="figures: concurrent calls of the loaded levels, comma-separated (default %(default)s)",
     )
-    parser.add_argument("--single-calls", type=int, default=10, help="figures: one-at-a-time calls")
+    parser.add_argument(
+        "--single-calls", type=_positive_int, default=10, help="figures, stand-ins: one-at-a-time calls"
+    )
     parser.add_argument(
         "--short-calls", type=int, default=10_000, help="figures: short sequential calls (memory)"
     )
@@ -132,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--standins-calls",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=_loaded_levels,
         default=[200],
         help="stand-ins: concurrent calls of the loaded levels, comma-separated (default %(default)s)",
     )
     parser.add_argument(
         "--turn-window",
-        type=float,
+        type=_window_s,
         default=8.0,
         help="stand-ins: spread the loaded levels' turns over this many s once all calls are live "
         "(0: burst only; default %(default)s); the largest level also runs as a burst (stress)",

@@ -42,10 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,6 +93,8 @@ __all__ = [
 ]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec only calls it
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -118,6 +123,21 @@ def _fifo() -> None:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
 
 
+def _child_setup(parent: int, realtime: bool) -> Callable[[], None]:
+    """What a stand-in runs between fork and exec: SIGTERM when the thread that started it dies
+    (a SIGTERM or SIGKILL to the bench runs no `__exit__`, and the stand-ins, SCHED_FIFO, stayed
+    on), then SCHED_FIFO with `realtime`."""
+
+    def setup() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the bench died before the prctl: nobody will signal us
+            os._exit(1)
+        if realtime:
+            _fifo()
+
+    return setup
+
+
 class Standins:
     """The OpenAI and SpeechKit stand-ins as child processes (`with Standins() as s:`).
 
@@ -126,11 +146,14 @@ class Standins:
     SCHED_FIFO bench, else the default scheduling, where the bench's process (most of a core at
     200 calls, on 2 cores) delays them: in a trial at 200 paced calls the final -> refinement
     wait was p50 45 / p99 300 ms that way, 3 / 137 ms with SCHED_FIFO. `scheduling` says which
-    they got. `OSError`/`RuntimeError` when one does not come up.
+    they got. They get SIGTERM if the thread that entered this dies (the bench killed), so
+    enter it on a thread that lives as long as the block. `OSError`/`RuntimeError` when one
+    does not come up (or has not said it listens within `start_timeout_s`, s).
     """
 
-    def __init__(self, *, realtime: bool = False) -> None:
+    def __init__(self, *, realtime: bool = False, start_timeout_s: float = T) -> None:
         self._realtime = realtime  # SCHED_FIFO (as the bench's process), where allowed
+        self._start_timeout_s = start_timeout_s  # for each one's "listening" line
         self._dir = tempfile.TemporaryDirectory(prefix="bench-standins-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.llm_url = ""
@@ -170,11 +193,14 @@ class Standins:
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            preexec_fn=_fifo if self._realtime else None,  # before exec: its threads inherit it
+            preexec_fn=_child_setup(os.getpid(), self._realtime),  # before exec: its threads inherit it
         )
         self.procs.append(proc)
         assert proc.stdout is not None
-        line = proc.stdout.readline().decode().strip()  # its one line, once it listens
+        # Its one line, once it listens; bounded, as a stand-in stuck before it would hang the bench.
+        if not select.select([proc.stdout], [], [], self._start_timeout_s)[0]:
+            raise RuntimeError(f"{module} did not start within {self._start_timeout_s:g} s")
+        line = proc.stdout.readline().decode().strip()
         if "listening" not in line:
             raise RuntimeError(f"{module} did not start: {line!r}")
         return line

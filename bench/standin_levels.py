@@ -121,7 +121,9 @@ class CallFailure:
 class LevelRun:
     """One level: the figures (`result`), the failures, the callers' share of the loop (% of wall
     time spent in the fake callers' send and receive code) and the turns' actual spread (s, the
-    first call's turn to the last one's; 0 for one call)."""
+    first call's turn to the last one's; 0 for one call), the level's wall time (s) and, paced,
+    each call's turn after the moment all were live (s, by call index; None for a call that
+    never turned; planned: `arrival_offsets`, actual: that or later, as the loop allowed)."""
 
     plan: LevelPlan
     result: FiguresResult
@@ -129,6 +131,7 @@ class LevelRun:
     callers_loop_pct: float
     turn_span_s: float
     wall_s: float
+    turn_offsets_s: list[float | None] = dataclasses.field(default_factory=list)
 
 
 class CallerGaveUp(Exception):
@@ -144,7 +147,7 @@ class _Schedule:
         self._pending = plan.calls
         self.all_live = asyncio.Event()
         self.t0 = 0.0
-        self.turns: list[float] = []  # loop times the callers began their lines
+        self.turns: dict[int, float] = {}  # call index -> loop time it began its line
         self.rss_live_kb = 0.0
 
     def arrive(self) -> None:
@@ -241,7 +244,7 @@ async def _call(
             )
             await asyncio.sleep(max(0.0, sched.t0 + sched.offsets[i] - loop.time()))
         stage = "answer"
-        sched.turns.append(loop.time())
+        sched.turns[i] = loop.time()
         caller.play(question)
         await caller_wait(probe.answering.wait(), handler, _patience(question), "answer")
         stage = "goodbye"
@@ -253,6 +256,11 @@ async def _call(
         return bench.figures(probe)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the level goes on
         error = str(exc) if isinstance(exc, CallerGaveUp) else repr(exc)
+        if sched.paced and not arrived:
+            # Now, not after the hang-up's wait below (up to 5 s): the others' wait for all live
+            # is bounded by T plus the start offsets, and this call is not coming.
+            arrived = True
+            sched.arrive()
         if leg is not None:
             pool.hangup(leg[1])  # the caller gives up: the bot sees the EOF and ends the call
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -262,7 +270,7 @@ async def _call(
         return None
     finally:
         if sched.paced and not arrived:
-            sched.arrive()  # a call that failed before it was live does not hold the others
+            sched.arrive()  # cancelled before it was live: it does not hold the others
         if leg is not None:
             leg[2].cancel()
             PROBES.pop(leg[0], None)
@@ -327,8 +335,14 @@ async def _run(
         pacer.resyncs,
         gc_timer.max_s * 1000,
     )
-    span = max(sched.turns) - min(sched.turns) if len(sched.turns) > 1 else 0.0
-    return LevelRun(plan, result, failures, callers.busy_s / wall * 100, span, wall)
+    turns = sched.turns.values()
+    span = max(turns) - min(turns) if len(turns) > 1 else 0.0
+    after: list[float | None] = (
+        [t - sched.t0 if (t := sched.turns.get(i)) is not None else None for i in range(plan.calls)]
+        if sched.paced
+        else []
+    )
+    return LevelRun(plan, result, failures, callers.busy_s / wall * 100, span, wall, after)
 
 
 def run_level(

@@ -78,6 +78,7 @@ def standins_json(
                 "turn_arrivals": lv.run.plan.arrivals if lv.run.plan.mode == "paced" else None,
                 "turn_seed": lv.run.plan.seed if lv.run.plan.mode == "paced" else None,
                 "turn_span_s": round(lv.run.turn_span_s, 3),
+                "turn_offsets_s": [None if t is None else round(t, 3) for t in lv.run.turn_offsets_s],
                 "wall_s": round(lv.run.wall_s, 1),
                 "failed": lv.result.failed,
                 "failures": [asdict(f) for f in lv.run.failures],

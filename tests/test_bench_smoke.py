@@ -7,14 +7,23 @@ counted; never how fast anything was (that is what `make bench` is for).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
 import pytest
 
+import bench.__main__ as bench_main
+from bench import standin_levels
 from bench.bridge_side import BridgeStats, Leftovers
-from bench.call_figures import run_figures
+from bench.call_figures import PROBES, ROOT, CallBench, CallFigures, _Probe, run_figures
 from bench.callers import CallerStats
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
@@ -23,7 +32,7 @@ from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, ru
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.standin_figures import StandinFigures, Standins, level_plans, run_standin_figures
-from bench.standin_levels import CallerGaveUp, arrival_offsets, caller_wait
+from bench.standin_levels import CallerGaveUp, CallFailure, LevelPlan, arrival_offsets, caller_wait
 from bench.standin_report import render_standins, standins_json
 from bench.virtual_figures import run_virtual_figures
 
@@ -197,14 +206,74 @@ def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
         assert fig.llm_first_token_ms is not None and fig.llm_first_token_ms >= 300
         assert fig.tts_first_audio_ms is not None and fig.tts_first_audio_ms >= 100
         assert fig.barge_frames == 0
-    # The callers' code ran on the loop and was timed; the paced calls all waited for one moment.
+    # The callers' code ran on the loop and was timed.
     assert all(lv.run.callers_loop_pct > 0 for lv in levels)
+    # The paced calls all waited for the moment all were live, then each for its own slot (a
+    # sleep never ends early; 1 ms for the clock's resolution); the others kept no schedule.
+    planned = arrival_offsets(3, 0.3, "poisson")
+    actual = levels[1].run.turn_offsets_s
+    assert len(actual) == 3 and all(
+        a is not None and a >= p - 0.001 for a, p in zip(actual, planned, strict=True)
+    )
+    assert levels[0].run.turn_offsets_s == levels[2].run.turn_offsets_s == []
     rendered = render_standins(levels)
     assert "own: t2->t4 + t5->queued" in rendered and "3 burst (stress)" in rendered
     data = standins_json(levels, "default")
     rows = data["levels"]
     assert isinstance(rows, list) and [r["mode"] for r in rows] == ["single", "paced", "burst"]
     assert all(r["failures"] == [] for r in rows)
+
+
+def test_the_standins_die_with_a_killed_bench() -> None:
+    # A bench killed by SIGKILL (or SIGTERM) runs no __exit__: the stand-ins must go by themselves.
+    code = (
+        "import sys, threading\n"
+        "from bench.standin_figures import Standins\n"
+        "with Standins() as s:\n"
+        "    print(*(p.pid for p in s.procs), flush=True)\n"
+        "    threading.Event().wait()\n"
+    )
+    bench = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert bench.stdout is not None
+    pids = [int(p) for p in bench.stdout.readline().split()]
+    assert len(pids) == 2
+    fds = [os.pidfd_open(pid) for pid in pids]
+    try:
+        bench.kill()
+        bench.wait()
+        for fd in fds:  # a pidfd is readable once its process has exited
+            assert select.select([fd], [], [], 10.0)[0] == [fd], "a stand-in outlived the bench"
+    finally:
+        for fd in fds:  # whatever the outcome, nothing left running
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+
+
+def test_a_standin_that_never_says_it_listens_fails_the_start_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in stuck before its "listening" line (here: one that never writes it) once hung the
+    # bench in readline for good; now the start fails and the one already up is stopped too.
+    (tmp_path / "silent_standin.py").write_text("import threading\nthreading.Event().wait()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    real_start = Standins._start
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(self: Standins, module: str, *args: str, script: Path) -> str:
+        module = "silent_standin" if module == "bench.standin_speechkit" else module
+        try:
+            return real_start(self, module, *args, script=script)
+        finally:
+            started.extend(p for p in self.procs if p not in started)
+
+    monkeypatch.setattr(Standins, "_start", start)
+    with (
+        pytest.raises(RuntimeError, match=r"^silent_standin did not start within 0\.5 s$"),
+        Standins(start_timeout_s=0.5),
+    ):
+        pass
+    assert len(started) == 2 and all(p.returncode is not None for p in started)
 
 
 def test_turn_arrivals_fill_the_window_evenly_or_as_a_seeded_poisson_process() -> None:
@@ -242,6 +311,103 @@ def test_a_caller_gives_up_on_a_silent_bot_and_says_why() -> None:
         await caller_wait(came.wait(), ended, 60, "answer")  # it came, though the call is over since
 
     asyncio.run(main())
+
+
+class _Leg:
+    """A fake caller for `_call`: `play` of the question makes the bot answer, of the last line
+    makes it hang up; the pool's hang-up ends a silent bot only `linger_s` later."""
+
+    def __init__(self, probe: _Probe, linger_s: float) -> None:
+        self.probe, self.linger_s, self.lines = probe, linger_s, 0
+        self.ended = asyncio.Event()
+        self.handler = asyncio.create_task(self._bot(), name="test-fake-handler")
+
+    async def _bot(self) -> None:
+        await self.ended.wait()
+
+    def play(self, _pcm: bytes) -> None:
+        self.lines += 1
+        (self.probe.answering if self.lines == 1 else self.ended).set()
+
+    def hung_up(self) -> None:
+        asyncio.get_running_loop().call_later(self.linger_s, self.ended.set)
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.callers: list[_Leg] = []
+
+    def hangup(self, leg: _Leg) -> None:
+        leg.hung_up()
+
+
+class _Bench:
+    """Call 0 is greeted at once; call 1 never is, and its bot takes 1 s to end after the hang-up."""
+
+    def __init__(self) -> None:
+        self.pool = _Pool()
+        self.started = 0
+
+    async def start_call(self) -> tuple[str, _Leg, asyncio.Task[None]]:
+        cid, self.started = f"test-call-{self.started}", self.started + 1
+        probe = PROBES[cid] = _Probe()
+        if cid == "test-call-0":
+            probe.listening.set()
+        leg = _Leg(probe, 0.0 if cid == "test-call-0" else 1.0)
+        self.pool.callers.append(leg)
+        return cid, leg, leg.handler
+
+    def figures(self, _probe: _Probe) -> CallFigures:
+        return CallFigures()
+
+
+def test_a_paced_call_that_fails_before_it_is_live_does_not_hold_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every bound 0.2 s: call 0 waits 0.2 s (+ the start offsets) for all calls to be live; call 1
+    # gives up on its greeting at 0.2 s, and its bot takes 1 s to end after that hang-up.
+    monkeypatch.setattr(standin_levels, "T", 0.2)
+
+    async def main() -> tuple[list[CallFigures | None], list[CallFailure]]:
+        sched = standin_levels._Schedule(LevelPlan("paced", 2, 0.01))
+        failures: list[CallFailure] = []
+        bench = cast(CallBench, _Bench())
+        lines = (b"q", b"bye")
+        calls = [standin_levels._call(bench, i, lines, sched, failures) for i in range(2)]
+        return await asyncio.gather(*calls), failures
+
+    results, failures = asyncio.run(main())
+    # Call 1 counted as arrived when it gave up, not after the bot's 1 s: call 0 had its turn.
+    assert [(f.index, f.stage, f.error) for f in failures] == [(1, "greeting", "no greeting within 0.2 s")]
+    assert isinstance(results[0], CallFigures) and results[1] is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--turn-window", "-1"),  # was run as burst only, 200 calls
+        ("--turn-window", "nan"),
+        ("--standins-calls", "0"),  # was a ValueError traceback after the stand-ins' warm-up call
+        ("--standins-calls", "1,200"),  # was the 1-call level twice
+        ("--single-calls", "0"),  # was a ZeroDivisionError after the levels had run
+        ("--figure-calls", "0"),
+    ],
+)
+def test_bench_options_refuse_bad_values_before_running_anything(
+    option: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def reached(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the bench ran with a bad option value")
+
+    monkeypatch.setattr(bench_main, "level_plans", reached)
+    monkeypatch.setattr(bench_main, "run_figures", reached)
+    with pytest.raises(SystemExit) as exited:
+        bench_main.main(["--only", "standins", "--only", "figures", option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: {value}" in capsys.readouterr().err
 
 
 def test_short_calls_leave_no_tasks_and_no_descriptors() -> None:
