@@ -15,6 +15,12 @@ Speech that began over an uninterrupted bot turn is a backchannel (or echo): its
 results are dropped, also those that arrive up to `_LATE_BACKCHANNEL_S` after the turn ended;
 except a backchannel word's final ("да") in a state that takes it as the answer
 (`orchestrator.backchannel`): that goes to the dialogue, heard once the bot's turn is over.
+Except too the words of speech resumed as a false alarm before the STT had answered for it
+(`[interruption] late_words_ms`: an STT that lags the audio): results whose audio reaches that
+onset are judged as its words (content words cut the bot late; the turn's end heard them).
+Each result's audio end is put on the call's clock (`SttResult.audio_end_ms` from the stream's
+start, plus the origin the most timely result implies: at or after the true one, so a result's
+audio is never put earlier than it was).
 """
 
 from __future__ import annotations
@@ -79,14 +85,17 @@ class BargeIn:
         self.results_dropped = 0  # recognition results dropped as echo or backchannel
         self._decider = InterruptionDecider(interruption)
         self._timer: asyncio.TimerHandle | None = None  # the decision window's end
+        self._audio_origin: float | None = None  # the recognised audio's 0 ms on `clock` (at latest)
 
     # ------------------------------------------------------------------ recognition results
     def screen(self, event: SttResult) -> bool:
         """Whether `event` is the caller's (True) or echo/backchannel, dropped (False)."""
-        self._decider.words(event.text, self._clock.now())  # words: the STT is known to work
+        now = self._clock.now()
+        end = self._audio_end(event, now)
+        self._decider.words(event.text, now, audio_end=end)  # words: the STT is known to work
         if not self._turns.hears_caller and self._playing():
             # Words over the bot: content words interrupt it (the result is then the caller's).
-            self._apply(self._decider.partial(event.text, self._clock.now()))
+            self._apply(self._decider.partial(event.text, now, final=event.is_final, audio_end=end))
         if not self._turns.hears_caller:
             # Heard while the bot spoke and nobody interrupted: echo or a backchannel, or the
             # answer to a yes/no question said over its end (queued: heard when the turn ends).
@@ -100,6 +109,19 @@ class BargeIn:
             self._backchannel_until = None
             return True
         return not self._late_backchannel(event)
+
+    def _audio_end(self, event: SttResult, now: float) -> float | None:
+        """Where `event`'s audio ends on the clock (s), if its timing is known (else None): the
+        stream's 0 ms is at or before `now - audio_end_ms` for every result, so the least of
+        those is the latest it can be (a result's end is then never put earlier than it was)."""
+        end_ms = event.audio_end_ms
+        if end_ms is None:
+            return None
+        end = end_ms / 1000
+        origin = self._audio_origin
+        if origin is None or now - end < origin:
+            origin = self._audio_origin = now - end
+        return origin + end
 
     def _answer(self, event: SttResult) -> bool:
         """Whether `event` is a backchannel final that the current state takes as the answer."""
@@ -252,7 +274,7 @@ class BargeIn:
         interrupt it makes its results still to come a backchannel ("ага"), not a turn."""
         if not interrupted and self._overlap_open and self._turns.floor is Floor.BOT_TURN:
             self._backchannel_until = self._clock.now() + _LATE_BACKCHANNEL_S
-            self._undecided_at_end = self._decider.pending()
+            self._undecided_at_end = self._decider.pending(self._clock.now())
         self._overlap_open = False
         self._disarm()
         self._decider.reset()

@@ -28,6 +28,15 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
   inside the window with no words yet: the window's end decides). Partials of that run still
   count for `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
+- Late words: a confirmed run whose window closed with no words (RESUME) while the STT had not
+  yet answered for its audio (no result reached the run's end: `words`' `audio_end`, the
+  result's audio end on this clock when its timing is known, else its arrival; without timed
+  results, `answered` too) was not judged on its words, which the STT still owes (it lags the
+  audio: seen 1.8-5.1 s under load). So the overlap is remembered for `late_words_ms`: a
+  result over the resumed bot whose audio reaches the overlap's first onset is judged as its
+  words (content words CANCEL, late; backchannel, short or echo words KEEP: the bot goes on and
+  the result is dropped), until its final or the bound. With the STT timely (it answered for
+  the whole run and gave no words) nothing is remembered: no words means none were said.
 
 So the bot is paused for at most `max_pause_ms` after an onset before it goes on or is cancelled
 (`window_ms` unless confirmed speech outlasts it); confirmed speech still going at `max_pause_ms`
@@ -111,6 +120,11 @@ class InterruptionSettings:
     final_wait_ms: Annotated[int, Field(ge=0, le=3000)] = 400
     # Partials of a run the VAD rejected or ended still count this long after, ms.
     partial_grace_ms: Annotated[int, Field(ge=0, le=2000)] = 600
+    # A confirmed run resumed with no words while the STT had not answered for its audio yet
+    # (it lags: 1.8-5.1 s seen at 200 calls): results over the bot whose audio reaches its onset
+    # are its words for this long after the resume (content words cut late; backchannels stay
+    # dropped), until its final, ms; 0: off (such words are dropped as a backchannel).
+    late_words_ms: Annotated[int, Field(ge=0, le=30000)] = 6000
     # Off: partials are ignored, the VAD alone decides (confirmed speech cancels).
     use_partials: bool = True
 
@@ -140,14 +154,20 @@ class InterruptionDecider:
         "_engaged_until",
         "_floor",
         "_heard",
+        "_heard_to",
         "_held",
+        "_late_from",
+        "_late_until",
         "_lost",
+        "_overlap_from",
         "_pause_end",
         "_results",
         "_run_from",
         "_settings",
+        "_spoken_to",
         "_stop",
         "_sustain_at",
+        "_timed",
         "_timed_out",
         "_trust_answers",
         "_voiced_s",
@@ -178,6 +198,12 @@ class InterruptionDecider:
         self._run_from: float | None = None  # the current run's onset
         self._voiced_s = 0.0  # confirmed speech of the overlap's ended runs
         self._sustain_at: float | None = None  # the STT unknown: the confirmed run cancels then
+        self._heard_to: float | None = None  # the STT's results reach the audio up to here
+        self._timed = False  # a result carried its audio's timing (then answers alone do not count)
+        self._overlap_from = 0.0  # the overlap's first onset
+        self._spoken_to = 0.0  # the end of the overlap's latest run
+        self._late_from: float | None = None  # an overlap resumed unheard: its words still count
+        self._late_until = 0.0  # ... until then
         self.deadline: float | None = None
 
     @property
@@ -186,11 +212,19 @@ class InterruptionDecider:
         return self._settings
 
     # ------------------------------------------------------------------ what is known of the call
-    def words(self, text: str, now: float) -> None:
-        """Any STT result (taken or dropped): if it has words, the STT is known to work."""
+    def words(self, text: str, now: float, *, audio_end: float | None = None) -> None:
+        """Any STT result (taken or dropped): if it has words, the STT is known to work.
+        `audio_end`: where the result's audio ends, on the clock of `now` (s; from the result's
+        audio timing); None: unknown, taken as `now` (a timely STT)."""
         if words_of(text):
             self._words_at = now
             self._trust_answers = True
+        if audio_end is None:
+            audio_end = now
+        else:
+            self._timed = True
+        if self._heard_to is None or audio_end > self._heard_to:
+            self._heard_to = audio_end
 
     def answered(self, at: float | None) -> None:
         """When the STT's service last answered this call's recognition, on the clock of the
@@ -238,6 +272,7 @@ class InterruptionDecider:
 
     def _open(self, now: float) -> None:
         if not self.engaged(now):  # a fresh overlap (else a new run inside the last one's grace)
+            self._overlap_from = now
             self._confirmed = self._decided = self._timed_out = False
             self._heard = PartialKind.EMPTY
             self._window_end = self._sustain_at = self.deadline = None
@@ -276,20 +311,27 @@ class InterruptionDecider:
         # Paused already after an onset; with onsets off, this is the first word of it.
         return Verdict.KEEP if self._timed_out or self._heard is PartialKind.BACKCHANNEL else Verdict.PAUSE
 
-    def pending(self) -> bool:
-        """Whether a decision on speech the VAD heard is still open (its window runs)."""
-        return self._window_end is not None and not self._decided
+    def pending(self, now: float) -> bool:
+        """Whether a decision on speech the VAD heard is still open at `now`: its window runs,
+        or it was resumed with its words still owed by the STT (`late_words_ms`)."""
+        if self._decided:
+            return False
+        return self._window_end is not None or self._late(now) is not None
 
     def kind(self, text: str) -> PartialKind:
         """What `text`'s words say by this decider's lists (no state changes)."""
         s = self._settings
         return partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
 
-    def partial(self, text: str, now: float) -> Verdict:
-        """An STT partial (or final) arrived."""
-        self.words(text, now)
-        if not self._settings.use_partials or self._decided or not self.engaged(now):
+    def partial(
+        self, text: str, now: float, *, final: bool = False, audio_end: float | None = None
+    ) -> Verdict:
+        """An STT partial (or `final`) arrived; `audio_end` as for `words`."""
+        self.words(text, now, audio_end=audio_end)
+        if not self._settings.use_partials or self._decided:
             return Verdict.KEEP
+        if not self.engaged(now):
+            return self._late_words(text, now, final, audio_end)
         kind = self.kind(text)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP  # (no sign the STT hears the caller: nothing, or the bot's echo)
@@ -328,6 +370,7 @@ class InterruptionDecider:
                 self._sustain_at = None
                 self._set_deadline()
                 self._timed_out = True
+                self._remember(now)
                 return Verdict.RESUME
         self._set_deadline()
         return Verdict.KEEP
@@ -344,6 +387,7 @@ class InterruptionDecider:
         if self._run_from is not None and self._confirmed:
             self._voiced_s += max(0.0, now - self._run_from)
         self._run_from = None
+        self._spoken_to = now
         self._sustain_at = None
         self._set_deadline()
         s = self._settings
@@ -363,7 +407,45 @@ class InterruptionDecider:
                 return Verdict.KEEP
         if self._confirmed and self._heard in _UNDECIDED and not self._decided:
             self._timed_out = True  # a whole run with no words: its further runs do not pause
+            self._remember(now)
         return self._release(now)
+
+    # ------------------------------------------------------------------ words the STT still owes
+    def _remember(self, now: float) -> None:
+        """A confirmed run resumed with no words (or one short): if the STT has not answered for
+        all of its audio yet, its words are still to come: remember the overlap for them."""
+        s = self._settings
+        if not s.use_partials or s.late_words_ms <= 0 or self._heard not in _UNDECIDED:
+            return
+        spoken_to = now if self._run_from is not None else self._spoken_to  # (the run goes on)
+        heard_to = self._heard_to
+        answered = self._answered_at
+        if not self._timed and answered is not None and (heard_to is None or answered > heard_to):
+            heard_to = answered  # no timing: an answer is as good as a result at its arrival
+        if heard_to is not None and heard_to >= spoken_to:
+            return  # the STT heard it all and gave no words: none were said
+        start = self._overlap_from
+        late_from = self._late(now)
+        if late_from is not None:
+            start = min(start, late_from)  # an earlier overlap's words are still owed too
+        self._late_from = start
+        self._late_until = now + s.late_words_ms / 1000
+
+    def _late(self, now: float) -> float | None:
+        """The onset of the remembered overlap whose words are still owed at `now`, if any."""
+        if self._late_from is not None and now > self._late_until:
+            self._late_from = None
+        return self._late_from
+
+    def _late_words(self, text: str, now: float, final: bool, audio_end: float | None) -> Verdict:
+        """A result after the overlap's engagement: its words if their audio reaches it."""
+        late_from = self._late(now)
+        if late_from is None or (audio_end is not None and audio_end < late_from):
+            return Verdict.KEEP  # nothing owed, or audio from before it (an earlier echo, word)
+        kind = self.kind(text)
+        if final and kind is not PartialKind.ECHO:
+            self._late_from = None  # the STT's verdict on that speech (the bot's echo is none)
+        return self._cancel() if kind is PartialKind.CONTENT else Verdict.KEEP
 
     def _release(self, now: float) -> Verdict:
         self._window_end = self._sustain_at = self.deadline = None
@@ -386,3 +468,4 @@ class InterruptionDecider:
         self._voiced_s = 0.0
         self._confirmed = self._decided = self._timed_out = False
         self._heard = PartialKind.EMPTY
+        self._late_from = None
