@@ -4,6 +4,7 @@ counters it reads (playout underflows, the barge-in stop time, pacer lateness), 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 from pathlib import Path
@@ -177,3 +178,16 @@ def test_the_readme_lists_every_call_outcome_and_no_other() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     [row] = [line for line in readme.splitlines() if line.startswith("| `voicebridge_calls_total`")]
     assert tuple(re.findall(r"`([a-z_]+)`", row.split("|")[3])) == END_REASONS
+
+
+def test_frozen_objects_are_the_collectors_freeze_count() -> None:
+    # The leak signal of `[gc] freeze_calls`: objects moved out of the collector's reach.
+    held = [[] for _ in range(100)]  # tracked containers, frozen below
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(held)
+        value = _samples(_metrics().exposition().decode())[("voicebridge_gc_frozen_objects", frozenset())]
+        assert value == frozen
+    finally:
+        gc.unfreeze()
