@@ -97,7 +97,9 @@ class SynthJob:
                 self.queue.put_nowait(chunk)
             self.queue.put_nowait(None)
         except ProviderError as exc:
-            self.queue.put_nowait(exc)
+            # Without its traceback: that holds this frame (so this job and its queue, which
+            # holds the error) and the TTS adapter's, a reference cycle outliving the call.
+            self.queue.put_nowait(exc.with_traceback(None))
         except Exception as exc:  # an adapter bug must still end as a provider failure
             self.queue.put_nowait(TTSError(repr(exc), provider="tts"))
         finally:
