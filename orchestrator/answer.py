@@ -169,6 +169,10 @@ class AnswerPipeline:
             raise
         except Exception as exc:  # an adapter bug must still end as a provider failure
             raise LLMError(repr(exc), provider="llm", retryable=False) from exc
+        finally:
+            # The task keeps its failure, whose traceback (re-raised here) holds this frame: without
+            # this, that reference cycle holds the call (through the frames above) past its end.
+            del first
 
     async def _speak(
         self,
