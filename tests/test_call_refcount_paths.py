@@ -5,10 +5,11 @@ The Orchestrator's parts reach it only weakly (orchestrator/weak.py): a callback
 it was freed would raise ReferenceError (or, swallowed, drop a hang-up, a metrics record, a
 transfer). tests/test_call_refcount_teardown.py checks a plain call; here each call takes another
 path through the real service (FakeAri, AudioSocket, the stand-ins): the caller barging in, STT
-failing for good, the STT stalling, the LLM and the TTS failing, a DTMF transfer, a drain. With
-the collector off for the call, each must end with its outcome and its `call_end` record, log no
-ReferenceError, free its Orchestrator without a collection and leave nothing of ours to the
-collector (what `[gc] freeze_calls` would freeze for good).
+failing for good, the STT stalling, the LLM failing, the TTS failing (a scripted answer's
+synthesis, the LLM answer's stream), a DTMF transfer, a drain. With the collector off for the
+call, each must end with its outcome and its `call_end` record, log no ReferenceError, free its
+Orchestrator without a collection and leave nothing of ours to the collector (what `[gc]
+freeze_calls` could freeze for good).
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ async def _llm_fails(c: _Call) -> None:
     await _speak_and_hear_answer(c, espeak_pcm(DEMO_CALLER_LINES[0]))  # the stand-in's first line
     c.openai.inject("http500", 10)
     await _speak_and_hear_answer(c, espeak_pcm(DEMO_CALLER_LINES[1]))  # off-script: the LLM's
+    await c.fake.hangup_caller(c.channel)
+
+
+async def _llm_answer_tts_fails(c: _Call) -> None:
+    await _speak_and_hear_answer(c, espeak_pcm(DEMO_CALLER_LINES[0]))  # the stand-in's first line
+    c.speechkit.fail_next_tts(10)  # the LLM's answer is synthesised as a stream: that fails
+    await _speak_and_hear_answer(c, espeak_pcm(DEMO_CALLER_LINES[1]))
     await c.fake.hangup_caller(c.channel)
 
 
@@ -139,6 +147,13 @@ class _Lines(logging.Handler):
 PATHS: dict[str, tuple[Before, Callable[[_Call], Awaitable[None]], CallSettings, str, str]] = {
     "barge_in": (_nothing, _barge_in, CallSettings(), "caller_hangup", '"interrupted": true'),
     "llm_fails": (_nothing, _llm_fails, CallSettings(), "caller_hangup", "playback failure: openai"),
+    "llm_answer_tts_fails": (
+        _nothing,
+        _llm_answer_tts_fails,
+        CallSettings(),
+        "caller_hangup",
+        "playback failure: yandex-tts: StreamSynthesis",
+    ),
     "tts_fails": (_nothing, _tts_fails, CallSettings(), "caller_hangup", "TTS (yandex) circuit open"),
     "stt_stalls": (_stt_stall, _stt_stalls, CallSettings(stt_stall_s=0.5), "caller_hangup", "STT stalled"),
     "stt_gives_up": (_stt_down, _idle, CallSettings(), "stt_failure", "giving up after"),
