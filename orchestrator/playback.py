@@ -85,7 +85,10 @@ class SynthJob:
         """The next chunk, None at the end; raises the synthesis failure."""
         item = await self.queue.get()
         if isinstance(item, ProviderError):
-            raise item
+            try:
+                raise item
+            finally:
+                del item  # its traceback holds this frame: naming it here would be a cycle
         return item
 
     async def _run(self) -> None:
