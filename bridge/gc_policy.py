@@ -17,7 +17,11 @@ since the last set-up: 0.0 ms instead of 41-55 ms at 1,000 live bench calls, for
 set-up (the young collection). A frozen object freed by reference counting leaves the frozen set.
 
 Why off by default: whatever is cyclic garbage in the oldest generation when a freeze runs (an
-object that lived long, then died in a cycle) is frozen for good, a leak. Measured: the bench
+object that lived long, then died in a cycle) is frozen for good, a leak; so is a cycle that
+forms later through a frozen object (each set-up freezes every call in progress: its
+Orchestrator, its running frames and tasks), since the collector never looks at frozen objects.
+Such cycles came from failures re-raised in a frame that names what keeps them (a task, a
+queued error): tests/test_call_refcount_paths.py walks the failure paths with the collector off. Measured: the bench
 calls leave 0 such objects; a call through the service (ARI, AudioSocket, gRPC STT/TTS, HTTP
 LLM) leaves 0 of ours, but the in-process stand-ins left 4-5 a call (asyncio.subprocess's
 protocol <-> stdin writer of espeak-ng, grpc's server-side method lookup): a library's cycle

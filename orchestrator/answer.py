@@ -169,6 +169,10 @@ class AnswerPipeline:
             raise
         except Exception as exc:  # an adapter bug must still end as a provider failure
             raise LLMError(repr(exc), provider="llm", retryable=False) from exc
+        finally:
+            # The task keeps its failure, whose traceback (re-raised here) holds this frame: without
+            # this, that reference cycle holds the call (through the frames above) past its end.
+            del first
 
     async def _speak(
         self,
@@ -189,6 +193,9 @@ class AnswerPipeline:
             playback.result()
         finally:
             await cancel_and_wait(pipe, playback, timeout=tasks.cancel_bound_s)
+            # A failure of `playback` is re-raised here, its traceback holding this frame: naming
+            # the task (which keeps the failure) would make that a cycle holding the call.
+            del pipe, playback
             spoken = "".join(said).strip()
             if spoken:
                 session.transcript.append(TranscriptEntry("bot", spoken))
@@ -234,7 +241,10 @@ class AnswerPipeline:
             if not first.done():
                 await cancel_and_wait(first, timeout=tasks.cancel_bound_s)
         await cover.stop()
-        chunk = first.result()  # raises the synthesis failure
+        try:
+            chunk = first.result()  # raises the synthesis failure
+        finally:
+            del first  # as in `_first_chunk`: the failure it keeps would hold this frame, a cycle
         if chunk is None:
             return
         self._metrics.mark(Mark.T5_TTS_FIRST_CHUNK)

@@ -445,6 +445,11 @@ class Orchestrator:
             except (ProviderError, TemplateError, ExpressionError) as exc:
                 # What a bot turn can expect to fail; a ConfigError or a bug fails the dialogue.
                 await self.responses.provider_failure(exc, stage="playback")
+        except AudioClosed:
+            # The caller hung up during the apology. (Raised, it would end this task failed, and
+            # a dialogue cancelled by that hang-up never retrieves it: "Task exception was never
+            # retrieved", with the traceback, on every such call.)
+            return
         except FloorLost:
             if self.turns.floor is not Floor.INTERRUPTED:
                 raise  # audio outside a bot turn: a bug, not a barge-in

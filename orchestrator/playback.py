@@ -85,7 +85,10 @@ class SynthJob:
         """The next chunk, None at the end; raises the synthesis failure."""
         item = await self.queue.get()
         if isinstance(item, ProviderError):
-            raise item
+            try:
+                raise item
+            finally:
+                del item  # its traceback holds this frame: naming it here would be a cycle
         return item
 
     async def _run(self) -> None:
@@ -97,7 +100,9 @@ class SynthJob:
                 self.queue.put_nowait(chunk)
             self.queue.put_nowait(None)
         except ProviderError as exc:
-            self.queue.put_nowait(exc)
+            # Without its traceback: that holds this frame (so this job and its queue, which
+            # holds the error) and the TTS adapter's, a reference cycle outliving the call.
+            self.queue.put_nowait(exc.with_traceback(None))
         except Exception as exc:  # an adapter bug must still end as a provider failure
             self.queue.put_nowait(TTSError(repr(exc), provider="tts"))
         finally:

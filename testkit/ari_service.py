@@ -18,9 +18,12 @@ from bridge.gc_policy import GcSettings
 from bridge.settings import Settings
 from orchestrator.call_settings import CallSettings
 from testkit.fake_ari import FakeAri
+from testkit.fake_asterisk import FakeAsterisk
 from testkit.phone_call import MAP
 from testkit.ports import free_port
 from testkit.standins.launch import running_standins
+from testkit.standins.openai_server import OpenAIStandin
+from testkit.standins.speechkit_server import SpeechKitStandin
 
 CONNECT_S = 15.0  # bound on the controller's first ARI connection
 
@@ -37,6 +40,23 @@ async def running_service(
     wait until its ARI websocket is up, yield it; close it on exit. `reconnect_s`: the ARI
     reconnect backoff (min, max) s, for tests that drop the websocket; `gc_settings`: `[gc]`
     (default: its defaults)."""
+    async with running_service_and_standins(fake, call, reconnect_s=reconnect_s, gc_settings=gc_settings) as (
+        app,
+        _,
+        _,
+    ):
+        yield app
+
+
+@contextlib.asynccontextmanager
+async def running_service_and_standins(
+    fake: FakeAri,
+    call: CallSettings | None = None,
+    *,
+    reconnect_s: tuple[float, float] | None = None,
+    gc_settings: GcSettings | None = None,
+) -> AsyncIterator[tuple[VoicebridgeApp, SpeechKitStandin, OpenAIStandin]]:
+    """`running_service`, also yielding its SpeechKit and OpenAI stand-ins (to inject faults)."""
     port = free_port()
     ari = AriSettings(url=fake.url, audiosocket_host=f"127.0.0.1:{port}")
     if reconnect_s is not None:
@@ -50,16 +70,28 @@ async def running_service(
         ari=ari,
         gc=gc_settings or GcSettings(),
     )
-    async with running_standins(base) as (settings, _, _):
+    async with running_standins(base) as (settings, speechkit, openai_standin):
         app = VoicebridgeApp(settings)
         await app.start()
         try:
             assert app.ari is not None
             async with asyncio.timeout(CONNECT_S):
                 await app.ari.connected.wait()
-            yield app
+            yield app, speechkit, openai_standin
         finally:
             await app.close()
+
+
+async def call_until_greeting(fake: FakeAri, timeout_s: float) -> tuple[str, FakeAsterisk]:
+    """Place a call; return its caller channel id and AudioSocket leg once the caller hears the
+    greeting (each wait bounded by `timeout_s`)."""
+    channel = await fake.place_call()
+    await fake.wait_for(lambda: fake.leg_of(channel) is not None, timeout_s)
+    leg = fake.leg_of(channel)
+    assert leg is not None
+    async with asyncio.timeout(timeout_s):
+        await leg.wait_until(lambda c: c.voice_count > 0)  # the greeting
+    return channel, leg
 
 
 async def talk_and_hang_up(
@@ -76,12 +108,7 @@ async def talk_and_hang_up(
     is bounded by `timeout_s`. The fake's own record of the call is then forgotten (as the soak
     does): what is left is the service's."""
     ended = len(app.outcomes)
-    channel = await fake.place_call()
-    await fake.wait_for(lambda: fake.leg_of(channel) is not None, timeout_s)
-    leg = fake.leg_of(channel)
-    assert leg is not None
-    async with asyncio.timeout(timeout_s):
-        await leg.wait_until(lambda c: c.voice_count > 0)  # the greeting
+    channel, leg = await call_until_greeting(fake, timeout_s)
     if on_greeting is not None:
         on_greeting()
     leg.play(line)

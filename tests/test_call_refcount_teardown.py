@@ -33,6 +33,7 @@ from tests.test_call_leaks import PER_CALL as LEAK_CHECKED
 
 T = 30.0  # bound on any one wait (s)
 OURS = ("bridge.", "orchestrator.")
+STANDIN = "standin-"  # the prefix of the stand-ins' TaskOwners
 ARI_CLIENT = "aioari."  # classes it defines per request through `Repository.__getattr__`
 PER_CALL = (*LEAK_CHECKED, YandexRecognitionStream)
 
@@ -53,8 +54,13 @@ def _ours(obj: object, audiosocket_port: int) -> str | None:
     if isinstance(obj, types.MethodType):
         owner = _ours(obj.__self__, audiosocket_port)
         return f"method of {owner}" if owner else None
-    if isinstance(obj, types.FunctionType | types.CoroutineType):
+    if isinstance(obj, types.FunctionType):
         return f"function {obj.__qualname__}" if (obj.__module__ or "").startswith(OURS) else None
+    if isinstance(obj, types.CoroutineType):  # no __module__: its code's globals name it
+        module = obj.cr_frame.f_globals.get("__name__", "") if obj.cr_frame is not None else ""
+        return f"coroutine {obj.__qualname__}" if module.startswith(OURS) else None
+    if isinstance(obj, TaskOwner) and obj._prefix.startswith(STANDIN):
+        return None  # the stand-in SpeechKit's (test infrastructure) own tasks
     module = type(obj).__module__
     return type(obj).__qualname__ if module.startswith(OURS) else None
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -74,3 +76,9 @@ def test_freezing_a_call_freezes_what_lives_and_not_the_young_garbage() -> None:
         assert not any(o is live for o in gc.get_objects())  # frozen: no generation holds it
     finally:
         gc.unfreeze()
+
+
+def test_every_gc_setting_is_in_the_readme_settings_table() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `[gc]` |")]
+    assert [f.name for f in dataclasses.fields(GcSettings) if f"`{f.name}`" not in row] == []

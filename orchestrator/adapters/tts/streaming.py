@@ -72,7 +72,10 @@ class QueuedSynthesisStream:
             return item
         self._exhausted = True
         if isinstance(item, TTSError):
-            raise item
+            try:
+                raise item
+            finally:
+                del item  # its traceback holds this frame: naming it here would be a cycle
         raise StopAsyncIteration
 
     # --- for the provider's worker ---
