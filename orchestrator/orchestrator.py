@@ -433,7 +433,10 @@ class Orchestrator:
         if interrupted:
             self.metrics_logger.set(interrupted=True)
             return False
-        task.result()
+        try:
+            task.result()
+        finally:
+            del task  # a failure's traceback holds this frame: no cycle through the task
         return True
 
     async def _guarded(self, body: Reply) -> None:
