@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         "--bridge-echo", choices=("on", "off"), default="on", help="capacity: the bridge's echo gate"
     )
     parser.add_argument(
+        "--bridge-freeze-calls",
+        choices=("on", "off"),
+        default="off",
+        help="capacity: the bridge's [gc] freeze_calls (each call frozen out of full collections)",
+    )
+    parser.add_argument(
         "--bridge-vad-batch",
         choices=("", "on", "off"),
         default="",
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 vad_engine=args.bridge_vad,
                 echo=args.bridge_echo == "on",
                 vad_batch=args.bridge_vad_batch,
+                freeze_calls=args.bridge_freeze_calls == "on",
             )
             print(capacity.render(), end="\n\n", flush=True)
             if args.json is not None:

@@ -40,7 +40,7 @@ from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer, 
 from bridge.echo_gate import EchoSettings
 from bridge.event_loop import EventLoopKind, loop_factory
 from bridge.gateway import TelephonyGateway
-from bridge.gc_policy import GcSettings, apply_gc_settings
+from bridge.gc_policy import GcSettings, apply_gc_settings, freeze_call_objects
 from bridge.pacer import Pacer
 from bridge.playout import PlayoutClosed
 from bridge.vad import VadSettings
@@ -188,9 +188,16 @@ class TickProbe:
 class BridgeSide:
     """The AudioSocket server, the pacer and the calls of the current step."""
 
-    def __init__(self, clip: bytes, vad: VadSettings | None = None, echo: EchoSettings | None = None) -> None:
+    def __init__(
+        self,
+        clip: bytes,
+        vad: VadSettings | None = None,
+        echo: EchoSettings | None = None,
+        gc_settings: GcSettings | None = None,
+    ) -> None:
         self._clip = clip
         self._vad, self._echo = vad, echo
+        self._gc = gc_settings or GcSettings()
         self._rnd = random.Random(11)
         self.pacer = Pacer()
         self.probe = TickProbe()
@@ -233,6 +240,7 @@ class BridgeSide:
         if fut.cancelled() or fut.exception() is not None:
             return
         self.calls.append(BridgeCall(fut.result(), self.pacer, self._clip, delay_s, self._vad, self._echo))
+        freeze_call_objects(self._gc)  # as the service after a call's set-up ([gc] freeze_calls)
         if len(self.calls) >= self._expected:
             self._arrived.set()
 
@@ -322,8 +330,10 @@ class BridgeSide:
         await self.server.close()
 
 
-async def _serve(conn: Connection, wav_path: str, vad: VadSettings, echo: EchoSettings) -> None:
-    side = BridgeSide(read_wav_8k(wav_path), vad, echo)
+async def _serve(
+    conn: Connection, wav_path: str, vad: VadSettings, echo: EchoSettings, gc_settings: GcSettings
+) -> None:
+    side = BridgeSide(read_wav_8k(wav_path), vad, echo, gc_settings)
     await side.start()
     queue = await commands(conn)
     try:
@@ -354,10 +364,11 @@ def bridge_main(
     vad_engine: str = "",
     echo: bool = True,
     vad_batch: str = "",
+    freeze_calls: bool = False,
 ) -> None:
     """Process entry point; `event_loop` as `[service] event_loop` of the service, `vad_engine`
     as `[vad] engine` ("": its default), `echo` as `[echo] enabled`, `vad_batch` as `[vad]
-    batch_across_calls` ("on"/"off"; "": its default)."""
+    batch_across_calls` ("on"/"off"; "": its default), `freeze_calls` as `[gc] freeze_calls`."""
     scheduling = prepare_process(cpu, nice, realtime)
     try:
         factory = loop_factory(event_loop)
@@ -371,7 +382,8 @@ def bridge_main(
     conn.send(
         (
             "hello",
-            f"{scheduling}, {event_loop} loop, VAD {vad.engine} ({batched}), echo gate {'on' if echo else 'off'}",
+            f"{scheduling}, {event_loop} loop, VAD {vad.engine} ({batched}), echo gate {'on' if echo else 'off'}"
+            + (", calls frozen ([gc] freeze_calls)" if freeze_calls else ""),
         )
     )
     # Hundreds of hang-ups at the end of a step would each log at DEBUG/WARNING: keep it quiet.
@@ -380,6 +392,7 @@ def bridge_main(
     # the collector's generations.
     gc.collect()
     gc.freeze()
-    apply_gc_settings(GcSettings())  # and its full collections as rare ([gc] full_every)
+    gc_settings = GcSettings(freeze_calls=freeze_calls)
+    apply_gc_settings(gc_settings)  # and its full collections as rare ([gc] full_every)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(conn, wav_path, vad, EchoSettings(enabled=echo)))
+        runner.run(_serve(conn, wav_path, vad, EchoSettings(enabled=echo), gc_settings))

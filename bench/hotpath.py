@@ -399,12 +399,13 @@ def run_capacity(
     vad_engine: str = "",
     echo: bool = True,
     vad_batch: str = "",
+    freeze_calls: bool = False,
 ) -> CapacityResult:
     """Run the sweep; see the module docstring. Each N is run `repeat` times in a row (the verdict
     needs every run within the limits; the capacity figure is their median, with its spread);
     `event_loop` is the bridge's loop, as `[service] event_loop`; `vad_engine` its `[vad] engine`
     ("": the default), `echo` its `[echo] enabled`, `vad_batch` its `[vad] batch_across_calls`
-    ("on"/"off"; "": the default).
+    ("on"/"off"; "": the default), `freeze_calls` its `[gc] freeze_calls`.
 
     With `profile_dir`, the bridge process is profiled (cProfile) over each step's window into
     `bridge-<N>.prof` there (the profiler slows the bridge: use those steps for where the time
@@ -432,6 +433,7 @@ def run_capacity(
                 vad_engine,
                 echo,
                 vad_batch,
+                freeze_calls,
             )
         )
         callers = stack.enter_context(

@@ -61,6 +61,17 @@ def test_histogram_percentiles_and_table() -> None:
 
 
 @needs_espeak
+def test_capacity_with_calls_frozen_carries_audio_and_leaves_nothing() -> None:
+    # `--bridge-freeze-calls on`: each call frozen out of full collections as it connects, as
+    # `[gc] freeze_calls` does in the service; closing them still leaves nothing behind.
+    result = run_capacity([3], duration_s=1.0, warmup_s=0.5, realtime=False, nice=0, freeze_calls=True)
+    assert "calls frozen" in result.scheduling
+    (step,) = result.steps
+    assert step.bridge.calls == 3 and step.bridge.frames_out > 0 and step.callers.frames_received > 0
+    assert step.left.tasks == 0 and step.left.connections == 0
+
+
+@needs_espeak
 def test_capacity_sweep_runs_two_processes_and_counts_frames() -> None:
     result = run_capacity([5], duration_s=1.0, warmup_s=0.5, realtime=False, nice=0, repeat=2)
     assert len(result.steps) == 2  # the one N, run twice
