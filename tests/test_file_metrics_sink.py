@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from bridge.composition import FileMetricsSink
+from bridge.metrics_sinks import FileMetricsSink
 from orchestrator.metrics import MetricsRecord
 
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.composition import build_audio_cache
+from bridge.providers import build_audio_cache
 from bridge.settings import Settings
 from orchestrator.cache.audio_format import (
     HEADER_SIZE,
