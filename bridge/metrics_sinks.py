@@ -1,5 +1,7 @@
 """Where the metrics records go: the log (`logged_metrics_sink`) and, with `metrics_file`, a
-JSON-lines file as well (`FileMetricsSink`). Built by the composition root (`bridge.composition`).
+JSON-lines file as well (`FileMetricsSink`), both built by the composition root
+(`bridge.composition`); in the running service, the Prometheus counters first and each call's
+recording named in its `call_end` record (`service_metrics_sink`).
 """
 
 from __future__ import annotations
@@ -7,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.metrics import TRANSCRIPT_FIELDS, MetricsRecord, MetricsSink, log_sink
 
-__all__ = ["FileMetricsSink", "logged_metrics_sink"]
+__all__ = ["FileMetricsSink", "logged_metrics_sink", "service_metrics_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +61,20 @@ class FileMetricsSink:
     def close(self) -> None:
         """Close the file; later records only go to `log_to`."""
         self._file.close()
+
+
+def service_metrics_sink(
+    forward: MetricsSink, observe: MetricsSink, recording_of: Callable[[str], str | None]
+) -> MetricsSink:
+    """Each record to `observe` (the service's metrics), then `forward`; a `call_end` record
+    gains `recording` (the call's WAV, `recording_of(trace id)`) when the call was recorded."""
+
+    def sink(record: MetricsRecord) -> None:
+        if record.get("event") == "call_end":
+            wav = recording_of(str(record.get("trace_id")))
+            if wav is not None:
+                record["recording"] = wav
+        observe(record)
+        forward(record)
+
+    return sink

@@ -53,7 +53,7 @@ async def test_sequential_calls_leave_no_call_object_and_no_entry_behind(fake_ar
             await app.ari.idle.wait()
         assert _alive() == Counter()
         assert app.calls_active == 0
-        assert not app._orchestrators and app.recordings.in_progress == 0 and not app._expected
+        assert not app.drain.orchestrators and app.recordings.in_progress == 0 and not app._expected
         assert not app.metrics._live
         assert app.ari.active_calls == 0
         ari, audiosocket = app.ari, app.audiosocket

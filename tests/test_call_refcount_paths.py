@@ -185,7 +185,7 @@ async def test_a_call_off_the_plain_path_is_freed_and_never_calls_back_into_a_go
             try:
                 ended, logged = len(app.outcomes), len(logs.lines)
                 channel, leg = await call_until_greeting(fake_ari, T)
-                (orchestrator,) = app._orchestrators
+                (orchestrator,) = app.drain.orchestrators
                 gone: weakref.ref[Orchestrator] = weakref.ref(orchestrator)
                 call_id = orchestrator.call_id
                 del orchestrator

@@ -89,7 +89,7 @@ async def _call(app: VoicebridgeApp, fake: FakeAri, line: bytes) -> tuple[weakre
     taken: list[tuple[weakref.ref[Orchestrator], int]] = []
 
     def take() -> None:
-        (orchestrator,) = app._orchestrators
+        (orchestrator,) = app.drain.orchestrators
         taken.append((weakref.ref(orchestrator), gc.get_freeze_count()))
 
     await talk_and_hang_up(app, fake, line, timeout_s=T, on_greeting=take)

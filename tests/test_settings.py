@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bridge import ami_events
 from bridge import app as app_module
 from bridge.ami import AmiError, AmiSettings, originate
 from bridge.app import VoicebridgeApp
@@ -373,7 +374,7 @@ async def test_each_component_receives_its_own_settings_object(monkeypatch: pyte
         },
     )
     _RecordingAmiLogger.created = asyncio.Event()
-    monkeypatch.setattr(app_module, "AmiEventLogger", _RecordingAmiLogger)
+    monkeypatch.setattr(ami_events, "AmiEventLogger", _RecordingAmiLogger)
     monkeypatch.setattr(app_module, "TelephonyGateway", _RecordingGateway)
     app = VoicebridgeApp(s)
 
