@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.call_figures import realtime, run_figures
+from bench.call_levels import realtime, run_figures
 from bench.dialogue import render_dialogue, run_dialogue
 from bench.eot_bench import render_eot, run_eot
 from bench.figures_report import figures_json, render_figures

@@ -1,5 +1,6 @@
-"""Per-call figures on real sockets (`python -m bench --only figures`): orchestration overhead per
-turn, barge-in, filler hand-over, time to greeting, memory per call and over many short calls.
+"""Per-call figures on real sockets (`python -m bench --only figures`, levels in `bench.call_levels`):
+orchestration overhead per turn, barge-in, filler hand-over, time to greeting, memory per call and
+over many short calls.
 
 The service's call path as `voicebridge serve` runs it (`VoicebridgeApp.on_call`: the real
 AudioSocket server, gateway, VAD, playout, pacer and Orchestrator with the cleaning map), with
@@ -26,37 +27,27 @@ them, underflow (silence frames written between the answer's first frame and its
 barge-in), barge-in frames/ms (answer frames written after the VAD's onset decision; the last
 answer frame's time - the decision, negative when none followed it).
 
-`bench.short_calls` runs many short calls on the same harness; `bench.figures_report` renders
-the figures; `bench.virtual_figures` runs the same call on virtual time.
+The probes that record those timelines are `bench.call_probes`; the concurrency levels
+(`run_figures`) are `bench.call_levels`. `bench.short_calls` runs many short calls on the same
+harness; `bench.figures_report` renders the figures; `bench.virtual_figures` runs the same call
+on virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import os
-import resource
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bridge_side import rss_kb
-from bench.common import GcTimer
+from bench.call_probes import ANSWER_LABEL, PROBES, _Probe, _probe_connection, _TimedSTT
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriCall
-from bridge.audiosocket.connection import AudioSocketConnection
-from bridge.audiosocket.protocol import Message, Uuid
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
-from bridge.audiosocket.stream import ServerProtocol
-from bridge.gateway import TelephonyGateway
 from bridge.gc_policy import apply_gc_settings
 from bridge.settings import Settings
-from bridge.vad import VadEvent, VadEventKind
-from orchestrator.adapters.tts.espeak import espeak_pcm_sync
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.dialogue_map.loader import load_dialogue_map
 from orchestrator.dialogue_map.models import DialogueMap
@@ -66,128 +57,32 @@ from orchestrator.factory import CallServices
 from orchestrator.flow_engine import MapFlowEngine
 from orchestrator.orchestrator import CallEvent
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
-from testkit.fakes import FakeLLM, FakeTTS, KeywordClassifier, LLMAttempt, clip, label_of
-from testkit.voiced_stt import VoicedLineRecognition, VoicedLineSTT
+from testkit.fakes import FakeLLM, FakeTTS, KeywordClassifier, LLMAttempt, clip
 
 ROOT = Path(__file__).resolve().parent.parent
 MAP_PATH = ROOT / "dialogue_maps" / "cleaning_quote.ru.json"
 LLM_DELAY_S = 0.3  # T0 -> the LLM's first token
 TTS_DELAY_S = 0.1  # first text -> the TTS's first audio
-ANSWER_LABEL = 900
 ANSWER = "Да, мы работаем в субботу с восьми утра до десяти вечера, записать вас на уборку?"
 QUESTION = "а вы работаете в субботу"
 STOP = "подождите"
-BARGE_AFTER_FRAMES = 50  # the caller speaks 1 s into the answer
 T = 30.0  # bound on any wait of one call
 
 __all__ = [
-    "PROBES",
+    "ANSWER",
+    "LLM_DELAY_S",
+    "MAP_PATH",
+    "QUESTION",
+    "ROOT",
+    "STOP",
     "T",
+    "TTS_DELAY_S",
     "CallBench",
-    "bench_map",
     "CallFigures",
-    "FiguresResult",
-    "Probes",
+    "bench_map",
     "figures_of",
-    "realtime",
-    "run_figures",
+    "one_call",
 ]
-
-
-@dataclass
-class _Probe:
-    """One call's timeline on the bridge side."""
-
-    uuid_at: float | None = None
-    frames: list[tuple[float, int]] = field(default_factory=list)  # (loop time, label; 0 silence)
-    finals: list[float] = field(default_factory=list)  # STT finals (T0s)
-    onsets: list[float] = field(default_factory=list)  # VAD SPEECH_ONSET decisions
-    speech_ends: list[tuple[float, float]] = field(default_factory=list)  # VAD SPEECH_END (reported, at)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    listening: asyncio.Event = field(default_factory=asyncio.Event)
-    answering: asyncio.Event = field(default_factory=asyncio.Event)
-    greeted: asyncio.Event = field(default_factory=asyncio.Event)  # the first greeting frame written
-    greeting_label: int = -1
-    answer_frames: int = 0
-    events: list[tuple[float, str, str | None]] = field(default_factory=list)  # (loop time, kind, text)
-
-
-PROBES: dict[str, _Probe] = {}
-
-
-def _probe_connection(conn: AudioSocketConnection, probe: _Probe) -> None:
-    """Record every frame the connection writes (instance attributes shadow the methods)."""
-    send_audio, send_silence = conn.send_audio, conn.send_silence
-    loop = asyncio.get_running_loop()
-    frames = probe.frames
-
-    def audio(frame: bytearray) -> None:
-        send_audio(frame)
-        lab = label_of(frame)
-        frames.append((loop.time(), lab))
-        if lab == probe.greeting_label:
-            probe.greeted.set()
-        elif lab == ANSWER_LABEL:
-            probe.answer_frames += 1
-            if probe.answer_frames == BARGE_AFTER_FRAMES:
-                probe.answering.set()
-
-    def silence() -> None:
-        send_silence()
-        frames.append((loop.time(), 0))
-
-    setattr(conn, "send_audio", audio)  # noqa: B010 - a bench-only probe
-    setattr(conn, "send_silence", silence)  # noqa: B010
-
-
-class Probes:
-    """Bench-only probes on the server protocol (UUID received) and the gateway (VAD decisions)."""
-
-    def __enter__(self) -> None:
-        self._first = ServerProtocol._first_messages
-        self._vad = TelephonyGateway._on_vad
-        first, vad = self._first, self._vad
-
-        def first_messages(proto: ServerProtocol, msgs: list[Message]) -> None:
-            head = msgs[0]
-            if type(head) is Uuid and (probe := PROBES.get(str(head.uuid))) is not None:
-                probe.uuid_at = asyncio.get_running_loop().time()
-            first(proto, msgs)
-
-        def on_vad(gateway: TelephonyGateway, event: VadEvent) -> None:
-            if event.kind is VadEventKind.SPEECH_ONSET and (probe := PROBES.get(gateway.uuid)):
-                probe.onsets.append(asyncio.get_running_loop().time())
-            elif event.kind is VadEventKind.SPEECH_END and (probe := PROBES.get(gateway.uuid)):
-                probe.speech_ends.append((asyncio.get_running_loop().time(), event.at))
-            vad(gateway, event)
-
-        setattr(ServerProtocol, "_first_messages", first_messages)  # noqa: B010
-        setattr(TelephonyGateway, "_on_vad", on_vad)  # noqa: B010
-
-    def __exit__(self, *exc: object) -> None:
-        setattr(ServerProtocol, "_first_messages", self._first)  # noqa: B010
-        setattr(TelephonyGateway, "_on_vad", self._vad)  # noqa: B010
-
-
-class _TimedRecognition(VoicedLineRecognition):
-    def __init__(self, lines: list[str], finals: list[float]) -> None:
-        super().__init__(lines)
-        self._finals = finals
-
-    def push_audio(self, frame: bytes) -> None:
-        before = self._results.qsize()
-        super().push_audio(frame)
-        if self._results.qsize() > before:
-            self._finals.append(asyncio.get_running_loop().time())
-
-
-class _TimedSTT(VoicedLineSTT):
-    def __init__(self, lines: list[str], finals: list[float]) -> None:
-        super().__init__(lines)
-        self._finals = finals
-
-    def open_stream(self) -> _TimedRecognition:
-        return _TimedRecognition(self.lines, self._finals)
 
 
 @dataclass
@@ -345,7 +240,7 @@ class CallBench:
         self.pool.callers.remove(caller)
 
 
-async def _one_call(bench: CallBench, question: bytes, stop: bytes, delay_s: float) -> CallFigures:
+async def one_call(bench: CallBench, question: bytes, stop: bytes, delay_s: float) -> CallFigures:
     await asyncio.sleep(delay_s)
     cid, caller, handler = await bench.start_call()
     probe = PROBES[cid]
@@ -359,119 +254,3 @@ async def _one_call(bench: CallBench, question: bytes, stop: bytes, delay_s: flo
     finally:
         handler.cancel()
         PROBES.pop(cid, None)
-
-
-@dataclass
-class FiguresResult:
-    """The per-call figures of one concurrency level, and RSS per active call."""
-
-    concurrent: int
-    calls: list[CallFigures]
-    rss_per_call_kb: float
-    failed: int
-    cpu_pct: float = 0.0  # this process (bridge and callers) over the level, % of one core
-    late_ms: float = 0.0  # the bridge pacer's worst tick lateness
-    resyncs: int = 0  # the bridge pacer's resyncs (stalls over its catch-up bound)
-    gc_ms: float = 0.0  # the longest garbage-collector pause
-
-
-async def _run_level(
-    concurrent: int, question: bytes, stop: bytes, stagger_s: float, bench_factory: Callable[[], CallBench]
-) -> FiguresResult:
-    async with bench_factory() as bench:
-        base = rss_kb()
-        peak = base
-        done = asyncio.Event()
-
-        async def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, rss_kb())
-                await asyncio.sleep(0.25)
-
-        sampler = asyncio.create_task(sample(), name="bench-rss-sampler")
-        cpu0, wall0 = _cpu_s(), time.monotonic()
-        gc_timer = GcTimer()
-        runs = [_one_call(bench, question, stop, i * stagger_s) for i in range(concurrent)]
-        try:
-            results = await asyncio.gather(*runs, return_exceptions=True)
-        finally:
-            gc_timer.close()
-        cpu_pct = (_cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
-        done.set()
-        await sampler
-        pacer = bench.app.pacer
-    calls = [r for r in results if isinstance(r, CallFigures)]
-    return FiguresResult(
-        concurrent,
-        calls,
-        (peak - base) / concurrent,
-        len(results) - len(calls),
-        cpu_pct,
-        pacer.max_lateness_s * 1000,
-        pacer.resyncs,
-        gc_timer.max_s * 1000,
-    )
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@contextlib.contextmanager
-def realtime(enabled: bool = True) -> Iterator[str]:
-    """Run this process SCHED_FIFO (as the capacity sweep's processes) inside the block, so the
-    figures are the service's and not the other load's on the machine; restored after. Yields
-    the scheduling in effect ("SCHED_FIFO", or "default" without the right to it)."""
-    if not enabled:
-        yield "default"
-        return
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-    except OSError:
-        yield "default"
-        return
-    try:
-        yield "SCHED_FIFO"
-    finally:
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(0, policy, param)
-
-
-def run_figures(
-    levels: tuple[int, ...] = (1, 50, 200),
-    *,
-    repeat_single: int = 10,
-    bench_factory: Callable[[], CallBench] = CallBench,
-) -> list[FiguresResult]:
-    """Each level's calls at once (starts 10 ms apart); the 1-call level runs `repeat_single`
-    calls one after the other. `bench_factory` (called in each level's loop) builds the harness."""
-    question = espeak_pcm_sync(QUESTION) + bytes(8000)
-    stop = espeak_pcm_sync(STOP) + bytes(8000)
-    out: list[FiguresResult] = []
-    with Probes():
-        for n in levels:
-            if n == 1:
-                parts = [
-                    asyncio.run(_run_level(1, question, stop, 0.0, bench_factory))
-                    for _ in range(repeat_single)
-                ]
-                merged = [c for p in parts for c in p.calls]
-                rss = sum(p.rss_per_call_kb for p in parts) / len(parts)
-                out.append(
-                    FiguresResult(
-                        1,
-                        merged,
-                        rss,
-                        sum(p.failed for p in parts),
-                        max(p.cpu_pct for p in parts),
-                        max(p.late_ms for p in parts),
-                        sum(p.resyncs for p in parts),
-                        max(p.gc_ms for p in parts),
-                    )
-                )
-            else:
-                out.append(asyncio.run(_run_level(n, question, stop, 0.01, bench_factory)))
-    return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from bench.call_figures import LLM_DELAY_S, TTS_DELAY_S, FiguresResult
+from bench.call_figures import LLM_DELAY_S, TTS_DELAY_S
+from bench.call_levels import FiguresResult
 from bench.common import percentile, table
 from bench.hotpath import machine_info
 from bench.short_calls import ShortCalls

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.bridge_side import rss_kb
-from bench.call_figures import PROBES, CallBench, Probes, T, figures_of
+from bench.call_figures import CallBench, T, figures_of
+from bench.call_probes import PROBES, Probes
 
 __all__ = ["ShortCalls", "run_short_calls"]
 

@@ -59,21 +59,18 @@ from pathlib import Path
 
 from bench.call_figures import (
     ANSWER,
-    ANSWER_LABEL,
     LLM_DELAY_S,
-    PROBES,
     QUESTION,
     ROOT,
     STOP,
     TTS_DELAY_S,
     CallBench,
     CallFigures,
-    FiguresResult,
-    Probes,
     T,
-    _Probe,
     figures_of,
 )
+from bench.call_levels import FiguresResult
+from bench.call_probes import ANSWER_LABEL, PROBES, Probes, _Probe
 from bench.standin_levels import Arrivals, LevelPlan, LevelRun, run_level
 from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import CombinedSafety, LocalRulesSafety, ModerationSafety

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bench.bridge_side import rss_kb
-from bench.call_figures import ANSWER_LABEL, PROBES, CallBench, CallFigures, FiguresResult, T, _Probe
+from bench.call_figures import CallBench, CallFigures, T
+from bench.call_levels import FiguresResult
+from bench.call_probes import ANSWER_LABEL, PROBES, _Probe
 from bench.common import GcTimer
 from testkit.fake_asterisk import FakeAsterisk
 
@@ -355,7 +357,7 @@ def run_level(
     """Run the level `repeat` times in turn, each in its own loop and harness, merged into one:
     calls and failures together (a failure's index counts across the repeats), CPU and callers'
     share, pacer lateness and collector pause their worst, resyncs summed. `lines`: the caller's
-    question and last line (8 kHz s16 PCM). Call under `call_figures.Probes()`."""
+    question and last line (8 kHz s16 PCM). Call under `call_probes.Probes()`."""
     runs = [asyncio.run(_run(plan, lines, bench_factory)) for _ in range(repeat)]
     if repeat == 1:
         return runs[0]

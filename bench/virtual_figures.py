@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.call_figures import ANSWER, ANSWER_LABEL, LLM_DELAY_S, MAP_PATH, QUESTION, TTS_DELAY_S
+from bench.call_figures import ANSWER, LLM_DELAY_S, MAP_PATH, QUESTION, TTS_DELAY_S
+from bench.call_probes import ANSWER_LABEL
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.clock import LoopClock
 from orchestrator.dialogue_map.loader import load_dialogue_map

@@ -23,7 +23,9 @@ import pytest
 import bench.__main__ as bench_main
 from bench import standin_levels
 from bench.bridge_side import BridgeStats, Leftovers
-from bench.call_figures import PROBES, ROOT, CallBench, CallFigures, _Probe, run_figures
+from bench.call_figures import ROOT, CallBench, CallFigures
+from bench.call_levels import run_figures
+from bench.call_probes import PROBES, _Probe
 from bench.callers import CallerStats
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
