@@ -161,12 +161,6 @@ class VoicebridgeApp:
         """Whether a drain has begun (`begin_drain()`): no new calls."""
         return self.drain.draining
 
-    @draining.setter
-    def draining(self, value: bool) -> None:
-        # Settable as before the drain had its own module (`bridge.stop_signals.Drainable`
-        # declares a plain attribute); only `begin_drain()` refuses calls.
-        self.drain.draining = value
-
     def readiness(self) -> Readiness:
         """What keeps the service from taking calls, and what calls do without, by name
         (`bridge.admin_port.service_readiness`)."""

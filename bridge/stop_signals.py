@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 class Drainable(Protocol):
     """What the signals act on (`VoicebridgeApp`)."""
 
-    draining: bool
+    @property
+    def draining(self) -> bool:
+        """Whether a drain has begun; only `begin_drain()` starts one (read-only here)."""
+        ...
 
     def begin_drain(self) -> None:
         """Stop taking calls; let the calls in progress end."""
