@@ -259,7 +259,7 @@ async def _dial(number: str, config: str | None, timeout: float) -> int:
 
 
 async def _cache_warm(map_path: str, config: str | None, force: bool) -> int:
-    from bridge.composition import build_audio_cache, start_iam_provider, tts_for_warming
+    from bridge.providers import build_audio_cache, start_iam_provider, tts_for_warming
     from bridge.settings import load_settings
     from orchestrator.cache.warm import warm_cache
     from orchestrator.clock import LoopClock

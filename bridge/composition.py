@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bridge.providers import ProviderWiring, build_audio_cache, start_iam_provider, tts_for_warming
+from bridge.providers import ProviderWiring, start_iam_provider, tts_for_warming
 from bridge.settings import Settings
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.contracts import AudioCache, Clock, IntentStep, LLMManager, STTStreamer, TTSManager
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
     from orchestrator.cache.resilient import ResilientAudioCache
     from orchestrator.intents.classifier import VectorIntentClassifier
 
-# The provider builders `bridge.cli` and `bridge.preflight` import from here (`bridge.providers`).
-__all__ = ["Composition", "build_audio_cache", "start_iam_provider", "tts_for_warming"]
+__all__ = ["Composition"]
 
 log = logging.getLogger(__name__)
 

@@ -221,7 +221,7 @@ async def _cached(cache: AudioCache, key: str) -> bool:
 
 
 def _audio_cache(s: Settings) -> tuple[AudioCache, Problem | None]:
-    from bridge.composition import build_audio_cache
+    from bridge.providers import build_audio_cache
 
     try:
         return build_audio_cache(s), None
