@@ -26,6 +26,8 @@ call-clock time of its audio's 0 ms, `contracts.AudioOrigin`, else when it was a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import Callable
 
 from orchestrator.backchannel import is_answer
@@ -193,14 +195,22 @@ class BargeIn:
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
         self._decider.rejected(self._clock.now())
+        self._owed_run_ended()
         self._disarm()
         if self.resume():
             self.resumes += 1
 
     def speech_end(self) -> None:
         """The caller's confirmed speech ended: a turn still paused for it goes on."""
+        self._owed_run_ended()
         if self._playing():
             self._apply(self._decider.speech_end(self._clock.now()))
+
+    def _owed_run_ended(self) -> None:
+        """A run ended: if the turn ended while the owed run went on, this is that run's end."""
+        owed = self._owed_at_end
+        if owed is not None and owed.end == math.inf:
+            self._owed_at_end = dataclasses.replace(owed, end=self._clock.now())
 
     def _apply(self, verdict: Verdict) -> None:
         if verdict is Verdict.PAUSE:

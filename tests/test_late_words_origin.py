@@ -161,6 +161,21 @@ def test_owed_words_hear_a_content_final_after_the_turn_only_from_the_runs_audio
     assert ("площадь сорок" in dropped(run)) is not heard
 
 
+@pytest.mark.parametrize(("span", "heard"), [((1.9, 2.3), True), ((2.75, 2.95), False)])
+def test_a_run_going_on_past_the_turn_bounds_its_owed_words_at_its_end(
+    span: tuple[float, float], heard: bool
+) -> None:
+    # An onset at 0.3 the VAD neither confirms nor rejects until 2.3 (a long noise, or speech it
+    # doubts): the window closes at 1.2 with nothing heard, the greeting resumes while the run
+    # goes on and ends at 1.9; the run ends at 2.3 (rejected), after the turn. A content final
+    # at 3.0 is the run's words if its audio starts by 2.3 + 0.3 s. Mutant: the owed run's end
+    # left open after the turn (inf): the later one is heard too.
+    hum = Say(0.3, "", duration=2.0, vad=False, onset=True, partials=False, stt_delay=3.0)
+    late = [(3.0, partial("площадь сорок", span[1], final=True, start_s=span[0]))]
+    run = call([hum], hangup_at=6.0, stt_class=LateSTT, stt_options={"late": late})
+    assert said(run) == (["площадь сорок"] if heard else [])
+
+
 # --- the decider alone ----------------------------------------------------------------------
 
 
