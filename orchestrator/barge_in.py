@@ -17,22 +17,30 @@ except a backchannel word's final ("да") in a state that takes it as the answe
 (`orchestrator.backchannel`): that goes to the dialogue, heard once the bot's turn is over.
 Except too the words of speech resumed as a false alarm before the STT had answered for it
 (`[interruption] late_words_ms`: an STT that lags the audio): results whose audio reaches that
-onset are judged as its words (content words cut the bot late; the turn's end heard them).
-Each result's audio end is put on the call's clock (`SttResult.audio_end_ms` from the stream's
-start, plus the origin the most timely result implies: at or after the true one, so a result's
-audio is never put earlier than it was).
+onset, and does not start after its end (`interruption.AFTER_RUN_TOLERANCE_S`), are judged as
+its words (content words cut the bot late; a content final after the turn is heard). Each
+result's audio is put on the call's clock by the recognition's true origin (`stt_origin`: the
+call-clock time of its audio's 0 ms, `contracts.AudioOrigin`, else when it was attached).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import Callable
 
 from orchestrator.backchannel import is_answer
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
-from orchestrator.interruption import InterruptionDecider, InterruptionSettings, PartialKind, Verdict
+from orchestrator.interruption import (
+    InterruptionDecider,
+    InterruptionSettings,
+    OwedWords,
+    PartialKind,
+    Verdict,
+)
 from orchestrator.metrics import Mark, MetricsLogger
 from orchestrator.playback import PlaylistPlayer
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
@@ -59,13 +67,17 @@ class BargeIn:
         interruption: InterruptionSettings | None = None,
         answer_words: Callable[[], frozenset[str]] = frozenset,
         stt_answered: Callable[[], float | None] = lambda: None,
+        stt_origin: Callable[[], float | None] = lambda: None,
     ) -> None:
         """`outbound`: the call's outbound stream once `run()` set it (None before);
         `interruption`: the pause/cancel decision's settings (`[interruption]`);
         `answer_words`: the backchannel words the current state takes as the caller's answer
         ("да" for a yes/no question; empty: none; `orchestrator.backchannel.answer_words`);
         `stt_answered`: when the STT's service last answered the call's recognition, on `clock`
-        (`RecognitionStream.answered_at`; None: not yet)."""
+        (`RecognitionStream.answered_at`; None: not yet);
+        `stt_origin`: the call-clock time (s) of the recognised audio's 0 ms, which
+        `SttResult.audio_*_ms` count from (`AudioOrigin.audio_origin`; None: unknown, results
+        are then taken as untimed)."""
         self._turns = turns
         self._player = player
         self._clock = clock
@@ -74,28 +86,32 @@ class BargeIn:
         self._outbound = outbound
         self._answer_words = answer_words
         self._stt_answered = stt_answered
+        self._stt_origin = stt_origin
         self.current_playback_task: asyncio.Task[None] | None = None
         self.cut: asyncio.Future[None] | None = None  # resolved by the barge-in on the bot's turn
         self._paused = False  # the outbound is paused at a speech onset (two-stage barge-in)
         self._overlap_open = False  # the caller spoke over the bot's turn, no final heard yet
         self._backchannel_until: float | None = None  # drop that speech's results until then
         self._undecided_at_end = False  # the turn ended while a decision on the caller's speech waited
+        self._owed_at_end: OwedWords | None = None  # the turn ended with a resumed run's words owed
         self.pauses = 0  # onsets that paused the bot
         self.resumes = 0  # of those, false alarms: the bot went on from where it paused
         self.results_dropped = 0  # recognition results dropped as echo or backchannel
         self._decider = InterruptionDecider(interruption)
         self._timer: asyncio.TimerHandle | None = None  # the decision window's end
-        self._audio_origin: float | None = None  # the recognised audio's 0 ms on `clock` (at latest)
 
     # ------------------------------------------------------------------ recognition results
     def screen(self, event: SttResult) -> bool:
         """Whether `event` is the caller's (True) or echo/backchannel, dropped (False)."""
         now = self._clock.now()
-        end = self._audio_end(event, now)
+        start, end = self._audio_span(event)
         self._decider.words(event.text, now, audio_end=end)  # words: the STT is known to work
         if not self._turns.hears_caller and self._playing():
             # Words over the bot: content words interrupt it (the result is then the caller's).
-            self._apply(self._decider.partial(event.text, now, final=event.is_final, audio_end=end))
+            verdict = self._decider.partial(
+                event.text, now, final=event.is_final, audio_start=start, audio_end=end
+            )
+            self._apply(verdict)
         if not self._turns.hears_caller:
             # Heard while the bot spoke and nobody interrupted: echo or a backchannel, or the
             # answer to a yes/no question said over its end (queued: heard when the turn ends).
@@ -108,20 +124,20 @@ class BargeIn:
         if self._backchannel_until is not None and self._answer(event):
             self._backchannel_until = None
             return True
-        return not self._late_backchannel(event)
+        return not self._late_backchannel(event, start, end)
 
-    def _audio_end(self, event: SttResult, now: float) -> float | None:
-        """Where `event`'s audio ends on the clock (s), if its timing is known (else None): the
-        stream's 0 ms is at or before `now - audio_end_ms` for every result, so the least of
-        those is the latest it can be (a result's end is then never put earlier than it was)."""
-        end_ms = event.audio_end_ms
-        if end_ms is None:
-            return None
-        end = end_ms / 1000
-        origin = self._audio_origin
-        if origin is None or now - end < origin:
-            origin = self._audio_origin = now - end
-        return origin + end
+    def _audio_span(self, event: SttResult) -> tuple[float | None, float | None]:
+        """Where `event`'s audio starts and ends on the clock (s), each None if unknown (no
+        timing in the result, or no origin for the recognition's audio)."""
+        start_ms, end_ms = event.audio_start_ms, event.audio_end_ms
+        if start_ms is None and end_ms is None:
+            return None, None
+        origin = self._stt_origin()
+        if origin is None:
+            return None, None
+        start = None if start_ms is None else origin + start_ms / 1000
+        end = None if end_ms is None else origin + end_ms / 1000
+        return start, end
 
     def _answer(self, event: SttResult) -> bool:
         """Whether `event` is a backchannel final that the current state takes as the answer."""
@@ -131,7 +147,7 @@ class BargeIn:
         self.results_dropped += 1
         self._observe(CallEventKind.STT_DROPPED, text=event.text)
 
-    def _late_backchannel(self, event: SttResult) -> bool:
+    def _late_backchannel(self, event: SttResult, start: float | None, end: float | None) -> bool:
         """Whether `event` ends speech that began during an uninterrupted bot turn (dropped)."""
         until = self._backchannel_until
         if until is None:
@@ -139,14 +155,16 @@ class BargeIn:
         if self._clock.now() > until:
             self._backchannel_until = None
             return False
+        owed = self._owed_at_end
         if (
-            self._undecided_at_end
-            and event.is_final
+            event.is_final
+            and (self._undecided_at_end or (owed is not None and owed.covers(start, end)))
             and self._decider.kind(event.text) is PartialKind.CONTENT
         ):
             # Its words would have cut the bot, and the decision on speech the VAD heard was still
-            # waiting for them when the turn ended (one word short, or none yet): the caller's,
-            # heard. (Without such a decision it is what the STT made of the bot's echo.)
+            # waiting for them when the turn ended (one word short, or none yet), or they are a
+            # resumed run's owed words (their audio is that run's): the caller's, heard.
+            # (Otherwise it is what the STT made of the bot's echo.)
             self._backchannel_until = None
             return False
         if event.is_final:
@@ -177,14 +195,22 @@ class BargeIn:
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
         self._decider.rejected(self._clock.now())
+        self._owed_run_ended()
         self._disarm()
         if self.resume():
             self.resumes += 1
 
     def speech_end(self) -> None:
         """The caller's confirmed speech ended: a turn still paused for it goes on."""
+        self._owed_run_ended()
         if self._playing():
             self._apply(self._decider.speech_end(self._clock.now()))
+
+    def _owed_run_ended(self) -> None:
+        """A run ended: if the turn ended while the owed run went on, this is that run's end."""
+        owed = self._owed_at_end
+        if owed is not None and owed.end == math.inf:
+            self._owed_at_end = dataclasses.replace(owed, end=self._clock.now())
 
     def _apply(self, verdict: Verdict) -> None:
         if verdict is Verdict.PAUSE:
@@ -273,8 +299,10 @@ class BargeIn:
         """A bot turn ended (before `PLAYBACK_DONE`): speech that began over it and did not
         interrupt it makes its results still to come a backchannel ("ага"), not a turn."""
         if not interrupted and self._overlap_open and self._turns.floor is Floor.BOT_TURN:
-            self._backchannel_until = self._clock.now() + _LATE_BACKCHANNEL_S
-            self._undecided_at_end = self._decider.pending(self._clock.now())
+            now = self._clock.now()
+            self._backchannel_until = now + _LATE_BACKCHANNEL_S
+            self._undecided_at_end = self._decider.deciding()
+            self._owed_at_end = self._decider.owed(now)
         self._overlap_open = False
         self._disarm()
         self._decider.reset()

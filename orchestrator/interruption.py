@@ -33,10 +33,12 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
   result's audio end on this clock when its timing is known, else its arrival; without timed
   results, `answered` too) was not judged on its words, which the STT still owes (it lags the
   audio: seen 1.8-5.1 s under load). So the overlap is remembered for `late_words_ms`: a
-  result over the resumed bot whose audio reaches the overlap's first onset is judged as its
-  words (content words CANCEL, late; backchannel, short or echo words KEEP: the bot goes on and
-  the result is dropped), until its final or the bound. With the STT timely (it answered for
-  the whole run and gave no words) nothing is remembered: no words means none were said.
+  result over the resumed bot whose audio reaches the overlap's first onset and does not start
+  after its run's end (`AFTER_RUN_TOLERANCE_S`; `OwedWords`) is judged as its words (content
+  words CANCEL, late; backchannel, short or echo words KEEP: the bot goes on and the result is
+  dropped), until its final or the bound; results without timing count (nothing says
+  otherwise). With the STT timely (it answered for the whole run and gave no words) nothing is
+  remembered: no words means none were said.
 
 So the bot is paused for at most `max_pause_ms` after an onset before it goes on or is cancelled
 (`window_ms` unless confirmed speech outlasts it); confirmed speech still going at `max_pause_ms`
@@ -48,7 +50,9 @@ it lasts).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
 from typing import Annotated
 
 import pydantic.dataclasses
@@ -63,7 +67,39 @@ from orchestrator.overlap_words import (
     words_of,
 )
 
-__all__ = ["InterruptionDecider", "InterruptionSettings", "PartialKind", "Verdict", "partial_kind"]
+__all__ = [
+    "AFTER_RUN_TOLERANCE_S",
+    "InterruptionDecider",
+    "InterruptionSettings",
+    "OwedWords",
+    "PartialKind",
+    "Verdict",
+    "partial_kind",
+]
+
+# How far after a remembered run's end (the VAD's speech end, itself after the hangover) a
+# result's audio may start and still be that run's words, s: the STT's word boundaries are off
+# by up to 0.1-0.2 s, and the audio's origin by up to a frame (its first frame's arrival).
+# Audio starting later is speech the VAD did not hear as the caller's (the bot's echo misheard).
+AFTER_RUN_TOLERANCE_S = 0.3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwedWords:
+    """A resumed run whose words the STT still owes: its first onset and its end (s, on the
+    decider's clock; the end is inf while the run goes on)."""
+
+    onset: float
+    end: float
+
+    def covers(self, audio_start: float | None, audio_end: float | None) -> bool:
+        """Whether a result whose audio spans `audio_start`..`audio_end` (s, same clock; None:
+        unknown) may be this run's words: its audio reaches the onset and does not start after
+        the end (plus `AFTER_RUN_TOLERANCE_S`; without a start, its end stands for it)."""
+        if audio_end is not None and audio_end < self.onset:
+            return False  # audio from before it: an earlier echo, another word
+        begin = audio_start if audio_start is not None else audio_end
+        return begin is None or begin <= self.end + AFTER_RUN_TOLERANCE_S
 
 
 @pydantic.dataclasses.dataclass(
@@ -157,6 +193,7 @@ class InterruptionDecider:
         "_heard_to",
         "_held",
         "_late_from",
+        "_late_to",
         "_late_until",
         "_lost",
         "_overlap_from",
@@ -204,6 +241,7 @@ class InterruptionDecider:
         self._spoken_to = 0.0  # the end of the overlap's latest run
         self._late_from: float | None = None  # an overlap resumed unheard: its words still count
         self._late_until = 0.0  # ... until then
+        self._late_to = 0.0  # ... the end of its run (inf while it goes on)
         self.deadline: float | None = None
 
     @property
@@ -316,7 +354,16 @@ class InterruptionDecider:
         or it was resumed with its words still owed by the STT (`late_words_ms`)."""
         if self._decided:
             return False
-        return self._window_end is not None or self._late(now) is not None
+        return self.deciding() or self._late(now) is not None
+
+    def deciding(self) -> bool:
+        """Whether a decision window on speech the VAD heard is open (not decided yet)."""
+        return not self._decided and self._window_end is not None
+
+    def owed(self, now: float) -> OwedWords | None:
+        """The resumed run whose words the STT still owes at `now` (`late_words_ms`), if any."""
+        late_from = self._late(now)
+        return None if late_from is None else OwedWords(late_from, self._late_to)
 
     def kind(self, text: str) -> PartialKind:
         """What `text`'s words say by this decider's lists (no state changes)."""
@@ -324,14 +371,21 @@ class InterruptionDecider:
         return partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
 
     def partial(
-        self, text: str, now: float, *, final: bool = False, audio_end: float | None = None
+        self,
+        text: str,
+        now: float,
+        *,
+        final: bool = False,
+        audio_start: float | None = None,
+        audio_end: float | None = None,
     ) -> Verdict:
-        """An STT partial (or `final`) arrived; `audio_end` as for `words`."""
+        """An STT partial (or `final`) arrived; `audio_end` as for `words`, `audio_start` where
+        its audio starts on the same clock (None: unknown)."""
         self.words(text, now, audio_end=audio_end)
         if not self._settings.use_partials or self._decided:
             return Verdict.KEEP
         if not self.engaged(now):
-            return self._late_words(text, now, final, audio_end)
+            return self._late_words(text, now, final, audio_start, audio_end)
         kind = self.kind(text)
         if kind is PartialKind.EMPTY or kind is PartialKind.ECHO:
             return Verdict.KEEP  # (no sign the STT hears the caller: nothing, or the bot's echo)
@@ -378,6 +432,7 @@ class InterruptionDecider:
     def rejected(self, now: float) -> Verdict:
         """The VAD's run was not speech: RESUME (its partials still count for the grace)."""
         self._run_from = None
+        self._late_run_ended(now)
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
@@ -388,6 +443,7 @@ class InterruptionDecider:
             self._voiced_s += max(0.0, now - self._run_from)
         self._run_from = None
         self._spoken_to = now
+        self._late_run_ended(now)
         self._sustain_at = None
         self._set_deadline()
         s = self._settings
@@ -429,7 +485,12 @@ class InterruptionDecider:
         if late_from is not None:
             start = min(start, late_from)  # an earlier overlap's words are still owed too
         self._late_from = start
+        self._late_to = math.inf if self._run_from is not None else spoken_to
         self._late_until = now + s.late_words_ms / 1000
+
+    def _late_run_ended(self, now: float) -> None:
+        if self._late_from is not None and self._late_to == math.inf:
+            self._late_to = now  # the remembered run (resumed while it went on) ended
 
     def _late(self, now: float) -> float | None:
         """The onset of the remembered overlap whose words are still owed at `now`, if any."""
@@ -437,11 +498,13 @@ class InterruptionDecider:
             self._late_from = None
         return self._late_from
 
-    def _late_words(self, text: str, now: float, final: bool, audio_end: float | None) -> Verdict:
-        """A result after the overlap's engagement: its words if their audio reaches it."""
-        late_from = self._late(now)
-        if late_from is None or (audio_end is not None and audio_end < late_from):
-            return Verdict.KEEP  # nothing owed, or audio from before it (an earlier echo, word)
+    def _late_words(
+        self, text: str, now: float, final: bool, audio_start: float | None, audio_end: float | None
+    ) -> Verdict:
+        """A result after the overlap's engagement: its words if their audio is its run's."""
+        owed = self.owed(now)
+        if owed is None or not owed.covers(audio_start, audio_end):
+            return Verdict.KEEP  # nothing owed, or audio from before it or after it
         kind = self.kind(text)
         if final and kind is not PartialKind.ECHO:
             self._late_from = None  # the STT's verdict on that speech (the bot's echo is none)

@@ -51,6 +51,7 @@ from orchestrator.call_context import CallContext
 from orchestrator.call_settings import CallSettings
 from orchestrator.contracts import (
     AudioCache,
+    AudioOrigin,
     CallControl,
     Clock,
     FlowEngine,
@@ -186,6 +187,7 @@ class Orchestrator:
             interruption=interruption,
             answer_words=weakly(self._answer_words),
             stt_answered=weakly(self._stt_answered),
+            stt_origin=weakly(self._stt_origin),
         )
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
@@ -212,6 +214,10 @@ class Orchestrator:
         self._outbound: OutboundAudio | None = None
         self._inbound: InboundAudio | None = None
         self._recognition: RecognitionStream | None = None
+        # Where the recognition's audio times start on `clock` if it does not say (`AudioOrigin`):
+        # when it was attached; the gateway pushes a frame every 20 ms of a live leg (silence
+        # too), so its first frame comes within one frame after.
+        self._attached_at: float | None = None
         self._shut_down = False
         self._drain = DrainDeadline(clock)
 
@@ -241,6 +247,7 @@ class Orchestrator:
         try:
             recognition = self._recognition = self.stt_streamer.open_stream()
             inbound_stream.attach(self, recognition)
+            self._attached_at = self.clock.now()
             listener = self.tasks.spawn(self._listen_stt(recognition), "stt_listener")
             watchdog = self.tasks.spawn(self._watchdog.run(), "stt_watchdog")
             dialogue = self.tasks.spawn(self._dialogue.run(), "dialogue")
@@ -336,6 +343,12 @@ class Orchestrator:
     def _stt_answered(self) -> float | None:
         recognition = self._recognition
         return recognition.answered_at if recognition is not None else None
+
+    def _stt_origin(self) -> float | None:
+        recognition = self._recognition
+        if isinstance(recognition, AudioOrigin):
+            return recognition.audio_origin  # (its own: it restarts its times, or knows better)
+        return self._attached_at
 
     async def _listen_stt(self, recognition: RecognitionStream) -> None:
         async for event in recognition:

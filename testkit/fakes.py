@@ -259,7 +259,10 @@ class FakeInbound:
 
 
 class FakeRecognition:
-    """`RecognitionStream` over the real `AudioBuffer`; recognises the lines whose audio it hears."""
+    """`RecognitionStream` over the real `AudioBuffer`; recognises the lines whose audio it hears.
+
+    It reports its audio's origin (`AudioOrigin`); `restart()` starts a new session whose result
+    times count from the next frame pushed (a provider that does not carry them on)."""
 
     def __init__(
         self,
@@ -284,6 +287,7 @@ class FakeRecognition:
         # As SpeechKit's `status_code` WORKING that opens a stream, when the STT is set to.
         self.answered_at: float | None = None
         self._answer: asyncio.TimerHandle | None = None
+        self._origin: float | None = None  # the first frame of the session, less its 20 ms
         if stt.answers and stt.answer_delay_s <= 0:
             self.answered_at = asyncio.get_running_loop().time()
         elif stt.answers:
@@ -295,11 +299,22 @@ class FakeRecognition:
 
     # --- RecognitionStream ---
     def push_audio(self, frame: bytes) -> None:
+        if self._origin is None:  # (the session's first frame only: no clock read per frame)
+            self._origin = asyncio.get_running_loop().time() - FRAME_S
         self.buffer.push(frame)
 
     @property
     def frames_dropped(self) -> int:
         return self.buffer.dropped
+
+    @property
+    def audio_origin(self) -> float | None:
+        """`AudioOrigin`: the loop time of the session's audio 0 ms (None: no frame yet)."""
+        return self._origin
+
+    def restart(self) -> None:
+        """A new session: result times count from the next frame pushed."""
+        self._origin = None
 
     def end_input(self) -> None:
         self.buffer.end()

@@ -46,10 +46,15 @@ class LateSTT(FakeSTT):
         return stream
 
 
-def partial(text: str, end_s: float | None = None, *, final: bool = False) -> SttResult:
-    """A result; `end_s`: its audio's end, s from the stream's start (None: no timing)."""
+def partial(
+    text: str, end_s: float | None = None, *, final: bool = False, start_s: float | None = None
+) -> SttResult:
+    """A result; `end_s`, `start_s`: its audio's end and start, s from the stream's start
+    (None: no timing)."""
     end_ms = None if end_s is None else round(end_s * 1000)
-    return SttResult(text, final, 0.5, "final" if final else "partial", audio_end_ms=end_ms)
+    start_ms = None if start_s is None else round(start_s * 1000)
+    kind = "final" if final else "partial"
+    return SttResult(text, final, 0.5, kind, audio_start_ms=start_ms, audio_end_ms=end_ms)
 
 
 def lagging_call(line: Say, late: Sequence[tuple[float, SttResult]]) -> CallRun:
@@ -96,9 +101,9 @@ def test_a_refusal_whose_words_come_after_the_window_cuts_the_resumed_bot(partia
 
 
 def test_the_audio_timing_keeps_a_late_result_of_earlier_audio_out_of_it() -> None:
-    # Results carry their audio's end (ms from the stream's start). A timely "ага" (audio to
-    # 0.5 s, at 0.6: the stream's origin is at most 0.1 s) puts the late results on the clock:
-    # "подождите" whose audio ended at 0.8 s, before the onset (an earlier echo, another word),
+    # Results carry their audio's end (ms from the stream's start, whose origin the stream
+    # reports: its first frame, at the call's start). "подождите" whose audio ended at 0.8 s,
+    # before the onset (an earlier echo, another word),
     # is not the onset's and stays dropped (without the timing it would cut at 3.5); "нет"
     # whose audio reaches 1.4 s is, and cuts.
     late = [
