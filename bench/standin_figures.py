@@ -72,6 +72,7 @@ from bench.call_figures import (
 from bench.call_levels import FiguresResult
 from bench.call_probes import ANSWER_LABEL, PROBES, Probes, _Probe
 from bench.standin_levels import Arrivals, LevelPlan, LevelRun, run_level
+from bench.standin_trace import ClientTrace, trace_dir
 from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
 from orchestrator.adapters.llm.safety import CombinedSafety, LocalRulesSafety, ModerationSafety
 from orchestrator.adapters.openai_settings import OpenAISettings, openai_client
@@ -382,7 +383,10 @@ def run_standin_figures(
         return StandinCallBench(standins, real_stt=real_stt)
 
     out: list[StandinLevel] = []
-    with Probes(), FinalRelease():
+    directory = trace_dir()
+    levels: list[tuple[str, float, float]] = []  # for the trace: each level's span, monotonic s
+    trace = ClientTrace() if directory else contextlib.nullcontext()
+    with Probes(), FinalRelease(), trace:
         # The process's first call pays lazy imports and first-use costs in the adapters
         # (greeting 120 ms, LLM first token +70 ms): one call, not counted, first.
         run_level(LevelPlan("single", 1), lines, bench)
@@ -392,8 +396,11 @@ def run_standin_figures(
             progress(f"stand-ins: {plan.label}, load average {load:.2f}")
             cpu0, wall0 = standins.cpu_s(), time.monotonic()
             run = run_level(plan, lines, bench, repeat=1 if many else repeat_single)
+            levels.append((plan.label, wall0, time.monotonic()))
             pct = (standins.cpu_s() - cpu0) / (time.monotonic() - wall0) * 100
             out.append(StandinLevel(run, pct, load))
             if run.failures:
                 progress(f"  {len(run.failures)} call(s) failed, first: {run.failures[0]}")
+    if isinstance(trace, ClientTrace) and directory:
+        trace.write(directory, levels)
     return out

@@ -6,7 +6,8 @@ Why: the figures find the answer's frames by their label (`testkit.fakes.clip`),
 (processes per sentence: 13-19 ms and 12-14 ms of CPU for the answer here, one at a time)
 would make the TTS's first audio vary with the machine's load, not the issue's fixed 100 ms. Recognition is the stand-in's own
 (webrtcvad segmentation, scripted lines). Its other options are the stand-in's (`--port`,
-`--script`); it prints the stand-in's "listening" line with the port.
+`--script`); it prints the stand-in's "listening" line with the port. With `VOICEBRIDGE_STT_TRACE`
+set to a directory it stamps its recognition (`bench.standin_trace`) and writes them there at exit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import sys
 
+from bench.standin_trace import ServerTrace, trace_dir
 from testkit.fakes import clip
 from testkit.standins import speechkit_server, speechkit_tts
 
@@ -36,7 +38,14 @@ async def _main() -> None:
 
     setattr(speechkit_tts, "espeak_pcm", labelled_pcm)  # noqa: B010 - a bench-only substitution
     sys.argv[1:] = rest  # the stand-in's own options (--port, --script) for its own entry point
-    await speechkit_server._main()
+    trace = ServerTrace() if (directory := trace_dir()) else None
+    if trace is not None:
+        trace.install()
+    try:
+        await speechkit_server._main()
+    finally:
+        if trace is not None and directory is not None:
+            trace.write(directory)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ SETTINGS = YandexSettings(
     api_key="test-key", folder_id="folder-1", tls=False, reconnect_backoff_s=0.01, keepalive_s=0.5
 )
 UTTERANCES = ["Сколько стоит доставка в Москву?", "Да, оформляйте заказ."]
+# Their finals as the adapter emits them: the first waits for its normalized text ("стоит" may
+# be a number: "сто"), the second carries no number and goes out raw at once.
+HEARD = [UTTERANCES[0], "да оформляйте заказ"]
 
 
 def silence(ms: int) -> bytes:
@@ -90,8 +93,8 @@ async def test_partials_then_one_normalized_final_per_utterance(
     await stt.aclose()
 
     assert not [e for e in events if isinstance(e, STTError)]
-    # One final per utterance, with the normalized (refined) text.
-    assert [f.text for f in finals(events)] == UTTERANCES
+    # One final per utterance, normalized where it may carry a number (see HEARD).
+    assert [f.text for f in finals(events)] == HEARD
     assert all(f.kind == "final" for f in finals(events))
     # Partials come before their final and grow word by word.
     first_final = events.index(finals(events)[0])
@@ -300,7 +303,7 @@ async def test_after_a_failure_only_audio_no_final_covers_is_resent(
     events += await rest(stt)
     await stt.aclose()
     assert not [e for e in events if isinstance(e, STTError)]
-    assert [f.text for f in finals(events)] == UTTERANCES and stt.reconnects == 1
+    assert [f.text for f in finals(events)] == HEARD and stt.reconnects == 1
     dead, new = speechkit_standin.stt_sessions
     assert dead.ended == "fault" and dead.utterances == UTTERANCES[:1]
     assert new.ended == "eof" and new.utterances == UTTERANCES[1:]
@@ -392,6 +395,36 @@ async def test_final_without_refinement_goes_out_raw(
     assert len(finals(events)) == 1  # exactly one final
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("Двести пятьдесят рублей.", "Двести пятьдесят рублей."),  # a number: waits for the normalized text
+        ("Можно мне?", "Можно мне?"),  # incomplete without its "?": waits too
+        ("Да, оформляйте заказ.", "да оформляйте заказ"),  # neither: the raw final goes at once
+    ],
+)
+async def test_only_a_final_that_may_carry_a_number_or_needs_its_question_mark_waits(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    make_speech: Callable[[str], bytes],
+    line: str,
+    expected: str,
+) -> None:
+    # The refinement comes 0.3 s after its final, well within the 5 s wait: which text goes out
+    # shows whether the final waited for it.
+    speechkit_standin.script = SttScript(default=[line])
+    speechkit_standin.refinement_delay_s = 0.3
+    speechkit_standin.send_eou = False  # the eou_update would release a held final early
+    settings = replace(SETTINGS, final_refinement_wait_s=5.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    feed(stt, silence(300) + make_speech(line) + silence(800))
+    events = await collect(stt, lambda ev: len(finals(ev)) == 1)
+    stt.end_input()
+    events += await rest(stt)
+    await stt.aclose()
+    assert [f.text for f in finals(events)] == [expected]  # exactly one final, the late refinement dropped
+
+
 async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     speechkit_standin: SpeechKitStandin,
     speechkit_grpc_channel: grpc.aio.Channel,
@@ -416,7 +449,7 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     events += await rest(stt)  # ends once every stream has half-closed and drained
     assert all(r.done.is_set() for r in speechkit_standin.stt_sessions)
     await stt.aclose()
-    assert [f.text for f in finals(events)] == UTTERANCES
+    assert [f.text for f in finals(events)] == HEARD
     f1, f2 = finals(events)
     assert f1.audio_end_ms is not None and f2.audio_start_ms is not None
     assert f2.audio_start_ms >= f1.audio_end_ms  # each final covers its own speech

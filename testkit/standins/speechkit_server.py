@@ -275,6 +275,8 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind}")
                 srv._notify()
                 for resp in out:
+                    if srv.refinement_delay_s and resp.WhichOneof("Event") == "final_refinement":
+                        await asyncio.sleep(srv.refinement_delay_s)  # a slow normalizer
                     yield resp
                 if fault is not None and rec.audio_ms >= fault.after_ms:
                     await self._unheard(requests, context, rec, fault.unheard_ms)
@@ -346,6 +348,8 @@ class SpeechKitStandin(Progress):
         # Switches for testing the adapter's handling of a final without its refinement.
         self.send_refinement = send_refinement
         self.send_eou = send_eou
+        # The normalized text this long after its final, s (the real service's is not specified).
+        self.refinement_delay_s = 0.0
         # Per connection; a call beyond it waits (its headers are not even sent): a hung stream.
         self.max_concurrent_streams = max_concurrent_streams
         self.stt_sessions: list[SttSessionRecord] = []

@@ -22,8 +22,10 @@ reconnect); they share the one `AudioBuffer` the gateway pushes into, and the co
   `renew_after_bytes`), preferably in a pause (no partial pending and the audio sent last quiet
   for `renew_quiet_ms`), at the latest `renew_grace_s` later.
 - `RecognizeCall.handle()` turns responses into `SttResult`s: with normalization on, the service
-  sends `final` then `final_refinement`; the final is held for at most `final_refinement_wait_s`
-  (or until the next event) and ONE final goes out, normalized if the refinement came in time.
+  sends `final` then `final_refinement`; a final that may carry a number (`numbers.py`: a digit
+  or a numeral-like word) or looks incomplete without the service's "?" is held for at most `final_refinement_wait_s` (or until the next
+  event) and ONE final goes out, normalized if the refinement came in time; any other final goes
+  out at once with its raw text (lower case, no punctuation), as it would after the wait.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ import grpc
 from yandex.cloud.ai.stt.v3 import stt_pb2
 
 from orchestrator.adapters.speechkit import YandexSettings
+from orchestrator.adapters.stt.numbers import may_carry_number
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer, rms
 from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.models import SttResult
+from orchestrator.turn_completion import looks_incomplete
 
 __all__ = ["BYTES_PER_MS", "RecognizeCall", "Shared", "streaming_options"]
 
@@ -330,6 +334,9 @@ class RecognizeCall:
             if alt is None or not alt.text.strip() or index <= self.emitted_index:
                 return
             self.pending = (index, self._result(alt, kind="final"))
+            if not _needs_refinement(alt.text, self.shared.settings.language):
+                self.flush()  # the refinement, when it comes, is dropped as late
+                return
             loop = asyncio.get_running_loop()
             self.pending_timer = loop.call_later(self.shared.settings.final_refinement_wait_s, self.flush)
         elif event == "status_code" and resp.status_code.code_type == stt_pb2.WARNING:
@@ -372,6 +379,17 @@ class RecognizeCall:
             audio_end_ms=self.base_ms + alt.end_time_ms,
             received_at=self.shared.clock.now(),
         )
+
+
+def _needs_refinement(raw: str, language: str) -> bool:
+    """Whether a raw final must wait for its normalized text.
+
+    Yes if it may carry a number (normalization writes it in digits: a wrong figure is the worst
+    mistake), or if it looks incomplete as it stands: the service's "?" would make it a whole
+    question (`turn_completion`), and without it the turn would wait longer than the refinement.
+    Otherwise the normalized text differs only in case and punctuation that nothing reads.
+    """
+    return may_carry_number(raw, language) or looks_incomplete(raw)
 
 
 def _best(update: stt_pb2.AlternativeUpdate) -> stt_pb2.Alternative | None:
