@@ -288,10 +288,19 @@ class SileroClassifier:
         return self._prob
 
     def speech(self, frame: bytes | bytearray) -> float:
+        """Buffer `frame` (8 kHz s16le slin, an even number of bytes: any whole number of samples)
+        and return the newest judged window's speech probability, 0..1.
+
+        Raises ValueError on an odd byte count: the bytes wait unconverted, so a stray byte would
+        shift every later window by half a sample (VAD.process only passes 10, 20 or 30 ms).
+        """
+        n = len(frame)
+        if n & 1:
+            raise ValueError(f"Silero frame of {n} bytes: need whole s16 samples (an even byte count)")
         if self._slot >= 0:
             self._batch.flush()  # type: ignore[union-attr]  # only a batch queues windows
         fill = self._fill
-        end = self._fill = fill + len(frame)
+        end = self._fill = fill + n
         self._pcm[fill:end] = frame
         if end >= 2 * len(self._win_np):
             self.take_window()

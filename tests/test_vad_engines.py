@@ -60,6 +60,24 @@ def test_silero_buffers_any_frame_size_into_its_32_ms_windows(speech: bytes) -> 
         cls.close()
 
 
+def test_silero_rejects_an_odd_length_frame_and_keeps_its_window(speech: bytes) -> None:
+    # Its frames wait as s16 bytes: an odd byte would shift every later window by half a sample.
+    voiced = frames(speech)[:40]
+    clean, fed = SileroClassifier(), SileroClassifier()
+    try:
+        expected = [clean.speech(f) for f in voiced]
+        got = [fed.speech(f) for f in voiced[:5]]
+        for n in (1, 319, 321):
+            with pytest.raises(ValueError, match=rf"\b{n} bytes"):
+                fed.speech(voiced[5][:n] if n < FRAME_BYTES else voiced[5] + b"\x00")
+        got += [fed.speech(f) for f in voiced[5:]]
+        assert got == expected  # nothing of the rejected frames was buffered
+        assert max(expected) > 0.5  # the windows judged speech: a shift would change them
+    finally:
+        clean.close()
+        fed.close()
+
+
 def test_silero_models_are_reused_across_calls() -> None:
     first = SileroClassifier()
     model = first._model

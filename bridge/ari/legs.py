@@ -9,8 +9,9 @@ The UUID is registered before the POST because Asterisk connects to the AudioSoc
 that HTTP request; addChannel(em) waits for the em channel's StasisStart because without it
 Asterisk intermittently answers 422 "Channel not in Stasis application".
 
-Teardown: when the handler returns (END_CALL), the caller channel is DELETEd (that is the hang-up),
-then the em channel and the bridge; when the caller hangs up first (ChannelHangupRequest,
+Teardown: when the handler returns (END_CALL), the AudioSocket stream is ended (0x00, close: see
+`tear_down` for why first), the caller channel is DELETEd (that is the hang-up), then the em channel
+and the bridge; when the caller hangs up first (ChannelHangupRequest,
 StasisEnd or ChannelDestroyed), the em channel and the bridge are DELETEd at once, so the
 AudioSocket connection sees EOF and the handler can finish. 404 on any DELETE means "already gone".
 The requests are ARI's `channels.answer/externalMedia/hangup` and `bridges.create/addChannel/destroy`
@@ -147,16 +148,25 @@ class CallLegs:
             raise AriError(f"call {session.uuid}: {what}: HTTP {exc.status} {exc.text}") from exc
 
     async def tear_down(self, session: CallSession, conn: AudioSocketConnection | None) -> None:
-        """Hang up the caller (unless it is gone), then the media leg and bridge, then the stream.
+        """End the stream (0x00 and close), then hang up the caller (unless it is gone), then the
+        media leg and bridge, then wait for the stream to close.
+
+        The stream ends first because Asterisk 22's AudioSocket read waits, without a deadline,
+        for our next frame while holding its channel's lock (res_audiosocket.c's header loop,
+        asterisk/asterisk#2089), and that lock blocks every ARI channel request of every call
+        (#2078): a leg we stopped sending on (a handler that failed before any audio, or after
+        its playout ended) stalled the DELETEs here and other calls' setup until our DELETE
+        timeouts ran out and the stream was closed, ~10 s. Closing the socket ends that read.
 
         Best effort and bounded: failures are logged, never raised (CancelledError excepted).
         """
+        if conn is not None:
+            conn.hangup()
         if not session.caller_gone.is_set() and not session.transferred:
             await self.delete_caller(session)
         # A transferred caller stays in the bridge with the operator: only the bot's leg goes.
         await self.delete_media(session, keep_bridge=session.transferred)
         if conn is not None:
-            conn.hangup()
             try:
                 async with asyncio.timeout(self._settings.timeout_s):
                     await conn.wait_closed()
