@@ -139,12 +139,25 @@ class YandexRecognitionStream:
         self.streams_opened = 0
         self.reconnects = 0  # retryable failures recovered from by reconnecting
         self.last_error: STTError | None = None  # the latest of them
+        self._clock = clock
+        # Results' audio times run on across renewals and reconnects (base_ms), so one origin
+        # holds for the whole recognition: the first pushed frame's start on the call clock.
+        self._origin: float | None = None
         self._tasks.spawn(self._run(), "supervisor")
 
     # --- RecognitionStream ---
     def push_audio(self, frame: bytes) -> None:
         """Queue 20 ms of 8 kHz slin; never blocks. Ignored after `end_input()` or `aclose()`."""
+        if self._origin is None:  # the clock is read once, on the first frame
+            self._origin = self._clock.now() - FRAME_MS / 1000
         self._buffer.push(frame)
+
+    @property
+    def audio_origin(self) -> float | None:
+        """`AudioOrigin`: the call-clock time (s) of the results' 0 ms (the first pushed frame's
+        start); None before any audio. Frames dropped by the buffer or keep-alive silence sent
+        in a gap shift later audio against it (not corrected)."""
+        return self._origin
 
     @property
     def frames_dropped(self) -> int:
