@@ -1,5 +1,6 @@
-"""Bench-only STT timeline on both sides of the gRPC stream (`python -m bench --only standins
---stt-trace DIR`): where the time from a caller's pause to the adapter's final goes.
+"""Bench-only STT timeline on both sides of the gRPC stream (`VOICEBRIDGE_STT_TRACE=DIR python -m
+bench --only standins`, read with `python -m bench.standin_trace DIR`): where the time from a
+caller's pause to the adapter's final goes.
 
 Both processes stamp with `time.monotonic()` (CLOCK_MONOTONIC, one clock for the machine, and
 what asyncio's loop time is), so their stamps compare directly:
