@@ -53,6 +53,12 @@ def render_figures(
             "barge-in last frame - decision ms", lv, [f.barge_ms for f in c if f.barge_ms is not None], "<= 0"
         )
         add("filler hand-over ms", lv, [f.handover_ms for f in c if f.handover_ms is not None], "<= 20")
+        add(
+            "filler hand-over silence frames",
+            lv,
+            [float(f.handover_silence) for f in c if f.handover_silence is not None],
+            "0",
+        )
         add("underflow frames", lv, [float(f.underflow) for f in c if f.underflow is not None], "0")
         add("greeting_ms", lv, [f.greeting_ms for f in c if f.greeting_ms is not None], "<= 50")
         rows.append(
@@ -75,6 +81,8 @@ def render_figures(
             ["virtual time: barge-in last frame - decision ms", 1, 1, v.barge_ms, None, None, None, "<= 0"]
         )
         rows.append(["virtual time: filler hand-over ms", 1, 1, v.handover_ms, None, None, None, "<= 20"])
+        rows.append(["virtual time: filler hand-over silence frames", 1, 1, float(v.handover_silence),
+                     None, None, None, "0"])  # fmt: skip
         rows.append(["virtual time: underflow frames", 1, 1, float(v.underflow), None, None, None, "0"])
     if short is not None:
         rows.append(["short calls: RSS growth MB", 1, short.calls, short.growth_mb, None, None, None, "< 10"])

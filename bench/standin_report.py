@@ -27,6 +27,7 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("llm_first_token_ms", "LLM first token (t4 -> chunk; 300 nominal)", ""),
     ("tts_first_audio_ms", "TTS first audio (chunk -> t5; 100 nominal)", ""),
     ("handover_ms", "filler hand-over ms", "<= 20"),
+    ("handover_silence", "filler hand-over silence frames", "0"),
     ("barge_frames", "barge-in frames after", "0"),
     ("greeting_ms", "greeting_ms", "<= 50"),
 )

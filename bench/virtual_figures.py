@@ -47,6 +47,7 @@ class VirtualFigures:
 
     overhead_ms: float  # first answer frame written - T0 - 400 ms
     handover_ms: float  # first answer frame - last filler frame before it (20: back to back)
+    handover_silence: int  # silence frames written between them (the audible gap: 0 = seamless)
     underflow: int  # silence frames inside the answer before the barge-in
     barge_frames: int  # answer frames written after the VAD's onset decision
     barge_ms: float  # last answer frame - the decision (negative: none after it)
@@ -100,6 +101,7 @@ async def _call() -> VirtualFigures:
     return VirtualFigures(
         overhead_ms=(t_answer - t0 - LLM_DELAY_S - TTS_DELAY_S) * 1000,
         handover_ms=(t_answer - frames[i_filler][0]) * 1000,
+        handover_silence=sum(1 for _, lab in frames[i_filler + 1 : i_answer] if lab == 0),
         underflow=sum(1 for _, lab in frames[before[0] : before[-1] + 1] if lab == 0),
         barge_frames=len(after),
         barge_ms=((after[-1] if after else frames[before[-1]][0]) - BARGE_AT) * 1000,

@@ -193,11 +193,12 @@ def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() 
         assert fig.underflow == 0  # the answer's audio came faster than it is played
         assert fig.barge_frames == 0  # nothing of the answer after the VAD's decision
     virtual = run_virtual_figures()
-    assert (virtual.barge_frames, virtual.underflow) == (0, 0)
+    assert (virtual.barge_frames, virtual.underflow, virtual.handover_silence) == (0, 0, 0)
     assert virtual.handover_ms == pytest.approx(20.0)  # the answer's first frame on the next tick
     rendered = render_figures(levels, None, virtual)
     assert _header_cells(rendered) == ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
     assert "barge-in frames after" in rendered
+    assert "filler hand-over silence frames" in rendered
 
 
 @needs_espeak
