@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.call_probes import ANSWER_LABEL, PROBES, _Probe, _probe_connection, _TimedSTT
+from bench.call_probes import ANSWER_LABEL, PROBES, Probe, TimedSTT, probe_connection
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriCall
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
@@ -100,7 +100,7 @@ class CallFigures:
     barge_ms: float | None = None
 
 
-def figures_of(probe: _Probe, greeting_label: int, filler_labels: set[int]) -> CallFigures:
+def figures_of(probe: Probe, greeting_label: int, filler_labels: set[int]) -> CallFigures:
     fig = CallFigures()
     frames = probe.frames
     first_greeting = next((t for t, lab in frames if lab == greeting_label), None)
@@ -145,7 +145,7 @@ def bench_map() -> DialogueMap:
     return dmap.model_copy(update={"settings": quiet})
 
 
-def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[int]]:
+def _services(app: VoicebridgeApp, probes: dict[str, Probe]) -> tuple[int, set[int]]:
     """`bench_map()` with labelled clips and fakes on fixed delays; (greeting, filler labels)."""
     dmap = bench_map()
     labels = {key: i + 1 for i, key in enumerate(dmap.audio)}
@@ -166,7 +166,7 @@ def _services(app: VoicebridgeApp, probes: dict[str, _Probe]) -> tuple[int, set[
         audio_cache=cache,
         clock=app.clock,
         render=render_template,
-        stt_factory=lambda cid: _TimedSTT([QUESTION, "нет, спасибо"], probes[cid].finals),
+        stt_factory=lambda cid: TimedSTT([QUESTION, "нет, спасибо"], probes[cid].finals),
         tts_factory=lambda _cid: FakeTTS(
             latency=TTS_DELAY_S, seconds_per_char=0.04, stream_label=ANSWER_LABEL
         ),
@@ -220,15 +220,15 @@ class CallBench:
         assert self.pool is not None
         u = uuid.uuid4()
         cid = str(u)
-        probe = PROBES[cid] = _Probe(greeting_label=self.greeting_label)
+        probe = PROBES[cid] = Probe(greeting_label=self.greeting_label)
         connected = self.server.expect(u)
         caller = await self.pool.connect(u, keep_messages=False)
         conn = await asyncio.wait_for(connected, T)
-        _probe_connection(conn, probe)
+        probe_connection(conn, probe)
         call = AriCall(cid, f"channel-{cid}", None, None, conn, asyncio.Event())
         return cid, caller, asyncio.create_task(self.app.on_call(call), name=f"bench-call-{cid}")
 
-    def figures(self, probe: _Probe) -> CallFigures:
+    def figures(self, probe: Probe) -> CallFigures:
         """One finished call's figures (a variant with other providers overrides this)."""
         return figures_of(probe, self.greeting_label, self.filler_labels)
 

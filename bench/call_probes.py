@@ -1,10 +1,10 @@
 """Bench-only probes on the service's call path, for `bench.call_figures`: what each call's
 bridge side wrote and decided, and when (loop time).
 
-`_Probe` is one call's timeline; `PROBES` holds them by call id (the AudioSocket UUID).
-`_probe_connection` records every frame a connection writes, as (loop time, clip label; 0 for
+`Probe` is one call's timeline; `PROBES` holds them by call id (the AudioSocket UUID).
+`probe_connection` records every frame a connection writes, as (loop time, clip label; 0 for
 silence); `Probes` (a context manager) patches the server protocol (when the UUID was received)
-and the gateway (the VAD's onset and end decisions); `_TimedSTT` stamps each STT final (T0).
+and the gateway (the VAD's onset and end decisions); `TimedSTT` stamps each STT final (T0).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from testkit.fakes import label_of
 from testkit.voiced_stt import VoicedLineRecognition, VoicedLineSTT
 
 ANSWER_LABEL = 900  # the label of the answer's clips (the bench's TTS)
-BARGE_AFTER_FRAMES = 50  # the caller speaks 1 s into the answer (`_Probe.answering`)
+BARGE_AFTER_FRAMES = 50  # the caller speaks 1 s into the answer (`Probe.answering`)
 
-__all__ = ["ANSWER_LABEL", "BARGE_AFTER_FRAMES", "PROBES", "Probes"]
+__all__ = ["ANSWER_LABEL", "BARGE_AFTER_FRAMES", "PROBES", "Probe", "Probes", "TimedSTT", "probe_connection"]
 
 
 @dataclass
-class _Probe:
+class Probe:
     """One call's timeline on the bridge side."""
 
     uuid_at: float | None = None
@@ -45,10 +45,10 @@ class _Probe:
     events: list[tuple[float, str, str | None]] = field(default_factory=list)  # (loop time, kind, text)
 
 
-PROBES: dict[str, _Probe] = {}
+PROBES: dict[str, Probe] = {}
 
 
-def _probe_connection(conn: AudioSocketConnection, probe: _Probe) -> None:
+def probe_connection(conn: AudioSocketConnection, probe: Probe) -> None:
     """Record every frame the connection writes (instance attributes shadow the methods)."""
     send_audio, send_silence = conn.send_audio, conn.send_silence
     loop = asyncio.get_running_loop()
@@ -102,7 +102,9 @@ class Probes:
         setattr(TelephonyGateway, "_on_vad", self._vad)  # noqa: B010
 
 
-class _TimedRecognition(VoicedLineRecognition):
+class TimedRecognition(VoicedLineRecognition):
+    """A voiced-line recognition that stamps each final's loop time (s) into `finals` (T0)."""
+
     def __init__(self, lines: list[str], finals: list[float]) -> None:
         super().__init__(lines)
         self._finals = finals
@@ -114,10 +116,12 @@ class _TimedRecognition(VoicedLineRecognition):
             self._finals.append(asyncio.get_running_loop().time())
 
 
-class _TimedSTT(VoicedLineSTT):
+class TimedSTT(VoicedLineSTT):
+    """Voiced-line STT whose streams stamp their finals' loop times into one shared list."""
+
     def __init__(self, lines: list[str], finals: list[float]) -> None:
         super().__init__(lines)
         self._finals = finals
 
-    def open_stream(self) -> _TimedRecognition:
-        return _TimedRecognition(self.lines, self._finals)
+    def open_stream(self) -> TimedRecognition:
+        return TimedRecognition(self.lines, self._finals)

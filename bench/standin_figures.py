@@ -70,7 +70,7 @@ from bench.call_figures import (
     figures_of,
 )
 from bench.call_levels import FiguresResult
-from bench.call_probes import ANSWER_LABEL, PROBES, Probes, _Probe
+from bench.call_probes import ANSWER_LABEL, PROBES, Probe, Probes
 from bench.standin_levels import Arrivals, LevelPlan, LevelRun, run_level
 from bench.standin_trace import ClientTrace, trace_dir
 from orchestrator.adapters.llm.openai_compat import OpenAICompatLLMManager
@@ -269,7 +269,7 @@ class StandinCallBench(CallBench):
             await self._stt_channel.close()
             await self._tts_channel.close()
 
-    def figures(self, probe: _Probe) -> StandinFigures:
+    def figures(self, probe: Probe) -> StandinFigures:
         """The call's figures with T0 = the turn record's t2 and the measured provider times."""
         turn = next(
             (r for r in probe.records if r.get("answer_audio_at") and r.get("llm_first_token_at")), None

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from bench.bridge_side import rss_kb
 from bench.call_figures import CallBench, CallFigures, T
 from bench.call_levels import FiguresResult
-from bench.call_probes import ANSWER_LABEL, PROBES, _Probe
+from bench.call_probes import ANSWER_LABEL, PROBES, Probe
 from bench.common import GcTimer
 from testkit.fake_asterisk import FakeAsterisk
 
@@ -280,7 +280,7 @@ async def _call(
                 pool.callers.remove(leg[1])
 
 
-def _failure(i: int, cid: str, stage: str, error: str, began: float, probe: _Probe | None) -> CallFailure:
+def _failure(i: int, cid: str, stage: str, error: str, began: float, probe: Probe | None) -> CallFailure:
     at = asyncio.get_running_loop().time() - began
     if probe is None:
         return CallFailure(i, cid, stage, error, round(at, 3))

@@ -25,7 +25,7 @@ from bench import standin_levels
 from bench.bridge_side import BridgeStats, Leftovers
 from bench.call_figures import ROOT, CallBench, CallFigures
 from bench.call_levels import run_figures
-from bench.call_probes import PROBES, _Probe
+from bench.call_probes import PROBES, Probe
 from bench.callers import CallerStats
 from bench.common import Histogram, percentile, table
 from bench.dialogue import render_dialogue, run_dialogue, scripts
@@ -331,7 +331,7 @@ class _Leg:
     """A fake caller for `_call`: `play` of the question makes the bot answer, of the last line
     makes it hang up; the pool's hang-up ends a silent bot only `linger_s` later."""
 
-    def __init__(self, probe: _Probe, linger_s: float) -> None:
+    def __init__(self, probe: Probe, linger_s: float) -> None:
         self.probe, self.linger_s, self.lines = probe, linger_s, 0
         self.ended = asyncio.Event()
         self.handler = asyncio.create_task(self._bot(), name="test-fake-handler")
@@ -367,14 +367,14 @@ class _Bench:
 
     async def start_call(self) -> tuple[str, _Leg, asyncio.Task[None]]:
         cid, self.started = f"test-call-{self.started}", self.started + 1
-        probe = PROBES[cid] = _Probe()
+        probe = PROBES[cid] = Probe()
         if cid == "test-call-0":
             probe.listening.set()
         leg = _Leg(probe, 0.0 if cid == "test-call-0" else 1.0)
         self.pool.callers.append(leg)
         return cid, leg, leg.handler
 
-    def figures(self, _probe: _Probe) -> CallFigures:
+    def figures(self, _probe: Probe) -> CallFigures:
         return CallFigures()
 
 
