@@ -1,11 +1,12 @@
 """A call's teardown ends its AudioSocket stream before any ARI DELETE.
 
-Asterisk 22's AudioSocket read waits for our next frame, without a deadline, holding the channel's
-lock (res_audiosocket.c, asterisk/asterisk#2089); that lock stalls every ARI channel request of
-every call (#2078). A handler that failed before sending any audio left its leg silent, and the
-caller DELETE then stalled, with the other calls' setup, until our DELETE timeouts ran out (~10 s;
-1 run in ~30 of three to six such calls on the real Asterisk). Real
-sockets: a fake ARI (testkit.fake_ari) and the real AudioSocket server.
+Asterisk 22's AudioSocket channel, once inside its read of a message header, waits for our next
+byte with no overall deadline while `__ast_read` holds the channel's lock (res/res_audiosocket.c,
+asterisk/asterisk#2089); a DELETE of that channel, ARI's lookups of any channel by id and channel
+creation wait behind it (see `CallLegs.tear_down`). A handler that failed before sending any
+audio left its leg silent, and the caller DELETE then stalled, with the other calls' setup, until
+our DELETE timeouts ran out (~10 s; 1 run in ~30 of three to six such calls on the real
+Asterisk). Real sockets: a fake ARI (testkit.fake_ari) and the real AudioSocket server.
 """
 
 from __future__ import annotations

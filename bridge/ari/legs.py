@@ -58,7 +58,10 @@ class CallLegs:
         self._connection = connection
         self._audiosocket = audiosocket
         # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
-        # ARI for ~10 s in our e2e runs (1 in ~10; cf. asterisk/asterisk#2078): never overlap them.
+        # ARI for ~10 s in our e2e runs (1 in ~10): never overlap them. Likely the stall that
+        # `tear_down` now avoids by ending the stream first (a silent leg's read holding its lock;
+        # creation waits on the channel container that a lookup holds meanwhile); kept until
+        # runs without it show that.
         self._media_lock = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
@@ -151,12 +154,26 @@ class CallLegs:
         """End the stream (0x00 and close), then hang up the caller (unless it is gone), then the
         media leg and bridge, then wait for the stream to close.
 
-        The stream ends first because Asterisk 22's AudioSocket read waits, without a deadline,
-        for our next frame while holding its channel's lock (res_audiosocket.c's header loop,
-        asterisk/asterisk#2089), and that lock blocks every ARI channel request of every call
-        (#2078): a leg we stopped sending on (a handler that failed before any audio, or after
-        its playout ended) stalled the DELETEs here and other calls' setup until our DELETE
-        timeouts ran out and the stream was closed, ~10 s. Closing the socket ends that read.
+        The stream ends first. Once Asterisk 22.10.1's AudioSocket channel is inside its read of a
+        message header, it polls 5 ms at a time with no overall deadline until a byte or EOF comes
+        (res/res_audiosocket.c, `ast_audiosocket_receive_frame_with_hangup`; open upstream as
+        asterisk/asterisk#2089), and `__ast_read` (main/channel.c) holds the channel's lock
+        across it. A DELETE of that channel waits for the lock; so does ARI's lookup of any
+        channel by id (the default ao2_legacy channel storage locks each channel it walks past
+        while holding the container's mutex, main/channelstorage_ao2_legacy.c), and channel
+        creation (externalMedia) waits for that mutex. A leg we no longer sent on (a handler that
+        failed before any audio, or one whose playout had left the pacer) so stalled these
+        DELETEs and other calls' setup for our `timeout_s`, ~10 s. EOF ends that read. Why
+        Asterisk enters the read with nothing to read is not in the source we read; #2089 saw it
+        on 1 of 3-5 calls with a peer silent at first. (#2078, open, reports a /channels stall
+        like it on 20.18/20.19, cause not found.)
+
+        Nothing the caller should hear is cut by ending first: a handler returns after its
+        playout has sent its last frame (`Playout.drain`), the 0x00 follows that frame on the same
+        stream, and Asterisk writes each message on to RTP as it reads it (tests/e2e/
+        test_ari_controller.py counts the frames at the caller). Only a paused peer's stream is
+        aborted, its buffer dropped (`AudioSocketConnection._end`): over 64 KiB unread by Asterisk
+        is 4 s of audio already late, which would reach the phone as a burst.
 
         Best effort and bounded: failures are logged, never raised (CancelledError excepted).
         """
