@@ -9,11 +9,12 @@ The UUID is registered before the POST because Asterisk connects to the AudioSoc
 that HTTP request; addChannel(em) waits for the em channel's StasisStart because without it
 Asterisk intermittently answers 422 "Channel not in Stasis application".
 
-Teardown: when the handler returns (END_CALL), the AudioSocket stream is ended (0x00, close: see
-`tear_down` for why first), the caller channel is DELETEd (that is the hang-up), then the em channel
-and the bridge; when the caller hangs up first (ChannelHangupRequest,
+Teardown: when the handler returns (END_CALL), the AudioSocket stream is ended (40 ms of silence,
+0x00, close: see `tear_down` for why first), the caller channel is DELETEd (that is the hang-up),
+then the em channel and the bridge; when the caller hangs up first (ChannelHangupRequest,
 StasisEnd or ChannelDestroyed), the em channel and the bridge are DELETEd at once, so the
-AudioSocket connection sees EOF and the handler can finish. 404 on any DELETE means "already gone".
+AudioSocket connection sees EOF and the handler can finish. While the call is set up, the new leg
+hears paced silence (`_LegSilence`) until the handler's playout takes over. 404 on any DELETE means "already gone".
 The requests are ARI's `channels.answer/externalMedia/hangup` and `bridges.create/addChannel/destroy`
 (Asterisk's ARI REST reference); every one is bounded by `AriSettings.timeout_s`.
 """
@@ -108,8 +109,9 @@ class CallLegs:
         # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
         # ARI for ~10 s in our e2e runs (1 in ~10): never overlap them. Likely the stall that
         # `tear_down` now avoids by ending the stream first (a silent leg's read holding its lock;
-        # creation waits on the channel container that a lookup holds meanwhile); kept until
-        # runs without it show that.
+        # creation waits on the channel container that a lookup holds meanwhile): without this
+        # lock, 20 of 20 runs of tests/e2e/test_ari_failures.py passed (2026-12-03). Kept until
+        # more runs, and a setup bench with and without it, decide.
         self._media_lock = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
@@ -226,9 +228,10 @@ class CallLegs:
         (its playout has sent everything when it returns, `Playout.drain`), unless the caller is
         gone or transferred: right behind it, Asterisk 22.10.1 lost that last frame at the
         caller in 6 of 16 calls (124 of 125 frames; 8 of 8 whole when the caller's DELETE came
-        first; 10 of 10 with the silence). The silence also keeps Asterisk's read fed meanwhile. Only a paused peer's stream is aborted,
-        its buffer dropped (`AudioSocketConnection._end`): over 64 KiB unread by Asterisk is 4 s
-        of audio already late, which would reach the phone as a burst.
+        first; 10 of 10 with the silence). The silence also keeps Asterisk's read fed meanwhile.
+        Only a paused peer's stream is aborted, its buffer dropped (`AudioSocketConnection._end`):
+        over 64 KiB unread by Asterisk is 4 s of audio already late, which would reach the phone
+        as a burst.
 
         Best effort and bounded: failures are logged, never raised (CancelledError excepted).
         """
