@@ -9,11 +9,12 @@ The UUID is registered before the POST because Asterisk connects to the AudioSoc
 that HTTP request; addChannel(em) waits for the em channel's StasisStart because without it
 Asterisk intermittently answers 422 "Channel not in Stasis application".
 
-Teardown: when the handler returns (END_CALL), the AudioSocket stream is ended (0x00, close: see
-`tear_down` for why first), the caller channel is DELETEd (that is the hang-up), then the em channel
-and the bridge; when the caller hangs up first (ChannelHangupRequest,
+Teardown: when the handler returns (END_CALL), the AudioSocket stream is ended (40 ms of silence,
+0x00, close: see `tear_down` for why first), the caller channel is DELETEd (that is the hang-up),
+then the em channel and the bridge; when the caller hangs up first (ChannelHangupRequest,
 StasisEnd or ChannelDestroyed), the em channel and the bridge are DELETEd at once, so the
-AudioSocket connection sees EOF and the handler can finish. 404 on any DELETE means "already gone".
+AudioSocket connection sees EOF and the handler can finish. While the call is set up, the new leg
+hears paced silence (`_LegSilence`) until the handler's playout takes over. 404 on any DELETE means "already gone".
 The requests are ARI's `channels.answer/externalMedia/hangup` and `bridges.create/addChannel/destroy`
 (Asterisk's ARI REST reference); every one is bounded by `AriSettings.timeout_s`.
 """
@@ -35,6 +36,7 @@ from bridge.ari.connection import AriConnection, ari_op
 from bridge.ari.session import CallerGone, CallSession
 from bridge.ari.settings import AriSettings
 from bridge.audiosocket.server import AudioSocketConnection, AudioSocketServer
+from bridge.pacer import Pacer
 from orchestrator.tasks import cancel_and_wait
 
 __all__ = ["CallLegs"]
@@ -42,6 +44,53 @@ __all__ = ["CallLegs"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+# Paced silence frames between the handler's last frame and the 0x00 (see `CallLegs.tear_down`).
+TRAILING_FRAMES = 2
+
+
+class _LegSilence:
+    """Paced silence on a call's AudioSocket leg, one frame a tick, while we have nothing else
+    to send on it: through the setup, and for `TRAILING_FRAMES` before the stream ends.
+
+    Asterisk's AudioSocket channel, once inside its read of a message header, waits for our next
+    byte holding the channel's lock (see `CallLegs.tear_down`), and addChannel of that channel
+    needs the lock (res/stasis/control.c queues a frame on it). Without this the leg stayed
+    silent through the setup, until the handler's playout, which starts only after addChannel
+    has returned.
+    """
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+        self._conn: AudioSocketConnection | None = None
+        self._left = -1  # frames still to send before `sent` is set; -1: no count
+        self.sent = asyncio.Event()
+
+    def start(self, fut: asyncio.Future[AudioSocketConnection]) -> None:
+        """Done callback of the connection future: start with the connected leg."""
+        if not fut.cancelled() and fut.exception() is None:
+            self.send_on(fut.result())
+
+    def send_on(self, conn: AudioSocketConnection, frames: int = -1) -> None:
+        """Send on `conn` from the next tick on; with `frames`, set `sent` after that many."""
+        self._conn, self._left = conn, frames
+        self._pacer.add(self)
+
+    def tick(self) -> None:
+        """One 20 ms frame of silence (dropped by the connection once it is closed)."""
+        assert self._conn is not None
+        self._conn.send_silence()
+        if self._left > 0:
+            self._left -= 1
+            if self._left == 0:
+                self.sent.set()
+
+    def stop(self) -> None:
+        """Leave the pacer; idempotent."""
+        if self._conn is not None:
+            self._pacer.remove(self)
+            self._conn = None
 
 
 class CallLegs:
@@ -58,7 +107,11 @@ class CallLegs:
         self._connection = connection
         self._audiosocket = audiosocket
         # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
-        # ARI for ~10 s in our e2e runs (1 in ~10; cf. asterisk/asterisk#2078): never overlap them.
+        # ARI for ~10 s in our e2e runs (1 in ~10): never overlap them. Likely the stall that
+        # `tear_down` now avoids by ending the stream first (a silent leg's read holding its lock;
+        # creation waits on the channel container that a lookup holds meanwhile): without this
+        # lock, 20 of 20 runs of tests/e2e/test_ari_failures.py passed (2026-12-03). Kept until
+        # more runs, and a setup bench with and without it, decide.
         self._media_lock = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
@@ -83,6 +136,8 @@ class CallLegs:
         )
         # Register before the POST: Asterisk connects inside the externalMedia request.
         conn_future = self._audiosocket.expect(uuid.UUID(session.uuid))
+        keeper = _LegSilence(self._audiosocket.pacer)
+        conn_future.add_done_callback(keeper.start)
         try:
             async with self._media_lock:
                 await self._step(
@@ -114,6 +169,10 @@ class CallLegs:
             elif conn_future.exception() is None:
                 conn_future.result().hangup()  # connected, but a later step failed
             raise
+        finally:
+            # The handler's playout takes over (its first frame a few ms after this returns).
+            conn_future.remove_done_callback(keeper.start)
+            keeper.stop()
 
     async def _step(
         self, session: CallSession, what: str, aw: Coroutine[Any, Any, T] | asyncio.Future[T]
@@ -148,19 +207,37 @@ class CallLegs:
             raise AriError(f"call {session.uuid}: {what}: HTTP {exc.status} {exc.text}") from exc
 
     async def tear_down(self, session: CallSession, conn: AudioSocketConnection | None) -> None:
-        """End the stream (0x00 and close), then hang up the caller (unless it is gone), then the
-        media leg and bridge, then wait for the stream to close.
+        """End the stream (trailing silence, 0x00, close), then hang up the caller (unless it is
+        gone), then the media leg and bridge, then wait for the stream to close.
 
-        The stream ends first because Asterisk 22's AudioSocket read waits, without a deadline,
-        for our next frame while holding its channel's lock (res_audiosocket.c's header loop,
-        asterisk/asterisk#2089), and that lock blocks every ARI channel request of every call
-        (#2078): a leg we stopped sending on (a handler that failed before any audio, or after
-        its playout ended) stalled the DELETEs here and other calls' setup until our DELETE
-        timeouts ran out and the stream was closed, ~10 s. Closing the socket ends that read.
+        The stream ends first. Once Asterisk 22.10.1's AudioSocket channel is inside its read of a
+        message header, it polls 5 ms at a time with no overall deadline until a byte or EOF comes
+        (res/res_audiosocket.c, `ast_audiosocket_receive_frame_with_hangup`; open upstream as
+        asterisk/asterisk#2089), and `__ast_read` (main/channel.c) holds the channel's lock
+        across it. A DELETE of that channel waits for the lock; so does ARI's lookup of any
+        channel by id (the default ao2_legacy channel storage locks each channel it walks past
+        while holding the container's mutex, main/channelstorage_ao2_legacy.c), and channel
+        creation (externalMedia) waits for that mutex. A leg we no longer sent on (a handler that
+        failed before any audio, or one whose playout had left the pacer) so stalled these
+        DELETEs and other calls' setup for our `timeout_s`, ~10 s. EOF ends that read. Why
+        Asterisk enters the read with nothing to read is not in the source we read; #2089 saw it
+        on 1 of 3-5 calls with a peer silent at first. (#2078, open, reports a /channels stall
+        like it on 20.18/20.19, cause not found.)
+
+        The 0x00 goes `TRAILING_FRAMES` (40 ms) of paced silence behind the handler's last frame
+        (its playout has sent everything when it returns, `Playout.drain`), unless the caller is
+        gone or transferred: right behind it, Asterisk 22.10.1 lost that last frame at the
+        caller in 6 of 16 calls (124 of 125 frames; 8 of 8 whole when the caller's DELETE came
+        first; 10 of 10 with the silence). The silence also keeps Asterisk's read fed meanwhile.
+        Only a paused peer's stream is aborted, its buffer dropped (`AudioSocketConnection._end`):
+        over 64 KiB unread by Asterisk is 4 s of audio already late, which would reach the phone
+        as a burst.
 
         Best effort and bounded: failures are logged, never raised (CancelledError excepted).
         """
         if conn is not None:
+            if not conn.closed and not session.caller_gone.is_set() and not session.transferred:
+                await self._trailing_silence(conn)
             conn.hangup()
         if not session.caller_gone.is_set() and not session.transferred:
             await self.delete_caller(session)
@@ -172,6 +249,18 @@ class CallLegs:
                     await conn.wait_closed()
             except Exception as exc:  # best effort: log and go on (never CancelledError)
                 log.warning("call %s: waiting for AudioSocket close failed: %r", session.uuid, exc)
+
+    async def _trailing_silence(self, conn: AudioSocketConnection) -> None:
+        """`TRAILING_FRAMES` of paced silence behind the handler's last frame (bounded)."""
+        silence = _LegSilence(self._audiosocket.pacer)
+        silence.send_on(conn, TRAILING_FRAMES)
+        try:
+            async with asyncio.timeout(1.0):  # a stopped pacer must not hold the teardown
+                await silence.sent.wait()
+        except TimeoutError:
+            log.warning("call %s: no trailing silence sent within 1 s", conn.uuid)
+        finally:
+            silence.stop()
 
     async def refuse(self, channel_id: str) -> None:
         """Hang an unanswered new caller up with cause congestion: PJSIP answers the INVITE with
