@@ -11,8 +11,9 @@ The gateway keeps no queue of its own: the recognizer's one bounded buffer is th
 between the socket and the provider, and its drop counter the only one (`frames_dropped` there).
 
 Outbound (bot -> caller): `outbound` is a `Playout` registered with the shared `Pacer` at
-construction, so paced silence starts the moment the UUID has arrived (keeps Asterisk's
-read loop busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 s idle hang-up).
+construction, so paced silence goes on from the gateway's start (keeps Asterisk's read loop
+busy: mitigation for asterisk/asterisk#2089, and the dialplan app's 2 s idle hang-up); before
+that, through the ARI setup, `bridge.ari.legs` sends it.
 
 Recording (`recorder`, a `bridge.recording.CallRecorder` built on the connection): each inbound
 frame and each frame the playout sends is also kept for the call's WAV; its owner opens and closes it.

@@ -108,9 +108,11 @@ async def test_bot_audio_is_paced_and_bot_hangs_up(stack: Stack, tmp_path: Path,
     a = analyse(capture, media_port=UAC_MEDIA_PORT, sip_port=UAC_SIP_PORT)
     assert a.bye_seen, f"no BYE from Asterisk; SIP seen: {a.sip_methods}"
     voiced = a.voiced
-    # All of the bot's audio arrived (50 packets/s of 20 ms), and it is not silence.
+    # All of the bot's audio arrived (50 packets/s of 20 ms), and it is not silence. None may be
+    # lost: the goodbye's last frame was, in 6 of 16 calls, when the 0x00 came right behind it
+    # (bridge/ari/legs.py TRAILING_FRAMES).
     expected = int(BOT_AUDIO_S / 0.02)
-    assert expected - 3 <= len(voiced) <= expected + 3, (len(voiced), expected)
+    assert expected <= len(voiced) <= expected + 3, (len(voiced), expected)
     pacing = a.pacing()
     log.info(
         "setup %.0f ms; pacing %s; pacer max lateness %.1f ms; caller frames received by the bridge %d",

@@ -34,8 +34,8 @@ async def black_hole() -> AsyncIterator[int]:
     line); yields its port.
 
     Silence, not nothing: Asterisk 22's AudioSocket read waits for a frame without a deadline
-    holding its channel's lock (asterisk/asterisk#2089), which stalls every ARI channel request,
-    so a mute peer made our caller DELETE time out and the caller never got its BYE (1 of 12 runs
+    holding its channel's lock (asterisk/asterisk#2089), which stalls a DELETE of that channel and
+    ARI's lookups of channels by id (bridge/ari/legs.py `CallLegs.tear_down`), so a mute peer made our caller DELETE time out and the caller never got its BYE (1 of 12 runs
     under load): an Asterisk fault, not the missing connection these tests are about.
     """
     writers: list[asyncio.StreamWriter] = []
