@@ -79,8 +79,10 @@ class _LegSilence:
 
     def tick(self) -> None:
         """One 20 ms frame of silence (dropped by the connection once it is closed)."""
-        assert self._conn is not None
-        self._conn.send_silence()
+        conn = self._conn
+        if conn is None:  # stopped during this tick's pass over the pacer's members
+            return
+        conn.send_silence()
         if self._left > 0:
             self._left -= 1
             if self._left == 0:
