@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
@@ -12,7 +14,7 @@ from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
 from orchestrator.adapters.stt.yandex import YandexRecognitionStream, YandexSttStreamer, streaming_options
-from orchestrator.adapters.stt.yandex_call import RecognizeCall
+from orchestrator.adapters.stt.yandex_call import MAX_BATCH_MS, RecognizeCall
 from orchestrator.clock import LoopClock
 from orchestrator.contracts import RecognitionStream, SttEvent, STTStreamer
 from orchestrator.domain.errors import STTError
@@ -32,6 +34,14 @@ HEARD = [UTTERANCES[0], "да оформляйте заказ"]
 
 def silence(ms: int) -> bytes:
     return bytes(16 * ms)
+
+
+def tone(ms: int) -> bytes:
+    """A 440 Hz tone, RMS about 2,100: loud (no pause to renew in), and no utterance with an
+    empty script."""
+    return b"".join(
+        struct.pack("<h", round(3000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(8 * ms)
+    )
 
 
 def feed(stream: RecognitionStream, pcm: bytes, *, end: bool = False) -> int:
@@ -268,6 +278,7 @@ async def test_audio_in_flight_when_the_service_fails_is_resent(
     assert stt.reconnects == 1 and stt.streams_opened == 2
     dead, new = speechkit_standin.stt_sessions
     assert dead.ended == "fault" and dead.unheard_bytes > 0 and dead.utterances == []
+    assert max(dead.chunk_ms) == MAX_BATCH_MS  # the backlog went in batches: 100 ms was heard of one
     if in_flight == "end_of_input":
         assert dead.audio_bytes + dead.unheard_bytes == len(pcm)  # it had everything, then failed
     # Nothing was finalized on the dead stream: the new one heard all of it, then half-closed.
@@ -286,7 +297,9 @@ async def test_after_a_failure_only_audio_no_final_covers_is_resent(
     # The first utterance is finalized on the first stream; the service fails 700 ms into the
     # pause after it and takes the rest (the second utterance and the end of input) unheard. The
     # next stream resends from the end of that final: the second utterance is recognised, the
-    # first is not heard twice, and result times go on along the call's audio.
+    # first is not heard twice, and result times go on along the call's audio. The whole input
+    # is a backlog, sent in requests of up to a second: the final ends inside one, whose tail
+    # alone is resent (and the stream fails inside another, whose rest goes unheard).
     speechkit_standin.script = SttScript(default=list(UTTERANCES))
     s1, s2 = (make_speech(t) for t in UTTERANCES)
     pcm = silence(600) + s1 + silence(1000) + s2 + silence(800)
@@ -306,6 +319,7 @@ async def test_after_a_failure_only_audio_no_final_covers_is_resent(
     assert [f.text for f in finals(events)] == HEARD and stt.reconnects == 1
     dead, new = speechkit_standin.stt_sessions
     assert dead.ended == "fault" and dead.utterances == UTTERANCES[:1]
+    assert max(dead.chunk_ms) == MAX_BATCH_MS  # batched, not 100 ms per request
     assert new.ended == "eof" and new.utterances == UTTERANCES[1:]
     f1, f2 = finals(events)
     assert f1.audio_end_ms is not None and f2.audio_start_ms is not None
@@ -561,7 +575,8 @@ async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     # Scaled down: renew after 1 s, at the latest 1.2 s (no pause: renew_quiet_ms is never met).
-    # A 3.5 s backlog (as after an outage) goes out in a burst: stream age alone never got there.
+    # A 3.5 s backlog (as after an outage) goes out in a burst, in requests of up to a second:
+    # stream age alone never got there, and a request must not carry a stream past the bound.
     settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=0.2, renew_quiet_ms=10**9)
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     pcm = silence(3500)
@@ -578,6 +593,7 @@ async def test_renewal_bounds_count_a_backlog_sent_faster_than_real_time(
     await stt.aclose()
     per_stream = [r.audio_ms for r in srv.stt_sessions]
     assert len(per_stream) >= 3 and max(per_stream) <= 1200, per_stream
+    assert max(ms for r in srv.stt_sessions for ms in r.chunk_ms) == MAX_BATCH_MS  # it was batched
 
 
 class SlotHolder:
@@ -698,6 +714,68 @@ async def test_batches_of_100_ms_even_when_frames_trickle_in(
     rec = srv.stt_sessions[0]
     assert rec.audio_bytes == 12 * FRAME and rec.chunks == 3  # 5 + 5 + the last 2
     await stt.aclose()
+
+
+async def test_a_backlog_goes_out_in_requests_of_up_to_a_second(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Audio queued faster than it went out (a busy loop, a reconnect's wait) goes as several
+    # batches per request: at one 100 ms request per gRPC write, a call whose writes took longer
+    # than 100 ms never caught up. 2.56 s queued before the stream starts, then the end of input.
+    stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
+    pcm = silence(2560)
+    feed(stt, pcm, end=True)
+    assert await rest(stt) == []
+    await stt.aclose()
+    [rec] = speechkit_standin.stt_sessions
+    assert rec.audio_bytes == len(pcm) and rec.ended == "eof"
+    assert rec.chunk_ms == [MAX_BATCH_MS, MAX_BATCH_MS, 560]  # the rest goes at the end of input
+
+
+async def test_after_a_backlog_real_time_audio_goes_100_ms_per_request(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # A backlog goes in whole batches (560 ms queued: 500 together, 60 wait for their batch);
+    # audio that then comes in real time goes 100 ms per request again. (A long keepalive: a
+    # partial batch also goes out when it ends, which a slow machine must not cause.)
+    stt = YandexSttStreamer(
+        speechkit_grpc_channel, replace(SETTINGS, keepalive_s=3.0), clock=LoopClock()
+    ).open_stream()
+    srv = speechkit_standin
+    await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
+    rec = srv.stt_sessions[0]
+    feed(stt, silence(560))
+    await srv.wait_for(lambda: rec.audio_ms == 500, 3.0)
+    feed(stt, silence(40))  # completes the held 60 ms to a batch
+    await srv.wait_for(lambda: rec.audio_ms == 600, 3.0)
+    for i in range(10):  # real time: one frame at a time
+        stt.push_audio(silence(20))
+        if i % 5 == 4:
+            await srv.wait_for(lambda n=i: rec.audio_ms == 600 + (n + 1) * 20, 3.0)
+        else:
+            await asyncio.sleep(0.005)  # pacing, not waiting
+    stt.end_input()
+    assert await rest(stt) == []
+    await stt.aclose()
+    assert rec.chunk_ms == [500, 100, 100, 100]
+
+
+async def test_renewal_in_a_pause_at_the_end_of_a_backlog(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Renewal is due after 1 s of audio and waits for a pause (300 ms quiet). A backlog of loud
+    # audio with a 400 ms pause at the end of its second request: the pause is measured 100 ms
+    # at a time, as it would have gone in real time, so the stream renews there (the second
+    # request's level as a whole is loud: the renewal would wait for the 31 s hard bound).
+    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    pcm = tone(1600) + silence(400) + tone(500)
+    feed(stt, pcm, end=True)
+    assert await rest(stt) == []
+    await stt.aclose()
+    sessions = speechkit_standin.stt_sessions
+    assert [r.chunk_ms for r in sessions] == [[MAX_BATCH_MS, MAX_BATCH_MS], [500]]
+    assert all(r.ended == "eof" for r in sessions)
 
 
 async def test_audio_origin_is_the_first_frames_start_and_survives_a_reconnect(

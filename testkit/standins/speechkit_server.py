@@ -55,6 +55,7 @@ class SttSessionRecord:
     unheard_bytes: int = 0  # audio taken after a fault's point without hearing it (`unheard_ms`)
     silence_ms: int = 0
     chunks: int = 0
+    chunk_ms: list[int] = field(default_factory=list)  # each audio request's length as sent, ms
     utterances: list[str] = field(default_factory=list)
     ended: str = ""  # "eof", "idle", "fault", "cancelled", "invalid"
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -260,16 +261,28 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                     break
                 assert isinstance(req, stt_pb2.StreamingRequest)
                 kind = req.WhichOneof("Event")
+                # A fault hears exactly `after_ms` whatever the request sizes: the rest of the
+                # request that reaches it is taken unheard (the first of `unheard_ms`).
+                room = fault.after_ms - rec.audio_ms if fault is not None else None
+                unheard_ms = 0
                 if kind == "chunk":
                     data = req.chunk.data
                     rec.chunks += 1
+                    rec.chunk_ms.append(len(data) // 16)
+                    if room is not None and len(data) // 16 > room:
+                        rec.unheard_bytes += len(data) - room * 16
+                        unheard_ms = len(data) // 16 - room
+                        data = data[: room * 16]
                     rec.audio_bytes += len(data)
                     rec.audio_ms += len(data) // 16
                     out = seg.audio(data)
                 elif kind == "silence_chunk":
-                    rec.silence_ms += req.silence_chunk.duration_ms
-                    rec.audio_ms += req.silence_chunk.duration_ms
-                    out = seg.silence(req.silence_chunk.duration_ms)
+                    ms = req.silence_chunk.duration_ms
+                    if room is not None and ms > room:
+                        ms, unheard_ms = room, ms - room
+                    rec.silence_ms += ms
+                    rec.audio_ms += ms
+                    out = seg.silence(ms)
                 else:
                     rec.ended = "invalid"
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind}")
@@ -279,7 +292,8 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
                         await asyncio.sleep(srv.refinement_delay_s)  # a slow normalizer
                     yield resp
                 if fault is not None and rec.audio_ms >= fault.after_ms:
-                    await self._unheard(requests, context, rec, fault.unheard_ms)
+                    more = None if fault.unheard_ms is None else fault.unheard_ms - unheard_ms
+                    await self._unheard(requests, context, rec, more)
                     rec.ended = "fault"
                     await context.abort(fault.code, "stand-in fault injected")
             out = []
@@ -297,7 +311,7 @@ class _Recognizer(stt_service_pb2_grpc.RecognizerServicer):
     ) -> None:
         """Take `ms` more audio (None: all, up to the half-close) without hearing it (`unheard_ms`)."""
         taken = 0
-        while ms is None or taken < ms:
+        while ms is None or taken < ms:  # (ms <= 0: nothing more)
             req = await self._next(requests, context, rec)
             if req is _END:
                 return
@@ -377,9 +391,10 @@ class SpeechKitStandin(Progress):
     ) -> None:
         """Abort the next `n` recognition streams with `code` after `after_ms` of audio.
 
-        Before aborting, a stream takes `unheard_ms` more of audio (None: everything up to the
-        client's half-close) and does nothing with it: what a real failure does to requests in
-        flight, without depending on how fast the client writes. (Only after audio: with
+        A stream hears exactly `after_ms` (the rest of a request that reaches it is not heard),
+        then takes `unheard_ms` more of audio, counting that rest (None: everything up to the
+        client's half-close), and does nothing with it: what a real failure does to requests in
+        flight, without depending on how fast the client writes or how much a request carries. (Only after audio: with
         `after_ms=0` the abort comes right after the session options, as before.)
         """
         self._faults["stt"] = _Fault(n, code, after_ms, unheard_ms)

@@ -9,10 +9,10 @@ contract). Shape of one call's recognition:
   gRPC. It outlives any one gRPC call, so audio keeps accumulating while a call is being renewed
   or reconnected and none is lost (unless the outage outlasts the buffer).
 - Task "<prefix>:supervisor" opens one gRPC call at a time (`yandex_call.RecognizeCall`: its
-  request generator takes frames from the buffer, up to 100 ms per request, and sends keepalive
-  silence; it renews before 5 min / 10 MB, preferably in a pause). On renewal the next call opens
-  at once and takes the following audio while the old one drains its last results (its reader
-  task, "<prefix>:read-<n>", is kept until it ends).
+  request generator takes frames from the buffer, 100 ms per request in real time, a backlog up
+  to 1 s per request, and sends keepalive silence; it renews before 5 min / 10 MB, preferably in
+  a pause). On renewal the next call opens at once and takes the following audio while the old
+  one drains its last results (its reader task, "<prefix>:read-<n>", is kept until it ends).
 - One final per utterance (final + final_refinement merged; see `yandex_call`). The Orchestrator
   treats each final as one user turn.
 - Retryable failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, a reset

@@ -5,9 +5,10 @@ reconnect); they share the one `AudioBuffer` the gateway pushes into, and the co
 `Shared`. This module is the part that talks the wire protocol (protocols.md, section 6):
 
 - `RecognizeCall.requests()` is the call's request generator: the session options, then audio
-  taken from the buffer in batches of up to `chunk_frames` 20 ms frames (100 ms by default) per
-  `chunk`, and a `silence_chunk` whenever no audio has come for `keepalive_s` (the service cuts
-  a stream after 5 s without data). It never takes audio once its call is over: it waits for
+  taken from the buffer, `chunk_frames` 20 ms frames (100 ms by default) per `chunk` as it comes
+  in real time, a backlog as whole chunks of it together (up to `MAX_BATCH_MS` per request), and
+  a `silence_chunk` whenever no audio has come for `keepalive_s` (the service cuts a stream
+  after 5 s without data). It never takes audio once its call is over: it waits for
   data and for its own end together, and takes frames synchronously right after checking the
   call is still alive (gRPC keeps pulling a finished call's generator; `call.cancel()` is then a
   no-op), so the next call gets every frame.
@@ -48,11 +49,21 @@ from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.models import SttResult
 from orchestrator.turn_completion import looks_incomplete
 
-__all__ = ["BYTES_PER_MS", "RecognizeCall", "Shared", "streaming_options"]
+__all__ = ["BYTES_PER_MS", "MAX_BATCH_MS", "RecognizeCall", "Shared", "streaming_options"]
 
 log = logging.getLogger(__name__)
 
 BYTES_PER_MS = FRAME_BYTES // FRAME_MS  # 8000 Hz x 2 B / 1000 = 16
+
+# A backlog (the loop fell behind, or audio queued during a reconnect) goes out up to this much
+# audio per request, not 100 ms per request: every request is one grpc.aio write, which the
+# next waits for (a round trip through gRPC's completion queue and our loop), so a call whose
+# writes took longer than 100 ms on a busy loop fell behind for good (200 calls on the
+# stand-ins: frames waited 1.5-2.6 s in the buffer). 1 s is 16,000 B: far under the 4 MiB a
+# gRPC server takes per message by default (GRPC_DEFAULT_MAX_RECV_MESSAGE_LENGTH, grpc's
+# include/grpc/impl/grpc_types.h); SpeechKit documents no per-message limit, only per stream
+# (5 min, 10 MB: yandex.cloud/en/docs/speechkit/concepts/limits), which renewal keeps to.
+MAX_BATCH_MS = 1000
 
 
 def streaming_options(settings: YandexSettings) -> stt_pb2.StreamingOptions:
@@ -186,8 +197,9 @@ class RecognizeCall:
         """The next batch of frames, without ever taking one once this call is dead.
 
         A whole batch (`chunk_frames`) is waited for, so real-time audio goes out 100 ms per
-        request; what is queued goes out anyway when the keepalive interval ends, and at the end
-        of input. No task per wait: the buffer's future and `ended` are waited on together.
+        request; a backlog goes as several batches at once (`_batch_frames`); what is queued goes
+        out anyway when the keepalive interval ends, and at the end of input. No task per wait:
+        the buffer's future and `ended` are waited on together.
         """
         buffer = self.shared.buffer
         want = self.shared.chunk_frames
@@ -198,11 +210,34 @@ class RecognizeCall:
                 return _Wait.DEAD
             waiter = buffer.waiter(want)
             if waiter is None:  # a whole batch, or the input ended
-                return buffer.take(want) or _Wait.EOF
+                return buffer.take(self._batch_frames()) or _Wait.EOF
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return buffer.take(want) or _Wait.IDLE
             await asyncio.wait((waiter, self.ended), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    def _batch_frames(self) -> int:
+        """Frames for the next audio request: one batch, or as many whole batches as are queued.
+
+        At most `MAX_BATCH_MS`, and never more than one batch past renewal's hard bound (audio
+        counted, as the service counts it), as with one batch per request. Whole batches, so
+        real-time audio that was woken for a little late still goes 100 ms per request; at the
+        end of input the rest goes too.
+        """
+        shared = self.shared
+        s = shared.settings
+        want = shared.chunk_frames
+        queued = len(shared.buffer)
+        if queued <= want:
+            return want
+        room_ms = min(
+            (s.renew_after_s + s.renew_grace_s) * 1000 - self.ms_sent,
+            (s.renew_after_bytes - self.bytes_sent) / BYTES_PER_MS + s.renew_grace_s * 1000,
+        )
+        n = min(queued, MAX_BATCH_MS // FRAME_MS, int(room_ms) // FRAME_MS)
+        if not shared.buffer.ended:
+            n -= n % want
+        return max(want, n)
 
     async def requests(self) -> AsyncIterator[stt_pb2.StreamingRequest]:
         """The call's requests: options, then audio and keepalive silence until renewal or EOF."""
@@ -251,7 +286,13 @@ class RecognizeCall:
         self.ms_sent += ms
         if req.WhichOneof("Event") == "chunk":
             chunk = req.chunk.data
-            self.quiet_ms = self.quiet_ms + ms if rms(chunk) < s.renew_quiet_rms else 0
+            # Measured a batch at a time (100 ms), as it would have gone in real time: a pause at
+            # the end of a backlog counts, speech before it does not hide it.
+            step = self.shared.chunk_frames * FRAME_BYTES
+            for at in range(0, len(chunk), step):
+                piece = chunk[at : at + step] if len(chunk) > step else chunk
+                quiet = rms(piece) < s.renew_quiet_rms
+                self.quiet_ms = self.quiet_ms + len(piece) // BYTES_PER_MS if quiet else 0
             self.bytes_sent += len(chunk)
             self.shared.audio_bytes_sent += len(chunk)
         else:
