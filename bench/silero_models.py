@@ -25,8 +25,8 @@ import numpy as np
 from bench.common import table
 from bench.hotpath import machine_info
 from bench.turn_corpus import build_corpus
-from bridge import vad_engines
-from bridge.vad_engines import SileroClassifier, _LiteSileroModel, _SharedSileroModel, _silero_session
+from bridge import vad_silero as vad_engines
+from bridge.vad_silero import SileroClassifier, _LiteSileroModel, _SharedSileroModel, _silero_session
 
 WINDOW = 256
 TARGET_DIFF = 1e-4

@@ -34,7 +34,8 @@ from bench.turn_partials import echo_partials, partials
 from bridge.echo_gate import EchoGate, EchoSettings
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
 from orchestrator.audio import FRAME_BYTES, FRAME_S
-from orchestrator.interruption import InterruptionDecider, InterruptionSettings, Verdict
+from orchestrator.interruption import InterruptionDecider, Verdict
+from orchestrator.interruption_settings import InterruptionSettings
 
 __all__ = [
     "CONFIGS",

@@ -17,7 +17,7 @@ code that uses it and handed to that component as is (no copies, no mirrors):
     [recording]    bridge.recording.RecordingSettings      [campaign]  bridge.campaign.CampaignSettings
     [echo]         bridge.echo_gate.EchoSettings
     [gc]           bridge.gc_policy.GcSettings (how often a full collection runs)
-    [interruption] orchestrator.interruption.InterruptionSettings (pause/resume/cancel over the bot)
+    [interruption] orchestrator.interruption_settings.InterruptionSettings (pause/resume/cancel over the bot)
 
 plus the top-level `dialogue_map` and `metrics_file`, and the `[numbers]` table (dialled number ->
 dialogue map, for one process serving several numbers); the top-level `redis_url` is still accepted
@@ -62,7 +62,7 @@ from orchestrator.breaker import BreakerSettings
 from orchestrator.cache.redis_settings import RedisSettings
 from orchestrator.call_settings import CallSettings
 from orchestrator.domain.errors import ConfigError
-from orchestrator.interruption import InterruptionSettings
+from orchestrator.interruption_settings import InterruptionSettings
 
 __all__ = ["ENV_PREFIX", "ProvidersSettings", "Settings", "env_var", "load_settings", "setting_label"]
 

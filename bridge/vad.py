@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from bridge.echo_gate import EchoGate
 from bridge.vad_batch import running_batch
 from bridge.vad_defer import DeferredFrames
-from bridge.vad_engines import SileroClassifier, SpeechClassifier, classifier
+from bridge.vad_engines import SpeechClassifier, classifier
 from bridge.vad_settings import VadSettings
+from bridge.vad_silero import SileroClassifier
 from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, audioop_rms
 
 __all__ = ["VadEvent", "VadEventKind", "VadSettings", "VoiceActivityDetector"]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bridge.vad_engines import (
+from bridge.vad_silero import (
     _SILERO_CONTEXT,
     _SILERO_SR,
     _SILERO_WINDOW,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bridge.vad import VadEvent, VoiceActivityDetector
-    from bridge.vad_engines import SileroClassifier
+    from bridge.vad_silero import SileroClassifier
 
 __all__ = ["DeferredFrames"]
 

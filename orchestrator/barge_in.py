@@ -17,7 +17,7 @@ except a backchannel word's final ("да") in a state that takes it as the answe
 (`orchestrator.backchannel`): that goes to the dialogue, heard once the bot's turn is over.
 Except too the words of speech resumed as a false alarm before the STT had answered for it
 (`[interruption] late_words_ms`: an STT that lags the audio): results whose audio reaches that
-onset, and does not start after its end (`interruption.AFTER_RUN_TOLERANCE_S`), are judged as
+onset, and does not start after its end (`owed_words.AFTER_RUN_TOLERANCE_S`), are judged as
 its words (content words cut the bot late; a content final after the turn is heard). Each
 result's audio is put on the call's clock by the recognition's true origin (`stt_origin`: the
 call-clock time of its audio's 0 ms, `contracts.AudioOrigin`, else when it was attached).
@@ -26,22 +26,16 @@ call-clock time of its audio's 0 ms, `contracts.AudioOrigin`, else when it was a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import math
 from collections.abc import Callable
 
 from orchestrator.backchannel import is_answer
 from orchestrator.contracts import Clock, OutboundAudio
 from orchestrator.domain.models import SttResult
 from orchestrator.events import CallEventKind, Observe
-from orchestrator.interruption import (
-    InterruptionDecider,
-    InterruptionSettings,
-    OwedWords,
-    PartialKind,
-    Verdict,
-)
+from orchestrator.interruption import InterruptionDecider, Verdict
+from orchestrator.interruption_settings import InterruptionSettings
 from orchestrator.metrics import Mark, MetricsLogger
+from orchestrator.overlap_words import PartialKind
 from orchestrator.playback import PlaylistPlayer
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
 
@@ -93,7 +87,6 @@ class BargeIn:
         self._overlap_open = False  # the caller spoke over the bot's turn, no final heard yet
         self._backchannel_until: float | None = None  # drop that speech's results until then
         self._undecided_at_end = False  # the turn ended while a decision on the caller's speech waited
-        self._owed_at_end: OwedWords | None = None  # the turn ended with a resumed run's words owed
         self.pauses = 0  # onsets that paused the bot
         self.resumes = 0  # of those, false alarms: the bot went on from where it paused
         self.results_dropped = 0  # recognition results dropped as echo or backchannel
@@ -155,7 +148,7 @@ class BargeIn:
         if self._clock.now() > until:
             self._backchannel_until = None
             return False
-        owed = self._owed_at_end
+        owed = self._decider.owed_run.kept  # a resumed run's words owed when the turn ended
         if (
             event.is_final
             and (self._undecided_at_end or (owed is not None and owed.covers(start, end)))
@@ -195,22 +188,16 @@ class BargeIn:
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
         self._decider.rejected(self._clock.now())
-        self._owed_run_ended()
+        self._decider.owed_run.kept_run_ended(self._clock.now())
         self._disarm()
         if self.resume():
             self.resumes += 1
 
     def speech_end(self) -> None:
         """The caller's confirmed speech ended: a turn still paused for it goes on."""
-        self._owed_run_ended()
+        self._decider.owed_run.kept_run_ended(self._clock.now())  # (if the turn ended during it)
         if self._playing():
             self._apply(self._decider.speech_end(self._clock.now()))
-
-    def _owed_run_ended(self) -> None:
-        """A run ended: if the turn ended while the owed run went on, this is that run's end."""
-        owed = self._owed_at_end
-        if owed is not None and owed.end == math.inf:
-            self._owed_at_end = dataclasses.replace(owed, end=self._clock.now())
 
     def _apply(self, verdict: Verdict) -> None:
         if verdict is Verdict.PAUSE:
@@ -302,7 +289,7 @@ class BargeIn:
             now = self._clock.now()
             self._backchannel_until = now + _LATE_BACKCHANNEL_S
             self._undecided_at_end = self._decider.deciding()
-            self._owed_at_end = self._decider.owed(now)
+            self._decider.owed_run.keep(now)  # past the decider's reset below
         self._overlap_open = False
         self._disarm()
         self._decider.reset()

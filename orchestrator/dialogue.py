@@ -6,10 +6,9 @@ Each round is a reply and a listen:
 - listen: STT results taken one by one. A partial opens the caller's turn and is classified
   quickly (the leading intent and how many partials in a row it led); a final, the no-input
   timeout or an STT failure closes the listen and names the next reply.
-Routing of a final: an intent with a transition from the current state -> clarify (missing
-entities) or the FlowEngine (SUCCESS: the new state's playlist, else the error playlist); no
-intent -> the FAQ, else the constrained intent step when the turn is unsure (`IntentStep`: it
-may pick an intent or a FAQ entry, routed as above), else the LLM (`_handle_unscripted_flow`).
+Routing of a final (scripted path, clarify, FAQ, intent step, LLM) and its reply are
+`orchestrator.routing.TurnRouter`'s; this module holds the loop, its replies that are not an
+answer (greeting, reprompt, emergency phrase, voicemail) and what comes after a scripted turn.
 Turn-taking moves only through `TurnTaking.handle()`, never by setting a flag.
 
 DTMF (`DtmfPress` in the same queue as the STT events): keys and digit strings are read by the
@@ -24,45 +23,24 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
 
 from orchestrator.call_context import CallContext
 from orchestrator.contracts import CallControl, FlowEngine, IntentClassifier, IntentStep
 from orchestrator.dialogue_map.models import Transfer
 from orchestrator.digit_keys import DigitCollector, DtmfPress, KeyTurn, UserEvent
 from orchestrator.domain.errors import ClassifierError, ProviderError, STTError
-from orchestrator.domain.models import (
-    FaqAnswer,
-    IntentResult,
-    SttResult,
-    TranscriptEntry,
-)
+from orchestrator.domain.models import IntentResult, SttResult, TranscriptEntry
 from orchestrator.events import CallEventKind, EndReason
-from orchestrator.flow_engine import missing_entities
 from orchestrator.machine_check import MachineCheck
 from orchestrator.metrics import Mark
 from orchestrator.responses import Responses
+from orchestrator.routing import BotVoice, Reply, Route, TurnRouter, Unscripted
 from orchestrator.transfer_step import dial_transfer
 from orchestrator.turns import Floor, TurnEvent, TurnTaking
 
 log = logging.getLogger(__name__)
 
-Route = Literal["scripted", "clarify", "flow_error", "faq", "llm"]
-Reply = Callable[[], Awaitable[None]]
-
-__all__ = ["BotVoice", "DialogueLoop", "DtmfPress", "Reply", "Route", "Unscripted", "UserEvent"]
-
-
-class BotVoice(Protocol):
-    """What the dialogue needs from the Orchestrator to speak (one bot turn at a time)."""
-
-    async def bot_turn(self, body: Reply, *, interruptible: bool | None = None) -> bool:
-        """Run `body` as the cancellable bot turn; False when barge-in cut it."""
-        ...
-
-
-# Answers the caller's words with the LLM (spec 4.3: the Orchestrator's `_handle_unscripted_flow`).
-Unscripted = Callable[[str], Awaitable[None]]
+__all__ = ["DialogueLoop"]
 
 
 class DialogueLoop:
@@ -90,16 +68,23 @@ class DialogueLoop:
         self.end_reason: EndReason | None = None
         self.end_detail: str | None = None  # what failed, when a provider failure ends the call
         self._stt_down = stt_down
-        self._voice, self._unscripted, self._responses = voice, unscripted, responses
+        self._voice, self._responses = voice, responses
         self._session, self._map, self._metrics = ctx.session, ctx.dialogue_map, ctx.metrics
-        self._flow, self._classifier, self._turns = flow_engine, classifier, turns
+        self._classifier, self._turns = classifier, turns
         self._clock, self._results, self._observe = ctx.clock, results, ctx.observe
         self._provider_timeout_s = ctx.call.provider_timeout_s
-        self._intent_step = intent_step
+        self._router = TurnRouter(
+            ctx,
+            voice=voice,
+            unscripted=unscripted,
+            responses=responses,
+            flow_engine=flow_engine,
+            classifier=classifier,
+            intent_step=intent_step,
+        )
         self._control = control
         self._no_input_count = 0
         self._keys = DigitCollector(self._map, self._session, flow_engine)
-        self._last_intent: str | None = None  # the last routed intent (VB_INTENT of a transfer)
         # Outbound calls screened for answering machines: the greeting waits for its verdict.
         self.machine_check: MachineCheck | None = None
 
@@ -230,7 +215,7 @@ class DialogueLoop:
         metrics.start_turn(at)
         self._session.transcript.append(TranscriptEntry("user", text))
         metrics.set(text=text, dtmf=True, intent=intent.intent_id, state=self._session.current_state_id)
-        route = await self._route_intent(intent)
+        route = await self._router.route_intent(intent)
         metrics.set(route=route, next_state=self._session.current_state_id)
         metrics.emit_turn()
         await self._after_scripted(route)
@@ -313,77 +298,11 @@ class DialogueLoop:
             leader=leader,
             leader_matches_partial=leader is not None and leader == partial_leader,
         )
-        route = await self._route(text, intent)
+        route = await self._router.route(text, intent)
         self._session.previous_intent_leader = leader
         metrics.set(route=route, next_state=self._session.current_state_id)
         metrics.emit_turn()
         await self._after_scripted(route)
-
-    async def _route(self, text: str, intent: IntentResult | None) -> Route:
-        """Scripted path, FAQ, the intent step, or the LLM; plays the bot's answer. Returns the route."""
-        dmap, voice, responses = self._map, self._voice, self._responses
-        faq: FaqAnswer | None = None
-        if not self._routable(intent):
-            faq = await self._find_faq(text)
-            if faq is None:
-                intent, faq = await self._ask_intent_step(text)
-        if faq is not None:
-            self._metrics.set(faq=faq.faq_id, faq_score=round(faq.score, 3))
-            answer = dmap.faq[faq.faq_id].answer
-            await voice.bot_turn(lambda: responses.play_items(answer))
-            return "faq"
-        if intent is None or not self._routable(intent):
-            await voice.bot_turn(functools.partial(self._unscripted, text))
-            return "llm"
-        return await self._route_intent(intent)
-
-    async def _route_intent(self, intent: IntentResult) -> Route:
-        """A routable intent: clarify, or the FlowEngine's step and the new state's playlist."""
-        dmap, session, voice, responses = self._map, self._session, self._voice, self._responses
-        self._last_intent = intent.intent_id
-        definition = dmap.intents[intent.intent_id]
-        missing = missing_entities(dmap, intent.intent_id, session.variables, intent.entities)
-        if missing:
-            self._metrics.set(missing_entities=missing)
-            await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
-            return "clarify"
-        flow = self._flow.process_event(session, intent)
-        if flow.status == "SUCCESS" and flow.updated_session is not None:
-            before = session.current_state_id
-            flow.updated_session.apply_to(session)
-            if session.current_state_id != before:
-                self._observe(CallEventKind.STATE, from_state=before, to_state=session.current_state_id)
-            state = dmap.state(session.current_state_id)
-            await voice.bot_turn(lambda: responses.play_items(state.system_response.playlist))
-            return "scripted"
-        self._metrics.set(flow_status=flow.status, flow_detail=flow.detail)
-        if flow.status == "MISSING_ENTITY":
-            await voice.bot_turn(lambda: responses.play_items(definition.clarify_playlist))
-            return "clarify"
-        await voice.bot_turn(responses.play_error_playlist)
-        return "flow_error"
-
-    def _routable(self, intent: IntentResult | None) -> bool:
-        return intent is not None and self._flow.has_transition(
-            self._session.current_state_id, intent.intent_id
-        )
-
-    async def _find_faq(self, text: str) -> FaqAnswer | None:
-        try:
-            async with asyncio.timeout(self._provider_timeout_s):
-                return await self._classifier.find_faq_answer(text)
-        except (ClassifierError, TimeoutError):
-            return None  # the LLM can still answer
-
-    async def _ask_intent_step(self, text: str) -> tuple[IntentResult | None, FaqAnswer | None]:
-        """The constrained step on an unsure turn (its own bound; never raises): its pick, if any."""
-        step = self._intent_step
-        decision = None if step is None else await step.resolve(text, self._session.current_state_id)
-        if decision is None:
-            return None, None
-        self._metrics.record_intent_step(decision)
-        choice = decision.choice
-        return (choice, None) if isinstance(choice, IntentResult) else (None, choice)
 
     async def _after_scripted(self, route: Route) -> None:
         """After a turn's reply: a TRANSFER state transfers, an END_CALL state ends the call."""
@@ -397,7 +316,9 @@ class DialogueLoop:
         """Hand the caller over (its playlist was played); see the module docstring."""
         session, target = self._session, spec.dial_string()
         control = self._control()
-        outcome = await dial_transfer(control, session, spec, self._last_intent, self._provider_timeout_s)
+        outcome = await dial_transfer(
+            control, session, spec, self._router.last_intent, self._provider_timeout_s
+        )
         self._observe(CallEventKind.TRANSFER, target=target, outcome=outcome)
         if outcome == "answered":
             self.end_reason = "transferred"

@@ -21,7 +21,7 @@ from orchestrator.contracts import (
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.errors import CallSetupError
 from orchestrator.events import Observer
-from orchestrator.interruption import InterruptionSettings
+from orchestrator.interruption_settings import InterruptionSettings
 from orchestrator.metrics import MetricsSink
 from orchestrator.orchestrator import Orchestrator
 from orchestrator.responses import Renderer

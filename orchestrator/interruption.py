@@ -28,17 +28,12 @@ origin) and acts on the `Verdict` each method returns. One overlap at a time:
 - `rejected` / `speech_end`: the run was not speech, or ended: RESUME (confirmed speech that ended
   inside the window with no words yet: the window's end decides). Partials of that run still
   count for `partial_grace_ms` (a short "стоп" is recognised after the VAD gave up on it).
-- Late words: a confirmed run whose window closed with no words (RESUME) while the STT had not
-  yet answered for its audio (no result reached the run's end: `words`' `audio_end`, the
-  result's audio end on this clock when its timing is known, else its arrival; without timed
-  results, `answered` too) was not judged on its words, which the STT still owes (it lags the
-  audio: seen 1.8-5.1 s under load). So the overlap is remembered for `late_words_ms`: a
-  result over the resumed bot whose audio reaches the overlap's first onset and does not start
-  after its run's end (`AFTER_RUN_TOLERANCE_S`; `OwedWords`) is judged as its words (content
-  words CANCEL, late; backchannel, short or echo words KEEP: the bot goes on and the result is
-  dropped), until its final or the bound; results without timing count (nothing says
-  otherwise). With the STT timely (it answered for the whole run and gave no words) nothing is
-  remembered: no words means none were said.
+- Late words (`orchestrator.owed_words`): a confirmed run resumed with no words while the STT
+  had not yet answered for its audio (`CallKnowledge.heard_to` short of the run's end) is owed
+  its words: for `late_words_ms`, a result over the resumed bot whose audio is that run's
+  (`OwedWords.covers`) is judged as its words (content words CANCEL, late; backchannel, short
+  or echo words KEEP, the result dropped), until its final; results without timing count.
+  With the STT timely (it answered for the whole run and gave no words) nothing is owed.
 
 So the bot is paused for at most `max_pause_ms` after an onset before it goes on or is cancelled
 (`window_ms` unless confirmed speech outlasts it); confirmed speech still going at `max_pause_ms`
@@ -50,119 +45,15 @@ it lasts).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
-from typing import Annotated
 
-import pydantic.dataclasses
-from pydantic import ConfigDict, Field
+from orchestrator.call_knowledge import CallKnowledge
+from orchestrator.interruption_settings import InterruptionSettings
+from orchestrator.overlap_words import PartialKind
+from orchestrator.owed_words import OwedRun, OwedWords
 
-from orchestrator.overlap_words import (
-    BACKCHANNEL_TEXT,
-    FLOOR_WORDS,
-    STOP_WORDS,
-    PartialKind,
-    partial_kind,
-    words_of,
-)
-
-__all__ = [
-    "AFTER_RUN_TOLERANCE_S",
-    "InterruptionDecider",
-    "InterruptionSettings",
-    "OwedWords",
-    "PartialKind",
-    "Verdict",
-    "partial_kind",
-]
-
-# How far after a remembered run's end (the VAD's speech end, itself after the hangover) a
-# result's audio may start and still be that run's words, s: the STT's word boundaries are off
-# by up to 0.1-0.2 s, and the audio's origin by up to a frame (its first frame's arrival).
-# Audio starting later is speech the VAD did not hear as the caller's (the bot's echo misheard).
-AFTER_RUN_TOLERANCE_S = 0.3
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OwedWords:
-    """A resumed run whose words the STT still owes: its first onset and its end (s, on the
-    decider's clock; the end is inf while the run goes on)."""
-
-    onset: float
-    end: float
-
-    def covers(self, audio_start: float | None, audio_end: float | None) -> bool:
-        """Whether a result whose audio spans `audio_start`..`audio_end` (s, same clock; None:
-        unknown) may be this run's words: its audio reaches the onset and does not start after
-        the end (plus `AFTER_RUN_TOLERANCE_S`; without a start, its end stands for it)."""
-        if audio_end is not None and audio_end < self.onset:
-            return False  # audio from before it: an earlier echo, another word
-        begin = audio_start if audio_start is not None else audio_end
-        return begin is None or begin <= self.end + AFTER_RUN_TOLERANCE_S
-
-
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
-)
-class InterruptionSettings:
-    """The pause/cancel decision (section `[interruption]`).
-
-    Invalid values raise `pydantic.ValidationError` (a `ValueError`) naming the field.
-    """
-
-    # Partials made only of these words (separated by spaces or commas, any case) are backchannels.
-    backchannel_words: str = BACKCHANNEL_TEXT
-    # A partial with one of these words is the caller's, even if the bot's own text has it too
-    # ("стоп" in "скажите стоп"): the echo rule never hides them.
-    stop_words: str = STOP_WORDS
-    # Words beyond the backchannel list that cancel at once when a partial has them (unless it is
-    # the bot's echo), with `stop_words`.
-    floor_words: str = FLOOR_WORDS
-    # A partial cancels once it has this many words outside the backchannel list (or one of
-    # `stop_words`/`floor_words`); fewer ("так, дальше", "аха": a listener's word the list lacks)
-    # keep the bot paused until the caller's run ends, then it resumes (a later partial with
-    # more words still cancels). 1: every word outside the list cancels (Pipecat's and LiveKit's
-    # "minimum words to interrupt" is the same idea).
-    content_words: Annotated[int, Field(ge=1, le=10)] = 2
-    # After an onset, how long the bot stays paused waiting for words, ms.
-    window_ms: Annotated[int, Field(ge=0, le=3000)] = 900
-    # While the STT is not known to work, confirmed speech of `sustained_ms` cancels without
-    # words (True: a caller is heard even when the STT is down) or never does (False).
-    cancel_without_words: bool = True
-    # The STT is known to work for this long after it last gave words (any result) or its
-    # service last answered (`answered`), s; a stall (`stt_lost`) forgets it at once, and until
-    # the STT's next words its answers do not count.
-    stt_known_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    # Voiced speech (from its onset, summed over the overlap's runs) that cancels without words
-    # after the STT stalled (`stt_lost`), ms.
-    sustained_ms: Annotated[int, Field(ge=0, le=5000)] = 600
-    # The same while the STT is not known to work and has not stalled on this call (no words or
-    # answer yet: the service not reached, or down from the start; or none for `stt_known_s`),
-    # ms: longer, as callers answer a greeting with "алло",
-    # "угу" whose words come 0.3 s after them (turn corpus, call start with no answer yet:
-    # backchannel false cancels 44.8 % at 600 ms, 3.2 % at 900; with an STT dead from the start,
-    # recall 98.4 % and 88.8 %).
-    sustained_start_ms: Annotated[int, Field(ge=0, le=5000)] = 900
-    # The window closed while the VAD still hears the confirmed run: its words may still come,
-    # so the bot stays paused until the run ends, at most this long after the onset, ms. A run
-    # still going then, with no STT result at all since its onset, cancels (the STT is behind
-    # the caller: the bot must not talk over that much speech; an empty partial or the bot's
-    # echo is no sign of the caller's); one with results resumes.
-    max_pause_ms: Annotated[int, Field(ge=0, le=10000)] = 2000
-    # Confirmed speech with no words yet ended (the VAD's speech end, `[vad] hangover_ms` after
-    # its last voiced frame): the bot stays paused this long for its words, within max_pause_ms,
-    # ms. SpeechKit finalises 0.3-0.8 s after the speech; an STT whose partials lag shows it too.
-    final_wait_ms: Annotated[int, Field(ge=0, le=3000)] = 400
-    # Partials of a run the VAD rejected or ended still count this long after, ms.
-    partial_grace_ms: Annotated[int, Field(ge=0, le=2000)] = 600
-    # A confirmed run resumed with no words while the STT had not answered for its audio yet
-    # (it lags: 1.8-5.1 s seen at 200 calls): results over the bot whose audio reaches its onset
-    # are its words for this long after the resume (content words cut late; backchannels stay
-    # dropped), until its final, ms; 0: off (such words are dropped as a backchannel).
-    late_words_ms: Annotated[int, Field(ge=0, le=30000)] = 6000
-    # Off: partials are ignored, the VAD alone decides (confirmed speech cancels).
-    use_partials: bool = True
+__all__ = ["InterruptionDecider", "Verdict"]
 
 
 class Verdict(enum.Enum):
@@ -178,51 +69,34 @@ class Verdict(enum.Enum):
 _UNDECIDED = frozenset({PartialKind.EMPTY, PartialKind.SHORT})
 
 
-class InterruptionDecider:
-    """One call's decision; see the module's docstring. `deadline`: when `tick` may decide."""
+class InterruptionDecider(CallKnowledge):
+    """One call's decision; see the module's docstring. `deadline`: when `tick` may decide.
+    What it knows of the STT and the bot's words (`words`, `answered`, `stt_lost`, `stt_known`,
+    `bot_says`, `kind`) is its base's."""
 
     __slots__ = (
-        "_backchannel",
-        "_answered_at",
-        "_bot",
         "_confirmed",
         "_decided",
         "_engaged_until",
-        "_floor",
         "_heard",
-        "_heard_to",
         "_held",
-        "_late_from",
-        "_late_to",
-        "_late_until",
-        "_lost",
         "_overlap_from",
+        "owed_run",
         "_pause_end",
         "_results",
         "_run_from",
         "_settings",
         "_spoken_to",
-        "_stop",
         "_sustain_at",
-        "_timed",
         "_timed_out",
-        "_trust_answers",
         "_voiced_s",
         "_window_end",
-        "_words_at",
         "deadline",
     )
 
     def __init__(self, settings: InterruptionSettings | None = None) -> None:
         self._settings = s = settings or InterruptionSettings()
-        self._backchannel = frozenset(words_of(s.backchannel_words))
-        self._stop = frozenset(words_of(s.stop_words))
-        self._floor = frozenset(words_of(s.floor_words))
-        self._bot = ""  # the bot's words now and just before, space-joined
-        self._words_at: float | None = None  # when the STT last gave words
-        self._lost = False  # the STT stalled (not merely silent since the call began)
-        self._answered_at: float | None = None  # when its service last answered (words or not)
-        self._trust_answers = True  # False from a stall to the STT's next words
+        super().__init__(s)
         self._engaged_until: float | None = None  # None: not engaged; inf: the run is on
         self._confirmed = False
         self._decided = False  # CANCEL given for this run
@@ -235,13 +109,9 @@ class InterruptionDecider:
         self._run_from: float | None = None  # the current run's onset
         self._voiced_s = 0.0  # confirmed speech of the overlap's ended runs
         self._sustain_at: float | None = None  # the STT unknown: the confirmed run cancels then
-        self._heard_to: float | None = None  # the STT's results reach the audio up to here
-        self._timed = False  # a result carried its audio's timing (then answers alone do not count)
         self._overlap_from = 0.0  # the overlap's first onset
         self._spoken_to = 0.0  # the end of the overlap's latest run
-        self._late_from: float | None = None  # an overlap resumed unheard: its words still count
-        self._late_until = 0.0  # ... until then
-        self._late_to = 0.0  # ... the end of its run (inf while it goes on)
+        self.owed_run = OwedRun()  # a run resumed unheard: its words still count (owed_words.py)
         self.deadline: float | None = None
 
     @property
@@ -250,50 +120,6 @@ class InterruptionDecider:
         return self._settings
 
     # ------------------------------------------------------------------ what is known of the call
-    def words(self, text: str, now: float, *, audio_end: float | None = None) -> None:
-        """Any STT result (taken or dropped): if it has words, the STT is known to work.
-        `audio_end`: where the result's audio ends, on the clock of `now` (s; from the result's
-        audio timing); None: unknown, taken as `now` (a timely STT)."""
-        if words_of(text):
-            self._words_at = now
-            self._trust_answers = True
-        if audio_end is None:
-            audio_end = now
-        else:
-            self._timed = True
-        if self._heard_to is None or audio_end > self._heard_to:
-            self._heard_to = audio_end
-
-    def answered(self, at: float | None) -> None:
-        """When the STT's service last answered this call's recognition, on the clock of the
-        `now` arguments (s; any response: a status, an empty partial; None: not yet, or its
-        connection failed since): a service that answers is working, so the caller's words, if
-        any, will come (`RecognitionStream.answered_at`)."""
-        self._answered_at = at
-
-    def stt_lost(self) -> None:
-        """The STT stalled: it is not known to work until it gives words again (its service's
-        answers meanwhile do not count: it answers but does not hear the caller)."""
-        self._words_at = None
-        self._lost = True
-        self._trust_answers = False
-
-    def stt_known(self, now: float) -> bool:
-        """Whether the STT gave words, or its service answered (no stall since), within
-        `stt_known_s` of `now`."""
-        known_s = self._settings.stt_known_s
-        at = self._words_at
-        if at is not None and now - at <= known_s:
-            return True
-        answered = self._answered_at
-        return self._trust_answers and answered is not None and now - answered <= known_s
-
-    def bot_says(self, text: str) -> None:
-        """The bot starts saying `text`: partials made of a run of its words (with the previous
-        text's) are its echo."""
-        previous = self._bot.split()[-30:]  # the end of what it said before, still echoing
-        self._bot = " ".join([*previous, *words_of(text)])
-
     def engaged(self, now: float) -> bool:
         """Whether partials arriving now belong to the caller's speech over the bot."""
         until = self._engaged_until
@@ -354,7 +180,7 @@ class InterruptionDecider:
         or it was resumed with its words still owed by the STT (`late_words_ms`)."""
         if self._decided:
             return False
-        return self.deciding() or self._late(now) is not None
+        return self.deciding() or self.owed_run.onset(now) is not None
 
     def deciding(self) -> bool:
         """Whether a decision window on speech the VAD heard is open (not decided yet)."""
@@ -362,13 +188,7 @@ class InterruptionDecider:
 
     def owed(self, now: float) -> OwedWords | None:
         """The resumed run whose words the STT still owes at `now` (`late_words_ms`), if any."""
-        late_from = self._late(now)
-        return None if late_from is None else OwedWords(late_from, self._late_to)
-
-    def kind(self, text: str) -> PartialKind:
-        """What `text`'s words say by this decider's lists (no state changes)."""
-        s = self._settings
-        return partial_kind(text, self._backchannel, self._bot, self._stop, self._floor, s.content_words)
+        return self.owed_run.owed(now)
 
     def partial(
         self,
@@ -432,7 +252,7 @@ class InterruptionDecider:
     def rejected(self, now: float) -> Verdict:
         """The VAD's run was not speech: RESUME (its partials still count for the grace)."""
         self._run_from = None
-        self._late_run_ended(now)
+        self.owed_run.run_ended(now)  # (a remembered run resumed while it went on ended)
         return self._release(now)
 
     def speech_end(self, now: float) -> Verdict:
@@ -443,7 +263,7 @@ class InterruptionDecider:
             self._voiced_s += max(0.0, now - self._run_from)
         self._run_from = None
         self._spoken_to = now
-        self._late_run_ended(now)
+        self.owed_run.run_ended(now)
         self._sustain_at = None
         self._set_deadline()
         s = self._settings
@@ -474,29 +294,15 @@ class InterruptionDecider:
         if not s.use_partials or s.late_words_ms <= 0 or self._heard not in _UNDECIDED:
             return
         spoken_to = now if self._run_from is not None else self._spoken_to  # (the run goes on)
-        heard_to = self._heard_to
-        answered = self._answered_at
-        if not self._timed and answered is not None and (heard_to is None or answered > heard_to):
-            heard_to = answered  # no timing: an answer is as good as a result at its arrival
+        heard_to = self.heard_to()
         if heard_to is not None and heard_to >= spoken_to:
             return  # the STT heard it all and gave no words: none were said
         start = self._overlap_from
-        late_from = self._late(now)
+        late_from = self.owed_run.onset(now)
         if late_from is not None:
             start = min(start, late_from)  # an earlier overlap's words are still owed too
-        self._late_from = start
-        self._late_to = math.inf if self._run_from is not None else spoken_to
-        self._late_until = now + s.late_words_ms / 1000
-
-    def _late_run_ended(self, now: float) -> None:
-        if self._late_from is not None and self._late_to == math.inf:
-            self._late_to = now  # the remembered run (resumed while it went on) ended
-
-    def _late(self, now: float) -> float | None:
-        """The onset of the remembered overlap whose words are still owed at `now`, if any."""
-        if self._late_from is not None and now > self._late_until:
-            self._late_from = None
-        return self._late_from
+        end = math.inf if self._run_from is not None else spoken_to
+        self.owed_run.remember(start, end, now + s.late_words_ms / 1000)
 
     def _late_words(
         self, text: str, now: float, final: bool, audio_start: float | None, audio_end: float | None
@@ -507,7 +313,7 @@ class InterruptionDecider:
             return Verdict.KEEP  # nothing owed, or audio from before it or after it
         kind = self.kind(text)
         if final and kind is not PartialKind.ECHO:
-            self._late_from = None  # the STT's verdict on that speech (the bot's echo is none)
+            self.owed_run.heard()  # the STT's verdict on that speech (the bot's echo is none)
         return self._cancel() if kind is PartialKind.CONTENT else Verdict.KEEP
 
     def _release(self, now: float) -> Verdict:
@@ -531,4 +337,4 @@ class InterruptionDecider:
         self._voiced_s = 0.0
         self._confirmed = self._decided = self._timed_out = False
         self._heard = PartialKind.EMPTY
-        self._late_from = None
+        self.owed_run.forget()

@@ -1,6 +1,9 @@
 """The Orchestrator: one instance per call, the conductor of the dialogue (spec section 4).
 
-This module is the call's lifecycle; its parts live next to it:
+This module is the call's lifecycle and the wiring of its parts, which live next to it:
+- `orchestrator.caller_side` the Orchestrator's base: the gateway's voice and key signals, the
+                          STT's results held to the end of the caller's turn;
+- `orchestrator.bot_turns` the bot's turns (`BotVoice`): each a cancellable playback task;
 - `orchestrator.turns`    turn-taking, an explicit state machine (who has the floor, barge-in);
 - `orchestrator.dialogue` the dialogue loop (listen, classify, route, reply);
 - `orchestrator.answer`   the LLM answer pipeline (gate, pipe, playback, retry);
@@ -39,19 +42,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import Awaitable, Callable
 
 from orchestrator.answer import AnswerPipeline
 from orchestrator.backchannel import answer_words
 from orchestrator.barge_in import BargeIn
+from orchestrator.bot_turns import BotTurns
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.call_context import CallContext
 from orchestrator.call_settings import CallSettings
+from orchestrator.caller_side import CallerSide
 from orchestrator.contracts import (
     AudioCache,
-    AudioOrigin,
     CallControl,
     Clock,
     FlowEngine,
@@ -60,17 +62,12 @@ from orchestrator.contracts import (
     IntentStep,
     LLMManager,
     OutboundAudio,
-    RecognitionStream,
     STTStreamer,
     TTSManager,
 )
-from orchestrator.dialogue import BotVoice, DialogueLoop, DtmfPress, Reply, UserEvent
-from orchestrator.dialogue_map.expressions import ExpressionError
+from orchestrator.dialogue import DialogueLoop
 from orchestrator.dialogue_map.models import DialogueMap
-from orchestrator.dialogue_map.templates import TemplateError
-from orchestrator.domain.errors import AudioClosed, ProviderError
-from orchestrator.domain.models import SessionState, SttResult
-from orchestrator.end_of_turn import EndOfTurn, state_policy
+from orchestrator.domain.models import SessionState
 from orchestrator.events import (
     CallEvent,
     CallEventKind,
@@ -80,15 +77,12 @@ from orchestrator.events import (
     Observer,
     notify,
 )
-from orchestrator.interruption import InterruptionSettings
-from orchestrator.machine_check import MachineCheck, MachineCheckSettings
+from orchestrator.interruption_settings import InterruptionSettings
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
-from orchestrator.playback import AudioRole, PlaylistPlayer, PreparedItem
-from orchestrator.responses import Renderer, Responses, play_emergency
-from orchestrator.stt_health import SttHealth
-from orchestrator.stt_watchdog import SttWatchdog
-from orchestrator.tasks import TaskOwner, bounded, cancel_and_wait
-from orchestrator.turns import Floor, FloorLost, TurnEvent, TurnTaking, turn_state_of
+from orchestrator.playback import AudioRole, PlaylistPlayer
+from orchestrator.responses import Renderer
+from orchestrator.tasks import TaskOwner, bounded
+from orchestrator.turns import Floor, TurnEvent, TurnTaking, turn_state_of
 from orchestrator.weak import weakly
 from orchestrator.wind_up import DrainDeadline, wind_up
 
@@ -103,7 +97,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Orchestrator:
+class Orchestrator(CallerSide):
     """Runs one call's dialogue; create it with `create_orchestrator_instance`."""
 
     def __init__(
@@ -131,6 +125,7 @@ class Orchestrator:
         the bot is judged (`[interruption]`; defaults when None)."""
         settings = dialogue_map.settings
         call = call if call is not None else CallSettings()
+        super().__init__(call_id, clock=clock, dialogue_map=dialogue_map, call=call, stt_breaker=stt_breaker)
         self.call_id = call_id
         self.dialogue_map = dialogue_map
         self.flow_engine = flow_engine
@@ -141,9 +136,9 @@ class Orchestrator:
         self.clock = clock
         self.session_state = SessionState(call_id=call_id, current_state_id=dialogue_map.initial_state)
         self.metrics_logger = MetricsLogger(trace_id=call_id, clock=clock, sink=metrics_sink)
-        # The call's parts call back into this Orchestrator through `weakly` (and the dialogue
-        # speaks through a weak proxy): it holds them, so strong callbacks would make the whole
-        # call one reference cycle, freed only by a full collection (bridge/gc_policy.py).
+        # The call's parts call back into this Orchestrator through `weakly` (the dialogue speaks through
+        # `BotTurns`, which holds nothing of it): it holds them, so strong callbacks would make the
+        # whole call one reference cycle, freed only by a full collection (bridge/gc_policy.py).
         self.turns = TurnTaking(on_change=weakly(self._on_floor))
         observe = weakly(self._observe)
         self.end_reason: EndReason | None = None
@@ -169,14 +164,6 @@ class Orchestrator:
             call_id, dialogue_map, self.session_state, self.metrics_logger, clock, call, observe
         )
         self._answers = AnswerPipeline(ctx, player=self._player, tts=tts_manager, llm=llm_manager)
-        self.responses = Responses(ctx, render=render, player=self._player, play=weakly(self._play_prepared))
-        self._user_results: asyncio.Queue[UserEvent] = asyncio.Queue()
-        self._stt_health = SttHealth(call_id, stt_breaker, self._user_results.put_nowait)
-        self.end_of_turn = EndOfTurn(
-            clock=clock,
-            forward=self._user_results.put_nowait,
-            **state_policy(dialogue_map, weakly(self._state_id)),
-        )
         self.barge_in = BargeIn(
             turns=self.turns,
             player=self._player,
@@ -189,11 +176,21 @@ class Orchestrator:
             stt_answered=weakly(self._stt_answered),
             stt_origin=weakly(self._stt_origin),
         )
+        self._bot = BotTurns(
+            ctx,
+            turns=self.turns,
+            tasks=self.tasks,
+            barge_in=self.barge_in,
+            player=self._player,
+            answers=self._answers,
+            render=render,
+        )
+        self.responses = self._bot.responses
         self._control: CallControl | None = None
         self._dialogue = DialogueLoop(
             ctx,
-            voice=cast(BotVoice, weakref.proxy(self)),
-            unscripted=weakly(self._handle_unscripted_flow),
+            voice=self._bot,
+            unscripted=self._bot.unscripted,
             responses=self.responses,
             flow_engine=flow_engine,
             classifier=intent_classifier,
@@ -203,21 +200,8 @@ class Orchestrator:
             stt_down=None if stt_breaker is None else self._stt_health.still_down,
             control=weakly(self._control_now),
         )
-        self._watchdog = SttWatchdog(
-            clock=clock,
-            stall_s=call.stt_stall_s,
-            recovery_s=call.stt_recovery_s,
-            on_stall=weakly(self._stt_stalled),
-            on_recover=self._stt_health.recovered,
-            on_give_up=self._stt_health.gave_up,
-        )
         self._outbound: OutboundAudio | None = None
         self._inbound: InboundAudio | None = None
-        self._recognition: RecognitionStream | None = None
-        # Where the recognition's audio times start on `clock` if it does not say (`AudioOrigin`):
-        # when it was attached; the gateway pushes a frame every 20 ms of a live leg (silence
-        # too), so its first frame comes within one frame after.
-        self._attached_at: float | None = None
         self._shut_down = False
         self._drain = DrainDeadline(clock)
 
@@ -239,7 +223,7 @@ class Orchestrator:
 
         A failure nothing in the dialogue handled (the dialogue or the STT listener raising: a
         bug) is logged once with the call id and ends the call with reason "error", after the
-        map's emergency phrase (`_apologise`).
+        map's emergency phrase (`BotTurns.apologise`).
         """
         self._inbound, self._outbound = inbound_stream, outbound_stream
         self._control = control
@@ -268,7 +252,7 @@ class Orchestrator:
                 self.end_detail = f"{type(exc).__name__}: {exc}"
             elif drain.done() and not dialogue.done() and not hangup.done():
                 await wind_up(
-                    self._ctx, dialogue, player=self._player, turns=self.turns, bot_turn=self.bot_turn
+                    self._ctx, dialogue, player=self._player, turns=self.turns, bot_turn=self._bot.bot_turn
                 )
                 self.end_reason = "drain_timeout"
             elif dialogue.done():
@@ -285,7 +269,7 @@ class Orchestrator:
             self.tasks.keep_alive(self)  # the parts call back weakly (`weakly`)
             self.turns.handle(TurnEvent.HANG_UP)
             if self.end_reason == "error":
-                await self._apologise()
+                await self._bot.apologise(self._outbound)
             await self.shutdown()
         return CallOutcome(self.end_reason or "error", self.metrics_logger.log.turn_index)
 
@@ -298,21 +282,6 @@ class Orchestrator:
         a signal handler can call it; idempotent (the first deadline stays). Works before `run()`.
         """
         self._drain.drain_by(deadline)
-
-    async def _apologise(self) -> None:
-        """After a failure nothing in the dialogue handled (a bug, e.g. in a map condition): the
-        map's emergency phrase (`responses.play_emergency`, bounded by `[call]
-        apologise_timeout_s`). Never raises."""
-        if self._outbound is None:
-            return
-        await play_emergency(
-            self._player.cache,
-            self._outbound,
-            self.dialogue_map.settings.emergency_filler_key,
-            call_id=self.call_id,
-            bound_s=self._call.apologise_timeout_s,
-            cache_timeout_s=self._call.cache_timeout_s,
-        )
 
     async def shutdown(self) -> None:
         """Release the call's providers and emit the final metrics record. Idempotent."""
@@ -339,159 +308,9 @@ class Orchestrator:
             finals_joined=self.end_of_turn.finals_joined,
         )
 
-    # ------------------------------------------------------------------ the caller's side
-    def _stt_answered(self) -> float | None:
-        recognition = self._recognition
-        return recognition.answered_at if recognition is not None else None
-
-    def _stt_origin(self) -> float | None:
-        recognition = self._recognition
-        if isinstance(recognition, AudioOrigin):
-            return recognition.audio_origin  # (its own: it restarts its times, or knows better)
-        return self._attached_at
-
-    async def _listen_stt(self, recognition: RecognitionStream) -> None:
-        async for event in recognition:
-            if isinstance(event, SttResult):
-                self._watchdog.heard(self.clock.now())  # echo too: STT is alive
-            self._stt_health.result(event)
-            if not isinstance(event, SttResult):
-                self.end_of_turn.flush()  # what the caller said before the error is theirs
-                self._user_results.put_nowait(event)
-            elif self.barge_in.screen(event):
-                self.end_of_turn.result(event)  # held until the caller's silence ends the turn
-        self.end_of_turn.flush()
-
-    # VoiceListener (called synchronously by the gateway)
-    def on_speech_onset(self, at: float) -> None:
-        """Maybe speech (tens of ms of it): pause an interruptible bot turn, keeping its place."""
-        self.barge_in.on_speech_onset(at)
-        self.end_of_turn.speech_onset(at)
-
-    def on_speech_rejected(self, at: float) -> None:
-        """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
-        self.barge_in.on_speech_rejected(at)
-        self.end_of_turn.speech_rejected(at)
-
-    def on_speech_start(self, at: float) -> None:
-        """Caller speech began: remember the onset (t1); barge in if the bot is talking."""
-        self.turns.handle(TurnEvent.SPEECH_START, at)
-        self._watchdog.speech_start(at)
-        if (check := self._dialogue.machine_check) is not None:
-            check.speech_start(at)
-        self.barge_in.speech_start()
-        self.end_of_turn.speech_start(at)
-
-    def on_speech_end(self, at: float) -> None:
-        """Caller speech ended at `at` (its last voiced frame): a held STT final may be due."""
-        self.turns.handle(TurnEvent.SPEECH_END, at)
-        self._watchdog.speech_end(at)
-        self.barge_in.speech_end()
-        self.end_of_turn.speech_end(at)
-        if (check := self._dialogue.machine_check) is not None:
-            check.speech_end(at)
-
-    def screen_for_machine(self, settings: MachineCheckSettings) -> None:
-        """Check an outbound call for an answering machine before the greeting (call before
-        `run`): a machine hears the map's voicemail message and the call ends ("machine")."""
-        self._dialogue.machine_check = MachineCheck(self.clock, settings)
-
-    def on_dtmf(self, digit: str, at: float) -> None:
-        """A DTMF digit: queued for the dialogue (`orchestrator.dialogue`); a key that means
-        something in the current state cuts an interruptible bot turn, like speech."""
-        self._observe(CallEventKind.DTMF, digit=digit)
-        if self.turns.ended:
-            return
-        state_id = self.session_state.current_state_id
-        state = self.dialogue_map.state(state_id)
-        if state.collect_digits is not None or self.dialogue_map.dtmf_intent(state_id, digit) is not None:
-            self.barge_in.handle_barge_in()  # a no-op unless an interruptible bot turn is playing
-        self.end_of_turn.flush()  # what the caller said before the key is their turn first
-        self._user_results.put_nowait(DtmfPress(digit, at))
-
-    def handle_barge_in(self) -> bool:
-        """Stop the bot now (spec 2.5); True if playback was cut."""
-        return self.barge_in.handle_barge_in()
-
-    # ------------------------------------------------------------------ the bot's side (BotVoice)
-    async def bot_turn(self, body: Reply, *, interruptible: bool | None = None) -> bool:
-        """Run one bot response as the cancellable `current_playback_task`.
-
-        Returns False when barge-in cut it; the cut playback then gets `[call] cancel_bound_s` to
-        unwind before the dialogue listens again (past it, it is abandoned to the call's owner).
-        Provider failures (and a template that cannot render) end in the emergency filler.
-        """
-        if interruptible is None:
-            interruptible = self.dialogue_map.is_interruptible(self.session_state.current_state_id)
-        self.turns.handle(TurnEvent.BOT_TURN_START)
-        task = self.tasks.spawn(self._guarded(body), "playback")
-        barge_in = self.barge_in
-        cut = barge_in.cut = asyncio.get_running_loop().create_future()
-        if interruptible:
-            barge_in.current_playback_task = task
-            if self.turns.caller_speaking:
-                # The caller started talking before the answer was ready and is still talking:
-                # their words must be heard, not talked over.
-                self.handle_barge_in()
-        try:
-            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            barge_in.current_playback_task = barge_in.cut = None
-            barge_in.resume()  # a turn that ended (or was cancelled) while paused leaves no pause
-            if not task.done() or cut.done():  # cut, or we are cancelled: bounded unwinding
-                await cancel_and_wait(task, timeout=self._call.cancel_bound_s)
-        interrupted = self.turns.floor is Floor.INTERRUPTED
-        barge_in.turn_over(interrupted=interrupted)
-        self.turns.handle(TurnEvent.PLAYBACK_DONE)
-        if interrupted:
-            self.metrics_logger.set(interrupted=True)
-            return False
-        try:
-            task.result()
-        finally:
-            del task  # a failure's traceback holds this frame: no cycle through the task
-        return True
-
-    async def _guarded(self, body: Reply) -> None:
-        try:
-            try:
-                await body()
-            except AudioClosed:
-                return  # the caller hung up: nobody is left to hear an apology
-            except (ProviderError, TemplateError, ExpressionError) as exc:
-                # What a bot turn can expect to fail; a ConfigError or a bug fails the dialogue.
-                await self.responses.provider_failure(exc, stage="playback")
-        except AudioClosed:
-            # The caller hung up during the apology. (Raised, it would end this task failed, and
-            # a dialogue cancelled by that hang-up never retrieves it: "Task exception was never
-            # retrieved", with the traceback, on every such call.)
-            return
-        except FloorLost:
-            if self.turns.floor is not Floor.INTERRUPTED:
-                raise  # audio outside a bot turn: a bug, not a barge-in
-            # A writer of the cut turn ran before its cancellation reached it: nothing to do.
-
-    async def _play_audio_playlist(self, playlist: Sequence[PreparedItem], outbound: OutboundAudio) -> None:
-        """Play a prepared playlist with fillers from the current state (spec 4.5)."""
-        state = self.dialogue_map.state(self.session_state.current_state_id)
-        assert outbound is self._player.outbound, "run() hands the player its outbound stream"
-        await self._player.play_playlist(playlist, state.fillers)
-
-    async def _play_prepared(self, playlist: Sequence[PreparedItem]) -> None:
-        assert self._outbound is not None, "run() sets the outbound stream"
-        await self._play_audio_playlist(playlist, self._outbound)
-
-    async def _handle_unscripted_flow(self, text: str) -> None:
-        """Off-script answer from the LLM, streamed through TTS (spec 4.3; `orchestrator.answer`)."""
-        state = self.dialogue_map.state(self.session_state.current_state_id)
-        await self._answers.answer(text, self.session_state, state.fillers)
-
     # ------------------------------------------------------------------ callbacks
     def _floor(self) -> Floor:
         return self.turns.floor
-
-    def _state_id(self) -> str:
-        return self.session_state.current_state_id
 
     def _outbound_now(self) -> OutboundAudio | None:
         return self._outbound
@@ -524,10 +343,6 @@ class Orchestrator:
             if text:
                 self.barge_in.bot_says(text)
         notify(self._observer, CallEvent(kind, self.clock.now(), data))
-
-    def _stt_stalled(self, unheard_s: float) -> None:
-        self.barge_in.stt_lost()  # sustained speech over the bot cuts it until words come again
-        self._stt_health.stalled(unheard_s)
 
 
 def _failure(task: asyncio.Task[None]) -> BaseException | None:

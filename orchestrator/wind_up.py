@@ -15,8 +15,8 @@ from typing import Protocol
 
 from orchestrator.call_context import CallContext
 from orchestrator.contracts import Clock
-from orchestrator.dialogue import Reply
 from orchestrator.playback import PlaylistPlayer
+from orchestrator.routing import Reply
 from orchestrator.tasks import cancel_and_wait
 from orchestrator.turns import TurnEvent, TurnTaking
 

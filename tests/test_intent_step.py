@@ -26,7 +26,8 @@ from orchestrator.intents.classifier import VectorIntentClassifier
 from orchestrator.intents.confusion import confusion_issues
 from orchestrator.intents.lexicon import CONCEPTS
 from orchestrator.intents.morphology import analyzer, lemma
-from orchestrator.intents.ngram import CharNgramEmbedder, content_lemmas, sparse_dot
+from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
+from orchestrator.intents.word_features import content_lemmas
 from testkit.routing import route_text
 from testkit.standins.openai_server import BAD_LABEL, OpenAIStandin
 

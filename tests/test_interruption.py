@@ -5,13 +5,9 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from orchestrator.interruption import (
-    InterruptionDecider,
-    InterruptionSettings,
-    PartialKind,
-    Verdict,
-    partial_kind,
-)
+from orchestrator.interruption import InterruptionDecider, Verdict
+from orchestrator.interruption_settings import InterruptionSettings
+from orchestrator.overlap_words import PartialKind, partial_kind
 
 F = 0.02  # one frame, s
 WORDS = frozenset(InterruptionSettings().backchannel_words.split())

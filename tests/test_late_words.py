@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from orchestrator.domain.models import SttResult
-from orchestrator.interruption import InterruptionDecider, InterruptionSettings, Verdict
+from orchestrator.interruption import InterruptionDecider, Verdict
+from orchestrator.interruption_settings import InterruptionSettings
 from testkit.fakes import FakeInbound, FakeRecognition, FakeSTT, Say, SttFailure
 from tests.test_orchestrator import CallRun, call, greeting_frames, numbered_greeting
 

@@ -28,7 +28,7 @@ from orchestrator.domain.errors import CallSetupError, ClassifierError, STTError
 from orchestrator.domain.models import AudioChunk, LLMStreamChunk, SttResult
 from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.flow_engine import MapFlowEngine
-from orchestrator.interruption import InterruptionSettings
+from orchestrator.interruption_settings import InterruptionSettings
 from orchestrator.machine_check import MachineCheckSettings
 from orchestrator.orchestrator import (
     CallEvent,

@@ -120,7 +120,7 @@ def test_sections_are_the_components_models() -> None:
         "bridge.vad_settings",
         "bridge.echo_gate",
         "bridge.gc_policy",
-        "orchestrator.interruption",
+        "orchestrator.interruption_settings",
         "bridge.pacer",
         "bridge.playout",
         "orchestrator.call_settings",

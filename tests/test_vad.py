@@ -292,7 +292,7 @@ def test_the_classifier_is_told_skip_once_per_stretch_of_gated_frames() -> None:
 
 def test_silero_after_one_skip_is_silero_after_a_skip_per_frame(speech: bytes) -> None:
     """The detector folds a gated stretch's skips into one: the model must see the same."""
-    from bridge.vad_engines import SileroClassifier
+    from bridge.vad_silero import SileroClassifier
 
     pytest.importorskip("onnxruntime")
     once, each = SileroClassifier(), SileroClassifier()

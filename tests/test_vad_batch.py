@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import bridge.vad_batch as vad_batch
-import bridge.vad_engines as vad_engines
+import bridge.vad_silero as vad_engines
 from bridge.vad import VadSettings, VoiceActivityDetector
 from bridge.vad_batch import SileroBatch, running_batch
-from bridge.vad_engines import SileroClassifier
+from bridge.vad_silero import SileroClassifier
 from tests.test_vad import make_russian_speech, noise, silence
 from tests.test_vad_engines import frames
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-import bridge.vad_engines as vad_engines
+import bridge.vad_silero as vad_engines
 from bridge.echo_gate import EchoGate
 from bridge.vad import VadEvent, VadSettings, VoiceActivityDetector
 from bridge.vad_batch import running_batch

@@ -11,10 +11,11 @@ import numpy as np
 import pydantic
 import pytest
 
-import bridge.vad_engines as vad_engines
+import bridge.vad_silero as vad_engines
 from bridge.echo_gate import EchoGate
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
-from bridge.vad_engines import ENGINES, SileroClassifier, classifier
+from bridge.vad_engines import ENGINES, classifier
+from bridge.vad_silero import SileroClassifier
 from orchestrator.audio import FRAME_BYTES
 from tests.test_vad import make_russian_speech, noise, run, silence
 
@@ -199,7 +200,7 @@ def test_silero_keeps_onnxruntime_telemetry_off(tmp_path: Path) -> None:
     # Without ORT_DISABLE_TELEMETRY the wheel writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime
     # (a device id, an upload queue) when the runtime starts: a fresh process with its own HOME.
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
-    code = "from bridge.vad_engines import SileroClassifier as S; c = S(); print(c.backend); c.close()"
+    code = "from bridge.vad_silero import SileroClassifier as S; c = S(); print(c.backend); c.close()"
     done = subprocess.run(
         [sys.executable, "-c", code],
         env={**env, "HOME": str(tmp_path)},

@@ -32,6 +32,9 @@ marked "#": it is asked about, not asked for. A clock time as STT writes it ("9:
 feature by how few labels use it, so words every intent shares ("давайте", "запишите") count
 less than those that tell the labels apart.
 
+The word-level rules (content or function word, negation, counted nouns, entity kinds) are
+`orchestrator.intents.word_features`; this module holds the embedder and its weights.
+
 Speed: lemmas and negation splits are cached per word; a caller's utterance costs well under a
 millisecond to embed and score on the example maps.
 """
@@ -45,21 +48,20 @@ import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
-from orchestrator.entities.dates import date_mentions
-from orchestrator.entities.morph import Token
-from orchestrator.entities.morph import tokens as entity_tokens
-from orchestrator.entities.times import TimeMention, time_mentions
 from orchestrator.intents.embedder import SparseVector
 from orchestrator.intents.entities import NUMBER_WORDS
-from orchestrator.intents.lexicon import (
-    CONTENT_WORDS,
-    FILLER_WORDS,
-    NOT_NEGATIONS,
-    concept,
-    fold_raw,
-    fold_words,
+from orchestrator.intents.lexicon import concept, fold_raw, fold_words
+from orchestrator.intents.morphology import lemma
+from orchestrator.intents.word_features import (
+    NEGATION,
+    counted_noun,
+    entity_kinds,
+    is_content_word,
+    is_preposition,
+    polite_ne,
+    split_negation,
+    tagged_content,
 )
-from orchestrator.intents.morphology import analyzer, lemma
 from orchestrator.text import normalize
 
 # Lemma and function-word weights were chosen on the tuning split of dialogue_maps/eval: with
@@ -76,14 +78,6 @@ FUNCTION_WORD_WEIGHT = 0.6
 CONCEPT_WEIGHT = 4.0
 LABEL_IDF = True
 
-# Parts of speech whose lemmas carry no intent (OpenCorpora tags); "не" is kept, see the docstring.
-_FUNCTION_POS = frozenset({"PREP", "CONJ", "PRCL", "NPRO", "INTJ"})
-_KEPT_FUNCTION_WORDS = frozenset({"не"})
-# Modal predicatives and "быть" head requests of every kind ("можно завтра", "можно картой",
-# "можно с человеком"): as weak as function words, whatever their tag.
-_FUNCTION_LEMMAS = frozenset({"можно", "нужно", "надо", "быть"})
-# Adjectives and adverbs, the words whose "не-" form is their negation ("неправильно").
-_NEGATABLE_POS = frozenset({"ADJF", "ADJS", "ADVB", "PRED", "COMP"})
 _LEMMA_PREFIX = "="  # never produced by n-grams, which hold letters, digits and spaces only
 _CONCEPT_PREFIX = "~"
 # Words after which a noun is counted, not asked for ("сколько человек приедет").
@@ -92,103 +86,11 @@ _HOW_MANY = "сколько"
 _COUNTED = "#"  # marks the features of a noun counted by "сколько"
 _ENTITY_PREFIX = "~@"  # "~@date", "~@time": a date or a time of day said in the text
 _NEGATED = "!"  # marks the features of a negated word
-_NEGATION = "не"
 # A clock time as STT writes it ("9:15", "10:30"): one token, "00", unlike a folded number "0",
 # so "запишите на 9:15" is near "в 10:30", not near "метров 38".
 _CLOCK_TIME = re.compile(r"(?<![\d:])([01]?\d|2[0-3]):[0-5]\d(?![\d:])")
 _TIME_TOKEN = "00"
 _TIME_PLACEHOLDER = "clocktimetoken"
-
-
-def is_content_word(word: str) -> bool:
-    """Whether a normalised word may say which intent was meant (see the module docstring)."""
-    if word == "0" or word.isdigit() or word in CONTENT_WORDS:
-        return True
-    if word in FILLER_WORDS:
-        return False
-    lem = lemma(word)
-    if lem.normal_form in _FUNCTION_LEMMAS:
-        return False
-    return lem.pos not in _FUNCTION_POS or lem.normal_form in _KEPT_FUNCTION_WORDS
-
-
-def content_lemmas(words: Sequence[str]) -> list[str]:
-    """Lemmas of the content words among normalised `words` ("0", a folded number, stays "0")."""
-    return [w if w == "0" or w.isdigit() else lemma(w).normal_form for w in words if is_content_word(w)]
-
-
-@lru_cache(maxsize=4096)
-def _is_preposition(word: str) -> bool:
-    return bool(word) and lemma(word).pos == "PREP"
-
-
-@lru_cache(maxsize=4096)
-def counted_noun(word: str) -> bool:
-    """Whether `word` can be a noun in the genitive, as counted by "сколько" ("человек", "метров")."""
-    return any(p.tag.POS == "NOUN" and "gent" in p.tag for p in analyzer().parse(word))
-
-
-@lru_cache(maxsize=4096)
-def _perfective_you(word: str) -> bool:
-    parses = analyzer().parse(word)
-    return {"VERB", "perf", "plur", "2per", "futr", "indc"} in parses[0].tag and not any(
-        "impr" in p.tag for p in parses
-    )
-
-
-def _polite_ne(word: str, following: list[str]) -> bool:
-    """Whether `word` is the "не" of a polite question ("скидку не сделаете?", "не подскажете"):
-    before a perfective "вы" future, which has no negated use as a request (a negated request is
-    imperfective: "не звоните")."""
-    return word == _NEGATION and bool(following) and _perfective_you(following[0])
-
-
-@lru_cache(maxsize=65536)
-def split_negation(word: str) -> tuple[str, ...]:
-    """("не", rest) for an adjective or adverb that is "не" + a known word of that kind, else (word,).
-
-    "неправильно" -> ("не", "правильно"), "неинтересно" -> ("не", "интересно"); "неделя",
-    "несколько" (`lexicon.NOT_NEGATIONS`) stay whole.
-    """
-    if len(word) < 6 or not word.startswith(_NEGATION) or word in NOT_NEGATIONS:
-        return (word,)
-    rest = word[len(_NEGATION) :]
-    if (
-        lemma(word).pos in _NEGATABLE_POS
-        and analyzer().word_is_known(rest)
-        and (lemma(rest).pos in _NEGATABLE_POS or rest in CONTENT_WORDS)  # "неверно"
-    ):
-        return (_NEGATION, rest)
-    return (word,)
-
-
-# Words before a number that make it a time of day ("в пять", "к девяти", "часов в пять");
-# a bare number ("метров двенадцать") is no time.
-_TIME_LEADS = frozenset({"в", "во", "к", "на", "до", "после", "около", "примерно", "с", "часов", "часа"})
-
-
-def _clear_time(toks: list[Token], m: TimeMention) -> bool:
-    """Whether a time mention is a time of day for sure, not a bare number that could be one."""
-    if m.value is None:
-        return False
-    first = toks[m.start]
-    if first.kind in ("clock", "dec") or m.end - m.start > 1 and toks[m.end - 1].kind == "word":
-        return True
-    if first.kind == "word" and first.text not in NUMBER_WORDS:
-        return True  # "полпятого", "в половине", "без пятнадцати", "утром", "полдень"
-    return m.start > 0 and toks[m.start - 1].text in _TIME_LEADS
-
-
-@lru_cache(maxsize=65536)
-def entity_kinds(text: str) -> tuple[str, ...]:
-    """The kinds of entity said in `text` that a feature stands for: "date", "time" (see the docstring)."""
-    toks = entity_tokens(text)
-    out: list[str] = []
-    if any(m.value is not None for m in date_mentions(toks)):
-        out.append("date")
-    if any(_clear_time(toks, m) for m in time_mentions(toks)):
-        out.append("time")
-    return tuple(out)
 
 
 @lru_cache(maxsize=65536)
@@ -265,7 +167,7 @@ class CharNgramEmbedder:
             words = fold_words(words)
         if self.negation:
             words = [part for w in words for part in split_negation(w)]
-            words = [w for i, w in enumerate(words) if not _polite_ne(w, words[i + 1 : i + 2])]
+            words = [w for i, w in enumerate(words) if not polite_ne(w, words[i + 1 : i + 2])]
         if not self.fold_numbers:
             return words
         out: list[str] = []
@@ -287,9 +189,9 @@ class CharNgramEmbedder:
         out: list[tuple[str, bool]] = []
         for i, w in enumerate(words):
             before = words[i - 1] if i > 0 else ""
-            if before != _NEGATION and _is_preposition(before) and i > 1:
+            if before != NEGATION and is_preposition(before) and i > 1:
                 before = words[i - 2]  # "не с роботом", "не к тому врачу": the noun is negated
-            out.append((w, before == _NEGATION and w != _NEGATION and not _is_preposition(w)))
+            out.append((w, before == NEGATION and w != NEGATION and not is_preposition(w)))
         return out
 
     def _is_content(self, word: str) -> bool:
@@ -297,10 +199,7 @@ class CharNgramEmbedder:
             return is_content_word(word)
         if word == "0" or word.isdigit():
             return True
-        lem = lemma(word)
-        if lem.normal_form in _FUNCTION_LEMMAS:
-            return False
-        return lem.pos not in _FUNCTION_POS or lem.normal_form in _KEPT_FUNCTION_WORDS
+        return tagged_content(word)
 
     def features(self, text: str) -> dict[str, tuple[int, float]]:
         """Each feature of `text` with its count and weight (for inspection and tests).

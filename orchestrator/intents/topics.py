@@ -25,7 +25,8 @@ from functools import lru_cache
 
 from orchestrator.intents.lexicon import TOPIC_CONCEPTS, concept
 from orchestrator.intents.morphology import analyzer, lemma
-from orchestrator.intents.ngram import CharNgramEmbedder, counted_noun, is_content_word
+from orchestrator.intents.ngram import CharNgramEmbedder
+from orchestrator.intents.word_features import counted_noun, is_content_word
 
 __all__ = ["closed_objects", "topics", "vocabulary"]
 
