@@ -25,7 +25,7 @@ import numpy as np
 from bench.common import table
 from bench.hotpath import machine_info
 from bench.turn_corpus import build_corpus
-from bridge import vad_silero as vad_engines
+from bridge import vad_silero
 from bridge.vad_silero import SileroClassifier, _LiteSileroModel, _SharedSileroModel, _silero_session
 
 WINDOW = 256
@@ -83,7 +83,7 @@ def run(states: Sequence[int], per_category: int) -> dict[str, Any]:
         diff = max(diff, max(abs(x - y) for x, y in zip(a, b, strict=True)))
         n_windows += len(w)
     # Before the CPU runs: the memory their models free would be reused, not grown.
-    vad_engines._SILERO_POOL.clear()
+    vad_silero._SILERO_POOL.clear()
     before = _rss_bytes()
     held = [SileroClassifier() for _ in range(200)]
     shared_rss = (_rss_bytes() - before) / len(held)

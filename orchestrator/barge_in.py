@@ -188,14 +188,14 @@ class BargeIn:
     def on_speech_rejected(self, at: float) -> None:
         """Not speech after all (a cough, a click, a short backchannel): resume where it paused."""
         self._decider.rejected(self._clock.now())
-        self._decider.owed_run.kept_run_ended(self._clock.now())
+        self._decider.owed_run.kept_run_ended(self._clock.now)
         self._disarm()
         if self.resume():
             self.resumes += 1
 
     def speech_end(self) -> None:
         """The caller's confirmed speech ended: a turn still paused for it goes on."""
-        self._decider.owed_run.kept_run_ended(self._clock.now())  # (if the turn ended during it)
+        self._decider.owed_run.kept_run_ended(self._clock.now)  # (if the turn ended during it)
         if self._playing():
             self._apply(self._decider.speech_end(self._clock.now()))
 

@@ -94,6 +94,11 @@ class CallKnowledge:
         answered = self._answered_at
         return self._trust_answers and answered is not None and now - answered <= known_s
 
+    @property
+    def stalled(self) -> bool:
+        """Whether the STT stalled on this call (`stt_lost`), not merely silent since it began."""
+        return self._lost
+
     def heard_to(self) -> float | None:
         """Where the STT's results (or, without timed results, its service's answers) reach on
         the clock, s; None: nothing yet."""

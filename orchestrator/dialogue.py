@@ -61,7 +61,7 @@ class DialogueLoop:
         stt_down: Callable[[], Awaitable[bool]] | None = None,
         control: Callable[[], CallControl | None] = lambda: None,
     ) -> None:
-        """`results`: the caller's STT events (`Orchestrator._listen_stt` fills it); `stt_down`:
+        """`results`: the caller's STT events (`CallerSide._listen_stt` fills it); `stt_down`:
         whether the service's STT circuit is still open after a bounded wait for it to close
         (then the call ends at once, see `run`; None: no circuit); `control`: the call's
         `CallControl` for transfers (None: every transfer fails)."""

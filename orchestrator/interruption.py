@@ -168,7 +168,7 @@ class InterruptionDecider(CallKnowledge):
         if not s.use_partials or self._heard is PartialKind.CONTENT:
             return self._cancel()
         if s.cancel_without_words and not self.stt_known(now):
-            sustained = s.sustained_ms if self._lost else s.sustained_start_ms
+            sustained = s.sustained_ms if self.stalled else s.sustained_start_ms
             left = max(0.0, sustained / 1000 - self._voiced_s)
             self._sustain_at = max(now, self._run_from + left)
             self._set_deadline()

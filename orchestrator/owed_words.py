@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 __all__ = ["AFTER_RUN_TOLERANCE_S", "OwedRun", "OwedWords"]
 
@@ -90,11 +91,12 @@ class OwedRun:
         """The bot's turn ends at `now`: keep the run owed then (None if none) past `forget`."""
         self.kept = self.owed(now)
 
-    def kept_run_ended(self, now: float) -> None:
-        """The caller's run ended at `now`: if the kept run was still going, this is its end."""
+    def kept_run_ended(self, now: Callable[[], float]) -> None:
+        """The caller's run ended at clock time `now()`: if the kept run was still going, this
+        is its end. (A callable: most runs end with nothing kept; the clock is read only if needed.)"""
         kept = self.kept
         if kept is not None and kept.end == math.inf:
-            self.kept = dataclasses.replace(kept, end=now)
+            self.kept = dataclasses.replace(kept, end=now())
 
     def forget(self) -> None:
         """The bot's turn is over: the decider owes nothing (the kept copy stays)."""

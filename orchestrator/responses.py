@@ -27,7 +27,7 @@ from orchestrator.playback import PlaylistPlayer, PreparedItem, prepare
 log = logging.getLogger(__name__)
 
 Renderer = Callable[[str, SessionState], str]
-# Plays a prepared playlist with the current state's fillers (the Orchestrator's `_play_audio_playlist`).
+# Plays a prepared playlist with the current state's fillers (`bot_turns.BotTurns.play`).
 PlayPrepared = Callable[[Sequence[PreparedItem]], Awaitable[None]]
 
 

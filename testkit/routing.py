@@ -1,7 +1,7 @@
-"""A final's route without a call: the decisions `orchestrator.dialogue` takes, for evaluations.
+"""A final's route without a call: the decisions `orchestrator.routing` takes, for evaluations.
 
-`route_text()` makes the same calls in the same order as `DialogueLoop._route` (local intent with
-a transition from the state -> FAQ -> the constrained intent step -> the free LLM answer) and
+`route_text()` makes the same calls in the same order as `TurnRouter.route` (local intent with a
+transition from the state -> FAQ -> the constrained intent step -> the free LLM answer) and
 returns where the turn would go, so held-out sets and benches measure what a call would do.
 """
 

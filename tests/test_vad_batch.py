@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bridge.vad_batch as vad_batch
-import bridge.vad_silero as vad_engines
+from bridge import vad_silero
 from bridge.vad import VadSettings, VoiceActivityDetector
 from bridge.vad_batch import SileroBatch, running_batch
 from bridge.vad_silero import SileroClassifier
@@ -83,8 +83,8 @@ def test_each_call_keeps_its_own_state_across_windows(speech: bytes) -> None:
     try:
         for a, b in zip(immediate, classifiers, strict=True):
             ma, mb = a._model, b._model
-            assert isinstance(ma, vad_engines._SharedSileroModel)
-            assert isinstance(mb, vad_engines._SharedSileroModel)
+            assert isinstance(ma, vad_silero._SharedSileroModel)
+            assert isinstance(mb, vad_silero._SharedSileroModel)
             assert np.any(mb.state)
             assert np.allclose(ma.state, mb.state, rtol=0, atol=TOL)
             assert np.array_equal(ma.input_row[:32], mb.input_row[:32])  # the same context
@@ -149,7 +149,7 @@ def test_a_call_closed_with_a_window_queued_leaves_the_pool_clean(speech: bytes)
     batch = SileroBatch()
     closing, staying = SileroClassifier(batch), SileroClassifier(batch)
     model = closing._model
-    assert isinstance(model, vad_engines._SharedSileroModel)
+    assert isinstance(model, vad_silero._SharedSileroModel)
     probs = []
     try:
         for k, f in enumerate(audio):
@@ -158,7 +158,7 @@ def test_a_call_closed_with_a_window_queued_leaves_the_pool_clean(speech: bytes)
             staying.speech(f)
             if k >= 20 and batch.pending == 2:
                 closing.close()  # its window is still queued
-                assert model in vad_engines._SILERO_POOL
+                assert model in vad_silero._SILERO_POOL
             batch.flush()
             probs.append(staying.answer)
         assert closing._model is None

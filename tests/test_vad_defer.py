@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-import bridge.vad_silero as vad_engines
+from bridge import vad_silero
 from bridge.echo_gate import EchoGate
 from bridge.vad import VadEvent, VadSettings, VoiceActivityDetector
 from bridge.vad_batch import running_batch
@@ -161,7 +161,7 @@ async def test_a_call_closed_with_frames_queued_drops_them_and_leaves_the_others
         if closed_at[0] < 0 and i > 100 and defer is not None and defer.waiting > 1:
             closed_at[0] = i
             closing.vad.close()
-            assert model in vad_engines._SILERO_POOL
+            assert model in vad_silero._SILERO_POOL
 
     loop = asyncio.get_running_loop()
     try:

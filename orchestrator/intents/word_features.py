@@ -76,6 +76,7 @@ def content_lemmas(words: Sequence[str]) -> list[str]:
 
 @lru_cache(maxsize=4096)
 def is_preposition(word: str) -> bool:
+    """Whether a normalised word's lemma is a preposition ("в", "на"; "" is none)."""
     return bool(word) and lemma(word).pos == "PREP"
 
 
