@@ -3,10 +3,10 @@
 Sans-I/O: `process(frame, now)` takes one 10/20/30 ms frame of 8 kHz slin and the clock time it
 arrived, and returns a `VadEvent` when the caller starts or stops speaking.
 
-- Classifier (`engine`, bridge/vad_engines.py): Silero VAD (the default, MIT licence), TEN VAD
-  (opt-in: Apache 2.0 with additional conditions, see below) or webrtcvad (the fallback); chosen
-  on the turn-taking corpus (README "Measured here"); a frame is voiced when its speech
-  probability is at least `threshold`.
+- Classifier (`engine`, bridge/vad_engines.py): Silero VAD (the default, MIT licence;
+  bridge/vad_silero.py), TEN VAD (opt-in: Apache 2.0 with additional conditions, see
+  bridge/vad_engines.py) or webrtcvad (the fallback); chosen on the turn-taking corpus (README
+  "Measured here"); a frame is voiced when its speech probability is at least `threshold`.
 - Energy gate: frames whose RMS is below `energy_gate_rms` are silence without calling into
   the classifier. Most of a call is the caller listening, so most frames take the cheap path
   (measured here: ~0.25 us for the RMS vs ~2.3 us for webrtcvad per 20 ms frame).
