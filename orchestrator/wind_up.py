@@ -26,7 +26,7 @@ log = logging.getLogger("orchestrator.orchestrator")  # the call's log, as befor
 
 
 class BotTurn(Protocol):
-    """The Orchestrator's `bot_turn`: runs one bot response; False when barge-in cut it."""
+    """`BotTurns.bot_turn` (orchestrator/bot_turns.py): runs one bot response; False when barge-in cut it."""
 
     def __call__(self, body: Reply, *, interruptible: bool | None = None) -> Awaitable[bool]: ...
 
