@@ -135,6 +135,17 @@ async def test_the_leg_hears_silence_while_the_call_is_set_up() -> None:
         assert len(server.pacer) == 0
 
 
+async def say_goodbye(call: AriCall, pacer: Pacer) -> None:
+    """5 voiced frames of a goodbye through a playout on `pacer`, returning once all are sent."""
+    playout = Playout(call.conn)
+    pacer.add(playout)
+    try:
+        await playout.write(AudioChunk(bytes([0, 40]) * 800))
+        await playout.drain()
+    finally:
+        pacer.remove(playout)
+
+
 async def test_the_goodbye_s_last_frame_is_followed_by_silence_before_the_stream_ends() -> None:
     # On the real Asterisk a 0x00 right behind the last frame lost that frame at the caller in 6
     # of 16 calls (124 of 125 tone frames; 8 of 8 whole with the old DELETE-first order): the
@@ -145,13 +156,9 @@ async def test_the_goodbye_s_last_frame_is_followed_by_silence_before_the_stream
 
     async def on_call(call: AriCall) -> None:
         legs.extend(fake.legs())  # this call's only
-        playout = Playout(call.conn)
-        pacer.add(playout)
         try:
-            await playout.write(AudioChunk(bytes([0, 40]) * 800))  # 5 frames of a goodbye
-            await playout.drain()
+            await say_goodbye(call, pacer)
         finally:
-            pacer.remove(playout)
             returned.set()
 
     async with controller(fake, on_call) as (ari, server):
@@ -165,3 +172,31 @@ async def test_the_goodbye_s_last_frame_is_followed_by_silence_before_the_stream
     last_voice = len(kinds) - 1 - kinds[::-1].index("voice")
     assert kinds.count("voice") == 5
     assert len(kinds) - 1 - last_voice >= TRAILING_FRAMES
+
+
+async def test_closing_the_controller_during_a_call_s_teardown_still_hangs_the_caller_up() -> None:
+    # A campaign stops the service as soon as its last call's handler returns: the controller's
+    # close() came while that call sent its trailing silence, cancelled the teardown there, and
+    # the caller's DELETE never went (the real Asterisk kept the callee's line up; e2e
+    # test_campaign_amd.py). A call in its teardown is now waited for, not cancelled.
+    fake = FakeAri()
+    legs: list[FakeAsterisk] = []
+
+    async def on_call(call: AriCall) -> None:
+        legs.extend(fake.legs())
+        await say_goodbye(call, pacer)
+
+    def trailing_silence_started(leg: FakeAsterisk) -> bool:
+        kinds = [any(r.message.pcm) for r in leg.audio_frames]  # type: ignore[union-attr]
+        return kinds.count(True) == 5 and not kinds[-1]
+
+    async with controller(fake, on_call) as (ari, server):
+        pacer = server.pacer
+        caller = await fake.place_call()
+        async with asyncio.timeout(T):
+            await fake.wait_for(lambda: bool(fake.legs()), T)
+            leg = fake.legs()[0]
+            await leg.wait_until(trailing_silence_started)
+            await ari.close()
+        assert caller in fake.deleted
+        assert leg.hangup_received

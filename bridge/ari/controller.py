@@ -124,11 +124,25 @@ class AriController:
         self._closing = True
         self._connection.stop_reconnecting()
         await self._reconciler.aclose()
-        tasks = [s.task for s in self._calls.values() if s.task is not None]
-        await cancel_and_wait(*tasks, timeout=self._teardown_bound_s(len(tasks)))
+        calls = [s for s in self._calls.values() if s.task is not None]
+        bound = self._teardown_bound_s(len(calls))
+        # A call already tearing down is waited for, not cancelled: a cancel there skips what is
+        # left of it, the caller's DELETE too, and the caller stays connected (a campaign that
+        # ended as its last call's handler returned cut its trailing silence and its DELETE).
+        ending = [s.task for s in calls if s.tearing_down and s.task is not None]
+        running = [s.task for s in calls if not s.tearing_down]
+        await asyncio.gather(cancel_and_wait(*running, timeout=bound), self._wait_ending(ending, bound))
         await self._refusals.aclose()
         await self._transfers.aclose()
         await self._connection.close()
+
+    @staticmethod
+    async def _wait_ending(tasks: list[asyncio.Task[None]], bound: float) -> None:
+        """Wait for calls in their teardown (bounded, `bound` s); any left then are cancelled."""
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=bound)
+        await cancel_and_wait(*stuck)
 
     def _teardown_bound_s(self, calls: int) -> float:
         """How long `calls` cancelled call tasks may take to finish, s.
@@ -288,6 +302,7 @@ class AriController:
         except Exception:
             log.exception("call %s (channel %s) failed", session.uuid, session.channel_id)
         finally:
+            session.tearing_down = True
             try:
                 await self._legs.tear_down(session, conn)
             finally:

@@ -41,6 +41,7 @@ class CallSession:
         "transfers",
         "transferred",
         "task",
+        "tearing_down",
         "uuid",
     )
 
@@ -60,6 +61,7 @@ class CallSession:
         self.media_deleted = False
         self.started_at = started_at  # loop clock at StasisStart, s
         self.task: asyncio.Task[None] | None = None  # the call's task, owned by the controller
+        self.tearing_down = False  # the task is in `CallLegs.tear_down`: wait for it, never cancel
         # A transfer (`AriController`): the operator's channel `vb-op-<uuid>-<n>`, its StasisStart
         # (it answered), and its end with the hang-up cause (busy 17, no answer 19, ...).
         self.transfers = 0
