@@ -26,10 +26,18 @@ FRAME = 320
 SETTINGS = YandexSettings(
     api_key="test-key", folder_id="folder-1", tls=False, reconnect_backoff_s=0.01, keepalive_s=0.5
 )
-UTTERANCES = ["Сколько стоит доставка в Москву?", "Да, оформляйте заказ."]
-# Their finals as the adapter emits them: the first waits for its normalized text ("стоит" may
-# be a number: "сто"), the second carries no number and goes out raw at once.
+UTTERANCES = ["Сколько стоят 2 пиццы?", "Да, оформляйте заказ."]
+# The first as the raw final says it: a number in words, which normalization writes in digits.
+RAW_FIRST = "сколько стоят две пиццы"
+# Their finals as the adapter emits them: the first waits for its normalized text (it carries
+# a number), the second carries none and goes out raw at once.
 HEARD = [UTTERANCES[0], "да оформляйте заказ"]
+
+
+def script(server: SpeechKitStandin, lines: list[str]) -> None:
+    """Give the stand-in its utterances, the first of UTTERANCES heard raw as RAW_FIRST."""
+    server.script = SttScript(default=lines)
+    server.raw_texts[UTTERANCES[0]] = RAW_FIRST
 
 
 def silence(ms: int) -> bytes:
@@ -89,7 +97,7 @@ async def test_partials_then_one_normalized_final_per_utterance(
     speechkit_grpc_channel: grpc.aio.Channel,
     make_speech: Callable[[str], bytes],
 ) -> None:
-    speechkit_standin.script = SttScript(default=list(UTTERANCES))
+    script(speechkit_standin, list(UTTERANCES))
     streamer: STTStreamer = YandexSttStreamer(
         speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-a"
     )
@@ -112,7 +120,7 @@ async def test_partials_then_one_normalized_final_per_utterance(
     assert partials and all(p.kind == "partial" for p in partials)
     texts = [p.text for p in partials]
     assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
-    assert "сколько стоит доставка в москву".startswith(texts[-1])
+    assert RAW_FIRST.startswith(texts[-1])
     # Times are positions in the call's audio, and received_at comes from the clock.
     f1, f2 = finals(events)
     assert f1.audio_start_ms is not None and f2.audio_start_ms is not None
@@ -207,7 +215,7 @@ async def test_retryable_failure_reconnects_and_recognition_goes_on(
     speechkit_grpc_channel: grpc.aio.Channel,
     make_speech: Callable[[str], bytes],
 ) -> None:
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     speechkit_standin.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=100)
     stt = YandexSttStreamer(
         speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-f"
@@ -263,7 +271,7 @@ async def test_audio_in_flight_when_the_service_fails_is_resent(
     # takes that audio without hearing it, as a real failure loses requests in flight. The next
     # stream used to get only what was still queued: the utterance, or with it the end of input
     # (then "failed after the input ended"), went with the dead stream.
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     pcm = silence(1000) + make_speech(UTTERANCES[0]) + silence(800)
     total_ms = len(pcm) // 16
     # "speech": all but the last 300 ms of silence, so what was still queued has no speech in it.
@@ -300,7 +308,7 @@ async def test_after_a_failure_only_audio_no_final_covers_is_resent(
     # first is not heard twice, and result times go on along the call's audio. The whole input
     # is a backlog, sent in requests of up to a second: the final ends inside one, whose tail
     # alone is resent (and the stream fails inside another, whose rest goes unheard).
-    speechkit_standin.script = SttScript(default=list(UTTERANCES))
+    script(speechkit_standin, list(UTTERANCES))
     s1, s2 = (make_speech(t) for t in UTTERANCES)
     pcm = silence(600) + s1 + silence(1000) + s2 + silence(800)
     speech2_ms = (600 + len(s1) // 16) + 1000
@@ -395,7 +403,7 @@ async def test_final_without_refinement_goes_out_raw(
     send_eou: bool,
 ) -> None:
     # No refinement: the held final is released by the eou_update, else by the bounded wait.
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     speechkit_standin.send_refinement = False
     speechkit_standin.send_eou = send_eou
     settings = replace(SETTINGS, final_refinement_wait_s=0.2)
@@ -405,7 +413,7 @@ async def test_final_without_refinement_goes_out_raw(
     stt.end_input()
     events += await rest(stt)
     await stt.aclose()
-    assert finals(events)[0].text == "сколько стоит доставка в москву"
+    assert finals(events)[0].text == RAW_FIRST
     assert len(finals(events)) == 1  # exactly one final
 
 
@@ -447,7 +455,7 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     # Renewal is due after 0.5 s of audio but must not cut an utterance: audio is fed at 4x real
     # time so the partials reach the adapter while the speech is still being sent.
     # A cut utterance would make the stand-in release the next line early, and then "Лишнее".
-    speechkit_standin.script = SttScript(default=[*UTTERANCES, "Лишнее."])
+    script(speechkit_standin, [*UTTERANCES, "Лишнее."])
     settings = replace(SETTINGS, renew_after_bytes=8000, renew_grace_s=30.0)
     stt = YandexSttStreamer(
         speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-p"
@@ -520,7 +528,7 @@ async def test_a_failing_request_generator_reconnects_instead_of_killing_recogni
     # An odd-length frame makes a chunk audioop cannot measure: the request generator raises,
     # gRPC cancels the call locally and the reader saw a bare CancelledError (reader and
     # supervisor died silently). Now it is a retryable failure and recognition goes on.
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
     stt.push_audio(bytes(321))
     feed(stt, silence(200))
