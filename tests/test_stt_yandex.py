@@ -772,18 +772,66 @@ async def test_renewal_in_a_pause_at_the_end_of_a_backlog(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
     # Renewal is due after 1 s of audio and waits for a pause (300 ms quiet). A backlog of loud
-    # audio with a 400 ms pause at the end of its second request: the pause is measured 100 ms
-    # at a time, as it would have gone in real time, so the stream renews there (the second
-    # request's level as a whole is loud: the renewal would wait for the 31 s hard bound).
+    # audio with a 300 ms pause at the end of its first request, which reaches the soft bound:
+    # the pause is measured 100 ms at a time, as it would have gone in real time, so the stream
+    # renews there (the request's level as a whole is loud: the renewal would wait for the
+    # 31 s hard bound).
     settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300)
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
-    pcm = tone(1600) + silence(400) + tone(500)
+    pcm = tone(700) + silence(300) + tone(1000)
     feed(stt, pcm, end=True)
     assert await rest(stt) == []
     await stt.aclose()
     sessions = speechkit_standin.stt_sessions
-    assert [r.chunk_ms for r in sessions] == [[MAX_BATCH_MS, MAX_BATCH_MS], [500]]
+    assert [r.chunk_ms for r in sessions] == [[MAX_BATCH_MS], [MAX_BATCH_MS]]
     assert all(r.ended == "eof" for r in sessions)
+
+
+async def test_renewal_in_a_pause_inside_a_backlog(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Renewal is due after 0.5 s of audio and waits for a pause (300 ms quiet). A backlog of
+    # loud audio whose pause (0.6-0.9 s) lies inside what would be its first 1 s request: a
+    # request stops at the soft bound and audio then goes 100 ms per request, as in real time,
+    # so the stream renews in that pause (at 0.9 s), not at the 30.5 s hard bound mid-speech.
+    settings = replace(SETTINGS, renew_after_s=0.5, renew_grace_s=30.0, renew_quiet_ms=300)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    pcm = tone(600) + silence(300) + tone(1500)
+    feed(stt, pcm, end=True)
+    assert await rest(stt) == []
+    await stt.aclose()
+    sessions = speechkit_standin.stt_sessions
+    assert [r.audio_ms for r in sessions] == [900, 1500]
+    assert sessions[0].chunk_ms == [500, 100, 100, 100, 100]  # batched up to the soft bound
+    assert all(r.ended == "eof" for r in sessions)
+
+
+class LateClock:
+    """The loop's clock, `ahead` seconds later: a stream that is older than its audio."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time() + self.ahead
+
+
+async def test_renewal_by_stream_age_in_a_pause_inside_a_backlog(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # The stream is past its 1 s (wall-clock age) before any audio is sent: renewal waits for
+    # a pause, so the backlog goes 100 ms per request and the pause at 0.2-0.5 s is seen,
+    # though the audio counted is far from the bound.
+    clock = LateClock()
+    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=clock).open_stream()
+    srv = speechkit_standin
+    await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
+    clock.ahead = 5.0
+    feed(stt, tone(200) + silence(300) + tone(1000), end=True)
+    assert await rest(stt) == []
+    await stt.aclose()
+    assert [r.audio_ms for r in srv.stt_sessions] == [500, 1000]
 
 
 async def test_audio_origin_is_the_first_frames_start_and_survives_a_reconnect(
