@@ -771,12 +771,15 @@ async def test_after_a_backlog_real_time_audio_goes_100_ms_per_request(
 async def test_renewal_in_a_pause_at_the_end_of_a_backlog(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
-    # Renewal is due after 1 s of audio and waits for a pause (300 ms quiet). A backlog of loud
-    # audio with a 300 ms pause at the end of its first request, which reaches the soft bound:
+    # Renewal is due after 1 s of audio (16,000 B: a slow start cannot make it due by age) and
+    # waits for a pause (300 ms quiet). A backlog of loud audio with a 300 ms pause at the end
+    # of its first request, which reaches the soft bound:
     # the pause is measured 100 ms at a time, as it would have gone in real time, so the stream
     # renews there (the request's level as a whole is loud: the renewal would wait for the
     # 31 s hard bound).
-    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300)
+    settings = replace(
+        SETTINGS, renew_after_s=60.0, renew_after_bytes=16_000, renew_grace_s=30.0, renew_quiet_ms=300
+    )
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     pcm = tone(700) + silence(300) + tone(1000)
     feed(stt, pcm, end=True)
@@ -790,11 +793,14 @@ async def test_renewal_in_a_pause_at_the_end_of_a_backlog(
 async def test_renewal_in_a_pause_inside_a_backlog(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
-    # Renewal is due after 0.5 s of audio and waits for a pause (300 ms quiet). A backlog of
-    # loud audio whose pause (0.6-0.9 s) lies inside what would be its first 1 s request: a
-    # request stops at the soft bound and audio then goes 100 ms per request, as in real time,
-    # so the stream renews in that pause (at 0.9 s), not at the 30.5 s hard bound mid-speech.
-    settings = replace(SETTINGS, renew_after_s=0.5, renew_grace_s=30.0, renew_quiet_ms=300)
+    # Renewal is due after 0.5 s of audio (8,000 B: a slow start cannot make it due by age) and
+    # waits for a pause (300 ms quiet). A backlog of loud audio whose pause (0.6-0.9 s) lies
+    # inside what would be its first 1 s request: a request stops at the soft bound and audio
+    # then goes 100 ms per request, as in real time, so the stream renews in that pause (at
+    # 0.9 s), not at the hard bound (30 s later) mid-speech.
+    settings = replace(
+        SETTINGS, renew_after_s=60.0, renew_after_bytes=8000, renew_grace_s=30.0, renew_quiet_ms=300
+    )
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     pcm = tone(600) + silence(300) + tone(1500)
     feed(stt, pcm, end=True)
@@ -823,7 +829,8 @@ async def test_renewal_by_stream_age_in_a_pause_inside_a_backlog(
     # a pause, so the backlog goes 100 ms per request and the pause at 0.2-0.5 s is seen,
     # though the audio counted is far from the bound.
     clock = LateClock()
-    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300)
+    # (A long keepalive: keepalive silence before the audio would itself be a pause.)
+    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300, keepalive_s=3.0)
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=clock).open_stream()
     srv = speechkit_standin
     await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
