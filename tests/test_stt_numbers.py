@@ -64,7 +64,6 @@ def test_every_form_of_every_number_word_waits() -> None:
         "сотню",
         "пол литра",
         "в полночь",
-        "сколько стоит уборка",  # a false alarm ("сто") kept for now: see numbers.py
     ],
 )
 def test_a_final_that_may_carry_a_number_waits(raw: str) -> None:
@@ -92,6 +91,10 @@ def test_a_final_that_may_carry_a_number_waits(raw: str) -> None:
         "пятна на ковре",
         "помыть полы",
         "вся семья",
+        # "сто" starts them, but they ask for a price: the normalized text adds only its "?".
+        "сколько стоит уборка",
+        "а сколько это будет стоить",
+        "а стоимость какая будет",
     ],
 )
 def test_a_final_without_any_numeral_does_not(raw: str) -> None:
@@ -100,7 +103,8 @@ def test_a_final_without_any_numeral_does_not(raw: str) -> None:
 
 def test_no_number_word_is_listed_as_none() -> None:
     # The exclusions are words the analyzer reads as no number at all.
-    for word in ("стоит", "вторник", "сотрудника", "стоматологу", "первичный", "пятна", "полы"):
+    words = ("стоит", "стоить", "стоимость", "вторник", "сотрудника", "стоматологу", "первичный", "пятна")
+    for word in (*words, "полы"):
         assert number_word(word) is None, word
 
 

@@ -26,10 +26,18 @@ FRAME = 320
 SETTINGS = YandexSettings(
     api_key="test-key", folder_id="folder-1", tls=False, reconnect_backoff_s=0.01, keepalive_s=0.5
 )
-UTTERANCES = ["Сколько стоит доставка в Москву?", "Да, оформляйте заказ."]
-# Their finals as the adapter emits them: the first waits for its normalized text ("стоит" may
-# be a number: "сто"), the second carries no number and goes out raw at once.
+UTTERANCES = ["Сколько стоят 2 пиццы?", "Да, оформляйте заказ."]
+# The first as the raw final says it: a number in words, which normalization writes in digits.
+RAW_FIRST = "сколько стоят две пиццы"
+# Their finals as the adapter emits them: the first waits for its normalized text (it carries
+# a number), the second carries none and goes out raw at once.
 HEARD = [UTTERANCES[0], "да оформляйте заказ"]
+
+
+def script(server: SpeechKitStandin, lines: list[str]) -> None:
+    """Give the stand-in its utterances, the first of UTTERANCES heard raw as RAW_FIRST."""
+    server.script = SttScript(default=lines)
+    server.raw_texts[UTTERANCES[0]] = RAW_FIRST
 
 
 def silence(ms: int) -> bytes:
@@ -89,7 +97,7 @@ async def test_partials_then_one_normalized_final_per_utterance(
     speechkit_grpc_channel: grpc.aio.Channel,
     make_speech: Callable[[str], bytes],
 ) -> None:
-    speechkit_standin.script = SttScript(default=list(UTTERANCES))
+    script(speechkit_standin, list(UTTERANCES))
     streamer: STTStreamer = YandexSttStreamer(
         speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-a"
     )
@@ -112,7 +120,7 @@ async def test_partials_then_one_normalized_final_per_utterance(
     assert partials and all(p.kind == "partial" for p in partials)
     texts = [p.text for p in partials]
     assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
-    assert "сколько стоит доставка в москву".startswith(texts[-1])
+    assert RAW_FIRST.startswith(texts[-1])
     # Times are positions in the call's audio, and received_at comes from the clock.
     f1, f2 = finals(events)
     assert f1.audio_start_ms is not None and f2.audio_start_ms is not None
@@ -207,7 +215,7 @@ async def test_retryable_failure_reconnects_and_recognition_goes_on(
     speechkit_grpc_channel: grpc.aio.Channel,
     make_speech: Callable[[str], bytes],
 ) -> None:
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     speechkit_standin.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=100)
     stt = YandexSttStreamer(
         speechkit_grpc_channel, SETTINGS, clock=LoopClock(), request_id="call-f"
@@ -263,7 +271,7 @@ async def test_audio_in_flight_when_the_service_fails_is_resent(
     # takes that audio without hearing it, as a real failure loses requests in flight. The next
     # stream used to get only what was still queued: the utterance, or with it the end of input
     # (then "failed after the input ended"), went with the dead stream.
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     pcm = silence(1000) + make_speech(UTTERANCES[0]) + silence(800)
     total_ms = len(pcm) // 16
     # "speech": all but the last 300 ms of silence, so what was still queued has no speech in it.
@@ -300,7 +308,7 @@ async def test_after_a_failure_only_audio_no_final_covers_is_resent(
     # first is not heard twice, and result times go on along the call's audio. The whole input
     # is a backlog, sent in requests of up to a second: the final ends inside one, whose tail
     # alone is resent (and the stream fails inside another, whose rest goes unheard).
-    speechkit_standin.script = SttScript(default=list(UTTERANCES))
+    script(speechkit_standin, list(UTTERANCES))
     s1, s2 = (make_speech(t) for t in UTTERANCES)
     pcm = silence(600) + s1 + silence(1000) + s2 + silence(800)
     speech2_ms = (600 + len(s1) // 16) + 1000
@@ -395,7 +403,7 @@ async def test_final_without_refinement_goes_out_raw(
     send_eou: bool,
 ) -> None:
     # No refinement: the held final is released by the eou_update, else by the bounded wait.
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     speechkit_standin.send_refinement = False
     speechkit_standin.send_eou = send_eou
     settings = replace(SETTINGS, final_refinement_wait_s=0.2)
@@ -405,7 +413,7 @@ async def test_final_without_refinement_goes_out_raw(
     stt.end_input()
     events += await rest(stt)
     await stt.aclose()
-    assert finals(events)[0].text == "сколько стоит доставка в москву"
+    assert finals(events)[0].text == RAW_FIRST
     assert len(finals(events)) == 1  # exactly one final
 
 
@@ -447,7 +455,7 @@ async def test_renewal_waits_for_a_pause_and_the_call_script_carries_on(
     # Renewal is due after 0.5 s of audio but must not cut an utterance: audio is fed at 4x real
     # time so the partials reach the adapter while the speech is still being sent.
     # A cut utterance would make the stand-in release the next line early, and then "Лишнее".
-    speechkit_standin.script = SttScript(default=[*UTTERANCES, "Лишнее."])
+    script(speechkit_standin, [*UTTERANCES, "Лишнее."])
     settings = replace(SETTINGS, renew_after_bytes=8000, renew_grace_s=30.0)
     stt = YandexSttStreamer(
         speechkit_grpc_channel, settings, clock=LoopClock(), request_id="call-p"
@@ -520,7 +528,7 @@ async def test_a_failing_request_generator_reconnects_instead_of_killing_recogni
     # An odd-length frame makes a chunk audioop cannot measure: the request generator raises,
     # gRPC cancels the call locally and the reader saw a bare CancelledError (reader and
     # supervisor died silently). Now it is a retryable failure and recognition goes on.
-    speechkit_standin.script = SttScript(default=UTTERANCES[:1])
+    script(speechkit_standin, UTTERANCES[:1])
     stt = YandexSttStreamer(speechkit_grpc_channel, SETTINGS, clock=LoopClock()).open_stream()
     stt.push_audio(bytes(321))
     feed(stt, silence(200))
@@ -763,19 +771,74 @@ async def test_after_a_backlog_real_time_audio_goes_100_ms_per_request(
 async def test_renewal_in_a_pause_at_the_end_of_a_backlog(
     speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
 ) -> None:
-    # Renewal is due after 1 s of audio and waits for a pause (300 ms quiet). A backlog of loud
-    # audio with a 400 ms pause at the end of its second request: the pause is measured 100 ms
-    # at a time, as it would have gone in real time, so the stream renews there (the second
-    # request's level as a whole is loud: the renewal would wait for the 31 s hard bound).
-    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300)
+    # Renewal is due after 1 s of audio (16,000 B: a slow start cannot make it due by age) and
+    # waits for a pause (300 ms quiet). A backlog of loud audio with a 300 ms pause at the end
+    # of its first request, which reaches the soft bound:
+    # the pause is measured 100 ms at a time, as it would have gone in real time, so the stream
+    # renews there (the request's level as a whole is loud: the renewal would wait for the
+    # 31 s hard bound).
+    settings = replace(
+        SETTINGS, renew_after_s=60.0, renew_after_bytes=16_000, renew_grace_s=30.0, renew_quiet_ms=300
+    )
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
-    pcm = tone(1600) + silence(400) + tone(500)
+    pcm = tone(700) + silence(300) + tone(1000)
     feed(stt, pcm, end=True)
     assert await rest(stt) == []
     await stt.aclose()
     sessions = speechkit_standin.stt_sessions
-    assert [r.chunk_ms for r in sessions] == [[MAX_BATCH_MS, MAX_BATCH_MS], [500]]
+    assert [r.chunk_ms for r in sessions] == [[MAX_BATCH_MS], [MAX_BATCH_MS]]
     assert all(r.ended == "eof" for r in sessions)
+
+
+async def test_renewal_in_a_pause_inside_a_backlog(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # Renewal is due after 0.5 s of audio (8,000 B: a slow start cannot make it due by age) and
+    # waits for a pause (300 ms quiet). A backlog of loud audio whose pause (0.6-0.9 s) lies
+    # inside what would be its first 1 s request: a request stops at the soft bound and audio
+    # then goes 100 ms per request, as in real time, so the stream renews in that pause (at
+    # 0.9 s), not at the hard bound (30 s later) mid-speech.
+    settings = replace(
+        SETTINGS, renew_after_s=60.0, renew_after_bytes=8000, renew_grace_s=30.0, renew_quiet_ms=300
+    )
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    pcm = tone(600) + silence(300) + tone(1500)
+    feed(stt, pcm, end=True)
+    assert await rest(stt) == []
+    await stt.aclose()
+    sessions = speechkit_standin.stt_sessions
+    assert [r.audio_ms for r in sessions] == [900, 1500]
+    assert sessions[0].chunk_ms == [500, 100, 100, 100, 100]  # batched up to the soft bound
+    assert all(r.ended == "eof" for r in sessions)
+
+
+class LateClock:
+    """The loop's clock, `ahead` seconds later: a stream that is older than its audio."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time() + self.ahead
+
+
+async def test_renewal_by_stream_age_in_a_pause_inside_a_backlog(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # The stream is past its 1 s (wall-clock age) before any audio is sent: renewal waits for
+    # a pause, so the backlog goes 100 ms per request and the pause at 0.2-0.5 s is seen,
+    # though the audio counted is far from the bound.
+    clock = LateClock()
+    # (A long keepalive: keepalive silence before the audio would itself be a pause.)
+    settings = replace(SETTINGS, renew_after_s=1.0, renew_grace_s=30.0, renew_quiet_ms=300, keepalive_s=3.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=clock).open_stream()
+    srv = speechkit_standin
+    await srv.wait_for(lambda: bool(srv.stt_sessions), 3.0)
+    clock.ahead = 5.0
+    feed(stt, tone(200) + silence(300) + tone(1000), end=True)
+    assert await rest(stt) == []
+    await stt.aclose()
+    assert [r.audio_ms for r in srv.stt_sessions] == [500, 1000]
 
 
 async def test_audio_origin_is_the_first_frames_start_and_survives_a_reconnect(

@@ -4,7 +4,7 @@ STT (`Recognizer.RecognizeStreaming`): checks the session options like the servi
 webrtcvad on the audio it really receives (20 ms frames; speech starts after `min_speech_ms`,
 ends after `end_silence_ms` of silence; `silence_chunk` counts as silence), releases the next
 scripted utterance (see `script.py`) per speech segment: partials with growing prefixes of its
-words while the speech lasts, then `final` (raw: lower case, no punctuation), `final_refinement`
+words while the speech lasts, then `final` (raw: lower case, no punctuation, or `raw_texts`), `final_refinement`
 (the script's text) and `eou_update`. It sends `status_code` WORKING first, counts the audio ms
 received, and aborts a stream that gets no data for `idle_timeout_s` (5 s, like the service;
 the status code the real service uses for that is not documented, we use DEADLINE_EXCEEDED).
@@ -146,7 +146,7 @@ class _Segmenter:
                 self.start_ms = self.cursor_ms - self.voiced_run
                 self.silence_run = 0
                 self.text = srv.script.next_utterance(self.rec.request_id)
-                self.words = _raw(self.text).split() if self.text else []
+                self.words = srv.raw_text(self.text).split() if self.text else []
                 self.shown = 0
                 if self.text is not None:
                     self.rec.utterances.append(self.text)
@@ -364,6 +364,9 @@ class SpeechKitStandin(Progress):
         self.send_eou = send_eou
         # The normalized text this long after its final, s (the real service's is not specified).
         self.refinement_delay_s = 0.0
+        # What the recognizer hears of a script line before normalization, where that is more
+        # than the line in lower case without punctuation: a number in words ("2" -> "две").
+        self.raw_texts: dict[str, str] = {}
         # Per connection; a call beyond it waits (its headers are not even sent): a hung stream.
         self.max_concurrent_streams = max_concurrent_streams
         self.stt_sessions: list[SttSessionRecord] = []
@@ -380,6 +383,10 @@ class SpeechKitStandin(Progress):
         self._closing = asyncio.Event()
         self._port = port
         self._server: grpc.aio.Server | None = None
+
+    def raw_text(self, line: str) -> str:
+        """A script line as the raw `final` says it (`raw_texts`, else lower case, no punctuation)."""
+        return self.raw_texts.get(line) or _raw(line)
 
     def fail_next_streams(
         self,

@@ -21,7 +21,9 @@ reconnect); they share the one `AudioBuffer` the gateway pushes into, and the co
   the next call half-closes again after the replay.
 - It half-closes its call for renewal before 5 min / 10 MB (`renew_after_s`,
   `renew_after_bytes`), preferably in a pause (no partial pending and the audio sent last quiet
-  for `renew_quiet_ms`), at the latest `renew_grace_s` later.
+  for `renew_quiet_ms`), at the latest `renew_grace_s` later. A backlog request stops at the
+  first bound; while renewal waits for a pause, audio goes 100 ms per request again, so a
+  pause inside a backlog is found where it is.
 - `RecognizeCall.handle()` turns responses into `SttResult`s: with normalization on, the service
   sends `final` then `final_refinement`; a final that may carry a number (`numbers.py`: a digit
   or a numeral-like word) or looks incomplete without the service's "?" is held for at most `final_refinement_wait_s` (or until the next
@@ -172,12 +174,19 @@ class RecognizeCall:
         self.failure: Exception | None = None  # what made the request generator raise
 
     # --- requests ---
+    def _age_s(self) -> float:
+        # A backlog sent after an outage goes faster than real time: the service counts audio.
+        return max(self.shared.clock.now() - self.started_at, self.ms_sent / 1000)
+
+    def _over(self, age: float) -> bool:
+        """Past renewal's soft bound: the call renews in the next pause (or at the hard bound)."""
+        s = self.shared.settings
+        return age >= s.renew_after_s or self.bytes_sent >= s.renew_after_bytes
+
     def _due(self) -> bool:
         s = self.shared.settings
-        # A backlog sent after an outage goes faster than real time: the service counts audio.
-        age = max(self.shared.clock.now() - self.started_at, self.ms_sent / 1000)
-        over = age >= s.renew_after_s or self.bytes_sent >= s.renew_after_bytes
-        if not over:
+        age = self._age_s()
+        if not self._over(age):
             return False
         hard = age >= s.renew_after_s + s.renew_grace_s or (
             self.bytes_sent >= s.renew_after_bytes + int(s.renew_grace_s * 1000 * BYTES_PER_MS)
@@ -219,20 +228,22 @@ class RecognizeCall:
     def _batch_frames(self) -> int:
         """Frames for the next audio request: one batch, or as many whole batches as are queued.
 
-        At most `MAX_BATCH_MS`, and never more than one batch past renewal's hard bound (audio
-        counted, as the service counts it), as with one batch per request. Whole batches, so
-        real-time audio that was woken for a little late still goes 100 ms per request; at the
-        end of input the rest goes too.
+        At most `MAX_BATCH_MS`, and never more than one batch past renewal's soft bound (audio
+        counted, as the service counts it); past it, one batch per request, as in real time, so
+        a pause inside a backlog is seen where it is long enough to renew in (`_due` looks only
+        between requests), and the hard bound is kept as with one batch per request. Whole
+        batches, so real-time audio that was woken for a little late still goes 100 ms per
+        request; at the end of input the rest goes too.
         """
         shared = self.shared
         s = shared.settings
         want = shared.chunk_frames
         queued = len(shared.buffer)
-        if queued <= want:
+        if queued <= want or self._over(self._age_s()):
             return want
         room_ms = min(
-            (s.renew_after_s + s.renew_grace_s) * 1000 - self.ms_sent,
-            (s.renew_after_bytes - self.bytes_sent) / BYTES_PER_MS + s.renew_grace_s * 1000,
+            s.renew_after_s * 1000 - self.ms_sent,
+            (s.renew_after_bytes - self.bytes_sent) / BYTES_PER_MS,
         )
         n = min(queued, MAX_BATCH_MS // FRAME_MS, int(room_ms) // FRAME_MS)
         if not shared.buffer.ended:
