@@ -16,6 +16,9 @@ Facts measured on Debian bookworm, festival 1:2.5.0-9, festvox-ru 0.5+dfsg-6 (20
   exits 0 and writes a near-empty WAV, hence the stderr check.
 - `Duration_Stretch` does nothing for this clunits voice (units are joined at their recorded
   length: 2.91 s at stretch 0.5, 1 and 2), so the speed is sox's `tempo -s` (WSOLA, pitch kept).
+- sox dithers its 16-bit output with an unseeded generator unless given `-R` (repeatable mode):
+  without it the same tempo of the same WAV differed in 42 % of samples (by up to 2 LSB) from run
+  to run (sox 14.4.2, 2026-12-03), so every corpus with a festival voice changed its bytes.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ def festival_pcm(text: str, voice: str, speed: int) -> tuple[bytes, int]:
         if speed == _NATURAL_WPM:
             out = spoken
         else:
-            tempo = ["sox", str(spoken), str(out), "tempo", "-s", f"{speed / _NATURAL_WPM:.4f}"]
+            # -R: sox dithers its 16-bit output with an unseeded generator (up to 2 LSB on 42 % of
+            # samples, different every run), which made the corpus's bytes change run to run.
+            tempo = ["sox", "-R", str(spoken), str(out), "tempo", "-s", f"{speed / _NATURAL_WPM:.4f}"]
             try:
                 subprocess.run(tempo, capture_output=True, timeout=60, check=True)
             except FileNotFoundError as exc:

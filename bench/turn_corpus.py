@@ -16,8 +16,10 @@ noise, and, depending on the category, the caller:
 
 Speech is espeak-ng (several voice variants, speeds and pitches) and festival's festvox-ru voice
 (speeds only; since 2026-12-02, so a seed's caller voices differ from before), resampled to 8 kHz.
-Every level is drawn from `random.Random(seed)`: the same seed gives the same bytes (espeak-ng and
-festival are deterministic for the same text and parameters). Synthesis is cached per process.
+Every level is drawn from `random.Random(seed)`: the same seed gives the same bytes, in any process
+(espeak-ng and festival are deterministic for the same text and parameters; sox, which sets
+festival's speed, only with `-R`, since 2026-12-03: tests/test_corpus_determinism.py). Synthesis
+is cached per process, so a rebuild in the same process cannot show a synthesizer's nondeterminism.
 
 Levels (dBFS RMS over the voiced part): bot -18; caller -26..-14; echo -12..-30 dB under the bot
 (40-60 ms late) in every item, -6..-35 dB (20-250 ms) in the "echo" category; line noise -62..-50.
