@@ -105,7 +105,7 @@ class YandexRecognitionStream:
 
     Counters for tests and metrics: `frames_dropped`, `streams_opened`, `reconnects`,
     `last_error` (the latest retryable failure recovered from), `audio_bytes_sent`,
-    `silence_ms_sent`.
+    `silence_ms_sent`, `resend_dropped_ms`.
     """
 
     def __init__(
@@ -206,6 +206,12 @@ class YandexRecognitionStream:
         return self._shared.silence_ms_sent
 
     @property
+    def resend_dropped_ms(self) -> int:
+        """Audio ms no reconnect could resend over all calls: what a failed call had sent without
+        a final covering it beyond the newest `max_buffered_s` (the rest is resent)."""
+        return self._shared.resend_dropped_ms
+
+    @property
     def results_queued(self) -> int:
         """Results (and the end marker) produced but not yet read."""
         return self._results.qsize()
@@ -287,6 +293,7 @@ class YandexRecognitionStream:
                 # Whatever no final covers may never have been heard: the next call resends it.
                 base_ms += call.confirmed_ms
                 replay = call.unconfirmed_requests()
+                self._count_dropped(call)
                 delay = min(s.reconnect_backoff_max_s, s.reconnect_backoff_s * 2 ** (failures - 1))
                 log.warning(
                     "call %s: STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
@@ -299,6 +306,23 @@ class YandexRecognitionStream:
         finally:
             # Giving up: calls still draining have nothing more to say (nothing follows the error).
             await cancel_and_wait(*draining)
+
+    def _count_dropped(self, call: RecognizeCall) -> None:
+        """Count what a failed call's resend leaves out; warn the first time in a recognition
+        (an outage with a long utterance would repeat it every reconnect: the counter has the sum)."""
+        dropped = call.dropped_ms
+        if not dropped:
+            return
+        first = self._shared.resend_dropped_ms == 0
+        self._shared.resend_dropped_ms += dropped
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "call %s: STT resend incomplete: %d ms that no final covered are beyond max_buffered_s"
+            " (%d ms) and are not resent (counted in resend_dropped_ms; later ones at debug)",
+            self._call_id,
+            dropped,
+            int(self._shared.settings.max_buffered_s * 1000),
+        )
 
     async def _read(self, call: RecognizeCall) -> STTError | None:
         """Run one gRPC call to its end; returns the failure (None after a clean half-close)."""

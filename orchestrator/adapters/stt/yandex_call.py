@@ -16,8 +16,9 @@ reconnect); they share the one `AudioBuffer` the gateway pushes into, and the co
   have reached the service (requests in flight when it aborted), and an utterance the service
   had not finalized is gone with the session. So a call keeps every request it sent until a
   final covers it (`unconfirmed`: the service's `final_time_ms`, or the final's end), bounded
-  by `max_buffered_s`; after a retryable failure the next call resends those first (`replay`),
-  then takes from the buffer. The end of input is the buffer's state, never a token a call takes:
+  by `max_buffered_s` (the newest that much, to the ms: the request straddling the cap keeps its
+  tail); after a retryable failure the next call resends those first (`replay`), then takes
+  from the buffer. What the cap trimmed and no final covers cannot be resent (`dropped_ms`). The end of input is the buffer's state, never a token a call takes:
   the next call half-closes again after the replay.
 - It half-closes its call for renewal before 5 min / 10 MB (`renew_after_s`,
   `renew_after_bytes`), preferably in a pause (no partial pending and the audio sent last quiet
@@ -109,6 +110,9 @@ class Shared:
     call_id: str = ""  # the call this recognition serves, for log lines
     audio_bytes_sent: int = 0  # resent (replayed) audio counts again
     silence_ms_sent: int = 0
+    # Audio (and keepalive silence) ms that failed calls sent, no final covered and the next call
+    # could not resend: trimmed at `max_buffered_s` (`RecognizeCall.dropped_ms`, summed).
+    resend_dropped_ms: int = 0
     answered_at: float | None = None  # the service's last response, on `clock` (None: failed since)
 
 
@@ -155,6 +159,7 @@ class RecognizeCall:
         # Sent (or to be resent first) and not yet covered by a final, oldest first.
         self.unconfirmed: deque[_Sent] = deque()
         self._unconfirmed_ms = 0
+        self._finalized_ms = 0  # how far finals cover this call's audio (call-relative ms)
         self._replay = tuple(replay)
         for req in self._replay:
             self._keep(req, self._unconfirmed_ms + _request_ms(req))
@@ -311,22 +316,29 @@ class RecognizeCall:
             self.shared.silence_ms_sent += ms
 
     def _keep(self, req: stt_pb2.StreamingRequest, end_ms: int) -> None:
-        """Hold a request until a final covers it (at most `max_buffered_s`: the oldest goes)."""
+        """Hold a request until a final covers it: at most `max_buffered_s` of the newest audio,
+        exactly (a request straddling the cap keeps its tail; a backlog request is up to 1 s)."""
         ms = _request_ms(req)
         self.unconfirmed.append(_Sent(end_ms, ms, req))
         self._unconfirmed_ms += ms
         cap = int(self.shared.settings.max_buffered_s * 1000)
-        while self._unconfirmed_ms > cap and len(self.unconfirmed) > 1:
-            self._unconfirmed_ms -= self.unconfirmed.popleft().ms
+        if self._unconfirmed_ms > cap:
+            self._forget_before(end_ms - cap)
 
     def _confirm(self, upto_ms: int) -> None:
         """The service finalized the call's audio up to `upto_ms`: no need to resend it."""
+        self._finalized_ms = max(self._finalized_ms, upto_ms)
+        self._forget_before(upto_ms)
+
+    def _forget_before(self, from_ms: int) -> None:
+        """Stop holding the audio before `from_ms` (call-relative): a request straddling it keeps
+        its tail."""
         held = self.unconfirmed
-        while held and held[0].end_ms <= upto_ms:
+        while held and held[0].end_ms <= from_ms:
             self._unconfirmed_ms -= held.popleft().ms
-        if held and held[0].end_ms - held[0].ms < upto_ms:  # a request straddles it: keep its tail
+        if held and held[0].end_ms - held[0].ms < from_ms:
             first = held[0]
-            tail = _Sent(first.end_ms, first.end_ms - upto_ms, _tail(first, upto_ms))
+            tail = _Sent(first.end_ms, first.end_ms - from_ms, _tail(first, from_ms))
             held[0] = tail
             self._unconfirmed_ms -= first.ms - tail.ms
 
@@ -342,6 +354,12 @@ class RecognizeCall:
             return self.ms_sent
         first = self.unconfirmed[0]
         return first.end_ms - first.ms
+
+    @property
+    def dropped_ms(self) -> int:
+        """Audio (and keepalive silence) ms sent that no final covers and the cap trimmed: what
+        the next call cannot resend (between the finals' end and `confirmed_ms`)."""
+        return max(0, self.confirmed_ms - self._finalized_ms)
 
     def unconfirmed_requests(self) -> list[stt_pb2.StreamingRequest]:
         """What the next call must resend (after this one failed), oldest first."""
