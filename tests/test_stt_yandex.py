@@ -13,6 +13,7 @@ import pytest
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings, speechkit_channel
+from orchestrator.adapters.stt import yandex as stt_yandex
 from orchestrator.adapters.stt.yandex import YandexRecognitionStream, YandexSttStreamer, streaming_options
 from orchestrator.adapters.stt.yandex_call import MAX_BATCH_MS, RecognizeCall
 from orchestrator.clock import LoopClock
@@ -541,17 +542,18 @@ async def test_a_failing_request_generator_reconnects_instead_of_killing_recogni
     await stt.aclose()
 
 
-class _BrokenReader(YandexRecognitionStream):
+async def _broken_reader(*_: object) -> STTError | None:
     """Fault injection: the reader has a bug."""
-
-    async def _read(self, call: RecognizeCall) -> STTError | None:
-        raise RuntimeError("reader bug")
+    raise RuntimeError("reader bug")
 
 
 async def test_a_crashed_reader_is_an_in_band_error_not_a_silent_death(
-    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stt = _BrokenReader(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
+    monkeypatch.setattr(stt_yandex, "read_call", _broken_reader)
+    stt = YandexRecognitionStream(speechkit_grpc_channel, SETTINGS, clock=LoopClock())
     [err] = await rest(stt, timeout=3.0)
     assert isinstance(err, STTError) and not err.retryable
     assert "RuntimeError: reader bug" in str(err)

@@ -12,8 +12,9 @@ contract). Shape of one call's recognition:
   request generator takes frames from the buffer, 100 ms per request in real time, a backlog up
   to 1 s per request, and sends keepalive silence; it renews before 5 min / 10 MB, preferably in
   a pause). On renewal the next call opens at once and takes the following audio while the old
-  one drains its last results (its reader task, "<prefix>:read-<n>", is kept until it ends).
-- One final per utterance (final + final_refinement merged; see `yandex_call`). The Orchestrator
+  one drains its last results (its reader task, "<prefix>:read-<n>", `yandex_results.read_call`,
+  is kept until it ends).
+- One final per utterance (final + final_refinement merged; see `yandex_results`). The Orchestrator
   treats each final as one user turn.
 - Retryable failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, a reset
   stream, the server ending the stream on its own, a local cancel) are logged, counted
@@ -21,7 +22,8 @@ contract). Shape of one call's recognition:
   results (the Orchestrator plays an emergency phrase for every `STTError`). No audio is lost
   across them: what the failed call sent that no final covers (requests in flight when it died,
   an utterance the service had not finalized) is resent first by the next call, whose result
-  times continue from there. That holds after the input ended too (the failure raced the end
+  times continue from there; at most the newest `max_buffered_s` of it, the rest is counted in
+  `resend_dropped_ms`. That holds after the input ended too (the failure raced the end
   of input): the next call resends and half-closes again; the end of input is the buffer's
   state, not something the failed call used up. An `STTError` goes in-band only when the
   streamer gives up: a non-retryable failure, `reconnect_attempts` failures in a row without
@@ -35,15 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
-from orchestrator.adapters.speechkit import YandexSettings, map_rpc_error
+from orchestrator.adapters.speechkit import YandexSettings
 from orchestrator.adapters.stt.yandex_call import BYTES_PER_MS, RecognizeCall, Shared, streaming_options
+from orchestrator.adapters.stt.yandex_results import PROVIDER, read_call, reader_crash
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer
 from orchestrator.contracts import Clock, SttEvent
 from orchestrator.domain.errors import STTError
@@ -59,8 +61,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PROVIDER = "yandex-stt"
 
 
 class _End:
@@ -252,7 +252,9 @@ class YandexRecognitionStream:
         try:
             while True:
                 call = RecognizeCall(self._shared, base_ms, replay)
-                reader = self._tasks.spawn(self._read(call), f"read-{self.streams_opened}")
+                reader = self._tasks.spawn(
+                    read_call(self._channel, self._stub, self._metadata, call), f"read-{self.streams_opened}"
+                )
                 self.streams_opened += 1
                 waits: set[asyncio.Future[Any]] = {reader, call.ended}
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -266,7 +268,7 @@ class YandexRecognitionStream:
                     continue
                 # Bounded by the reader's own deadlines (connect, stream cap, drain).
                 await asyncio.wait({reader})
-                crash = _crash(reader, self._call_id)
+                crash = reader_crash(reader, self._call_id)
                 if crash is not None:
                     return crash  # never a silent death: the Orchestrator hears of it
                 err = reader.result()
@@ -324,70 +326,6 @@ class YandexRecognitionStream:
             int(self._shared.settings.max_buffered_s * 1000),
         )
 
-    async def _read(self, call: RecognizeCall) -> STTError | None:
-        """Run one gRPC call to its end; returns the failure (None after a clean half-close)."""
-        s = self._shared.settings
-        try:
-            async with asyncio.timeout(s.connect_timeout_s):
-                await self._channel.channel_ready()
-        except TimeoutError:
-            call.abandon()
-            return STTError(
-                f"SpeechKit not reachable within {s.connect_timeout_s}s", provider=PROVIDER, retryable=True
-            )
-        rpc = self._stub.RecognizeStreaming(call.requests(), metadata=self._metadata)
-        call.call = rpc
-        loop = asyncio.get_running_loop()
-        # A call lives at most until renewal plus grace, then drains for drain_timeout_s.
-        limit = s.renew_after_s + s.renew_grace_s + s.drain_timeout_s + s.keepalive_s
-        err: STTError | None = None
-        active = True
-        try:
-            async with asyncio.timeout(limit) as cm:
-
-                def _drain_deadline(_f: object) -> None:
-                    if active:  # the callback may run after the timeout block has ended
-                        # (F821: `cm` is deleted in the finally below, once `active` is False)
-                        cm.reschedule(min(cm.when() or math.inf, loop.time() + s.drain_timeout_s))  # noqa: F821
-
-                call.ended.add_done_callback(_drain_deadline)
-                try:
-                    async for resp in rpc:
-                        call.handle(resp)
-                finally:
-                    active = False
-        except grpc.aio.AioRpcError as exc:
-            err = cast(STTError, map_rpc_error(exc, STTError, "RecognizeStreaming", PROVIDER))
-        except TimeoutError:
-            err = STTError("RecognizeStreaming did not finish in time", provider=PROVIDER, retryable=True)
-        except asyncio.CancelledError:
-            if _cancelling():
-                raise  # aclose(): ours
-            # gRPC cancelled the call under us: our request generator raised (see `failure`).
-            why = f": {type(call.failure).__name__}: {call.failure}" if call.failure else ""
-            err = STTError(
-                f"RecognizeStreaming was cancelled locally{why}", provider=PROVIDER, retryable=True
-            )
-        finally:
-            call.flush()
-            rpc.cancel()
-            call.abandon()
-            # The timeout points at this task, which keeps the CancelledError of aclose(), whose
-            # traceback holds this frame: without this, that cycle outlives the call.
-            del cm
-        if err is None and call.ended.result() not in ("renew", "eof"):
-            err = STTError("SpeechKit closed the stream", provider=PROVIDER, retryable=True)
-        if err is not None:
-            log.debug("call %s: STT stream at %d ms ended: %s", self._call_id, call.base_ms, err)
-        return err
-
-
-def _cancelling() -> bool:
-    """Whether the current task is being cancelled (no local of the caller's names the task: one
-    in a frame its own cancellation's traceback holds would be a reference cycle)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
 
 async def probe_recognizer(
     channel: grpc.aio.Channel, settings: YandexSettings, metadata: tuple[tuple[str, str], ...] = ()
@@ -410,17 +348,3 @@ async def probe_recognizer(
             return
     finally:
         rpc.cancel()
-
-
-def _crash(reader: asyncio.Task[STTError | None], call_id: str) -> STTError | None:
-    """A non-retryable STTError for a reader that raised or was cancelled, else None."""
-    if reader.cancelled():
-        # Only aclose() cancels readers, and it cancels the supervisor too.
-        return STTError("STT stream reader was cancelled", provider=PROVIDER, retryable=False)
-    exc = reader.exception()
-    if exc is None:
-        return None
-    log.error("call %s: STT stream reader failed", call_id, exc_info=exc)
-    return STTError(
-        f"STT stream reader failed: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=False
-    )

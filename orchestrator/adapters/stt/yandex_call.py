@@ -1,8 +1,9 @@
-"""One SpeechKit v3 `RecognizeStreaming` gRPC call of a recognition: its requests and its results.
+"""One SpeechKit v3 `RecognizeStreaming` gRPC call of a recognition: its requests.
 
 A recognition (`YandexRecognitionStream`, in `yandex.py`) runs one call after another (renewal,
 reconnect); they share the one `AudioBuffer` the gateway pushes into, and the counters in
-`Shared`. This module is the part that talks the wire protocol (protocols.md, section 6):
+`Shared`. This module is the request side of the wire protocol (protocols.md, section 5; the
+responses, and reading a call to its end, are `yandex_results.py`):
 
 - `RecognizeCall.requests()` is the call's request generator: the session options, then audio
   taken from the buffer, `chunk_frames` 20 ms frames (100 ms by default) per `chunk` as it comes
@@ -16,27 +17,22 @@ reconnect); they share the one `AudioBuffer` the gateway pushes into, and the co
   have reached the service (requests in flight when it aborted), and an utterance the service
   had not finalized is gone with the session. So a call keeps every request it sent until a
   final covers it (`unconfirmed`: the service's `final_time_ms`, or the final's end), bounded
-  by `max_buffered_s` (the newest that much, to the ms: the request straddling the cap keeps its
-  tail); after a retryable failure the next call resends those first (`replay`), then takes
-  from the buffer. What the cap trimmed and no final covers cannot be resent (`dropped_ms`). The end of input is the buffer's state, never a token a call takes:
-  the next call half-closes again after the replay.
+  by `max_buffered_s` (the newest that much, to the ms: the request straddling the cap keeps
+  its tail); after a retryable failure the next call resends those first (`replay`), then takes
+  from the buffer. What the cap trimmed and no final covers cannot be resent (`dropped_ms`).
+  The end of input is the buffer's state, never a token a call takes: the next call
+  half-closes again after the replay.
 - It half-closes its call for renewal before 5 min / 10 MB (`renew_after_s`,
   `renew_after_bytes`), preferably in a pause (no partial pending and the audio sent last quiet
   for `renew_quiet_ms`), at the latest `renew_grace_s` later. A backlog request stops at the
   first bound; while renewal waits for a pause, audio goes 100 ms per request again, so a
   pause inside a backlog is found where it is.
-- `RecognizeCall.handle()` turns responses into `SttResult`s: with normalization on, the service
-  sends `final` then `final_refinement`; a final that may carry a number (`numbers.py`: a digit
-  or a numeral-like word) or looks incomplete without the service's "?" is held for at most `final_refinement_wait_s` (or until the next
-  event) and ONE final goes out, normalized if the refinement came in time; any other final goes
-  out at once with its raw text (lower case, no punctuation), as it would after the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -46,15 +42,11 @@ import grpc
 from yandex.cloud.ai.stt.v3 import stt_pb2
 
 from orchestrator.adapters.speechkit import YandexSettings
-from orchestrator.adapters.stt.numbers import may_carry_number
+from orchestrator.adapters.stt.yandex_results import CallResults
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer, rms
 from orchestrator.contracts import Clock, SttEvent
-from orchestrator.domain.models import SttResult
-from orchestrator.turn_completion import looks_incomplete
 
 __all__ = ["BYTES_PER_MS", "MAX_BATCH_MS", "RecognizeCall", "Shared", "streaming_options"]
-
-log = logging.getLogger(__name__)
 
 BYTES_PER_MS = FRAME_BYTES // FRAME_MS  # 8000 Hz x 2 B / 1000 = 16
 
@@ -146,16 +138,15 @@ def _tail(sent: _Sent, from_ms: int) -> stt_pb2.StreamingRequest:
     return stt_pb2.StreamingRequest(silence_chunk=stt_pb2.SilenceChunk(duration_ms=sent.ms - skip))
 
 
-class RecognizeCall:
-    """One RecognizeStreaming call: its request generator, result handling and bookkeeping.
+class RecognizeCall(CallResults):
+    """One RecognizeStreaming call: its request generator and bookkeeping (results: the base).
 
     `replay`: what the failed call before it had sent without a final covering it (its
     `unconfirmed_requests()`); sent first, so `base_ms` is where that audio starts.
     """
 
     def __init__(self, shared: Shared, base_ms: int, replay: Sequence[stt_pb2.StreamingRequest] = ()) -> None:
-        self.shared = shared
-        self.base_ms = base_ms  # audio before this call's first request: makes result times call-relative
+        super().__init__(shared, base_ms)
         # Sent (or to be resent first) and not yet covered by a final, oldest first.
         self.unconfirmed: deque[_Sent] = deque()
         self._unconfirmed_ms = 0
@@ -167,14 +158,9 @@ class RecognizeCall:
         self.ms_sent = 0
         self.bytes_sent = 0
         self.started_at = shared.clock.now()
-        self.in_utterance = False  # a partial came and its final has not
         self.quiet_ms = 0  # how long the audio sent last has been quiet (a pause to renew in)
         # Set when the request generator stops: "renew", "eof" or "aborted".
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.pending: tuple[int, SttResult] | None = None  # final waiting for its refinement
-        self.pending_timer: asyncio.TimerHandle | None = None
-        self.emitted_index = -1  # final_index already emitted (a late refinement is dropped)
-        self.got_results = False  # the service recognised audio it had not before (see handle)
         self.call: grpc.aio.StreamStreamCall[Any, Any] | None = None
         self.failure: Exception | None = None  # what made the request generator raise
 
@@ -368,104 +354,3 @@ class RecognizeCall:
     def abandon(self) -> None:
         """The call is over: mark the generator's end if gRPC never closed it."""
         self._end("aborted")
-
-    # --- results ---
-    def handle(self, resp: stt_pb2.StreamingResponse) -> None:
-        """Turn one response into results (emitted through `Shared.emit`)."""
-        event = resp.WhichOneof("Event")
-        self.shared.answered_at = self.shared.clock.now()  # any response: the service works
-        self._confirm(resp.audio_cursors.final_time_ms)
-        # Progress, which resets the reconnect budget: a final, or a partial beyond the replayed
-        # audio (not the WORKING status every call starts with, nor the same replay heard again).
-        if event == "final" or (event == "partial" and _end_ms(resp.partial) > self.replay_ms):
-            self.got_results = True
-        if event == "final_refinement":
-            ref = resp.final_refinement
-            # A refinement follows its final directly, so a held final takes it even if the
-            # indexes disagree (they should not; the held final is the only candidate anyway).
-            if self.pending is not None:
-                alt = _best(ref.normalized_text)
-                raw = self.pending[1]
-                text = alt.text if alt is not None and alt.text.strip() else raw.text
-                self._emit_pending(text)
-            return  # late or unmatched refinement: its final went out already
-        self.flush()  # any other event means the held final is complete
-        if event == "partial":
-            alt = _best(resp.partial)
-            if alt is not None and alt.text.strip():
-                self.in_utterance = True
-                self.shared.emit(self._result(alt, kind="partial"))
-        elif event == "final":
-            self.in_utterance = False
-            alt = _best(resp.final)
-            if alt is not None:
-                self._confirm(alt.end_time_ms)
-            index = resp.audio_cursors.final_index
-            if alt is None or not alt.text.strip() or index <= self.emitted_index:
-                return
-            self.pending = (index, self._result(alt, kind="final"))
-            if not _needs_refinement(alt.text, self.shared.settings.language):
-                self.flush()  # the refinement, when it comes, is dropped as late
-                return
-            loop = asyncio.get_running_loop()
-            self.pending_timer = loop.call_later(self.shared.settings.final_refinement_wait_s, self.flush)
-        elif event == "status_code" and resp.status_code.code_type == stt_pb2.WARNING:
-            cid = self.shared.call_id
-            log.warning("call %s: SpeechKit warning: %s", cid, resp.status_code.message)
-
-    def flush(self) -> None:
-        """Emit the held final with its raw text (no refinement came in time)."""
-        if self.pending is not None:
-            self._emit_pending(self.pending[1].text)
-
-    def _emit_pending(self, text: str) -> None:
-        assert self.pending is not None
-        index, res = self.pending
-        self.pending = None
-        if self.pending_timer is not None:
-            self.pending_timer.cancel()
-            self.pending_timer = None
-        self.emitted_index = index
-        self.shared.emit(
-            SttResult(
-                text=text,
-                is_final=True,
-                confidence=res.confidence,
-                kind="final",
-                audio_start_ms=res.audio_start_ms,
-                audio_end_ms=res.audio_end_ms,
-                received_at=res.received_at,
-            )
-        )
-
-    def _result(self, alt: stt_pb2.Alternative, *, kind: str) -> SttResult:
-        final = kind == "final"
-        return SttResult(
-            text=alt.text,
-            is_final=final,
-            confidence=alt.confidence,
-            kind="final" if final else "partial",
-            audio_start_ms=self.base_ms + alt.start_time_ms,
-            audio_end_ms=self.base_ms + alt.end_time_ms,
-            received_at=self.shared.clock.now(),
-        )
-
-
-def _needs_refinement(raw: str, language: str) -> bool:
-    """Whether a raw final must wait for its normalized text.
-
-    Yes if it may carry a number (normalization writes it in digits: a wrong figure is the worst
-    mistake), or if it looks incomplete as it stands: the service's "?" would make it a whole
-    question (`turn_completion`), and without it the turn would wait longer than the refinement.
-    Otherwise the normalized text differs only in case and punctuation that nothing reads.
-    """
-    return may_carry_number(raw, language) or looks_incomplete(raw)
-
-
-def _best(update: stt_pb2.AlternativeUpdate) -> stt_pb2.Alternative | None:
-    return update.alternatives[0] if update.alternatives else None
-
-
-def _end_ms(update: stt_pb2.AlternativeUpdate) -> int:
-    alt = _best(update)
-    return alt.end_time_ms if alt is not None else 0
