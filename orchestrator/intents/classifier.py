@@ -4,7 +4,9 @@
 share it between calls (it keeps no per-call state). An intent's score is the best cosine
 between the caller's text and any of its examples (max, not a top-k mean: on the held-out
 paraphrases of the example map max was as accurate or better, and a top-k mean punishes intents
-whose examples are deliberately varied, which is how examples should be written).
+whose examples are deliberately varied, which is how examples should be written). The vector
+side (unit vectors, cosine, the inverted index over sparse examples) is
+`orchestrator.intents.nearest`; this module is the rules that turn those scores into a decision.
 
 Entity evidence: an intent that declares entities gets `ENTITY_BONUS` added when one of them is
 found in the text ("давайте на субботу" names a day, so it is `choose_day`, not `agree`, although
@@ -48,17 +50,16 @@ partials. The result is returned only when the leader's score reaches
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Sequence
 
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.domain.models import FaqAnswer, IntentResult
-from orchestrator.intents.embedder import Embedder, SparseEmbedder, SparseVector
+from orchestrator.intents.embedder import Embedder, SparseEmbedder
 from orchestrator.intents.entities import extract_entities
 from orchestrator.intents.lexicon import AFFIRMING_LEMMAS, DECISIVE_CONCEPTS, asks, concept
 from orchestrator.intents.morphology import analyzer, lemma
-from orchestrator.intents.ngram import CharNgramEmbedder, sparse_dot
+from orchestrator.intents.nearest import SparseIndex, Vector, dot, unit
+from orchestrator.intents.ngram import CharNgramEmbedder
 from orchestrator.intents.topics import closed_objects, topics, vocabulary
 from orchestrator.text import normalize
 
@@ -66,8 +67,6 @@ STICKY_MARGIN = 0.03
 ENTITY_BONUS = 0.15
 QUESTION_PENALTY = 0.15
 TOPIC_PENALTY = 0.3
-
-_Vector = SparseVector | list[float]
 
 
 def intent_label(intent_id: str) -> str:
@@ -78,53 +77,6 @@ def intent_label(intent_id: str) -> str:
 def faq_label(faq_id: str) -> str:
     """The label of a FAQ entry among the arbiter's options and in `label_scores`."""
     return f"faq:{faq_id}"
-
-
-def _unit(v: list[float]) -> list[float]:
-    norm = math.sqrt(sum(x * x for x in v))
-    return [x / norm for x in v] if norm else v
-
-
-def _dot(a: _Vector, b: _Vector) -> float:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return sparse_dot(a, b)
-    if isinstance(a, list) and isinstance(b, list):
-        return math.fsum(map(operator.mul, a, b))
-    raise TypeError("mixed sparse and dense vectors")
-
-
-class _SparseIndex:
-    """An inverted index over sparse example vectors: each owner's best cosine in one pass.
-
-    Scoring walks the postings of the query's buckets only (about a tenth of the dict lookups of
-    one `sparse_dot` per example); the result equals `max(sparse_dot(...))` per owner.
-    """
-
-    def __init__(self, table: dict[str, list[_Vector]]) -> None:
-        self._owners: list[str] = []
-        self._postings: dict[int, list[tuple[int, float]]] = {}
-        for owner, vectors in table.items():
-            for vec in vectors:
-                assert isinstance(vec, dict)
-                row = len(self._owners)
-                self._owners.append(owner)
-                for bucket, weight in vec.items():
-                    self._postings.setdefault(bucket, []).append((row, weight))
-        self._empty = dict.fromkeys(table, 0.0)
-
-    def best(self, vec: SparseVector) -> dict[str, float]:
-        acc = [0.0] * len(self._owners)
-        postings = self._postings
-        for bucket, weight in vec.items():
-            for row, w in postings.get(bucket, ()):
-                acc[row] += weight * w
-        out = dict(self._empty)
-        for row, score in enumerate(acc):
-            owner = self._owners[row]
-            if score > out[owner]:
-                out[owner] = score
-        # min(): a text equal to an example as a bag of words scores 1 up to rounding
-        return {owner: min(1.0, score) for owner, score in out.items()}
 
 
 def example_groups(dialogue_map: DialogueMap) -> list[list[str]]:
@@ -204,9 +156,9 @@ class VectorIntentClassifier:
         self._map = dialogue_map
         self._embedder = embedder
         self._entity_bonus = entity_bonus
-        self._intent_vectors: dict[str, list[_Vector]] = {}
-        self._faq_vectors: dict[str, list[_Vector]] = {}
-        self._index: dict[int, _SparseIndex] = {}  # by id() of the table above it indexes
+        self._intent_vectors: dict[str, list[Vector]] = {}
+        self._faq_vectors: dict[str, list[Vector]] = {}
+        self._index: dict[int, SparseIndex] = {}  # by id() of the table above it indexes
         self._asking_intents: frozenset[str] = frozenset(
             iid for iid, i in dialogue_map.intents.items() if any(self._asks(e) for e in i.examples)
         )
@@ -225,16 +177,16 @@ class VectorIntentClassifier:
         """The embedder's name, for the metrics."""
         return self._embedder.name
 
-    async def _embed(self, texts: Sequence[str]) -> list[_Vector]:
+    async def _embed(self, texts: Sequence[str]) -> list[Vector]:
         if isinstance(self._embedder, SparseEmbedder):
             return list(self._embedder.embed_sparse(texts))
-        return [_unit(v) for v in await self._embedder.embed(texts)]
+        return [unit(v) for v in await self._embedder.embed(texts)]
 
     async def setup(self) -> None:
         """Embed every intent example and FAQ question (one batch). Idempotent."""
         if self._ready:
             return
-        owners: list[tuple[dict[str, list[_Vector]], str]] = []
+        owners: list[tuple[dict[str, list[Vector]], str]] = []
         texts: list[str] = []
         for iid, intent in self._map.intents.items():
             for ex in intent.examples:
@@ -251,17 +203,17 @@ class VectorIntentClassifier:
             table.setdefault(owner, []).append(vec)
         for table in (self._intent_vectors, self._faq_vectors):
             if all(isinstance(v, dict) for vs in table.values() for v in vs):
-                self._index[id(table)] = _SparseIndex(table)
+                self._index[id(table)] = SparseIndex(table)
         self._ready = True
 
-    def _best(self, vec: _Vector, table: dict[str, list[_Vector]]) -> dict[str, float]:
+    def _best(self, vec: Vector, table: dict[str, list[Vector]]) -> dict[str, float]:
         index = self._index.get(id(table))
         if index is not None and isinstance(vec, dict):
             return index.best(vec)
         # min(): a text equal to an example as a bag of words scores 1 up to rounding
-        return {owner: min(1.0, max(_dot(vec, v) for v in vs)) for owner, vs in table.items()}
+        return {owner: min(1.0, max(dot(vec, v) for v in vs)) for owner, vs in table.items()}
 
-    def _faq_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
+    def _faq_scores_of(self, text: str, vec: Vector) -> dict[str, float]:
         """Each FAQ entry's score; `TOPIC_PENALTY` off an entry whose questions never speak of
         what the text asks about (`orchestrator.intents.topics`, see the module docstring)."""
         scores = self._best(vec, self._faq_vectors)
@@ -275,7 +227,7 @@ class VectorIntentClassifier:
                     scores[fid] = max(0.0, scores[fid] - TOPIC_PENALTY)
         return scores
 
-    def _intent_scores_of(self, text: str, vec: _Vector) -> dict[str, float]:
+    def _intent_scores_of(self, text: str, vec: Vector) -> dict[str, float]:
         return self._with_bonus(text, self._best(vec, self._intent_vectors))
 
     def _with_bonus(self, text: str, raw: dict[str, float]) -> dict[str, float]:
