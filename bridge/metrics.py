@@ -57,13 +57,14 @@ _CALL_COUNTERS: dict[str, tuple[str, dict[str, str]]] = {
     "ring_out": ("voicebridge_frames", {"direction": "outbound", "kind": "ringback"}),
     "dropped_in": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "before_call"}),
     "stt_dropped": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "stt_buffer"}),
+    "stt_resend_dropped": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "stt_resend"}),
     "dropped_out": ("voicebridge_frames_dropped", {"direction": "outbound", "where": "socket"}),
     "vad_dropped": ("voicebridge_frames_dropped", {"direction": "inbound", "where": "vad_queue"}),
     "underflows": ("voicebridge_outbound_underflows", {}),
 }
 _HELP = {
     "voicebridge_frames": "20 ms audio frames received from and sent to callers",
-    "voicebridge_frames_dropped": "audio frames dropped: inbound before a call took them, by the STT buffer (provider behind) or unjudged by the VAD's batch queue (full), outbound when the socket could not take them",
+    "voicebridge_frames_dropped": "audio frames dropped: inbound before a call took them, by the STT buffer (provider behind), sent to STT on a failed connection and beyond its resend bound, or unjudged by the VAD's batch queue (full), outbound when the socket could not take them",
     "voicebridge_outbound_underflows": "silent frames sent in the middle of bot speech (the answer's audio was late: the caller heard a gap)",
 }
 
@@ -137,7 +138,7 @@ class ServiceMetrics(Collector):
         self._calls_active = calls_active
         self._ari_connected = ari_connected
         self._live: set[TelephonyGateway] = set()
-        self._retired = dict.fromkeys(_CALL_COUNTERS, 0)
+        self._retired: dict[str, float] = dict.fromkeys(_CALL_COUNTERS, 0.0)
         self._gc = _GcPauses()
         # No `*_created` series: process start time is what they would say, for every family.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -243,6 +244,10 @@ class ServiceMetrics(Collector):
             dropped = record.get("stt_frames_dropped")
             if isinstance(dropped, int):
                 self._retired["stt_dropped"] += dropped
+            resend_ms = record.get("stt_resend_dropped_ms")
+            if isinstance(resend_ms, int):
+                # ms, not frames: the resend bound cuts inside a frame; the family counts 20 ms frames.
+                self._retired["stt_resend_dropped"] += resend_ms / 20
             for kind, key in _END_OF_TURN_FINALS.items():
                 count = record.get(key)
                 if isinstance(count, int) and count > 0:

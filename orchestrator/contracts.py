@@ -107,6 +107,19 @@ class AudioOrigin(Protocol):
         ...
 
 
+@runtime_checkable
+class ResendAccounting(Protocol):
+    """A `RecognitionStream` that resends unconfirmed audio after a reconnect and counts what it
+    could not (SpeechKit v3: `orchestrator.adapters.stt.yandex`; exported in the call's final
+    record as `stt_resend_dropped_ms`)."""
+
+    @property
+    def resend_dropped_ms(self) -> int:
+        """Audio ms sent on failed connections that no final covered and no reconnect resent
+        (held beyond the stream's resend bound), over the whole recognition."""
+        ...
+
+
 class STTStreamer(Protocol):
     """Speech recognition for one call: opens its recognition stream."""
 

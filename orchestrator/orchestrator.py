@@ -62,6 +62,7 @@ from orchestrator.contracts import (
     IntentStep,
     LLMManager,
     OutboundAudio,
+    ResendAccounting,
     STTStreamer,
     TTSManager,
 )
@@ -303,6 +304,9 @@ class Orchestrator(CallerSide):
             final_state=self.session_state.current_state_id,
             state_history=list(self.session_state.state_history),
             stt_frames_dropped=self._recognition.frames_dropped if self._recognition is not None else 0,
+            stt_resend_dropped_ms=(
+                self._recognition.resend_dropped_ms if isinstance(self._recognition, ResendAccounting) else 0
+            ),
             stt_results_dropped=self.barge_in.results_dropped,
             finals_held=self.end_of_turn.finals_held,
             finals_joined=self.end_of_turn.finals_joined,

@@ -72,7 +72,10 @@ def test_records_and_events_become_series() -> None:
          "tts_first_chunk_ms": 150.0, "response_ms": 900.0}
     )  # fmt: skip
     m.observe_record({"event": "turn", "route": "greeting", "stt_ms": None, "response_ms": None})
-    m.observe_record({"event": "call_end", "stt_frames_dropped": 7, "finals_held": 2, "finals_joined": 1})
+    m.observe_record(
+        {"event": "call_end", "stt_frames_dropped": 7, "stt_resend_dropped_ms": 250, "finals_held": 2,
+         "finals_joined": 1}
+    )  # fmt: skip
     m.observe_event(CallEvent(CallEventKind.PLAY, 0.0, {"kind": "filler", "key": "filler:x"}))
     m.observe_event(CallEvent(CallEventKind.PLAY, 0.0, {"kind": "answer", "key": "static:x"}))
     m.observe_event(CallEvent(CallEventKind.FILLER_CUT, 0.0, {}))
@@ -91,6 +94,8 @@ def test_records_and_events_become_series() -> None:
     )
     dropped = frozenset({("direction", "inbound"), ("where", "stt_buffer")})
     assert s[("voicebridge_frames_dropped_total", dropped)] == 7
+    not_resent = frozenset({("direction", "inbound"), ("where", "stt_resend")})
+    assert s[("voicebridge_frames_dropped_total", not_resent)] == 12.5  # 250 ms of 20 ms frames
     assert s[("voicebridge_calls_active", frozenset())] == 2
     assert s[("voicebridge_end_of_turn_finals_total", frozenset({("kind", "held")}))] == 2
     assert s[("voicebridge_end_of_turn_finals_total", frozenset({("kind", "joined")}))] == 1

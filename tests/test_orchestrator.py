@@ -953,6 +953,29 @@ def test_a_recognizer_that_falls_behind_drops_the_oldest_frames_counted_in_the_f
     assert run.sink.labels()[-1] == label("static:faq_expensive")
 
 
+class _LossyRecognition(FakeRecognition):
+    """A recognition that says reconnects could not resend 340 ms (`ResendAccounting`)."""
+
+    resend_dropped_ms = 340
+
+
+class _LossySTT(FakeSTT):
+    def open_stream(self) -> FakeRecognition:
+        stream = _LossyRecognition(
+            self, buffer_frames=self.buffer_frames, batch_frames=self.batch_frames, stall=self.stall
+        )
+        self.streams.append(stream)
+        return stream
+
+
+def test_audio_a_reconnect_could_not_resend_is_in_the_final_record() -> None:
+    plain = call([Say(2.0, "это дорого")], hangup_at=6.0)
+    assert plain.records[-1]["stt_resend_dropped_ms"] == 0  # a recognition that never resends
+    lossy = call([Say(2.0, "это дорого")], hangup_at=6.0, stt_class=_LossySTT)
+    final = lossy.records[-1]
+    assert final["event"] == "call_end" and final["stt_resend_dropped_ms"] == 340
+
+
 def test_speech_lost_while_the_recognizer_was_behind_is_not_recognised() -> None:
     # The whole line falls in the audio the full buffer dropped: no result, no turn.
     run = call(
