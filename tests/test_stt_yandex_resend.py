@@ -160,6 +160,25 @@ def _shared(max_buffered_s: float, *, keepalive_s: float = 5.0) -> Shared:
     return Shared(settings, LoopClock(), AudioBuffer(100), emit=lambda _: None, chunk_frames=5)
 
 
+@pytest.mark.parametrize("cap_s", [0.5, 1.999, 2.0, 2.01, 2.02, 2.5, 3.0, 4.0])
+async def test_the_cap_is_max_buffered_s_to_the_ms_at_and_around_it(cap_s: float) -> None:
+    # 2.01 s is 2009.9999... ms as a float: truncating it held 1 ms less than the cap.
+    cap_ms = round(cap_s * 1000)
+    driver = _Driver(_shared(cap_s))
+    await driver.start()
+    pcm = b""
+    for n in range(3):
+        second = numbered(1000, first=50 * n)
+        pcm += second
+        await driver.send(second)
+    held = min(cap_ms, 3000)
+    call = driver.call
+    assert held_pcm(call) == pcm[len(pcm) - held * BYTES_PER_MS :]
+    assert call.unconfirmed_ms == held and call.confirmed_ms == 3000 - held
+    assert call.dropped_ms == 3000 - held
+    await driver.requests.aclose()
+
+
 async def test_a_keepalive_silence_straddling_the_cap_keeps_its_tail() -> None:
     # 50 ms of keepalive silence, then 1 s of audio; a 1.03 s cap falls 20 ms into the silence.
     driver = _Driver(_shared(1.03, keepalive_s=0.05))
