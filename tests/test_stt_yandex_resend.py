@@ -128,3 +128,124 @@ async def test_a_single_request_over_the_cap_keeps_its_tail() -> None:
     again = RecognizeCall(shared, base_ms=call.confirmed_ms, replay=[held])
     assert again.replay_ms == 200 and call.confirmed_ms == 800
     await requests.aclose()
+
+
+class _Driver:
+    """A `RecognizeCall`'s request generator driven by hand (no gRPC): push audio, take requests."""
+
+    def __init__(
+        self, shared: Shared, base_ms: int = 0, replay: list[stt_pb2.StreamingRequest] | None = None
+    ) -> None:
+        self.shared = shared
+        self.call = RecognizeCall(shared, base_ms, replay or [])
+        self.requests = self.call.requests()
+
+    async def start(self) -> None:
+        assert (await anext(self.requests)).WhichOneof("Event") == "session_options"
+
+    async def send(self, pcm: bytes) -> stt_pb2.StreamingRequest:
+        """Queue `pcm` (whole frames) and take the one request it goes out in."""
+        for at in range(0, len(pcm), FRAME_BYTES):
+            self.shared.buffer.push(pcm[at : at + FRAME_BYTES])
+        return await anext(self.requests)
+
+
+def held_pcm(call: RecognizeCall) -> bytes:
+    """The audio a call holds for a resend (its unconfirmed chunks, oldest first)."""
+    return b"".join(r.chunk.data for r in call.unconfirmed_requests())
+
+
+def _shared(max_buffered_s: float, *, keepalive_s: float = 5.0) -> Shared:
+    settings = replace(CAPPED, max_buffered_s=max_buffered_s, keepalive_s=keepalive_s)
+    return Shared(settings, LoopClock(), AudioBuffer(100), emit=lambda _: None, chunk_frames=5)
+
+
+@pytest.mark.parametrize("cap_s", [0.5, 1.999, 2.0, 2.01, 2.02, 2.5, 3.0, 4.0])
+async def test_the_cap_is_max_buffered_s_to_the_ms_at_and_around_it(cap_s: float) -> None:
+    # 2.01 s is 2009.9999... ms as a float: truncating it held 1 ms less than the cap.
+    cap_ms = round(cap_s * 1000)
+    driver = _Driver(_shared(cap_s))
+    await driver.start()
+    pcm = b""
+    for n in range(3):
+        second = numbered(1000, first=50 * n)
+        pcm += second
+        await driver.send(second)
+    held = min(cap_ms, 3000)
+    call = driver.call
+    assert held_pcm(call) == pcm[len(pcm) - held * BYTES_PER_MS :]
+    assert call.unconfirmed_ms == held and call.confirmed_ms == 3000 - held
+    assert call.dropped_ms == 3000 - held
+    await driver.requests.aclose()
+
+
+async def test_a_keepalive_silence_straddling_the_cap_keeps_its_tail() -> None:
+    # 50 ms of keepalive silence, then 1 s of audio; a 1.03 s cap falls 20 ms into the silence.
+    driver = _Driver(_shared(1.03, keepalive_s=0.05))
+    await driver.start()
+    idle = await anext(driver.requests)  # nothing queued for keepalive_s
+    assert idle.silence_chunk.duration_ms == 50
+    pcm = numbered(1000)
+    await driver.send(pcm)
+    call = driver.call
+    silence_tail, audio = call.unconfirmed_requests()
+    assert silence_tail.silence_chunk.duration_ms == 30 and audio.chunk.data == pcm
+    assert call.unconfirmed_ms == 1030 and call.confirmed_ms == 20 and call.dropped_ms == 20
+    # The next call resends the 30 ms of silence and the second, at their positions.
+    again = RecognizeCall(driver.shared, base_ms=call.confirmed_ms, replay=call.unconfirmed_requests())
+    assert again.replay_ms == 1030 and again.dropped_ms == 0
+    await driver.requests.aclose()
+
+
+async def test_a_replay_trimmed_again_counts_only_what_the_second_call_dropped() -> None:
+    # Call 1 drops 1750 ms (3 s sent, 1.25 s held). Call 2 resends the 1.25 s, sends 1 s more and
+    # so trims 1 s of the resend; a final up to 500 ms covers half of that: 500 ms more lost,
+    # never call 1's 1750 again. A call that dies before resending anything drops nothing.
+    shared = _shared(CAP_MS / 1000)
+    first = _Driver(shared)
+    await first.start()
+    pcm = b"".join([numbered(1000, first=50 * n) for n in range(3)])
+    for n in range(3):
+        await first.send(pcm[n * 16000 : (n + 1) * 16000])
+    assert first.call.dropped_ms == 1750
+    replay = first.call.unconfirmed_requests()
+    await first.requests.aclose()
+
+    dead = RecognizeCall(shared, base_ms=first.call.confirmed_ms, replay=replay)
+    dead.abandon()  # e.g. the channel was not ready: its generator never ran
+    assert dead.dropped_ms == 0 and dead.unconfirmed_requests() == replay
+
+    second = _Driver(shared, base_ms=first.call.confirmed_ms, replay=replay)
+    await second.start()
+    assert [len((await anext(second.requests)).chunk.data) // BYTES_PER_MS for _ in replay] == [250, 1000]
+    more = numbered(1000, first=150)
+    await second.send(more)
+    call = second.call
+    assert call.dropped_ms == 1000 and held_pcm(call) == pcm[-250 * BYTES_PER_MS :] + more
+    call.handle(_finalized_upto(500))
+    assert call.dropped_ms == 500 and call.unconfirmed_ms == CAP_MS
+    # A final past the trimmed audio, before the failure: nothing is lost after all.
+    call.handle(_finalized_upto(1100))
+    assert call.dropped_ms == 0 and call.unconfirmed_ms == 1150
+    call.handle(stt_pb2.StreamingResponse())  # no cursor (0): what finals covered stays covered
+    assert call.dropped_ms == 0
+    await second.requests.aclose()
+
+
+async def test_a_renewal_with_trimmed_audio_counts_nothing(
+    speechkit_standin: SpeechKitStandin, speechkit_grpc_channel: grpc.aio.Channel
+) -> None:
+    # A renewed call half-closes cleanly: the service has all its audio, nothing is resent, so
+    # what the cap trimmed (0.75 s of its 2 s) is not lost.
+    srv = speechkit_standin
+    settings = replace(CAPPED, renew_after_bytes=2000 * BYTES_PER_MS, renew_grace_s=0.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    for n in range(3):
+        feed(stt, silence(1000))
+        await srv.wait_for(lambda n=n: stt.audio_bytes_sent == (n + 1) * 1000 * BYTES_PER_MS, 3.0)
+    stt.end_input()
+    assert await rest(stt) == []
+    assert stt.streams_opened == 2 and stt.reconnects == 0
+    assert [s.ended for s in srv.stt_sessions] == ["eof", "eof"]
+    assert stt.resend_dropped_ms == 0
+    await stt.aclose()

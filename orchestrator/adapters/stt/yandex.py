@@ -44,7 +44,13 @@ import grpc
 from yandex.cloud.ai.stt.v3 import stt_pb2, stt_service_pb2_grpc
 
 from orchestrator.adapters.speechkit import YandexSettings
-from orchestrator.adapters.stt.yandex_call import BYTES_PER_MS, RecognizeCall, Shared, streaming_options
+from orchestrator.adapters.stt.yandex_call import (
+    BYTES_PER_MS,
+    RecognizeCall,
+    Shared,
+    max_buffered_ms,
+    streaming_options,
+)
 from orchestrator.adapters.stt.yandex_results import PROVIDER, read_call, reader_crash
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer
 from orchestrator.contracts import Clock, SttEvent
@@ -123,7 +129,7 @@ class YandexRecognitionStream:
         self._call_id = call_id
         self._stub = stt_service_pb2_grpc.RecognizerStub(channel)
         self._metadata = metadata
-        self._buffer = AudioBuffer(max(1, int(settings.max_buffered_s * 1000) // FRAME_MS))
+        self._buffer = AudioBuffer(max(1, max_buffered_ms(settings) // FRAME_MS))
         self._shared = Shared(
             settings=settings,
             clock=clock,
@@ -323,7 +329,7 @@ class YandexRecognitionStream:
             " (%d ms) and are not resent (counted in resend_dropped_ms; later ones at debug)",
             self._call_id,
             dropped,
-            int(self._shared.settings.max_buffered_s * 1000),
+            max_buffered_ms(self._shared.settings),
         )
 
 

@@ -46,7 +46,7 @@ from orchestrator.adapters.stt.yandex_results import CallResults
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer, rms
 from orchestrator.contracts import Clock, SttEvent
 
-__all__ = ["BYTES_PER_MS", "MAX_BATCH_MS", "RecognizeCall", "Shared", "streaming_options"]
+__all__ = ["BYTES_PER_MS", "MAX_BATCH_MS", "RecognizeCall", "Shared", "max_buffered_ms", "streaming_options"]
 
 BYTES_PER_MS = FRAME_BYTES // FRAME_MS  # 8000 Hz x 2 B / 1000 = 16
 
@@ -59,6 +59,12 @@ BYTES_PER_MS = FRAME_BYTES // FRAME_MS  # 8000 Hz x 2 B / 1000 = 16
 # include/grpc/impl/grpc_types.h); SpeechKit documents no per-message limit, only per stream
 # (5 min, 10 MB: yandex.cloud/en/docs/speechkit/concepts/limits), which renewal keeps to.
 MAX_BATCH_MS = 1000
+
+
+def max_buffered_ms(settings: YandexSettings) -> int:
+    """`max_buffered_s` in whole ms, rounded: truncating the float product (2.01 s is
+    2009.999... ms) would cap one ms short."""
+    return round(settings.max_buffered_s * 1000)
 
 
 def streaming_options(settings: YandexSettings) -> stt_pb2.StreamingOptions:
@@ -307,7 +313,7 @@ class RecognizeCall(CallResults):
         ms = _request_ms(req)
         self.unconfirmed.append(_Sent(end_ms, ms, req))
         self._unconfirmed_ms += ms
-        cap = int(self.shared.settings.max_buffered_s * 1000)
+        cap = max_buffered_ms(self.shared.settings)
         if self._unconfirmed_ms > cap:
             self._forget_before(end_ms - cap)
 
