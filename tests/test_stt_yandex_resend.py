@@ -105,8 +105,35 @@ async def test_a_failure_after_more_than_max_buffered_s_resends_exactly_that_and
     assert third.chunk_ms == [250, 1000] and third.ended == "eof"  # the resend, then the half-close
     assert stt.reconnects == 2
     assert stt.resend_dropped_ms == (3000 - CAP_MS) + (CAP_MS + 2000 - CAP_MS)
-    incomplete = [r for r in caplog.records if "resend incomplete" in r.getMessage()]
+    incomplete = [r for r in caplog.records if "not heard" in r.getMessage()]
     assert [r.levelno for r in incomplete] == [logging.WARNING, logging.DEBUG]  # once per call
+    await stt.aclose()
+
+
+async def test_a_renewed_stream_that_fails_while_draining_counts_what_it_sent_unheard(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Renewal after 2 s (32,000 bytes); the first stream hears only 1 s of it, then fails while
+    # draining. The next stream is already past that audio (resending would reorder it), so the
+    # 2 s that no final covers (silence: no final; an utterance the failed session had not
+    # finalized is gone with it) are lost: counted, and warned about, not silent.
+    srv = speechkit_standin
+    settings = replace(CAPPED, renew_after_bytes=32000, renew_grace_s=0.0)
+    srv.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=1000, unheard_ms=None)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.stt.yandex"):
+        for n in range(3):
+            feed(stt, silence(1000))
+            await srv.wait_for(lambda n=n: stt.audio_bytes_sent == (n + 1) * 16000, 3.0)
+        stt.end_input()
+        assert await rest(stt) == []
+    first, second = srv.stt_sessions
+    assert (first.ended, first.audio_ms, second.ended) == ("fault", 1000, "eof")
+    assert stt.reconnects == 0  # a renewal, not a reconnect
+    assert stt.resend_dropped_ms == 2000  # what it held (1,250 ms) and what the cap trimmed
+    assert [r.levelno for r in caplog.records if "failed while draining" in r.getMessage()] == [logging.WARNING]
     await stt.aclose()
 
 
