@@ -133,7 +133,9 @@ async def test_a_renewed_stream_that_fails_while_draining_counts_what_it_sent_un
     assert (first.ended, first.audio_ms, second.ended) == ("fault", 1000, "eof")
     assert stt.reconnects == 0  # a renewal, not a reconnect
     assert stt.resend_dropped_ms == 2000  # what it held (1,250 ms) and what the cap trimmed
-    assert [r.levelno for r in caplog.records if "failed while draining" in r.getMessage()] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if "failed while draining" in r.getMessage()] == [
+        logging.WARNING
+    ]
     await stt.aclose()
 
 
