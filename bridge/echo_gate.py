@@ -160,6 +160,12 @@ class EchoGate(EchoPathSearch):
 
     def sent_silence(self) -> None:
         """A silent frame went out."""
+        if self._zero_run >= self._ref_len and not self.bot_audible:
+            # Both rings hold only silence (the level gate's: `bot_audible` is False): another
+            # silent frame changes nothing they hold, only where the next frame goes, which
+            # nothing reads relative to anything but the newest frame. Most of a call's ticks.
+            self._out_n += _FRAME
+            return
         self.bot_audible = self._level.sent(0)
         if self._cancel:
             if self._zero_run >= self._ref_len:
@@ -239,7 +245,10 @@ class EchoGate(EchoPathSearch):
         # The echo the subtraction leaves: the reference's level times the gain, less the ERLE
         # measured on the search window (not the running one: the caller talking lowers that).
         self._expected_residual = math.sqrt(e_ref / _FRAME) * g * self._residual
-        np.clip(res, -32768.0, 32767.0, out=res)
+        # Clipped to s16 for the cast. Two ufuncs, the same values as np.clip (no NaN here), whose
+        # Python-level wrapper cost more than both of them together (3.2 vs 2.0 us here).
+        np.maximum(res, -32768.0, out=res)
+        np.minimum(res, 32767.0, out=res)
         self._res16[:] = res
         return self._res_bytes
 
