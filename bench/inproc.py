@@ -188,7 +188,7 @@ async def _drive(
     return out
 
 
-def run_inproc(calls: int, frames: int, echo_db: float | None, verify: bool) -> dict[str, Any]:
+def run_inproc(calls: int, frames: int, echo_db: float | None, *, verify: bool) -> dict[str, Any]:
     """One run (espeak-ng clips made first); the figures as a dict."""
     with tempfile.TemporaryDirectory(prefix="vb-inproc-") as tmp:
         bot = read_wav_8k(str(make_speech_wav(Path(tmp) / "bot.wav", BOT_PHRASE)))
@@ -204,7 +204,7 @@ def main() -> None:
     p.add_argument("--echo-db", type=float, default=None, help="echo gain, dB (none: no echo)")
     p.add_argument("--verify", action="store_true", help="step clock, and the hash of what was decided")
     a = p.parse_args()
-    print(json.dumps(run_inproc(a.calls, a.frames, a.echo_db, a.verify)), flush=True)
+    print(json.dumps(run_inproc(a.calls, a.frames, a.echo_db, verify=a.verify)), flush=True)
 
 
 if __name__ == "__main__":
