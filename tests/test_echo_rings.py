@@ -9,6 +9,7 @@ subtraction the wrong samples. Random streams: bursts, all-zero frames, long sil
 from __future__ import annotations
 
 import audioop
+import math
 
 import numpy as np
 import pytest
@@ -245,3 +246,23 @@ def test_a_residual_past_full_scale_is_clipped_to_s16() -> None:
         np.testing.assert_array_equal(np.frombuffer(res, dtype=np.int16), expected)
         clipped += 1
     assert clipped == 20
+
+
+def test_gain_bound_is_exact_on_the_longest_window_at_full_scale() -> None:
+    # The running sum is int64: the longest `y` the settings allow (search_ms 4000 + max_delay_ms
+    # 1000: 40,000 samples) at full scale sums to about 4.3e13, far inside it. Against the
+    # stretches summed as Python ints (no bound at all). Caught: the squares in int16, the running
+    # sum in int32 (it wraps past two full-scale samples) or in float32 (inexact past 2**24).
+    rng = np.random.default_rng(11)
+    w, d = 4000 * 8, 1000 * 8
+    y = rng.integers(-32768, 32768, w + d).astype(np.float64)
+    y[: w // 2] = -32768.0  # the loudest stretches sum to 32,000 x 2**30
+    x = np.round(y[d // 2 : d // 2 + w] * 0.25)
+    squares = [int(v) * int(v) for v in y]
+    total = sum(squares[:w])
+    least = total
+    for j in range(w, len(squares)):
+        total += squares[j] - squares[j - w]
+        least = min(least, total)
+    assert least > 2**53 // 1024  # well past float32's and int32's exact range
+    assert gain_bound(x, y) == math.sqrt(float(np.dot(x, x)) / least)
