@@ -154,7 +154,7 @@ class LevelGate:
             self._active += 1
             best, best_score = -1, 0.0
             for lag in range(n):
-                ref = ring[(newest - lag) % n]
+                ref = ring[newest - lag]  # from -n up: a negative index wraps as `% n` would
                 c = corr[lag] = corr[lag] * _DECAY + level * ref
                 e = energy[lag] = energy[lag] * _DECAY + ref * ref
                 if c > 0.0 and e > 0.0:

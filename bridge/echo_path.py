@@ -90,7 +90,8 @@ def gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
     """The most the echo path's gain can be, whatever its delay: the inbound window `x` holds the
     echo of `y[m : m + len(x)]` for some m in 0..len(y) - len(x) (plus noise and the caller), so
     its energy bounds the echo's, against the quietest such stretch of `y`. inf when `y` has a
-    stretch with no audio or `x` is near silence (no information).
+    stretch with no audio or `x` is near silence (no information). Both are s16 samples as
+    float64; `y`'s must be whole numbers (they are summed as integers).
 
     Wrong (too low) only if the echo's delay is beyond `y` (longer than `max_delay_ms`) or the
     streams' sample counts slipped (lost frames), as the search itself.
@@ -99,8 +100,10 @@ def gain_bound(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
     ex = float(np.dot(x, x))
     if ex < _QUIET_RMS * _QUIET_RMS * w:
         return math.inf
-    # Every stretch's energy from one running sum (exact: sums of s16 squares stay below 2**53).
-    c = np.cumsum(y * y)
+    # Every stretch's energy from one running sum, in int64: exact (the float64 sum was too: sums
+    # of s16 squares stay below 2**53) and about 5x faster (no float add's latency chain).
+    yi = y.astype(np.int64)
+    c = np.cumsum(yi * yi)
     stretch = c[w - 1 :].copy()  # stretch j ends at sample j + w - 1
     stretch[1:] -= c[: len(c) - w]
     quietest = float(stretch.min())

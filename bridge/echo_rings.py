@@ -2,8 +2,10 @@
 
 `EchoRings` is the base of `bridge.echo_gate.EchoGate` (through `bridge.echo_search`): the rings
 are its own slots, so the per-frame writes in `EchoGate.sent()` / `cancel()` read them with no
-extra object in between. Both rings are bytearrays written by slice assignment (no numpy call per
-frame) and read through int16 views, as float64 by the search (`_windows`, `_window`).
+extra object in between. Both rings are bytearrays written by slice assignment through a
+memoryview (no numpy call per frame; a bytearray's own slice assignment copies a `bytes` value
+into a temporary bytearray first) and read through int16 views, as float64 by the search
+(`_windows`, `_window`).
 Streams are aligned by sample count: inbound sample i is the echo of sent sample i + offset.
 """
 
@@ -43,12 +45,14 @@ class EchoRings:
         # int16 view `_ref`; each sample once (a frame's reference straddles the ring's end in
         # about 3 % of frames: those are read in two parts).
         ref_len = self._ref_len = w + max_delay_ms * PER_MS + 4 * FRAME
-        self._ref_b = bytearray(ref_len * 2)
-        self._ref: I16 = np.frombuffer(self._ref_b, dtype=np.int16)
+        ref_b = bytearray(ref_len * 2)
+        self._ref_b = memoryview(ref_b)  # written per frame (same-length slices only)
+        self._ref: I16 = np.frombuffer(ref_b, dtype=np.int16)
         # The inbound line: the last `search_ms`, once (frames never straddle its end: it is a
         # whole number of frames; the rare window read joins the two parts).
-        self._in_b = bytearray(w * 2)
-        self._in: I16 = np.frombuffer(self._in_b, dtype=np.int16)
+        in_b = bytearray(w * 2)
+        self._in_b = memoryview(in_b)
+        self._in: I16 = np.frombuffer(in_b, dtype=np.int16)
         self._zero_run = ref_len  # silent samples sent in a row (>= ref_len: the ring is all zeros)
         self._out_n = 0  # samples sent so far
         self._in_n = 0  # samples received so far

@@ -205,8 +205,9 @@ class SileroClassifier:
         self._win_np = model.window  # the model's input window, written in place
         n = len(self._win_np)  # 256 at 8 kHz
         # Frames wait as s16 bytes (a slice copy per frame, no numpy call); a completed window is
-        # converted once. Room for a window and a frame (30 ms at most).
-        self._pcm = bytearray(2 * (n + 240))
+        # converted once. Room for a window and a frame (30 ms at most). Written through a
+        # memoryview: a bytearray's slice assignment copies a `bytes` frame into a temporary first.
+        self._pcm = memoryview(bytearray(2 * (n + 240)))
         self._pcm16 = np.frombuffer(self._pcm, dtype=np.int16)
         self._fill = 0  # bytes held in `_pcm`
         self._prob = 0.0

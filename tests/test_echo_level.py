@@ -80,7 +80,7 @@ def test_a_measured_bound_replaces_the_worst_case_before_the_delay_settles() -> 
 
 def test_gain_bound_of_a_scaled_copy_and_of_windows_that_say_nothing() -> None:
     rng = np.random.default_rng(5)
-    y = rng.standard_normal(4800) * 3000
+    y = np.round(rng.standard_normal(4800) * 3000)  # s16 values, as the rings hold
     x = 0.1 * y[1000:3400]  # the echo of y at lag 1000, 20 dB down, nothing else
     assert 0.1 <= gain_bound(x, y) <= 0.2  # a bound: at least the true gain
     assert gain_bound(np.zeros(2400), y) == math.inf  # a muted line: no information

@@ -9,6 +9,7 @@ subtraction the wrong samples. Random streams: bursts, all-zero frames, long sil
 from __future__ import annotations
 
 import audioop
+import math
 
 import numpy as np
 import pytest
@@ -179,3 +180,89 @@ def test_gain_bound_takes_the_quietest_stretch_of_every_start(seed: int) -> None
         stretches = [float(np.dot(z[j : j + w], z[j : j + w])) for j in range(len(z) - w + 1)]
         assert min(stretches) > ACTIVE_ENERGY * (w // 160)  # not the "no information" case
         assert gain_bound(x, z) == np.sqrt(float(np.dot(x, x)) / min(stretches))
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_silent_frame_into_silent_rings_is_skipped_without_a_trace(cancel: bool, seed: int) -> None:
+    # `sent_silence` skips the rings once both hold only silence; against a gate told of the same
+    # silence as audio frames of zeros (never skipped), every residual and verdict is the same.
+    # Caught: a skip that does not count the frame's samples (the path's delay shifts), and one
+    # taken while the level gate still holds the bot (with cancel off, 17 frames < 49).
+    rng = np.random.default_rng(seed)
+    settings = EchoSettings(cancel=cancel)
+    skipping, plain = EchoGate(settings), EchoGate(settings)
+    history = np.zeros(800, dtype=np.int16)  # the bot's recent samples, for a 60 ms echo
+    for _ in range(40):
+        speaking = rng.integers(2) == 0
+        for _ in range(rng.integers(5, 70)):
+            if speaking:
+                frame = (rng.standard_normal(_FRAME) * 3000).astype(np.int16)
+                skipping.sent(frame.tobytes())
+                plain.sent(frame.tobytes())
+            else:
+                frame = np.zeros(_FRAME, dtype=np.int16)
+                skipping.sent_silence()
+                plain.sent(frame.tobytes())
+            history = np.concatenate((history[_FRAME:], frame))
+            noise = rng.standard_normal(_FRAME) * 20
+            echo = (history[:_FRAME].astype(np.float64) * 0.2 + noise).astype(np.int16)
+            a, b = skipping.cancel(echo.tobytes()), plain.cancel(echo.tobytes())
+            assert bytes(a) == bytes(b)
+            level = audioop.rms(a, 2)
+            assert skipping.bot_audible is plain.bot_audible
+            assert skipping.is_echo(level) is plain.is_echo(level)
+            assert skipping.may_be_echo(level) is plain.may_be_echo(level)
+    assert skipping.delay_samples == plain.delay_samples
+    assert not cancel or skipping.delay_samples is not None  # the path was found and used
+
+
+def test_a_residual_past_full_scale_is_clipped_to_s16() -> None:
+    # The residual is the frame less the scaled reference in float32, clipped to s16 before the
+    # cast (a float past the range wraps). A full-scale caller against the echo pushes it past
+    # 32767 and below -32768. Caught: a bound off by a little (32000), either bound left out.
+    delay, gain = 437, 0.25
+    bot = _bot(120, 6)
+    echo = np.zeros(len(bot))
+    echo[delay:] = bot[: len(bot) - delay] * gain
+    back = np.round(echo)
+    gate = EchoGate(EchoSettings())
+    clipped = 0
+    for i in range(len(bot) // _FRAME):
+        gate.sent(bot[i * _FRAME : (i + 1) * _FRAME].tobytes())
+        frame = back[i * _FRAME : (i + 1) * _FRAME]
+        if i >= 100:  # the path is known: a caller at full scale against the echo's sign
+            frame = frame - np.sign(frame) * 40000.0
+        inbound = np.clip(frame, -32768, 32767).astype(np.int16)
+        raw = inbound.tobytes()
+        res = gate.cancel(raw)
+        if i < 100:
+            continue
+        assert res is not raw and gate.delay_samples == delay  # a residual
+        ref = bot[i * _FRAME - delay : (i + 1) * _FRAME - delay].astype(np.float32)
+        exact = inbound.astype(np.float32) - ref * np.float32(gate.path_gain)
+        assert exact.max() > 32800 and exact.min() < -32800  # past full scale both ways
+        expected = np.minimum(np.maximum(exact, -32768.0), 32767.0).astype(np.int16)
+        np.testing.assert_array_equal(np.frombuffer(res, dtype=np.int16), expected)
+        clipped += 1
+    assert clipped == 20
+
+
+def test_gain_bound_is_exact_on_the_longest_window_at_full_scale() -> None:
+    # The running sum is int64: the longest `y` the settings allow (search_ms 4000 + max_delay_ms
+    # 1000: 40,000 samples) at full scale sums to about 4.3e13, far inside it. Against the
+    # stretches summed as Python ints (no bound at all). Caught: the squares in int16, the running
+    # sum in int32 (it wraps past two full-scale samples) or in float32 (inexact past 2**24).
+    rng = np.random.default_rng(11)
+    w, d = 4000 * 8, 1000 * 8
+    y = rng.integers(-32768, 32768, w + d).astype(np.float64)
+    y[: w // 2] = -32768.0  # the loudest stretches sum to 32,000 x 2**30
+    x = np.round(y[d // 2 : d // 2 + w] * 0.25)
+    squares = [int(v) * int(v) for v in y]
+    total = sum(squares[:w])
+    least = total
+    for j in range(w, len(squares)):
+        total += squares[j] - squares[j - w]
+        least = min(least, total)
+    assert least > 2**53 // 1024  # well past float32's and int32's exact range
+    assert gain_bound(x, y) == math.sqrt(float(np.dot(x, x)) / least)
