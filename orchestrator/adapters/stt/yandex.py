@@ -36,6 +36,7 @@ contract). Shape of one call's recognition:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -271,6 +272,7 @@ class YandexRecognitionStream:
                     failures = 0
                     draining.add(reader)
                     reader.add_done_callback(draining.discard)
+                    reader.add_done_callback(functools.partial(self._drained, call))
                     continue
                 # Bounded by the reader's own deadlines (connect, stream cap, drain).
                 await asyncio.wait({reader})
@@ -301,7 +303,7 @@ class YandexRecognitionStream:
                 # Whatever no final covers may never have been heard: the next call resends it.
                 base_ms += call.confirmed_ms
                 replay = call.unconfirmed_requests()
-                self._count_dropped(call)
+                self._count_dropped(call.dropped_ms, "are beyond max_buffered_s and are not resent")
                 delay = min(s.reconnect_backoff_max_s, s.reconnect_backoff_s * 2 ** (failures - 1))
                 log.warning(
                     "call %s: STT stream failed (%s); reconnecting in %.2fs (resending %d ms)",
@@ -315,23 +317,33 @@ class YandexRecognitionStream:
             # Giving up: calls still draining have nothing more to say (nothing follows the error).
             await cancel_and_wait(*draining)
 
-    def _count_dropped(self, call: RecognizeCall) -> None:
-        """Count what a failed call's resend leaves out; warn the first time in a recognition
-        (an outage with a long utterance would repeat it every reconnect: the counter has the sum)."""
-        dropped = call.dropped_ms
-        if not dropped:
+    def _drained(self, call: RecognizeCall, reader: asyncio.Task[STTError | None]) -> None:
+        """A renewed call finished draining. If it failed, what it sent that no final covers may
+        never have been heard, and the next call is past it (resending would reorder the audio):
+        counted as lost with the resend losses."""
+        if reader.cancelled():
+            return  # the recognition itself is ending
+        failed = reader.exception() is not None or reader.result() is not None
+        if failed and (lost := call.dropped_ms + call.unconfirmed_ms):
+            self._count_dropped(lost, "were sent on a renewed stream that failed while draining")
+
+    def _count_dropped(self, ms: int, why: str) -> None:
+        """Count audio sent that no final covers and no call will resend; warn the first time in
+        a recognition (an outage with a long utterance would repeat it every reconnect: the
+        counter has the sum)."""
+        if not ms:
             return
         first = self._shared.resend_dropped_ms == 0
-        self._shared.resend_dropped_ms += dropped
+        self._shared.resend_dropped_ms += ms
         log.log(
             logging.WARNING if first else logging.DEBUG,
-            "call %s: STT resend incomplete: %d ms that no final covered are beyond max_buffered_s"
-            " (%d ms) and are not resent (counted in resend_dropped_ms; later ones at debug)",
+            "call %s: STT audio not heard: %d ms that no final covered %s (max_buffered_s %d ms;"
+            " counted in resend_dropped_ms; later ones at debug)",
             self._call_id,
-            dropped,
+            ms,
+            why,
             max_buffered_ms(self._shared.settings),
         )
-
 
 async def probe_recognizer(
     channel: grpc.aio.Channel, settings: YandexSettings, metadata: tuple[tuple[str, str], ...] = ()
