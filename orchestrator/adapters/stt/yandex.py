@@ -345,6 +345,7 @@ class YandexRecognitionStream:
             max_buffered_ms(self._shared.settings),
         )
 
+
 async def probe_recognizer(
     channel: grpc.aio.Channel, settings: YandexSettings, metadata: tuple[tuple[str, str], ...] = ()
 ) -> None:
