@@ -218,3 +218,32 @@ def test_whole_frames_before_the_receiver_are_buffered_up_to_the_limit() -> None
     events, dropped, _ = _deliver(reads, attach_after=len(reads), pending_limit=5)
     assert dropped == 8  # 13 messages kept in 5 places: the oldest go
     assert events == [("audio", 8000, _frame(i)) for i in range(8, 12)] + [("dtmf", "1")]
+
+
+class _HangsUpOnKey(_Receiver):
+    """Hangs the leg up when a key is pressed (a transfer key, a hang-up key), as a call may."""
+
+    conn: AudioSocketConnection | None = None
+
+    def on_dtmf(self, digit: str) -> None:
+        super().on_dtmf(digit)
+        assert self.conn is not None
+        self.conn.hangup()
+
+
+def test_a_digit_that_ends_the_leg_stops_the_rest_of_its_read() -> None:
+    # The digit's callback ends the leg; the audio after it in the same read must not reach the
+    # receiver after its on_hangup (found by review, 2026-12-03: it did).
+    async def run() -> list[Event]:
+        server = AudioSocketServer(AudioSocketSettings(max_inbound_bytes_per_s=10**9), pacer=Pacer())
+        fut = server.expect(_UUID)
+        proto = ServerProtocol(server, "192.0.2.1")
+        proto.connection_made(_Transport())
+        proto.data_received(_HELLO)
+        receiver = _HangsUpOnKey()
+        receiver.conn = conn = fut.result()
+        conn.set_receiver(receiver)
+        proto.data_received(encode_audio(_frame(1)) + encode_dtmf("0") + encode_audio(_frame(2)))
+        return receiver.events
+
+    assert asyncio.run(run()) == [("audio", 8000, _frame(1)), ("dtmf", "0"), ("hangup",)]

@@ -161,6 +161,8 @@ class AudioSocketConnection:
                     return  # that audio ended the leg: nothing more of this batch is delivered
             elif type(msg) is Audio or type(msg) is Dtmf:
                 self._dispatch(msg)
+                if self._receiver is not receiver:
+                    return  # that digit ended the leg (a transfer, a hang-up key): as above
             elif type(msg) is Unknown:
                 # Framed by its length, so skipping it is safe (Asterisk adds kinds now and then).
                 self.unknown_skipped += 1
