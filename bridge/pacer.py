@@ -105,6 +105,7 @@ class Pacer:
     def _on_tick(self) -> None:
         loop = self._loop
         assert loop is not None
+        handle = self._handle  # this tick's; a member may stop (or restart) the pacer below
         now = loop.time()
         # Frames whose deadline has passed; the epsilon keeps a tick that runs exactly on its
         # deadline from flooring to the previous frame through float rounding.
@@ -131,4 +132,5 @@ class Pacer:
                     # One broken call must not silence the others.
                     log.exception("playout tick failed; member removed")
                     self.remove(member)
-        self._handle = loop.call_at(self._t0 + (self._n + 1) * self._frame_s, self._on_tick)
+        if self._handle is handle:  # else stopped during the tick (or restarted: its own handle)
+            self._handle = loop.call_at(self._t0 + (self._n + 1) * self._frame_s, self._on_tick)

@@ -134,3 +134,48 @@ def test_remove_inside_a_tick_and_restart() -> None:
     a, b = run_virtual(main)
     assert len(a.times) == 7
     assert len(b.times) <= 1  # at most the tick in which it was removed
+
+
+class StopsThePacer(Counter):
+    """Stops the pacer from inside its tick (as a shutdown path run by a member might)."""
+
+    def __init__(self, pacer: Pacer, *, restart: bool = False) -> None:
+        super().__init__()
+        self.pacer = pacer
+        self.restart = restart
+
+    def tick(self) -> None:
+        super().tick()
+        if len(self.times) == 3:
+            self.pacer.stop()
+            if self.restart:
+                self.pacer.start()
+
+
+def test_stop_inside_a_tick_stops_it() -> None:
+    # The tick used to re-arm itself after its members ran, undoing a stop() made by one of them.
+    async def main() -> tuple[Pacer, StopsThePacer]:
+        pacer = Pacer()
+        member = StopsThePacer(pacer)
+        pacer.add(member)
+        pacer.start()
+        await asyncio.sleep(0.2)
+        return pacer, member
+
+    pacer, member = run_virtual(main)
+    assert len(member.times) == 3 and not pacer.running
+
+
+def test_stop_and_start_inside_a_tick_keeps_one_tick_going() -> None:
+    async def main() -> tuple[Pacer, StopsThePacer]:
+        pacer = Pacer()
+        member = StopsThePacer(pacer, restart=True)
+        pacer.add(member)
+        pacer.start()
+        await asyncio.sleep(0.2001)
+        pacer.stop()
+        return pacer, member
+
+    pacer, member = run_virtual(main)
+    # Restarted at 0.06 (its third tick): one tick every 20 ms from there, not two.
+    assert member.times == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16, 0.18, 0.20])
