@@ -32,15 +32,14 @@ arrived, and returns a `VadEvent` when the caller starts or stops speaking.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bridge.echo_gate import EchoGate
 from bridge.vad_batch import running_batch
 from bridge.vad_defer import DeferredFrames
 from bridge.vad_engines import SpeechClassifier, classifier
+from bridge.vad_events import VadEvent, VadEventKind
 from bridge.vad_settings import VadSettings
 from bridge.vad_silero import SileroClassifier
 from orchestrator.audio import SAMPLE_RATE, SAMPLE_WIDTH, audioop_rms
@@ -56,29 +55,6 @@ _TRUSTED_MS = 60
 # frames) and toward a louder one (slow: about 0.4 s), per frame between runs.
 _FLOOR_DOWN = 0.5
 _FLOOR_UP = 0.05
-
-
-class VadEventKind(enum.Enum):
-    """What changed."""
-
-    SPEECH_ONSET = "speech_onset"  # a starting run reached pause_after_ms: maybe speech
-    SPEECH_REJECTED = "speech_rejected"  # that run was not speech after all
-    SPEECH_START = "speech_start"
-    SPEECH_END = "speech_end"
-
-
-@dataclass(frozen=True, slots=True)
-class VadEvent:
-    """A change of speaking state.
-
-    `at` is the arrival time of the first voiced frame of the run (onset, rejected, start), or of
-    the last voiced frame before the hangover ran out (end). `detected_at` is when the event was
-    emitted.
-    """
-
-    kind: VadEventKind
-    at: float
-    detected_at: float
 
 
 class VoiceActivityDetector:
