@@ -23,7 +23,8 @@ contract). Shape of one call's recognition:
   across them: what the failed call sent that no final covers (requests in flight when it died,
   an utterance the service had not finalized) is resent first by the next call, whose result
   times continue from there; at most the newest `max_buffered_s` of it, the rest is counted in
-  `resend_dropped_ms`. That holds after the input ended too (the failure raced the end
+  `resend_dropped_ms` (so is all of it when a renewed call fails while draining: the next call
+  is already past that audio, and resending it would reorder the caller's words). That holds after the input ended too (the failure raced the end
   of input): the next call resends and half-closes again; the end of input is the buffer's
   state, not something the failed call used up. An `STTError` goes in-band only when the
   streamer gives up: a non-retryable failure, `reconnect_attempts` failures in a row without
@@ -214,8 +215,9 @@ class YandexRecognitionStream:
 
     @property
     def resend_dropped_ms(self) -> int:
-        """Audio ms no reconnect could resend over all calls: what a failed call had sent without
-        a final covering it beyond the newest `max_buffered_s` (the rest is resent)."""
+        """Audio ms sent that no final covered and no call resent, over all calls: beyond the
+        newest `max_buffered_s` of a failed call (the rest is resent), and all of a renewed
+        call that failed while draining."""
         return self._shared.resend_dropped_ms
 
     @property

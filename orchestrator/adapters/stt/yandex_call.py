@@ -108,8 +108,9 @@ class Shared:
     call_id: str = ""  # the call this recognition serves, for log lines
     audio_bytes_sent: int = 0  # resent (replayed) audio counts again
     silence_ms_sent: int = 0
-    # Audio (and keepalive silence) ms that failed calls sent, no final covered and the next call
-    # could not resend: trimmed at `max_buffered_s` (`RecognizeCall.dropped_ms`, summed).
+    # Audio (and keepalive silence) ms that failed calls sent, no final covered and no call
+    # resends: trimmed at `max_buffered_s` (`RecognizeCall.dropped_ms`, summed), and all of it
+    # when a renewed call fails while draining (the next call is already past it).
     resend_dropped_ms: int = 0
     answered_at: float | None = None  # the service's last response, on `clock` (None: failed since)
 
