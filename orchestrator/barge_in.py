@@ -20,7 +20,7 @@ Except too the words of speech resumed as a false alarm before the STT had answe
 onset, and does not start after its end (`owed_words.AFTER_RUN_TOLERANCE_S`), are judged as
 its words (content words cut the bot late; a content final after the turn is heard). Each
 result's audio is put on the call's clock by the recognition's true origin (`stt_origin`: the
-call-clock time of its audio's 0 ms, `contracts.AudioOrigin`, else when it was attached).
+call-clock time of its audio's 0 ms, `recognition_capabilities.AudioOrigin`, else when it was attached).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from orchestrator.barge_in import BargeIn
 from orchestrator.breaker import CircuitBreaker
 from orchestrator.call_settings import CallSettings
-from orchestrator.contracts import AudioOrigin, Clock, RecognitionStream
+from orchestrator.contracts import Clock, RecognitionStream
 from orchestrator.dialogue import DialogueLoop
 from orchestrator.dialogue_map.models import DialogueMap
 from orchestrator.digit_keys import DtmfPress, UserEvent
@@ -27,6 +27,7 @@ from orchestrator.domain.models import SessionState, SttResult
 from orchestrator.end_of_turn import EndOfTurn, state_policy
 from orchestrator.events import CallEventKind, EventValue
 from orchestrator.machine_check import MachineCheck, MachineCheckSettings
+from orchestrator.recognition_capabilities import AudioOrigin
 from orchestrator.stt_health import SttHealth
 from orchestrator.stt_watchdog import SttWatchdog
 from orchestrator.turns import TurnEvent, TurnTaking

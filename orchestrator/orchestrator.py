@@ -62,7 +62,6 @@ from orchestrator.contracts import (
     IntentStep,
     LLMManager,
     OutboundAudio,
-    ResendAccounting,
     STTStreamer,
     TTSManager,
 )
@@ -81,6 +80,7 @@ from orchestrator.events import (
 from orchestrator.interruption_settings import InterruptionSettings
 from orchestrator.metrics import Mark, MetricsLogger, MetricsSink
 from orchestrator.playback import AudioRole, PlaylistPlayer
+from orchestrator.recognition_capabilities import ResendAccounting
 from orchestrator.responses import Renderer
 from orchestrator.tasks import TaskOwner, bounded
 from orchestrator.turns import Floor, TurnEvent, TurnTaking, turn_state_of

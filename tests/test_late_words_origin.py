@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.contracts import AudioOrigin, SttEvent
+from orchestrator.contracts import SttEvent
 from orchestrator.interruption import InterruptionDecider, Verdict
+from orchestrator.recognition_capabilities import AudioOrigin
 from testkit.fakes import FakeInbound, FakeRecognition, Say, SttFailure
 from tests.test_late_words import (
     ONSET,
