@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import pytest
 from yandex.cloud.ai.stt.v3 import stt_pb2
 
+from orchestrator.adapters.stt import yandex as stt_yandex
 from orchestrator.adapters.stt.yandex import YandexRecognitionStream, YandexSttStreamer
 from orchestrator.adapters.stt.yandex_call import BYTES_PER_MS, RecognizeCall, Shared
 from orchestrator.audio import FRAME_BYTES, FRAME_MS, AudioBuffer
 from orchestrator.clock import LoopClock
+from orchestrator.domain.errors import STTError
 from testkit.standins.speechkit_server import SpeechKitStandin
 from tests.test_stt_yandex import SETTINGS, feed, rest, silence
 
@@ -136,6 +139,41 @@ async def test_a_renewed_stream_that_fails_while_draining_counts_what_it_sent_un
     assert [r.levelno for r in caplog.records if "failed while draining" in r.getMessage()] == [
         logging.WARNING
     ]
+    await stt.aclose()
+
+
+async def test_a_renewed_reader_that_crashes_while_draining_is_logged_and_counted(
+    speechkit_standin: SpeechKitStandin,
+    speechkit_grpc_channel: grpc.aio.Channel,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A bug in the first (renewed) call's reader at the end of its drain: nothing else looks at
+    # a drained reader, so the drain's callback must log it, not just retrieve it, and count
+    # what that call sent that no final covered (2 s of silence) as not heard.
+    real = stt_yandex.read_call
+    calls: list[int] = []
+
+    async def crash_the_first(*args: Any) -> STTError | None:
+        calls.append(1)
+        first = len(calls) == 1
+        result = await real(*args)
+        if first:
+            raise RuntimeError("drain bug")
+        return result
+
+    monkeypatch.setattr(stt_yandex, "read_call", crash_the_first)
+    settings = replace(CAPPED, max_buffered_s=5.0, renew_after_bytes=32000, renew_grace_s=0.0)
+    stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.stt"):
+        for n in range(3):
+            feed(stt, silence(1000))
+            await speechkit_standin.wait_for(lambda n=n: stt.audio_bytes_sent == (n + 1) * 16000, 3.0)
+        stt.end_input()
+        assert await rest(stt) == []
+    assert len(calls) == 2 and stt.resend_dropped_ms == 2000
+    crashes = [r for r in caplog.records if "reader failed" in r.getMessage()]
+    assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR and crashes[0].exc_info is not None
     await stt.aclose()
 
 

@@ -325,7 +325,9 @@ class YandexRecognitionStream:
         counted as lost with the resend losses."""
         if reader.cancelled():
             return  # the recognition itself is ending
-        failed = reader.exception() is not None or reader.result() is not None
+        # A crash is logged as the supervisor's own readers' are (retrieving it here would
+        # otherwise hide it: nothing else looks at a drained reader).
+        failed = reader_crash(reader, self._call_id) is not None or reader.result() is not None
         if failed and (lost := call.dropped_ms + call.unconfirmed_ms):
             self._count_dropped(lost, "were sent on a renewed stream that failed while draining")
 
