@@ -113,6 +113,16 @@ async def test_a_failure_after_more_than_max_buffered_s_resends_exactly_that_and
     await stt.aclose()
 
 
+async def _three_seconds_then_the_end(srv: SpeechKitStandin, stt: YandexRecognitionStream) -> None:
+    """Feed 3 s of silence a second at a time (each sent before the next), end the input, and
+    read the recognition to its end: no results."""
+    for n in range(3):
+        feed(stt, silence(1000))
+        await srv.wait_for(lambda n=n: stt.audio_bytes_sent == (n + 1) * 16000, 3.0)
+    stt.end_input()
+    assert await rest(stt) == []
+
+
 async def test_a_renewed_stream_that_fails_while_draining_counts_what_it_sent_unheard(
     speechkit_standin: SpeechKitStandin,
     speechkit_grpc_channel: grpc.aio.Channel,
@@ -127,11 +137,7 @@ async def test_a_renewed_stream_that_fails_while_draining_counts_what_it_sent_un
     srv.fail_next_streams(1, grpc.StatusCode.UNAVAILABLE, after_ms=1000, unheard_ms=None)
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.stt.yandex"):
-        for n in range(3):
-            feed(stt, silence(1000))
-            await srv.wait_for(lambda n=n: stt.audio_bytes_sent == (n + 1) * 16000, 3.0)
-        stt.end_input()
-        assert await rest(stt) == []
+        await _three_seconds_then_the_end(srv, stt)
     first, second = srv.stt_sessions
     assert (first.ended, first.audio_ms, second.ended) == ("fault", 1000, "eof")
     assert stt.reconnects == 0  # a renewal, not a reconnect
@@ -166,11 +172,7 @@ async def test_a_renewed_reader_that_crashes_while_draining_is_logged_and_counte
     settings = replace(CAPPED, max_buffered_s=5.0, renew_after_bytes=32000, renew_grace_s=0.0)
     stt = YandexSttStreamer(speechkit_grpc_channel, settings, clock=LoopClock()).open_stream()
     with caplog.at_level(logging.WARNING, logger="orchestrator.adapters.stt"):
-        for n in range(3):
-            feed(stt, silence(1000))
-            await speechkit_standin.wait_for(lambda n=n: stt.audio_bytes_sent == (n + 1) * 16000, 3.0)
-        stt.end_input()
-        assert await rest(stt) == []
+        await _three_seconds_then_the_end(speechkit_standin, stt)
     assert len(calls) == 2 and stt.resend_dropped_ms == 2000
     crashes = [r for r in caplog.records if "reader failed" in r.getMessage()]
     assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR and crashes[0].exc_info is not None
