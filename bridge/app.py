@@ -31,6 +31,7 @@ from bridge.fd_limit import raise_fd_limit
 from bridge.gateway import TelephonyGateway
 from bridge.gc_policy import apply_gc_settings, freeze_call_objects
 from bridge.logs import TRACE_ID, public_url
+from bridge.media_warmup import warm_media_path
 from bridge.metrics import ServiceMetrics
 from bridge.metrics_sinks import service_metrics_sink
 from bridge.pacer import Pacer
@@ -40,7 +41,7 @@ from bridge.registry import NodeRegistry
 from bridge.ringback import RingbackControl, ringback_frames
 from bridge.settings import Settings
 from orchestrator.clock import LoopClock
-from orchestrator.domain.errors import CallSetupError
+from orchestrator.domain.errors import CallSetupError, ConfigError
 from orchestrator.factory import CallServices, create_orchestrator_instance
 from orchestrator.orchestrator import CallEvent
 from orchestrator.responses import play_emergency
@@ -117,6 +118,15 @@ class VoicebridgeApp:
         self.services_by_number = self.composition.by_number
         for services in (self.services, *self.services_by_number.values()):
             services.metrics_sink = sink
+        # Before the first call and before the freeze below: what the first call's media would
+        # make on the loop (ONNX Runtime, the Silero session, numpy's FFT) is made here instead.
+        try:
+            took = await warm_media_path(s.vad, s.echo)
+        except Exception as exc:  # preflight loaded the engine; a failure here is still named
+            raise ConfigError(
+                f'[vad] engine = "{s.vad.engine}" / [echo]: a test call\'s media fails ({exc!r})'
+            ) from exc
+        log.info("media path warmed in %.0f ms (VAD %s)", took * 1000, s.vad.engine)
         self.pacer.start()
         self.audiosocket = AudioSocketServer(s.audiosocket, pacer=self.pacer)
         try:

@@ -266,6 +266,8 @@ async def test_a_call_is_measured_traced_and_leaks_no_secret(
     text = buf.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines and all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    # The media path was warmed before the first call (bridge/media_warmup.py), once.
+    assert sum(line["message"].startswith("media path warmed in ") for line in lines) == 1
     ours = [line for line in lines if line.get("trace_id") == call_id]
     # Every line that speaks of the call was logged under its trace id ...
     about_call = [line for line in lines if call_id in line["message"]]
