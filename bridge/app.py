@@ -138,6 +138,8 @@ class VoicebridgeApp:
         )
         if self.draining:  # SIGTERM while starting
             self.ari.refuse_new_calls()
+        # In the background: a provider slow to answer must not hold up taking calls.
+        self.tasks.spawn(self.composition.warm_connections(), "provider-connections")
         self._ari_task = self.tasks.spawn(self.ari.run(), "ari-controller")
         if s.ami.log_events:
             self._ami_task = self.tasks.spawn(self._log_ami_events(), "ami-event-logger")

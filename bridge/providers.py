@@ -9,8 +9,10 @@ espeak-ng never loads the SpeechKit TTS stubs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -95,6 +97,8 @@ class ProviderWiring:
         self.iam: IamTokenProvider | None = None
         self.tts_breaker: CircuitBreaker | None = None  # built with the services
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        # What `warm_connections()` opens: (what, connect), one per client or channel made.
+        self._connections: list[tuple[str, Callable[[], Awaitable[None]]]] = []
 
     def iam_token(self) -> str | None:
         """The IAM token provider's current token (None without a service-account key)."""
@@ -149,6 +153,17 @@ class ProviderWiring:
 
         client = openai_client(self.settings.openai)
         self._closers.append(client.close)
+        probe = self._llm_probe(client)
+        assert probe is not None
+
+        async def connect() -> None:
+            # The SDK imports its chat and moderation resources and the stream parser on first use.
+            _ = client.chat.completions, client.moderations
+            import openai.lib.streaming.chat  # noqa: F401
+
+            await probe()  # the pool's connection (and the HTTP stack's imports) made now
+
+        self._connections.append((f"LLM {self.settings.openai.base_url}", connect))
         return client
 
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
@@ -156,7 +171,33 @@ class ProviderWiring:
 
         channel = speechkit_channel(endpoint, tls=self.settings.yandex.tls)
         self._closers.append(channel.close)
+        self._connections.append((f"SpeechKit {endpoint}", channel.channel_ready))
         return channel
+
+    async def warm_connections(self) -> None:
+        """Open the providers' connections (the gRPC channels, the LLM client's HTTP connection)
+        and make their lazy imports now, so the first call does not wait for them: over the
+        stand-ins the process's first LLM answer came 43 ms later than the next ones'; a TLS
+        handshake to a remote provider costs more. Each waits at most `[breaker] probe_timeout_s`.
+
+        Never raises: what does not answer is logged at WARNING and the first call that needs it
+        connects as before.
+        """
+        bound = self.settings.breaker.probe_timeout_s
+
+        async def one(what: str, connect: Callable[[], Awaitable[None]]) -> None:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(bound):
+                    await connect()
+            except Exception as exc:  # (a timeout too) the first call will try again
+                log.warning(
+                    "%s: not connected at start (%r); the first call that needs it connects", what, exc
+                )
+                return
+            log.info("%s: connected at start in %.0f ms", what, (time.perf_counter() - started) * 1000)
+
+        await asyncio.gather(*(one(what, connect) for what, connect in self._connections))
 
     def _stt_factory(self) -> tuple[Callable[[str], STTStreamer], Probe]:
         """The per-call STT streamer factory, and the STT circuit's probe (one empty recognition)."""

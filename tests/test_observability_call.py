@@ -268,6 +268,15 @@ async def test_a_call_is_measured_traced_and_leaks_no_secret(
     assert lines and all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     # The media path was warmed before the first call (bridge/media_warmup.py), once.
     assert sum(line["message"].startswith("media path warmed in ") for line in lines) == 1
+    # The providers' connections were opened at start, not by the first call (bridge/providers.py).
+    connected = [
+        line["message"].split(": connected at start in")[0]
+        for line in lines
+        if ": connected at start in" in line["message"]
+    ]
+    assert sorted(connected) == sorted(
+        [f"LLM {openai_standin.base_url}", f"SpeechKit {sk}", f"SpeechKit {sk}"]
+    )
     ours = [line for line in lines if line.get("trace_id") == call_id]
     # Every line that speaks of the call was logged under its trace id ...
     about_call = [line for line in lines if call_id in line["message"]]
