@@ -15,6 +15,14 @@ do); and a receiver, an asyncio loop, in one of these modes (read + write):
 - `polled`: the sockets are not registered with the loop; a 20 ms `call_at` tick does one
   non-blocking `recv_into` per socket into that socket's preallocated buffer (again while it
   filled the buffer), then the same decode and sink call.
+- `bproto`: as `proto`, but an `asyncio.BufferedProtocol`: the transport reads with `recv_into`
+  into one buffer shared by every socket (`get_buffer`), the read copied out as bytes once.
+- `reader`: no transport; `loop.add_reader` per socket with our own callback (non-blocking
+  `recv_into` the shared buffer, copy, decode, sink): asyncio's transport layers skipped. Only
+  with write `send` or `-` (a transport would own the descriptor).
+- a `w` before a mode (`wproto-send`): the receiver's heap first warmed as the bridge's is
+  (glibc's mmap threshold raised: see `_receiver`); else each 256 KiB read of an
+  `asyncio.Protocol` costs three more system calls than in the bridge.
 - write `-` (none), `tw` (`transport.write` of one 323-byte frame per socket per tick, the
   pacer's path now; in `polled` mode the transport exists with its reading paused) or `send`
   (`sock.send` of the same frame).
@@ -45,6 +53,9 @@ MESSAGE = encode_audio(bytes(320))  # 323 bytes
 SETTLE_S = 1.0  # connections up, loop running, before the timed window
 READ_BUF = 4096  # per socket: a dozen frames, more than a stalled tick leaves queued
 MODES = ("proto-", "polled-", "proto-tw", "polled-tw", "proto-send", "polled-send")
+# The transport's read path vs two leaner ones (not in the default run): `--modes proto-send,bproto-send,reader-send`.
+MORE_MODES = ("bproto-tw", "bproto-send", "reader-send", "reader-")
+_SHARED = memoryview(bytearray(256 * 1024))  # asyncio's own max_size per read
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,44 @@ class _Proto(asyncio.Protocol):
             self._sink.frames += 1
 
 
+class _BufferedProto(asyncio.BufferedProtocol):
+    """Mode `bproto`: `_Proto`'s work, the reads landing in the shared buffer."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._inner = _Proto(sink, reading=True)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _SHARED
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._inner.data_received(bytes(_SHARED[:nbytes]))
+
+
+def _reader(sock: socket.socket, sink: _Sink) -> None:
+    """Mode `reader`: a callback per socket straight from the loop's selector."""
+    decoder = Decoder()
+    recv_into = sock.recv_into
+
+    def on_readable() -> None:
+        try:
+            n = recv_into(_SHARED)
+        except BlockingIOError:
+            return
+        data = bytes(_SHARED[:n])
+        pcm = decoder.lone_frame(data)
+        if pcm is not None:
+            sink.on_audio(pcm, 8000)
+        else:
+            for _msg in decoder.feed(data):
+                sink.frames += 1
+
+    asyncio.get_running_loop().add_reader(sock.fileno(), on_readable)
+
+
 class _Polled:
     """Mode `polled`: one socket drained by the tick into its own preallocated buffer."""
 
@@ -132,8 +181,13 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def _receiver(mode: str, n: int, duration: float, conn: Connection) -> None:
+def _receiver(mode: str, n: int, duration: float, conn: Connection, warm_heap: bool = False) -> None:
     _pin(0)
+    if warm_heap:
+        # As in the bridge (numpy and ONNX Runtime loaded): freeing a block glibc had mmapped
+        # raises its mmap threshold above asyncio's 256 KiB reads, which then come from the
+        # heap; in a fresh process each such read is an mmap, an mremap and a munmap.
+        del bytearray(1 << 20)[:]
     listener = socket.create_server(("127.0.0.1", 0), backlog=min(n, 1024))
     conn.send(listener.getsockname()[1])
     socks = []
@@ -150,9 +204,12 @@ async def _receive(mode: str, socks: list[socket.socket], duration: float) -> tu
     read, write = mode.split("-")
     loop = asyncio.get_running_loop()
     sink = _Sink()
-    protos: list[_Proto] = []
+    protos: list[_Proto | _BufferedProto] = []
     for s in socks:
-        proto = _Proto(sink, reading=read == "proto")
+        if read == "reader":
+            _reader(s, sink)
+            continue
+        proto = _BufferedProto(sink) if read == "bproto" else _Proto(sink, reading=read == "proto")
         await loop.connect_accepted_socket(lambda p=proto: p, s)  # type: ignore[misc]
         protos.append(proto)
     polled = [_Polled(s, sink) for s in socks] if read == "polled" else []
@@ -230,7 +287,8 @@ def run_one(mode: str, n: int, duration: float, slots: int, repeat: int) -> Run:
     """One sender + receiver pair for `duration` s of timed window in `mode`."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe()
-    recv = ctx.Process(target=_receiver, args=(mode, n, duration, child))
+    warm = mode.startswith("w")  # `wproto-send`: `proto-send` on a heap as warm as the bridge's
+    recv = ctx.Process(target=_receiver, args=(mode.removeprefix("w"), n, duration, child, warm))
     recv.start()
     port = parent.recv()
     stop_at = time.monotonic() + 5.0 + SETTLE_S + duration + 1.0
@@ -249,11 +307,18 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0, help="timed window per run, s")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--slots", type=int, default=20, help="1 ms send slots per 20 ms (1: all at once)")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated; also {', '.join(MORE_MODES)}")
     ap.add_argument("--json", default="", help="write the runs here")
     args = ap.parse_args()
     steps = [int(x) for x in args.steps.split(",")]
     modes = args.modes.split(",")
+    known = {m.split("-")[0] for m in MODES + MORE_MODES}
+    for mode in modes:
+        read, _, write = mode.removeprefix("w").partition("-")
+        if read not in known or write not in ("", "tw", "send") or (read == "reader" and write == "tw"):
+            ap.error(
+                f"--modes: {mode!r} is not a mode (e.g. {', '.join(MODES + MORE_MODES)}; `w` before any)"
+            )
     runs: list[Run] = []
     for r in range(1, args.repeat + 1):
         for n in steps:
