@@ -108,13 +108,19 @@ class CallLegs:
         self._settings = settings
         self._connection = connection
         self._audiosocket = audiosocket
-        # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
-        # ARI for ~10 s in our e2e runs (1 in ~10): never overlap them. Likely the stall that
-        # `tear_down` now avoids by ending the stream first (a silent leg's read holding its lock;
-        # creation waits on the channel container that a lookup holds meanwhile): without this
-        # lock, 20 of 20 runs of tests/e2e/test_ari_failures.py passed (2026-12-03). Kept until
-        # more runs, and a setup bench with and without it, decide.
-        self._media_lock = asyncio.Lock()
+        # Serialises externalMedia creation and media teardown across calls. Added when creating
+        # one AudioSocket channel while another was hung up stalled Asterisk 22.10.1's ARI for
+        # ~10 s (1 in ~10 e2e runs), most likely the silent-leg read that `tear_down` now avoids.
+        # Kept after the setup bench (bench/README.md section 7, call-setup-s13-*.json): without
+        # it, 340-1,730 creations and teardowns began while another was in progress per run with
+        # no stall, and test_ari_failures.py passed 10 of 10 more times (30 of 30 with the 20 of
+        # 2026-12-03 before); its cost up to 20 calls/s is a wait p95 under
+        # 1 ms (held 1.4 ms p50 per creation or teardown), none in the figures; but with
+        # Asterisk saturated (40 calls/s on 2 cores) it queues setups (StasisStart -> AudioSocket
+        # p50 0.9-2.6 s against 0.1-1.6 s without), while 1 of 8 runs without it failed 32 of
+        # 600 setups (add externalMedia: 400 "Channel not found" / 422), a cause not found.
+        # `bench.call_setup` swaps it for a timed lock or for none.
+        self.media_lock: contextlib.AbstractAsyncContextManager[None] = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
         """Answer the caller and connect it, through a bridge, to a new AudioSocket stream.
@@ -141,7 +147,7 @@ class CallLegs:
         keeper = _LegSilence(self._audiosocket.pacer)
         conn_future.add_done_callback(keeper.start)
         try:
-            async with self._media_lock:
+            async with self.media_lock:
                 await self._step(
                     session,
                     "externalMedia",
@@ -292,7 +298,7 @@ class CallLegs:
         if session.media_deleted:
             return
         session.media_deleted = True
-        async with self._media_lock:
+        async with self.media_lock:
             await self._delete(
                 session.uuid, "externalMedia channel", "channels", "hangup", channelId=session.em_id
             )
