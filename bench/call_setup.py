@@ -320,6 +320,17 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
+def _rounded(value: Any) -> Any:
+    """`value` with every float to 0.01 (ms: the files stay small)."""
+    if isinstance(value, float):
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.call_setup", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -343,13 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = asyncio.run(main_async(args))
     print(render(runs))
     if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {"machine": machine_info(), "args": vars(args) | {"json": str(args.json)}, "runs": runs},
-                indent=1,
-                default=str,
-            )
-        )
+        data = {"machine": machine_info(), "args": vars(args) | {"json": str(args.json)}, "runs": runs}
+        args.json.write_text(json.dumps(_rounded(data), separators=(",", ":"), default=str) + "\n")
 
 
 if __name__ == "__main__":

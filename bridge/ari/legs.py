@@ -110,16 +110,16 @@ class CallLegs:
         self._audiosocket = audiosocket
         # Serialises externalMedia creation and media teardown across calls. Added when creating
         # one AudioSocket channel while another was hung up stalled Asterisk 22.10.1's ARI for
-        # ~10 s (1 in ~10 e2e runs), most likely the silent-leg read that `tear_down` now avoids.
-        # Kept after the setup bench (bench/README.md section 7, call-setup-s13-*.json): without
-        # it, 340-1,730 creations and teardowns began while another was in progress per run with
-        # no stall, and test_ari_failures.py passed 10 of 10 more times (30 of 30 with the 20 of
-        # 2026-12-03 before); its cost up to 20 calls/s is a wait p95 under
-        # 1 ms (held 1.4 ms p50 per creation or teardown), none in the figures; but with
+        # ~10 s (1 in ~10 e2e runs), most likely the silent-leg read `tear_down` now avoids.
+        # Kept after the setup bench (bench/README.md section 7, call-setup-s13-*.json). Without
+        # it: no stall, with 14-1,733 creations and teardowns a run begun while another was in
+        # progress (20-40 calls/s), and test_ari_failures.py passed 30 of 30 runs. Its cost up
+        # to 20 calls/s: waits p95 under 1 ms (held 1.4-1.9 ms p50), none in the figures (3
+        # interleaved pairs at 20/s: setup p95 medians 22.9 ms with, 28.2 ms without). With
         # Asterisk saturated (40 calls/s on 2 cores) it queues setups (StasisStart -> AudioSocket
-        # p50 0.9-2.6 s against 0.1-1.6 s without), while 1 of 8 runs without it failed 32 of
-        # 600 setups (add externalMedia: 400 "Channel not found" / 422), a cause not found.
-        # `bench.call_setup` swaps it for a timed lock or for none.
+        # p50 0.9-2.6 s, 0.1-1.6 s without), but 1 of 8 such runs without it failed 32 of 600
+        # setups (add externalMedia: 400 "Channel not found" / 422; cause not found), 0 of 6
+        # with it. `bench.call_setup` swaps it for a timed lock or for none.
         self.media_lock: contextlib.AbstractAsyncContextManager[None] = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
