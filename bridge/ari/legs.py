@@ -113,7 +113,7 @@ class CallLegs:
         # ~10 s (1 in ~10 e2e runs), most likely the silent-leg read `tear_down` now avoids.
         # Kept after the setup bench (bench/README.md section 7, call-setup-s13-*.json). Without
         # it: no stall, with 14-1,733 creations and teardowns a run begun while another was in
-        # progress (20-40 calls/s), and test_ari_failures.py passed 30 of 30 runs. Its cost up
+        # progress (20-40 calls/s), and test_ari_failures.py passed 40 of 40 runs. Its cost up
         # to 20 calls/s: waits p95 under 1 ms (held 1.4-1.9 ms p50), none in the figures (3
         # interleaved pairs at 20/s: setup p95 medians 22.9 ms with, 28.2 ms without). With
         # Asterisk saturated (40 calls/s on 2 cores) it queues setups (StasisStart -> AudioSocket
