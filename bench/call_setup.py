@@ -21,10 +21,12 @@ import datetime
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,19 @@ TARGETS = {"invite_200_p95": 300.0, "first_frame_p95": 300.0, "teardown_p95": 10
 
 
 class _Warnings(logging.Handler):
-    """Keeps our WARNING-and-up log messages of a run."""
+    """Keeps our WARNING-and-up log messages of a run (`attach` it to the `bridge` logger)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+
+    def attach(self) -> None:
+        """Listen on `bridge`, letting its WARNINGs through: `main` sets the root to ERROR (the
+        console), which would drop them (a failed DELETE is a WARNING) before any handler."""
+        logger = logging.getLogger("bridge")
+        if logger.getEffectiveLevel() > logging.WARNING:
+            logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == "bridge.asterisk_names":  # the lab's default ARI password
@@ -136,7 +146,7 @@ async def one_run(
     # The bench's switch: the same CallLegs with its lock timed, or with no lock (overlaps counted).
     controller._legs.media_lock = timed if timed is not None else overlap
     warnings = _Warnings()
-    logging.getLogger("bridge").addHandler(warnings)
+    warnings.attach()
     run_task = asyncio.create_task(controller.run(), name="bench-ari-controller")
     calls = max(1, round(rate * seconds))
     try:
@@ -320,6 +330,20 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
+async def until_terminated(coro: Coroutine[Any, Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Await `coro`; SIGTERM cancels it as Ctrl-C does, so its cleanup runs (sipp killed, calls
+    torn down). By default SIGTERM ends the process on the spot, and sipp, in its own session,
+    went on calling into Asterisk for up to a minute, leaving a bridge per call behind."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await coro
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def _rounded(value: Any) -> Any:
     """`value` with every float to 0.01 (ms: the files stay small)."""
     if isinstance(value, float):
@@ -345,13 +369,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log", type=Path, help="the bridge's log, DEBUG and up, to this file")
     p.add_argument("--json", type=Path, help="write every run with the machine, Python, commit")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler()
+    console.setLevel(logging.ERROR)  # the bridge's WARNINGs are counted per run, not printed
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s", handlers=[console])
     if args.log is not None:
         handler = logging.FileHandler(args.log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("bridge").addHandler(handler)
         logging.getLogger("bridge").setLevel(logging.DEBUG)
-    runs = asyncio.run(main_async(args))
+    try:
+        runs = asyncio.run(until_terminated(main_async(args)))
+    except asyncio.CancelledError:
+        sys.exit("python -m bench.call_setup: terminated (SIGTERM); no table, no JSON")
     print(render(runs))
     if args.json is not None:
         data = {"machine": machine_info(), "args": vars(args) | {"json": str(args.json)}, "runs": runs}

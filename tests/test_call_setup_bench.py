@@ -4,10 +4,14 @@ stand-ins (the run itself needs the real Asterisk: bench/README.md section 7).""
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from bench.call_setup import _failures, _sipp_figures, render
+from bench.call_setup import _failures, _sipp_figures, _Warnings, render
 from bench.setup_probe import OverlapCount, TimedLock
 
 _SEP = "-" * 47
@@ -127,3 +131,51 @@ async def test_lock_stand_ins_tell_creation_from_teardown() -> None:
     # The second call created and tore down while the first was still creating.
     assert count.overlapped == {"create|create": 1, "delete|create": 1}
     assert count.most == 2
+
+
+def test_run_warnings_are_counted_under_the_consoles_error_level() -> None:
+    """`main` sets the root logger to ERROR; a run must still count the bridge's WARNINGs (a
+    failed DELETE of a leg is one)."""
+    bridge, root = logging.getLogger("bridge"), logging.getLogger()
+    saved = bridge.level, root.level
+    root.setLevel(logging.ERROR)
+    bridge.setLevel(logging.NOTSET)
+    warnings = _Warnings()
+    try:
+        warnings.attach()
+        logging.getLogger("bridge.ari.legs").warning("call x: deleting bridge failed")
+    finally:
+        bridge.removeHandler(warnings)
+        bridge.setLevel(saved[0])
+        root.setLevel(saved[1])
+    assert warnings.messages == ["bridge.ari.legs: call x: deleting bridge failed"]
+
+
+def test_sigterm_lets_the_runs_clean_up(tmp_path: Path) -> None:
+    """A SIGTERM (`timeout`, a CI job's end) cancels the bench so its `finally` blocks run: sipp
+    killed, calls torn down. Without it the process died on the spot and sipp kept calling."""
+    marker = tmp_path / "cleaned"
+    script = (
+        "import asyncio, sys\n"
+        "from bench.call_setup import until_terminated\n"
+        "async def runs():\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        await asyncio.sleep(30)\n"
+        "    finally:\n"
+        f"        open({str(marker)!r}, 'w').write('done')\n"
+        "    return []\n"
+        "asyncio.run(until_terminated(runs()))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert marker.read_text() == "done"
