@@ -213,9 +213,12 @@ async def run_sipp(
     calls: int = 1,
     extra: Sequence[str] = (),
     netns: str | None = None,
+    rate: float | None = None,
+    concurrent: int | None = None,
 ) -> SippResult:
     """Run `calls` sipp calls at once (as UAC if `remote` is given, else as UAS), bounded;
-    inside network namespace `netns` (`ip netns exec`) if given."""
+    inside network namespace `netns` (`ip netns exec`) if given. `rate` (calls/s) and
+    `concurrent` (at most this many at a time) spread them out instead."""
     exe = shutil.which("sipp")
     if exe is None:
         raise RuntimeError("sipp is not installed (Debian package sip-tester; make system-deps)")
@@ -223,7 +226,8 @@ async def run_sipp(
     msg_file = work_dir / f"{scenario.stem}.messages.log"
     args = [
         *netns_prefix(netns), exe, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(local_port),
-        "-mi", "127.0.0.1", "-mp", str(media_port), "-m", str(calls), "-l", str(calls), "-r", str(max(calls, 1)),
+        "-mi", "127.0.0.1", "-mp", str(media_port), "-m", str(calls),
+        "-l", str(concurrent or calls), "-r", f"{rate:g}" if rate else str(max(calls, 1)),
         "-nostdin",
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-max_recv_loops", "1000",
         "-trace_err", "-error_file", str(err_file), "-trace_msg", "-message_file", str(msg_file),

@@ -108,13 +108,19 @@ class CallLegs:
         self._settings = settings
         self._connection = connection
         self._audiosocket = audiosocket
-        # Creating one AudioSocket channel while another is being hung up stalled Asterisk 22.10.1's
-        # ARI for ~10 s in our e2e runs (1 in ~10): never overlap them. Likely the stall that
-        # `tear_down` now avoids by ending the stream first (a silent leg's read holding its lock;
-        # creation waits on the channel container that a lookup holds meanwhile): without this
-        # lock, 20 of 20 runs of tests/e2e/test_ari_failures.py passed (2026-12-03). Kept until
-        # more runs, and a setup bench with and without it, decide.
-        self._media_lock = asyncio.Lock()
+        # Serialises externalMedia creation and media teardown across calls. Added when creating
+        # one AudioSocket channel while another was hung up stalled Asterisk 22.10.1's ARI for
+        # ~10 s (1 in ~10 e2e runs), most likely the silent-leg read `tear_down` now avoids.
+        # Kept after the setup bench (bench/README.md section 7, call-setup-s13-*.json). Without
+        # it: no stall, with 14-1,733 creations and teardowns a run begun while another was in
+        # progress (20-40 calls/s), and test_ari_failures.py passed 40 of 40 runs. Its cost up
+        # to 20 calls/s: waits p95 under 1 ms (held 1.4-1.9 ms p50), none in the figures (3
+        # interleaved pairs at 20/s: setup p95 medians 22.9 ms with, 28.2 ms without). With
+        # Asterisk saturated (40 calls/s on 2 cores) it queues setups (StasisStart -> AudioSocket
+        # p50 0.9-2.6 s, 0.1-1.6 s without), but 1 of 8 such runs without it failed 32 of 600
+        # setups (add externalMedia: 400 "Channel not found" / 422; cause not found), 0 of 6
+        # with it. `bench.call_setup` swaps it for a timed lock or for none.
+        self.media_lock: contextlib.AbstractAsyncContextManager[None] = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
         """Answer the caller and connect it, through a bridge, to a new AudioSocket stream.
@@ -141,7 +147,7 @@ class CallLegs:
         keeper = _LegSilence(self._audiosocket.pacer)
         conn_future.add_done_callback(keeper.start)
         try:
-            async with self._media_lock:
+            async with self.media_lock:
                 await self._step(
                     session,
                     "externalMedia",
@@ -292,7 +298,7 @@ class CallLegs:
         if session.media_deleted:
             return
         session.media_deleted = True
-        async with self._media_lock:
+        async with self.media_lock:
             await self._delete(
                 session.uuid, "externalMedia channel", "channels", "hangup", channelId=session.em_id
             )
