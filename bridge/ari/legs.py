@@ -119,7 +119,9 @@ class CallLegs:
         # Asterisk saturated (40 calls/s on 2 cores) it queues setups (StasisStart -> AudioSocket
         # p50 0.9-2.6 s, 0.1-1.6 s without), but 1 of 8 such runs without it failed 32 of 600
         # setups (add externalMedia: 400 "Channel not found" / 422; cause not found), 0 of 6
-        # with it. `bench.call_setup` swaps it for a timed lock or for none.
+        # with it. A seam for `bench.call_setup` (a timed lock, or none) and tests only: swap it
+        # before the controller runs, never with calls in progress (a call holding the old lock
+        # would not hold off one that takes the new).
         self.media_lock: contextlib.AbstractAsyncContextManager[None] = asyncio.Lock()
 
     async def set_up(self, session: CallSession) -> AudioSocketConnection:
