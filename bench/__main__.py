@@ -149,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         "--short-calls", type=int, default=10_000, help="figures: short sequential calls (memory)"
     )
     parser.add_argument(
+        "--figure-callers",
+        choices=("process", "inline"),
+        default="process",
+        help="figures, stand-ins: the fake callers in a process of their own on the other core, as "
+        "Asterisk is (default), or in the bridge's process and loop (the old way, to compare)",
+    )
+    parser.add_argument(
         "--figures-json", type=Path, default=Path("bench-figures.json"), help="where the figures go"
     )
     parser.add_argument(
@@ -239,10 +246,18 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"per-call figures (1, {args.figure_calls} calls; {args.short_calls} short calls) ...")
         virtual = run_virtual_figures()
         with realtime(not args.no_rt) as scheduling:
-            levels = run_figures((1, *args.figure_calls), repeat_single=args.single_calls)
+            levels = run_figures(
+                (1, *args.figure_calls),
+                repeat_single=args.single_calls,
+                callers=args.figure_callers,
+                realtime=not args.no_rt,
+            )
             short = run_short_calls(args.short_calls, progress=_progress) if args.short_calls else None
         print(render_figures(levels, short, virtual), end="\n\n", flush=True)
-        data = figures_json(levels, short, virtual) | {"scheduling": scheduling}
+        data = figures_json(levels, short, virtual) | {
+            "scheduling": scheduling,
+            "figure_callers": args.figure_callers,
+        }
         args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures written to {args.figures_json}")
     if "standins" in parts:
@@ -261,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                 repeat_single=args.single_calls,
                 max_load=args.max_load,
                 real_stt=args.standins_stt == "standin",
+                callers=args.figure_callers,
+                realtime=not args.no_rt,
                 progress=_progress,
             )
         print(render_standins(over), end="\n\n", flush=True)
-        data = standins_json(over, scheduling, standins.scheduling)
+        data = standins_json(over, scheduling, standins.scheduling) | {"figure_callers": args.figure_callers}
         args.standins_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures over the stand-ins written to {args.standins_json}")
     if "soak" in parts:
