@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
     if "figures" in parts:
         _progress(f"per-call figures (1, {args.figure_calls} calls; {args.short_calls} short calls) ...")
+        load = os.getloadavg()[0]
         virtual = run_virtual_figures()
         with realtime(not args.no_rt) as scheduling:
             levels = run_figures(
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         data = figures_json(levels, short, virtual) | {
             "scheduling": scheduling,
             "figure_callers": args.figure_callers,
+            "load_average_start": round(load, 2),
         }
         args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures written to {args.figures_json}")
@@ -269,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         _progress(f"per-call figures over the stand-ins ({', '.join(p.label for p in plans)}) ...")
         standins_rt = args.standins_sched == "fifo" and not args.no_rt
+        load = os.getloadavg()[0]
         with Standins(realtime=standins_rt) as standins, realtime(not args.no_rt) as scheduling:
             over = run_standin_figures(
                 standins,
@@ -281,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                 progress=_progress,
             )
         print(render_standins(over), end="\n\n", flush=True)
-        data = standins_json(over, scheduling, standins.scheduling) | {"figure_callers": args.figure_callers}
+        data = standins_json(over, scheduling, standins.scheduling) | {
+            "figure_callers": args.figure_callers,
+            "load_average_start": round(load, 2),
+        }
         args.standins_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures over the stand-ins written to {args.standins_json}")
     if "soak" in parts:
