@@ -121,7 +121,8 @@ class CallFailure:
 @dataclass
 class LevelRun:
     """One level: the figures (`result`), the failures, the callers' share of the loop (% of wall
-    time spent in the fake callers' send and receive code) and the turns' actual spread (s, the
+    time spent in the fake callers' send and receive code; 0 with them in their own process,
+    whose CPU is `result.callers_cpu_pct`) and the turns' actual spread (s, the
     first call's turn to the last one's; 0 for one call), the level's wall time (s) and, paced,
     each call's turn after the moment all were live (s, by call index; None for a call that
     never turned; planned: `arrival_offsets`, actual: that or later, as the loop allowed)."""
