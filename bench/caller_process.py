@@ -10,7 +10,7 @@ and says when a connection closed. Every figure is still measured on the bridge 
 
 Parent -> child (tuples): ("clip", id, pcm) once per clip; ("connect", port, uuid);
 ("play", uuid, clip id); ("hangup", uuid); ("close_all",); ("exit",).
-Child -> parent: ("hello", scheduling); ("connected", uuid, error or None);
+Child -> parent: ("hello", scheduling, gc thresholds, gc freeze count); ("connected", uuid, error or None);
 ("closed", uuid, counters); ("all_closed", the child's pacer lateness ms); ("error", text).
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.callers import commands, prepare_process
+from bridge.gc_policy import GcSettings, apply_gc_settings
 from testkit.fake_asterisk import FakeAsterisk, FakeCallerPool
 
 __all__ = ["CallerProcess", "RemoteCaller", "RemoteCallerPool", "caller_main"]
@@ -47,6 +49,7 @@ class CallerProcess:
         self.conn: Connection | None = None
         self.proc: BaseProcess | None = None
         self.scheduling = ""  # what the child got: "SCHED_FIFO", "nice ...", "default priority"
+        self.collector: tuple[tuple[int, ...], int] = ((), 0)  # the child's gc thresholds, frozen objects
         self.cores: tuple[int | None, int | None] = (None, None)  # (bridge, callers)
         self._affinity: set[int] | None = None
         self._clips: dict[bytes, int] = {}
@@ -65,9 +68,10 @@ class CallerProcess:
         try:
             if not self.conn.poll(60):
                 raise RuntimeError("the caller process did not start within 60 s")
-            kind, self.scheduling = self.conn.recv()
-            if kind != "hello":
-                raise RuntimeError(f"the caller process did not start: {kind} {self.scheduling}")
+            hello = self.conn.recv()
+            if hello[0] != "hello":
+                raise RuntimeError(f"the caller process did not start: {hello}")
+            self.scheduling, self.collector = hello[1], (tuple(hello[2]), hello[3])
             if self.cores[0] is not None:
                 self._affinity = os.sched_getaffinity(0)
                 os.sched_setaffinity(0, {self.cores[0]})
@@ -288,9 +292,17 @@ async def _serve(conn: Connection) -> None:
 
 
 def caller_main(conn: Connection, cpu: int | None, realtime: bool) -> None:
-    """Process entry point: pin, prioritise, say hello, serve until ("exit",) or the pipe's EOF."""
-    conn.send(("hello", prepare_process(cpu, 0, realtime)))
+    """Process entry point: pin, prioritise, settle the collector, say hello, serve until ("exit",)
+    or the pipe's EOF."""
+    scheduling = prepare_process(cpu, 0, realtime)
     logging.basicConfig(level=logging.ERROR)
+    # As in the bridge's process, where the callers ran inline: start-up objects frozen, full
+    # collections rarer (`bridge.gc_policy`). Without it the collector walked every imported
+    # module's objects (a quarter of one perf profile's samples at 200 calls; the child's CPU %
+    # did not move measurably, bench/README.md section 5).
+    gc.freeze()
+    apply_gc_settings(GcSettings())
+    conn.send(("hello", scheduling, gc.get_threshold(), gc.get_freeze_count()))
     try:
         asyncio.run(_serve(conn))
     except Exception as exc:  # noqa: BLE001 - the bench hears of it, rather than waiting out its bounds

@@ -209,6 +209,7 @@ def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() 
     assert all(lv.callers_cpu_pct is None for lv in levels)  # inline: one process
 
 
+@needs_espeak
 def test_call_figures_with_the_callers_in_their_own_process() -> None:
     # The callers run in the child: none of `FakeAsterisk`'s sending or receiving code runs here,
     # yet the bridge side counts the same frames and decisions as with the callers inline.
