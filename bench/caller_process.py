@@ -256,7 +256,8 @@ class _Side:
             "hangup_received": caller.hangup_received,
             "protocol_error": caller.protocol_error,
         }
-        self.conn.send(("closed", key, counters))
+        with contextlib.suppress(OSError):  # the bench was killed: nobody to tell, its EOF ends us
+            self.conn.send(("closed", key, counters))
 
     async def close_all(self) -> float:
         """Hang up every caller left and stop the timer; the pacer's worst lateness, ms."""
