@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         "--short-calls", type=int, default=10_000, help="figures: short sequential calls (memory)"
     )
     parser.add_argument(
+        "--figure-callers",
+        choices=("process", "inline"),
+        default="process",
+        help="figures, stand-ins: the fake callers in a process of their own on the other core, as "
+        "Asterisk is (default), or in the bridge's process and loop (the old way, to compare)",
+    )
+    parser.add_argument(
         "--figures-json", type=Path, default=Path("bench-figures.json"), help="where the figures go"
     )
     parser.add_argument(
@@ -237,12 +245,22 @@ def main(argv: list[str] | None = None) -> int:
         print(render_dialogue(run_dialogue(calls=args.calls)), end="\n\n", flush=True)
     if "figures" in parts:
         _progress(f"per-call figures (1, {args.figure_calls} calls; {args.short_calls} short calls) ...")
+        load = os.getloadavg()[0]
         virtual = run_virtual_figures()
         with realtime(not args.no_rt) as scheduling:
-            levels = run_figures((1, *args.figure_calls), repeat_single=args.single_calls)
+            levels = run_figures(
+                (1, *args.figure_calls),
+                repeat_single=args.single_calls,
+                callers=args.figure_callers,
+                realtime=not args.no_rt,
+            )
             short = run_short_calls(args.short_calls, progress=_progress) if args.short_calls else None
         print(render_figures(levels, short, virtual), end="\n\n", flush=True)
-        data = figures_json(levels, short, virtual) | {"scheduling": scheduling}
+        data = figures_json(levels, short, virtual) | {
+            "scheduling": scheduling,
+            "figure_callers": args.figure_callers,
+            "load_average_start": round(load, 2),
+        }
         args.figures_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures written to {args.figures_json}")
     if "standins" in parts:
@@ -254,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         _progress(f"per-call figures over the stand-ins ({', '.join(p.label for p in plans)}) ...")
         standins_rt = args.standins_sched == "fifo" and not args.no_rt
+        load = os.getloadavg()[0]
         with Standins(realtime=standins_rt) as standins, realtime(not args.no_rt) as scheduling:
             over = run_standin_figures(
                 standins,
@@ -261,10 +280,15 @@ def main(argv: list[str] | None = None) -> int:
                 repeat_single=args.single_calls,
                 max_load=args.max_load,
                 real_stt=args.standins_stt == "standin",
+                callers=args.figure_callers,
+                realtime=not args.no_rt,
                 progress=_progress,
             )
         print(render_standins(over), end="\n\n", flush=True)
-        data = standins_json(over, scheduling, standins.scheduling)
+        data = standins_json(over, scheduling, standins.scheduling) | {
+            "figure_callers": args.figure_callers,
+            "load_average_start": round(load, 2),
+        }
         args.standins_json.write_text(json.dumps(data, indent=1) + "\n")
         _progress(f"figures over the stand-ins written to {args.standins_json}")
     if "soak" in parts:

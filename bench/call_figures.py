@@ -4,8 +4,10 @@ over many short calls.
 
 The service's call path as `voicebridge serve` runs it (`VoicebridgeApp.on_call`: the real
 AudioSocket server, gateway, VAD, playout, pacer and Orchestrator with the cleaning map), with
-in-process fakes for the providers on fixed delays, and `FakeAsterisk` callers over TCP in the
-same process and loop (at 200 calls the callers' own work shares the core). Every cached phrase
+in-process fakes for the providers on fixed delays, and `FakeAsterisk` callers over TCP: in a
+process of their own on the other core (`bench.caller_process`, `--figure-callers process`, the
+default; as Asterisk is another process) or in this process and loop (`inline`: at 200 calls the
+callers' own work then shares the bridge's loop and core). Every cached phrase
 is a labelled clip (`testkit.fakes.clip`), so each frame the bridge writes says what it belongs
 to; a probe on each connection's `send_audio`/`send_silence` records (loop time, label) per
 frame written, and one on the server protocol records when the UUID was received.
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.call_probes import ANSWER_LABEL, PROBES, Probe, TimedSTT, probe_connection
+from bench.caller_process import CallerProcess, RemoteCaller, RemoteCallerPool
 from bridge.app import VoicebridgeApp
 from bridge.ari import AriCall
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
@@ -68,6 +71,8 @@ QUESTION = "а вы работаете в субботу"
 STOP = "подождите"
 T = 30.0  # bound on any wait of one call
 
+Leg = FakeAsterisk | RemoteCaller  # a caller in this loop, or one in the caller process
+
 __all__ = [
     "ANSWER",
     "LLM_DELAY_S",
@@ -79,6 +84,7 @@ __all__ = [
     "TTS_DELAY_S",
     "CallBench",
     "CallFigures",
+    "Leg",
     "bench_map",
     "figures_of",
     "one_call",
@@ -178,14 +184,17 @@ def _services(app: VoicebridgeApp, probes: dict[str, Probe]) -> tuple[int, set[i
 
 
 class CallBench:
-    """The service, its AudioSocket server and a pool of callers in this loop."""
+    """The service, its AudioSocket server and a pool of callers: in this loop, or in `callers`
+    (the caller process) when given."""
 
-    def __init__(self) -> None:
+    def __init__(self, callers: CallerProcess | None = None) -> None:
         self.app = VoicebridgeApp(Settings(dialogue_map=str(MAP_PATH)), observer=self._observe)
         self.greeting_label, self.filler_labels = _services(self.app, PROBES)
         settings = AudioSocketSettings(bind_port=0, max_accepts_per_s=10_000, max_connections=5000)
         self.server = AudioSocketServer(settings, pacer=self.app.pacer)
+        self.caller_process = callers
         self.pool: FakeCallerPool | None = None
+        self.remote: RemoteCallerPool | None = None
 
     @staticmethod
     def _observe(cid: str, event: CallEvent) -> None:
@@ -206,38 +215,65 @@ class CallBench:
         self._gc_threshold = gc.get_threshold()
         apply_gc_settings(self.app.settings.gc)
         await self.server.start()
-        self.pool = FakeCallerPool("127.0.0.1", self.server.port)
+        if self.caller_process is None:
+            self.pool = FakeCallerPool("127.0.0.1", self.server.port)
+        else:
+            self.remote = RemoteCallerPool(self.caller_process, self.server.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.pool is not None
-        await self.pool.close()
-        await self.server.close()
-        gc.unfreeze()
-        gc.set_threshold(*self._gc_threshold)
+        try:
+            if self.pool is not None:
+                await self.pool.close()
+            if self.remote is not None:
+                await self.remote.close()
+        finally:
+            await self.server.close()
+            gc.unfreeze()
+            gc.set_threshold(*self._gc_threshold)
 
-    async def start_call(self) -> tuple[str, FakeAsterisk, asyncio.Task[None]]:
-        assert self.pool is not None
+    async def start_call(self) -> tuple[str, Leg, asyncio.Task[None]]:
         u = uuid.uuid4()
         cid = str(u)
         probe = PROBES[cid] = Probe(greeting_label=self.greeting_label)
         connected = self.server.expect(u)
-        caller = await self.pool.connect(u, keep_messages=False)
+        caller: Leg
+        if self.remote is not None:
+            caller = await self.remote.connect(u)
+        else:
+            assert self.pool is not None
+            caller = await self.pool.connect(u, keep_messages=False)
         conn = await asyncio.wait_for(connected, T)
         probe_connection(conn, probe)
         call = AriCall(cid, f"channel-{cid}", None, None, conn, asyncio.Event())
         return cid, caller, asyncio.create_task(self.app.on_call(call), name=f"bench-call-{cid}")
 
+    def hangup(self, caller: Leg) -> None:
+        """The caller hangs up (EOF), wherever it runs."""
+        if isinstance(caller, RemoteCaller):
+            assert self.remote is not None
+            self.remote.hangup(caller)
+        else:
+            assert self.pool is not None
+            self.pool.hangup(caller)
+
+    def forget(self, caller: Leg) -> None:
+        """Drop a closed caller from its pool (a no-op when it is not there)."""
+        if isinstance(caller, RemoteCaller):
+            if self.remote is not None and caller in self.remote.callers:
+                self.remote.callers.remove(caller)
+        elif self.pool is not None and caller in self.pool.callers:
+            self.pool.callers.remove(caller)
+
     def figures(self, probe: Probe) -> CallFigures:
         """One finished call's figures (a variant with other providers overrides this)."""
         return figures_of(probe, self.greeting_label, self.filler_labels)
 
-    async def end_call(self, caller: FakeAsterisk, handler: asyncio.Task[None]) -> None:
-        assert self.pool is not None
+    async def end_call(self, caller: Leg, handler: asyncio.Task[None]) -> None:
         await asyncio.wait_for(handler, T)
-        self.pool.hangup(caller)
+        self.hangup(caller)
         await asyncio.wait_for(caller.wait_closed(), T)
-        self.pool.callers.remove(caller)
+        self.forget(caller)
 
 
 async def one_call(bench: CallBench, question: bytes, stop: bytes, delay_s: float) -> CallFigures:

@@ -18,6 +18,10 @@ def _p(values: list[float], q: float) -> float:
     return percentile(values, q)
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def render_figures(
     levels: list[FiguresResult], short: ShortCalls | None, virtual: VirtualFigures | None = None
 ) -> str:
@@ -64,7 +68,15 @@ def render_figures(
         rows.append(
             ["RSS per active call kB", lv.concurrent, len(c), lv.rss_per_call_kb, None, None, None, ""]
         )
-        rows.append(["process CPU %", lv.concurrent, len(c), lv.cpu_pct, None, None, None, ""])
+        own = "bridge CPU %" if lv.callers_cpu_pct is not None else "bridge + callers CPU % (inline)"
+        rows.append([own, lv.concurrent, len(c), lv.cpu_pct, None, None, None, ""])
+        if lv.callers_cpu_pct is not None:
+            rows.append(
+                ["caller process CPU %", lv.concurrent, len(c), lv.callers_cpu_pct, None, None, None, ""]
+            )
+            rows.append(
+                ["caller pacer lateness ms", lv.concurrent, len(c), lv.callers_late_ms, None, None, None, ""]
+            )
         rows.append(["longest gc pause ms", lv.concurrent, len(c), lv.gc_ms, None, None, None, ""])
         rows.append(
             ["pacer lateness ms (n: resyncs)", lv.concurrent, lv.resyncs, lv.late_ms, None, None, None, ""]
@@ -109,6 +121,8 @@ def figures_json(
                 "failed": lv.failed,
                 "rss_per_active_call_kb": round(lv.rss_per_call_kb, 1),
                 "process_cpu_pct": round(lv.cpu_pct, 1),
+                "caller_process_cpu_pct": _round(lv.callers_cpu_pct),
+                "caller_pacer_max_lateness_ms": _round(lv.callers_late_ms),
                 "pacer_max_lateness_ms": round(lv.late_ms, 1),
                 "pacer_resyncs": lv.resyncs,
                 "gc_max_pause_ms": round(lv.gc_ms, 1),

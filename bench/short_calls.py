@@ -58,11 +58,10 @@ async def _short_calls(calls: int, warmup: int, progress: Callable[[str], None] 
             probe = PROBES[cid]
             try:
                 await asyncio.wait_for(probe.greeted.wait(), T)
-                assert bench.pool is not None
-                bench.pool.hangup(caller)
+                bench.hangup(caller)
                 await asyncio.wait_for(handler, T)
                 await asyncio.wait_for(caller.wait_closed(), T)
-                bench.pool.callers.remove(caller)
+                bench.forget(caller)
                 fig = figures_of(probe, bench.greeting_label, bench.filler_labels)
                 if fig.greeting_ms is not None:
                     greeting.append(fig.greeting_ms)

@@ -23,15 +23,14 @@ import contextlib
 import dataclasses
 import itertools
 import random
-import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from bench.bridge_side import rss_kb
-from bench.call_figures import CallBench, CallFigures, T
-from bench.call_levels import FiguresResult
+from bench.call_figures import CallBench, CallFigures, Leg, T
+from bench.call_levels import CpuMeter, FiguresResult, worst_known
 from bench.call_probes import ANSWER_LABEL, PROBES, Probe
 from bench.common import GcTimer
 from testkit.fake_asterisk import FakeAsterisk
@@ -122,7 +121,8 @@ class CallFailure:
 @dataclass
 class LevelRun:
     """One level: the figures (`result`), the failures, the callers' share of the loop (% of wall
-    time spent in the fake callers' send and receive code) and the turns' actual spread (s, the
+    time spent in the fake callers' send and receive code; 0 with them in their own process,
+    whose CPU is `result.callers_cpu_pct`) and the turns' actual spread (s, the
     first call's turn to the last one's; 0 for one call), the level's wall time (s) and, paced,
     each call's turn after the moment all were live (s, by call index; None for a call that
     never turned; planned: `arrival_offsets`, actual: that or later, as the loop allowed)."""
@@ -226,9 +226,7 @@ async def _call(
     loop = asyncio.get_running_loop()
     began = loop.time()
     stage, arrived = "start", False
-    leg: tuple[str, FakeAsterisk, asyncio.Task[None]] | None = None
-    assert bench.pool is not None
-    pool = bench.pool
+    leg: tuple[str, Leg, asyncio.Task[None]] | None = None
     try:
         await asyncio.sleep(i * START_GAP_S)
         leg = cid, caller, handler = await asyncio.wait_for(bench.start_call(), T)
@@ -253,7 +251,7 @@ async def _call(
         caller.play(stop)
         await caller_wait(asyncio.shield(handler), handler, _patience(stop), "hang-up by the bot")
         stage = "end"
-        pool.hangup(caller)
+        bench.hangup(caller)
         await asyncio.wait_for(caller.wait_closed(), T)
         return bench.figures(probe)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, the level goes on
@@ -264,7 +262,7 @@ async def _call(
             arrived = True
             sched.arrive()
         if leg is not None:
-            pool.hangup(leg[1])  # the caller gives up: the bot sees the EOF and ends the call
+            bench.hangup(leg[1])  # the caller gives up: the bot sees the EOF and ends the call
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(leg[2]), 5.0)
         probe_or_none = PROBES.get(leg[0]) if leg is not None else None
@@ -276,8 +274,7 @@ async def _call(
         if leg is not None:
             leg[2].cancel()
             PROBES.pop(leg[0], None)
-            if leg[1] in pool.callers:
-                pool.callers.remove(leg[1])
+            bench.forget(leg[1])
 
 
 def _failure(i: int, cid: str, stage: str, error: str, began: float, probe: Probe | None) -> CallFailure:
@@ -301,11 +298,6 @@ def _failure(i: int, cid: str, stage: str, error: str, began: float, probe: Prob
     )
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _run(
     plan: LevelPlan, lines: tuple[bytes, bytes], bench_factory: Callable[[], CallBench]
 ) -> LevelRun:
@@ -313,7 +305,8 @@ async def _run(
         sched = _Schedule(plan)
         failures: list[CallFailure] = []
         base = rss_kb()
-        cpu0, wall0 = _cpu_s(), time.monotonic()
+        wall0 = time.monotonic()
+        meter = CpuMeter(bench.caller_process)
         gc_timer = GcTimer()
         try:
             with CallerTimer() as callers:
@@ -322,7 +315,7 @@ async def _run(
         finally:
             gc_timer.close()
         wall = time.monotonic() - wall0
-        cpu_pct = (_cpu_s() - cpu0) / wall * 100
+        cpu_pct, callers_pct = meter.read()
         peak = max(sched.rss_live_kb, rss_kb())
         pacer = bench.app.pacer
     calls = [r for r in results if r is not None]
@@ -336,6 +329,8 @@ async def _run(
         pacer.max_lateness_s * 1000,
         pacer.resyncs,
         gc_timer.max_s * 1000,
+        callers_pct,
+        None if bench.remote is None else bench.remote.late_ms,
     )
     turns = sched.turns.values()
     span = max(turns) - min(turns) if len(turns) > 1 else 0.0
@@ -374,6 +369,8 @@ def run_level(
         max(r.late_ms for r in rs),
         sum(r.resyncs for r in rs),
         max(r.gc_ms for r in rs),
+        worst_known([r.callers_cpu_pct for r in rs]),
+        worst_known([r.callers_late_ms for r in rs]),
     )
     return LevelRun(
         plan,

@@ -39,7 +39,8 @@ def _values(calls: list[CallFigures], name: str) -> list[float]:
 
 def render_standins(levels: list[StandinLevel]) -> str:
     """The figures per level as one table: figure, level, n, p50/p95/p99/max, target; then each
-    level's CPU (bridge + callers process, stand-ins, the callers' share of the loop) and failures."""
+    level's CPU (the bridge's process, with the callers inline; the stand-ins; the caller process,
+    else the callers' share of the loop), pacer lateness, the longest GC pause and failures."""
     rows: list[list[object]] = []
     for lv in levels:
         r, label = lv.result, lv.run.plan.label
@@ -47,8 +48,14 @@ def render_standins(levels: list[StandinLevel]) -> str:
             v = _values(r.calls, name)
             q = [percentile(v, p) for p in (50, 95, 99)]
             rows.append([text, label, len(v), *q, max(v) if v else None, target])
-        rows.append(["CPU %: bridge+callers / stand-ins / callers' loop share", label, len(r.calls),
-                     r.cpu_pct, lv.standins_cpu_pct, lv.run.callers_loop_pct, None, ""])  # fmt: skip
+        if r.callers_cpu_pct is None:
+            rows.append(["CPU %: bridge+callers / stand-ins / callers' loop share", label, len(r.calls),
+                         r.cpu_pct, lv.standins_cpu_pct, lv.run.callers_loop_pct, None, ""])  # fmt: skip
+        else:
+            rows.append(["CPU %: bridge / stand-ins / caller process", label, len(r.calls),
+                         r.cpu_pct, lv.standins_cpu_pct, r.callers_cpu_pct, None, ""])  # fmt: skip
+        rows.append(["pacer lateness ms: bridge / callers; longest gc pause ms", label, r.resyncs,
+                     r.late_ms, r.callers_late_ms, r.gc_ms, None, ""])  # fmt: skip
         rows.append(["turns spread over s / load average before", label, None, lv.run.turn_span_s,
                      lv.load_before, None, None, ""])  # fmt: skip
         rows.append(["calls failed", label, r.failed, None, None, None, None, "0"])
@@ -87,6 +94,10 @@ def standins_json(
                 "process_cpu_pct": round(lv.result.cpu_pct, 1),
                 "standins_cpu_pct": round(lv.standins_cpu_pct, 1),
                 "callers_loop_pct": round(lv.run.callers_loop_pct, 1),
+                "caller_process_cpu_pct": None if (c := lv.result.callers_cpu_pct) is None else round(c, 1),
+                "caller_pacer_max_lateness_ms": None
+                if (x := lv.result.callers_late_ms) is None
+                else round(x, 1),
                 "pacer_max_lateness_ms": round(lv.result.late_ms, 1),
                 "pacer_resyncs": lv.result.resyncs,
                 "gc_max_pause_ms": round(lv.result.gc_ms, 1),

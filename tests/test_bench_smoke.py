@@ -34,7 +34,14 @@ from bench.hotpath import HEADERS, CapacityResult, StepResult, capacity_json, ru
 from bench.micro import render_micro, run_micro
 from bench.short_calls import run_short_calls
 from bench.standin_figures import StandinFigures, Standins, level_plans, run_standin_figures
-from bench.standin_levels import CallerGaveUp, CallFailure, LevelPlan, arrival_offsets, caller_wait
+from bench.standin_levels import (
+    CallerGaveUp,
+    CallerTimer,
+    CallFailure,
+    LevelPlan,
+    arrival_offsets,
+    caller_wait,
+)
 from bench.standin_report import render_standins, standins_json
 from bench.virtual_figures import run_virtual_figures
 
@@ -184,7 +191,7 @@ def test_soak_summary_accounts_for_every_call_wait_and_leftover() -> None:
 
 @needs_espeak
 def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() -> None:
-    levels = run_figures((1, 3), repeat_single=1)
+    levels = run_figures((1, 3), repeat_single=1, callers="inline")
     assert [(lv.concurrent, len(lv.calls), lv.failed) for lv in levels] == [(1, 1, 0), (3, 3, 0)]
     for fig in (c for lv in levels for c in lv.calls):
         assert fig.greeting_ms is not None and fig.overhead_ms is not None
@@ -199,6 +206,28 @@ def test_call_figures_count_frames_and_the_bot_stops_at_the_barge_in_decision() 
     assert _header_cells(rendered) == ["figure", "calls", "n", "p50", "p95", "p99", "max", "target"]
     assert "barge-in frames after" in rendered
     assert "filler hand-over silence frames" in rendered
+    assert all(lv.callers_cpu_pct is None for lv in levels)  # inline: one process
+
+
+@needs_espeak
+def test_call_figures_with_the_callers_in_their_own_process() -> None:
+    # The callers run in the child: none of `FakeAsterisk`'s sending or receiving code runs here,
+    # yet the bridge side counts the same frames and decisions as with the callers inline.
+    with CallerTimer() as here:
+        levels = run_figures((1, 2), repeat_single=2, callers="process")
+    assert here.busy_s == 0.0
+    assert [(lv.concurrent, len(lv.calls), lv.failed) for lv in levels] == [(1, 2, 0), (2, 2, 0)]
+    for fig in (c for lv in levels for c in lv.calls):
+        assert fig.greeting_ms is not None and fig.overhead_own_ms is not None
+        assert fig.handover_silence == 0 and fig.underflow == 0
+        assert fig.barge_frames == 0  # the child's barge-in line reached the VAD; nothing after
+    for lv in levels:
+        assert lv.callers_cpu_pct is not None and lv.callers_cpu_pct > 0  # the child did the work
+        assert lv.callers_late_ms is not None
+    rendered = render_figures(levels, None)
+    assert "caller process CPU %" in rendered and "bridge CPU %" in rendered
+    data = figures_json(levels, None)["levels"]
+    assert isinstance(data, list) and all(r["caller_process_cpu_pct"] > 0 for r in data)
 
 
 @needs_espeak
@@ -220,8 +249,8 @@ def test_figures_over_the_standins_measure_the_providers_on_the_wire() -> None:
         assert fig.llm_first_token_ms is not None and fig.llm_first_token_ms >= 300
         assert fig.tts_first_audio_ms is not None and fig.tts_first_audio_ms >= 100
         assert fig.barge_frames == 0
-    # The callers' code ran on the loop and was timed.
-    assert all(lv.run.callers_loop_pct > 0 for lv in levels)
+    # The callers ran in their own process (the default): its CPU measured, none of their code here.
+    assert all(lv.result.callers_cpu_pct and lv.run.callers_loop_pct == 0 for lv in levels)
     # The paced calls all waited for the moment all were live, then each for its own slot (a
     # sleep never ends early; 1 ms for the clock's resolution); the others kept no schedule.
     planned = arrival_offsets(3, 0.3, "poisson")
@@ -376,6 +405,13 @@ class _Bench:
 
     def figures(self, _probe: Probe) -> CallFigures:
         return CallFigures()
+
+    def hangup(self, leg: _Leg) -> None:
+        self.pool.hangup(leg)
+
+    def forget(self, leg: _Leg) -> None:
+        if leg in self.pool.callers:
+            self.pool.callers.remove(leg)
 
 
 def test_a_paced_call_that_fails_before_it_is_live_does_not_hold_the_others(
