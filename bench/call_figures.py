@@ -50,6 +50,7 @@ from bridge.app import VoicebridgeApp
 from bridge.ari import AriCall
 from bridge.audiosocket.server import AudioSocketServer, AudioSocketSettings
 from bridge.gc_policy import apply_gc_settings
+from bridge.media_warmup import warm_media_path
 from bridge.settings import Settings
 from orchestrator.cache.memory import InMemoryAudioCache
 from orchestrator.dialogue_map.loader import load_dialogue_map
@@ -208,8 +209,11 @@ class CallBench:
         probe.events.append((asyncio.get_running_loop().time(), str(event.kind), str(text) or None))
 
     async def __aenter__(self) -> CallBench:
-        # As `VoicebridgeApp.start()` does: what lives as long as the process is kept out of the
-        # collector's generations (before the pacer starts: a full collection stalls its ticks).
+        # As `VoicebridgeApp.start()` does: the media path warmed (the first call would make the
+        # Silero session on the loop, a 44-86 ms stall), then what lives as long as the process
+        # kept out of the collector's generations (before the pacer starts: a full collection
+        # stalls its ticks).
+        await warm_media_path(self.app.settings.vad, self.app.settings.echo)
         gc.collect()
         gc.freeze()
         self._gc_threshold = gc.get_threshold()
