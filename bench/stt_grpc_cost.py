@@ -82,7 +82,7 @@ def counting_requests() -> Iterator[list[int]]:
     try:
         yield count
     finally:
-        RecognizeCall._count = original  # type: ignore[method-assign,assignment]
+        RecognizeCall._count = original  # type: ignore[method-assign]
 
 
 @dataclass
