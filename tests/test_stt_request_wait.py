@@ -23,8 +23,8 @@ FRAME = bytes(320)  # 20 ms of silence
 T = 5.0  # bound on every wait (virtual seconds)
 
 
-def _shared(keepalive_s: float) -> Shared:
-    settings = YandexSettings(api_key="k", folder_id="f", tls=False, keepalive_s=keepalive_s)
+def _shared(keepalive_s: float, **settings_kw: Any) -> Shared:
+    settings = YandexSettings(api_key="k", folder_id="f", tls=False, keepalive_s=keepalive_s, **settings_kw)
     return Shared(
         settings=settings, clock=LoopClock(), buffer=AudioBuffer(500), emit=lambda _e: None, chunk_frames=5
     )
@@ -140,3 +140,85 @@ def test_a_failed_calls_generator_cancelled_while_waiting_does_not_cancel_the_ne
         return old_task.cancelled(), _kind(req)
 
     assert run_virtual(main) == (True, "chunk")
+
+
+class _TimedBuffer(AudioBuffer):
+    """Records when the generator asks for the buffer's future: once per wake-up."""
+
+    def __init__(self, max_frames: int) -> None:
+        super().__init__(max_frames)
+        self.asked_at: list[float] = []
+
+    def waiter(self, min_frames: int = 1) -> asyncio.Future[None] | None:
+        self.asked_at.append(round(asyncio.get_running_loop().time(), 6))
+        return super().waiter(min_frames)
+
+
+def test_the_timer_at_a_stale_deadline_comes_back_later_without_waking_the_generator() -> None:
+    # The timer armed for t = 1.0 finds the generator waiting for 1.6 (a batch came at 0.6): it
+    # moves itself on; waking the generator there would cost a loop pass for nothing.
+    async def main() -> list[float]:
+        shared = _shared(keepalive_s=1.0)
+        buffer = shared.buffer = _TimedBuffer(500)
+        call = RecognizeCall(shared, 0)
+        loop = asyncio.get_running_loop()
+        reqs = await _requests(call)
+        loop.call_at(0.6, _push_batch, shared)
+        async with asyncio.timeout(T):
+            assert [_kind(await anext(reqs)) for _ in range(2)] == ["chunk", "silence_chunk"]
+        call.abandon()
+        await reqs.aclose()
+        return buffer.asked_at
+
+    assert run_virtual(main) == [0.0, 0.6, 0.6, 1.6]
+
+
+def _pending_keepalive_timers(end: str) -> list[float]:
+    """Run a call to its `end`, then the times of its timers still armed (none should be)."""
+
+    async def main() -> list[float]:
+        renew: dict[str, Any] = {"renew_after_s": 0.5, "renew_grace_s": 0.0} if end == "renew" else {}
+        shared = _shared(keepalive_s=3.0, **renew)
+        call = RecognizeCall(shared, 0)
+        loop = asyncio.get_running_loop()
+        mine: list[asyncio.TimerHandle] = []
+        call_at: Callable[..., asyncio.TimerHandle] = loop.call_at
+
+        def recorded(
+            when: float, callback: Callable[..., object], *args: Any, **kw: Any
+        ) -> asyncio.TimerHandle:
+            handle = call_at(when, callback, *args, **kw)
+            if getattr(callback, "__self__", None) is call:
+                mine.append(handle)
+            return handle
+
+        loop.call_at = recorded  # type: ignore[method-assign,assignment]
+        try:
+            reqs = await _requests(call)
+            loop.call_at(0.6, _push_batch, shared)  # the generator waits for it (timer: t = 3.0)
+            async with asyncio.timeout(T):
+                assert _kind(await anext(reqs)) == "chunk"
+                if end == "abandon at yield":  # the gRPC call ends; nothing pulls the generator
+                    call.abandon()
+                elif end == "abandon while waiting":
+                    loop.call_at(1.0, call.abandon)
+                    assert [req async for req in reqs] == []
+                elif end == "eof":
+                    loop.call_at(1.0, shared.buffer.end)
+                    assert [req async for req in reqs] == []
+                else:  # renewal: due at 0.5 s, found before the next wait
+                    assert [req async for req in reqs] == []
+                assert call.ended.done()
+            await reqs.aclose()
+        finally:
+            del loop.call_at
+        return [h.when() for h in mine if not h.cancelled() and h.when() > loop.time()]
+
+    return run_virtual(main)
+
+
+def test_no_keepalive_timer_stays_armed_once_the_call_is_over() -> None:
+    # Ended calls are dropped, not closed by anyone: an armed timer would keep each one alive
+    # (and wake it) up to keepalive_s later.
+    ends = ("abandon at yield", "abandon while waiting", "eof", "renew")
+    assert {end: _pending_keepalive_timers(end) for end in ends} == {end: [] for end in ends}
