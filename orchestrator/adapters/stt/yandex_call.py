@@ -170,6 +170,10 @@ class RecognizeCall(CallResults):
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.call: grpc.aio.StreamStreamCall[Any, Any] | None = None
         self.failure: Exception | None = None  # what made the request generator raise
+        # The generator's wait for audio (`_next`): the buffer's future, the deadline, its timer.
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     # --- requests ---
     def _age_s(self) -> float:
@@ -196,6 +200,12 @@ class RecognizeCall(CallResults):
     def _end(self, why: str) -> None:
         if not self.ended.done():
             self.ended.set_result(why)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiter = self._waiter  # a generator waiting for audio returns at once (DEAD)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _dead(self) -> bool:
         return self.ended.done() or (self.call is not None and self.call.done())
@@ -205,23 +215,49 @@ class RecognizeCall(CallResults):
 
         A whole batch (`chunk_frames`) is waited for, so real-time audio goes out 100 ms per
         request; a backlog goes as several batches at once (`_batch_frames`); what is queued goes
-        out anyway when the keepalive interval ends, and at the end of input. No task per wait:
-        the buffer's future and `ended` are waited on together.
+        out anyway when the keepalive interval ends, and at the end of input.
+
+        Per request of every call: it awaits the buffer's future alone (`_end` and the one timer
+        per call, `_keepalive`, complete it too), not `asyncio.wait` (bench/stt_grpc_cost.py).
         """
         buffer = self.shared.buffer
         want = self.shared.chunk_frames
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = self._deadline = loop.time() + timeout
         while True:
             if self._dead():
                 return _Wait.DEAD
             waiter = buffer.waiter(want)
             if waiter is None:  # a whole batch, or the input ended
                 return buffer.take(self._batch_frames()) or _Wait.EOF
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline <= loop.time():
                 return buffer.take(want) or _Wait.IDLE
-            await asyncio.wait((waiter, self.ended), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if self._timer is None:
+                self._timer = loop.call_at(deadline, self._keepalive)
+            self._waiter = waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # The buffer's future is shared with a failed call's generator that may still
+                # wait on it: cancelled with that one's task, it is only a wake-up here.
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+            finally:
+                self._waiter = None
+
+    def _keepalive(self) -> None:
+        """Wake the waiting generator at its deadline (a later wait moved it on: come back then)."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or self.ended.done():
+            return  # not waiting: the next wait arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            if not waiter.done():
+                waiter.set_result(None)
+        else:
+            self._timer = loop.call_at(self._deadline, self._keepalive)
 
     def _batch_frames(self) -> int:
         """Frames for the next audio request: one batch, or as many whole batches as are queued.
